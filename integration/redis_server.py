@@ -1,0 +1,91 @@
+"""A real, private redis-server for tests: unix socket, no persistence, killed by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+class RedisServer:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.socket = workdir / "redis.sock"
+        self.pidfile = workdir / "redis.pid"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        # not --daemonize: we keep the Popen so we can kill exactly our PID
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "770",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--pidfile",
+                str(self.pidfile),
+                "--loglevel",
+                "warning",
+                "--logfile",
+                str(self.workdir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError):
+                    pass
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    log = (
+                        (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
+                        if (self.workdir / "redis.log").exists()
+                        else ""
+                    )
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not start: {log}")
+                time.sleep(0.01)
+        finally:
+            client.close()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5, decode_responses=True)
+
+    def stop(self) -> None:
+        """Kill our redis-server (SIGKILL: tests model a crash, and it is fastest)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+        self.socket.unlink(missing_ok=True)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None

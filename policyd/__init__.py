@@ -1,0 +1,1 @@
+"""The Postfix policy-delegation daemon (also answers Exim ${readsocket})."""

@@ -1,0 +1,1 @@
+"""The smtp-balancer command line."""

@@ -1,0 +1,202 @@
+"""The ``smtp-balancer`` command: check, explain, status, live state changes, render."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import redis
+
+from smtp_balancer.cli.report import explain_report, status_report
+from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
+from smtp_balancer.durations import parse_duration
+from smtp_balancer.engine import Engine
+from smtp_balancer.facts import Facts
+from smtp_balancer.redis_client import RedisSetupError, describe, sync_client
+from smtp_balancer.render import postfix
+from smtp_balancer.state.admin import AdminError, StateAdmin
+from smtp_balancer.state.keys import ALL_PROVIDERS
+
+EXIT_CONFIG = 2
+EXIT_REDIS = 3
+EXIT_USAGE = 4
+
+
+def _config(args: argparse.Namespace) -> BalancerConfig:
+    return load_config(args.config)
+
+
+def _admin(args: argparse.Namespace) -> StateAdmin:
+    config = _config(args)
+    return StateAdmin(sync_client(config.redis), config)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(
+        f"{args.config}: OK ({len(config.endpoints)} endpoints, {len(config.pools)} pools, "
+        f"{len(config.rules)} rules)"
+    )
+    return 0
+
+
+def facts_from_args(args: argparse.Namespace) -> Facts:
+    return Facts(
+        sender=args.sender,
+        recipients=tuple(args.rcpt),
+        sasl_username=args.sasl_username,
+        client_address=args.client,
+        size=args.size,
+        message_class=args.message_class,
+        queue_id="explain",
+    )
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    config = _config(args)
+    facts = facts_from_args(args)
+
+    async def run() -> str:
+        engine = Engine(config)
+        try:
+            decision = await engine.decide(facts, commit=False, explain=True)
+        finally:
+            await engine.aclose()
+        return explain_report(facts, decision)
+
+    print(asyncio.run(run()))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(status_report(_admin(args).snapshot()))
+    return 0
+
+
+def cmd_weight(args: argparse.Namespace) -> int:
+    if args.weight is None and not args.reset:
+        raise AdminError("give a WEIGHT, or --reset to return to the YAML weight")
+    _admin(args).set_weight(args.pool, args.endpoint, None if args.reset else args.weight)
+    what = "YAML weight restored" if args.reset else f"weight {args.weight}"
+    print(f"pool {args.pool}, endpoint {args.endpoint}: {what}")
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    _admin(args).set_state(args.endpoint, "drained", args.reason)
+    print(f"endpoint {args.endpoint}: drained ({args.reason})")
+    return 0
+
+
+def cmd_undrain(args: argparse.Namespace) -> int:
+    _admin(args).set_state(args.endpoint, "active", args.reason)
+    print(f"endpoint {args.endpoint}: active")
+    return 0
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    seconds = parse_duration(args.duration)
+    _admin(args).suspend(args.endpoint, args.provider, seconds, args.reason)
+    print(f"endpoint {args.endpoint}: suspended for {args.provider} for {args.duration} ({args.reason})")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    removed = _admin(args).resume(args.endpoint, args.provider)
+    print(f"endpoint {args.endpoint}: {removed} suspension(s) lifted")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.part in ("master", "all"):
+        sys.stdout.write(postfix.master_cf(config, args.config))
+    if args.part == "all":
+        sys.stdout.write("\n")
+    if args.part in ("main", "all"):
+        sys.stdout.write(postfix.main_cf(config, args.config))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    config_help = "YAML config (default: $SMTP_BALANCER_CONFIG or /etc/smtp-balancer/config.yaml)"
+    parser = argparse.ArgumentParser(prog="smtp-balancer", description=__doc__)
+    parser.add_argument("-c", "--config", default=default_config_path(), help=config_help)
+    # accepted after the subcommand too; SUPPRESS keeps it from resetting the value given before
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help=config_help)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    add("check", cmd_check, "validate the config; exit non-zero on any error")
+
+    p = add("explain", cmd_explain, "dry-run a decision from given facts; consumes no quota")
+    p.add_argument("--sender", default="")
+    p.add_argument("--rcpt", action="append", default=[], help="recipient (repeatable)")
+    p.add_argument("--sasl-username", default="")
+    p.add_argument("--client", default="", help="client IP address")
+    p.add_argument("--size", type=int)
+    p.add_argument("--class", dest="message_class", help="message class, e.g. transactional or bulk")
+
+    add("status", cmd_status, "weights, states, suspensions and warm-up counters per pool")
+
+    p = add("weight", cmd_weight, "set an endpoint's live weight in a pool")
+    p.add_argument("pool")
+    p.add_argument("endpoint")
+    p.add_argument("weight", type=int, nargs="?")
+    p.add_argument("--reset", action="store_true", help="drop the live weight; the YAML weight applies")
+
+    p = add("drain", cmd_drain, "take an endpoint out for every message")
+    p.add_argument("endpoint")
+    p.add_argument("--reason", default="drained by operator")
+
+    p = add("undrain", cmd_undrain, "put a drained or quarantined endpoint back into service")
+    p.add_argument("endpoint")
+    p.add_argument("--reason", default="")
+
+    p = add("suspend", cmd_suspend, "take an endpoint out for one provider (or all) for a while")
+    p.add_argument("endpoint")
+    p.add_argument("--provider", default=ALL_PROVIDERS)
+    p.add_argument("--for", dest="duration", default="1h", help="e.g. 30m, 2h, 1d (default 1h)")
+    p.add_argument("--reason", default="suspended by operator")
+
+    p = add("resume", cmd_resume, "lift an endpoint's suspension (all of them without --provider)")
+    p.add_argument("endpoint")
+    p.add_argument("--provider")
+
+    p = add("render", cmd_render, "print MTA configuration generated from the YAML")
+    p.add_argument("mta", choices=["postfix"])
+    p.add_argument("--part", choices=["master", "main", "all"], default="all")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="smtp-balancer: %(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigInvalid as exc:
+        print(f"smtp-balancer: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (AdminError, ValueError) as exc:
+        print(f"smtp-balancer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RedisSetupError as exc:
+        print(f"smtp-balancer: {exc}", file=sys.stderr)
+        return EXIT_REDIS
+    except redis.RedisError as exc:
+        where = describe(load_config(args.config).redis) if Path(args.config).exists() else "?"
+        print(f"smtp-balancer: Redis at {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_REDIS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Plain-text reports for the CLI: explain and status. Formatting only, no I/O."""
+
+from __future__ import annotations
+
+from smtp_balancer.durations import format_duration
+from smtp_balancer.facts import Decision, Facts
+from smtp_balancer.state.admin import Snapshot
+
+
+def table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def explain_report(facts: Facts, decision: Decision) -> str:
+    out = [
+        f"facts:     sender={facts.sender or '<>'} recipients={','.join(facts.recipients) or '-'}"
+        f" sasl={facts.sasl_username or '-'} client={facts.client_address or '-'}"
+        f" size={facts.size if facts.size is not None else '-'} class={facts.message_class or '-'}",
+        f"rule:      {decision.rule or '(none matched)'}",
+        f"pool:      {decision.pool or '-'}",
+    ]
+    if decision.verdicts:
+        out.append("endpoints:")
+        rows = [["POOL", "ENDPOINT", "WEIGHT", "ELIGIBLE", "WHY"]]
+        rows += [
+            [v.pool, v.endpoint, str(v.weight), "yes" if v.eligible else "no", v.detail]
+            for v in decision.verdicts
+        ]
+        out += table(rows)
+    if decision.outcome == "route" and decision.route:
+        pick = f"{decision.endpoint} -> FILTER {decision.route.filter_target}"
+    else:
+        pick = {
+            "default": "none: MTA default transport (DUNNO)",
+            "defer": "none: defer (try later)",
+            "no_rule": "none: no rule matched (DUNNO)",
+        }[decision.outcome]
+    out.append(f"pick:      {pick}")
+    out.append(f"reason:    {decision.reason}{' [DEGRADED: Redis not used]' if decision.degraded else ''}")
+    out.append("(dry run: no quota consumed)")
+    return "\n".join(out)
+
+
+def _count(count: int | None, cap: int | None) -> str:
+    shown = "junk!" if count is None else str(count)
+    return f"{shown}/{cap}" if cap is not None else shown
+
+
+def status_report(snapshot: Snapshot) -> str:
+    out = [f"smtp-balancer status at {snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC"]
+    for pool in snapshot.pools:
+        sticky = f", sticky by {pool.stickiness} (spread {pool.spread})" if pool.stickiness != "none" else ""
+        out.append(f"\npool {pool.name} (overflow {pool.overflow}{sticky})")
+        rows = [["ENDPOINT", "WEIGHT", "STATE", "TODAY/CAP", "HOUR/CAP", "WARM-UP", "SUSPENSIONS"]]
+        for m in pool.members:
+            ep = snapshot.endpoints[m.endpoint]
+            if m.junk_weight is not None:
+                weight = f"{m.weight} (yaml; junk {m.junk_weight[:12]!r} ignored)"
+            else:
+                weight = str(m.weight) + (" (yaml)" if m.live_weight is None else "")
+            state = "active (junk state ignored)" if ep.state_junk else ep.state
+            if ep.reason and ep.state != "active":
+                state += f": {ep.reason}"
+            suspensions = (
+                "; ".join(f"{s.provider} {format_duration(s.ttl_s)} left: {s.reason}" for s in ep.suspensions)
+                or "-"
+            )
+            warm = (
+                "warm"
+                if ep.warmup_day is None
+                else (f"day {ep.warmup_day}" if ep.warmup_day > 0 else "not started")
+            )
+            rows.append(
+                [
+                    m.endpoint,
+                    weight,
+                    state,
+                    _count(ep.day_count, ep.day_cap),
+                    _count(ep.hour_count, ep.hour_cap),
+                    warm,
+                    suspensions,
+                ]
+            )
+        out += table(rows)
+    return "\n".join(out)

@@ -1,0 +1,121 @@
+"""Load and validate the YAML configuration, reporting every error at once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.config.references import ConfigError, reference_errors
+
+DEFAULT_CONFIG_PATH = "/etc/smtp-balancer/config.yaml"
+CONFIG_ENV = "SMTP_BALANCER_CONFIG"
+
+
+class ConfigInvalid(Exception):
+    """The configuration cannot be used; ``errors`` lists (path, message) pairs."""
+
+    def __init__(self, source: str, errors: list[ConfigError]) -> None:
+        self.source = source
+        self.errors = errors
+        lines = "\n".join(f"  {path}: {message}" if path else f"  {message}" for path, message in errors)
+        super().__init__(f"{source}: {len(errors)} error(s)\n{lines}")
+
+
+def default_config_path() -> str:
+    return os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: str | os.PathLike[str]) -> BalancerConfig:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigInvalid(source, [("", f"cannot read config: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigInvalid(source, [("", f"config is not UTF-8: {exc}")]) from exc
+    return parse_config(text, source)
+
+
+def parse_config(text: str, source: str = "<config>") -> BalancerConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigInvalid(source, [("", f"YAML syntax error at {where}{problem}")]) from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigInvalid(source, [("", "the config must be a YAML mapping")])
+    return validate_config(raw, source)
+
+
+def validate_config(raw: Mapping[str, Any], source: str = "<config>") -> BalancerConfig:
+    errors: list[ConfigError] = []
+    config: BalancerConfig | None = None
+    try:
+        config = BalancerConfig.model_validate(raw)
+    except ValidationError as exc:
+        errors.extend(_pydantic_errors(exc))
+    errors.extend(reference_errors(raw))
+    if errors or config is None:
+        raise ConfigInvalid(source, _dedupe(errors))
+    return config
+
+
+def _dedupe(errors: list[ConfigError]) -> list[ConfigError]:
+    return list(dict.fromkeys(errors))
+
+
+def format_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _pydantic_errors(exc: ValidationError) -> list[ConfigError]:
+    errors: list[ConfigError] = []
+    for err in exc.errors(include_url=False):
+        # union branches add their type name to loc; drop those for a readable path
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
+        errors.append((format_path(loc), _message(err)))
+    return errors
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in {"int", "str", "WarmupStep", "list[union[WarmupStep,int]]"} or part.startswith(
+        ("list[", "function-")
+    )
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required",
+}
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx.get('le')}"
+    if kind == "string_pattern_mismatch":
+        return f"must match {ctx.get('pattern')}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    return str(err["msg"]).lower()

@@ -1,0 +1,200 @@
+"""The YAML configuration, as pydantic models.
+
+Field validation lives here; references between sections (a pool naming an
+endpoint, a rule naming a pool) are checked in ``references.py`` so that they
+are reported even when other fields are broken.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+NAME_RE = r"^[a-z0-9_-]+$"
+Name = Annotated[str, Field(pattern=NAME_RE, max_length=64)]
+OVERFLOW_KEYWORDS = ("defer", "ignore_caps", "default")
+STICKINESS = ("none", "sender", "sender_domain", "sasl_username")
+MAX_WEIGHT = 1_000_000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WarmupStep(Strict):
+    daily: int = Field(ge=0)
+    hourly: int | None = Field(default=None, ge=0)
+
+
+class WarmupConfig(Strict):
+    start: date
+    # a built-in or configured schedule name, or an explicit list of steps
+    schedule: str | list[WarmupStep | int]
+
+
+class EndpointConfig(Strict):
+    kind: Literal["local", "relay"] = "local"
+    bind_address: str | None = None
+    helo_name: str | None = None
+    public_ip: str | None = None
+    nexthop: str | None = None
+    warmup: WarmupConfig | None = None
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("bind_address", "public_ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError as exc:
+                raise ValueError(f"not an IP address: {value!r}") from exc
+        return value
+
+    @field_validator("helo_name")
+    @classmethod
+    def _helo(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", value):
+            raise ValueError(f"not a host name: {value!r}")
+        return value
+
+    @field_validator("nexthop")
+    @classmethod
+    def _nexthop(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_nexthop(value)
+        return value
+
+    @model_validator(mode="after")
+    def _relay_needs_nexthop(self) -> EndpointConfig:
+        if self.kind == "relay" and not self.nexthop:
+            raise ValueError("a relay endpoint needs nexthop (host:port)")
+        if self.kind == "local" and self.nexthop:
+            raise ValueError("nexthop is only for kind: relay")
+        return self
+
+
+def parse_nexthop(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[host]:port`` -> (host, port); raises ValueError."""
+    m = re.fullmatch(r"\[?([A-Za-z0-9.:-]+?)\]?:(\d{1,5})", value.strip())
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise ValueError(f"nexthop must be host:port, got {value!r}")
+    return m.group(1), int(m.group(2))
+
+
+class PoolMember(Strict):
+    endpoint: str
+    weight: int = Field(default=1, ge=0, le=MAX_WEIGHT)
+
+
+class PoolConfig(Strict):
+    endpoints: list[PoolMember] = Field(min_length=1)
+    stickiness: Literal["none", "sender", "sender_domain", "sasl_username"] = "none"
+    spread: int = Field(default=1, ge=1, le=64)
+    # defer | ignore_caps | default | pool:<name>
+    overflow: str = "default"
+
+    @field_validator("overflow")
+    @classmethod
+    def _overflow(cls, value: str) -> str:
+        if value in OVERFLOW_KEYWORDS or re.fullmatch(r"pool:[a-z0-9_-]+", value):
+            return value
+        raise ValueError("must be defer, ignore_caps, default or pool:<name>")
+
+
+class SizeRange(Strict):
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+
+class RuleConfig(Strict):
+    name: Name
+    pool: str
+    sender: list[str] = Field(default_factory=list)
+    sender_domain: list[str] = Field(default_factory=list)
+    sasl_username: list[str] = Field(default_factory=list)
+    client: list[str] = Field(default_factory=list)
+    recipient_domain: list[str] = Field(default_factory=list)
+    provider: list[str] = Field(default_factory=list)
+    message_class: list[str] = Field(default_factory=list)
+    size: SizeRange | None = None
+
+    @field_validator("client")
+    @classmethod
+    def _cidrs(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR: {value!r}") from exc
+        return values
+
+
+class ProviderConfig(Strict):
+    domains: list[str] = Field(default_factory=list)
+    mx_suffixes: list[str] = Field(default_factory=list)
+
+
+class TlsConfig(Strict):
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify: bool = True
+
+
+class SentinelConfig(Strict):
+    hosts: list[str] = Field(min_length=1)
+    service_name: str
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: str | None = None
+
+
+class RedisConfig(Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
+    # prefer password_file or $SMTP_BALANCER_REDIS_PASSWORD: the YAML is often world-readable
+    password: SecretStr | None = None
+    password_file: str | None = None
+    prefix: Name = "sb"
+    connect_timeout_ms: int = Field(default=50, ge=1, le=60_000)
+    admin_timeout_ms: int = Field(default=2000, ge=1, le=60_000)
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    tls: TlsConfig | None = None
+    sentinel: SentinelConfig | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+class DecisionConfig(Strict):
+    budget_ms: int = Field(default=50, ge=1, le=10_000)
+    # weights: decide from the YAML weights; default: answer DUNNO (MTA default transport)
+    fallback: Literal["weights", "default"] = "weights"
+    # after a Redis failure, decide locally for this long before trying Redis again
+    retry_after_ms: int = Field(default=1000, ge=10, le=600_000)
+
+
+class PolicydConfig(Strict):
+    listen: list[str] = Field(default_factory=lambda: ["inet:127.0.0.1:10040"])
+    # the timeout Postfix waits for us; rendered into main.cf
+    postfix_timeout_s: int = Field(default=10, ge=1, le=300)
+
+
+class BalancerConfig(Strict):
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    policyd: PolicydConfig = Field(default_factory=PolicydConfig)
+    endpoints: dict[Name, EndpointConfig] = Field(min_length=1)
+    pools: dict[Name, PoolConfig] = Field(min_length=1)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    providers: dict[Name, ProviderConfig] = Field(default_factory=dict)
+    warmup_schedules: dict[Name, list[WarmupStep | int]] = Field(default_factory=dict)

@@ -1,0 +1,90 @@
+"""Cross-section checks on the raw YAML mapping.
+
+They run on the raw data, not on validated models, so that a dangling
+reference is reported together with every field error in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from smtp_balancer.providers import BUILTIN_PROVIDERS
+from smtp_balancer.warmup import BUILTIN_SCHEDULES
+
+ConfigError = tuple[str, str]  # (path, message)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
+    endpoints = _mapping(raw.get("endpoints"))
+    pools = _mapping(raw.get("pools"))
+    schedules = set(BUILTIN_SCHEDULES) | set(_mapping(raw.get("warmup_schedules")))
+    providers = set(BUILTIN_PROVIDERS) | set(_mapping(raw.get("providers"))) | {"other"}
+
+    for name, endpoint in endpoints.items():
+        warmup = _mapping(_mapping(endpoint).get("warmup"))
+        schedule = warmup.get("schedule")
+        if isinstance(schedule, str) and schedule not in schedules:
+            yield (f"endpoints.{name}.warmup.schedule", f"unknown warm-up schedule {schedule!r}")
+
+    for pool_name, pool in pools.items():
+        pool = _mapping(pool)
+        seen: set[str] = set()
+        for i, member in enumerate(_list(pool.get("endpoints"))):
+            ref = _mapping(member).get("endpoint")
+            if not isinstance(ref, str):
+                continue
+            path = f"pools.{pool_name}.endpoints[{i}].endpoint"
+            if ref not in endpoints:
+                yield (path, f"unknown endpoint {ref!r}")
+            elif ref in seen:
+                yield (path, f"endpoint {ref!r} is listed twice")
+            seen.add(ref)
+        overflow = pool.get("overflow")
+        if isinstance(overflow, str) and overflow.startswith("pool:"):
+            target = overflow.removeprefix("pool:")
+            if target not in pools:
+                yield (f"pools.{pool_name}.overflow", f"unknown pool {target!r}")
+    yield from _overflow_cycles(pools)
+
+    rule_names: set[str] = set()
+    for i, rule in enumerate(_list(raw.get("rules"))):
+        rule = _mapping(rule)
+        pool = rule.get("pool")
+        if isinstance(pool, str) and pool not in pools:
+            yield (f"rules[{i}].pool", f"unknown pool {pool!r}")
+        for j, provider in enumerate(_list(rule.get("provider"))):
+            if isinstance(provider, str) and provider not in providers:
+                yield (f"rules[{i}].provider[{j}]", f"unknown provider {provider!r}")
+        name = rule.get("name")
+        if isinstance(name, str):
+            if name in rule_names:
+                yield (f"rules[{i}].name", f"rule name {name!r} is used twice")
+            rule_names.add(name)
+
+
+def _overflow_cycles(pools: Mapping[str, Any]) -> Iterator[ConfigError]:
+    for start in pools:
+        seen = [start]
+        current = start
+        while True:
+            overflow = _mapping(pools.get(current)).get("overflow")
+            if not (isinstance(overflow, str) and overflow.startswith("pool:")):
+                break
+            current = overflow.removeprefix("pool:")
+            if current not in pools:
+                break
+            if current in seen:
+                if current == start:
+                    chain = " -> ".join([*seen, current])
+                    yield (f"pools.{start}.overflow", f"overflow loops back: {chain}")
+                break
+            seen.append(current)

@@ -1,0 +1,158 @@
+"""The decision engine: one EVALSHA per message, or a local degraded decision.
+
+``Engine`` is the one implementation, on asyncio (the policy daemon runs it
+directly). ``ThreadedEngine`` runs the same Engine on a private event loop
+thread for callers on threads (pymilter callbacks), so threads share one Redis
+connection pool and never open a connection per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import RedisError, ResponseError
+
+from smtp_balancer import metrics
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.facts import Decision, Facts
+from smtp_balancer.redis_client import async_client, describe
+from smtp_balancer.selection import Planner, ScriptCall, StateJunk
+
+log = logging.getLogger("smtp_balancer.engine")
+
+SELECT_LUA = resources.files("smtp_balancer.state").joinpath("select.lua").read_text(encoding="utf-8")
+JUNK_LOG_INTERVAL_S = 60.0
+
+
+class Breaker:
+    """After a Redis failure, skip Redis for a while so mail never waits on it."""
+
+    def __init__(self, retry_after_s: float, clock: Any = time.monotonic) -> None:
+        self.retry_after_s = retry_after_s
+        self.clock = clock
+        self.open_until = 0.0
+
+    def allows(self) -> bool:
+        return self.clock() >= self.open_until
+
+    def failed(self) -> None:
+        self.open_until = self.clock() + self.retry_after_s
+
+    def succeeded(self) -> None:
+        self.open_until = 0.0
+
+
+class Engine:
+    def __init__(
+        self,
+        config: BalancerConfig,
+        client: redis.asyncio.Redis | None = None,
+        *,
+        planner: Planner | None = None,
+    ) -> None:
+        self.config = config
+        self.planner = planner or Planner(config)
+        self.budget_s = config.decision.budget_ms / 1000
+        self.client = client or async_client(config.redis, self.budget_s)
+        self.script = self.client.register_script(SELECT_LUA)
+        self.breaker = Breaker(config.decision.retry_after_ms / 1000)
+        self._junk_logged: dict[StateJunk, float] = {}
+        self._redis_where = describe(config.redis)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def decide(
+        self, facts: Facts, *, commit: bool = True, explain: bool = False, now: datetime | None = None
+    ) -> Decision:
+        """Decide a route; never raises and never waits longer than the budget."""
+        started = time.perf_counter()
+        try:
+            decision = await self._decide(facts, commit, explain, now)
+        except Exception:  # a bug must not stop mail: fail open to the MTA default
+            log.exception("decision failed for queue id %s; answering default", facts.queue_id or "-")
+            decision = Decision(outcome="default", reason="degraded (internal error)", degraded=True)
+            metrics.DEGRADED.labels("internal_error").inc()
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+        if commit:
+            metrics.record_decision(decision.pool, decision.endpoint, decision.rule, decision.outcome)
+        return decision
+
+    async def _decide(self, facts: Facts, commit: bool, explain: bool, now: datetime | None) -> Decision:
+        call = self.planner.prepare(facts, now, commit=commit, explain=explain)
+        if isinstance(call, Decision):
+            return call
+        if not self.breaker.allows():
+            return self._degraded(call, "circuit_open")
+        try:
+            reply = await asyncio.wait_for(self.script(keys=call.keys, args=call.args), self.budget_s)
+        except TimeoutError:
+            return self._failed(call, "timeout", f"no answer within {self.config.decision.budget_ms} ms")
+        except ResponseError as exc:
+            return self._failed(call, "script_error", str(exc))
+        except (RedisError, OSError) as exc:
+            return self._failed(call, "redis_error", f"{type(exc).__name__}: {exc}")
+        self.breaker.succeeded()
+        decision, junk = self.planner.interpret(call, reply)
+        if junk:
+            self._report_junk(junk)
+        return decision
+
+    def _failed(self, call: ScriptCall, reason: str, detail: str) -> Decision:
+        if self.breaker.allows():
+            log.warning(
+                "Redis %s unusable (%s: %s); deciding from YAML for %.1fs",
+                self._redis_where,
+                reason,
+                detail,
+                self.breaker.retry_after_s,
+            )
+        self.breaker.failed()
+        return self._degraded(call, reason)
+
+    def _degraded(self, call: ScriptCall, reason: str) -> Decision:
+        metrics.DEGRADED.labels(reason).inc()
+        return self.planner.local_decision(call, reason)
+
+    def _report_junk(self, junk: list[StateJunk]) -> None:
+        now = time.monotonic()
+        for item in junk:
+            metrics.STATE_JUNK.labels(item.kind).inc()
+            if now - self._junk_logged.get(item, -JUNK_LOG_INTERVAL_S) >= JUNK_LOG_INTERVAL_S:
+                self._junk_logged[item] = now
+                where = f"{item.key} field {item.field}" if item.field else item.key
+                log.warning(
+                    "ignoring unusable %s value in Redis at %s; using the YAML default", item.kind, where
+                )
+
+
+class ThreadedEngine:
+    """The same Engine for threaded callers, on a private event-loop thread."""
+
+    def __init__(self, config: BalancerConfig, client: redis.asyncio.Redis | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="engine-loop", daemon=True)
+        self._thread.start()
+        self.engine = Engine(config, client)
+
+    def decide(self, facts: Facts, **kwargs: Any) -> Decision:
+        future = asyncio.run_coroutine_threadsafe(self.engine.decide(facts, **kwargs), self._loop)
+        try:
+            # Engine.decide bounds itself by the budget; this is a last-resort guard
+            return future.result(timeout=self.engine.budget_s * 4 + 0.5)
+        except TimeoutError:
+            future.cancel()
+            metrics.DEGRADED.labels("bridge_timeout").inc()
+            return Decision(outcome="default", reason="degraded (engine did not answer)", degraded=True)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.engine.aclose(), self._loop).result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)

@@ -1,0 +1,34 @@
+"""Prometheus metric definitions shared by every daemon.
+
+Labels are bounded: pool, endpoint, rule and provider names come from the
+config, never from a message or an address.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+DECISIONS = Counter(
+    "smtp_balancer_decisions_total",
+    "Routing decisions by pool, endpoint, rule and outcome",
+    ["pool", "endpoint", "rule", "outcome"],
+)
+DECISION_SECONDS = Histogram(
+    "smtp_balancer_decision_duration_seconds",
+    "Time to make one routing decision, Redis round trip included",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+DEGRADED = Counter(
+    "smtp_balancer_degraded_decisions_total",
+    "Decisions made without Redis, by reason",
+    ["reason"],
+)
+STATE_JUNK = Counter(
+    "smtp_balancer_state_junk_total",
+    "Hand-edited Redis values that were ignored in favour of the YAML default",
+    ["kind"],
+)
+
+
+def record_decision(pool: str | None, endpoint: str | None, rule: str | None, outcome: str) -> None:
+    DECISIONS.labels(pool or "", endpoint or "", rule or "", outcome).inc()

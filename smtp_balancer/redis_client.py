@@ -1,0 +1,133 @@
+"""Build Redis clients (async for deciders, sync for the CLI) from one config.
+
+Supports redis://, rediss:// (TLS) and unix:// URLs, ACL users, AUTH
+passwords from a file or the environment, client certificates and Sentinel.
+The password never reaches a log line: it is a SecretStr until handed to redis-py.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from smtp_balancer.config.model import RedisConfig
+
+PASSWORD_ENV = "SMTP_BALANCER_REDIS_PASSWORD"
+
+
+class RedisSetupError(Exception):
+    pass
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise RedisSetupError(f"cannot read Redis password file {path}: {exc.strerror}") from exc
+
+
+def resolve_password(cfg: RedisConfig) -> str | None:
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    if cfg.password_file:
+        return _read_secret(cfg.password_file)
+    return cfg.password.get_secret_value() if cfg.password else None
+
+
+def _tls_kwargs(cfg: RedisConfig) -> dict[str, Any]:
+    if not cfg.tls:
+        return {}
+    return {
+        "ssl_ca_certs": cfg.tls.ca_file,
+        "ssl_certfile": cfg.tls.cert_file,
+        "ssl_keyfile": cfg.tls.key_file,
+        "ssl_cert_reqs": ssl.CERT_REQUIRED if cfg.tls.verify else ssl.CERT_NONE,
+        "ssl_check_hostname": cfg.tls.verify,
+    }
+
+
+def client_kwargs(cfg: RedisConfig, timeout_s: float, *, fail_fast: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": cfg.connect_timeout_ms / 1000,
+        "socket_timeout": timeout_s,
+        "max_connections": cfg.max_connections,
+    }
+    if fail_fast:
+        # the decider has its own budget and fallback: no hidden retries with backoff
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+    if cfg.username:
+        kwargs["username"] = cfg.username
+    password = resolve_password(cfg)
+    if password:
+        kwargs["password"] = password
+    if cfg.url.startswith("rediss://"):
+        kwargs.update(_tls_kwargs(cfg))
+    return kwargs
+
+
+def _sentinel_kwargs(cfg: RedisConfig) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    assert cfg.sentinel is not None
+    hosts = []
+    for hostport in cfg.sentinel.hosts:
+        host, _, port = hostport.rpartition(":")
+        hosts.append((host.strip("[]"), int(port or 26379)))
+    skw: dict[str, Any] = {"socket_connect_timeout": cfg.connect_timeout_ms / 1000}
+    if cfg.sentinel.username:
+        skw["username"] = cfg.sentinel.username
+    if cfg.sentinel.password_file:
+        skw["password"] = _read_secret(cfg.sentinel.password_file)
+    elif cfg.sentinel.password:
+        skw["password"] = cfg.sentinel.password.get_secret_value()
+    if cfg.tls:
+        skw.update({"ssl": True, **_tls_kwargs(cfg)})
+    return hosts, skw
+
+
+def _client_args(cfg: RedisConfig, timeout_s: float, fail_fast: bool) -> dict[str, Any]:
+    kwargs = client_kwargs(cfg, timeout_s, fail_fast=fail_fast)
+    if cfg.sentinel:
+        # Sentinel builds its own pool per master; TLS is not implied by a URL there
+        kwargs.pop("max_connections")
+        if cfg.tls:
+            kwargs.update({"ssl": True, **_tls_kwargs(cfg)})
+    return kwargs
+
+
+def async_client(cfg: RedisConfig, timeout_s: float, *, fail_fast: bool = True) -> redis.asyncio.Redis:
+    kwargs = _client_args(cfg, timeout_s, fail_fast)
+    if cfg.sentinel:
+        hosts, skw = _sentinel_kwargs(cfg)
+        sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=skw, **kwargs)
+        return sentinel.master_for(cfg.sentinel.service_name)
+    return redis.asyncio.Redis.from_url(cfg.url, **kwargs)
+
+
+def sync_client(cfg: RedisConfig, timeout_s: float | None = None) -> redis.Redis:
+    timeout = timeout_s if timeout_s is not None else cfg.admin_timeout_ms / 1000
+    kwargs = _client_args(cfg, timeout, fail_fast=False)
+    if cfg.sentinel:
+        hosts, skw = _sentinel_kwargs(cfg)
+        return redis.sentinel.Sentinel(hosts, sentinel_kwargs=skw, **kwargs).master_for(
+            cfg.sentinel.service_name
+        )
+    return redis.Redis.from_url(cfg.url, **kwargs)
+
+
+def describe(cfg: RedisConfig) -> str:
+    """Where we connect, for log lines: never the password."""
+    if cfg.sentinel:
+        return f"sentinel {','.join(cfg.sentinel.hosts)} service {cfg.sentinel.service_name}"
+    url = cfg.url
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        url = f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url + (f" as {cfg.username}" if cfg.username else "")

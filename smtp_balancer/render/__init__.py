@@ -1,0 +1,1 @@
+"""MTA configuration rendered from the YAML."""

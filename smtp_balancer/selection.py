@@ -1,0 +1,319 @@
+"""Sans-I/O decision planning.
+
+``Planner.prepare`` turns Facts into one call of ``state/select.lua`` (keys and
+arguments) and ``Planner.interpret`` turns its reply into a Decision. The same
+weighted choice runs in Python for degraded decisions made without Redis, so
+stickiness survives a Redis outage. No sockets here: the engine does the I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from smtp_balancer.config.model import BalancerConfig, parse_nexthop
+from smtp_balancer.facts import Decision, EndpointVerdict, Facts, Route
+from smtp_balancer.providers import ProviderSpec, ProviderTable
+from smtp_balancer.rules import CompiledRule, RuleSet
+from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
+from smtp_balancer.warmup import UNCAPPED, Caps, caps_for, day_bucket, hour_bucket, resolve_schedule
+
+Terminal = Literal["default", "defer"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    pool: str
+    members: tuple[tuple[str, int], ...]  # (endpoint, YAML weight)
+    stickiness: str
+    spread: int
+    ignore_caps: bool
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """A pool and its overflow chain, flattened into the stages tried in order."""
+
+    stages: tuple[Stage, ...]
+    terminal: Terminal
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    facts: Facts
+    rule: CompiledRule
+    plan: PoolPlan
+    keys: list[str]
+    args: list[str | int | float]
+    # per stage, the rendezvous hash per member (None when not sticky): reused locally
+    hashes: tuple[tuple[float, ...] | None, ...]
+    caps: dict[str, Caps]
+    r: float
+
+
+@dataclass(frozen=True)
+class StateJunk:
+    """A hand-edited Redis value the script ignored."""
+
+    kind: str  # weight | weights | state | counter
+    key: str
+    field: str = ""
+
+
+def rendezvous_hash(key: str, endpoint: str) -> float:
+    """A uniform value in (0, 1) per (sticky key, endpoint)."""
+    digest = hashlib.blake2b(f"{key}\0{endpoint}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") + 0.5) / 2.0**64
+
+
+def weighted_pick(
+    candidates: Sequence[tuple[str, int]], hashes: Sequence[float] | None, spread: int, r: float
+) -> tuple[str, int]:
+    """The choice select.lua makes: rendezvous top-`spread` when sticky, then by weight."""
+    cands = list(candidates)
+    if hashes is not None:
+        scored = sorted(
+            zip(cands, hashes, strict=True), key=lambda ch: -ch[0][1] / math.log(ch[1]), reverse=True
+        )
+        cands = [c for c, _ in scored[:spread]]
+    total = sum(w for _, w in cands)
+    target = r * total
+    acc = 0
+    for cand in cands:
+        acc += cand[1]
+        if target < acc:
+            return cand
+    return cands[-1]
+
+
+class Planner:
+    def __init__(self, config: BalancerConfig, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.keys = KeySchema(config.redis.prefix)
+        self.providers = ProviderTable.build(
+            {n: ProviderSpec(tuple(p.domains), tuple(p.mx_suffixes)) for n, p in config.providers.items()}
+        )
+        self.rules = RuleSet(config.rules)
+        self.plans = {name: self._plan(name) for name in config.pools}
+        self.schedules = {
+            name: resolve_schedule(ep.warmup.schedule, config.warmup_schedules)
+            for name, ep in config.endpoints.items()
+            if ep.warmup
+        }
+        self.routes = {name: _route(name, ep.nexthop) for name, ep in config.endpoints.items()}
+        self.rng = rng or random.Random()
+        self._caps_day: date | None = None
+        self._caps: dict[str, Caps] = {}
+
+    # -- static plans ------------------------------------------------------
+    def _plan(self, pool_name: str) -> PoolPlan:
+        stages: list[Stage] = []
+        seen: set[str] = set()
+        name = pool_name
+        while True:
+            pool = self.config.pools[name]
+            seen.add(name)
+            stage = Stage(
+                pool=name,
+                members=tuple((m.endpoint, m.weight) for m in pool.endpoints),
+                stickiness=pool.stickiness,
+                spread=pool.spread,
+                ignore_caps=False,
+            )
+            stages.append(stage)
+            if pool.overflow.startswith("pool:") and pool.overflow[5:] not in seen:
+                name = pool.overflow[5:]
+                continue
+            if pool.overflow == "ignore_caps":
+                stages.append(Stage(stage.pool, stage.members, stage.stickiness, stage.spread, True))
+            terminal: Terminal = "defer" if pool.overflow == "defer" else "default"
+            return PoolPlan(tuple(stages), terminal)
+
+    def caps_on(self, now: datetime) -> dict[str, Caps]:
+        today = now.date()
+        if today != self._caps_day:
+            caps = {}
+            for name, ep in self.config.endpoints.items():
+                steps = self.schedules.get(name)
+                caps[name] = caps_for(ep.warmup.start, steps, today) if ep.warmup and steps else UNCAPPED
+            self._caps, self._caps_day = caps, today
+        return self._caps
+
+    # -- per decision --------------------------------------------------------
+    def match(self, facts: Facts) -> tuple[CompiledRule | None, dict[str, int]]:
+        by_provider = self.providers.for_recipients(facts.recipients)
+        return self.rules.match(facts, list(by_provider)), by_provider
+
+    def prepare(
+        self,
+        facts: Facts,
+        now: datetime | None = None,
+        *,
+        commit: bool = True,
+        explain: bool = False,
+    ) -> ScriptCall | Decision:
+        """The script call for these facts, or a final Decision when no rule matches."""
+        now = now or datetime.now(UTC)
+        rule, by_provider = self.match(facts)
+        if rule is None:
+            return Decision(outcome="no_rule", reason="no rule matched")
+        plan = self.plans[rule.pool]
+        caps = self.caps_on(now)
+        day, hour = day_bucket(now), hour_bucket(now)
+        r = self.rng.random()
+
+        endpoints: list[str] = []
+        index: dict[str, int] = {}
+        for stage in plan.stages:
+            for ep, _ in stage.members:
+                if ep not in index:
+                    index[ep] = len(endpoints) + 1
+                    endpoints.append(ep)
+
+        keys = [self.keys.pool_weights(stage.pool) for stage in plan.stages]
+        provider_names = list(by_provider)
+        for ep in endpoints:
+            keys += [
+                self.keys.endpoint_state(ep),
+                self.keys.day_counter(ep, day),
+                self.keys.hour_counter(ep, hour),
+                self.keys.suspension(ep, ALL_PROVIDERS),
+            ]
+            keys += [self.keys.suspension(ep, p) for p in provider_names]
+
+        args: list[str | int | float] = [int(commit), int(explain), r, facts.quota_count, len(by_provider)]
+        for provider, count in by_provider.items():
+            args += [provider, count]
+        args.append(len(endpoints))
+        for ep in endpoints:
+            cap = caps[ep]
+            args += [ep, -1 if cap.day is None else cap.day, -1 if cap.hour is None else cap.hour]
+        args.append(len(plan.stages))
+        hashes: list[tuple[float, ...] | None] = []
+        for stage in plan.stages:
+            key = _sticky_key(facts, stage.stickiness)
+            stage_hashes = tuple(rendezvous_hash(key, ep) for ep, _ in stage.members) if key else None
+            hashes.append(stage_hashes)
+            args += [int(stage_hashes is not None), stage.spread, int(stage.ignore_caps), len(stage.members)]
+            for i, (ep, weight) in enumerate(stage.members):
+                args += [index[ep], weight, stage_hashes[i] if stage_hashes else 0.5]
+        return ScriptCall(facts, rule, plan, keys, args, tuple(hashes), caps, r)
+
+    def interpret(self, call: ScriptCall, reply: Sequence[Any]) -> tuple[Decision, list[StateJunk]]:
+        """The Decision for a select.lua reply, and the junk the script stepped over."""
+        status, stage_no, endpoint, weight, junk_raw, verdicts_raw = reply
+        junk = [_junk(_text(j)) for j in junk_raw]
+        verdicts = tuple(_verdict(call.plan, _text(v)) for v in verdicts_raw)
+        if _text(status) != "ok":
+            return self._exhausted(call, verdicts=verdicts), junk
+        stage = call.plan.stages[int(stage_no) - 1]
+        name = _text(endpoint)
+        spill = f", overflow from {call.plan.stages[0].pool}" if int(stage_no) > 1 else ""
+        caps_note = " (caps ignored)" if stage.ignore_caps else ""
+        return (
+            Decision(
+                outcome="route",
+                reason=f"weight {int(weight)} in pool {stage.pool}{caps_note}{spill}",
+                route=self.routes[name],
+                endpoint=name,
+                pool=stage.pool,
+                rule=call.rule.name,
+                verdicts=verdicts,
+            ),
+            junk,
+        )
+
+    def _exhausted(
+        self, call: ScriptCall, *, degraded: bool = False, verdicts: tuple[EndpointVerdict, ...] = ()
+    ) -> Decision:
+        pools = " -> ".join(dict.fromkeys(s.pool for s in call.plan.stages))
+        terminal = "default" if degraded else call.plan.terminal
+        return Decision(
+            outcome=terminal,
+            reason=f"no eligible endpoint in {pools}: overflow {terminal}",
+            pool=call.plan.stages[0].pool,
+            rule=call.rule.name,
+            degraded=degraded,
+            verdicts=verdicts,
+        )
+
+    def local_decision(self, call: ScriptCall, why: str) -> Decision:
+        """A degraded decision from the YAML weights, made without Redis.
+
+        Warming endpoints are skipped (their quota cannot be counted without
+        Redis) unless the overflow policy ignores caps. Never defers: mail must
+        not wait on Redis.
+        """
+        if self.config.decision.fallback == "default":
+            return Decision(
+                outcome="default",
+                reason=f"degraded ({why}): fallback default",
+                pool=call.plan.stages[0].pool,
+                rule=call.rule.name,
+                degraded=True,
+            )
+        for stage, hashes in zip(call.plan.stages, call.hashes, strict=True):
+            cands: list[tuple[str, int]] = []
+            cand_hashes: list[float] = []
+            for i, (ep, weight) in enumerate(stage.members):
+                warming = call.caps[ep].day is not None
+                if weight > 0 and (stage.ignore_caps or not warming):
+                    cands.append((ep, weight))
+                    if hashes:
+                        cand_hashes.append(hashes[i])
+            if cands:
+                name, weight = weighted_pick(cands, cand_hashes if hashes else None, stage.spread, call.r)
+                return Decision(
+                    outcome="route",
+                    reason=f"degraded ({why}): YAML weight {weight} in pool {stage.pool}",
+                    route=self.routes[name],
+                    endpoint=name,
+                    pool=stage.pool,
+                    rule=call.rule.name,
+                    degraded=True,
+                )
+        return self._exhausted(call, degraded=True)
+
+
+def _route(name: str, nexthop: str | None) -> Route:
+    if not nexthop:
+        return Route(name)
+    host, port = parse_nexthop(nexthop)
+    # brackets: deliver to this host, no MX lookup
+    return Route(name, f"[{host}]:{port}")
+
+
+def _sticky_key(facts: Facts, stickiness: str) -> str:
+    if stickiness == "sender":
+        return facts.sender.lower()
+    if stickiness == "sender_domain":
+        return facts.sender_domain
+    if stickiness == "sasl_username":
+        return facts.sasl_username
+    return ""
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _junk(raw: str) -> StateJunk:
+    kind, _, rest = raw.partition("|")
+    key, _, field = rest.partition("|")
+    return StateJunk(kind, key, field)
+
+
+def _verdict(plan: PoolPlan, raw: str) -> EndpointVerdict:
+    stage_no, endpoint, weight, eligible, detail = raw.split("|", 4)
+    return EndpointVerdict(
+        pool=plan.stages[int(stage_no) - 1].pool,
+        endpoint=endpoint,
+        weight=int(float(weight)),
+        eligible=eligible == "1",
+        detail=detail,
+    )

@@ -1,0 +1,1 @@
+"""Redis state: key schema, the selection script, admin operations."""

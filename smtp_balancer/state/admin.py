@@ -1,0 +1,211 @@
+"""Operator actions on Redis state, and the status snapshot behind ``status``.
+
+Writes use the documented key schema, so anything done here can equally be
+done with redis-cli, and the other way round.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis
+
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.selection import Planner
+from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
+from smtp_balancer.state.values import parse_count, parse_state, parse_weight
+from smtp_balancer.warmup import day_bucket, hour_bucket
+
+
+class AdminError(Exception):
+    """An operator request that names something the config does not have."""
+
+
+@dataclass(frozen=True)
+class Suspension:
+    provider: str
+    ttl_s: int  # -1: no expiry
+    reason: str
+
+
+@dataclass
+class EndpointStatus:
+    name: str
+    state: str
+    reason: str
+    state_junk: bool
+    suspensions: list[Suspension]
+    day_count: int | None  # None: junk counter
+    hour_count: int | None
+    day_cap: int | None
+    hour_cap: int | None
+    warmup_day: int | None
+
+
+@dataclass
+class MemberStatus:
+    endpoint: str
+    yaml_weight: int
+    live_weight: int | None
+    junk_weight: str | None
+
+    @property
+    def weight(self) -> int:
+        return self.yaml_weight if self.live_weight is None else self.live_weight
+
+
+@dataclass
+class PoolStatus:
+    name: str
+    stickiness: str
+    spread: int
+    overflow: str
+    members: list[MemberStatus] = field(default_factory=list)
+
+
+@dataclass
+class Snapshot:
+    taken_at: datetime
+    pools: list[PoolStatus]
+    endpoints: dict[str, EndpointStatus]
+
+
+class StateAdmin:
+    def __init__(self, client: redis.Redis, config: BalancerConfig, planner: Planner | None = None) -> None:
+        self.r = client
+        self.config = config
+        self.keys = KeySchema(config.redis.prefix)
+        self.planner = planner or Planner(config)
+
+    # -- checks ----------------------------------------------------------------
+    def _endpoint(self, endpoint: str) -> None:
+        if endpoint not in self.config.endpoints:
+            known = ", ".join(sorted(self.config.endpoints))
+            raise AdminError(f"unknown endpoint {endpoint!r} (known: {known})")
+
+    def _provider(self, provider: str) -> None:
+        known = self.planner.providers.names | {ALL_PROVIDERS, "other"}
+        if provider not in known:
+            raise AdminError(f"unknown provider {provider!r} (known: {', '.join(sorted(known))})")
+
+    # -- writes ------------------------------------------------------------------
+    def set_weight(self, pool: str, endpoint: str, weight: int | None) -> None:
+        """Set a live weight, or drop it (None) so the YAML weight applies again."""
+        if pool not in self.config.pools:
+            raise AdminError(f"unknown pool {pool!r} (known: {', '.join(sorted(self.config.pools))})")
+        if endpoint not in {m.endpoint for m in self.config.pools[pool].endpoints}:
+            raise AdminError(f"endpoint {endpoint!r} is not in pool {pool!r}")
+        if weight is None:
+            self.r.hdel(self.keys.pool_weights(pool), endpoint)
+        else:
+            if not 0 <= weight <= 1_000_000:
+                raise AdminError("weight must be between 0 and 1000000")
+            self.r.hset(self.keys.pool_weights(pool), endpoint, weight)
+
+    def set_state(self, endpoint: str, state: str, reason: str, by: str = "cli") -> None:
+        self._endpoint(endpoint)
+        key = self.keys.endpoint_state(endpoint)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(key)  # replaces junk of any type too
+        pipe.hset(key, mapping={"state": state, "reason": reason, "since": int(time.time()), "by": by})
+        pipe.execute()
+
+    def suspend(self, endpoint: str, provider: str, seconds: int, reason: str) -> None:
+        self._endpoint(endpoint)
+        self._provider(provider)
+        self.r.set(self.keys.suspension(endpoint, provider), reason, ex=seconds)
+
+    def resume(self, endpoint: str, provider: str | None) -> int:
+        """Lift one suspension, or every suspension of the endpoint; returns how many."""
+        self._endpoint(endpoint)
+        if provider is not None:
+            self._provider(provider)
+            return int(self.r.delete(self.keys.suspension(endpoint, provider)))
+        keys = list(self.r.scan_iter(match=self.keys.suspension_pattern(endpoint), count=500))
+        return int(self.r.delete(*keys)) if keys else 0
+
+    # -- reads ---------------------------------------------------------------------
+    def snapshot(self, now: datetime | None = None) -> Snapshot:
+        now = now or datetime.now(UTC)
+        caps = self.planner.caps_on(now)
+        pools = list(self.config.pools.items())
+        names = list(self.config.endpoints)
+
+        pipe = self.r.pipeline(transaction=False)
+        for pool_name, _ in pools:
+            pipe.hgetall(self.keys.pool_weights(pool_name))
+        for ep in names:
+            pipe.hgetall(self.keys.endpoint_state(ep))
+            pipe.hget(self.keys.day_counter(ep, day_bucket(now)), "total")
+            pipe.hget(self.keys.hour_counter(ep, hour_bucket(now)), "total")
+        replies = pipe.execute(raise_on_error=False)
+
+        out_pools = []
+        for (pool_name, pool), live in zip(pools, replies[: len(pools)], strict=True):
+            live = live if isinstance(live, dict) else {}
+            status = PoolStatus(pool_name, pool.stickiness, pool.spread, pool.overflow)
+            for m in pool.endpoints:
+                raw = _text(live.get(_enc(m.endpoint)) if live else None)
+                parsed = parse_weight(raw)
+                status.members.append(
+                    MemberStatus(
+                        m.endpoint, m.weight, parsed, raw if raw is not None and parsed is None else None
+                    )
+                )
+            out_pools.append(status)
+
+        endpoints: dict[str, EndpointStatus] = {}
+        rest = replies[len(pools) :]
+        for i, ep in enumerate(names):
+            state_raw, day_raw, hour_raw = rest[3 * i : 3 * i + 3]
+            state_map = state_raw if isinstance(state_raw, dict) else None
+            state = parse_state(_text(state_map.get(b"state"))) if state_map is not None else None
+            cap = caps[ep]
+            endpoints[ep] = EndpointStatus(
+                name=ep,
+                state=state or "active",
+                reason=_text(state_map.get(b"reason")) or "" if state_map else "",
+                state_junk=state is None,
+                suspensions=self._suspensions(ep),
+                day_count=_count(day_raw),
+                hour_count=_count(hour_raw),
+                day_cap=cap.day,
+                hour_cap=cap.hour,
+                warmup_day=cap.warmup_day,
+            )
+        return Snapshot(now, out_pools, endpoints)
+
+    def _suspensions(self, endpoint: str) -> list[Suspension]:
+        keys = sorted(self.r.scan_iter(match=self.keys.suspension_pattern(endpoint), count=500))
+        if not keys:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.ttl(key)
+        replies = pipe.execute(raise_on_error=False)
+        prefix = self.keys.suspension(endpoint, "")
+        out = []
+        for i, key in enumerate(keys):
+            reason, ttl = replies[2 * i], replies[2 * i + 1]
+            text = _text(reason) if isinstance(reason, bytes) else "(unreadable value: not a string)"
+            out.append(Suspension(_text(key).removeprefix(prefix), int(ttl), text or ""))
+        return out
+
+
+def _enc(text: str) -> bytes:
+    return text.encode()
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _count(raw: object) -> int | None:
+    if isinstance(raw, Exception):
+        return None
+    return parse_count(_text(raw))
