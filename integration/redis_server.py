@@ -29,28 +29,21 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         # not --daemonize: we keep the Popen so we can kill exactly our PID
+        args = {
+            "port": "0",
+            "unixsocket": str(self.socket),
+            "unixsocketperm": "770",
+            "save": "",
+            "appendonly": "no",
+            "dir": str(self.workdir),
+            "pidfile": str(self.pidfile),
+            "loglevel": "warning",
+            "logfile": str(self.workdir / "redis.log"),
+            # tests simulate a slow Redis with DEBUG SLEEP over the unix socket
+            "enable-debug-command": "local",
+        }
         self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                "0",
-                "--unixsocket",
-                str(self.socket),
-                "--unixsocketperm",
-                "770",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                "--pidfile",
-                str(self.pidfile),
-                "--loglevel",
-                "warning",
-                "--logfile",
-                str(self.workdir / "redis.log"),
-            ],
+            [binary, *(item for k, v in args.items() for item in (f"--{k}", v))],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -1,0 +1,125 @@
+"""The CLI against a real redis-server, through its real entry point."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from smtp_balancer.cli.main import EXIT_CONFIG, EXIT_REDIS, EXIT_USAGE, main
+
+FIVE_ERRORS = Path(__file__).resolve().parents[1] / "config" / "test_loader.py"
+
+
+@pytest.fixture
+def cli(make_config, tmp_path: Path, capsys):
+    make_config({"endpoints": {"out3": {"warmup": {"start": "2026-11-20", "schedule": "standard"}}}})
+    path = str(tmp_path / "config.yaml")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["-c", path, *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_check_ok_and_errors(cli, tmp_path: Path, capsys):
+    code, out, _ = cli("check")
+    assert code == 0 and "OK (3 endpoints, 1 pools, 1 rules)" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "endpoints:\n  out1: {bind_address: 127.0.0.2, colour: blue}\n  out2: {bind_address: not-an-ip}\n"
+        "pools:\n  bulk:\n    endpoints:\n      - {endpoint: out1}\n      - {endpoint: out2}\n"
+        "      - {endpoint: out9, weight: -1}\nrules:\n  - {name: all, pool: nowhere}\n"
+    )
+    code = main(["check", "-c", str(bad)])
+    err = capsys.readouterr().err
+    assert code == EXIT_CONFIG and "5 error(s)" in err
+    for line in (
+        "endpoints.out1.colour: unknown key",
+        "pools.bulk.endpoints[2].weight: must be >= 0",
+        "pools.bulk.endpoints[2].endpoint: unknown endpoint 'out9'",
+        "rules[0].pool: unknown pool 'nowhere'",
+        "endpoints.out2.bind_address: not an IP address",
+    ):
+        assert line in err
+
+
+def test_state_commands_write_the_documented_keys(cli, rdb: redis.Redis):
+    assert cli("weight", "main", "out2", "7")[0] == 0
+    assert rdb.hget("{sb}:pool:main:weights", "out2") == "7"
+    assert cli("weight", "main", "out2", "--reset")[0] == 0
+    assert rdb.hget("{sb}:pool:main:weights", "out2") is None
+    assert cli("drain", "out1", "--reason", "maintenance")[0] == 0
+    assert rdb.hget("{sb}:endpoint:out1:state", "state") == "drained"
+    assert cli("undrain", "out1")[0] == 0
+    assert rdb.hget("{sb}:endpoint:out1:state", "state") == "active"
+    assert cli("suspend", "out2", "--provider", "google", "--for", "30m", "--reason", "gmail 421")[0] == 0
+    assert rdb.get("{sb}:suspend:out2:google") == "gmail 421"
+    assert 1790 < rdb.ttl("{sb}:suspend:out2:google") <= 1800
+    assert cli("suspend", "out3", "--for", "1h")[0] == 0
+    code, out, _ = cli("resume", "out2")
+    assert code == 0 and "1 suspension(s) lifted" in out
+    assert rdb.exists("{sb}:suspend:out2:google") == 0 and rdb.exists("{sb}:suspend:out3:all") == 1
+
+
+def test_bad_operator_input_is_a_clear_error(cli):
+    code, _, err = cli("weight", "main", "nope", "3")
+    assert code == EXIT_USAGE and "not in pool 'main'" in err
+    code, _, err = cli("suspend", "out1", "--provider", "gmail")
+    assert code == EXIT_USAGE and "unknown provider 'gmail'" in err
+    code, _, err = cli("suspend", "out1", "--for", "soon")
+    assert code == EXIT_USAGE and "not a duration" in err
+    code, _, err = cli("drain", "out9")
+    assert code == EXIT_USAGE and "unknown endpoint 'out9'" in err
+
+
+def test_explain_shows_every_endpoint_and_consumes_nothing(cli, rdb: redis.Redis):
+    rdb.hset("{sb}:endpoint:out1:state", mapping={"state": "drained", "reason": "maintenance"})
+    rdb.set("{sb}:suspend:out2:google", "rule gmail-421: 421-4.7.28 rate limited", ex=600)
+    code, out, _ = cli("explain", "--sender", "a@shop.test", "--rcpt", "bob@gmail.com")
+    assert code == 0
+    assert "rule:      all" in out and "pool:      main" in out
+    assert "drained: maintenance" in out
+    assert "rule gmail-421: 421-4.7.28 rate limited" in out
+    assert "pick:      out3 -> FILTER out3:" in out
+    assert rdb.keys("{sb}:count:*") == []
+
+
+def test_status_shows_weights_states_suspensions_and_caps(cli, rdb: redis.Redis):
+    rdb.hset("{sb}:pool:main:weights", mapping={"out1": "banana", "out2": "9"})
+    rdb.set("{sb}:suspend:out2:google", "rule gmail-421: 421-4.7.28", ex=600)
+    rdb.set("{sb}:endpoint:out3:state", "junk-of-the-wrong-type")
+    code, out, _ = cli("status")
+    assert code == 0
+    assert "1 (yaml; junk 'banana' ignored)" in out
+    assert re.search(r"google (10m|9m5\ds) left: rule gmail-421: 421-4\.7\.28", out), out
+    assert "active (junk state ignored)" in out
+    assert "/100" in out  # out3's warm-up hourly cap
+    assert "day " in out
+
+
+def test_redis_unreachable_is_a_clear_error(cli, redis_server):
+    redis_server.stop()
+    code, _, err = cli("status")
+    assert code == EXIT_REDIS and "Redis at unix://" in err
+
+
+def test_render_postfix(cli):
+    code, out, _ = cli("render", "postfix")
+    assert code == 0 and "-o syslog_name=postfix/out2" in out and "smtpd_end_of_data_restrictions" in out
+
+
+def test_console_script_installed():
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("smtp-balancer")), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "explain" in out.stdout and "render" in out.stdout

@@ -1,0 +1,127 @@
+"""Config validation: every error reported at once, each with its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smtp_balancer.config import ConfigInvalid, load_config, parse_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
+
+
+def test_example_config_is_valid():
+    config = load_config(EXAMPLE)
+    assert "out1" in config.endpoints and config.pools["bulk"].overflow == "pool:spill"
+
+
+FIVE_ERRORS = """
+endpoints:
+  out1: {bind_address: 127.0.0.2, colour: blue}
+  out2: {bind_address: not-an-ip}
+pools:
+  bulk:
+    endpoints:
+      - {endpoint: out1, weight: 1}
+      - {endpoint: out2, weight: 1}
+      - {endpoint: out9, weight: -1}
+rules:
+  - {name: all, pool: nowhere}
+"""
+
+
+def test_five_distinct_errors_reported_together():
+    with pytest.raises(ConfigInvalid) as info:
+        parse_config(FIVE_ERRORS, "five.yaml")
+    errors = dict(info.value.errors)
+    assert errors == {
+        "endpoints.out1.colour": "unknown key",
+        "endpoints.out2.bind_address": "not an IP address: 'not-an-ip'",
+        "pools.bulk.endpoints[2].weight": "must be >= 0",
+        "pools.bulk.endpoints[2].endpoint": "unknown endpoint 'out9'",
+        "rules[0].pool": "unknown pool 'nowhere'",
+    }
+    text = str(info.value)
+    assert "five.yaml: 5 error(s)" in text and "pools.bulk.endpoints[2].weight: must be >= 0" in text
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "path", "message"),
+    [
+        ("endpoints: {Out1: {}}\npools: {}\n", "endpoints.Out1.[key]", "must match"),
+        (
+            "endpoints: {r1: {kind: relay}}\npools: {p: {endpoints: [{endpoint: r1}]}}\n",
+            "endpoints.r1",
+            "a relay endpoint needs nexthop",
+        ),
+        (
+            "endpoints: {r1: {kind: relay, nexthop: 'mx:99999'}}\n"
+            "pools: {p: {endpoints: [{endpoint: r1}]}}\n",
+            "endpoints.r1.nexthop",
+            "nexthop must be host:port",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}], overflow: pool:q},"
+            " q: {endpoints: [{endpoint: a}], overflow: pool:p}}\n",
+            "pools.p.overflow",
+            "overflow loops back: p -> q -> p",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}], overflow: sideways}}\n",
+            "pools.p.overflow",
+            "must be defer, ignore_caps, default or pool:<name>",
+        ),
+        (
+            "endpoints: {a: {warmup: {start: 2026-01-01, schedule: turbo}}}\n"
+            "pools: {p: {endpoints: [{endpoint: a}]}}\n",
+            "endpoints.a.warmup.schedule",
+            "unknown warm-up schedule 'turbo'",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}, {endpoint: a}]}}\n",
+            "pools.p.endpoints[1].endpoint",
+            "listed twice",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "rules: [{name: r, pool: p, provider: [gmail]}]\n",
+            "rules[0].provider[0]",
+            "unknown provider 'gmail'",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}], stickiness: recipient}}\n",
+            "pools.p.stickiness",
+            "must be one of",
+        ),
+        (
+            "redis: {url: 'http://x'}\nendpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n",
+            "redis.url",
+            "must start with",
+        ),
+    ],
+)
+def test_single_errors_have_paths(yaml_text: str, path: str, message: str):
+    with pytest.raises(ConfigInvalid) as info:
+        parse_config(yaml_text)
+    assert any(p == path and message in m for p, m in info.value.errors), info.value.errors
+
+
+def test_yaml_syntax_error_names_the_line():
+    with pytest.raises(ConfigInvalid) as info:
+        parse_config("endpoints:\n  a: [1, 2\npools: {}\n")
+    assert "YAML syntax error at line" in str(info.value)
+
+
+def test_not_a_mapping_and_missing_file(tmp_path: Path):
+    with pytest.raises(ConfigInvalid, match="must be a YAML mapping"):
+        parse_config("- just\n- a list\n")
+    with pytest.raises(ConfigInvalid, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_password_is_secret_in_repr():
+    config = parse_config(
+        "redis: {password: hunter2}\nendpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+    )
+    assert "hunter2" not in repr(config) and "hunter2" not in str(config.redis)

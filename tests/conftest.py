@@ -1,0 +1,75 @@
+"""Shared fixtures: a real redis-server per test, and configs pointing at it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from integration.redis_server import RedisServer
+from smtp_balancer.config import BalancerConfig, validate_config
+
+BASE: dict[str, Any] = {
+    "decision": {"budget_ms": 50, "retry_after_ms": 100},
+    "endpoints": {
+        "out1": {"bind_address": "127.0.0.2", "helo_name": "out1.test"},
+        "out2": {"bind_address": "127.0.0.3", "helo_name": "out2.test"},
+        "out3": {"bind_address": "127.0.0.4", "helo_name": "out3.test"},
+    },
+    "pools": {
+        "main": {
+            "endpoints": [
+                {"endpoint": "out1", "weight": 1},
+                {"endpoint": "out2", "weight": 2},
+                {"endpoint": "out3", "weight": 1},
+            ]
+        }
+    },
+    "rules": [{"name": "all", "pool": "main"}],
+}
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def rdb(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_config(redis_server: RedisServer, tmp_path: Path):
+    """Build a validated config (and its YAML file) from BASE plus overrides."""
+
+    def make(extra: dict[str, Any] | None = None, *, replace: dict[str, Any] | None = None) -> BalancerConfig:
+        raw = deep_merge(BASE, extra or {})
+        raw.update(copy.deepcopy(replace or {}))
+        raw.setdefault("redis", {})["url"] = redis_server.url
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        return validate_config(raw)
+
+    return make

@@ -1,0 +1,66 @@
+"""The sans-I/O planner: script arguments, plans and the local (degraded) choice."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, datetime
+
+from smtp_balancer.config import validate_config
+from smtp_balancer.facts import Facts
+from smtp_balancer.selection import Planner, ScriptCall, rendezvous_hash, weighted_pick
+
+NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)
+RAW = {
+    "endpoints": {
+        "a": {},
+        "b": {"warmup": {"start": "2026-11-24", "schedule": [5]}},
+        "r": {"kind": "relay", "nexthop": "mx2.test:2525"},
+    },
+    "pools": {
+        "p": {
+            "endpoints": [{"endpoint": "a", "weight": 3}, {"endpoint": "b", "weight": 1}],
+            "overflow": "pool:q",
+        },
+        "q": {"endpoints": [{"endpoint": "r"}], "overflow": "ignore_caps"},
+    },
+    "rules": [{"name": "all", "pool": "p"}],
+}
+
+
+def test_plan_flattens_overflow_chain():
+    plan = Planner(validate_config(RAW)).plans["p"]
+    assert [(s.pool, s.ignore_caps) for s in plan.stages] == [("p", False), ("q", False), ("q", True)]
+    assert plan.terminal == "default"
+
+
+def test_relay_route_nexthop_is_bracketed():
+    assert Planner(validate_config(RAW)).routes["r"].filter_target == "r:[mx2.test]:2525"
+
+
+def test_script_arguments_layout():
+    call = Planner(validate_config(RAW), random.Random(1)).prepare(
+        Facts(recipients=("x@gmail.com", "y@gmail.com", "z@yahoo.com")), NOW
+    )
+    assert isinstance(call, ScriptCall)
+    assert call.keys[:3] == ["{sb}:pool:p:weights", "{sb}:pool:q:weights", "{sb}:pool:q:weights"]
+    assert "{sb}:suspend:a:google" in call.keys and "{sb}:count:b:day:20261124" in call.keys
+    assert call.args[:9] == [1, 0, call.r, 3, 2, "google", 2, "yahoo", 1]
+    assert call.args[9:19] == [3, "a", -1, -1, "b", 5, -1, "r", -1, -1]
+
+
+def test_weighted_pick_distribution_and_rendezvous_stability():
+    rng = random.Random(7)
+    seen = Counter(weighted_pick([("a", 1), ("b", 3)], None, 1, rng.random())[0] for _ in range(8000))
+    assert abs(seen["b"] / 8000 - 0.75) < 0.03
+    hashes = [rendezvous_hash("shop.test", e) for e in ("a", "b", "c")]
+    picks = {weighted_pick([("a", 1), ("b", 1), ("c", 1)], hashes, 1, rng.random())[0] for _ in range(50)}
+    assert len(picks) == 1
+
+
+def test_local_decision_skips_warming_and_never_defers():
+    planner = Planner(validate_config(RAW), random.Random(3))
+    call = planner.prepare(Facts(recipients=("x@y.test",)), NOW)
+    assert isinstance(call, ScriptCall)
+    picks = Counter(planner.local_decision(call, "test").endpoint for _ in range(100))
+    assert picks == Counter({"a": 100})
