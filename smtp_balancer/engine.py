@@ -92,7 +92,9 @@ class Engine:
         if not self.breaker.allows():
             return self._degraded(call, "circuit_open")
         try:
-            reply = await asyncio.wait_for(self.script(keys=call.keys, args=call.args), self.budget_s)
+            # asyncio.timeout, not wait_for: no extra Task per decision
+            async with asyncio.timeout(self.budget_s):
+                reply = await self.script(keys=call.keys, args=call.args)
         except TimeoutError:
             return self._failed(call, "timeout", f"no answer within {self.config.decision.budget_ms} ms")
         except ResponseError as exc:

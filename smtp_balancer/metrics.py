@@ -30,5 +30,14 @@ STATE_JUNK = Counter(
 )
 
 
+_decision_children: dict[tuple[str, str, str, str], Counter] = {}
+
+
 def record_decision(pool: str | None, endpoint: str | None, rule: str | None, outcome: str) -> None:
-    DECISIONS.labels(pool or "", endpoint or "", rule or "", outcome).inc()
+    # label sets are bounded by the config, so caching the children is safe and
+    # skips prometheus_client's per-call label validation on the hot path
+    key = (pool or "", endpoint or "", rule or "", outcome)
+    child = _decision_children.get(key)
+    if child is None:
+        child = _decision_children[key] = DECISIONS.labels(*key)
+    child.inc()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -20,7 +21,7 @@ from smtp_balancer.config.model import BalancerConfig, parse_nexthop
 from smtp_balancer.facts import Decision, EndpointVerdict, Facts, Route
 from smtp_balancer.providers import ProviderSpec, ProviderTable
 from smtp_balancer.rules import CompiledRule, RuleSet
-from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
+from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.warmup import UNCAPPED, Caps, caps_for, day_bucket, hour_bucket, resolve_schedule
 
 Terminal = Literal["default", "defer"]
@@ -48,8 +49,8 @@ class ScriptCall:
     facts: Facts
     rule: CompiledRule
     plan: PoolPlan
-    keys: list[str]
-    args: list[str | int | float]
+    keys: list[bytes]
+    args: list[str | bytes]
     # per stage, the rendezvous hash per member (None when not sticky): reused locally
     hashes: tuple[tuple[float, ...] | None, ...]
     caps: dict[str, Caps]
@@ -109,6 +110,11 @@ class Planner:
         self.rng = rng or random.Random()
         self._caps_day: date | None = None
         self._caps: dict[str, Caps] = {}
+        self._plan_texts: dict[str, tuple[bytes, bytes]] = {}
+        self._bucket_hour: datetime | None = None
+        self._now_hour = -1
+        self._now_value = datetime.fromtimestamp(0, UTC)
+        self._bucket_text = ("", "")
 
     # -- static plans ------------------------------------------------------
     def _plan(self, pool_name: str) -> PoolPlan:
@@ -142,6 +148,7 @@ class Planner:
                 steps = self.schedules.get(name)
                 caps[name] = caps_for(ep.warmup.start, steps, today) if ep.warmup and steps else UNCAPPED
             self._caps, self._caps_day = caps, today
+            self._plan_texts.clear()  # caps are part of the plan text
         return self._caps
 
     # -- per decision --------------------------------------------------------
@@ -158,51 +165,65 @@ class Planner:
         explain: bool = False,
     ) -> ScriptCall | Decision:
         """The script call for these facts, or a final Decision when no rule matches."""
-        now = now or datetime.now(UTC)
+        now = now or self._now()
         rule, by_provider = self.match(facts)
         if rule is None:
             return Decision(outcome="no_rule", reason="no rule matched")
         plan = self.plans[rule.pool]
         caps = self.caps_on(now)
-        day, hour = day_bucket(now), hour_bucket(now)
         r = self.rng.random()
-
-        endpoints: list[str] = []
-        index: dict[str, int] = {}
-        for stage in plan.stages:
-            for ep, _ in stage.members:
-                if ep not in index:
-                    index[ep] = len(endpoints) + 1
-                    endpoints.append(ep)
-
-        keys = [self.keys.pool_weights(stage.pool) for stage in plan.stages]
-        provider_names = list(by_provider)
-        for ep in endpoints:
-            keys += [
-                self.keys.endpoint_state(ep),
-                self.keys.day_counter(ep, day),
-                self.keys.hour_counter(ep, hour),
-                self.keys.suspension(ep, ALL_PROVIDERS),
-            ]
-            keys += [self.keys.suspension(ep, p) for p in provider_names]
-
-        args: list[str | int | float] = [int(commit), int(explain), r, facts.quota_count, len(by_provider)]
-        for provider, count in by_provider.items():
-            args += [provider, count]
-        args.append(len(endpoints))
-        for ep in endpoints:
-            cap = caps[ep]
-            args += [ep, -1 if cap.day is None else cap.day, -1 if cap.hour is None else cap.hour]
-        args.append(len(plan.stages))
         hashes: list[tuple[float, ...] | None] = []
         for stage in plan.stages:
             key = _sticky_key(facts, stage.stickiness)
-            stage_hashes = tuple(rendezvous_hash(key, ep) for ep, _ in stage.members) if key else None
-            hashes.append(stage_hashes)
-            args += [int(stage_hashes is not None), stage.spread, int(stage.ignore_caps), len(stage.members)]
-            for i, (ep, weight) in enumerate(stage.members):
-                args += [index[ep], weight, stage_hashes[i] if stage_hashes else 0.5]
+            hashes.append(tuple(rendezvous_hash(key, ep) for ep, _ in stage.members) if key else None)
+        day, hour = self._buckets(now)
+        header = f"{self.keys.base}: {int(commit)} {int(explain)} {r!r} {facts.quota_count} {day} {hour}"
+        anchor, plan_text = self._static_args(rule.pool, plan, caps)
+        args: list[str | bytes] = [
+            header,
+            plan_text,
+            ",".join(f"{p} {c}" for p, c in by_provider.items()),
+            "/".join(" ".join(repr(u) for u in h) if h else "" for h in hashes),
+        ]
+        keys = [anchor]
         return ScriptCall(facts, rule, plan, keys, args, tuple(hashes), caps, r)
+
+    def _now(self) -> datetime:
+        """The current hour as a datetime; only day and hour matter to a decision."""
+        hour = int(time.time() // 3600)
+        if hour != self._now_hour:
+            self._now_hour, self._now_value = hour, datetime.fromtimestamp(hour * 3600, UTC)
+        return self._now_value
+
+    def _buckets(self, now: datetime) -> tuple[str, str]:
+        """Day and hour counter buckets; strftime twice per decision is measurable."""
+        hour_start = now.replace(minute=0, second=0, microsecond=0)
+        if hour_start != self._bucket_hour:
+            self._bucket_hour = hour_start
+            self._bucket_text = (day_bucket(now), hour_bucket(now))
+        return self._bucket_text
+
+    def _static_args(self, pool: str, plan: PoolPlan, caps: dict[str, Caps]) -> tuple[bytes, bytes]:
+        """The anchor key and plan text, built and encoded once per pool and day."""
+        cached = self._plan_texts.get(pool)
+        if cached is None:
+            index: dict[str, int] = {}
+            for stage in plan.stages:
+                for ep, _ in stage.members:
+                    index.setdefault(ep, len(index) + 1)
+            parts = [
+                ",".join(
+                    f"{ep} {-1 if caps[ep].day is None else caps[ep].day}"
+                    f" {-1 if caps[ep].hour is None else caps[ep].hour}"
+                    for ep in index
+                )
+            ]
+            for stage in plan.stages:
+                members = ",".join(f"{index[ep]}:{weight}" for ep, weight in stage.members)
+                parts.append(f"{stage.pool} {stage.spread} {int(stage.ignore_caps)} {members}")
+            anchor = self.keys.pool_weights(plan.stages[0].pool).encode()
+            cached = self._plan_texts[pool] = (anchor, "/".join(parts).encode())
+        return cached
 
     def interpret(self, call: ScriptCall, reply: Sequence[Any]) -> tuple[Decision, list[StateJunk]]:
         """The Decision for a select.lua reply, and the junk the script stepped over."""

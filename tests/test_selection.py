@@ -40,13 +40,15 @@ def test_relay_route_nexthop_is_bracketed():
 
 def test_script_arguments_layout():
     call = Planner(validate_config(RAW), random.Random(1)).prepare(
-        Facts(recipients=("x@gmail.com", "y@gmail.com", "z@yahoo.com")), NOW
+        Facts(sender="a@shop.test", recipients=("x@gmail.com", "y@gmail.com", "z@yahoo.com")), NOW
     )
     assert isinstance(call, ScriptCall)
-    assert call.keys[:3] == ["{sb}:pool:p:weights", "{sb}:pool:q:weights", "{sb}:pool:q:weights"]
-    assert "{sb}:suspend:a:google" in call.keys and "{sb}:count:b:day:20261124" in call.keys
-    assert call.args[:9] == [1, 0, call.r, 3, 2, "google", 2, "yahoo", 1]
-    assert call.args[9:19] == [3, "a", -1, -1, "b", 5, -1, "r", -1, -1]
+    assert call.keys == [b"{sb}:pool:p:weights"]
+    header, plan, providers, hashes = call.args
+    assert header == f"{{sb}}: 1 0 {call.r!r} 3 20261124 2026112410"
+    assert plan == b"a -1 -1,b 5 -1,r -1 -1/p 1 0 1:3,2:1/q 1 0 3:1/q 1 1 3:1"
+    assert providers == "google 2,yahoo 1"
+    assert hashes == "//"  # no stage is sticky
 
 
 def test_weighted_pick_distribution_and_rendezvous_stability():

@@ -1,38 +1,37 @@
 -- One atomic routing decision: eligibility, weighted choice, quota reservation.
--- The argument layout is built by smtp_balancer/selection.py (ScriptCall):
+-- The arguments are built by smtp_balancer/selection.py (Planner.prepare):
 --
--- ARGV: commit(0|1) explain(0|1) r n nprov {provider count}*nprov
---       nep {name day_cap hour_cap}*nep
---       nstage {sticky spread ignore_caps m {ep_index yaml_weight u}*m}*nstage
--- KEYS: weights key per stage, then per endpoint:
---       state, day counter, hour counter, suspend:all, suspend:<provider>*nprov
+-- KEYS[1]  the first stage's weights key. It routes the call in Redis Cluster:
+--          every key this script touches starts with the same {prefix} hash tag
+--          (base), so all of them live in KEYS[1]'s slot.
+-- ARGV[1]  "base commit explain r n day hour"   (one string: fewer arguments to pack)
+-- ARGV[2]  plan: "ep daycap hourcap,... / pool spread ignore_caps j:w,j:w / ..."
+--          (caps -1 = none; j indexes the endpoint list; w is the YAML weight)
+-- ARGV[3]  providers: "google 2,yahoo 1", recipients per provider of this message
+-- ARGV[4]  hashes: per stage "u u u" (sticky rendezvous values) or "", joined by "/"
 --
--- Hand-edited junk never raises: it is reported back in the junk list and the
--- YAML value (or "active", or "no counter") applies instead.
+-- Eligibility is checked lazily, only for the endpoints the draw lands on, so a
+-- decision costs a few Redis calls whatever the pool size. Hand-edited junk
+-- never raises: it is reported back and the YAML value (or "active") applies.
+-- Key names must match smtp_balancer/state/keys.py.
 
-local commit = ARGV[1] == '1'
-local explain = ARGV[2] == '1'
-local r = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
-local nprov = tonumber(ARGV[5])
-local a = 6
-local provs = {}
-for i = 1, nprov do
-  provs[i] = {ARGV[a], tonumber(ARGV[a + 1])}
-  a = a + 2
-end
-local nep = tonumber(ARGV[a])
-a = a + 1
-local nstage_pos = a + 3 * nep
-local nstage = tonumber(ARGV[nstage_pos])
-local kpe = 4 + nprov
+local base, commit, explain, r, n, day, hour =
+  string.match(ARGV[1], '^(%S+) (%d) (%d) (%S+) (%d+) (%d+) (%d+)$')
+commit = commit == '1'
+explain = explain == '1'
+r = tonumber(r)
+n = tonumber(n)
+
+local sections = {}
+for sec in string.gmatch(ARGV[2], '[^/]+') do sections[#sections + 1] = sec end
 local eps = {}
-for j = 1, nep do
-  eps[j] = {name = ARGV[a], day_cap = tonumber(ARGV[a + 1]), hour_cap = tonumber(ARGV[a + 2]),
-            k = nstage + (j - 1) * kpe}
-  a = a + 3
+for name, dc, hc in string.gmatch(sections[1], '([^ ,]+) (%-?%d+) (%-?%d+)') do
+  eps[#eps + 1] = {name = name, day_cap = tonumber(dc), hour_cap = tonumber(hc)}
 end
-a = nstage_pos + 1
+local provs = {}
+for p, c in string.gmatch(ARGV[3], '([^ ,]+) (%d+)') do provs[#provs + 1] = {p, tonumber(c)} end
+local stage_hashes = {}
+for h in string.gmatch(ARGV[4] .. '/', '([^/]*)/') do stage_hashes[#stage_hashes + 1] = h end
 
 local junk = {}
 local verdicts = {}
@@ -43,59 +42,58 @@ end
 
 local function count_of(v)
   if not v then return 0 end
-  if string.match(v, '^%d+$') and #v <= 15 then return tonumber(v) end
+  if type(v) == 'string' and string.match(v, '^%d+$') and #v <= 15 then return tonumber(v) end
   return nil
+end
+
+local function read_count(key)
+  local v = redis.pcall('HGET', key, 'total')
+  local c = (not is_err(v)) and count_of(v) or nil
+  if c == nil then junk[#junk + 1] = 'counter|' .. key end
+  return c
 end
 
 local status = {}
 local function endpoint_status(j)
   if status[j] then return status[j] end
   local e = eps[j]
-  local k = e.k
   local st = {blocked = false}
-  local s = redis.pcall('HGET', KEYS[k + 1], 'state')
+  local skey = base .. 'endpoint:' .. e.name .. ':state'
+  local s = redis.pcall('HGET', skey, 'state')
   if is_err(s) then
-    junk[#junk + 1] = 'state|' .. KEYS[k + 1]
+    junk[#junk + 1] = 'state|' .. skey
   elseif s and s ~= 'active' then
     if s == 'drained' or s == 'quarantined' then
       st.blocked = s
       if explain then
-        local why = redis.pcall('HGET', KEYS[k + 1], 'reason')
+        local why = redis.pcall('HGET', skey, 'reason')
         if type(why) == 'string' and why ~= '' then st.blocked = s .. ': ' .. why end
       end
     else
-      junk[#junk + 1] = 'state|' .. KEYS[k + 1]
+      junk[#junk + 1] = 'state|' .. skey
     end
   end
   if not st.blocked then
-    local hits = redis.call('EXISTS', unpack(KEYS, k + 4, k + 4 + nprov))
-    if hits > 0 then
+    local skeys = {base .. 'suspend:' .. e.name .. ':all'}
+    for i, p in ipairs(provs) do skeys[i + 1] = base .. 'suspend:' .. e.name .. ':' .. p[1] end
+    if redis.call('EXISTS', unpack(skeys)) > 0 then
       st.blocked = 'suspended'
       if explain then
-        for i = k + 4, k + 4 + nprov do
-          if redis.call('EXISTS', KEYS[i]) == 1 then
-            local why = redis.pcall('GET', KEYS[i])
-            local ttl = redis.call('TTL', KEYS[i])
+        for _, k in ipairs(skeys) do
+          if redis.call('EXISTS', k) == 1 then
+            local why = redis.pcall('GET', k)
             if type(why) ~= 'string' then why = '?' end
-            st.blocked = 'suspended (' .. KEYS[i] .. ', ' .. ttl .. 's left): ' .. why
+            st.blocked = 'suspended (' .. k .. ', ' .. redis.call('TTL', k) .. 's left): ' .. why
             break
           end
         end
       end
     end
   end
-  if e.day_cap >= 0 then
-    local v = redis.pcall('HGET', KEYS[k + 2], 'total')
-    if is_err(v) then v = 'err' end
-    st.day = count_of(v)
-    if st.day == nil then junk[#junk + 1] = 'counter|' .. KEYS[k + 2] end
-  end
-  if e.hour_cap >= 0 then
-    local v = redis.pcall('HGET', KEYS[k + 3], 'total')
-    if is_err(v) then v = 'err' end
-    st.hour = count_of(v)
-    if st.hour == nil then junk[#junk + 1] = 'counter|' .. KEYS[k + 3] end
-  end
+  e.day_key = base .. 'count:' .. e.name .. ':day:' .. day
+  e.hour_key = base .. 'count:' .. e.name .. ':hour:' .. hour
+  if e.day_cap >= 0 then st.day = read_count(e.day_key) end
+  if e.hour_cap >= 0 then st.hour = read_count(e.hour_key) end
   status[j] = st
   return st
 end
@@ -114,78 +112,113 @@ local function cap_block(e, st)
 end
 
 local chosen, chosen_stage
-for s = 1, nstage do
-  local sticky = ARGV[a] == '1'
-  local spread = tonumber(ARGV[a + 1])
-  local ignore_caps = ARGV[a + 2] == '1'
-  local m = tonumber(ARGV[a + 3])
-  a = a + 4
+for s = 2, #sections do
+  local pool, spread, ignore, members_text = string.match(sections[s], '^(%S+) (%d+) (%d) (.*)$')
+  spread = tonumber(spread)
+  local ignore_caps = ignore == '1'
   local members, names = {}, {}
-  for i = 1, m do
-    members[i] = {j = tonumber(ARGV[a]), yw = tonumber(ARGV[a + 1]), u = tonumber(ARGV[a + 2])}
-    names[i] = eps[members[i].j].name
-    a = a + 3
+  for j, w in string.gmatch(members_text, '(%d+):(%d+)') do
+    j = tonumber(j)
+    members[#members + 1] = {j = j, w = tonumber(w)}
+    names[#names + 1] = eps[j].name
   end
-  local live = redis.pcall('HMGET', KEYS[s], unpack(names))
+  local hashes = {}
+  for u in string.gmatch(stage_hashes[s - 1] or '', '%S+') do hashes[#hashes + 1] = tonumber(u) end
+  local sticky = #hashes == #members
+
+  local wkey = base .. 'pool:' .. pool .. ':weights'
+  local live = redis.pcall('HMGET', wkey, unpack(names))
   if is_err(live) then
-    junk[#junk + 1] = 'weights|' .. KEYS[s]
+    junk[#junk + 1] = 'weights|' .. wkey
     live = {}
   end
-  local cands = {}
-  for i = 1, m do
-    local mem = members[i]
-    local e = eps[mem.j]
-    local w = mem.yw
+  for i, m in ipairs(members) do
     local lv = live[i]
     if lv then
       if string.match(lv, '^%d+$') and #lv <= 7 then
-        w = tonumber(lv)
+        m.w = tonumber(lv)
       else
-        junk[#junk + 1] = 'weight|' .. KEYS[s] .. '|' .. e.name
+        junk[#junk + 1] = 'weight|' .. wkey .. '|' .. names[i]
       end
     end
-    local why = false
-    if w <= 0 then
-      why = 'weight 0'
-    else
-      local st = endpoint_status(mem.j)
-      if st.blocked then
-        why = st.blocked
-      elseif not ignore_caps then
-        why = cap_block(e, st)
+    if sticky then m.u = hashes[i] end
+  end
+
+  -- why a member cannot take this message, or false; memoised per member
+  local function why_not(m)
+    if m.why == nil then
+      if m.w <= 0 then
+        m.why = 'weight 0'
+      else
+        local st = endpoint_status(m.j)
+        if st.blocked then
+          m.why = st.blocked
+        elseif ignore_caps then
+          m.why = false
+        else
+          m.why = cap_block(eps[m.j], st)
+        end
       end
     end
-    if why then
-      if explain then verdicts[#verdicts + 1] = s .. '|' .. e.name .. '|' .. w .. '|0|' .. why end
-    else
-      cands[#cands + 1] = {j = mem.j, w = w, u = mem.u}
-      if explain then
+    return m.why
+  end
+
+  local function draw(cands, rr)
+    local total = 0
+    for _, c in ipairs(cands) do total = total + c.w end
+    local target = rr * total
+    local lo = 0
+    for i, c in ipairs(cands) do
+      if target < lo + c.w or i == #cands then return i, (target - lo) / c.w end
+      lo = lo + c.w
+    end
+  end
+
+  local pick
+  local positive = {}
+  for _, m in ipairs(members) do if m.w > 0 then positive[#positive + 1] = m end end
+  if sticky then
+    -- weighted rendezvous hashing: the key keeps its top `spread` eligible endpoints
+    for _, m in ipairs(positive) do m.score = -m.w / math.log(m.u) end
+    table.sort(positive, function(x, y) return x.score > y.score end)
+    local top = {}
+    for _, m in ipairs(positive) do
+      if not why_not(m) then
+        top[#top + 1] = m
+        if #top >= spread then break end
+      end
+    end
+    if #top > 0 then pick = top[draw(top, r)] end
+  else
+    -- draw by weight; on an ineligible draw, drop it and redraw with the
+    -- rescaled remainder of the same uniform value: exactly weighted among the eligible
+    local rr = r
+    while #positive > 0 do
+      local i, rest = draw(positive, rr)
+      if not why_not(positive[i]) then
+        pick = positive[i]
+        break
+      end
+      rr = math.min(math.max(rest, 0), 0.999999999)
+      table.remove(positive, i)
+    end
+  end
+
+  if explain then
+    for _, m in ipairs(members) do
+      local why = why_not(m)
+      local e = eps[m.j]
+      if why then
+        verdicts[#verdicts + 1] = (s - 1) .. '|' .. e.name .. '|' .. m.w .. '|0|' .. why
+      else
         local note = 'eligible'
         if ignore_caps then note = 'eligible (caps ignored by overflow policy)' end
-        verdicts[#verdicts + 1] = s .. '|' .. e.name .. '|' .. w .. '|1|' .. note
+        verdicts[#verdicts + 1] = (s - 1) .. '|' .. e.name .. '|' .. m.w .. '|1|' .. note
       end
     end
   end
-  if #cands > 0 then
-    if sticky then
-      -- weighted rendezvous hashing: the key keeps its top `spread` endpoints
-      for _, c in ipairs(cands) do c.score = -c.w / math.log(c.u) end
-      table.sort(cands, function(x, y) return x.score > y.score end)
-      while #cands > spread do table.remove(cands) end
-    end
-    local total = 0
-    for _, c in ipairs(cands) do total = total + c.w end
-    local target = r * total
-    local acc = 0
-    chosen = cands[#cands]
-    for _, c in ipairs(cands) do
-      acc = acc + c.w
-      if target < acc then
-        chosen = c
-        break
-      end
-    end
-    chosen_stage = s
+  if pick then
+    chosen, chosen_stage = pick, s - 1
     break
   end
 end
@@ -194,18 +227,19 @@ if not chosen then
   return {'none', 0, '', 0, junk, verdicts}
 end
 
+local e = eps[chosen.j]
 if commit then
-  local e = eps[chosen.j]
-  local k = e.k
-  local counters = {{KEYS[k + 2], 259200}, {KEYS[k + 3], 172800}}
+  endpoint_status(chosen.j)
+  local counters = {{e.day_key, 259200}, {e.hour_key, 172800}}
   for _, kt in ipairs(counters) do
-    local ok = redis.pcall('HINCRBY', kt[1], 'total', n)
-    if is_err(ok) then
+    local total = redis.pcall('HINCRBY', kt[1], 'total', n)
+    if is_err(total) then
       junk[#junk + 1] = 'counter|' .. kt[1]
     else
       for _, p in ipairs(provs) do redis.pcall('HINCRBY', kt[1], p[1], p[2]) end
-      redis.call('EXPIRE', kt[1], kt[2])
+      -- a new counter gets its TTL once; later increments keep it
+      if total == n then redis.call('EXPIRE', kt[1], kt[2]) end
     end
   end
 end
-return {'ok', chosen_stage, eps[chosen.j].name, chosen.w, junk, verdicts}
+return {'ok', chosen_stage, e.name, chosen.w, junk, verdicts}
