@@ -27,3 +27,15 @@ def test_main_cf_policy_before_permit_mynetworks():
     rcpt = text.index("smtpd_recipient_restrictions =")
     assert text.index(policy, rcpt) < text.index("permit_mynetworks", rcpt)
     assert f"smtpd_end_of_data_restrictions =\n    {policy}\n" in text
+
+
+def test_shipped_examples_match_the_renderer():
+    from pathlib import Path
+
+    from smtp_balancer.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(root / "examples" / "config.yaml")
+    shipped = root / "mta-configs" / "postfix"
+    assert (shipped / "master.cf.example").read_text() == master_cf(config, "examples/config.yaml")
+    assert (shipped / "main.cf.example").read_text() == main_cf(config, "examples/config.yaml")
