@@ -236,17 +236,28 @@ class Planner:
         name = _text(endpoint)
         spill = f", overflow from {call.plan.stages[0].pool}" if int(stage_no) > 1 else ""
         caps_note = " (caps ignored)" if stage.ignore_caps else ""
-        return (
-            Decision(
-                outcome="route",
-                reason=f"weight {int(weight)} in pool {stage.pool}{caps_note}{spill}",
-                route=self.routes[name],
-                endpoint=name,
-                pool=stage.pool,
-                rule=call.rule.name,
-                verdicts=verdicts,
-            ),
-            junk,
+        reason = f"weight {int(weight)} in pool {stage.pool}{caps_note}{spill}"
+        return self._routed(call, stage, name, reason, verdicts=verdicts), junk
+
+    def _routed(
+        self,
+        call: ScriptCall,
+        stage: Stage,
+        endpoint: str,
+        reason: str,
+        *,
+        degraded: bool = False,
+        verdicts: tuple[EndpointVerdict, ...] = (),
+    ) -> Decision:
+        return Decision(
+            outcome="route",
+            reason=reason,
+            route=self.routes[endpoint],
+            endpoint=endpoint,
+            pool=stage.pool,
+            rule=call.rule.name,
+            degraded=degraded,
+            verdicts=verdicts,
         )
 
     def _exhausted(
@@ -289,15 +300,8 @@ class Planner:
                         cand_hashes.append(hashes[i])
             if cands:
                 name, weight = weighted_pick(cands, cand_hashes if hashes else None, stage.spread, call.r)
-                return Decision(
-                    outcome="route",
-                    reason=f"degraded ({why}): YAML weight {weight} in pool {stage.pool}",
-                    route=self.routes[name],
-                    endpoint=name,
-                    pool=stage.pool,
-                    rule=call.rule.name,
-                    degraded=True,
-                )
+                reason = f"degraded ({why}): YAML weight {weight} in pool {stage.pool}"
+                return self._routed(call, stage, name, reason, degraded=True)
         return self._exhausted(call, degraded=True)
 
 
