@@ -69,6 +69,24 @@ class Engine:
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    async def warm_up(self) -> bool:
+        """Open a connection and load the script before the first message.
+
+        A daemon calls this at start so its first decisions do not pay for the
+        connection and SCRIPT LOAD inside their budget. Redis being down is not
+        fatal: decisions degrade until it is back.
+        """
+        try:
+            async with asyncio.timeout(self.config.redis.admin_timeout_ms / 1000):
+                await self.client.script_load(SELECT_LUA)
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning(
+                "Redis %s not usable at start (%s); deciding from YAML until it is", self._redis_where, exc
+            )
+            return False
+        log.info("Redis %s ready", self._redis_where)
+        return True
+
     async def decide(
         self, facts: Facts, *, commit: bool = True, explain: bool = False, now: datetime | None = None
     ) -> Decision:

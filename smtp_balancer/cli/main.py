@@ -122,6 +122,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policyd(args: argparse.Namespace) -> int:
+    from smtp_balancer_policyd.main import run
+
+    logging.getLogger().setLevel(args.log_level.upper())
+    return run(_config(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     config_help = "YAML config (default: $SMTP_BALANCER_CONFIG or /etc/smtp-balancer/config.yaml)"
     parser = argparse.ArgumentParser(prog="smtp-balancer", description=__doc__)
@@ -171,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("resume", cmd_resume, "lift an endpoint's suspension (all of them without --provider)")
     p.add_argument("endpoint")
     p.add_argument("--provider")
+
+    p = add("policyd", cmd_policyd, "run the Postfix policy daemon (also serves Exim ${readsocket})")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     p = add("render", cmd_render, "print MTA configuration generated from the YAML")
     p.add_argument("mta", choices=["postfix"])

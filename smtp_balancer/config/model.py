@@ -184,9 +184,47 @@ class DecisionConfig(Strict):
 
 
 class PolicydConfig(Strict):
-    listen: list[str] = Field(default_factory=lambda: ["inet:127.0.0.1:10040"])
+    # inet:host:port or unix:/path; loopback by default
+    listen: list[str] = Field(default_factory=lambda: ["inet:127.0.0.1:10040"], min_length=1)
+    unix_mode: str = Field(default="0660", pattern=r"^0?[0-7]{3}$")
+    unix_owner: str | None = None
+    unix_group: str | None = None
+    # Postfix's policy client closes idle connections after 300 s (max_idle); outlive it a little
+    idle_timeout_s: int = Field(default=330, ge=1, le=86_400)
+    max_connections: int = Field(default=4096, ge=1, le=1_000_000)
+    max_concurrent_decisions: int = Field(default=256, ge=1, le=100_000)
+    # "" disables the /metrics endpoint
+    metrics_listen: str = "127.0.0.1:9480"
     # the timeout Postfix waits for us; rendered into main.cf
     postfix_timeout_s: int = Field(default=10, ge=1, le=300)
+    join_max_instances: int = Field(default=50_000, ge=100)
+    join_ttl_s: int = Field(default=900, ge=10)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if value.startswith("unix:"):
+                if not value[5:].startswith("/"):
+                    raise ValueError(f"unix socket path must be absolute: {value!r}")
+            else:
+                parse_hostport(value.removeprefix("inet:"))
+        return values
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics(cls, value: str) -> str:
+        if value:
+            parse_hostport(value)
+        return value
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); raises ValueError."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"must be host:port, got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 class BalancerConfig(Strict):

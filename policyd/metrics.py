@@ -1,0 +1,24 @@
+"""Policy daemon metrics; the decision metrics themselves live in smtp_balancer.metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+REQUESTS = Counter(
+    "smtp_balancer_policy_requests_total",
+    "Policy requests by protocol stage",
+    ["stage"],
+)
+PROTOCOL_ERRORS = Counter(
+    "smtp_balancer_policy_protocol_errors_total",
+    "Policy requests refused (connection closed), by kind",
+    ["kind"],
+)
+CONNECTIONS = Gauge("smtp_balancer_policy_connections", "Open policy client connections")
+REFUSED_CONNECTIONS = Counter(
+    "smtp_balancer_policy_refused_connections_total",
+    "Connections closed at once because max_connections was reached",
+)
+OPEN_INSTANCES = Gauge(
+    "smtp_balancer_policy_open_instances", "Messages with recipients collected at RCPT and not yet decided"
+)

@@ -1,0 +1,115 @@
+"""The Postfix policy-delegation protocol, sans I/O.
+
+A request is ``name=value`` lines ending with an empty line; the reply is
+``action=...`` and an empty line (SMTPD_POLICY_README). ``RequestParser`` is fed
+bytes and hands back complete requests. It knows no sockets, finds the framing
+in linear time (each byte is scanned once, h11-style), and enforces hard limits
+so that no client can make it buffer without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_ATTRIBUTES = 256
+
+PolicyRequest = dict[str, str]
+
+
+class ProtocolError(Exception):
+    """A request we will not serve; ``kind`` is the metric label."""
+
+    kind = "malformed"
+
+
+class Oversized(ProtocolError):
+    kind = "oversized"
+
+
+class TooManyAttributes(ProtocolError):
+    kind = "too_many_attributes"
+
+
+class MalformedLine(ProtocolError):
+    kind = "malformed"
+
+
+class NotUtf8(ProtocolError):
+    kind = "not_utf8"
+
+
+class Truncated(ProtocolError):
+    kind = "truncated"
+
+
+class RequestParser:
+    def __init__(self, max_bytes: int = MAX_REQUEST_BYTES, max_attributes: int = MAX_ATTRIBUTES) -> None:
+        self.max_bytes = max_bytes
+        self.max_attributes = max_attributes
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf already searched for the terminator
+
+    @property
+    def pending(self) -> bool:
+        """True when a partial request is buffered (EOF now would cut it off)."""
+        return bool(self._buf)
+
+    def feed(self, data: bytes) -> Iterator[PolicyRequest]:
+        """Add bytes; yield every complete request. Raises ProtocolError."""
+        self._buf += data
+        while True:
+            end = self._find_end()
+            if end < 0:
+                if len(self._buf) > self.max_bytes:
+                    raise Oversized(f"request exceeds {self.max_bytes} bytes without an empty line")
+                return
+            raw, cut = bytes(self._buf[:end]), end
+            # the terminator is "\n\n" or "\n\r\n"
+            cut += 2 if self._buf[end + 1 : end + 2] == b"\n" else 3
+            del self._buf[:cut]
+            self._scanned = 0
+            if len(raw) > self.max_bytes:
+                raise Oversized(f"request exceeds {self.max_bytes} bytes")
+            yield self._parse(raw)
+
+    def _find_end(self) -> int:
+        """Index of the newline that ends the last attribute line, or -1."""
+        buf = self._buf
+        if buf[:1] == b"\n" or buf[:2] == b"\r\n":
+            raise MalformedLine("empty request")
+        # resume where the last search stopped, less the 2 bytes a terminator may straddle
+        start = max(self._scanned - 2, 0)
+        found = [i for i in (buf.find(b"\n\n", start), buf.find(b"\n\r\n", start)) if i >= 0]
+        if found:
+            return min(found)
+        self._scanned = len(buf)
+        return -1
+
+    def _parse(self, raw: bytes) -> PolicyRequest:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise NotUtf8(f"request is not UTF-8 (byte {exc.start})") from exc
+        lines = text.split("\n")
+        if len(lines) > self.max_attributes:
+            raise TooManyAttributes(f"request has more than {self.max_attributes} attributes")
+        request: PolicyRequest = {}
+        for line in lines:
+            name, sep, value = line.rstrip("\r").partition("=")
+            if not sep or not name:
+                raise MalformedLine(f"line without name=value: {line[:60]!r}")
+            request[name] = value
+        return request
+
+    def eof(self) -> None:
+        """The peer closed; raises Truncated if it left half a request."""
+        if self._buf.strip():
+            raise Truncated(f"connection closed inside a request ({len(self._buf)} bytes buffered)")
+
+
+def format_reply(action: str) -> bytes:
+    """``action=<action>`` plus the empty line; the action may not break framing."""
+    if "\n" in action or "\r" in action:
+        raise ValueError("a policy action cannot contain a newline")
+    return f"action={action}\n\n".encode()

@@ -1,0 +1,118 @@
+"""From policy requests to engine facts and back to actions, sans I/O.
+
+At END-OF-MESSAGE Postfix sends ``recipient`` empty when a message has more than
+one recipient, so the daemon is also asked at RCPT, answers DUNNO there, and
+joins the recipients by the ``instance`` attribute (unique per message per
+smtpd). Exim's ``${readsocket}`` sends one END-OF-MESSAGE request with the
+recipient list in ``recipients`` (comma-separated), our extension.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from smtp_balancer_policyd.protocol import PolicyRequest
+
+from smtp_balancer.facts import Decision, Facts
+
+DUNNO = "DUNNO"
+DEFER_ACTION = "DEFER_IF_PERMIT 4.7.1 Egress capacity exhausted, try again later"
+MAX_RECIPIENTS_PER_INSTANCE = 10_000
+
+
+@dataclass
+class _Pending:
+    recipients: list[str]
+    touched: float
+
+
+class InstanceJoin:
+    """Recipients per open message; bounded in count and age, so abandoned
+    transactions (client gone after RCPT) cannot grow it without end."""
+
+    def __init__(
+        self, max_instances: int = 50_000, ttl_s: float = 900.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_instances = max_instances
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._open: OrderedDict[str, _Pending] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, instance: str, recipient: str) -> None:
+        now = self.clock()
+        pending = self._open.get(instance)
+        if pending is None:
+            pending = self._open[instance] = _Pending([], now)
+        else:
+            self._open.move_to_end(instance)
+            pending.touched = now
+        if recipient and len(pending.recipients) < MAX_RECIPIENTS_PER_INSTANCE:
+            pending.recipients.append(recipient)
+        self._expire(now)
+
+    def take(self, instance: str) -> list[str]:
+        pending = self._open.pop(instance, None)
+        return pending.recipients if pending else []
+
+    def _expire(self, now: float) -> None:
+        while self._open:
+            instance, oldest = next(iter(self._open.items()))
+            if len(self._open) <= self.max_instances and now - oldest.touched < self.ttl_s:
+                return
+            del self._open[instance]
+            self.evicted += 1
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and len(value) < 16 else None
+
+
+@dataclass(frozen=True)
+class Immediate:
+    """Answer without deciding; ``note`` explains odd requests for the log."""
+
+    action: str
+    note: str = ""
+
+
+def handle(request: PolicyRequest, join: InstanceJoin) -> Facts | Immediate:
+    """What to do with one request: decide (Facts) or answer at once."""
+    if request.get("request") != "smtpd_access_policy":
+        return Immediate(DUNNO, f"not an smtpd_access_policy request: {request.get('request', '')[:40]!r}")
+    state = request.get("protocol_state", "").upper()
+    instance = request.get("instance", "")
+    if state == "RCPT":
+        if instance:
+            join.add(instance, request.get("recipient", ""))
+        return Immediate(DUNNO)
+    if state != "END-OF-MESSAGE":
+        return Immediate(DUNNO)
+    recipients = join.take(instance) if instance else []
+    for extra in (request.get("recipient", ""), *request.get("recipients", "").split(",")):
+        extra = extra.strip()
+        if extra and extra not in recipients:
+            recipients.append(extra)
+    return Facts(
+        sender=request.get("sender", ""),
+        recipients=tuple(recipients),
+        sasl_username=request.get("sasl_username", ""),
+        client_address=request.get("client_address", ""),
+        size=_int(request.get("size")),
+        queue_id=request.get("queue_id", ""),
+        recipient_count=_int(request.get("recipient_count")),
+    )
+
+
+def action_for(decision: Decision) -> str:
+    if decision.outcome == "route" and decision.route is not None:
+        return f"FILTER {decision.route.filter_target}"
+    if decision.outcome == "defer":
+        return DEFER_ACTION
+    return DUNNO
