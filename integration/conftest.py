@@ -1,0 +1,196 @@
+"""Fixtures for end-to-end tests: real redis-server, Postfix, policy daemon and sink.
+
+``mail_system(extra_config)`` starts all four and always tears them down, in
+reverse order, even when the test fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import smtplib
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from integration.policyd_process import CLI, PolicydProcess
+from integration.postfix import PostfixInstance, make_shared_dir
+from integration.redis_server import RedisServer
+from integration.sink import Sink, free_port
+
+HELO = {"127.0.0.2": "out1.test", "127.0.0.3": "out2.test", "127.0.0.4": "out3.test"}
+ENDPOINT_IP = {"out1": "127.0.0.2", "out2": "127.0.0.3", "out3": "127.0.0.4"}
+
+
+def base_config(redis_url: str, policy_port: int, metrics_port: int) -> dict[str, Any]:
+    return {
+        "redis": {"url": redis_url, "connect_timeout_ms": 500},
+        # a healthy local Redis answers in well under this; outages are refused at once
+        "decision": {"budget_ms": 500, "retry_after_ms": 200},
+        "policyd": {
+            "listen": [f"inet:127.0.0.1:{policy_port}"],
+            "metrics_listen": f"127.0.0.1:{metrics_port}",
+            "postfix_timeout_s": 10,
+        },
+        "endpoints": {name: {"bind_address": ip, "helo_name": HELO[ip]} for name, ip in ENDPOINT_IP.items()},
+        "pools": {
+            "main": {
+                "endpoints": [
+                    {"endpoint": "out1", "weight": 1},
+                    {"endpoint": "out2", "weight": 2},
+                    {"endpoint": "out3", "weight": 1},
+                ]
+            }
+        },
+        "rules": [{"name": "all", "pool": "main"}],
+    }
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def render(config_path: Path, part: str) -> str:
+    """master.cf / main.cf text from our own CLI: the harness uses what operators use."""
+    out = subprocess.run(
+        [CLI, "-c", str(config_path), "render", "postfix", "--part", part], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"render failed: {out.stderr}")
+    return out.stdout
+
+
+@dataclass
+class MailSystem:
+    base: Path
+    redis: RedisServer
+    sink: Sink
+    postfix: PostfixInstance
+    policyd: PolicydProcess
+    config_path: Path
+    metrics_port: int
+    rdb: redis.Redis
+
+    def message(self, seq: int, sender: str, recipients: list[str], tag: str = "") -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = sender
+        msg["To"] = ", ".join(recipients)
+        msg["Subject"] = f"test {seq}"
+        msg["X-Test-Seq"] = str(seq)
+        if tag:
+            msg["X-Test-Tag"] = tag
+        msg.set_content(f"message {seq}\n")
+        return msg
+
+    def send(self, sender: str, recipients: list[str], seq: int = 0, tag: str = "") -> None:
+        with smtplib.SMTP("127.0.0.1", self.postfix.smtpd_port, timeout=30) as smtp:
+            smtp.send_message(self.message(seq, sender, recipients, tag), sender, recipients)
+
+    def send_many(
+        self,
+        count: int,
+        threads: int = 8,
+        recipients: Callable[[int], list[str]] = lambda i: [f"user{i}@example{i % 5}.test"],
+        tag: Callable[[int], str] = lambda i: "",
+        start: int = 0,
+    ) -> list[str]:
+        """Send ``count`` messages over persistent connections; returns SMTP errors."""
+        errors: list[str] = []
+        lock = threading.Lock()
+        todo = iter(range(start, start + count))
+
+        def worker() -> None:
+            with smtplib.SMTP("127.0.0.1", self.postfix.smtpd_port, timeout=30) as smtp:
+                while True:
+                    with lock:
+                        i = next(todo, None)
+                    if i is None:
+                        return
+                    rcpts = recipients(i)
+                    sender = f"sender{i % 7}@shop.test"
+                    try:
+                        smtp.send_message(self.message(i, sender, rcpts, tag(i)), sender, rcpts)
+                    except smtplib.SMTPException as exc:
+                        with lock:
+                            errors.append(f"message {i}: {exc}")
+
+        pool = [threading.Thread(target=worker) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        return errors
+
+    def by_source_ip(self) -> Counter[str]:
+        return Counter(m.peer_ip for m in self.sink.messages)
+
+
+@pytest.fixture
+def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSystem]]:
+    if shutil.which("postfix") is None or shutil.which("redis-server") is None:
+        pytest.fail("postfix and redis-server must be installed (make test installs them)")
+    started: list[Callable[[], None]] = []
+    bases: list[Path] = []
+
+    def make(extra: dict[str, Any] | None = None) -> MailSystem:
+        base = make_shared_dir("sb-it-")
+        bases.append(base)
+        redis_server = RedisServer(base / "redis")
+        redis_server.start()
+        started.append(redis_server.stop)
+        sink = Sink()
+        sink.start()
+        started.append(sink.stop)
+        policy_port, metrics_port, smtpd_port = free_port(), free_port(), free_port()
+        config = _merge(base_config(redis_server.url, policy_port, metrics_port), extra or {})
+        config_path = base / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        policyd = PolicydProcess(config_path, policy_port, base / "policyd.log")
+        policyd.start()
+        started.append(policyd.stop)
+        postfix = PostfixInstance(
+            base / "postfix",
+            smtpd_port=smtpd_port,
+            sink_port=sink.port,
+            master_cf_extra=render(config_path, "master"),
+            main_cf_extra=render(config_path, "main"),
+        )
+        started.append(postfix.stop)
+        postfix.start()
+        rdb = redis_server.client()
+        started.append(rdb.close)
+        return MailSystem(base, redis_server, sink, postfix, policyd, config_path, metrics_port, rdb)
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for stop in reversed(started):
+        try:
+            stop()
+        except Exception as exc:  # keep tearing down the rest
+            print(f"teardown: {exc}", file=sys.stderr)
+    if not (failed and failed.failed):
+        for base in bases:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]

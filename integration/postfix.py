@@ -1,0 +1,184 @@
+"""A private Postfix instance for tests: its own config, queue and log, loopback only.
+
+Traps handled here (all found on real Postfix, see DESIGN.md):
+- ``postfix -c`` needs an absolute path;
+- ``data_directory`` must be owned by postfix, or the master fails on master.lock;
+- every directory must be reachable by the postfix user (pytest's tmp is 0700);
+- Postfix prints errors only to a tty, so commands run under ``script``;
+- after ``stop`` the master exits about 2 s later: wait for it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+MASTER_CF_BASE = """\
+{listen} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+class PostfixError(RuntimeError):
+    pass
+
+
+def make_shared_dir(prefix: str) -> Path:
+    """A temp dir the postfix user can traverse (pytest's own tmp is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+class PostfixInstance:
+    def __init__(
+        self,
+        base: Path,
+        smtpd_port: int,
+        sink_port: int,
+        master_cf_extra: str = "",
+        main_cf_extra: str = "",
+    ) -> None:
+        self.base = base.resolve()
+        self.config_dir = self.base / "etc"
+        self.queue_dir = self.base / "spool"
+        self.data_dir = self.base / "data"
+        self.log_file = self.base / "postfix.log"
+        self.smtpd_port = smtpd_port
+        self.sink_port = sink_port
+        self.master_cf_extra = master_cf_extra
+        self.main_cf_extra = main_cf_extra
+        self._master_pid: int | None = None
+
+    def write_config(self) -> None:
+        for d in (self.config_dir, self.queue_dir, self.data_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.data_dir, user="postfix")
+        sink = f"[127.0.0.1]:{self.sink_port}"
+        main = f"""\
+compatibility_level = 3.6
+queue_directory = {self.queue_dir}
+data_directory = {self.data_dir}
+myhostname = mta.test
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+maillog_file = {self.log_file}
+maillog_file_prefixes = {self.base}
+smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
+relayhost = {sink}
+default_filter_nexthop = {sink}
+in_flow_delay = 0
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+smtp_connect_timeout = 5s
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+biff = no
+"""
+        (self.config_dir / "main.cf").write_text(main + "\n" + self.main_cf_extra)
+        master = MASTER_CF_BASE.format(listen=f"127.0.0.1:{self.smtpd_port}")
+        (self.config_dir / "master.cf").write_text(master + "\n" + self.master_cf_extra)
+
+    def _postfix(self, *args: str, check: bool = True) -> str:
+        # Postfix writes its errors only to a terminal: give it one with script(1)
+        command = " ".join(["postfix", "-c", str(self.config_dir), *args])
+        out = subprocess.run(
+            ["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60
+        )
+        text = (out.stdout + out.stderr).strip()
+        if check and out.returncode != 0:
+            raise PostfixError(f"`{command}` failed ({out.returncode}): {text}")
+        return text
+
+    def start(self) -> None:
+        self.write_config()
+        self._postfix("check")
+        self._postfix("start")
+        pidfile = self.queue_dir / "pid" / "master.pid"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if pidfile.exists() and pidfile.read_text().strip().isdigit():
+                self._master_pid = int(pidfile.read_text().strip())
+                if self._port_open():
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise PostfixError(
+            f"Postfix did not start listening on 127.0.0.1:{self.smtpd_port}: {self.log_tail()}"
+        )
+
+    def _port_open(self) -> bool:
+        import socket
+
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            return s.connect_ex(("127.0.0.1", self.smtpd_port)) == 0
+
+    def stop(self) -> None:
+        """Stop the master we started; kill it by PID if it does not go in time."""
+        if self._master_pid is None:
+            return
+        self._postfix("stop", check=False)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(self._master_pid):
+            time.sleep(0.1)
+        if _alive(self._master_pid):
+            os.kill(self._master_pid, signal.SIGKILL)
+        self._master_pid = None
+
+    def reload(self) -> None:
+        self._postfix("reload")
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def queue_is_empty(self) -> bool:
+        for sub in ("incoming", "active", "deferred", "maildrop"):
+            d = self.queue_dir / sub
+            if d.exists() and any(p.is_file() for p in d.rglob("*")):
+                return False
+        return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,116 @@
+"""A recording SMTP sink (aiosmtpd) that can play a mailbox provider.
+
+It records, per delivered message, the peer IP (the source IP of the route
+taken), the HELO name, the envelope and the headers. Replies can be scripted
+per (source IP, recipient domain), e.g. ``421-4.7.28`` from 127.0.0.3 for
+gmail.com, which the feedback tests need.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass(frozen=True)
+class Received:
+    peer_ip: str
+    helo: str
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]
+    at: float
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+@dataclass
+class _Handler:
+    messages: list[Received] = field(default_factory=list)
+    scripted: dict[tuple[str, str], str] = field(default_factory=dict)
+    refused: Counter[tuple[str, str]] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        domain = address.rpartition("@")[2].lower()
+        with self.lock:
+            reply = self.scripted.get((peer, domain)) or self.scripted.get((peer, "*"))
+            if reply:
+                self.refused[(peer, domain)] += 1
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        content = envelope.original_content or b""
+        parsed = BytesHeaderParser(policy=compat32).parsebytes(content)
+        received = Received(
+            peer_ip=peer,
+            helo=session.host_name or "",
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            headers=tuple((k, str(v)) for k, v in parsed.items()),
+            at=time.monotonic(),
+        )
+        with self.lock:
+            self.messages.append(received)
+        return "250 2.0.0 Ok: recorded"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.handler = _Handler()
+        self.controller = Controller(
+            self.handler, hostname=host, port=self.port, ready_timeout=10, decode_data=False
+        )
+
+    def start(self) -> None:
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def script(self, source_ip: str, domain: str, reply: str) -> None:
+        """Answer ``reply`` at RCPT to ``domain`` (or "*") from ``source_ip``."""
+        with self.handler.lock:
+            self.handler.scripted[(source_ip, domain.lower())] = reply
+
+    @property
+    def messages(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.messages)
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[Received]:
+        """Wait until ``count`` messages arrived; raises with what did arrive."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.messages
+            if len(got) >= count:
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sink got {len(got)} of {count} messages within {timeout:.0f}s")
+            time.sleep(0.05)

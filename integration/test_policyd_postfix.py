@@ -1,0 +1,221 @@
+"""Issue #3 acceptance: real Postfix routes by our FILTER answers, proven at the sink."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime
+
+from integration.conftest import ENDPOINT_IP, HELO
+
+DEFAULT_ROUTE_IP = "127.0.0.1"  # Postfix's own smtp transport, no bind address
+
+
+def test_weights_1_2_1_over_2000_messages(mail_system):
+    ms = mail_system()
+    assert ms.send_many(2000) == []
+    got = ms.sink.wait_for(2000, timeout=180)
+    seen = Counter(m.peer_ip for m in got)
+    assert set(seen) == set(ENDPOINT_IP.values()), seen
+    for ip, share in (("127.0.0.2", 0.25), ("127.0.0.3", 0.50), ("127.0.0.4", 0.25)):
+        assert abs(seen[ip] / 2000 - share) <= 0.05, seen
+    for m in got:
+        assert m.helo == HELO[m.peer_ip]
+    # the decisions were Redis decisions, not degraded ones
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    total = sum(int(ms.rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in ENDPOINT_IP)
+    assert total == 2000
+
+
+def test_live_drain_by_redis_cli_stops_new_mail(mail_system):
+    ms = mail_system()
+    drained = threading.Event()
+
+    def tag(i: int) -> str:
+        # decided at END-OF-MESSAGE, after this tag is taken: "after" means after the HSET
+        return "after" if drained.is_set() else "before"
+
+    def drain_midway() -> None:
+        while len(ms.sink.messages) < 200:
+            time.sleep(0.01)
+        ms.rdb.hset("{sb}:pool:main:weights", "out2", 0)  # exactly what an operator types
+        drained.set()
+
+    t = threading.Thread(target=drain_midway)
+    t.start()
+    assert ms.send_many(800, threads=4, tag=tag) == []
+    t.join()
+    got = ms.sink.wait_for(800, timeout=120)
+    before = [m for m in got if m.header("X-Test-Tag") == "before"]
+    after = [m for m in got if m.header("X-Test-Tag") == "after"]
+    assert len(after) > 100, "the drain happened too late to test anything"
+    assert any(m.peer_ip == "127.0.0.3" for m in before)
+    assert [m for m in after if m.peer_ip == "127.0.0.3"] == []
+
+
+def test_warmup_cap_of_100_is_exact(mail_system):
+    today = datetime.now(UTC).date().isoformat()
+    ms = mail_system(
+        {
+            "endpoints": {"out1": {"warmup": {"start": today, "schedule": [{"daily": 100}]}}},
+            "pools": {
+                "main": {
+                    "endpoints": [
+                        {"endpoint": "out1", "weight": 5},
+                        {"endpoint": "out2", "weight": 1},
+                        {"endpoint": "out3", "weight": 1},
+                    ]
+                }
+            },
+        }
+    )
+    assert ms.send_many(600) == []
+    seen = Counter(m.peer_ip for m in ms.sink.wait_for(600, timeout=120))
+    assert seen["127.0.0.2"] == 100, seen
+    assert seen["127.0.0.3"] + seen["127.0.0.4"] == 500
+
+
+def test_three_recipients_at_three_domains_one_route_quota_three(mail_system):
+    ms = mail_system({"pools": {"main": {"endpoints": [{"endpoint": "out2", "weight": 1}]}}})
+    rcpts = ["a@gmail.com", "b@yahoo.com", "c@example.test"]
+    ms.send("boss@shop.test", rcpts)
+    (m,) = ms.sink.wait_for(1, timeout=30)
+    assert m.peer_ip == "127.0.0.3" and sorted(m.rcpt_tos) == sorted(rcpts)
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    assert ms.rdb.hgetall(f"{{sb}}:count:out2:day:{day}") == {
+        "total": "3",
+        "google": "1",
+        "yahoo": "1",
+        "other": "1",
+    }
+
+
+def test_redis_killed_mid_run_no_mail_lost_then_recovers(mail_system):
+    ms = mail_system()
+    day = datetime.now(UTC).strftime("%Y%m%d")
+
+    def counted() -> int:
+        return sum(int(ms.rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in ENDPOINT_IP)
+
+    killer = threading.Thread(
+        target=lambda: (time.sleep(0.3), ms.redis.stop())  # mid-run, while mail flows
+    )
+    killer.start()
+    assert ms.send_many(400, threads=4) == []  # nothing rejected or deferred by us
+    killer.join()
+    got = ms.sink.wait_for(400, timeout=120)
+    assert {m.peer_ip for m in got} <= set(ENDPOINT_IP.values())  # degraded still routes
+    assert "status=deferred" not in ms.postfix.log_text()
+    ms.redis.start()
+    ms.rdb = ms.redis.client()
+    assert counted() == 0  # a fresh Redis: nothing counted yet
+    deadline = time.monotonic() + 15
+    seq = 10_000
+    while counted() == 0:
+        assert time.monotonic() < deadline, "decisions did not come back to Redis"
+        ms.send("a@shop.test", ["x@example.test"], seq=seq)
+        seq += 1
+        time.sleep(0.2)
+    ms.sink.wait_for(400 + seq - 10_000, timeout=60)
+
+
+def test_policyd_killed_mid_run_mail_uses_default_transport(mail_system):
+    ms = mail_system()
+    killer = threading.Thread(target=lambda: (time.sleep(0.3), ms.policyd.kill()))
+    killer.start()
+    assert ms.send_many(300, threads=4) == []
+    killer.join()
+    got = ms.sink.wait_for(300, timeout=120)
+    seen = Counter(m.peer_ip for m in got)
+    assert seen[DEFAULT_ROUTE_IP] > 0, seen  # after the kill: Postfix's default transport
+    assert set(seen) <= {DEFAULT_ROUTE_IP, *ENDPOINT_IP.values()}
+    # after the daemon is gone, every message still arrives, now through the default route
+    ms.send_many(50, threads=2, start=1000)
+    later = ms.sink.wait_for(350, timeout=60)
+    assert all(m.peer_ip == DEFAULT_ROUTE_IP for m in later if int(m.header("X-Test-Seq")) >= 1000)
+
+
+def _ask(sock: socket.socket, attrs: dict[str, str]) -> bytes:
+    sock.sendall(("".join(f"{k}={v}\n" for k, v in attrs.items()) + "\n").encode())
+    data = b""
+    while not data.endswith(b"\n\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed after {data!r}")
+        data += chunk
+    return data
+
+
+EOM = {
+    "request": "smtpd_access_policy",
+    "protocol_state": "END-OF-MESSAGE",
+    "sender": "a@shop.test",
+    "recipient": "b@example.test",
+    "client_address": "127.0.0.1",
+    "queue_id": "TEST",
+}
+
+
+def test_malformed_requests_do_not_disturb_a_good_client(mail_system):
+    ms = mail_system()
+    port = ms.policyd.port
+    stop = threading.Event()
+    answers: list[bytes] = []
+
+    def good_client() -> None:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            while not stop.is_set():
+                answers.append(_ask(s, {**EOM, "instance": f"i{len(answers)}"}))
+
+    good = threading.Thread(target=good_client)
+    good.start()
+    abuse = [
+        b"\x00\xff garbage \x80\n\n",  # not UTF-8
+        b"no equals sign here\n\n",  # malformed
+        b"request=" + b"x" * (1024 * 1024) + b"\n\n",  # a 1 MiB line
+        b"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\n",  # no blank line, then EOF
+        b"request=smtpd_access_policy\nsend",  # half a request, then disconnect
+    ]
+    for payload in abuse:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            try:
+                s.sendall(payload)
+                s.shutdown(socket.SHUT_WR)
+                s.settimeout(10)
+                assert s.recv(100) == b""  # closed on us, no answer to junk
+            except (ConnectionResetError, BrokenPipeError):
+                pass  # closed while we were still sending the 1 MiB line
+    time.sleep(0.2)
+    stop.set()
+    good.join(10)
+    assert len(answers) > 20
+    assert all(a.startswith(b"action=FILTER out") for a in answers), set(answers)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{ms.metrics_port}/metrics", timeout=5).read().decode()
+    for kind in ("not_utf8", "malformed", "oversized", "truncated"):
+        line = next(
+            ln
+            for ln in metrics.splitlines()
+            if ln.startswith(f'smtp_balancer_policy_protocol_errors_total{{kind="{kind}"}}')
+        )
+        assert float(line.split()[-1]) >= 1, line
+    log = ms.policyd.log_path.read_text()
+    for reason in ("not UTF-8", "line without name=value", "exceeds 65536 bytes", "connection closed inside"):
+        assert reason in log, reason
+
+
+def test_exim_style_single_request_then_close(mail_system):
+    ms = mail_system()
+    with socket.create_connection(("127.0.0.1", ms.policyd.port)) as s:
+        s.sendall(
+            b"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\n"
+            b"sender=a@shop.test\nrecipients=x@gmail.com,y@yahoo.com\nrecipient_count=2\n\n"
+        )
+        s.shutdown(socket.SHUT_WR)  # what ${readsocket} does by default
+        s.settimeout(5)
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data.startswith(b"action=FILTER out") and data.endswith(b"\n\n")  # and then we closed

@@ -1,0 +1,98 @@
+"""The sans-I/O policy protocol parser: framing, limits, errors."""
+
+from __future__ import annotations
+
+import pytest
+from smtp_balancer_policyd.protocol import (
+    MAX_REQUEST_BYTES,
+    MalformedLine,
+    NotUtf8,
+    Oversized,
+    RequestParser,
+    TooManyAttributes,
+    Truncated,
+    format_reply,
+)
+
+REQ = b"request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=a@b.test\n\n"
+
+
+def test_one_request():
+    assert list(RequestParser().feed(REQ)) == [
+        {"request": "smtpd_access_policy", "protocol_state": "RCPT", "recipient": "a@b.test"}
+    ]
+
+
+def test_byte_by_byte_and_pipelined():
+    parser = RequestParser()
+    out = []
+    for byte in REQ * 3:
+        out += parser.feed(bytes([byte]))
+    assert len(out) == 3 and not parser.pending
+
+
+def test_crlf_and_values_with_equals():
+    out = list(RequestParser().feed(b"request=x\r\nccert_subject=CN=a=b\r\n\r\n"))
+    assert out == [{"request": "x", "ccert_subject": "CN=a=b"}]
+
+
+def test_empty_value_kept():
+    assert list(RequestParser().feed(b"recipient=\nrequest=x\n\n")) == [{"recipient": "", "request": "x"}]
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"no equals\n\n", MalformedLine),
+        (b"=value\n\n", MalformedLine),
+        (b"\n\n", MalformedLine),
+        (b"a=\xff\xfe\n\n", NotUtf8),
+        (b"".join(b"a%d=1\n" % i for i in range(300)) + b"\n", TooManyAttributes),
+    ],
+)
+def test_bad_requests(data: bytes, error: type[Exception]):
+    with pytest.raises(error):
+        list(RequestParser().feed(data))
+
+
+def test_oversized_without_terminator_fails_early():
+    parser = RequestParser()
+    with pytest.raises(Oversized):
+        for _ in range(100):
+            list(parser.feed(b"x=" + b"y" * 4096))
+    assert len(parser._buf) <= MAX_REQUEST_BYTES + 4096 + 2  # never buffers past the limit
+
+
+def test_truncated_at_eof():
+    parser = RequestParser()
+    assert list(parser.feed(b"request=x\nprotocol")) == []
+    with pytest.raises(Truncated):
+        parser.eof()
+    RequestParser().eof()  # clean EOF between requests is fine
+
+
+def test_good_request_before_bad_one_in_the_same_chunk_is_served():
+    parser = RequestParser()
+    got = []
+    with pytest.raises(MalformedLine):
+        for req in parser.feed(REQ + b"junk\n\n"):
+            got.append(req)
+    assert len(got) == 1
+
+
+def test_scan_is_linear():
+    # a 60 KiB request in 1-byte feeds must not rescan the buffer each time
+    parser = RequestParser()
+    big = b"a=" + b"x" * 60_000 + b"\n\n"
+    import time
+
+    t0 = time.perf_counter()
+    for i in range(0, len(big), 1):
+        list(parser.feed(big[i : i + 1]))
+    assert time.perf_counter() - t0 < 5  # quadratic would be ~1.8e9 byte compares
+
+
+def test_reply():
+    assert format_reply("FILTER out2:") == b"action=FILTER out2:\n\n"
+    with pytest.raises(ValueError):
+        format_reply("DUNNO\nevil=1")

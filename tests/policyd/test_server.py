@@ -1,0 +1,86 @@
+"""The asyncio server in-process, with a real redis-server behind the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+
+from smtp_balancer.engine import Engine
+from smtp_balancer_policyd.server import PolicyServer
+
+EOM = (
+    b"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nsender=a@shop.test\n"
+    b"recipient=b@example.test\ninstance=%d\n\n"
+)
+
+
+async def start(make_config, tmp_path: Path, **policyd) -> tuple[PolicyServer, Engine]:
+    sock = tmp_path / "policy.sock"
+    config = make_config(
+        {"policyd": {"listen": ["inet:127.0.0.1:0", f"unix:{sock}"], "metrics_listen": "", **policyd}}
+    )
+    engine = Engine(config)
+    server = PolicyServer(engine, config.policyd)
+    await server.start()
+    return server, engine
+
+
+def tcp_port(server: PolicyServer) -> int:
+    return next(int(a.rsplit(":", 1)[1]) for a in server.addresses if a.startswith("inet:"))
+
+
+async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, i: int) -> bytes:
+    writer.write(EOM % i)
+    await writer.drain()
+    return await reader.readuntil(b"\n\n")
+
+
+async def test_500_persistent_connections_at_once(make_config, tmp_path: Path):
+    server, engine = await start(make_config, tmp_path)
+    conns = []
+    try:
+        for _ in range(500):
+            conns.append(await asyncio.open_connection("127.0.0.1", tcp_port(server)))
+        replies = await asyncio.gather(*(ask(r, w, i) for i, (r, w) in enumerate(conns)))
+        assert all(rep.startswith(b"action=FILTER out") for rep in replies)
+        assert server.connections == 500
+        # the same connections serve a second round: they are persistent
+        again = await asyncio.gather(*(ask(r, w, i) for i, (r, w) in enumerate(conns)))
+        assert len(again) == 500
+    finally:
+        for _, w in conns:
+            w.close()
+        await server.close()
+        await engine.aclose()
+
+
+async def test_unix_socket_mode_and_idle_timeout(make_config, tmp_path: Path):
+    server, engine = await start(make_config, tmp_path, unix_mode="0660", idle_timeout_s=1)
+    try:
+        sock = tmp_path / "policy.sock"
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        assert (await ask(reader, writer, 1)).startswith(b"action=FILTER out")
+        # idle: the server closes after idle_timeout_s
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    finally:
+        await server.close()
+        await engine.aclose()
+
+
+async def test_max_connections_refuses_extra(make_config, tmp_path: Path):
+    server, engine = await start(make_config, tmp_path, max_connections=2)
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", tcp_port(server)) for _ in range(2)]
+        for r, w in held:
+            await ask(r, w, 0)
+        r3, w3 = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+        assert await asyncio.wait_for(r3.read(), 5) == b""
+        for _, w in [*held, (r3, w3)]:
+            w.close()
+    finally:
+        await server.close()
+        await engine.aclose()

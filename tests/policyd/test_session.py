@@ -1,0 +1,87 @@
+"""Joining RCPT and END-OF-MESSAGE requests by instance, and actions."""
+
+from __future__ import annotations
+
+from smtp_balancer_policyd.session import DEFER_ACTION, DUNNO, Immediate, InstanceJoin, action_for, handle
+
+from smtp_balancer.facts import Decision, Facts, Route
+
+BASE = {"request": "smtpd_access_policy", "instance": "a1.b2.3", "sender": "s@shop.test"}
+
+
+def test_rcpt_collected_and_joined_at_end_of_message():
+    join = InstanceJoin()
+    for rcpt in ("x@gmail.com", "y@yahoo.com", "z@other.test"):
+        assert handle({**BASE, "protocol_state": "RCPT", "recipient": rcpt}, join) == Immediate(DUNNO)
+    facts = handle(
+        {
+            **BASE,
+            "protocol_state": "END-OF-MESSAGE",
+            "recipient": "",
+            "recipient_count": "3",
+            "size": "2048",
+            "sasl_username": "app",
+            "client_address": "10.0.0.5",
+            "queue_id": "Q1",
+        },
+        join,
+    )
+    assert facts == Facts(
+        sender="s@shop.test",
+        recipients=("x@gmail.com", "y@yahoo.com", "z@other.test"),
+        sasl_username="app",
+        client_address="10.0.0.5",
+        size=2048,
+        queue_id="Q1",
+        recipient_count=3,
+    )
+    assert len(join) == 0
+
+
+def test_single_recipient_without_rcpt_stage_and_exim_list():
+    facts = handle({**BASE, "protocol_state": "END-OF-MESSAGE", "recipient": "a@b.test"}, InstanceJoin())
+    assert isinstance(facts, Facts) and facts.recipients == ("a@b.test",)
+    exim = handle(
+        {
+            "request": "smtpd_access_policy",
+            "protocol_state": "END-OF-MESSAGE",
+            "recipients": "a@b.test, c@d.test",
+        },
+        InstanceJoin(),
+    )
+    assert isinstance(exim, Facts) and exim.recipients == ("a@b.test", "c@d.test")
+
+
+def test_other_states_and_requests_answer_dunno():
+    join = InstanceJoin()
+    assert handle({**BASE, "protocol_state": "CONNECT"}, join) == Immediate(DUNNO)
+    odd = handle({"request": "something_else"}, join)
+    assert isinstance(odd, Immediate) and odd.action == DUNNO and odd.note
+
+
+def test_garbage_numbers_are_ignored():
+    facts = handle(
+        {**BASE, "protocol_state": "END-OF-MESSAGE", "size": "big", "recipient_count": "-1"}, InstanceJoin()
+    )
+    assert isinstance(facts, Facts) and facts.size is None and facts.recipient_count is None
+
+
+def test_abandoned_instances_are_bounded_and_expire():
+    now = [0.0]
+    join = InstanceJoin(max_instances=100, ttl_s=60, clock=lambda: now[0])
+    for i in range(250):
+        join.add(f"i{i}", "r@x.test")
+    assert len(join) == 100 and join.evicted == 150
+    now[0] = 61
+    join.add("fresh", "r@x.test")
+    assert len(join) == 1
+
+
+def test_actions():
+    assert action_for(Decision("route", "r", Route("out2"), "out2")) == "FILTER out2:"
+    assert (
+        action_for(Decision("route", "r", Route("relay1", "[mx.test]:25"), "relay1"))
+        == "FILTER relay1:[mx.test]:25"
+    )
+    assert action_for(Decision("defer", "r")) == DEFER_ACTION
+    assert action_for(Decision("default", "r")) == DUNNO and action_for(Decision("no_rule", "r")) == DUNNO
