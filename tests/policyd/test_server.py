@@ -7,8 +7,9 @@ import os
 import stat
 from pathlib import Path
 
-from smtp_balancer.engine import Engine
 from smtp_balancer_policyd.server import PolicyServer
+
+from smtp_balancer.engine import Engine
 
 EOM = (
     b"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nsender=a@shop.test\n"
