@@ -14,7 +14,8 @@ CLI = str(Path(sys.executable).with_name("smtp-balancer"))
 
 
 class PolicydProcess:
-    def __init__(self, config_path: Path, port: int, log_path: Path) -> None:
+    def __init__(self, config_path: Path, port: int, log_path: Path, log_level: str = "info") -> None:
+        self.log_level = log_level
         self.config_path = config_path
         self.port = port
         self.log_path = log_path
@@ -23,7 +24,9 @@ class PolicydProcess:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [CLI, "-c", str(self.config_path), "policyd"], stdout=log, stderr=subprocess.STDOUT
+            [CLI, "-c", str(self.config_path), "policyd", "--log-level", self.log_level],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + 15

@@ -128,15 +128,20 @@ class PolicyServer:
         async with self.decisions:
             decision = await self.engine.decide(outcome)
         action = action_for(decision)
-        log.info(
-            "queue_id=%s nrcpt=%d rule=%s pool=%s endpoint=%s degraded=%s action=%r reason=%r",
-            outcome.queue_id or "-",
-            outcome.quota_count,
-            decision.rule or "-",
-            decision.pool or "-",
-            decision.endpoint or "-",
-            "yes" if decision.degraded else "no",
-            action,
-            decision.reason,
-        )
+        # Postfix's own delivery lines already name the route (postfix/<endpoint>/smtp);
+        # routine decisions are DEBUG, the ones that change delivery are INFO
+        level = logging.INFO if decision.degraded or decision.outcome == "defer" else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "queue_id=%s nrcpt=%d rule=%s pool=%s endpoint=%s degraded=%s action=%r reason=%r",
+                outcome.queue_id or "-",
+                outcome.quota_count,
+                decision.rule or "-",
+                decision.pool or "-",
+                decision.endpoint or "-",
+                "yes" if decision.degraded else "no",
+                action,
+                decision.reason,
+            )
         return action

@@ -1,0 +1,234 @@
+"""Policy protocol throughput: our daemon against a DUNNO ceiling and policyd-rate-limit.
+
+N persistent connections (N = 1, 10, 100), each sending one full request at a
+time and waiting for the answer, the way Postfix's smtpd does. All servers run
+as separate processes on loopback, and the load generator is a separate
+process too. Each level is bounded by a request count and a time limit.
+
+  - smtp-balancer policyd: END-OF-MESSAGE requests with a Redis decision each
+    (private redis-server on a unix socket, 3 endpoints, 1 warming);
+  - ceiling: benchmarks/dunno_server.py, a minimal asyncio server answering DUNNO;
+  - policyd-rate-limit 1.2.0 (PyPI), sqlite backend, limiting by client IP. It
+    counts at the DATA stage (count_mode 1), so it gets DATA requests, where it
+    does its work.
+
+Run: make bench-policy  (installs policyd-rate-limit into .bench-venv first)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from integration.policyd_process import PolicydProcess  # noqa: E402
+from integration.redis_server import RedisServer  # noqa: E402
+from integration.sink import free_port  # noqa: E402
+
+
+def request(state: str, i: int) -> bytes:
+    attrs = {
+        "request": "smtpd_access_policy",
+        "protocol_state": state,
+        "protocol_name": "ESMTP",
+        "client_address": "127.0.0.9",
+        "client_name": "client.test",
+        "helo_name": "client.test",
+        "sender": f"news{i % 50}@shop.test",
+        "recipient": f"user{i}@gmail.com",
+        "recipient_count": "1",
+        "queue_id": f"Q{i:08X}",
+        "instance": f"{os.getpid()}.{i}.0",
+        "size": "12345",
+        "sasl_method": "",
+        "sasl_username": "",
+        "ccert_subject": "",
+        "encryption_protocol": "",
+    }
+    return ("".join(f"{k}={v}\n" for k, v in attrs.items()) + "\n").encode()
+
+
+async def load(
+    port: int, conns: int, total: int, seconds: float, state: str
+) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    counter = 0
+    stop_at = time.monotonic() + seconds
+    payloads = [request(state, i) for i in range(1000)]
+
+    async def client() -> None:
+        nonlocal counter
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while counter < total and time.monotonic() < stop_at:
+                counter += 1
+                t0 = time.perf_counter()
+                writer.write(payloads[counter % 1000])
+                await writer.drain()
+                reply = await reader.readuntil(b"\n\n")
+                latencies.append(time.perf_counter() - t0)
+                if not reply.startswith(b"action="):
+                    raise RuntimeError(f"bad reply {reply!r}")
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(conns)))
+    return time.perf_counter() - started, latencies, len(latencies)
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
+    import socket
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited at start")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+def start_prl(python: str, workdir: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    config = {
+        "debug": False,
+        "user": "root",
+        "group": "root",
+        "pidfile": str(workdir / "prl.pid"),
+        "sqlite_config": {"database": str(workdir / "prl.sqlite3")},
+        "backend": 0,
+        "SOCKET": ["127.0.0.1", port],
+        "limits": [[10_000_000, 60], [100_000_000, 86400]],
+        "limits_by_id": {},
+        "sql_limits_by_id": "",
+        "limit_by_sasl": False,
+        "limit_by_sender": False,
+        "limit_by_ip": True,
+        "limited_networks": ["127.0.0.0/8"],
+        "success_action": "dunno",
+        "fail_action": "defer_if_permit Rate limit reach, retry later",
+        "db_error_action": "dunno",
+        "report": False,
+        "delay_to_close": 300,
+        "count_mode": 1,
+    }
+    path = workdir / "prl.yaml"
+    path.write_text(yaml.safe_dump(config))
+    bindir = Path(python).parent
+    proc = subprocess.Popen(
+        [str(bindir / "policyd-rate-limit"), "--file", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, proc, "policyd-rate-limit")
+    return proc, port
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 2 else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="policy protocol throughput benchmark")
+    parser.add_argument("--requests", type=int, default=20_000, help="per level and server (default 20000)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="time limit per level and server")
+    parser.add_argument(
+        "--log-level", default="info", help="our daemon's log level (info logs every decision)"
+    )
+    parser.add_argument("--prl-python", default=str(ROOT / ".bench-venv" / "bin" / "python"))
+    args = parser.parse_args()
+
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="sb-bench-") as tmp:
+        work = Path(tmp)
+        redis = RedisServer(work / "redis")
+        redis.start()
+        ours = None
+        try:
+            today = datetime.now(UTC).date().isoformat()
+            ours_port = free_port()
+            config = {
+                "redis": {"url": redis.url, "connect_timeout_ms": 2000, "max_connections": 256},
+                "decision": {"budget_ms": 2000},
+                "policyd": {"listen": [f"inet:127.0.0.1:{ours_port}"], "metrics_listen": ""},
+                "endpoints": {
+                    "out1": {"bind_address": "127.0.0.2"},
+                    "out2": {"bind_address": "127.0.0.3"},
+                    "out3": {"bind_address": "127.0.0.4", "warmup": {"start": today, "schedule": "fast"}},
+                },
+                "pools": {
+                    "main": {"endpoints": [{"endpoint": e, "weight": 1} for e in ("out1", "out2", "out3")]}
+                },
+                "rules": [{"name": "all", "pool": "main"}],
+            }
+            (work / "config.yaml").write_text(yaml.safe_dump(config))
+            ours = PolicydProcess(work / "config.yaml", ours_port, work / "policyd.log", args.log_level)
+            ours.start()
+            # our daemon logs one INFO line per decision, as it would in production
+            dunno_port = free_port()
+            dunno = subprocess.Popen(
+                [sys.executable, str(ROOT / "benchmarks" / "dunno_server.py"), str(dunno_port)]
+            )
+            procs.append(dunno)
+            wait_port(dunno_port, dunno, "DUNNO server")
+            servers = [
+                ("smtp-balancer", ours_port, "END-OF-MESSAGE"),
+                ("ceiling", dunno_port, "END-OF-MESSAGE"),
+            ]
+            if Path(args.prl_python).exists():
+                prl, prl_port = start_prl(args.prl_python, work)
+                procs.append(prl)
+                servers.append(("policyd-rate-limit", prl_port, "DATA"))
+            else:
+                print(f"(policyd-rate-limit not installed at {args.prl_python}: run make bench-policy)")
+
+            print(
+                f"policy benchmark: up to {args.requests} requests or {args.seconds:.0f}s per level and server"
+            )
+            print(f"{'server':<20} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
+            results: dict[tuple[str, int], float] = {}
+            for conns in (1, 10, 100):
+                for name, port, state in servers:
+                    elapsed, lat, done = asyncio.run(load(port, conns, args.requests, args.seconds, state))
+                    rate = done / elapsed
+                    results[(name, conns)] = rate
+                    print(f"{name:<20} {conns:>5} {rate:>8.0f} {pct(lat, 50):>7.2f} {pct(lat, 99):>7.2f}")
+            print()
+            for conns in (1, 10, 100):
+                ours_rate = results[("smtp-balancer", conns)]
+                line = f"N={conns:<3} ours/ceiling = {ours_rate / results[('ceiling', conns)]:.2f}"
+                if ("policyd-rate-limit", conns) in results:
+                    line += f"   ours/policyd-rate-limit = {ours_rate / results[('policyd-rate-limit', conns)]:.2f}"
+                print(line)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        os.kill(proc.pid, signal.SIGKILL)
+            if ours is not None:
+                ours.stop()
+            redis.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
