@@ -199,7 +199,8 @@ def main() -> int:
                 print(f"(policyd-rate-limit not installed at {args.prl_python}: run make bench-policy)")
 
             print(
-                f"policy benchmark: up to {args.requests} requests or {args.seconds:.0f}s per level and server"
+                f"policy benchmark: up to {args.requests} requests or {args.seconds:.0f}s"
+                " per level and server"
             )
             print(f"{'server':<20} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
             results: dict[tuple[str, int], float] = {}
@@ -214,7 +215,8 @@ def main() -> int:
                 ours_rate = results[("smtp-balancer", conns)]
                 line = f"N={conns:<3} ours/ceiling = {ours_rate / results[('ceiling', conns)]:.2f}"
                 if ("policyd-rate-limit", conns) in results:
-                    line += f"   ours/policyd-rate-limit = {ours_rate / results[('policyd-rate-limit', conns)]:.2f}"
+                    prl = results[("policyd-rate-limit", conns)]
+                    line += f"   ours/policyd-rate-limit = {ours_rate / prl:.2f}"
                 print(line)
         finally:
             for proc in procs:
