@@ -13,7 +13,12 @@ import redis
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self, workdir: Path, extra: dict[str, str | list[str]] | None = None, password: str | None = None
+    ) -> None:
+        """``extra``: more redis-server options (a list value is several words, as for --user)."""
+        self.extra = extra or {}
+        self.password = password
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.socket = workdir / "redis.sock"
@@ -29,7 +34,7 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         # not --daemonize: we keep the Popen so we can kill exactly our PID
-        args = {
+        args: dict[str, str | list[str]] = {
             "port": "0",
             "unixsocket": str(self.socket),
             "unixsocketperm": "770",
@@ -41,20 +46,31 @@ class RedisServer:
             "logfile": str(self.workdir / "redis.log"),
             # tests simulate a slow Redis with DEBUG SLEEP over the unix socket
             "enable-debug-command": "local",
+            **self.extra,
         }
+        if self.password:
+            args["requirepass"] = self.password
         self.proc = subprocess.Popen(
-            [binary, *(item for k, v in args.items() for item in (f"--{k}", v))],
+            [
+                binary,
+                *(word for k, v in args.items() for word in (f"--{k}", *([v] if isinstance(v, str) else v))),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
+        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1, password=self.password)
         try:
             while True:
                 try:
                     if client.ping():
                         return
-                except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError):
+                except (
+                    redis.ConnectionError,
+                    redis.TimeoutError,
+                    FileNotFoundError,
+                    redis.AuthenticationError,
+                ):
                     pass
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     log = (
@@ -69,7 +85,9 @@ class RedisServer:
             client.close()
 
     def client(self) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5, decode_responses=True)
+        return redis.Redis(
+            unix_socket_path=str(self.socket), socket_timeout=5, decode_responses=True, password=self.password
+        )
 
     def stop(self) -> None:
         """Kill our redis-server (SIGKILL: tests model a crash, and it is fastest)."""

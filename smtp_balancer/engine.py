@@ -1,9 +1,10 @@
 """The decision engine: one EVALSHA per message, or a local degraded decision.
 
 ``Engine`` is the one implementation, on asyncio (the policy daemon runs it
-directly). ``ThreadedEngine`` runs the same Engine on a private event loop
-thread for callers on threads (pymilter callbacks), so threads share one Redis
-connection pool and never open a connection per message.
+directly). It sends its EVALSHAs through one pipelined ScriptChannel.
+``ThreadedEngine`` runs the same Engine on a private event-loop thread for
+callers on threads (pymilter callbacks), so threads share that one connection
+and never open a connection per message.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
 from smtp_balancer import metrics
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.facts import Decision, Facts
-from smtp_balancer.redis_client import async_client, describe
+from smtp_balancer.redis_channel import ScriptChannel
+from smtp_balancer.redis_client import describe
 from smtp_balancer.selection import Planner, ScriptCall, StateJunk
 
 log = logging.getLogger("smtp_balancer.engine")
@@ -50,24 +51,17 @@ class Breaker:
 
 
 class Engine:
-    def __init__(
-        self,
-        config: BalancerConfig,
-        client: redis.asyncio.Redis | None = None,
-        *,
-        planner: Planner | None = None,
-    ) -> None:
+    def __init__(self, config: BalancerConfig, *, planner: Planner | None = None) -> None:
         self.config = config
         self.planner = planner or Planner(config)
         self.budget_s = config.decision.budget_ms / 1000
-        self.client = client or async_client(config.redis, self.budget_s)
-        self.script = self.client.register_script(SELECT_LUA)
+        self.channel = ScriptChannel(config.redis, SELECT_LUA)
         self.breaker = Breaker(config.decision.retry_after_ms / 1000)
         self._junk_logged: dict[StateJunk, float] = {}
         self._redis_where = describe(config.redis)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.channel.close()
 
     async def warm_up(self) -> bool:
         """Open a connection and load the script before the first message.
@@ -78,7 +72,7 @@ class Engine:
         """
         try:
             async with asyncio.timeout(self.config.redis.admin_timeout_ms / 1000):
-                await self.client.script_load(SELECT_LUA)
+                await self.channel.load_script()
         except (TimeoutError, RedisError, OSError) as exc:
             log.warning(
                 "Redis %s not usable at start (%s); deciding from YAML until it is", self._redis_where, exc
@@ -112,8 +106,10 @@ class Engine:
         try:
             # asyncio.timeout, not wait_for: no extra Task per decision
             async with asyncio.timeout(self.budget_s):
-                reply = await self.script(keys=call.keys, args=call.args)
+                reply = await self.channel.evalsha(call.keys, call.args)
         except TimeoutError:
+            # a silent connection (blackholed Redis) must not keep later callers waiting
+            self.channel.reset("decision timed out")
             return self._failed(call, "timeout", f"no answer within {self.config.decision.budget_ms} ms")
         except ResponseError as exc:
             return self._failed(call, "script_error", str(exc))
@@ -156,11 +152,11 @@ class Engine:
 class ThreadedEngine:
     """The same Engine for threaded callers, on a private event-loop thread."""
 
-    def __init__(self, config: BalancerConfig, client: redis.asyncio.Redis | None = None) -> None:
+    def __init__(self, config: BalancerConfig) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="engine-loop", daemon=True)
         self._thread.start()
-        self.engine = Engine(config, client)
+        self.engine = Engine(config)
 
     def decide(self, facts: Facts, **kwargs: Any) -> Decision:
         future = asyncio.run_coroutine_threadsafe(self.engine.decide(facts, **kwargs), self._loop)

@@ -1,4 +1,4 @@
-"""Build Redis clients (async for deciders, sync for the CLI) from one config.
+"""Redis settings shared by the CLI's client (redis-py) and the deciders' ScriptChannel.
 
 Supports redis://, rediss:// (TLS) and unix:// URLs, ACL users, AUTH
 passwords from a file or the environment, client certificates and Sentinel.
@@ -13,11 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import redis.asyncio
-import redis.asyncio.sentinel
 import redis.sentinel
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from smtp_balancer.config.model import RedisConfig
 
@@ -55,15 +51,12 @@ def _tls_kwargs(cfg: RedisConfig) -> dict[str, Any]:
     }
 
 
-def client_kwargs(cfg: RedisConfig, timeout_s: float, *, fail_fast: bool) -> dict[str, Any]:
+def client_kwargs(cfg: RedisConfig, timeout_s: float) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "socket_connect_timeout": cfg.connect_timeout_ms / 1000,
         "socket_timeout": timeout_s,
         "max_connections": cfg.max_connections,
     }
-    if fail_fast:
-        # the decider has its own budget and fallback: no hidden retries with backoff
-        kwargs["retry"] = Retry(NoBackoff(), 0)
     if cfg.username:
         kwargs["username"] = cfg.username
     password = resolve_password(cfg)
@@ -74,7 +67,7 @@ def client_kwargs(cfg: RedisConfig, timeout_s: float, *, fail_fast: bool) -> dic
     return kwargs
 
 
-def _sentinel_kwargs(cfg: RedisConfig) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+def sentinel_kwargs(cfg: RedisConfig) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     assert cfg.sentinel is not None
     hosts = []
     for hostport in cfg.sentinel.hosts:
@@ -92,8 +85,8 @@ def _sentinel_kwargs(cfg: RedisConfig) -> tuple[list[tuple[str, int]], dict[str,
     return hosts, skw
 
 
-def _client_args(cfg: RedisConfig, timeout_s: float, fail_fast: bool) -> dict[str, Any]:
-    kwargs = client_kwargs(cfg, timeout_s, fail_fast=fail_fast)
+def _client_args(cfg: RedisConfig, timeout_s: float) -> dict[str, Any]:
+    kwargs = client_kwargs(cfg, timeout_s)
     if cfg.sentinel:
         # Sentinel builds its own pool per master; TLS is not implied by a URL there
         kwargs.pop("max_connections")
@@ -102,20 +95,11 @@ def _client_args(cfg: RedisConfig, timeout_s: float, fail_fast: bool) -> dict[st
     return kwargs
 
 
-def async_client(cfg: RedisConfig, timeout_s: float, *, fail_fast: bool = True) -> redis.asyncio.Redis:
-    kwargs = _client_args(cfg, timeout_s, fail_fast)
-    if cfg.sentinel:
-        hosts, skw = _sentinel_kwargs(cfg)
-        sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=skw, **kwargs)
-        return sentinel.master_for(cfg.sentinel.service_name)
-    return redis.asyncio.Redis.from_url(cfg.url, **kwargs)
-
-
 def sync_client(cfg: RedisConfig, timeout_s: float | None = None) -> redis.Redis:
     timeout = timeout_s if timeout_s is not None else cfg.admin_timeout_ms / 1000
-    kwargs = _client_args(cfg, timeout, fail_fast=False)
+    kwargs = _client_args(cfg, timeout)
     if cfg.sentinel:
-        hosts, skw = _sentinel_kwargs(cfg)
+        hosts, skw = sentinel_kwargs(cfg)
         return redis.sentinel.Sentinel(hosts, sentinel_kwargs=skw, **kwargs).master_for(
             cfg.sentinel.service_name
         )
