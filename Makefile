@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install first.
-.PHONY: install demo test bench lint
+.PHONY: install demo test bench bench-engine bench-policy bench-e2e lint
 
 install:
 	bash .ci/install
@@ -11,9 +11,23 @@ test: install
 	.venv/bin/ruff check .
 	.venv/bin/pytest
 
-# benchmarks are not tests: they print a figure beside its baseline, measured in the same run
-bench: install
+# benchmarks are not tests (CI does not run them): each prints its figure beside a
+# baseline measured in the same run. Results and commands: BENCHMARKS.md
+bench: bench-engine bench-policy bench-e2e
+
+bench-engine: install
 	.venv/bin/python benchmarks/engine_throughput.py
+
+# policyd-rate-limit, the comparison daemon, lives in its own venv
+.bench-venv/bin/policyd-rate-limit:
+	python3 -m venv .bench-venv
+	.bench-venv/bin/pip install -q policyd-rate-limit==1.2.0
+
+bench-policy: install .bench-venv/bin/policyd-rate-limit
+	.venv/bin/python benchmarks/policy_throughput.py
+
+bench-e2e: install
+	.venv/bin/python benchmarks/postfix_e2e.py
 
 lint: install
 	.venv/bin/ruff check .
