@@ -6,7 +6,6 @@ reverse order, even when the test fails.
 
 from __future__ import annotations
 
-import copy
 import shutil
 import smtplib
 import subprocess
@@ -23,13 +22,11 @@ import pytest
 import redis
 import yaml
 
+from integration.configs import deep_merge, topology
 from integration.policyd_process import CLI, PolicydProcess
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
-
-HELO = {"127.0.0.2": "out1.test", "127.0.0.3": "out2.test", "127.0.0.4": "out3.test"}
-ENDPOINT_IP = {"out1": "127.0.0.2", "out2": "127.0.0.3", "out3": "127.0.0.4"}
 
 
 def base_config(redis_url: str, policy_port: int, metrics_port: int) -> dict[str, Any]:
@@ -42,27 +39,8 @@ def base_config(redis_url: str, policy_port: int, metrics_port: int) -> dict[str
             "metrics_listen": f"127.0.0.1:{metrics_port}",
             "postfix_timeout_s": 10,
         },
-        "endpoints": {name: {"bind_address": ip, "helo_name": HELO[ip]} for name, ip in ENDPOINT_IP.items()},
-        "pools": {
-            "main": {
-                "endpoints": [
-                    {"endpoint": "out1", "weight": 1},
-                    {"endpoint": "out2", "weight": 2},
-                    {"endpoint": "out3", "weight": 1},
-                ]
-            }
-        },
-        "rules": [{"name": "all", "pool": "main"}],
+        **topology(),
     }
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
 
 
 def render(config_path: Path, part: str) -> str:
@@ -157,7 +135,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         sink.start()
         started.append(sink.stop)
         policy_port, metrics_port, smtpd_port = free_port(), free_port(), free_port()
-        config = _merge(base_config(redis_server.url, policy_port, metrics_port), extra or {})
+        config = deep_merge(base_config(redis_server.url, policy_port, metrics_port), extra or {})
         config_path = base / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         policyd = PolicydProcess(config_path, policy_port, base / "policyd.log")

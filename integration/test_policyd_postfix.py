@@ -9,7 +9,7 @@ import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 
-from integration.conftest import ENDPOINT_IP, HELO
+from integration.configs import ENDPOINT_IP, HELO
 
 DEFAULT_ROUTE_IP = "127.0.0.1"  # Postfix's own smtp transport, no bind address
 

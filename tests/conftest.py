@@ -11,6 +11,7 @@ import pytest
 import redis
 import yaml
 
+from integration.configs import deep_merge, topology
 from integration.redis_server import RedisServer
 from smtp_balancer.config import BalancerConfig, validate_config
 
@@ -18,32 +19,8 @@ BASE: dict[str, Any] = {
     # generous: a loaded CI machine must not turn these into degraded decisions;
     # the tests about the budget set their own
     "decision": {"budget_ms": 1000, "retry_after_ms": 100},
-    "endpoints": {
-        "out1": {"bind_address": "127.0.0.2", "helo_name": "out1.test"},
-        "out2": {"bind_address": "127.0.0.3", "helo_name": "out2.test"},
-        "out3": {"bind_address": "127.0.0.4", "helo_name": "out3.test"},
-    },
-    "pools": {
-        "main": {
-            "endpoints": [
-                {"endpoint": "out1", "weight": 1},
-                {"endpoint": "out2", "weight": 2},
-                {"endpoint": "out3", "weight": 1},
-            ]
-        }
-    },
-    "rules": [{"name": "all", "pool": "main"}],
+    **topology(),
 }
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from integration.configs import deep_merge
 from integration.redis_server import RedisServer
 from integration.sink import free_port
 from smtp_balancer.config import validate_config
@@ -19,7 +20,7 @@ from smtp_balancer.engine import SELECT_LUA, Engine
 from smtp_balancer.facts import Facts
 from smtp_balancer.redis_channel import ScriptChannel
 from smtp_balancer.redis_client import sync_client
-from tests.conftest import BASE, deep_merge
+from tests.conftest import BASE
 
 
 def channel(url: str, **cfg) -> ScriptChannel:

@@ -1,0 +1,37 @@
+"""The test topology shared by unit, engine and end-to-end tests: 3 endpoints at 1:2:1."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+ENDPOINT_IP = {"out1": "127.0.0.2", "out2": "127.0.0.3", "out3": "127.0.0.4"}
+HELO = {ip: f"{name}.test" for name, ip in ENDPOINT_IP.items()}
+
+
+def topology() -> dict[str, Any]:
+    """Endpoints bound to 127.0.0.2-4, one pool `main` at 1:2:1, one catch-all rule."""
+    return {
+        "endpoints": {name: {"bind_address": ip, "helo_name": HELO[ip]} for name, ip in ENDPOINT_IP.items()},
+        "pools": {
+            "main": {
+                "endpoints": [
+                    {"endpoint": "out1", "weight": 1},
+                    {"endpoint": "out2", "weight": 2},
+                    {"endpoint": "out3", "weight": 1},
+                ]
+            }
+        },
+        "rules": [{"name": "all", "pool": "main"}],
+    }
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it; nested mappings merge, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
