@@ -25,6 +25,7 @@ from smtp_balancer.facts import Decision, Facts
 from smtp_balancer.redis_channel import ScriptChannel
 from smtp_balancer.redis_client import describe
 from smtp_balancer.selection import Planner, ScriptCall, StateJunk
+from smtp_balancer.state.live import LiveState, parse_live_state
 
 log = logging.getLogger("smtp_balancer.engine")
 
@@ -56,11 +57,16 @@ class Engine:
         self.planner = planner or Planner(config)
         self.budget_s = config.decision.budget_ms / 1000
         self.channel = ScriptChannel(config.redis, SELECT_LUA)
+        self.live: LiveState | None = None
+        self._live_due = 0.0
+        self._live_task: asyncio.Task[None] | None = None
         self.breaker = Breaker(config.decision.retry_after_ms / 1000)
         self._junk_logged: dict[StateJunk, float] = {}
         self._redis_where = describe(config.redis)
 
     async def aclose(self) -> None:
+        if self._live_task is not None:
+            self._live_task.cancel()
         await self.channel.close()
 
     async def warm_up(self) -> bool:
@@ -73,6 +79,7 @@ class Engine:
         try:
             async with asyncio.timeout(self.config.redis.admin_timeout_ms / 1000):
                 await self.channel.load_script()
+                await self.refresh_live_state()
         except (TimeoutError, RedisError, OSError) as exc:
             log.warning(
                 "Redis %s not usable at start (%s); deciding from YAML until it is", self._redis_where, exc
@@ -116,10 +123,55 @@ class Engine:
         except (RedisError, OSError) as exc:
             return self._failed(call, "redis_error", f"{type(exc).__name__}: {exc}")
         self.breaker.succeeded()
+        self._schedule_refresh()
         decision, junk = self.planner.interpret(call, reply)
         if junk:
             self._report_junk(junk)
         return decision
+
+    async def refresh_live_state(self) -> LiveState:
+        """Read weights, admin states and suspensions (pipelined) for degraded decisions."""
+        keys = self.planner.keys
+        pools, endpoints = list(self.config.pools), list(self.config.endpoints)
+        replies = await asyncio.gather(
+            *(self.channel.call("HGETALL", keys.pool_weights(p)) for p in pools),
+            *(self.channel.call("HGET", keys.endpoint_state(e), "state") for e in endpoints),
+            return_exceptions=True,  # a key of the wrong type is junk, skipped like in select.lua
+        )
+        suspension_keys: list[bytes] = []
+        cursor: bytes = b"0"
+        while True:
+            cursor, batch = await self.channel.call(
+                "SCAN", cursor, "MATCH", keys.suspension_pattern(), "COUNT", 1000
+            )
+            suspension_keys += batch
+            if cursor == b"0":
+                break
+        pttls = await asyncio.gather(*(self.channel.call("PTTL", k) for k in suspension_keys))
+        self.live = parse_live_state(
+            keys,
+            pools,
+            replies[: len(pools)],
+            endpoints,
+            replies[len(pools) :],
+            suspension_keys,
+            pttls,
+            time.monotonic(),
+        )
+        return self.live
+
+    def _schedule_refresh(self) -> None:
+        now = time.monotonic()
+        if now >= self._live_due and (self._live_task is None or self._live_task.done()):
+            self._live_due = now + self.config.decision.state_refresh_s
+            self._live_task = asyncio.get_running_loop().create_task(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            async with asyncio.timeout(self.config.redis.admin_timeout_ms / 1000):
+                await self.refresh_live_state()
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.debug("live state refresh failed: %s", exc)
 
     def _failed(self, call: ScriptCall, reason: str, detail: str) -> Decision:
         if self.breaker.allows():
@@ -135,7 +187,7 @@ class Engine:
 
     def _degraded(self, call: ScriptCall, reason: str) -> Decision:
         metrics.DEGRADED.labels(reason).inc()
-        return self.planner.local_decision(call, reason)
+        return self.planner.local_decision(call, reason, self.live)
 
     def _report_junk(self, junk: list[StateJunk]) -> None:
         now = time.monotonic()

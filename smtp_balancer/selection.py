@@ -22,6 +22,7 @@ from smtp_balancer.facts import Decision, EndpointVerdict, Facts, Route
 from smtp_balancer.providers import ProviderSpec, ProviderTable
 from smtp_balancer.rules import CompiledRule, RuleSet
 from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.live import LiveState
 from smtp_balancer.warmup import UNCAPPED, Caps, caps_for, day_bucket, hour_bucket, resolve_schedule
 
 Terminal = Literal["default", "defer"]
@@ -55,6 +56,7 @@ class ScriptCall:
     hashes: tuple[tuple[float, ...] | None, ...]
     caps: dict[str, Caps]
     r: float
+    providers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ class Planner:
             "/".join(" ".join(repr(u) for u in h) if h else "" for h in hashes),
         ]
         keys = [anchor]
-        return ScriptCall(facts, rule, plan, keys, args, tuple(hashes), caps, r)
+        return ScriptCall(facts, rule, plan, keys, args, tuple(hashes), caps, r, tuple(by_provider))
 
     def _now(self) -> datetime:
         """The current hour as a datetime; only day and hour matter to a decision."""
@@ -274,13 +276,19 @@ class Planner:
             verdicts=verdicts,
         )
 
-    def local_decision(self, call: ScriptCall, why: str) -> Decision:
-        """A degraded decision from the YAML weights, made without Redis.
+    def local_decision(
+        self, call: ScriptCall, why: str, live: LiveState | None = None, now: float | None = None
+    ) -> Decision:
+        """A degraded decision made without Redis.
 
-        Warming endpoints are skipped (their quota cannot be counted without
-        Redis) unless the overflow policy ignores caps. Never defers: mail must
-        not wait on Redis.
+        It uses the YAML weights, overlaid with the last-known live state when
+        there is one: live weights, drains, quarantines and unexpired
+        suspensions still hold. Warming endpoints are skipped (their quota
+        cannot be counted without Redis) unless the overflow policy ignores
+        caps. Never defers: mail must not wait on Redis.
         """
+        now = time.monotonic() if now is None else now
+        source = f"last-known state {now - live.taken_at:.0f}s old" if live else "YAML"
         if self.config.decision.fallback == "default":
             return Decision(
                 outcome="default",
@@ -292,7 +300,12 @@ class Planner:
         for stage, hashes in zip(call.plan.stages, call.hashes, strict=True):
             cands: list[tuple[str, int]] = []
             cand_hashes: list[float] = []
-            for i, (ep, weight) in enumerate(stage.members):
+            for i, (ep, yaml_weight) in enumerate(stage.members):
+                weight = yaml_weight
+                if live is not None:
+                    if ep in live.blocked or live.suspended(ep, call.providers, now):
+                        continue
+                    weight = live.weight(stage.pool, ep, yaml_weight)
                 warming = call.caps[ep].day is not None
                 if weight > 0 and (stage.ignore_caps or not warming):
                     cands.append((ep, weight))
@@ -300,7 +313,7 @@ class Planner:
                         cand_hashes.append(hashes[i])
             if cands:
                 name, weight = weighted_pick(cands, cand_hashes if hashes else None, stage.spread, call.r)
-                reason = f"degraded ({why}): YAML weight {weight} in pool {stage.pool}"
+                reason = f"degraded ({why}): weight {weight} in pool {stage.pool} from {source}"
                 return self._routed(call, stage, name, reason, degraded=True)
         return self._exhausted(call, degraded=True)
 

@@ -49,8 +49,10 @@ async def test_weights_split_1_2_1_and_live_weight_change(make_config, rdb):
 
 
 async def test_one_round_trip_per_decision(make_config, redis_server: RedisServer):
-    engine = Engine(make_config())
+    # the live-state refresh is periodic, not per decision: let the first one finish
+    engine = Engine(make_config({"decision": {"state_refresh_s": 3600}}))
     await engine.decide(gmail(), now=NOW)  # loads the script once
+    await engine._live_task
     monitor_client = redis.Redis(unix_socket_path=str(redis_server.socket))
     marker = redis.Redis(unix_socket_path=str(redis_server.socket))
     marker.ping()  # connect (and handshake) before monitoring starts
@@ -396,3 +398,39 @@ def test_not_started_warmup_takes_nothing(make_config):
             await engine.aclose()
 
     assert asyncio.run(run())["out1"] == 0
+
+
+async def test_degraded_decisions_keep_the_last_known_live_state(make_config, redis_server: RedisServer, rdb):
+    engine = Engine(make_config())
+    try:
+        rdb.hset("{sb}:endpoint:out2:state", mapping={"state": "drained", "reason": "maintenance"})
+        rdb.set("{sb}:suspend:out1:google", "rule gmail-421", ex=600)
+        rdb.set("{sb}:suspend:out3:yahoo", "short", px=300)
+        rdb.hset("{sb}:pool:main:weights", "out3", 5)
+        live = await engine.refresh_live_state()
+        assert live.blocked == {"out2"} and live.weights == {"main": {"out3": 5}}
+        redis_server.stop()
+        google = await decide_n(engine, 200)
+        assert google == Counter({"out3": 200}), google  # out2 drained, out1 suspended for google
+        yahoo = await decide_n(engine, 300, lambda i: Facts(recipients=(f"u{i}@yahoo.com",)))
+        assert yahoo["out2"] == 0 and yahoo["out3"] == 0 and yahoo["out1"] == 300  # out3 suspended for yahoo
+        time.sleep(0.35)  # the snapshot kept out3's expiry: its suspension lifts on time
+        later = await decide_n(engine, 300, lambda i: Facts(recipients=(f"u{i}@yahoo.com",)))
+        assert later["out2"] == 0 and later["out3"] > 150  # live weight 5 vs 1
+        d = await engine.decide(gmail(), now=NOW)
+        assert d.degraded and "last-known state" in d.reason
+    finally:
+        await engine.aclose()
+
+
+async def test_live_state_refresh_survives_junk(make_config, rdb):
+    engine = Engine(make_config())
+    try:
+        rdb.set("{sb}:pool:main:weights", "not-a-hash")
+        rdb.set("{sb}:endpoint:out1:state", "not-a-hash")
+        rdb.hset("{sb}:suspend:out2:all", "x", "wrong type, still a suspension")
+        live = await engine.refresh_live_state()
+        assert live.weights == {} and live.blocked == frozenset()
+        assert live.suspended("out2", ["google"], time.monotonic())
+    finally:
+        await engine.aclose()

@@ -181,6 +181,9 @@ class DecisionConfig(Strict):
     fallback: Literal["weights", "default"] = "weights"
     # after a Redis failure, decide locally for this long before trying Redis again
     retry_after_ms: int = Field(default=1000, ge=10, le=600_000)
+    # how often the last-known live state (weights, drains, suspensions) is refreshed
+    # for degraded decisions
+    state_refresh_s: int = Field(default=5, ge=1, le=3600)
 
 
 class PolicydConfig(Strict):

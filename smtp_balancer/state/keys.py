@@ -35,8 +35,12 @@ class KeySchema:
     def suspension(self, endpoint: str, provider: str) -> str:
         return f"{self.base}:suspend:{endpoint}:{provider}"
 
-    def suspension_pattern(self, endpoint: str) -> str:
-        return f"{self.base}:suspend:{endpoint}:*"
+    def suspension_prefix(self) -> str:
+        return f"{self.base}:suspend:"
+
+    def suspension_pattern(self, endpoint: str = "") -> str:
+        """SCAN pattern for one endpoint's suspensions, or for every suspension."""
+        return f"{self.suspension_prefix()}{endpoint}:*" if endpoint else f"{self.suspension_prefix()}*"
 
     def day_counter(self, endpoint: str, bucket: str) -> str:
         return f"{self.base}:count:{endpoint}:day:{bucket}"
