@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -41,7 +42,12 @@ def test_live_drain_by_redis_cli_stops_new_mail(mail_system):
     def drain_midway() -> None:
         while len(ms.sink.messages) < 200:
             time.sleep(0.01)
-        ms.rdb.hset("{sb}:pool:main:weights", "out2", 0)  # exactly what an operator types
+        # exactly what an operator types
+        subprocess.run(
+            ["redis-cli", "-s", str(ms.redis.socket), "HSET", "{sb}:pool:main:weights", "out2", "0"],
+            check=True,
+            capture_output=True,
+        )
         drained.set()
 
     t = threading.Thread(target=drain_midway)

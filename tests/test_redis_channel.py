@@ -165,3 +165,37 @@ async def test_tls(tmp_path: Path):
     finally:
         await ch.close()
         server.stop()
+
+
+async def test_sentinel_discovers_the_master(tmp_path: Path):
+    master_port, sentinel_port = free_port(), free_port()
+    master = RedisServer(tmp_path / "master", extra={"port": str(master_port)})
+    master.start()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        ["redis-server", str(conf), "--sentinel", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cfg = RedisConfig(
+        sentinel={"hosts": [f"127.0.0.1:{sentinel_port}"], "service_name": "mymaster"},
+        connect_timeout_ms=2000,
+    )
+    ch = ScriptChannel(cfg, "return 1")
+    try:
+        for _ in range(100):  # the sentinel needs a moment to listen
+            try:
+                assert await ch.call("SET", "via-sentinel", "1") == b"OK"
+                break
+            except (RedisConnectionError, OSError):
+                await asyncio.sleep(0.05)
+        assert master.client().get("via-sentinel") == "1"
+        assert sync_client(cfg).get("via-sentinel") == b"1"
+    finally:
+        await ch.close()
+        sentinel.kill()
+        sentinel.wait(timeout=10)
+        master.stop()
