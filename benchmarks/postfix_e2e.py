@@ -43,7 +43,13 @@ CPU: dict[str, float] = {}
 
 
 def run_once(
-    base: Path, with_policy: bool, messages: int, sessions: int, log_level: str, no_rules: bool = False
+    base: Path,
+    with_policy: bool,
+    messages: int,
+    sessions: int,
+    log_level: str,
+    no_rules: bool = False,
+    rcpt_join: bool = True,
 ) -> float:
     redis = RedisServer(base / "redis")
     redis.start()
@@ -58,6 +64,7 @@ def run_once(
     try:
         config = base_config(redis.url, policy_port, 0)
         config["policyd"]["metrics_listen"] = ""
+        config["policyd"]["collect_recipients"] = rcpt_join
         if no_rules:
             config["rules"] = []  # diagnostic: the daemon is asked but answers DUNNO (no FILTER)
         config_path = base / "config.yaml"
@@ -129,6 +136,11 @@ def main() -> int:
         action="store_true",
         help="diagnostic: the daemon answers DUNNO (policy round trips without FILTER routing)",
     )
+    parser.add_argument(
+        "--no-rcpt-join",
+        action="store_true",
+        help="policyd.collect_recipients off: no RCPT-stage request, one policy request per message",
+    )
     args = parser.parse_args()
     times: dict[bool, list[float]] = {False: [], True: []}
     print(
@@ -140,7 +152,13 @@ def main() -> int:
             base = make_shared_dir("sb-e2e-")
             try:
                 elapsed = run_once(
-                    base, with_policy, args.messages, args.sessions, args.log_level, args.no_rules
+                    base,
+                    with_policy,
+                    args.messages,
+                    args.sessions,
+                    args.log_level,
+                    args.no_rules,
+                    not args.no_rcpt_join,
                 )
             finally:
                 shutil.rmtree(base, ignore_errors=True)
@@ -151,7 +169,8 @@ def main() -> int:
         total = args.messages * args.rounds
         print(
             f"CPU per message with policyd: daemon {CPU['policyd'] / total * 1e3:.3f} ms,"
-            f" redis {CPU['redis'] / total * 1e3:.3f} ms (2 policy requests and 1 decision each)"
+            f" redis {CPU['redis'] / total * 1e3:.3f} ms"
+            f" ({1 if args.no_rcpt_join else 2} policy request(s) and 1 decision each)"
         )
     plain = sum(times[False]) / len(times[False])
     policy = sum(times[True]) / len(times[True])

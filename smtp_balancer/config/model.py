@@ -200,6 +200,10 @@ class PolicydConfig(Strict):
     metrics_listen: str = "127.0.0.1:9480"
     # the timeout Postfix waits for us; rendered into main.cf
     postfix_timeout_s: int = Field(default=10, ge=1, le=300)
+    # ask the daemon at RCPT too, to learn every recipient of multi-recipient messages
+    # (rendered into main.cf); off saves a round trip per recipient, but then
+    # provider-scoped suspensions only see the recipient Postfix names at END-OF-MESSAGE
+    collect_recipients: bool = True
     join_max_instances: int = Field(default=50_000, ge=100)
     join_ttl_s: int = Field(default=900, ge=10)
 

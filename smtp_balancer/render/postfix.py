@@ -44,27 +44,31 @@ def policy_service(config: BalancerConfig) -> str:
 
 def main_cf(config: BalancerConfig, source: str = "the smtp-balancer config") -> str:
     policy = policy_service(config)
-    return "\n".join(
-        [
-            HEADER.format(source=source),
-            "#",
-            "# The policy service is asked twice per message:",
-            "#  - at RCPT, where it answers DUNNO and only collects the recipients",
-            "#    (at END-OF-MESSAGE Postfix sends no recipient when there are several);",
-            "#  - at END-OF-MESSAGE, where it answers FILTER <endpoint>: for the whole message.",
-            "# It comes first in smtpd_recipient_restrictions: a check placed after",
-            "# permit_mynetworks is never reached for mynetworks clients. Merge the rest of",
-            "# your existing list after it.",
-            "# default_action=DUNNO: a dead daemon means the default transport, never",
-            "#   '451 4.3.5 Server configuration problem'.",
-            "# try_limit=1: a dead daemon costs a message one connection attempt, not two.",
+    lines = [
+        HEADER.format(source=source),
+        "#",
+        "# The policy service decides at END-OF-MESSAGE, answering FILTER <endpoint>:",
+        "# for the whole message.",
+        "# default_action=DUNNO: a dead daemon means the default transport, never",
+        "#   '451 4.3.5 Server configuration problem'.",
+        "# try_limit=1: a dead daemon costs a message one connection attempt, not two.",
+    ]
+    if config.policyd.collect_recipients:
+        lines += [
+            "# It is also asked at RCPT, where it answers DUNNO and only collects the",
+            "# recipients: at END-OF-MESSAGE Postfix sends no recipient when there are",
+            "# several. It comes first here: a check placed after permit_mynetworks is",
+            "# never reached for mynetworks clients. Merge the rest of your list after it.",
             "smtpd_recipient_restrictions =",
             f"    {policy},",
             "    permit_mynetworks,",
             "    permit_sasl_authenticated,",
             "    reject_unauth_destination",
-            "smtpd_end_of_data_restrictions =",
-            f"    {policy}",
-            "",
         ]
-    )
+    else:
+        lines += [
+            "# policyd.collect_recipients is off: the daemon is not asked at RCPT, so for",
+            "# messages with several recipients it cannot see their providers.",
+        ]
+    lines += ["smtpd_end_of_data_restrictions =", f"    {policy}", ""]
+    return "\n".join(lines)

@@ -29,6 +29,13 @@ def test_main_cf_policy_before_permit_mynetworks():
     assert f"smtpd_end_of_data_restrictions =\n    {policy}\n" in text
 
 
+def test_collect_recipients_off_drops_the_rcpt_hook():
+    raw = {**RAW, "policyd": {**RAW["policyd"], "collect_recipients": False}}
+    text = main_cf(validate_config(raw))
+    assert "smtpd_recipient_restrictions" not in text
+    assert "smtpd_end_of_data_restrictions =\n    check_policy_service" in text
+
+
 def test_shipped_examples_match_the_renderer():
     from pathlib import Path
 
