@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 
 from smtp_balancer_policyd import metrics
-from smtp_balancer_policyd.protocol import ProtocolError, RequestParser, format_reply
+from smtp_balancer_policyd.protocol import ProtocolError, RequestParser, Truncated, format_reply
 from smtp_balancer_policyd.session import Immediate, InstanceJoin, action_for, handle
 
 from smtp_balancer.config.model import PolicydConfig, parse_hostport
@@ -96,7 +96,7 @@ class PolicyServer:
                         data = await reader.read(READ_CHUNK)
                 except TimeoutError:
                     if parser.pending:
-                        raise ProtocolError("idle timeout inside a request") from None
+                        raise Truncated(f"no complete request within {self.config.idle_timeout_s}s") from None
                     break
                 if not data:
                     parser.eof()

@@ -85,3 +85,20 @@ async def test_max_connections_refuses_extra(make_config, tmp_path: Path):
     finally:
         await server.close()
         await engine.aclose()
+
+
+async def test_half_request_then_silence_is_cut_off_as_truncated(make_config, tmp_path: Path):
+    from smtp_balancer_policyd import metrics
+
+    server, engine = await start(make_config, tmp_path, idle_timeout_s=1)
+    before = metrics.PROTOCOL_ERRORS.labels("truncated")._value.get()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+        writer.write(b"request=smtpd_access_policy\nprotocol_state=END")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert metrics.PROTOCOL_ERRORS.labels("truncated")._value.get() == before + 1
+        writer.close()
+    finally:
+        await server.close()
+        await engine.aclose()
