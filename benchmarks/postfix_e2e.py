@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from integration.conftest import base_config, render  # noqa: E402
-from integration.policyd_process import PolicydProcess  # noqa: E402
+from integration.daemons import PolicydProcess  # noqa: E402
 from integration.postfix import PostfixInstance, make_shared_dir  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402

@@ -23,7 +23,7 @@ import redis
 import yaml
 
 from integration.configs import deep_merge, topology
-from integration.policyd_process import CLI, PolicydProcess
+from integration.daemons import CLI, DaemonProcess, PolicydProcess, unix_ready
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
@@ -63,9 +63,19 @@ class MailSystem:
     config_path: Path
     metrics_port: int
     rdb: redis.Redis
+    milter: DaemonProcess
 
-    def message(self, seq: int, sender: str, recipients: list[str], tag: str = "") -> EmailMessage:
+    def message(
+        self,
+        seq: int,
+        sender: str,
+        recipients: list[str],
+        tag: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> EmailMessage:
         msg = EmailMessage()
+        for name, value in (headers or {}).items():
+            msg[name] = value
         msg["From"] = sender
         msg["To"] = ", ".join(recipients)
         msg["Subject"] = f"test {seq}"
@@ -75,9 +85,29 @@ class MailSystem:
         msg.set_content(f"message {seq}\n")
         return msg
 
-    def send(self, sender: str, recipients: list[str], seq: int = 0, tag: str = "") -> None:
+    def send(
+        self,
+        sender: str,
+        recipients: list[str],
+        seq: int = 0,
+        tag: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         with smtplib.SMTP("127.0.0.1", self.postfix.smtpd_port, timeout=30) as smtp:
-            smtp.send_message(self.message(seq, sender, recipients, tag), sender, recipients)
+            smtp.send_message(self.message(seq, sender, recipients, tag, headers), sender, recipients)
+
+    def sendmail(
+        self, sender: str, recipients: list[str], seq: int, headers: dict[str, str] | None = None
+    ) -> None:
+        """Submit through Postfix's sendmail(1) -> pickup: the non_smtpd_milters path."""
+        msg = self.message(seq, sender, recipients, headers=headers)
+        subprocess.run(
+            ["sendmail", "-C", str(self.postfix.config_dir), "-f", sender, "--", *recipients],
+            input=msg.as_bytes(),
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
 
     def send_many(
         self,
@@ -86,6 +116,7 @@ class MailSystem:
         recipients: Callable[[int], list[str]] = lambda i: [f"user{i}@example{i % 5}.test"],
         tag: Callable[[int], str] = lambda i: "",
         start: int = 0,
+        headers: Callable[[int], dict[str, str]] = lambda i: {},
     ) -> list[str]:
         """Send ``count`` messages over persistent connections; returns SMTP errors."""
         errors: list[str] = []
@@ -102,7 +133,7 @@ class MailSystem:
                     rcpts = recipients(i)
                     sender = f"sender{i % 7}@shop.test"
                     try:
-                        smtp.send_message(self.message(i, sender, rcpts, tag(i)), sender, rcpts)
+                        smtp.send_message(self.message(i, sender, rcpts, tag(i), headers(i)), sender, rcpts)
                     except smtplib.SMTPException as exc:
                         with lock:
                             errors.append(f"message {i}: {exc}")
@@ -125,7 +156,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
     started: list[Callable[[], None]] = []
     bases: list[Path] = []
 
-    def make(extra: dict[str, Any] | None = None) -> MailSystem:
+    def make(extra: dict[str, Any] | None = None, *, policy: bool = True, milter: bool = False) -> MailSystem:
         base = make_shared_dir("sb-it-")
         bases.append(base)
         redis_server = RedisServer(base / "redis")
@@ -135,12 +166,34 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         sink.start()
         started.append(sink.stop)
         policy_port, metrics_port, smtpd_port = free_port(), free_port(), free_port()
-        config = deep_merge(base_config(redis_server.url, policy_port, metrics_port), extra or {})
+        milter_socket = base / "milter" / "milter.sock"
+        harness = {
+            "policyd": {"enabled": policy},
+            "milter": {
+                "enabled": milter,
+                "listen": f"unix:{milter_socket}",
+                "postfix_maps_dir": str(base / "maps"),
+                "metrics_listen": f"127.0.0.1:{free_port()}",
+            },
+        }
+        config = deep_merge(
+            deep_merge(base_config(redis_server.url, policy_port, metrics_port), harness), extra or {}
+        )
         config_path = base / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         policyd = PolicydProcess(config_path, policy_port, base / "policyd.log")
-        policyd.start()
-        started.append(policyd.stop)
+        if policy:
+            policyd.start()
+            started.append(policyd.stop)
+        milter_process = DaemonProcess("milter", config_path, base / "milter.log", unix_ready(milter_socket))
+        if milter:
+            subprocess.run(
+                [CLI, "-c", str(config_path), "render", "postfix", "--write-maps", str(base / "maps")],
+                check=True,
+                capture_output=True,
+            )
+            milter_process.start()
+            started.append(milter_process.stop)
         postfix = PostfixInstance(
             base / "postfix",
             smtpd_port=smtpd_port,
@@ -152,7 +205,9 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         postfix.start()
         rdb = redis_server.client()
         started.append(rdb.close)
-        return MailSystem(base, redis_server, sink, postfix, policyd, config_path, metrics_port, rdb)
+        return MailSystem(
+            base, redis_server, sink, postfix, policyd, config_path, metrics_port, rdb, milter_process
+        )
 
     yield make
     failed = getattr(request.node, "rep_call", None)

@@ -108,7 +108,7 @@ class Planner:
             for name, ep in config.endpoints.items()
             if ep.warmup
         }
-        self.routes = {name: _route(name, ep.nexthop) for name, ep in config.endpoints.items()}
+        self.routes = {name: route_for(name, ep.nexthop) for name, ep in config.endpoints.items()}
         self.rng = rng or random.Random()
         self._caps_day: date | None = None
         self._caps: dict[str, Caps] = {}
@@ -318,7 +318,8 @@ class Planner:
         return self._exhausted(call, degraded=True)
 
 
-def _route(name: str, nexthop: str | None) -> Route:
+def route_for(name: str, nexthop: str | None) -> Route:
+    """The FILTER route of an endpoint: its transport, and ``[host]:port`` for a relay."""
     if not nexthop:
         return Route(name)
     host, port = parse_nexthop(nexthop)

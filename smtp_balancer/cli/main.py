@@ -113,6 +113,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.write_maps:
+        target = Path(args.write_maps)
+        target.mkdir(parents=True, exist_ok=True)
+        for name, text in postfix.postfix_maps(config).items():
+            (target / name).write_text(text)
+            print(f"wrote {target / name}", file=sys.stderr)
+        return 0
     if args.part in ("master", "all"):
         sys.stdout.write(postfix.master_cf(config, args.config))
     if args.part == "all":
@@ -124,6 +131,13 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_policyd(args: argparse.Namespace) -> int:
     from smtp_balancer_policyd.main import run
+
+    logging.getLogger().setLevel(args.log_level.upper())
+    return run(_config(args))
+
+
+def cmd_milter(args: argparse.Namespace) -> int:
+    from smtp_balancer_milter.main import run
 
     logging.getLogger().setLevel(args.log_level.upper())
     return run(_config(args))
@@ -182,9 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("policyd", cmd_policyd, "run the Postfix policy daemon (also serves Exim ${readsocket})")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
+    p = add("milter", cmd_milter, "run the milter (content-aware routing, also for sendmail submissions)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
     p = add("render", cmd_render, "print MTA configuration generated from the YAML")
     p.add_argument("mta", choices=["postfix"])
     p.add_argument("--part", choices=["master", "main", "all"], default="all")
+    p.add_argument("--write-maps", metavar="DIR", help="write the milter's regexp maps into DIR instead")
     return parser
 
 

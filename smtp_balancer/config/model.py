@@ -187,6 +187,8 @@ class DecisionConfig(Strict):
 
 
 class PolicydConfig(Strict):
+    # render the policy service lines into main.cf (off for a milter-only setup)
+    enabled: bool = True
     # inet:host:port or unix:/path; loopback by default
     listen: list[str] = Field(default_factory=lambda: ["inet:127.0.0.1:10040"], min_length=1)
     unix_mode: str = Field(default="0660", pattern=r"^0?[0-7]{3}$")
@@ -234,10 +236,58 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class MilterConfig(Strict):
+    # render the milter lines into main.cf and the map files
+    enabled: bool = False
+    # a unix socket: over inet: libmilter's small writes stall on Nagle + delayed ACK (DESIGN.md)
+    listen: str = "unix:/run/smtp-balancer/milter.sock"
+    socket_mode: str = Field(default="0666", pattern=r"^0?[0-7]{3}$")
+    route_header: str = Field(default="X-Egress-Route", pattern=r"^[A-Za-z][A-Za-z0-9-]*$")
+    # an informational header naming pool and rule; "" (the default) adds none
+    info_header: str = Field(default="", pattern=r"^([A-Za-z][A-Za-z0-9-]*)?$")
+    class_header: str = Field(default="X-Mail-Class", pattern=r"^[A-Za-z][A-Za-z0-9-]*$")
+    classes: list[Name] = Field(default_factory=lambda: ["transactional", "bulk"])
+    default_class: Name = "transactional"
+    # the explicit class header counts only from these clients, SASL-authenticated
+    # clients and local submissions (sendmail): never from strangers
+    trusted_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    timeout_s: int = Field(default=30, ge=1, le=600)
+    metrics_listen: str = "127.0.0.1:9481"
+    # where `render postfix --write-maps` puts the regexp maps main.cf refers to
+    postfix_maps_dir: str = "/etc/postfix/smtp-balancer"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value.startswith("unix:"):
+            if not value[5:].startswith("/"):
+                raise ValueError(f"unix socket path must be absolute: {value!r}")
+        else:
+            parse_hostport(value.removeprefix("inet:"))
+        return value
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR: {value!r}") from exc
+        return values
+
+    @model_validator(mode="after")
+    def _default_class_known(self) -> MilterConfig:
+        if self.default_class not in self.classes:
+            raise ValueError(f"default_class {self.default_class!r} is not in classes")
+        return self
+
+
 class BalancerConfig(Strict):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     policyd: PolicydConfig = Field(default_factory=PolicydConfig)
+    milter: MilterConfig = Field(default_factory=MilterConfig)
     endpoints: dict[Name, EndpointConfig] = Field(min_length=1)
     pools: dict[Name, PoolConfig] = Field(min_length=1)
     rules: list[RuleConfig] = Field(default_factory=list)

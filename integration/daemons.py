@@ -1,0 +1,94 @@
+"""Our real daemons as child processes for tests, killable by PID mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+CLI = str(Path(sys.executable).with_name("smtp-balancer"))
+
+
+def tcp_ready(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    return check
+
+
+def unix_ready(path: Path) -> Callable[[], bool]:
+    def check() -> bool:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(0.2)
+            return s.connect_ex(str(path)) == 0
+
+    return check
+
+
+class DaemonProcess:
+    """``smtp-balancer -c CONFIG <command>``, ready when ``ready()`` says so."""
+
+    def __init__(
+        self,
+        command: str,
+        config_path: Path,
+        log_path: Path,
+        ready: Callable[[], bool],
+        log_level: str = "info",
+    ) -> None:
+        self.command = command
+        self.config_path = config_path
+        self.log_path = log_path
+        self.ready = ready
+        self.log_level = log_level
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [CLI, "-c", str(self.config_path), self.command, "--log-level", self.log_level],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.command} exited at start: {self.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"{self.command} did not get ready: {self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL our daemon: the crash case (no graceful goodbye to Postfix)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class PolicydProcess(DaemonProcess):
+    def __init__(self, config_path: Path, port: int, log_path: Path, log_level: str = "info") -> None:
+        super().__init__("policyd", config_path, log_path, tcp_ready(port), log_level)
+        self.port = port

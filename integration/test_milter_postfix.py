@@ -1,0 +1,80 @@
+"""Issue #4 acceptance: the milter routes by message class through real Postfix."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+from integration.configs import ENDPOINT_IP
+
+BULK = {"Precedence": "bulk", "List-Unsubscribe": "<mailto:unsubscribe@shop.test>"}
+CLASS_POOLS = {
+    "pools": {
+        "tx": {"endpoints": [{"endpoint": "out1", "weight": 1}]},
+        "bulk": {"endpoints": [{"endpoint": "out2", "weight": 1}, {"endpoint": "out3", "weight": 1}]},
+    },
+    "rules": [
+        {"name": "transactional", "message_class": ["transactional"], "pool": "tx"},
+        {"name": "bulk", "message_class": ["bulk"], "pool": "bulk"},
+    ],
+}
+TX_IPS = {ENDPOINT_IP["out1"]}
+BULK_IPS = {ENDPOINT_IP["out2"], ENDPOINT_IP["out3"]}
+
+
+def kind(i: int) -> str:
+    return "bulk" if i % 2 else "transactional"
+
+
+def test_classes_route_to_their_pools_over_500_messages(mail_system):
+    ms = mail_system(CLASS_POOLS, policy=False, milter=True)
+    errors = ms.send_many(500, tag=kind, headers=lambda i: BULK if kind(i) == "bulk" else {})
+    assert errors == []
+    got = ms.sink.wait_for(500, timeout=120)
+    for m in got:
+        expected = BULK_IPS if m.header("X-Test-Tag") == "bulk" else TX_IPS
+        assert m.peer_ip in expected, (m.header("X-Test-Tag"), m.peer_ip)
+        assert m.header("X-Egress-Route") is None  # stripped on the way out
+    assert Counter(m.peer_ip for m in got if m.header("X-Test-Tag") == "bulk").keys() == BULK_IPS
+
+
+def test_sendmail_submissions_are_routed(mail_system):
+    ms = mail_system(CLASS_POOLS, policy=False, milter=True)
+    for i in range(6):
+        ms.sendmail("app@shop.test", [f"user{i}@example.test"], seq=i, headers=BULK if i % 2 else {})
+    got = ms.sink.wait_for(6, timeout=60)
+    for m in got:
+        expected = BULK_IPS if int(m.header("X-Test-Seq")) % 2 else TX_IPS
+        assert m.peer_ip in expected
+        assert m.header("X-Egress-Route") is None
+
+
+def test_a_client_supplied_route_header_changes_nothing(mail_system):
+    ms = mail_system(CLASS_POOLS, policy=False, milter=True)
+    spoof = {**BULK, "X-Egress-Route": "out1", "X-Mail-Class": "transactional"}
+    # from 127.0.0.1, a trusted network: the class header counts, the route header never does
+    for i in range(20):
+        ms.send(
+            "spammer@shop.test", [f"u{i}@example.test"], seq=i, headers={**BULK, "X-Egress-Route": "out1"}
+        )
+    got = ms.sink.wait_for(20, timeout=60)
+    assert {m.peer_ip for m in got} <= BULK_IPS
+    assert all(m.header("X-Egress-Route") is None for m in got)
+    ms.send("app@shop.test", ["v@example.test"], seq=99, headers=spoof)
+    last = ms.sink.wait_for(21, timeout=60)[-1]
+    assert last.peer_ip in TX_IPS and last.header("X-Egress-Route") is None
+    assert "spoofed" not in ms.postfix.log_text()  # nothing odd for Postfix to complain about
+
+
+def test_milter_killed_mid_run_mail_still_flows(mail_system):
+    ms = mail_system(CLASS_POOLS, policy=False, milter=True)
+    killer = threading.Thread(target=lambda: (time.sleep(0.3), ms.milter.kill()))
+    killer.start()
+    assert ms.send_many(200, threads=4, tag=kind, headers=lambda i: BULK if kind(i) == "bulk" else {}) == []
+    killer.join()
+    ms.sink.wait_for(200, timeout=120)
+    ms.send_many(20, threads=2, start=1000)
+    later = ms.sink.wait_for(220, timeout=60)
+    after_kill = [m for m in later if int(m.header("X-Test-Seq")) >= 1000]
+    assert {m.peer_ip for m in after_kill} == {"127.0.0.1"}  # Postfix's default transport

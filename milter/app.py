@@ -1,0 +1,153 @@
+"""The pymilter application: collect, classify, decide at end of message, add the route header.
+
+libmilter runs one thread per connection; every thread hands its decision to
+the one shared engine (ThreadedEngine), so no thread opens a Redis connection.
+Postfix's ``milter_header_checks`` turns our header into ``FILTER <endpoint>:``;
+it only sees headers a milter added, so a client's own copy cannot route.
+Anything that goes wrong fails open: no header, Postfix's default transport.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import Milter
+from smtp_balancer_milter import metrics
+from smtp_balancer_milter.classify import Classifier
+
+from smtp_balancer.config.model import MilterConfig
+from smtp_balancer.engine import ThreadedEngine
+from smtp_balancer.facts import Facts
+
+log = logging.getLogger("smtp_balancer.milter")
+
+
+@dataclass(frozen=True)
+class MilterSettings:
+    route_header: str
+    info_header: str
+    classifier: Classifier
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def from_config(cls, cfg: MilterConfig) -> MilterSettings:
+        return cls(
+            route_header=cfg.route_header,
+            info_header=cfg.info_header,
+            classifier=Classifier(cfg.class_header, frozenset(cfg.classes), cfg.default_class),
+            trusted=tuple(ipaddress.ip_network(n, strict=False) for n in cfg.trusted_networks),
+        )
+
+    def is_trusted(self, client_ip: str, sasl_username: str) -> bool:
+        if sasl_username or not client_ip:  # authenticated, or local submission (sendmail/pickup)
+            return True
+        try:
+            ip = ipaddress.ip_address(client_ip)
+        except ValueError:
+            return False
+        return any(ip.version == net.version and ip in net for net in self.trusted)
+
+
+def _size(params: tuple[str, ...]) -> int | None:
+    for param in params:
+        key, _, value = param.partition("=")
+        if key.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
+
+
+class EgressMilter(Milter.Base):
+    engine: ClassVar[ThreadedEngine]
+    settings: ClassVar[MilterSettings]
+
+    def __init__(self) -> None:
+        self.client_ip = ""
+        self._new_message()
+
+    def _new_message(self) -> None:
+        self.sender = ""
+        self.recipients: list[str] = []
+        self.headers: list[tuple[str, str]] = []
+        self.route_headers = 0
+        self.size: int | None = None
+        self.sasl_username = ""
+
+    @Milter.noreply
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        # family AF_UNIX/unknown (sendmail via pickup) leaves client_ip empty: a local submission
+        self.client_ip = hostaddr[0] if isinstance(hostaddr, tuple) and hostaddr else ""
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self._new_message()
+        self.sender = mailfrom.strip("<>")
+        self.sasl_username = self.getsymval("{auth_authen}") or ""
+        self.size = _size(params)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def envrcpt(self, to: str, *params: str) -> int:
+        self.recipients.append(to.strip("<>"))
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def header(self, name: str, value: str) -> int:
+        key = name.lower()
+        if key == self.settings.route_header.lower():
+            self.route_headers += 1
+        elif key in self.settings.classifier.wanted:
+            self.headers.append((name, value))
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def body(self, chunk: bytes) -> int:  # the body decides nothing: don't ship it to us
+        return Milter.CONTINUE
+
+    def eom(self) -> int:
+        started = time.perf_counter()
+        try:
+            self._route()
+        except Exception:  # fail open: no header, Postfix's default transport
+            metrics.FAILURES.labels("internal_error").inc()
+            log.exception(
+                "milter failed for queue id %s; no route header added", self.getsymval("{i}") or "-"
+            )
+        finally:
+            metrics.EOM_SECONDS.observe(time.perf_counter() - started)
+        return Milter.ACCEPT
+
+    def _route(self) -> None:
+        settings = self.settings
+        # a copy the client wrote never survives (index is 1-based per header name)
+        for index in range(self.route_headers, 0, -1):
+            self.chgheader(settings.route_header, index, "")
+        if self.route_headers:
+            metrics.SPOOFED.inc()
+        trusted = settings.is_trusted(self.client_ip, self.sasl_username)
+        message_class, why = settings.classifier.classify(self.headers, trusted)
+        metrics.CLASSIFIED.labels(message_class).inc()
+        facts = Facts(
+            sender=self.sender,
+            recipients=tuple(self.recipients),
+            sasl_username=self.sasl_username,
+            client_address=self.client_ip,
+            size=self.size,
+            message_class=message_class,
+            queue_id=self.getsymval("{i}") or "",
+        )
+        decision = self.engine.decide(facts)
+        if decision.outcome == "route" and decision.endpoint:
+            self.addheader(settings.route_header, decision.endpoint)
+            if settings.info_header:
+                self.addheader(
+                    settings.info_header,
+                    f"pool={decision.pool}; rule={decision.rule}; class={message_class} ({why})"
+                    + ("; degraded" if decision.degraded else ""),
+                )
+        elif decision.degraded:
+            metrics.FAILURES.labels("no_route_degraded").inc()

@@ -1,0 +1,48 @@
+"""Run the milter: ``smtp-balancer milter -c /etc/smtp-balancer/config.yaml``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import Milter
+from prometheus_client import start_http_server
+from smtp_balancer_milter.app import EgressMilter, MilterSettings
+
+from smtp_balancer.config import BalancerConfig
+from smtp_balancer.config.model import parse_hostport
+from smtp_balancer.engine import ThreadedEngine
+
+log = logging.getLogger("smtp_balancer.milter")
+
+
+def libmilter_socket(listen: str) -> str:
+    """Our listen syntax to libmilter's: unix:/path stays, inet:host:port -> inet:port@host."""
+    if listen.startswith("unix:"):
+        return listen
+    host, port = parse_hostport(listen.removeprefix("inet:"))
+    return f"inet:{port}@{host}"
+
+
+def run(config: BalancerConfig) -> int:
+    cfg = config.milter
+    if cfg.metrics_listen:
+        host, port = parse_hostport(cfg.metrics_listen)
+        start_http_server(port, addr=host)
+        log.info("metrics on http://%s:%d/metrics", host, port)
+    EgressMilter.engine = ThreadedEngine(config)
+    EgressMilter.settings = MilterSettings.from_config(cfg)
+    Milter.factory = EgressMilter
+    Milter.set_flags(Milter.ADDHDRS + Milter.CHGHDRS)
+    socket = libmilter_socket(cfg.listen)
+    if socket.startswith("unix:"):
+        Path(socket[5:]).parent.mkdir(parents=True, exist_ok=True)
+    # libmilter creates the socket itself: the umask decides its mode (postfix must connect)
+    os.umask(0o777 & ~int(cfg.socket_mode, 8))
+    log.info("milter listening on %s", socket)
+    try:
+        Milter.runmilter("smtp-balancer", socket, cfg.timeout_s)
+    finally:
+        EgressMilter.engine.close()
+    return 0
