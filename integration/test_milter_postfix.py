@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from collections import Counter
 
 from integration.configs import ENDPOINT_IP
@@ -78,3 +79,35 @@ def test_milter_killed_mid_run_mail_still_flows(mail_system):
     later = ms.sink.wait_for(220, timeout=60)
     after_kill = [m for m in later if int(m.header("X-Test-Seq")) >= 1000]
     assert {m.peer_ip for m in after_kill} == {"127.0.0.1"}  # Postfix's default transport
+
+
+def test_engine_timeout_delivers_without_route_header(mail_system):
+    # the engine's budget is longer than the milter will wait: the milter gives up first
+    ms = mail_system(
+        {**CLASS_POOLS, "decision": {"budget_ms": 5000}, "milter": {"decision_timeout_ms": 200}},
+        policy=False,
+        milter=True,
+    )
+    ms.send("app@shop.test", ["warm@example.test"], seq=0)  # a normal decision first
+    assert ms.sink.wait_for(1, timeout=30)[0].peer_ip in TX_IPS
+    sleeper = threading.Thread(target=lambda: ms.redis.client().execute_command("DEBUG", "SLEEP", "2"))
+    sleeper.start()
+    time.sleep(0.2)
+    ms.send("app@shop.test", ["slow@example.test"], seq=1)
+    sleeper.join()
+    got = ms.sink.wait_for(2, timeout=60)[-1]
+    assert got.peer_ip == "127.0.0.1" and got.header("X-Egress-Route") is None
+    metrics_port = yaml_port(ms)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    line = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith('smtp_balancer_degraded_decisions_total{reason="bridge_timeout"}')
+    )
+    assert float(line.split()[-1]) >= 1
+
+
+def yaml_port(ms) -> int:
+    import yaml
+
+    return int(yaml.safe_load(ms.config_path.read_text())["milter"]["metrics_listen"].rsplit(":", 1)[1])

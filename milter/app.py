@@ -30,6 +30,7 @@ log = logging.getLogger("smtp_balancer.milter")
 class MilterSettings:
     route_header: str
     info_header: str
+    decision_timeout_s: float
     classifier: Classifier
     trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
@@ -38,6 +39,7 @@ class MilterSettings:
         return cls(
             route_header=cfg.route_header,
             info_header=cfg.info_header,
+            decision_timeout_s=cfg.decision_timeout_ms / 1000,
             classifier=Classifier(cfg.class_header, frozenset(cfg.classes), cfg.default_class),
             trusted=tuple(ipaddress.ip_network(n, strict=False) for n in cfg.trusted_networks),
         )
@@ -140,7 +142,7 @@ class EgressMilter(Milter.Base):
             message_class=message_class,
             queue_id=self.getsymval("{i}") or "",
         )
-        decision = self.engine.decide(facts)
+        decision = self.engine.decide(facts, timeout_s=settings.decision_timeout_s)
         if decision.outcome == "route" and decision.endpoint:
             self.addheader(settings.route_header, decision.endpoint)
             if settings.info_header:

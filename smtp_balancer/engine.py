@@ -210,11 +210,12 @@ class ThreadedEngine:
         self._thread.start()
         self.engine = Engine(config)
 
-    def decide(self, facts: Facts, **kwargs: Any) -> Decision:
+    def decide(self, facts: Facts, timeout_s: float | None = None, **kwargs: Any) -> Decision:
+        """Decide from a thread; wait at most ``timeout_s`` (default: a guard well past the budget)."""
         future = asyncio.run_coroutine_threadsafe(self.engine.decide(facts, **kwargs), self._loop)
         try:
-            # Engine.decide bounds itself by the budget; this is a last-resort guard
-            return future.result(timeout=self.engine.budget_s * 4 + 0.5)
+            # Engine.decide bounds itself by the budget; the caller may have a shorter deadline
+            return future.result(timeout=self.engine.budget_s * 4 + 0.5 if timeout_s is None else timeout_s)
         except TimeoutError:
             future.cancel()
             metrics.DEGRADED.labels("bridge_timeout").inc()

@@ -252,6 +252,9 @@ class MilterConfig(Strict):
     # clients and local submissions (sendmail): never from strangers
     trusted_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     timeout_s: int = Field(default=30, ge=1, le=600)
+    # the longest a message waits on the engine; past it the message gets no route
+    # header (Postfix's default transport) and the degraded counter rises
+    decision_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
     metrics_listen: str = "127.0.0.1:9481"
     # where `render postfix --write-maps` puts the regexp maps main.cf refers to
     postfix_maps_dir: str = "/etc/postfix/smtp-balancer"
