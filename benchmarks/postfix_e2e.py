@@ -1,24 +1,29 @@
-"""End to end: smtp-source -> private Postfix -> smtp-sink, plain against with our policy daemon.
+"""End to end: smtp-source -> private Postfix -> smtp-sink, plain Postfix against our daemons.
 
-Both variants use the same master.cf (our rendered transports) and the same
-sink; the policy variant adds the rendered main.cf policy lines, so every
-message costs a RCPT and an END-OF-MESSAGE request and leaves by FILTER.
-Rounds alternate plain / policy so drift on the shared machine hits both.
-Time runs from the first connection of smtp-source until the Postfix log shows
-every message delivered (status=sent).
+Variants, all measured in the same run, in alternating rounds, so drift on the
+shared machine hits each of them:
+  plain        Postfix with our rendered master.cf transports, nothing else;
+  policyd      plus the policy daemon (RCPT + END-OF-MESSAGE requests, FILTER);
+  milter-unix  plus the milter on a unix socket (header -> milter_header_checks -> FILTER);
+  milter-inet  the same milter on inet:127.0.0.1 (libmilter's small writes meet
+               Nagle + delayed ACK there).
+Time runs from smtp-source's first connection until the Postfix log shows every
+message delivered (status=sent).
 
-Run: make bench-e2e
+Run: make bench-e2e (plain vs policyd) and make bench-milter (plain vs milter)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -27,10 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from integration.conftest import base_config, render  # noqa: E402
-from integration.daemons import PolicydProcess  # noqa: E402
+from integration.daemons import CLI, DaemonProcess, PolicydProcess, tcp_ready, unix_ready  # noqa: E402
 from integration.postfix import PostfixInstance, make_shared_dir  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402
+
+VARIANTS = ("plain", "policyd", "milter-unix", "milter-inet")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -39,59 +46,83 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-CPU: dict[str, float] = {}
+def milter_ms_per_message(metrics_port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    total = float(re.search(r"^smtp_balancer_milter_eom_duration_seconds_sum (\S+)", text, re.M).group(1))
+    count = float(re.search(r"^smtp_balancer_milter_eom_duration_seconds_count (\S+)", text, re.M).group(1))
+    return 1000 * total / count if count else float("nan")
 
 
-def run_once(
-    base: Path,
-    with_policy: bool,
-    messages: int,
-    sessions: int,
-    log_level: str,
-    no_rules: bool = False,
-    rcpt_join: bool = True,
-) -> float:
+class Result:
+    def __init__(self, elapsed: float, cpu: dict[str, float], milter_ms: float | None) -> None:
+        self.elapsed, self.cpu, self.milter_ms = elapsed, cpu, milter_ms
+
+
+def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
     redis = RedisServer(base / "redis")
     redis.start()
     sink_port, policy_port, smtpd_port = free_port(), free_port(), free_port()
+    milter_metrics = free_port()
     sink = subprocess.Popen(
         ["smtp-sink", "-u", "postfix", f"127.0.0.1:{sink_port}", "1024"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    policyd = None
+    daemon: DaemonProcess | None = None
     postfix = None
     try:
         config = base_config(redis.url, policy_port, 0)
-        config["policyd"]["metrics_listen"] = ""
-        config["policyd"]["collect_recipients"] = rcpt_join
-        if no_rules:
-            config["rules"] = []  # diagnostic: the daemon is asked but answers DUNNO (no FILTER)
+        config["policyd"].update(
+            {
+                "metrics_listen": "",
+                "enabled": variant == "policyd",
+                "collect_recipients": not args.no_rcpt_join,
+            }
+        )
+        milter_socket = base / "milter" / "milter.sock"
+        milter_port = free_port()
+        config["milter"] = {
+            "enabled": variant.startswith("milter"),
+            "listen": f"unix:{milter_socket}"
+            if variant == "milter-unix"
+            else f"inet:127.0.0.1:{milter_port}",
+            "postfix_maps_dir": str(base / "maps"),
+            "metrics_listen": f"127.0.0.1:{milter_metrics}",
+        }
+        if args.no_rules:
+            config["rules"] = []  # diagnostic: the daemon is asked but routes nothing
         config_path = base / "config.yaml"
         config_path.write_text(yaml.safe_dump(config))
-        if with_policy:
-            policyd = PolicydProcess(config_path, policy_port, base / "policyd.log", log_level)
-            policyd.start()
+        if variant == "policyd":
+            daemon = PolicydProcess(config_path, policy_port, base / "daemon.log", args.log_level)
+        elif variant.startswith("milter"):
+            subprocess.run(
+                [CLI, "-c", str(config_path), "render", "postfix", "--write-maps", str(base / "maps")],
+                check=True,
+                capture_output=True,
+            )
+            ready = unix_ready(milter_socket) if variant == "milter-unix" else tcp_ready(milter_port)
+            daemon = DaemonProcess("milter", config_path, base / "daemon.log", ready, args.log_level)
+        if daemon is not None:
+            daemon.start()
         postfix = PostfixInstance(
             base / "postfix",
             smtpd_port=smtpd_port,
             sink_port=sink_port,
             master_cf_extra=render(config_path, "master"),
-            main_cf_extra=render(config_path, "main") if with_policy else "",
+            main_cf_extra=render(config_path, "main"),
         )
         postfix.start()
-        cpu_before = {
-            "policyd": cpu_seconds(policyd.proc.pid) if policyd and policyd.proc else 0.0,
-            "redis": cpu_seconds(redis.proc.pid) if redis.proc else 0.0,
-        }
+        pids = {"daemon": daemon.proc.pid if daemon and daemon.proc else None, "redis": redis.proc.pid}
+        before = {k: cpu_seconds(p) for k, p in pids.items() if p}
         started = time.perf_counter()
         subprocess.run(
             [
                 "smtp-source",
                 "-s",
-                str(sessions),
+                str(args.sessions),
                 "-m",
-                str(messages),
+                str(args.messages),
                 "-f",
                 "news@shop.test",
                 "-t",
@@ -102,23 +133,21 @@ def run_once(
             timeout=600,
         )
         deadline = time.monotonic() + 600
-        while postfix.log_text().count("status=sent") < messages:
+        while postfix.log_text().count("status=sent") < args.messages:
             if time.monotonic() > deadline:
                 raise TimeoutError("not every message was delivered")
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
-        if with_policy and policyd and policyd.proc and redis.proc:
-            CPU["policyd"] = CPU.get("policyd", 0.0) + cpu_seconds(policyd.proc.pid) - cpu_before["policyd"]
-            CPU["redis"] = CPU.get("redis", 0.0) + cpu_seconds(redis.proc.pid) - cpu_before["redis"]
-        log = postfix.log_text()
-        if with_policy and not no_rules and "postfix/out" not in log:
-            raise RuntimeError("policy variant did not route by FILTER")
-        return elapsed
+        cpu = {k: cpu_seconds(p) - before[k] for k, p in pids.items() if p}
+        if variant != "plain" and not args.no_rules and "postfix/out" not in postfix.log_text():
+            raise RuntimeError(f"{variant}: mail did not leave by our transports")
+        milter_ms = milter_ms_per_message(milter_metrics) if variant.startswith("milter") else None
+        return Result(elapsed, cpu, milter_ms)
     finally:
         if postfix is not None:
             postfix.stop()
-        if policyd is not None:
-            policyd.stop()
+        if daemon is not None:
+            daemon.stop()
         if sink.poll() is None:
             os.kill(sink.pid, signal.SIGTERM)
             sink.wait(timeout=5)
@@ -127,14 +156,15 @@ def run_once(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--variants", default="plain,policyd", help=f"comma-separated, from {', '.join(VARIANTS)}"
+    )
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=20, help="parallel smtp-source sessions")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--log-level", default="info", help="policy daemon log level")
+    parser.add_argument("--log-level", default="info", help="daemon log level")
     parser.add_argument(
-        "--no-rules",
-        action="store_true",
-        help="diagnostic: the daemon answers DUNNO (policy round trips without FILTER routing)",
+        "--no-rules", action="store_true", help="diagnostic: daemons consulted, nothing routed"
     )
     parser.add_argument(
         "--no-rcpt-join",
@@ -142,42 +172,39 @@ def main() -> int:
         help="policyd.collect_recipients off: no RCPT-stage request, one policy request per message",
     )
     args = parser.parse_args()
-    times: dict[bool, list[float]] = {False: [], True: []}
+    variants = args.variants.split(",")
+    if unknown := set(variants) - set(VARIANTS):
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
+    results: dict[str, list[Result]] = {v: [] for v in variants}
     print(
         f"end-to-end benchmark: {args.messages} messages, {args.sessions} smtp-source sessions, "
-        f"{args.rounds} rounds alternating"
+        f"{args.rounds} rounds alternating {', '.join(variants)}"
     )
     for round_no in range(1, args.rounds + 1):
-        for with_policy in (False, True):
+        for variant in variants:
             base = make_shared_dir("sb-e2e-")
             try:
-                elapsed = run_once(
-                    base,
-                    with_policy,
-                    args.messages,
-                    args.sessions,
-                    args.log_level,
-                    args.no_rules,
-                    not args.no_rcpt_join,
-                )
+                result = run_once(base, variant, args)
             finally:
                 shutil.rmtree(base, ignore_errors=True)
-            times[with_policy].append(elapsed)
-            label = "postfix + policyd" if with_policy else "plain postfix"
-            print(f"round {round_no}: {label:<18} {elapsed:6.2f}s  {args.messages / elapsed:7.0f} msg/s")
-    if CPU:
-        total = args.messages * args.rounds
+            results[variant].append(result)
+            extra = ""
+            if result.milter_ms is not None:
+                extra = f"  milter {result.milter_ms:.2f} ms/msg at end of message"
+            print(
+                f"round {round_no}: {variant:<12} {result.elapsed:6.2f}s  "
+                f"{args.messages / result.elapsed:6.0f} msg/s{extra}"
+            )
+    mean = {v: sum(r.elapsed for r in rs) / len(rs) for v, rs in results.items()}
+    base_time = mean[variants[0]]
+    for variant in variants:
+        cpu = results[variant]
+        daemon_cpu = sum(r.cpu.get("daemon", 0.0) for r in cpu) / (args.messages * len(cpu)) * 1e3
+        redis_cpu = sum(r.cpu.get("redis", 0.0) for r in cpu) / (args.messages * len(cpu)) * 1e3
         print(
-            f"CPU per message with policyd: daemon {CPU['policyd'] / total * 1e3:.3f} ms,"
-            f" redis {CPU['redis'] / total * 1e3:.3f} ms"
-            f" ({1 if args.no_rcpt_join else 2} policy request(s) and 1 decision each)"
+            f"mean {variant:<12} {args.messages / mean[variant]:6.0f} msg/s  ratio to {variants[0]} "
+            f"{base_time / mean[variant]:.2f}  CPU/msg: daemon {daemon_cpu:.3f} ms, redis {redis_cpu:.3f} ms"
         )
-    plain = sum(times[False]) / len(times[False])
-    policy = sum(times[True]) / len(times[True])
-    print(
-        f"mean: plain {args.messages / plain:.0f} msg/s, with policyd {args.messages / policy:.0f} msg/s, "
-        f"ratio {plain / policy:.2f}"
-    )
     return 0
 
 
