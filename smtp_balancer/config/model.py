@@ -21,6 +21,25 @@ STICKINESS = ("none", "sender", "sender_domain", "sasl_username")
 MAX_WEIGHT = 1_000_000
 
 
+def check_listen(value: str) -> str:
+    """``unix:/absolute/path`` or ``[inet:]host:port``; raises ValueError."""
+    if value.startswith("unix:"):
+        if not value[5:].startswith("/"):
+            raise ValueError(f"unix socket path must be absolute: {value!r}")
+    else:
+        parse_hostport(value.removeprefix("inet:"))
+    return value
+
+
+def check_cidrs(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"not a CIDR: {value!r}") from exc
+    return values
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -126,12 +145,7 @@ class RuleConfig(Strict):
     @field_validator("client")
     @classmethod
     def _cidrs(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                ipaddress.ip_network(value, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"not a CIDR: {value!r}") from exc
-        return values
+        return check_cidrs(values)
 
 
 class ProviderConfig(Strict):
@@ -212,13 +226,7 @@ class PolicydConfig(Strict):
     @field_validator("listen")
     @classmethod
     def _listen(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if value.startswith("unix:"):
-                if not value[5:].startswith("/"):
-                    raise ValueError(f"unix socket path must be absolute: {value!r}")
-            else:
-                parse_hostport(value.removeprefix("inet:"))
-        return values
+        return [check_listen(v) for v in values]
 
     @field_validator("metrics_listen")
     @classmethod
@@ -262,22 +270,12 @@ class MilterConfig(Strict):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        if value.startswith("unix:"):
-            if not value[5:].startswith("/"):
-                raise ValueError(f"unix socket path must be absolute: {value!r}")
-        else:
-            parse_hostport(value.removeprefix("inet:"))
-        return value
+        return check_listen(value)
 
     @field_validator("trusted_networks")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                ipaddress.ip_network(value, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"not a CIDR: {value!r}") from exc
-        return values
+        return check_cidrs(values)
 
     @model_validator(mode="after")
     def _default_class_known(self) -> MilterConfig:

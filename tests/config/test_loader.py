@@ -125,3 +125,19 @@ def test_password_is_secret_in_repr():
         "redis: {password: hunter2}\nendpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
     )
     assert "hunter2" not in repr(config) and "hunter2" not in str(config.redis)
+
+
+@pytest.mark.parametrize(
+    ("section", "path", "message"),
+    [
+        ("policyd: {listen: ['unix:relative.sock']}", "policyd.listen", "must be absolute"),
+        ("policyd: {listen: ['127.0.0.1']}", "policyd.listen", "must be host:port"),
+        ("milter: {listen: 'inet:localhost:99999'}", "milter.listen", "must be host:port"),
+        ("milter: {trusted_networks: ['10.0.0.0/33']}", "milter.trusted_networks", "not a CIDR"),
+        ("milter: {default_class: vip}", "milter", "default_class 'vip' is not in classes"),
+    ],
+)
+def test_daemon_sections(section: str, path: str, message: str):
+    with pytest.raises(ConfigInvalid) as info:
+        parse_config(section + "\nendpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n")
+    assert any(p == path and message in m for p, m in info.value.errors), info.value.errors
