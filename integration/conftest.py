@@ -155,6 +155,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         pytest.fail("postfix and redis-server must be installed (make test installs them)")
     started: list[Callable[[], None]] = []
     bases: list[Path] = []
+    sinks: list[Sink] = []
 
     def make(extra: dict[str, Any] | None = None, *, policy: bool = True, milter: bool = False) -> MailSystem:
         base = make_shared_dir("sb-it-")
@@ -164,6 +165,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         started.append(redis_server.stop)
         sink = Sink()
         sink.start()
+        sinks.append(sink)
         started.append(sink.stop)
         policy_port, metrics_port, smtpd_port = free_port(), free_port(), free_port()
         milter_socket = base / "milter" / "milter.sock"
@@ -210,6 +212,8 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         )
 
     yield make
+    # no test may ever see our routing header reach a recipient (issue #4)
+    leaked = [m for sink in sinks for m in sink.messages if m.header("X-Egress-Route") is not None]
     failed = getattr(request.node, "rep_call", None)
     for stop in reversed(started):
         try:
@@ -219,6 +223,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
     if not (failed and failed.failed):
         for base in bases:
             shutil.rmtree(base, ignore_errors=True)
+    assert not leaked, f"{len(leaked)} message(s) reached the sink with an X-Egress-Route header"
 
 
 @pytest.hookimpl(hookwrapper=True)
