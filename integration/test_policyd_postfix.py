@@ -225,3 +225,22 @@ def test_exim_style_single_request_then_close(mail_system):
         while chunk := s.recv(4096):
             data += chunk
     assert data.startswith(b"action=FILTER out") and data.endswith(b"\n\n")  # and then we closed
+
+
+def test_real_postfix_delivery_lines_parse(mail_system):
+    from smtp_balancer.delivery_log import parse_line
+    from smtp_balancer.providers import ProviderTable
+
+    ms = mail_system()
+    assert ms.send_many(30, recipients=lambda i: [f"u{i}@gmail.com"]) == []
+    ms.sink.wait_for(30, timeout=60)
+    deadline = time.monotonic() + 10
+    while ms.postfix.log_text().count("status=sent") < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    table = ProviderTable.build()
+    deliveries = [d for line in ms.postfix.log_text().splitlines() if (d := parse_line(line, table))]
+    assert len(deliveries) == 30 and all(d.status == "sent" for d in deliveries)
+    by_endpoint = Counter(d.endpoint for d in deliveries)
+    by_ip = Counter(m.peer_ip for m in ms.sink.messages)
+    assert {ENDPOINT_IP[ep]: n for ep, n in by_endpoint.items()} == dict(by_ip)
+    assert {d.provider for d in deliveries} == {"google"}  # from the recipient domain: the sink is no MX
