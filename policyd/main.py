@@ -8,9 +8,10 @@ import resource
 import signal
 
 from prometheus_client import start_http_server
+from smtp_balancer_policyd import metrics
 from smtp_balancer_policyd.server import PolicyServer
 
-from smtp_balancer.config import BalancerConfig
+from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
 from smtp_balancer.config.model import parse_hostport
 from smtp_balancer.engine import Engine
 
@@ -24,7 +25,22 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def serve(config: BalancerConfig) -> None:
+async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
+    """SIGHUP: adopt the YAML if it is valid; otherwise say why and keep serving the old one."""
+    try:
+        config = load_config(path)
+    except ConfigInvalid as exc:
+        metrics.RELOADS.labels("error").inc()
+        log.error("config reload refused, still serving the previous config: %s", exc)
+        return
+    if config.policyd.listen != server.config.listen:
+        log.warning("policyd.listen changed: new listeners take effect on restart, not on reload")
+    await engine.replace_config(config)
+    metrics.RELOADS.labels("ok").inc()
+    log.info("config reloaded from %s", path)
+
+
+async def serve(config: BalancerConfig, path: str) -> None:
     raise_fd_limit()
     if config.policyd.metrics_listen:
         host, port = parse_hostport(config.policyd.metrics_listen)
@@ -38,12 +54,20 @@ async def serve(config: BalancerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload(path, engine, server))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     log.info("stopping: closing listeners")
     await server.close()
     await engine.aclose()
 
 
-def run(config: BalancerConfig) -> int:
-    asyncio.run(serve(config))
+def run(config: BalancerConfig, path: str) -> int:
+    asyncio.run(serve(config, path))
     return 0

@@ -22,3 +22,4 @@ REFUSED_CONNECTIONS = Counter(
 OPEN_INSTANCES = Gauge(
     "smtp_balancer_policy_open_instances", "Messages with recipients collected at RCPT and not yet decided"
 )
+RELOADS = Counter("smtp_balancer_config_reloads_total", "Config reloads on SIGHUP, by result", ["result"])

@@ -64,6 +64,22 @@ class Engine:
         self._junk_logged: dict[StateJunk, float] = {}
         self._redis_where = describe(config.redis)
 
+    async def replace_config(self, config: BalancerConfig) -> None:
+        """Adopt a new, already validated config (SIGHUP). The Redis connection is
+        kept unless the redis section changed; the live-state snapshot is dropped,
+        because pools and endpoints may have changed with it."""
+        old_channel = None
+        if config.redis != self.config.redis:
+            old_channel, self.channel = self.channel, ScriptChannel(config.redis, SELECT_LUA)
+            self._redis_where = describe(config.redis)
+        self.config = config
+        self.planner = Planner(config)
+        self.budget_s = config.decision.budget_ms / 1000
+        self.breaker = Breaker(config.decision.retry_after_ms / 1000)
+        self.live, self._live_due = None, 0.0
+        if old_channel is not None:
+            await old_channel.close()
+
     async def aclose(self) -> None:
         if self._live_task is not None:
             self._live_task.cancel()

@@ -133,7 +133,7 @@ def cmd_policyd(args: argparse.Namespace) -> int:
     from smtp_balancer_policyd.main import run
 
     logging.getLogger().setLevel(args.log_level.upper())
-    return run(_config(args))
+    return run(_config(args), args.config)
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
