@@ -46,3 +46,29 @@ def test_shipped_examples_match_the_renderer():
     shipped = root / "mta-configs" / "postfix"
     assert (shipped / "master.cf.example").read_text() == master_cf(config, "examples/config.yaml")
     assert (shipped / "main.cf.example").read_text() == main_cf(config, "examples/config.yaml")
+
+
+def test_milter_maps_and_milter_only_main_cf():
+    from smtp_balancer.render.postfix import postfix_maps
+
+    raw = {
+        "policyd": {"enabled": False},
+        "milter": {"enabled": True, "info_header": "X-Egress-Info", "postfix_maps_dir": "/etc/postfix/sb/"},
+        "endpoints": {"out1": {}, "relay1": {"kind": "relay", "nexthop": "mta2.internal:2525"}},
+        "pools": {"p": {"endpoints": [{"endpoint": "out1"}, {"endpoint": "relay1"}]}},
+    }
+    config = validate_config(raw)
+    maps = postfix_maps(config)
+    assert maps["milter_header_checks"].splitlines()[1:] == [
+        r"/^X-Egress-Route:\s*out1$/ FILTER out1:",
+        r"/^X-Egress-Route:\s*relay1$/ FILTER relay1:[mta2.internal]:2525",
+    ]
+    assert maps["header_checks"].splitlines()[1:] == ["/^X-Egress-Route:/ IGNORE"]
+    assert maps["smtp_header_checks"].splitlines()[1:] == [
+        "/^X-Egress-Route:/ IGNORE",
+        "/^X-Egress-Info:/ IGNORE",
+    ]
+    main = main_cf(config)
+    assert "check_policy_service" not in main and "smtpd_end_of_data_restrictions" not in main
+    assert "milter_header_checks = regexp:/etc/postfix/sb/milter_header_checks\n" in main
+    assert "  -o smtp_header_checks=regexp:/etc/postfix/sb/smtp_header_checks" in master_cf(config)
