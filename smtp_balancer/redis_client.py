@@ -51,19 +51,24 @@ def _tls_kwargs(cfg: RedisConfig) -> dict[str, Any]:
     }
 
 
-def client_kwargs(cfg: RedisConfig, timeout_s: float) -> dict[str, Any]:
+def _client_kwargs(cfg: RedisConfig, timeout_s: float) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "socket_connect_timeout": cfg.connect_timeout_ms / 1000,
         "socket_timeout": timeout_s,
-        "max_connections": cfg.max_connections,
     }
+    if cfg.sentinel:
+        # Sentinel builds its own pool per master; TLS is not implied by a URL there
+        if cfg.tls:
+            kwargs.update({"ssl": True, **_tls_kwargs(cfg)})
+    else:
+        kwargs["max_connections"] = cfg.max_connections
+        if cfg.url.startswith("rediss://"):
+            kwargs.update(_tls_kwargs(cfg))
     if cfg.username:
         kwargs["username"] = cfg.username
     password = resolve_password(cfg)
     if password:
         kwargs["password"] = password
-    if cfg.url.startswith("rediss://"):
-        kwargs.update(_tls_kwargs(cfg))
     return kwargs
 
 
@@ -85,19 +90,9 @@ def sentinel_kwargs(cfg: RedisConfig) -> tuple[list[tuple[str, int]], dict[str, 
     return hosts, skw
 
 
-def _client_args(cfg: RedisConfig, timeout_s: float) -> dict[str, Any]:
-    kwargs = client_kwargs(cfg, timeout_s)
-    if cfg.sentinel:
-        # Sentinel builds its own pool per master; TLS is not implied by a URL there
-        kwargs.pop("max_connections")
-        if cfg.tls:
-            kwargs.update({"ssl": True, **_tls_kwargs(cfg)})
-    return kwargs
-
-
 def sync_client(cfg: RedisConfig, timeout_s: float | None = None) -> redis.Redis:
     timeout = timeout_s if timeout_s is not None else cfg.admin_timeout_ms / 1000
-    kwargs = _client_args(cfg, timeout)
+    kwargs = _client_kwargs(cfg, timeout)
     if cfg.sentinel:
         hosts, skw = sentinel_kwargs(cfg)
         return redis.sentinel.Sentinel(hosts, sentinel_kwargs=skw, **kwargs).master_for(
