@@ -55,6 +55,7 @@ class ScriptChannel:
         self.cfg = cfg
         self.script = script
         self.sha = hashlib.sha1(script.encode()).hexdigest()
+        self._params = parse_url(cfg.url)  # host/port or path, db, credentials from the URL
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: deque[asyncio.Future[Any]] = deque()
@@ -69,22 +70,18 @@ class ScriptChannel:
 
     # -- connection ------------------------------------------------------------
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        cfg = self.cfg
-        params = parse_url(cfg.url)
-        tls = cfg.url.startswith("rediss://") or (cfg.sentinel is not None and cfg.tls is not None)
+        cfg, params = self.cfg, self._params
         if cfg.sentinel:
             hosts, skw = sentinel_kwargs(cfg)
             sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=skw)
             host, port = await sentinel.discover_master(cfg.sentinel.service_name)
-            return await asyncio.open_connection(
-                host, port, ssl=_ssl_context(cfg) if tls else None, server_hostname=host if tls else None
-            )
-        if "path" in params:
+        elif "path" in params:
             return await asyncio.open_unix_connection(params["path"])
-        host, port = params.get("host", "127.0.0.1"), params.get("port", 6379)
-        return await asyncio.open_connection(
-            host, port, ssl=_ssl_context(cfg) if tls else None, server_hostname=host if tls else None
-        )
+        else:
+            host, port = params.get("host", "127.0.0.1"), params.get("port", 6379)
+        tls = cfg.url.startswith("rediss://") or (cfg.sentinel is not None and cfg.tls is not None)
+        ctx = _ssl_context(cfg) if tls else None
+        return await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None)
 
     async def _ensure(self) -> None:
         if self.connected:
@@ -96,7 +93,7 @@ class ScriptChannel:
                 reader, writer = await self._open()
             self._reader, self._writer = reader, writer
             self._read_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
-            params = parse_url(self.cfg.url)
+            params = self._params
             username = self.cfg.username or params.get("username")
             password = resolve_password(self.cfg) or params.get("password")
             handshake: list[tuple[Any, ...]] = []

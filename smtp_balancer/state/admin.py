@@ -15,7 +15,7 @@ import redis
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.selection import Planner
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
-from smtp_balancer.state.values import parse_count, parse_state, parse_weight
+from smtp_balancer.state.values import parse_count, parse_state, parse_weight, text_of
 from smtp_balancer.warmup import day_bucket, hour_bucket
 
 
@@ -147,7 +147,7 @@ class StateAdmin:
             live = live if isinstance(live, dict) else {}
             status = PoolStatus(pool_name, pool.stickiness, pool.spread, pool.overflow)
             for m in pool.endpoints:
-                raw = _text(live.get(_enc(m.endpoint)) if live else None)
+                raw = text_of(live.get(_enc(m.endpoint)) if live else None)
                 parsed = parse_weight(raw)
                 status.members.append(
                     MemberStatus(
@@ -161,12 +161,12 @@ class StateAdmin:
         for i, ep in enumerate(names):
             state_raw, day_raw, hour_raw = rest[3 * i : 3 * i + 3]
             state_map = state_raw if isinstance(state_raw, dict) else None
-            state = parse_state(_text(state_map.get(b"state"))) if state_map is not None else None
+            state = parse_state(text_of(state_map.get(b"state"))) if state_map is not None else None
             cap = caps[ep]
             endpoints[ep] = EndpointStatus(
                 name=ep,
                 state=state or "active",
-                reason=_text(state_map.get(b"reason")) or "" if state_map else "",
+                reason=text_of(state_map.get(b"reason")) or "" if state_map else "",
                 state_junk=state is None,
                 suspensions=self._suspensions(ep),
                 day_count=_count(day_raw),
@@ -190,8 +190,8 @@ class StateAdmin:
         out = []
         for i, key in enumerate(keys):
             reason, ttl = replies[2 * i], replies[2 * i + 1]
-            text = _text(reason) if isinstance(reason, bytes) else "(unreadable value: not a string)"
-            out.append(Suspension(_text(key).removeprefix(prefix), int(ttl), text or ""))
+            text = text_of(reason) if isinstance(reason, bytes) else "(unreadable value: not a string)"
+            out.append(Suspension((text_of(key) or "").removeprefix(prefix), int(ttl), text or ""))
         return out
 
 
@@ -199,13 +199,7 @@ def _enc(text: str) -> bytes:
     return text.encode()
 
 
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
 def _count(raw: object) -> int | None:
     if isinstance(raw, Exception):
         return None
-    return parse_count(_text(raw))
+    return parse_count(text_of(raw))

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
-from smtp_balancer.state.values import parse_state, parse_weight
+from smtp_balancer.state.values import parse_state, parse_weight, text_of
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,6 @@ class LiveState:
         return False
 
 
-def _text(value: object) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return value if isinstance(value, str) else None
-
-
 def parse_live_state(
     keys: KeySchema,
     pools: Sequence[str],
@@ -55,7 +49,7 @@ def parse_live_state(
     for pool, reply in zip(pools, weight_replies, strict=True):
         if not isinstance(reply, list):
             continue  # missing, or a key of the wrong type: the YAML applies
-        flat = [_text(v) for v in reply]
+        flat = [text_of(v) for v in reply]
         parsed = {}
         for name, raw in zip(flat[::2], flat[1::2], strict=True):
             w = parse_weight(raw)
@@ -65,12 +59,12 @@ def parse_live_state(
     blocked = frozenset(
         ep
         for ep, reply in zip(endpoints, state_replies, strict=True)
-        if parse_state(_text(reply)) in ("drained", "quarantined")
+        if parse_state(text_of(reply)) in ("drained", "quarantined")
     )
     prefix = keys.suspension_prefix()
     suspended: dict[tuple[str, str], float] = {}
     for key, pttl in zip(suspension_keys, pttl_replies, strict=True):
-        name = _text(key) or ""
+        name = text_of(key) or ""
         endpoint, sep, provider = name.removeprefix(prefix).partition(":")
         if not sep or not isinstance(pttl, int) or pttl == -2:
             continue

@@ -10,6 +10,13 @@ _UINT = re.compile(r"\d{1,7}")
 _COUNT = re.compile(r"\d{1,15}")
 
 
+def text_of(value: object) -> str | None:
+    """A reply value as text: bytes decoded, str kept; anything else (None, an error) is None."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value if isinstance(value, str) else None
+
+
 def parse_weight(raw: str | None) -> int | None:
     """A live weight, or None when absent or junk (the YAML weight applies)."""
     return int(raw) if raw is not None and _UINT.fullmatch(raw) else None
