@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 import Milter
-from prometheus_client import start_http_server
 from smtp_balancer_milter.app import EgressMilter, MilterSettings
 
 from smtp_balancer.config import BalancerConfig
 from smtp_balancer.config.model import parse_hostport
 from smtp_balancer.engine import ThreadedEngine
+from smtp_balancer.metrics import serve_metrics
 
 log = logging.getLogger("smtp_balancer.milter")
 
@@ -27,10 +27,7 @@ def libmilter_socket(listen: str) -> str:
 
 def run(config: BalancerConfig) -> int:
     cfg = config.milter
-    if cfg.metrics_listen:
-        host, port = parse_hostport(cfg.metrics_listen)
-        start_http_server(port, addr=host)
-        log.info("metrics on http://%s:%d/metrics", host, port)
+    serve_metrics(cfg.metrics_listen, log)
     EgressMilter.engine = ThreadedEngine(config)
     EgressMilter.settings = MilterSettings.from_config(cfg)
     Milter.factory = EgressMilter

@@ -7,13 +7,12 @@ import logging
 import resource
 import signal
 
-from prometheus_client import start_http_server
 from smtp_balancer_policyd import metrics
 from smtp_balancer_policyd.server import PolicyServer
 
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
-from smtp_balancer.config.model import parse_hostport
 from smtp_balancer.engine import Engine
+from smtp_balancer.metrics import serve_metrics
 
 log = logging.getLogger("smtp_balancer.policyd")
 
@@ -42,10 +41,7 @@ async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
 
 async def serve(config: BalancerConfig, path: str) -> None:
     raise_fd_limit()
-    if config.policyd.metrics_listen:
-        host, port = parse_hostport(config.policyd.metrics_listen)
-        start_http_server(port, addr=host)
-        log.info("metrics on http://%s:%d/metrics", host, port)
+    serve_metrics(config.policyd.metrics_listen, log)
     engine = Engine(config)
     await engine.warm_up()
     server = PolicyServer(engine, config.policyd)

@@ -6,7 +6,11 @@ config, never from a message or an address.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import logging
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+from smtp_balancer.config.model import parse_hostport
 
 DECISIONS = Counter(
     "smtp_balancer_decisions_total",
@@ -41,3 +45,11 @@ def record_decision(pool: str | None, endpoint: str | None, rule: str | None, ou
     if child is None:
         child = _decision_children[key] = DECISIONS.labels(*key)
     child.inc()
+
+
+def serve_metrics(listen: str, log: logging.Logger) -> None:
+    """Serve /metrics on ``host:port`` (a daemon thread); "" serves nothing."""
+    if listen:
+        host, port = parse_hostport(listen)
+        start_http_server(port, addr=host)
+        log.info("metrics on http://%s:%d/metrics", host, port)
