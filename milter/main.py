@@ -29,6 +29,9 @@ def run(config: BalancerConfig) -> int:
     cfg = config.milter
     serve_metrics(cfg.metrics_listen, log)
     EgressMilter.engine = ThreadedEngine(config)
+    # as the policy daemon does: connect, load the script and take the first
+    # live-state snapshot before the first message, not inside its budget
+    EgressMilter.engine.warm_up()
     EgressMilter.settings = MilterSettings.from_config(cfg)
     Milter.factory = EgressMilter
     Milter.set_flags(Milter.ADDHDRS + Milter.CHGHDRS)

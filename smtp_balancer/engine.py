@@ -237,6 +237,11 @@ class ThreadedEngine:
             metrics.DEGRADED.labels("bridge_timeout").inc()
             return Decision(outcome="default", reason="degraded (engine did not answer)", degraded=True)
 
+    def warm_up(self) -> bool:
+        """Engine.warm_up, for a threaded daemon's start (the milter)."""
+        future = asyncio.run_coroutine_threadsafe(self.engine.warm_up(), self._loop)
+        return future.result(timeout=self.engine.config.redis.admin_timeout_ms / 1000 + 1)
+
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.engine.aclose(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)

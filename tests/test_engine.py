@@ -357,6 +357,23 @@ async def test_explain_consumes_no_quota(make_config, rdb):
     assert rdb.keys("{sb}:count:*") == []
 
 
+def test_threaded_engine_warm_up(make_config, rdb, redis_server: RedisServer):
+    rdb.hset("{sb}:endpoint:out2:state", "state", "drained")
+    engine = ThreadedEngine(make_config())
+    try:
+        assert engine.warm_up() is True
+        assert engine.engine.live is not None and engine.engine.live.blocked == {"out2"}
+        assert rdb.script_exists(engine.engine.channel.sha) == [True]
+    finally:
+        engine.close()
+    redis_server.stop()
+    cold = ThreadedEngine(make_config())
+    try:
+        assert cold.warm_up() is False  # Redis down at start: not fatal, decisions degrade
+    finally:
+        cold.close()
+
+
 def test_threaded_engine_from_many_threads(make_config):
     engine = ThreadedEngine(make_config())
     results: list[str] = []
