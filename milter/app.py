@@ -22,6 +22,7 @@ from smtp_balancer_milter.classify import Classifier
 from smtp_balancer.config.model import MilterConfig
 from smtp_balancer.engine import ThreadedEngine
 from smtp_balancer.facts import Facts
+from smtp_balancer.rules import in_networks
 
 log = logging.getLogger("smtp_balancer.milter")
 
@@ -47,11 +48,7 @@ class MilterSettings:
     def is_trusted(self, client_ip: str, sasl_username: str) -> bool:
         if sasl_username or not client_ip:  # authenticated, or local submission (sendmail/pickup)
             return True
-        try:
-            ip = ipaddress.ip_address(client_ip)
-        except ValueError:
-            return False
-        return any(ip.version == net.version and ip in net for net in self.trusted)
+        return in_networks(client_ip, self.trusted)
 
 
 def _size(params: tuple[str, ...]) -> int | None:

@@ -60,7 +60,7 @@ class CompiledRule:
             return False
         if self.sasl_username is not None and facts.sasl_username not in self.sasl_username:
             return False
-        if self.client and not _in_networks(facts.client_address, self.client):
+        if self.client and not in_networks(facts.client_address, self.client):
             return False
         if self.recipient_domain and not any(self.recipient_domain.match(d) for d in facts.recipient_domains):
             return False
@@ -73,7 +73,8 @@ class CompiledRule:
         return not (self.size_max is not None and (facts.size is None or facts.size > self.size_max))
 
 
-def _in_networks(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+def in_networks(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Whether ``address`` is in any of ``networks``; not an IP address means no."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
