@@ -52,9 +52,9 @@ class Breaker:
 
 
 class Engine:
-    def __init__(self, config: BalancerConfig, *, planner: Planner | None = None) -> None:
+    def __init__(self, config: BalancerConfig) -> None:
         self.config = config
-        self.planner = planner or Planner(config)
+        self.planner = Planner(config)
         self.budget_s = config.decision.budget_ms / 1000
         self.channel = ScriptChannel(config.redis, SELECT_LUA)
         self.live: LiveState | None = None

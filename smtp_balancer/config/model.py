@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 NAME_RE = r"^[a-z0-9_-]+$"
 Name = Annotated[str, Field(pattern=NAME_RE, max_length=64)]
 OVERFLOW_KEYWORDS = ("defer", "ignore_caps", "default")
-STICKINESS = ("none", "sender", "sender_domain", "sasl_username")
 MAX_WEIGHT = 1_000_000
 
 

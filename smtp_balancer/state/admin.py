@@ -73,11 +73,11 @@ class Snapshot:
 
 
 class StateAdmin:
-    def __init__(self, client: redis.Redis, config: BalancerConfig, planner: Planner | None = None) -> None:
+    def __init__(self, client: redis.Redis, config: BalancerConfig) -> None:
         self.r = client
         self.config = config
         self.keys = KeySchema(config.redis.prefix)
-        self.planner = planner or Planner(config)
+        self.planner = Planner(config)
 
     # -- checks ----------------------------------------------------------------
     def _endpoint(self, endpoint: str) -> None:
