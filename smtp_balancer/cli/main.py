@@ -143,6 +143,13 @@ def cmd_milter(args: argparse.Namespace) -> int:
     return run(_config(args))
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from smtp_balancer.feedback.daemon import run
+
+    logging.getLogger().setLevel(args.log_level.upper())
+    return run(_config(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     config_help = "YAML config (default: $SMTP_BALANCER_CONFIG or /etc/smtp-balancer/config.yaml)"
     parser = argparse.ArgumentParser(prog="smtp-balancer", description=__doc__)
@@ -197,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     p = add("milter", cmd_milter, "run the milter (content-aware routing, also for sendmail submissions)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    p = add("feedback", cmd_feedback, "run the feedback daemon: log outcomes, response rules, DNSBL, probes")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     p = add("render", cmd_render, "print MTA configuration generated from the YAML")

@@ -10,37 +10,22 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import date
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-NAME_RE = r"^[a-z0-9_-]+$"
-Name = Annotated[str, Field(pattern=NAME_RE, max_length=64)]
+from smtp_balancer.config.base import (
+    Name,
+    Strict,
+    check_cidrs,
+    check_listen,
+    parse_hostport,
+    parse_nexthop,
+)
+from smtp_balancer.config.feedback import FeedbackConfig
+
 OVERFLOW_KEYWORDS = ("defer", "ignore_caps", "default")
 MAX_WEIGHT = 1_000_000
-
-
-def check_listen(value: str) -> str:
-    """``unix:/absolute/path`` or ``[inet:]host:port``; raises ValueError."""
-    if value.startswith("unix:"):
-        if not value[5:].startswith("/"):
-            raise ValueError(f"unix socket path must be absolute: {value!r}")
-    else:
-        parse_hostport(value.removeprefix("inet:"))
-    return value
-
-
-def check_cidrs(values: list[str]) -> list[str]:
-    for value in values:
-        try:
-            ipaddress.ip_network(value, strict=False)
-        except ValueError as exc:
-            raise ValueError(f"not a CIDR: {value!r}") from exc
-    return values
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class WarmupStep(Strict):
@@ -94,14 +79,6 @@ class EndpointConfig(Strict):
         if self.kind == "local" and self.nexthop:
             raise ValueError("nexthop is only for kind: relay")
         return self
-
-
-def parse_nexthop(value: str) -> tuple[str, int]:
-    """``host:port`` or ``[host]:port`` -> (host, port); raises ValueError."""
-    m = re.fullmatch(r"\[?([A-Za-z0-9.:-]+?)\]?:(\d{1,5})", value.strip())
-    if not m or not 0 < int(m.group(2)) < 65536:
-        raise ValueError(f"nexthop must be host:port, got {value!r}")
-    return m.group(1), int(m.group(2))
 
 
 class PoolMember(Strict):
@@ -235,14 +212,6 @@ class PolicydConfig(Strict):
         return value
 
 
-def parse_hostport(value: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port); raises ValueError."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"must be host:port, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
 class MilterConfig(Strict):
     # render the milter lines into main.cf and the map files
     enabled: bool = False
@@ -293,3 +262,4 @@ class BalancerConfig(Strict):
     rules: list[RuleConfig] = Field(default_factory=list)
     providers: dict[Name, ProviderConfig] = Field(default_factory=dict)
     warmup_schedules: dict[Name, list[WarmupStep | int]] = Field(default_factory=dict)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)

@@ -8,6 +8,15 @@ Redis Cluster hash tag, so all keys one decision touches share a slot.
   {sb}:suspend:<endpoint>:<provider>   STRING reason, with a TTL; provider "all" covers every provider
   {sb}:count:<endpoint>:day:<YYYYMMDD> HASH  total and one field per provider (UTC day, kept 3 days)
   {sb}:count:<endpoint>:hour:<YYYYMMDDHH> HASH the same per UTC hour (kept 2 days)
+  {sb}:throttle:<endpoint>:<provider>  STRING "<factor> <reason>", with a TTL: weight x factor
+  {sb}:outcomes:<endpoint>:<provider>:<YYYYMMDDHHMM> HASH sent/deferred/bounced/expired per UTC minute
+  {sb}:hits:<rule>:<endpoint>:<provider>     ZSET  recent matches of a counted response rule
+  {sb}:strikes:<rule>:<endpoint>:<provider>  STRING times the rule acted within its window
+  {sb}:tripped:<rule>:<endpoint>:<provider>  STRING a rate rule that tripped and has not recovered
+  {sb}:feedback:<instance>:position    STRING the log follower's saved position
+
+The endpoint state hash may carry ``until`` (epoch seconds): a quarantine set by
+a response rule lifts by itself then.
 """
 
 from __future__ import annotations
@@ -47,3 +56,21 @@ class KeySchema:
 
     def hour_counter(self, endpoint: str, bucket: str) -> str:
         return f"{self.base}:count:{endpoint}:hour:{bucket}"
+
+    def throttle(self, endpoint: str, provider: str) -> str:
+        return f"{self.base}:throttle:{endpoint}:{provider}"
+
+    def throttle_pattern(self, endpoint: str) -> str:
+        return f"{self.base}:throttle:{endpoint}:*"
+
+    def outcomes(self, endpoint: str, provider: str, minute: str) -> str:
+        return f"{self.base}:outcomes:{endpoint}:{provider}:{minute}"
+
+    def hits(self, rule: str, endpoint: str, provider: str) -> str:
+        return f"{self.base}:hits:{rule}:{endpoint}:{provider}"
+
+    def tripped(self, rule: str, endpoint: str, provider: str) -> str:
+        return f"{self.base}:tripped:{rule}:{endpoint}:{provider}"
+
+    def feedback_position(self, instance: str) -> str:
+        return f"{self.base}:feedback:{instance}:position"

@@ -53,6 +53,35 @@ local function read_count(key)
   return c
 end
 
+local now_s
+local function quarantine_over(skey)
+  local untl = redis.pcall('HGET', skey, 'until')
+  untl = type(untl) == 'string' and tonumber(untl) or nil
+  if not untl then return false end
+  now_s = now_s or tonumber(redis.call('TIME')[1])
+  return untl <= now_s
+end
+
+-- the smallest live throttle factor for this message's providers (1 = none);
+-- set by the feedback daemon's throttle action, "<factor> <reason>" with a TTL
+local throttles = {}
+local function throttle_of(j)
+  if throttles[j] then return throttles[j] end
+  local name = eps[j].name
+  local tkeys = {base .. 'throttle:' .. name .. ':all'}
+  for i, p in ipairs(provs) do tkeys[i + 1] = base .. 'throttle:' .. name .. ':' .. p[1] end
+  local f = 1
+  local vals = redis.pcall('MGET', unpack(tkeys))
+  if type(vals) == 'table' and not vals.err then
+    for _, v in ipairs(vals) do
+      local x = v and tonumber(string.match(v, '^(%S+)'))
+      if x and x > 0 and x < f then f = x end
+    end
+  end
+  throttles[j] = f
+  return f
+end
+
 local status = {}
 local function endpoint_status(j)
   if status[j] then return status[j] end
@@ -63,7 +92,9 @@ local function endpoint_status(j)
   if is_err(s) then
     junk[#junk + 1] = 'state|' .. skey
   elseif s and s ~= 'active' then
-    if s == 'drained' or s == 'quarantined' then
+    if s == 'quarantined' and quarantine_over(skey) then
+      s = 'active'  -- a response rule's quarantine with `until` in the past: lifted
+    elseif s == 'drained' or s == 'quarantined' then
       st.blocked = s
       if explain then
         local why = redis.pcall('HGET', skey, 'reason')
@@ -183,7 +214,8 @@ for s = 2, #sections do
     table.sort(positive, function(x, y) return x.score > y.score end)
     local top = {}
     for _, m in ipairs(positive) do
-      if not why_not(m) then
+      local f = (not why_not(m)) and throttle_of(m.j) or 1
+      if not why_not(m) and (f >= 1 or (m.u * 1000003) % 1 < f) then
         top[#top + 1] = m
         if #top >= spread then break end
       end
@@ -195,11 +227,17 @@ for s = 2, #sections do
     local rr = r
     while #positive > 0 do
       local i, rest = draw(positive, rr)
+      rest = math.min(math.max(rest, 0), 0.999999999)
       if not why_not(positive[i]) then
-        pick = positive[i]
-        break
+        -- throttled: accept with probability `factor`, reusing the uniform remainder
+        local f = throttle_of(positive[i].j)
+        if f >= 1 or rest < f then
+          pick = positive[i]
+          break
+        end
+        rest = (rest - f) / (1 - f)
       end
-      rr = math.min(math.max(rest, 0), 0.999999999)
+      rr = rest
       table.remove(positive, i)
     end
   end
@@ -213,6 +251,8 @@ for s = 2, #sections do
       else
         local note = 'eligible'
         if ignore_caps then note = 'eligible (caps ignored by overflow policy)' end
+        local f = throttle_of(m.j)
+        if f < 1 then note = note .. ', throttled to ' .. f .. ' of its weight' end
         verdicts[#verdicts + 1] = (s - 1) .. '|' .. e.name .. '|' .. m.w .. '|1|' .. note
       end
     end

@@ -1,0 +1,185 @@
+"""The ``feedback:`` section: log following, response rules, rate rules, DNSBL, relay probes."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from smtp_balancer.config.base import Name, Strict, check_listen, parse_hostport
+from smtp_balancer.durations import parse_duration
+
+ACTIONS = ("suspend_provider", "suspend_all", "quarantine", "throttle")
+STATUSES = ("deferred", "bounced", "expired", "sent")
+
+
+def _seconds(value: str | int) -> int:
+    return value if isinstance(value, int) else parse_duration(value)
+
+
+class Trigger(Strict):
+    # the rule acts at exactly the count-th match within period (1 = immediately)
+    count: int = Field(default=1, ge=1, le=100_000)
+    period: int | str = 60
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: int | str) -> int:
+        return _seconds(value)
+
+
+class ResponseRuleConfig(Strict):
+    name: Name
+    # a Python regex searched in the remote server's response text
+    match: str
+    # providers the rule applies to; empty means any provider
+    providers: list[str] = Field(default_factory=list)
+    statuses: list[Literal["deferred", "bounced", "expired", "sent"]] = Field(
+        default_factory=lambda: ["deferred", "bounced"]
+    )
+    trigger: Trigger = Field(default_factory=Trigger)
+    action: Literal["suspend_provider", "suspend_all", "quarantine", "throttle"] = "suspend_provider"
+    # throttle only: the endpoint's weight is multiplied by this while it lasts
+    factor: float = Field(default=0.5, gt=0, lt=1)
+    duration: int | str = 600
+    # repeats within `window` multiply the duration by `growth`, up to max_duration
+    growth: float = Field(default=2.0, ge=1, le=100)
+    window: int | str = 21_600
+    max_duration: int | str = 43_200
+    description: str = ""
+
+    @field_validator("duration", "window", "max_duration")
+    @classmethod
+    def _durations(cls, value: int | str) -> int:
+        return _seconds(value)
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression ({exc}): {value!r}") from exc
+        return value
+
+
+class RateRuleConfig(Strict):
+    """Suspend (endpoint, provider) when deferrals or bounces pass a share of attempts."""
+
+    name: Name
+    providers: list[str] = Field(default_factory=list)
+    measure: Literal["deferred", "bounced", "failed"] = "deferred"
+    # trip above this percentage, over at least min_attempts within window
+    above_percent: float = Field(gt=0, le=100)
+    # hysteresis: once tripped, the rule re-arms only after the rate falls below this
+    recover_below_percent: float = Field(ge=0, le=100)
+    min_attempts: int = Field(default=20, ge=1)
+    window: int | str = 600
+    action: Literal["suspend_provider", "suspend_all"] = "suspend_provider"
+    duration: int | str = 900
+
+    @field_validator("window", "duration")
+    @classmethod
+    def _durations(cls, value: int | str) -> int:
+        return _seconds(value)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> RateRuleConfig:
+        if self.recover_below_percent > self.above_percent:
+            raise ValueError("recover_below_percent must not exceed above_percent")
+        if int(self.window) > 86_400:
+            raise ValueError("window must be at most 1d")
+        return self
+
+
+class DnsblZone(Strict):
+    zone: str = Field(pattern=r"^[A-Za-z0-9.-]+$")
+    # answers that mean "listed"; by default 127.0.0.2-127.0.0.255, except the
+    # 127.255.255.0/24 range, which Spamhaus uses for "query refused"
+    listed: list[str] = Field(default_factory=list)
+
+
+class DnsblConfig(Strict):
+    zones: list[DnsblZone] = Field(default_factory=list)
+    # resolvers to ask (host or host:port); empty means the system's resolv.conf.
+    # Spamhaus refuses queries through large public resolvers: use your own.
+    nameservers: list[str] = Field(default_factory=list)
+    interval: int | str = 300
+    timeout_ms: int = Field(default=2000, ge=10, le=60_000)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: int | str) -> int:
+        return _seconds(value)
+
+    @field_validator("nameservers")
+    @classmethod
+    def _servers(cls, values: list[str]) -> list[str]:
+        for v in values:
+            parse_nameserver(v)
+        return values
+
+
+def parse_nameserver(value: str) -> tuple[str, int]:
+    """``192.0.2.53``, ``127.0.0.1:5353`` or ``[::1]:53`` -> (address, port)."""
+    try:
+        ipaddress.ip_address(value)
+        return value, 53
+    except ValueError:
+        host, port = parse_hostport(value)
+    ipaddress.ip_address(host)  # resolvers are addresses: no DNS to find DNS
+    return host, port
+
+
+class ProbeConfig(Strict):
+    interval: int | str = 30
+    timeout_ms: int = Field(default=5000, ge=10, le=120_000)
+    fail_after: int = Field(default=3, ge=1, le=100)
+    recover_after: int = Field(default=2, ge=1, le=100)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: int | str) -> int:
+        return _seconds(value)
+
+
+class FeedbackConfig(Strict):
+    # the Postfix log: maillog_file, or a syslog file such as /var/log/mail.log
+    log_file: str = "/var/log/mail.log"
+    # with no saved position: "end" skips history, "beginning" reads the whole file
+    start_at: Literal["end", "beginning"] = "end"
+    # names this follower's saved position in Redis; one per MTA host (default: hostname)
+    instance: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    metrics_listen: str = "127.0.0.1:9482"
+    poll_interval_ms: int = Field(default=200, ge=10, le=60_000)
+    batch_lines: int = Field(default=1000, ge=1, le=100_000)
+    # the shipped rule pack (smtp_balancer/feedback/rules.yaml) runs after your own rules
+    builtin_rules: bool = True
+    response_rules: list[ResponseRuleConfig] = Field(default_factory=list)
+    rate_rules: list[RateRuleConfig] = Field(default_factory=list)
+    # per-minute outcome buckets are kept this long for rates and `status`
+    rate_retention: int | str = 86_400
+    dnsbl: DnsblConfig = Field(default_factory=DnsblConfig)
+    probes: ProbeConfig = Field(default_factory=ProbeConfig)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics(cls, value: str) -> str:
+        if value:
+            check_listen(value)
+        return value
+
+    @field_validator("rate_retention")
+    @classmethod
+    def _retention(cls, value: int | str) -> int:
+        return _seconds(value)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> FeedbackConfig:
+        names = [r.name for r in self.response_rules] + [r.name for r in self.rate_rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
+        return self

@@ -1,0 +1,182 @@
+"""Run the feedback daemon: ``smtp-balancer feedback -c /etc/smtp-balancer/config.yaml``.
+
+One thread follows the log and applies each batch to Redis; another runs the
+DNSBL checks and relay probes. Redis trouble stops the log at its position
+(nothing is lost or counted twice) and the batch is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+
+import redis
+
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.feedback import metrics
+from smtp_balancer.feedback.checks import HealthChecks
+from smtp_balancer.feedback.follower import LogFollower, Position
+from smtp_balancer.feedback.processor import Batch, Processor
+from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
+from smtp_balancer.feedback.store import FeedbackStore, HitResult, RateResult
+from smtp_balancer.metrics import serve_metrics
+from smtp_balancer.redis_client import describe, sync_client
+from smtp_balancer.selection import Planner
+from smtp_balancer.state.keys import KeySchema
+
+log = logging.getLogger("smtp_balancer.feedback")
+RETRY_S = 1.0
+
+
+def endpoint_label(name: str, known: set[str]) -> str:
+    """A bounded metrics label: configured endpoints by name, anything else grouped."""
+    if name in known:
+        return name
+    return "default" if name == "" else "unconfigured"
+
+
+class FeedbackDaemon:
+    def __init__(self, config: BalancerConfig, stop: threading.Event | None = None) -> None:
+        self.config = config
+        fb = config.feedback
+        self.stop = stop or threading.Event()
+        self.instance = fb.instance or socket.gethostname()
+        self.r = sync_client(config.redis)
+        self.endpoints = set(config.endpoints)
+        rules = list(fb.response_rules) + (builtin_rules() if fb.builtin_rules else [])
+        self.processor = Processor(Planner(config).providers, ResponseMatcher(rules), self.endpoints)
+        self.store = FeedbackStore(
+            self.r, KeySchema(config.redis.prefix), self.instance, int(fb.rate_retention)
+        )
+        self.follower: LogFollower | None = None
+
+    # -- start ---------------------------------------------------------------------
+    def saved_position(self) -> Position | None:
+        while not self.stop.is_set():
+            try:
+                return self.store.load_position()
+            except ValueError as exc:
+                log.error(
+                    "saved log position is unreadable (%s); starting at the %s",
+                    exc,
+                    self.config.feedback.start_at,
+                )
+                return None
+            except redis.RedisError as exc:
+                log.error(
+                    "Redis at %s: %s; waiting to read the saved log position",
+                    describe(self.config.redis),
+                    exc,
+                )
+                self.stop.wait(RETRY_S)
+        return None
+
+    def open_log(self) -> LogFollower:
+        fb = self.config.feedback
+        position = self.saved_position()
+        follower = LogFollower(fb.log_file, position, fb.start_at)
+        where = f"offset {position.offset}" if position else f"the {fb.start_at}"
+        log.info("following %s from %s (instance %s)", fb.log_file, where, self.instance)
+        return follower
+
+    # -- the loop ---------------------------------------------------------------------
+    def step(self) -> int:
+        """Read and apply one batch; returns the number of lines read (0: idle)."""
+        assert self.follower is not None
+        before = self.follower.position
+        lines = self.follower.read_lines(self.config.feedback.batch_lines)
+        self.report_notes()
+        if not lines:
+            return 0
+        batch = self.processor.process(lines, f"{self.instance}:{before.inode}:{before.offset}")
+        while True:
+            try:
+                results = self.store.apply(batch, self.follower.position)
+                rates = self.store.evaluate_rates(list(self.config.feedback.rate_rules), batch.pairs)
+                break
+            except redis.RedisError as exc:
+                metrics.REDIS_ERRORS.inc()
+                log.error("Redis at %s: %s; retrying the batch", describe(self.config.redis), exc)
+                if self.stop.wait(RETRY_S):
+                    raise SystemExit(0) from exc
+        self.record(batch, results, rates)
+        return len(lines)
+
+    def report_notes(self) -> None:
+        assert self.follower is not None
+        for note in self.follower.notes:
+            log.warning("%s", note)
+            kind = "rotation" if "rotated" in note else "truncation" if "truncated" in note else "lost"
+            metrics.LOG_EVENTS.labels(kind).inc()
+        self.follower.notes.clear()
+
+    def record(self, batch: Batch, results: list[HitResult], rates: list[RateResult]) -> None:
+        metrics.LOG_LINES.labels("other").inc(batch.ignored)
+        metrics.LOG_LINES.labels("delivery").inc(len(batch.deliveries))
+        if batch.garbage:
+            metrics.LOG_LINES.labels("garbage").inc(len(batch.garbage))
+            log.warning("%d unparsable log line(s) skipped; first: %s", len(batch.garbage), batch.garbage[0])
+        for d in batch.deliveries:
+            ep = endpoint_label(d.endpoint, self.endpoints)
+            metrics.DELIVERIES.labels(ep, d.provider, d.status).inc()
+            if d.status == "sent":
+                metrics.DELIVERY_SECONDS.labels(ep, d.provider).observe(d.delay_s)
+        for res in results:
+            rule = res.hit.rule.config
+            metrics.RULE_HITS.labels(rule.name, res.outcome).inc()
+            if res.outcome == "acted":
+                scope = "all" if rule.action in ("suspend_all", "quarantine") else res.hit.provider
+                metrics.ACTIONS.labels(rule.name, res.hit.endpoint, scope, rule.action).inc()
+                log.warning(
+                    "%s %s for %s for %ds (rule %s, strike %d): %s",
+                    rule.action,
+                    res.hit.endpoint,
+                    scope,
+                    res.seconds,
+                    rule.name,
+                    res.strike,
+                    " ".join(res.hit.response.split())[:200],
+                )
+        for rate in rates:
+            metrics.RULE_HITS.labels(rate.rule, rate.outcome).inc()
+            if rate.outcome == "tripped":
+                metrics.ACTIONS.labels(rate.rule, rate.endpoint, rate.provider, "suspend_provider").inc()
+                log.warning(
+                    "rate rule %s tripped for %s/%s: %.1f%% of %d attempts",
+                    rate.rule,
+                    rate.endpoint,
+                    rate.provider,
+                    rate.rate_percent,
+                    rate.attempts,
+                )
+            elif rate.outcome == "recovered":
+                log.info("rate rule %s re-armed for %s/%s", rate.rule, rate.endpoint, rate.provider)
+
+    def run(self) -> None:
+        self.follower = self.open_log()
+        checks = HealthChecks(self.config, self.r, self.stop)
+        checker = threading.Thread(target=checks.run, name="health-checks", daemon=True)
+        checker.start()
+        poll = self.config.feedback.poll_interval_ms / 1000
+        try:
+            while not self.stop.is_set():
+                if self.step() == 0:
+                    self.stop.wait(poll)
+        except SystemExit:
+            pass
+        finally:
+            self.follower.close()
+            checker.join(timeout=5)
+            self.r.close()
+
+
+def run(config: BalancerConfig) -> int:
+    serve_metrics(config.feedback.metrics_listen, log)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    FeedbackDaemon(config, stop).run()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,240 @@
+"""Follow a growing log file across rotation, truncation and restarts, line by line.
+
+The position is (inode, offset, tail): ``tail`` is the last bytes before
+``offset``, so a restart can tell the same file from a rewritten one, and a
+copytruncate rotation can be bridged by finding the copy that ends the way we
+left off. Only complete lines are returned; a half-written last line waits.
+The caller saves the position only once it has applied the lines it got, so a
+restart neither re-counts nor skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+log = logging.getLogger("smtp_balancer.feedback")
+
+TAIL_BYTES = 64
+READ_CHUNK = 1 << 20
+MAX_LINE = 64 * 1024  # a longer "line" is garbage: it is cut and reported, never buffered forever
+
+
+@dataclass(frozen=True)
+class Position:
+    inode: int
+    offset: int
+    tail: bytes = b""
+
+    def encode(self) -> str:
+        return f"{self.inode} {self.offset} {self.tail.hex()}"
+
+    @classmethod
+    def decode(cls, text: str) -> Position:
+        """Raises ValueError on anything but what encode() writes."""
+        inode, offset, tail = [*text.split(" "), ""][:3]
+        return cls(int(inode), int(offset), bytes.fromhex(tail))
+
+
+class LogFollower:
+    def __init__(self, path: str | Path, position: Position | None = None, start_at: str = "end") -> None:
+        self.path = Path(path)
+        self._file: BinaryIO | None = None
+        self._inode = 0
+        self._offset = 0  # end of the last complete line handed out
+        self._pending = b""  # bytes after _offset already read
+        self._tail = b""
+        self._queue: list[tuple[BinaryIO, int]] = []  # (old file, its inode) still to finish
+        self._ready: list[str] = []  # the unterminated last line of a finished old file
+        self.notes: list[str] = []  # what happened (rotation, truncation), for the log
+        self._open(position, start_at)
+
+    # -- public -------------------------------------------------------------------
+    @property
+    def position(self) -> Position:
+        return Position(self._inode, self._offset, self._tail)
+
+    def read_lines(self, max_lines: int = 1000) -> list[str]:
+        """Up to ``max_lines`` complete new lines, without their newline."""
+        lines: list[str] = []
+        while len(lines) < max_lines:
+            if self._file is None and not self._reopen():
+                break
+            got = self._take(max_lines - len(lines))
+            lines.extend(got)
+            if got:
+                continue
+            if not self._read_more() and not self._switch_if_rotated():
+                break
+        return lines
+
+    def close(self) -> None:
+        for f, _ in self._queue:
+            f.close()
+        self._queue.clear()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # -- opening and resuming ------------------------------------------------------
+    def _open(self, position: Position | None, start_at: str) -> None:
+        try:
+            f = self.path.open("rb")
+        except FileNotFoundError:
+            self.notes.append(f"{self.path} does not exist yet; waiting for it")
+            return
+        st = os.fstat(f.fileno())
+        if position is None:
+            self._attach(f, st.st_ino, st.st_size if start_at == "end" else 0)
+            if start_at == "end":
+                self._tail = self._read_tail(f, st.st_size)
+            return
+        if st.st_ino == position.inode:
+            if st.st_size >= position.offset and self._read_tail(f, position.offset) == position.tail:
+                self._attach(f, st.st_ino, position.offset, position.tail)
+                return
+            # same file, shorter or different: copytruncate happened while we were down
+            self._attach(f, st.st_ino, 0)
+            self._bridge_copy(position)
+            return
+        # a new file: the one we read was renamed (and maybe a copy exists); finish it first
+        old = self._find_by_inode(position.inode)
+        self._attach(f, st.st_ino, 0)
+        if old is not None and self._read_tail(old, position.offset) == position.tail:
+            old.seek(position.offset)
+            self._queue.append((old, position.inode))
+            self.notes.append(f"resuming rotated file at offset {position.offset} before {self.path}")
+        else:
+            if old is not None:
+                old.close()
+            self.notes.append(
+                f"the file read before the restart (inode {position.inode}) is gone; "
+                f"lines written to it after offset {position.offset} were not seen"
+            )
+
+    def _attach(self, f: BinaryIO, inode: int, offset: int, tail: bytes = b"") -> None:
+        f.seek(offset)
+        self._file, self._inode, self._offset, self._tail, self._pending = f, inode, offset, tail, b""
+
+    def _reopen(self) -> bool:
+        try:
+            f = self.path.open("rb")
+        except FileNotFoundError:
+            return False
+        self._attach(f, os.fstat(f.fileno()).st_ino, 0)
+        return True
+
+    @staticmethod
+    def _read_tail(f: BinaryIO, offset: int) -> bytes:
+        start = max(0, offset - TAIL_BYTES)
+        f.seek(start)
+        return f.read(offset - start)
+
+    def _siblings(self) -> list[Path]:
+        # logrotate names: mail.log.1, mail.log-20261124, maillog.0 ...
+        name = self.path.name
+        try:
+            return sorted(p for p in self.path.parent.iterdir() if p.name.startswith(name) and p != self.path)
+        except OSError:
+            return []
+
+    def _find_by_inode(self, inode: int) -> BinaryIO | None:
+        for p in self._siblings():
+            try:
+                if p.stat().st_ino == inode:
+                    return p.open("rb")
+            except OSError:
+                continue
+        return None
+
+    def _bridge_copy(self, before: Position) -> None:
+        """After copytruncate: read what we missed from the copy that ends like our tail."""
+        for p in self._siblings():
+            try:
+                f = p.open("rb")
+            except OSError:
+                continue
+            size = os.fstat(f.fileno()).st_size
+            if size >= before.offset and self._read_tail(f, before.offset) == before.tail:
+                f.seek(before.offset)
+                self._queue.insert(0, (f, os.fstat(f.fileno()).st_ino))
+                self.notes.append(f"{self.path} was truncated; read the rest from {p.name}")
+                return
+            f.close()
+        self.notes.append(f"{self.path} was truncated and no copy ends where we stopped; reading from 0")
+
+    # -- reading -----------------------------------------------------------------------
+    def _current(self) -> BinaryIO | None:
+        return self._queue[0][0] if self._queue else self._file
+
+    def _take(self, limit: int) -> list[str]:
+        out: list[str] = []
+        while self._ready and len(out) < limit:
+            out.append(self._ready.pop(0))
+        while len(out) < limit:
+            nl = self._pending.find(b"\n")
+            if nl < 0:
+                if len(self._pending) > MAX_LINE:
+                    nl = MAX_LINE - 1  # cut an endless line; the parser counts it as garbage
+                else:
+                    break
+            raw = self._pending[: nl + 1]
+            self._pending = self._pending[nl + 1 :]
+            if not self._queue:  # lines of an old file do not move the main file's position
+                self._offset += len(raw)
+                self._tail = (self._tail + raw)[-TAIL_BYTES:]
+            out.append(raw.rstrip(b"\r\n").decode("utf-8", errors="replace"))
+        return out
+
+    def _read_more(self) -> bool:
+        f = self._current()
+        if f is None:
+            return False
+        chunk = f.read(READ_CHUNK)
+        if chunk:
+            self._pending += chunk
+            return True
+        if self._queue:
+            # an old file is finished: a partial last line there is complete by now
+            old, _ = self._queue.pop(0)
+            old.close()
+            if self._pending:
+                self._ready.append(self._pending.decode("utf-8", errors="replace"))
+                self._pending = b""
+            if self._file is not None:
+                self._file.seek(self._offset)
+            return True
+        return False
+
+    def _switch_if_rotated(self) -> bool:
+        """At EOF: move to a new file at our path, or back to 0 after a truncation."""
+        assert self._file is not None
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return False  # renamed, new one not created yet: keep the old one open
+        if st.st_ino != self._inode:
+            self.notes.append(f"{self.path} was rotated; following the new file")
+            try:
+                f = self.path.open("rb")
+            except FileNotFoundError:
+                return False
+            # finish the old file first (a writer may still be appending to it);
+            # its unterminated last line, if any, comes out when it is done
+            self._queue.append((self._file, self._inode))
+            self._file, self._inode, self._offset, self._tail = f, os.fstat(f.fileno()).st_ino, 0, b""
+            return True
+        fd = self._file.fileno()
+        regrown = (
+            st.st_size >= self._offset
+            and os.pread(fd, len(self._tail), self._offset - len(self._tail)) != self._tail
+        )
+        if st.st_size < self._offset or regrown:
+            before = self.position
+            self._attach(self._file, self._inode, 0)
+            self._bridge_copy(before)
+            return True
+        return False

@@ -1,0 +1,55 @@
+"""The feedback daemon's metrics. Labels come from the config (endpoint, provider, rule, zone)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DELIVERIES = Counter(
+    "smtp_balancer_deliveries_total",
+    "Delivery attempts read from the MTA log, by endpoint, provider and status",
+    ["endpoint", "provider", "status"],
+)
+DELIVERY_SECONDS = Histogram(
+    "smtp_balancer_delivery_delay_seconds",
+    "Postfix delay= of delivered (sent) mail: arrival to delivery, by endpoint and provider",
+    ["endpoint", "provider"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
+)
+LOG_LINES = Counter(
+    "smtp_balancer_feedback_log_lines_total",
+    "Log lines read, by kind (delivery, other, garbage)",
+    ["kind"],
+)
+LOG_EVENTS = Counter(
+    "smtp_balancer_feedback_log_events_total",
+    "Log follower events: rotation, truncation, lost (a rotated file disappeared)",
+    ["event"],
+)
+RULE_HITS = Counter(
+    "smtp_balancer_feedback_rule_hits_total",
+    "Response and rate rule evaluations, by rule and outcome (counting, acted, in_force, ...)",
+    ["rule", "outcome"],
+)
+ACTIONS = Counter(
+    "smtp_balancer_feedback_actions_total",
+    "Suspensions, quarantines and throttles applied, by rule, endpoint, provider and action",
+    ["rule", "endpoint", "provider", "action"],
+)
+REDIS_ERRORS = Counter(
+    "smtp_balancer_feedback_redis_errors_total",
+    "Batches that could not be applied to Redis (retried; the log position does not move)",
+)
+DNSBL_LISTED = Gauge(
+    "smtp_balancer_dnsbl_listed",
+    "1 when the endpoint's public IP is listed on the zone at the last check",
+    ["endpoint", "zone"],
+)
+DNSBL_CHECKS = Counter(
+    "smtp_balancer_dnsbl_checks_total",
+    "DNSBL lookups by zone and verdict (listed, clean, error)",
+    ["zone", "verdict"],
+)
+RELAY_UP = Gauge("smtp_balancer_relay_up", "1 when the relay endpoint passes its probes", ["endpoint"])
+RELAY_PROBES = Counter(
+    "smtp_balancer_relay_probes_total", "Relay endpoint SMTP probes by result", ["endpoint", "result"]
+)

@@ -1,0 +1,80 @@
+"""Log lines -> what the feedback daemon must do about them. Sans I/O.
+
+A batch of lines becomes outcome counts per (endpoint, provider, minute,
+status), the response-rule matches to count, and the deliveries for metrics.
+Only endpoints named in the config reach Redis: Postfix's default transport and
+other transports are counted in metrics alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from smtp_balancer.delivery_log import Delivery, LogLineError, parse_line
+from smtp_balancer.feedback.responses import CompiledRule, ResponseMatcher
+from smtp_balancer.providers import ProviderTable
+
+
+@dataclass(frozen=True)
+class Hit:
+    rule: CompiledRule
+    endpoint: str
+    provider: str
+    status: str
+    response: str
+    uid: str  # unique per log line, so a hit counts once in the rule's window
+
+
+@dataclass
+class Batch:
+    outcomes: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    hits: list[Hit] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    lines: int = 0
+    ignored: int = 0  # well-formed, but not a delivery result
+    garbage: list[str] = field(default_factory=list)  # why each unparsable line failed
+
+    @property
+    def pairs(self) -> set[tuple[str, str]]:
+        return {(ep, provider) for ep, provider, _, _ in self.outcomes}
+
+
+def minute_bucket(epoch: float) -> str:
+    return time.strftime("%Y%m%d%H%M", time.gmtime(epoch))
+
+
+class Processor:
+    def __init__(self, providers: ProviderTable, matcher: ResponseMatcher, endpoints: set[str]) -> None:
+        self.providers = providers
+        self.matcher = matcher
+        self.endpoints = endpoints
+
+    def process(self, lines: list[str], uid_prefix: str, now: float | None = None) -> Batch:
+        batch = Batch(lines=len(lines))
+        minute = minute_bucket(time.time() if now is None else now)
+        for i, line in enumerate(lines):
+            # cheap pre-filter: most lines of a busy log are not delivery results
+            if "status=" not in line:
+                batch.ignored += 1
+                continue
+            try:
+                d = parse_line(line, self.providers)
+            except LogLineError as exc:
+                batch.garbage.append(str(exc))
+                continue
+            if d is None:
+                batch.ignored += 1
+                continue
+            batch.deliveries.append(d)
+            if d.endpoint not in self.endpoints:
+                continue
+            batch.outcomes[(d.endpoint, d.provider, minute, d.status)] += 1
+            if d.status != "sent" or self.matcher.has_sent_rules:
+                rule = self.matcher.match(d)
+                if rule is not None:
+                    batch.hits.append(
+                        Hit(rule, d.endpoint, d.provider, d.status, d.response, f"{uid_prefix}:{i}")
+                    )
+        return batch

@@ -1,0 +1,55 @@
+"""Response rules: which rule, if any, a delivery's remote reply matches. Sans I/O."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+import yaml
+from pydantic import TypeAdapter
+
+from smtp_balancer.config.feedback import ResponseRuleConfig
+from smtp_balancer.delivery_log import Delivery
+
+_RULES = TypeAdapter(list[ResponseRuleConfig])
+
+
+def builtin_rules() -> list[ResponseRuleConfig]:
+    """The shipped pack (rules.yaml beside this module)."""
+    text = resources.files("smtp_balancer.feedback").joinpath("rules.yaml").read_text()
+    return _RULES.validate_python(yaml.safe_load(text))
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    config: ResponseRuleConfig
+    pattern: re.Pattern[str]
+    providers: frozenset[str]
+    statuses: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+class ResponseMatcher:
+    """First matching rule wins: the operator's rules, then the built-in pack."""
+
+    def __init__(self, rules: Sequence[ResponseRuleConfig]) -> None:
+        self.rules = [
+            CompiledRule(r, re.compile(r.match), frozenset(r.providers), frozenset(r.statuses)) for r in rules
+        ]
+        # sent lines are most of a log; skip matching them unless some rule asks for them
+        self.has_sent_rules = any("sent" in r.statuses for r in self.rules)
+
+    def match(self, delivery: Delivery) -> CompiledRule | None:
+        for rule in self.rules:
+            if delivery.status not in rule.statuses:
+                continue
+            if rule.providers and delivery.provider not in rule.providers:
+                continue
+            if rule.pattern.search(delivery.response):
+                return rule
+        return None

@@ -1,0 +1,147 @@
+"""The feedback daemon's Redis writes: outcome counts, rule hits, rate rules, the log position.
+
+A batch is applied in one MULTI/EXEC together with the follower's position, so
+a crash either applies the batch and moves the position, or does neither: a
+restart neither re-counts nor skips. Scripts go as EVAL (Redis caches them by
+digest), so a restarted or failed-over Redis never answers NOSCRIPT mid-batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+
+import redis
+
+from smtp_balancer.config.feedback import RateRuleConfig
+from smtp_balancer.feedback.follower import Position
+from smtp_balancer.feedback.processor import Batch, Hit, minute_bucket
+from smtp_balancer.state.keys import KeySchema
+
+REASON_QUOTE = 160  # characters of the remote reply quoted in a suspension reason
+CODES = {0: "counting", 1: "acted", 2: "in_force", 3: "skipped"}
+RATE_CODES = {0: "quiet", 1: "tripped", 2: "still_tripped", 3: "recovered"}
+
+
+def _script(name: str) -> str:
+    return resources.files("smtp_balancer.feedback").joinpath(name).read_text()
+
+
+HIT_LUA = _script("hit.lua")
+RATE_LUA = _script("rate.lua")
+
+
+@dataclass(frozen=True)
+class HitResult:
+    hit: Hit
+    outcome: str  # counting | acted | in_force | skipped
+    seconds: int
+    strike: int
+
+
+@dataclass(frozen=True)
+class RateResult:
+    rule: str
+    endpoint: str
+    provider: str
+    outcome: str  # quiet | tripped | still_tripped | recovered
+    rate_percent: float
+    attempts: int
+
+
+def reason_for(hit: Hit) -> str:
+    quoted = " ".join(hit.response.split())[:REASON_QUOTE]
+    return f'rule {hit.rule.name}: {hit.endpoint} {hit.status} by {hit.provider}: "{quoted}"'
+
+
+class FeedbackStore:
+    def __init__(self, client: redis.Redis, keys: KeySchema, instance: str, retention_s: int) -> None:
+        self.r = client
+        self.keys = keys
+        self.instance = instance
+        self.retention_s = retention_s
+
+    def load_position(self) -> Position | None:
+        """The saved position; a junk value is reported by ValueError."""
+        raw = self.r.get(self.keys.feedback_position(self.instance))
+        if raw is None:
+            return None
+        return Position.decode(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    def apply(self, batch: Batch, position: Position) -> list[HitResult]:
+        pipe = self.r.pipeline(transaction=True)
+        buckets: Counter[tuple[str, str, str]] = Counter()
+        for (ep, provider, minute, status), n in batch.outcomes.items():
+            key = self.keys.outcomes(ep, provider, minute)
+            pipe.hincrby(key, status, n)
+            buckets[(ep, provider, minute)] += 1
+        for ep, provider, minute in buckets:
+            pipe.expire(self.keys.outcomes(ep, provider, minute), self.retention_s)
+        for hit in batch.hits:
+            rule = hit.rule.config
+            pipe.eval(
+                HIT_LUA,
+                1,
+                self.keys.hits(rule.name, hit.endpoint, hit.provider),
+                self.keys.base,
+                rule.name,
+                hit.endpoint,
+                hit.provider,
+                hit.uid,
+                rule.trigger.count,
+                int(rule.trigger.period),
+                rule.action,
+                int(rule.duration),
+                rule.growth,
+                int(rule.window),
+                int(rule.max_duration),
+                rule.factor,
+                reason_for(hit),
+            )
+        pipe.set(self.keys.feedback_position(self.instance), position.encode())
+        replies = pipe.execute()
+        results = []
+        for hit, reply in zip(batch.hits, replies[len(batch.outcomes) + len(buckets) :], strict=False):
+            code, seconds, strike = (int(x) for x in reply)
+            results.append(HitResult(hit, CODES.get(code, "unknown"), seconds, strike))
+        return results
+
+    def evaluate_rates(
+        self, rules: list[RateRuleConfig], pairs: set[tuple[str, str]], now: float | None = None
+    ) -> list[RateResult]:
+        if not rules or not pairs:
+            return []
+        now = time.time() if now is None else now
+        jobs = []
+        pipe = self.r.pipeline(transaction=False)
+        for rule in rules:
+            minutes = [minute_bucket(now - 60 * i) for i in range(max(1, int(rule.window) // 60))]
+            for ep, provider in sorted(pairs):
+                if rule.providers and provider not in rule.providers:
+                    continue
+                pipe.eval(
+                    RATE_LUA,
+                    1,
+                    self.keys.tripped(rule.name, ep, provider),
+                    self.keys.base,
+                    rule.name,
+                    ep,
+                    provider,
+                    rule.measure,
+                    rule.above_percent,
+                    rule.recover_below_percent,
+                    rule.min_attempts,
+                    rule.action,
+                    int(rule.duration),
+                    *(self.keys.outcomes(ep, provider, m) for m in minutes),
+                )
+                jobs.append((rule.name, ep, provider))
+        out = []
+        for (name, ep, provider), reply in zip(jobs, pipe.execute(), strict=True):
+            code, rate100, attempts = (int(x) for x in reply)
+            out.append(
+                RateResult(name, ep, provider, RATE_CODES.get(code, "unknown"), rate100 / 100, attempts)
+            )
+        return out
