@@ -193,6 +193,12 @@ class LogFollower:
         f = self._current()
         if f is None:
             return False
+        if f is self._file and not self._pending and self._rewritten():
+            # truncated and written again past our offset since the last read
+            before = self.position
+            self._attach(self._file, self._inode, 0)
+            self._bridge_copy(before)
+            return True
         chunk = f.read(READ_CHUNK)
         if chunk:
             self._pending += chunk
@@ -227,14 +233,16 @@ class LogFollower:
             self._queue.append((self._file, self._inode))
             self._file, self._inode, self._offset, self._tail = f, os.fstat(f.fileno()).st_ino, 0, b""
             return True
-        fd = self._file.fileno()
-        regrown = (
-            st.st_size >= self._offset
-            and os.pread(fd, len(self._tail), self._offset - len(self._tail)) != self._tail
-        )
-        if st.st_size < self._offset or regrown:
+        if st.st_size < self._offset:
             before = self.position
             self._attach(self._file, self._inode, 0)
             self._bridge_copy(before)
             return True
         return False
+
+    def _rewritten(self) -> bool:
+        """Do the bytes before our offset still read as we left them? (one 64-byte pread)"""
+        if self._file is None or not self._tail:
+            return False
+        got = os.pread(self._file.fileno(), len(self._tail), self._offset - len(self._tail))
+        return got != self._tail

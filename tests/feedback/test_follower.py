@@ -1,0 +1,142 @@
+"""The log follower on real files: growth, half lines, rotation, copytruncate, restarts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from smtp_balancer.feedback.follower import LogFollower, Position
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("a") as f:
+        f.write(text)
+
+
+def drain(f: LogFollower) -> list[str]:
+    out: list[str] = []
+    while batch := f.read_lines(3):
+        out.extend(batch)
+    return out
+
+
+def test_reads_complete_lines_and_waits_for_a_half_written_one(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    f = LogFollower(log, start_at="beginning")
+    append(log, "one\ntwo\nthr")
+    assert drain(f) == ["one", "two"]
+    append(log, "ee\n")
+    assert drain(f) == ["three"]
+    assert f.position.offset == log.stat().st_size
+
+
+def test_start_at_end_skips_history(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("old\n")
+    f = LogFollower(log, start_at="end")
+    append(log, "new\n")
+    assert drain(f) == ["new"]
+
+
+def test_rename_rotation_finishes_the_old_file_then_follows_the_new(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("a1\n")
+    f = LogFollower(log, start_at="beginning")
+    assert drain(f) == ["a1"]
+    append(log, "a2\n")
+    log.rename(tmp_path / "mail.log.1")
+    append(tmp_path / "mail.log.1", "a3\n")  # the writer had not reopened yet
+    append(log, "b1\n")
+    assert drain(f) == ["a2", "a3", "b1"]
+    assert any("rotated" in n for n in f.notes)
+    append(log, "b2\n")
+    assert drain(f) == ["b2"]
+
+
+def test_copytruncate_is_bridged_from_the_copy(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("a1\n")
+    f = LogFollower(log, start_at="beginning")
+    assert drain(f) == ["a1"]
+    append(log, "a2\na3\n")  # written, not yet read, when logrotate copies and truncates
+    shutil.copy(log, tmp_path / "mail.log.1")
+    os.truncate(log, 0)
+    append(log, "b1\n")
+    assert drain(f) == ["a2", "a3", "b1"]
+    assert any("truncated" in n for n in f.notes)
+
+
+def test_truncation_that_regrew_past_our_offset_is_noticed(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("short\n")
+    f = LogFollower(log, start_at="beginning")
+    assert drain(f) == ["short"]
+    os.truncate(log, 0)
+    append(log, "a much longer line than before\n")
+    assert drain(f) == ["a much longer line than before"]
+
+
+def test_restart_resumes_exactly_where_it_stopped(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("1\n2\n")
+    f = LogFollower(log, start_at="beginning")
+    assert drain(f) == ["1", "2"]
+    saved = Position.decode(f.position.encode())
+    f.close()
+    append(log, "3\n")
+    g = LogFollower(log, saved)
+    assert drain(g) == ["3"]
+
+
+def test_restart_after_a_rotation_while_down_reads_the_rest_of_the_old_file(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("1\n")
+    f = LogFollower(log, start_at="beginning")
+    assert drain(f) == ["1"]
+    saved = f.position
+    f.close()
+    append(log, "2\n")
+    log.rename(tmp_path / "mail.log.1")
+    log.write_text("3\n")
+    g = LogFollower(log, saved)
+    assert drain(g) == ["2", "3"]
+
+
+def test_restart_after_a_copytruncate_while_down(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("1\n")
+    f = LogFollower(log, start_at="beginning")
+    assert drain(f) == ["1"]
+    saved = f.position
+    f.close()
+    append(log, "2\n")
+    shutil.copy(log, tmp_path / "mail.log.1")
+    os.truncate(log, 0)
+    append(log, "3\n")
+    g = LogFollower(log, saved)
+    assert drain(g) == ["2", "3"]
+
+
+def test_an_endless_line_is_cut_instead_of_buffered_forever(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"x" * 200_000)
+    f = LogFollower(log, start_at="beginning")
+    lines = drain(f)
+    assert lines and all(len(line) <= 64 * 1024 for line in lines)
+
+
+def test_a_missing_file_is_waited_for(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    f = LogFollower(log, start_at="beginning")
+    assert drain(f) == []
+    log.write_text("hello\n")
+    assert drain(f) == ["hello"]
+
+
+def test_position_decode_rejects_junk() -> None:
+    import pytest
+
+    with pytest.raises(ValueError):
+        Position.decode("banana")

@@ -1,0 +1,147 @@
+"""Feedback writes against a real redis-server, and the engine honouring them."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import redis
+
+from smtp_balancer.config.feedback import RateRuleConfig, ResponseRuleConfig
+from smtp_balancer.engine import Engine
+from smtp_balancer.facts import Facts
+from smtp_balancer.feedback.follower import Position
+from smtp_balancer.feedback.processor import Batch, Hit
+from smtp_balancer.feedback.responses import ResponseMatcher
+from smtp_balancer.feedback.store import FeedbackStore
+from smtp_balancer.state.keys import KeySchema
+
+KEYS = KeySchema()
+GMAIL_421 = (
+    "host gmail.com[127.0.0.1] said: 421-4.7.28 unusual rate of unsolicited mail (in reply to RCPT TO)"
+)
+
+
+def rule(**kw) -> ResponseRuleConfig:
+    base = {"name": "r", "match": "4\\.7\\.28", "duration": 100, "window": 3600, "max_duration": 350}
+    return ResponseRuleConfig(**{**base, **kw})
+
+
+def hit(r: ResponseRuleConfig, uid: str, ep: str = "out2", provider: str = "google") -> Hit:
+    compiled = ResponseMatcher([r]).rules[0]
+    return Hit(compiled, ep, provider, "deferred", GMAIL_421, uid)
+
+
+def apply(store: FeedbackStore, hits: list[Hit], offset: int = 0):
+    return store.apply(Batch(hits=hits), Position(1, offset, b""))
+
+
+def test_a_counted_rule_acts_at_exactly_its_nth_match(rdb: redis.Redis) -> None:
+    store = FeedbackStore(rdb, KEYS, "t", 3600)
+    r = rule(trigger={"count": 3, "period": 60})
+    outcomes = [apply(store, [hit(r, f"u{i}")])[0].outcome for i in range(3)]
+    assert outcomes == ["counting", "counting", "acted"]
+    reason = rdb.get(KEYS.suspension("out2", "google"))
+    assert reason.startswith("rule r: out2 deferred by google:") and "421-4.7.28" in reason
+    assert 95 <= rdb.ttl(KEYS.suspension("out2", "google")) <= 100
+
+
+def test_a_replayed_line_does_not_count_twice(rdb: redis.Redis) -> None:
+    store = FeedbackStore(rdb, KEYS, "t", 3600)
+    r = rule(trigger={"count": 2, "period": 60})
+    assert apply(store, [hit(r, "same")])[0].outcome == "counting"
+    assert apply(store, [hit(r, "same")])[0].outcome == "counting"
+    assert apply(store, [hit(r, "other")])[0].outcome == "acted"
+
+
+def test_matches_outside_the_period_do_not_count(rdb: redis.Redis) -> None:
+    store = FeedbackStore(rdb, KEYS, "t", 3600)
+    r = rule(trigger={"count": 2, "period": 1})
+    assert apply(store, [hit(r, "a")])[0].outcome == "counting"
+    time.sleep(1.1)
+    assert apply(store, [hit(r, "b")])[0].outcome == "counting"
+
+
+def test_in_force_does_not_strike_again_and_repeats_grow_the_duration(rdb: redis.Redis) -> None:
+    store = FeedbackStore(rdb, KEYS, "t", 3600)
+    r = rule()
+    first = apply(store, [hit(r, "1")])[0]
+    assert (first.outcome, first.seconds, first.strike) == ("acted", 100, 1)
+    assert apply(store, [hit(r, "2")])[0].outcome == "in_force"
+    rdb.delete(KEYS.suspension("out2", "google"))  # as if the TTL ran out
+    second = apply(store, [hit(r, "3")])[0]
+    assert (second.seconds, second.strike) == (200, 2)
+    rdb.delete(KEYS.suspension("out2", "google"))
+    assert apply(store, [hit(r, "4")])[0].seconds == 350  # capped by max_duration
+
+
+def test_apply_moves_the_position_with_the_counts(rdb: redis.Redis) -> None:
+    store = FeedbackStore(rdb, KEYS, "host1", 3600)
+    batch = Batch()
+    batch.outcomes[("out1", "google", "202611241030", "sent")] = 5
+    store.apply(batch, Position(7, 1234, b"tail"))
+    assert rdb.hget(KEYS.outcomes("out1", "google", "202611241030"), "sent") == "5"
+    assert store.load_position() == Position(7, 1234, b"tail")
+
+
+def test_rate_rule_trips_stays_tripped_and_re_arms_below_recovery(rdb: redis.Redis) -> None:
+    store = FeedbackStore(rdb, KEYS, "t", 3600)
+    rr = RateRuleConfig(
+        name="defer-rate",
+        above_percent=50,
+        recover_below_percent=20,
+        min_attempts=10,
+        window=120,
+        duration=60,
+    )
+    now = time.time()
+    minute = time.strftime("%Y%m%d%H%M", time.gmtime(now))
+    key = KEYS.outcomes("out1", "yahoo", minute)
+
+    rdb.hset(key, mapping={"sent": 6, "deferred": 3})  # 9 attempts: below min_attempts
+    assert store.evaluate_rates([rr], {("out1", "yahoo")}, now)[0].outcome == "quiet"
+    rdb.hset(key, mapping={"sent": 4, "deferred": 6})  # 60% of 10: trips
+    res = store.evaluate_rates([rr], {("out1", "yahoo")}, now)[0]
+    assert (res.outcome, res.rate_percent, res.attempts) == ("tripped", 60.0, 10)
+    assert "rate rule defer-rate" in rdb.get(KEYS.suspension("out1", "yahoo"))
+    rdb.hset(key, mapping={"sent": 7, "deferred": 3})  # 30%: below trip, above recovery
+    assert store.evaluate_rates([rr], {("out1", "yahoo")}, now)[0].outcome == "still_tripped"
+    rdb.hset(key, mapping={"sent": 9, "deferred": 1})  # 10%: recovers
+    assert store.evaluate_rates([rr], {("out1", "yahoo")}, now)[0].outcome == "recovered"
+
+
+def gmail(i: int) -> Facts:
+    return Facts(sender=f"s{i}@shop.test", recipients=(f"u{i}@gmail.com",))
+
+
+async def test_a_throttle_lowers_the_share_and_only_for_its_provider(make_config, rdb: redis.Redis) -> None:
+    engine = Engine(make_config())
+    try:
+        rdb.set(KEYS.throttle("out2", "google"), "0.25 rule x", ex=60)
+        seen: Counter[str] = Counter()
+        for i in range(6000):
+            seen[(await engine.decide(gmail(i), commit=False)).endpoint] += 1
+        # out2 keeps its share (50%) times the factor: 12.5%
+        assert 0.095 < seen["out2"] / 6000 < 0.155, seen
+        yahoo: Counter[str] = Counter()
+        for i in range(2000):
+            f = Facts(sender=f"s{i}@shop.test", recipients=(f"u{i}@yahoo.com",))
+            yahoo[(await engine.decide(f, commit=False)).endpoint] += 1
+        assert 0.44 < yahoo["out2"] / 2000 < 0.56, yahoo
+    finally:
+        await engine.aclose()
+
+
+async def test_a_rule_quarantine_lifts_itself_at_until(make_config, rdb: redis.Redis) -> None:
+    engine = Engine(make_config())
+    try:
+        state = KEYS.endpoint_state("out2")
+        rdb.hset(state, mapping={"state": "quarantined", "reason": "rule", "until": int(time.time()) + 60})
+        before = {(await engine.decide(gmail(i), commit=False)).endpoint for i in range(300)}
+        assert "out2" not in before
+        rdb.hset(state, "until", int(time.time()) - 1)
+        after = {(await engine.decide(gmail(i), commit=False)).endpoint for i in range(300)}
+        assert "out2" in after
+    finally:
+        await engine.aclose()
+
