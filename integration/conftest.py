@@ -23,7 +23,7 @@ import redis
 import yaml
 
 from integration.configs import deep_merge, topology
-from integration.daemons import CLI, DaemonProcess, PolicydProcess, unix_ready
+from integration.daemons import CLI, DaemonProcess, PolicydProcess, tcp_ready, unix_ready
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
@@ -64,6 +64,7 @@ class MailSystem:
     metrics_port: int
     rdb: redis.Redis
     milter: DaemonProcess
+    feedback: DaemonProcess
 
     def message(
         self,
@@ -157,7 +158,14 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
     bases: list[Path] = []
     sinks: list[Sink] = []
 
-    def make(extra: dict[str, Any] | None = None, *, policy: bool = True, milter: bool = False) -> MailSystem:
+    def make(
+        extra: dict[str, Any] | None = None,
+        *,
+        policy: bool = True,
+        milter: bool = False,
+        feedback: bool = False,
+        domains: list[str] | None = None,
+    ) -> MailSystem:
         base = make_shared_dir("sb-it-")
         bases.append(base)
         redis_server = RedisServer(base / "redis")
@@ -169,6 +177,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         started.append(sink.stop)
         policy_port, metrics_port, smtpd_port = free_port(), free_port(), free_port()
         milter_socket = base / "milter" / "milter.sock"
+        feedback_metrics = free_port()
         harness = {
             "policyd": {"enabled": policy},
             "milter": {
@@ -176,6 +185,13 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
                 "listen": f"unix:{milter_socket}",
                 "postfix_maps_dir": str(base / "maps"),
                 "metrics_listen": f"127.0.0.1:{free_port()}",
+            },
+            "feedback": {
+                "log_file": str(base / "postfix" / "postfix.log"),
+                "start_at": "beginning",
+                "instance": "it",
+                "metrics_listen": f"127.0.0.1:{feedback_metrics}",
+                "poll_interval_ms": 100,
             },
         }
         config = deep_merge(
@@ -202,13 +218,29 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
             sink_port=sink.port,
             master_cf_extra=render(config_path, "master"),
             main_cf_extra=render(config_path, "main"),
+            domains=domains,
         )
         started.append(postfix.stop)
         postfix.start()
+        feedback_process = DaemonProcess(
+            "feedback", config_path, base / "feedback.log", tcp_ready(feedback_metrics)
+        )
+        if feedback:
+            feedback_process.start()
+            started.append(feedback_process.stop)
         rdb = redis_server.client()
         started.append(rdb.close)
         return MailSystem(
-            base, redis_server, sink, postfix, policyd, config_path, metrics_port, rdb, milter_process
+            base,
+            redis_server,
+            sink,
+            postfix,
+            policyd,
+            config_path,
+            metrics_port,
+            rdb,
+            milter_process,
+            feedback_process,
         )
 
     yield make

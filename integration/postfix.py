@@ -64,6 +64,7 @@ class PostfixInstance:
         sink_port: int,
         master_cf_extra: str = "",
         main_cf_extra: str = "",
+        domains: list[str] | None = None,
     ) -> None:
         self.base = base.resolve()
         self.config_dir = self.base / "etc"
@@ -74,6 +75,10 @@ class PostfixInstance:
         self.sink_port = sink_port
         self.master_cf_extra = master_cf_extra
         self.main_cf_extra = main_cf_extra
+        # per-domain destinations, as in production: each recipient domain is its own
+        # Postfix destination, resolved through a private /etc/hosts to the sink
+        self.domains = domains
+        self.hosts_file = self.base / "hosts"
         self._master_pid: int | None = None
 
     def write_config(self) -> None:
@@ -81,6 +86,15 @@ class PostfixInstance:
             d.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.data_dir, user="postfix")
         sink = f"[127.0.0.1]:{self.sink_port}"
+        if self.domains:
+            # no relayhost, an empty FILTER nexthop: the recipient domain is the nexthop,
+            # found in our private hosts file (DNS is off), on the sink's port
+            routing = f"smtp_tcp_port = {self.sink_port}\nsmtp_host_lookup = native"
+            self.hosts_file.write_text(
+                "127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {d}\n" for d in self.domains)
+            )
+        else:
+            routing = f"relayhost = {sink}\ndefault_filter_nexthop = {sink}"
         main = f"""\
 compatibility_level = 3.6
 queue_directory = {self.queue_dir}
@@ -97,8 +111,7 @@ maillog_file = {self.log_file}
 maillog_file_prefixes = {self.base}
 smtp_dns_support_level = disabled
 smtpd_peername_lookup = no
-relayhost = {sink}
-default_filter_nexthop = {sink}
+{routing}
 in_flow_delay = 0
 queue_run_delay = 1s
 minimal_backoff_time = 1s
@@ -112,9 +125,14 @@ biff = no
         master = MASTER_CF_BASE.format(listen=f"127.0.0.1:{self.smtpd_port}")
         (self.config_dir / "master.cf").write_text(master + "\n" + self.master_cf_extra)
 
-    def _postfix(self, *args: str, check: bool = True) -> str:
+    def _postfix(self, *args: str, check: bool = True, private_hosts: bool = False) -> str:
         # Postfix writes its errors only to a terminal: give it one with script(1)
         command = " ".join(["postfix", "-c", str(self.config_dir), *args])
+        if private_hosts:
+            # the master and its children live in a mount namespace where /etc/hosts
+            # is ours: the machine's own /etc/hosts is never touched
+            inner = f"mount --bind {self.hosts_file} /etc/hosts && {command}"
+            command = f"unshare -m sh -c '{inner}'"
         out = subprocess.run(
             ["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60
         )
@@ -126,7 +144,7 @@ biff = no
     def start(self) -> None:
         self.write_config()
         self._postfix("check")
-        self._postfix("start")
+        self._postfix("start", private_hosts=bool(self.domains))
         pidfile = self.queue_dir / "pid" / "master.pid"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
