@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import yaml
 
 from integration.configs import deep_merge, topology
@@ -21,23 +19,6 @@ BASE: dict[str, Any] = {
     "decision": {"budget_ms": 1000, "retry_after_ms": 100},
     **topology(),
 }
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def rdb(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -144,4 +144,3 @@ async def test_a_rule_quarantine_lifts_itself_at_until(make_config, rdb: redis.R
         assert "out2" in after
     finally:
         await engine.aclose()
-
