@@ -41,3 +41,58 @@ def decide_many(
         return used
 
     return dict(asyncio.run(run()))
+
+
+RELAYS = {
+    "google": "gmail-smtp-in.l.google.com[142.250.1.27]:25",
+    "microsoft": "example-com.mail.protection.outlook.com[52.101.1.1]:25",
+    "yahoo": "mta5.am0.yahoodns.net[67.195.1.1]:25",
+    "other": "mx.example.test[192.0.2.25]:25",
+}
+
+
+def synthetic_log(count: int, seed: int = 1) -> tuple[list[str], Counter[str]]:
+    """``count`` Postfix log lines shaped like a busy MTA's, and the deliveries per endpoint
+    ("" for Postfix's default transport).
+
+    About 60% delivery results (sent, some deferred, a few bounced) through
+    out1-3 and the default transport, 35% other Postfix lines, 5% garbage.
+    """
+    rng = random.Random(seed)
+    lines: list[str] = []
+    deliveries: Counter[str] = Counter()
+    for i in range(count):
+        qid = f"{i:011X}"
+        roll = rng.random()
+        if roll < 0.60:
+            provider = rng.choice(list(RELAYS))
+            ep = rng.choice(["out1/", "out2/", "out3/", ""])
+            deliveries[ep.rstrip("/")] += 1
+            status, dsn, text = rng.choices(
+                [
+                    ("sent", "2.0.0", "250 2.0.0 OK"),
+                    ("deferred", "4.7.0", "host x said: 421 4.7.0 try again later"),
+                    ("bounced", "5.1.1", "host x said: 550 5.1.1 no such user"),
+                ],
+                weights=[90, 8, 2],
+            )[0]
+            lines.append(
+                f"Nov 24 02:48:11 mta postfix/{ep}smtp[9536]: {qid}: to=<u{i}@{provider}.test>, "
+                f"relay={RELAYS[provider]}, delay=0.42, delays=0.01/0/0.2/0.21, dsn={dsn}, "
+                f"status={status} ({text})"
+            )
+        elif roll < 0.95:
+            lines.append(
+                f"Nov 24 02:48:11 mta postfix/qmgr[9000]: {qid}: from=<s@shop.test>, size=900, nrcpt=1"
+            )
+        else:
+            lines.append(
+                rng.choice(
+                    [
+                        "",
+                        "\x00\x01garbage",
+                        "Nov 24 02:48:11 mta postfix/smtp[1]: X1: to=<broken>, status=sent",
+                    ]
+                )
+            )
+    return lines, deliveries

@@ -1,0 +1,91 @@
+"""The real feedback daemon following a log through rotations and a crash: each line counts once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from integration.configs import topology
+from integration.daemons import DaemonProcess, tcp_ready
+from integration.sink import free_port
+from integration.workloads import synthetic_log
+
+
+def counted(rdb) -> int:
+    total = 0
+    for key in rdb.scan_iter(match="{sb}:outcomes:*", count=1000):
+        total += sum(int(v) for v in rdb.hgetall(key).values())
+    return total
+
+
+def wait_for_count(rdb, expected: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = counted(rdb)
+        if got >= expected:
+            return got
+        time.sleep(0.1)
+    return counted(rdb)
+
+
+def test_rename_rotation_copytruncate_and_a_crash_count_every_line_once(
+    tmp_path: Path, redis_server, rdb
+) -> None:
+    log = tmp_path / "mail.log"
+    log.touch()
+    port = free_port()
+    config = {
+        "redis": {"url": redis_server.url},
+        **topology(),
+        "feedback": {
+            "log_file": str(log),
+            "start_at": "beginning",
+            "instance": "t",
+            "metrics_listen": f"127.0.0.1:{port}",
+            "poll_interval_ms": 50,
+            "batch_lines": 200,
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    daemon = DaemonProcess("feedback", path, tmp_path / "feedback.log", tcp_ready(port))
+    daemon.start()
+    lines, deliveries = synthetic_log(12_000, seed=7)
+    expected = sum(n for ep, n in deliveries.items() if ep)  # the default transport is not ours
+    chunks = [lines[i : i + 1000] for i in range(0, len(lines), 1000)]
+    try:
+
+        def write(chunk: list[str]) -> None:
+            with log.open("a") as f:
+                f.write("\n".join(chunk) + "\n")
+
+        for i, chunk in enumerate(chunks):
+            write(chunk)
+            if i == 2:  # logrotate's default: rename, new file; the writer reopens later
+                log.rename(tmp_path / "mail.log.1")
+                log.touch()
+            elif i == 5:  # copytruncate, with lines written but not yet read
+                shutil.copy(log, tmp_path / "mail.log.2")
+                os.truncate(log, 0)
+            elif i == 7:  # a crash mid-stream: the saved position must be exact
+                daemon.kill()
+                daemon.start()
+            elif i == 9:  # a half-written last line, finished a moment later
+                with log.open("a") as f:
+                    f.write(chunks[10][0][:30])
+                time.sleep(0.3)
+                with log.open("a") as f:
+                    f.write(chunks[10][0][30:] + "\n")
+                chunks[10] = chunks[10][1:]
+            time.sleep(0.05)
+        got = wait_for_count(rdb, expected)
+        time.sleep(1.0)  # and nothing more arrives later
+        assert counted(rdb) == got == expected, daemon.log_tail()
+        notes = daemon.log_tail(200)
+        assert "rotated" in notes and "truncated" in notes
+    finally:
+        daemon.stop()
