@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install first.
-.PHONY: install demo test bench bench-engine bench-policy bench-e2e bench-milter lint
+.PHONY: install demo test bench bench-engine bench-policy bench-e2e bench-milter bench-feedback lint
 
 install:
 	bash .ci/install
@@ -13,7 +13,7 @@ test: install
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md
-bench: bench-engine bench-policy bench-e2e bench-milter
+bench: bench-engine bench-policy bench-e2e bench-milter bench-feedback
 
 bench-engine: install
 	.venv/bin/python benchmarks/engine_throughput.py
@@ -35,3 +35,6 @@ bench-milter: install
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+
+bench-feedback: install
+	.venv/bin/python benchmarks/feedback_throughput.py

@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 
 import redis
 
@@ -28,6 +29,7 @@ from smtp_balancer.state.keys import KeySchema
 
 log = logging.getLogger("smtp_balancer.feedback")
 RETRY_S = 1.0
+GARBAGE_LOG_INTERVAL_S = 60.0
 
 
 def endpoint_label(name: str, known: set[str]) -> str:
@@ -51,6 +53,8 @@ class FeedbackDaemon:
             self.r, KeySchema(config.redis.prefix), self.instance, int(fb.rate_retention)
         )
         self.follower: LogFollower | None = None
+        self._garbage = 0
+        self._garbage_logged_at = -GARBAGE_LOG_INTERVAL_S
 
     # -- start ---------------------------------------------------------------------
     def saved_position(self) -> Position | None:
@@ -117,7 +121,12 @@ class FeedbackDaemon:
         metrics.LOG_LINES.labels("delivery").inc(len(batch.deliveries))
         if batch.garbage:
             metrics.LOG_LINES.labels("garbage").inc(len(batch.garbage))
-            log.warning("%d unparsable log line(s) skipped; first: %s", len(batch.garbage), batch.garbage[0])
+            self._garbage += len(batch.garbage)
+            now = time.monotonic()
+            # one warning a minute at most: a log full of garbage must not flood our own log
+            if now - self._garbage_logged_at >= GARBAGE_LOG_INTERVAL_S:
+                log.warning("%d unparsable log line(s) skipped; latest: %s", self._garbage, batch.garbage[-1])
+                self._garbage, self._garbage_logged_at = 0, now
         for d in batch.deliveries:
             ep = endpoint_label(d.endpoint, self.endpoints)
             metrics.DELIVERIES.labels(ep, d.provider, d.status).inc()

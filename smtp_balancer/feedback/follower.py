@@ -174,19 +174,20 @@ class LogFollower:
         out: list[str] = []
         while self._ready and len(out) < limit:
             out.append(self._ready.pop(0))
+        # one pass with an index, one slice at the end: no re-slicing per line
+        buf, pos = self._pending, 0
         while len(out) < limit:
-            nl = self._pending.find(b"\n")
+            nl = buf.find(b"\n", pos)
             if nl < 0:
-                if len(self._pending) > MAX_LINE:
-                    nl = MAX_LINE - 1  # cut an endless line; the parser counts it as garbage
-                else:
+                if len(buf) - pos <= MAX_LINE:
                     break
-            raw = self._pending[: nl + 1]
-            self._pending = self._pending[nl + 1 :]
-            if not self._queue:  # lines of an old file do not move the main file's position
-                self._offset += len(raw)
-                self._tail = (self._tail + raw)[-TAIL_BYTES:]
-            out.append(raw.rstrip(b"\r\n").decode("utf-8", errors="replace"))
+                nl = pos + MAX_LINE - 1  # cut an endless line; the parser counts it as garbage
+            out.append(buf[pos : nl + 1].rstrip(b"\r\n").decode("utf-8", errors="replace"))
+            pos = nl + 1
+        if pos and not self._queue:  # lines of an old file do not move the main file's position
+            self._offset += pos
+            self._tail = (self._tail + buf[max(0, pos - TAIL_BYTES) : pos])[-TAIL_BYTES:]
+        self._pending = buf[pos:]
         return out
 
     def _read_more(self) -> bool:

@@ -1,0 +1,114 @@
+"""Feedback daemon throughput on a synthetic Postfix log, against a private local redis-server.
+
+Writes N synthetic lines (60% delivery results, 35% other Postfix lines, 5%
+garbage) to a file, then times, in the same run:
+  - baseline: the log follower alone reading every line (file I/O only);
+  - feedback: the follower, the parser and rule matching, and the Redis writes
+    (one MULTI/EXEC per batch with the saved position), exactly as the daemon's
+    loop does (FeedbackDaemon.step).
+It prints lines/s for both, the ratio, the target (20,000 lines/s), and the
+process RSS after the first fifth and at the end (memory must stay flat).
+
+Bounded: N lines (default 100,000). Run: make bench-feedback
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from integration.configs import topology
+from integration.redis_server import RedisServer
+from integration.workloads import synthetic_log
+from smtp_balancer.config import validate_config
+from smtp_balancer.feedback.daemon import FeedbackDaemon
+from smtp_balancer.feedback.follower import LogFollower
+
+TARGET = 20_000
+
+
+def rss_mib() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * 4096 / 2**20
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args()
+    logging.getLogger("smtp_balancer").setLevel(logging.ERROR)  # the garbage lines are on purpose
+
+    with tempfile.TemporaryDirectory(prefix="sb-bench-fb-") as tmp:
+        log = Path(tmp) / "mail.log"
+        lines, deliveries = synthetic_log(args.lines, seed=3)
+        log.write_text("\n".join(lines) + "\n")
+        del lines
+
+        start = time.perf_counter()
+        follower = LogFollower(log, start_at="beginning")
+        n = 0
+        while batch := follower.read_lines(args.batch):
+            n += len(batch)
+        follower.close()
+        base_s = time.perf_counter() - start
+
+        server = RedisServer(Path(tmp) / "redis")
+        server.start()
+        try:
+            raw = {
+                "redis": {"url": server.url},
+                **topology(),
+                "feedback": {
+                    "log_file": str(log),
+                    "start_at": "beginning",
+                    "instance": "bench",
+                    "batch_lines": args.batch,
+                    "metrics_listen": "",
+                },
+            }
+            daemon = FeedbackDaemon(validate_config(raw), threading.Event())
+            daemon.follower = daemon.open_log()
+            done = 0
+            early_rss = 0.0
+            start = time.perf_counter()
+            while (got := daemon.step()) > 0:
+                done += got
+                if not early_rss and done >= args.lines // 5:
+                    early_rss = rss_mib()
+            fb_s = time.perf_counter() - start
+            end_rss = rss_mib()
+            daemon.follower.close()
+            stored = 0
+            for key in daemon.r.scan_iter(match="{sb}:outcomes:*", count=1000):
+                stored += sum(int(v) for v in daemon.r.hgetall(key).values())
+        finally:
+            server.stop()
+
+    expected = sum(v for ep, v in deliveries.items() if ep)
+    print(f"lines: {args.lines:,}  batch: {args.batch}  deliveries through endpoints: {expected:,}")
+    print(f"baseline (follower only):    {n / base_s:>10,.0f} lines/s")
+    print(f"feedback (parse+rules+Redis): {done / fb_s:>9,.0f} lines/s  = {base_s / fb_s:.3f} of baseline")
+    print(
+        f"target: {TARGET:,} lines/s -> {'MET' if done / fb_s >= TARGET else 'NOT MET'} "
+        f"({done / fb_s / TARGET:.2f}x)"
+    )
+    print(
+        f"RSS after {args.lines // 5:,} lines: {early_rss:.1f} MiB; after {done:,}: {end_rss:.1f} MiB "
+        f"(+{end_rss - early_rss:.1f} MiB)"
+    )
+    if stored != expected:
+        print(f"ERROR: Redis counted {stored} deliveries, expected {expected}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
