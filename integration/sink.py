@@ -41,6 +41,7 @@ class _Handler:
     messages: list[Received] = field(default_factory=list)
     scripted: dict[tuple[str, str], str] = field(default_factory=dict)
     refused: Counter[tuple[str, str]] = field(default_factory=Counter)
+    first_refused_at: dict[tuple[str, str], float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -52,6 +53,7 @@ class _Handler:
             reply = self.scripted.get((peer, domain)) or self.scripted.get((peer, "*"))
             if reply:
                 self.refused[(peer, domain)] += 1
+                self.first_refused_at.setdefault((peer, domain), time.monotonic())
                 return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
