@@ -70,6 +70,13 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
                 yield (f"rules[{i}].name", f"rule name {name!r} is used twice")
             rule_names.add(name)
 
+    feedback = _mapping(raw.get("feedback"))
+    for section in ("response_rules", "rate_rules"):
+        for i, rule in enumerate(_list(feedback.get(section))):
+            for j, provider in enumerate(_list(_mapping(rule).get("providers"))):
+                if isinstance(provider, str) and provider not in providers:
+                    yield (f"feedback.{section}[{i}].providers[{j}]", f"unknown provider {provider!r}")
+
 
 def _overflow_cycles(pools: Mapping[str, Any]) -> Iterator[ConfigError]:
     for start in pools:

@@ -90,6 +90,30 @@ def test_five_distinct_errors_reported_together():
             "unknown provider 'gmail'",
         ),
         (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "feedback: {response_rules: [{name: r, match: x, providers: [gmail]}]}\n",
+            "feedback.response_rules[0].providers[0]",
+            "unknown provider 'gmail'",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "feedback: {response_rules: [{name: r, match: '(unclosed'}]}\n",
+            "feedback.response_rules[0].match",
+            "not a regular expression",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "feedback: {rate_rules: [{name: r, above_percent: 10, recover_below_percent: 20}]}\n",
+            "feedback.rate_rules[0]",
+            "recover_below_percent must not exceed above_percent",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "feedback: {dnsbl: {nameservers: [resolver.example]}}\n",
+            "feedback.dnsbl.nameservers",
+            "must be host:port",
+        ),
+        (
             "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}], stickiness: recipient}}\n",
             "pools.p.stickiness",
             "must be one of",
