@@ -39,6 +39,7 @@ def bench_config(url: str) -> dict:
     return {
         "redis": {"url": url, "max_connections": 128, "connect_timeout_ms": 2000},
         "decision": {"budget_ms": 2000},
+        "mx_lookup": {"enabled": False},
         "endpoints": {
             "out1": {"bind_address": "127.0.0.2"},
             "out2": {"bind_address": "127.0.0.3"},

@@ -166,6 +166,7 @@ def main() -> int:
             config = {
                 "redis": {"url": redis.url, "connect_timeout_ms": 2000, "max_connections": 256},
                 "decision": {"budget_ms": 2000},
+                "mx_lookup": {"enabled": False},
                 "policyd": {"listen": [f"inet:127.0.0.1:{ours_port}"], "metrics_listen": ""},
                 "endpoints": {
                     "out1": {"bind_address": "127.0.0.2"},

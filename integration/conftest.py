@@ -34,6 +34,8 @@ def base_config(redis_url: str, policy_port: int, metrics_port: int) -> dict[str
         "redis": {"url": redis_url, "connect_timeout_ms": 500},
         # a healthy local Redis answers in well under this; outages are refused at once
         "decision": {"budget_ms": 500, "retry_after_ms": 200},
+        # the test domains resolve through a private hosts file, never through DNS
+        "mx_lookup": {"enabled": False},
         "policyd": {
             "listen": [f"inet:127.0.0.1:{policy_port}"],
             "metrics_listen": f"127.0.0.1:{metrics_port}",

@@ -59,6 +59,7 @@ def config(redis_url: str, base: Path, ports: dict[str, int]) -> dict[str, Any]:
     return {
         "redis": {"url": redis_url},
         "decision": {"budget_ms": 200, "retry_after_ms": 500},
+        "mx_lookup": {"enabled": False},  # the demo's domains live in a private hosts file
         "endpoints": {
             "out1": {"bind_address": "127.0.0.2", "helo_name": "out1.example.com"},
             "out2": {"bind_address": "127.0.0.3", "helo_name": "out2.example.com"},

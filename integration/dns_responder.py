@@ -1,6 +1,6 @@
 """A tiny authoritative DNS responder on loopback UDP, for DNSBL tests (dnspython).
 
-``records`` maps a query name to its A answers; anything else is NXDOMAIN.
+``records`` maps (query name, type) to answers; an unknown name is NXDOMAIN.
 It can be changed while running, so a test can list and delist an address.
 """
 
@@ -22,7 +22,7 @@ class DnsResponder:
         self.sock.bind((host, 0))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
-        self.records: dict[str, list[str]] = {}
+        self.records: dict[tuple[str, str], list[str]] = {}  # (name, type) -> answers
         self.queries: list[str] = []
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -32,9 +32,9 @@ class DnsResponder:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def set(self, name: str, answers: list[str] | None) -> None:
+    def set(self, name: str, answers: list[str] | None, rdtype: str = "A") -> None:
         with self.lock:
-            key = name.rstrip(".").lower()
+            key = (name.rstrip(".").lower(), rdtype)
             if answers:
                 self.records[key] = list(answers)
             else:
@@ -64,11 +64,13 @@ class DnsResponder:
             reply.flags |= dns.flags.AA
             question = query.question[0]
             name = question.name.to_text().rstrip(".").lower()
+            rdtype = dns.rdatatype.to_text(question.rdtype)
             with self.lock:
                 self.queries.append(name)
-                answers = self.records.get(name)
-            if answers and question.rdtype == dns.rdatatype.A:
-                reply.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", *answers))
-            elif not answers:
+                answers = self.records.get((name, rdtype))
+                exists = any(n == name for n, _ in self.records)
+            if answers:
+                reply.answer.append(dns.rrset.from_text(question.name, 60, "IN", rdtype, *answers))
+            elif not exists:
                 reply.set_rcode(dns.rcode.NXDOMAIN)
             self.sock.sendto(reply.to_wire(), peer)

@@ -22,6 +22,8 @@ from redis.exceptions import RedisError, ResponseError
 from smtp_balancer import metrics
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.facts import Decision, Facts
+from smtp_balancer.mx import MxProviders
+from smtp_balancer.providers import domain_of
 from smtp_balancer.redis_channel import ScriptChannel
 from smtp_balancer.redis_client import describe
 from smtp_balancer.selection import Planner, ScriptCall, StateJunk
@@ -55,6 +57,7 @@ class Engine:
     def __init__(self, config: BalancerConfig) -> None:
         self.config = config
         self.planner = Planner(config)
+        self.mx = self._mx(config)
         self.budget_s = config.decision.budget_ms / 1000
         self.channel = ScriptChannel(config.redis, SELECT_LUA)
         self.live: LiveState | None = None
@@ -74,6 +77,9 @@ class Engine:
             self._redis_where = describe(config.redis)
         self.config = config
         self.planner = Planner(config)
+        if self.mx is not None:
+            await self.mx.close()
+        self.mx = self._mx(config)
         self.budget_s = config.decision.budget_ms / 1000
         self.breaker = Breaker(config.decision.retry_after_ms / 1000)
         self.live, self._live_due = None, 0.0
@@ -83,6 +89,8 @@ class Engine:
     async def aclose(self) -> None:
         if self._live_task is not None:
             self._live_task.cancel()
+        if self.mx is not None:
+            await self.mx.close()
         await self.channel.close()
 
     async def warm_up(self) -> bool:
@@ -120,7 +128,17 @@ class Engine:
             metrics.record_decision(decision.pool, decision.endpoint, decision.rule, decision.outcome)
         return decision
 
+    def _mx(self, config: BalancerConfig) -> MxProviders | None:
+        """The decision-time MX lookup, wired into the planner's provider table."""
+        if not config.mx_lookup.enabled:
+            return None
+        mx = MxProviders(config.mx_lookup, self.planner.providers)
+        self.planner.providers.learned = mx.cached
+        return mx
+
     async def _decide(self, facts: Facts, commit: bool, explain: bool, now: datetime | None) -> Decision:
+        if self.mx is not None:
+            await self.mx.learn({domain_of(r) for r in facts.recipients})
         call = self.planner.prepare(facts, now, commit=commit, explain=explain)
         if isinstance(call, Decision):
             return call

@@ -2,14 +2,13 @@
 
 The built-in table covers the large consumer providers by their public mail
 domains and by the MX host suffixes they publish. Hosted business domains
-(Google Workspace, Microsoft 365) are only recognisable by MX; the feedback
-daemon sees the MX host in the log, and the decision-time MX lookup comes with
-the feedback issue.
+(Google Workspace, Microsoft 365) are only recognisable by MX: the feedback
+daemon sees the MX host in the log, and deciders look it up (``mx.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 OTHER = "other"
@@ -77,6 +76,8 @@ class ProviderTable:
 
     by_domain: dict[str, str] = field(default_factory=dict)
     mx_suffixes: list[tuple[str, str]] = field(default_factory=list)
+    # providers learned by MX lookup at decision time (smtp_balancer/mx.py), if any
+    learned: Callable[[str], str | None] | None = None
 
     @classmethod
     def build(cls, extra: Mapping[str, ProviderSpec] | None = None) -> ProviderTable:
@@ -102,7 +103,11 @@ class ProviderTable:
         return set(self.by_domain.values()) | {name for _, name in self.mx_suffixes}
 
     def for_domain(self, domain: str) -> str:
-        return self.by_domain.get(domain.lower().rstrip("."), OTHER)
+        domain = domain.lower().rstrip(".")
+        known = self.by_domain.get(domain)
+        if known is None and self.learned is not None:
+            known = self.learned(domain)
+        return known or OTHER
 
     def for_mx(self, host: str) -> str:
         host = host.lower().rstrip(".")

@@ -17,6 +17,8 @@ BASE: dict[str, Any] = {
     # generous: a loaded CI machine must not turn these into degraded decisions;
     # the tests about the budget set their own
     "decision": {"budget_ms": 1000, "retry_after_ms": 100},
+    # no DNS in tests unless a test brings its own responder
+    "mx_lookup": {"enabled": False},
     **topology(),
 }
 

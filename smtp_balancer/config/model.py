@@ -176,6 +176,23 @@ class DecisionConfig(Strict):
     state_refresh_s: int = Field(default=5, ge=1, le=3600)
 
 
+class MxLookupConfig(Strict):
+    """Decision-time MX lookup for recipient domains the provider table does not know."""
+
+    enabled: bool = True
+    # resolvers (address or address:port); empty means /etc/resolv.conf
+    nameservers: list[str] = Field(default_factory=list)
+    # the longest a decision waits for an answer; a late answer serves the next message
+    budget_ms: int = Field(default=20, ge=0, le=5_000)
+    lookup_timeout_ms: int = Field(default=2_000, ge=10, le=30_000)
+    cache_size: int = Field(default=100_000, ge=100)
+    min_ttl_s: int = Field(default=300, ge=0)
+    max_ttl_s: int = Field(default=86_400, ge=1)
+    negative_ttl_s: int = Field(default=3_600, ge=0)
+    failure_ttl_s: int = Field(default=60, ge=0)
+    max_pending: int = Field(default=1_000, ge=1)
+
+
 class PolicydConfig(Strict):
     # render the policy service lines into main.cf (off for a milter-only setup)
     enabled: bool = True
@@ -261,5 +278,6 @@ class BalancerConfig(Strict):
     pools: dict[Name, PoolConfig] = Field(min_length=1)
     rules: list[RuleConfig] = Field(default_factory=list)
     providers: dict[Name, ProviderConfig] = Field(default_factory=dict)
+    mx_lookup: MxLookupConfig = Field(default_factory=MxLookupConfig)
     warmup_schedules: dict[Name, list[WarmupStep | int]] = Field(default_factory=dict)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
