@@ -34,6 +34,7 @@ from integration.daemons import CLI, DaemonProcess, PolicydProcess, tcp_ready, u
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
+from integration.waits import WaitTimeout, wait_until
 
 IP_ENDPOINT = {"127.0.0.2": "out1", "127.0.0.3": "out2", "127.0.0.4": "out3", "127.0.0.5": "tx1"}
 PROVIDER_OF = {
@@ -170,16 +171,6 @@ def by_endpoint_provider(sink: Sink, phase: str) -> Counter[tuple[str, str]]:
     return seen
 
 
-def wait_until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"demo: timed out after {timeout:.0f}s waiting for {what}")
-
-
 def metric_lines(port: int, names: tuple[str, ...]) -> list[str]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
@@ -304,15 +295,21 @@ def main() -> int:
         return 1
     base = make_shared_dir("smtp-balancer-demo-")
     stack: list = []
+    keep = False
     try:
         run(base, stack)
+    except WaitTimeout as exc:
+        print(f"demo: {exc}; the logs are in {base}", file=sys.stderr)
+        keep = True
+        return 1
     finally:
         for stop in reversed(stack):
             try:
                 stop()
             except Exception as exc:
                 print(f"teardown: {exc}", file=sys.stderr)
-        shutil.rmtree(base, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(base, ignore_errors=True)
     print("\nDemo finished: every process it started is stopped and its files are removed.")
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from integration.dns_responder import DnsResponder
 from integration.redis_server import RedisServer
 
 
@@ -26,3 +27,12 @@ def rdb(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client = redis_server.client()
     yield client
     client.close()
+
+
+@pytest.fixture
+def dns() -> Iterator[DnsResponder]:
+    """A local authoritative DNS responder on a loopback UDP port."""
+    responder = DnsResponder()
+    responder.start()
+    yield responder
+    responder.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +12,12 @@ import yaml
 
 from integration.configs import deep_merge, topology
 from integration.daemons import CLI, DaemonProcess, tcp_ready
-from integration.dns_responder import DnsResponder
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
+from integration.waits import wait_until
 
 ZONE = "bl.test"
 LISTED_NAME = "4.0.0.127.bl.test"  # out3's public IP 127.0.0.4, reversed
-
-
-@pytest.fixture
-def dns() -> Iterator[DnsResponder]:
-    responder = DnsResponder()
-    responder.start()
-    yield responder
-    responder.stop()
 
 
 @pytest.fixture
@@ -55,16 +46,6 @@ def feedback_daemon(tmp_path: Path, redis_server: RedisServer):
     yield start
     for proc in procs:
         proc.stop()
-
-
-def wait_until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def state(rdb, endpoint: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ import time
 
 from integration.configs import ENDPOINT_IP
 from integration.daemons import CLI
+from integration.waits import wait_until
 
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com"]
 GMAIL_421 = (
@@ -20,16 +21,6 @@ GMAIL_421 = (
     "has been temporarily rate limited. - gsmtp"
 )
 SUSPENSION = "{sb}:suspend:out2:google"
-
-
-def wait_until(check, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def tagged(ms, tag: str):

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-
-import pytest
 
 from integration.dns_responder import DnsResponder
 from smtp_balancer.config.model import MxLookupConfig
@@ -15,14 +12,6 @@ from smtp_balancer.mx import MxProviders, provider_of_exchanges
 from smtp_balancer.providers import ProviderTable
 
 TABLE = ProviderTable.build()
-
-
-@pytest.fixture
-def dns() -> Iterator[DnsResponder]:
-    responder = DnsResponder()
-    responder.start()
-    yield responder
-    responder.stop()
 
 
 def test_most_preferred_known_exchange_names_the_provider() -> None:
