@@ -54,6 +54,7 @@ class FeedbackDaemon:
         )
         self.follower: LogFollower | None = None
         self._garbage = 0
+        self._rotated_batches = 0
         self._garbage_logged_at = -GARBAGE_LOG_INTERVAL_S
 
     # -- start ---------------------------------------------------------------------
@@ -94,17 +95,29 @@ class FeedbackDaemon:
         self.report_notes()
         if not lines:
             return 0
-        batch = self.processor.process(lines, f"{self.instance}:{before.inode}:{before.offset}")
+        uid = f"{self.instance}:{before.inode}:{before.offset}"
+        if self.follower.reading_rotated:
+            # a rotated file's lines do not move the saved position: number its batches
+            self._rotated_batches += 1
+            uid += f"+r{self._rotated_batches}"
+        batch = self.processor.process(lines, uid)
         while True:
             try:
                 results = self.store.apply(batch, self.follower.position)
-                rates = self.store.evaluate_rates(list(self.config.feedback.rate_rules), batch.pairs)
                 break
             except redis.RedisError as exc:
                 metrics.REDIS_ERRORS.inc()
                 log.error("Redis at %s: %s; retrying the batch", describe(self.config.redis), exc)
                 if self.stop.wait(RETRY_S):
                     raise SystemExit(0) from exc
+        # rates are re-evaluated with every batch that touches a pair: a failure here
+        # is logged, never retried (the batch itself is applied, and must not be twice)
+        try:
+            rates = self.store.evaluate_rates(list(self.config.feedback.rate_rules), batch.pairs)
+        except redis.RedisError as exc:
+            metrics.REDIS_ERRORS.inc()
+            log.error("Redis at %s: %s; rate rules skipped for this batch", describe(self.config.redis), exc)
+            rates = []
         self.record(batch, results, rates)
         return len(lines)
 

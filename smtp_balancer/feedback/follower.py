@@ -54,6 +54,11 @@ class LogFollower:
 
     # -- public -------------------------------------------------------------------
     @property
+    def reading_rotated(self) -> bool:
+        """True while the rest of a rotated (or copied) file is being read."""
+        return bool(self._queue)
+
+    @property
     def position(self) -> Position:
         return Position(self._inode, self._offset, self._tail)
 
