@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, disable_created_metrics, start_http_server
 
 from smtp_balancer.config.model import parse_hostport
 
@@ -27,6 +27,18 @@ DEGRADED = Counter(
     "Decisions made without Redis, by reason",
     ["reason"],
 )
+DEGRADED_REASONS = (
+    "timeout",
+    "redis_error",
+    "script_error",
+    "circuit_open",
+    "internal_error",
+    "bridge_timeout",
+)
+for _reason in DEGRADED_REASONS:
+    # exported at 0 from the start: "no degraded decisions" must be a series, not an absence
+    DEGRADED.labels(_reason)
+
 STATE_JUNK = Counter(
     "smtp_balancer_state_junk_total",
     "Hand-edited Redis values that were ignored in favour of the YAML default",
@@ -50,6 +62,8 @@ def record_decision(pool: str | None, endpoint: str | None, rule: str | None, ou
 def serve_metrics(listen: str, log: logging.Logger) -> None:
     """Serve /metrics on ``host:port`` (a daemon thread); "" serves nothing."""
     if listen:
+        # *_created series double every counter's cardinality and no dashboard uses them
+        disable_created_metrics()
         host, port = parse_hostport(listen)
         start_http_server(port, addr=host)
         log.info("metrics on http://%s:%d/metrics", host, port)

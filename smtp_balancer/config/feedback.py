@@ -161,6 +161,8 @@ class FeedbackConfig(Strict):
     rate_rules: list[RateRuleConfig] = Field(default_factory=list)
     # per-minute outcome buckets are kept this long for rates and `status`
     rate_retention: int | str = 86_400
+    # how often the shared state (states, suspensions, warm-up) is exported as gauges
+    state_interval: int | str = 15
     dnsbl: DnsblConfig = Field(default_factory=DnsblConfig)
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
 
@@ -171,7 +173,7 @@ class FeedbackConfig(Strict):
             check_listen(value)
         return value
 
-    @field_validator("rate_retention")
+    @field_validator("rate_retention", "state_interval")
     @classmethod
     def _retention(cls, value: int | str) -> int:
         return _seconds(value)

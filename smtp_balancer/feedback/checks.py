@@ -10,9 +10,10 @@ from importlib import resources
 import redis
 
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.feedback import metrics
+from smtp_balancer.feedback import metrics, state_metrics
 from smtp_balancer.feedback.dnsbl import LISTED, DnsblChecker, DnsblResult
 from smtp_balancer.feedback.probe import RelayHealth, probe
+from smtp_balancer.state.admin import StateAdmin
 from smtp_balancer.state.keys import KeySchema
 
 log = logging.getLogger("smtp_balancer.feedback")
@@ -32,6 +33,7 @@ class HealthChecks:
         self.config = config
         self.r = client
         self.keys = KeySchema(config.redis.prefix)
+        self.admin = StateAdmin(client, config)
         self.stop = stop
         fb = config.feedback
         self.dnsbl = DnsblChecker(fb.dnsbl) if fb.dnsbl.zones else None
@@ -93,15 +95,19 @@ class HealthChecks:
                 log.warning("relay endpoint %s marked up", name)
             metrics.RELAY_UP.labels(name).set(1 if health.up else 0)
 
+    def state_round(self) -> None:
+        state_metrics.export(self.admin.snapshot())
+
     def run(self) -> None:
-        """Both schedules in one thread; a failing round is logged and retried next time."""
+        """The schedules in one thread; a failing round is logged and retried next time."""
         fb = self.config.feedback
-        due = {"dnsbl": 0.0, "probes": 0.0}
+        due = {"dnsbl": 0.0, "probes": 0.0, "state": 0.0}
         while not self.stop.is_set():
             now = time.monotonic()
             for name, interval, job, wanted in (
                 ("dnsbl", int(fb.dnsbl.interval), self.dnsbl_round, self.dnsbl is not None and self.targets),
                 ("probes", int(fb.probes.interval), self.probe_round, bool(self.relays)),
+                ("state", int(fb.state_interval), self.state_round, True),
             ):
                 if not wanted or now < due[name]:
                     continue
