@@ -1,0 +1,87 @@
+"""A real Prometheus scrapes the real daemons while mail flows; every dashboard panel must show data."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+from datetime import UTC, datetime
+
+import yaml
+
+from integration.dashboard import dashboard_builder
+from integration.prometheus_server import PrometheusServer
+from integration.sink import free_port
+from integration.waits import wait_until
+
+DOMAINS = ["gmail.com", "yahoo.com", "outlook.com"]
+BULK = {"Precedence": "bulk", "List-Unsubscribe": "<mailto:u@shop.test>"}
+GMAIL_421 = "421-4.7.28 unusual rate of unsolicited mail\r\n421 4.7.28 from your IP address - gsmtp"
+
+
+def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_system, dns, tmp_path) -> None:
+    today = datetime.now(UTC).date().isoformat()
+    dns.set("4.0.0.127.bl.test", ["127.0.0.2"])
+    relay_sink_port = free_port()
+    ms = mail_system(
+        {
+            "endpoints": {
+                "out1": {"warmup": {"start": today, "schedule": [100_000]}},
+                "out3": {"public_ip": "127.0.0.4"},
+                "relay1": {
+                    "kind": "relay",
+                    "nexthop": f"127.0.0.1:{relay_sink_port}",
+                    "bind_address": "127.0.0.6",
+                },
+            },
+            "feedback": {
+                "state_interval": 1,
+                "dnsbl": {"zones": [{"zone": "bl.test"}], "nameservers": [dns.address], "interval": 1},
+                "probes": {"interval": 1},
+            },
+        },
+        milter=True,
+        feedback=True,
+        domains=DOMAINS,
+    )
+    ms.sink.script("127.0.0.3", "gmail.com", GMAIL_421)  # a throttle: deferrals, a suspension
+    ms.sink.script("127.0.0.2", "yahoo.com", "550 5.1.1 no such user")  # bounces
+    config = yaml.safe_load(ms.config_path.read_text())
+    targets = {
+        "smtp-balancer-policyd": f"127.0.0.1:{ms.metrics_port}",
+        "smtp-balancer-milter": config["milter"]["metrics_listen"],
+        "smtp-balancer-feedback": config["feedback"]["metrics_listen"],
+    }
+
+    # each live exposition passes promtool's own lint
+    for job, target in targets.items():
+        with urllib.request.urlopen(f"http://{target}/metrics", timeout=5) as r:
+            text = r.read()
+        out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=60)
+        assert out.returncode == 0, f"{job}: {out.stdout.decode()}{out.stderr.decode()}"
+
+    prom = PrometheusServer(tmp_path / "prometheus", free_port(), targets)
+    prom.start()
+    try:
+        errors = ms.send_many(
+            240,
+            threads=4,
+            recipients=lambda i: [f"u{i}@{DOMAINS[i % 3]}"],
+            headers=lambda i: BULK if i % 2 else {},
+        )
+        assert errors == []
+        wait_until(lambda: ms.rdb.exists("{sb}:suspend:out2:google"), 30, "the gmail suspension")
+        wait_until(lambda: prom.query('up{job=~"smtp-balancer.*"} == 1'), 30, "the first scrapes")
+        time.sleep(8)  # several scrapes after the traffic, so rates have two points
+
+        empty = []
+        for title, expr in dashboard_builder().expressions():
+            promql = expr.replace("$__rate_interval", "1m").replace("$__range", "5m")
+            if not prom.query(promql):
+                empty.append(f"{title}: {promql}")
+        assert not empty, "panels without data:\n" + "\n".join(empty)
+        # and the data is what happened
+        assert prom.query('smtp_balancer_endpoint_suspended{endpoint="out2", provider="google"} == 1')
+        assert prom.query('smtp_balancer_dnsbl_listed{endpoint="out3", zone="bl.test"} == 1')
+    finally:
+        prom.stop()
