@@ -10,7 +10,7 @@ import Milter
 from smtp_balancer_milter.app import EgressMilter, MilterSettings
 
 from smtp_balancer.config import BalancerConfig
-from smtp_balancer.config.model import parse_hostport
+from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.engine import ThreadedEngine
 from smtp_balancer.metrics import serve_metrics
 

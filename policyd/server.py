@@ -20,7 +20,8 @@ from smtp_balancer_policyd import metrics
 from smtp_balancer_policyd.protocol import ProtocolError, RequestParser, Truncated, format_reply
 from smtp_balancer_policyd.session import Immediate, InstanceJoin, action_for, handle
 
-from smtp_balancer.config.model import PolicydConfig, parse_hostport
+from smtp_balancer.config.base import parse_hostport
+from smtp_balancer.config.model import PolicydConfig
 from smtp_balancer.engine import Engine
 
 log = logging.getLogger("smtp_balancer.policyd")

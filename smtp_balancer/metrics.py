@@ -10,7 +10,7 @@ import logging
 
 from prometheus_client import Counter, Histogram, disable_created_metrics, start_http_server
 
-from smtp_balancer.config.model import parse_hostport
+from smtp_balancer.config.base import parse_hostport
 
 DECISIONS = Counter(
     "smtp_balancer_decisions_total",

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 NAME_RE = r"^[a-z0-9_-]+$"
 Name = Annotated[str, Field(pattern=NAME_RE, max_length=64)]
@@ -49,3 +49,14 @@ def parse_hostport(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"must be host:port, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+def check_metrics_listen(value: str) -> str:
+    """``host:port`` for a /metrics endpoint, or "" for none; raises ValueError."""
+    if value:
+        parse_hostport(value)
+    return value
+
+
+# where a daemon serves /metrics: host:port, "" disables it
+MetricsListen = Annotated[str, AfterValidator(check_metrics_listen)]

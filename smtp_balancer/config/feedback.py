@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from smtp_balancer.config.base import Name, Strict, check_listen, parse_hostport
+from smtp_balancer.config.base import MetricsListen, Name, Strict, parse_hostport
 from smtp_balancer.durations import parse_duration
 
 ACTIONS = ("suspend_provider", "suspend_all", "quarantine", "throttle")
 STATUSES = ("deferred", "bounced", "expired", "sent")
 
 
-def _seconds(value: str | int) -> int:
-    return value if isinstance(value, int) else parse_duration(value)
+def _seconds(value: object) -> object:
+    # 90, "90", "30m", "1h30m" -> seconds; anything else is left for int validation to refuse
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+# a duration as operators write it, stored as whole seconds
+Seconds = Annotated[int, BeforeValidator(_seconds)]
 
 
 class Trigger(Strict):
     # the rule acts at exactly the count-th match within period (1 = immediately)
     count: int = Field(default=1, ge=1, le=100_000)
-    period: int | str = 60
-
-    @field_validator("period")
-    @classmethod
-    def _period(cls, value: int | str) -> int:
-        return _seconds(value)
+    period: Seconds = 60
 
 
 class ResponseRuleConfig(Strict):
@@ -43,17 +43,12 @@ class ResponseRuleConfig(Strict):
     action: Literal["suspend_provider", "suspend_all", "quarantine", "throttle"] = "suspend_provider"
     # throttle only: the endpoint's weight is multiplied by this while it lasts
     factor: float = Field(default=0.5, gt=0, lt=1)
-    duration: int | str = 600
+    duration: Seconds = 600
     # repeats within `window` multiply the duration by `growth`, up to max_duration
     growth: float = Field(default=2.0, ge=1, le=100)
-    window: int | str = 21_600
-    max_duration: int | str = 43_200
+    window: Seconds = 21_600
+    max_duration: Seconds = 43_200
     description: str = ""
-
-    @field_validator("duration", "window", "max_duration")
-    @classmethod
-    def _durations(cls, value: int | str) -> int:
-        return _seconds(value)
 
     @field_validator("match")
     @classmethod
@@ -76,20 +71,15 @@ class RateRuleConfig(Strict):
     # hysteresis: once tripped, the rule re-arms only after the rate falls below this
     recover_below_percent: float = Field(ge=0, le=100)
     min_attempts: int = Field(default=20, ge=1)
-    window: int | str = 600
+    window: Seconds = 600
     action: Literal["suspend_provider", "suspend_all"] = "suspend_provider"
-    duration: int | str = 900
-
-    @field_validator("window", "duration")
-    @classmethod
-    def _durations(cls, value: int | str) -> int:
-        return _seconds(value)
+    duration: Seconds = 900
 
     @model_validator(mode="after")
     def _hysteresis(self) -> RateRuleConfig:
         if self.recover_below_percent > self.above_percent:
             raise ValueError("recover_below_percent must not exceed above_percent")
-        if int(self.window) > 86_400:
+        if self.window > 86_400:
             raise ValueError("window must be at most 1d")
         return self
 
@@ -106,13 +96,8 @@ class DnsblConfig(Strict):
     # resolvers to ask (host or host:port); empty means the system's resolv.conf.
     # Spamhaus refuses queries through large public resolvers: use your own.
     nameservers: list[str] = Field(default_factory=list)
-    interval: int | str = 300
+    interval: Seconds = 300
     timeout_ms: int = Field(default=2000, ge=10, le=60_000)
-
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, value: int | str) -> int:
-        return _seconds(value)
 
     @field_validator("nameservers")
     @classmethod
@@ -134,15 +119,10 @@ def parse_nameserver(value: str) -> tuple[str, int]:
 
 
 class ProbeConfig(Strict):
-    interval: int | str = 30
+    interval: Seconds = 30
     timeout_ms: int = Field(default=5000, ge=10, le=120_000)
     fail_after: int = Field(default=3, ge=1, le=100)
     recover_after: int = Field(default=2, ge=1, le=100)
-
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, value: int | str) -> int:
-        return _seconds(value)
 
 
 class FeedbackConfig(Strict):
@@ -152,7 +132,7 @@ class FeedbackConfig(Strict):
     start_at: Literal["end", "beginning"] = "end"
     # names this follower's saved position in Redis; one per MTA host (default: hostname)
     instance: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
-    metrics_listen: str = "127.0.0.1:9482"
+    metrics_listen: MetricsListen = "127.0.0.1:9482"
     poll_interval_ms: int = Field(default=200, ge=10, le=60_000)
     batch_lines: int = Field(default=1000, ge=1, le=100_000)
     # the shipped rule pack (smtp_balancer/feedback/rules.yaml) runs after your own rules
@@ -160,23 +140,11 @@ class FeedbackConfig(Strict):
     response_rules: list[ResponseRuleConfig] = Field(default_factory=list)
     rate_rules: list[RateRuleConfig] = Field(default_factory=list)
     # per-minute outcome buckets are kept this long for rates and `status`
-    rate_retention: int | str = 86_400
+    rate_retention: Seconds = 86_400
     # how often the shared state (states, suspensions, warm-up) is exported as gauges
-    state_interval: int | str = 15
+    state_interval: Seconds = 15
     dnsbl: DnsblConfig = Field(default_factory=DnsblConfig)
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
-
-    @field_validator("metrics_listen")
-    @classmethod
-    def _metrics(cls, value: str) -> str:
-        if value:
-            check_listen(value)
-        return value
-
-    @field_validator("rate_retention", "state_interval")
-    @classmethod
-    def _retention(cls, value: int | str) -> int:
-        return _seconds(value)
 
     @model_validator(mode="after")
     def _unique_names(self) -> FeedbackConfig:

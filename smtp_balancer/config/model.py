@@ -15,11 +15,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from smtp_balancer.config.base import (
+    MetricsListen,
     Name,
     Strict,
     check_cidrs,
     check_listen,
-    parse_hostport,
     parse_nexthop,
 )
 from smtp_balancer.config.feedback import FeedbackConfig
@@ -206,7 +206,7 @@ class PolicydConfig(Strict):
     max_connections: int = Field(default=4096, ge=1, le=1_000_000)
     max_concurrent_decisions: int = Field(default=256, ge=1, le=100_000)
     # "" disables the /metrics endpoint
-    metrics_listen: str = "127.0.0.1:9480"
+    metrics_listen: MetricsListen = "127.0.0.1:9480"
     # the timeout Postfix waits for us; rendered into main.cf
     postfix_timeout_s: int = Field(default=10, ge=1, le=300)
     # ask the daemon at RCPT too, to learn every recipient of multi-recipient messages
@@ -220,13 +220,6 @@ class PolicydConfig(Strict):
     @classmethod
     def _listen(cls, values: list[str]) -> list[str]:
         return [check_listen(v) for v in values]
-
-    @field_validator("metrics_listen")
-    @classmethod
-    def _metrics(cls, value: str) -> str:
-        if value:
-            parse_hostport(value)
-        return value
 
 
 class MilterConfig(Strict):
@@ -248,7 +241,7 @@ class MilterConfig(Strict):
     # the longest a message waits on the engine; past it the message gets no route
     # header (Postfix's default transport) and the degraded counter rises
     decision_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
-    metrics_listen: str = "127.0.0.1:9481"
+    metrics_listen: MetricsListen = "127.0.0.1:9481"
     # where `render postfix --write-maps` puts the regexp maps main.cf refers to
     postfix_maps_dir: str = "/etc/postfix/smtp-balancer"
 

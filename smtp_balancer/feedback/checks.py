@@ -105,9 +105,9 @@ class HealthChecks:
         while not self.stop.is_set():
             now = time.monotonic()
             for name, interval, job, wanted in (
-                ("dnsbl", int(fb.dnsbl.interval), self.dnsbl_round, self.dnsbl is not None and self.targets),
-                ("probes", int(fb.probes.interval), self.probe_round, bool(self.relays)),
-                ("state", int(fb.state_interval), self.state_round, True),
+                ("dnsbl", fb.dnsbl.interval, self.dnsbl_round, self.dnsbl is not None and self.targets),
+                ("probes", fb.probes.interval, self.probe_round, bool(self.relays)),
+                ("state", fb.state_interval, self.state_round, True),
             ):
                 if not wanted or now < due[name]:
                     continue

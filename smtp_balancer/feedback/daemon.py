@@ -49,9 +49,7 @@ class FeedbackDaemon:
         self.endpoints = set(config.endpoints)
         rules = list(fb.response_rules) + (builtin_rules() if fb.builtin_rules else [])
         self.processor = Processor(Planner(config).providers, ResponseMatcher(rules), self.endpoints)
-        self.store = FeedbackStore(
-            self.r, KeySchema(config.redis.prefix), self.instance, int(fb.rate_retention)
-        )
+        self.store = FeedbackStore(self.r, KeySchema(config.redis.prefix), self.instance, fb.rate_retention)
         self.follower: LogFollower | None = None
         self._garbage = 0
         self._rotated_batches = 0

@@ -91,12 +91,12 @@ class FeedbackStore:
                 hit.provider,
                 hit.uid,
                 rule.trigger.count,
-                int(rule.trigger.period),
+                rule.trigger.period,
                 rule.action,
-                int(rule.duration),
+                rule.duration,
                 rule.growth,
-                int(rule.window),
-                int(rule.max_duration),
+                rule.window,
+                rule.max_duration,
                 rule.factor,
                 reason_for(hit),
             )
@@ -117,7 +117,7 @@ class FeedbackStore:
         jobs = []
         pipe = self.r.pipeline(transaction=False)
         for rule in rules:
-            minutes = [minute_bucket(now - 60 * i) for i in range(max(1, int(rule.window) // 60))]
+            minutes = [minute_bucket(now - 60 * i) for i in range(max(1, rule.window // 60))]
             for ep, provider in sorted(pairs):
                 if rule.providers and provider not in rule.providers:
                     continue
@@ -134,7 +134,7 @@ class FeedbackStore:
                     rule.recover_below_percent,
                     rule.min_attempts,
                     rule.action,
-                    int(rule.duration),
+                    rule.duration,
                     *(self.keys.outcomes(ep, provider, m) for m in minutes),
                 )
                 jobs.append((rule.name, ep, provider))

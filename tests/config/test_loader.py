@@ -109,6 +109,18 @@ def test_five_distinct_errors_reported_together():
         ),
         (
             "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "milter: {metrics_listen: 'unix:/run/m.sock'}\n",
+            "milter.metrics_listen",
+            "must be host:port",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "feedback: {rate_retention: soon, metrics_listen: 'unix:/run/f.sock'}\n",
+            "feedback.rate_retention",
+            "not a duration",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
             "feedback: {dnsbl: {nameservers: [resolver.example]}}\n",
             "feedback.dnsbl.nameservers",
             "must be host:port",
