@@ -122,9 +122,11 @@ class FeedbackDaemon:
     def report_notes(self) -> None:
         assert self.follower is not None
         for note in self.follower.notes:
-            log.warning("%s", note)
-            kind = "rotation" if "rotated" in note else "truncation" if "truncated" in note else "lost"
-            metrics.LOG_EVENTS.labels(kind).inc()
+            if note.event == "waiting":
+                log.info("%s", note.text)
+                continue
+            log.warning("%s", note.text)
+            metrics.LOG_EVENTS.labels(note.event).inc()
         self.follower.notes.clear()
 
     def record(self, batch: Batch, results: list[HitResult], rates: list[RateResult]) -> None:

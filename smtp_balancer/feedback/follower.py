@@ -39,6 +39,14 @@ class Position:
         return cls(int(inode), int(offset), bytes.fromhex(tail))
 
 
+@dataclass(frozen=True)
+class Note:
+    """Something the caller should log: event is rotation, truncation, lost, or waiting."""
+
+    event: str
+    text: str
+
+
 class LogFollower:
     def __init__(self, path: str | Path, position: Position | None = None, start_at: str = "end") -> None:
         self.path = Path(path)
@@ -49,7 +57,7 @@ class LogFollower:
         self._tail = b""
         self._queue: list[tuple[BinaryIO, int]] = []  # (old file, its inode) still to finish
         self._ready: list[str] = []  # the unterminated last line of a finished old file
-        self.notes: list[str] = []  # what happened (rotation, truncation), for the log
+        self.notes: list[Note] = []  # what happened, for the log and metrics
         self._open(position, start_at)
 
     # -- public -------------------------------------------------------------------
@@ -89,7 +97,7 @@ class LogFollower:
         try:
             f = self.path.open("rb")
         except FileNotFoundError:
-            self.notes.append(f"{self.path} does not exist yet; waiting for it")
+            self.notes.append(Note("waiting", f"{self.path} does not exist yet; waiting for it"))
             return
         st = os.fstat(f.fileno())
         if position is None:
@@ -111,13 +119,18 @@ class LogFollower:
         if old is not None and self._read_tail(old, position.offset) == position.tail:
             old.seek(position.offset)
             self._queue.append((old, position.inode))
-            self.notes.append(f"resuming rotated file at offset {position.offset} before {self.path}")
+            self.notes.append(
+                Note("rotation", f"resuming rotated file at offset {position.offset} before {self.path}")
+            )
         else:
             if old is not None:
                 old.close()
             self.notes.append(
-                f"the file read before the restart (inode {position.inode}) is gone; "
-                f"lines written to it after offset {position.offset} were not seen"
+                Note(
+                    "lost",
+                    f"the file read before the restart (inode {position.inode}) is gone; "
+                    f"lines written to it after offset {position.offset} were not seen",
+                )
             )
 
     def _attach(self, f: BinaryIO, inode: int, offset: int, tail: bytes = b"") -> None:
@@ -166,10 +179,14 @@ class LogFollower:
             if size >= before.offset and self._read_tail(f, before.offset) == before.tail:
                 f.seek(before.offset)
                 self._queue.insert(0, (f, os.fstat(f.fileno()).st_ino))
-                self.notes.append(f"{self.path} was truncated; read the rest from {p.name}")
+                self.notes.append(
+                    Note("truncation", f"{self.path} was truncated; read the rest from {p.name}")
+                )
                 return
             f.close()
-        self.notes.append(f"{self.path} was truncated and no copy ends where we stopped; reading from 0")
+        self.notes.append(
+            Note("truncation", f"{self.path} was truncated and no copy ends where we stopped; reading from 0")
+        )
 
     # -- reading -----------------------------------------------------------------------
     def _current(self) -> BinaryIO | None:
@@ -229,7 +246,7 @@ class LogFollower:
         except FileNotFoundError:
             return False  # renamed, new one not created yet: keep the old one open
         if st.st_ino != self._inode:
-            self.notes.append(f"{self.path} was rotated; following the new file")
+            self.notes.append(Note("rotation", f"{self.path} was rotated; following the new file"))
             try:
                 f = self.path.open("rb")
             except FileNotFoundError:
