@@ -214,8 +214,8 @@ for s = 2, #sections do
     table.sort(positive, function(x, y) return x.score > y.score end)
     local top = {}
     for _, m in ipairs(positive) do
-      local f = (not why_not(m)) and throttle_of(m.j) or 1
-      if not why_not(m) and (f >= 1 or (m.u * 1000003) % 1 < f) then
+      -- a throttled member keeps a `factor` share of the keys (decided by the key's own hash)
+      if not why_not(m) and (throttle_of(m.j) >= 1 or (m.u * 1000003) % 1 < throttle_of(m.j)) then
         top[#top + 1] = m
         if #top >= spread then break end
       end

@@ -144,3 +144,25 @@ async def test_a_rule_quarantine_lifts_itself_at_until(make_config, rdb: redis.R
         assert "out2" in after
     finally:
         await engine.aclose()
+
+
+async def test_a_throttle_in_a_sticky_pool_keeps_a_factor_share_of_the_keys(
+    make_config, rdb: redis.Redis
+) -> None:
+    engine = Engine(make_config({"pools": {"main": {"stickiness": "sender"}}}))
+    try:
+        before: dict[int, str | None] = {}
+        for i in range(3000):
+            before[i] = (await engine.decide(gmail(i), commit=False)).endpoint
+        rdb.set(KEYS.throttle("out2", "google"), "0.25 rule x", ex=60)
+        after = {i: (await engine.decide(gmail(i), commit=False)).endpoint for i in range(3000)}
+        kept = [i for i in before if before[i] == "out2" and after[i] == "out2"]
+        on_out2 = sum(1 for e in before.values() if e == "out2")
+        assert 0.17 < len(kept) / on_out2 < 0.33, (len(kept), on_out2)
+        # keys that were elsewhere stay where they were: only out2's keys move
+        assert all(after[i] == before[i] for i in before if before[i] != "out2")
+        assert after == {
+            i: (await engine.decide(gmail(i), commit=False)).endpoint for i in range(3000)
+        }  # sticky
+    finally:
+        await engine.aclose()
