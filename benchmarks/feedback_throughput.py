@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from integration.configs import topology
 from integration.redis_server import RedisServer
-from integration.workloads import synthetic_log
+from integration.workloads import stored_outcomes, synthetic_log
 from smtp_balancer.config import validate_config
 from smtp_balancer.feedback.daemon import FeedbackDaemon
 from smtp_balancer.feedback.follower import LogFollower
@@ -86,9 +86,7 @@ def main() -> int:
             fb_s = time.perf_counter() - start
             end_rss = rss_mib()
             daemon.follower.close()
-            stored = 0
-            for key in daemon.r.scan_iter(match="{sb}:outcomes:*", count=1000):
-                stored += sum(int(v) for v in daemon.r.hgetall(key).values())
+            stored = stored_outcomes(daemon.r)
         finally:
             server.stop()
 

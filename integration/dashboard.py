@@ -1,7 +1,9 @@
-"""Load mta-configs/grafana/build.py (a script, not a package) for the dashboard tests."""
+"""The dashboard tests' helpers: every daemon's metrics, and mta-configs/grafana/build.py
+(a script, not a package) loaded as a module."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from functools import cache
@@ -19,3 +21,18 @@ def dashboard_builder() -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
+
+
+# every daemon's metric modules: importing one registers its metrics in the default registry
+DAEMON_METRICS = (
+    "smtp_balancer.metrics",
+    "smtp_balancer_policyd.metrics",
+    "smtp_balancer_milter.metrics",
+    "smtp_balancer.feedback.metrics",
+    "smtp_balancer.feedback.state_metrics",
+)
+
+
+def register_daemon_metrics() -> None:
+    for module in DAEMON_METRICS:
+        importlib.import_module(module)

@@ -12,24 +12,17 @@ import yaml
 from integration.configs import topology
 from integration.daemons import DaemonProcess, tcp_ready
 from integration.sink import free_port
-from integration.workloads import synthetic_log
-
-
-def counted(rdb) -> int:
-    total = 0
-    for key in rdb.scan_iter(match="{sb}:outcomes:*", count=1000):
-        total += sum(int(v) for v in rdb.hgetall(key).values())
-    return total
+from integration.workloads import stored_outcomes, synthetic_log
 
 
 def wait_for_count(rdb, expected: int, timeout: float = 30) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got = counted(rdb)
+        got = stored_outcomes(rdb)
         if got >= expected:
             return got
         time.sleep(0.1)
-    return counted(rdb)
+    return stored_outcomes(rdb)
 
 
 def test_rename_rotation_copytruncate_and_a_crash_count_every_line_once(
@@ -84,7 +77,7 @@ def test_rename_rotation_copytruncate_and_a_crash_count_every_line_once(
             time.sleep(0.05)
         got = wait_for_count(rdb, expected)
         time.sleep(1.0)  # and nothing more arrives later
-        assert counted(rdb) == got == expected, daemon.log_tail()
+        assert stored_outcomes(rdb) == got == expected, daemon.log_tail()
         notes = daemon.log_tail(200)
         assert "rotated" in notes and "truncated" in notes
     finally:

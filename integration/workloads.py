@@ -7,6 +7,8 @@ import random
 from collections import Counter
 from datetime import datetime
 
+import redis
+
 from smtp_balancer.config import load_config
 from smtp_balancer.engine import Engine
 from smtp_balancer.facts import Facts
@@ -96,3 +98,12 @@ def synthetic_log(count: int, seed: int = 1) -> tuple[list[str], Counter[str]]:
                 )
             )
     return lines, deliveries
+
+
+def stored_outcomes(client: redis.Redis) -> int:
+    """Every delivery outcome the feedback daemon has counted in Redis (all endpoints, providers, minutes)."""
+    return sum(
+        int(v)
+        for key in client.scan_iter(match="{sb}:outcomes:*", count=1000)
+        for v in client.hgetall(key).values()
+    )

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 
 from prometheus_client import REGISTRY
 
-from integration.dashboard import GRAFANA, dashboard_builder
+from integration.dashboard import GRAFANA, dashboard_builder, register_daemon_metrics
 
-for _module in (
-    "smtp_balancer.metrics",
-    "smtp_balancer_policyd.metrics",
-    "smtp_balancer_milter.metrics",
-    "smtp_balancer.feedback.metrics",
-    "smtp_balancer.feedback.state_metrics",
-):
-    importlib.import_module(_module)
+register_daemon_metrics()
 
 
 def test_committed_json_is_what_the_sdk_builds() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,16 +9,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-# every daemon's metric modules; importing one registers its metrics
-DAEMON_METRICS = (
-    "smtp_balancer.metrics",
-    "smtp_balancer_policyd.metrics",
-    "smtp_balancer_milter.metrics",
-    "smtp_balancer.feedback.metrics",
-    "smtp_balancer.feedback.state_metrics",
-)
-for _module in DAEMON_METRICS:
-    importlib.import_module(_module)
+from integration.dashboard import register_daemon_metrics
+
+register_daemon_metrics()
 
 PROMETHEUS = Path(__file__).resolve().parents[1] / "mta-configs" / "prometheus"
 
