@@ -95,12 +95,6 @@ class MxProviders:
         if waiting:
             await asyncio.wait(waiting, timeout=self.config.budget_ms / 1000)
 
-    def provider(self, domain: str) -> str:
-        known = self.providers.by_domain.get(domain)
-        if known is not None:
-            return known
-        return self.cached(domain) or OTHER
-
     async def close(self) -> None:
         for task in list(self.pending.values()):
             task.cancel()

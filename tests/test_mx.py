@@ -22,12 +22,20 @@ def test_most_preferred_known_exchange_names_the_provider() -> None:
     assert provider_of_exchanges([(10, "mx.corp.test.")], TABLE) == "other"
 
 
+def wired(config: MxLookupConfig) -> tuple[MxProviders, ProviderTable]:
+    """As the engine wires it: the table asks the lookup's cache for domains it does not know."""
+    table = ProviderTable.build()
+    mx = MxProviders(config, table)
+    table.learned = mx.cached
+    return mx, table
+
+
 async def test_lookup_within_budget_caches_and_a_missing_domain_is_other(dns: DnsResponder) -> None:
     dns.set("workspace.test", ["1 aspmx.l.google.com.", "5 alt1.aspmx.l.google.com."], rdtype="MX")
-    mx = MxProviders(MxLookupConfig(nameservers=[dns.address], budget_ms=1000), TABLE)
+    mx, table = wired(MxLookupConfig(nameservers=[dns.address], budget_ms=1000))
     await mx.learn(["workspace.test", "nowhere.test", "gmail.com"])
-    assert mx.provider("workspace.test") == "google"
-    assert mx.provider("nowhere.test") == "other"
+    assert table.for_domain("workspace.test") == "google"
+    assert table.for_domain("nowhere.test") == "other"
     assert "gmail.com" not in dns.queries  # the built-in table answers first
     asked = len(dns.queries)
     await mx.learn(["workspace.test"])
@@ -40,18 +48,18 @@ async def test_a_slow_answer_misses_the_budget_then_serves_the_next_message(dns:
     # a resolver that never answers: the budget passes, the lookup goes on in the background
     silent = DnsResponder()
     silent.sock.close()  # nobody listens at its port
-    mx = MxProviders(MxLookupConfig(nameservers=[silent.address], budget_ms=30, lookup_timeout_ms=200), TABLE)
+    mx, table = wired(MxLookupConfig(nameservers=[silent.address], budget_ms=30, lookup_timeout_ms=200))
     await mx.learn(["hosted.test"])
-    assert mx.provider("hosted.test") == "other"
+    assert table.for_domain("hosted.test") == "other"
     await asyncio.sleep(0.4)
     assert mx.cached("hosted.test") == "other"  # the failure is cached briefly, not retried per message
     await mx.close()
 
-    good = MxProviders(MxLookupConfig(nameservers=[dns.address], budget_ms=0), TABLE)
+    good, table = wired(MxLookupConfig(nameservers=[dns.address], budget_ms=0))
     await good.learn(["hosted.test"])  # budget 0: no waiting at all
-    assert good.provider("hosted.test") == "other"
+    assert table.for_domain("hosted.test") == "other"
     await asyncio.sleep(0.3)
-    assert good.provider("hosted.test") == "microsoft"
+    assert table.for_domain("hosted.test") == "microsoft"
     await good.close()
 
 
