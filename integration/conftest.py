@@ -10,11 +10,9 @@ import shutil
 import smtplib
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,11 @@ import yaml
 
 from integration.configs import deep_merge, topology
 from integration.daemons import CLI, DaemonProcess, PolicydProcess, tcp_ready, unix_ready
+from integration.exim import EXIM_RELAY_HOST, EXIM_RELAY_SOURCE, EXIM_SINK_HOST, EximInstance, EximSystem
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
+from integration.submit import build_message, send_many
 
 
 def base_config(redis_url: str, policy_port: int, metrics_port: int) -> dict[str, Any]:
@@ -68,26 +68,6 @@ class MailSystem:
     milter: DaemonProcess
     feedback: DaemonProcess
 
-    def message(
-        self,
-        seq: int,
-        sender: str,
-        recipients: list[str],
-        tag: str = "",
-        headers: dict[str, str] | None = None,
-    ) -> EmailMessage:
-        msg = EmailMessage()
-        for name, value in (headers or {}).items():
-            msg[name] = value
-        msg["From"] = sender
-        msg["To"] = ", ".join(recipients)
-        msg["Subject"] = f"test {seq}"
-        msg["X-Test-Seq"] = str(seq)
-        if tag:
-            msg["X-Test-Tag"] = tag
-        msg.set_content(f"message {seq}\n")
-        return msg
-
     def send(
         self,
         sender: str,
@@ -97,13 +77,13 @@ class MailSystem:
         headers: dict[str, str] | None = None,
     ) -> None:
         with smtplib.SMTP("127.0.0.1", self.postfix.smtpd_port, timeout=30) as smtp:
-            smtp.send_message(self.message(seq, sender, recipients, tag, headers), sender, recipients)
+            smtp.send_message(build_message(seq, sender, recipients, tag, headers), sender, recipients)
 
     def sendmail(
         self, sender: str, recipients: list[str], seq: int, headers: dict[str, str] | None = None
     ) -> None:
         """Submit through Postfix's sendmail(1) -> pickup: the non_smtpd_milters path."""
-        msg = self.message(seq, sender, recipients, headers=headers)
+        msg = build_message(seq, sender, recipients, headers=headers)
         subprocess.run(
             ["sendmail", "-C", str(self.postfix.config_dir), "-f", sender, "--", *recipients],
             input=msg.as_bytes(),
@@ -112,41 +92,9 @@ class MailSystem:
             timeout=30,
         )
 
-    def send_many(
-        self,
-        count: int,
-        threads: int = 8,
-        recipients: Callable[[int], list[str]] = lambda i: [f"user{i}@example{i % 5}.test"],
-        tag: Callable[[int], str] = lambda i: "",
-        start: int = 0,
-        headers: Callable[[int], dict[str, str]] = lambda i: {},
-    ) -> list[str]:
-        """Send ``count`` messages over persistent connections; returns SMTP errors."""
-        errors: list[str] = []
-        lock = threading.Lock()
-        todo = iter(range(start, start + count))
-
-        def worker() -> None:
-            with smtplib.SMTP("127.0.0.1", self.postfix.smtpd_port, timeout=30) as smtp:
-                while True:
-                    with lock:
-                        i = next(todo, None)
-                    if i is None:
-                        return
-                    rcpts = recipients(i)
-                    sender = f"sender{i % 7}@shop.test"
-                    try:
-                        smtp.send_message(self.message(i, sender, rcpts, tag(i), headers(i)), sender, rcpts)
-                    except smtplib.SMTPException as exc:
-                        with lock:
-                            errors.append(f"message {i}: {exc}")
-
-        pool = [threading.Thread(target=worker) for _ in range(threads)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        return errors
+    def send_many(self, count: int, **kwargs: Any) -> list[str]:
+        """Send ``count`` messages through Postfix; see ``submit.send_many``."""
+        return send_many(self.postfix.smtpd_port, count, **kwargs)
 
     def by_source_ip(self) -> Counter[str]:
         return Counter(m.peer_ip for m in self.sink.messages)
@@ -248,6 +196,12 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
     yield make
     # no test may ever see our routing header reach a recipient (issue #4)
     leaked = [m for sink in sinks for m in sink.messages if m.header("X-Egress-Route") is not None]
+    _teardown(request, started, bases)
+    assert not leaked, f"{len(leaked)} message(s) reached the sink with an X-Egress-Route header"
+
+
+def _teardown(request: pytest.FixtureRequest, started: list[Callable[[], None]], bases: list[Path]) -> None:
+    """Stop what was started, newest first; keep the files of a failed test to read."""
     failed = getattr(request.node, "rep_call", None)
     for stop in reversed(started):
         try:
@@ -257,7 +211,58 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
     if not (failed and failed.failed):
         for base in bases:
             shutil.rmtree(base, ignore_errors=True)
-    assert not leaked, f"{len(leaked)} message(s) reached the sink with an X-Egress-Route header"
+
+
+@pytest.fixture
+def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSystem]]:
+    """Redis, the policy daemon, two sinks (direct and relay) and a private Exim
+    configured by ``render exim``: the Exim twin of ``mail_system``."""
+    started: list[Callable[[], None]] = []
+    bases: list[Path] = []
+
+    def make(extra: dict[str, Any] | None = None) -> EximSystem:
+        base = make_shared_dir("sb-exim-")
+        bases.append(base)
+        redis_server = RedisServer(base / "redis")
+        redis_server.start()
+        started.append(redis_server.stop)
+        sink, relay_sink = Sink(EXIM_SINK_HOST), Sink(EXIM_RELAY_HOST)
+        for s in (sink, relay_sink):
+            s.start()
+            started.append(s.stop)
+        policy_port, metrics_port = free_port(), free_port()
+        # relay1 stands for an internal relay (kind: relay): its mail must reach relay_sink
+        relay = {
+            "kind": "relay",
+            "nexthop": f"{EXIM_RELAY_HOST}:{relay_sink.port}",
+            "bind_address": EXIM_RELAY_SOURCE,
+            "helo_name": "relay1.test",
+        }
+        harness = {"endpoints": {"relay1": relay}}
+        config = deep_merge(
+            deep_merge(base_config(redis_server.url, policy_port, metrics_port), harness), extra or {}
+        )
+        config_path = base / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        rendered = base / "exim-rendered"
+        # what an operator runs: the harness configures Exim only through our CLI
+        subprocess.run(
+            [CLI, "-c", str(config_path), "render", "exim", "--write", str(rendered)],
+            check=True,
+            capture_output=True,
+        )
+        policyd = PolicydProcess(config_path, policy_port, base / "policyd.log")
+        policyd.start()
+        started.append(policyd.stop)
+        exim = EximInstance(base / "exim", free_port(), rendered, EXIM_SINK_HOST, sink.port)
+        started.append(exim.stop)
+        exim.start()
+        rdb = redis_server.client()
+        started.append(rdb.close)
+        return EximSystem(base, redis_server, sink, relay_sink, exim, policyd, config_path, rdb)
+
+    yield make
+    _teardown(request, started, bases)
 
 
 @pytest.hookimpl(hookwrapper=True)

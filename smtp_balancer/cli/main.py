@@ -17,7 +17,7 @@ from smtp_balancer.durations import parse_duration
 from smtp_balancer.engine import Engine
 from smtp_balancer.facts import Facts
 from smtp_balancer.redis_client import RedisSetupError, describe, sync_client
-from smtp_balancer.render import postfix
+from smtp_balancer.render import exim, postfix
 from smtp_balancer.state.admin import AdminError, StateAdmin
 from smtp_balancer.state.keys import ALL_PROVIDERS
 
@@ -113,6 +113,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.mta == "exim":
+        return _render_exim(config, args)
+    if args.write:
+        raise ValueError("--write is for exim; use --write-maps DIR for the postfix milter maps")
+    if args.part not in ("master", "main", "all"):
+        raise ValueError(f"render postfix has no part {args.part!r}: use master, main or all")
     if args.write_maps:
         target = Path(args.write_maps)
         target.mkdir(parents=True, exist_ok=True)
@@ -126,6 +132,28 @@ def cmd_render(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     if args.part in ("main", "all"):
         sys.stdout.write(postfix.main_cf(config, args.config))
+    return 0
+
+
+def _render_exim(config: BalancerConfig, args: argparse.Namespace) -> int:
+    if args.write_maps:
+        raise ValueError("--write-maps is for postfix; use --write DIR for exim")
+    if args.part not in (*exim.PARTS, "all"):
+        raise ValueError(f"render exim has no part {args.part!r}: use {', '.join(exim.PARTS)} or all")
+    # main.conf names the routes file by the directory it is written to: absolute
+    directory = Path(args.write).resolve() if args.write else None
+    files = exim.exim_files(config, str(directory) if directory else None, args.config)
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (directory / name).write_text(text)
+            print(f"wrote {directory / name}", file=sys.stderr)
+        return 0
+    parts = exim.PARTS if args.part == "all" else (args.part,)
+    for part in parts:
+        if args.part == "all":
+            sys.stdout.write(f"# ---- {exim.FILE_NAMES[part]}\n")
+        sys.stdout.write(files[exim.FILE_NAMES[part]])
     return 0
 
 
@@ -210,9 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     p = add("render", cmd_render, "print MTA configuration generated from the YAML")
-    p.add_argument("mta", choices=["postfix"])
-    p.add_argument("--part", choices=["master", "main", "all"], default="all")
-    p.add_argument("--write-maps", metavar="DIR", help="write the milter's regexp maps into DIR instead")
+    p.add_argument("mta", choices=["postfix", "exim"])
+    p.add_argument(
+        "--part",
+        choices=["master", "main", "all", *[x for x in exim.PARTS if x != "main"]],
+        default="all",
+        help="postfix: master, main; exim: main, acl, routers, transports, routes",
+    )
+    p.add_argument(
+        "--write-maps", metavar="DIR", help="postfix: write the milter's regexp maps into DIR instead"
+    )
+    p.add_argument(
+        "--write", metavar="DIR", help="exim: write every part into DIR (main.conf names DIR/routes)"
+    )
     return parser
 
 

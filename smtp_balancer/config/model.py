@@ -262,11 +262,28 @@ class MilterConfig(Strict):
         return self
 
 
+class EximConfig(Strict):
+    """What `render exim` needs beyond the endpoints and the policy daemon's socket."""
+
+    # where `render exim --write` puts its files; main.conf points SB_ROUTES here
+    config_dir: str = "/etc/exim4/smtp-balancer"
+    # the longest an SMTP session waits on the policy daemon before the default route
+    readsocket_timeout_s: int = Field(default=2, ge=1, le=60)
+
+    @field_validator("config_dir")
+    @classmethod
+    def _dir(cls, value: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9._/-]*", value):
+            raise ValueError(f"must be an absolute path of letters, digits and ._-/: {value!r}")
+        return value.rstrip("/") or "/"
+
+
 class BalancerConfig(Strict):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     policyd: PolicydConfig = Field(default_factory=PolicydConfig)
     milter: MilterConfig = Field(default_factory=MilterConfig)
+    exim: EximConfig = Field(default_factory=EximConfig)
     endpoints: dict[Name, EndpointConfig] = Field(min_length=1)
     pools: dict[Name, PoolConfig] = Field(min_length=1)
     rules: list[RuleConfig] = Field(default_factory=list)

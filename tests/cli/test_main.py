@@ -115,6 +115,33 @@ def test_render_postfix(cli):
     assert code == 0 and "-o syslog_name=postfix/out2" in out and "smtpd_end_of_data_restrictions" in out
 
 
+def test_render_exim_writes_every_part_naming_its_own_directory(cli, tmp_path: Path):
+    target = tmp_path / "exim"
+    code, _, err = cli("render", "exim", "--write", str(target))
+    assert code == 0, err
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        ["main.conf", "acl.conf", "routers.conf", "transports.conf", "routes"]
+    )
+    assert f"SB_ROUTES_FILE = {target}/routes\n" in (target / "main.conf").read_text()
+    assert "out2: interface=" in (target / "routes").read_text()
+
+
+def test_render_exim_one_part_to_stdout(cli):
+    code, out, _ = cli("render", "exim", "--part", "acl")
+    assert code == 0 and out.count("sb_route:") == 1 and "sb_smtp:" not in out
+
+
+def test_render_options_of_the_other_mta_are_usage_errors(cli, tmp_path: Path):
+    for args, says in (
+        (("render", "exim", "--part", "master"), "render exim has no part 'master'"),
+        (("render", "postfix", "--part", "acl"), "render postfix has no part 'acl'"),
+        (("render", "exim", "--write-maps", str(tmp_path)), "--write-maps is for postfix"),
+        (("render", "postfix", "--write", str(tmp_path)), "--write is for exim"),
+    ):
+        code, _, err = cli(*args)
+        assert code == EXIT_USAGE and says in err, (args, err)
+
+
 def test_console_script_installed():
     out = subprocess.run(
         [str(Path(sys.executable).with_name("smtp-balancer")), "--help"],

@@ -1,0 +1,227 @@
+"""A private Exim 4 for tests: its own config, spool and logs, loopback only.
+
+Debian's exim4 packages conflict with postfix, so ``.ci/install`` extracts
+exim4-daemon-light with ``dpkg -x`` (DESIGN.md). Found by the traps there:
+- Exim needs the ``Debian-exim`` user and ``exim_path`` pointing at the binary;
+- ``-oP`` because the default pid file lives in /run/exim4;
+- ``-C`` makes Exim drop root for deliveries, so spool and log belong to Debian-exim.
+
+The config is the operator's shape: the files ``render exim --write`` made are
+``.include``d into their sections, after the test's own main options and
+before a plain router and transport that stand for the operator's existing ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from integration.daemons import PolicydProcess
+from integration.redis_server import RedisServer
+from integration.sink import Sink
+from integration.submit import send_many
+
+EXIM_ROOT = Path(os.environ.get("SB_EXIM_ROOT", "/opt/smtp-balancer/exim4"))
+EXIM_USER = "Debian-exim"
+# where the harness's sinks listen: not 127.0.0.1, which Exim listens on itself and
+# would take for "self" (it defers mail to itself without allow_localhost)
+EXIM_SINK_HOST = "127.0.0.10"
+EXIM_RELAY_HOST = "127.0.0.11"
+EXIM_RELAY_SOURCE = "127.0.0.5"  # the harness's relay endpoint binds here
+
+
+class EximError(RuntimeError):
+    pass
+
+
+def exim_binary() -> Path:
+    binary = EXIM_ROOT / "usr" / "sbin" / "exim4"
+    if not binary.is_file():
+        raise EximError(
+            f"no Exim at {binary}: run .ci/install, which extracts Debian's exim4-daemon-light "
+            "there (or point SB_EXIM_ROOT at an extracted tree)"
+        )
+    return binary
+
+
+CONFIG = """\
+exim_path = {binary}
+spool_directory = {spool}
+log_file_path = {logs}/%slog
+primary_hostname = mta.test
+local_interfaces = 127.0.0.1
+daemon_smtp_ports = {port}
+exim_user = {user}
+exim_group = {user}
+host_lookup =
+rfc1413_hosts =
+tls_advertise_hosts =
+keep_environment =
+domainlist local_domains =
+acl_smtp_rcpt = acl_rcpt
+acl_smtp_data = acl_data
+# deliver every message at once, however many arrive on one connection
+smtp_accept_queue_per_connection = 0
+smtp_accept_max = 200
+# routed mail goes to the sink, which stands for the recipients' MX hosts
+SB_SMARTHOST = {sink_host}
+SB_SMTP_PORT = {sink_port}
+.include {rendered}/main.conf
+
+begin acl
+acl_rcpt:
+  accept hosts = 127.0.0.0/8
+  deny
+acl_data:
+  require acl = sb_route
+  accept
+.include {rendered}/acl.conf
+
+begin routers
+.include {rendered}/routers.conf
+# the operator's own router: mail without a route
+plain:
+  driver = manualroute
+  domains = ! +local_domains
+  route_list = * {sink_host}
+  transport = plain_smtp
+
+begin transports
+.include {rendered}/transports.conf
+plain_smtp:
+  driver = smtp
+  port = {sink_port}
+
+begin retry
+* * F,1h,2s
+"""
+
+
+class EximInstance:
+    def __init__(self, base: Path, smtp_port: int, rendered: Path, sink_host: str, sink_port: int) -> None:
+        self.base = base.resolve()
+        self.spool = self.base / "spool"
+        self.logs = self.base / "log"
+        self.config_file = self.base / "exim.conf"
+        self.pidfile = self.base / "exim.pid"
+        self.smtp_port = smtp_port
+        self.rendered = rendered.resolve()
+        self.sink_host = sink_host
+        self.sink_port = sink_port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> None:
+        for d in (self.spool, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+            shutil.chown(d, user=EXIM_USER, group=EXIM_USER)
+        self.config_file.write_text(
+            CONFIG.format(
+                binary=exim_binary(),
+                spool=self.spool,
+                logs=self.logs,
+                port=self.smtp_port,
+                user=EXIM_USER,
+                sink_host=self.sink_host,
+                sink_port=self.sink_port,
+                rendered=self.rendered,
+            )
+        )
+
+    def check(self) -> None:
+        """``exim -bV`` reads the whole config: a broken render fails here, with Exim's words."""
+        out = subprocess.run(
+            [str(exim_binary()), "-C", str(self.config_file), "-bV"], capture_output=True, text=True
+        )
+        if out.returncode != 0:
+            raise EximError(f"exim -bV rejected {self.config_file}: {out.stdout}{out.stderr}")
+
+    def start(self) -> None:
+        self.write_config()
+        self.check()
+        # -bdf: the daemon stays our child, so we stop exactly the PID we started; its own
+        # session holds the delivery processes it forks, for the teardown to reach
+        with (self.base / "exim.out").open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    str(exim_binary()),
+                    "-C",
+                    str(self.config_file),
+                    "-bdf",
+                    "-q2s",
+                    "-oX",
+                    str(self.smtp_port),
+                    "-oP",
+                    str(self.pidfile),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise EximError(f"exim exited at start: {self.log_tail('panic')} {self.log_tail()}")
+            with socket.socket() as s:
+                s.settimeout(0.2)
+                if s.connect_ex(("127.0.0.1", self.smtp_port)) == 0:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise EximError(f"exim did not listen on 127.0.0.1:{self.smtp_port}: {self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM to our daemon's session (the daemon and its delivery processes)."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # start_new_session: the daemon leads its own group
+        if self.proc.poll() is None:
+            os.killpg(pgid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(pgid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)  # delivery processes left behind, if any
+        self.proc = None
+
+    def log_text(self, name: str = "main") -> str:
+        path = self.logs / f"{name}log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_tail(self, name: str = "main", lines: int = 30) -> str:
+        return "\n".join(self.log_text(name).splitlines()[-lines:])
+
+    def queue_size(self) -> int:
+        out = subprocess.run(
+            [str(exim_binary()), "-C", str(self.config_file), "-bpc"], capture_output=True, text=True
+        )
+        if out.returncode != 0:
+            raise EximError(f"exim -bpc failed: {out.stderr.strip()}")
+        return int(out.stdout.strip() or 0)
+
+
+@dataclass
+class EximSystem:
+    base: Path
+    redis: RedisServer
+    sink: Sink
+    relay_sink: Sink
+    exim: EximInstance
+    policyd: PolicydProcess
+    config_path: Path
+    rdb: redis.Redis
+
+    def send_many(self, count: int, **kwargs: Any) -> list[str]:
+        """Send ``count`` messages through Exim; see ``submit.send_many``."""
+        return send_many(self.exim.smtp_port, count, **kwargs)

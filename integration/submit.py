@@ -1,0 +1,66 @@
+"""Test mail, and submitting it over SMTP: shared by the Postfix and Exim harnesses."""
+
+from __future__ import annotations
+
+import smtplib
+import threading
+from collections.abc import Callable
+from email.message import EmailMessage
+
+
+def build_message(
+    seq: int,
+    sender: str,
+    recipients: list[str],
+    tag: str = "",
+    headers: dict[str, str] | None = None,
+) -> EmailMessage:
+    msg = EmailMessage()
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    msg["Subject"] = f"test {seq}"
+    msg["X-Test-Seq"] = str(seq)
+    if tag:
+        msg["X-Test-Tag"] = tag
+    msg.set_content(f"message {seq}\n")
+    return msg
+
+
+def send_many(
+    port: int,
+    count: int,
+    threads: int = 8,
+    recipients: Callable[[int], list[str]] = lambda i: [f"user{i}@example{i % 5}.test"],
+    tag: Callable[[int], str] = lambda i: "",
+    start: int = 0,
+    headers: Callable[[int], dict[str, str]] = lambda i: {},
+    sender: Callable[[int], str] = lambda i: f"sender{i % 7}@shop.test",
+) -> list[str]:
+    """Send ``count`` messages to 127.0.0.1:``port`` over persistent connections;
+    returns the SMTP errors."""
+    errors: list[str] = []
+    lock = threading.Lock()
+    todo = iter(range(start, start + count))
+
+    def worker() -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            while True:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                rcpts, from_ = recipients(i), sender(i)
+                try:
+                    smtp.send_message(build_message(i, from_, rcpts, tag(i), headers(i)), from_, rcpts)
+                except smtplib.SMTPException as exc:
+                    with lock:
+                        errors.append(f"message {i}: {exc}")
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return errors

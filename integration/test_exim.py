@@ -1,0 +1,120 @@
+"""Issue #6 acceptance, Exim part: a real Exim 4 configured by `render exim` routes by
+the policy daemon's answers through ``${readsocket}``, proven at the sink."""
+
+from __future__ import annotations
+
+import smtplib
+import subprocess
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from integration.configs import ENDPOINT_IP, HELO
+from integration.daemons import CLI
+from integration.exim import EXIM_RELAY_SOURCE, EximSystem
+from integration.waits import wait_until
+
+DEFAULT_ROUTE_IP = "127.0.0.1"  # the operator's plain transport: no interface set
+RELAY_IP = EXIM_RELAY_SOURCE
+
+EQUAL_WEIGHTS = {
+    "pools": {
+        "main": {
+            "endpoints": [{"endpoint": ep, "weight": 1} for ep in ENDPOINT_IP],
+            # every endpoint drained: the sender is told to retry, nothing is routed
+            "overflow": "defer",
+        },
+        "viarelay": {"endpoints": [{"endpoint": "relay1"}]},
+    },
+    "rules": [
+        {"name": "relayed", "pool": "viarelay", "sender_domain": ["relay.test"]},
+        {"name": "all", "pool": "main"},
+    ],
+}
+
+
+@pytest.fixture
+def exim(exim_system: Callable[..., EximSystem]) -> EximSystem:
+    return exim_system(EQUAL_WEIGHTS)
+
+
+def cli(es: EximSystem, *args: str) -> str:
+    out = subprocess.run([CLI, "-c", str(es.config_path), *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def deliveries(es: EximSystem, router: str) -> int:
+    """Deliveries Exim logged through ``router`` (``=>`` lines: first recipient of each)."""
+    return sum(1 for line in es.exim.log_text().splitlines() if " => " in line and f" R={router} " in line)
+
+
+def test_weights_1_1_1_over_300_messages(exim: EximSystem) -> None:
+    assert exim.send_many(300, threads=6) == []
+    got = exim.sink.wait_for(300, timeout=120)
+    seen = Counter(m.peer_ip for m in got)
+    assert set(seen) == set(ENDPOINT_IP.values()), seen
+    for ip in ENDPOINT_IP.values():
+        # each share within 10 points of a third (binomial sd at n=300 is 2.7 points)
+        assert abs(seen[ip] / 300 - 1 / 3) <= 0.10, seen
+    # interface and helo_data both came from the routes file
+    assert all(m.helo == HELO[m.peer_ip] for m in got)
+    assert deliveries(exim, "sb_direct") == 300
+    assert deliveries(exim, "plain") == 0
+
+
+def test_drained_endpoint_gets_nothing_after_the_drain(exim: EximSystem) -> None:
+    assert exim.send_many(60, threads=3, tag=lambda i: "before") == []
+    exim.sink.wait_for(60, timeout=60)
+    assert "127.0.0.3" in {m.peer_ip for m in exim.sink.messages}, "out2 took nothing before the drain"
+    cli(exim, "drain", "out2", "--reason", "exim test")
+    assert exim.send_many(150, threads=3, start=60, tag=lambda i: "after") == []
+    got = exim.sink.wait_for(210, timeout=90)
+    after = Counter(m.peer_ip for m in got if m.header("X-Test-Tag") == "after")
+    assert sum(after.values()) == 150
+    assert after["127.0.0.3"] == 0, after
+    assert set(after) == {"127.0.0.2", "127.0.0.4"}, after
+
+
+def test_policy_daemon_down_mail_leaves_by_the_default_interface(exim: EximSystem) -> None:
+    exim.policyd.stop()
+    assert exim.send_many(20, threads=2) == []
+    got = exim.sink.wait_for(20, timeout=60)
+    assert {m.peer_ip for m in got} == {DEFAULT_ROUTE_IP}
+    assert {m.helo for m in got} == {"mta.test"}  # Exim's primary_hostname
+    assert deliveries(exim, "plain") == 20
+    # and back: routing resumes when the daemon does
+    exim.policyd.start()
+    assert exim.send_many(20, threads=2, start=20) == []
+    got = exim.sink.wait_for(40, timeout=60)
+    assert {m.peer_ip for m in got[20:]} <= set(ENDPOINT_IP.values())
+
+
+def test_relay_endpoint_goes_to_its_relay_from_its_address(exim: EximSystem) -> None:
+    senders = lambda i: f"app{i}@relay.test"  # noqa: E731
+    assert exim.send_many(10, threads=2, sender=senders) == []
+    got = exim.relay_sink.wait_for(10, timeout=60)
+    assert {m.peer_ip for m in got} == {RELAY_IP}
+    assert {m.helo for m in got} == {"relay1.test"}
+    assert exim.sink.messages == []  # not to the recipients' MX (the direct sink)
+    assert deliveries(exim, "sb_relay") == 10
+
+
+def test_all_endpoints_drained_defers_at_data_and_loses_nothing(exim: EximSystem) -> None:
+    for ep in ENDPOINT_IP:
+        cli(exim, "drain", ep, "--reason", "exim test")
+    with (
+        smtplib.SMTP("127.0.0.1", exim.exim.smtp_port, timeout=30) as smtp,
+        pytest.raises(smtplib.SMTPDataError) as refused,
+    ):
+        smtp.sendmail("shop@shop.test", ["someone@example1.test"], b"Subject: t\r\n\r\nhi\r\n")
+    # the daemon's own text, as Postfix would show it: a temporary refusal, never a bounce
+    assert refused.value.smtp_code == 451
+    assert b"4.7.1 Egress capacity exhausted" in refused.value.smtp_error
+    assert exim.exim.queue_size() == 0
+    cli(exim, "undrain", "out1")
+    assert exim.send_many(5, threads=1) == []
+    got = exim.sink.wait_for(5, timeout=60)
+    assert {m.peer_ip for m in got} == {"127.0.0.2"}
+    wait_until(lambda: exim.exim.queue_size() == 0, timeout=30, what="Exim's queue to empty")

@@ -1,0 +1,88 @@
+"""The Exim renderer: text only (the real Exim reads it in integration/test_exim.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from smtp_balancer.config import load_config, validate_config
+from smtp_balancer.render.exim import (
+    FILE_NAMES,
+    REQUEST_ATTRIBUTES,
+    acl_conf,
+    exim_files,
+    main_conf,
+    policy_socket,
+    routes_file,
+)
+
+RAW = {
+    "endpoints": {
+        "out1": {"bind_address": "127.0.0.2", "helo_name": "out1.example.com"},
+        "out6": {"bind_address": "2001:db8::6"},
+        "relay1": {"kind": "relay", "nexthop": "[mta2.internal]:2525", "helo_name": "r.example.com"},
+        "bare": {},
+    },
+    "pools": {"p": {"endpoints": [{"endpoint": "out1"}, {"endpoint": "out6"}]}},
+    "exim": {"readsocket_timeout_s": 3},
+}
+
+
+def test_routes_file_one_lsearch_line_per_endpoint():
+    lines = routes_file(validate_config(RAW)).splitlines()
+    assert "out1: interface=127.0.0.2 helo=out1.example.com" in lines
+    assert "out6: interface=2001:db8::6" in lines
+    assert "relay1: helo=r.example.com host=mta2.internal port=2525" in lines
+    assert "bare:" in lines  # known, so its mail keeps Exim's defaults instead of a lookup miss
+    assert all(line.startswith("#") or ":" in line for line in lines)
+
+
+def test_policy_socket_in_readsocket_form():
+    unix = validate_config({**RAW, "policyd": {"listen": ["unix:/run/sb/policy.sock"]}})
+    assert policy_socket(unix) == "/run/sb/policy.sock"
+    inet = validate_config({**RAW, "policyd": {"listen": ["127.0.0.1:10040"]}})
+    assert policy_socket(inet) == "inet:127.0.0.1:10040"
+
+
+def test_main_conf_macros_never_prefix_one_another():
+    # Exim replaces a macro name wherever it appears: SB_ROUTE would eat SB_ROUTES
+    text = main_conf(validate_config(RAW), "/etc/exim4/sb")
+    names = re.findall(r"^([A-Z][A-Z0-9_]*) =", text, re.M)
+    assert len(names) >= 6
+    assert not [(a, b) for a in names for b in names if a != b and b.startswith(a)]
+    assert "SB_ROUTES_FILE = /etc/exim4/sb/routes" in text
+    assert "SB_POLICY_TIMEOUT = 3s" in text
+
+
+def test_acl_asks_with_every_attribute_and_no_header():
+    acl = acl_conf(validate_config(RAW))
+    for name, value in REQUEST_ATTRIBUTES:
+        assert f"{name}={value}\\n\\" in acl
+    # values a client controls cannot add a line (an attribute) to the request
+    for variable in ("$sender_address", "$recipients", "$authenticated_id"):
+        assert "${sg{" + variable + r"}{\N[\r\n]\N}{}}" in acl
+    # the route comes from the daemon's answer, never from the message itself
+    assert "$h_" not in acl and "$rh_" not in acl and "$bh_" not in acl
+    assert "{action=DUNNO}}" in acl  # the fail string: an unreachable daemon means no route
+
+
+def test_files_are_consistent_with_where_they_are_written():
+    files = exim_files(validate_config(RAW), "/srv/exim")
+    assert set(files) == set(FILE_NAMES.values())
+    assert "SB_ROUTES_FILE = /srv/exim/routes" in files["main.conf"]
+    # every macro the other parts use is defined in main.conf (SB_SMARTHOST is optional)
+    used = set(
+        re.findall(
+            r"\bSB_[A-Z_]+", "".join(files[n] for n in ("acl.conf", "routers.conf", "transports.conf"))
+        )
+    )
+    defined = set(re.findall(r"^(SB_[A-Z_]+) =", files["main.conf"], re.M))
+    assert used - defined == {"SB_SMARTHOST"}
+
+
+def test_shipped_examples_match_the_renderer():
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(root / "examples" / "config.yaml")
+    shipped = root / "mta-configs" / "exim"
+    for name, text in exim_files(config, source="examples/config.yaml").items():
+        assert (shipped / f"{name}.example").read_text() == text, name
