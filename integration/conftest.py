@@ -115,6 +115,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         milter: bool = False,
         feedback: bool = False,
         domains: list[str] | None = None,
+        log_format: str = "logfmt",
     ) -> MailSystem:
         base = make_shared_dir("sb-it-")
         bases.append(base)
@@ -149,11 +150,13 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         )
         config_path = base / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        policyd = PolicydProcess(config_path, policy_port, base / "policyd.log")
+        policyd = PolicydProcess(config_path, policy_port, base / "policyd.log", log_format=log_format)
         if policy:
             policyd.start()
             started.append(policyd.stop)
-        milter_process = DaemonProcess("milter", config_path, base / "milter.log", unix_ready(milter_socket))
+        milter_process = DaemonProcess(
+            "milter", config_path, base / "milter.log", unix_ready(milter_socket), log_format=log_format
+        )
         if milter:
             subprocess.run(
                 [CLI, "-c", str(config_path), "render", "postfix", "--write-maps", str(base / "maps")],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -42,18 +44,29 @@ class DaemonProcess:
         log_path: Path,
         ready: Callable[[], bool],
         log_level: str = "info",
+        log_format: str = "logfmt",
     ) -> None:
         self.command = command
         self.config_path = config_path
         self.log_path = log_path
         self.ready = ready
         self.log_level = log_level
+        self.log_format = log_format
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [CLI, "-c", str(self.config_path), self.command, "--log-level", self.log_level],
+                [
+                    CLI,
+                    "-c",
+                    str(self.config_path),
+                    self.command,
+                    "--log-level",
+                    self.log_level,
+                    "--log-format",
+                    self.log_format,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -89,6 +102,31 @@ class DaemonProcess:
 
 
 class PolicydProcess(DaemonProcess):
-    def __init__(self, config_path: Path, port: int, log_path: Path, log_level: str = "info") -> None:
-        super().__init__("policyd", config_path, log_path, tcp_ready(port), log_level)
+    def __init__(
+        self,
+        config_path: Path,
+        port: int,
+        log_path: Path,
+        log_level: str = "info",
+        log_format: str = "logfmt",
+    ) -> None:
+        super().__init__("policyd", config_path, log_path, tcp_ready(port), log_level, log_format)
         self.port = port
+
+
+def decision_lines(log_path: Path) -> list[dict[str, str]]:
+    """The decision lines a daemon logged, in either format, as field dicts."""
+    out = []
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    for line in text.splitlines():
+        if line.startswith("{"):
+            data = json.loads(line)
+            fields = {
+                k: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in data.items()
+            }
+        else:
+            fields = dict(part.split("=", 1) for part in shlex.split(line) if "=" in part)
+        if fields.get("msg") == "decision":
+            out.append(fields)
+    return out

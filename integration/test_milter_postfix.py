@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import threading
 import time
 import urllib.request
 from collections import Counter
 
 from integration.configs import ENDPOINT_IP
+from integration.daemons import decision_lines
+from integration.waits import wait_until
 
 BULK = {"Precedence": "bulk", "List-Unsubscribe": "<mailto:unsubscribe@shop.test>"}
 CLASS_POOLS = {
@@ -111,3 +115,31 @@ def yaml_port(ms) -> int:
     import yaml
 
     return int(yaml.safe_load(ms.config_path.read_text())["milter"]["metrics_listen"].rsplit(":", 1)[1])
+
+
+def test_info_header_and_json_log_line_share_the_decision_id(mail_system):
+    """The optional info header (kept in the queue file, stripped on the way out)
+    and the milter's JSON decision line name the same decision."""
+    ms = mail_system(
+        {**CLASS_POOLS, "milter": {"info_header": "X-Egress-Info"}},
+        policy=False,
+        milter=True,
+        log_format="json",
+    )
+    # every route refuses for now, so the message waits in the queue where we can read it
+    for ip in ENDPOINT_IP.values():
+        ms.sink.script(ip, "*", "451 4.3.0 held for the test")
+    ms.send("app@shop.test", ["bob@example1.test"], headers=BULK)
+    (line,) = wait_until(lambda: decision_lines(ms.base / "milter.log"), timeout=30, what="a decision line")
+    assert line["via"] == "milter" and line["message_class"] == "bulk" and line["pool"] == "bulk"
+    wait_until(lambda: "status=deferred" in ms.postfix.log_text(), timeout=30, what="the deferral")
+    headers = subprocess.run(
+        ["postcat", "-c", str(ms.postfix.config_dir), "-h", "-q", line["queue_id"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    info = re.search(r"^X-Egress-Info: (.*)$", headers, re.M)
+    assert info is not None, headers
+    assert info.group(1).startswith(f"id={line['decision_id']}; pool=bulk; rule=bulk; class=bulk")
+    assert re.search(rf"^X-Egress-Route: {line['endpoint']}$", headers, re.M), headers

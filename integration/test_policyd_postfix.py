@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import threading
@@ -11,6 +12,8 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from integration.configs import ENDPOINT_IP, HELO
+from integration.daemons import decision_lines
+from integration.waits import wait_until
 
 DEFAULT_ROUTE_IP = "127.0.0.1"  # Postfix's own smtp transport, no bind address
 
@@ -244,3 +247,26 @@ def test_real_postfix_delivery_lines_parse(mail_system):
     by_ip = Counter(m.peer_ip for m in ms.sink.messages)
     assert {ENDPOINT_IP[ep]: n for ep, n in by_endpoint.items()} == dict(by_ip)
     assert {d.provider for d in deliveries} == {"google"}  # from the recipient domain: the sink is no MX
+
+
+def test_decision_lines_name_the_route_postfix_took(mail_system):
+    """Each decision line (logfmt) carries an id and the queue id, and Postfix's own
+    delivery line for that queue id names the same endpoint."""
+    ms = mail_system()
+    assert ms.send_many(12, threads=2) == []
+    ms.sink.wait_for(12, timeout=60)
+
+    def delivered() -> dict[str, str]:
+        pattern = r"postfix/(\w+)/smtp\[\d+\]: (\w+): to=<[^>]+>.*status=sent"
+        found = {queue_id: endpoint for endpoint, queue_id in re.findall(pattern, ms.postfix.log_text())}
+        return found if len(found) >= 12 else {}
+
+    endpoint_of = wait_until(delivered, timeout=30, what="12 delivery lines in the Postfix log")
+    lines = decision_lines(ms.base / "policyd.log")
+    assert len(lines) == 12
+    assert len({line["decision_id"] for line in lines}) == 12
+    for line in lines:
+        assert re.fullmatch(r"[0-9a-f]{16}", line["decision_id"]), line
+        assert line["via"] == "policyd" and line["outcome"] == "route" and line["degraded"] == "false"
+        assert line["action"] == f"FILTER {line['endpoint']}:"
+        assert endpoint_of[line["queue_id"]] == line["endpoint"], line

@@ -20,6 +20,7 @@ from smtp_balancer_milter import metrics
 from smtp_balancer_milter.classify import Classifier
 
 from smtp_balancer.config.model import MilterConfig
+from smtp_balancer.decision_log import log_decision
 from smtp_balancer.engine import ThreadedEngine
 from smtp_balancer.facts import Facts
 from smtp_balancer.rules import in_networks
@@ -140,13 +141,14 @@ class EgressMilter(Milter.Base):
             queue_id=self.getsymval("{i}") or "",
         )
         decision = self.engine.decide(facts, timeout_s=settings.decision_timeout_s)
+        log_decision("milter", facts, decision, message_class=message_class)
         if decision.outcome == "route" and decision.endpoint:
             self.addheader(settings.route_header, decision.endpoint)
             if settings.info_header:
                 self.addheader(
                     settings.info_header,
-                    f"pool={decision.pool}; rule={decision.rule}; class={message_class} ({why})"
-                    + ("; degraded" if decision.degraded else ""),
+                    f"id={decision.decision_id}; pool={decision.pool}; rule={decision.rule}; "
+                    f"class={message_class} ({why})" + ("; degraded" if decision.degraded else ""),
                 )
         elif decision.degraded:
             metrics.FAILURES.labels("no_route_degraded").inc()

@@ -22,7 +22,9 @@ from smtp_balancer_policyd.session import Immediate, InstanceJoin, action_for, h
 
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.config.model import PolicydConfig
+from smtp_balancer.decision_log import log_decision
 from smtp_balancer.engine import Engine
+from smtp_balancer.logs import fields
 
 log = logging.getLogger("smtp_balancer.policyd")
 
@@ -107,7 +109,11 @@ class PolicyServer:
                 await writer.drain()
         except ProtocolError as exc:
             metrics.PROTOCOL_ERRORS.labels(exc.kind).inc()
-            log.warning("closing policy connection from %s: %s (%s)", peer, exc, exc.kind)
+            log.warning(
+                "closing policy connection: %s",
+                exc,
+                extra=fields(peer=str(peer), kind=exc.kind, error=str(exc)),
+            )
         except (ConnectionError, OSError) as exc:
             log.debug("policy connection from %s lost: %s", peer, exc)
         finally:
@@ -129,20 +135,5 @@ class PolicyServer:
         async with self.decisions:
             decision = await self.engine.decide(outcome)
         action = action_for(decision)
-        # Postfix's own delivery lines already name the route (postfix/<endpoint>/smtp);
-        # routine decisions are DEBUG, the ones that change delivery are INFO
-        level = logging.INFO if decision.degraded or decision.outcome == "defer" else logging.DEBUG
-        if log.isEnabledFor(level):
-            log.log(
-                level,
-                "queue_id=%s nrcpt=%d rule=%s pool=%s endpoint=%s degraded=%s action=%r reason=%r",
-                outcome.queue_id or "-",
-                outcome.quota_count,
-                decision.rule or "-",
-                decision.pool or "-",
-                decision.endpoint or "-",
-                "yes" if decision.degraded else "no",
-                action,
-                decision.reason,
-            )
+        log_decision("policyd", outcome, decision, action=action)
         return action

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -70,3 +71,10 @@ class Decision:
     rule: str | None = None
     degraded: bool = False
     verdicts: tuple[EndpointVerdict, ...] = field(default=())
+    # names this decision in the log line and the milter's info header
+    decision_id: str = ""
+
+
+def new_decision_id() -> str:
+    """16 random hex digits: unique enough to grep one decision across a fleet's logs."""
+    return secrets.token_hex(8)

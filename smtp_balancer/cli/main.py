@@ -11,6 +11,7 @@ from pathlib import Path
 
 import redis
 
+from smtp_balancer import logs
 from smtp_balancer.cli.report import explain_report, status_report
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
 from smtp_balancer.durations import parse_duration
@@ -160,22 +161,32 @@ def _render_exim(config: BalancerConfig, args: argparse.Namespace) -> int:
 def cmd_policyd(args: argparse.Namespace) -> int:
     from smtp_balancer_policyd.main import run
 
-    logging.getLogger().setLevel(args.log_level.upper())
+    logs.configure(args.log_format, args.log_level)
     return run(_config(args), args.config)
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
     from smtp_balancer_milter.main import run
 
-    logging.getLogger().setLevel(args.log_level.upper())
+    logs.configure(args.log_format, args.log_level)
     return run(_config(args))
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
     from smtp_balancer.feedback.daemon import run
 
-    logging.getLogger().setLevel(args.log_level.upper())
+    logs.configure(args.log_format, args.log_level)
     return run(_config(args))
+
+
+def add_log_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format",
+        default="logfmt",
+        choices=logs.LOG_FORMATS,
+        help="one event per line, as logfmt (default) or JSON; info logs every decision",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,13 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider")
 
     p = add("policyd", cmd_policyd, "run the Postfix policy daemon (also serves Exim ${readsocket})")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_log_options(p)
 
     p = add("milter", cmd_milter, "run the milter (content-aware routing, also for sendmail submissions)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_log_options(p)
 
     p = add("feedback", cmd_feedback, "run the feedback daemon: log outcomes, response rules, DNSBL, probes")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_log_options(p)
 
     p = add("render", cmd_render, "print MTA configuration generated from the YAML")
     p.add_argument("mta", choices=["postfix", "exim"])
@@ -255,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="smtp-balancer: %(levelname)s: %(message)s")
+    logs.configure("logfmt", logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

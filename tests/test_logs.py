@@ -1,0 +1,79 @@
+"""Structured log lines: escaping that no value can break, in both formats."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from smtp_balancer.logs import StructuredFormatter, configure, fields
+
+
+def record(_exc: bool = False, **values: object) -> logging.LogRecord:
+    exc_info = None
+    if _exc:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            import sys
+
+            exc_info = sys.exc_info()
+    rec = logging.LogRecord("smtp_balancer.decision", logging.INFO, __file__, 1, "decision", (), exc_info)
+    rec.fields = values  # what extra=fields(...) does
+    return rec
+
+
+def test_logfmt_bare_and_quoted_values():
+    line = StructuredFormatter("logfmt").format(
+        record(queue_id="4XyZ1", endpoint="out2", degraded=False, nrcpt=3, pool=None, reason="weight 2 of 4")
+    )
+    assert line.startswith("ts=") and " level=info logger=smtp_balancer.decision msg=decision " in line
+    assert ' queue_id=4XyZ1 endpoint=out2 degraded=false nrcpt=3 pool="" ' in line
+    assert line.endswith('reason="weight 2 of 4"')
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ['421 "quoted" reply', "two\nlines", "cr\rhere", "tab\there", "a=b c=d", "back\\slash", "", "\x00nul"],
+)
+def test_logfmt_no_value_breaks_the_line_or_forges_a_field(hostile: str):
+    line = StructuredFormatter("logfmt").format(record(reason=hostile, endpoint="out1"))
+    assert "\n" not in line and "\r" not in line
+    # the value decodes back exactly, and the next field is still its own
+    value = line.split(" reason=", 1)[1].rsplit(" endpoint=", 1)[0]
+    assert json.loads(value) == hostile
+    assert line.endswith(" endpoint=out1")
+
+
+def test_logfmt_key_junk_is_replaced():
+    line = StructuredFormatter("logfmt").format(record(**{"bad key=x": "v"}))
+    assert " bad_key_x=v" in line
+
+
+def test_json_lines_parse_and_fields_cannot_overwrite_the_envelope():
+    line = StructuredFormatter("json").format(record(level="forged", msg="forged", endpoint="out3", nrcpt=2))
+    data = json.loads(line)
+    assert data["level"] == "info" and data["msg"] == "decision"
+    assert data["field_level"] == "forged" and data["field_msg"] == "forged"
+    assert data["endpoint"] == "out3" and data["nrcpt"] == 2
+    assert "\n" not in line
+
+
+def test_exception_is_one_escaped_field():
+    line = StructuredFormatter("logfmt").format(record(_exc=True))
+    assert "\n" not in line and "ValueError: boom" in line
+
+
+def test_configure_replaces_handlers_and_sets_level(capsys):
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure("json", "warning")
+        assert len(root.handlers) == 1 and root.level == logging.WARNING
+        logging.getLogger("smtp_balancer.test").warning("odd value", extra=fields(key="{sb}:x"))
+        data = json.loads(capsys.readouterr().err.strip())
+        assert data["msg"] == "odd value" and data["key"] == "{sb}:x" and data["level"] == "warning"
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
