@@ -27,30 +27,52 @@ def fields(**values: Any) -> dict[str, dict[str, Any]]:
 
 
 def _logfmt_value(value: Any) -> str:
+    # a decision line per message: the common types take the short paths
     if value is None:
         return '""'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = value if isinstance(value, str) else str(value)
-    if text and _BARE.fullmatch(text):
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is int:
+        return str(value)
+    text = value if type(value) is str else str(value)
+    if _BARE.fullmatch(text):  # never matches "": an empty value is quoted
         return text
     # quoted, with backslash, quote and every control character escaped
-    escaped = json.dumps(text, ensure_ascii=False)
-    return escaped
+    return json.dumps(text, ensure_ascii=False)
+
+
+_keys: dict[str, str] = {}
 
 
 def _logfmt_key(key: str) -> str:
-    return _KEY_JUNK.sub("_", key) or "_"
+    clean = _keys.get(key)
+    if clean is None:
+        clean = _KEY_JUNK.sub("_", key) or "_"
+        if len(_keys) < 1024:  # field names are few; never grow without bound
+            _keys[key] = clean
+    return clean
 
 
 class StructuredFormatter(logging.Formatter):
     def __init__(self, style: LogFormat = "logfmt") -> None:
         super().__init__()
         self.style = style
+        self._second = -1
+        self._prefix = ""
+
+    def _timestamp(self, created: float) -> str:
+        """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
 
     def record_fields(self, record: logging.LogRecord) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -68,7 +90,7 @@ class StructuredFormatter(logging.Formatter):
         values = self.record_fields(record)
         if self.style == "json":
             return json.dumps(values, ensure_ascii=False, default=str)
-        return " ".join(f"{_logfmt_key(k)}={_logfmt_value(v)}" for k, v in values.items())
+        return " ".join([f"{_logfmt_key(k)}={_logfmt_value(v)}" for k, v in values.items()])
 
 
 def configure(style: LogFormat = "logfmt", level: str | int = logging.WARNING) -> None:

@@ -77,3 +77,15 @@ def test_configure_replaces_handlers_and_sets_level(capsys):
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_timestamp_is_utc_iso8601_with_milliseconds_across_seconds():
+    formatter = StructuredFormatter("logfmt")
+    for created, expected in (
+        (1795000000.25, "2026-11-18T11:06:40.250+00:00"),
+        (1795000000.999, "2026-11-18T11:06:40.999+00:00"),
+        (1795000001.0, "2026-11-18T11:06:41.000+00:00"),  # the next second: prefix renewed
+    ):
+        rec = record()
+        rec.created = created
+        assert formatter.format(rec).startswith(f"ts={expected} "), created
