@@ -151,6 +151,11 @@ def main() -> int:
     parser.add_argument(
         "--log-level", default="info", help="our daemon's log level (info logs every decision)"
     )
+    parser.add_argument(
+        "--compare-log-level",
+        help="also measure a second daemon at this log level, side by side (e.g. warning: no decision lines)",
+    )
+    parser.add_argument("--levels", default="1,10,100", help="connection counts (default 1,10,100)")
     parser.add_argument("--prl-python", default=str(ROOT / ".bench-venv" / "bin" / "python"))
     args = parser.parse_args()
 
@@ -160,6 +165,7 @@ def main() -> int:
         redis = RedisServer(work / "redis")
         redis.start()
         ours = None
+        others: list[PolicydProcess] = []
         try:
             today = datetime.now(UTC).date().isoformat()
             ours_port = free_port()
@@ -192,6 +198,18 @@ def main() -> int:
                 ("smtp-balancer", ours_port, "END-OF-MESSAGE"),
                 ("ceiling", dunno_port, "END-OF-MESSAGE"),
             ]
+            if args.compare_log_level:
+                # the same daemon and Redis, another log level: what the decision lines cost
+                other_port = free_port()
+                other_config = work / "config-other.yaml"
+                config["policyd"]["listen"] = [f"inet:127.0.0.1:{other_port}"]
+                other_config.write_text(yaml.safe_dump(config))
+                other = PolicydProcess(
+                    other_config, other_port, work / "policyd-other.log", args.compare_log_level
+                )
+                other.start()
+                others.append(other)
+                servers.insert(1, (f"smtp-balancer@{args.compare_log_level}", other_port, "END-OF-MESSAGE"))
             if Path(args.prl_python).exists():
                 prl, prl_port = start_prl(args.prl_python, work)
                 procs.append(prl)
@@ -205,16 +223,20 @@ def main() -> int:
             )
             print(f"{'server':<20} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
             results: dict[tuple[str, int], float] = {}
-            for conns in (1, 10, 100):
+            levels = [int(n) for n in args.levels.split(",")]
+            for conns in levels:
                 for name, port, state in servers:
                     elapsed, lat, done = asyncio.run(load(port, conns, args.requests, args.seconds, state))
                     rate = done / elapsed
                     results[(name, conns)] = rate
                     print(f"{name:<20} {conns:>5} {rate:>8.0f} {pct(lat, 50):>7.2f} {pct(lat, 99):>7.2f}")
             print()
-            for conns in (1, 10, 100):
+            for conns in levels:
                 ours_rate = results[("smtp-balancer", conns)]
                 line = f"N={conns:<3} ours/ceiling = {ours_rate / results[('ceiling', conns)]:.2f}"
+                if args.compare_log_level:
+                    other_rate = results[(f"smtp-balancer@{args.compare_log_level}", conns)]
+                    line += f"   ours/ours@{args.compare_log_level} = {ours_rate / other_rate:.2f}"
                 if ("policyd-rate-limit", conns) in results:
                     prl = results[("policyd-rate-limit", conns)]
                     line += f"   ours/policyd-rate-limit = {ours_rate / prl:.2f}"
@@ -229,6 +251,8 @@ def main() -> int:
                         os.kill(proc.pid, signal.SIGKILL)
             if ours is not None:
                 ours.stop()
+            for other in others:
+                other.stop()
             redis.stop()
     return 0
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -93,12 +96,72 @@ class StructuredFormatter(logging.Formatter):
         return " ".join([f"{_logfmt_key(k)}={_logfmt_value(v)}" for k, v in values.items()])
 
 
-def configure(style: LogFormat = "logfmt", level: str | int = logging.WARNING) -> None:
+class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr through our own buffer, written at most every ``interval_s``.
+
+    A decision line per message would otherwise cost a write(2) per line: it
+    cut the policy daemon's throughput by about a third in the benchmark.
+    Warnings and worse go out at once, with everything buffered before them; a
+    background thread writes what a quiet daemon left in the buffer.
+    """
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        stream = open(  # noqa: SIM115 - the handler owns it until the process ends
+            os.dup(sys.stderr.fileno()), "w", buffering=1 << 16, encoding="utf-8", errors="backslashreplace"
+        )
+        super().__init__(stream)
+        self.interval_s = interval_s
+        self._written = float("-inf")  # the first line (usually "listening on") goes out at once
+        self._closed = threading.Event()
+        threading.Thread(target=self._writer, name="log-flush", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            now = time.monotonic()
+            if record.levelno >= logging.WARNING or now - self._written >= self.interval_s:
+                self.stream.flush()
+                self._written = now
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _writer(self) -> None:
+        while not self._closed.wait(self.interval_s):
+            self.flush()  # takes the handler's lock
+
+    def close(self) -> None:
+        self._closed.set()
+        with self.lock:  # type: ignore[union-attr]
+            if not self.stream.closed:
+                self.stream.flush()
+                self.stream.close()
+        super().close()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if not self.stream.closed:
+                self.stream.flush()
+
+
+def _stderr_handler(flush_interval_s: float) -> logging.Handler:
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a test runner, say
+        return logging.StreamHandler(sys.stderr)
+    return BufferedStderrHandler(flush_interval_s)
+
+
+def configure(
+    style: LogFormat = "logfmt", level: str | int = logging.WARNING, flush_interval_s: float = 0.2
+) -> None:
     """One stderr handler with our formatter on the root logger (replacing any other)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _stderr_handler(flush_interval_s)
     handler.setFormatter(StructuredFormatter(style))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)

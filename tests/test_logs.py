@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -89,3 +92,53 @@ def test_timestamp_is_utc_iso8601_with_milliseconds_across_seconds():
         rec = record()
         rec.created = created
         assert formatter.format(rec).startswith(f"ts={expected} "), created
+
+
+SCRIPT = """
+import logging, sys, time
+from smtp_balancer.logs import configure, fields
+configure("logfmt", "info", flush_interval_s=float(sys.argv[1]))
+log = logging.getLogger("t")
+log.info("decision", extra=fields(n=0))  # the first line is written at once
+time.sleep(0.1)
+for i in (1, 2):
+    log.info("decision", extra=fields(n=i))
+print("emitted", flush=True)
+if sys.argv[2] == "warn":
+    log.warning("odd")
+time.sleep(30)
+"""
+
+
+def _stderr_after(seconds: float, interval: str, warn: str) -> list[str]:
+    """stderr of SCRIPT, SIGTERMed (no logging shutdown) ``seconds`` after its lines."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, interval, warn],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "emitted\n"
+        time.sleep(seconds)
+        proc.terminate()
+        return proc.communicate(timeout=10)[1].splitlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_buffered_lines_reach_stderr_within_the_interval_without_exiting():
+    lines = _stderr_after(1.0, "0.2", "no")
+    assert [line.split(" n=")[1] for line in lines] == ["0", "1", "2"], lines
+
+
+def test_lines_wait_in_the_buffer_until_the_interval():
+    # the control for the test above: with a 30 s interval only the first line is out
+    lines = _stderr_after(1.0, "30", "no")
+    assert [line.split(" n=")[1] for line in lines] == ["0"], lines
+
+
+def test_a_warning_goes_out_at_once_with_what_came_before():
+    lines = _stderr_after(0.5, "30", "warn")
+    assert len(lines) == 4 and "msg=odd" in lines[3] and "level=warning" in lines[3], lines
