@@ -262,7 +262,12 @@ def test_decision_lines_name_the_route_postfix_took(mail_system):
         return found if len(found) >= 12 else {}
 
     endpoint_of = wait_until(delivered, timeout=30, what="12 delivery lines in the Postfix log")
-    lines = decision_lines(ms.base / "policyd.log")
+    # info lines are written every 0.2 s, not at once
+    lines = wait_until(
+        lambda: found if len(found := decision_lines(ms.base / "policyd.log")) >= 12 else None,
+        timeout=10,
+        what="12 decision lines",
+    )
     assert len(lines) == 12
     assert len({line["decision_id"] for line in lines}) == 12
     for line in lines:
