@@ -10,7 +10,9 @@ mix and shows, from what the sink actually received:
     google only, google mail moving off out2 while other providers keep it;
   - transactional mail (submitted with sendmail, routed by the milter) kept on
     its own IP;
-  - the `status` table and where the metrics are served.
+  - the `status` table;
+  - an Exim 4 configured by `render exim` routed by the same daemon and state;
+  - a decision log line, and where the metrics are served.
 Everything is torn down at the end, and nothing outside loopback is touched.
 """
 
@@ -31,6 +33,7 @@ from typing import Any
 import yaml
 
 from integration.daemons import CLI, DaemonProcess, PolicydProcess, tcp_ready, unix_ready
+from integration.exim import EXIM_SINK_HOST, EximError, EximInstance, exim_binary
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
@@ -273,7 +276,30 @@ def run(base: Path, stack: list) -> None:
     print(f"  the sink refused {deferred} gmail.com attempts from out2 (Postfix retried them);")
     print(f"  queue empty: all {total} messages delivered, none lost, none rejected by us")
 
-    heading("7. metrics (Prometheus text format, scraped now)")
+    heading("7. an Exim server in the same fleet: `render exim`, the same daemon, the same Redis")
+    rendered = base / "exim-rendered"
+    cli(config_path, "render", "exim", "--write", str(rendered))
+    exim_sink = Sink(EXIM_SINK_HOST)
+    exim_sink.start()
+    stack.append(exim_sink.stop)
+    exim = EximInstance(base / "exim", free_port(), rendered, EXIM_SINK_HOST, exim_sink.port)
+    stack.append(exim.stop)
+    exim.start()
+    print(f"  Exim 4 on 127.0.0.1:{exim.smtp_port}, asking the policy daemon through ${{readsocket}}")
+    send_bulk(exim.smtp_port, 120, 3000, "E")
+    wait_until(lambda: sum(by_endpoint_provider(exim_sink, "E").values()) >= 120, 60, "Exim's deliveries")
+    e = by_endpoint_provider(exim_sink, "E")
+    table(e, "delivered by Exim:")
+    print(
+        f"  -> out3 still at its cap, and out2 took {e[('out2', 'google')]} google messages:"
+        " the suspension Postfix's log caused holds for Exim too"
+    )
+
+    heading("8. one decision line from the policy daemon's log (logfmt; --log-format json also)")
+    line = next(ln for ln in (base / "policyd.log").read_text().splitlines() if " msg=decision " in ln)
+    print("  " + line)
+
+    heading("9. metrics (Prometheus text format, scraped now)")
     for name, port, prefixes in (
         ("policy daemon", ports["policy_metrics"], ("smtp_balancer_decisions_total",)),
         ("milter", ports["milter_metrics"], ("smtp_balancer_milter_classified_total",)),
@@ -290,6 +316,10 @@ def run(base: Path, stack: list) -> None:
 
 def main() -> int:
     missing = [tool for tool in ("redis-server", "postfix", "unshare") if shutil.which(tool) is None]
+    try:
+        exim_binary()
+    except EximError:
+        missing.append("exim4 (unpacked)")
     if missing:
         print(f"demo: missing {', '.join(missing)}: run `make demo`, which installs them first")
         return 1
