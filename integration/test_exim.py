@@ -118,3 +118,17 @@ def test_all_endpoints_drained_defers_at_data_and_loses_nothing(exim: EximSystem
     got = exim.sink.wait_for(5, timeout=60)
     assert {m.peer_ip for m in got} == {"127.0.0.2"}
     wait_until(lambda: exim.exim.queue_size() == 0, timeout=30, what="Exim's queue to empty")
+
+
+def test_a_request_over_the_daemons_limit_leaves_unrouted_not_rejected(exim: EximSystem) -> None:
+    # 2,000 recipients make a `recipients=` attribute of about 74 KB: over the
+    # daemon's 64 KiB request limit, so it closes the connection without an answer
+    rcpts = [f"recipient-number-{i:04d}@example{i % 5}.test" for i in range(2000)]
+    with smtplib.SMTP("127.0.0.1", exim.exim.smtp_port, timeout=60) as smtp:
+        refused = smtp.sendmail("shop@shop.test", rcpts, b"Subject: many\r\n\r\nhi\r\n")
+    assert refused == {}
+    wait_until(
+        lambda: sum(len(m.rcpt_tos) for m in exim.sink.messages) >= 2000, timeout=60, what="2,000 recipients"
+    )
+    assert {m.peer_ip for m in exim.sink.messages} == {DEFAULT_ROUTE_IP}
+    assert "exceeds 65536 bytes" in exim.policyd.log_path.read_text()
