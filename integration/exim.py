@@ -73,9 +73,7 @@ acl_smtp_data = acl_data
 # deliver every message at once, however many arrive on one connection
 smtp_accept_queue_per_connection = 0
 smtp_accept_max = 200
-# routed mail goes to the sink, which stands for the recipients' MX hosts
-SB_SMARTHOST = {sink_host}
-SB_SMTP_PORT = {sink_port}
+{smarthost}SB_SMTP_PORT = {sink_port}
 .include {rendered}/main.conf
 
 begin acl
@@ -108,7 +106,17 @@ begin retry
 
 
 class EximInstance:
-    def __init__(self, base: Path, smtp_port: int, rendered: Path, sink_host: str, sink_port: int) -> None:
+    def __init__(
+        self,
+        base: Path,
+        smtp_port: int,
+        rendered: Path,
+        sink_host: str,
+        sink_port: int,
+        smarthost: bool = True,
+    ) -> None:
+        """``smarthost=False`` leaves the rendered routers on dnslookup, as in production:
+        only for ``check()``, since the test domains are not in DNS."""
         self.base = base.resolve()
         self.spool = self.base / "spool"
         self.logs = self.base / "log"
@@ -118,6 +126,7 @@ class EximInstance:
         self.rendered = rendered.resolve()
         self.sink_host = sink_host
         self.sink_port = sink_port
+        self.smarthost = smarthost
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> None:
@@ -134,6 +143,10 @@ class EximInstance:
                 sink_host=self.sink_host,
                 sink_port=self.sink_port,
                 rendered=self.rendered,
+                smarthost=(
+                    # routed mail goes to the sink, which stands for the recipients' MX hosts
+                    f"SB_SMARTHOST = {self.sink_host}\n" if self.smarthost else ""
+                ),
             )
         )
 

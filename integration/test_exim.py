@@ -7,12 +7,13 @@ import smtplib
 import subprocess
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from integration.configs import ENDPOINT_IP, HELO
 from integration.daemons import CLI
-from integration.exim import EXIM_RELAY_SOURCE, EximSystem
+from integration.exim import EXIM_RELAY_SOURCE, EximInstance, EximSystem, exim_binary
 from integration.waits import wait_until
 
 DEFAULT_ROUTE_IP = "127.0.0.1"  # the operator's plain transport: no interface set
@@ -132,3 +133,24 @@ def test_a_request_over_the_daemons_limit_leaves_unrouted_not_rejected(exim: Exi
     )
     assert {m.peer_ip for m in exim.sink.messages} == {DEFAULT_ROUTE_IP}
     assert "exceeds 65536 bytes" in exim.policyd.log_path.read_text()
+
+
+def test_the_production_routers_parse_too(exim: EximSystem, tmp_path: Path) -> None:
+    """Without SB_SMARTHOST the rendered sb_direct router is dnslookup: Exim accepts it."""
+    production = EximInstance(
+        tmp_path,
+        exim.exim.smtp_port,
+        exim.exim.rendered,
+        exim.exim.sink_host,
+        exim.exim.sink_port,
+        smarthost=False,
+    )
+    production.write_config()
+    production.check()
+    routers = subprocess.run(
+        [str(exim_binary()), "-C", str(production.config_file), "-bP", "router", "sb_direct"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "driver = dnslookup" in routers, routers
