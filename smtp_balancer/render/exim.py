@@ -101,8 +101,10 @@ def acl_conf(config: BalancerConfig, source: str = "the smtp-balancer config") -
     return "\n".join(
         [
             HEADER.format(source=source),
-            "# Call it first in your DATA ACL:   require acl = sb_route",
-            "# (Debian split config: put that line in the file CHECK_DATA_LOCAL_ACL_FILE names).",
+            "# Call it last in your DATA ACL, just before the final accept:   require acl = sb_route",
+            "# (a message denied after it would have used warm-up quota for nothing). On Debian's",
+            "# split config, put that line in the file CHECK_DATA_LOCAL_ACL_FILE names: it is",
+            "# included at the end of acl_check_data.",
             "# An unreachable or slow daemon answers DUNNO: the message is accepted without a",
             "# route and leaves through your own routers and default interface.",
             "sb_route:",
