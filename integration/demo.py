@@ -213,9 +213,9 @@ def run(base: Path, stack: list) -> None:
         smtpd_port=ports["smtpd"],
         sink_port=sink.port,
         master_cf_extra=cli(config_path, "render", "postfix", "--part", "master"),
-        # the policy daemon routes SMTP mail; the milter routes local submissions
-        # (sendmail), so no message is decided twice
-        main_cf_extra=cli(config_path, "render", "postfix", "--part", "main") + "smtpd_milters =\n",
+        # with both enabled, the rendered main.cf has the policy daemon decide SMTP mail
+        # and the milter local submissions (sendmail): no message is decided twice
+        main_cf_extra=cli(config_path, "render", "postfix", "--part", "main"),
         domains=DOMAINS,
     )
     stack.append(postfix.stop)

@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from datetime import UTC, datetime
 
 from integration.configs import ENDPOINT_IP
 from integration.daemons import decision_lines
@@ -143,3 +144,17 @@ def test_info_header_and_json_log_line_share_the_decision_id(mail_system):
     assert info is not None, headers
     assert info.group(1).startswith(f"id={line['decision_id']}; pool=bulk; rule=bulk; class=bulk")
     assert re.search(rf"^X-Egress-Route: {line['endpoint']}$", headers, re.M), headers
+
+
+def test_with_both_daemons_each_message_is_decided_once(mail_system):
+    """The rendered main.cf keeps the milter off SMTP mail while the policy daemon
+    decides it: a message decided twice would reserve its warm-up quota twice."""
+    ms = mail_system(milter=True)  # the policy daemon too, as by default
+    assert ms.send_many(20, threads=2) == []
+    for i in range(10):
+        ms.sendmail("app@shop.test", [f"local{i}@example{i % 5}.test"], 100 + i)
+    got = ms.sink.wait_for(30, timeout=60)
+    assert {m.peer_ip for m in got} <= set(ENDPOINT_IP.values())  # every message routed
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    reserved = sum(int(ms.rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in ENDPOINT_IP)
+    assert reserved == 30

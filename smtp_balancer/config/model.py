@@ -225,6 +225,10 @@ class PolicydConfig(Strict):
 class MilterConfig(Strict):
     # render the milter lines into main.cf and the map files
     enabled: bool = False
+    # decide SMTP mail too (smtpd_milters), not only local submissions (non_smtpd_milters).
+    # Unset: only when the policy daemon is off, so that no message is decided twice:
+    # every decision reserves warm-up quota
+    smtpd: bool | None = None
     # a unix socket: over inet: libmilter's small writes stall on Nagle + delayed ACK (DESIGN.md)
     listen: str = "unix:/run/smtp-balancer/milter.sock"
     socket_mode: str = Field(default="0666", pattern=r"^0?[0-7]{3}$")
@@ -291,3 +295,10 @@ class BalancerConfig(Strict):
     mx_lookup: MxLookupConfig = Field(default_factory=MxLookupConfig)
     warmup_schedules: dict[Name, list[WarmupStep | int]] = Field(default_factory=dict)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+
+    @property
+    def milter_decides_smtpd(self) -> bool:
+        """Whether the milter decides SMTP mail (else only sendmail/pickup submissions)."""
+        if not self.milter.enabled:
+            return False
+        return self.milter.smtpd if self.milter.smtpd is not None else not self.policyd.enabled

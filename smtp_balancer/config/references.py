@@ -70,6 +70,14 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
                 yield (f"rules[{i}].name", f"rule name {name!r} is used twice")
             rule_names.add(name)
 
+    milter, policyd = _mapping(raw.get("milter")), _mapping(raw.get("policyd"))
+    if milter.get("enabled") is True and milter.get("smtpd") is True and policyd.get("enabled", True) is True:
+        yield (
+            "milter.smtpd",
+            "the policy daemon already decides SMTP mail (policyd.enabled): deciding each message "
+            "twice reserves its warm-up quota twice; set policyd.enabled or milter.smtpd to false",
+        )
+
     feedback = _mapping(raw.get("feedback"))
     for section in ("response_rules", "rate_rules"):
         for i, rule in enumerate(_list(feedback.get(section))):

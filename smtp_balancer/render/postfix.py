@@ -106,15 +106,21 @@ def main_cf(config: BalancerConfig, source: str = "the smtp-balancer config") ->
     if config.milter.enabled:
         milter = config.milter.listen
         maps = maps_dir(config)
+        if config.milter_decides_smtpd:
+            smtpd = [f"smtpd_milters = {milter}"]
+        else:
+            smtpd = [
+                "# smtpd_milters is not set: the policy daemon decides SMTP mail, and a",
+                "# message decided twice would reserve its warm-up quota twice (milter.smtpd).",
+            ]
         lines += [
             "#",
             "# The milter adds a routing header at end of message; milter_header_checks",
-            "# (which sees only milter-added headers) turns it into FILTER. When both the",
-            "# policy service and the milter route a message, the milter wins.",
+            "# (which sees only milter-added headers) turns it into FILTER.",
             "# non_smtpd_milters covers mail submitted with sendmail(1).",
             "# milter_default_action = accept: a dead milter means the default transport,",
             "# never '451 4.7.1'.",
-            f"smtpd_milters = {milter}",
+            *smtpd,
             f"non_smtpd_milters = {milter}",
             "milter_default_action = accept",
             "milter_connect_timeout = 5s",

@@ -72,3 +72,36 @@ def test_milter_maps_and_milter_only_main_cf():
     assert "check_policy_service" not in main and "smtpd_end_of_data_restrictions" not in main
     assert "milter_header_checks = regexp:/etc/postfix/sb/milter_header_checks\n" in main
     assert "  -o smtp_header_checks=regexp:/etc/postfix/sb/smtp_header_checks" in master_cf(config)
+
+
+def test_milter_decides_smtp_mail_only_when_the_policy_daemon_does_not():
+    base = {
+        "milter": {"enabled": True},
+        "endpoints": {"out1": {}},
+        "pools": {"p": {"endpoints": [{"endpoint": "out1"}]}},
+    }
+    milter_only = main_cf(validate_config({**base, "policyd": {"enabled": False}}))
+    assert "\nsmtpd_milters = unix:/run/smtp-balancer/milter.sock\n" in milter_only
+    both = main_cf(validate_config(base))
+    # no message decided twice: the milter keeps to local submissions
+    assert "\nsmtpd_milters" not in both and "# smtpd_milters is not set" in both
+    assert "\nnon_smtpd_milters = unix:/run/smtp-balancer/milter.sock\n" in both
+    assert "smtpd_end_of_data_restrictions" in both
+    # asked for explicitly, without the policy daemon: allowed
+    explicit = {**base, "policyd": {"enabled": False}, "milter": {"enabled": True, "smtpd": True}}
+    assert "\nsmtpd_milters = " in main_cf(validate_config(explicit))
+
+
+def test_both_deciding_smtp_mail_is_a_config_error():
+    import pytest
+
+    from smtp_balancer.config import ConfigInvalid
+
+    raw = {
+        "milter": {"enabled": True, "smtpd": True},
+        "endpoints": {"out1": {}},
+        "pools": {"p": {"endpoints": [{"endpoint": "out1"}]}},
+    }
+    with pytest.raises(ConfigInvalid) as err:
+        validate_config(raw)
+    assert "milter.smtpd" in str(err.value) and "warm-up quota twice" in str(err.value)
