@@ -13,7 +13,6 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import replace
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -22,7 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from smtp_balancer import metrics
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.facts import Decision, Facts, new_decision_id
+from smtp_balancer.facts import Decision, Facts
 from smtp_balancer.mx import MxProviders
 from smtp_balancer.providers import domain_of
 from smtp_balancer.redis_channel import ScriptChannel
@@ -125,7 +124,6 @@ class Engine:
             decision = Decision(outcome="default", reason="degraded (internal error)", degraded=True)
             metrics.DEGRADED.labels("internal_error").inc()
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
-        decision = replace(decision, decision_id=new_decision_id())
         if commit:
             metrics.record_decision(decision.pool, decision.endpoint, decision.rule, decision.outcome)
         return decision
@@ -255,12 +253,7 @@ class ThreadedEngine:
         except TimeoutError:
             future.cancel()
             metrics.DEGRADED.labels("bridge_timeout").inc()
-            return Decision(
-                outcome="default",
-                reason="degraded (engine did not answer)",
-                degraded=True,
-                decision_id=new_decision_id(),
-            )
+            return Decision(outcome="default", reason="degraded (engine did not answer)", degraded=True)
 
     def warm_up(self) -> bool:
         """Engine.warm_up, for a threaded daemon's start (the milter)."""

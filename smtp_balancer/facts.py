@@ -61,6 +61,11 @@ class EndpointVerdict:
     detail: str
 
 
+def new_decision_id() -> str:
+    """16 random hex digits: unique enough to grep one decision across a fleet's logs."""
+    return secrets.token_hex(8)
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     outcome: Outcome
@@ -72,9 +77,4 @@ class Decision:
     degraded: bool = False
     verdicts: tuple[EndpointVerdict, ...] = field(default=())
     # names this decision in the log line and the milter's info header
-    decision_id: str = ""
-
-
-def new_decision_id() -> str:
-    """16 random hex digits: unique enough to grep one decision across a fleet's logs."""
-    return secrets.token_hex(8)
+    decision_id: str = field(default_factory=new_decision_id)
