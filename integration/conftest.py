@@ -45,6 +45,23 @@ def base_config(redis_url: str, policy_port: int, metrics_port: int) -> dict[str
     }
 
 
+def start_redis(base: Path, started: list[Callable[[], None]]) -> RedisServer:
+    redis_server = RedisServer(base / "redis")
+    redis_server.start()
+    started.append(redis_server.stop)
+    return redis_server
+
+
+def write_config(base: Path, *layers: dict[str, Any] | None) -> Path:
+    """``base/config.yaml``: the layers merged in order, each over the one before."""
+    config: dict[str, Any] = {}
+    for layer in layers:
+        config = deep_merge(config, layer or {})
+    path = base / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def render(config_path: Path, part: str) -> str:
     """master.cf / main.cf text from our own CLI: the harness uses what operators use."""
     out = subprocess.run(
@@ -119,9 +136,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
     ) -> MailSystem:
         base = make_shared_dir("sb-it-")
         bases.append(base)
-        redis_server = RedisServer(base / "redis")
-        redis_server.start()
-        started.append(redis_server.stop)
+        redis_server = start_redis(base, started)
         sink = Sink()
         sink.start()
         sinks.append(sink)
@@ -145,11 +160,9 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
                 "poll_interval_ms": 100,
             },
         }
-        config = deep_merge(
-            deep_merge(base_config(redis_server.url, policy_port, metrics_port), harness), extra or {}
+        config_path = write_config(
+            base, base_config(redis_server.url, policy_port, metrics_port), harness, extra
         )
-        config_path = base / "config.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         policyd = PolicydProcess(config_path, policy_port, base / "policyd.log", log_format=log_format)
         if policy:
             policyd.start()
@@ -226,9 +239,7 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
     def make(extra: dict[str, Any] | None = None) -> EximSystem:
         base = make_shared_dir("sb-exim-")
         bases.append(base)
-        redis_server = RedisServer(base / "redis")
-        redis_server.start()
-        started.append(redis_server.stop)
+        redis_server = start_redis(base, started)
         sink, relay_sink = Sink(EXIM_SINK_HOST), Sink(EXIM_RELAY_HOST)
         for s in (sink, relay_sink):
             s.start()
@@ -242,11 +253,9 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
             "helo_name": "relay1.test",
         }
         harness = {"endpoints": {"relay1": relay}}
-        config = deep_merge(
-            deep_merge(base_config(redis_server.url, policy_port, metrics_port), harness), extra or {}
+        config_path = write_config(
+            base, base_config(redis_server.url, policy_port, metrics_port), harness, extra
         )
-        config_path = base / "config.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         rendered = base / "exim-rendered"
         # what an operator runs: the harness configures Exim only through our CLI
         subprocess.run(
