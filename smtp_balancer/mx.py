@@ -10,6 +10,7 @@ so a dead resolver is not asked once per message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -54,10 +55,21 @@ class MxProviders:
         if hit is None:
             return None
         if hit[1] < (time.monotonic() if now is None else now):
-            del self.cache[domain]
+            self.cache.pop(domain, None)
             return None
-        self.cache.move_to_end(domain)
+        with contextlib.suppress(KeyError):  # another thread (the milter's) evicted it meanwhile
+            self.cache.move_to_end(domain)
         return hit[0]
+
+    def knows(self, domains: Iterable[str]) -> bool:
+        """Every domain's provider is known now: deciding needs no lookup."""
+        now = time.monotonic()
+        for domain in domains:
+            if domain not in self.providers.by_domain:
+                hit = self.cache.get(domain)
+                if hit is None or hit[1] < now:
+                    return False
+        return True
 
     def _store(self, domain: str, provider: str, ttl: float) -> None:
         self.cache[domain] = (provider, time.monotonic() + ttl)

@@ -17,6 +17,9 @@ import contextlib
 import hashlib
 import ssl
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import hiredis
@@ -50,11 +53,33 @@ def _ssl_context(cfg: RedisConfig) -> ssl.SSLContext:
     return ctx
 
 
+@dataclass(frozen=True)
+class LuaScript:
+    text: str
+
+    @cached_property
+    def sha(self) -> str:
+        return hashlib.sha1(self.text.encode()).hexdigest()
+
+
 class ScriptChannel:
-    def __init__(self, cfg: RedisConfig, script: str) -> None:
+    """``on_push`` receives pub/sub messages (a subscribed connection's pushes);
+    ``on_reset`` is told when the connection is gone."""
+
+    def __init__(
+        self,
+        cfg: RedisConfig,
+        script: str = "",
+        *,
+        on_push: Callable[[Any], None] | None = None,
+        on_reset: Callable[[], None] | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.main = LuaScript(script)
         self.script = script
-        self.sha = hashlib.sha1(script.encode()).hexdigest()
+        self.sha = self.main.sha
+        self.on_push = on_push
+        self.on_reset = on_reset
         self._params = parse_url(cfg.url)  # host/port or path, db, credentials from the URL
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -128,6 +153,8 @@ class ScriptChannel:
         for fut in pending:
             if not fut.done():
                 fut.set_exception(RedisConnectionError(why))
+        if writer is not None and self.on_reset is not None:
+            self.on_reset()
 
     async def close(self) -> None:
         writer = self._writer
@@ -145,6 +172,9 @@ class ScriptChannel:
                     break
                 parser.feed(data)
                 while (reply := parser.gets()) is not False:
+                    if self.on_push is not None and isinstance(reply, list) and reply[:1] == [b"message"]:
+                        self.on_push(reply[2])  # in subscribed mode only pushes are "message"
+                        continue
                     fut = self._pending.popleft()
                     if not fut.done():  # a caller that timed out has gone
                         fut.set_result(reply)
@@ -180,15 +210,17 @@ class ScriptChannel:
             raise reply
         return reply
 
-    async def load_script(self) -> None:
-        await self.call("SCRIPT", "LOAD", self.script)
+    async def load_script(self, script: LuaScript | None = None) -> None:
+        await self.call("SCRIPT", "LOAD", (script or self.main).text)
 
-    async def evalsha(self, keys: list[bytes], args: list[Any]) -> Any:
+    async def evalsha(self, keys: list[Any], args: list[Any], script: LuaScript | None = None) -> Any:
+        """Run the channel's script (or another one) by its SHA, loading it when Redis lacks it."""
+        script = script or self.main
         try:
-            return await self.call("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             # a restarted or flushed Redis forgot the script: load it and retry once
-            await self.load_script()
-            return await self.call("EVALSHA", self.sha, len(keys), *keys, *args)
+            await self.load_script(script)
+            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)

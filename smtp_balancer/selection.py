@@ -9,7 +9,6 @@ stickiness survives a Redis outage. No sockets here: the engine does the I/O.
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import time
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
+from smtp_balancer.choice import Stage, choose
 from smtp_balancer.config.model import BalancerConfig, parse_nexthop
 from smtp_balancer.facts import Decision, EndpointVerdict, Facts, Route
 from smtp_balancer.providers import ProviderSpec, ProviderTable
@@ -29,15 +29,6 @@ Terminal = Literal["default", "defer"]
 
 
 @dataclass(frozen=True)
-class Stage:
-    pool: str
-    members: tuple[tuple[str, int], ...]  # (endpoint, YAML weight)
-    stickiness: str
-    spread: int
-    ignore_caps: bool
-
-
-@dataclass(frozen=True)
 class PoolPlan:
     """A pool and its overflow chain, flattened into the stages tried in order."""
 
@@ -47,16 +38,20 @@ class PoolPlan:
 
 @dataclass(frozen=True)
 class ScriptCall:
+    """One decision's inputs: for select.lua (``Planner.encode``) or a local choice."""
+
     facts: Facts
     rule: CompiledRule
     plan: PoolPlan
-    keys: list[bytes]
-    args: list[str | bytes]
-    # per stage, the rendezvous hash per member (None when not sticky): reused locally
+    # per stage, the rendezvous hash per member (None when not sticky)
     hashes: tuple[tuple[float, ...] | None, ...]
     caps: dict[str, Caps]
     r: float
     providers: tuple[str, ...]
+    provider_counts: tuple[tuple[str, int], ...]  # recipients per provider
+    buckets: tuple[str, str]  # day and hour counter buckets
+    commit: bool = True
+    explain: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,26 +67,6 @@ def rendezvous_hash(key: str, endpoint: str) -> float:
     """A uniform value in (0, 1) per (sticky key, endpoint)."""
     digest = hashlib.blake2b(f"{key}\0{endpoint}".encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") + 0.5) / 2.0**64
-
-
-def weighted_pick(
-    candidates: Sequence[tuple[str, int]], hashes: Sequence[float] | None, spread: int, r: float
-) -> tuple[str, int]:
-    """The choice select.lua makes: rendezvous top-`spread` when sticky, then by weight."""
-    cands = list(candidates)
-    if hashes is not None:
-        scored = sorted(
-            zip(cands, hashes, strict=True), key=lambda ch: -ch[0][1] / math.log(ch[1]), reverse=True
-        )
-        cands = [c for c, _ in scored[:spread]]
-    total = sum(w for _, w in cands)
-    target = r * total
-    acc = 0
-    for cand in cands:
-        acc += cand[1]
-        if target < acc:
-            return cand
-    return cands[-1]
 
 
 class Planner:
@@ -178,17 +153,35 @@ class Planner:
         for stage in plan.stages:
             key = _sticky_key(facts, stage.stickiness)
             hashes.append(tuple(rendezvous_hash(key, ep) for ep, _ in stage.members) if key else None)
-        day, hour = self._buckets(now)
-        header = f"{self.keys.base}: {int(commit)} {int(explain)} {r!r} {facts.quota_count} {day} {hour}"
-        anchor, plan_text = self._static_args(rule.pool, plan, caps)
+        return ScriptCall(
+            facts,
+            rule,
+            plan,
+            tuple(hashes),
+            caps,
+            r,
+            tuple(by_provider),
+            tuple(by_provider.items()),
+            self._buckets(now),
+            commit,
+            explain,
+        )
+
+    def encode(self, call: ScriptCall) -> tuple[list[bytes], list[str | bytes]]:
+        """The keys and arguments of select.lua for this call."""
+        day, hour = call.buckets
+        header = (
+            f"{self.keys.base}: {int(call.commit)} {int(call.explain)} {call.r!r}"
+            f" {call.facts.quota_count} {day} {hour}"
+        )
+        anchor, plan_text = self._static_args(call.rule.pool, call.plan, call.caps)
         args: list[str | bytes] = [
             header,
             plan_text,
-            ",".join(f"{p} {c}" for p, c in by_provider.items()),
-            "/".join(" ".join(repr(u) for u in h) if h else "" for h in hashes),
+            ",".join(f"{p} {c}" for p, c in call.provider_counts),
+            "/".join(" ".join(repr(u) for u in h) if h else "" for h in call.hashes),
         ]
-        keys = [anchor]
-        return ScriptCall(facts, rule, plan, keys, args, tuple(hashes), caps, r, tuple(by_provider))
+        return [anchor], args
 
     def _now(self) -> datetime:
         """The current hour as a datetime; only day and hour matter to a decision."""
@@ -233,15 +226,15 @@ class Planner:
         junk = [_junk(_text(j)) for j in junk_raw]
         verdicts = tuple(_verdict(call.plan, _text(v)) for v in verdicts_raw)
         if _text(status) != "ok":
-            return self._exhausted(call, verdicts=verdicts), junk
+            return self.exhausted(call, verdicts=verdicts), junk
         stage = call.plan.stages[int(stage_no) - 1]
         name = _text(endpoint)
         spill = f", overflow from {call.plan.stages[0].pool}" if int(stage_no) > 1 else ""
         caps_note = " (caps ignored)" if stage.ignore_caps else ""
         reason = f"weight {int(weight)} in pool {stage.pool}{caps_note}{spill}"
-        return self._routed(call, stage, name, reason, verdicts=verdicts), junk
+        return self.routed(call, stage, name, reason, verdicts=verdicts), junk
 
-    def _routed(
+    def routed(
         self,
         call: ScriptCall,
         stage: Stage,
@@ -262,7 +255,7 @@ class Planner:
             verdicts=verdicts,
         )
 
-    def _exhausted(
+    def exhausted(
         self, call: ScriptCall, *, degraded: bool = False, verdicts: tuple[EndpointVerdict, ...] = ()
     ) -> Decision:
         pools = " -> ".join(dict.fromkeys(s.pool for s in call.plan.stages))
@@ -282,8 +275,8 @@ class Planner:
         """A degraded decision made without Redis.
 
         It uses the YAML weights, overlaid with the last-known live state when
-        there is one: live weights, drains, quarantines and unexpired
-        suspensions still hold. Warming endpoints are skipped (their quota
+        there is one: live weights, drains, quarantines, unexpired suspensions
+        and throttles still hold. Warming endpoints are skipped (their quota
         cannot be counted without Redis) unless the overflow policy ignores
         caps. Never defers: mail must not wait on Redis.
         """
@@ -297,25 +290,37 @@ class Planner:
                 rule=call.rule.name,
                 degraded=True,
             )
-        for stage, hashes in zip(call.plan.stages, call.hashes, strict=True):
-            cands: list[tuple[str, int]] = []
-            cand_hashes: list[float] = []
-            for i, (ep, yaml_weight) in enumerate(stage.members):
-                weight = yaml_weight
-                if live is not None:
-                    if ep in live.blocked or live.suspended(ep, call.providers, now):
-                        continue
-                    weight = live.weight(stage.pool, ep, yaml_weight)
-                warming = call.caps[ep].day is not None
-                if weight > 0 and (stage.ignore_caps or not warming):
-                    cands.append((ep, weight))
-                    if hashes:
-                        cand_hashes.append(hashes[i])
-            if cands:
-                name, weight = weighted_pick(cands, cand_hashes if hashes else None, stage.spread, call.r)
-                reason = f"degraded ({why}): weight {weight} in pool {stage.pool} from {source}"
-                return self._routed(call, stage, name, reason, degraded=True)
-        return self._exhausted(call, degraded=True)
+        picked = choose(call.plan.stages, call.hashes, call.r, _Degraded(call, live, now, time.time()))
+        if picked is None:
+            return self.exhausted(call, degraded=True)
+        stage_no, name, weight = picked
+        stage = call.plan.stages[stage_no]
+        reason = f"degraded ({why}): weight {weight} in pool {stage.pool} from {source}"
+        return self.routed(call, stage, name, reason, degraded=True)
+
+
+class _Degraded:
+    """Eligibility without Redis: the last-known state, and no warming endpoints."""
+
+    def __init__(self, call: ScriptCall, live: LiveState | None, now: float, wall_now: float) -> None:
+        self.call, self.live, self.now, self.wall_now = call, live, now, wall_now
+
+    def weight(self, pool: str, endpoint: str, yaml_weight: int) -> int:
+        return self.live.weight(pool, endpoint, yaml_weight) if self.live else yaml_weight
+
+    def why_not(self, endpoint: str, ignore_caps: bool) -> str | None:
+        live = self.live
+        if live is not None:
+            if live.is_blocked(endpoint, self.wall_now):
+                return "blocked"
+            if live.suspended(endpoint, self.call.providers, self.now):
+                return "suspended"
+        if not ignore_caps and self.call.caps[endpoint] != UNCAPPED:
+            return "warming: its quota cannot be counted without Redis"
+        return None
+
+    def throttle(self, endpoint: str) -> float:
+        return self.live.throttle(endpoint, self.call.providers, self.now) if self.live else 1.0
 
 
 def route_for(name: str, nexthop: str | None) -> Route:

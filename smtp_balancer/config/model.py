@@ -174,6 +174,9 @@ class DecisionConfig(Strict):
     # how often the last-known live state (weights, drains, suspensions) is refreshed
     # for degraded decisions
     state_refresh_s: int = Field(default=5, ge=1, le=3600)
+    # decide in memory from Redis-tracked state and quota leases (CLIENT TRACKING,
+    # Redis 6+); off: one select.lua round trip per decision
+    local: bool = True
 
 
 class MxLookupConfig(Strict):

@@ -60,8 +60,36 @@ class KeySchema:
     def throttle(self, endpoint: str, provider: str) -> str:
         return f"{self.base}:throttle:{endpoint}:{provider}"
 
-    def throttle_pattern(self, endpoint: str) -> str:
-        return f"{self.base}:throttle:{endpoint}:*"
+    def throttle_prefix(self) -> str:
+        return f"{self.base}:throttle:"
+
+    def throttle_pattern(self, endpoint: str = "") -> str:
+        return f"{self.throttle_prefix()}{endpoint}:*" if endpoint else f"{self.throttle_prefix()}*"
+
+    def tracked_prefixes(self) -> tuple[str, ...]:
+        """The keys a local decision reads: weights, admin states, suspensions, throttles."""
+        return (
+            f"{self.base}:pool:",
+            f"{self.base}:endpoint:",
+            self.suspension_prefix(),
+            self.throttle_prefix(),
+        )
+
+    def tracked_key(self, name: str) -> tuple[str, tuple[str, ...]] | None:
+        """Which tracked key a name is: ("weights", (pool,)), ("state", (endpoint,)),
+        ("suspend", (endpoint, provider)) or ("throttle", (endpoint, provider))."""
+        for kind, head, tail in (
+            ("weights", f"{self.base}:pool:", ":weights"),
+            ("state", f"{self.base}:endpoint:", ":state"),
+        ):
+            if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail):
+                return kind, (name[len(head) : -len(tail)],)
+        for kind, head in (("suspend", self.suspension_prefix()), ("throttle", self.throttle_prefix())):
+            if name.startswith(head):
+                endpoint, sep, provider = name[len(head) :].partition(":")
+                if sep:
+                    return kind, (endpoint, provider)
+        return None
 
     def outcomes(self, endpoint: str, provider: str, minute: str) -> str:
         return f"{self.base}:outcomes:{endpoint}:{provider}:{minute}"

@@ -1,0 +1,32 @@
+-- Reserve warm-up quota for local decisions (smtp_balancer/quota.py).
+-- KEYS[1] the endpoint's day counter, KEYS[2] its hour counter (one hash slot)
+-- ARGV[1] units wanted, ARGV[2] day cap, ARGV[3] hour cap (-1 = none)
+-- Returns the units granted (added to both totals at once, so every daemon sees
+-- them as used), 0 when a cap is reached, -1 (-2) when the capped day (hour)
+-- counter is junk.
+local want, caps = tonumber(ARGV[1]), {tonumber(ARGV[2]), tonumber(ARGV[3])}
+
+local function count_of(key)
+  local v = redis.pcall('HGET', key, 'total')
+  if type(v) == 'table' then return nil end
+  if not v then return 0 end
+  if string.match(v, '^%d+$') and #v <= 15 then return tonumber(v) end
+  return nil
+end
+
+local grant = want
+for i = 1, 2 do
+  if caps[i] >= 0 then
+    local used = count_of(KEYS[i])
+    -- an unreadable counter blocks a capped endpoint, as in select.lua
+    if used == nil then return -i end
+    grant = math.min(grant, caps[i] - used)
+  end
+end
+if grant <= 0 then return 0 end
+local ttls = {259200, 172800}
+for i = 1, 2 do
+  local total = redis.pcall('HINCRBY', KEYS[i], 'total', grant)
+  if total == grant then redis.call('EXPIRE', KEYS[i], ttls[i]) end
+end
+return grant
