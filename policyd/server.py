@@ -3,6 +3,9 @@
 Postfix keeps one connection per smtpd process and sends one request at a
 time; Exim's ${readsocket} sends one request and shuts its side down. Both are
 served by the same loop. A protocol error closes only the offending connection.
+It is an asyncio Protocol rather than streams: most requests are answered
+inside ``data_received`` (the engine decides locally), with no task, timer or
+await per request.
 """
 
 from __future__ import annotations
@@ -14,21 +17,28 @@ import logging
 import os
 import pwd
 import stat
+from collections import deque
 from pathlib import Path
 
 from smtp_balancer_policyd import metrics
-from smtp_balancer_policyd.protocol import ProtocolError, RequestParser, Truncated, format_reply
-from smtp_balancer_policyd.session import Immediate, InstanceJoin, action_for, handle
+from smtp_balancer_policyd.protocol import (
+    PolicyRequest,
+    ProtocolError,
+    RequestParser,
+    Truncated,
+    format_reply,
+)
+from smtp_balancer_policyd.session import DUNNO, Immediate, InstanceJoin, action_for, handle
 
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.config.model import PolicydConfig
 from smtp_balancer.decision_log import log_decision
 from smtp_balancer.engine import Engine
+from smtp_balancer.facts import Decision, Facts
 from smtp_balancer.logs import fields
 
 log = logging.getLogger("smtp_balancer.policyd")
 
-READ_CHUNK = 65536
 LISTEN_BACKLOG = 1024
 
 
@@ -48,8 +58,8 @@ class PolicyServer:
                 self.servers.append(await self._unix(spec[5:]))
             else:
                 host, port = parse_hostport(spec.removeprefix("inet:"))
-                server = await asyncio.start_server(
-                    self._serve, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
+                server = await asyncio.get_running_loop().create_server(
+                    self._connection, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
                 )
                 self.servers.append(server)
         log.info("policy service listening on %s", ", ".join(self.addresses))
@@ -58,7 +68,9 @@ class PolicyServer:
         sock_path = Path(path)
         if sock_path.exists() and stat.S_ISSOCK(sock_path.stat().st_mode):
             sock_path.unlink()  # a stale socket from a previous run
-        server = await asyncio.start_unix_server(self._serve, path, backlog=LISTEN_BACKLOG)
+        server = await asyncio.get_running_loop().create_unix_server(
+            self._connection, path, backlog=LISTEN_BACKLOG
+        )
         os.chmod(path, int(self.config.unix_mode, 8))
         if self.config.unix_owner or self.config.unix_group:
             uid = pwd.getpwnam(self.config.unix_owner).pw_uid if self.config.unix_owner else -1
@@ -82,48 +94,12 @@ class PolicyServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername") or "unix"
-        if self.connections >= self.config.max_connections:
-            metrics.REFUSED_CONNECTIONS.inc()
-            log.warning("refusing connection from %s: max_connections %d reached", peer, self.connections)
-            writer.close()
-            return
-        self.connections += 1
-        metrics.CONNECTIONS.inc()
-        parser = RequestParser()
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.config.idle_timeout_s):
-                        data = await reader.read(READ_CHUNK)
-                except TimeoutError:
-                    if parser.pending:
-                        raise Truncated(f"no complete request within {self.config.idle_timeout_s}s") from None
-                    break
-                if not data:
-                    parser.eof()
-                    break
-                for request in parser.feed(data):
-                    writer.write(format_reply(await self._answer(request)))
-                await writer.drain()
-        except ProtocolError as exc:
-            metrics.PROTOCOL_ERRORS.labels(exc.kind).inc()
-            log.warning(
-                "closing policy connection: %s",
-                exc,
-                extra=fields(peer=str(peer), kind=exc.kind, error=str(exc)),
-            )
-        except (ConnectionError, OSError) as exc:
-            log.debug("policy connection from %s lost: %s", peer, exc)
-        finally:
-            self.connections -= 1
-            metrics.CONNECTIONS.dec()
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    def _connection(self) -> PolicyConnection:
+        return PolicyConnection(self)
 
-    async def _answer(self, request: dict[str, str]) -> str:
+    def answer_now(self, request: PolicyRequest) -> str | Facts:
+        """The action for a request when it needs no waiting (most of them), else the
+        facts for ``answer_later``."""
         outcome = handle(request, self.join)
         if isinstance(outcome, Immediate):
             state = request.get("protocol_state", "").lower() or "none"
@@ -132,8 +108,149 @@ class PolicyServer:
                 log.info("answering DUNNO: %s", outcome.note)
             return outcome.action
         metrics.REQUESTS.labels("end_of_message").inc()
+        decision = self.engine.decide_now(outcome)
+        if decision is None:
+            return outcome
+        return self._action(outcome, decision)
+
+    async def answer_later(self, facts: Facts) -> str:
+        """The action for facts ``answer_now`` could not decide at once: a Redis round trip."""
         async with self.decisions:
-            decision = await self.engine.decide(outcome)
+            decision = await self.engine.decide(facts)
+        return self._action(facts, decision)
+
+    def _action(self, facts: Facts, decision: Decision) -> str:
         action = action_for(decision)
-        log_decision("policyd", outcome, decision, action=action)
+        log_decision("policyd", facts, decision, action=action)
         return action
+
+
+class PolicyConnection(asyncio.Protocol):
+    """One client connection. Requests are answered in order, one at a time: at once
+    when the engine can decide locally, else by a task while reading is paused."""
+
+    def __init__(self, server: PolicyServer) -> None:
+        self.server = server
+        self.parser = RequestParser()
+        self.transport: asyncio.Transport | None = None
+        self.queue: deque[PolicyRequest] = deque()
+        self.busy = False  # a request is being decided by a task
+        self.write_paused = False
+        self.eof = False
+        self.peer = "unix"
+        self.loop = asyncio.get_running_loop()
+        self.last_active = self.loop.time()
+        self.idle: asyncio.TimerHandle | None = None
+        self.counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self.server
+        self.peer = str(transport.get_extra_info("peername") or "unix")
+        if server.connections >= server.config.max_connections:
+            metrics.REFUSED_CONNECTIONS.inc()
+            log.warning(
+                "refusing connection from %s: max_connections %d reached", self.peer, server.connections
+            )
+            transport.close()
+            return
+        self.counted = True
+        server.connections += 1
+        metrics.CONNECTIONS.inc()
+        self.idle = self.loop.call_later(server.config.idle_timeout_s, self._idle_check)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
+        try:
+            self.queue.extend(self.parser.feed(data))
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        self._work()
+
+    def eof_received(self) -> bool:
+        # Exim's ${readsocket} shuts its side down after the request: still answer it
+        self.eof = True
+        try:
+            self.parser.eof()
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return True
+        self._work()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        if self.counted:
+            self.counted = False
+            self.server.connections -= 1
+            metrics.CONNECTIONS.dec()
+        if exc is not None:
+            log.debug("policy connection from %s lost: %s", self.peer, exc)
+
+    def pause_writing(self) -> None:
+        # a client that sends and never reads: stop reading until it catches up
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.busy:
+            self.transport.resume_reading()
+
+    def _work(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        while self.queue and not self.busy:
+            request = self.queue.popleft()
+            action = self.server.answer_now(request)
+            if isinstance(action, Facts):
+                self.busy = True
+                transport.pause_reading()
+                task = self.loop.create_task(self.server.answer_later(action))
+                task.add_done_callback(self._answered)
+                return
+            transport.write(format_reply(action))
+        if self.eof and not self.busy:
+            transport.close()
+
+    def _answered(self, task: asyncio.Task[str]) -> None:
+        self.busy = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        try:
+            action = task.result()
+        except Exception:  # never leave a client without an answer; the MTA default applies
+            log.exception("policy decision failed; answering DUNNO")
+            action = DUNNO
+        transport.write(format_reply(action))
+        if not self.write_paused:
+            transport.resume_reading()
+        self._work()
+
+    def _idle_check(self) -> None:
+        timeout = self.server.config.idle_timeout_s
+        idle_for = self.loop.time() - self.last_active
+        if idle_for < timeout or self.busy:
+            self.idle = self.loop.call_later(max(timeout - idle_for, 0.1), self._idle_check)
+            return
+        if self.parser.pending:
+            self._protocol_error(Truncated(f"no complete request within {timeout}s"))
+        elif self.transport is not None:
+            self.transport.close()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        metrics.PROTOCOL_ERRORS.labels(exc.kind).inc()
+        log.warning(
+            "closing policy connection: %s",
+            exc,
+            extra=fields(peer=self.peer, kind=exc.kind, error=str(exc)),
+        )
+        self.queue.clear()
+        if self.transport is not None:
+            self.transport.close()

@@ -11,28 +11,28 @@ import logging
 from typing import Any
 
 from smtp_balancer.facts import Decision, Facts
-from smtp_balancer.logs import fields
+from smtp_balancer.logs import event
 
 log = logging.getLogger("smtp_balancer.decision")
 
 
 def log_decision(via: str, facts: Facts, decision: Decision, **more: Any) -> None:
     """``via``: policyd or milter. ``more``: what only that caller knows (action, class)."""
-    if not log.isEnabledFor(logging.INFO):
-        return
-    log.info(
+    event(
+        log,
+        logging.INFO,
         "decision",
-        extra=fields(
-            decision_id=decision.decision_id,
-            via=via,
-            queue_id=facts.queue_id or None,
-            outcome=decision.outcome,
-            rule=decision.rule,
-            pool=decision.pool,
-            endpoint=decision.endpoint,
-            degraded=decision.degraded,
-            nrcpt=facts.quota_count,
-            reason=decision.reason,
+        {
+            "decision_id": decision.decision_id,
+            "via": via,
+            "queue_id": facts.queue_id or None,
+            "outcome": decision.outcome,
+            "rule": decision.rule,
+            "pool": decision.pool,
+            "endpoint": decision.endpoint,
+            "degraded": decision.degraded,
+            "nrcpt": facts.quota_count,
+            "reason": decision.reason,
             **more,
-        ),
+        },
     )

@@ -21,6 +21,7 @@ LogFormat = Literal["logfmt", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("logfmt", "json")
 
 _BARE = re.compile(r"[A-Za-z0-9_.:/@+-]+")
+_QUOTABLE = re.compile(r'[^"\\\x00-\x1f\x7f]*')  # needs quotes only, no escapes
 _KEY_JUNK = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -42,6 +43,8 @@ def _logfmt_value(value: Any) -> str:
     text = value if type(value) is str else str(value)
     if _BARE.fullmatch(text):  # never matches "": an empty value is quoted
         return text
+    if _QUOTABLE.fullmatch(text):
+        return f'"{text}"'
     # quoted, with backslash, quote and every control character escaped
     return json.dumps(text, ensure_ascii=False)
 
@@ -73,27 +76,41 @@ class StructuredFormatter(logging.Formatter):
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
 
-    def record_fields(self, record: logging.LogRecord) -> dict[str, Any]:
+    def event_fields(
+        self, created: float, levelname: str, name: str, msg: str, extra: dict[str, Any] | None
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "ts": self._timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
+            "ts": self._timestamp(created),
+            "level": levelname.lower(),
+            "logger": name,
+            "msg": msg,
         }
-        extra = getattr(record, "fields", None)
-        if isinstance(extra, dict):
+        if extra:
             for key, value in extra.items():
                 # a field never overwrites the four above
                 out[key if key not in out else f"field_{key}"] = value
+        return out
+
+    def record_fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        extra = getattr(record, "fields", None)
+        out = self.event_fields(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            extra if isinstance(extra, dict) else None,
+        )
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return out
 
-    def format(self, record: logging.LogRecord) -> str:
-        values = self.record_fields(record)
+    def render(self, values: dict[str, Any]) -> str:
         if self.style == "json":
             return json.dumps(values, ensure_ascii=False, default=str)
         return " ".join([f"{_logfmt_key(k)}={_logfmt_value(v)}" for k, v in values.items()])
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.render(self.record_fields(record))
 
 
 class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -117,15 +134,28 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.stream.write(self.format(record) + self.terminator)
-            now = time.monotonic()
-            if record.levelno >= logging.WARNING or now - self._written >= self.interval_s:
-                self.stream.flush()
-                self._written = now
+            self._write(self.format(record), record.levelno)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
+
+    def _write(self, line: str, levelno: int) -> None:
+        self.stream.write(line + self.terminator)
+        now = time.monotonic()
+        if levelno >= logging.WARNING or now - self._written >= self.interval_s:
+            self.stream.flush()
+            self._written = now
+
+    def emit_event(self, levelno: int, name: str, msg: str, extra: dict[str, Any]) -> None:
+        """``emit`` without a LogRecord: for the per-decision line (see ``event``)."""
+        formatter = self.formatter
+        assert isinstance(formatter, StructuredFormatter)
+        with self.lock:  # type: ignore[union-attr]
+            line = formatter.render(
+                formatter.event_fields(time.time(), logging.getLevelName(levelno), name, msg, extra)
+            )
+            self._write(line, levelno)
 
     def _writer(self) -> None:
         while not self._closed.wait(self.interval_s):
@@ -143,6 +173,25 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self.lock:  # type: ignore[union-attr]
             if not self.stream.closed:
                 self.stream.flush()
+
+
+_direct: BufferedStderrHandler | None = None  # set by configure() when event() may bypass logging
+
+
+def event(logger: logging.Logger, levelno: int, msg: str, extra: dict[str, Any]) -> None:
+    """A structured line, like ``logger.log(levelno, msg, extra=fields(**extra))``.
+
+    A LogRecord (caller lookup, thread and process names) costs about as much as
+    the rest of a local decision; when configure() set up our handler alone, a
+    per-message line goes straight to it instead, formatted the same way.
+    """
+    if not logger.isEnabledFor(levelno):
+        return
+    direct = _direct
+    if direct is None or logger.handlers or not logger.propagate:
+        logger.log(levelno, msg, extra={"fields": extra})
+        return
+    direct.emit_event(levelno, logger.name, msg, extra)
 
 
 def _stderr_handler(flush_interval_s: float) -> logging.Handler:
@@ -165,3 +214,5 @@ def configure(
         old.close()
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    global _direct
+    _direct = handler if isinstance(handler, BufferedStderrHandler) else None

@@ -192,6 +192,8 @@ class Planner:
 
     def _buckets(self, now: datetime) -> tuple[str, str]:
         """Day and hour counter buckets; strftime twice per decision is measurable."""
+        if now is self._now_value and now == self._bucket_hour:
+            return self._bucket_text  # the usual case: _now()'s cached hour
         hour_start = now.replace(minute=0, second=0, microsecond=0)
         if hour_start != self._bucket_hour:
             self._bucket_hour = hour_start

@@ -142,3 +142,23 @@ def test_lines_wait_in_the_buffer_until_the_interval():
 def test_a_warning_goes_out_at_once_with_what_came_before():
     lines = _stderr_after(0.5, "30", "warn")
     assert len(lines) == 4 and "msg=odd" in lines[3] and "level=warning" in lines[3], lines
+
+
+def test_event_bypasses_log_records_but_formats_the_same():
+    # a real stderr (not pytest's capture), so configure() installs the buffered handler
+    code = (
+        "import logging\n"
+        "from smtp_balancer import logs\n"
+        "logs.configure('logfmt', 'info')\n"
+        "assert logs._direct is not None\n"
+        "log = logging.getLogger('smtp_balancer.decision')\n"
+        "extra = {'decision_id': 'ab12', 'reason': 'weight 1 in pool main', 'odd': 'x\\ny=\"z\"', 'n': 3}\n"
+        "logs.event(log, logging.INFO, 'decision', extra)\n"
+        "log.info('decision', extra=logs.fields(**extra))\n"
+        "logs.event(log, logging.DEBUG, 'not shown', extra)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    lines = [line.split(" ", 1)[1] for line in out.splitlines()]  # drop ts
+    assert len(lines) == 2 and lines[0] == lines[1]
+    assert 'reason="weight 1 in pool main"' in lines[0]
+    assert 'odd="x\\ny=\\"z\\""' in lines[0]
