@@ -87,9 +87,15 @@ def test_milter_killed_mid_run_mail_still_flows(mail_system):
 
 
 def test_engine_timeout_delivers_without_route_header(mail_system):
-    # the engine's budget is longer than the milter will wait: the milter gives up first
+    # the engine's budget is longer than the milter will wait: the milter gives up first.
+    # Local decisions would not wait on the stalled Redis at all (the next test), so this
+    # one turns them off to reach the round trip that times out.
     ms = mail_system(
-        {**CLASS_POOLS, "decision": {"budget_ms": 5000}, "milter": {"decision_timeout_ms": 200}},
+        {
+            **CLASS_POOLS,
+            "decision": {"budget_ms": 5000, "local": False},
+            "milter": {"decision_timeout_ms": 200},
+        },
         policy=False,
         milter=True,
     )
@@ -110,6 +116,23 @@ def test_engine_timeout_delivers_without_route_header(mail_system):
         if ln.startswith('smtp_balancer_degraded_decisions_total{reason="bridge_timeout"}')
     )
     assert float(line.split()[-1]) >= 1
+
+
+def test_a_stalled_redis_does_not_stall_local_decisions(mail_system):
+    ms = mail_system(
+        {**CLASS_POOLS, "decision": {"budget_ms": 5000}, "milter": {"decision_timeout_ms": 200}},
+        policy=False,
+        milter=True,
+    )
+    ms.send("app@shop.test", ["warm@example.test"], seq=0)
+    assert ms.sink.wait_for(1, timeout=30)[0].peer_ip in TX_IPS
+    sleeper = threading.Thread(target=lambda: ms.redis.client().execute_command("DEBUG", "SLEEP", "2"))
+    sleeper.start()
+    time.sleep(0.2)
+    ms.send("app@shop.test", ["slow@example.test"], seq=1)
+    sleeper.join()
+    got = ms.sink.wait_for(2, timeout=60)[-1]
+    assert got.peer_ip in TX_IPS  # routed from the mirror while Redis slept
 
 
 def yaml_port(ms) -> int:

@@ -99,6 +99,7 @@ class Engine:
         self._background: list[asyncio.Task[None]] = []
         self._refused_logged = False
         self._attempted = asyncio.Event()  # the first tracking attempt is over, either way
+        self._quota_stop = asyncio.Event()
 
     async def replace_config(self, config: BalancerConfig) -> None:
         """Adopt a new, already validated config (SIGHUP). The Redis connection is
@@ -288,12 +289,16 @@ class Engine:
 
     async def _stop_local(self) -> None:
         tasks, self._background = self._background, []
-        for task in (*tasks, self._reread_task):
+        self.local.fresh = False
+        self._quota_stop.set()  # let a round in flight finish: a grant Redis made must be recorded
+        for task in (*tasks[:1], self._reread_task):
             if task is not None:
                 task.cancel()
-        self.local.fresh = False
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.redis.admin_timeout_ms / 1000):
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            tasks[1].cancel()
             self.book.give_back_all()
             with contextlib.suppress(TimeoutError, RedisError, OSError):
                 async with asyncio.timeout(self.config.redis.admin_timeout_ms / 1000):
@@ -420,8 +425,10 @@ class Engine:
         return value, None
 
     async def _serve_quota(self) -> None:
-        while True:
-            await asyncio.sleep(SERVICE_INTERVAL_S)
+        while not self._quota_stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SERVICE_INTERVAL_S):
+                    await self._quota_stop.wait()
             try:
                 async with asyncio.timeout(self.config.redis.admin_timeout_ms / 1000):
                     await self._quota_round()

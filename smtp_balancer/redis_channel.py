@@ -129,9 +129,10 @@ class ScriptChannel:
             handshake.append(("CLIENT", "SETNAME", "smtp-balancer"))
             replies = [self._send(cmd) for cmd in handshake]
             try:
-                for fut in replies:
+                for cmd, fut in zip(handshake, replies, strict=True):
                     result = await fut
-                    if isinstance(result, ResponseError):
+                    # a name only helps CLIENT LIST; an ACL may well refuse it
+                    if isinstance(result, ResponseError) and cmd[0] != "CLIENT":
                         # AUTH/SELECT refused: a connection problem, not a script one
                         raise RedisConnectionError(
                             f"Redis refused the connection setup: {result}"

@@ -491,3 +491,56 @@ async def test_live_state_refresh_survives_junk(make_config, rdb):
         assert live.suspended("out2", ["google"], time.monotonic())
     finally:
         await engine.aclose()
+
+
+async def test_a_live_change_reaches_local_decisions_without_waiting_for_it(make_config, rdb):
+    engine = Engine(make_config())
+    try:
+        assert await engine.warm_up() and engine.local.fresh
+        rdb.hset("{sb}:pool:main:weights", "out2", 0)
+        # no settle(): the invalidation alone must stop local decisions, then the re-read resumes them
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and engine.live.weight("main", "out2", 2) != 0:
+            await asyncio.sleep(0.005)
+        assert engine.live.weight("main", "out2", 2) == 0 and engine.local.fresh
+        seen = Counter([(await engine.decide(gmail(i), now=NOW)).endpoint for i in range(300)])
+        assert seen["out2"] == 0
+        rdb.set("{sb}:throttle:out1:google", "0.1 rule gmail-421", ex=60)
+        await engine.settle()
+        seen = Counter([(await engine.decide(gmail(i), now=NOW)).endpoint for i in range(2000)])
+        assert seen["out1"] < 0.2 * seen["out3"], seen  # out1 keeps about a tenth of its share
+    finally:
+        await engine.aclose()
+
+
+async def test_tracking_refused_by_an_acl_still_decides_through_redis(make_config, rdb, caplog):
+    # an ACL user without +client: no tracking, every decision a select.lua round trip
+    rdb.execute_command("ACL", "SETUSER", "mta", "on", ">secret", "~*", "&*", "+@all", "-client")
+    engine = Engine(make_config({"redis": {"username": "mta", "password": "secret"}}))
+    try:
+        assert await engine.warm_up()
+        assert not engine.local.fresh
+        rdb.hset("{sb}:pool:main:weights", "out2", 0)
+        seen = await decide_n(engine, 200)
+        assert seen["out2"] == 0 and seen["out1"] + seen["out3"] == 200
+        assert any("refused key tracking" in r.getMessage() for r in caplog.records)
+    finally:
+        await engine.aclose()
+
+
+async def test_leases_are_given_back_at_close(make_config, rdb):
+    today = NOW.date().isoformat()
+    engine = Engine(make_config({"endpoints": {"out2": {"warmup": {"start": today, "schedule": [5000]}}}}))
+    try:
+        assert await engine.warm_up()
+        seen = Counter()
+        for i in range(400):
+            seen[(await engine.decide(gmail(i), now=NOW)).endpoint] += 1
+            if i % 50 == 0:
+                await asyncio.sleep(0.06)  # let refills land, so most decisions are local
+        assert engine.book.leased() > 0
+    finally:
+        await engine.aclose()
+    # what was leased and not spent went back: the counter holds exactly what out2 took
+    assert int(rdb.hget("{sb}:count:out2:day:20261124", "total")) == seen["out2"]
+    assert int(rdb.hget("{sb}:count:out2:day:20261124", "google")) == seen["out2"]
