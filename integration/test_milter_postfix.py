@@ -86,6 +86,18 @@ def test_milter_killed_mid_run_mail_still_flows(mail_system):
     assert {m.peer_ip for m in after_kill} == {"127.0.0.1"}  # Postfix's default transport
 
 
+def _second_message_during_a_redis_stall(ms):
+    """One normal message, then one sent while Redis sleeps 2 s; the second as the sink got it."""
+    ms.send("app@shop.test", ["warm@example.test"], seq=0)
+    assert ms.sink.wait_for(1, timeout=30)[0].peer_ip in TX_IPS
+    sleeper = threading.Thread(target=lambda: ms.redis.client().execute_command("DEBUG", "SLEEP", "2"))
+    sleeper.start()
+    time.sleep(0.2)
+    ms.send("app@shop.test", ["slow@example.test"], seq=1)
+    sleeper.join()
+    return ms.sink.wait_for(2, timeout=60)[-1]
+
+
 def test_engine_timeout_delivers_without_route_header(mail_system):
     # the engine's budget is longer than the milter will wait: the milter gives up first.
     # Local decisions would not wait on the stalled Redis at all (the next test), so this
@@ -99,14 +111,7 @@ def test_engine_timeout_delivers_without_route_header(mail_system):
         policy=False,
         milter=True,
     )
-    ms.send("app@shop.test", ["warm@example.test"], seq=0)  # a normal decision first
-    assert ms.sink.wait_for(1, timeout=30)[0].peer_ip in TX_IPS
-    sleeper = threading.Thread(target=lambda: ms.redis.client().execute_command("DEBUG", "SLEEP", "2"))
-    sleeper.start()
-    time.sleep(0.2)
-    ms.send("app@shop.test", ["slow@example.test"], seq=1)
-    sleeper.join()
-    got = ms.sink.wait_for(2, timeout=60)[-1]
+    got = _second_message_during_a_redis_stall(ms)
     assert got.peer_ip == "127.0.0.1" and got.header("X-Egress-Route") is None
     metrics_port = yaml_port(ms)
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
@@ -124,14 +129,7 @@ def test_a_stalled_redis_does_not_stall_local_decisions(mail_system):
         policy=False,
         milter=True,
     )
-    ms.send("app@shop.test", ["warm@example.test"], seq=0)
-    assert ms.sink.wait_for(1, timeout=30)[0].peer_ip in TX_IPS
-    sleeper = threading.Thread(target=lambda: ms.redis.client().execute_command("DEBUG", "SLEEP", "2"))
-    sleeper.start()
-    time.sleep(0.2)
-    ms.send("app@shop.test", ["slow@example.test"], seq=1)
-    sleeper.join()
-    got = ms.sink.wait_for(2, timeout=60)[-1]
+    got = _second_message_during_a_redis_stall(ms)
     assert got.peer_ip in TX_IPS  # routed from the mirror while Redis slept
 
 
