@@ -226,15 +226,23 @@ def main() -> int:
             levels = [int(n) for n in args.levels.split(",")]
             for conns in levels:
                 for name, port, state in servers:
-                    elapsed, lat, done = asyncio.run(load(port, conns, args.requests, args.seconds, state))
+                    try:
+                        elapsed, lat, done = asyncio.run(
+                            load(port, conns, args.requests, args.seconds, state)
+                        )
+                    except ConnectionError as exc:  # name the server that dropped us
+                        print(f"{name:<20} {conns:>5}  failed: {exc}")
+                        continue
                     rate = done / elapsed
                     results[(name, conns)] = rate
                     print(f"{name:<20} {conns:>5} {rate:>8.0f} {pct(lat, 50):>7.2f} {pct(lat, 99):>7.2f}")
             print()
             for conns in levels:
+                if ("smtp-balancer", conns) not in results or ("ceiling", conns) not in results:
+                    continue
                 ours_rate = results[("smtp-balancer", conns)]
                 line = f"N={conns:<3} ours/ceiling = {ours_rate / results[('ceiling', conns)]:.2f}"
-                if args.compare_log_level:
+                if (f"smtp-balancer@{args.compare_log_level}", conns) in results:
                     other_rate = results[(f"smtp-balancer@{args.compare_log_level}", conns)]
                     line += f"   ours/ours@{args.compare_log_level} = {ours_rate / other_rate:.2f}"
                 if ("policyd-rate-limit", conns) in results:
