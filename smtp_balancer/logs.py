@@ -151,11 +151,14 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """``emit`` without a LogRecord: for the per-decision line (see ``event``)."""
         formatter = self.formatter
         assert isinstance(formatter, StructuredFormatter)
-        with self.lock:  # type: ignore[union-attr]
-            line = formatter.render(
-                formatter.event_fields(time.time(), logging.getLevelName(levelno), name, msg, extra)
-            )
-            self._write(line, levelno)
+        try:
+            with self.lock:  # type: ignore[union-attr]
+                line = formatter.render(
+                    formatter.event_fields(time.time(), logging.getLevelName(levelno), name, msg, extra)
+                )
+                self._write(line, levelno)
+        except Exception:  # as logging does: a log line never breaks the caller
+            self.handleError(logging.makeLogRecord({"msg": msg, "levelno": levelno, "name": name}))
 
     def _writer(self) -> None:
         while not self._closed.wait(self.interval_s):
@@ -188,7 +191,9 @@ def event(logger: logging.Logger, levelno: int, msg: str, extra: dict[str, Any])
     if not logger.isEnabledFor(levelno):
         return
     direct = _direct
-    if direct is None or logger.handlers or not logger.propagate:
+    # only while our handler is still the root's one and only (not after a test
+    # framework or another configure() swapped it) and nothing else would see the line
+    if direct is None or logging.root.handlers != [direct] or logger.handlers or not logger.propagate:
         logger.log(levelno, msg, extra={"fields": extra})
         return
     direct.emit_event(levelno, logger.name, msg, extra)
