@@ -80,13 +80,21 @@ class Engine:
         self.mx = self._mx(config)
         self.budget_s = config.decision.budget_ms / 1000
         self.channel = ScriptChannel(config.redis, SELECT_LUA)
-        self.live: LiveState | None = None
         self._live_due = 0.0
         self._live_task: asyncio.Task[None] | None = None
         self.breaker = Breaker(config.decision.retry_after_ms / 1000)
         self._junk_logged: dict[StateJunk, float] = {}
         self._redis_where = describe(config.redis)
         self._local_setup()
+
+    @property
+    def live(self) -> LiveState | None:
+        """The live state: exact while tracked, else the last known (degraded decisions)."""
+        return self.local.mirror
+
+    @live.setter
+    def live(self, state: LiveState | None) -> None:
+        self.local.mirror = state
 
     def _local_setup(self) -> None:
         self.book = QuotaBook(self.planner.keys)
@@ -96,7 +104,8 @@ class Engine:
         self._dirty: set[bytes] = set()
         self._reload_all = False
         self._reread_task: asyncio.Task[None] | None = None
-        self._background: list[asyncio.Task[None]] = []
+        self._tracker_task: asyncio.Task[None] | None = None
+        self._quota_task: asyncio.Task[None] | None = None
         self._refused_logged = False
         self._attempted = asyncio.Event()  # the first tracking attempt is over, either way
         self._quota_stop = asyncio.Event()
@@ -118,8 +127,8 @@ class Engine:
         self.mx = self._mx(config)
         self.budget_s = config.decision.budget_ms / 1000
         self.breaker = Breaker(config.decision.retry_after_ms / 1000)
-        self.live, self._live_due = None, 0.0
-        self._local_setup()
+        self._live_due = 0.0
+        self._local_setup()  # a new, empty mirror
         if old_channel is not None:
             await old_channel.close()
 
@@ -157,7 +166,7 @@ class Engine:
     ) -> Decision:
         """Decide a route; never raises and never waits longer than the budget."""
         if commit and not explain:
-            if not self._background:
+            if self._tracker_task is None:
                 self._start_local()
             local = self.decide_now(facts, now)
             if local is not None:
@@ -245,7 +254,7 @@ class Engine:
         throttles = await asyncio.gather(
             *(self._get_with_pttl(k) for k in throttle_keys),
         )
-        self.live = parse_live_state(
+        live = parse_live_state(
             keys,
             pools,
             replies[: len(pools)],
@@ -257,9 +266,9 @@ class Engine:
             throttle_keys,
             throttles,
         )
-        self.local.mirror = self.live
-        self._report_live_junk(self.live)
-        return self.live
+        self.live = live
+        self._report_live_junk(live)
+        return live
 
     def _report_live_junk(self, live: LiveState) -> None:
         if live.junk:
@@ -282,23 +291,27 @@ class Engine:
 
     # -- local decisions: the tracked mirror and the quota leases -------------------
     def _start_local(self) -> None:
-        if self._background or not self.config.decision.local:
+        if self._tracker_task is not None or not self.config.decision.local:
             return
         loop = asyncio.get_running_loop()
-        self._background = [loop.create_task(self._track_forever()), loop.create_task(self._serve_quota())]
+        self._tracker_task = loop.create_task(self._track_forever())
+        self._quota_task = loop.create_task(self._serve_quota())
 
     async def _stop_local(self) -> None:
-        tasks, self._background = self._background, []
+        tracker_task, quota_task = self._tracker_task, self._quota_task
+        self._tracker_task = self._quota_task = None
         self.local.fresh = False
-        self._quota_stop.set()  # let a round in flight finish: a grant Redis made must be recorded
-        for task in (*tasks[:1], self._reread_task):
+        for task in (tracker_task, self._reread_task):
             if task is not None:
                 task.cancel()
-        if tasks:
+        if quota_task is not None:
+            self._quota_stop.set()  # let a round in flight finish: a grant Redis made must be recorded
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.redis.admin_timeout_ms / 1000):
-                    await asyncio.gather(*tasks, return_exceptions=True)
-            tasks[1].cancel()
+                    await asyncio.gather(quota_task, return_exceptions=True)
+            quota_task.cancel()
+            if tracker_task is not None:
+                await asyncio.gather(tracker_task, return_exceptions=True)
             self.book.give_back_all()
             with contextlib.suppress(TimeoutError, RedisError, OSError):
                 async with asyncio.timeout(self.config.redis.admin_timeout_ms / 1000):
@@ -308,7 +321,7 @@ class Engine:
 
     async def settle(self) -> None:
         """Wait until every write Redis took before this call is in the mirror (tests, the CLI)."""
-        if not self._background:
+        if self._tracker_task is None:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.redis.admin_timeout_ms / 1000):
@@ -372,7 +385,6 @@ class Engine:
             self._reread_task = asyncio.get_running_loop().create_task(self._reread())
 
     def _maybe_fresh(self) -> None:
-        self.local.mirror = self.live
         self.local.fresh = (
             self._tracking and self.live is not None and not self._dirty and not self._reload_all
         )

@@ -85,10 +85,9 @@ class KeySchema:
             if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail):
                 return kind, (name[len(head) : -len(tail)],)
         for kind, head in (("suspend", self.suspension_prefix()), ("throttle", self.throttle_prefix())):
-            if name.startswith(head):
-                endpoint, sep, provider = name[len(head) :].partition(":")
-                if sep:
-                    return kind, (endpoint, provider)
+            scope = split_scoped(name, head)
+            if scope is not None:
+                return kind, scope
         return None
 
     def outcomes(self, endpoint: str, provider: str, minute: str) -> str:
@@ -102,3 +101,11 @@ class KeySchema:
 
     def feedback_position(self, instance: str) -> str:
         return f"{self.base}:feedback:{instance}:position"
+
+
+def split_scoped(name: str, prefix: str) -> tuple[str, str] | None:
+    """``<prefix><endpoint>:<provider>`` -> (endpoint, provider); None for another key."""
+    if not name.startswith(prefix):
+        return None
+    endpoint, sep, provider = name[len(prefix) :].partition(":")
+    return (endpoint, provider) if sep else None

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
+from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
 from smtp_balancer.state.values import parse_state, parse_weight, text_of
 
 NEVER = math.inf
@@ -54,45 +54,30 @@ class LiveState:
         return factor
 
     # -- one key changed (a tracked key's new value) ----------------------------
-    def with_weights(self, pool: str, key: str, reply: object) -> LiveState:
-        weights = dict(self.weights)
-        junk: list[tuple[str, str, str]] = []
-        parsed = _weights(reply, key, junk)
-        if parsed is None:
-            weights.pop(pool, None)
+    def _with(self, attr: str, scope: object, value: object, junk: Junk | None = None) -> LiveState:
+        """A copy with ``attr[scope]`` set to ``value``, or removed when it is None."""
+        entries = dict(getattr(self, attr))
+        if value is None:
+            entries.pop(scope, None)
         else:
-            weights[pool] = parsed
-        return replace(self, weights=weights, junk=tuple(junk))
+            entries[scope] = value
+        return replace(self, **{attr: entries}, junk=tuple(junk or ()))
+
+    def with_weights(self, pool: str, key: str, reply: object) -> LiveState:
+        junk: Junk = []
+        return self._with("weights", pool, _weights(reply, key, junk), junk)
 
     def with_state(self, endpoint: str, key: str, reply: object) -> LiveState:
-        blocked = dict(self.blocked)
-        junk: list[tuple[str, str, str]] = []
-        lifts = _block(reply, key, junk)
-        if lifts is None:
-            blocked.pop(endpoint, None)
-        else:
-            blocked[endpoint] = lifts
-        return replace(self, blocked=blocked, junk=tuple(junk))
+        junk: Junk = []
+        return self._with("blocked", endpoint, _block(reply, key, junk), junk)
 
     def with_suspension(self, endpoint: str, provider: str, pttl: object, now: float) -> LiveState:
-        suspended = dict(self.suspended_until)
-        until = _expiry(pttl, now)
-        if until is None:
-            suspended.pop((endpoint, provider), None)
-        else:
-            suspended[(endpoint, provider)] = until
-        return replace(self, suspended_until=suspended)
+        return self._with("suspended_until", (endpoint, provider), _expiry(pttl, now))
 
     def with_throttle(
         self, endpoint: str, provider: str, value: object, pttl: object, now: float
     ) -> LiveState:
-        throttles = dict(self.throttles)
-        parsed = _throttle(value, pttl, now)
-        if parsed is None:
-            throttles.pop((endpoint, provider), None)
-        else:
-            throttles[(endpoint, provider)] = parsed
-        return replace(self, throttles=throttles)
+        return self._with("throttles", (endpoint, provider), _throttle(value, pttl, now))
 
 
 Junk = list[tuple[str, str, str]]
@@ -152,15 +137,6 @@ def _throttle(value: object, pttl: object, now: float) -> tuple[float, float] | 
     return (factor, until) if 0 < factor < 1 else None
 
 
-def split_scoped_key(key: bytes | str, prefix: str) -> tuple[str, str] | None:
-    """``<prefix><endpoint>:<provider>`` -> (endpoint, provider)."""
-    name = text_of(key) or ""
-    if not name.startswith(prefix):
-        return None
-    endpoint, sep, provider = name[len(prefix) :].partition(":")
-    return (endpoint, provider) if sep else None
-
-
 def parse_live_state(
     keys: KeySchema,
     pools: Sequence[str],
@@ -190,13 +166,13 @@ def parse_live_state(
             blocked[endpoint] = lifts
     suspended: dict[tuple[str, str], float] = {}
     for key, pttl in zip(suspension_keys, pttl_replies, strict=True):
-        scope = split_scoped_key(key, keys.suspension_prefix())
+        scope = split_scoped(text_of(key) or "", keys.suspension_prefix())
         until = _expiry(pttl, now)
         if scope is not None and until is not None:
             suspended[scope] = until
     throttles: dict[tuple[str, str], tuple[float, float]] = {}
     for key, (value, pttl) in zip(throttle_keys, throttle_replies, strict=True):
-        scope = split_scoped_key(key, keys.throttle_prefix())
+        scope = split_scoped(text_of(key) or "", keys.throttle_prefix())
         parsed = _throttle(value, pttl, now)
         if scope is not None and parsed is not None:
             throttles[scope] = parsed
