@@ -6,7 +6,11 @@ shared machine hits each of them:
   policyd      plus the policy daemon (RCPT + END-OF-MESSAGE requests, FILTER);
   milter-unix  plus the milter on a unix socket (header -> milter_header_checks -> FILTER);
   milter-inet  the same milter on inet:127.0.0.1 (libmilter's small writes meet
-               Nagle + delayed ACK there).
+               Nagle + delayed ACK there);
+  policyd-dunno  baseline: the same main.cf lines, answered by the DUNNO server
+               of the protocol benchmark (the price of any policy service);
+  milter-noop  baseline: the same milter lines, answered by a pymilter milter
+               that does nothing (the price of any pymilter milter).
 Time runs from smtp-source's first connection until the Postfix log shows every
 message delivered (status=sent).
 
@@ -28,16 +32,24 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from integration.conftest import base_config, render  # noqa: E402
-from integration.daemons import CLI, DaemonProcess, PolicydProcess, tcp_ready, unix_ready  # noqa: E402
+from integration.daemons import (  # noqa: E402
+    CLI,
+    BaselineProcess,
+    DaemonProcess,
+    PolicydProcess,
+    tcp_ready,
+    unix_ready,
+)
 from integration.postfix import PostfixInstance, make_shared_dir  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402
 
-VARIANTS = ("plain", "policyd", "milter-unix", "milter-inet")
+VARIANTS = ("plain", "policyd", "milter-unix", "milter-inet", "policyd-dunno", "milter-noop")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -75,7 +87,7 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
         config["policyd"].update(
             {
                 "metrics_listen": "",
-                "enabled": variant == "policyd",
+                "enabled": variant.startswith("policyd"),
                 "collect_recipients": not args.no_rcpt_join,
             }
         )
@@ -83,9 +95,9 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
         milter_port = free_port()
         config["milter"] = {
             "enabled": variant.startswith("milter"),
-            "listen": f"unix:{milter_socket}"
-            if variant == "milter-unix"
-            else f"inet:127.0.0.1:{milter_port}",
+            "listen": f"inet:127.0.0.1:{milter_port}"
+            if variant == "milter-inet"
+            else f"unix:{milter_socket}",
             "postfix_maps_dir": str(base / "maps"),
             "metrics_listen": f"127.0.0.1:{milter_metrics}",
         }
@@ -95,14 +107,24 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
         config_path.write_text(yaml.safe_dump(config))
         if variant == "policyd":
             daemon = PolicydProcess(config_path, policy_port, base / "daemon.log", args.log_level)
+        elif variant == "policyd-dunno":
+            daemon = BaselineProcess(
+                HERE / "dunno_server.py", [str(policy_port)], base / "daemon.log", tcp_ready(policy_port)
+            )
         elif variant.startswith("milter"):
             subprocess.run(
                 [CLI, "-c", str(config_path), "render", "postfix", "--write-maps", str(base / "maps")],
                 check=True,
                 capture_output=True,
             )
-            ready = unix_ready(milter_socket) if variant == "milter-unix" else tcp_ready(milter_port)
-            daemon = DaemonProcess("milter", config_path, base / "daemon.log", ready, args.log_level)
+            ready = tcp_ready(milter_port) if variant == "milter-inet" else unix_ready(milter_socket)
+            if variant == "milter-noop":
+                milter_socket.parent.mkdir(parents=True, exist_ok=True)
+                daemon = BaselineProcess(
+                    HERE / "noop_milter.py", [f"unix:{milter_socket}"], base / "daemon.log", ready
+                )
+            else:
+                daemon = DaemonProcess("milter", config_path, base / "daemon.log", ready, args.log_level)
         if daemon is not None:
             daemon.start()
         postfix = PostfixInstance(
@@ -139,9 +161,11 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
         cpu = {k: cpu_seconds(p) - before[k] for k, p in pids.items() if p}
-        if variant != "plain" and not args.no_rules and "postfix/out" not in postfix.log_text():
+        ours = variant in ("policyd", "milter-unix", "milter-inet")
+        if ours and not args.no_rules and "postfix/out" not in postfix.log_text():
             raise RuntimeError(f"{variant}: mail did not leave by our transports")
-        milter_ms = milter_ms_per_message(milter_metrics) if variant.startswith("milter") else None
+        ours_milter = variant in ("milter-unix", "milter-inet")
+        milter_ms = milter_ms_per_message(milter_metrics) if ours_milter else None
         return Result(elapsed, cpu, milter_ms)
     finally:
         if postfix is not None:

@@ -57,16 +57,7 @@ class DaemonProcess:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    CLI,
-                    "-c",
-                    str(self.config_path),
-                    self.command,
-                    "--log-level",
-                    self.log_level,
-                    "--log-format",
-                    self.log_format,
-                ],
+                self.argv(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -79,6 +70,18 @@ class DaemonProcess:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"{self.command} did not get ready: {self.log_tail()}")
+
+    def argv(self) -> list[str]:
+        return [
+            CLI,
+            "-c",
+            str(self.config_path),
+            self.command,
+            "--log-level",
+            self.log_level,
+            "--log-format",
+            self.log_format,
+        ]
 
     def kill(self) -> None:
         """SIGKILL our daemon: the crash case (no graceful goodbye to Postfix)."""
@@ -130,3 +133,15 @@ def decision_lines(log_path: Path) -> list[dict[str, str]]:
         if fields.get("msg") == "decision":
             out.append(fields)
     return out
+
+
+class BaselineProcess(DaemonProcess):
+    """A benchmark's stand-in for one of our daemons (benchmarks/noop_milter.py, say):
+    ``python SCRIPT ARGS...``, ready when ``ready()`` says so."""
+
+    def __init__(self, script: Path, args: list[str], log_path: Path, ready: Callable[[], bool]) -> None:
+        super().__init__(script.stem, Path(), log_path, ready)
+        self.script, self.args = script, args
+
+    def argv(self) -> list[str]:
+        return [sys.executable, str(self.script), *self.args]

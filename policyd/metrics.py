@@ -9,6 +9,10 @@ REQUESTS = Counter(
     "Policy requests by protocol stage",
     ["stage"],
 )
+# the children, resolved once: the stage label is asked for on every request
+REQUESTS_BY_STAGE = {
+    stage: REQUESTS.labels(stage) for stage in ("connect", "rcpt", "data", "end_of_message", "other")
+}
 PROTOCOL_ERRORS = Counter(
     "smtp_balancer_policy_protocol_errors_total",
     "Policy requests refused (connection closed), by kind",

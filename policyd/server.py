@@ -102,12 +102,12 @@ class PolicyServer:
         facts for ``answer_later``."""
         outcome = handle(request, self.join)
         if isinstance(outcome, Immediate):
-            state = request.get("protocol_state", "").lower() or "none"
-            metrics.REQUESTS.labels(state if state in ("rcpt", "connect", "data") else "other").inc()
+            state = request.get("protocol_state", "").lower()
+            metrics.REQUESTS_BY_STAGE[state if state in ("rcpt", "connect", "data") else "other"].inc()
             if outcome.note:
                 log.info("answering DUNNO: %s", outcome.note)
             return outcome.action
-        metrics.REQUESTS.labels("end_of_message").inc()
+        metrics.REQUESTS_BY_STAGE["end_of_message"].inc()
         decision = self.engine.decide_now(outcome)
         if decision is None:
             return outcome

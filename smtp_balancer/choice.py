@@ -44,38 +44,16 @@ class Stage:
     ignore_caps: bool
 
 
-@dataclass(slots=True)
-class _Member:
-    endpoint: str
-    weight: int
-    u: float = 0.0
-
-
-def _draw(cands: Sequence[_Member], rr: float) -> tuple[int, float]:
+def _draw(weights: Sequence[int], rr: float) -> tuple[int, float]:
     """Index drawn by ``rr`` in [0, 1) and the uniform remainder inside that member."""
-    total = sum(c.weight for c in cands)
-    target = rr * total
+    target = rr * sum(weights)
     lo = 0
-    last = len(cands) - 1
-    for i, c in enumerate(cands):
-        if target < lo + c.weight or i == last:
-            return i, (target - lo) / c.weight
-        lo += c.weight
+    last = len(weights) - 1
+    for i, w in enumerate(weights):
+        if target < lo + w or i == last:
+            return i, (target - lo) / w
+        lo += w
     raise ValueError("no candidates")
-
-
-class _Verdicts:
-    """Each member's eligibility, asked once per stage (select.lua memoises it too)."""
-
-    def __init__(self, elig: Eligibility, ignore_caps: bool) -> None:
-        self.elig = elig
-        self.ignore_caps = ignore_caps
-        self.memo: dict[str, str | None] = {}
-
-    def __call__(self, m: _Member) -> str | None:
-        if m.endpoint not in self.memo:
-            self.memo[m.endpoint] = self.elig.why_not(m.endpoint, self.ignore_caps)
-        return self.memo[m.endpoint]
 
 
 def choose(
@@ -84,43 +62,58 @@ def choose(
     r: float,
     elig: Eligibility,
 ) -> tuple[int, str, int] | None:
-    """(stage index, endpoint, weight) of the pick, or None when every stage is exhausted."""
+    """(stage index, endpoint, weight) of the pick, or None when every stage is exhausted.
+
+    Each member's eligibility is asked at most once per stage, as in select.lua:
+    a member is either taken or dropped from the stage once asked. Plain lists,
+    no objects per member: this runs for every message.
+    """
+    why_not, throttle = elig.why_not, elig.throttle
     for s, (stage, stage_hashes) in enumerate(zip(stages, hashes, strict=True)):
-        members = [_Member(ep, elig.weight(stage.pool, ep, w)) for ep, w in stage.members]
-        why_not = _Verdicts(elig, stage.ignore_caps)
-        positive = [m for m in members if m.weight > 0]
-        pick: _Member | None = None
+        pool, ignore_caps = stage.pool, stage.ignore_caps
+        weights = [elig.weight(pool, ep, w) for ep, w in stage.members]
         if stage_hashes is not None:
-            for m, u in zip(members, stage_hashes, strict=True):
-                m.u = u
             # weighted rendezvous hashing: the key keeps its top `spread` eligible endpoints
-            positive.sort(key=lambda m: -m.weight / math.log(m.u), reverse=True)
-            top: list[_Member] = []
-            for m in positive:
-                if why_not(m) is None:
-                    f = elig.throttle(m.endpoint)
+            ranked = sorted(
+                (
+                    (-w / math.log(u), i)
+                    for i, (w, u) in enumerate(zip(weights, stage_hashes, strict=True))
+                    if w > 0
+                ),
+                key=_score,
+                reverse=True,
+            )
+            top: list[int] = []
+            for _, i in ranked:
+                endpoint = stage.members[i][0]
+                if why_not(endpoint, ignore_caps) is None:
+                    f = throttle(endpoint)
                     # a throttled member keeps a `factor` share of the keys, by the key's own hash
-                    if f >= 1 or (m.u * 1000003) % 1 < f:
-                        top.append(m)
+                    if f >= 1 or (stage_hashes[i] * 1000003) % 1 < f:
+                        top.append(i)
                         if len(top) >= stage.spread:
                             break
             if top:
-                pick = top[_draw(top, r)[0]]
-        else:
-            # draw by weight; an ineligible draw is dropped and the rescaled remainder
-            # of the same uniform value draws again: exactly weighted among the eligible
-            rr = r
-            while positive:
-                i, rest = _draw(positive, rr)
-                rest = min(max(rest, 0.0), _MAX_REST)
-                if why_not(positive[i]) is None:
-                    f = elig.throttle(positive[i].endpoint)
-                    if f >= 1 or rest < f:
-                        pick = positive[i]
-                        break
-                    rest = (rest - f) / (1 - f)
-                rr = rest
-                del positive[i]
-        if pick is not None:
-            return s, pick.endpoint, pick.weight
+                i = top[_draw([weights[j] for j in top], r)[0]]
+                return s, stage.members[i][0], weights[i]
+            continue
+        # draw by weight; an ineligible draw is dropped and the rescaled remainder
+        # of the same uniform value draws again: exactly weighted among the eligible
+        positive = [(ep, w) for (ep, _), w in zip(stage.members, weights, strict=True) if w > 0]
+        rr = r
+        while positive:
+            i, rest = _draw([w for _, w in positive], rr)
+            rest = min(max(rest, 0.0), _MAX_REST)
+            endpoint, weight = positive[i]
+            if why_not(endpoint, ignore_caps) is None:
+                f = throttle(endpoint)
+                if f >= 1 or rest < f:
+                    return s, endpoint, weight
+                rest = (rest - f) / (1 - f)
+            rr = rest
+            del positive[i]
     return None
+
+
+def _score(entry: tuple[float, int]) -> float:
+    return entry[0]

@@ -19,7 +19,6 @@ from smtp_balancer.facts import Decision
 from smtp_balancer.quota import QuotaBook
 from smtp_balancer.selection import Planner, ScriptCall
 from smtp_balancer.state.live import LiveState
-from smtp_balancer.warmup import UNCAPPED
 
 
 class LocalDecider:
@@ -43,7 +42,7 @@ class LocalDecider:
             return self.planner.exhausted(call)
         stage_no, endpoint, weight = picked
         stage = call.plan.stages[stage_no]
-        leased = not stage.ignore_caps and call.caps[endpoint] != UNCAPPED
+        leased = not stage.ignore_caps and call.caps[endpoint].capped
         day, hour = call.buckets
         if not self.book.take(endpoint, call.facts.quota_count, call.provider_counts, day, hour, leased):
             return None
@@ -71,7 +70,7 @@ class _Tracked:
         if mirror.suspended(endpoint, call.providers, self.now):
             return "suspended"
         caps = call.caps[endpoint]
-        if ignore_caps or caps == UNCAPPED:
+        if ignore_caps or not caps.capped:
             return None
         day, hour = call.buckets
         return self.book.check(endpoint, call.facts.quota_count, day, hour, caps.day, caps.hour)

@@ -40,7 +40,10 @@ def _logfmt_value(value: Any) -> str:
         return "false"
     if type(value) is int:
         return str(value)
-    text = value if type(value) is str else str(value)
+    return _logfmt_text(value if type(value) is str else str(value))
+
+
+def _logfmt_text(text: str) -> str:
     if _BARE.fullmatch(text):  # never matches "": an empty value is quoted
         return text
     if _QUOTABLE.fullmatch(text):
@@ -49,6 +52,33 @@ def _logfmt_value(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+# Rendered short texts. A decision line repeats most of its values (rule, pool,
+# endpoint, reason, action); cleared when full, so unique ids cannot grow it.
+_texts: dict[str, str] = {}
+_TEXTS_MAX = 4096
+_TEXT_CACHED_LEN = 200
+
+
+def _render_logfmt(values: dict[str, Any]) -> str:
+    keys, texts = _keys, _texts
+    parts = []
+    for key, value in values.items():
+        name = keys.get(key) or _logfmt_key(key)
+        if type(value) is str:
+            text = texts.get(value)
+            if text is None:
+                text = _logfmt_text(value)
+                if len(value) <= _TEXT_CACHED_LEN:
+                    if len(texts) >= _TEXTS_MAX:
+                        texts.clear()
+                    texts[value] = text
+        else:
+            text = _logfmt_value(value)
+        parts.append(f"{name}={text}")
+    return " ".join(parts)
+
+
+_HEAD = frozenset(("ts", "level", "logger", "msg"))  # every line's first fields
 _keys: dict[str, str] = {}
 
 
@@ -86,9 +116,12 @@ class StructuredFormatter(logging.Formatter):
             "msg": msg,
         }
         if extra:
-            for key, value in extra.items():
-                # a field never overwrites the four above
-                out[key if key not in out else f"field_{key}"] = value
+            if _HEAD.isdisjoint(extra):
+                out.update(extra)
+            else:
+                for key, value in extra.items():
+                    # a field never overwrites the four above
+                    out[key if key not in out else f"field_{key}"] = value
         return out
 
     def record_fields(self, record: logging.LogRecord) -> dict[str, Any]:
@@ -107,7 +140,7 @@ class StructuredFormatter(logging.Formatter):
     def render(self, values: dict[str, Any]) -> str:
         if self.style == "json":
             return json.dumps(values, ensure_ascii=False, default=str)
-        return " ".join([f"{_logfmt_key(k)}={_logfmt_value(v)}" for k, v in values.items()])
+        return _render_logfmt(values)
 
     def format(self, record: logging.LogRecord) -> str:
         return self.render(self.record_fields(record))

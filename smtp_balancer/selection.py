@@ -36,9 +36,12 @@ class PoolPlan:
     terminal: Terminal
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ScriptCall:
-    """One decision's inputs: for select.lua (``Planner.encode``) or a local choice."""
+    """One decision's inputs: for select.lua (``Planner.encode``) or a local choice.
+
+    Not frozen, though never changed: a frozen init costs per field, per message.
+    """
 
     facts: Facts
     rule: CompiledRule
@@ -317,7 +320,7 @@ class _Degraded:
                 return "blocked"
             if live.suspended(endpoint, self.call.providers, self.now):
                 return "suspended"
-        if not ignore_caps and self.call.caps[endpoint] != UNCAPPED:
+        if not ignore_caps and self.call.caps[endpoint].capped:
             return "warming: its quota cannot be counted without Redis"
         return None
 

@@ -53,6 +53,11 @@ class Caps:
     hour: int | None
     warmup_day: int | None  # 1-based age, None when not warming
 
+    @property
+    def capped(self) -> bool:
+        """Not UNCAPPED; without the dataclass ``__eq__``, which costs per decision."""
+        return self.day is not None or self.hour is not None or self.warmup_day is not None
+
 
 UNCAPPED = Caps(None, None, None)
 

@@ -45,6 +45,10 @@ def test_empty_value_kept():
     [
         (b"no equals\n\n", MalformedLine),
         (b"=value\n\n", MalformedLine),
+        (b"request=x\n=value\n\n", MalformedLine),
+        (b"request=x\nno equals\n\n", MalformedLine),
+        (b"request=x\r\nno equals\r\n\r\n", MalformedLine),
+        (b"a=" + b"x" * MAX_REQUEST_BYTES + b"\n\n", Oversized),
         (b"\n\n", MalformedLine),
         (b"a=\xff\xfe\n\n", NotUtf8),
         (b"".join(b"a%d=1\n" % i for i in range(300)) + b"\n", TooManyAttributes),
