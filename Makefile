@@ -27,10 +27,10 @@ bench-policy: install .bench-venv/bin/policyd-rate-limit
 	.venv/bin/python benchmarks/policy_throughput.py
 
 bench-e2e: install
-	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,policyd
+	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,policyd-dunno,policyd
 
 bench-milter: install
-	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,milter-unix,milter-inet
+	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,milter-noop,milter-unix,milter-inet
 
 lint: install
 	.venv/bin/ruff check .

@@ -5,8 +5,11 @@ time and waiting for the answer, the way Postfix's smtpd does. All servers run
 as separate processes on loopback, and the load generator is a separate
 process too. Each level is bounded by a request count and a time limit.
 
-  - smtp-balancer policyd: END-OF-MESSAGE requests with a Redis decision each
-    (private redis-server on a unix socket, 3 endpoints, 1 warming);
+  - smtp-balancer policyd: END-OF-MESSAGE requests with a decision each
+    (private redis-server on a unix socket, 3 endpoints, 1 warming), and one
+    decision line logged per request at the default level;
+  - smtp-balancer RCPT: the same daemon asked at RCPT (parse, join, DUNNO, no
+    decision): what the server costs apart from deciding;
   - ceiling: benchmarks/dunno_server.py, a minimal asyncio server answering DUNNO;
   - policyd-rate-limit 1.2.0 (PyPI), sqlite backend, limiting by client IP. It
     counts at the DATA stage (count_mode 1), so it gets DATA requests, where it
@@ -34,7 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from integration.daemons import PolicydProcess  # noqa: E402
+from integration.daemons import PolicydProcess, cpu_seconds  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402
 
@@ -194,9 +197,13 @@ def main() -> int:
             )
             procs.append(dunno)
             wait_port(dunno_port, dunno, "DUNNO server")
+            ours_pid = ours.proc.pid if ours.proc else 0
+            # (name, port, protocol stage sent, server PID for its CPU time)
             servers = [
-                ("smtp-balancer", ours_port, "END-OF-MESSAGE"),
-                ("ceiling", dunno_port, "END-OF-MESSAGE"),
+                ("smtp-balancer", ours_port, "END-OF-MESSAGE", ours_pid),
+                # the same daemon asked at RCPT: parsing, joining and answering, no decision
+                ("smtp-balancer RCPT", ours_port, "RCPT", ours_pid),
+                ("ceiling", dunno_port, "END-OF-MESSAGE", dunno.pid),
             ]
             if args.compare_log_level:
                 # the same daemon and Redis, another log level: what the decision lines cost
@@ -209,11 +216,14 @@ def main() -> int:
                 )
                 other.start()
                 others.append(other)
-                servers.insert(1, (f"smtp-balancer@{args.compare_log_level}", other_port, "END-OF-MESSAGE"))
+                other_pid = other.proc.pid if other.proc else 0
+                servers.insert(
+                    1, (f"smtp-balancer@{args.compare_log_level}", other_port, "END-OF-MESSAGE", other_pid)
+                )
             if Path(args.prl_python).exists():
                 prl, prl_port = start_prl(args.prl_python, work)
                 procs.append(prl)
-                servers.append(("policyd-rate-limit", prl_port, "DATA"))
+                servers.append(("policyd-rate-limit", prl_port, "DATA", prl.pid))
             else:
                 print(f"(policyd-rate-limit not installed at {args.prl_python}: run make bench-policy)")
 
@@ -221,11 +231,13 @@ def main() -> int:
                 f"policy benchmark: up to {args.requests} requests or {args.seconds:.0f}s"
                 " per level and server"
             )
-            print(f"{'server':<20} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
+            print("CPU us/req: the server process's CPU time (from /proc) per request answered")
+            print(f"{'server':<20} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10}")
             results: dict[tuple[str, int], float] = {}
             levels = [int(n) for n in args.levels.split(",")]
             for conns in levels:
-                for name, port, state in servers:
+                for name, port, state, pid in servers:
+                    cpu_before = cpu_seconds(pid)
                     try:
                         elapsed, lat, done = asyncio.run(
                             load(port, conns, args.requests, args.seconds, state)
@@ -233,15 +245,22 @@ def main() -> int:
                     except ConnectionError as exc:  # name the server that dropped us
                         print(f"{name:<20} {conns:>5}  failed: {exc}")
                         continue
+                    cpu_us = 1e6 * (cpu_seconds(pid) - cpu_before) / max(done, 1)
                     rate = done / elapsed
                     results[(name, conns)] = rate
-                    print(f"{name:<20} {conns:>5} {rate:>8.0f} {pct(lat, 50):>7.2f} {pct(lat, 99):>7.2f}")
+                    print(
+                        f"{name:<20} {conns:>5} {rate:>8.0f} {pct(lat, 50):>7.2f} {pct(lat, 99):>7.2f}"
+                        f" {cpu_us:>10.1f}"
+                    )
             print()
             for conns in levels:
                 if ("smtp-balancer", conns) not in results or ("ceiling", conns) not in results:
                     continue
                 ours_rate = results[("smtp-balancer", conns)]
                 line = f"N={conns:<3} ours/ceiling = {ours_rate / results[('ceiling', conns)]:.2f}"
+                if ("smtp-balancer RCPT", conns) in results:
+                    rcpt = results[("smtp-balancer RCPT", conns)] / results[("ceiling", conns)]
+                    line += f"   ours RCPT/ceiling = {rcpt:.2f}"
                 if (f"smtp-balancer@{args.compare_log_level}", conns) in results:
                     other_rate = results[(f"smtp-balancer@{args.compare_log_level}", conns)]
                     line += f"   ours/ours@{args.compare_log_level} = {ours_rate / other_rate:.2f}"
