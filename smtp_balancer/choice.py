@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Protocol
 
 # the largest remainder select.lua carries into a redraw (keeps it below 1)
@@ -80,7 +81,7 @@ def choose(
                     for i, (w, u) in enumerate(zip(weights, stage_hashes, strict=True))
                     if w > 0
                 ),
-                key=_score,
+                key=itemgetter(0),  # stable on ties, as the original order
                 reverse=True,
             )
             top: list[int] = []
@@ -113,7 +114,3 @@ def choose(
             rr = rest
             del positive[i]
     return None
-
-
-def _score(entry: tuple[float, int]) -> float:
-    return entry[0]

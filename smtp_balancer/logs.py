@@ -43,15 +43,6 @@ def _logfmt_value(value: Any) -> str:
     return _logfmt_text(value if type(value) is str else str(value))
 
 
-def _logfmt_text(text: str) -> str:
-    if _BARE.fullmatch(text):  # never matches "": an empty value is quoted
-        return text
-    if _QUOTABLE.fullmatch(text):
-        return f'"{text}"'
-    # quoted, with backslash, quote and every control character escaped
-    return json.dumps(text, ensure_ascii=False)
-
-
 # Rendered short texts. A decision line repeats most of its values (rule, pool,
 # endpoint, reason, action); cleared when full, so unique ids cannot grow it.
 _texts: dict[str, str] = {}
@@ -59,23 +50,24 @@ _TEXTS_MAX = 4096
 _TEXT_CACHED_LEN = 200
 
 
-def _render_logfmt(values: dict[str, Any]) -> str:
-    keys, texts = _keys, _texts
-    parts = []
-    for key, value in values.items():
-        name = keys.get(key) or _logfmt_key(key)
-        if type(value) is str:
-            text = texts.get(value)
-            if text is None:
-                text = _logfmt_text(value)
-                if len(value) <= _TEXT_CACHED_LEN:
-                    if len(texts) >= _TEXTS_MAX:
-                        texts.clear()
-                    texts[value] = text
-        else:
-            text = _logfmt_value(value)
-        parts.append(f"{name}={text}")
-    return " ".join(parts)
+def _logfmt_text(text: str) -> str:
+    rendered = _texts.get(text)
+    if rendered is None:
+        rendered = _render_text(text)
+        if len(text) <= _TEXT_CACHED_LEN:
+            if len(_texts) >= _TEXTS_MAX:
+                _texts.clear()
+            _texts[text] = rendered
+    return rendered
+
+
+def _render_text(text: str) -> str:
+    if _BARE.fullmatch(text):  # never matches "": an empty value is quoted
+        return text
+    if _QUOTABLE.fullmatch(text):
+        return f'"{text}"'
+    # quoted, with backslash, quote and every control character escaped
+    return json.dumps(text, ensure_ascii=False)
 
 
 _HEAD = frozenset(("ts", "level", "logger", "msg"))  # every line's first fields
@@ -140,7 +132,7 @@ class StructuredFormatter(logging.Formatter):
     def render(self, values: dict[str, Any]) -> str:
         if self.style == "json":
             return json.dumps(values, ensure_ascii=False, default=str)
-        return _render_logfmt(values)
+        return " ".join([f"{_logfmt_key(k)}={_logfmt_value(v)}" for k, v in values.items()])
 
     def format(self, record: logging.LogRecord) -> str:
         return self.render(self.record_fields(record))

@@ -162,3 +162,13 @@ def test_event_bypasses_log_records_but_formats_the_same():
     assert len(lines) == 2 and lines[0] == lines[1]
     assert 'reason="weight 1 in pool main"' in lines[0]
     assert 'odd="x\\ny=\\"z\\""' in lines[0]
+
+
+def test_rendered_text_cache_is_bounded_and_renders_the_same():
+    from smtp_balancer import logs
+
+    first = logs._logfmt_value('say "hi"\n')
+    for i in range(logs._TEXTS_MAX + 100):
+        logs._logfmt_value(f"id-{i}")
+    assert len(logs._texts) <= logs._TEXTS_MAX
+    assert logs._logfmt_value('say "hi"\n') == first == '"say \\"hi\\"\\n"'
