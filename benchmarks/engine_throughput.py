@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from integration.redis_server import RedisServer
 from smtp_balancer.config import validate_config
+from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
-from smtp_balancer.facts import Facts
 
 NOW = datetime.now(UTC)
 

@@ -25,8 +25,8 @@ def dashboard_builder() -> ModuleType:
 
 # every daemon's metric modules: importing one registers its metrics in the default registry
 DAEMON_METRICS = (
-    "smtp_balancer.metrics",
-    "smtp_balancer_policyd.metrics",
+    "smtp_balancer.observe.metrics",
+    "policyd.metrics",
     "smtp_balancer_milter.metrics",
     "smtp_balancer.feedback.metrics",
     "smtp_balancer.feedback.state_metrics",

@@ -231,8 +231,8 @@ def test_exim_style_single_request_then_close(mail_system):
 
 
 def test_real_postfix_delivery_lines_parse(mail_system):
-    from smtp_balancer.delivery_log import parse_line
-    from smtp_balancer.providers import ProviderTable
+    from smtp_balancer.decision.providers import ProviderTable
+    from smtp_balancer.feedback.delivery_log import parse_line
 
     ms = mail_system()
     assert ms.send_many(30, recipients=lambda i: [f"u{i}@gmail.com"]) == []

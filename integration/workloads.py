@@ -10,8 +10,8 @@ from datetime import datetime
 import redis
 
 from smtp_balancer.config import load_config
+from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
-from smtp_balancer.facts import Facts
 
 
 def decide_many(

@@ -20,10 +20,10 @@ from smtp_balancer_milter import metrics
 from smtp_balancer_milter.classify import Classifier
 
 from smtp_balancer.config.model import MilterConfig
-from smtp_balancer.decision_log import log_decision
+from smtp_balancer.decision.facts import Facts
+from smtp_balancer.decision.rules import in_networks
 from smtp_balancer.engine import ThreadedEngine
-from smtp_balancer.facts import Facts
-from smtp_balancer.rules import in_networks
+from smtp_balancer.observe.decision_log import log_decision
 
 log = logging.getLogger("smtp_balancer.milter")
 

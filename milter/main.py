@@ -12,7 +12,7 @@ from smtp_balancer_milter.app import EgressMilter, MilterSettings
 from smtp_balancer.config import BalancerConfig
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.engine import ThreadedEngine
-from smtp_balancer.metrics import serve_metrics
+from smtp_balancer.observe.metrics import serve_metrics
 
 log = logging.getLogger("smtp_balancer.milter")
 
@@ -31,7 +31,7 @@ def run(config: BalancerConfig) -> int:
     EgressMilter.engine = ThreadedEngine(config)
     # as the policy daemon does: connect, load the script and take the first
     # live-state snapshot before the first message, not inside its budget
-    EgressMilter.engine.warm_up()
+    EgressMilter.engine.start()
     EgressMilter.settings = MilterSettings.from_config(cfg)
     Milter.factory = EgressMilter
     Milter.set_flags(Milter.ADDHDRS + Milter.CHGHDRS)

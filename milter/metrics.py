@@ -1,4 +1,4 @@
-"""Milter metrics; the decision metrics themselves live in smtp_balancer.metrics."""
+"""Milter metrics; the decision metrics themselves live in smtp_balancer.observe.metrics."""
 
 from __future__ import annotations
 

@@ -7,12 +7,11 @@ import logging
 import resource
 import signal
 
-from smtp_balancer_policyd import metrics
-from smtp_balancer_policyd.server import PolicyServer
-
+from policyd import metrics
+from policyd.server import PolicyServer
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
 from smtp_balancer.engine import Engine
-from smtp_balancer.metrics import serve_metrics
+from smtp_balancer.observe.metrics import serve_metrics
 
 log = logging.getLogger("smtp_balancer.policyd")
 
@@ -43,7 +42,7 @@ async def serve(config: BalancerConfig, path: str) -> None:
     raise_fd_limit()
     serve_metrics(config.policyd.metrics_listen, log)
     engine = Engine(config)
-    await engine.warm_up()
+    await engine.start()
     server = PolicyServer(engine, config.policyd)
     await server.start()
     stop = asyncio.Event()

@@ -1,4 +1,4 @@
-"""Policy daemon metrics; the decision metrics themselves live in smtp_balancer.metrics."""
+"""Policy daemon metrics; the decision metrics themselves live in smtp_balancer.observe.metrics."""
 
 from __future__ import annotations
 

@@ -20,22 +20,21 @@ import stat
 from collections import deque
 from pathlib import Path
 
-from smtp_balancer_policyd import metrics
-from smtp_balancer_policyd.protocol import (
+from policyd import metrics
+from policyd.protocol import (
     PolicyRequest,
     ProtocolError,
     RequestParser,
     Truncated,
     format_reply,
 )
-from smtp_balancer_policyd.session import DUNNO, Immediate, InstanceJoin, action_for, handle
-
+from policyd.session import DUNNO, Immediate, InstanceJoin, action_for, handle
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.config.model import PolicydConfig
-from smtp_balancer.decision_log import log_decision
-from smtp_balancer.engine import Engine
-from smtp_balancer.facts import Decision, Facts
-from smtp_balancer.logs import fields
+from smtp_balancer.decision.facts import Decision, Facts
+from smtp_balancer.engine import Engine, Pending
+from smtp_balancer.observe.decision_log import log_decision
+from smtp_balancer.observe.logs import fields
 
 log = logging.getLogger("smtp_balancer.policyd")
 
@@ -97,9 +96,9 @@ class PolicyServer:
     def _connection(self) -> PolicyConnection:
         return PolicyConnection(self)
 
-    def answer_now(self, request: PolicyRequest) -> str | Facts:
+    def answer_now(self, request: PolicyRequest) -> str | Pending:
         """The action for a request when it needs no waiting (most of them), else the
-        facts for ``answer_later``."""
+        message's Pending draw for ``answer_later``."""
         outcome = handle(request, self.join)
         if isinstance(outcome, Immediate):
             state = request.get("protocol_state", "").lower()
@@ -108,16 +107,16 @@ class PolicyServer:
                 log.info("answering DUNNO: %s", outcome.note)
             return outcome.action
         metrics.REQUESTS_BY_STAGE["end_of_message"].inc()
-        decision = self.engine.decide_now(outcome)
-        if decision is None:
-            return outcome
-        return self._action(outcome, decision)
+        result = self.engine.decide_now(outcome)
+        if isinstance(result, Pending):
+            return result
+        return self._action(outcome, result)
 
-    async def answer_later(self, facts: Facts) -> str:
-        """The action for facts ``answer_now`` could not decide at once: a Redis round trip."""
+    async def answer_later(self, pending: Pending) -> str:
+        """The action for a message ``answer_now`` could not settle: its same draw, by Redis."""
         async with self.decisions:
-            decision = await self.engine.decide(facts)
-        return self._action(facts, decision)
+            decision = await self.engine.settle_pending(pending)
+        return self._action(pending.facts, decision)
 
     def _action(self, facts: Facts, decision: Decision) -> str:
         action = action_for(decision)
@@ -208,7 +207,7 @@ class PolicyConnection(asyncio.Protocol):
         while self.queue and not self.busy:
             request = self.queue.popleft()
             action = self.server.answer_now(request)
-            if isinstance(action, Facts):
+            if isinstance(action, Pending):
                 self.busy = True
                 transport.pause_reading()
                 task = self.loop.create_task(self.server.answer_later(action))

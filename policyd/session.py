@@ -14,9 +14,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from smtp_balancer_policyd.protocol import PolicyRequest
-
-from smtp_balancer.facts import Decision, Facts
+from policyd.protocol import PolicyRequest
+from smtp_balancer.decision.facts import Decision, Facts
 
 DUNNO = "DUNNO"
 DEFER_ACTION = "DEFER_IF_PERMIT 4.7.1 Egress capacity exhausted, try again later"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = (
-    "import Milter, milter, smtp_balancer_milter, smtp_balancer_policyd, smtp_balancer;"
+    "import Milter, milter, smtp_balancer_milter, policyd, smtp_balancer;"
     "assert milter.__file__.endswith('.so'), milter.__file__;"
     "print(Milter.__file__)"
 )

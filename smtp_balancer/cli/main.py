@@ -11,15 +11,16 @@ from pathlib import Path
 
 import redis
 
-from smtp_balancer import logs
 from smtp_balancer.cli.report import explain_report, status_report
+from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
+from smtp_balancer.decision.facts import Facts
 from smtp_balancer.durations import parse_duration
 from smtp_balancer.engine import Engine
-from smtp_balancer.facts import Facts
-from smtp_balancer.redis_client import RedisSetupError, describe, sync_client
+from smtp_balancer.observe import logs
 from smtp_balancer.render import exim, postfix
 from smtp_balancer.state.admin import AdminError, StateAdmin
+from smtp_balancer.state.client import RedisSetupError, describe, sync_client
 from smtp_balancer.state.keys import ALL_PROVIDERS
 
 EXIT_CONFIG = 2
@@ -33,7 +34,7 @@ def _config(args: argparse.Namespace) -> BalancerConfig:
 
 def _admin(args: argparse.Namespace) -> StateAdmin:
     config = _config(args)
-    return StateAdmin(sync_client(config.redis), config)
+    return StateAdmin(sync_client(config.redis), config, args.clock)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -62,7 +63,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     facts = facts_from_args(args)
 
     async def run() -> str:
-        engine = Engine(config)
+        engine = Engine(config, args.clock)
         try:
             decision = await engine.decide(facts, commit=False, explain=True)
         finally:
@@ -159,7 +160,7 @@ def _render_exim(config: BalancerConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_policyd(args: argparse.Namespace) -> int:
-    from smtp_balancer_policyd.main import run
+    from policyd.main import run
 
     logs.configure(args.log_format, args.log_level)
     return run(_config(args), args.config)
@@ -265,9 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
+    """``clock`` is for tests: warm-up ages and counter buckets derive from it."""
     logs.configure("logfmt", logging.WARNING)
     args = build_parser().parse_args(argv)
+    args.clock = clock
     try:
         return int(args.func(args))
     except ConfigInvalid as exc:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.durations import format_duration
-from smtp_balancer.facts import Decision, Facts
 from smtp_balancer.state.admin import Snapshot
 
 

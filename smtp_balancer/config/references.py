@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from smtp_balancer.providers import BUILTIN_PROVIDERS
-from smtp_balancer.warmup import BUILTIN_SCHEDULES
+from smtp_balancer.decision.providers import BUILTIN_PROVIDERS
+from smtp_balancer.decision.warmup import BUILTIN_SCHEDULES
 
 ConfigError = tuple[str, str]  # (path, message)
 

@@ -16,15 +16,15 @@ import time
 import redis
 
 from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback import metrics
 from smtp_balancer.feedback.checks import HealthChecks
 from smtp_balancer.feedback.follower import LogFollower, Position
 from smtp_balancer.feedback.processor import Batch, Processor
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
 from smtp_balancer.feedback.store import FeedbackStore, HitResult, RateResult
-from smtp_balancer.metrics import serve_metrics
-from smtp_balancer.redis_client import describe, sync_client
-from smtp_balancer.selection import Planner
+from smtp_balancer.observe.metrics import serve_metrics
+from smtp_balancer.state.client import describe, sync_client
 from smtp_balancer.state.keys import KeySchema
 
 log = logging.getLogger("smtp_balancer.feedback")
@@ -48,7 +48,7 @@ class FeedbackDaemon:
         self.r = sync_client(config.redis)
         self.endpoints = set(config.endpoints)
         rules = list(fb.response_rules) + (builtin_rules() if fb.builtin_rules else [])
-        self.processor = Processor(Planner(config).providers, ResponseMatcher(rules), self.endpoints)
+        self.processor = Processor(ProviderTable.from_config(config), ResponseMatcher(rules), self.endpoints)
         self.store = FeedbackStore(self.r, KeySchema(config.redis.prefix), self.instance, fb.rate_retention)
         self.follower: LogFollower | None = None
         self._garbage = 0

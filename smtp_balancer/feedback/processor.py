@@ -12,9 +12,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from smtp_balancer.delivery_log import Delivery, LogLineError, parse_line
+from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.feedback.delivery_log import Delivery, LogLineError, parse_line
 from smtp_balancer.feedback.responses import CompiledRule, ResponseMatcher
-from smtp_balancer.providers import ProviderTable
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import yaml
 from pydantic import TypeAdapter
 
 from smtp_balancer.config.feedback import ResponseRuleConfig
-from smtp_balancer.delivery_log import Delivery
+from smtp_balancer.feedback.delivery_log import Delivery
 
 _RULES = TypeAdapter(list[ResponseRuleConfig])
 

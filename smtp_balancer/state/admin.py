@@ -6,17 +6,17 @@ done with redis-cli, and the other way round.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import redis
 
+from smtp_balancer.clock import SYSTEM, Clock, utc_now
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.selection import Planner
+from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.decision.warmup import CapsTable, day_bucket, hour_bucket
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
 from smtp_balancer.state.values import parse_count, parse_state, parse_weight, text_of
-from smtp_balancer.warmup import day_bucket, hour_bucket
 
 
 class AdminError(Exception):
@@ -73,11 +73,13 @@ class Snapshot:
 
 
 class StateAdmin:
-    def __init__(self, client: redis.Redis, config: BalancerConfig) -> None:
+    def __init__(self, client: redis.Redis, config: BalancerConfig, clock: Clock = SYSTEM) -> None:
         self.r = client
         self.config = config
+        self.clock = clock
         self.keys = KeySchema(config.redis.prefix)
-        self.planner = Planner(config)
+        self.providers = ProviderTable.from_config(config)
+        self.caps = CapsTable(config)
 
     # -- checks ----------------------------------------------------------------
     def _endpoint(self, endpoint: str) -> None:
@@ -86,7 +88,7 @@ class StateAdmin:
             raise AdminError(f"unknown endpoint {endpoint!r} (known: {known})")
 
     def _provider(self, provider: str) -> None:
-        known = self.planner.providers.names | {ALL_PROVIDERS, "other"}
+        known = self.providers.names | {ALL_PROVIDERS, "other"}
         if provider not in known:
             raise AdminError(f"unknown provider {provider!r} (known: {', '.join(sorted(known))})")
 
@@ -109,7 +111,7 @@ class StateAdmin:
         key = self.keys.endpoint_state(endpoint)
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(key)  # replaces junk of any type too
-        pipe.hset(key, mapping={"state": state, "reason": reason, "since": int(time.time()), "by": by})
+        pipe.hset(key, mapping={"state": state, "reason": reason, "since": int(self.clock.wall()), "by": by})
         pipe.execute()
 
     def suspend(self, endpoint: str, provider: str, seconds: int, reason: str) -> None:
@@ -128,8 +130,8 @@ class StateAdmin:
 
     # -- reads ---------------------------------------------------------------------
     def snapshot(self, now: datetime | None = None) -> Snapshot:
-        now = now or datetime.now(UTC)
-        caps = self.planner.caps_on(now)
+        now = now or utc_now(self.clock)
+        caps = self.caps.on(now.date())
         pools = list(self.config.pools.items())
         names = list(self.config.endpoints)
 

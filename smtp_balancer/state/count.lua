@@ -1,5 +1,5 @@
 -- Write the counter deltas of local decisions, and give back unused leases
--- (smtp_balancer/quota.py).
+-- (smtp_balancer/decision/quota.py).
 -- KEYS[i]  a counter hash (all in one hash slot)
 -- ARGV[i]  "ttl field delta field delta ..." for KEYS[i]
 -- A new counter gets its TTL. A negative total (a lease given back) never takes
@@ -19,7 +19,7 @@ for i, key in ipairs(KEYS) do
         if type(cur) == 'table' then
           r = cur
         else
-          cur = tonumber(cur) or 0
+          cur = sb_int(cur, 15) or 0
           r = redis.pcall('HSET', key, f, math.max(0, cur + d))
         end
       end

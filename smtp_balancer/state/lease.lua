@@ -1,4 +1,4 @@
--- Reserve warm-up quota for local decisions (smtp_balancer/quota.py).
+-- Reserve warm-up quota for local decisions (smtp_balancer/decision/quota.py).
 -- KEYS[1] the endpoint's day counter, KEYS[2] its hour counter (one hash slot)
 -- ARGV[1] units wanted, ARGV[2] day cap, ARGV[3] hour cap (-1 = none)
 -- Returns the units granted (added to both totals at once, so every daemon sees
@@ -10,8 +10,7 @@ local function count_of(key)
   local v = redis.pcall('HGET', key, 'total')
   if type(v) == 'table' then return nil end
   if not v then return 0 end
-  if string.match(v, '^%d+$') and #v <= 15 then return tonumber(v) end
-  return nil
+  return sb_int(v, 15)
 end
 
 local grant = want

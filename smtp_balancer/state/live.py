@@ -1,86 +1,97 @@
 """The live state in memory: weights, admin states, suspensions and throttles.
 
 Two uses. While Redis tracks our keys (``state/tracker.py``) the engine keeps
-this mirror exact and decides locally from it. While Redis is unavailable it is
-the last-known state, applied on top of the YAML by degraded decisions, so an
-outage neither brings a drained, quarantined or suspended endpoint back nor
-undoes a live weight change. Suspensions and throttles keep their expiry.
-Parsing only, with the same junk rules as select.lua: the engine does the reads.
+this mirror exact and decides from it without a round trip. While Redis is
+unavailable it is the last-known state, applied on top of the YAML by degraded
+decisions, so an outage neither brings a drained, quarantined or suspended
+endpoint back nor undoes a live weight change. Suspensions and throttles keep
+their expiry. Parsing only, with the value grammar of select.lua
+(``state/values.py``): the engine does the reads.
+
+A changed key updates its one entry in place, so an update costs O(1) whatever
+the mirror's size. Readers on other threads (the milter's) see each entry
+replaced atomically; the engine stops local decisions while a change is being
+re-read, so no decision sees a half-applied burst.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
-from smtp_balancer.state.values import parse_state, parse_weight, text_of
+from smtp_balancer.state.values import (
+    parse_state,
+    parse_throttle,
+    parse_until,
+    parse_weight,
+    text_of,
+)
 
 NEVER = math.inf
 
+# a hand-edited value that was skipped: (kind, key, field), as select.lua reports it
+Junk = list[tuple[str, str, str]]
 
-@dataclass(frozen=True)
+
+@dataclass
 class LiveState:
-    taken_at: float  # monotonic seconds
+    taken_at: float  # monotonic seconds of the full load
     weights: dict[str, dict[str, int]] = field(default_factory=dict)  # pool -> endpoint -> weight
-    # drained or quarantined endpoint -> wall-clock second its block lifts (NEVER: until changed)
-    blocked: dict[str, float] = field(default_factory=dict)
+    # drained or quarantined endpoint -> wall-clock second it returns (NEVER: until changed)
+    out_of_service: dict[str, float] = field(default_factory=dict)
     suspended_until: dict[tuple[str, str], float] = field(default_factory=dict)  # monotonic
     # (endpoint, provider) -> (factor, monotonic expiry)
     throttles: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
-    # hand-edited values skipped by the last read: (kind, key, field), as select.lua reports them
-    junk: tuple[tuple[str, str, str], ...] = ()
 
     def weight(self, pool: str, endpoint: str, yaml_weight: int) -> int:
-        return self.weights.get(pool, {}).get(endpoint, yaml_weight)
+        live = self.weights.get(pool)
+        return yaml_weight if live is None else live.get(endpoint, yaml_weight)
 
-    def is_blocked(self, endpoint: str, wall_now: float) -> bool:
-        return self.blocked.get(endpoint, 0.0) > wall_now
+    def is_out_of_service(self, endpoint: str, wall_now: float) -> bool:
+        return self.out_of_service.get(endpoint, 0.0) > wall_now
 
     def suspended(self, endpoint: str, providers: Iterable[str], now: float) -> bool:
-        for provider in (ALL_PROVIDERS, *providers):
-            if self.suspended_until.get((endpoint, provider), 0.0) > now:
-                return True
-        return False
+        until = self.suspended_until
+        if not until:
+            return False
+        if until.get((endpoint, ALL_PROVIDERS), 0.0) > now:
+            return True
+        return any(until.get((endpoint, p), 0.0) > now for p in providers)
 
     def throttle(self, endpoint: str, providers: Iterable[str], now: float) -> float:
         """The smallest live factor for this endpoint and these providers; 1 when none."""
+        if not self.throttles:
+            return 1.0
         factor = 1.0
         for provider in (ALL_PROVIDERS, *providers):
             hit = self.throttles.get((endpoint, provider))
-            if hit is not None and hit[1] > now and 0 < hit[0] < factor:
+            if hit is not None and hit[1] > now and hit[0] < factor:
                 factor = hit[0]
         return factor
 
-    # -- one key changed (a tracked key's new value) ----------------------------
-    def _with(self, attr: str, scope: object, value: object, junk: Junk | None = None) -> LiveState:
-        """A copy with ``attr[scope]`` set to ``value``, or removed when it is None."""
-        entries = dict(getattr(self, attr))
-        if value is None:
-            entries.pop(scope, None)
-        else:
-            entries[scope] = value
-        return replace(self, **{attr: entries}, junk=tuple(junk or ()))
+    # -- one key changed: its new value replaces its one entry --------------------
+    def set_weights(self, pool: str, key: str, reply: object, junk: Junk) -> None:
+        _put(self.weights, pool, _weights(reply, key, junk))
 
-    def with_weights(self, pool: str, key: str, reply: object) -> LiveState:
-        junk: Junk = []
-        return self._with("weights", pool, _weights(reply, key, junk), junk)
+    def set_state(self, endpoint: str, key: str, reply: object, junk: Junk) -> None:
+        _put(self.out_of_service, endpoint, _returns_at(reply, key, junk))
 
-    def with_state(self, endpoint: str, key: str, reply: object) -> LiveState:
-        junk: Junk = []
-        return self._with("blocked", endpoint, _block(reply, key, junk), junk)
+    def set_suspension(self, endpoint: str, provider: str, pttl: object, now: float) -> None:
+        _put(self.suspended_until, (endpoint, provider), _expiry(pttl, now))
 
-    def with_suspension(self, endpoint: str, provider: str, pttl: object, now: float) -> LiveState:
-        return self._with("suspended_until", (endpoint, provider), _expiry(pttl, now))
-
-    def with_throttle(
-        self, endpoint: str, provider: str, value: object, pttl: object, now: float
-    ) -> LiveState:
-        return self._with("throttles", (endpoint, provider), _throttle(value, pttl, now))
+    def set_throttle(
+        self, endpoint: str, provider: str, key: str, value: object, pttl: object, now: float, junk: Junk
+    ) -> None:
+        _put(self.throttles, (endpoint, provider), _throttle(key, value, pttl, now, junk))
 
 
-Junk = list[tuple[str, str, str]]
+def _put(entries: dict, scope: object, value: object) -> None:  # type: ignore[type-arg]
+    if value is None:
+        entries.pop(scope, None)
+    else:
+        entries[scope] = value
 
 
 def _weights(reply: object, key: str, junk: Junk) -> dict[str, int] | None:
@@ -99,8 +110,8 @@ def _weights(reply: object, key: str, junk: Junk) -> dict[str, int] | None:
     return parsed
 
 
-def _block(reply: object, key: str, junk: Junk) -> float | None:
-    """From HMGET state until: when the block lifts, or None when not blocked."""
+def _returns_at(reply: object, key: str, junk: Junk) -> float | None:
+    """From HMGET state until: when the endpoint returns to service, or None when in service."""
     if not isinstance(reply, list) or len(reply) != 2:
         if isinstance(reply, Exception):
             junk.append(("state", key, ""))
@@ -112,11 +123,14 @@ def _block(reply: object, key: str, junk: Junk) -> float | None:
         return NEVER
     if state != "quarantined":
         return None
-    try:
-        lifts = float(text_of(reply[1]) or "")  # a response rule's quarantine lifts at `until`
-    except ValueError:
+    raw = text_of(reply[1])
+    if raw is None:
         return NEVER
-    return NEVER if math.isnan(lifts) else lifts
+    lifts = parse_until(raw)  # a response rule's quarantine lifts at `until`
+    if lifts is None:
+        junk.append(("until", key, ""))
+        return NEVER
+    return lifts
 
 
 def _expiry(pttl: object, now: float) -> float | None:
@@ -125,16 +139,16 @@ def _expiry(pttl: object, now: float) -> float | None:
     return NEVER if pttl == -1 else now + pttl / 1000
 
 
-def _throttle(value: object, pttl: object, now: float) -> tuple[float, float] | None:
+def _throttle(key: str, value: object, pttl: object, now: float, junk: Junk) -> tuple[float, float] | None:
     text = text_of(value)
     until = _expiry(pttl, now)
-    if not text or until is None:
+    if text is None or until is None:
         return None
-    try:
-        factor = float(text.split(None, 1)[0])
-    except (ValueError, IndexError):
+    factor = parse_throttle(text)
+    if factor is None:
+        junk.append(("throttle", key, ""))
         return None
-    return (factor, until) if 0 < factor < 1 else None
+    return factor, until
 
 
 def parse_live_state(
@@ -146,34 +160,26 @@ def parse_live_state(
     suspension_keys: Sequence[bytes],
     pttl_replies: Sequence[object],
     now: float,
-    throttle_keys: Sequence[bytes] = (),
-    throttle_replies: Sequence[tuple[object, object]] = (),
+    throttle_keys: Sequence[bytes],
+    throttle_replies: Sequence[tuple[object, object]],
+    junk: Junk,
 ) -> LiveState:
     """Build a LiveState from raw replies; junk is skipped exactly as select.lua skips it.
 
     ``state_replies`` are HMGET state until; ``throttle_replies`` are (GET, PTTL).
     """
-    junk: Junk = []
-    weights = {}
+    live = LiveState(now)
     for pool, reply in zip(pools, weight_replies, strict=True):
-        parsed = _weights(reply, keys.pool_weights(pool), junk)
-        if parsed is not None:
-            weights[pool] = parsed
-    blocked = {}
+        live.set_weights(pool, keys.pool_weights(pool), reply, junk)
     for endpoint, reply in zip(endpoints, state_replies, strict=True):
-        lifts = _block(reply, keys.endpoint_state(endpoint), junk)
-        if lifts is not None:
-            blocked[endpoint] = lifts
-    suspended: dict[tuple[str, str], float] = {}
+        live.set_state(endpoint, keys.endpoint_state(endpoint), reply, junk)
     for key, pttl in zip(suspension_keys, pttl_replies, strict=True):
         scope = split_scoped(text_of(key) or "", keys.suspension_prefix())
-        until = _expiry(pttl, now)
-        if scope is not None and until is not None:
-            suspended[scope] = until
-    throttles: dict[tuple[str, str], tuple[float, float]] = {}
+        if scope is not None:
+            live.set_suspension(*scope, pttl, now)
     for key, (value, pttl) in zip(throttle_keys, throttle_replies, strict=True):
-        scope = split_scoped(text_of(key) or "", keys.throttle_prefix())
-        parsed = _throttle(value, pttl, now)
-        if scope is not None and parsed is not None:
-            throttles[scope] = parsed
-    return LiveState(now, weights, blocked, suspended, throttles, tuple(junk))
+        name = text_of(key) or ""
+        scope = split_scoped(name, keys.throttle_prefix())
+        if scope is not None:
+            live.set_throttle(*scope, name, value, pttl, now, junk)
+    return live

@@ -1,10 +1,11 @@
 -- One atomic routing decision: eligibility, weighted choice, quota reservation.
--- The arguments are built by smtp_balancer/selection.py (Planner.prepare):
+-- The arguments are built by smtp_balancer/decision/planner.py (Planner.encode):
 --
 -- KEYS[1]  the first stage's weights key. It routes the call in Redis Cluster:
 --          every key this script touches starts with the same {prefix} hash tag
 --          (base), so all of them live in KEYS[1]'s slot.
--- ARGV[1]  "base commit explain r n day hour"   (one string: fewer arguments to pack)
+-- ARGV[1]  "base commit explain r n day hour now"   (one string: fewer arguments to pack;
+--          now: the decider's clock in epoch seconds, for a quarantine's `until`)
 -- ARGV[2]  plan: "ep daycap hourcap,... / pool spread ignore_caps j:w,j:w / ..."
 --          (caps -1 = none; j indexes the endpoint list; w is the YAML weight)
 -- ARGV[3]  providers: "google 2,yahoo 1", recipients per provider of this message
@@ -13,14 +14,16 @@
 -- Eligibility is checked lazily, only for the endpoints the draw lands on, so a
 -- decision costs a few Redis calls whatever the pool size. Hand-edited junk
 -- never raises: it is reported back and the YAML value (or "active") applies.
--- Key names must match smtp_balancer/state/keys.py.
+-- Key names must match smtp_balancer/state/keys.py; values are read with the
+-- grammar of values.lua, which state/scripts.py prepends.
 
-local base, commit, explain, r, n, day, hour =
-  string.match(ARGV[1], '^(%S+) (%d) (%d) (%S+) (%d+) (%d+) (%d+)$')
+local base, commit, explain, r, n, day, hour, now_s =
+  string.match(ARGV[1], '^(%S+) (%d) (%d) (%S+) (%d+) (%d+) (%d+) (%S+)$')
 commit = commit == '1'
 explain = explain == '1'
 r = tonumber(r)
 n = tonumber(n)
+now_s = tonumber(now_s)
 
 local sections = {}
 for sec in string.gmatch(ARGV[2], '[^/]+') do sections[#sections + 1] = sec end
@@ -42,8 +45,7 @@ end
 
 local function count_of(v)
   if not v then return 0 end
-  if type(v) == 'string' and string.match(v, '^%d+$') and #v <= 15 then return tonumber(v) end
-  return nil
+  return sb_int(v, 15)
 end
 
 local function read_count(key)
@@ -53,12 +55,14 @@ local function read_count(key)
   return c
 end
 
-local now_s
 local function quarantine_over(skey)
-  local untl = redis.pcall('HGET', skey, 'until')
-  untl = type(untl) == 'string' and tonumber(untl) or nil
-  if not untl then return false end
-  now_s = now_s or tonumber(redis.call('TIME')[1])
+  local raw = redis.pcall('HGET', skey, 'until')
+  if type(raw) ~= 'string' then return false end
+  local untl = sb_decimal(raw)
+  if not untl then
+    junk[#junk + 1] = 'until|' .. skey  -- a quarantine with a junk `until` never lifts by itself
+    return false
+  end
   return untl <= now_s
 end
 
@@ -73,9 +77,15 @@ local function throttle_of(j)
   local f = 1
   local vals = redis.pcall('MGET', unpack(tkeys))
   if type(vals) == 'table' and not vals.err then
-    for _, v in ipairs(vals) do
-      local x = v and tonumber(string.match(v, '^(%S+)'))
-      if x and x > 0 and x < f then f = x end
+    for i, v in ipairs(vals) do
+      if v then
+        local x = sb_throttle(v)
+        if not x then
+          junk[#junk + 1] = 'throttle|' .. tkeys[i]
+        elseif x < f then
+          f = x
+        end
+      end
     end
   end
   throttles[j] = f
@@ -86,7 +96,7 @@ local status = {}
 local function endpoint_status(j)
   if status[j] then return status[j] end
   local e = eps[j]
-  local st = {blocked = false}
+  local st = {out = false}  -- out of service: why, or false
   local skey = base .. 'endpoint:' .. e.name .. ':state'
   local s = redis.pcall('HGET', skey, 'state')
   if is_err(s) then
@@ -95,26 +105,26 @@ local function endpoint_status(j)
     if s == 'quarantined' and quarantine_over(skey) then
       s = 'active'  -- a response rule's quarantine with `until` in the past: lifted
     elseif s == 'drained' or s == 'quarantined' then
-      st.blocked = s
+      st.out = s
       if explain then
         local why = redis.pcall('HGET', skey, 'reason')
-        if type(why) == 'string' and why ~= '' then st.blocked = s .. ': ' .. why end
+        if type(why) == 'string' and why ~= '' then st.out = s .. ': ' .. why end
       end
     else
       junk[#junk + 1] = 'state|' .. skey
     end
   end
-  if not st.blocked then
+  if not st.out then
     local skeys = {base .. 'suspend:' .. e.name .. ':all'}
     for i, p in ipairs(provs) do skeys[i + 1] = base .. 'suspend:' .. e.name .. ':' .. p[1] end
     if redis.call('EXISTS', unpack(skeys)) > 0 then
-      st.blocked = 'suspended'
+      st.out = 'suspended'
       if explain then
         for _, k in ipairs(skeys) do
           if redis.call('EXISTS', k) == 1 then
             local why = redis.pcall('GET', k)
             if type(why) ~= 'string' then why = '?' end
-            st.blocked = 'suspended (' .. k .. ', ' .. redis.call('TTL', k) .. 's left): ' .. why
+            st.out = 'suspended (' .. k .. ', ' .. redis.call('TTL', k) .. 's left): ' .. why
             break
           end
         end
@@ -166,8 +176,9 @@ for s = 2, #sections do
   for i, m in ipairs(members) do
     local lv = live[i]
     if lv then
-      if string.match(lv, '^%d+$') and #lv <= 7 then
-        m.w = tonumber(lv)
+      local w = sb_int(lv, 7)
+      if w then
+        m.w = w
       else
         junk[#junk + 1] = 'weight|' .. wkey .. '|' .. names[i]
       end
@@ -182,8 +193,8 @@ for s = 2, #sections do
         m.why = 'weight 0'
       else
         local st = endpoint_status(m.j)
-        if st.blocked then
-          m.why = st.blocked
+        if st.out then
+          m.why = st.out
         elseif ignore_caps then
           m.why = false
         else

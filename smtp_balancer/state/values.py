@@ -1,4 +1,10 @@
-"""Reading hand-editable Redis values in Python, with the same rules as select.lua."""
+"""The value grammar for hand-editable Redis values, in Python.
+
+``values.lua`` is the Lua half, prepended to every script that reads these
+values; ``tests/state/test_values.py`` feeds both the same generated strings.
+Only ASCII decimal integers and decimals are numbers: ``re.ASCII`` classes, never
+``int()`` or ``float()`` on raw text, which take "٣", "1_0", "0x10" or " 1e3 ".
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,11 @@ import re
 
 from smtp_balancer.state.keys import ADMIN_STATES
 
-_UINT = re.compile(r"\d{1,7}")
-_COUNT = re.compile(r"\d{1,15}")
+WEIGHT_DIGITS = 7
+COUNT_DIGITS = 15
+DECIMAL_MAX_LEN = 32
+_INT = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def text_of(value: object) -> str | None:
@@ -17,16 +26,26 @@ def text_of(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def parse_int(raw: str | None, digits: int) -> int | None:
+    if raw is None or len(raw) > digits or not _INT.fullmatch(raw):
+        return None
+    return int(raw)
+
+
+def parse_decimal(raw: str | None) -> float | None:
+    if raw is None or len(raw) > DECIMAL_MAX_LEN or not _DECIMAL.fullmatch(raw):
+        return None
+    return float(raw)
+
+
 def parse_weight(raw: str | None) -> int | None:
     """A live weight, or None when absent or junk (the YAML weight applies)."""
-    return int(raw) if raw is not None and _UINT.fullmatch(raw) else None
+    return parse_int(raw, WEIGHT_DIGITS)
 
 
 def parse_count(raw: str | None) -> int | None:
     """A counter value; 0 when absent, None when junk."""
-    if raw is None:
-        return 0
-    return int(raw) if _COUNT.fullmatch(raw) else None
+    return 0 if raw is None else parse_int(raw, COUNT_DIGITS)
 
 
 def parse_state(raw: str | None) -> str | None:
@@ -34,3 +53,16 @@ def parse_state(raw: str | None) -> str | None:
     if raw is None:
         return "active"
     return raw if raw in ADMIN_STATES else None
+
+
+def parse_until(raw: str | None) -> float | None:
+    """A quarantine's ``until`` (epoch seconds); None when absent or junk (it never lifts)."""
+    return parse_decimal(raw)
+
+
+def parse_throttle(raw: str | None) -> float | None:
+    """The factor of a throttle value ``"<factor> <reason>"``: strictly between 0 and 1, else None."""
+    if raw is None:
+        return None
+    factor = parse_decimal(raw.partition(" ")[0])
+    return factor if factor is not None and 0 < factor < 1 else None

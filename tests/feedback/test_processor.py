@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback.daemon import endpoint_label
 from smtp_balancer.feedback.processor import Processor
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
-from smtp_balancer.providers import ProviderTable
 
 NOW = 1_795_000_000.0  # 2026-11-18 11:06:40 UTC: a fixed minute bucket
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smtp_balancer.delivery_log import Delivery
+from smtp_balancer.feedback.delivery_log import Delivery
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
 
 

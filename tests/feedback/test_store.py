@@ -8,8 +8,8 @@ from collections import Counter
 import redis
 
 from smtp_balancer.config.feedback import RateRuleConfig, ResponseRuleConfig
+from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
-from smtp_balancer.facts import Facts
 from smtp_balancer.feedback.follower import Position
 from smtp_balancer.feedback.processor import Batch, Hit
 from smtp_balancer.feedback.responses import ResponseMatcher

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from smtp_balancer_policyd.protocol import (
+
+from policyd.protocol import (
     MAX_REQUEST_BYTES,
     MalformedLine,
     NotUtf8,

@@ -7,8 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from smtp_balancer_policyd.server import PolicyServer
-
+from policyd.server import PolicyServer
 from smtp_balancer.engine import Engine
 
 EOM = (
@@ -88,7 +87,7 @@ async def test_max_connections_refuses_extra(make_config, tmp_path: Path):
 
 
 async def test_half_request_then_silence_is_cut_off_as_truncated(make_config, tmp_path: Path):
-    from smtp_balancer_policyd import metrics
+    from policyd import metrics
 
     server, engine = await start(make_config, tmp_path, idle_timeout_s=1)
     before = metrics.PROTOCOL_ERRORS.labels("truncated")._value.get()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from smtp_balancer_policyd.session import DEFER_ACTION, DUNNO, Immediate, InstanceJoin, action_for, handle
-
-from smtp_balancer.facts import Decision, Facts, Route
+from policyd.session import DEFER_ACTION, DUNNO, Immediate, InstanceJoin, action_for, handle
+from smtp_balancer.decision.facts import Decision, Facts, Route
 
 BASE = {"request": "smtpd_access_policy", "instance": "a1.b2.3", "sender": "s@shop.test"}
 

@@ -1,0 +1,34 @@
+"""A Draw: one message's decision inputs, made once, with its one uniform value.
+
+Whichever path settles it (the mirror, select.lua, or degraded) uses this same
+Draw, so a message is never re-drawn: when a lease falls short, select.lua gets
+the very random value and candidate list the local choice had.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smtp_balancer.decision.facts import Facts
+from smtp_balancer.decision.plan import PoolPlan
+from smtp_balancer.decision.rules import CompiledRule
+from smtp_balancer.decision.warmup import Caps
+
+
+@dataclass(slots=True)
+class Draw:
+    """Not frozen, though never changed: a frozen init costs per field, per message."""
+
+    facts: Facts
+    rule: CompiledRule
+    plan: PoolPlan
+    # per stage, the rendezvous hash per member (None when not sticky)
+    hashes: tuple[tuple[float, ...] | None, ...]
+    caps: dict[str, Caps]
+    r: float
+    providers: tuple[str, ...]
+    provider_counts: tuple[tuple[str, int], ...]  # recipients per provider
+    buckets: tuple[str, str]  # day and hour counter buckets
+    wall: float  # the clock's epoch seconds when drawn: a quarantine's `until` is compared with it
+    commit: bool = True
+    explain: bool = False

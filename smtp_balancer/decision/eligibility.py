@@ -1,0 +1,58 @@
+"""Which endpoints may take a message: one model for every path, sans I/O.
+
+The paths differ only in where the data comes from and who settles quota:
+- **mirror**: the exact, Redis-tracked live state; a capped (warming) endpoint
+  is eligible while this process's quota lease covers the message. When only
+  Redis can tell (the lease is short), ``choose`` stops with ``NeedRedis`` and the
+  same draw is settled by select.lua.
+- **degraded**: the last-known live state (or the YAML alone); a capped endpoint
+  is never eligible, because its quota cannot be counted without Redis.
+select.lua is the third path, with the same rules read from Redis itself.
+"""
+
+from __future__ import annotations
+
+from smtp_balancer.decision.choice import NeedRedis
+from smtp_balancer.decision.draw import Draw
+from smtp_balancer.decision.quota import QuotaBook
+from smtp_balancer.state.live import LiveState
+
+OUT_OF_SERVICE = "out of service"
+SUSPENDED = "suspended"
+UNCOUNTABLE = "warming: its quota cannot be counted without Redis"
+
+
+class Eligibility:
+    """``quota`` is the lease book on the mirror path, None on the degraded path."""
+
+    __slots__ = ("draw", "live", "now", "quota")
+
+    def __init__(self, draw: Draw, live: LiveState | None, quota: QuotaBook | None, now: float) -> None:
+        self.draw, self.live, self.quota, self.now = draw, live, quota, now  # now: monotonic
+
+    def weight(self, pool: str, endpoint: str, yaml_weight: int) -> int:
+        live = self.live
+        return yaml_weight if live is None else live.weight(pool, endpoint, yaml_weight)
+
+    def why_not(self, endpoint: str, ignore_caps: bool) -> str | None:
+        """Why the endpoint cannot take the message, or None; raises NeedRedis when only Redis knows."""
+        live, draw = self.live, self.draw
+        if live is not None:
+            if live.is_out_of_service(endpoint, draw.wall):
+                return OUT_OF_SERVICE
+            if live.suspended(endpoint, draw.providers, self.now):
+                return SUSPENDED
+        caps = draw.caps[endpoint]
+        if ignore_caps or not caps.capped:
+            return None
+        if self.quota is None:
+            return UNCOUNTABLE
+        day, hour = draw.buckets
+        return self.quota.check(endpoint, draw.facts.quota_count, day, hour, caps.day, caps.hour)
+
+    def throttle(self, endpoint: str) -> float:
+        live = self.live
+        return 1.0 if live is None else live.throttle(endpoint, self.draw.providers, self.now)
+
+
+__all__ = ["OUT_OF_SERVICE", "SUSPENDED", "UNCOUNTABLE", "Eligibility", "NeedRedis"]

@@ -1,0 +1,83 @@
+"""What the engine is told about a message (Facts) and what it answers (Decision)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from smtp_balancer.decision.providers import domain_of
+
+# route: an endpoint was chosen; default: let the MTA use its default transport;
+# defer: the pool's overflow policy says to try later; no_rule: no rule matched
+Outcome = Literal["route", "default", "defer", "no_rule"]
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    sasl_username: str = ""
+    client_address: str = ""
+    size: int | None = None
+    message_class: str | None = None
+    queue_id: str = ""
+    # Postfix reports the count even when it cannot list every recipient
+    recipient_count: int | None = None
+
+    @property
+    def sender_domain(self) -> str:
+        return domain_of(self.sender) if "@" in self.sender else ""
+
+    @property
+    def quota_count(self) -> int:
+        """How many deliveries this message costs against warm-up caps."""
+        return max(self.recipient_count or 0, len(self.recipients), 1)
+
+    @property
+    def recipient_domains(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(domain_of(r) for r in self.recipients if "@" in r))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    transport: str
+    nexthop: str = ""  # empty: deliver to the recipient domain's MX
+
+    @property
+    def filter_target(self) -> str:
+        """The ``transport:nexthop`` argument of a Postfix FILTER action."""
+        return f"{self.transport}:{self.nexthop}"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointVerdict:
+    """Why one endpoint could or could not take a message (explain output)."""
+
+    pool: str
+    endpoint: str
+    weight: int
+    eligible: bool
+    detail: str
+
+
+_ids = random.Random()  # seeded from os.urandom once; ids name decisions, they guard nothing
+
+
+def new_decision_id() -> str:
+    """16 random hex digits: unique enough to grep one decision across a fleet's logs."""
+    return f"{_ids.getrandbits(64):016x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+    route: Route | None = None
+    endpoint: str | None = None
+    pool: str | None = None
+    rule: str | None = None
+    degraded: bool = False
+    verdicts: tuple[EndpointVerdict, ...] = field(default=())
+    # names this decision in the log line and the milter's info header
+    decision_id: str = field(default_factory=new_decision_id)

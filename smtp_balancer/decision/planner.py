@@ -1,0 +1,182 @@
+"""Facts to a Draw, and a Draw to a Decision by the mirror or degraded path, sans I/O.
+
+``prepare`` matches the rule and draws the message's one uniform value.
+``from_mirror`` and ``degraded`` settle a Draw in Python with the one choice
+(``choice.choose``) and the one eligibility model (``eligibility.py``);
+``script.py`` encodes the same Draw for select.lua and reads its reply.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+from smtp_balancer.clock import SYSTEM, Clock
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.choice import NeedRedis, Stage, choose
+from smtp_balancer.decision.draw import Draw
+from smtp_balancer.decision.eligibility import Eligibility
+from smtp_balancer.decision.facts import Decision, EndpointVerdict, Facts
+from smtp_balancer.decision.plan import build_plan, rendezvous_hash, route_for, route_reason, sticky_key
+from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.decision.quota import QuotaBook
+from smtp_balancer.decision.rules import MessageView, RuleSet
+from smtp_balancer.decision.warmup import CapsTable, day_bucket, hour_bucket
+from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.live import LiveState
+
+
+class Planner:
+    def __init__(
+        self, config: BalancerConfig, rng: random.Random | None = None, clock: Clock = SYSTEM
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.keys = KeySchema(config.redis.prefix)
+        self.providers = ProviderTable.from_config(config)
+        self.rules = RuleSet(config.rules)
+        self.plans = {name: build_plan(config, name) for name in config.pools}
+        self.caps = CapsTable(config)
+        self.routes = {name: route_for(name, ep.nexthop) for name, ep in config.endpoints.items()}
+        self.rng = rng or random.Random()
+        self._hour = -1
+        self._hour_value = datetime.fromtimestamp(0, UTC)
+        self._bucket_hour: datetime | None = None
+        self._bucket_text = ("", "")
+
+    # -- per message ------------------------------------------------------------
+    def prepare(
+        self, facts: Facts, now: datetime | None = None, *, commit: bool = True, explain: bool = False
+    ) -> Draw | Decision:
+        """The message's Draw, or a final Decision when no rule matches."""
+        now = now or self.now_hour()
+        by_provider = self.providers.for_recipients(facts.recipients)
+        rule = self.rules.match(MessageView.of(facts, list(by_provider)))
+        if rule is None:
+            return Decision(outcome="no_rule", reason="no rule matched")
+        plan = self.plans[rule.pool]
+        hashes: list[tuple[float, ...] | None] = []
+        for stage in plan.stages:
+            key = sticky_key(facts, stage.stickiness)
+            hashes.append(tuple(rendezvous_hash(key, ep) for ep, _ in stage.members) if key else None)
+        return Draw(
+            facts,
+            rule,
+            plan,
+            tuple(hashes),
+            self.caps.on(now.date()),
+            self.rng.random(),
+            tuple(by_provider),
+            tuple(by_provider.items()),
+            self._buckets(now),
+            self.clock.wall(),
+            commit,
+            explain,
+        )
+
+    def now_hour(self) -> datetime:
+        """The clock's current hour as a datetime; only day and hour matter to a decision."""
+        hour = int(self.clock.wall() // 3600)
+        if hour != self._hour:
+            self._hour, self._hour_value = hour, datetime.fromtimestamp(hour * 3600, UTC)
+        return self._hour_value
+
+    def _buckets(self, now: datetime) -> tuple[str, str]:
+        """Day and hour counter buckets; strftime twice per decision is measurable."""
+        hour_start = now.replace(minute=0, second=0, microsecond=0)
+        if hour_start != self._bucket_hour:
+            self._bucket_hour = hour_start
+            self._bucket_text = (day_bucket(now), hour_bucket(now))
+        return self._bucket_text
+
+    # -- settling a Draw in Python ------------------------------------------------
+    def from_mirror(self, draw: Draw, live: LiveState, book: QuotaBook) -> Decision | None:
+        """The decision from the exact mirror and this process's leases; None when only
+        select.lua can settle this same draw (a lease falls short, or another thread spent it)."""
+        clock = self.clock
+        try:
+            picked = choose(
+                draw.plan.stages,
+                draw.hashes,
+                draw.r,
+                Eligibility(draw, live, book, clock.monotonic()),
+            )
+        except NeedRedis:
+            return None
+        if picked is None:
+            return self.exhausted(draw)
+        stage_no, endpoint, weight = picked
+        stage = draw.plan.stages[stage_no]
+        leased = not stage.ignore_caps and draw.caps[endpoint].capped
+        day, hour = draw.buckets
+        if not book.take(endpoint, draw.facts.quota_count, draw.provider_counts, day, hour, leased):
+            return None
+        return self.routed(
+            draw, stage, endpoint, route_reason(weight, stage, stage_no, draw.plan.stages[0].pool)
+        )
+
+    def degraded(self, draw: Draw, why: str, live: LiveState | None) -> Decision:
+        """A decision made without Redis.
+
+        It uses the YAML weights, overlaid with the last-known live state when
+        there is one: live weights, drains, quarantines, unexpired suspensions
+        and throttles still hold. Warming endpoints are skipped (their quota
+        cannot be counted without Redis) unless the overflow policy ignores
+        caps. Never defers: mail must not wait on Redis.
+        """
+        if self.config.decision.fallback == "default":
+            return Decision(
+                outcome="default",
+                reason=f"degraded ({why}): fallback default",
+                pool=draw.plan.stages[0].pool,
+                rule=draw.rule.name,
+                degraded=True,
+            )
+        now = self.clock.monotonic()
+        source = f"last-known state {now - live.taken_at:.0f}s old" if live else "YAML"
+        picked = choose(
+            draw.plan.stages, draw.hashes, draw.r, Eligibility(draw, live, None, now)
+        )
+        if picked is None:
+            return self.exhausted(draw, degraded=True)
+        stage_no, name, weight = picked
+        stage = draw.plan.stages[stage_no]
+        routed = route_reason(weight, stage, stage_no, draw.plan.stages[0].pool)
+        reason = f"degraded ({why}): {routed} from {source}"
+        return self.routed(draw, stage, name, reason, degraded=True)
+
+    # -- decisions ------------------------------------------------------------------
+    def routed(
+        self,
+        draw: Draw,
+        stage: Stage,
+        endpoint: str,
+        reason: str,
+        *,
+        degraded: bool = False,
+        verdicts: tuple[EndpointVerdict, ...] = (),
+    ) -> Decision:
+        return Decision(
+            outcome="route",
+            reason=reason,
+            route=self.routes[endpoint],
+            endpoint=endpoint,
+            pool=stage.pool,
+            rule=draw.rule.name,
+            degraded=degraded,
+            verdicts=verdicts,
+        )
+
+    def exhausted(
+        self, draw: Draw, *, degraded: bool = False, verdicts: tuple[EndpointVerdict, ...] = ()
+    ) -> Decision:
+        pools = " -> ".join(dict.fromkeys(s.pool for s in draw.plan.stages))
+        terminal = "default" if degraded else draw.plan.terminal
+        return Decision(
+            outcome=terminal,
+            reason=f"no eligible endpoint in {pools}: overflow {terminal}",
+            pool=draw.plan.stages[0].pool,
+            rule=draw.rule.name,
+            degraded=degraded,
+            verdicts=verdicts,
+        )

@@ -1,0 +1,107 @@
+"""select.lua's side of a Draw: its keys and arguments, and its reply as a Decision.
+
+The argument layout is documented at the top of ``state/select.lua``. The static
+part (the plan with today's caps) is built and encoded once per pool and day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from smtp_balancer.decision.draw import Draw
+from smtp_balancer.decision.facts import Decision, EndpointVerdict
+from smtp_balancer.decision.plan import PoolPlan, route_reason
+from smtp_balancer.decision.planner import Planner
+from smtp_balancer.decision.warmup import Caps
+
+
+@dataclass(frozen=True)
+class StateJunk:
+    """A hand-edited Redis value that was ignored."""
+
+    kind: str  # weight | weights | state | until | throttle | counter
+    key: str
+    field: str = ""
+
+
+class ScriptCodec:
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+        self._texts: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+    def encode(self, draw: Draw) -> tuple[list[bytes], list[str | bytes]]:
+        """The keys and arguments of select.lua for this draw."""
+        day, hour = draw.buckets
+        header = (
+            f"{self.planner.keys.base}: {int(draw.commit)} {int(draw.explain)} {draw.r!r}"
+            f" {draw.facts.quota_count} {day} {hour} {draw.wall!r}"
+        )
+        anchor, plan_text = self._static_args(draw.rule.pool, draw.plan, draw.caps, day)
+        args: list[str | bytes] = [
+            header,
+            plan_text,
+            ",".join(f"{p} {c}" for p, c in draw.provider_counts),
+            "/".join(" ".join(repr(u) for u in h) if h else "" for h in draw.hashes),
+        ]
+        return [anchor], args
+
+    def _static_args(self, pool: str, plan: PoolPlan, caps: dict[str, Caps], day: str) -> tuple[bytes, bytes]:
+        """The anchor key and plan text, per pool and day (caps change once a day)."""
+        cache_key = (pool, day)
+        cached = self._texts.get(cache_key)
+        if cached is None:
+            if len(self._texts) > 4 * len(self.planner.plans) + 16:
+                self._texts.clear()  # yesterday's caps
+            index: dict[str, int] = {}
+            for stage in plan.stages:
+                for ep, _ in stage.members:
+                    index.setdefault(ep, len(index) + 1)
+            parts = [
+                ",".join(
+                    f"{ep} {-1 if caps[ep].day is None else caps[ep].day}"
+                    f" {-1 if caps[ep].hour is None else caps[ep].hour}"
+                    for ep in index
+                )
+            ]
+            for stage in plan.stages:
+                members = ",".join(f"{index[ep]}:{weight}" for ep, weight in stage.members)
+                parts.append(f"{stage.pool} {stage.spread} {int(stage.ignore_caps)} {members}")
+            anchor = self.planner.keys.pool_weights(plan.stages[0].pool).encode()
+            cached = self._texts[cache_key] = (anchor, "/".join(parts).encode())
+        return cached
+
+    def interpret(self, draw: Draw, reply: Sequence[Any]) -> tuple[Decision, list[StateJunk]]:
+        """The Decision for a select.lua reply, and the junk the script stepped over."""
+        status, stage_no, endpoint, weight, junk_raw, verdicts_raw = reply
+        junk = [_junk(_text(j)) for j in junk_raw]
+        verdicts = tuple(_verdict(draw.plan, _text(v)) for v in verdicts_raw)
+        planner = self.planner
+        if _text(status) != "ok":
+            return planner.exhausted(draw, verdicts=verdicts), junk
+        index = int(stage_no) - 1
+        stage = draw.plan.stages[index]
+        reason = route_reason(int(weight), stage, index, draw.plan.stages[0].pool)
+        return planner.routed(draw, stage, _text(endpoint), reason, verdicts=verdicts), junk
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _junk(raw: str) -> StateJunk:
+    kind, _, rest = raw.partition("|")
+    key, _, field = rest.partition("|")
+    return StateJunk(kind, key, field)
+
+
+def _verdict(plan: PoolPlan, raw: str) -> EndpointVerdict:
+    stage_no, endpoint, weight, eligible, detail = raw.split("|", 4)
+    return EndpointVerdict(
+        pool=plan.stages[int(stage_no) - 1].pool,
+        endpoint=endpoint,
+        weight=int(float(weight)),
+        eligible=eligible == "1",
+        detail=detail,
+    )

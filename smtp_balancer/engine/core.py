@@ -1,0 +1,240 @@
+"""The decision flow: a Draw settled by the mirror, by select.lua, or degraded.
+
+Each message is prepared once (``Planner.prepare``: the rule and one uniform
+value). ``decide_now`` settles it from the tracked mirror and this process's
+quota leases when it can, at once and in the caller's thread. When it cannot
+(the mirror is not fresh, a lease falls short, an MX lookup is due), it hands
+back a ``Pending`` holding that same Draw, and ``settle`` sends it to select.lua
+in one EVALSHA; when Redis cannot answer within the budget, the same Draw is
+decided degraded. So a message draws exactly once, whichever path settles it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from redis.exceptions import RedisError, ResponseError
+
+from smtp_balancer.clock import SYSTEM, Clock
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.draw import Draw
+from smtp_balancer.decision.facts import Decision, Facts
+from smtp_balancer.decision.planner import Planner
+from smtp_balancer.decision.providers import domain_of
+from smtp_balancer.decision.quota import QuotaBook
+from smtp_balancer.decision.script import ScriptCodec
+from smtp_balancer.engine.breaker import Breaker
+from smtp_balancer.engine.junk import JunkReporter
+from smtp_balancer.engine.leases import LeaseService
+from smtp_balancer.engine.mirror import MirrorKeeper
+from smtp_balancer.engine.mx import MxProviders
+from smtp_balancer.observe import metrics
+from smtp_balancer.state import scripts
+from smtp_balancer.state.channel import ScriptChannel
+from smtp_balancer.state.client import describe
+from smtp_balancer.state.live import LiveState
+
+log = logging.getLogger("smtp_balancer.engine")
+
+
+@dataclass(slots=True)
+class Pending:
+    """A message ``decide_now`` could not settle: its facts and, once made, its Draw."""
+
+    facts: Facts
+    draw: Draw | None
+
+
+class Engine:
+    def __init__(self, config: BalancerConfig, clock: Clock = SYSTEM) -> None:
+        self.clock = clock
+        self.channel = ScriptChannel(config.redis)
+        self.junk = JunkReporter(clock)
+        self._build(config)
+
+    def _build(self, config: BalancerConfig) -> None:
+        """Everything that derives from the config: a SIGHUP builds it all again."""
+        self.config = config
+        self.planner = Planner(config, clock=self.clock)
+        self.codec = ScriptCodec(self.planner)
+        self.mx = MxProviders(config.mx_lookup, self.planner.providers) if config.mx_lookup.enabled else None
+        if self.mx is not None:
+            self.planner.providers.learned = self.mx.cached
+        self.budget_s = config.decision.budget_ms / 1000
+        self.breaker = Breaker(config.decision.retry_after_ms / 1000, self.clock)
+        self.mirror = MirrorKeeper(config, self.channel, self.junk, self.clock)
+        self.book = QuotaBook(self.planner.keys, self.clock)
+        metrics.QUOTA_LEASED.set_function(self.book.leased)
+        self.leases = LeaseService(
+            self.book, self.channel, self.breaker, self.junk, config.redis.admin_timeout_ms / 1000
+        )
+        self._where = describe(config.redis)
+
+    @property
+    def live(self) -> LiveState | None:
+        """The live state: exact while tracked, else the last known (degraded decisions)."""
+        return self.mirror.live
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> bool:
+        """Connect, load the script and the mirror before the first message.
+
+        A daemon calls this at start so its first decisions do not pay for the
+        connection and SCRIPT LOAD inside their budget. Redis being down is not
+        fatal: decisions degrade until it is back.
+        """
+        self._start_background()
+        try:
+            async with asyncio.timeout(self.config.redis.admin_timeout_ms / 1000):
+                await self.channel.load_script(scripts.SELECT)
+                await self.mirror.load()
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("Redis %s not usable at start (%s); deciding from YAML until it is", self._where, exc)
+            return False
+        await self.settle()  # the first decisions can be local
+        log.info("Redis %s ready", self._where)
+        return True
+
+    def _start_background(self) -> None:
+        if self.config.decision.local and not self.mirror.started:
+            self.mirror.start()
+            self.leases.start()
+
+    async def replace_config(self, config: BalancerConfig) -> None:
+        """Adopt a new, already validated config (SIGHUP): the whole decider is built
+        again (planner, mirror, leases, breaker, MX cache); leases are given back first.
+        The Redis connection is kept unless the redis section changed."""
+        await self._stop_background()
+        if self.mx is not None:
+            await self.mx.close()
+        old_channel = None
+        if config.redis != self.config.redis:
+            old_channel, self.channel = self.channel, ScriptChannel(config.redis)
+        self._build(config)
+        if old_channel is not None:
+            await old_channel.close()
+        self._start_background()
+
+    async def _stop_background(self) -> None:
+        self.mirror.fresh = False
+        await self.leases.stop()
+        await self.mirror.stop()
+
+    async def aclose(self) -> None:
+        await self._stop_background()
+        if self.mx is not None:
+            await self.mx.close()
+        await self.channel.close()
+
+    async def settle(self) -> None:
+        """Wait until every write Redis took before this call is in the mirror (tests, the CLI)."""
+        await self.mirror.settle()
+
+    # -- deciding ------------------------------------------------------------------------
+    def decide_now(self, facts: Facts, now: datetime | None = None) -> Decision | Pending:
+        """Decide at once in the caller's thread when the mirror can; else a Pending for
+        ``settle``, carrying the message's one Draw."""
+        if self.mx is not None and not self.mx.knows({domain_of(r) for r in facts.recipients}):
+            return Pending(facts, None)  # the Draw waits until the provider is known
+        started = time.perf_counter()
+        try:
+            draw = self.planner.prepare(facts, now)
+            if isinstance(draw, Decision):
+                decision: Decision | None = draw
+            else:
+                mirror = self.mirror
+                live = mirror.live
+                decision = self.planner.from_mirror(draw, live, self.book) if mirror.fresh and live else None
+                if decision is None:
+                    return Pending(facts, draw)
+        except Exception:  # settle() fails open if this is a bug
+            log.exception("decision failed for queue id %s", facts.queue_id or "-")
+            return Pending(facts, None)
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+        metrics.record_decision(decision.pool, decision.endpoint, decision.rule, decision.outcome)
+        return decision
+
+    async def settle_pending(self, pending: Pending) -> Decision:
+        """Settle what ``decide_now`` could not: select.lua, or degraded. Never raises."""
+        return await self._decide(pending.facts, pending.draw, commit=True, explain=False, now=None)
+
+    async def decide(
+        self, facts: Facts, *, commit: bool = True, explain: bool = False, now: datetime | None = None
+    ) -> Decision:
+        """Decide a route; never raises and never waits longer than the budget."""
+        if commit and not explain:
+            self._start_background()
+            result = self.decide_now(facts, now)
+            if isinstance(result, Decision):
+                return result
+            return await self._decide(facts, result.draw, commit=True, explain=False, now=now)
+        return await self._decide(facts, None, commit=commit, explain=explain, now=now)
+
+    async def _decide(
+        self, facts: Facts, draw: Draw | None, *, commit: bool, explain: bool, now: datetime | None
+    ) -> Decision:
+        started = time.perf_counter()
+        try:
+            if draw is None:
+                if self.mx is not None:
+                    await self.mx.learn({domain_of(r) for r in facts.recipients})
+                prepared = self.planner.prepare(facts, now, commit=commit, explain=explain)
+                if isinstance(prepared, Decision):
+                    return self._record(prepared, commit, started)
+                draw = prepared
+            decision = await self._by_script(draw)
+        except Exception:  # a bug must not stop mail: fail open to the MTA default
+            log.exception("decision failed for queue id %s; answering default", facts.queue_id or "-")
+            decision = Decision(outcome="default", reason="degraded (internal error)", degraded=True)
+            metrics.DEGRADED.labels("internal_error").inc()
+        return self._record(decision, commit, started)
+
+    @staticmethod
+    def _record(decision: Decision, commit: bool, started: float) -> Decision:
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+        if commit:
+            metrics.record_decision(decision.pool, decision.endpoint, decision.rule, decision.outcome)
+        return decision
+
+    async def _by_script(self, draw: Draw) -> Decision:
+        if not self.breaker.allows():
+            return self._degraded(draw, "circuit_open")
+        keys, args = self.codec.encode(draw)
+        try:
+            # asyncio.timeout, not wait_for: no extra Task per decision
+            async with asyncio.timeout(self.budget_s):
+                reply = await self.channel.evalsha(scripts.SELECT, keys, args)
+        except TimeoutError:
+            # a silent connection (blackholed Redis) must not keep later callers waiting
+            self.channel.reset("decision timed out")
+            return self._failed(draw, "timeout", f"no answer within {self.config.decision.budget_ms} ms")
+        except ResponseError as exc:
+            return self._failed(draw, "script_error", str(exc))
+        except (RedisError, OSError) as exc:
+            return self._failed(draw, "redis_error", f"{type(exc).__name__}: {exc}")
+        self.breaker.succeeded()
+        self.mirror.refresh_soon()
+        decision, junk = self.codec.interpret(draw, reply)
+        if junk:
+            self.junk.report(junk)
+        return decision
+
+    def _failed(self, draw: Draw, reason: str, detail: str) -> Decision:
+        if self.breaker.allows():
+            log.warning(
+                "Redis %s unusable (%s: %s); deciding from YAML for %.1fs",
+                self._where,
+                reason,
+                detail,
+                self.breaker.retry_after_s,
+            )
+        self.breaker.failed()
+        return self._degraded(draw, reason)
+
+    def _degraded(self, draw: Draw, reason: str) -> Decision:
+        metrics.DEGRADED.labels(reason).inc()
+        return self.planner.degraded(draw, reason, self.mirror.live)

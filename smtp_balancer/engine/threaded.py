@@ -1,0 +1,57 @@
+"""The same Engine for callers on threads (pymilter callbacks), on a private event loop.
+
+Threads decide from the mirror in their own thread when they can; otherwise the
+message's Draw is settled on the engine's loop. No thread opens a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from smtp_balancer.clock import SYSTEM, Clock
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.facts import Decision, Facts
+from smtp_balancer.engine.core import Engine
+from smtp_balancer.observe import metrics
+
+
+class ThreadedEngine:
+    def __init__(self, config: BalancerConfig, clock: Clock = SYSTEM) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="engine-loop", daemon=True)
+        self._thread.start()
+        self.engine = Engine(config, clock)
+
+    def decide(self, facts: Facts, timeout_s: float | None = None, **kwargs: Any) -> Decision:
+        """Decide from a thread; wait at most ``timeout_s`` (default: a guard well past the budget)."""
+        engine = self.engine
+        if kwargs:
+            work = engine.decide(facts, **kwargs)
+        else:
+            result = engine.decide_now(facts)  # in this thread: no hand-off to the loop
+            if isinstance(result, Decision):
+                return result
+            work = engine.settle_pending(result)
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        try:
+            # the engine bounds itself by the budget; the caller may have a shorter deadline
+            return future.result(timeout=engine.budget_s * 4 + 0.5 if timeout_s is None else timeout_s)
+        except TimeoutError:
+            future.cancel()
+            metrics.DEGRADED.labels("bridge_timeout").inc()
+            return Decision(outcome="default", reason="degraded (engine did not answer)", degraded=True)
+
+    def run(self, coro: Any, timeout_s: float) -> Any:
+        """Run a coroutine on the engine's loop and wait for it (start, reload)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout_s)
+
+    def start(self) -> bool:
+        """Engine.start, for a threaded daemon's start (the milter)."""
+        return bool(self.run(self.engine.start(), self.engine.config.redis.admin_timeout_ms / 1000 + 1))
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.engine.aclose(), self._loop).result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)

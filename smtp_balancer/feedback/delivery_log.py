@@ -1,0 +1,109 @@
+"""Postfix delivery log lines -> Delivery records, sans I/O (the feedback daemon's parser).
+
+A delivery line names the transport by its syslog_name: our rendered master.cf
+sets ``-o syslog_name=postfix/<endpoint>``, so ``postfix/out2/smtp[123]`` is a
+delivery through endpoint out2; ``postfix/smtp`` is Postfix's default
+transport. The provider comes from the relay host's MX suffix, so no DNS is
+needed. Lines that are not delivery results return None; lines that look like
+one but do not parse raise LogLineError, so the caller can count them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from smtp_balancer.decision.providers import ProviderTable
+
+STATUSES = frozenset({"sent", "deferred", "bounced", "expired"})
+
+_LINE = re.compile(
+    r"^(?:\w{3} +\d{1,2} [\d:]{8}|\d{4}-\d\d-\d\dT\S+) \S+ "  # syslog or RFC 3339 timestamp, host
+    r"(?P<program>postfix[\w/.-]*)\[\d+\]: "
+    r"(?P<queue_id>[0-9A-Za-z]+): (?P<rest>.*)$"
+)
+_DELIVERY = re.compile(
+    r"^to=<(?P<recipient>[^>]*)>,(?: orig_to=<[^>]*>,)? relay=(?P<relay>[^,]+),"
+    r"(?: conn_use=\d+,)? delay=(?P<delay>[\d.]+), delays=(?P<delays>[\d./]+),"
+    r" dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), status=(?P<status>\w+) \((?P<response>.*)\)$"
+)
+_RELAY = re.compile(r"^(?P<host>[^\[\s]+)\[(?P<addr>[^\]]*)\](?::(?P<port>\d+))?$")
+DEFAULT_TRANSPORT = ""
+
+
+class LogLineError(ValueError):
+    """A delivery-shaped line that does not parse."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    queue_id: str
+    endpoint: str  # "" for Postfix's default transport
+    program: str  # smtp, lmtp, error, ...
+    recipient: str
+    relay_host: str  # "" for relay=none
+    relay_addr: str
+    relay_port: int | None
+    delay_s: float
+    delays: tuple[float, ...]  # before queue manager, in queue, connection setup, transmission
+    dsn: str
+    status: str  # sent | deferred | bounced | expired
+    response: str
+    provider: str
+
+    @property
+    def recipient_domain(self) -> str:
+        return self.recipient.rpartition("@")[2].lower()
+
+
+def split_program(program: str) -> tuple[str, str]:
+    """``postfix/out2/smtp`` -> ("out2", "smtp"); ``postfix/smtp`` -> ("", "smtp")."""
+    parts = program.split("/")
+    if len(parts) < 2:
+        return DEFAULT_TRANSPORT, program
+    return "/".join(parts[1:-1]), parts[-1]
+
+
+def parse_line(line: str, providers: ProviderTable) -> Delivery | None:
+    m = _LINE.match(line.rstrip("\n"))
+    if m is None:
+        return None
+    rest = m.group("rest")
+    if not rest.startswith("to=<"):
+        return None  # from=, message-id=, removed, and the like: not a delivery result
+    d = _DELIVERY.match(rest)
+    if d is None:
+        raise LogLineError(f"unparsable delivery line: {line[:160]!r}")
+    status = d.group("status")
+    if status not in STATUSES:
+        raise LogLineError(f"unknown delivery status {status!r}")
+    endpoint, program = split_program(m.group("program"))
+    relay = d.group("relay")
+    host = addr = ""
+    port = None
+    if relay != "none":
+        r = _RELAY.match(relay)
+        if r is None:
+            raise LogLineError(f"unparsable relay {relay!r}")
+        host, addr = r.group("host"), r.group("addr")
+        port = int(r.group("port")) if r.group("port") else None
+    recipient = d.group("recipient")
+    # the relay's MX suffix names the provider; without one (no connection), the domain does
+    provider = providers.for_mx(host) if host else "other"
+    if provider == "other":
+        provider = providers.for_domain(recipient.rpartition("@")[2])
+    return Delivery(
+        queue_id=m.group("queue_id"),
+        endpoint=endpoint,
+        program=program,
+        recipient=recipient,
+        relay_host=host,
+        relay_addr=addr,
+        relay_port=port,
+        delay_s=float(d.group("delay")),
+        delays=tuple(float(x) for x in d.group("delays").split("/")),
+        dsn=d.group("dsn"),
+        status=status,
+        response=d.group("response"),
+        provider=provider,
+    )

@@ -1,0 +1,1 @@
+"""Observability: structured logs, Prometheus metrics, the decision log line."""

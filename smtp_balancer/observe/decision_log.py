@@ -1,0 +1,38 @@
+"""One log line per decision, the same from the policy daemon and the milter.
+
+The line carries the decision id that the milter's info header also shows, and
+the MTA's queue id, so a message can be followed from the header to the
+decision and on to the MTA's delivery lines.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from smtp_balancer.decision.facts import Decision, Facts
+from smtp_balancer.observe.logs import event
+
+log = logging.getLogger("smtp_balancer.decision")
+
+
+def log_decision(via: str, facts: Facts, decision: Decision, **more: Any) -> None:
+    """``via``: policyd or milter. ``more``: what only that caller knows (action, class)."""
+    event(
+        log,
+        logging.INFO,
+        "decision",
+        {
+            "decision_id": decision.decision_id,
+            "via": via,
+            "queue_id": facts.queue_id or None,
+            "outcome": decision.outcome,
+            "rule": decision.rule,
+            "pool": decision.pool,
+            "endpoint": decision.endpoint,
+            "degraded": decision.degraded,
+            "nrcpt": facts.quota_count,
+            "reason": decision.reason,
+            **more,
+        },
+    )

@@ -1,0 +1,74 @@
+"""Prometheus metric definitions shared by every daemon.
+
+Labels are bounded: pool, endpoint, rule and provider names come from the
+config, never from a message or an address.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+
+from smtp_balancer.config.base import parse_hostport
+
+DECISIONS = Counter(
+    "smtp_balancer_decisions_total",
+    "Routing decisions by pool, endpoint, rule and outcome",
+    ["pool", "endpoint", "rule", "outcome"],
+)
+DECISION_SECONDS = Histogram(
+    "smtp_balancer_decision_duration_seconds",
+    "Time to make one routing decision, Redis round trip included",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+DEGRADED = Counter(
+    "smtp_balancer_degraded_decisions_total",
+    "Decisions made without Redis, by reason",
+    ["reason"],
+)
+DEGRADED_REASONS = (
+    "timeout",
+    "redis_error",
+    "script_error",
+    "circuit_open",
+    "internal_error",
+    "bridge_timeout",
+)
+for _reason in DEGRADED_REASONS:
+    # exported at 0 from the start: "no degraded decisions" must be a series, not an absence
+    DEGRADED.labels(_reason)
+
+QUOTA_LEASED = Gauge(
+    "smtp_balancer_quota_leased_units",
+    "Warm-up quota units this process has reserved in Redis and not yet spent",
+)
+
+STATE_JUNK = Counter(
+    "smtp_balancer_state_junk_total",
+    "Hand-edited Redis values that were ignored in favour of the YAML default",
+    ["kind"],
+)
+
+
+_decision_children: dict[tuple[str, str, str, str], Counter] = {}
+
+
+def record_decision(pool: str | None, endpoint: str | None, rule: str | None, outcome: str) -> None:
+    # label sets are bounded by the config, so caching the children is safe and
+    # skips prometheus_client's per-call label validation on the hot path
+    key = (pool or "", endpoint or "", rule or "", outcome)
+    child = _decision_children.get(key)
+    if child is None:
+        child = _decision_children[key] = DECISIONS.labels(*key)
+    child.inc()
+
+
+def serve_metrics(listen: str, log: logging.Logger) -> None:
+    """Serve /metrics on ``host:port`` (a daemon thread); "" serves nothing."""
+    if listen:
+        # *_created series double every counter's cardinality and no dashboard uses them
+        disable_created_metrics()
+        host, port = parse_hostport(listen)
+        start_http_server(port, addr=host)
+        log.info("metrics on http://%s:%d/metrics", host, port)

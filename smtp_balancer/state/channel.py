@@ -1,0 +1,211 @@
+"""One Redis connection that carries many concurrent commands as a pipeline.
+
+The decision hot path sends one EVALSHA per message from many concurrent
+callers. redis-py takes a pooled connection per command and pays for its
+generality each time; here every caller writes into one connection, writes are
+flushed once per event-loop turn, and because Redis answers in request order a
+FIFO of futures pairs each reply with its caller. hiredis parses the replies.
+
+It speaks AUTH (password or ACL user), SELECT, TLS and Sentinel (the master is
+looked up again on every reconnect, so a failover is followed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import hiredis
+import redis.asyncio.sentinel
+from redis.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from smtp_balancer.config.model import RedisConfig
+from smtp_balancer.state.client import resolve_password, sentinel_kwargs
+from smtp_balancer.state.scripts import LuaScript
+
+MAX_PENDING = 100_000  # beyond this Redis is not keeping up: fail fast, the engine degrades
+
+
+def pack_command(args: tuple[Any, ...]) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _ssl_context(cfg: RedisConfig) -> ssl.SSLContext:
+    tls = cfg.tls
+    ctx = ssl.create_default_context(cafile=tls.ca_file if tls else None)
+    if tls and tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls and not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class ScriptChannel:
+    """``on_push`` receives pub/sub messages (a subscribed connection's pushes);
+    ``on_reset`` is told when the connection is gone."""
+
+    def __init__(
+        self,
+        cfg: RedisConfig,
+        *,
+        on_push: Callable[[Any], None] | None = None,
+        on_reset: Callable[[], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.on_push = on_push
+        self.on_reset = on_reset
+        self._params = parse_url(cfg.url)  # host/port or path, db, credentials from the URL
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._outbox: list[bytes] = []
+        self._flush_scheduled = False
+        self._read_task: asyncio.Task[None] | None = None
+        self._connect_lock = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    # -- connection ------------------------------------------------------------
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        cfg, params = self.cfg, self._params
+        if cfg.sentinel:
+            hosts, skw = sentinel_kwargs(cfg)
+            sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=skw)
+            host, port = await sentinel.discover_master(cfg.sentinel.service_name)
+        elif "path" in params:
+            return await asyncio.open_unix_connection(params["path"])
+        else:
+            host, port = params.get("host", "127.0.0.1"), params.get("port", 6379)
+        tls = cfg.url.startswith("rediss://") or (cfg.sentinel is not None and cfg.tls is not None)
+        ctx = _ssl_context(cfg) if tls else None
+        return await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None)
+
+    async def _ensure(self) -> None:
+        if self.connected:
+            return
+        async with self._connect_lock:
+            if self.connected:
+                return
+            async with asyncio.timeout(self.cfg.connect_timeout_ms / 1000):
+                reader, writer = await self._open()
+            self._reader, self._writer = reader, writer
+            self._read_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
+            params = self._params
+            username = self.cfg.username or params.get("username")
+            password = resolve_password(self.cfg) or params.get("password")
+            handshake: list[tuple[Any, ...]] = []
+            if password:
+                handshake.append(("AUTH", username, password) if username else ("AUTH", password))
+            if params.get("db"):
+                handshake.append(("SELECT", params["db"]))
+            handshake.append(("CLIENT", "SETNAME", "smtp-balancer"))
+            replies = [self._send(cmd) for cmd in handshake]
+            try:
+                for cmd, fut in zip(handshake, replies, strict=True):
+                    result = await fut
+                    # a name only helps CLIENT LIST; an ACL may well refuse it
+                    if isinstance(result, ResponseError) and cmd[0] != "CLIENT":
+                        # AUTH/SELECT refused: a connection problem, not a script one
+                        raise RedisConnectionError(
+                            f"Redis refused the connection setup: {result}"
+                        ) from result
+            except BaseException:
+                self.reset()
+                raise
+
+    def reset(self, why: str = "connection reset") -> None:
+        """Drop the connection and fail everything still waiting on it."""
+        writer, self._writer, self._reader = self._writer, None, None
+        if self._read_task is not None:
+            self._read_task.cancel()
+            self._read_task = None
+        if writer is not None:
+            writer.close()
+        self._outbox.clear()
+        pending, self._pending = self._pending, deque()
+        for fut in pending:
+            if not fut.done():
+                fut.set_exception(RedisConnectionError(why))
+        if writer is not None and self.on_reset is not None:
+            self.on_reset()
+
+    async def close(self) -> None:
+        writer = self._writer
+        self.reset("channel closed")
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        parser = hiredis.Reader(replyError=ResponseError)
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    if self.on_push is not None and isinstance(reply, list) and reply[:1] == [b"message"]:
+                        self.on_push(reply[2])  # in subscribed mode only pushes are "message"
+                        continue
+                    fut = self._pending.popleft()
+                    if not fut.done():  # a caller that timed out has gone
+                        fut.set_result(reply)
+        except (OSError, IndexError):
+            pass
+        except asyncio.CancelledError:
+            return
+        self.reset("Redis closed the connection")
+
+    # -- commands -----------------------------------------------------------------
+    def _send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        if len(self._pending) >= MAX_PENDING:
+            raise RedisConnectionError(f"{MAX_PENDING} commands already waiting on Redis")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(fut)
+        self._outbox.append(pack_command(args))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._outbox and self._writer is not None:
+            self._writer.write(b"".join(self._outbox))
+            self._outbox.clear()
+
+    async def call(self, *args: Any) -> Any:
+        """One command; a Redis error reply is raised as ResponseError."""
+        await self._ensure()
+        reply = await self._send(args)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def load_script(self, script: LuaScript) -> None:
+        await self.call("SCRIPT", "LOAD", script.text)
+
+    async def evalsha(self, script: LuaScript, keys: list[Any], args: list[Any]) -> Any:
+        """Run a script by its SHA, loading it when Redis lacks it."""
+        try:
+            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            # a restarted or flushed Redis forgot the script: load it and retry once
+            await self.load_script(script)
+            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)

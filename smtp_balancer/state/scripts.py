@@ -1,0 +1,40 @@
+"""The one loader of every Lua script we send to Redis.
+
+Scripts that read hand-editable values start with ``values.lua``, the Lua half
+of the value grammar (``state/values.py`` is the Python half), so select.lua and
+the mirror accept and refuse exactly the same strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    name: str
+    text: str
+
+    @cached_property
+    def sha(self) -> str:
+        return hashlib.sha1(self.text.encode()).hexdigest()
+
+
+def _read(package: str, name: str) -> str:
+    return resources.files(package).joinpath(name).read_text(encoding="utf-8")
+
+
+def load(name: str, package: str = "smtp_balancer.state", *, with_values: bool = False) -> LuaScript:
+    text = _read(package, name)
+    if with_values:
+        text = _read("smtp_balancer.state", "values.lua") + "\n" + text
+    return LuaScript(name, text)
+
+
+VALUES = load("values.lua")
+SELECT = load("select.lua", with_values=True)
+LEASE = load("lease.lua", with_values=True)
+COUNT = load("count.lua", with_values=True)

@@ -1,0 +1,63 @@
+"""The sans-I/O planner: script arguments, plans and the local (degraded) choice."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, datetime
+
+from smtp_balancer.config import validate_config
+from smtp_balancer.decision.draw import Draw
+from smtp_balancer.decision.facts import Facts
+from smtp_balancer.decision.planner import Planner
+from smtp_balancer.decision.script import ScriptCodec
+
+NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)
+RAW = {
+    "endpoints": {
+        "a": {},
+        "b": {"warmup": {"start": "2026-11-24", "schedule": [5]}},
+        "r": {"kind": "relay", "nexthop": "mx2.test:2525"},
+    },
+    "pools": {
+        "p": {
+            "endpoints": [{"endpoint": "a", "weight": 3}, {"endpoint": "b", "weight": 1}],
+            "overflow": "pool:q",
+        },
+        "q": {"endpoints": [{"endpoint": "r"}], "overflow": "ignore_caps"},
+    },
+    "rules": [{"name": "all", "pool": "p"}],
+}
+
+
+def test_plan_flattens_overflow_chain():
+    plan = Planner(validate_config(RAW)).plans["p"]
+    assert [(s.pool, s.ignore_caps) for s in plan.stages] == [("p", False), ("q", False), ("q", True)]
+    assert plan.terminal == "default"
+
+
+def test_relay_route_nexthop_is_bracketed():
+    assert Planner(validate_config(RAW)).routes["r"].filter_target == "r:[mx2.test]:2525"
+
+
+def test_script_arguments_layout():
+    planner = Planner(validate_config(RAW), random.Random(1))
+    call = planner.prepare(
+        Facts(sender="a@shop.test", recipients=("x@gmail.com", "y@gmail.com", "z@yahoo.com")), NOW
+    )
+    assert isinstance(call, Draw)
+    keys, args = ScriptCodec(planner).encode(call)
+    assert keys == [b"{sb}:pool:p:weights"]
+    header, plan, providers, hashes = args
+    assert header == f"{{sb}}: 1 0 {call.r!r} 3 20261124 2026112410 {call.wall!r}"
+    assert plan == b"a -1 -1,b 5 -1,r -1 -1/p 1 0 1:3,2:1/q 1 0 3:1/q 1 1 3:1"
+    assert providers == "google 2,yahoo 1"
+    assert hashes == "//"  # no stage is sticky
+
+
+def test_local_decision_skips_warming_and_never_defers():
+    planner = Planner(validate_config(RAW), random.Random(3))
+    call = planner.prepare(Facts(recipients=("x@y.test",)), NOW)
+    assert isinstance(call, Draw)
+    picks = Counter(planner.degraded(call, "test", None).endpoint for _ in range(100))
+    assert picks == Counter({"a": 100})

@@ -1,0 +1,547 @@
+"""The engine against a real redis-server: weights, caps, stickiness, suspensions, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, date, datetime
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+import redis
+
+from integration.redis_server import RedisServer
+from integration.workloads import decide_many
+from smtp_balancer.decision.facts import Facts
+from smtp_balancer.engine import Engine, ThreadedEngine
+from smtp_balancer.observe import metrics
+from smtp_balancer.state import scripts
+
+NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+
+
+def gmail(i: int = 0) -> Facts:
+    return Facts(sender=f"s{i}@shop.test", recipients=(f"u{i}@gmail.com",))
+
+
+async def decide_n(engine: Engine, n: int, facts_for=gmail) -> Counter[str]:
+    # a write reaches local decisions when its invalidation has: wait for the ones before now
+    await engine.settle()
+    seen: Counter[str] = Counter()
+    for i in range(n):
+        d = await engine.decide(facts_for(i), now=NOW)
+        seen[d.endpoint or d.outcome] += 1
+    return seen
+
+
+async def test_weights_split_1_2_1_and_live_weight_change(make_config, rdb):
+    engine = Engine(make_config())
+    try:
+        seen = await decide_n(engine, 20_000)
+        for ep, share in (("out1", 0.25), ("out2", 0.50), ("out3", 0.25)):
+            assert abs(seen[ep] / 20_000 - share) <= 0.03, seen
+        rdb.hset("{sb}:pool:main:weights", "out2", 0)
+        after = await decide_n(engine, 500)
+        assert after["out2"] == 0 and after["out1"] + after["out3"] == 500
+    finally:
+        await engine.aclose()
+
+
+def _monitored(redis_server: RedisServer):
+    """Record every command Redis runs until the returned stop() is called."""
+    monitor_client = redis.Redis(unix_socket_path=str(redis_server.socket))
+    marker = redis.Redis(unix_socket_path=str(redis_server.socket))
+    marker.ping()  # connect (and handshake) before monitoring starts
+    commands: list[dict] = []
+    ready = threading.Event()
+
+    def listen() -> None:
+        with monitor_client.monitor() as m:
+            ready.set()
+            for cmd in m.listen():
+                if cmd["command"].startswith("ECHO end-of-test"):
+                    return
+                commands.append(cmd)
+
+    t = threading.Thread(target=listen)
+    t.start()
+    ready.wait(5)
+    time.sleep(0.1)
+
+    def stop() -> list[str]:
+        marker.echo("end-of-test")
+        t.join(10)
+        monitor_client.close()
+        return [c["command"] for c in commands if c.get("client_type") != "lua"]
+
+    return stop
+
+
+async def test_one_round_trip_per_decision_without_local_decisions(make_config, redis_server: RedisServer):
+    # the live-state refresh is periodic, not per decision: let the first one finish
+    engine = Engine(make_config({"decision": {"state_refresh_s": 3600, "local": False}}))
+    await engine.decide(gmail(), now=NOW)  # loads the script once
+    await engine.mirror._refresh_task
+    stop = _monitored(redis_server)
+    try:
+        for i in range(25):
+            await engine.decide(gmail(i), now=NOW)
+    finally:
+        await engine.aclose()
+        commands = stop()
+    assert [c.split()[0].upper() for c in commands] == ["EVALSHA"] * 25
+
+
+async def test_local_decisions_make_no_round_trip_each(make_config, redis_server: RedisServer, rdb):
+    engine = Engine(make_config())
+    assert await engine.start()
+    await engine.settle()
+    assert engine.mirror.fresh
+    stop = _monitored(redis_server)
+    try:
+        for i in range(300):
+            assert (await engine.decide(gmail(i), now=NOW)).outcome == "route"
+            if i % 100 == 0:
+                await asyncio.sleep(0.06)  # let a counter batch go out mid-run
+    finally:
+        await engine.aclose()  # writes the last batch
+        commands = stop()
+    select_sha = scripts.SELECT.sha
+    assert not [c for c in commands if select_sha in c], "a decision went to select.lua"
+    assert 1 <= len(commands) <= 10, commands  # a few batched counter writes, not 300
+    totals = sum(
+        int(rdb.hget(f"{{sb}}:count:{ep}:day:20261124", "total") or 0) for ep in ("out1", "out2", "out3")
+    )
+    assert totals == 300
+    google = sum(
+        int(rdb.hget(f"{{sb}}:count:{ep}:hour:2026112410", "google") or 0) for ep in ("out1", "out2", "out3")
+    )
+    assert google == 300
+
+
+def test_cap_exact_under_4_processes_x_16_tasks(make_config, tmp_path: Path, rdb):
+    today = NOW.date().isoformat()
+    make_config(
+        {
+            # exactness is the point here, not the budget: 64 deciders share 2 cores
+            "decision": {"budget_ms": 5000},
+            "redis": {"connect_timeout_ms": 5000},
+            "endpoints": {"out1": {"warmup": {"start": today, "schedule": [{"daily": 1000}]}}},
+            "pools": {
+                "main": {"endpoints": [{"endpoint": "out1", "weight": 50}, {"endpoint": "out2", "weight": 1}]}
+            },
+        }
+    )
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(4, mp_context=ctx) as pool:
+        futures = [
+            pool.submit(decide_many, str(tmp_path / "config.yaml"), 1250, 16, seed, NOW.isoformat(), 3)
+            for seed in range(4)
+        ]
+        results = [f.result(timeout=240) for f in futures]
+    used: Counter[str] = Counter()
+    for r in results:
+        used.update(r)
+    assert used["out1"] == 1000, used
+    assert rdb.hget("{sb}:count:out1:day:20261124", "total") == "1000"
+    # every message was routed: the rest spilled to out2
+    assert used["out2"] == int(rdb.hget("{sb}:count:out2:day:20261124", "total"))
+    assert used["out1"] + used["out2"] == sum(used.values())
+    assert "default" not in used and "defer" not in used
+
+
+async def test_sticky_sender_domain_and_drain_moves_only_its_keys(make_config, rdb):
+    engine = Engine(make_config({"pools": {"main": {"stickiness": "sender_domain"}}}))
+    domains = [f"d{i}.test" for i in range(200)]
+
+    async def placement() -> dict[str, str]:
+        await engine.settle()
+        out = {}
+        for dom in domains:
+            decisions = [
+                await engine.decide(Facts(sender=f"{u}@{dom}", recipients=("x@y.test",)), now=NOW)
+                for u in ("a", "b", "c")
+            ]
+            assert not any(d.degraded for d in decisions), [d.reason for d in decisions]
+            picks = {d.endpoint for d in decisions}
+            assert len(picks) == 1, (dom, picks)
+            out[dom] = picks.pop()
+        return out
+
+    try:
+        before = await placement()
+        assert set(before.values()) == {"out1", "out2", "out3"}
+        rdb.hset("{sb}:endpoint:out2:state", mapping={"state": "drained", "reason": "test"})
+        after = await placement()
+        for dom in domains:
+            if before[dom] != "out2":
+                assert after[dom] == before[dom], dom
+            else:
+                assert after[dom] in ("out1", "out3")
+    finally:
+        await engine.aclose()
+
+
+async def test_sticky_spread_uses_at_most_n_endpoints(make_config):
+    engine = Engine(make_config({"pools": {"main": {"stickiness": "sender", "spread": 2}}}))
+    try:
+        used_by_sender = {}
+        for s in range(30):
+            used_by_sender[s] = {
+                (
+                    await engine.decide(Facts(sender=f"s{s}@a.test", recipients=("x@y.test",)), now=NOW)
+                ).endpoint
+                for _ in range(40)
+            }
+        assert all(len(u) <= 2 for u in used_by_sender.values())
+        assert sum(len(u) == 2 for u in used_by_sender.values()) > 20  # the spread is real
+    finally:
+        await engine.aclose()
+
+
+async def test_provider_suspension_scoped_and_expires(make_config, rdb):
+    engine = Engine(make_config())
+    try:
+        rdb.set("{sb}:suspend:out2:google", "rule gmail-421: 421-4.7.28", px=400)
+        google = await decide_n(engine, 300)
+        yahoo = await decide_n(engine, 300, lambda i: Facts(recipients=(f"u{i}@yahoo.com",)))
+        assert google["out2"] == 0 and google["out1"] + google["out3"] == 300
+        assert yahoo["out2"] > 100
+        time.sleep(0.5)
+        assert (await decide_n(engine, 300))["out2"] > 100
+    finally:
+        await engine.aclose()
+
+
+async def test_suspension_for_all_providers(make_config, rdb):
+    engine = Engine(make_config())
+    try:
+        rdb.set("{sb}:suspend:out1:all", "manual")
+        seen = await decide_n(engine, 200, lambda i: Facts(recipients=(f"u{i}@yahoo.com", "v@other.test")))
+        assert seen["out1"] == 0
+    finally:
+        await engine.aclose()
+
+
+async def test_overflow_chain_and_terminal_policies(make_config, rdb):
+    today = NOW.date().isoformat()
+    cap = {"warmup": {"start": today, "schedule": [{"daily": 5}]}}
+    engine = Engine(
+        make_config(
+            {
+                "endpoints": {"out1": cap, "out2": cap},
+                "pools": {
+                    "main": {"endpoints": [{"endpoint": "out1", "weight": 1}], "overflow": "pool:spill"},
+                    "spill": {"endpoints": [{"endpoint": "out2", "weight": 1}], "overflow": "defer"},
+                },
+            }
+        )
+    )
+    try:
+        seen = await decide_n(engine, 12)
+        assert seen == Counter({"out1": 5, "out2": 5, "defer": 2})
+    finally:
+        await engine.aclose()
+
+
+async def test_ignore_caps_overflow(make_config):
+    today = NOW.date().isoformat()
+    engine = Engine(
+        make_config(
+            {
+                "endpoints": {"out1": {"warmup": {"start": today, "schedule": [{"daily": 3}]}}},
+                "pools": {
+                    "main": {"endpoints": [{"endpoint": "out1", "weight": 1}], "overflow": "ignore_caps"}
+                },
+            }
+        )
+    )
+    try:
+        decisions = [await engine.decide(gmail(i), now=NOW) for i in range(6)]
+        assert [d.endpoint for d in decisions] == ["out1"] * 6
+        assert "caps ignored" in decisions[-1].reason and "caps ignored" not in decisions[0].reason
+    finally:
+        await engine.aclose()
+
+
+async def test_multi_recipient_counts_by_provider(make_config, rdb):
+    engine = Engine(make_config({"pools": {"main": {"endpoints": [{"endpoint": "out1", "weight": 1}]}}}))
+    try:
+        await engine.decide(Facts(recipients=("a@gmail.com", "b@yahoo.com", "c@example.test")), now=NOW)
+    finally:
+        await engine.aclose()
+    day = rdb.hgetall("{sb}:count:out1:day:20261124")
+    assert day == {"total": "3", "google": "1", "yahoo": "1", "other": "1"}
+    assert rdb.hget("{sb}:count:out1:hour:2026112410", "total") == "3"
+    assert 0 < rdb.ttl("{sb}:count:out1:day:20261124") <= 3 * 86400
+
+
+async def test_redis_down_degrades_within_budget_then_recovers(make_config, redis_server: RedisServer):
+    config = make_config({"decision": {"budget_ms": 50}})
+    engine = Engine(config)
+    budget = config.decision.budget_ms / 1000
+    try:
+        assert not (await engine.decide(gmail(), now=NOW)).degraded
+        redis_server.stop()
+        before = metrics.DEGRADED.labels("redis_error")._value.get()
+        for i in range(50):
+            started = time.perf_counter()
+            d = await engine.decide(gmail(i), now=NOW)
+            # generous slack for a loaded CI machine; the point is "never the 2 s admin timeout"
+            assert time.perf_counter() - started < budget + 0.25
+            assert d.degraded and d.outcome == "route" and d.endpoint in ("out1", "out2", "out3")
+        assert metrics.DEGRADED.labels("redis_error")._value.get() > before
+        redis_server.start()
+        deadline = time.monotonic() + 5
+        while (await engine.decide(gmail(), now=NOW)).degraded:
+            assert time.monotonic() < deadline, "decisions did not recover after Redis restarted"
+            await asyncio.sleep(0.05)
+    finally:
+        await engine.aclose()
+
+
+async def test_slow_redis_times_out_to_degraded(make_config, redis_server: RedisServer):
+    config = make_config({"decision": {"budget_ms": 50}})
+    engine = Engine(config)
+    try:
+        assert not (await engine.decide(gmail(), now=NOW)).degraded
+        sleeper = redis.Redis(unix_socket_path=str(redis_server.socket))
+        sleeper.ping()
+        blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", "0.6"))
+        blocker.start()
+        time.sleep(0.15)
+        started = time.perf_counter()
+        d = await engine.decide(gmail(), now=NOW)
+        assert time.perf_counter() - started < 0.3
+        assert d.degraded and "timeout" in d.reason
+        blocker.join()
+    finally:
+        await engine.aclose()
+
+
+async def test_degraded_skips_warming_endpoints(make_config, redis_server: RedisServer):
+    today = NOW.date().isoformat()
+    engine = Engine(
+        make_config({"endpoints": {"out2": {"warmup": {"start": today, "schedule": "standard"}}}})
+    )
+    redis_server.stop()
+    try:
+        seen = await decide_n(engine, 200)
+        assert seen["out2"] == 0 and seen["out1"] + seen["out3"] == 200
+    finally:
+        await engine.aclose()
+
+
+async def test_fallback_default_answers_dunno(make_config, redis_server: RedisServer):
+    engine = Engine(make_config({"decision": {"fallback": "default"}}))
+    redis_server.stop()
+    try:
+        d = await engine.decide(gmail(), now=NOW)
+        assert d.outcome == "default" and d.degraded and d.route is None
+    finally:
+        await engine.aclose()
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        lambda r: r.hset("{sb}:pool:main:weights", "out1", "banana"),
+        lambda r: r.set("{sb}:pool:main:weights", "not-a-hash"),
+        lambda r: r.hset("{sb}:endpoint:out1:state", "state", "sideways"),
+        lambda r: r.set("{sb}:endpoint:out1:state", "drained"),
+        lambda r: r.hset("{sb}:count:out1:day:20261124", "total", "lots"),
+        lambda r: r.lpush("{sb}:count:out1:hour:2026112410", "x"),
+        lambda r: r.hset("{sb}:pool:main:weights", "out1", "-5"),
+        lambda r: r.hset("{sb}:pool:main:weights", "out1", "1e99"),
+    ],
+)
+async def test_junk_state_is_survived_and_counted(make_config, rdb, junk):
+    engine = Engine(make_config())
+    junk(rdb)
+    before = sum(
+        s.value for m in metrics.STATE_JUNK.collect() for s in m.samples if s.name.endswith("_total")
+    )
+    try:
+        seen = await decide_n(engine, 400)
+    finally:
+        await engine.aclose()
+    after = sum(s.value for m in metrics.STATE_JUNK.collect() for s in m.samples if s.name.endswith("_total"))
+    assert sum(seen.values()) == 400 and set(seen) <= {"out1", "out2", "out3"}
+    assert after > before
+    assert seen["out1"] > 40  # the YAML weight (1 of 4) still applies to out1
+
+
+async def test_junk_counter_blocks_only_a_capped_endpoint(make_config, rdb):
+    today = NOW.date().isoformat()
+    engine = Engine(make_config({"endpoints": {"out1": {"warmup": {"start": today, "schedule": [100]}}}}))
+    rdb.hset("{sb}:count:out1:day:20261124", "total", "lots")
+    try:
+        d = await engine.decide(gmail(), now=NOW, commit=False, explain=True)
+        out1 = next(v for v in d.verdicts if v.endpoint == "out1")
+        assert not out1.eligible and "unreadable" in out1.detail
+    finally:
+        await engine.aclose()
+
+
+async def test_explain_consumes_no_quota(make_config, rdb):
+    engine = Engine(make_config())
+    try:
+        for _ in range(5):
+            d = await engine.decide(gmail(), now=NOW, commit=False, explain=True)
+            assert d.outcome == "route" and len(d.verdicts) == 3
+    finally:
+        await engine.aclose()
+    assert rdb.keys("{sb}:count:*") == []
+
+
+def test_threaded_engine_start(make_config, rdb, redis_server: RedisServer):
+    rdb.hset("{sb}:endpoint:out2:state", "state", "drained")
+    engine = ThreadedEngine(make_config())
+    try:
+        assert engine.start() is True
+        assert engine.engine.live is not None and set(engine.engine.live.out_of_service) == {"out2"}
+        assert rdb.script_exists(scripts.SELECT.sha) == [True]
+    finally:
+        engine.close()
+    redis_server.stop()
+    cold = ThreadedEngine(make_config())
+    try:
+        assert cold.start() is False  # Redis down at start: not fatal, decisions degrade
+    finally:
+        cold.close()
+
+
+def test_threaded_engine_from_many_threads(make_config):
+    engine = ThreadedEngine(make_config())
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def work(t: int) -> None:
+        for i in range(50):
+            d = engine.decide(gmail(t * 100 + i), now=NOW)
+            with lock:
+                results.append(d.endpoint or "")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.close()
+    assert len(results) == 400 and set(results) == {"out1", "out2", "out3"}
+
+
+async def test_no_rule_matches(make_config):
+    engine = Engine(make_config(replace={"rules": [{"name": "tx", "message_class": ["tx"], "pool": "main"}]}))
+    try:
+        d = await engine.decide(gmail(), now=NOW)
+        assert d.outcome == "no_rule" and d.route is None
+    finally:
+        await engine.aclose()
+
+
+def test_not_started_warmup_takes_nothing(make_config):
+    later = date(2026, 12, 1).isoformat()
+    config = make_config({"endpoints": {"out1": {"warmup": {"start": later, "schedule": "standard"}}}})
+
+    async def run() -> Counter[str]:
+        engine = Engine(config)
+        try:
+            return await decide_n(engine, 100)
+        finally:
+            await engine.aclose()
+
+    assert asyncio.run(run())["out1"] == 0
+
+
+async def test_degraded_decisions_keep_the_last_known_live_state(make_config, redis_server: RedisServer, rdb):
+    engine = Engine(make_config())
+    try:
+        rdb.hset("{sb}:endpoint:out2:state", mapping={"state": "drained", "reason": "maintenance"})
+        rdb.set("{sb}:suspend:out1:google", "rule gmail-421", ex=600)
+        rdb.set("{sb}:suspend:out3:yahoo", "short", px=300)
+        rdb.hset("{sb}:pool:main:weights", "out3", 5)
+        live = await engine.mirror.load()
+        assert set(live.out_of_service) == {"out2"} and live.weights == {"main": {"out3": 5}}
+        redis_server.stop()
+        google = await decide_n(engine, 200)
+        assert google == Counter({"out3": 200}), google  # out2 drained, out1 suspended for google
+        yahoo = await decide_n(engine, 300, lambda i: Facts(recipients=(f"u{i}@yahoo.com",)))
+        assert yahoo["out2"] == 0 and yahoo["out3"] == 0 and yahoo["out1"] == 300  # out3 suspended for yahoo
+        time.sleep(0.35)  # the snapshot kept out3's expiry: its suspension lifts on time
+        later = await decide_n(engine, 300, lambda i: Facts(recipients=(f"u{i}@yahoo.com",)))
+        assert later["out2"] == 0 and later["out3"] > 150  # live weight 5 vs 1
+        d = await engine.decide(gmail(), now=NOW)
+        assert d.degraded and "last-known state" in d.reason
+    finally:
+        await engine.aclose()
+
+
+async def test_live_state_refresh_survives_junk(make_config, rdb):
+    engine = Engine(make_config())
+    try:
+        rdb.set("{sb}:pool:main:weights", "not-a-hash")
+        rdb.set("{sb}:endpoint:out1:state", "not-a-hash")
+        rdb.hset("{sb}:suspend:out2:all", "x", "wrong type, still a suspension")
+        live = await engine.mirror.load()
+        assert live.weights == {} and live.out_of_service == {}
+        assert live.suspended("out2", ["google"], time.monotonic())
+    finally:
+        await engine.aclose()
+
+
+async def test_a_live_change_reaches_local_decisions_without_waiting_for_it(make_config, rdb):
+    engine = Engine(make_config())
+    try:
+        assert await engine.start() and engine.mirror.fresh
+        rdb.hset("{sb}:pool:main:weights", "out2", 0)
+        # no settle(): the invalidation alone must stop local decisions, then the re-read resumes them
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and engine.live.weight("main", "out2", 2) != 0:
+            await asyncio.sleep(0.005)
+        assert engine.live.weight("main", "out2", 2) == 0 and engine.mirror.fresh
+        seen = Counter([(await engine.decide(gmail(i), now=NOW)).endpoint for i in range(300)])
+        assert seen["out2"] == 0
+        rdb.set("{sb}:throttle:out1:google", "0.1 rule gmail-421", ex=60)
+        await engine.settle()
+        seen = Counter([(await engine.decide(gmail(i), now=NOW)).endpoint for i in range(2000)])
+        assert seen["out1"] < 0.2 * seen["out3"], seen  # out1 keeps about a tenth of its share
+    finally:
+        await engine.aclose()
+
+
+async def test_tracking_refused_by_an_acl_still_decides_through_redis(make_config, rdb, caplog):
+    # an ACL user without +client: no tracking, every decision a select.lua round trip
+    rdb.execute_command("ACL", "SETUSER", "mta", "on", ">secret", "~*", "&*", "+@all", "-client")
+    engine = Engine(make_config({"redis": {"username": "mta", "password": "secret"}}))
+    try:
+        assert await engine.start()
+        assert not engine.mirror.fresh
+        rdb.hset("{sb}:pool:main:weights", "out2", 0)
+        seen = await decide_n(engine, 200)
+        assert seen["out2"] == 0 and seen["out1"] + seen["out3"] == 200
+        assert any("refused key tracking" in r.getMessage() for r in caplog.records)
+    finally:
+        await engine.aclose()
+
+
+async def test_leases_are_given_back_at_close(make_config, rdb):
+    today = NOW.date().isoformat()
+    engine = Engine(make_config({"endpoints": {"out2": {"warmup": {"start": today, "schedule": [5000]}}}}))
+    try:
+        assert await engine.start()
+        seen = Counter()
+        for i in range(400):
+            seen[(await engine.decide(gmail(i), now=NOW)).endpoint] += 1
+            if i % 50 == 0:
+                await asyncio.sleep(0.06)  # let refills land, so most decisions are local
+        assert engine.book.leased() > 0
+    finally:
+        await engine.aclose()
+    # what was leased and not spent went back: the counter holds exactly what out2 took
+    assert int(rdb.hget("{sb}:count:out2:day:20261124", "total")) == seen["out2"]
+    assert int(rdb.hget("{sb}:count:out2:day:20261124", "google")) == seen["out2"]

@@ -1,0 +1,49 @@
+"""The decision line: the same fields from the policy daemon and the milter."""
+
+from __future__ import annotations
+
+import logging
+
+from smtp_balancer.decision.facts import Decision, Facts, Route, new_decision_id
+from smtp_balancer.observe.decision_log import log_decision
+
+
+def test_decision_line_names_the_decision_and_the_queue_id(caplog):
+    decision = Decision(
+        outcome="route",
+        reason="weighted draw",
+        route=Route("out2"),
+        endpoint="out2",
+        pool="bulk",
+        rule="news",
+        decision_id="0123456789abcdef",
+    )
+    facts = Facts(sender="a@shop.test", recipients=("x@gmail.com", "y@yahoo.com"), queue_id="4XyZ1")
+    with caplog.at_level(logging.INFO, logger="smtp_balancer.decision"):
+        log_decision("policyd", facts, decision, action="FILTER out2:")
+    (rec,) = caplog.records
+    assert rec.fields == {
+        "decision_id": "0123456789abcdef",
+        "via": "policyd",
+        "queue_id": "4XyZ1",
+        "outcome": "route",
+        "rule": "news",
+        "pool": "bulk",
+        "endpoint": "out2",
+        "degraded": False,
+        "nrcpt": 2,
+        "reason": "weighted draw",
+        "action": "FILTER out2:",
+    }
+
+
+def test_no_line_below_info(caplog):
+    with caplog.at_level(logging.WARNING, logger="smtp_balancer.decision"):
+        log_decision("milter", Facts(), Decision(outcome="default", reason="x"))
+    assert caplog.records == []
+
+
+def test_decision_ids_are_16_hex_digits_and_distinct():
+    ids = {new_decision_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)

@@ -1,0 +1,174 @@
+"""Structured log lines: escaping that no value can break, in both formats."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+
+import pytest
+
+from smtp_balancer.observe.logs import StructuredFormatter, configure, fields
+
+
+def record(_exc: bool = False, **values: object) -> logging.LogRecord:
+    exc_info = None
+    if _exc:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            import sys
+
+            exc_info = sys.exc_info()
+    rec = logging.LogRecord("smtp_balancer.decision", logging.INFO, __file__, 1, "decision", (), exc_info)
+    rec.fields = values  # what extra=fields(...) does
+    return rec
+
+
+def test_logfmt_bare_and_quoted_values():
+    line = StructuredFormatter("logfmt").format(
+        record(queue_id="4XyZ1", endpoint="out2", degraded=False, nrcpt=3, pool=None, reason="weight 2 of 4")
+    )
+    assert line.startswith("ts=") and " level=info logger=smtp_balancer.decision msg=decision " in line
+    assert ' queue_id=4XyZ1 endpoint=out2 degraded=false nrcpt=3 pool="" ' in line
+    assert line.endswith('reason="weight 2 of 4"')
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ['421 "quoted" reply', "two\nlines", "cr\rhere", "tab\there", "a=b c=d", "back\\slash", "", "\x00nul"],
+)
+def test_logfmt_no_value_breaks_the_line_or_forges_a_field(hostile: str):
+    line = StructuredFormatter("logfmt").format(record(reason=hostile, endpoint="out1"))
+    assert "\n" not in line and "\r" not in line
+    # the value decodes back exactly, and the next field is still its own
+    value = line.split(" reason=", 1)[1].rsplit(" endpoint=", 1)[0]
+    assert json.loads(value) == hostile
+    assert line.endswith(" endpoint=out1")
+
+
+def test_logfmt_key_junk_is_replaced():
+    line = StructuredFormatter("logfmt").format(record(**{"bad key=x": "v"}))
+    assert " bad_key_x=v" in line
+
+
+def test_json_lines_parse_and_fields_cannot_overwrite_the_envelope():
+    line = StructuredFormatter("json").format(record(level="forged", msg="forged", endpoint="out3", nrcpt=2))
+    data = json.loads(line)
+    assert data["level"] == "info" and data["msg"] == "decision"
+    assert data["field_level"] == "forged" and data["field_msg"] == "forged"
+    assert data["endpoint"] == "out3" and data["nrcpt"] == 2
+    assert "\n" not in line
+
+
+def test_exception_is_one_escaped_field():
+    line = StructuredFormatter("logfmt").format(record(_exc=True))
+    assert "\n" not in line and "ValueError: boom" in line
+
+
+def test_configure_replaces_handlers_and_sets_level(capsys):
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure("json", "warning")
+        assert len(root.handlers) == 1 and root.level == logging.WARNING
+        logging.getLogger("smtp_balancer.test").warning("odd value", extra=fields(key="{sb}:x"))
+        data = json.loads(capsys.readouterr().err.strip())
+        assert data["msg"] == "odd value" and data["key"] == "{sb}:x" and data["level"] == "warning"
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def test_timestamp_is_utc_iso8601_with_milliseconds_across_seconds():
+    formatter = StructuredFormatter("logfmt")
+    for created, expected in (
+        (1795000000.25, "2026-11-18T11:06:40.250+00:00"),
+        (1795000000.999, "2026-11-18T11:06:40.999+00:00"),
+        (1795000001.0, "2026-11-18T11:06:41.000+00:00"),  # the next second: prefix renewed
+    ):
+        rec = record()
+        rec.created = created
+        assert formatter.format(rec).startswith(f"ts={expected} "), created
+
+
+SCRIPT = """
+import logging, sys, time
+from smtp_balancer.observe.logs import configure, fields
+configure("logfmt", "info", flush_interval_s=float(sys.argv[1]))
+log = logging.getLogger("t")
+log.info("decision", extra=fields(n=0))  # the first line is written at once
+time.sleep(0.1)
+for i in (1, 2):
+    log.info("decision", extra=fields(n=i))
+print("emitted", flush=True)
+if sys.argv[2] == "warn":
+    log.warning("odd")
+time.sleep(30)
+"""
+
+
+def _stderr_after(seconds: float, interval: str, warn: str) -> list[str]:
+    """stderr of SCRIPT, SIGTERMed (no logging shutdown) ``seconds`` after its lines."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, interval, warn],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "emitted\n"
+        time.sleep(seconds)
+        proc.terminate()
+        return proc.communicate(timeout=10)[1].splitlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_buffered_lines_reach_stderr_within_the_interval_without_exiting():
+    lines = _stderr_after(1.0, "0.2", "no")
+    assert [line.split(" n=")[1] for line in lines] == ["0", "1", "2"], lines
+
+
+def test_lines_wait_in_the_buffer_until_the_interval():
+    # the control for the test above: with a 30 s interval only the first line is out
+    lines = _stderr_after(1.0, "30", "no")
+    assert [line.split(" n=")[1] for line in lines] == ["0"], lines
+
+
+def test_a_warning_goes_out_at_once_with_what_came_before():
+    lines = _stderr_after(0.5, "30", "warn")
+    assert len(lines) == 4 and "msg=odd" in lines[3] and "level=warning" in lines[3], lines
+
+
+def test_event_bypasses_log_records_but_formats_the_same():
+    # a real stderr (not pytest's capture), so configure() installs the buffered handler
+    code = (
+        "import logging\n"
+        "from smtp_balancer.observe import logs\n"
+        "logs.configure('logfmt', 'info')\n"
+        "assert logs._direct is not None\n"
+        "log = logging.getLogger('smtp_balancer.decision')\n"
+        "extra = {'decision_id': 'ab12', 'reason': 'weight 1 in pool main', 'odd': 'x\\ny=\"z\"', 'n': 3}\n"
+        "logs.event(log, logging.INFO, 'decision', extra)\n"
+        "log.info('decision', extra=logs.fields(**extra))\n"
+        "logs.event(log, logging.DEBUG, 'not shown', extra)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    lines = [line.split(" ", 1)[1] for line in out.splitlines()]  # drop ts
+    assert len(lines) == 2 and lines[0] == lines[1]
+    assert 'reason="weight 1 in pool main"' in lines[0]
+    assert 'odd="x\\ny=\\"z\\""' in lines[0]
+
+
+def test_rendered_text_cache_is_bounded_and_renders_the_same():
+    from smtp_balancer.observe import logs
+
+    first = logs._logfmt_value('say "hi"\n')
+    for i in range(logs._TEXTS_MAX + 100):
+        logs._logfmt_value(f"id-{i}")
+    assert len(logs._texts) <= logs._TEXTS_MAX
+    assert logs._logfmt_value('say "hi"\n') == first == '"say \\"hi\\"\\n"'

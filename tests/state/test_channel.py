@@ -1,0 +1,204 @@
+"""The pipelined ScriptChannel against real redis-servers: pairing, scripts, AUTH, ACL, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from integration.configs import deep_merge
+from integration.redis_server import RedisServer
+from integration.sink import free_port
+from smtp_balancer.config import validate_config
+from smtp_balancer.config.model import RedisConfig
+from smtp_balancer.decision.facts import Facts
+from smtp_balancer.engine import Engine
+from smtp_balancer.state.channel import ScriptChannel
+from smtp_balancer.state.client import sync_client
+from smtp_balancer.state.scripts import LuaScript
+from tests.conftest import BASE
+
+ECHO = LuaScript("echo", "return ARGV[1]")
+
+
+def channel(url: str, **cfg) -> ScriptChannel:
+    return ScriptChannel(RedisConfig(url=url, connect_timeout_ms=2000, **cfg))
+
+
+async def test_concurrent_replies_reach_their_callers(redis_server: RedisServer):
+    ch = channel(redis_server.url)
+    try:
+        replies = await asyncio.gather(*(ch.call("ECHO", f"msg-{i}") for i in range(3000)))
+        assert replies == [f"msg-{i}".encode() for i in range(3000)]
+        with pytest.raises(ResponseError):
+            await ch.call("NOSUCHCOMMAND")
+        assert await ch.call("PING") == b"PONG"  # an error reply does not desync the FIFO
+    finally:
+        await ch.close()
+
+
+async def test_noscript_after_flush_is_reloaded(redis_server: RedisServer, rdb):
+    ch = channel(redis_server.url)
+    try:
+        assert await ch.evalsha(ECHO, [b"k"], ["hello"]) == b"hello"
+        rdb.script_flush()
+        assert await ch.evalsha(ECHO, [b"k"], ["again"]) == b"again"
+    finally:
+        await ch.close()
+
+
+async def test_reconnects_after_restart(redis_server: RedisServer):
+    ch = channel(redis_server.url)
+    try:
+        assert await ch.call("PING") == b"PONG"
+        redis_server.stop()
+        with pytest.raises((RedisConnectionError, OSError)):
+            await ch.call("PING")
+        redis_server.start()
+        assert await ch.call("PING") == b"PONG"
+    finally:
+        await ch.close()
+
+
+async def test_reset_fails_waiting_callers(redis_server: RedisServer):
+    ch = channel(redis_server.url)
+    try:
+        await ch.call("PING")
+        blocked = asyncio.ensure_future(ch.call("BLPOP", "never", "5"))
+        await asyncio.sleep(0.05)
+        ch.reset("test")
+        with pytest.raises(RedisConnectionError):
+            await blocked
+    finally:
+        await ch.close()
+
+
+@pytest.fixture
+def auth_redis(tmp_path: Path):
+    server = RedisServer(
+        tmp_path / "auth-redis",
+        password="s3cret-pw",
+        extra={"user": ["balancer", "on", ">acl-pw", "~{sb}:*", "&*", "+@all"]},
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_password_and_acl_user(auth_redis: RedisServer, monkeypatch, caplog):
+    ch = channel(auth_redis.url, password="s3cret-pw")
+    acl = channel(auth_redis.url, username="balancer", password="acl-pw")
+    try:
+        assert await ch.call("PING") == b"PONG"
+        assert await acl.call("SET", "{sb}:x", "1") == b"OK"
+        with pytest.raises(ResponseError, match="NOPERM"):
+            await acl.call("SET", "other-key", "1")  # the ACL is really applied
+    finally:
+        await ch.close()
+        await acl.close()
+    # the CLI client uses the same settings; the env var wins over the YAML
+    monkeypatch.setenv("SMTP_BALANCER_REDIS_PASSWORD", "acl-pw")
+    assert sync_client(RedisConfig(url=auth_redis.url, username="balancer")).set("{sb}:y", "1")
+
+
+async def test_wrong_password_degrades_and_never_logs_the_secret(auth_redis: RedisServer, caplog):
+    # built here, not with make_config: that fixture points at the password-less server
+    raw = deep_merge(BASE, {"redis": {"url": auth_redis.url, "password": "wrong-secret-123"}})
+    config = validate_config(raw)
+    engine = Engine(config)
+    try:
+        with caplog.at_level(logging.WARNING):
+            d = await engine.decide(Facts(recipients=("a@gmail.com",)))
+        assert d.degraded and d.outcome == "route"
+        assert "redis_error" in caplog.text and "WRONGPASS" in caplog.text
+        assert "wrong-secret-123" not in caplog.text
+    finally:
+        await engine.aclose()
+
+
+async def test_tls(tmp_path: Path):
+    certs = tmp_path / "tls"
+    certs.mkdir()
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            certs / "key.pem",
+            "-out",
+            certs / "cert.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    server = RedisServer(
+        tmp_path / "tls-redis",
+        extra={
+            "tls-port": str(port),
+            "tls-cert-file": str(certs / "cert.pem"),
+            "tls-key-file": str(certs / "key.pem"),
+            "tls-ca-cert-file": str(certs / "cert.pem"),
+            "tls-auth-clients": "no",
+        },
+    )
+    server.start()
+    tls = {"ca_file": str(certs / "cert.pem")}
+    ch = ScriptChannel(
+        RedisConfig(url=f"rediss://localhost:{port}/0", tls=tls, connect_timeout_ms=3000)
+    )
+    try:
+        assert await ch.call("PING") == b"PONG"
+        assert sync_client(RedisConfig(url=f"rediss://localhost:{port}/0", tls=tls)).ping()
+    finally:
+        await ch.close()
+        server.stop()
+
+
+async def test_sentinel_discovers_the_master(tmp_path: Path):
+    master_port, sentinel_port = free_port(), free_port()
+    master = RedisServer(tmp_path / "master", extra={"port": str(master_port)})
+    master.start()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        ["redis-server", str(conf), "--sentinel", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cfg = RedisConfig(
+        sentinel={"hosts": [f"127.0.0.1:{sentinel_port}"], "service_name": "mymaster"},
+        connect_timeout_ms=2000,
+    )
+    ch = ScriptChannel(cfg)
+    try:
+        for _ in range(100):  # the sentinel needs a moment to listen
+            try:
+                assert await ch.call("SET", "via-sentinel", "1") == b"OK"
+                break
+            except (RedisConnectionError, OSError):
+                await asyncio.sleep(0.05)
+        assert master.client().get("via-sentinel") == "1"
+        assert sync_client(cfg).get("via-sentinel") == b"1"
+    finally:
+        await ch.close()
+        sentinel.kill()
+        sentinel.wait(timeout=10)
+        master.stop()
