@@ -8,11 +8,11 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from datetime import UTC, datetime
 
 from integration.configs import ENDPOINT_IP
 from integration.daemons import decision_lines
 from integration.waits import wait_until
+from smtp_balancer.clock import utc_now
 
 BULK = {"Precedence": "bulk", "List-Unsubscribe": "<mailto:unsubscribe@shop.test>"}
 CLASS_POOLS = {
@@ -176,6 +176,6 @@ def test_with_both_daemons_each_message_is_decided_once(mail_system):
         ms.sendmail("app@shop.test", [f"local{i}@example{i % 5}.test"], 100 + i)
     got = ms.sink.wait_for(30, timeout=60)
     assert {m.peer_ip for m in got} <= set(ENDPOINT_IP.values())  # every message routed
-    day = datetime.now(UTC).strftime("%Y%m%d")
+    day = utc_now().strftime("%Y%m%d")
     reserved = sum(int(ms.rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in ENDPOINT_IP)
     assert reserved == 30

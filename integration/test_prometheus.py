@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import time
 import urllib.request
-from datetime import UTC, datetime
 
 import yaml
 
@@ -13,6 +12,7 @@ from integration.dashboard import dashboard_builder
 from integration.prometheus_server import PrometheusServer
 from integration.sink import free_port
 from integration.waits import wait_until
+from smtp_balancer.clock import utc_now
 
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com"]
 BULK = {"Precedence": "bulk", "List-Unsubscribe": "<mailto:u@shop.test>"}
@@ -20,7 +20,7 @@ GMAIL_421 = "421-4.7.28 unusual rate of unsolicited mail\r\n421 4.7.28 from your
 
 
 def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_system, dns, tmp_path) -> None:
-    today = datetime.now(UTC).date().isoformat()
+    today = utc_now().date().isoformat()
     dns.set("4.0.0.127.bl.test", ["127.0.0.2"])
     relay_sink_port = free_port()
     ms = mail_system(

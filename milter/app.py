@@ -12,15 +12,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import Milter
 from smtp_balancer_milter import metrics
 from smtp_balancer_milter.classify import Classifier
 
 from smtp_balancer.config.model import MilterConfig
-from smtp_balancer.decision.facts import Facts
+from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.rules import in_networks
 from smtp_balancer.engine import ThreadedEngine
 from smtp_balancer.observe.decision_log import log_decision
@@ -60,11 +61,44 @@ def _size(params: tuple[str, ...]) -> int | None:
     return None
 
 
-class EgressMilter(Milter.Base):
-    engine: ClassVar[ThreadedEngine]
-    settings: ClassVar[MilterSettings]
+@dataclass
+class Envelope:
+    """What one message told the milter before end of message."""
 
-    def __init__(self) -> None:
+    client_ip: str = ""
+    sender: str = ""
+    recipients: list[str] = field(default_factory=list)
+    sasl_username: str = ""
+    size: int | None = None
+
+
+def facts_for(envelope: Envelope, message_class: str, queue_id: str) -> Facts:
+    return Facts(
+        sender=envelope.sender,
+        recipients=tuple(envelope.recipients),
+        sasl_username=envelope.sasl_username,
+        client_address=envelope.client_ip,
+        size=envelope.size,
+        message_class=message_class,
+        queue_id=queue_id,
+    )
+
+
+def info_header(decision: Decision, message_class: str, why: str) -> str:
+    """The info header's value: the decision id (as in the decision log line) and why."""
+    text = f"id={decision.decision_id}; pool={decision.pool}; rule={decision.rule}"
+    return f"{text}; class={message_class} ({why})" + ("; degraded" if decision.degraded else "")
+
+
+def milter_factory(engine: ThreadedEngine, settings: MilterSettings) -> Callable[[], EgressMilter]:
+    """What libmilter calls for each connection: every instance shares the one engine."""
+    return lambda: EgressMilter(engine, settings)
+
+
+class EgressMilter(Milter.Base):
+    def __init__(self, engine: ThreadedEngine, settings: MilterSettings) -> None:
+        self.engine = engine
+        self.settings = settings
         self.client_ip = ""
         self._new_message()
 
@@ -131,24 +165,13 @@ class EgressMilter(Milter.Base):
         trusted = settings.is_trusted(self.client_ip, self.sasl_username)
         message_class, why = settings.classifier.classify(self.headers, trusted)
         metrics.CLASSIFIED.labels(message_class).inc()
-        facts = Facts(
-            sender=self.sender,
-            recipients=tuple(self.recipients),
-            sasl_username=self.sasl_username,
-            client_address=self.client_ip,
-            size=self.size,
-            message_class=message_class,
-            queue_id=self.getsymval("{i}") or "",
-        )
+        envelope = Envelope(self.client_ip, self.sender, self.recipients, self.sasl_username, self.size)
+        facts = facts_for(envelope, message_class, self.getsymval("{i}") or "")
         decision = self.engine.decide(facts, timeout_s=settings.decision_timeout_s)
         log_decision("milter", facts, decision, message_class=message_class)
         if decision.outcome == "route" and decision.endpoint:
             self.addheader(settings.route_header, decision.endpoint)
             if settings.info_header:
-                self.addheader(
-                    settings.info_header,
-                    f"id={decision.decision_id}; pool={decision.pool}; rule={decision.rule}; "
-                    f"class={message_class} ({why})" + ("; degraded" if decision.degraded else ""),
-                )
+                self.addheader(settings.info_header, info_header(decision, message_class, why))
         elif decision.degraded:
             metrics.FAILURES.labels("no_route_degraded").inc()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import Milter
-from smtp_balancer_milter.app import EgressMilter, MilterSettings
+from smtp_balancer_milter.app import MilterSettings, milter_factory
 
 from smtp_balancer.config import BalancerConfig
 from smtp_balancer.config.base import parse_hostport
@@ -28,12 +28,11 @@ def libmilter_socket(listen: str) -> str:
 def run(config: BalancerConfig) -> int:
     cfg = config.milter
     serve_metrics(cfg.metrics_listen, log)
-    EgressMilter.engine = ThreadedEngine(config)
+    engine = ThreadedEngine(config)
     # as the policy daemon does: connect, load the script and take the first
     # live-state snapshot before the first message, not inside its budget
-    EgressMilter.engine.start()
-    EgressMilter.settings = MilterSettings.from_config(cfg)
-    Milter.factory = EgressMilter
+    engine.start()
+    Milter.factory = milter_factory(engine, MilterSettings.from_config(cfg))
     Milter.set_flags(Milter.ADDHDRS + Milter.CHGHDRS)
     socket = libmilter_socket(cfg.listen)
     if socket.startswith("unix:"):
@@ -44,5 +43,5 @@ def run(config: BalancerConfig) -> int:
     try:
         Milter.runmilter("smtp-balancer", socket, cfg.timeout_s)
     finally:
-        EgressMilter.engine.close()
+        engine.close()
     return 0

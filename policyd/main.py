@@ -24,15 +24,20 @@ def raise_fd_limit() -> None:
 
 
 async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
-    """SIGHUP: adopt the YAML if it is valid; otherwise say why and keep serving the old one."""
+    """SIGHUP: adopt the YAML if it is valid; otherwise say why and keep serving the old one.
+    The whole decider is built again; policyd settings that shape sockets need a restart."""
     try:
         config = load_config(path)
     except ConfigInvalid as exc:
         metrics.RELOADS.labels("error").inc()
         log.error("config reload refused, still serving the previous config: %s", exc)
         return
-    if config.policyd.listen != server.config.listen:
-        log.warning("policyd.listen changed: new listeners take effect on restart, not on reload")
+    except Exception as exc:  # an unreadable file must not end the daemon or go unlogged
+        metrics.RELOADS.labels("error").inc()
+        log.error("config reload failed, still serving the previous config: %s: %s", type(exc).__name__, exc)
+        return
+    for name in server.apply(config.policyd):
+        log.warning("policyd.%s changed: it takes effect on restart, not on reload", name)
     await engine.replace_config(config)
     metrics.RELOADS.labels("ok").inc()
     log.info("config reloaded from %s", path)

@@ -27,3 +27,7 @@ OPEN_INSTANCES = Gauge(
     "smtp_balancer_policy_open_instances", "Messages with recipients collected at RCPT and not yet decided"
 )
 RELOADS = Counter("smtp_balancer_config_reloads_total", "Config reloads on SIGHUP, by result", ["result"])
+JOINS_EVICTED = Counter(
+    "smtp_balancer_policy_joins_evicted_total",
+    "Recipient joins dropped before END-OF-MESSAGE (too many open, or older than join_ttl_s)",
+)

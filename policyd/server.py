@@ -39,6 +39,8 @@ from smtp_balancer.observe.logs import fields
 log = logging.getLogger("smtp_balancer.policyd")
 
 LISTEN_BACKLOG = 1024
+# policyd settings a SIGHUP cannot change: they shape sockets opened at start
+RESTART_SETTINGS = ("listen", "unix_mode", "unix_owner", "unix_group", "metrics_listen")
 
 
 class PolicyServer:
@@ -50,6 +52,18 @@ class PolicyServer:
         self.servers: list[asyncio.AbstractServer] = []
         self.connections = 0
         metrics.OPEN_INSTANCES.set_function(lambda: len(self.join))
+
+    def apply(self, config: PolicydConfig) -> list[str]:
+        """Adopt a reloaded config's settings that can change live; return the names of
+        those that need a restart (sockets and the metrics listener stay as they are)."""
+        restart = [name for name in RESTART_SETTINGS if getattr(config, name) != getattr(self.config, name)]
+        if config.max_concurrent_decisions != self.config.max_concurrent_decisions:
+            # decisions in flight keep the old semaphore; new ones take the new limit
+            self.decisions = asyncio.Semaphore(config.max_concurrent_decisions)
+        self.join.max_instances, self.join.ttl_s = config.join_max_instances, config.join_ttl_s
+        # the rest (idle_timeout_s, max_connections, ...) is read from self.config as needed
+        self.config = config.model_copy(update={name: getattr(self.config, name) for name in restart})
+        return restart
 
     async def start(self) -> None:
         for spec in self.config.listen:

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from policyd import metrics
 from policyd.protocol import PolicyRequest
 from smtp_balancer.decision.facts import Decision, Facts
 
@@ -39,7 +40,6 @@ class InstanceJoin:
         self.ttl_s = ttl_s
         self.clock = clock
         self._open: OrderedDict[str, _Pending] = OrderedDict()
-        self.evicted = 0
 
     def __len__(self) -> int:
         return len(self._open)
@@ -66,7 +66,7 @@ class InstanceJoin:
             if len(self._open) <= self.max_instances and now - oldest.touched < self.ttl_s:
                 return
             del self._open[instance]
-            self.evicted += 1
+            metrics.JOINS_EVICTED.inc()
 
 
 def _int(value: str | None) -> int | None:
@@ -93,11 +93,12 @@ def handle(request: PolicyRequest, join: InstanceJoin) -> Facts | Immediate:
         return Immediate(DUNNO)
     if state != "END-OF-MESSAGE":
         return Immediate(DUNNO)
-    recipients = join.take(instance) if instance else []
+    # a dict keeps first-seen order and de-duplicates in linear time
+    recipients = dict.fromkeys(join.take(instance) if instance else ())
     for extra in (request.get("recipient", ""), *request.get("recipients", "").split(",")):
         extra = extra.strip()
-        if extra and extra not in recipients:
-            recipients.append(extra)
+        if extra:
+            recipients[extra] = None
     return Facts(
         sender=request.get("sender", ""),
         recipients=tuple(recipients),

@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from smtp_balancer.cli.report import explain_report, status_report
-from smtp_balancer.clock import SYSTEM, Clock
+from smtp_balancer.clock import SYSTEM, Clock, test_time_note
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.durations import parse_duration
@@ -159,24 +159,30 @@ def _render_exim(config: BalancerConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _daemon_logs(args: argparse.Namespace) -> None:
+    logs.configure(args.log_format, args.log_level)
+    if (note := test_time_note()) is not None:
+        logging.getLogger("smtp_balancer").warning("%s", note)
+
+
 def cmd_policyd(args: argparse.Namespace) -> int:
     from policyd.main import run
 
-    logs.configure(args.log_format, args.log_level)
+    _daemon_logs(args)
     return run(_config(args), args.config)
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
     from smtp_balancer_milter.main import run
 
-    logs.configure(args.log_format, args.log_level)
+    _daemon_logs(args)
     return run(_config(args))
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
     from smtp_balancer.feedback.daemon import run
 
-    logs.configure(args.log_format, args.log_level)
+    _daemon_logs(args)
     return run(_config(args))
 
 

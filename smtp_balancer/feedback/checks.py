@@ -9,6 +9,7 @@ from importlib import resources
 
 import redis
 
+from smtp_balancer.clock import SYSTEM
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.feedback import metrics, state_metrics
 from smtp_balancer.feedback.dnsbl import LISTED, DnsblChecker, DnsblResult
@@ -48,7 +49,7 @@ class HealthChecks:
 
     def set_state(self, endpoint: str, state: str, reason: str, by: str) -> bool:
         wrote = self.r.eval(
-            HEALTH_LUA, 1, self.keys.endpoint_state(endpoint), state, reason, by, int(time.time())
+            HEALTH_LUA, 1, self.keys.endpoint_state(endpoint), state, reason, by, int(SYSTEM.wall())
         )
         return bool(wrote)
 

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from smtp_balancer.clock import SYSTEM
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback.delivery_log import Delivery, LogLineError, parse_line
 from smtp_balancer.feedback.responses import CompiledRule, ResponseMatcher
@@ -53,7 +54,7 @@ class Processor:
 
     def process(self, lines: list[str], uid_prefix: str, now: float | None = None) -> Batch:
         batch = Batch(lines=len(lines))
-        minute = minute_bucket(time.time() if now is None else now)
+        minute = minute_bucket(SYSTEM.wall() if now is None else now)
         for i, line in enumerate(lines):
             # cheap pre-filter: most lines of a busy log are not delivery results
             if "status=" not in line:

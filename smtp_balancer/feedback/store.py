@@ -8,13 +8,13 @@ digest), so a restarted or failed-over Redis never answers NOSCRIPT mid-batch.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 
 import redis
 
+from smtp_balancer.clock import SYSTEM
 from smtp_balancer.config.feedback import RateRuleConfig
 from smtp_balancer.feedback.follower import Position
 from smtp_balancer.feedback.processor import Batch, Hit, minute_bucket
@@ -113,7 +113,7 @@ class FeedbackStore:
     ) -> list[RateResult]:
         if not rules or not pairs:
             return []
-        now = time.time() if now is None else now
+        now = SYSTEM.wall() if now is None else now
         jobs = []
         pipe = self.r.pipeline(transaction=False)
         for rule in rules:

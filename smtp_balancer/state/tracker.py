@@ -64,9 +64,5 @@ class Tracker:
             raise RedisConnectionError("the tracking connection is down")
         await self._channel.call("PING")
 
-    @property
-    def connected(self) -> bool:
-        return self._channel.connected
-
     async def close(self) -> None:
         await self._channel.close()

@@ -7,6 +7,7 @@ from collections import Counter
 
 import redis
 
+from smtp_balancer.clock import SYSTEM
 from smtp_balancer.config.feedback import RateRuleConfig, ResponseRuleConfig
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
@@ -136,10 +137,10 @@ async def test_a_rule_quarantine_lifts_itself_at_until(make_config, rdb: redis.R
     engine = Engine(make_config())
     try:
         state = KEYS.endpoint_state("out2")
-        rdb.hset(state, mapping={"state": "quarantined", "reason": "rule", "until": int(time.time()) + 60})
+        rdb.hset(state, mapping={"state": "quarantined", "reason": "rule", "until": int(SYSTEM.wall()) + 60})
         before = {(await engine.decide(gmail(i), commit=False)).endpoint for i in range(300)}
         assert "out2" not in before
-        rdb.hset(state, "until", int(time.time()) - 1)
+        rdb.hset(state, "until", int(SYSTEM.wall()) - 1)
         after = {(await engine.decide(gmail(i), commit=False)).endpoint for i in range(300)}
         assert "out2" in after
     finally:

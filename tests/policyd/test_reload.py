@@ -57,10 +57,17 @@ def test_sighup_reload(redis_server, tmp_path: Path):
         os.kill(daemon.proc.pid, signal.SIGHUP)
         wait_for_log(daemon, "config reload refused, still serving the previous config")
         assert ask(port).startswith(b"action=FILTER out")  # still serving
-        only_out3 = deep_merge(raw, {"pools": {"main": {"endpoints": [{"endpoint": "out3", "weight": 1}]}}})
+        only_out3 = deep_merge(
+            raw,
+            {
+                "pools": {"main": {"endpoints": [{"endpoint": "out3", "weight": 1}]}},
+                "policyd": {"unix_mode": "0600", "join_ttl_s": 60},
+            },
+        )
         path.write_text(yaml.safe_dump(only_out3))
         os.kill(daemon.proc.pid, signal.SIGHUP)
         wait_for_log(daemon, "config reloaded from")
+        assert "policyd.unix_mode changed: it takes effect on restart" in daemon.log_path.read_text()
         assert {ask(port) for _ in range(20)} == {b"action=FILTER out3:\n\n"}
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         assert 'smtp_balancer_config_reloads_total{result="error"} 1.0' in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from policyd import metrics
 from policyd.session import DEFER_ACTION, DUNNO, Immediate, InstanceJoin, action_for, handle
 from smtp_balancer.decision.facts import Decision, Facts, Route
 
@@ -68,9 +69,10 @@ def test_garbage_numbers_are_ignored():
 def test_abandoned_instances_are_bounded_and_expire():
     now = [0.0]
     join = InstanceJoin(max_instances=100, ttl_s=60, clock=lambda: now[0])
+    evicted_before = metrics.JOINS_EVICTED._value.get()
     for i in range(250):
         join.add(f"i{i}", "r@x.test")
-    assert len(join) == 100 and join.evicted == 150
+    assert len(join) == 100 and metrics.JOINS_EVICTED._value.get() - evicted_before == 150
     now[0] = 61
     join.add("fresh", "r@x.test")
     assert len(join) == 1
@@ -84,3 +86,26 @@ def test_actions():
     )
     assert action_for(Decision("defer", "r")) == DEFER_ACTION
     assert action_for(Decision("default", "r")) == DUNNO and action_for(Decision("no_rule", "r")) == DUNNO
+
+
+def test_a_long_exim_recipient_list_is_deduplicated_in_order():
+    rcpts = [f"u{i % 700}@d{i % 7}.test" for i in range(2_000)]
+    facts = handle(
+        {**BASE, "protocol_state": "END-OF-MESSAGE", "instance": "", "recipients": ",".join(rcpts)},
+        InstanceJoin(),
+    )
+    assert isinstance(facts, Facts)
+    assert facts.recipients == tuple(dict.fromkeys(rcpts)) and len(facts.recipients) == 700
+
+
+def test_reload_applies_live_settings_and_names_the_rest():
+    from policyd.server import PolicyServer
+    from smtp_balancer.config.model import PolicydConfig
+
+    server = PolicyServer(None, PolicydConfig())  # type: ignore[arg-type]  # apply() needs no engine
+    restart = server.apply(
+        PolicydConfig(listen=["inet:127.0.0.1:10041"], join_ttl_s=60, max_concurrent_decisions=8)
+    )
+    assert restart == ["listen"]
+    assert server.join.ttl_s == 60 and server.decisions._value == 8
+    assert server.config.listen == ["inet:127.0.0.1:10040"]  # the socket in use stays
