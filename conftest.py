@@ -7,6 +7,6 @@ keys never depend on when the suite runs. Unit tests inject their own FixedClock
 
 import os
 
-os.environ["SMTP_BALANCER_TEST_TIME"] = "2026-11-24T10:30:00+00:00"
+os.environ.setdefault("SMTP_BALANCER_TEST_TIME", "2026-11-24T10:30:00+00:00")
 
 pytest_plugins = ["integration.fixtures"]

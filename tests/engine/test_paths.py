@@ -163,3 +163,21 @@ async def test_a_warming_endpoint_under_its_cap_gets_its_weight_share_and_then_e
     before_cap = picks[: [i for i, e in enumerate(picks) if e == "out3"][-1]]
     k, n = before_cap.count("out3"), len(before_cap)
     assert stats.binomtest(k, n, 0.25).pvalue > ALPHA, (k, n)
+
+
+async def test_the_day_boundary_moves_counters_and_caps_with_the_clock(make_config, rdb):
+    """At 23:59:58 UTC a warming endpoint spends day 1's cap; four seconds later, day 2's."""
+    clock = FixedClock(datetime(2026, 11, 24, 23, 59, 58, tzinfo=UTC))
+    only_out3 = {"pools": {"main": {"endpoints": [{"endpoint": "out3", "weight": 1}]}}}
+    warm = {"endpoints": {"out3": {"warmup": {"start": "2026-11-24", "schedule": [5, 7]}}}}
+    engine = Engine(make_config({**only_out3, **warm}), clock)
+    try:
+        assert await engine.start()
+        first = [(await engine.decide(Facts(recipients=(f"a{i}@x.test",)))).endpoint for i in range(9)]
+        clock.advance(4)
+        second = [(await engine.decide(Facts(recipients=(f"b{i}@x.test",)))).endpoint for i in range(9)]
+    finally:
+        await engine.aclose()
+    assert first.count("out3") == 5 and second.count("out3") == 7
+    assert rdb.hget("{sb}:count:out3:day:20261124", "total") == "5"
+    assert rdb.hget("{sb}:count:out3:day:20261125", "total") == "7"
