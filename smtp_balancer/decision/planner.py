@@ -134,9 +134,7 @@ class Planner:
             )
         now = self.clock.monotonic()
         source = f"last-known state {now - live.taken_at:.0f}s old" if live else "YAML"
-        picked = choose(
-            draw.plan.stages, draw.hashes, draw.r, Eligibility(draw, live, None, now)
-        )
+        picked = choose(draw.plan.stages, draw.hashes, draw.r, Eligibility(draw, live, None, now))
         if picked is None:
             return self.exhausted(draw, degraded=True)
         stage_no, name, weight = picked

@@ -6,6 +6,7 @@ part (the plan with today's caps) is built and encoded once per pool and day.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,22 +55,24 @@ class ScriptCodec:
         if cached is None:
             if len(self._texts) > 4 * len(self.planner.plans) + 16:
                 self._texts.clear()  # yesterday's caps
-            index: dict[str, int] = {}
+            stages = []
             for stage in plan.stages:
-                for ep, _ in stage.members:
-                    index.setdefault(ep, len(index) + 1)
-            parts = [
-                ",".join(
-                    f"{ep} {-1 if caps[ep].day is None else caps[ep].day}"
-                    f" {-1 if caps[ep].hour is None else caps[ep].hour}"
-                    for ep in index
+                names = [ep for ep, _ in stage.members]
+                capped = any(caps[ep].day is not None or caps[ep].hour is not None for ep in names)
+                stages.append(
+                    [
+                        stage.pool,
+                        stage.spread,
+                        int(stage.ignore_caps),
+                        names,
+                        [weight for _, weight in stage.members],
+                        # no caps in the stage: empty lists, less for select.lua to decode
+                        [-1 if caps[ep].day is None else caps[ep].day for ep in names] if capped else [],
+                        [-1 if caps[ep].hour is None else caps[ep].hour for ep in names] if capped else [],
+                    ]
                 )
-            ]
-            for stage in plan.stages:
-                members = ",".join(f"{index[ep]}:{weight}" for ep, weight in stage.members)
-                parts.append(f"{stage.pool} {stage.spread} {int(stage.ignore_caps)} {members}")
             anchor = self.planner.keys.pool_weights(plan.stages[0].pool).encode()
-            cached = self._texts[cache_key] = (anchor, "/".join(parts).encode())
+            cached = self._texts[cache_key] = (anchor, json.dumps(stages, separators=(",", ":")).encode())
         return cached
 
     def interpret(self, draw: Draw, reply: Sequence[Any]) -> tuple[Decision, list[StateJunk]]:

@@ -6,13 +6,16 @@
 --          (base), so all of them live in KEYS[1]'s slot.
 -- ARGV[1]  "base commit explain r n day hour now"   (one string: fewer arguments to pack;
 --          now: the decider's clock in epoch seconds, for a quarantine's `until`)
--- ARGV[2]  plan: "ep daycap hourcap,... / pool spread ignore_caps j:w,j:w / ..."
---          (caps -1 = none; j indexes the endpoint list; w is the YAML weight)
+-- ARGV[2]  plan, JSON: one [pool, spread, ignore_caps (0/1), [endpoint...], [YAML weight...],
+--          [day cap...], [hour cap...]] per stage, in order (caps -1 = none; both cap
+--          lists empty when no member of the stage is capped)
 -- ARGV[3]  providers: "google 2,yahoo 1", recipients per provider of this message
 -- ARGV[4]  hashes: per stage "u u u" (sticky rendezvous values) or "", joined by "/"
 --
 -- Eligibility is checked lazily, only for the endpoints the draw lands on, so a
--- decision costs a few Redis calls whatever the pool size. Hand-edited junk
+-- decision costs a few Redis calls whatever the pool size. The plan is decoded in
+-- C (cjson) into flat arrays, no table per member, and live weights come from one
+-- HGETALL, which is as long as the overrides an operator set, not as long as the pool. Hand-edited junk
 -- never raises: it is reported back and the YAML value (or "active") applies.
 -- Key names must match smtp_balancer/state/keys.py; values are read with the
 -- grammar of values.lua, which state/scripts.py prepends.
@@ -25,12 +28,6 @@ r = tonumber(r)
 n = tonumber(n)
 now_s = tonumber(now_s)
 
-local sections = {}
-for sec in string.gmatch(ARGV[2], '[^/]+') do sections[#sections + 1] = sec end
-local eps = {}
-for name, dc, hc in string.gmatch(sections[1], '([^ ,]+) (%-?%d+) (%-?%d+)') do
-  eps[#eps + 1] = {name = name, day_cap = tonumber(dc), hour_cap = tonumber(hc)}
-end
 local provs = {}
 for p, c in string.gmatch(ARGV[3], '([^ ,]+) (%d+)') do provs[#provs + 1] = {p, tonumber(c)} end
 local stage_hashes = {}
@@ -69,9 +66,8 @@ end
 -- the smallest live throttle factor for this message's providers (1 = none);
 -- set by the feedback daemon's throttle action, "<factor> <reason>" with a TTL
 local throttles = {}
-local function throttle_of(j)
-  if throttles[j] then return throttles[j] end
-  local name = eps[j].name
+local function throttle_of(name)
+  if throttles[name] then return throttles[name] end
   local tkeys = {base .. 'throttle:' .. name .. ':all'}
   for i, p in ipairs(provs) do tkeys[i + 1] = base .. 'throttle:' .. name .. ':' .. p[1] end
   local f = 1
@@ -88,16 +84,16 @@ local function throttle_of(j)
       end
     end
   end
-  throttles[j] = f
+  throttles[name] = f
   return f
 end
 
+-- an endpoint's live status, read once per call however many stages list it
 local status = {}
-local function endpoint_status(j)
-  if status[j] then return status[j] end
-  local e = eps[j]
-  local st = {out = false}  -- out of service: why, or false
-  local skey = base .. 'endpoint:' .. e.name .. ':state'
+local function endpoint_status(name, day_cap, hour_cap)
+  if status[name] then return status[name] end
+  local st = {out = false, day_cap = day_cap, hour_cap = hour_cap}  -- out of service: why, or false
+  local skey = base .. 'endpoint:' .. name .. ':state'
   local s = redis.pcall('HGET', skey, 'state')
   if is_err(s) then
     junk[#junk + 1] = 'state|' .. skey
@@ -115,8 +111,8 @@ local function endpoint_status(j)
     end
   end
   if not st.out then
-    local skeys = {base .. 'suspend:' .. e.name .. ':all'}
-    for i, p in ipairs(provs) do skeys[i + 1] = base .. 'suspend:' .. e.name .. ':' .. p[1] end
+    local skeys = {base .. 'suspend:' .. name .. ':all'}
+    for i, p in ipairs(provs) do skeys[i + 1] = base .. 'suspend:' .. name .. ':' .. p[1] end
     if redis.call('EXISTS', unpack(skeys)) > 0 then
       st.out = 'suspended'
       if explain then
@@ -131,157 +127,179 @@ local function endpoint_status(j)
       end
     end
   end
-  e.day_key = base .. 'count:' .. e.name .. ':day:' .. day
-  e.hour_key = base .. 'count:' .. e.name .. ':hour:' .. hour
-  if e.day_cap >= 0 then st.day = read_count(e.day_key) end
-  if e.hour_cap >= 0 then st.hour = read_count(e.hour_key) end
-  status[j] = st
+  st.day_key = base .. 'count:' .. name .. ':day:' .. day
+  st.hour_key = base .. 'count:' .. name .. ':hour:' .. hour
+  if day_cap >= 0 then st.day = read_count(st.day_key) end
+  if hour_cap >= 0 then st.hour = read_count(st.hour_key) end
+  status[name] = st
   return st
 end
 
-local function cap_block(e, st)
-  if e.day_cap >= 0 then
+local function cap_block(st)
+  if st.day_cap >= 0 then
     -- an unreadable counter blocks a capped endpoint: a warming IP must not be overrun
     if st.day == nil then return 'day counter unreadable' end
-    if st.day + n > e.day_cap then return 'day cap ' .. st.day .. '/' .. e.day_cap end
+    if st.day + n > st.day_cap then return 'day cap ' .. st.day .. '/' .. st.day_cap end
   end
-  if e.hour_cap >= 0 then
+  if st.hour_cap >= 0 then
     if st.hour == nil then return 'hour counter unreadable' end
-    if st.hour + n > e.hour_cap then return 'hour cap ' .. st.hour .. '/' .. e.hour_cap end
+    if st.hour + n > st.hour_cap then return 'hour cap ' .. st.hour .. '/' .. st.hour_cap end
   end
   return false
 end
 
-local chosen, chosen_stage
-for s = 2, #sections do
-  local pool, spread, ignore, members_text = string.match(sections[s], '^(%S+) (%d+) (%d) (.*)$')
-  spread = tonumber(spread)
-  local ignore_caps = ignore == '1'
-  local members, names = {}, {}
-  for j, w in string.gmatch(members_text, '(%d+):(%d+)') do
-    j = tonumber(j)
-    members[#members + 1] = {j = j, w = tonumber(w)}
-    names[#names + 1] = eps[j].name
+-- index of the member drawn by rr in [0, 1) among `cands` (member indices, whose
+-- weights add up to `total`), and the uniform remainder inside it
+local function draw(cands, ws, total, rr)
+  local target = rr * total
+  local lo = 0
+  local last = #cands
+  for k, i in ipairs(cands) do
+    local w = ws[i]
+    if target < lo + w or k == last then return k, (target - lo) / w end
+    lo = lo + w
   end
-  local hashes = {}
-  for u in string.gmatch(stage_hashes[s - 1] or '', '%S+') do hashes[#hashes + 1] = tonumber(u) end
-  local sticky = #hashes == #members
+end
 
+local chosen_name, chosen_w, chosen_stage, chosen_st
+-- the plan is JSON, decoded in C (cjson): no Lua parsing per member
+for stage_no, stage in ipairs(cjson.decode(ARGV[2])) do
+  local pool, spread, ignore_caps = stage[1], stage[2], stage[3] == 1
+  local names, ws, dcs, hcs = stage[4], stage[5], stage[6], stage[7]
+  local m = #names
+
+  -- live weights: one HGETALL, as long as the overrides set (usually none)
   local wkey = base .. 'pool:' .. pool .. ':weights'
-  local live = redis.pcall('HMGET', wkey, unpack(names))
+  local live = redis.pcall('HGETALL', wkey)
   if is_err(live) then
     junk[#junk + 1] = 'weights|' .. wkey
-    live = {}
-  end
-  for i, m in ipairs(members) do
-    local lv = live[i]
-    if lv then
-      local w = sb_int(lv, 7)
-      if w then
-        m.w = w
-      else
-        junk[#junk + 1] = 'weight|' .. wkey .. '|' .. names[i]
-      end
-    end
-    if sticky then m.u = hashes[i] end
-  end
-
-  -- why a member cannot take this message, or false; memoised per member
-  local function why_not(m)
-    if m.why == nil then
-      if m.w <= 0 then
-        m.why = 'weight 0'
-      else
-        local st = endpoint_status(m.j)
-        if st.out then
-          m.why = st.out
-        elseif ignore_caps then
-          m.why = false
+  elseif #live > 0 then
+    local set = {}
+    for k = 1, #live, 2 do set[live[k]] = live[k + 1] end
+    for i = 1, m do
+      local lv = set[names[i]]
+      if lv then
+        local w = sb_int(lv, 7)
+        if w then
+          ws[i] = w
         else
-          m.why = cap_block(eps[m.j], st)
+          junk[#junk + 1] = 'weight|' .. wkey .. '|' .. names[i]
         end
       end
     end
-    return m.why
   end
 
-  local function draw(cands, rr)
-    local total = 0
-    for _, c in ipairs(cands) do total = total + c.w end
-    local target = rr * total
-    local lo = 0
-    for i, c in ipairs(cands) do
-      if target < lo + c.w or i == #cands then return i, (target - lo) / c.w end
-      lo = lo + c.w
+  local us = {}
+  local k = 0
+  for u in string.gmatch(stage_hashes[stage_no] or '', '%S+') do
+    k = k + 1
+    us[k] = tonumber(u)
+  end
+  local sticky = k == m
+
+  -- why a member cannot take this message, or false; memoised per member
+  local whys = {}
+  local function why_not(i)
+    local why = whys[i]
+    if why == nil then
+      if ws[i] <= 0 then
+        why = 'weight 0'
+      else
+        local st = endpoint_status(names[i], dcs[i] or -1, hcs[i] or -1)
+        if st.out then
+          why = st.out
+        elseif ignore_caps then
+          why = false
+        else
+          why = cap_block(st)
+        end
+      end
+      whys[i] = why
     end
+    return why
   end
 
   local pick
-  local positive = {}
-  for _, m in ipairs(members) do if m.w > 0 then positive[#positive + 1] = m end end
+  local positive, total = {}, 0
+  for i = 1, m do
+    local w = ws[i]
+    if w > 0 then
+      positive[#positive + 1] = i
+      total = total + w
+    end
+  end
   if sticky then
     -- weighted rendezvous hashing: the key keeps its top `spread` eligible endpoints
-    for _, m in ipairs(positive) do m.score = -m.w / math.log(m.u) end
-    table.sort(positive, function(x, y) return x.score > y.score end)
-    local top = {}
-    for _, m in ipairs(positive) do
+    local scores = {}
+    for _, i in ipairs(positive) do scores[i] = -ws[i] / math.log(us[i]) end
+    -- stable on ties, as the Python sort: the original order breaks them
+    table.sort(positive, function(x, y)
+      if scores[x] ~= scores[y] then return scores[x] > scores[y] end
+      return x < y
+    end)
+    local top, top_total = {}, 0
+    for _, i in ipairs(positive) do
       -- a throttled member keeps a `factor` share of the keys (decided by the key's own hash)
-      if not why_not(m) and (throttle_of(m.j) >= 1 or (m.u * 1000003) % 1 < throttle_of(m.j)) then
-        top[#top + 1] = m
-        if #top >= spread then break end
+      if not why_not(i) then
+        local f = throttle_of(names[i])
+        if f >= 1 or (us[i] * 1000003) % 1 < f then
+          top[#top + 1] = i
+          top_total = top_total + ws[i]
+          if #top >= spread then break end
+        end
       end
     end
-    if #top > 0 then pick = top[draw(top, r)] end
+    if #top > 0 then pick = top[draw(top, ws, top_total, r)] end
   else
     -- draw by weight; on an ineligible draw, drop it and redraw with the
     -- rescaled remainder of the same uniform value: exactly weighted among the eligible
     local rr = r
     while #positive > 0 do
-      local i, rest = draw(positive, rr)
+      local d, rest = draw(positive, ws, total, rr)
       rest = math.min(math.max(rest, 0), 0.999999999)
-      if not why_not(positive[i]) then
+      local i = positive[d]
+      if not why_not(i) then
         -- throttled: accept with probability `factor`, reusing the uniform remainder
-        local f = throttle_of(positive[i].j)
+        local f = throttle_of(names[i])
         if f >= 1 or rest < f then
-          pick = positive[i]
+          pick = i
           break
         end
         rest = (rest - f) / (1 - f)
       end
       rr = rest
-      table.remove(positive, i)
+      total = total - ws[i]
+      table.remove(positive, d)
     end
   end
 
   if explain then
-    for _, m in ipairs(members) do
-      local why = why_not(m)
-      local e = eps[m.j]
+    for i = 1, m do
+      local why = why_not(i)
       if why then
-        verdicts[#verdicts + 1] = (s - 1) .. '|' .. e.name .. '|' .. m.w .. '|0|' .. why
+        verdicts[#verdicts + 1] = stage_no .. '|' .. names[i] .. '|' .. ws[i] .. '|0|' .. why
       else
         local note = 'eligible'
         if ignore_caps then note = 'eligible (caps ignored by overflow policy)' end
-        local f = throttle_of(m.j)
+        local f = throttle_of(names[i])
         if f < 1 then note = note .. ', throttled to ' .. f .. ' of its weight' end
-        verdicts[#verdicts + 1] = (s - 1) .. '|' .. e.name .. '|' .. m.w .. '|1|' .. note
+        verdicts[#verdicts + 1] = stage_no .. '|' .. names[i] .. '|' .. ws[i] .. '|1|' .. note
       end
     end
   end
   if pick then
-    chosen, chosen_stage = pick, s - 1
+    chosen_name, chosen_w, chosen_stage = names[pick], ws[pick], stage_no
+    chosen_st = endpoint_status(names[pick], dcs[pick] or -1, hcs[pick] or -1)
     break
   end
 end
 
-if not chosen then
+if not chosen_name then
   return {'none', 0, '', 0, junk, verdicts}
 end
 
-local e = eps[chosen.j]
 if commit then
-  endpoint_status(chosen.j)
-  local counters = {{e.day_key, 259200}, {e.hour_key, 172800}}
+  local counters = {{chosen_st.day_key, 259200}, {chosen_st.hour_key, 172800}}
   for _, kt in ipairs(counters) do
     local total = redis.pcall('HINCRBY', kt[1], 'total', n)
     if is_err(total) then
@@ -293,4 +311,4 @@ if commit then
     end
   end
 end
-return {'ok', chosen_stage, e.name, chosen.w, junk, verdicts}
+return {'ok', chosen_stage, chosen_name, chosen_w, junk, verdicts}

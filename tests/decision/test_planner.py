@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from datetime import UTC, datetime
@@ -50,7 +51,11 @@ def test_script_arguments_layout():
     assert keys == [b"{sb}:pool:p:weights"]
     header, plan, providers, hashes = args
     assert header == f"{{sb}}: 1 0 {call.r!r} 3 20261124 2026112410 {call.wall!r}"
-    assert plan == b"a -1 -1,b 5 -1,r -1 -1/p 1 0 1:3,2:1/q 1 0 3:1/q 1 1 3:1"
+    assert json.loads(plan) == [
+        ["p", 1, 0, ["a", "b"], [3, 1], [-1, 5], [-1, -1]],
+        ["q", 1, 0, ["r"], [1], [], []],  # no member capped: no cap lists
+        ["q", 1, 1, ["r"], [1], [], []],
+    ]
     assert providers == "google 2,yahoo 1"
     assert hashes == "//"  # no stage is sticky
 
