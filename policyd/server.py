@@ -17,17 +17,11 @@ import logging
 import os
 import pwd
 import stat
-from collections import deque
 from pathlib import Path
 
 from policyd import metrics
-from policyd.protocol import (
-    PolicyRequest,
-    ProtocolError,
-    RequestParser,
-    Truncated,
-    format_reply,
-)
+from policyd.connection import ConnectionState
+from policyd.protocol import PolicyRequest, ProtocolError, Truncated
 from policyd.session import DUNNO, Immediate, InstanceJoin, action_for, handle
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.config.model import PolicydConfig
@@ -139,17 +133,15 @@ class PolicyServer:
 
 
 class PolicyConnection(asyncio.Protocol):
-    """One client connection. Requests are answered in order, one at a time: at once
-    when the engine can decide locally, else by a task while reading is paused."""
+    """The asyncio shim around one ConnectionState: bytes in and out, and the one
+    wait for a Pending draw as a task while reading is paused."""
 
     def __init__(self, server: PolicyServer) -> None:
         self.server = server
-        self.parser = RequestParser()
+        self.state = ConnectionState(server.answer_now)
         self.transport: asyncio.Transport | None = None
-        self.queue: deque[PolicyRequest] = deque()
-        self.busy = False  # a request is being decided by a task
+        self.busy = False  # a task is settling the waiting request
         self.write_paused = False
-        self.eof = False
         self.peer = "unix"
         self.loop = asyncio.get_running_loop()
         self.last_active = self.loop.time()
@@ -176,21 +168,19 @@ class PolicyConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
         try:
-            self.queue.extend(self.parser.feed(data))
+            replies = self.state.receive_data(data)
         except ProtocolError as exc:
             self._protocol_error(exc)
             return
-        self._work()
+        self._send(replies)
 
     def eof_received(self) -> bool:
-        # Exim's ${readsocket} shuts its side down after the request: still answer it
-        self.eof = True
         try:
-            self.parser.eof()
+            replies = self.state.receive_eof()
         except ProtocolError as exc:
             self._protocol_error(exc)
             return True
-        self._work()
+        self._send(replies)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -214,37 +204,35 @@ class PolicyConnection(asyncio.Protocol):
         if self.transport is not None and not self.busy:
             self.transport.resume_reading()
 
-    def _work(self) -> None:
+    def _send(self, replies: list[bytes]) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        while self.queue and not self.busy:
-            request = self.queue.popleft()
-            action = self.server.answer_now(request)
-            if isinstance(action, Pending):
-                self.busy = True
-                transport.pause_reading()
-                task = self.loop.create_task(self.server.answer_later(action))
-                task.add_done_callback(self._answered)
-                return
-            transport.write(format_reply(action))
-        if self.eof and not self.busy:
+        if replies:
+            transport.write(b"".join(replies))
+        state = self.state
+        if state.waiting is not None and not self.busy:
+            self.busy = True
+            transport.pause_reading()
+            task = self.loop.create_task(self.server.answer_later(state.waiting))
+            task.add_done_callback(self._answered)
+        elif state.finished:
             transport.close()
 
     def _answered(self, task: asyncio.Task[str]) -> None:
         self.busy = False
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
         try:
             action = task.result()
         except Exception:  # never leave a client without an answer; the MTA default applies
             log.exception("policy decision failed; answering DUNNO")
             action = DUNNO
-        transport.write(format_reply(action))
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # the client is gone: decide nothing more for it
+        replies = self.state.answered(action)
         if not self.write_paused:
             transport.resume_reading()
-        self._work()
+        self._send(replies)
 
     def _idle_check(self) -> None:
         timeout = self.server.config.idle_timeout_s
@@ -252,7 +240,7 @@ class PolicyConnection(asyncio.Protocol):
         if idle_for < timeout or self.busy:
             self.idle = self.loop.call_later(max(timeout - idle_for, 0.1), self._idle_check)
             return
-        if self.parser.pending:
+        if self.state.mid_request:
             self._protocol_error(Truncated(f"no complete request within {timeout}s"))
         elif self.transport is not None:
             self.transport.close()
@@ -264,6 +252,5 @@ class PolicyConnection(asyncio.Protocol):
             exc,
             extra=fields(peer=self.peer, kind=exc.kind, error=str(exc)),
         )
-        self.queue.clear()
         if self.transport is not None:
             self.transport.close()

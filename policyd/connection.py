@@ -1,0 +1,72 @@
+"""One client connection's protocol state, sans I/O (as h11 keeps ``Connection``
+apart from sockets).
+
+Bytes go in (``receive_data``, ``receive_eof``) and replies come out, strictly in
+request order. A request the engine cannot settle at once leaves the connection
+``waiting`` on its Pending draw; later requests queue behind it until
+``answered`` is called with its action. The asyncio Protocol in ``server.py`` is
+a thin shim that moves bytes and runs the one wait as a task.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from policyd.protocol import PolicyRequest, ProtocolError, RequestParser, format_reply
+from smtp_balancer.engine import Pending
+
+Answer = Callable[[PolicyRequest], "str | Pending"]
+
+
+class ConnectionState:
+    def __init__(self, answer: Answer, parser: RequestParser | None = None) -> None:
+        self.answer = answer
+        self.parser = parser or RequestParser()
+        self.queue: deque[PolicyRequest] = deque()
+        self.waiting: Pending | None = None  # the request being settled by the engine
+        self.eof = False
+
+    def receive_data(self, data: bytes) -> list[bytes]:
+        """Replies that are ready now; raises ProtocolError (the connection must close)."""
+        try:
+            self.queue.extend(self.parser.feed(data))
+        except ProtocolError:
+            self.queue.clear()  # nothing more is answered on a broken stream
+            raise
+        return self._run()
+
+    def receive_eof(self) -> list[bytes]:
+        """The client shut its side (Exim's ${readsocket}): still answer what it sent."""
+        self.eof = True
+        try:
+            self.parser.eof()
+        except ProtocolError:
+            self.queue.clear()
+            raise
+        return self._run()
+
+    def answered(self, action: str) -> list[bytes]:
+        """The waiting request's action, and the replies it unblocked."""
+        self.waiting = None
+        return [format_reply(action), *self._run()]
+
+    @property
+    def finished(self) -> bool:
+        """The client has shut its side and every request is answered: close."""
+        return self.eof and self.waiting is None and not self.queue
+
+    @property
+    def mid_request(self) -> bool:
+        """Bytes of an unfinished request are buffered (an idle timeout is a truncation)."""
+        return self.parser.pending
+
+    def _run(self) -> list[bytes]:
+        out: list[bytes] = []
+        while self.queue and self.waiting is None:
+            result = self.answer(self.queue.popleft())
+            if isinstance(result, Pending):
+                self.waiting = result
+                break
+            out.append(format_reply(result))
+        return out
