@@ -18,7 +18,7 @@ from smtp_balancer.decision.draw import Draw
 from smtp_balancer.decision.eligibility import Eligibility
 from smtp_balancer.decision.facts import Decision, EndpointVerdict, Facts
 from smtp_balancer.decision.plan import build_plan, rendezvous_hash, route_for, route_reason, sticky_key
-from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.decision.providers import ProviderTable, domain_of
 from smtp_balancer.decision.quota import QuotaBook
 from smtp_balancer.decision.rules import MessageView, RuleSet
 from smtp_balancer.decision.warmup import CapsTable, day_bucket, hour_bucket
@@ -50,8 +50,9 @@ class Planner:
     ) -> Draw | Decision:
         """The message's Draw, or a final Decision when no rule matches."""
         now = now or self.now_hour()
-        by_provider = self.providers.for_recipients(facts.recipients)
-        rule = self.rules.match(MessageView.of(facts, list(by_provider)))
+        domains = [domain_of(r) for r in facts.recipients]  # derived once per message
+        by_provider = self.providers.for_domains(domains)
+        rule = self.rules.match(MessageView.of(facts, list(by_provider), domains))
         if rule is None:
             return Decision(outcome="no_rule", reason="no rule matched")
         plan = self.plans[rule.pool]
@@ -83,6 +84,8 @@ class Planner:
 
     def _buckets(self, now: datetime) -> tuple[str, str]:
         """Day and hour counter buckets; strftime twice per decision is measurable."""
+        if now is self._hour_value and now == self._bucket_hour:
+            return self._bucket_text  # the usual case: now_hour()'s cached hour
         hour_start = now.replace(minute=0, second=0, microsecond=0)
         if hour_start != self._bucket_hour:
             self._bucket_hour = hour_start

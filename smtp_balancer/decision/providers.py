@@ -128,9 +128,16 @@ class ProviderTable:
 
     def for_recipients(self, recipients: Iterable[str]) -> dict[str, int]:
         """Recipient count per provider, in first-seen order."""
+        return self.for_domains([domain_of(rcpt) for rcpt in recipients])
+
+    def for_domains(self, domains: Iterable[str]) -> dict[str, int]:
+        """Recipient count per provider, from each recipient's domain (``domain_of``)."""
         counts: dict[str, int] = {}
-        for rcpt in recipients:
-            provider = self.for_domain(domain_of(rcpt))
+        by_domain, learned = self.by_domain, self.learned
+        for domain in domains:
+            provider = by_domain.get(domain)
+            if provider is None:
+                provider = (learned(domain) if learned is not None else None) or OTHER
             counts[provider] = counts.get(provider, 0) + 1
         return counts
 

@@ -51,13 +51,20 @@ class MessageView:
     providers: frozenset[str]
 
     @classmethod
-    def of(cls, facts: Facts, providers: Sequence[str]) -> MessageView:
+    def of(
+        cls, facts: Facts, providers: Sequence[str], recipient_domains: Sequence[str] | None = None
+    ) -> MessageView:
+        """``recipient_domains``: ``domain_of`` of each recipient, when the caller has them."""
         sender = facts.sender.lower()
+        if recipient_domains is None:
+            recipient_domains = [domain_of(r) for r in facts.recipients]
         return cls(
             facts,
             sender,
             domain_of(sender) if "@" in sender else "",
-            tuple(dict.fromkeys(domain_of(r) for r in facts.recipients if "@" in r)),
+            tuple(
+                dict.fromkeys(d for d, r in zip(recipient_domains, facts.recipients, strict=True) if "@" in r)
+            ),
             frozenset(providers),
         )
 
