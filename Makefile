@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install first.
-.PHONY: install demo test bench bench-engine bench-scale bench-policy bench-e2e bench-milter bench-feedback lint
+.PHONY: install demo test bench bench-engine bench-scale bench-mass bench-policy bench-e2e bench-milter bench-feedback lint
 
 install:
 	bash .ci/install
@@ -13,13 +13,16 @@ test: install
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md
-bench: bench-engine bench-scale bench-policy bench-e2e bench-milter bench-feedback
+bench: bench-engine bench-scale bench-mass bench-policy bench-e2e bench-milter bench-feedback
 
 bench-engine: install
 	.venv/bin/python benchmarks/engine_throughput.py
 
 bench-scale: install
 	.venv/bin/python benchmarks/decision_scale.py
+
+bench-mass: install
+	.venv/bin/python benchmarks/mass_changes.py
 
 # policyd-rate-limit, the comparison daemon, lives in its own venv
 .bench-venv/bin/policyd-rate-limit:

@@ -14,6 +14,7 @@ import pytest
 from integration.configs import ENDPOINT_IP, HELO
 from integration.daemons import CLI
 from integration.exim import EXIM_RELAY_SOURCE, EximInstance, EximSystem, exim_binary
+from integration.statistics import assert_shares
 from integration.waits import wait_until
 
 DEFAULT_ROUTE_IP = "127.0.0.1"  # the operator's plain transport: no interface set
@@ -67,9 +68,7 @@ def test_weights_1_1_1_over_300_messages(exim: EximSystem) -> None:
     got = exim.sink.wait_for(300, timeout=120)
     seen = Counter(m.peer_ip for m in got)
     assert set(seen) == set(ENDPOINT_IP.values()), seen
-    for ip in ENDPOINT_IP.values():
-        # each share within 10 points of a third (binomial sd at n=300 is 2.7 points)
-        assert abs(seen[ip] / 300 - 1 / 3) <= 0.10, seen
+    assert_shares(seen, dict.fromkeys(ENDPOINT_IP.values(), 1))
     # interface and helo_data both came from the routes file
     assert all(m.helo == HELO[m.peer_ip] for m in got)
     assert deliveries(exim, "sb_direct", expected=300) == 300

@@ -66,7 +66,7 @@ class Engine:
             self.planner.providers.learned = self.mx.cached
         self.budget_s = config.decision.budget_ms / 1000
         self.breaker = Breaker(config.decision.retry_after_ms / 1000, self.clock)
-        self.mirror = MirrorKeeper(config, self.channel, self.junk, self.clock)
+        self.mirror = MirrorKeeper(config, self.junk, self.clock)
         self.book = QuotaBook(self.planner.keys, self.clock)
         metrics.QUOTA_LEASED.set_function(self.book.leased)
         self.leases = LeaseService(

@@ -35,16 +35,12 @@ REREAD_BATCH = 500  # changed keys re-read per pipelined round
 
 
 class MirrorKeeper:
-    def __init__(
-        self,
-        config: BalancerConfig,
-        channel: ScriptChannel,
-        junk: JunkReporter,
-        clock: Clock = SYSTEM,
-    ) -> None:
+    def __init__(self, config: BalancerConfig, junk: JunkReporter, clock: Clock = SYSTEM) -> None:
         self.config = config
         self.keys = KeySchema(config.redis.prefix)
-        self.channel = channel
+        # its own connection: re-read batches never queue ahead of decisions, and a
+        # decision that times out (and resets the decision connection) never cuts one
+        self.channel = ScriptChannel(config.redis)
         self.junk = junk
         self.clock = clock
         self.live: LiveState | None = None
@@ -60,6 +56,7 @@ class MirrorKeeper:
         self._refused_logged = False
         self._attempted = asyncio.Event()  # the first tracking attempt is over, either way
         self._timeout_s = config.redis.admin_timeout_ms / 1000
+        self.members = {name: [m.endpoint for m in pool.endpoints] for name, pool in config.pools.items()}
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -80,6 +77,7 @@ class MirrorKeeper:
         self._task = None
         if self._tracker is not None:
             await self._tracker.close()
+        await self.channel.close()
 
     async def settle(self) -> None:
         """Wait until every write Redis took before this call is in the mirror."""
@@ -97,17 +95,18 @@ class MirrorKeeper:
     # -- the full load ----------------------------------------------------------------
     async def load(self) -> LiveState:
         """Read weights, admin states, suspensions and throttles (pipelined), as one new mirror."""
-        keys, call = self.keys, self.channel.call
-        pools, endpoints = list(self.config.pools), list(self.config.endpoints)
-        replies = await asyncio.gather(
-            *(call("HGETALL", keys.pool_weights(p)) for p in pools),
-            *(call("HMGET", keys.endpoint_state(e), "state", "until") for e in endpoints),
-            return_exceptions=True,  # a key of the wrong type is junk, skipped like in select.lua
+        keys, many = self.keys, self._call_batched
+        pools, endpoints = self.members, list(self.config.endpoints)
+        # a key of the wrong type comes back as an error value: junk, skipped like in select.lua
+        replies = await many(
+            [("HMGET", keys.pool_weights(p), *members) for p, members in pools.items()]
+            + [("HMGET", keys.endpoint_state(e), "state", "until") for e in endpoints]
         )
         suspension_keys = await self._scan(keys.suspension_pattern())
         throttle_keys = await self._scan(keys.throttle_pattern())
-        pttls = await asyncio.gather(*(call("PTTL", k) for k in suspension_keys))
-        throttles = await asyncio.gather(*(self._get_with_pttl(k) for k in throttle_keys))
+        pttls = await many([("PTTL", k) for k in suspension_keys])
+        flat = await many([c for k in throttle_keys for c in (("GET", k), ("PTTL", k))])
+        throttles = list(zip(flat[::2], flat[1::2], strict=True))
         junk: Junk = []
         live = parse_live_state(
             keys,
@@ -146,6 +145,13 @@ class MirrorKeeper:
         if junk:
             self.junk.report(StateJunk(kind, key, fld) for kind, key, fld in junk)
 
+    async def _call_batched(self, commands: list[tuple[object, ...]]) -> list[object]:
+        """call_many in pipelined rounds of REREAD_BATCH: never a queue of 100,000 on Redis."""
+        out: list[object] = []
+        for start in range(0, len(commands), REREAD_BATCH):
+            out += await self.channel.call_many(commands[start : start + REREAD_BATCH])
+        return out
+
     async def _scan(self, pattern: str) -> list[bytes]:
         found: list[bytes] = []
         cursor: bytes = b"0"
@@ -154,12 +160,6 @@ class MirrorKeeper:
             found += batch
             if cursor == b"0":
                 return found
-
-    async def _get_with_pttl(self, key: bytes) -> tuple[object, object]:
-        value, pttl = await asyncio.gather(
-            self.channel.call("GET", key), self.channel.call("PTTL", key), return_exceptions=True
-        )
-        return value, pttl
 
     # -- tracking -----------------------------------------------------------------------
     async def _track_forever(self) -> None:
@@ -238,39 +238,41 @@ class MirrorKeeper:
         self._maybe_fresh()
 
     async def _reread_keys(self, changed: Iterable[bytes]) -> None:
-        tracked = []
+        """Re-read a batch of changed keys in one pipelined round and update their entries."""
+        tracked: list[tuple[str, str, tuple[str, ...]]] = []
+        commands: list[tuple[object, ...]] = []
         for raw in changed:
             name = raw.decode(errors="replace")
             kind_scope = self.keys.tracked_key(name)
-            if kind_scope is not None:
-                tracked.append((name, raw, *kind_scope))
-        results = await asyncio.gather(*(self._read_tracked(raw, kind) for _, raw, kind, _ in tracked))
+            if kind_scope is None:
+                continue
+            kind, scope = kind_scope
+            if kind == "weights":
+                members = self.members.get(scope[0])
+                if members is None:
+                    continue  # not a pool of ours: nothing reads it
+                commands.append(("HMGET", raw, *members))
+            elif kind == "state":
+                commands.append(("HMGET", raw, "state", "until"))
+            elif kind == "suspend":
+                commands.append(("PTTL", raw))
+            else:
+                commands += [("GET", raw), ("PTTL", raw)]
+            tracked.append((name, kind, scope))
+        replies = iter(await self._call_batched(commands))
         live = self.live
         if live is None:
             live = self.live = LiveState(self.clock.monotonic())
         now = self.clock.monotonic()
         junk: Junk = []
-        for (name, _, kind, scope), (value, pttl) in zip(tracked, results, strict=True):
+        for name, kind, scope in tracked:
+            value = next(replies)
             if kind == "weights":
-                live.set_weights(scope[0], name, value, junk)
+                live.set_weights(scope[0], name, self.members[scope[0]], value, junk)
             elif kind == "state":
                 live.set_state(scope[0], name, value, junk)
             elif kind == "suspend":
                 live.set_suspension(scope[0], scope[1], value, now)
             else:
-                live.set_throttle(scope[0], scope[1], name, value, pttl, now, junk)
+                live.set_throttle(scope[0], scope[1], name, value, next(replies), now, junk)
         self._report(junk)
-
-    async def _read_tracked(self, key: bytes, kind: str) -> tuple[object, object]:
-        """A changed key's new value; errors (a key of the wrong type) come back as values."""
-        call = self.channel.call
-        if kind == "throttle":
-            return await self._get_with_pttl(key)
-        if kind == "weights":
-            command: tuple[object, ...] = ("HGETALL", key)
-        elif kind == "state":
-            command = ("HMGET", key, "state", "until")
-        else:
-            command = ("PTTL", key)
-        value = (await asyncio.gather(call(*command), return_exceptions=True))[0]
-        return value, None

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -195,6 +195,26 @@ class ScriptChannel:
         if isinstance(reply, ResponseError):
             raise reply
         return reply
+
+    async def call_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Several commands in one pipelined write, without a task each; a Redis error
+        reply comes back as a ResponseError value in its place (a key of the wrong type
+        is data to report, not a failure). A lost connection raises."""
+        if not commands:
+            return []
+        await self._ensure()
+        futures = [self._send(command) for command in commands]
+        results: list[Any] = []
+        lost: BaseException | None = None
+        for future in futures:
+            try:
+                results.append(await future)
+            except RedisConnectionError as exc:  # every future is awaited: none left unretrieved
+                lost = lost or exc
+                results.append(None)
+        if lost is not None:
+            raise lost
+        return results
 
     async def load_script(self, script: LuaScript) -> None:
         await self.call("SCRIPT", "LOAD", script.text)

@@ -17,7 +17,7 @@ re-read, so no decision sees a half-applied burst.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
@@ -72,8 +72,9 @@ class LiveState:
         return factor
 
     # -- one key changed: its new value replaces its one entry --------------------
-    def set_weights(self, pool: str, key: str, reply: object, junk: Junk) -> None:
-        _put(self.weights, pool, _weights(reply, key, junk))
+    def set_weights(self, pool: str, key: str, members: Sequence[str], reply: object, junk: Junk) -> None:
+        """``reply``: HMGET of the pool's members, as select.lua reads them."""
+        _put(self.weights, pool, _weights(reply, key, members, junk))
 
     def set_state(self, endpoint: str, key: str, reply: object, junk: Junk) -> None:
         _put(self.out_of_service, endpoint, _returns_at(reply, key, junk))
@@ -94,19 +95,22 @@ def _put(entries: dict, scope: object, value: object) -> None:  # type: ignore[t
         entries[scope] = value
 
 
-def _weights(reply: object, key: str, junk: Junk) -> dict[str, int] | None:
-    if not isinstance(reply, list):
+def _weights(reply: object, key: str, members: Sequence[str], junk: Junk) -> dict[str, int] | None:
+    """Live weights of the pool's members; fields for other names are never read (as in
+    select.lua), so a hash of any size costs what the pool costs."""
+    if not isinstance(reply, list) or len(reply) != len(members):
         if isinstance(reply, Exception):
             junk.append(("weights", key, ""))
-        return None  # missing, or a key of the wrong type: the YAML applies
-    flat = [text_of(v) for v in reply]
+        return None  # a key of the wrong type: the YAML applies
     parsed = {}
-    for name, raw in zip(flat[::2], flat[1::2], strict=True):
-        w = parse_weight(raw)
-        if name is not None and w is not None:
+    for name, value in zip(members, reply, strict=True):
+        if value is None:
+            continue
+        w = parse_weight(text_of(value))
+        if w is not None:
             parsed[name] = w
         else:
-            junk.append(("weight", key, name or ""))
+            junk.append(("weight", key, name))
     return parsed
 
 
@@ -153,7 +157,7 @@ def _throttle(key: str, value: object, pttl: object, now: float, junk: Junk) -> 
 
 def parse_live_state(
     keys: KeySchema,
-    pools: Sequence[str],
+    pools: Mapping[str, Sequence[str]],
     weight_replies: Sequence[object],
     endpoints: Sequence[str],
     state_replies: Sequence[object],
@@ -166,11 +170,12 @@ def parse_live_state(
 ) -> LiveState:
     """Build a LiveState from raw replies; junk is skipped exactly as select.lua skips it.
 
+    ``pools`` maps each pool to its members; ``weight_replies`` are HMGET of them;
     ``state_replies`` are HMGET state until; ``throttle_replies`` are (GET, PTTL).
     """
     live = LiveState(now)
-    for pool, reply in zip(pools, weight_replies, strict=True):
-        live.set_weights(pool, keys.pool_weights(pool), reply, junk)
+    for (pool, members), reply in zip(pools.items(), weight_replies, strict=True):
+        live.set_weights(pool, keys.pool_weights(pool), members, reply, junk)
     for endpoint, reply in zip(endpoints, state_replies, strict=True):
         live.set_state(endpoint, keys.endpoint_state(endpoint), reply, junk)
     for key, pttl in zip(suspension_keys, pttl_replies, strict=True):

@@ -14,8 +14,8 @@
 --
 -- Eligibility is checked lazily, only for the endpoints the draw lands on, so a
 -- decision costs a few Redis calls whatever the pool size. The plan is decoded in
--- C (cjson) into flat arrays, no table per member, and live weights come from one
--- HGETALL, which is as long as the overrides an operator set, not as long as the pool. Hand-edited junk
+-- C (cjson) into flat arrays, no table per member, and live weights are read in at
+-- most O(pool size), whatever the size of the hash. Hand-edited junk
 -- never raises: it is reported back and the YAML value (or "active") applies.
 -- Key names must match smtp_balancer/state/keys.py; values are read with the
 -- grammar of values.lua, which state/scripts.py prepends.
@@ -168,14 +168,24 @@ for stage_no, stage in ipairs(cjson.decode(ARGV[2])) do
   local names, ws, dcs, hcs = stage[4], stage[5], stage[6], stage[7]
   local m = #names
 
-  -- live weights: one HGETALL, as long as the overrides set (usually none)
+  -- live weights of the members: HGETALL when the hash is no longer than the pool
+  -- (usually it is empty), else HMGET of the members, so a hash of any size costs
+  -- at most what the pool costs; fields of other names are never read
   local wkey = base .. 'pool:' .. pool .. ':weights'
-  local live = redis.pcall('HGETALL', wkey)
-  if is_err(live) then
+  local set
+  local hlen = redis.pcall('HLEN', wkey)
+  if is_err(hlen) then
     junk[#junk + 1] = 'weights|' .. wkey
-  elseif #live > 0 then
-    local set = {}
+  elseif hlen > 0 and hlen <= m then
+    local live = redis.call('HGETALL', wkey)
+    set = {}
     for k = 1, #live, 2 do set[live[k]] = live[k + 1] end
+  elseif hlen > m then
+    local live = redis.call('HMGET', wkey, unpack(names))
+    set = {}
+    for i = 1, m do set[names[i]] = live[i] end
+  end
+  if set then
     for i = 1, m do
       local lv = set[names[i]]
       if lv then

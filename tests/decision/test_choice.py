@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from integration.statistics import assert_binomial
 from smtp_balancer.decision.choice import NeedRedis, Stage, choose
 from smtp_balancer.decision.draw import Draw
 from smtp_balancer.decision.eligibility import Eligibility
@@ -23,8 +24,8 @@ ENDPOINTS = [f"e{i}" for i in range(6)]
 
 
 class Fixed:
-    def __init__(self, blocked: set[str] = frozenset(), throttles: dict[str, float] | None = None) -> None:
-        self.blocked, self.throttles = blocked, throttles or {}
+    def __init__(self, out: set[str] = frozenset(), throttles: dict[str, float] | None = None) -> None:
+        self.out, self.throttles = out, throttles or {}
 
     def weight(self, pool: str, endpoint: str, yaml_weight: int) -> int:
         return yaml_weight
@@ -32,7 +33,7 @@ class Fixed:
     def why_not(self, endpoint: str, ignore_caps: bool) -> str | None:
         if endpoint == "ask":
             raise NeedRedis(endpoint)
-        return "blocked" if endpoint in self.blocked else None
+        return "out of service" if endpoint in self.out else None
 
     def throttle(self, endpoint: str) -> float:
         return self.throttles.get(endpoint, 1.0)
@@ -42,9 +43,8 @@ def test_weighted_draw_redraws_among_the_eligible():
     stage = Stage("p", (("a", 1), ("b", 2), ("c", 1)), "", 1, False)
     rng = random.Random(5)
     picks = [choose([stage], [None], rng.random(), Fixed({"b"})) for _ in range(4000)]
-    share_a = sum(p[1] == "a" for p in picks if p) / len(picks)
     assert all(p and p[1] != "b" for p in picks)
-    assert abs(share_a - 0.5) < 0.03  # a and c at 1:1 once b is out
+    assert_binomial(sum(p[1] == "a" for p in picks if p), len(picks), 0.5)  # a and c at 1:1 once b is out
 
 
 def test_throttle_keeps_its_factor_of_the_share():
@@ -52,10 +52,10 @@ def test_throttle_keeps_its_factor_of_the_share():
     rng = random.Random(6)
     picks = [choose([stage], [None], rng.random(), Fixed(throttles={"a": 0.25}))[1] for _ in range(8000)]
     # a keeps 0.25 of its half; what it sheds redraws to b
-    assert abs(picks.count("a") / 8000 - 0.125) < 0.02
+    assert_binomial(picks.count("a"), 8000, 0.125)
 
 
-def test_overflow_to_the_next_stage_and_none_when_all_blocked():
+def test_overflow_to_the_next_stage_and_none_when_all_are_out():
     first = Stage("p", (("a", 1),), "", 1, False)
     second = Stage("q", (("b", 1),), "", 1, False)
     assert choose([first, second], [None, None], 0.3, Fixed({"a"})) == (1, "b", 1)

@@ -41,7 +41,9 @@ async def test_100k_changed_keys_are_reread_in_batches_and_logged_once(make_conf
         pipe = rdb.pipeline(transaction=False)
         for i in range(MASS):
             pipe.set(f"{{sb}}:suspend:out1:p{i}", "mass", ex=600)
-        pipe.hset("{sb}:pool:main:weights", mapping={f"junk{i}": "banana" for i in range(MASS)})
+        # one HSET of 100,000 junk fields, three of them the pool's members
+        junk_fields = {f"junk{i}": "banana" for i in range(MASS)} | {f"out{i}": "banana" for i in (1, 2, 3)}
+        pipe.hset("{sb}:pool:main:weights", mapping=junk_fields)
         pipe.set("{sb}:suspend:out2:yahoo", "real", ex=600)
         pipe.execute()
         await engine.settle()
@@ -51,9 +53,12 @@ async def test_100k_changed_keys_are_reread_in_batches_and_logged_once(make_conf
         assert engine.mirror.fresh and live is not None
         assert len(live.suspended_until) == MASS + 1
         assert live.weights["main"] == {}  # every field was junk: the YAML weights apply
-        assert _junk_total("weight") - weight_junk_before == MASS  # counted exactly
+        # the members' three junk values are counted at every read (the mirror's, and
+        # select.lua's while the mirror was catching up); other fields are never read
+        counted = _junk_total("weight") - weight_junk_before
+        assert counted >= 3 and counted % 3 == 0, counted
         junk_lines = [r for r in caplog.records if "unusable weight" in r.getMessage()]
-        assert len(junk_lines) == 1 and f"ignoring {MASS} unusable" in junk_lines[0].getMessage()
+        assert len(junk_lines) == 1 and "ignoring 3 unusable weight" in junk_lines[0].getMessage()
         assert probes and "degraded" not in probes
         # the real change among the mass: out2 takes no more yahoo mail
         after = [(await engine.decide(Facts(recipients=(f"v{i}@yahoo.com",)))).endpoint for i in range(200)]

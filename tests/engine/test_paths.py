@@ -1,8 +1,9 @@
 """Every path chooses alike: the tracked mirror, select.lua and degraded decisions,
 on one state in a real redis-server, tested with chi-square and binomial tests.
 
-Each test's false-failure rate is below 1e-7 (and the draws are seeded), so the
-file as a whole fails falsely far less than once in a million runs.
+Each assertion's false-failure rate is below 1e-7 (integration/statistics.py)
+and the draws are seeded, so the file fails falsely far less than once in a
+million runs.
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
-from scipy import stats
 
 from integration.redis_server import RedisServer
+from integration.statistics import assert_binomial, assert_shares
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
-ALPHA = 1e-7
 N = 20_000
 WEIGHTS = {"out1": 2, "out2": 3, "out3": 4, "out4": 1}
 THROTTLE = 0.5  # out3, for every provider
@@ -58,13 +58,7 @@ def expected_shares(provider: str, warming_counts: bool) -> dict[str, float]:
 
 
 def _assert_shares(seen: Counter[str], provider: str, warming_counts: bool) -> None:
-    shares = expected_shares(provider, warming_counts)
-    assert set(seen) <= set(shares), seen
-    names = sorted(shares)
-    observed = [seen[e] for e in names]
-    expected = [shares[e] * sum(observed) for e in names]
-    p = stats.chisquare(observed, expected).pvalue
-    assert p > ALPHA, (provider, seen, shares, p)
+    assert_shares(seen, expected_shares(provider, warming_counts), provider)
 
 
 def _facts(provider: str, i: int) -> Facts:
@@ -161,8 +155,7 @@ async def test_a_warming_endpoint_under_its_cap_gets_its_weight_share_and_then_e
     assert int(rdb.hget("{sb}:count:out3:day:20261124", "total")) == 600
     # until the cap is reached, out3's share is its weight, 1 of 4
     before_cap = picks[: [i for i, e in enumerate(picks) if e == "out3"][-1]]
-    k, n = before_cap.count("out3"), len(before_cap)
-    assert stats.binomtest(k, n, 0.25).pvalue > ALPHA, (k, n)
+    assert_binomial(before_cap.count("out3"), len(before_cap), 0.25)
 
 
 async def test_the_day_boundary_moves_counters_and_caps_with_the_clock(make_config, rdb):

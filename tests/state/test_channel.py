@@ -159,9 +159,7 @@ async def test_tls(tmp_path: Path):
     )
     server.start()
     tls = {"ca_file": str(certs / "cert.pem")}
-    ch = ScriptChannel(
-        RedisConfig(url=f"rediss://localhost:{port}/0", tls=tls, connect_timeout_ms=3000)
-    )
+    ch = ScriptChannel(RedisConfig(url=f"rediss://localhost:{port}/0", tls=tls, connect_timeout_ms=3000))
     try:
         assert await ch.call("PING") == b"PONG"
         assert sync_client(RedisConfig(url=f"rediss://localhost:{port}/0", tls=tls)).ping()
