@@ -12,6 +12,16 @@ from pathlib import Path
 import redis
 
 
+def real_time_env() -> dict[str, str]:
+    """This environment without libfaketime: redis-server stops at start under it
+    ("recursive calls to clock_gettime()"), and Redis only needs relative time."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKETIME")}
+    preload = " ".join(p for p in env.pop("LD_PRELOAD", "").split() if "faketime" not in p)
+    if preload:
+        env["LD_PRELOAD"] = preload
+    return env
+
+
 class RedisServer:
     def __init__(
         self, workdir: Path, extra: dict[str, str | list[str]] | None = None, password: str | None = None
@@ -57,6 +67,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=real_time_env(),
         )
         deadline = time.monotonic() + 10
         client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1, password=self.password)
