@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from importlib import resources
 
 import redis
 
@@ -14,11 +13,12 @@ from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.feedback import metrics, state_metrics
 from smtp_balancer.feedback.dnsbl import LISTED, DnsblChecker, DnsblResult
 from smtp_balancer.feedback.probe import RelayHealth, probe
+from smtp_balancer.state import scripts
 from smtp_balancer.state.admin import StateAdmin
 from smtp_balancer.state.keys import KeySchema
 
 log = logging.getLogger("smtp_balancer.feedback")
-HEALTH_LUA = resources.files("smtp_balancer.feedback").joinpath("health.lua").read_text()
+HEALTH_LUA = scripts.load("health.lua", "smtp_balancer.feedback").text
 DNSBL_BY = "dnsbl"
 PROBE_BY = "relay-probe"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from importlib import resources
 
 import redis
 
@@ -18,6 +17,7 @@ from smtp_balancer.clock import SYSTEM
 from smtp_balancer.config.feedback import RateRuleConfig
 from smtp_balancer.feedback.follower import Position
 from smtp_balancer.feedback.processor import Batch, Hit, minute_bucket
+from smtp_balancer.state import scripts
 from smtp_balancer.state.keys import KeySchema
 
 REASON_QUOTE = 160  # characters of the remote reply quoted in a suspension reason
@@ -25,12 +25,8 @@ CODES = {0: "counting", 1: "acted", 2: "in_force", 3: "skipped"}
 RATE_CODES = {0: "quiet", 1: "tripped", 2: "still_tripped", 3: "recovered"}
 
 
-def _script(name: str) -> str:
-    return resources.files("smtp_balancer.feedback").joinpath(name).read_text()
-
-
-HIT_LUA = _script("hit.lua")
-RATE_LUA = _script("rate.lua")
+HIT_LUA = scripts.load("hit.lua", "smtp_balancer.feedback").text
+RATE_LUA = scripts.load("rate.lua", "smtp_balancer.feedback").text
 
 
 @dataclass(frozen=True)
