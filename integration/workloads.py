@@ -9,6 +9,7 @@ from datetime import datetime
 
 import redis
 
+from smtp_balancer.clock import FixedClock
 from smtp_balancer.config import load_config
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
@@ -24,7 +25,7 @@ def decide_many(
     counts = [rng.randint(1, max_rcpts) for _ in range(messages)]
 
     async def run() -> Counter[str]:
-        engine = Engine(config)
+        engine = Engine(config, FixedClock(now))
         used: Counter[str] = Counter()
         queue = list(enumerate(counts))
 
