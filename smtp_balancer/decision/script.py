@@ -27,17 +27,22 @@ class StateJunk:
     field: str = ""
 
 
+class Late(Exception):
+    """select.lua ran after the decision's deadline, so it counted nothing."""
+
+
 class ScriptCodec:
     def __init__(self, planner: Planner) -> None:
         self.planner = planner
         self._texts: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
-    def encode(self, draw: Draw) -> tuple[list[bytes], list[str | bytes]]:
-        """The keys and arguments of select.lua for this draw."""
+    def encode(self, draw: Draw, deadline: float = 0.0) -> tuple[list[bytes], list[str | bytes]]:
+        """The keys and arguments of select.lua for this draw. ``deadline``: Redis's
+        TIME after which the script must do nothing (0: none)."""
         day, hour = draw.buckets
         header = (
             f"{self.planner.keys.base}: {int(draw.commit)} {int(draw.explain)} {draw.r!r}"
-            f" {draw.facts.quota_count} {day} {hour} {draw.wall!r}"
+            f" {draw.facts.quota_count} {day} {hour} {draw.wall!r} {deadline!r}"
         )
         anchor, plan_text = self._static_args(draw.rule.pool, draw.plan, draw.caps, day)
         args: list[str | bytes] = [
@@ -78,6 +83,8 @@ class ScriptCodec:
     def interpret(self, draw: Draw, reply: Sequence[Any]) -> tuple[Decision, list[StateJunk]]:
         """The Decision for a select.lua reply, and the junk the script stepped over."""
         status, stage_no, endpoint, weight, junk_raw, verdicts_raw = reply
+        if _text(status) == "late":
+            raise Late("select.lua ran after its deadline and did nothing")
         junk = [_junk(_text(j)) for j in junk_raw]
         verdicts = tuple(_verdict(draw.plan, _text(v)) for v in verdicts_raw)
         planner = self.planner

@@ -26,7 +26,7 @@ from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.decision.quota import QuotaBook
-from smtp_balancer.decision.script import ScriptCodec
+from smtp_balancer.decision.script import Late, ScriptCodec
 from smtp_balancer.engine.breaker import Breaker
 from smtp_balancer.engine.junk import JunkReporter
 from smtp_balancer.engine.leases import LeaseService
@@ -39,6 +39,8 @@ from smtp_balancer.state.client import describe
 from smtp_balancer.state.live import LiveState
 
 log = logging.getLogger("smtp_balancer.engine")
+
+DEADLINE_SHARE = 0.8  # of the decision budget, for select.lua's deadline
 
 
 @dataclass(slots=True)
@@ -203,7 +205,11 @@ class Engine:
     async def _by_script(self, draw: Draw) -> Decision:
         if not self.breaker.allows():
             return self._degraded(draw, "circuit_open")
-        keys, args = self.codec.encode(draw)
+        offset = self.channel.redis_offset_s
+        # the script refuses to count once most of the budget is gone: past that, its
+        # reply may arrive after we have decided without it (a stranded quota unit)
+        deadline = 0.0 if offset is None else time.time() + offset + self.budget_s * DEADLINE_SHARE
+        keys, args = self.codec.encode(draw, deadline)
         try:
             # asyncio.timeout, not wait_for: no extra Task per decision
             async with asyncio.timeout(self.budget_s):
@@ -216,9 +222,13 @@ class Engine:
             return self._failed(draw, "script_error", str(exc))
         except (RedisError, OSError) as exc:
             return self._failed(draw, "redis_error", f"{type(exc).__name__}: {exc}")
+        try:
+            decision, junk = self.codec.interpret(draw, reply)
+        except Late as exc:
+            metrics.SCRIPT_LATE.inc()
+            return self._failed(draw, "timeout", str(exc))
         self.breaker.succeeded()
         self.mirror.refresh_soon()
-        decision, junk = self.codec.interpret(draw, reply)
         if junk:
             self.junk.report(junk)
         return decision

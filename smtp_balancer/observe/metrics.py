@@ -39,6 +39,11 @@ for _reason in DEGRADED_REASONS:
     # exported at 0 from the start: "no degraded decisions" must be a series, not an absence
     DEGRADED.labels(_reason)
 
+SCRIPT_LATE = Counter(
+    "smtp_balancer_script_late_total",
+    "select.lua calls that ran after their deadline and counted nothing (the decision degraded)",
+)
+
 QUOTA_LEASED = Gauge(
     "smtp_balancer_quota_leased_units",
     "Warm-up quota units this process has reserved in Redis and not yet spent",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +39,17 @@ def pack_command(args: tuple[Any, ...]) -> bytes:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+def _offset(reply: object, sent_at: float, received_at: float) -> float | None:
+    """Redis's clock minus ours from a TIME reply, taken at the round trip's midpoint."""
+    if not isinstance(reply, list) or len(reply) != 2:
+        return None  # refused (an ACL without +time): scripts then get no deadline
+    try:
+        redis_now = int(reply[0]) + int(reply[1]) / 1e6
+    except (TypeError, ValueError):
+        return None
+    return redis_now - (sent_at + received_at) / 2
 
 
 def _ssl_context(cfg: RedisConfig) -> ssl.SSLContext:
@@ -73,6 +85,9 @@ class ScriptChannel:
         self._flush_scheduled = False
         self._read_task: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()
+        # Redis's TIME minus our wall clock, measured at connect (None: unknown);
+        # scripts get deadlines in Redis's time, so clocks need not agree
+        self.redis_offset_s: float | None = None
 
     @property
     def connected(self) -> bool:
@@ -112,12 +127,16 @@ class ScriptChannel:
             if params.get("db"):
                 handshake.append(("SELECT", params["db"]))
             handshake.append(("CLIENT", "SETNAME", "smtp-balancer"))
+            handshake.append(("TIME",))
+            sent_at = time.time()
             replies = [self._send(cmd) for cmd in handshake]
             try:
                 for cmd, fut in zip(handshake, replies, strict=True):
                     result = await fut
-                    # a name only helps CLIENT LIST; an ACL may well refuse it
-                    if isinstance(result, ResponseError) and cmd[0] != "CLIENT":
+                    if cmd[0] == "TIME":
+                        self.redis_offset_s = _offset(result, sent_at, time.time())
+                    # a name only helps CLIENT LIST, and TIME only deadlines: an ACL may refuse them
+                    elif isinstance(result, ResponseError) and cmd[0] != "CLIENT":
                         # AUTH/SELECT refused: a connection problem, not a script one
                         raise RedisConnectionError(
                             f"Redis refused the connection setup: {result}"
@@ -129,6 +148,7 @@ class ScriptChannel:
     def reset(self, why: str = "connection reset") -> None:
         """Drop the connection and fail everything still waiting on it."""
         writer, self._writer, self._reader = self._writer, None, None
+        self.redis_offset_s = None
         if self._read_task is not None:
             self._read_task.cancel()
             self._read_task = None

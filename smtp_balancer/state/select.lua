@@ -4,8 +4,9 @@
 -- KEYS[1]  the first stage's weights key. It routes the call in Redis Cluster:
 --          every key this script touches starts with the same {prefix} hash tag
 --          (base), so all of them live in KEYS[1]'s slot.
--- ARGV[1]  "base commit explain r n day hour now"   (one string: fewer arguments to pack;
---          now: the decider's clock in epoch seconds, for a quarantine's `until`)
+-- ARGV[1]  "base commit explain r n day hour now deadline"   (one string: fewer arguments
+--          to pack; now: the decider's clock in epoch seconds, for a quarantine's `until`;
+--          deadline: Redis TIME after which the decider has given up waiting, 0 = none)
 -- ARGV[2]  plan, JSON: one [pool, spread, ignore_caps (0/1), [endpoint...], [YAML weight...],
 --          [day cap...], [hour cap...]] per stage, in order (caps -1 = none; both cap
 --          lists empty when no member of the stage is capped)
@@ -20,13 +21,23 @@
 -- Key names must match smtp_balancer/state/keys.py; values are read with the
 -- grammar of values.lua, which state/scripts.py prepends.
 
-local base, commit, explain, r, n, day, hour, now_s =
-  string.match(ARGV[1], '^(%S+) (%d) (%d) (%S+) (%d+) (%d+) (%d+) (%S+)$')
+local base, commit, explain, r, n, day, hour, now_s, deadline =
+  string.match(ARGV[1], '^(%S+) (%d) (%d) (%S+) (%d+) (%d+) (%d+) (%S+) (%S+)$')
 commit = commit == '1'
 explain = explain == '1'
 r = tonumber(r)
 n = tonumber(n)
 now_s = tonumber(now_s)
+
+-- a decider that gave up waiting has decided without us: count nothing for it, or
+-- its quota unit would be spent on a message that leaves by another route
+deadline = tonumber(deadline)
+if deadline and deadline > 0 then
+  local t = redis.pcall('TIME')  -- pcall: an ACL without +time only loses the check
+  if type(t) == 'table' and t[1] and tonumber(t[1]) + tonumber(t[2]) / 1e6 > deadline then
+    return {'late', 0, '', 0, {}, {}}
+  end
+end
 
 local provs = {}
 for p, c in string.gmatch(ARGV[3], '([^ ,]+) (%d+)') do provs[#provs + 1] = {p, tonumber(c)} end

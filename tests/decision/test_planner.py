@@ -50,7 +50,7 @@ def test_script_arguments_layout():
     keys, args = ScriptCodec(planner).encode(call)
     assert keys == [b"{sb}:pool:p:weights"]
     header, plan, providers, hashes = args
-    assert header == f"{{sb}}: 1 0 {call.r!r} 3 20261124 2026112410 {call.wall!r}"
+    assert header == f"{{sb}}: 1 0 {call.r!r} 3 20261124 2026112410 {call.wall!r} 0.0"
     assert json.loads(plan) == [
         ["p", 1, 0, ["a", "b"], [3, 1], [-1, 5], [-1, -1]],
         ["q", 1, 0, ["r"], [1], [], []],  # no member capped: no cap lists

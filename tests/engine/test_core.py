@@ -17,6 +17,7 @@ import redis
 from integration.redis_server import RedisServer
 from integration.statistics import assert_shares
 from integration.workloads import decide_many
+from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine, ThreadedEngine
 from smtp_balancer.observe import metrics
@@ -546,3 +547,24 @@ async def test_leases_are_given_back_at_close(make_config, rdb):
     # what was leased and not spent went back: the counter holds exactly what out2 took
     assert int(rdb.hget("{sb}:count:out2:day:20261124", "total")) == seen["out2"]
     assert int(rdb.hget("{sb}:count:out2:day:20261124", "google")) == seen["out2"]
+
+
+async def test_a_script_run_after_its_deadline_counts_nothing(make_config, rdb, redis_server: RedisServer):
+    """A stalled Redis runs the queued select.lua calls after the decisions have given up
+    and degraded: those calls must not count quota for routes the mail did not take."""
+    config = make_config({"decision": {"local": False, "budget_ms": 100, "retry_after_ms": 10}})
+    engine = Engine(config, FixedClock(NOW))
+    sleeper = redis_server.client()
+    try:
+        assert await engine.start() and engine.channel.redis_offset_s is not None
+        blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", "0.6"))
+        blocker.start()
+        time.sleep(0.15)
+        decisions = await asyncio.gather(*(engine.decide(gmail(i), now=NOW) for i in range(20)))
+        blocker.join()
+        assert all(d.degraded for d in decisions)
+        time.sleep(0.3)  # whatever Redis still had queued has run by now
+        assert rdb.keys("{sb}:count:*") == []
+    finally:
+        sleeper.close()
+        await engine.aclose()
