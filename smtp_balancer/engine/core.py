@@ -162,6 +162,7 @@ class Engine:
 
     async def settle_pending(self, pending: Pending) -> Decision:
         """Settle what ``decide_now`` could not: select.lua, or degraded. Never raises."""
+        self._start_background()  # a caller that never called start() still gets a mirror
         return await self._decide(pending.facts, pending.draw, commit=True, explain=False, now=None)
 
     async def decide(
