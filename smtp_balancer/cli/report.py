@@ -6,8 +6,18 @@ from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.durations import format_duration
 from smtp_balancer.state.admin import Snapshot
 
+# C0 and C1 controls and DEL: a reason written into Redis could otherwise move the
+# cursor, recolour the terminal or draw a fake row with a newline
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as \\xNN."""
+    return text.translate(_CONTROLS)
+
 
 def table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
@@ -38,6 +48,7 @@ def explain_report(facts: Facts, decision: Decision) -> str:
         }[decision.outcome]
     out.append(f"pick:      {pick}")
     out.append(f"reason:    {decision.reason}{' [DEGRADED: Redis not used]' if decision.degraded else ''}")
+    out = [printable(line) for line in out]
     out.append("(dry run: no quota consumed)")
     return "\n".join(out)
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.config.references import ConfigError, reference_errors
+from smtp_balancer.config.yaml_reader import YamlProblem, read_yaml
 
 DEFAULT_CONFIG_PATH = "/etc/smtp-balancer/config.yaml"
 CONFIG_ENV = "SMTP_BALANCER_CONFIG"
@@ -44,19 +45,24 @@ def load_config(path: str | os.PathLike[str]) -> BalancerConfig:
 
 def parse_config(text: str, source: str = "<config>") -> BalancerConfig:
     try:
-        raw = yaml.safe_load(text)
+        raw, duplicates = read_yaml(text)
+    except YamlProblem as exc:
+        raise ConfigInvalid(source, exc.errors) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigInvalid(source, [("", f"YAML syntax error at {where}{problem}")]) from exc
     if not isinstance(raw, Mapping):
-        raise ConfigInvalid(source, [("", "the config must be a YAML mapping")])
-    return validate_config(raw, source)
+        raise ConfigInvalid(source, [*duplicates, ("", "the config must be a YAML mapping")])
+    return validate_config(raw, source, duplicates)
 
 
-def validate_config(raw: Mapping[str, Any], source: str = "<config>") -> BalancerConfig:
-    errors: list[ConfigError] = []
+def validate_config(
+    raw: Mapping[str, Any], source: str = "<config>", earlier: list[ConfigError] | None = None
+) -> BalancerConfig:
+    """``earlier``: errors found while reading (duplicate keys), reported with the rest."""
+    errors: list[ConfigError] = list(earlier or [])
     config: BalancerConfig | None = None
     try:
         config = BalancerConfig.model_validate(raw)

@@ -105,8 +105,26 @@ def describe(cfg: RedisConfig) -> str:
     """Where we connect, for log lines: never the password."""
     if cfg.sentinel:
         return f"sentinel {','.join(cfg.sentinel.hosts)} service {cfg.sentinel.service_name}"
-    url = cfg.url
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        url = f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return url + (f" as {cfg.username}" if cfg.username else "")
+    return redact_url(cfg.url) + (f" as {cfg.username}" if cfg.username else "")
+
+
+# query parameters that can carry a secret in a Redis URL (redis-py reads ?password=)
+_SECRET_PARAMS = frozenset({"password", "pass", "passwd", "pwd", "auth", "secret", "token", "key"})
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit for a log line: userinfo and secret query parameters as ***."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, qsep, query = rest.partition("?")
+    head, slash, path = rest.partition("/")
+    if "@" in head:
+        head = "***@" + head.rpartition("@")[2]
+    if qsep:
+        params = []
+        for part in query.split("&"):
+            name, eq, _ = part.partition("=")
+            params.append(f"{name}=***" if eq and name.lower() in _SECRET_PARAMS else part)
+        query = "&".join(params)
+    return f"{scheme}://{head}{slash}{path}{qsep}{query}"

@@ -154,3 +154,17 @@ def test_console_script_installed():
         check=True,
     )
     assert "explain" in out.stdout and "render" in out.stdout
+
+
+def test_control_characters_from_redis_are_escaped_in_status_and_explain(cli, rdb: redis.Redis):
+    reason = "evil\x1b[31mRED\nout9      1 (yaml)  active  fake row\x07"
+    rdb.set("{sb}:suspend:out2:google", reason, ex=600)
+    rdb.hset("{sb}:endpoint:out1:state", mapping={"state": "drained", "reason": "x\r\x9bpwn"})
+    for args in (("status",), ("explain", "--sender", "a@shop.test", "--rcpt", "b@gmail.com")):
+        code, out, _ = cli(*args)
+        assert code == 0
+        assert not any(ch in out for ch in "\x1b\x07\r\x9b"), repr(out)
+        rows = [line for line in out.splitlines() if line.lstrip().startswith("out9")]
+        assert rows == []  # the newline did not draw a row of its own
+    _, out, _ = cli("status")
+    assert "evil\\x1b[31mRED\\x0aout9" in out

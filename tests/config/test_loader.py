@@ -177,3 +177,37 @@ def test_daemon_sections(section: str, path: str, message: str):
     with pytest.raises(ConfigInvalid) as info:
         parse_config(section + "\nendpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n")
     assert any(p == path and message in m for p, m in info.value.errors), info.value.errors
+
+
+def test_a_duplicate_key_is_an_error_with_its_path_and_line():
+    text = (
+        "endpoints:\n"
+        "  out3: {bind_address: 127.0.0.4, warmup: {start: 2026-11-20, schedule: standard}}\n"
+        "  out3: {bind_address: 127.0.0.4}\n"
+        "pools:\n  p: {endpoints: [{endpoint: out3}]}\nrules: [{name: all, pool: p}]\n"
+    )
+    with pytest.raises(ConfigInvalid) as info:
+        parse_config(text)
+    assert (
+        "endpoints.out3",
+        "duplicate key at line 3 (first at line 2): the YAML is ambiguous",
+    ) in info.value.errors
+
+
+@pytest.mark.parametrize("day", ["2026-13-45", "2026-02-30"])
+def test_an_impossible_date_is_a_path_error_alongside_the_others(day: str):
+    text = (
+        f"endpoints:\n  out1: {{bind_address: 127.0.0.2, warmup: {{start: {day}, schedule: standard}}}}\n"
+        "  out2: {bind_address: not-an-ip}\n"
+        "pools:\n  p: {endpoints: [{endpoint: out1}, {endpoint: out2}]}\nrules: [{name: all, pool: p}]\n"
+    )
+    with pytest.raises(ConfigInvalid) as info:
+        parse_config(text)
+    paths = [path for path, _ in info.value.errors]
+    assert "endpoints.out1.warmup.start" in paths and "endpoints.out2.bind_address" in paths
+
+
+def test_a_deeply_nested_document_is_refused_without_a_traceback():
+    with pytest.raises(ConfigInvalid) as info:
+        parse_config("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested deeper than 64 levels (line 1)" in str(info.value)

@@ -19,7 +19,7 @@ from smtp_balancer.config.model import RedisConfig
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.state.channel import ScriptChannel
-from smtp_balancer.state.client import sync_client
+from smtp_balancer.state.client import describe, sync_client
 from smtp_balancer.state.scripts import LuaScript
 from tests.conftest import BASE
 
@@ -200,3 +200,22 @@ async def test_sentinel_discovers_the_master(tmp_path: Path):
         sentinel.kill()
         sentinel.wait(timeout=10)
         master.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:S3cr3t@127.0.0.1:6379/0", "redis://***@127.0.0.1:6379/0"),
+        ("redis://u:S3cr3t@h:1/0?password=S3cr3t", "redis://***@h:1/0?password=***"),
+        ("redis://127.0.0.1:16391/0?password=S3cr3t", "redis://127.0.0.1:16391/0?password=***"),
+        (
+            "rediss://h:1/0?ssl_cert_reqs=none&Password=S3cr3t",
+            "rediss://h:1/0?ssl_cert_reqs=none&Password=***",
+        ),
+        ("unix:///run/redis.sock?db=2&password=S3cr3t", "unix:///run/redis.sock?db=2&password=***"),
+        ("redis://a:b@c@h:1", "redis://***@h:1"),
+    ],
+)
+def test_redis_urls_never_show_a_secret(url: str, shown: str):
+    assert describe(RedisConfig(url=url)) == shown and "S3cr3t" not in describe(RedisConfig(url=url))
