@@ -27,7 +27,7 @@ def libmilter_socket(listen: str) -> str:
 
 def run(config: BalancerConfig) -> int:
     cfg = config.milter
-    serve_metrics(cfg.metrics_listen, log)
+    serve_metrics(cfg.metrics_listen, log, "milter.metrics_listen")
     engine = ThreadedEngine(config)
     # as the policy daemon does: connect, load the script and take the first
     # live-state snapshot before the first message, not inside its budget

@@ -45,11 +45,15 @@ async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
 
 async def serve(config: BalancerConfig, path: str) -> None:
     raise_fd_limit()
-    serve_metrics(config.policyd.metrics_listen, log)
+    serve_metrics(config.policyd.metrics_listen, log, "policyd.metrics_listen")
     engine = Engine(config)
     await engine.start()
     server = PolicyServer(engine, config.policyd)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await engine.aclose()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -29,6 +29,7 @@ from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine, Pending
 from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.observe.logs import fields
+from smtp_balancer.observe.metrics import ListenError
 
 log = logging.getLogger("smtp_balancer.policyd")
 
@@ -61,14 +62,18 @@ class PolicyServer:
 
     async def start(self) -> None:
         for spec in self.config.listen:
-            if spec.startswith("unix:"):
-                self.servers.append(await self._unix(spec[5:]))
-            else:
-                host, port = parse_hostport(spec.removeprefix("inet:"))
-                server = await asyncio.get_running_loop().create_server(
-                    self._connection, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
-                )
-                self.servers.append(server)
+            try:
+                if spec.startswith("unix:"):
+                    self.servers.append(await self._unix(spec[5:]))
+                else:
+                    host, port = parse_hostport(spec.removeprefix("inet:"))
+                    server = await asyncio.get_running_loop().create_server(
+                        self._connection, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
+                    )
+                    self.servers.append(server)
+            except OSError as exc:
+                await self.close()
+                raise ListenError("policyd.listen", spec, exc) from exc
         log.info("policy service listening on %s", ", ".join(self.addresses))
 
     async def _unix(self, path: str) -> asyncio.AbstractServer:

@@ -18,6 +18,7 @@ from smtp_balancer.decision.facts import Facts
 from smtp_balancer.durations import parse_duration
 from smtp_balancer.engine import Engine
 from smtp_balancer.observe import logs
+from smtp_balancer.observe.metrics import ListenError
 from smtp_balancer.render import exim, postfix
 from smtp_balancer.state.admin import AdminError, StateAdmin
 from smtp_balancer.state.client import RedisSetupError, describe, sync_client
@@ -26,6 +27,7 @@ from smtp_balancer.state.keys import ALL_PROVIDERS
 EXIT_CONFIG = 2
 EXIT_REDIS = 3
 EXIT_USAGE = 4
+EXIT_LISTEN = 5
 
 
 def _config(args: argparse.Namespace) -> BalancerConfig:
@@ -285,6 +287,9 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
     except (AdminError, ValueError) as exc:
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ListenError as exc:
+        print(f"smtp-balancer: {exc}", file=sys.stderr)
+        return EXIT_LISTEN
     except RedisSetupError as exc:
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_REDIS

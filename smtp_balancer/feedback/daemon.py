@@ -195,7 +195,7 @@ class FeedbackDaemon:
 
 
 def run(config: BalancerConfig) -> int:
-    serve_metrics(config.feedback.metrics_listen, log)
+    serve_metrics(config.feedback.metrics_listen, log, "feedback.metrics_listen")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -7,6 +7,7 @@ config, never from a message or an address.
 from __future__ import annotations
 
 import logging
+import os
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 
@@ -69,11 +70,23 @@ def record_decision(pool: str | None, endpoint: str | None, rule: str | None, ou
     child.inc()
 
 
-def serve_metrics(listen: str, log: logging.Logger) -> None:
+class ListenError(Exception):
+    """A daemon cannot listen where its config says: the option, the address, why."""
+
+    def __init__(self, option: str, address: str, exc: OSError) -> None:
+        # asyncio wraps the bind error in a long text; the errno says it in a few words
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        super().__init__(f"{option} {address}: cannot listen: {why}")
+
+
+def serve_metrics(listen: str, log: logging.Logger, option: str = "metrics_listen") -> None:
     """Serve /metrics on ``host:port`` (a daemon thread); "" serves nothing."""
     if listen:
         # *_created series double every counter's cardinality and no dashboard uses them
         disable_created_metrics()
         host, port = parse_hostport(listen)
-        start_http_server(port, addr=host)
+        try:
+            start_http_server(port, addr=host)
+        except OSError as exc:
+            raise ListenError(option, listen, exc) from exc
         log.info("metrics on http://%s:%d/metrics", host, port)
