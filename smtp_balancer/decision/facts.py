@@ -34,10 +34,6 @@ class Facts:
         """How many deliveries this message costs against warm-up caps."""
         return max(self.recipient_count or 0, len(self.recipients), 1)
 
-    @property
-    def recipient_domains(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(domain_of(r) for r in self.recipients if "@" in r))
-
 
 @dataclass(frozen=True, slots=True)
 class Route:
