@@ -42,7 +42,9 @@ class PolicyServer:
     def __init__(self, engine: Engine, config: PolicydConfig) -> None:
         self.engine = engine
         self.config = config
-        self.join = InstanceJoin(config.join_max_instances, config.join_ttl_s)
+        self.join = InstanceJoin(
+            config.join_max_instances, config.join_ttl_s, max_bytes=config.join_max_bytes
+        )
         self.decisions = asyncio.Semaphore(config.max_concurrent_decisions)
         self.servers: list[asyncio.AbstractServer] = []
         self.connections = 0
@@ -55,7 +57,12 @@ class PolicyServer:
         if config.max_concurrent_decisions != self.config.max_concurrent_decisions:
             # decisions in flight keep the old semaphore; new ones take the new limit
             self.decisions = asyncio.Semaphore(config.max_concurrent_decisions)
-        self.join.max_instances, self.join.ttl_s = config.join_max_instances, config.join_ttl_s
+        join = self.join
+        join.max_instances, join.ttl_s, join.max_bytes = (
+            config.join_max_instances,
+            config.join_ttl_s,
+            config.join_max_bytes,
+        )
         # the rest (idle_timeout_s, max_connections, ...) is read from self.config as needed
         self.config = config.model_copy(update={name: getattr(self.config, name) for name in restart})
         return restart

@@ -27,18 +27,26 @@ MAX_RECIPIENTS_PER_INSTANCE = 10_000
 class _Pending:
     recipients: list[str]
     touched: float
+    size: int = 0  # bytes of the instance name and recipients held
 
 
 class InstanceJoin:
-    """Recipients per open message; bounded in count and age, so abandoned
-    transactions (client gone after RCPT) cannot grow it without end."""
+    """Recipients per open message; bounded in count, bytes and age, so abandoned
+    transactions (client gone after RCPT) cannot grow it without end. The oldest
+    message goes first."""
 
     def __init__(
-        self, max_instances: int = 50_000, ttl_s: float = 900.0, clock: Callable[[], float] = time.monotonic
+        self,
+        max_instances: int = 50_000,
+        ttl_s: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.max_instances = max_instances
         self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
         self.clock = clock
+        self.bytes = 0
         self._open: OrderedDict[str, _Pending] = OrderedDict()
 
     def __len__(self) -> int:
@@ -48,24 +56,35 @@ class InstanceJoin:
         now = self.clock()
         pending = self._open.get(instance)
         if pending is None:
-            pending = self._open[instance] = _Pending([], now)
+            pending = self._open[instance] = _Pending([], now, len(instance))
+            self.bytes += pending.size
         else:
             self._open.move_to_end(instance)
             pending.touched = now
         if recipient and len(pending.recipients) < MAX_RECIPIENTS_PER_INSTANCE:
             pending.recipients.append(recipient)
+            pending.size += len(recipient)
+            self.bytes += len(recipient)
         self._expire(now)
 
     def take(self, instance: str) -> list[str]:
         pending = self._open.pop(instance, None)
-        return pending.recipients if pending else []
+        if pending is None:
+            return []
+        self.bytes -= pending.size
+        return pending.recipients
 
     def _expire(self, now: float) -> None:
         while self._open:
             instance, oldest = next(iter(self._open.items()))
-            if len(self._open) <= self.max_instances and now - oldest.touched < self.ttl_s:
+            if (
+                len(self._open) <= self.max_instances
+                and self.bytes <= self.max_bytes
+                and now - oldest.touched < self.ttl_s
+            ):
                 return
             del self._open[instance]
+            self.bytes -= oldest.size
             metrics.JOINS_EVICTED.inc()
 
 

@@ -218,6 +218,9 @@ class PolicydConfig(Strict):
     collect_recipients: bool = True
     join_max_instances: int = Field(default=50_000, ge=100)
     join_ttl_s: int = Field(default=900, ge=10)
+    # recipients held for open messages, in bytes: a client that sends RCPTs and never
+    # DATA cannot make the daemon hold more than this
+    join_max_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
 
     @field_validator("listen")
     @classmethod

@@ -109,3 +109,17 @@ def test_reload_applies_live_settings_and_names_the_rest():
     assert restart == ["listen"]
     assert server.join.ttl_s == 60 and server.decisions._value == 8
     assert server.config.listen == ["inet:127.0.0.1:10040"]  # the socket in use stays
+
+
+def test_joins_are_bounded_in_bytes_oldest_first():
+    """20,000 RCPTs of 2 KB recipients held 40 MB before; now at most the byte budget."""
+    now = [0.0]
+    join = InstanceJoin(max_instances=50_000, ttl_s=900, clock=lambda: now[0], max_bytes=1024 * 1024)
+    evicted_before = metrics.JOINS_EVICTED._value.get()
+    big = "x" * 2_000 + "@example.test"
+    for i in range(20_000):
+        join.add(f"i{i}", big)
+    assert join.bytes <= 1024 * 1024
+    assert join.bytes == sum(len(f"i{i}") + len(big) for i in range(20_000 - len(join), 20_000))
+    assert metrics.JOINS_EVICTED._value.get() - evicted_before == 20_000 - len(join)
+    assert join.take("i0") == [] and join.take("i19999") == [big]  # the oldest went first
