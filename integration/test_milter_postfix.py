@@ -12,7 +12,7 @@ from collections import Counter
 from integration.configs import ENDPOINT_IP
 from integration.daemons import decision_lines
 from integration.waits import wait_until
-from smtp_balancer.clock import utc_now
+from integration.workloads import assert_counted_exactly
 
 BULK = {"Precedence": "bulk", "List-Unsubscribe": "<mailto:unsubscribe@shop.test>"}
 CLASS_POOLS = {
@@ -176,13 +176,5 @@ def test_with_both_daemons_each_message_is_decided_once(mail_system):
         ms.sendmail("app@shop.test", [f"local{i}@example{i % 5}.test"], 100 + i)
     got = ms.sink.wait_for(30, timeout=60)
     assert {m.peer_ip for m in got} <= set(ENDPOINT_IP.values())  # every message routed
-    day = utc_now().strftime("%Y%m%d")
-
-    def reserved() -> int:
-        return sum(int(ms.rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in ENDPOINT_IP)
-
-    # local decisions write their counts in batches every 50 ms: wait for the last batch,
-    # then make sure nothing more arrives (a message decided twice would count 31 or more)
-    wait_until(lambda: reserved() >= 30, timeout=10, what="30 units counted")
-    time.sleep(0.5)
-    assert reserved() == 30
+    # a message decided twice would count 31 or more
+    assert_counted_exactly(ms.rdb, ENDPOINT_IP, 30)

@@ -14,6 +14,7 @@ from integration.configs import ENDPOINT_IP, HELO
 from integration.daemons import decision_lines
 from integration.statistics import assert_shares
 from integration.waits import wait_until
+from integration.workloads import assert_counted_exactly, counted_today
 from smtp_balancer.clock import utc_now
 
 DEFAULT_ROUTE_IP = "127.0.0.1"  # Postfix's own smtp transport, no bind address
@@ -29,15 +30,7 @@ def test_weights_1_2_1_over_2000_messages(mail_system):
     for m in got:
         assert m.helo == HELO[m.peer_ip]
     # the decisions were Redis decisions, not degraded ones
-    day = utc_now().strftime("%Y%m%d")
-
-    def total() -> int:
-        return sum(int(ms.rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in ENDPOINT_IP)
-
-    # local decisions write their counts in batches every 50 ms: wait for the last one
-    wait_until(lambda: total() >= 2000, timeout=10, what="2000 units counted")
-    time.sleep(0.5)
-    assert total() == 2000
+    assert_counted_exactly(ms.rdb, ENDPOINT_IP, 2000)
 
 
 def test_live_drain_by_redis_cli_stops_new_mail(mail_system):
@@ -111,10 +104,9 @@ def test_three_recipients_at_three_domains_one_route_quota_three(mail_system):
 
 def test_redis_killed_mid_run_no_mail_lost_then_recovers(mail_system):
     ms = mail_system()
-    day = utc_now().strftime("%Y%m%d")
 
     def counted() -> int:
-        return sum(int(ms.rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in ENDPOINT_IP)
+        return counted_today(ms.rdb, ENDPOINT_IP)
 
     killer = threading.Thread(
         target=lambda: (time.sleep(0.3), ms.redis.stop())  # mid-run, while mail flows

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 
 import redis
 
-from smtp_balancer.clock import FixedClock
+from integration.waits import wait_until
+from smtp_balancer.clock import FixedClock, utc_now
 from smtp_balancer.config import load_config
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
@@ -108,3 +111,18 @@ def stored_outcomes(client: redis.Redis) -> int:
         for key in client.scan_iter(match="{sb}:outcomes:*", count=1000)
         for v in client.hgetall(key).values()
     )
+
+
+def counted_today(client: redis.Redis, endpoints: Iterable[str]) -> int:
+    """Warm-up units counted today (the process clock's UTC day) over these endpoints."""
+    day = utc_now().strftime("%Y%m%d")
+    return sum(int(client.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in endpoints)
+
+
+def assert_counted_exactly(client: redis.Redis, endpoints: Iterable[str], expected: int) -> None:
+    """Exactly ``expected`` units counted. Local decisions write their counts in batches
+    every 50 ms: wait for the last batch, then make sure nothing more arrives."""
+    names = list(endpoints)
+    wait_until(lambda: counted_today(client, names) >= expected, timeout=10, what=f"{expected} units counted")
+    time.sleep(0.5)
+    assert counted_today(client, names) == expected

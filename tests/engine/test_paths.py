@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -21,14 +21,21 @@ from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine
 
-NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)  # the injected clock: every date below derives from it
+DAY = NOW.strftime("%Y%m%d")
+TODAY = NOW.date().isoformat()
 N = 20_000
 WEIGHTS = {"out1": 2, "out2": 3, "out3": 4, "out4": 1}
 THROTTLE = 0.5  # out3, for every provider
 
 FOUR = {
     "endpoints": {f"out{i}": {"bind_address": f"127.0.0.{i + 1}"} for i in range(1, 5)}
-    | {"out1": {"bind_address": "127.0.0.2", "warmup": {"start": "2026-11-24", "schedule": [100_000]}}},
+    | {
+        "out1": {
+            "bind_address": "127.0.0.2",
+            "warmup": {"start": TODAY, "schedule": [100_000]},
+        }
+    },
     "pools": {"main": {"endpoints": [{"endpoint": e, "weight": w} for e, w in WEIGHTS.items()]}},
     "rules": [{"name": "all", "pool": "main"}],
 }
@@ -36,7 +43,7 @@ FOUR = {
 
 def _state(rdb: redis.Redis) -> None:
     """out1 warming with its cap partly used, out2 suspended for google, out3 throttled, out4 drained."""
-    rdb.hset("{sb}:count:out1:day:20261124", "total", 1_000)
+    rdb.hset(f"{{sb}}:count:out1:day:{DAY}", "total", 1_000)
     rdb.set("{sb}:suspend:out2:google", "rule gmail-421: 421-4.7.28", ex=3600)
     rdb.set("{sb}:throttle:out3:all", f"{THROTTLE} rule slow", ex=3600)
     rdb.hset("{sb}:endpoint:out4:state", mapping={"state": "drained", "reason": "test"})
@@ -110,7 +117,7 @@ async def test_script_path(make_config, rdb, provider):
         await engine.aclose()
     _assert_shares(seen, provider, warming_counts=True)
     assert set(by_path) == {"script"}
-    assert int(rdb.hget("{sb}:count:out1:day:20261124", "total")) == 1_000 + seen["out1"]
+    assert int(rdb.hget(f"{{sb}}:count:out1:day:{DAY}", "total")) == 1_000 + seen["out1"]
 
 
 @pytest.mark.parametrize("provider", ["google", "yahoo"])
@@ -140,7 +147,7 @@ async def test_a_warming_endpoint_under_its_cap_gets_its_weight_share_and_then_e
 ):
     """The starving warming IP: in local mode its share was 3-8% instead of 25%, because a
     short lease made the message draw again. One draw per message, settled by Redis."""
-    config = make_config({"endpoints": {"out3": {"warmup": {"start": "2026-11-24", "schedule": [600]}}}})
+    config = make_config({"endpoints": {"out3": {"warmup": {"start": TODAY, "schedule": [600]}}}})
     engine = Engine(config, FixedClock(NOW))
     engine.planner.rng = random.Random("warming")
     picks: list[str] = []
@@ -152,7 +159,7 @@ async def test_a_warming_endpoint_under_its_cap_gets_its_weight_share_and_then_e
     finally:
         await engine.aclose()
     assert picks.count("out3") == 600
-    assert int(rdb.hget("{sb}:count:out3:day:20261124", "total")) == 600
+    assert int(rdb.hget(f"{{sb}}:count:out3:day:{DAY}", "total")) == 600
     # until the cap is reached, out3's share is its weight, 1 of 4
     before_cap = picks[: [i for i, e in enumerate(picks) if e == "out3"][-1]]
     assert_binomial(before_cap.count("out3"), len(before_cap), 0.25)
@@ -160,9 +167,10 @@ async def test_a_warming_endpoint_under_its_cap_gets_its_weight_share_and_then_e
 
 async def test_the_day_boundary_moves_counters_and_caps_with_the_clock(make_config, rdb):
     """At 23:59:58 UTC a warming endpoint spends day 1's cap; four seconds later, day 2's."""
-    clock = FixedClock(datetime(2026, 11, 24, 23, 59, 58, tzinfo=UTC))
+    clock = FixedClock(NOW.replace(hour=23, minute=59, second=58))
+    next_day = (NOW + timedelta(days=1)).strftime("%Y%m%d")
     only_out3 = {"pools": {"main": {"endpoints": [{"endpoint": "out3", "weight": 1}]}}}
-    warm = {"endpoints": {"out3": {"warmup": {"start": "2026-11-24", "schedule": [5, 7]}}}}
+    warm = {"endpoints": {"out3": {"warmup": {"start": TODAY, "schedule": [5, 7]}}}}
     engine = Engine(make_config({**only_out3, **warm}), clock)
     try:
         assert await engine.start()
@@ -172,5 +180,5 @@ async def test_the_day_boundary_moves_counters_and_caps_with_the_clock(make_conf
     finally:
         await engine.aclose()
     assert first.count("out3") == 5 and second.count("out3") == 7
-    assert rdb.hget("{sb}:count:out3:day:20261124", "total") == "5"
-    assert rdb.hget("{sb}:count:out3:day:20261125", "total") == "7"
+    assert rdb.hget(f"{{sb}}:count:out3:day:{DAY}", "total") == "5"
+    assert rdb.hget(f"{{sb}}:count:out3:day:{next_day}", "total") == "7"
