@@ -113,7 +113,10 @@ class ProviderTable:
         return set(self.by_domain.values()) | {name for _, name in self.mx_suffixes}
 
     def for_domain(self, domain: str) -> str:
-        domain = domain.lower().rstrip(".")
+        return self._provider(domain.lower().rstrip("."))
+
+    def _provider(self, domain: str) -> str:
+        """The provider of a normalised domain (as ``domain_of`` returns it)."""
         known = self.by_domain.get(domain)
         if known is None and self.learned is not None:
             known = self.learned(domain)
@@ -126,18 +129,12 @@ class ProviderTable:
                 return name
         return OTHER
 
-    def for_recipients(self, recipients: Iterable[str]) -> dict[str, int]:
-        """Recipient count per provider, in first-seen order."""
-        return self.for_domains([domain_of(rcpt) for rcpt in recipients])
-
     def for_domains(self, domains: Iterable[str]) -> dict[str, int]:
-        """Recipient count per provider, from each recipient's domain (``domain_of``)."""
+        """Recipient count per provider, in first-seen order, from each recipient's
+        domain (``domain_of``: already normalised)."""
         counts: dict[str, int] = {}
-        by_domain, learned = self.by_domain, self.learned
         for domain in domains:
-            provider = by_domain.get(domain)
-            if provider is None:
-                provider = (learned(domain) if learned is not None else None) or OTHER
+            provider = self._provider(domain)
             counts[provider] = counts.get(provider, 0) + 1
         return counts
 

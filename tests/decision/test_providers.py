@@ -1,4 +1,4 @@
-from smtp_balancer.decision.providers import ProviderSpec, ProviderTable
+from smtp_balancer.decision.providers import ProviderSpec, ProviderTable, domain_of
 
 
 def test_domains_and_mx_suffixes():
@@ -11,7 +11,8 @@ def test_domains_and_mx_suffixes():
     assert t.for_mx("mta7.am0.yahoodns.net.") == "yahoo"
     assert t.for_mx("a.mx.corp.test") == "corp"
     assert t.for_mx("notgoogle.com") == "other"
-    assert t.for_recipients(["a@gmail.com", "b@googlemail.com", "c@x.test"]) == {"google": 2, "other": 1}
+    rcpts = ["a@gmail.com", "b@googlemail.com", "c@x.test"]
+    assert t.for_domains([domain_of(r) for r in rcpts]) == {"google": 2, "other": 1}
 
 
 def test_yaml_extends_a_builtin_provider():
