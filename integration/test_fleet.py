@@ -22,6 +22,7 @@ from integration.postfix import PostfixInstance, make_shared_dir
 from integration.sink import Sink, free_port
 from integration.statistics import assert_binomial
 from integration.submit import send_many
+from integration.waits import wait_until
 from smtp_balancer.clock import utc_now
 
 CAP = 50
@@ -80,11 +81,13 @@ def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share():
         by_ip = Counter(m.peer_ip for m in got)
         assert by_ip["127.0.0.4"] == CAP, by_ip  # out3, fleet-wide
 
-        # the decisions of both daemons, in time order, up to out3's last one
-        lines = sorted(
-            (line for _, policyd in hosts for line in decision_lines(policyd.log_path)),
-            key=lambda line: line["ts"],
-        )
+        # the decisions of both daemons, in time order, up to out3's last one; info lines
+        # are written every 0.2 s, so the last ones may still be on their way
+        def all_lines() -> list[dict[str, str]]:
+            return [line for _, policyd in hosts for line in decision_lines(policyd.log_path)]
+
+        wait_until(lambda: len(all_lines()) >= 2 * PER_HOST, timeout=10, what="every decision line")
+        lines = sorted(all_lines(), key=lambda line: line["ts"])
         picks = [line.get("endpoint", "") for line in lines]
         assert picks.count("out3") == CAP and len(picks) == 2 * PER_HOST
         before_cap = picks[: max(i for i, e in enumerate(picks) if e == "out3")]
