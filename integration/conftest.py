@@ -45,8 +45,8 @@ def base_config(redis_url: str, policy_port: int, metrics_port: int) -> dict[str
     }
 
 
-def start_redis(base: Path, started: list[Callable[[], None]]) -> RedisServer:
-    redis_server = RedisServer(base / "redis")
+def start_redis(base: Path, started: list[Callable[[], None]], password: str | None = None) -> RedisServer:
+    redis_server = RedisServer(base / "redis", password=password)
     redis_server.start()
     started.append(redis_server.stop)
     return redis_server
@@ -133,10 +133,18 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         feedback: bool = False,
         domains: list[str] | None = None,
         log_format: str = "logfmt",
+        redis_password: str | None = None,
+        redis_setup: Callable[[RedisServer], None] | None = None,
+        env: dict[str, dict[str, str]] | None = None,
     ) -> MailSystem:
+        """``redis_password``: requirepass for the default user; ``redis_setup`` runs
+        before any daemon starts (ACL users); ``env``: per daemon name, added variables."""
         base = make_shared_dir("sb-it-")
         bases.append(base)
-        redis_server = start_redis(base, started)
+        env = env or {}
+        redis_server = start_redis(base, started, redis_password)
+        if redis_setup is not None:
+            redis_setup(redis_server)
         sink = Sink()
         sink.start()
         sinks.append(sink)
@@ -163,12 +171,19 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         config_path = write_config(
             base, base_config(redis_server.url, policy_port, metrics_port), harness, extra
         )
-        policyd = PolicydProcess(config_path, policy_port, base / "policyd.log", log_format=log_format)
+        policyd = PolicydProcess(
+            config_path, policy_port, base / "policyd.log", log_format=log_format, env=env.get("policyd")
+        )
         if policy:
             policyd.start()
             started.append(policyd.stop)
         milter_process = DaemonProcess(
-            "milter", config_path, base / "milter.log", unix_ready(milter_socket), log_format=log_format
+            "milter",
+            config_path,
+            base / "milter.log",
+            unix_ready(milter_socket),
+            log_format=log_format,
+            env=env.get("milter"),
         )
         if milter:
             subprocess.run(
@@ -189,7 +204,11 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         started.append(postfix.stop)
         postfix.start()
         feedback_process = DaemonProcess(
-            "feedback", config_path, base / "feedback.log", tcp_ready(feedback_metrics)
+            "feedback",
+            config_path,
+            base / "feedback.log",
+            tcp_ready(feedback_metrics),
+            env=env.get("feedback"),
         )
         if feedback:
             feedback_process.start()

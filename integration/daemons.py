@@ -51,8 +51,11 @@ class DaemonProcess:
         ready: Callable[[], bool],
         log_level: str = "info",
         log_format: str = "logfmt",
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``env``: variables added to this daemon's environment (a systemd unit's Environment=)."""
         self.command = command
+        self.env = env
         self.config_path = config_path
         self.log_path = log_path
         self.ready = ready
@@ -66,6 +69,7 @@ class DaemonProcess:
                 self.argv(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env else None,
             )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -118,8 +122,9 @@ class PolicydProcess(DaemonProcess):
         log_path: Path,
         log_level: str = "info",
         log_format: str = "logfmt",
+        env: dict[str, str] | None = None,
     ) -> None:
-        super().__init__("policyd", config_path, log_path, tcp_ready(port), log_level, log_format)
+        super().__init__("policyd", config_path, log_path, tcp_ready(port), log_level, log_format, env)
         self.port = port
 
 

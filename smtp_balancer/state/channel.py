@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from smtp_balancer.config.model import RedisConfig
-from smtp_balancer.state.client import resolve_password, sentinel_kwargs
+from smtp_balancer.state.client import resolve_password, resolve_username, sentinel_kwargs
 from smtp_balancer.state.scripts import LuaScript
 
 MAX_PENDING = 100_000  # beyond this Redis is not keeping up: fail fast, the engine degrades
@@ -119,7 +119,7 @@ class ScriptChannel:
             self._reader, self._writer = reader, writer
             self._read_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
             params = self._params
-            username = self.cfg.username or params.get("username")
+            username = resolve_username(self.cfg) or params.get("username")
             password = resolve_password(self.cfg) or params.get("password")
             handshake: list[tuple[Any, ...]] = []
             if password:

@@ -18,6 +18,8 @@ import redis.sentinel
 from smtp_balancer.config.model import RedisConfig
 
 PASSWORD_ENV = "SMTP_BALANCER_REDIS_PASSWORD"
+# one ACL user per daemon from one shared YAML: each systemd unit sets its own
+USERNAME_ENV = "SMTP_BALANCER_REDIS_USERNAME"
 
 
 class RedisSetupError(Exception):
@@ -29,6 +31,10 @@ def _read_secret(path: str) -> str:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise RedisSetupError(f"cannot read Redis password file {path}: {exc.strerror}") from exc
+
+
+def resolve_username(cfg: RedisConfig) -> str | None:
+    return os.environ.get(USERNAME_ENV) or cfg.username
 
 
 def resolve_password(cfg: RedisConfig) -> str | None:
@@ -64,8 +70,9 @@ def _client_kwargs(cfg: RedisConfig, timeout_s: float) -> dict[str, Any]:
         kwargs["max_connections"] = cfg.max_connections
         if cfg.url.startswith("rediss://"):
             kwargs.update(_tls_kwargs(cfg))
-    if cfg.username:
-        kwargs["username"] = cfg.username
+    username = resolve_username(cfg)
+    if username:
+        kwargs["username"] = username
     password = resolve_password(cfg)
     if password:
         kwargs["password"] = password
@@ -98,14 +105,19 @@ def sync_client(cfg: RedisConfig, timeout_s: float | None = None) -> redis.Redis
         return redis.sentinel.Sentinel(hosts, sentinel_kwargs=skw, **kwargs).master_for(
             cfg.sentinel.service_name
         )
-    return redis.Redis.from_url(cfg.url, **kwargs)
+    pool = redis.ConnectionPool.from_url(cfg.url, **kwargs)
+    # from_url lets the URL's credentials win; ours (env, file, YAML field) come first,
+    # as they do for the daemons' ScriptChannel
+    pool.connection_kwargs.update({k: kwargs[k] for k in ("username", "password") if k in kwargs})
+    return redis.Redis(connection_pool=pool)
 
 
 def describe(cfg: RedisConfig) -> str:
     """Where we connect, for log lines: never the password."""
     if cfg.sentinel:
         return f"sentinel {','.join(cfg.sentinel.hosts)} service {cfg.sentinel.service_name}"
-    return redact_url(cfg.url) + (f" as {cfg.username}" if cfg.username else "")
+    username = resolve_username(cfg)
+    return redact_url(cfg.url) + (f" as {username}" if username else "")
 
 
 # query parameters that can carry a secret in a Redis URL (redis-py reads ?password=)

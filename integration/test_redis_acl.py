@@ -1,0 +1,167 @@
+"""The README's Redis ACL lines, applied as written to a real redis-server, and no
+secret in any output (issue #14).
+
+Real Postfix sends through policyd (SMTP) and the milter (sendmail), the
+feedback daemon reads the delivery log, and the CLI runs every state command,
+each as its own ACL user from the README. Redis's ACL LOG must stay empty, and
+no password may appear in a daemon log, a /metrics page or CLI output,
+including the error paths (a wrong password, an unusable Redis).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from integration.daemons import CLI, DaemonProcess, tcp_ready
+from integration.redis_server import RedisServer
+from integration.waits import wait_until
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+ADMIN_PASSWORD = "admin-pw-Zq81"  # requirepass of the default user
+WRONG_PASSWORD = "wrong-pw-Kx27"
+
+
+def readme_acl_lines() -> dict[str, list[str]]:
+    """Each ``ACL SETUSER`` line of the README, split as redis-cli would, by user."""
+    lines = [line for line in README.read_text().splitlines() if line.startswith("ACL SETUSER ")]
+    return {shlex.split(line)[2]: shlex.split(line) for line in lines}
+
+
+def password_of(words: list[str]) -> str:
+    return next(w[1:] for w in words if w.startswith(">"))
+
+
+ACL = readme_acl_lines()
+SECRETS = [ADMIN_PASSWORD, WRONG_PASSWORD, *(password_of(words) for words in ACL.values())]
+
+
+def apply_readme_lines(server: RedisServer) -> None:
+    admin = server.client()
+    try:
+        for words in ACL.values():
+            assert admin.execute_command(*words) == "OK"
+        admin.execute_command("ACL", "LOG", "RESET")
+    finally:
+        admin.close()
+
+
+def user_env(user: str, password: str | None = None) -> dict[str, str]:
+    return {
+        "SMTP_BALANCER_REDIS_USERNAME": user,
+        "SMTP_BALANCER_REDIS_PASSWORD": password or password_of(ACL[user]),
+    }
+
+
+def assert_no_secret(where: str, text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, f"{where} shows a secret"
+
+
+def metrics_text(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, "-c", str(config), *args], capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def test_readme_has_a_line_for_each_part():
+    assert set(ACL) == {"sb-policyd", "sb-milter", "sb-feedback", "sb-cli"}
+    for words in ACL.values():
+        assert "~{sb}:*" in words and "-@all" in words  # only our keys, only listed commands
+
+
+def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_system, tmp_path):
+    import os
+
+    # the YAML carries the CLI's user, its password in the URL query; the daemons
+    # take theirs from the environment, as the README's systemd drop-in does
+    ms = mail_system(
+        {"redis": {"username": "sb-cli"}},
+        milter=True,
+        feedback=True,
+        redis_password=ADMIN_PASSWORD,
+        redis_setup=apply_readme_lines,
+        env={
+            "policyd": user_env("sb-policyd"),
+            "milter": user_env("sb-milter"),
+            "feedback": user_env("sb-feedback"),
+        },
+    )
+    raw = yaml.safe_load(ms.config_path.read_text())
+    raw["redis"]["url"] += f"?password={password_of(ACL['sb-cli'])}"
+    ms.config_path.write_text(yaml.safe_dump(raw))
+    cli_env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_BALANCER_REDIS_")}
+
+    errors = ms.send_many(40)  # SMTP: decided by policyd
+    assert errors == []
+    for i in range(6):  # sendmail -> pickup: decided by the milter
+        ms.sendmail("app@shop.test", [f"local{i}@example.test"], seq=100 + i)
+    ms.sink.wait_for(46, timeout=120)
+
+    admin = ms.rdb
+    wait_until(lambda: admin.get("{sb}:feedback:it:position"), 30, "the feedback daemon's log position")
+    outputs: dict[str, str] = {}
+    for args in (
+        ("status",),
+        ("weight", "main", "out2", "3"),
+        ("weight", "main", "out2", "--reset"),
+        ("drain", "out1", "--reason", "acl test"),
+        ("undrain", "out1"),
+        ("suspend", "out2", "--provider", "google", "--for", "1m", "--reason", "acl test"),
+        ("resume", "out2"),
+        ("explain", "--sender", "a@shop.test", "--rcpt", "bob@gmail.com"),
+        ("check",),
+    ):
+        out = cli(ms.config_path, *args, env=cli_env)
+        assert out.returncode == 0, (args, out.stdout, out.stderr)
+        outputs[" ".join(args)] = out.stdout + out.stderr
+
+    denials = sorted(
+        {(e["username"], e["context"], e["reason"], e["object"]) for e in admin.execute_command("ACL", "LOG")}
+    )
+    assert denials == [], denials
+    for name, port in (
+        ("policyd", ms.metrics_port),
+        ("milter", int(raw["milter"]["metrics_listen"].rsplit(":", 1)[1])),
+        ("feedback", int(raw["feedback"]["metrics_listen"].rsplit(":", 1)[1])),
+    ):
+        outputs[f"{name} /metrics"] = metrics_text(port)
+    for daemon in (ms.policyd, ms.milter, ms.feedback):
+        log = daemon.log_path.read_text()
+        assert "refused key tracking" not in log and "NOPERM" not in log, daemon.log_path
+        outputs[str(daemon.log_path)] = log
+
+    # the error paths: a wrong password for the CLI, and a daemon whose Redis refuses it
+    wrong = cli(ms.config_path, "status", env={**cli_env, **user_env("sb-cli", WRONG_PASSWORD)})
+    assert wrong.returncode == 3, wrong.stderr
+    outputs["status, wrong password"] = wrong.stdout + wrong.stderr
+    port = int(raw["policyd"]["listen"][0].rsplit(":", 1)[1])
+    ms.policyd.stop()
+    bad = DaemonProcess(
+        "policyd",
+        ms.config_path,
+        tmp_path / "policyd-wrong.log",
+        tcp_ready(port),
+        env=user_env("sb-policyd", WRONG_PASSWORD),
+    )
+    bad.start()
+    try:
+        ms.send_many(3)  # decided degraded: Redis refuses the password
+        ms.sink.wait_for(49, timeout=60)
+    finally:
+        bad.stop()
+    text = bad.log_path.read_text()
+    assert re.search(r"WRONGPASS|invalid username-password|AUTH", text, re.I), text[-2000:]
+    outputs["policyd, wrong password"] = text
+
+    for where, text in outputs.items():
+        assert_no_secret(where, text)
