@@ -124,6 +124,12 @@ biff = no
         (self.config_dir / "main.cf").write_text(main + "\n" + self.main_cf_extra)
         master = MASTER_CF_BASE.format(listen=f"127.0.0.1:{self.smtpd_port}")
         (self.config_dir / "master.cf").write_text(master + "\n" + self.master_cf_extra)
+        # the one-time command the rendered master.cf asks for (the notice cleanup),
+        # run as an operator would, against this instance's config
+        for line in self.master_cf_extra.splitlines():
+            words = line.lstrip("# ").split()
+            if words[:2] == ["postconf", "-P"]:
+                subprocess.run(["postconf", "-c", str(self.config_dir), *words[1:]], check=True)
 
     def _postfix(self, *args: str, check: bool = True, private_hosts: bool = False) -> str:
         # Postfix writes its errors only to a terminal: give it one with script(1)

@@ -28,6 +28,7 @@ class Received:
     rcpt_tos: tuple[str, ...]
     headers: tuple[tuple[str, str], ...]
     at: float
+    content: bytes = b""  # the whole message as received: a bounce's attached parts too
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -69,6 +70,7 @@ class _Handler:
             rcpt_tos=tuple(envelope.rcpt_tos),
             headers=tuple((k, str(v)) for k, v in parsed.items()),
             at=time.monotonic(),
+            content=content,
         )
         with self.lock:
             self.messages.append(received)

@@ -33,7 +33,48 @@ def master_cf(config: BalancerConfig, source: str = "the smtp-balancer config") 
         if config.milter.enabled:
             # our routing header never leaves this host
             lines.append(f"  -o smtp_header_checks=regexp:{maps_dir(config)}/smtp_header_checks")
+    if config.milter.enabled:
+        lines += notice_cleanup(config)
     return "\n".join(lines) + "\n"
+
+
+NOTICE_CLEANUP = "sb-notice-cleanup"
+# Postfix's bounce, defer (delay notices) and trace services hand their notices to this
+NOTICE_SERVICES = ("bounce", "defer", "trace")
+
+
+def notice_postconf(config: BalancerConfig) -> str:
+    """The one command that points Postfix's own notices at our notice cleanup."""
+    # the bounce daemon, not cleanup, decides whether checks apply to its notices
+    sets = " ".join(
+        f"{s}/unix/{option}"
+        for s in NOTICE_SERVICES
+        for option in (f"cleanup_service_name={NOTICE_CLEANUP}", "internal_mail_filter_classes=bounce")
+    )
+    return f"postconf -P {sets}"
+
+
+def notice_cleanup(config: BalancerConfig) -> list[str]:
+    """A cleanup for Postfix's own notices (bounces, delay notices, traces).
+
+    They attach the message (message/rfc822: nested headers) or only its headers
+    (text/rfc822-headers, which Postfix reads as body lines), and leave by the
+    default transport, where no endpoint's smtp_header_checks apply. This cleanup
+    strips our headers from both before the notice is queued.
+    """
+    maps = maps_dir(config)
+    return [
+        f"# Postfix's notices are built by {NOTICE_CLEANUP}, which strips our headers",
+        "# from the copy they attach. Point bounce, defer and trace at it, with checks on, once:",
+        f"#   {notice_postconf(config)}",
+        f"{NOTICE_CLEANUP} unix n       -       n       -       0       cleanup",
+        f"  -o syslog_name=postfix/{NOTICE_CLEANUP}",
+        f"  -o nested_header_checks=regexp:{maps}/smtp_header_checks",
+        f"  -o body_checks=regexp:{maps}/notice_body_checks",
+        "  -o header_checks=",
+        "  -o mime_header_checks=",
+        "  -o non_smtpd_milters=",  # a notice is not ours to route or count
+    ]
 
 
 def maps_dir(config: BalancerConfig) -> str:
@@ -58,6 +99,8 @@ def postfix_maps(config: BalancerConfig) -> dict[str, str]:
         "header_checks": "\n".join([note, f"/^{header}:/ IGNORE"]) + "\n",
         # and ours on the way out, so recipients never see it
         "smtp_header_checks": "\n".join([note, *strip]) + "\n",
+        # a notice's text/rfc822-headers part is body to Postfix: our header lines there
+        "notice_body_checks": "\n".join([note, *strip]) + "\n",
     }
 
 

@@ -72,6 +72,21 @@ def test_milter_maps_and_milter_only_main_cf():
     assert "check_policy_service" not in main and "smtpd_end_of_data_restrictions" not in main
     assert "milter_header_checks = regexp:/etc/postfix/sb/milter_header_checks\n" in main
     assert "  -o smtp_header_checks=regexp:/etc/postfix/sb/smtp_header_checks" in master_cf(config)
+    # Postfix's own notices get a cleanup that strips ours from the copy they attach
+    assert maps["notice_body_checks"].splitlines()[1:] == maps["smtp_header_checks"].splitlines()[1:]
+    master = master_cf(config)
+    notice = master[master.index("sb-notice-cleanup unix") :].splitlines()
+    assert notice[0].split() == ["sb-notice-cleanup", "unix", "n", "-", "n", "-", "0", "cleanup"]
+    assert "  -o nested_header_checks=regexp:/etc/postfix/sb/smtp_header_checks" in notice
+    assert "  -o body_checks=regexp:/etc/postfix/sb/notice_body_checks" in notice
+    assert "  -o non_smtpd_milters=" in notice
+    command = next(line.lstrip("# ") for line in master.splitlines() if "postconf -P" in line)
+    assert command.split()[2:] == [
+        f"{service}/unix/{option}"
+        for service in ("bounce", "defer", "trace")
+        for option in ("cleanup_service_name=sb-notice-cleanup", "internal_mail_filter_classes=bounce")
+    ]
+    assert "sb-notice-cleanup" not in master_cf(validate_config({**raw, "milter": {"enabled": False}}))
 
 
 def test_milter_decides_smtp_mail_only_when_the_policy_daemon_does_not():
