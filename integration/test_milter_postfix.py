@@ -9,6 +9,8 @@ import time
 import urllib.request
 from collections import Counter
 
+import yaml
+
 from integration.configs import ENDPOINT_IP
 from integration.daemons import decision_lines
 from integration.waits import wait_until
@@ -43,6 +45,20 @@ def test_classes_route_to_their_pools_over_500_messages(mail_system):
         assert m.peer_ip in expected, (m.header("X-Test-Tag"), m.peer_ip)
         assert m.header("X-Egress-Route") is None  # stripped on the way out
     assert Counter(m.peer_ip for m in got if m.header("X-Test-Tag") == "bulk").keys() == BULK_IPS
+
+
+def test_socket_is_0660_group_postfix_and_postfix_still_connects(mail_system):
+    import grp
+    import os
+    import stat
+
+    ms = mail_system(CLASS_POOLS, policy=False, milter=True)
+    listen = yaml.safe_load(ms.config_path.read_text())["milter"]["listen"]
+    st = os.stat(listen.removeprefix("unix:"))
+    assert stat.S_IMODE(st.st_mode) == 0o660  # not 0666: no other local user may talk to it
+    assert grp.getgrgid(st.st_gid).gr_name == "postfix"
+    ms.send("app@shop.test", ["someone@example.test"], headers=BULK)
+    assert ms.sink.wait_for(1, timeout=60)[0].peer_ip in BULK_IPS  # cleanup, as postfix, connected
 
 
 def test_sendmail_submissions_are_routed(mail_system):

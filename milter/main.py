@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import Milter
 from smtp_balancer_milter.app import MilterSettings, milter_factory
 
+import milter as libmilter
 from smtp_balancer.config import BalancerConfig
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.engine import ThreadedEngine
-from smtp_balancer.observe.metrics import serve_metrics
+from smtp_balancer.observe.metrics import ListenError, serve_metrics
 
 log = logging.getLogger("smtp_balancer.milter")
 
@@ -25,8 +29,69 @@ def libmilter_socket(listen: str) -> str:
     return f"inet:{port}@{host}"
 
 
+def socket_gid(group: str | None) -> int:
+    """The group the unix socket is given; -1 leaves it as created."""
+    if not group:
+        return -1
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ListenError("milter.socket_group", group, "no such group on this host") from None
+
+
+def secure_socket(path: str, mode: int, gid: int) -> None:
+    """Mode and group on the socket libmilter created, before anyone connects."""
+    try:
+        if gid != -1:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+    except OSError as exc:
+        raise ListenError("milter.socket_group", f"{path} ({gid})", exc) from exc
+
+
+def opening_then(listen: str, then: Callable[[], None]) -> None:
+    """Have pymilter's runmilter call ``then`` right after it creates the socket.
+
+    runmilter opens the socket and starts serving in one call, with no hook in
+    between; the module function it calls is wrapped, so the socket gets its
+    mode and group before the first connection is accepted. A socket that cannot
+    be opened is a ListenError (one line, exit 5) instead of a traceback.
+    """
+    opensocket = libmilter.opensocket
+
+    def open_and_secure(rmsock: bool) -> None:
+        try:
+            opensocket(rmsock)
+        except libmilter.error as exc:
+            raise ListenError("milter.listen", listen, bind_error(listen) or str(exc)) from exc
+        then()
+
+    libmilter.opensocket = open_and_secure
+
+
+def bind_error(listen: str) -> OSError | None:
+    """Why the address cannot be bound, found by trying: libmilter only says that it failed."""
+    if listen.startswith("unix:"):
+        return None  # a probe would replace the path libmilter was refused
+    host, port = parse_hostport(listen.removeprefix("inet:"))
+    try:
+        family = socket.getaddrinfo(host, port)[0][0]
+        with socket.socket(family) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        return exc
+    return None
+
+
 def run(config: BalancerConfig) -> int:
     cfg = config.milter
+    address = libmilter_socket(cfg.listen)
+    if address.startswith("unix:"):
+        gid = socket_gid(cfg.socket_group)  # before anything starts: a missing group is fatal
+        path, mode = address[5:], int(cfg.socket_mode, 8)
+        opening_then(cfg.listen, lambda: secure_socket(path, mode, gid))
+    else:
+        opening_then(cfg.listen, lambda: None)
     serve_metrics(cfg.metrics_listen, log, "milter.metrics_listen")
     engine = ThreadedEngine(config)
     # as the policy daemon does: connect, load the script and take the first
@@ -34,14 +99,13 @@ def run(config: BalancerConfig) -> int:
     engine.start()
     Milter.factory = milter_factory(engine, MilterSettings.from_config(cfg))
     Milter.set_flags(Milter.ADDHDRS + Milter.CHGHDRS)
-    socket = libmilter_socket(cfg.listen)
-    if socket.startswith("unix:"):
-        Path(socket[5:]).parent.mkdir(parents=True, exist_ok=True)
-    # libmilter creates the socket itself: the umask decides its mode (postfix must connect)
-    os.umask(0o777 & ~int(cfg.socket_mode, 8))
-    log.info("milter listening on %s", socket)
+    if address.startswith("unix:"):
+        Path(address[5:]).parent.mkdir(parents=True, exist_ok=True)
+        # libmilter creates the socket: the umask keeps it closed until secure_socket runs
+        os.umask(0o777)
+    log.info("milter listening on %s", address)
     try:
-        Milter.runmilter("smtp-balancer", socket, cfg.timeout_s)
+        Milter.runmilter("smtp-balancer", address, cfg.timeout_s)
     finally:
         engine.close()
     return 0

@@ -288,6 +288,8 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ListenError as exc:
+        for handler in logging.root.handlers:  # buffered log lines first: the cause comes last
+            handler.flush()
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_LISTEN
     except RedisSetupError as exc:

@@ -237,7 +237,9 @@ class MilterConfig(Strict):
     smtpd: bool | None = None
     # a unix socket: over inet: libmilter's small writes stall on Nagle + delayed ACK (DESIGN.md)
     listen: str = "unix:/run/smtp-balancer/milter.sock"
-    socket_mode: str = Field(default="0666", pattern=r"^0?[0-7]{3}$")
+    # Postfix's smtpd and cleanup run in group postfix: they alone may connect
+    socket_mode: str = Field(default="0660", pattern=r"^0?[0-7]{3}$")
+    socket_group: str | None = Field(default="postfix", pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
     route_header: str = Field(default="X-Egress-Route", pattern=r"^[A-Za-z][A-Za-z0-9-]*$")
     # an informational header naming pool and rule; "" (the default) adds none
     info_header: str = Field(default="", pattern=r"^([A-Za-z][A-Za-z0-9-]*)?$")

@@ -73,9 +73,9 @@ def record_decision(pool: str | None, endpoint: str | None, rule: str | None, ou
 class ListenError(Exception):
     """A daemon cannot listen where its config says: the option, the address, why."""
 
-    def __init__(self, option: str, address: str, exc: OSError) -> None:
+    def __init__(self, option: str, address: str, exc: OSError | str) -> None:
         # asyncio wraps the bind error in a long text; the errno says it in a few words
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        why = (os.strerror(exc.errno) if exc.errno else str(exc)) if isinstance(exc, OSError) else exc
         super().__init__(f"{option} {address}: cannot listen: {why}")
 
 
