@@ -30,6 +30,7 @@ from smtp_balancer.engine import Engine, Pending
 from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.observe.logs import fields
 from smtp_balancer.observe.metrics import ListenError
+from smtp_balancer.observe.ratelimit import LogLimiter
 
 log = logging.getLogger("smtp_balancer.policyd")
 
@@ -48,6 +49,9 @@ class PolicyServer:
         self.decisions = asyncio.Semaphore(config.max_concurrent_decisions)
         self.servers: list[asyncio.AbstractServer] = []
         self.connections = 0
+        # lines about bad clients: a few per kind a minute, then a count (metrics stay exact)
+        self.notes = LogLimiter(log)
+        self._flusher: asyncio.TimerHandle | None = None
         metrics.OPEN_INSTANCES.set_function(lambda: len(self.join))
 
     def apply(self, config: PolicydConfig) -> list[str]:
@@ -82,6 +86,11 @@ class PolicyServer:
                 await self.close()
                 raise ListenError("policyd.listen", spec, exc) from exc
         log.info("policy service listening on %s", ", ".join(self.addresses))
+        self._flush_notes()
+
+    def _flush_notes(self) -> None:
+        self.notes.flush()
+        self._flusher = asyncio.get_running_loop().call_later(self.notes.interval_s, self._flush_notes)
 
     async def _unix(self, path: str) -> asyncio.AbstractServer:
         sock_path = Path(path)
@@ -107,6 +116,9 @@ class PolicyServer:
         return out
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self.notes.flush(everything=True)
         for server in self.servers:
             server.close()
         for server in self.servers:
@@ -124,7 +136,7 @@ class PolicyServer:
             state = request.get("protocol_state", "").lower()
             metrics.REQUESTS_BY_STAGE[state if state in ("rcpt", "connect", "data") else "other"].inc()
             if outcome.note:
-                log.info("answering DUNNO: %s", outcome.note)
+                self.notes.info("odd request", "answering DUNNO: %s", outcome.note)
             return outcome.action
         metrics.REQUESTS_BY_STAGE["end_of_message"].inc()
         result = self.engine.decide_now(outcome)
@@ -167,8 +179,11 @@ class PolicyConnection(asyncio.Protocol):
         self.peer = str(transport.get_extra_info("peername") or "unix")
         if server.connections >= server.config.max_connections:
             metrics.REFUSED_CONNECTIONS.inc()
-            log.warning(
-                "refusing connection from %s: max_connections %d reached", self.peer, server.connections
+            server.notes.warning(
+                "refused connection",
+                "refusing connection from %s: max_connections %d reached",
+                self.peer,
+                server.connections,
             )
             transport.close()
             return
@@ -259,7 +274,8 @@ class PolicyConnection(asyncio.Protocol):
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         metrics.PROTOCOL_ERRORS.labels(exc.kind).inc()
-        log.warning(
+        self.server.notes.warning(
+            f"protocol error ({exc.kind})",
             "closing policy connection: %s",
             exc,
             extra=fields(peer=self.peer, kind=exc.kind, error=str(exc)),

@@ -11,7 +11,6 @@ import logging
 import signal
 import socket
 import threading
-import time
 
 import redis
 
@@ -24,12 +23,12 @@ from smtp_balancer.feedback.processor import Batch, Processor
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
 from smtp_balancer.feedback.store import FeedbackStore, HitResult, RateResult
 from smtp_balancer.observe.metrics import serve_metrics
+from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.state.client import describe, sync_client
 from smtp_balancer.state.keys import KeySchema
 
 log = logging.getLogger("smtp_balancer.feedback")
 RETRY_S = 1.0
-GARBAGE_LOG_INTERVAL_S = 60.0
 
 
 def endpoint_label(name: str, known: set[str]) -> str:
@@ -51,9 +50,9 @@ class FeedbackDaemon:
         self.processor = Processor(ProviderTable.from_config(config), ResponseMatcher(rules), self.endpoints)
         self.store = FeedbackStore(self.r, KeySchema(config.redis.prefix), self.instance, fb.rate_retention)
         self.follower: LogFollower | None = None
-        self._garbage = 0
         self._rotated_batches = 0
-        self._garbage_logged_at = -GARBAGE_LOG_INTERVAL_S
+        # a log full of garbage must not flood our own log: a few lines a minute, then a count
+        self.notes = LogLimiter(log)
 
     # -- start ---------------------------------------------------------------------
     def saved_position(self) -> Position | None:
@@ -91,6 +90,7 @@ class FeedbackDaemon:
         before = self.follower.position
         lines = self.follower.read_lines(self.config.feedback.batch_lines)
         self.report_notes()
+        self.notes.flush()
         if not lines:
             return 0
         uid = f"{self.instance}:{before.inode}:{before.offset}"
@@ -134,12 +134,8 @@ class FeedbackDaemon:
         metrics.LOG_LINES.labels("delivery").inc(len(batch.deliveries))
         if batch.garbage:
             metrics.LOG_LINES.labels("garbage").inc(len(batch.garbage))
-            self._garbage += len(batch.garbage)
-            now = time.monotonic()
-            # one warning a minute at most: a log full of garbage must not flood our own log
-            if now - self._garbage_logged_at >= GARBAGE_LOG_INTERVAL_S:
-                log.warning("%d unparsable log line(s) skipped; latest: %s", self._garbage, batch.garbage[-1])
-                self._garbage, self._garbage_logged_at = 0, now
+            for line in batch.garbage:
+                self.notes.warning("unparsable log line", "log line skipped: %s", line)
         for d in batch.deliveries:
             ep = endpoint_label(d.endpoint, self.endpoints)
             metrics.DELIVERIES.labels(ep, d.provider, d.status).inc()
@@ -189,6 +185,7 @@ class FeedbackDaemon:
         except SystemExit:
             pass
         finally:
+            self.notes.flush(everything=True)
             self.follower.close()
             checker.join(timeout=5)
             self.r.close()

@@ -101,3 +101,33 @@ async def test_half_request_then_silence_is_cut_off_as_truncated(make_config, tm
     finally:
         await server.close()
         await engine.aclose()
+
+
+async def test_an_abuse_run_logs_a_few_lines_per_kind_and_counts_all(make_config, tmp_path: Path, caplog):
+    import logging
+
+    from policyd import metrics
+
+    caplog.set_level(logging.INFO, logger="smtp_balancer.policyd")
+    server, engine = await start(make_config, tmp_path)
+    malformed = metrics.PROTOCOL_ERRORS.labels("malformed")
+    not_utf8 = metrics.PROTOCOL_ERRORS.labels("not_utf8")
+    before = (malformed._value.get(), not_utf8._value.get())
+    try:
+        for i in range(224):  # as many bad connections as the abuse run in the issue
+            reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+            writer.write(b"no equals sign here\n\n" if i % 2 else b"name=\xff\xfe\n\n")
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed on us
+            writer.close()
+        assert (malformed._value.get(), not_utf8._value.get()) == (before[0] + 112, before[1] + 112)
+        lines = [r for r in caplog.records if r.getMessage().startswith("closing policy connection")]
+        assert len(lines) == 2 * server.notes.burst  # the first few of each kind, not 224
+    finally:
+        await server.close()
+        await engine.aclose()
+    summaries = [r.getMessage() for r in caplog.records if "left out of the log" in r.getMessage()]
+    assert sorted(s.split(" line(s)")[0] for s in summaries) == [
+        "107 more protocol error (malformed)",
+        "107 more protocol error (not_utf8)",
+    ]
