@@ -21,7 +21,7 @@ from smtp_balancer.observe import logs
 from smtp_balancer.observe.metrics import ListenError
 from smtp_balancer.render import exim, postfix
 from smtp_balancer.state.admin import AdminError, StateAdmin
-from smtp_balancer.state.client import RedisSetupError, describe, sync_client
+from smtp_balancer.state.client import RedisSetupError, describe, sync_client, tls_hint
 from smtp_balancer.state.keys import ALL_PROVIDERS
 
 EXIT_CONFIG = 2
@@ -296,8 +296,10 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_REDIS
     except redis.RedisError as exc:
-        where = describe(load_config(args.config).redis) if Path(args.config).exists() else "?"
-        print(f"smtp-balancer: Redis at {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        redis_cfg = load_config(args.config).redis if Path(args.config).exists() else None
+        where = describe(redis_cfg) if redis_cfg else "?"
+        hint = tls_hint(redis_cfg) if redis_cfg and isinstance(exc, redis.ConnectionError) else ""
+        print(f"smtp-balancer: Redis at {where}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return EXIT_REDIS
 
 

@@ -166,6 +166,9 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
     def _write(self, line: str, levelno: int) -> None:
+        if self.stream.closed:  # a line at exit, after close(): straight to stderr
+            sys.stderr.write(line + self.terminator)
+            return
         self.stream.write(line + self.terminator)
         now = time.monotonic()
         if levelno >= logging.WARNING or now - self._written >= self.interval_s:

@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from smtp_balancer.config.model import RedisConfig
-from smtp_balancer.state.client import resolve_password, resolve_username, sentinel_kwargs
+from smtp_balancer.state.client import resolve_password, resolve_username, sentinel_kwargs, tls_hint
 from smtp_balancer.state.scripts import LuaScript
 
 MAX_PENDING = 100_000  # beyond this Redis is not keeping up: fail fast, the engine degrades
@@ -159,6 +159,9 @@ class ScriptChannel:
         for fut in pending:
             if not fut.done():
                 fut.set_exception(RedisConnectionError(why))
+                # a caller that awaits it still gets the error; one that never will (the
+                # rest of a failed handshake) must not leave "exception never retrieved"
+                fut.exception()
         if writer is not None and self.on_reset is not None:
             self.on_reset()
 
@@ -188,7 +191,7 @@ class ScriptChannel:
             pass
         except asyncio.CancelledError:
             return
-        self.reset("Redis closed the connection")
+        self.reset("Redis closed the connection" + tls_hint(self.cfg))
 
     # -- commands -----------------------------------------------------------------
     def _send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:

@@ -112,6 +112,15 @@ def sync_client(cfg: RedisConfig, timeout_s: float | None = None) -> redis.Redis
     return redis.Redis(connection_pool=pool)
 
 
+def tls_hint(cfg: RedisConfig) -> str:
+    """What a closed TLS connection most likely means, for the error line: a server
+    with tls-auth-clients yes drops a client that sent no certificate."""
+    uses_tls = cfg.url.startswith("rediss://") or (cfg.sentinel is not None and cfg.tls is not None)
+    if uses_tls and not (cfg.tls and cfg.tls.cert_file):
+        return " (over TLS without a client certificate: redis.tls.cert_file is not set)"
+    return ""
+
+
 def describe(cfg: RedisConfig) -> str:
     """Where we connect, for log lines: never the password."""
     if cfg.sentinel:

@@ -121,8 +121,8 @@ async def test_wrong_password_degrades_and_never_logs_the_secret(auth_redis: Red
         await engine.aclose()
 
 
-async def test_tls(tmp_path: Path):
-    certs = tmp_path / "tls"
+def make_cert(certs: Path) -> None:
+    """One self-signed certificate for localhost: the server's, the CA, and a client's."""
     certs.mkdir()
     subprocess.run(
         [
@@ -146,6 +146,13 @@ async def test_tls(tmp_path: Path):
         check=True,
         capture_output=True,
     )
+
+
+@pytest.fixture(params=["no", "yes"], ids=["server-auth", "mutual"])
+def tls_redis(request: pytest.FixtureRequest, tmp_path: Path):
+    """A TLS-only redis-server; "mutual" requires a client certificate (tls-auth-clients yes)."""
+    certs = tmp_path / "tls"
+    make_cert(certs)
     port = free_port()
     server = RedisServer(
         tmp_path / "tls-redis",
@@ -154,18 +161,49 @@ async def test_tls(tmp_path: Path):
             "tls-cert-file": str(certs / "cert.pem"),
             "tls-key-file": str(certs / "key.pem"),
             "tls-ca-cert-file": str(certs / "cert.pem"),
-            "tls-auth-clients": "no",
+            "tls-auth-clients": request.param,
         },
     )
     server.start()
+    yield f"rediss://localhost:{port}/0", certs, request.param == "yes"
+    server.stop()
+
+
+async def test_tls(tls_redis):
+    url, certs, mutual = tls_redis
     tls = {"ca_file": str(certs / "cert.pem")}
-    ch = ScriptChannel(RedisConfig(url=f"rediss://localhost:{port}/0", tls=tls, connect_timeout_ms=3000))
+    if mutual:
+        tls |= {"cert_file": str(certs / "cert.pem"), "key_file": str(certs / "key.pem")}
+    ch = ScriptChannel(RedisConfig(url=url, tls=tls, connect_timeout_ms=3000))
     try:
         assert await ch.call("PING") == b"PONG"
-        assert sync_client(RedisConfig(url=f"rediss://localhost:{port}/0", tls=tls)).ping()
+        assert sync_client(RedisConfig(url=url, tls=tls)).ping()
     finally:
         await ch.close()
-        server.stop()
+
+
+@pytest.mark.parametrize("tls_redis", ["yes"], indirect=True, ids=["mutual"])
+async def test_a_missing_client_certificate_is_named_and_leaves_no_stray_future(tls_redis, caplog):
+    import gc
+
+    url, certs, _ = tls_redis
+    raw = deep_merge(BASE, {"redis": {"url": url, "tls": {"ca_file": str(certs / "cert.pem")}}})
+    engine = Engine(validate_config(raw))
+    caplog.set_level(logging.WARNING)
+    try:
+        await engine.start()  # fails open: decisions from YAML
+        for i in range(20):
+            decision = await engine.decide(Facts(sender="a@shop.test", recipients=(f"u{i}@gmail.com",)))
+            assert decision.outcome == "route" and decision.degraded
+        with pytest.raises(RedisConnectionError, match=r"redis.tls.cert_file is not set"):
+            await engine.channel.call("PING")
+    finally:
+        await engine.aclose()
+    gc.collect()
+    await asyncio.sleep(0)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "never retrieved" not in text
+    assert "redis.tls.cert_file is not set" in text  # the warning says why
 
 
 async def test_sentinel_discovers_the_master(tmp_path: Path):
