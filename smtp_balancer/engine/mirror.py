@@ -22,6 +22,7 @@ from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.script import StateJunk
 from smtp_balancer.engine.junk import JunkReporter
+from smtp_balancer.observe import metrics
 from smtp_balancer.state.channel import ScriptChannel
 from smtp_balancer.state.client import describe
 from smtp_balancer.state.keys import KeySchema
@@ -178,12 +179,14 @@ class MirrorKeeper:
                     await self.load()  # loaded after tracking began: no write is missed
                 self._maybe_fresh()
                 self._attempted.set()
+                metrics.KEY_TRACKING_REFUSED.set(0)
                 log.info("deciding locally from Redis-tracked state")
                 retry_s = TRACKING_RETRY_S[0]
                 await tracker.lost.wait()
                 log.warning("Redis tracking connection lost; every decision asks Redis until it is back")
             except ResponseError as exc:
                 # an ACL without +client|tracking, or a Redis older than 6: still correct, slower
+                metrics.KEY_TRACKING_REFUSED.set(1)  # the log line is once; the gauge lasts
                 if not self._refused_logged:
                     self._refused_logged = True
                     log.warning(

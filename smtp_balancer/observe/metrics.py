@@ -50,6 +50,12 @@ QUOTA_LEASED = Gauge(
     "Warm-up quota units this process has reserved in Redis and not yet spent",
 )
 
+KEY_TRACKING_REFUSED = Gauge(
+    "smtp_balancer_key_tracking_refused",
+    "1 while Redis refuses key tracking (an ACL without +client|tracking, or Redis < 6):"
+    " local decisions are off and every decision makes a round trip",
+)
+
 STATE_JUNK = Counter(
     "smtp_balancer_state_junk_total",
     "Hand-edited Redis values that were ignored in favour of the YAML default",

@@ -527,8 +527,16 @@ async def test_tracking_refused_by_an_acl_still_decides_through_redis(make_confi
         seen = await decide_n(engine, 200)
         assert seen["out2"] == 0 and seen["out1"] + seen["out3"] == 200
         assert any("refused key tracking" in r.getMessage() for r in caplog.records)
+        # more than one log line: a gauge that lasts, for the SmtpBalancerKeyTrackingRefused alert
+        assert metrics.KEY_TRACKING_REFUSED._value.get() == 1
     finally:
         await engine.aclose()
+    tracked = Engine(make_config())
+    try:
+        assert await tracked.start() and tracked.mirror.fresh
+        assert metrics.KEY_TRACKING_REFUSED._value.get() == 0
+    finally:
+        await tracked.aclose()
 
 
 async def test_leases_are_given_back_at_close(make_config, rdb):
