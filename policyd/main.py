@@ -36,6 +36,7 @@ async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
         metrics.RELOADS.labels("error").inc()
         log.error("config reload failed, still serving the previous config: %s: %s", type(exc).__name__, exc)
         return
+    server.exim_timeout_s = config.exim.readsocket_timeout_s
     for name in server.apply(config.policyd):
         log.warning("policyd.%s changed: it takes effect on restart, not on reload", name)
     await engine.replace_config(config)
@@ -48,7 +49,7 @@ async def serve(config: BalancerConfig, path: str) -> None:
     serve_metrics(config.policyd.metrics_listen, log, "policyd.metrics_listen")
     engine = Engine(config)
     await engine.start()
-    server = PolicyServer(engine, config.policyd)
+    server = PolicyServer(engine, config.policyd, config.exim.readsocket_timeout_s)
     try:
         await server.start()
     except BaseException:

@@ -31,3 +31,9 @@ JOINS_EVICTED = Counter(
     "smtp_balancer_policy_joins_evicted_total",
     "Recipient joins dropped before END-OF-MESSAGE (too many open, or older than join_ttl_s)",
 )
+ABANDONED = Counter(
+    "smtp_balancer_policy_abandoned_total",
+    "END-OF-MESSAGE requests answered without deciding: their client had already given up"
+    " (Postfix closed the connection; an Exim request older than exim.readsocket_timeout_s)",
+    ["mta"],
+)

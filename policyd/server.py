@@ -16,13 +16,25 @@ import grp
 import logging
 import os
 import pwd
+import socket
 import stat
+import sys
+import time
 from pathlib import Path
 
 from policyd import metrics
 from policyd.connection import ConnectionState
 from policyd.protocol import PolicyRequest, ProtocolError, Truncated
-from policyd.session import DUNNO, Immediate, InstanceJoin, action_for, handle
+from policyd.session import (
+    DUNNO,
+    Client,
+    Immediate,
+    InstanceJoin,
+    UnknownClient,
+    abandoned,
+    action_for,
+    handle,
+)
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.config.model import PolicydConfig
 from smtp_balancer.decision.facts import Decision, Facts
@@ -35,14 +47,20 @@ from smtp_balancer.observe.ratelimit import LogLimiter
 log = logging.getLogger("smtp_balancer.policyd")
 
 LISTEN_BACKLOG = 1024
+# struct tcp_info (linux/tcp.h): tcpi_last_data_recv, milliseconds, after 8 one-byte
+# fields and 9 + 2 32-bit ones; the struct has been longer than this since Linux 2.6
+TCP_INFO_SIZE = 104
+TCP_LAST_DATA_RECV = 52
 # policyd settings a SIGHUP cannot change: they shape sockets opened at start
 RESTART_SETTINGS = ("listen", "unix_mode", "unix_owner", "unix_group", "metrics_listen")
 
 
 class PolicyServer:
-    def __init__(self, engine: Engine, config: PolicydConfig) -> None:
+    def __init__(self, engine: Engine, config: PolicydConfig, exim_timeout_s: float = 2.0) -> None:
+        """``exim_timeout_s``: exim.readsocket_timeout_s, after which Exim stops waiting."""
         self.engine = engine
         self.config = config
+        self.exim_timeout_s = exim_timeout_s
         self.join = InstanceJoin(
             config.join_max_instances, config.join_ttl_s, max_bytes=config.join_max_bytes
         )
@@ -128,9 +146,10 @@ class PolicyServer:
     def _connection(self) -> PolicyConnection:
         return PolicyConnection(self)
 
-    def answer_now(self, request: PolicyRequest) -> str | Pending:
+    def answer_now(self, request: PolicyRequest, client: Client = UnknownClient()) -> str | Pending:  # noqa: B008
         """The action for a request when it needs no waiting (most of them), else the
-        message's Pending draw for ``answer_later``."""
+        message's Pending draw for ``answer_later``. ``client``: whether the client
+        still waits (see ``session.abandoned``)."""
         outcome = handle(request, self.join)
         if isinstance(outcome, Immediate):
             state = request.get("protocol_state", "").lower()
@@ -139,6 +158,14 @@ class PolicyServer:
                 self.notes.info("odd request", "answering DUNNO: %s", outcome.note)
             return outcome.action
         metrics.REQUESTS_BY_STAGE["end_of_message"].inc()
+        # real time, not the engine's clock: Exim's sent_at is the host's
+        why = abandoned(request, time.time(), self.exim_timeout_s, self.config.postfix_timeout_s, client)
+        if why:
+            metrics.ABANDONED.labels("exim" if "sent_at" in request else "postfix").inc()
+            self.notes.warning(
+                "abandoned request", "not deciding for queue id %s: %s", outcome.queue_id or "-", why
+            )
+            return DUNNO
         result = self.engine.decide_now(outcome)
         if isinstance(result, Pending):
             return result
@@ -162,7 +189,7 @@ class PolicyConnection(asyncio.Protocol):
 
     def __init__(self, server: PolicyServer) -> None:
         self.server = server
-        self.state = ConnectionState(server.answer_now)
+        self.state = ConnectionState(lambda request: server.answer_now(request, self))
         self.transport: asyncio.Transport | None = None
         self.busy = False  # a task is settling the waiting request
         self.write_paused = False
@@ -230,6 +257,41 @@ class PolicyConnection(asyncio.Protocol):
         self.write_paused = False
         if self.transport is not None and not self.busy:
             self.transport.resume_reading()
+
+    # -- session.Client: does the client of the request being answered still wait? --
+    def gone(self) -> bool:
+        """The client closed its side already: a peek finds end-of-file (or an error)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return True
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        # a socket object on the same descriptor, detached after: asyncio's own wrapper
+        # does not offer recv with flags
+        peek = socket.socket(sock.family, sock.type, sock.proto, sock.fileno())
+        try:
+            return peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False  # nothing pending: it still waits
+        except OSError:
+            return True  # reset by the peer
+        finally:
+            peek.detach()
+
+    def waited_s(self) -> float | None:
+        """How long ago the kernel received the request's last bytes, from TCP_INFO
+        (a frozen daemon reads old requests as if new); None on a unix socket."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
+        except OSError:
+            return None
+        if len(info) < TCP_LAST_DATA_RECV + 4:
+            return None
+        return int.from_bytes(info[TCP_LAST_DATA_RECV : TCP_LAST_DATA_RECV + 4], sys.byteorder) / 1000
 
     def _send(self, replies: list[bytes]) -> None:
         transport = self.transport

@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from policyd import metrics
 from policyd.protocol import PolicyRequest
@@ -127,6 +128,52 @@ def handle(request: PolicyRequest, join: InstanceJoin) -> Facts | Immediate:
         queue_id=request.get("queue_id", ""),
         recipient_count=_int(request.get("recipient_count")),
     )
+
+
+class Client(Protocol):
+    """What the connection can tell about the client of a request being answered."""
+
+    def gone(self) -> bool:
+        """It has closed its side already (end-of-file is waiting to be read)."""
+        ...
+
+    def waited_s(self) -> float | None:
+        """Seconds since the request's last bytes arrived (TCP_INFO); None if unknown."""
+        ...
+
+
+class UnknownClient:
+    def gone(self) -> bool:
+        return False
+
+    def waited_s(self) -> float | None:
+        return None
+
+
+def abandoned(
+    request: PolicyRequest, now: float, exim_timeout_s: float, postfix_timeout_s: float, client: Client
+) -> str:
+    """Why the client no longer waits for this decision ("" while it does).
+
+    A daemon that was frozen reads requests its clients gave up on: deciding them
+    would spend warm-up quota on mail that leaves by the default transport.
+    - Exim's request carries ``sent_at`` ($tod_epoch_l, microseconds): past its
+      readsocket timeout, Exim has stopped waiting. Exim shuts its side down after
+      the request, so a closed connection means nothing there.
+    - Postfix keeps its connection open while it waits, but after a timeout it may
+      keep it too (it closes it only before a retry): a request that arrived
+      longer ago than its timeout, or whose client has closed, is not waited for.
+    """
+    sent_at = request.get("sent_at", "")
+    if sent_at.isdigit():
+        age = now - int(sent_at) / 1e6
+        return f"Exim sent it {age:.1f}s ago (timeout {exim_timeout_s:g}s)" if age >= exim_timeout_s else ""
+    if "recipients" in request:  # an Exim request rendered before sent_at: half-closed by design
+        return ""
+    waited = client.waited_s()
+    if waited is not None and waited >= postfix_timeout_s:
+        return f"it arrived {waited:.1f}s ago and Postfix waits {postfix_timeout_s:g}s"
+    return "Postfix closed the connection before the answer" if client.gone() else ""
 
 
 def action_for(decision: Decision) -> str:

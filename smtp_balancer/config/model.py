@@ -210,8 +210,14 @@ class PolicydConfig(Strict):
     max_concurrent_decisions: int = Field(default=256, ge=1, le=100_000)
     # "" disables the /metrics endpoint
     metrics_listen: MetricsListen = "127.0.0.1:9480"
-    # the timeout Postfix waits for us; rendered into main.cf
-    postfix_timeout_s: int = Field(default=10, ge=1, le=300)
+    # the timeout Postfix waits for us; rendered into main.cf. A decision takes
+    # milliseconds: this bounds what a frozen daemon costs each policy request
+    postfix_timeout_s: int = Field(default=3, ge=1, le=300)
+    # Postfix's attempts per request (rendered try_limit). 2: after a failure Postfix
+    # closes the connection and retries once, 1 s later, on a fresh one. 1: no retry,
+    # but Postfix keeps a timed-out connection, and every later request of that smtpd
+    # process fails at once until its SMTP session ends (mail goes unrouted)
+    postfix_try_limit: int = Field(default=2, ge=1, le=5)
     # ask the daemon at RCPT too, to learn every recipient of multi-recipient messages
     # (rendered into main.cf); off saves a round trip per recipient, but then
     # provider-scoped suspensions only see the recipient Postfix names at END-OF-MESSAGE

@@ -42,6 +42,9 @@ REQUEST_ATTRIBUTES = (
     ("size", "$message_size"),
     ("client_address", "$sender_host_address"),
     ("sasl_username", _no_newlines("$authenticated_id")),
+    # when it was sent, in microseconds: a daemon that was frozen past the readsocket
+    # timeout answers without deciding, so no quota goes to mail Exim routed without us
+    ("sent_at", "$tod_epoch_l"),
 )
 
 

@@ -111,7 +111,8 @@ def policy_service(config: BalancerConfig) -> str:
     else:
         target = listen if listen.startswith("inet:") else f"inet:{listen}"
     timeout = config.policyd.postfix_timeout_s
-    return f"check_policy_service {{ {target}, default_action=DUNNO, try_limit=1, timeout={timeout}s }}"
+    tries = config.policyd.postfix_try_limit
+    return f"check_policy_service {{ {target}, default_action=DUNNO, try_limit={tries}, timeout={timeout}s }}"
 
 
 def main_cf(config: BalancerConfig, source: str = "the smtp-balancer config") -> str:
@@ -126,7 +127,10 @@ def main_cf(config: BalancerConfig, source: str = "the smtp-balancer config") ->
             "# for the whole message.",
             "# default_action=DUNNO: a dead daemon means the default transport, never",
             "#   '451 4.3.5 Server configuration problem'.",
-            "# try_limit=1: a dead daemon costs a message one connection attempt, not two.",
+            "# try_limit: with 2, a timed-out connection is closed and the request retried",
+            "#   once on a fresh one, 1 s later; with 1, Postfix keeps the broken connection",
+            "#   and that smtpd gets no route for the rest of its SMTP session.",
+            "# timeout: what a frozen daemon costs each request (times try_limit, plus 1 s).",
         ]
         if config.policyd.collect_recipients:
             lines += [

@@ -131,3 +131,62 @@ async def test_an_abuse_run_logs_a_few_lines_per_kind_and_counts_all(make_config
         "107 more protocol error (malformed)",
         "107 more protocol error (not_utf8)",
     ]
+
+
+def decisions_made() -> float:
+    from smtp_balancer.observe import metrics as decision_metrics
+
+    samples = (s for m in decision_metrics.DECISIONS.collect() for s in m.samples)
+    return sum(s.value for s in samples if s.name.endswith("_total"))
+
+
+async def test_a_postfix_request_whose_client_already_left_is_not_decided(make_config, tmp_path: Path):
+    from policyd import metrics
+
+    server, engine = await start(make_config, tmp_path)
+    abandoned = metrics.ABANDONED.labels("postfix")
+    before = abandoned._value.get()
+    decided = decisions_made()
+    try:
+        await engine.start()
+        # as a frozen daemon finds it: the request, then the client's close, both waiting
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+        writer.write(EOM % 1)
+        writer.write_eof()
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) in (b"action=DUNNO\n\n", b"")
+        writer.close()
+        assert abandoned._value.get() == before + 1
+        # a client that waits is decided as usual
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+        assert (await ask(reader, writer, 2)).startswith(b"action=FILTER ")
+        writer.close()
+        after = decisions_made()
+        assert after == decided + 1  # only the second request was decided
+    finally:
+        await server.close()
+        await engine.aclose()
+
+
+async def test_a_request_older_than_postfix_timeout_is_not_decided(make_config, tmp_path: Path):
+    import time
+
+    from policyd import metrics
+
+    server, engine = await start(make_config, tmp_path, postfix_timeout_s=1)
+    abandoned = metrics.ABANDONED.labels("postfix")
+    before, decided = abandoned._value.get(), decisions_made()
+    try:
+        await engine.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+        writer.write(EOM % 1)
+        await writer.drain()
+        time.sleep(1.2)  # the daemon "frozen": its loop cannot read for longer than Postfix waits
+        await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+        assert abandoned._value.get() == before + 1 and decisions_made() == decided
+        assert (await ask(reader, writer, 2)).startswith(b"action=FILTER ")  # a fresh one is decided
+        assert decisions_made() == decided + 1
+        writer.close()
+    finally:
+        await server.close()
+        await engine.aclose()

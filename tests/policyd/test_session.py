@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from policyd import metrics
-from policyd.session import DEFER_ACTION, DUNNO, Immediate, InstanceJoin, action_for, handle
+from policyd.session import DEFER_ACTION, DUNNO, Immediate, InstanceJoin, abandoned, action_for, handle
 from smtp_balancer.decision.facts import Decision, Facts, Route
 
 BASE = {"request": "smtpd_access_policy", "instance": "a1.b2.3", "sender": "s@shop.test"}
@@ -123,3 +123,38 @@ def test_joins_are_bounded_in_bytes_oldest_first():
     assert join.bytes == sum(len(f"i{i}") + len(big) for i in range(20_000 - len(join), 20_000))
     assert metrics.JOINS_EVICTED._value.get() - evicted_before == 20_000 - len(join)
     assert join.take("i0") == [] and join.take("i19999") == [big]  # the oldest went first
+
+
+def test_a_request_its_client_gave_up_on_is_not_decided():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Seen:
+        closed: bool = False
+        waited: float | None = None
+
+        def gone(self) -> bool:
+            return self.closed
+
+        def waited_s(self) -> float | None:
+            return self.waited
+
+    now = 1_800_000_000.0
+    exim = {"request": "smtpd_access_policy", "recipients": "a@x.test"}
+    # Exim: by age against exim.readsocket_timeout_s, whatever the socket says (it half-closes)
+    fresh = {**exim, "sent_at": str(int((now - 1.9) * 1e6))}
+    stale = {**exim, "sent_at": str(int((now - 2.0) * 1e6))}
+    assert abandoned(fresh, now, 2.0, 10.0, Seen(closed=True, waited=30)) == ""
+    assert abandoned(stale, now, 2.0, 10.0, Seen()) == "Exim sent it 2.0s ago (timeout 2s)"
+    assert abandoned({**exim, "sent_at": "garbage"}, now, 2.0, 10.0, Seen(closed=True)) == ""  # decide
+    assert abandoned(exim, now, 2.0, 10.0, Seen(closed=True)) == ""  # rendered before sent_at
+    # Postfix: a closed connection, or a request older than its timeout (TCP_INFO)
+    postfix = {"request": "smtpd_access_policy", "recipient": "a@x.test"}
+    assert abandoned(postfix, now, 2.0, 10.0, Seen(waited=9.9)) == ""
+    assert abandoned(postfix, now, 2.0, 10.0, Seen()) == ""  # a unix socket: age unknown
+    assert abandoned(postfix, now, 2.0, 10.0, Seen(waited=10.0)) == (
+        "it arrived 10.0s ago and Postfix waits 10s"
+    )
+    assert abandoned(postfix, now, 2.0, 10.0, Seen(closed=True)) == (
+        "Postfix closed the connection before the answer"
+    )

@@ -23,7 +23,7 @@ def test_master_cf_transports():
 
 def test_main_cf_policy_before_permit_mynetworks():
     text = main_cf(validate_config(RAW))
-    policy = "check_policy_service { inet:127.0.0.1:10040, default_action=DUNNO, try_limit=1, timeout=7s }"
+    policy = "check_policy_service { inet:127.0.0.1:10040, default_action=DUNNO, try_limit=2, timeout=7s }"
     rcpt = text.index("smtpd_recipient_restrictions =")
     assert text.index(policy, rcpt) < text.index("permit_mynetworks", rcpt)
     assert f"smtpd_end_of_data_restrictions =\n    {policy}\n" in text
