@@ -17,6 +17,7 @@ from smtp_balancer.config import BalancerConfig
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.engine import ThreadedEngine
 from smtp_balancer.observe.metrics import ListenError, serve_metrics
+from smtp_balancer.observe.sdnotify import Notifier, keep_pinging
 
 log = logging.getLogger("smtp_balancer.milter")
 
@@ -86,12 +87,18 @@ def bind_error(listen: str) -> OSError | None:
 def run(config: BalancerConfig) -> int:
     cfg = config.milter
     address = libmilter_socket(cfg.listen)
-    if address.startswith("unix:"):
-        gid = socket_gid(cfg.socket_group)  # before anything starts: a missing group is fatal
-        path, mode = address[5:], int(cfg.socket_mode, 8)
-        opening_then(cfg.listen, lambda: secure_socket(path, mode, gid))
-    else:
-        opening_then(cfg.listen, lambda: None)
+    # before anything starts: a missing group is fatal
+    gid = socket_gid(cfg.socket_group) if address.startswith("unix:") else -1
+    notifier = Notifier()
+
+    def serving() -> None:
+        if address.startswith("unix:"):
+            secure_socket(address[5:], int(cfg.socket_mode, 8), gid)
+        notifier.ready("serving")
+        # pinged from the engine's loop, which every decision that waits on Redis needs
+        engine.spawn(keep_pinging(notifier))
+
+    opening_then(cfg.listen, serving)
     serve_metrics(cfg.metrics_listen, log, "milter.metrics_listen")
     engine = ThreadedEngine(config)
     # as the policy daemon does: connect, load the script and take the first

@@ -12,6 +12,7 @@ from policyd.server import PolicyServer
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
 from smtp_balancer.engine import Engine
 from smtp_balancer.observe.metrics import serve_metrics
+from smtp_balancer.observe.sdnotify import Notifier, keep_pinging
 
 log = logging.getLogger("smtp_balancer.policyd")
 
@@ -55,6 +56,9 @@ async def serve(config: BalancerConfig, path: str) -> None:
     except BaseException:
         await engine.aclose()
         raise
+    notifier = Notifier()
+    notifier.ready("serving policy requests")
+    pinger = asyncio.create_task(keep_pinging(notifier))  # systemd's watchdog sees a frozen loop
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -68,6 +72,8 @@ async def serve(config: BalancerConfig, path: str) -> None:
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
+    notifier.stopping()
+    pinger.cancel()
     log.info("stopping: closing listeners")
     await server.close()
     await engine.aclose()

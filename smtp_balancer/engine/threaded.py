@@ -7,6 +7,7 @@ message's Draw is settled on the engine's loop. No thread opens a connection.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from typing import Any
 
@@ -42,6 +43,10 @@ class ThreadedEngine:
             future.cancel()
             metrics.DEGRADED.labels("bridge_timeout").inc()
             return Decision(outcome="default", reason="degraded (engine did not answer)", degraded=True)
+
+    def spawn(self, coro: Any) -> concurrent.futures.Future[Any]:
+        """Run a coroutine on the engine's loop without waiting for it (the watchdog pinger)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def run(self, coro: Any, timeout_s: float) -> Any:
         """Run a coroutine on the engine's loop and wait for it (start, reload)."""

@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 
 import redis
 
@@ -24,6 +25,7 @@ from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
 from smtp_balancer.feedback.store import FeedbackStore, HitResult, RateResult
 from smtp_balancer.observe.metrics import serve_metrics
 from smtp_balancer.observe.ratelimit import LogLimiter
+from smtp_balancer.observe.sdnotify import Notifier
 from smtp_balancer.state.client import describe, sync_client
 from smtp_balancer.state.keys import KeySchema
 
@@ -53,6 +55,8 @@ class FeedbackDaemon:
         self._rotated_batches = 0
         # a log full of garbage must not flood our own log: a few lines a minute, then a count
         self.notes = LogLimiter(log)
+        self.notifier = Notifier()
+        self._next_ping = 0.0
 
     # -- start ---------------------------------------------------------------------
     def saved_position(self) -> Position | None:
@@ -72,6 +76,7 @@ class FeedbackDaemon:
                     describe(self.config.redis),
                     exc,
                 )
+                self.alive()
                 self.stop.wait(RETRY_S)
         return None
 
@@ -106,6 +111,7 @@ class FeedbackDaemon:
             except redis.RedisError as exc:
                 metrics.REDIS_ERRORS.inc()
                 log.error("Redis at %s: %s; retrying the batch", describe(self.config.redis), exc)
+                self.alive()  # waiting on Redis is not frozen: a restart would not help
                 if self.stop.wait(RETRY_S):
                     raise SystemExit(0) from exc
         # rates are re-evaluated with every batch that touches a pair: a failure here
@@ -172,7 +178,16 @@ class FeedbackDaemon:
             elif rate.outcome == "recovered":
                 log.info("rate rule %s re-armed for %s/%s", rate.rule, rate.endpoint, rate.provider)
 
+    def alive(self) -> None:
+        """WATCHDOG=1 at most twice per systemd's interval, from the working loop."""
+        interval = self.notifier.interval_s
+        if interval is not None and (now := time.monotonic()) >= self._next_ping:
+            self.notifier.ping()
+            self._next_ping = now + interval
+
     def run(self) -> None:
+        # ready before Redis answers: waiting for it is this daemon's normal work
+        self.notifier.ready("following the MTA log")
         self.follower = self.open_log()
         checks = HealthChecks(self.config, self.r, self.stop)
         checker = threading.Thread(target=checks.run, name="health-checks", daemon=True)
@@ -180,11 +195,13 @@ class FeedbackDaemon:
         poll = self.config.feedback.poll_interval_ms / 1000
         try:
             while not self.stop.is_set():
+                self.alive()
                 if self.step() == 0:
                     self.stop.wait(poll)
         except SystemExit:
             pass
         finally:
+            self.notifier.stopping()
             self.notes.flush(everything=True)
             self.follower.close()
             checker.join(timeout=5)

@@ -1,0 +1,66 @@
+"""systemd's service notification protocol (sd_notify), for Type=notify units with WatchdogSec=.
+
+READY=1 once a daemon serves; WATCHDOG=1 from its working loop, at half the
+watchdog interval systemd gives in $WATCHDOG_USEC. A frozen daemon stops pinging
+and systemd restarts it. Without $NOTIFY_SOCKET (not under systemd) nothing is sent.
+The protocol is one datagram of KEY=value lines: a few lines, no library needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+
+log = logging.getLogger("smtp_balancer.sdnotify")
+
+
+class Notifier:
+    def __init__(self, env: Mapping[str, str] = os.environ) -> None:
+        path = env.get("NOTIFY_SOCKET", "")
+        # "@name" is Linux's abstract namespace
+        self.address = "\0" + path[1:] if path.startswith("@") else path
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        ours = not pid or pid == str(os.getpid())
+        # ping twice per interval, as sd_watchdog_enabled(3) advises
+        self.interval_s = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 and ours else None
+        self._failed = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address)
+
+    def send(self, *states: str) -> bool:
+        if not self.address:
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto("\n".join(states).encode(), self.address)
+            return True
+        except OSError as exc:
+            if not self._failed:  # once: a watchdog that cannot be reached will say so itself
+                self._failed = True
+                log.warning("cannot notify systemd at %s: %s", self.address.replace("\0", "@"), exc)
+            return False
+
+    def ready(self, status: str = "") -> bool:
+        return self.send("READY=1", *([f"STATUS={status}"] if status else []))
+
+    def ping(self) -> bool:
+        return self.send("WATCHDOG=1") if self.interval_s is not None else False
+
+    def stopping(self) -> bool:
+        return self.send("STOPPING=1")
+
+
+async def keep_pinging(notifier: Notifier) -> None:
+    """WATCHDOG=1 from this event loop for as long as it runs: a blocked loop stops it."""
+    import asyncio
+
+    if notifier.interval_s is None:
+        return
+    while True:
+        notifier.ping()
+        await asyncio.sleep(notifier.interval_s)
