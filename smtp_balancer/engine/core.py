@@ -28,6 +28,7 @@ from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.decision.quota import QuotaBook
 from smtp_balancer.decision.script import Late, ScriptCodec
 from smtp_balancer.engine.breaker import Breaker
+from smtp_balancer.engine.health import RedisHealth
 from smtp_balancer.engine.junk import JunkReporter
 from smtp_balancer.engine.leases import LeaseService
 from smtp_balancer.engine.mirror import MirrorKeeper
@@ -56,6 +57,7 @@ class Engine:
         self.clock = clock
         self.channel = ScriptChannel(config.redis)
         self.junk = JunkReporter(clock)
+        self.health = RedisHealth(lambda: self.channel, describe(config.redis))
         self._build(config)
 
     def _build(self, config: BalancerConfig) -> None:
@@ -74,7 +76,7 @@ class Engine:
         self.leases = LeaseService(
             self.book, self.channel, self.breaker, self.junk, config.redis.admin_timeout_ms / 1000
         )
-        self._where = describe(config.redis)
+        self._where = self.health.where = describe(config.redis)
 
     @property
     def live(self) -> LiveState | None:
@@ -102,6 +104,7 @@ class Engine:
         return True
 
     def _start_background(self) -> None:
+        self.health.start()  # in every mode: a stall is logged and measured
         if self.config.decision.local and not self.mirror.started:
             self.mirror.start()
             self.leases.start()
@@ -127,6 +130,7 @@ class Engine:
         await self.mirror.stop()
 
     async def aclose(self) -> None:
+        await self.health.stop()
         await self._stop_background()
         if self.mx is not None:
             await self.mx.close()

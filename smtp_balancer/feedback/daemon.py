@@ -55,6 +55,7 @@ class FeedbackDaemon:
         self._rotated_batches = 0
         # a log full of garbage must not flood our own log: a few lines a minute, then a count
         self.notes = LogLimiter(log)
+        self.where = describe(config.redis)
         self.notifier = Notifier()
         self._next_ping = 0.0
 
@@ -71,9 +72,11 @@ class FeedbackDaemon:
                 )
                 return None
             except redis.RedisError as exc:
-                log.error(
+                self.notes.emit(
+                    logging.ERROR,
+                    "redis error",
                     "Redis at %s: %s; waiting to read the saved log position",
-                    describe(self.config.redis),
+                    self.where,
                     exc,
                 )
                 self.alive()
@@ -110,7 +113,10 @@ class FeedbackDaemon:
                 break
             except redis.RedisError as exc:
                 metrics.REDIS_ERRORS.inc()
-                log.error("Redis at %s: %s; retrying the batch", describe(self.config.redis), exc)
+                # once a second while Redis is away: a few lines a minute, then a count
+                self.notes.emit(
+                    logging.ERROR, "redis error", "Redis at %s: %s; retrying the batch", self.where, exc
+                )
                 self.alive()  # waiting on Redis is not frozen: a restart would not help
                 if self.stop.wait(RETRY_S):
                     raise SystemExit(0) from exc

@@ -50,6 +50,11 @@ QUOTA_LEASED = Gauge(
     "Warm-up quota units this process has reserved in Redis and not yet spent",
 )
 
+REDIS_REPLY_AGE = Gauge(
+    "smtp_balancer_redis_last_reply_age_seconds",
+    "Seconds since Redis last answered this process (it is asked at least every second)",
+)
+
 KEY_TRACKING_REFUSED = Gauge(
     "smtp_balancer_key_tracking_refused",
     "1 while Redis refuses key tracking (an ACL without +client|tracking, or Redis < 6):"

@@ -88,6 +88,8 @@ class ScriptChannel:
         # Redis's TIME minus our wall clock, measured at connect (None: unknown);
         # scripts get deadlines in Redis's time, so clocks need not agree
         self.redis_offset_s: float | None = None
+        # when Redis last sent anything (time.monotonic): its silence is a stall
+        self.last_reply_at = time.monotonic()
 
     @property
     def connected(self) -> bool:
@@ -179,6 +181,7 @@ class ScriptChannel:
                 data = await reader.read(65536)
                 if not data:
                     break
+                self.last_reply_at = time.monotonic()
                 parser.feed(data)
                 while (reply := parser.gets()) is not False:
                     if self.on_push is not None and isinstance(reply, list) and reply[:1] == [b"message"]:

@@ -1,0 +1,52 @@
+"""A Redis stall is one WARNING when it starts and one when it ends, and a metric, in
+local mode too (where no decision waits on Redis and nothing else would say so)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import redis
+
+from integration.redis_server import RedisServer
+from smtp_balancer.decision.facts import Facts
+from smtp_balancer.engine import Engine
+from smtp_balancer.engine.health import STALL_AFTER_S
+from smtp_balancer.observe import metrics
+
+
+def reply_age() -> float:
+    return metrics.REDIS_REPLY_AGE.collect()[0].samples[0].value
+
+
+async def test_a_stall_is_logged_once_with_its_duration_and_measured(
+    make_config, redis_server: RedisServer, caplog
+):
+    caplog.set_level(logging.WARNING, logger="smtp_balancer.engine")
+    engine = Engine(make_config({"decision": {"budget_ms": 50}}))  # local decisions: the default
+    try:
+        assert await engine.start()
+        await asyncio.sleep(1.5)  # idle: the PINGs keep the age low
+        assert reply_age() < 1.5
+        sleeper = redis.Redis(unix_socket_path=str(redis_server.socket))
+        stall = STALL_AFTER_S + 1.5  # DEBUG SLEEP over 5 s hangs its own client for a minute
+        blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", str(stall)))
+        blocker.start()
+        peak = 0.0
+        for i in range(int(stall * 10)):  # decisions go on meanwhile, locally or degraded
+            decision = await engine.decide(Facts(recipients=(f"u{i}@example.test",)))
+            assert decision.outcome == "route"
+            peak = max(peak, reply_age())
+            await asyncio.sleep(0.1)
+        blocker.join()
+        await asyncio.sleep(1.5)
+        assert peak >= STALL_AFTER_S and reply_age() < 1.5
+        lines = [r.getMessage() for r in caplog.records]
+        started = [m for m in lines if "has not answered for" in m]
+        ended = [m for m in lines if "answers again" in m]
+        assert len(started) == 1 and len(ended) == 1, lines
+        lasted = float(ended[0].split("after ")[1].split("s ")[0])
+        assert STALL_AFTER_S <= lasted <= stall + 1.5
+    finally:
+        await engine.aclose()
