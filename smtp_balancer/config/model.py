@@ -260,6 +260,11 @@ class MilterConfig(Strict):
     # header (Postfix's default transport) and the degraded counter rises
     decision_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
     metrics_listen: MetricsListen = "127.0.0.1:9481"
+    # Postfix's waits on the milter, rendered into main.cf: what a frozen milter costs
+    # each connection (connect), each SMTP command, and each message at its end (content)
+    postfix_connect_timeout_s: int = Field(default=1, ge=1, le=300)
+    postfix_command_timeout_s: int = Field(default=3, ge=1, le=300)
+    postfix_content_timeout_s: int = Field(default=10, ge=1, le=600)
     # where `render postfix --write-maps` puts the regexp maps main.cf refers to
     postfix_maps_dir: str = "/etc/postfix/smtp-balancer"
 

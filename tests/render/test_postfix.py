@@ -71,6 +71,9 @@ def test_milter_maps_and_milter_only_main_cf():
     main = main_cf(config)
     assert "check_policy_service" not in main and "smtpd_end_of_data_restrictions" not in main
     assert "milter_header_checks = regexp:/etc/postfix/sb/milter_header_checks\n" in main
+    timeouts = ("milter_connect_timeout = 1s", "milter_command_timeout = 3s", "milter_content_timeout = 10s")
+    for line in timeouts:
+        assert f"\n{line}\n" in main, line
     assert "  -o smtp_header_checks=regexp:/etc/postfix/sb/smtp_header_checks" in master_cf(config)
     # Postfix's own notices get a cleanup that strips ours from the copy they attach
     assert maps["notice_body_checks"].splitlines()[1:] == maps["smtp_header_checks"].splitlines()[1:]
