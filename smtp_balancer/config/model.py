@@ -288,7 +288,8 @@ class MilterConfig(Strict):
 class EximConfig(Strict):
     """What `render exim` needs beyond the endpoints and the policy daemon's socket."""
 
-    # where `render exim --write` puts its files; main.conf points SB_ROUTES_FILE here
+    # where the rendered Exim files live: main.conf printed to stdout reads the routes
+    # file from here (`render exim --write DIR` names DIR instead)
     config_dir: str = "/etc/exim4/smtp-balancer"
     # the longest an SMTP session waits on the policy daemon before the default route
     readsocket_timeout_s: int = Field(default=2, ge=1, le=60)

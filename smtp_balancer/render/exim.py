@@ -81,6 +81,15 @@ def main_conf(config: BalancerConfig, config_dir: str, source: str = "the smtp-b
     return "\n".join(
         [
             HEADER.format(source=source),
+            "# What these files need from the rest of your configuration:",
+            "# - a `domainlist local_domains` (Debian's config has one), used by",
+            "#   SB_REMOTE_DOMAINS = ! +local_domains below; without it every routed message",
+            "#   is deferred with 'unknown named domain list \"+local_domains\"'. Or define",
+            "#   SB_REMOTE_DOMAINS yourself before this file.",
+            "# - optional, before this file: SB_SMARTHOST = a host name or address, no port",
+            "#   (routed mail of local endpoints goes there instead of the recipient's MX; the",
+            "#   port is SB_SMTP_PORT). Never an address Exim itself listens on: Exim freezes",
+            "#   such mail ('remote host address is the local host').",
             f"SB_ROUTES_FILE = {config_dir.rstrip('/')}/routes",
             f"SB_POLICY_SOCKET = {policy_socket(config)}",
             f"SB_POLICY_TIMEOUT = {config.exim.readsocket_timeout_s}s",
