@@ -105,9 +105,10 @@ class Engine:
 
     def _start_background(self) -> None:
         self.health.start()  # in every mode: a stall is logged and measured
+        # in every mode: it also writes what degraded decisions counted, once Redis is back
+        self.leases.start()
         if self.config.decision.local and not self.mirror.started:
             self.mirror.start()
-            self.leases.start()
 
     async def replace_config(self, config: BalancerConfig) -> None:
         """Adopt a new, already validated config (SIGHUP): the whole decider is built
@@ -252,4 +253,12 @@ class Engine:
 
     def _degraded(self, draw: Draw, reason: str) -> Decision:
         metrics.DEGRADED.labels(reason).inc()
-        return self.planner.degraded(draw, reason, self.mirror.live)
+        decision = self.planner.degraded(draw, reason, self.mirror.live)
+        if draw.commit and not draw.explain and decision.outcome == "route" and decision.endpoint:
+            # counted once Redis answers again (the lease service keeps what it could not
+            # write): a cap sees the mail sent during an outage, and status shows it
+            day, hour = draw.buckets
+            self.book.take(
+                decision.endpoint, draw.facts.quota_count, draw.provider_counts, day, hour, leased=False
+            )
+        return decision

@@ -41,15 +41,25 @@ def pack_command(args: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
+# a TIME reply slower than this measures the clocks' offset too loosely to replace a
+# tighter one (a handshake queued behind a stalled Redis takes seconds)
+OFFSET_MAX_RTT_S = 0.25
+
+
 def _offset(reply: object, sent_at: float, received_at: float) -> float | None:
-    """Redis's clock minus ours from a TIME reply, taken at the round trip's midpoint."""
+    """Redis's clock minus ours from a TIME reply: the lowest value the round trip allows.
+
+    Redis read its clock somewhere between ``sent_at`` and ``received_at``. Taking the
+    latest moment puts a script's deadline early rather than late: a slow round trip
+    can make a call count nothing, never make a late one count.
+    """
     if not isinstance(reply, list) or len(reply) != 2:
         return None  # refused (an ACL without +time): scripts then get no deadline
     try:
         redis_now = int(reply[0]) + int(reply[1]) / 1e6
     except (TypeError, ValueError):
         return None
-    return redis_now - (sent_at + received_at) / 2
+    return redis_now - received_at
 
 
 def _ssl_context(cfg: RedisConfig) -> ssl.SSLContext:
@@ -88,6 +98,7 @@ class ScriptChannel:
         # Redis's TIME minus our wall clock, measured at connect (None: unknown);
         # scripts get deadlines in Redis's time, so clocks need not agree
         self.redis_offset_s: float | None = None
+        self._offset_rtt = float("inf")  # the round trip of the TIME that measured it
         # when Redis last sent anything (time.monotonic): its silence is a stall
         self.last_reply_at = time.monotonic()
 
@@ -136,7 +147,7 @@ class ScriptChannel:
                 for cmd, fut in zip(handshake, replies, strict=True):
                     result = await fut
                     if cmd[0] == "TIME":
-                        self.redis_offset_s = _offset(result, sent_at, time.time())
+                        self._measured(_offset(result, sent_at, now := time.time()), now - sent_at)
                     # a name only helps CLIENT LIST, and TIME only deadlines: an ACL may refuse them
                     elif isinstance(result, ResponseError) and cmd[0] != "CLIENT":
                         # AUTH/SELECT refused: a connection problem, not a script one
@@ -147,10 +158,16 @@ class ScriptChannel:
                 self.reset()
                 raise
 
+    def _measured(self, offset: float | None, rtt: float) -> None:
+        """Keep the tightest offset: a new one if its round trip was quick or quicker."""
+        if offset is None:
+            self.redis_offset_s, self._offset_rtt = None, float("inf")
+        elif self.redis_offset_s is None or rtt <= max(OFFSET_MAX_RTT_S, self._offset_rtt):
+            self.redis_offset_s, self._offset_rtt = offset, rtt
+
     def reset(self, why: str = "connection reset") -> None:
         """Drop the connection and fail everything still waiting on it."""
         writer, self._writer, self._reader = self._writer, None, None
-        self.redis_offset_s = None
         if self._read_task is not None:
             self._read_task.cancel()
             self._read_task = None

@@ -50,3 +50,41 @@ async def test_a_stall_is_logged_once_with_its_duration_and_measured(
         assert STALL_AFTER_S <= lasted <= stall + 1.5
     finally:
         await engine.aclose()
+
+
+async def test_degraded_decisions_are_counted_once_redis_answers_again(make_config, rdb, redis_server):
+    """Remote mode (every decision a select.lua call): while Redis sleeps, decisions
+    degrade; their counts wait in the quota book and reach Redis when it is back."""
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    from smtp_balancer.clock import FixedClock
+
+    now = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+    engine = Engine(
+        make_config({"decision": {"local": False, "budget_ms": 50, "retry_after_ms": 100}}), FixedClock(now)
+    )
+    sent: Counter[str] = Counter()
+    degraded = 0
+    try:
+        assert await engine.start()
+        sleeper = redis.Redis(unix_socket_path=str(redis_server.socket))
+        blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", "2"))
+        blocker.start()
+        for i in range(120):  # about 3 s of mail: before, during and after the sleep
+            d = await engine.decide(Facts(recipients=(f"u{i}@gmail.com", f"v{i}@yahoo.com")), now=now)
+            assert d.outcome == "route"
+            sent[d.endpoint] += 2
+            degraded += d.degraded
+            await asyncio.sleep(0.025)
+        blocker.join()
+        await asyncio.sleep(0.5)  # the next count rounds
+    finally:
+        await engine.aclose()
+    assert degraded >= 20  # the outage was real
+    counted = {
+        ep: int(rdb.hget(f"{{sb}}:count:{ep}:day:20261124", "total") or 0) for ep in ("out1", "out2", "out3")
+    }
+    assert counted == {ep: sent[ep] for ep in counted}, (counted, sent, degraded)
+    google = sum(int(rdb.hget(f"{{sb}}:count:{ep}:day:20261124", "google") or 0) for ep in counted)
+    assert google == 120  # per provider too

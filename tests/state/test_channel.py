@@ -257,3 +257,20 @@ async def test_sentinel_discovers_the_master(tmp_path: Path):
 )
 def test_redis_urls_never_show_a_secret(url: str, shown: str):
     assert describe(RedisConfig(url=url)) == shown and "S3cr3t" not in describe(RedisConfig(url=url))
+
+
+def test_the_clock_offset_errs_early_and_a_slow_handshake_does_not_replace_a_tight_one():
+    from smtp_balancer.state.channel import _offset
+
+    # Redis read its clock at some moment of the round trip: the latest is assumed,
+    # so deadlines come early (a call may count nothing), never late
+    assert _offset([b"1000", b"500000"], sent_at=990.0, received_at=990.2) == 1000.5 - 990.2
+    assert _offset(ResponseError("NOPERM"), 0.0, 0.1) is None
+    ch = channel("unix:///nonexistent")
+    ch._measured(10.0, rtt=0.001)
+    ch._measured(8.0, rtt=2.0)  # a handshake queued behind a sleeping Redis
+    assert ch.redis_offset_s == 10.0
+    ch._measured(10.2, rtt=0.01)  # a quick one replaces it
+    assert ch.redis_offset_s == 10.2
+    ch.reset()  # a reconnect keeps it: the clocks did not move
+    assert ch.redis_offset_s == 10.2
