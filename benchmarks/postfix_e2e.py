@@ -24,7 +24,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -37,9 +36,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from integration.conftest import base_config, render  # noqa: E402
+from rig import rendered_postfix, start_smtp_sink, stop_all, write_maps  # noqa: E402
+
+from integration.conftest import base_config  # noqa: E402
 from integration.daemons import (  # noqa: E402
-    CLI,
     BaselineProcess,
     DaemonProcess,
     PolicydProcess,
@@ -47,7 +47,7 @@ from integration.daemons import (  # noqa: E402
     tcp_ready,
     unix_ready,
 )
-from integration.postfix import PostfixInstance, make_shared_dir  # noqa: E402
+from integration.postfix import make_shared_dir  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402
 
@@ -71,11 +71,7 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
     redis.start()
     sink_port, policy_port, smtpd_port = free_port(), free_port(), free_port()
     milter_metrics = free_port()
-    sink = subprocess.Popen(
-        ["smtp-sink", "-u", "postfix", f"127.0.0.1:{sink_port}", "1024"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    sink = start_smtp_sink(sink_port)
     daemon: DaemonProcess | None = None
     postfix = None
     try:
@@ -108,11 +104,7 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
                 HERE / "dunno_server.py", [str(policy_port)], base / "daemon.log", tcp_ready(policy_port)
             )
         elif variant.startswith("milter"):
-            subprocess.run(
-                [CLI, "-c", str(config_path), "render", "postfix", "--write-maps", str(base / "maps")],
-                check=True,
-                capture_output=True,
-            )
+            write_maps(config_path, base / "maps")
             ready = tcp_ready(milter_port) if variant == "milter-inet" else unix_ready(milter_socket)
             if variant == "milter-noop":
                 milter_socket.parent.mkdir(parents=True, exist_ok=True)
@@ -123,14 +115,7 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
                 daemon = DaemonProcess("milter", config_path, base / "daemon.log", ready, args.log_level)
         if daemon is not None:
             daemon.start()
-        postfix = PostfixInstance(
-            base / "postfix",
-            smtpd_port=smtpd_port,
-            sink_port=sink_port,
-            master_cf_extra=render(config_path, "master"),
-            main_cf_extra=render(config_path, "main"),
-        )
-        postfix.start()
+        postfix = rendered_postfix(base, config_path, smtpd_port, sink_port)
         pids = {"daemon": daemon.proc.pid if daemon and daemon.proc else None, "redis": redis.proc.pid}
         before = {k: cpu_seconds(p) for k, p in pids.items() if p}
         started = time.perf_counter()
@@ -164,14 +149,7 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
         milter_ms = milter_ms_per_message(milter_metrics) if ours_milter else None
         return Result(elapsed, cpu, milter_ms)
     finally:
-        if postfix is not None:
-            postfix.stop()
-        if daemon is not None:
-            daemon.stop()
-        if sink.poll() is None:
-            os.kill(sink.pid, signal.SIGTERM)
-            sink.wait(timeout=5)
-        redis.stop()
+        stop_all(postfix, daemon, sink, redis)
 
 
 def settle(seconds: float) -> None:

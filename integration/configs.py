@@ -35,3 +35,17 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+# transactional mail on out1, bulk on out2 and out3: the message-class tests (milter, Exim)
+CLASS_POOLS: dict[str, Any] = {
+    "pools": {
+        "tx": {"endpoints": [{"endpoint": "out1", "weight": 1}]},
+        "bulk": {"endpoints": [{"endpoint": "out2", "weight": 1}, {"endpoint": "out3", "weight": 1}]},
+    },
+    "rules": [
+        {"name": "transactional", "message_class": ["transactional"], "pool": "tx"},
+        {"name": "bulk", "message_class": ["bulk"], "pool": "bulk"},
+    ],
+}
+BULK_HEADERS = {"Precedence": "bulk", "List-Unsubscribe": "<mailto:unsubscribe@shop.test>"}

@@ -70,6 +70,7 @@ keep_environment =
 domainlist local_domains =
 acl_smtp_rcpt = acl_rcpt
 acl_smtp_data = acl_data
+acl_not_smtp = sb_route_local
 # deliver every message at once, however many arrive on one connection
 smtp_accept_queue_per_connection = 0
 smtp_accept_max = 200
@@ -148,6 +149,16 @@ class EximInstance:
                     f"SB_SMARTHOST = {self.sink_host}\n" if self.smarthost else ""
                 ),
             )
+        )
+
+    def submit_local(self, sender: str, recipients: list[str], message: bytes) -> None:
+        """A local submission (``exim -bm``, as sendmail(1) does): acl_not_smtp applies."""
+        subprocess.run(
+            [str(exim_binary()), "-C", str(self.config_file), "-bm", "-f", sender, "--", *recipients],
+            input=message,
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
 
     def check(self) -> None:

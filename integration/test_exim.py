@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.configs import ENDPOINT_IP, HELO
+from integration.configs import BULK_HEADERS, CLASS_POOLS, ENDPOINT_IP, HELO
 from integration.daemons import CLI
 from integration.exim import EXIM_RELAY_SOURCE, EximInstance, EximSystem, exim_binary
 from integration.statistics import assert_shares
@@ -164,3 +164,33 @@ def test_the_production_routers_parse_too(exim: EximSystem, tmp_path: Path) -> N
         check=True,
     ).stdout
     assert "driver = dnslookup" in routers, routers
+
+
+BULK = BULK_HEADERS
+
+
+def test_exim_routes_by_message_class_over_smtp_and_local_submission(exim_system) -> None:
+    """The milter's classification, for Exim: its ACL sends the few headers, the daemon classifies."""
+    from integration.submit import build_message
+
+    es = exim_system(CLASS_POOLS)
+    kind = {0: "tx", 1: "bulk", 2: "explicit"}
+    headers = {0: {}, 1: BULK, 2: {"X-Mail-Class": "bulk"}}  # explicit: from a trusted client
+    assert es.send_many(60, threads=3, tag=lambda i: kind[i % 3], headers=lambda i: headers[i % 3]) == []
+    for i in range(4):  # exim -bm: acl_not_smtp = sb_route_local
+        msg = build_message(
+            100 + i, "app@shop.test", [f"local{i}@example.test"], "local", BULK if i % 2 else {}
+        )
+        es.exim.submit_local("app@shop.test", [f"local{i}@example.test"], msg.as_bytes())
+    got = es.sink.wait_for(64, timeout=120)
+    tx_ip, bulk_ips = ENDPOINT_IP["out1"], {ENDPOINT_IP["out2"], ENDPOINT_IP["out3"]}
+    for m in got:
+        tag = m.header("X-Test-Tag")
+        if tag == "local":
+            expected = bulk_ips if int(m.header("X-Test-Seq")) % 2 else {tx_ip}
+        else:
+            expected = {tx_ip} if tag == "tx" else bulk_ips
+        assert m.peer_ip in expected, (tag, m.header("X-Test-Seq"), m.peer_ip)
+    lines = [line for line in es.policyd.log_path.read_text().splitlines() if "msg=decision" in line]
+    assert any("message_class=bulk" in line for line in lines)
+    assert any("message_class=transactional" in line for line in lines)

@@ -11,22 +11,12 @@ from collections import Counter
 
 import yaml
 
-from integration.configs import ENDPOINT_IP
+from integration.configs import BULK_HEADERS, CLASS_POOLS, ENDPOINT_IP
 from integration.daemons import decision_lines
 from integration.waits import wait_until
 from integration.workloads import assert_counted_exactly
 
-BULK = {"Precedence": "bulk", "List-Unsubscribe": "<mailto:unsubscribe@shop.test>"}
-CLASS_POOLS = {
-    "pools": {
-        "tx": {"endpoints": [{"endpoint": "out1", "weight": 1}]},
-        "bulk": {"endpoints": [{"endpoint": "out2", "weight": 1}, {"endpoint": "out3", "weight": 1}]},
-    },
-    "rules": [
-        {"name": "transactional", "message_class": ["transactional"], "pool": "tx"},
-        {"name": "bulk", "message_class": ["bulk"], "pool": "bulk"},
-    ],
-}
+BULK = BULK_HEADERS
 TX_IPS = {ENDPOINT_IP["out1"]}
 BULK_IPS = {ENDPOINT_IP["out2"], ENDPOINT_IP["out3"]}
 

@@ -9,7 +9,6 @@ Anything that goes wrong fails open: no header, Postfix's default transport.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -18,11 +17,10 @@ from typing import Any
 
 import Milter
 from smtp_balancer_milter import metrics
-from smtp_balancer_milter.classify import Classifier
 
 from smtp_balancer.config.model import MilterConfig
+from smtp_balancer.decision.classes import Classifier, MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
-from smtp_balancer.decision.rules import in_networks
 from smtp_balancer.engine import ThreadedEngine
 from smtp_balancer.observe.decision_log import log_decision
 
@@ -34,8 +32,7 @@ class MilterSettings:
     route_header: str
     info_header: str
     decision_timeout_s: float
-    classifier: Classifier
-    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    classes: MessageClasses
 
     @classmethod
     def from_config(cls, cfg: MilterConfig) -> MilterSettings:
@@ -43,14 +40,15 @@ class MilterSettings:
             route_header=cfg.route_header,
             info_header=cfg.info_header,
             decision_timeout_s=cfg.decision_timeout_ms / 1000,
-            classifier=Classifier(cfg.class_header, frozenset(cfg.classes), cfg.default_class),
-            trusted=tuple(ipaddress.ip_network(n, strict=False) for n in cfg.trusted_networks),
+            classes=MessageClasses.from_config(cfg),
         )
 
+    @property
+    def classifier(self) -> Classifier:
+        return self.classes.classifier
+
     def is_trusted(self, client_ip: str, sasl_username: str) -> bool:
-        if sasl_username or not client_ip:  # authenticated, or local submission (sendmail/pickup)
-            return True
-        return in_networks(client_ip, self.trusted)
+        return self.classes.is_trusted(client_ip, sasl_username)
 
 
 def _size(params: tuple[str, ...]) -> int | None:

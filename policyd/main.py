@@ -10,6 +10,7 @@ import signal
 from policyd import metrics
 from policyd.server import PolicyServer
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
+from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.engine import Engine
 from smtp_balancer.observe.metrics import serve_metrics
 from smtp_balancer.observe.sdnotify import Notifier, keep_pinging
@@ -38,6 +39,7 @@ async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
         log.error("config reload failed, still serving the previous config: %s: %s", type(exc).__name__, exc)
         return
     server.exim_timeout_s = config.exim.readsocket_timeout_s
+    server.classes = MessageClasses.from_config(config.milter)
     for name in server.apply(config.policyd):
         log.warning("policyd.%s changed: it takes effect on restart, not on reload", name)
     await engine.replace_config(config)
@@ -50,7 +52,9 @@ async def serve(config: BalancerConfig, path: str) -> None:
     serve_metrics(config.policyd.metrics_listen, log, "policyd.metrics_listen")
     engine = Engine(config)
     await engine.start()
-    server = PolicyServer(engine, config.policyd, config.exim.readsocket_timeout_s)
+    server = PolicyServer(
+        engine, config.policyd, config.exim.readsocket_timeout_s, MessageClasses.from_config(config.milter)
+    )
     try:
         await server.start()
     except BaseException:

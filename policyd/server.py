@@ -37,6 +37,7 @@ from policyd.session import (
 )
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.config.model import PolicydConfig
+from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine, Pending
 from smtp_balancer.observe.decision_log import log_decision
@@ -56,11 +57,19 @@ RESTART_SETTINGS = ("listen", "unix_mode", "unix_owner", "unix_group", "metrics_
 
 
 class PolicyServer:
-    def __init__(self, engine: Engine, config: PolicydConfig, exim_timeout_s: float = 2.0) -> None:
-        """``exim_timeout_s``: exim.readsocket_timeout_s, after which Exim stops waiting."""
+    def __init__(
+        self,
+        engine: Engine,
+        config: PolicydConfig,
+        exim_timeout_s: float = 2.0,
+        classes: MessageClasses | None = None,
+    ) -> None:
+        """``exim_timeout_s``: exim.readsocket_timeout_s, after which Exim stops waiting;
+        ``classes``: the message classes (milter settings) for Exim's header attributes."""
         self.engine = engine
         self.config = config
         self.exim_timeout_s = exim_timeout_s
+        self.classes = classes or MessageClasses()
         self.join = InstanceJoin(
             config.join_max_instances, config.join_ttl_s, max_bytes=config.join_max_bytes
         )
@@ -150,7 +159,7 @@ class PolicyServer:
         """The action for a request when it needs no waiting (most of them), else the
         message's Pending draw for ``answer_later``. ``client``: whether the client
         still waits (see ``session.abandoned``)."""
-        outcome = handle(request, self.join)
+        outcome = handle(request, self.join, self.classes)
         if isinstance(outcome, Immediate):
             state = request.get("protocol_state", "").lower()
             metrics.REQUESTS_BY_STAGE[state if state in ("rcpt", "connect", "data") else "other"].inc()
@@ -179,7 +188,10 @@ class PolicyServer:
 
     def _action(self, facts: Facts, decision: Decision) -> str:
         action = action_for(decision)
-        log_decision("policyd", facts, decision, action=action)
+        if facts.message_class is None:
+            log_decision("policyd", facts, decision, action=action)
+        else:  # Exim, classified from the headers its ACL sent
+            log_decision("policyd", facts, decision, action=action, message_class=facts.message_class)
         return action
 
 

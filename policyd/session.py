@@ -17,6 +17,7 @@ from typing import Protocol
 
 from policyd import metrics
 from policyd.protocol import PolicyRequest
+from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
 
 DUNNO = "DUNNO"
@@ -101,7 +102,30 @@ class Immediate:
     note: str = ""
 
 
-def handle(request: PolicyRequest, join: InstanceJoin) -> Facts | Immediate:
+# headers Exim's ACL sends for classification (our extension): attribute -> header name
+EXIM_HEADERS = (
+    ("header_precedence", "Precedence"),
+    ("header_list_unsubscribe", "List-Unsubscribe"),
+    ("header_list_id", "List-Id"),
+)
+
+
+def exim_class(request: PolicyRequest, classes: MessageClasses) -> str | None:
+    """The message class from the headers an Exim request carries (the milter's
+    classification); None for a request without them (Postfix's)."""
+    if "header_class" not in request:
+        return None
+    headers = [(classes.classifier.class_header, request["header_class"])]
+    headers += [(name, request[attr]) for attr, name in EXIM_HEADERS if request.get(attr)]
+    message_class, _ = classes.classify(
+        headers, request.get("client_address", ""), request.get("sasl_username", "")
+    )
+    return message_class
+
+
+def handle(
+    request: PolicyRequest, join: InstanceJoin, classes: MessageClasses | None = None
+) -> Facts | Immediate:
     """What to do with one request: decide (Facts) or answer at once."""
     if request.get("request") != "smtpd_access_policy":
         return Immediate(DUNNO, f"not an smtpd_access_policy request: {request.get('request', '')[:40]!r}")
@@ -127,6 +151,7 @@ def handle(request: PolicyRequest, join: InstanceJoin) -> Facts | Immediate:
         size=_int(request.get("size")),
         queue_id=request.get("queue_id", ""),
         recipient_count=_int(request.get("recipient_count")),
+        message_class=exim_class(request, classes) if classes is not None else None,
     )
 
 

@@ -48,6 +48,22 @@ REQUEST_ATTRIBUTES = (
 )
 
 
+def request_attributes(config: BalancerConfig) -> tuple[tuple[str, str], ...]:
+    """What the ACL sends: the fixed attributes, then the few headers the daemon
+    classifies the message by (the milter's classification, for Exim). They choose a
+    message class, as the milter's headers do, never a route: the class header counts
+    only from milter.trusted_networks, SASL users and local submissions."""
+    class_header = config.milter.class_header
+    return (
+        *REQUEST_ATTRIBUTES,
+        # at most 64 characters: a huge header must not make the request too big
+        ("header_class", "${substr_0_64:" + _no_newlines(f"$h_{class_header}:") + "}"),
+        ("header_precedence", "${substr_0_64:" + _no_newlines("$h_Precedence:") + "}"),
+        ("header_list_unsubscribe", "${if def:h_List-Unsubscribe:{yes}}"),
+        ("header_list_id", "${if def:h_List-Id:{yes}}"),
+    )
+
+
 def policy_socket(config: BalancerConfig) -> str:
     """The policy daemon's first listener in ``${readsocket}`` form."""
     listen = config.policyd.listen[0]
@@ -108,8 +124,19 @@ def main_conf(config: BalancerConfig, config_dir: str, source: str = "the smtp-b
 
 
 def acl_conf(config: BalancerConfig, source: str = "the smtp-balancer config") -> str:
-    """The ``sb_route`` ACL, to be called from the DATA ACL with ``require acl = sb_route``."""
-    request = "".join(f"{name}={value}\\n\\\n        " for name, value in REQUEST_ATTRIBUTES)
+    """The ``sb_route`` ACL, to be called from the DATA ACL with ``require acl = sb_route``,
+    and ``sb_route_local`` for locally submitted mail (``acl_not_smtp``)."""
+    request = "".join(f"{name}={value}\\n\\\n        " for name, value in request_attributes(config))
+    ask = [
+        "  warn",
+        "    set acl_m_sb_reply = ${readsocket{SB_POLICY_SOCKET}{\\",
+        f"        {request}\\n}}{{SB_POLICY_TIMEOUT}}{{ }}{{action=DUNNO}}}}",
+    ]
+    keep_route = [
+        "  # the route name only: interface and HELO come from the routes file",
+        "  accept",
+        "    set acl_m_sb_route = ${if match{$acl_m_sb_reply}{" + ROUTE_FROM_REPLY + "}{$1}}",
+    ]
     return "\n".join(
         [
             HEADER.format(source=source),
@@ -120,17 +147,20 @@ def acl_conf(config: BalancerConfig, source: str = "the smtp-balancer config") -
             "# An unreachable or slow daemon answers DUNNO: the message is accepted without a",
             "# route and leaves through your own routers and default interface.",
             "sb_route:",
-            "  warn",
-            "    set acl_m_sb_reply = ${readsocket{SB_POLICY_SOCKET}{\\",
-            f"        {request}\\n}}{{SB_POLICY_TIMEOUT}}{{ }}{{action=DUNNO}}}}",
+            *ask,
             "  # pool overflow: defer means the sender retries later, as with Postfix",
             "  defer",
             "    condition = ${if match{$acl_m_sb_reply}{\\N^action=DEFER\\N}}",
             "    message = ${if match{$acl_m_sb_reply}{\\N^action=\\S+ ([245]\\.\\d+\\.\\d+ [^\\n]*?) *$\\N}"
             "{$1}{4.7.1 Try again later}}",
-            "  # the route name only: interface and HELO come from the routes file",
-            "  accept",
-            "    set acl_m_sb_route = ${if match{$acl_m_sb_reply}{" + ROUTE_FROM_REPLY + "}{$1}}",
+            *keep_route,
+            "",
+            "# For mail submitted locally (exim -bm, sendmail): acl_not_smtp = sb_route_local",
+            "# (or require acl = sb_route_local in your own). It never defers: a local",
+            "# submission that overflows its pool leaves without a route instead of failing.",
+            "sb_route_local:",
+            *ask,
+            *keep_route,
             "",
         ]
     )

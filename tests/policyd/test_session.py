@@ -158,3 +158,40 @@ def test_a_request_its_client_gave_up_on_is_not_decided():
     assert abandoned(postfix, now, 2.0, 10.0, Seen(closed=True)) == (
         "Postfix closed the connection before the answer"
     )
+
+
+def test_exim_requests_are_classified_like_the_milter_does():
+    from smtp_balancer.config.model import MilterConfig
+    from smtp_balancer.decision.classes import MessageClasses
+
+    classes = MessageClasses.from_config(MilterConfig(trusted_networks=["10.0.0.0/8"]))
+    join = InstanceJoin(100, 60)
+    base = {
+        "request": "smtpd_access_policy",
+        "protocol_state": "END-OF-MESSAGE",
+        "recipients": "a@x.test",
+        "client_address": "10.1.2.3",
+        "header_class": "",
+        "header_precedence": "",
+        "header_list_unsubscribe": "",
+        "header_list_id": "",
+    }
+
+    def klass(**attrs: str) -> str | None:
+        facts = handle({**base, **attrs}, join, classes)
+        assert isinstance(facts, Facts)
+        return facts.message_class
+
+    assert klass() == "transactional"  # the default class
+    assert klass(header_precedence="Bulk") == "bulk"
+    assert klass(header_list_unsubscribe="yes") == "bulk"
+    assert klass(header_class="bulk") == "bulk"  # trusted client
+    assert klass(header_class="Bulk ", header_precedence="list") == "bulk"
+    # the class header from a stranger counts for nothing; Precedence still does
+    assert klass(header_class="bulk", client_address="192.0.2.9") == "transactional"
+    assert klass(header_class="bulk", client_address="") == "bulk"  # local submission
+    assert klass(header_class="no-such-class") == "transactional"
+    # Postfix's requests carry no headers: no class, as before
+    postfix = {k: v for k, v in base.items() if not k.startswith("header_")}
+    facts = handle(postfix, join, classes)
+    assert isinstance(facts, Facts) and facts.message_class is None

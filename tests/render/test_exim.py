@@ -8,11 +8,11 @@ from pathlib import Path
 from smtp_balancer.config import load_config, validate_config
 from smtp_balancer.render.exim import (
     FILE_NAMES,
-    REQUEST_ATTRIBUTES,
     acl_conf,
     exim_files,
     main_conf,
     policy_socket,
+    request_attributes,
     routes_file,
 )
 
@@ -54,15 +54,28 @@ def test_main_conf_macros_never_prefix_one_another():
     assert "SB_POLICY_TIMEOUT = 3s" in text
 
 
-def test_acl_asks_with_every_attribute_and_no_header():
-    acl = acl_conf(validate_config(RAW))
-    for name, value in REQUEST_ATTRIBUTES:
-        assert f"{name}={value}\\n\\" in acl
+def test_acl_asks_with_every_attribute_and_headers_only_for_the_class():
+    config = validate_config(RAW)
+    acl = acl_conf(config)
+    for name, value in request_attributes(config):
+        assert acl.count(f"        {name}={value}\\n\\") == 2  # sb_route and sb_route_local
     # values a client controls cannot add a line (an attribute) to the request
-    for variable in ("$sender_address", "$recipients", "$authenticated_id"):
+    for variable in (
+        "$sender_address",
+        "$recipients",
+        "$authenticated_id",
+        "$h_X-Mail-Class:",
+        "$h_Precedence:",
+    ):
         assert "${sg{" + variable + r"}{\N[\r\n]\N}{}}" in acl
-    # the route comes from the daemon's answer, never from the message itself
-    assert "$h_" not in acl and "$rh_" not in acl and "$bh_" not in acl
+    # headers go to the daemon as header_* attributes, to classify the message; the
+    # route comes from the daemon's answer only
+    header_lines = [line for line in acl.splitlines() if "$h_" in line or "def:h_" in line]
+    assert header_lines and all(line.strip().startswith("header_") for line in header_lines)
+    assert "$rh_" not in acl and "$bh_" not in acl
+    assert acl.count("set acl_m_sb_route = ${if match{$acl_m_sb_reply}") == 2
+    local = acl[acl.index("sb_route_local:") :]
+    assert "defer" not in local  # a local submission is never refused for an overflow
     assert "{action=DUNNO}}" in acl  # the fail string: an unreachable daemon means no route
 
 

@@ -1,4 +1,5 @@
-"""Message classes from headers, sans I/O.
+"""Message classes from headers, sans I/O: one classification for the milter (Postfix)
+and the policy daemon (Exim, whose ACL sends the few headers it needs).
 
 The class is an input to the rules (``message_class``), and a rule maps it to a
 pool. An explicit class header is honoured only from trusted clients, so a
@@ -7,8 +8,12 @@ stranger cannot move their mail into another pool by writing a header.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from smtp_balancer.config.model import MilterConfig
+from smtp_balancer.decision.rules import in_networks
 
 BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
 LIST_HEADERS = frozenset({"list-unsubscribe", "list-id"})
@@ -43,3 +48,31 @@ class Classifier:
         if bulk_why and "bulk" in self.classes:
             return "bulk", bulk_why
         return self.default_class, "default class"
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class MessageClasses:
+    """The classifier and who is trusted with the class header (``milter:`` settings)."""
+
+    classifier: Classifier = field(default_factory=Classifier)
+    trusted: tuple[Network, ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg: MilterConfig) -> MessageClasses:
+        return cls(
+            Classifier(cfg.class_header, frozenset(cfg.classes), cfg.default_class),
+            tuple(ipaddress.ip_network(n, strict=False) for n in cfg.trusted_networks),
+        )
+
+    def is_trusted(self, client_ip: str, sasl_username: str) -> bool:
+        if sasl_username or not client_ip:  # authenticated, or local submission (sendmail/pickup)
+            return True
+        return in_networks(client_ip, self.trusted)
+
+    def classify(
+        self, headers: Iterable[tuple[str, str]], client_ip: str, sasl_username: str
+    ) -> tuple[str, str]:
+        return self.classifier.classify(headers, self.is_trusted(client_ip, sasl_username))

@@ -1,5 +1,6 @@
 import pytest
-from smtp_balancer_milter.classify import Classifier
+
+from smtp_balancer.decision.classes import Classifier
 
 C = Classifier()
 
