@@ -85,3 +85,23 @@ def test_exim_policyd_frozen_15s_counts_only_what_out3_delivered(exim_system):
     assert "not deciding for queue id" in text and "Exim sent it" in text
     es.policyd.stop()  # leased units go back at exit
     assert_counted_exactly(es.rdb, ["out3"], out3)
+
+
+def test_postfix_routes_again_at_once_after_a_freeze(mail_system):
+    """With the rendered try_limit=2, Postfix drops a timed-out policy connection before
+    its retry; with try_limit=1 it kept it, broken, for the rest of the SMTP session."""
+    ms = mail_system({"policyd": {"postfix_timeout_s": 3, "postfix_try_limit": 2}})
+    sender = threading.Thread(target=lambda: ms.send_many(120, threads=8))
+    sender.start()
+    try:
+        wait_until(lambda: len(ms.sink.messages) >= 30, 120, "30 deliveries before the freeze")
+        assert ms.policyd.proc is not None
+        freeze(ms.policyd.proc.pid, 12)
+    finally:
+        sender.join(timeout=300)
+    ms.sink.wait_for(120, timeout=120)
+    # the same eight persistent sessions carry on, as an application's would
+    assert ms.send_many(200, threads=8, start=1000, tag=lambda i: "after") == []
+    after = [m for m in ms.sink.wait_for(320, timeout=120) if m.header("X-Test-Tag") == "after"]
+    assert len(after) == 200
+    assert [m.peer_ip for m in after if m.peer_ip not in ENDPOINT_IP.values()] == []
