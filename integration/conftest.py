@@ -22,7 +22,14 @@ import yaml
 
 from integration.configs import deep_merge, topology
 from integration.daemons import CLI, DaemonProcess, PolicydProcess, tcp_ready, unix_ready
-from integration.exim import EXIM_RELAY_HOST, EXIM_RELAY_SOURCE, EXIM_SINK_HOST, EximInstance, EximSystem
+from integration.exim import (
+    EXIM_RELAY_HOST,
+    EXIM_RELAY_SOURCE,
+    EXIM_SINK_HOST,
+    EximInstance,
+    EximSystem,
+    readme_render_command,
+)
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
@@ -276,12 +283,9 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
             base, base_config(redis_server.url, policy_port, metrics_port), harness, extra
         )
         rendered = base / "exim-rendered"
-        # what an operator runs: the harness configures Exim only through our CLI
-        subprocess.run(
-            [CLI, "-c", str(config_path), "render", "exim", "--write", str(rendered)],
-            check=True,
-            capture_output=True,
-        )
+        # what the README has an operator run, word for word but for the folder
+        command = readme_render_command(rendered)
+        subprocess.run([CLI, "-c", str(config_path), *command[1:]], check=True, capture_output=True)
         policyd = PolicydProcess(config_path, policy_port, base / "policyd.log")
         policyd.start()
         started.append(policyd.stop)

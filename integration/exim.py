@@ -6,9 +6,10 @@ exim4-daemon-light with ``dpkg -x`` (DESIGN.md). Found by the traps there:
 - ``-oP`` because the default pid file lives in /run/exim4;
 - ``-C`` makes Exim drop root for deliveries, so spool and log belong to Debian-exim.
 
-The config is the operator's shape: the files ``render exim --write`` made are
-``.include``d into their sections, after the test's own main options and
-before a plain router and transport that stand for the operator's existing ones.
+The config is the README's "One configuration file" snippet, taken from the
+README as it stands: the files ``render exim --write`` made are ``.include``d
+into their sections, after the test's own main options and around a plain router
+and transport that stand for the operator's existing ones.
 """
 
 from __future__ import annotations
@@ -54,7 +55,29 @@ def exim_binary() -> Path:
     return binary
 
 
-CONFIG = """\
+README = Path(__file__).resolve().parents[1] / "README.md"
+README_DIR = "/etc/exim4/smtp-balancer"  # where the README writes the rendered files
+
+
+def readme_render_command(rendered: Path) -> list[str]:
+    """The README's own `render exim --write` line, with its folder replaced."""
+    text = README.read_text()
+    section = text[text.index("### Enabling it on an Exim server") :]
+    line = next(x for x in section.splitlines() if x.startswith("smtp-balancer render exim --write"))
+    return line.split("#", 1)[0].replace(README_DIR, str(rendered)).split()
+
+
+def readme_exim_snippet() -> str:
+    """The README's "One configuration file" block, as an operator would paste it."""
+    text = README.read_text()
+    block = text[text.index("**One configuration file.**") :]
+    block = block[block.index("```\n") + 4 :]
+    return block[: block.index("```\n")]
+
+
+# the operator's own parts around the README's lines: main options, the RCPT ACL,
+# a router and transport for mail without a route, and retry rules
+MAIN = """\
 exim_path = {binary}
 spool_directory = {spool}
 log_file_path = {logs}/%slog
@@ -69,34 +92,27 @@ tls_advertise_hosts =
 keep_environment =
 domainlist local_domains =
 acl_smtp_rcpt = acl_rcpt
-acl_smtp_data = acl_data
+acl_smtp_data = acl_check_data
 acl_not_smtp = sb_route_local
 # deliver every message at once, however many arrive on one connection
 smtp_accept_queue_per_connection = 0
 smtp_accept_max = 200
 {smarthost}SB_SMTP_PORT = {sink_port}
-.include {rendered}/main.conf
-
-begin acl
+"""
+RCPT_ACL = """\
 acl_rcpt:
   accept hosts = 127.0.0.0/8
   deny
-acl_data:
-  require acl = sb_route
-  accept
-.include {rendered}/acl.conf
-
-begin routers
-.include {rendered}/routers.conf
+"""
+OWN_ROUTER = """\
 # the operator's own router: mail without a route
 plain:
   driver = manualroute
   domains = ! +local_domains
   route_list = * {sink_host}
   transport = plain_smtp
-
-begin transports
-.include {rendered}/transports.conf
+"""
+OWN_TRANSPORT_AND_RETRY = """\
 plain_smtp:
   driver = smtp
   port = {sink_port}
@@ -104,6 +120,20 @@ plain_smtp:
 begin retry
 * * F,1h,2s
 """
+
+
+def config_text(rendered: Path) -> str:
+    """The harness's Exim config: the README's snippet, literally, with its folder
+    replaced by ``rendered`` and its ``...`` by the operator's own router."""
+    lines: list[str] = []
+    for line in readme_exim_snippet().replace(README_DIR, str(rendered)).splitlines():
+        if line == "...":
+            lines.append(OWN_ROUTER)
+        else:
+            lines.append(line)
+            if line == "begin acl":
+                lines.append(RCPT_ACL)
+    return MAIN + "\n".join(lines) + "\n" + OWN_TRANSPORT_AND_RETRY
 
 
 class EximInstance:
@@ -135,7 +165,7 @@ class EximInstance:
             d.mkdir(parents=True, exist_ok=True)
             shutil.chown(d, user=EXIM_USER, group=EXIM_USER)
         self.config_file.write_text(
-            CONFIG.format(
+            config_text(self.rendered).format(
                 binary=exim_binary(),
                 spool=self.spool,
                 logs=self.logs,
