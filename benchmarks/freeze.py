@@ -92,7 +92,7 @@ def run(daemon_kind: str, args: argparse.Namespace) -> None:
         done: list[tuple[float, float]] = []
         stop = threading.Event()
         clients = [
-            threading.Thread(target=submit, args=(smtpd_port, stop, done, w), daemon=True)
+            threading.Thread(target=submit, args=(postfix.smtpd_port, stop, done, w), daemon=True)
             for w in range(args.clients)
         ]
         for c in clients:

@@ -130,7 +130,7 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
                 "news@shop.test",
                 "-t",
                 "user@example.test",
-                f"127.0.0.1:{smtpd_port}",
+                f"127.0.0.1:{postfix.smtpd_port}",
             ],
             check=True,
             timeout=600,

@@ -228,7 +228,7 @@ def run(base: Path, stack: list) -> None:
     print(f"  Postfix smtpd on 127.0.0.1:{ports['smtpd']}; egress IPs 127.0.0.2-5; the sink on :{sink.port}")
 
     heading("1. 600 newsletters over SMTP: bulk pool out1:out2:out3 = 1:2:1, out3 warming")
-    send_bulk(ports["smtpd"], 600, 0, "A")
+    send_bulk(postfix.smtpd_port, 600, 0, "A")
     key = "{sb}:suspend:out2:google"
     wait_until(lambda: rdb.exists(key), 30, "the Gmail throttle")
     # the rule's first suspension lasts 15 min: its remaining TTL dates it to the millisecond
@@ -249,7 +249,7 @@ def run(base: Path, stack: list) -> None:
     )
 
     heading("2. 600 more newsletters: google mail avoids out2, the others still use it")
-    send_bulk(ports["smtpd"], 600, 1000, "B")
+    send_bulk(postfix.smtpd_port, 600, 1000, "B")
     wait_until(lambda: sum(by_endpoint_provider(sink, "B").values()) >= 600, 60, "phase 2 deliveries")
     b = by_endpoint_provider(sink, "B")
     table(b, "delivered:")

@@ -148,9 +148,22 @@ biff = no
         return text
 
     def start(self) -> None:
-        self.write_config()
-        self._postfix("check")
-        self._postfix("start", private_hosts=bool(self.domains))
+        """Start our Postfix. A listening port that another process took between
+        ``free_port()`` and now (an outgoing connection's ephemeral port, say) is
+        replaced by a new one, twice at most; read ``smtpd_port`` after this."""
+        for attempt in range(3):
+            self.write_config()
+            self._postfix("check")
+            try:
+                self._postfix("start", private_hosts=bool(self.domains))
+                break
+            except PostfixError:
+                if attempt == 2 or "Address already in use" not in self.log_text():
+                    raise
+                from integration.sink import free_port
+
+                self.log_file.write_text("")  # the next attempt's log starts clean
+                self.smtpd_port = free_port()
         pidfile = self.queue_dir / "pid" / "master.pid"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
