@@ -91,9 +91,13 @@ def run(config: BalancerConfig) -> int:
     gid = socket_gid(cfg.socket_group) if address.startswith("unix:") else -1
     notifier = Notifier()
 
+    umask = os.umask(0o022)  # put back once the socket exists (see below)
+    os.umask(umask)
+
     def serving() -> None:
         if address.startswith("unix:"):
             secure_socket(address[5:], int(cfg.socket_mode, 8), gid)
+            os.umask(umask)
         notifier.ready("serving")
         # pinged from the engine's loop, which every decision that waits on Redis needs
         engine.spawn(keep_pinging(notifier))
@@ -108,7 +112,7 @@ def run(config: BalancerConfig) -> int:
     Milter.set_flags(Milter.ADDHDRS + Milter.CHGHDRS)
     if address.startswith("unix:"):
         Path(address[5:]).parent.mkdir(parents=True, exist_ok=True)
-        # libmilter creates the socket: the umask keeps it closed until secure_socket runs
+        # libmilter creates the socket: this umask keeps it closed until secure_socket runs
         os.umask(0o777)
     log.info("milter listening on %s", address)
     try:
