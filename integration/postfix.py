@@ -199,6 +199,12 @@ biff = no
     def reload(self) -> None:
         self._postfix("reload")
 
+    def flush(self) -> None:
+        """``postqueue -f``: ask qmgr to scan every queue now."""
+        subprocess.run(
+            ["postqueue", "-c", str(self.config_dir), "-f"], check=True, capture_output=True, timeout=60
+        )
+
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
