@@ -76,7 +76,7 @@ class Engine:
         self.leases = LeaseService(
             self.book, self.channel, self.breaker, self.junk, config.redis.admin_timeout_ms / 1000
         )
-        self._where = self.health.where = describe(config.redis)
+        self.health.where = describe(config.redis)  # where Redis is, for every log line
 
     @property
     def live(self) -> LiveState | None:
@@ -97,10 +97,12 @@ class Engine:
                 await self.channel.load_script(scripts.SELECT)
                 await self.mirror.load()
         except (TimeoutError, RedisError, OSError) as exc:
-            log.warning("Redis %s not usable at start (%s); deciding from YAML until it is", self._where, exc)
+            log.warning(
+                "Redis %s not usable at start (%s); deciding from YAML until it is", self.health.where, exc
+            )
             return False
         await self.settle()  # the first decisions can be local
-        log.info("Redis %s ready", self._where)
+        log.info("Redis %s ready", self.health.where)
         return True
 
     def _start_background(self) -> None:
@@ -243,7 +245,7 @@ class Engine:
         if self.breaker.allows():
             log.warning(
                 "Redis %s unusable (%s: %s); deciding from YAML for %.1fs",
-                self._where,
+                self.health.where,
                 reason,
                 detail,
                 self.breaker.retry_after_s,

@@ -126,7 +126,7 @@ class FeedbackDaemon:
             rates = self.store.evaluate_rates(list(self.config.feedback.rate_rules), batch.pairs)
         except redis.RedisError as exc:
             metrics.REDIS_ERRORS.inc()
-            log.error("Redis at %s: %s; rate rules skipped for this batch", describe(self.config.redis), exc)
+            log.error("Redis at %s: %s; rate rules skipped for this batch", self.where, exc)
             rates = []
         self.record(batch, results, rates)
         return len(lines)
