@@ -91,6 +91,8 @@ class MailSystem:
     rdb: redis.Redis
     milter: DaemonProcess
     feedback: DaemonProcess
+    requeue: DaemonProcess
+    table: DaemonProcess
 
     def send(
         self,
@@ -143,6 +145,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         redis_password: str | None = None,
         redis_setup: Callable[[RedisServer], None] | None = None,
         env: dict[str, dict[str, str]] | None = None,
+        requeue: bool = False,
     ) -> MailSystem:
         """``redis_password``: requirepass for the default user; ``redis_setup`` runs
         before any daemon starts (ACL users); ``env``: per daemon name, added variables."""
@@ -159,6 +162,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         policy_port, metrics_port, smtpd_port = free_port(), free_port(), free_port()
         milter_socket = base / "milter" / "milter.sock"
         feedback_metrics = free_port()
+        requeue_metrics, table_port = free_port(), free_port()
         harness = {
             "policyd": {"enabled": policy},
             "milter": {
@@ -173,6 +177,16 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
                 "instance": "it",
                 "metrics_listen": f"127.0.0.1:{feedback_metrics}",
                 "poll_interval_ms": 100,
+            },
+            # requeue=True: the delivery-time table and the requeue daemon, sweeping each second
+            "requeue": {
+                "enabled": requeue,
+                "table_listen": f"127.0.0.1:{table_port}",
+                "table_metrics_listen": f"127.0.0.1:{free_port()}",
+                "postfix_config_dir": str(base / "postfix" / "etc"),
+                "interval": 1,
+                "instance": "it",
+                "metrics_listen": f"127.0.0.1:{requeue_metrics}",
             },
         }
         config_path = write_config(
@@ -220,6 +234,15 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         if feedback:
             feedback_process.start()
             started.append(feedback_process.stop)
+        requeue_process = DaemonProcess(
+            "requeue", config_path, base / "requeue.log", tcp_ready(requeue_metrics), env=env.get("requeue")
+        )
+        table_process = DaemonProcess("table", config_path, base / "table.log", tcp_ready(table_port))
+        if requeue:
+            table_process.start()
+            started.append(table_process.stop)
+            requeue_process.start()
+            started.append(requeue_process.stop)
         rdb = redis_server.client()
         started.append(rdb.close)
         return MailSystem(
@@ -233,6 +256,8 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
             rdb,
             milter_process,
             feedback_process,
+            requeue_process,
+            table_process,
         )
 
     yield make

@@ -90,9 +90,13 @@ def cmd_weight(args: argparse.Namespace) -> int:
     return 0
 
 
+REQUEUE_NOTE = "; queued mail moves at the requeue daemon's next sweep (smtp-balancer requeue --once: now)"
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
-    _admin(args).set_state(args.endpoint, "drained", args.reason)
-    print(f"endpoint {args.endpoint}: drained ({args.reason})")
+    admin = _admin(args)
+    admin.set_state(args.endpoint, "drained", args.reason, requeue=args.requeue)
+    print(f"endpoint {args.endpoint}: drained ({args.reason}){REQUEUE_NOTE if args.requeue else ''}")
     return 0
 
 
@@ -104,8 +108,10 @@ def cmd_undrain(args: argparse.Namespace) -> int:
 
 def cmd_suspend(args: argparse.Namespace) -> int:
     seconds = parse_duration(args.duration)
-    _admin(args).suspend(args.endpoint, args.provider, seconds, args.reason)
-    print(f"endpoint {args.endpoint}: suspended for {args.provider} for {args.duration} ({args.reason})")
+    provider = args.provider_arg or args.provider
+    _admin(args).suspend(args.endpoint, provider, seconds, args.reason, requeue=args.requeue)
+    note = REQUEUE_NOTE if args.requeue else ""
+    print(f"endpoint {args.endpoint}: suspended for {provider} for {args.duration} ({args.reason}){note}")
     return 0
 
 
@@ -113,6 +119,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
     removed = _admin(args).resume(args.endpoint, args.provider)
     print(f"endpoint {args.endpoint}: {removed} suspension(s) lifted")
     return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from smtp_balancer.requeue.table_daemon import run
+
+    _daemon_logs(args)
+    return run(_config(args))
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    from smtp_balancer.requeue.daemon import run
+
+    _daemon_logs(args)
+    return run(_config(args), once=args.once)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -230,9 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weight", type=int, nargs="?")
     p.add_argument("--reset", action="store_true", help="drop the live weight; the YAML weight applies")
 
+    requeue_help = "also move mail already queued on it to other routes (the requeue daemon does)"
     p = add("drain", cmd_drain, "take an endpoint out for every message")
     p.add_argument("endpoint")
     p.add_argument("--reason", default="drained by operator")
+    p.add_argument("--requeue", action="store_true", help=requeue_help)
 
     p = add("undrain", cmd_undrain, "put a drained or quarantined endpoint back into service")
     p.add_argument("endpoint")
@@ -240,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("suspend", cmd_suspend, "take an endpoint out for one provider (or all) for a while")
     p.add_argument("endpoint")
+    p.add_argument("provider_arg", nargs="?", metavar="PROVIDER", help="the same as --provider")
     p.add_argument("--provider", default=ALL_PROVIDERS)
+    p.add_argument("--requeue", action="store_true", help=requeue_help)
     p.add_argument("--for", dest="duration", default="1h", help="e.g. 30m, 2h, 1d (default 1h)")
     p.add_argument("--reason", default="suspended by operator")
 
@@ -255,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_options(p)
 
     p = add("feedback", cmd_feedback, "run the feedback daemon: log outcomes, response rules, DNSBL, probes")
+    add_log_options(p)
+
+    p = add("requeue", cmd_requeue, "run the requeue daemon: move queued mail off ineligible routes (root)")
+    p.add_argument("--once", action="store_true", help="sweep the deferred queue once, print what moved")
+    add_log_options(p)
+
+    p = add("table", cmd_table, "serve Postfix's delivery-time table (socketmap) for moved mail")
     add_log_options(p)
 
     p = add("render", cmd_render, "print MTA configuration generated from the YAML")

@@ -94,4 +94,10 @@ def status_report(snapshot: Snapshot) -> str:
                 ]
             )
         out += table(rows)
+    if snapshot.queued is None:
+        out.append("\nqueued: unknown (no `smtp-balancer requeue` daemon reports)")
+    else:
+        hosts = f"{snapshot.queued_hosts} host{'s' if snapshot.queued_hosts != 1 else ''}"
+        out.append(f"\nqueued (deferred messages bound to each endpoint, {hosts}):")
+        out.append("  " + ", ".join(f"{ep} {n}" for ep, n in sorted(snapshot.queued.items())))
     return "\n".join(out)

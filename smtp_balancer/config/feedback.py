@@ -49,6 +49,14 @@ class ResponseRuleConfig(Strict):
     window: Seconds = 21_600
     max_duration: Seconds = 43_200
     description: str = ""
+    # move mail already queued on the endpoint when this rule suspends or quarantines
+    # it (`smtp-balancer requeue`); default: on for rules that match deferrals
+    # (throttles, temporary refusals), off for the others
+    requeue: bool | None = None
+
+    @property
+    def moves_queued_mail(self) -> bool:
+        return ("deferred" in self.statuses) if self.requeue is None else self.requeue
 
     @field_validator("match")
     @classmethod
@@ -74,6 +82,13 @@ class RateRuleConfig(Strict):
     window: Seconds = 600
     action: Literal["suspend_provider", "suspend_all"] = "suspend_provider"
     duration: Seconds = 900
+    # move mail already queued on the endpoint when this rule trips; default: on when
+    # it measures deferrals
+    requeue: bool | None = None
+
+    @property
+    def moves_queued_mail(self) -> bool:
+        return (self.measure == "deferred") if self.requeue is None else self.requeue
 
     @model_validator(mode="after")
     def _hysteresis(self) -> RateRuleConfig:

@@ -23,6 +23,7 @@ from smtp_balancer.config.base import (
     parse_nexthop,
 )
 from smtp_balancer.config.feedback import FeedbackConfig
+from smtp_balancer.config.requeue import RequeueConfig
 
 OVERFLOW_KEYWORDS = ("defer", "ignore_caps", "default")
 MAX_WEIGHT = 1_000_000
@@ -315,6 +316,7 @@ class BalancerConfig(Strict):
     mx_lookup: MxLookupConfig = Field(default_factory=MxLookupConfig)
     warmup_schedules: dict[Name, list[WarmupStep | int]] = Field(default_factory=dict)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    requeue: RequeueConfig = Field(default_factory=RequeueConfig)
 
     @property
     def milter_decides_smtpd(self) -> bool:

@@ -35,7 +35,51 @@ def master_cf(config: BalancerConfig, source: str = "the smtp-balancer config") 
             lines.append(f"  -o smtp_header_checks=regexp:{maps_dir(config)}/smtp_header_checks")
     if config.milter.enabled:
         lines += notice_cleanup(config)
+    if config.requeue.enabled:
+        lines += rewrite_nomap(config)
     return "\n".join(lines) + "\n"
+
+
+REWRITE_NOMAP = "rewrite-nomap"
+TABLE_NAME = "route"  # policyd/table.py serves this socketmap name
+
+
+def table_postconf() -> str:
+    """The one command that gives qmgr, alone, the resolver with our table."""
+    return "postconf -P qmgr/unix/rewrite_service_name=rewrite"
+
+
+def rewrite_nomap(config: BalancerConfig) -> list[str]:
+    """A trivial-rewrite without our table, for everyone but qmgr (main.cf points
+    rewrite_service_name at it): intake never waits on the table daemon."""
+    others = config.requeue.postfix_transport_maps.strip()
+    option = f"  -o {{ transport_maps = {others} }}" if others else "  -o transport_maps="
+    return [
+        f"# {REWRITE_NOMAP}: resolves addresses for smtpd, cleanup and the rest without the",
+        "# delivery-time table, so a dead or hung table daemon never delays intake. Only",
+        "# qmgr (delivery) uses the `rewrite` service with the table. Run once:",
+        f"#   {table_postconf()}",
+        f"{REWRITE_NOMAP} unix -       -       n       -       -       trivial-rewrite",
+        f"  -o syslog_name=postfix/{REWRITE_NOMAP}",
+        option,
+    ]
+
+
+def table_main_cf(config: BalancerConfig) -> list[str]:
+    rq = config.requeue
+    table = f"socketmap:inet:{rq.table_listen}:{TABLE_NAME}"
+    others = rq.postfix_transport_maps.strip()
+    return [
+        "#",
+        "# requeue.enabled: mail the requeue daemon moved has no FILTER any more; qmgr asks",
+        "# the table daemon (smtp-balancer table) for its route at every delivery attempt.",
+        "# FILTERed mail never asks. While the table is down, moved mail (and other mail",
+        "# without a FILTER: bounces, mail accepted while the policy daemon was down) waits",
+        "# in the queue.",
+        "# Everything but qmgr resolves through rewrite-nomap (master.cf), without it.",
+        f"rewrite_service_name = {REWRITE_NOMAP}",
+        f"transport_maps = {table}{', ' + others if others else ''}",
+    ]
 
 
 NOTICE_CLEANUP = "sb-notice-cleanup"
@@ -179,4 +223,6 @@ def main_cf(config: BalancerConfig, source: str = "the smtp-balancer config") ->
             f"milter_header_checks = regexp:{maps}/milter_header_checks",
             f"header_checks = regexp:{maps}/header_checks",
         ]
+    if config.requeue.enabled:
+        lines += table_main_cf(config)
     return "\n".join([*lines, ""])

@@ -70,6 +70,10 @@ class Snapshot:
     taken_at: datetime
     pools: list[PoolStatus]
     endpoints: dict[str, EndpointStatus]
+    # deferred messages bound to each endpoint, summed over the hosts whose requeue
+    # daemon reported in the last few sweeps; None: no host reports
+    queued: dict[str, int] | None = None
+    queued_hosts: int = 0
 
 
 class StateAdmin:
@@ -106,26 +110,42 @@ class StateAdmin:
                 raise AdminError("weight must be between 0 and 1000000")
             self.r.hset(self.keys.pool_weights(pool), endpoint, weight)
 
-    def set_state(self, endpoint: str, state: str, reason: str, by: str = "cli") -> None:
+    def set_state(
+        self, endpoint: str, state: str, reason: str, by: str = "cli", requeue: bool = False
+    ) -> None:
+        """``requeue``: the requeue daemon also moves mail queued on it (a ``requeue``
+        field in the state hash, so any later state change withdraws it)."""
         self._endpoint(endpoint)
         key = self.keys.endpoint_state(endpoint)
+        mapping = {"state": state, "reason": reason, "since": int(self.clock.wall()), "by": by}
+        if requeue:
+            mapping["requeue"] = 1
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(key)  # replaces junk of any type too
-        pipe.hset(key, mapping={"state": state, "reason": reason, "since": int(self.clock.wall()), "by": by})
+        pipe.hset(key, mapping=mapping)
         pipe.execute()
 
-    def suspend(self, endpoint: str, provider: str, seconds: int, reason: str) -> None:
+    def suspend(self, endpoint: str, provider: str, seconds: int, reason: str, requeue: bool = False) -> None:
+        """``requeue``: queued mail for the provider moves too, for as long as the suspension."""
         self._endpoint(endpoint)
         self._provider(provider)
-        self.r.set(self.keys.suspension(endpoint, provider), reason, ex=seconds)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.keys.suspension(endpoint, provider), reason, ex=seconds)
+        if requeue:
+            pipe.set(self.keys.requeue(endpoint, provider), f"suspended by cli: {reason}", ex=seconds)
+        pipe.execute()
 
     def resume(self, endpoint: str, provider: str | None) -> int:
         """Lift one suspension, or every suspension of the endpoint; returns how many."""
         self._endpoint(endpoint)
         if provider is not None:
             self._provider(provider)
+            self.r.delete(self.keys.requeue(endpoint, provider))
             return int(self.r.delete(self.keys.suspension(endpoint, provider)))
         keys = list(self.r.scan_iter(match=self.keys.suspension_pattern(endpoint), count=500))
+        requests = list(self.r.scan_iter(match=self.keys.requeue_pattern(endpoint), count=500))
+        if requests:
+            self.r.delete(*requests)
         return int(self.r.delete(*keys)) if keys else 0
 
     # -- reads ---------------------------------------------------------------------
@@ -177,7 +197,26 @@ class StateAdmin:
                 hour_cap=cap.hour,
                 warmup_day=cap.warmup_day,
             )
-        return Snapshot(now, out_pools, endpoints)
+        queued, hosts = self._queued()
+        return Snapshot(now, out_pools, endpoints, queued, hosts)
+
+    def _queued(self) -> tuple[dict[str, int] | None, int]:
+        keys = sorted(self.r.scan_iter(match=self.keys.queued_pattern(), count=500))
+        if not keys:
+            return None, 0
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        total: dict[str, int] = {}
+        for reply in pipe.execute(raise_on_error=False):
+            if not isinstance(reply, dict):
+                continue
+            for name, raw in reply.items():
+                n = parse_count(text_of(raw))
+                endpoint = text_of(name) or ""
+                if n is not None and endpoint in self.config.endpoints:
+                    total[endpoint] = total.get(endpoint, 0) + n
+        return total, len(keys)
 
     def _suspensions(self, endpoint: str) -> list[Suspension]:
         keys = sorted(self.r.scan_iter(match=self.keys.suspension_pattern(endpoint), count=500))

@@ -4,7 +4,8 @@ Every key starts with ``{<prefix>}:`` (default ``{sb}:``). The braces are a
 Redis Cluster hash tag, so all keys one decision touches share a slot.
 
   {sb}:pool:<pool>:weights             HASH  endpoint -> integer weight (overrides YAML)
-  {sb}:endpoint:<endpoint>:state       HASH  state=active|drained|quarantined, reason, since, by
+  {sb}:endpoint:<endpoint>:state       HASH  state=active|drained|quarantined, reason, since, by,
+                                        requeue=1 (`drain --requeue`: move its queued mail too)
   {sb}:suspend:<endpoint>:<provider>   STRING reason, with a TTL; provider "all" covers every provider
   {sb}:count:<endpoint>:day:<YYYYMMDD> HASH  total and one field per provider (UTC day, kept 3 days)
   {sb}:count:<endpoint>:hour:<YYYYMMDDHH> HASH the same per UTC hour (kept 2 days)
@@ -14,6 +15,11 @@ Redis Cluster hash tag, so all keys one decision touches share a slot.
   {sb}:strikes:<rule>:<endpoint>:<provider>  STRING times the rule acted within its window
   {sb}:tripped:<rule>:<endpoint>:<provider>  STRING a rate rule that tripped and has not recovered
   {sb}:feedback:<instance>:position    STRING the log follower's saved position
+  {sb}:requeue:<endpoint>:<provider>   STRING reason, TTL of its suspension: move queued mail for
+                                        this scope too (`suspend --requeue`); provider "all" too
+  {sb}:pin:<address>                   HASH  endpoint, provider, units, reason: the route moved mail
+                                        for this recipient leaves by (the Postfix table answers it)
+  {sb}:queued:<instance>               HASH  endpoint -> deferred messages bound to it on that host
 
 The endpoint state hash may carry ``until`` (epoch seconds): a quarantine set by
 a response rule lifts by itself then.
@@ -101,6 +107,24 @@ class KeySchema:
 
     def feedback_position(self, instance: str) -> str:
         return f"{self.base}:feedback:{instance}:position"
+
+    def requeue(self, endpoint: str, provider: str) -> str:
+        return f"{self.base}:requeue:{endpoint}:{provider}"
+
+    def requeue_prefix(self) -> str:
+        return f"{self.base}:requeue:"
+
+    def requeue_pattern(self, endpoint: str = "") -> str:
+        return f"{self.requeue_prefix()}{endpoint}:*" if endpoint else f"{self.requeue_prefix()}*"
+
+    def pin(self, address: str) -> str:
+        return f"{self.base}:pin:{address.lower()}"
+
+    def queued(self, instance: str) -> str:
+        return f"{self.base}:queued:{instance}"
+
+    def queued_pattern(self) -> str:
+        return f"{self.base}:queued:*"
 
 
 def split_scoped(name: str, prefix: str) -> tuple[str, str] | None:

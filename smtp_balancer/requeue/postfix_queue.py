@@ -1,0 +1,83 @@
+"""The Postfix side of moving mail: the deferred queue, postsuper, postkick, master.cf.
+
+Traps (seen on Postfix 3.7, see DESIGN.md):
+- only ever ``postsuper -r ... deferred``: requeueing a message in the active
+  queue and kicking pickup delivered it twice;
+- a requeued message waits in maildrop until pickup's 60 s timer, unless
+  ``postkick public pickup W`` wakes it;
+- postsuper runs as root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+REQUEUED = re.compile(r"^postsuper: ([0-9A-Za-z]+): requeued$", re.M)
+QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,32}$")
+COMMAND_TIMEOUT_S = 60
+
+
+class PostfixQueueError(RuntimeError):
+    pass
+
+
+class PostfixQueue:
+    def __init__(self, config_dir: str) -> None:
+        self.config_dir = config_dir
+        self.queue_dir = Path(self._postconf("-h", "queue_directory").strip())
+
+    def _run(self, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                argv, input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PostfixQueueError(f"{argv[0]}: {exc}") from exc
+
+    def _postconf(self, *args: str) -> str:
+        out = self._run("postconf", "-c", self.config_dir, *args)
+        if out.returncode != 0:
+            raise PostfixQueueError(f"postconf -c {self.config_dir} {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+    def deferred(self) -> Iterator[tuple[str, Path]]:
+        """(queue id, path) of every deferred message; hashed subdirectories included."""
+        root = self.queue_dir / "deferred"
+        stack = [root]
+        while stack:
+            try:
+                entries = list(os.scandir(stack.pop()))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False) and QUEUE_ID.match(entry.name):
+                    yield entry.name, Path(entry.path)
+
+    def transports(self) -> set[str]:
+        """Service names master.cf defines (postconf -M): an endpoint missing here is unplumbed."""
+        return {line.split()[0] for line in self._postconf("-M").splitlines() if line.split()}
+
+    def requeue(self, queue_ids: Iterable[str]) -> set[str]:
+        """``postsuper -r - deferred``: only messages still in the deferred queue move.
+        Returns the ids postsuper reports requeued."""
+        ids = [q for q in queue_ids if QUEUE_ID.match(q)]
+        if not ids:
+            return set()
+        out = self._run(
+            "postsuper", "-c", self.config_dir, "-r", "-", "deferred", stdin="\n".join(ids) + "\n"
+        )
+        if out.returncode != 0:
+            raise PostfixQueueError(f"postsuper -r: {out.stderr.strip() or out.returncode}")
+        return set(REQUEUED.findall(out.stderr)) & set(ids)
+
+    def kick_pickup(self) -> None:
+        """Requeued mail waits in maildrop for pickup's timer (60 s) otherwise."""
+        out = self._run("postkick", "-c", self.config_dir, "public", "pickup", "W")
+        if out.returncode != 0:
+            raise PostfixQueueError(f"postkick pickup: {out.stderr.strip()}")

@@ -1,0 +1,313 @@
+"""One sweep of the deferred queue: read, plan, decide, pin, requeue, account.
+
+Order matters, so that a crash at any point loses nothing and moves nothing twice:
+1. decide each moving recipient's new route (select.lua counts it there);
+2. write the pins (the table answers them once the message has no FILTER);
+3. ``postsuper -r`` the messages, deferred queue only;
+4. give the old route back the units of the requeued recipients (same UTC day
+   and hour only: an older unit is in a counter no cap reads any more).
+A crash between 1 and 3 leaves the message where it was, with its new route's
+units counted: a cap can end a few units short, never over.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis
+
+from smtp_balancer.clock import SYSTEM, Clock
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.classes import MessageClasses
+from smtp_balancer.decision.facts import Facts
+from smtp_balancer.decision.plan import route_for
+from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.engine import Engine
+from smtp_balancer.feedback.responses import builtin_rules
+from smtp_balancer.observe.ratelimit import LogLimiter
+from smtp_balancer.requeue import metrics
+from smtp_balancer.requeue.pins import Pin, counter_deltas, parse_pin, pin_mapping, refundable
+from smtp_balancer.requeue.plan import AutomaticRules, EndpointState, Move, bound_counts, plan_moves
+from smtp_balancer.requeue.postfix_queue import PostfixQueue
+from smtp_balancer.requeue.queuefile import QueuedMessage, QueueFileError, parse_queue_file
+from smtp_balancer.state import scripts
+from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
+from smtp_balancer.state.values import parse_state, parse_until, text_of
+
+log = logging.getLogger("smtp_balancer.requeue")
+
+
+@dataclass
+class SweepResult:
+    deferred: int = 0
+    bound: dict[str, int] = field(default_factory=dict)
+    planned: int = 0
+    moved: list[tuple[str, str, str, str]] = field(default_factory=list)  # id, from, to, reason
+    skipped: int = 0
+
+
+def reason_kind(reason: str) -> str:
+    return reason.partition(":")[0].split()[0] if reason else "unknown"
+
+
+class Sweeper:
+    def __init__(
+        self,
+        config: BalancerConfig,
+        engine: Engine,
+        client: redis.Redis,
+        queue: PostfixQueue,
+        instance: str,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.r = client
+        self.queue = queue
+        self.instance = instance
+        self.clock = clock
+        self.keys = KeySchema(config.redis.prefix)
+        self.providers = ProviderTable.from_config(config)
+        self.rules = AutomaticRules.from_config(
+            config.feedback, builtin_rules(), config.requeue.health_quarantines
+        )
+        self.targets = {
+            name: route_for(name, ep.nexthop).filter_target for name, ep in config.endpoints.items()
+        }
+        self.notes = LogLimiter(log)
+        self.classes = MessageClasses.from_config(config.milter)
+
+    # -- reading ----------------------------------------------------------------------
+    def read_deferred(self) -> list[QueuedMessage]:
+        messages = []
+        for queue_id, path in self.queue.deferred():
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue  # delivered or moved meanwhile
+            except OSError as exc:
+                self.notes.warning("unreadable queue file", "cannot read queue file %s: %s", path, exc)
+                metrics.SKIPPED.labels("unreadable").inc()
+                continue
+            try:
+                messages.append(parse_queue_file(queue_id, data))
+            except QueueFileError as exc:
+                # a file being written or rewritten right now: the next sweep sees it whole
+                log.debug("queue file %s skipped: %s", queue_id, exc)
+        return messages
+
+    def endpoint_states(self, now: float) -> dict[str, EndpointState]:
+        names = list(self.config.endpoints)
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.endpoint_state(name))
+        replies = pipe.execute(raise_on_error=False)
+        suspensions = self._scoped(self.keys.suspension_pattern(), self.keys.suspension_prefix())
+        requested = self._scoped(self.keys.requeue_pattern(), self.keys.requeue_prefix())
+        plumbed = self.queue.transports()
+        states = {}
+        for name, raw in zip(names, replies, strict=True):
+            fields = {text_of(k): text_of(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+            admin = parse_state(fields.get("state")) or "active"
+            until = parse_until(fields.get("until"))
+            if admin == "quarantined" and until is not None and until <= now:
+                admin = "active"  # a rule's quarantine that has lifted by itself
+            states[name] = EndpointState(
+                admin=admin,
+                admin_by=fields.get("by") or "",
+                admin_reason=fields.get("reason") or "",
+                suspensions={p: reason for (ep, p), reason in suspensions.items() if ep == name},
+                requested=frozenset(p for (ep, p) in requested if ep == name)
+                | ({ALL_PROVIDERS} if fields.get("requeue") == "1" else set()),
+                plumbed=name in plumbed,
+            )
+        return states
+
+    def _scoped(self, pattern: str, prefix: str) -> dict[tuple[str, str], str]:
+        keys = list(self.r.scan_iter(match=pattern, count=1000))
+        if not keys:
+            return {}
+        values = self.r.mget(keys)
+        out = {}
+        for key, value in zip(keys, values, strict=True):
+            scope = split_scoped(text_of(key) or "", prefix)
+            if scope is not None and value is not None:
+                out[scope] = text_of(value) or ""
+        return out
+
+    # -- one sweep ----------------------------------------------------------------------
+    async def sweep(self, limit: int) -> SweepResult:
+        result = SweepResult()
+        messages = self.read_deferred()
+        result.deferred = len(messages)
+        result.bound = bound_counts(messages, self.targets)
+        self.publish_counts(result.bound)
+        wall = self.clock.wall()
+        states = self.endpoint_states(wall)
+        moves = plan_moves(messages, self.targets, states, self.providers, self.rules, limit)
+        result.planned = len(moves)
+        if not moves:
+            return result
+        eligible_pins = await self.existing_pins(moves, states)
+        routed: dict[str, list[tuple[str, Pin]]] = {}  # queue id -> (address, pin)
+        for move in moves:
+            pins = await self.route(move, eligible_pins)
+            if pins is None:
+                result.skipped += 1
+                continue
+            routed[move.queue_id] = pins
+        self.write_pins(routed)
+        try:
+            done = self.queue.requeue(routed)
+        finally:
+            self.notes.flush()
+        by_id = {m.queue_id: m for m in moves}
+        for queue_id in sorted(routed):
+            if queue_id not in done:
+                metrics.SKIPPED.labels("not_deferred").inc()  # went active meanwhile: it stays put
+                result.skipped += 1
+        now = datetime.fromtimestamp(wall, UTC)
+        for queue_id in sorted(done):
+            move = by_id[queue_id]
+            self.give_back(move, now)
+            to = sorted({pin.endpoint for _, pin in routed[queue_id] if pin.provider in move.moving})
+            for new in to:
+                metrics.MOVED.labels(move.endpoint, new, reason_kind(move.reason)).inc()
+            log.info(
+                "moved queue id %s from %s to %s (%s); its new queue id is logged by pickup as orig_id=%s",
+                queue_id,
+                move.endpoint,
+                ",".join(to),
+                move.reason,
+                queue_id,
+            )
+            result.moved.append((queue_id, move.endpoint, ",".join(to), move.reason))
+        if done:
+            self.queue.kick_pickup()
+        return result
+
+    async def existing_pins(self, moves: list[Move], states: Mapping[str, EndpointState]) -> dict[str, Pin]:
+        """Pins of moving recipients from earlier sweeps that still point somewhere
+        eligible: another message for the same recipient follows the same pin."""
+        addresses = sorted({a for m in moves for group in m.moving.values() for a in group})
+        pipe = self.r.pipeline(transaction=False)
+        for address in addresses:
+            pipe.hgetall(self.keys.pin(address))
+        out = {}
+        for address, raw in zip(addresses, pipe.execute(raise_on_error=False), strict=True):
+            pin = parse_pin(raw, self.config.endpoints) if isinstance(raw, dict) else None
+            if pin is None:
+                continue
+            state = states.get(pin.endpoint, EndpointState())
+            live = state.admin == "active" and not ({pin.provider, "all"} & set(state.suspensions))
+            if live and state.plumbed:
+                out[address] = pin
+        return out
+
+    async def route(self, move: Move, pinned: dict[str, Pin]) -> list[tuple[str, Pin]] | None:
+        """Every pending recipient's pin: a new route for the moving ones, the old one
+        for the staying ones. None when some moving group has no route now."""
+        message = move.message
+        out: list[tuple[str, Pin]] = []
+        for provider, addresses in move.moving.items():
+            fresh = [a for a in addresses if a not in pinned]
+            for address in addresses:
+                if address in pinned:
+                    old = pinned[address]
+                    out.append((address, Pin(old.endpoint, provider, old.units + 1, old.reason)))
+                    self.count_on(old.endpoint, provider, 1)
+            if not fresh:
+                continue
+            facts = Facts(
+                message_class=self.message_class(message),
+                sender=message.sender,
+                recipients=tuple(fresh),
+                client_address=message.attribute("client_address"),
+                sasl_username=message.attribute("sasl_username"),
+                queue_id=message.queue_id,
+                recipient_count=len(fresh),
+            )
+            decision = await self.engine.decide(facts)
+            if decision.degraded:
+                metrics.SKIPPED.labels("degraded").inc()
+                self.notes.warning(
+                    "degraded",
+                    "queue id %s stays on %s: Redis cannot count a new route now",
+                    message.queue_id,
+                    move.endpoint,
+                )
+                return None
+            if decision.outcome != "route" or decision.endpoint is None or decision.endpoint == move.endpoint:
+                metrics.SKIPPED.labels("no_route").inc()
+                self.notes.warning(
+                    "no route",
+                    "queue id %s stays on %s: no other eligible route for %s (%s)",
+                    message.queue_id,
+                    move.endpoint,
+                    provider,
+                    decision.reason,
+                )
+                return None
+            for address in fresh:
+                pin = Pin(decision.endpoint, provider, 1, move.reason)
+                pinned[address] = pin
+                out.append((address, pin))
+        for address in move.staying:
+            out.append((address, Pin(move.endpoint, "", 0, "stays: its provider may use this route")))
+        return out
+
+    def message_class(self, message: QueuedMessage) -> str | None:
+        """The class the first decision saw: the milter's (its route header is in the
+        queued copy), or none for mail the policy daemon routed (it sees no headers)."""
+        if message.header(self.config.milter.route_header) is None:
+            return None
+        client = message.attribute("client_address")
+        return self.classes.classify(message.headers, client, message.attribute("sasl_username"))[0]
+
+    def count_on(self, endpoint: str, provider: str, units: int) -> None:
+        now = datetime.fromtimestamp(self.clock.wall(), UTC)
+        self._count(counter_deltas(self.keys, endpoint, provider, units, now))
+
+    def give_back(self, move: Move, now: datetime) -> None:
+        # Postfix stamps arrival by the system clock; our counters follow self.clock
+        # (the same in production; a test clock shifts both alike)
+        counted_at = move.message.arrival + (self.clock.wall() - time.time())
+        buckets = refundable(counted_at, now)
+        if not buckets:
+            return
+        arrival = datetime.fromtimestamp(counted_at, UTC)
+        deltas = []
+        for provider, addresses in move.moving.items():
+            deltas += counter_deltas(self.keys, move.endpoint, provider, -len(addresses), arrival, buckets)
+        self._count(deltas)
+
+    def _count(self, deltas: list[tuple[str, str]]) -> None:
+        if deltas:
+            keys = [k for k, _ in deltas]
+            self.r.eval(scripts.COUNT.text, len(keys), *keys, *(a for _, a in deltas))
+
+    def write_pins(self, routed: Mapping[str, list[tuple[str, Pin]]]) -> None:
+        ttl = self.config.requeue.pin_ttl
+        wall = self.clock.wall()
+        pipe = self.r.pipeline(transaction=False)
+        for pins in routed.values():
+            for address, pin in pins:
+                key = self.keys.pin(address)
+                pipe.delete(key)
+                pipe.hset(key, mapping=pin_mapping(pin, wall))
+                pipe.expire(key, ttl)
+        pipe.execute()
+
+    def publish_counts(self, bound: dict[str, int]) -> None:
+        for name in self.config.endpoints:
+            metrics.QUEUED.labels(name).set(bound.get(name, 0))
+        key = self.keys.queued(self.instance)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, mapping={name: bound.get(name, 0) for name in self.config.endpoints})
+        pipe.expire(key, max(60, 3 * self.config.requeue.interval))
+        pipe.execute()
