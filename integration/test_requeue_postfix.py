@@ -26,7 +26,8 @@ SUSPENSION = "{sb}:suspend:out2:google"
 def slow_retries(ms) -> None:
     """Retries every RETRY_S: a message that leaves sooner was moved, not retried."""
     pf = ms.postfix
-    times = [f"{name}={RETRY_S}s" for name in ("minimal_backoff_time", "maximal_backoff_time", "queue_run_delay")]
+    names = ("minimal_backoff_time", "maximal_backoff_time", "queue_run_delay")
+    times = [f"{name}={RETRY_S}s" for name in names]
     subprocess.run(["postconf", "-c", str(pf.config_dir), "-e", *times], check=True)
     pf.reload()
 
