@@ -7,6 +7,8 @@ mail deferred on out2 could only leave by being moved. Postfix retries every
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -17,6 +19,7 @@ from integration.daemons import CLI
 from integration.sink import Received
 from integration.test_feedback_postfix import GMAIL_421
 from integration.waits import wait_until
+from smtp_balancer.clock import utc_now
 
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com"]
 RETRY_S = 30
@@ -132,3 +135,139 @@ def test_throttled_gmail_mail_leaves_out2_at_once_and_yahoo_stays(mail_system) -
     assert "queued (deferred messages bound to each endpoint, 1 host):\n  out1 0, out2 0, out3 0" in status, (
         status
     )
+
+
+def cli(ms, *args: str) -> str:
+    return subprocess.run(
+        [CLI, "-c", str(ms.config_path), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def deferred_count(ms) -> int:
+    return sum(1 for p in (ms.postfix.queue_dir / "deferred").rglob("*") if p.is_file())
+
+
+def queue_everything_on_out2(ms, count: int, recipients, tag: str) -> None:
+    """All new mail to out2 (the others at weight 0), where the sink refuses it with
+    421: ``count`` messages end up deferred, bound to out2 by their FILTER."""
+    cli(ms, "weight", "main", "out1", "0")
+    cli(ms, "weight", "main", "out3", "0")
+    assert ms.send_many(count, threads=4, recipients=recipients, tag=lambda i: tag) == []
+    wait_until(lambda: deferred_count(ms) >= count, 120, f"{count} messages deferred on out2")
+    cli(ms, "weight", "main", "out1", "--reset")
+    cli(ms, "weight", "main", "out3", "--reset")
+
+
+def sweep_lines(ms) -> list[tuple[int, int]]:
+    """(moved, limit) of every sweep that had something to move."""
+    out = []
+    for line in (ms.base / "requeue.log").read_text().splitlines():
+        if "msg=\"sweep:" in line:
+            words = line.split("sweep:", 1)[1].split()
+            limit = int(line.split("at most ", 1)[1].split()[0])
+            out.append((int(words[words.index("moved,") - 1]), limit))
+    return out
+
+
+def test_drain_requeue_moves_500_queued_messages_at_a_bounded_rate(mail_system) -> None:
+    ms = mail_system(domains=DOMAINS, requeue=True, extra={"requeue": {"max_per_second": 100}})
+    slow_retries(ms)
+    out2 = ENDPOINT_IP["out2"]
+    ms.sink.script(out2, "*", "421 4.7.0 out2 refused for this test")
+    everyone = [f"d{i}@{DOMAINS[i % 3]}" for i in range(500)]
+    queue_everything_on_out2(ms, 500, lambda i: [everyone[i]], "drain")
+    assert not moved_lines(ms)  # out2 is active: nothing moves by itself
+
+    assert "queued mail moves" in cli(ms, "drain", "out2", "--requeue")
+    wait_until(lambda: set(everyone) <= set(per_recipient(ms.sink.messages)), 120, "all 500 messages")
+    counts = per_recipient(ms.sink.messages)
+    assert all(counts[a] == 1 for a in everyone), {a: n for a, n in counts.items() if n != 1}
+    assert not [m for m in ms.sink.messages if m.peer_ip == out2]
+    wait_until(lambda: len(moved_lines(ms)) >= 500, 10, "500 'moved' log lines")
+    sweeps = [s for s in sweep_lines(ms) if s[0] > 0]
+    assert len(sweeps) >= 5 and all(moved <= limit == 100 for moved, limit in sweeps), sweeps
+    assert all("reason" not in line or "drained" in line for line in moved_lines(ms))
+    assert all("(drained: drained by operator)" in line for line in moved_lines(ms)), moved_lines(ms)[:3]
+
+
+def timed_sends(ms, count: int, start: int) -> list[float]:
+    """Seconds each message took to be accepted (one SMTP session each)."""
+    took = []
+    for i in range(start, start + count):
+        began = time.monotonic()
+        ms.send("probe@shop.test", [f"intake{i}@{DOMAINS[i % 3]}"], seq=i, tag="intake")
+        took.append(time.monotonic() - began)
+    return took
+
+
+def test_killed_or_hung_daemons_never_delay_intake_and_lose_nothing(mail_system) -> None:
+    ms = mail_system(domains=DOMAINS, requeue=True, extra={"requeue": {"max_per_second": 5}})
+    slow_retries(ms)
+    out2 = ENDPOINT_IP["out2"]
+    baseline = timed_sends(ms, 10, 0)
+
+    # 1. both daemons killed: the table before the move, the requeue daemon during it
+    ms.sink.script(out2, "gmail.com", GMAIL_421)
+    gmail = [f"g{i}@gmail.com" for i in range(40)]
+    queue_everything_on_out2(ms, 40, lambda i: [gmail[i]], "gmail")
+    ms.table.kill()
+    cli(ms, "suspend", "out2", "google", "--for", "1h", "--requeue")
+    wait_until(lambda: moved_total(ms) >= 5, 15, "the first moves")
+    ms.requeue.kill()
+    dead = timed_sends(ms, 20, 100)
+    ms.table.start()
+    ms.requeue.start()
+    # moved mail that met the dead table waits for its next retry (RETRY_S)
+    wait_until(lambda: set(gmail) <= set(per_recipient(ms.sink.messages)), 3 * RETRY_S, "the gmail mail")
+
+    # 2. the table hung (SIGSTOP: connections are accepted, never answered)
+    ms.sink.script(out2, "yahoo.com", "421 4.7.0 out2 refused yahoo for this test")
+    yahoo = [f"y{i}@yahoo.com" for i in range(20)]
+    queue_everything_on_out2(ms, 20, lambda i: [yahoo[i]], "yahoo")
+    assert ms.table.proc is not None
+    os.kill(ms.table.proc.pid, signal.SIGSTOP)
+    try:
+        cli(ms, "suspend", "out2", "yahoo", "--for", "1h", "--requeue")
+        wait_until(lambda: moved_total(ms) >= 45, 30, "the yahoo moves")
+        hung = timed_sends(ms, 20, 200)
+    finally:
+        os.kill(ms.table.proc.pid, signal.SIGCONT)
+    wait_until(lambda: set(yahoo) <= set(per_recipient(ms.sink.messages)), 3 * RETRY_S, "the yahoo mail")
+
+    intake = [f"intake{i}@{DOMAINS[i % 3]}" for i in (*range(10), *range(100, 120), *range(200, 220))]
+    wait_until(lambda: set(intake) <= set(per_recipient(ms.sink.messages)), 3 * RETRY_S, "the intake probes")
+    counts = per_recipient(ms.sink.messages)
+    assert all(counts[a] == 1 for a in gmail + yahoo + intake), {a: n for a, n in counts.items() if n != 1}
+    assert not [m for m in ms.sink.messages if m.peer_ip == out2 and not m.rcpt_tos[0].startswith("intake")]
+    # no added delay: every acceptance within 1 s of the slowest with both daemons up
+    limit = max(baseline) + 1.0
+    assert max(dead) < limit and max(hung) < limit, (baseline, dead, hung)
+    print(f"intake seconds: up {max(baseline):.3f}, daemons dead {max(dead):.3f}, table hung {max(hung):.3f}")
+
+
+def test_warming_endpoint_that_receives_moved_mail_ends_at_exactly_its_cap(mail_system) -> None:
+    cap = 20
+    today = utc_now().date().isoformat()
+    warm = {"endpoints": {"out3": {"warmup": {"start": today, "schedule": [{"daily": cap}]}}}}
+    ms = mail_system(warm, domains=DOMAINS, requeue=True)
+    slow_retries(ms)
+    out2 = ENDPOINT_IP["out2"]
+    ms.sink.script(out2, "gmail.com", GMAIL_421)
+    queued = [f"w{i}@gmail.com" for i in range(40)]
+    queue_everything_on_out2(ms, 40, lambda i: [queued[i]], "queued")
+    cli(ms, "suspend", "out2", "google", "--for", "1h", "--requeue")
+    # the moved mail first (about half of it to out3, at weight 1:1), then new mail
+    wait_until(lambda: moved_total(ms) >= 40, 30, "40 moves")
+    fresh = [f"f{i}@gmail.com" for i in range(60)]
+    assert ms.send_many(60, threads=4, recipients=lambda i: [fresh[i]], tag=lambda i: "fresh") == []
+    wait_until(lambda: set(queued + fresh) <= set(per_recipient(ms.sink.messages)), 60, "all 100 messages")
+    wait_until(ms.postfix.queue_is_empty, 30, "an empty queue")
+
+    counts = per_recipient(ms.sink.messages)
+    assert all(counts[a] == 1 for a in queued + fresh)
+    left_by = Counter(NAME_OF[m.peer_ip] for m in ms.sink.messages)
+    moved_to_out3 = [line for line in moved_lines(ms) if " to out3 " in line]
+    assert moved_to_out3, "no moved mail went to the warming endpoint: nothing was tested"
+    assert left_by["out3"] == cap, left_by
+    counted = {ep: int(ms.rdb.hget(day_key(ms, ep), "total") or 0) for ep in ENDPOINT_IP}
+    assert counted == {"out1": left_by["out1"], "out2": 0, "out3": cap}, (counted, left_by)

@@ -188,6 +188,14 @@ class Sweeper:
             result.moved.append((queue_id, move.endpoint, ",".join(to), move.reason))
         if done:
             self.queue.kick_pickup()
+        log.info(
+            "sweep: %d deferred, %d due to move (at most %d a sweep), %d moved, %d left in place",
+            result.deferred,
+            result.planned,
+            limit,
+            len(result.moved),
+            result.skipped,
+        )
         return result
 
     async def existing_pins(self, moves: list[Move], states: Mapping[str, EndpointState]) -> dict[str, Pin]:
