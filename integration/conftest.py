@@ -287,7 +287,8 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
     started: list[Callable[[], None]] = []
     bases: list[Path] = []
 
-    def make(extra: dict[str, Any] | None = None) -> EximSystem:
+    def make(extra: dict[str, Any] | None = None, requeue: bool = False) -> EximSystem:
+        """``requeue``: the delivery-time table daemon too (routers re-decide at retries)."""
         base = make_shared_dir("sb-exim-")
         bases.append(base)
         redis_server = start_redis(base, started)
@@ -303,7 +304,15 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
             "bind_address": EXIM_RELAY_SOURCE,
             "helo_name": "relay1.test",
         }
-        harness = {"endpoints": {"relay1": relay}}
+        table_port = free_port()
+        harness = {
+            "endpoints": {"relay1": relay},
+            "requeue": {
+                "enabled": requeue,
+                "table_listen": f"127.0.0.1:{table_port}",
+                "table_metrics_listen": f"127.0.0.1:{free_port()}",
+            },
+        }
         config_path = write_config(
             base, base_config(redis_server.url, policy_port, metrics_port), harness, extra
         )
@@ -314,12 +323,16 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
         policyd = PolicydProcess(config_path, policy_port, base / "policyd.log")
         policyd.start()
         started.append(policyd.stop)
+        table = DaemonProcess("table", config_path, base / "table.log", tcp_ready(table_port))
+        if requeue:
+            table.start()
+            started.append(table.stop)
         exim = EximInstance(base / "exim", free_port(), rendered, EXIM_SINK_HOST, sink.port)
         started.append(exim.stop)
         exim.start()
         rdb = redis_server.client()
         started.append(rdb.close)
-        return EximSystem(base, redis_server, sink, relay_sink, exim, policyd, config_path, rdb)
+        return EximSystem(base, redis_server, sink, relay_sink, exim, policyd, config_path, rdb, table)
 
     yield make
     _teardown(request, started, bases)

@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from integration.daemons import PolicydProcess
+from integration.daemons import DaemonProcess, PolicydProcess
 from integration.redis_server import RedisServer
 from integration.sink import Sink
 from integration.submit import send_many
@@ -275,6 +275,7 @@ class EximSystem:
     policyd: PolicydProcess
     config_path: Path
     rdb: redis.Redis
+    table: DaemonProcess
 
     def send_many(self, count: int, **kwargs: Any) -> list[str]:
         """Send ``count`` messages through Exim; see ``submit.send_many``."""

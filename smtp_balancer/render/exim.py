@@ -109,8 +109,7 @@ def main_conf(config: BalancerConfig, config_dir: str, source: str = "the smtp-b
             f"SB_ROUTES_FILE = {config_dir.rstrip('/')}/routes",
             f"SB_POLICY_SOCKET = {policy_socket(config)}",
             f"SB_POLICY_TIMEOUT = {config.exim.readsocket_timeout_s}s",
-            "# this message's line of the routes file; empty when it has no route",
-            "SB_ROUTE_LINE = ${lookup{$acl_m_sb_route}lsearch{SB_ROUTES_FILE}}",
+            *route_line(config),
             "# define these before this file to change them",
             ".ifndef SB_SMTP_PORT",
             "SB_SMTP_PORT = 25",
@@ -121,6 +120,29 @@ def main_conf(config: BalancerConfig, config_dir: str, source: str = "the smtp-b
             "",
         ]
     )
+
+
+def route_line(config: BalancerConfig) -> list[str]:
+    if not config.requeue.enabled:
+        return [
+            "# this message's line of the routes file; empty when it has no route",
+            "SB_ROUTE_LINE = ${lookup{$acl_m_sb_route}lsearch{SB_ROUTES_FILE}}",
+        ]
+    request = "reroute $acl_m_sb_route $message_age $message_exim_id ${lc:$local_part@$domain}"
+    netstring = "${strlen:SB_REROUTE_REQUEST}:SB_REROUTE_REQUEST,"
+    ask = "${readsocket{SB_TABLE_SOCKET}{" + netstring + "}{SB_POLICY_TIMEOUT}{}{}}"
+    return [
+        "# requeue.enabled: at a retry the sb_route_now router asks the table daemon",
+        "# (smtp-balancer table) whether the stored route still holds for this recipient;",
+        "# its answer is the route for this attempt. A first attempt, or no answer, keeps",
+        "# the route the ACL chose.",
+        f"SB_TABLE_SOCKET = inet:{config.requeue.table_listen}",
+        f"SB_REROUTE_REQUEST = {request}",
+        "SB_ROUTE_NOW = ${if first_delivery {$acl_m_sb_route}"
+        "{${if match{" + ask + r"}{\N^\d+:OK ([a-z0-9_-]+):\N}{$1}{$acl_m_sb_route}}}}",
+        "# this recipient's line of the routes file; empty when it has no route",
+        "SB_ROUTE_LINE = ${lookup{$address_data}lsearch{SB_ROUTES_FILE}}",
+    ]
 
 
 def acl_conf(config: BalancerConfig, source: str = "the smtp-balancer config") -> str:
@@ -173,6 +195,7 @@ def routers_conf(config: BalancerConfig, source: str = "the smtp-balancer config
             HEADER.format(source=source),
             "# Only mail with a route is taken here; the rest goes on to your own routers.",
             "#",
+            *route_now_router(config),
             "# A relay endpoint's mail goes to its relay, not to the recipient's MX.",
             "# The condition matters: manualroute with an empty route_data does not",
             "# decline, it fails the address as unrouteable.",
@@ -201,6 +224,22 @@ def routers_conf(config: BalancerConfig, source: str = "the smtp-balancer config
             "",
         ]
     )
+
+
+def route_now_router(config: BalancerConfig) -> list[str]:
+    if not config.requeue.enabled:
+        return []
+    return [
+        "# The route for this delivery attempt, per recipient, into $address_data (see",
+        "# SB_ROUTE_NOW); an empty redirect list declines, so the next routers run.",
+        "sb_route_now:",
+        "  driver = redirect",
+        "  domains = SB_REMOTE_DOMAINS",
+        "  condition = ${if def:acl_m_sb_route}",
+        "  address_data = SB_ROUTE_NOW",
+        "  data =",
+        "",
+    ]
 
 
 def transports_conf(config: BalancerConfig, source: str = "the smtp-balancer config") -> str:

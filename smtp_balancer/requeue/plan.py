@@ -21,6 +21,7 @@ from smtp_balancer.decision.providers import ProviderTable, domain_of
 from smtp_balancer.feedback.checks import DNSBL_BY, PROBE_BY
 from smtp_balancer.requeue.queuefile import QueuedMessage
 from smtp_balancer.state.keys import ALL_PROVIDERS
+from smtp_balancer.state.values import parse_state, parse_until
 
 HEALTH_BY = (DNSBL_BY, PROBE_BY)
 
@@ -35,6 +36,30 @@ class EndpointState:
     suspensions: Mapping[str, str] = field(default_factory=dict)  # provider or "all" -> reason
     requested: frozenset[str] = frozenset()  # providers (or "all") an operator asked to move
     plumbed: bool = True
+
+
+def endpoint_state(
+    fields: Mapping[str | None, str | None],
+    suspensions: Mapping[str, str],
+    requested: Iterable[str],
+    now: float,
+    plumbed: bool = True,
+) -> EndpointState:
+    """An EndpointState from the state hash's fields (HGETALL, decoded), the endpoint's
+    suspension reasons and operator requests by provider, at wall-clock ``now``."""
+    admin = parse_state(fields.get("state")) or "active"  # junk counts as active, as in decisions
+    until = parse_until(fields.get("until"))
+    if admin == "quarantined" and until is not None and until <= now:
+        admin = "active"  # a rule's quarantine that has lifted by itself
+    asked = set(requested) | ({ALL_PROVIDERS} if fields.get("requeue") == "1" else set())
+    return EndpointState(
+        admin=admin,
+        admin_by=fields.get("by") or "",
+        admin_reason=fields.get("reason") or "",
+        suspensions=dict(suspensions),
+        requested=frozenset(asked),
+        plumbed=plumbed,
+    )
 
 
 @dataclass(frozen=True)

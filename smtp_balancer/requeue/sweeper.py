@@ -31,12 +31,19 @@ from smtp_balancer.feedback.responses import builtin_rules
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.requeue import metrics
 from smtp_balancer.requeue.pins import Pin, counter_deltas, parse_pin, pin_mapping, refundable
-from smtp_balancer.requeue.plan import AutomaticRules, EndpointState, Move, bound_counts, plan_moves
+from smtp_balancer.requeue.plan import (
+    AutomaticRules,
+    EndpointState,
+    Move,
+    bound_counts,
+    endpoint_state,
+    plan_moves,
+)
 from smtp_balancer.requeue.postfix_queue import PostfixQueue
 from smtp_balancer.requeue.queuefile import QueuedMessage, QueueFileError, parse_queue_file
 from smtp_balancer.state import scripts
-from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
-from smtp_balancer.state.values import parse_state, parse_until, text_of
+from smtp_balancer.state.keys import KeySchema, split_scoped
+from smtp_balancer.state.values import text_of
 
 log = logging.getLogger("smtp_balancer.requeue")
 
@@ -112,17 +119,11 @@ class Sweeper:
         states = {}
         for name, raw in zip(names, replies, strict=True):
             fields = {text_of(k): text_of(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-            admin = parse_state(fields.get("state")) or "active"
-            until = parse_until(fields.get("until"))
-            if admin == "quarantined" and until is not None and until <= now:
-                admin = "active"  # a rule's quarantine that has lifted by itself
-            states[name] = EndpointState(
-                admin=admin,
-                admin_by=fields.get("by") or "",
-                admin_reason=fields.get("reason") or "",
-                suspensions={p: reason for (ep, p), reason in suspensions.items() if ep == name},
-                requested=frozenset(p for (ep, p) in requested if ep == name)
-                | ({ALL_PROVIDERS} if fields.get("requeue") == "1" else set()),
+            states[name] = endpoint_state(
+                fields,
+                {p: reason for (ep, p), reason in suspensions.items() if ep == name},
+                [p for (ep, p) in requested if ep == name],
+                now,
                 plumbed=name in plumbed,
             )
         return states

@@ -19,21 +19,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
+
+from redis.exceptions import RedisError
 
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.decision.plan import route_for
 from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.engine import Engine
+from smtp_balancer.feedback.responses import builtin_rules
 from smtp_balancer.observe.metrics import ListenError
 from smtp_balancer.observe.ratelimit import LogLimiter
-from smtp_balancer.requeue.metrics import TABLE_LOOKUPS
-from smtp_balancer.requeue.pins import Pin, parse_pin, pin_mapping
+from smtp_balancer.requeue.metrics import MOVED, TABLE_LOOKUPS
+from smtp_balancer.requeue.pins import Pin, counter_deltas, parse_pin, pin_mapping, refundable
+from smtp_balancer.requeue.plan import AutomaticRules, EndpointState, endpoint_state, move_reason
 from smtp_balancer.requeue.socketmap import RequestParser, SocketmapError, TableRequest, netstring
-from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.requeue.sweeper import reason_kind
+from smtp_balancer.state import scripts
+from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
+from smtp_balancer.state.values import text_of
 
 log = logging.getLogger("smtp_balancer.table")
-TABLE_NAME = "route"
+TABLE_NAME = "route"  # Postfix: transport_maps = socketmap:inet:HOST:PORT:route
+REROUTE_NAME = "reroute"  # Exim: a router's ${readsocket} at each retry
 NOTFOUND = "NOTFOUND "
 
 
@@ -51,33 +60,94 @@ class RouteTable:
         self.engine = engine
         self.timeout_s = timeout_s
         self.notes = LogLimiter(log)
+        config = engine.config
+        self.keys = KeySchema(config.redis.prefix)
+        self.rules = AutomaticRules.from_config(
+            config.feedback, builtin_rules(), config.requeue.health_quarantines
+        )
 
     async def answer(self, request: TableRequest) -> str:
-        if request.name != TABLE_NAME:
-            TABLE_LOOKUPS.labels("bad_request").inc()
-            return f"PERM no table {request.name[:40]!r}: this socketmap serves {TABLE_NAME!r}"
-        address = request.key.strip().lower()
+        try:
+            async with asyncio.timeout(self.timeout_s + self.engine.budget_s):
+                if request.name == TABLE_NAME:
+                    return await self.route(request.key.strip().lower())
+                if request.name == REROUTE_NAME:
+                    return await self.reroute(request.key)
+        except (TimeoutError, RedisError, OSError) as exc:  # an answer always: the MTA retries later
+            TABLE_LOOKUPS.labels("temp").inc()
+            self.notes.warning("redis", "table lookup %r: Redis unusable (%s)", request.key[:80], exc)
+            return "TEMP Redis unavailable to smtp-balancer"
+        TABLE_LOOKUPS.labels("bad_request").inc()
+        return f"PERM no table {request.name[:40]!r}: this socketmap serves {TABLE_NAME!r}"
+
+    # -- Postfix: qmgr asks for mail without a FILTER -------------------------------
+    async def route(self, address: str) -> str:
         if "@" not in address:
             TABLE_LOOKUPS.labels("notfound").inc()
             return NOTFOUND
-        config = self.engine.config
-        keys = KeySchema(config.redis.prefix)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                raw = pairs(await self.engine.channel.call("HGETALL", keys.pin(address)))
-        except Exception as exc:  # a lookup must get an answer: Postfix then retries later
-            TABLE_LOOKUPS.labels("temp").inc()
-            self.notes.warning("redis", "table lookup for %s: Redis unusable (%s)", address, exc)
-            return "TEMP Redis unavailable to smtp-balancer"
+        pin, raw = await self.pin(address)
         if not raw:
             TABLE_LOOKUPS.labels("notfound").inc()
             return NOTFOUND
-        pin = parse_pin(raw, config.endpoints)
-        provider = self.engine.planner.providers.for_domain(domain_of(address))
+        provider = self.provider_of(address)
         if pin is not None and self.still_eligible(pin.endpoint, provider):
             TABLE_LOOKUPS.labels("pinned").inc()
             return "OK " + self.target(pin.endpoint)
-        return await self.move_again(address, provider, pin, keys)
+        old = pin.endpoint if pin is not None else "(junk pin)"
+        units = pin.units if pin is not None and pin.units > 0 else 1
+        return await self.move(address, provider, old, units, "-", "its pinned route became ineligible", 0.0)
+
+    # -- Exim: a router asks at each retry whether the stored route still holds --------
+    async def reroute(self, key: str) -> str:
+        """``<route> <message age s> <message id> <address>``: the route to use now."""
+        parts = key.split(" ", 3)
+        if len(parts) != 4 or not parts[1].isdigit() or "@" not in parts[3]:
+            TABLE_LOOKUPS.labels("bad_request").inc()
+            return f"PERM expected '<route> <age> <message id> <address>', got {key[:80]!r}"
+        old, age, message_id, address = parts[0], int(parts[1]), parts[2], parts[3].strip().lower()
+        if old not in self.engine.config.endpoints:
+            TABLE_LOOKUPS.labels("notfound").inc()
+            return NOTFOUND  # not ours: the router keeps what it had
+        provider = self.provider_of(address)
+        why = move_reason(await self.endpoint_state(old), provider, self.rules)
+        if why is None:
+            TABLE_LOOKUPS.labels("stays").inc()
+            return "OK " + self.target(old)
+        pin, _ = await self.pin(address)
+        if pin is not None and pin.endpoint != old and self.still_eligible(pin.endpoint, provider):
+            TABLE_LOOKUPS.labels("pinned").inc()
+            return "OK " + self.target(pin.endpoint)
+        counted_at = self.engine.clock.wall() - age
+        return await self.move(address, provider, old, 1, message_id, why, counted_at)
+
+    # -- shared ---------------------------------------------------------------------------
+    async def pin(self, address: str) -> tuple[Pin | None, dict[bytes, bytes]]:
+        raw = pairs(await self.engine.channel.call("HGETALL", self.keys.pin(address)))
+        return (parse_pin(raw, self.engine.config.endpoints) if raw else None), raw
+
+    async def endpoint_state(self, endpoint: str) -> EndpointState:
+        """What Redis says now about moving this endpoint's mail (one round trip)."""
+        k = self.keys
+        scopes = [p for p in self.engine.planner.providers.names | {"other", ALL_PROVIDERS}]
+        replies = await self.engine.channel.call_many(
+            [
+                ("HGETALL", k.endpoint_state(endpoint)),
+                ("MGET", *(k.suspension(endpoint, p) for p in scopes)),
+                ("MGET", *(k.requeue(endpoint, p) for p in scopes)),
+            ]
+        )
+        fields = {text_of(a): text_of(b) for a, b in pairs(replies[0]).items()}
+        suspended = replies[1] if isinstance(replies[1], list) else []
+        requested = replies[2] if isinstance(replies[2], list) else []
+        return endpoint_state(
+            fields,
+            {p: text_of(v) or "" for p, v in zip(scopes, suspended, strict=False) if v is not None},
+            [p for p, v in zip(scopes, requested, strict=False) if v is not None],
+            self.engine.clock.wall(),
+        )
+
+    def provider_of(self, address: str) -> str:
+        return self.engine.planner.providers.for_domain(domain_of(address))
 
     def still_eligible(self, endpoint: str, provider: str) -> bool:
         live = self.engine.live
@@ -92,27 +162,47 @@ class RouteTable:
         ep = self.engine.config.endpoints[endpoint]
         return route_for(endpoint, ep.nexthop).filter_target
 
-    async def move_again(self, address: str, provider: str, pin: Pin | None, keys: KeySchema) -> str:
-        """The pinned route became ineligible (or the pin is junk): decide anew, once."""
-        units = pin.units if pin is not None and pin.units > 0 else 1
+    async def move(
+        self, address: str, provider: str, old: str, units: int, message_id: str, why: str, counted_at: float
+    ) -> str:
+        """A new route for one recipient, counted once there; pinned, so later attempts
+        follow it without counting again. ``counted_at``: when ``old`` counted it
+        (0: unknown, nothing given back)."""
         decision = await self.engine.decide(
-            Facts(recipients=(address,), recipient_count=units, queue_id="table")
+            Facts(recipients=(address,), recipient_count=units, queue_id=message_id)
         )
         if decision.degraded or decision.outcome == "defer":
             TABLE_LOOKUPS.labels("temp").inc()
             return f"TEMP no route can be counted for {provider} now"
-        if decision.outcome != "route" or decision.endpoint is None:
+        if decision.outcome != "route" or decision.endpoint is None or decision.endpoint == old:
             TABLE_LOOKUPS.labels("notfound").inc()
             return NOTFOUND
-        old = pin.endpoint if pin is not None else "(junk pin)"
-        new = Pin(decision.endpoint, provider, units, f"moved again from {old}: {decision.reason}")
-        with contextlib.suppress(Exception):  # the answer stands; a later lookup decides again
-            mapping = pin_mapping(new, self.engine.clock.wall())
-            await self.engine.channel.call(
-                "HSET", keys.pin(address), *(x for kv in mapping.items() for x in kv)
-            )
+        new = Pin(decision.endpoint, provider, units, f"moved from {old}: {why}")
+        mapping = pin_mapping(new, self.engine.clock.wall())
+        commands: list[tuple[object, ...]] = [
+            ("HSET", self.keys.pin(address), *(x for kv in mapping.items() for x in kv)),
+            ("EXPIRE", self.keys.pin(address), self.engine.config.requeue.pin_ttl),
+        ]
+        now = datetime.fromtimestamp(self.engine.clock.wall(), UTC)
+        buckets = refundable(counted_at, now) if counted_at and old in self.engine.config.endpoints else ()
+        if buckets:
+            at = datetime.fromtimestamp(counted_at, UTC)
+            deltas = counter_deltas(self.keys, old, provider, -units, at, buckets)
+            keys = [k for k, _ in deltas]
+            commands.append(("EVAL", scripts.COUNT.text, len(keys), *keys, *(a for _, a in deltas)))
+        await self.engine.channel.call_many(commands)
         TABLE_LOOKUPS.labels("moved").inc()
-        log.info("table: %s moved from %s to %s at delivery (%s)", address, old, decision.endpoint, provider)
+        MOVED.labels(
+            old if old in self.engine.config.endpoints else "unknown", decision.endpoint, reason_kind(why)
+        ).inc()
+        log.info(
+            "moved %s of queue id %s from %s to %s at delivery (%s)",
+            address,
+            message_id,
+            old,
+            decision.endpoint,
+            why,
+        )
         return "OK " + self.target(decision.endpoint)
 
 

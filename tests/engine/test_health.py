@@ -28,7 +28,7 @@ async def test_a_stall_is_logged_once_with_its_duration_and_measured(
     try:
         assert await engine.start()
         await asyncio.sleep(1.5)  # idle: the PINGs keep the age low
-        assert reply_age() < 1.5
+        assert reply_age() < STALL_AFTER_S  # PINGed every ~1 s: never near a stall
         sleeper = redis.Redis(unix_socket_path=str(redis_server.socket))
         stall = STALL_AFTER_S + 1.5  # DEBUG SLEEP over 5 s hangs its own client for a minute
         blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", str(stall)))
@@ -41,7 +41,7 @@ async def test_a_stall_is_logged_once_with_its_duration_and_measured(
             await asyncio.sleep(0.1)
         blocker.join()
         await asyncio.sleep(1.5)
-        assert peak >= STALL_AFTER_S and reply_age() < 1.5
+        assert peak >= STALL_AFTER_S and reply_age() < STALL_AFTER_S
         lines = [r.getMessage() for r in caplog.records]
         started = [m for m in lines if "has not answered for" in m]
         ended = [m for m in lines if "answers again" in m]
