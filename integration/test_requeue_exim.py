@@ -58,4 +58,5 @@ def test_exim_retry_leaves_a_throttled_route_and_other_providers_stay(
     assert len(moved) == len(refused), (moved, refused)
     assert all("from out2" in line and "suspended for google" in line for line in moved), moved
     # each names its Exim message id (4.96: base-62, 6-6-2)
-    assert all(re.search(r"of queue id [0-9A-Za-z]{6}-[0-9A-Za-z]{6}-[0-9A-Za-z]{2} ", line) for line in moved)
+    exim_id = re.compile(r"of queue id [0-9A-Za-z]{6}-[0-9A-Za-z]{6}-[0-9A-Za-z]{2} ")
+    assert all(exim_id.search(line) for line in moved), moved
