@@ -30,7 +30,7 @@ def per_recipient(es: EximSystem) -> Counter[str]:
 
 def moved_lines(es: EximSystem) -> list[str]:
     path = es.base / "table.log"
-    return [line for line in path.read_text().splitlines() if "msg=\"moved " in line] if path.exists() else []
+    return [line for line in path.read_text().splitlines() if 'msg="moved ' in line] if path.exists() else []
 
 
 def test_exim_retry_leaves_a_throttled_route_and_other_providers_stay(

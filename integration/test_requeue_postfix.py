@@ -162,7 +162,7 @@ def sweep_lines(ms) -> list[tuple[int, int]]:
     """(moved, limit) of every sweep that had something to move."""
     out = []
     for line in (ms.base / "requeue.log").read_text().splitlines():
-        if "msg=\"sweep:" in line:
+        if 'msg="sweep:' in line:
             words = line.split("sweep:", 1)[1].split()
             limit = int(line.split("at most ", 1)[1].split()[0])
             out.append((int(words[words.index("moved,") - 1]), limit))
