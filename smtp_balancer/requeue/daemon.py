@@ -30,9 +30,9 @@ log = logging.getLogger("smtp_balancer.requeue")
 SWEEP_BUDGET_MS = 1000  # a move is not in a hurry: select.lua may take longer than at intake
 
 
-def sweeper_config(config: BalancerConfig) -> BalancerConfig:
+def remote_decisions(config: BalancerConfig) -> BalancerConfig:
     """Every move is decided by select.lua (counted in Redis, exactly), never from a
-    local mirror: this process decides a few messages a second, not thousands."""
+    local mirror: these processes decide a few messages a second, not thousands."""
     decision = config.decision.model_copy(update={"local": False, "budget_ms": SWEEP_BUDGET_MS})
     return config.model_copy(update={"decision": decision})
 
@@ -59,7 +59,7 @@ async def serve(config: BalancerConfig, once: bool = False) -> int:
         return 2
     if not once:
         serve_metrics(rq.metrics_listen, log, "requeue.metrics_listen")
-    engine = Engine(sweeper_config(config))
+    engine = Engine(remote_decisions(config))
     await engine.start()
     client = sync_client(config.redis)
     sweeper = Sweeper(config, engine, client, queue, rq.instance or socket.gethostname())

@@ -22,6 +22,6 @@ QUEUED = Gauge(
 SWEEPS = Counter("smtp_balancer_requeue_sweeps_total", "Deferred-queue sweeps, by outcome", ["outcome"])
 TABLE_LOOKUPS = Counter(
     "smtp_balancer_table_lookups_total",
-    "Delivery-time table (socketmap) lookups, by answer (pinned, moved, notfound, temp, bad_request)",
+    "Delivery-time table lookups, by answer (pinned, stays, moved, notfound, temp, junk_pin, bad_request)",
     ["answer"],
 )

@@ -72,8 +72,10 @@ def records(data: bytes) -> list[tuple[int, bytes]]:
         i += 1
         length = shift = 0
         while True:
-            if i >= size or shift > 28:
+            if i >= size:
                 raise QueueFileError("truncated record length")
+            if shift > 28:
+                raise QueueFileError("record length of more than 5 digits")
             byte = data[i]
             i += 1
             length |= (byte & 0x7F) << shift

@@ -272,7 +272,8 @@ class Sweeper:
     def message_class(self, message: QueuedMessage) -> str | None:
         """The class the first decision saw: the milter's (its route header is in the
         queued copy), or none for mail the policy daemon routed (it sees no headers)."""
-        if message.header(self.config.milter.route_header) is None:
+        # without the milter nothing strips a client's own copy of the header
+        if not self.config.milter.enabled or message.header(self.config.milter.route_header) is None:
             return None
         client = message.attribute("client_address")
         return self.classes.classify(message.headers, client, message.attribute("sasl_username"))[0]

@@ -90,12 +90,16 @@ class RouteTable:
             TABLE_LOOKUPS.labels("notfound").inc()
             return NOTFOUND
         provider = self.provider_of(address)
-        if pin is not None and self.still_eligible(pin.endpoint, provider):
+        if pin is None:
+            TABLE_LOOKUPS.labels("junk_pin").inc()
+            self.notes.warning("junk pin", "pin of %s is unreadable (%r); deciding anew", address, raw)
+            return await self.move(address, provider, "(junk pin)", 1, "-", "its pin is unreadable", 0.0)
+        # the same test as for queued mail: does the pinned route's state call for a move?
+        why = move_reason(await self.endpoint_state(pin.endpoint), provider, self.rules)
+        if why is None:
             TABLE_LOOKUPS.labels("pinned").inc()
             return "OK " + self.target(pin.endpoint)
-        old = pin.endpoint if pin is not None else "(junk pin)"
-        units = pin.units if pin is not None and pin.units > 0 else 1
-        return await self.move(address, provider, old, units, "-", "its pinned route became ineligible", 0.0)
+        return await self.move(address, provider, pin.endpoint, max(pin.units, 1), "-", why, 0.0)
 
     # -- Exim: a router asks at each retry whether the stored route still holds --------
     async def reroute(self, key: str) -> str:
@@ -114,7 +118,7 @@ class RouteTable:
             TABLE_LOOKUPS.labels("stays").inc()
             return "OK " + self.target(old)
         pin, _ = await self.pin(address)
-        if pin is not None and pin.endpoint != old and self.still_eligible(pin.endpoint, provider):
+        if pin is not None and pin.endpoint != old and await self.still_eligible(pin.endpoint, provider):
             TABLE_LOOKUPS.labels("pinned").inc()
             return "OK " + self.target(pin.endpoint)
         counted_at = self.engine.clock.wall() - age
@@ -149,14 +153,10 @@ class RouteTable:
     def provider_of(self, address: str) -> str:
         return self.engine.planner.providers.for_domain(domain_of(address))
 
-    def still_eligible(self, endpoint: str, provider: str) -> bool:
-        live = self.engine.live
-        if live is None:
-            return True  # no mirror (decision.local off): the sweeper moves it again
-        clock = self.engine.clock
-        if live.is_out_of_service(endpoint, clock.wall()):
-            return False
-        return not live.suspended(endpoint, (provider,), clock.monotonic())
+    async def still_eligible(self, endpoint: str, provider: str) -> bool:
+        """Whether a pin may be followed: active, and not suspended for the provider."""
+        state = await self.endpoint_state(endpoint)
+        return state.admin == "active" and not ({provider, ALL_PROVIDERS} & set(state.suspensions))
 
     def target(self, endpoint: str) -> str:
         ep = self.engine.config.endpoints[endpoint]
@@ -174,9 +174,12 @@ class RouteTable:
         if decision.degraded or decision.outcome == "defer":
             TABLE_LOOKUPS.labels("temp").inc()
             return f"TEMP no route can be counted for {provider} now"
-        if decision.outcome != "route" or decision.endpoint is None or decision.endpoint == old:
+        if decision.outcome != "route" or decision.endpoint is None:
             TABLE_LOOKUPS.labels("notfound").inc()
-            return NOTFOUND
+            return NOTFOUND  # the rules say: the MTA's own transport
+        if decision.endpoint == old:  # it became eligible again meanwhile
+            TABLE_LOOKUPS.labels("stays").inc()
+            return "OK " + self.target(old)
         new = Pin(decision.endpoint, provider, units, f"moved from {old}: {why}")
         mapping = pin_mapping(new, self.engine.clock.wall())
         commands: list[tuple[object, ...]] = [

@@ -15,6 +15,7 @@ from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.engine import Engine
 from smtp_balancer.observe.metrics import serve_metrics
 from smtp_balancer.observe.sdnotify import Notifier, keep_pinging
+from smtp_balancer.requeue.daemon import remote_decisions
 from smtp_balancer.requeue.table import RouteTable, TableServer
 
 log = logging.getLogger("smtp_balancer.table")
@@ -25,7 +26,9 @@ async def serve(config: BalancerConfig) -> int:
         log.error("requeue.enabled is off: Postfix is not configured to ask this table")
         return 2
     serve_metrics(config.requeue.table_metrics_listen, log, "requeue.table_metrics_listen")
-    engine = Engine(config)
+    # each decision here is select.lua's (counted in Redis at once): moved mail is a
+    # trickle, and a dead table daemon then holds no unwritten counts
+    engine = Engine(remote_decisions(config))
     await engine.start()
     server = TableServer(
         RouteTable(engine, config.redis.admin_timeout_ms / 1000), config.requeue.table_listen

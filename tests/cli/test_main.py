@@ -168,3 +168,28 @@ def test_control_characters_from_redis_are_escaped_in_status_and_explain(cli, rd
         assert rows == []  # the newline did not draw a row of its own
     _, out, _ = cli("status")
     assert "evil\\x1b[31mRED\\x0aout9" in out
+
+
+def test_requeue_requests_are_written_and_withdrawn(cli, rdb: redis.Redis):
+    code, out, _ = cli("drain", "out2", "--requeue")
+    assert code == 0 and "queued mail moves" in out
+    assert rdb.hget("{sb}:endpoint:out2:state", "requeue") == "1"
+    assert cli("undrain", "out2")[0] == 0  # any later state change withdraws the request
+    assert rdb.hget("{sb}:endpoint:out2:state", "requeue") is None
+    # the provider positionally, as `suspend out2 google --requeue`
+    assert cli("suspend", "out2", "google", "--for", "30m", "--requeue")[0] == 0
+    assert rdb.exists("{sb}:suspend:out2:google") and rdb.exists("{sb}:requeue:out2:google")
+    assert 0 < rdb.ttl("{sb}:requeue:out2:google") <= 1800
+    assert cli("suspend", "out2", "yahoo", "--requeue")[0] == 0
+    assert cli("resume", "out2", "--provider", "google")[0] == 0
+    assert not rdb.exists("{sb}:requeue:out2:google") and rdb.exists("{sb}:requeue:out2:yahoo")
+    assert cli("resume", "out2")[0] == 0
+    assert not rdb.keys("{sb}:requeue:*")
+
+
+def test_status_shows_queued_mail_per_route_when_hosts_report(cli, rdb: redis.Redis):
+    assert "queued: unknown" in cli("status")[1]
+    rdb.hset("{sb}:queued:mta1", mapping={"out1": 0, "out2": 23, "out3": 1})
+    rdb.hset("{sb}:queued:mta2", mapping={"out2": 2, "junk": 5, "out3": "x"})
+    out = cli("status")[1]
+    assert "queued (deferred messages bound to each endpoint, 2 hosts):\n  out1 0, out2 25, out3 1" in out

@@ -99,3 +99,19 @@ def test_shipped_examples_match_the_renderer():
     shipped = root / "mta-configs" / "exim"
     for name, text in exim_files(config, source="examples/config.yaml").items():
         assert (shipped / f"{name}.example").read_text() == text, name
+
+
+def test_requeue_adds_the_retry_router_and_routes_by_address_data():
+    from smtp_balancer.render.exim import routers_conf
+
+    off = validate_config(RAW)
+    assert "sb_route_now" not in routers_conf(off)
+    assert "${lookup{$acl_m_sb_route}lsearch{SB_ROUTES_FILE}}" in main_conf(off, "/etc/exim4/sb")
+    on = validate_config({**RAW, "requeue": {"enabled": True, "table_listen": "127.0.0.1:10099"}})
+    main, routers = main_conf(on, "/etc/exim4/sb"), routers_conf(on)
+    assert "SB_TABLE_SOCKET = inet:127.0.0.1:10099\n" in main
+    assert "SB_ROUTE_NOW = ${if first_delivery {$acl_m_sb_route}" in main  # first attempts: no ask
+    assert "SB_ROUTE_LINE = ${lookup{$address_data}lsearch{SB_ROUTES_FILE}}" in main
+    # the route-now router runs before the routers that deliver, and declines itself
+    assert routers.index("sb_route_now:") < routers.index("sb_relay:") < routers.index("sb_direct:")
+    assert "  address_data = SB_ROUTE_NOW\n  data =\n" in routers

@@ -123,3 +123,19 @@ def test_both_deciding_smtp_mail_is_a_config_error():
     with pytest.raises(ConfigInvalid) as err:
         validate_config(raw)
     assert "milter.smtpd" in str(err.value) and "warm-up quota twice" in str(err.value)
+
+
+def test_requeue_renders_the_table_for_qmgr_only():
+    off_main, off_master = main_cf(validate_config(RAW)), master_cf(validate_config(RAW))
+    assert "transport_maps" not in off_main and "rewrite-nomap" not in off_master
+    raw = {**RAW, "requeue": {"enabled": True, "table_listen": "127.0.0.1:10099"}}
+    main, master = main_cf(validate_config(raw)), master_cf(validate_config(raw))
+    assert "\nrewrite_service_name = rewrite-nomap\n" in main
+    assert "\ntransport_maps = socketmap:inet:127.0.0.1:10099:route\n" in main
+    assert "rewrite-nomap unix -       -       n       -       -       trivial-rewrite\n" in master
+    assert "  -o transport_maps=\n" in master  # intake resolves without our table
+    assert "#   postconf -P qmgr/unix/rewrite_service_name=rewrite\n" in master  # qmgr with it
+    own = {**raw, "requeue": {**raw["requeue"], "postfix_transport_maps": "hash:/etc/postfix/transport"}}
+    main, master = main_cf(validate_config(own)), master_cf(validate_config(own))
+    assert "transport_maps = socketmap:inet:127.0.0.1:10099:route, hash:/etc/postfix/transport\n" in main
+    assert "  -o { transport_maps = hash:/etc/postfix/transport }\n" in master
