@@ -237,7 +237,9 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         requeue_process = DaemonProcess(
             "requeue", config_path, base / "requeue.log", tcp_ready(requeue_metrics), env=env.get("requeue")
         )
-        table_process = DaemonProcess("table", config_path, base / "table.log", tcp_ready(table_port))
+        table_process = DaemonProcess(
+            "table", config_path, base / "table.log", tcp_ready(table_port), env=env.get("table")
+        )
         if requeue:
             table_process.start()
             started.append(table_process.stop)

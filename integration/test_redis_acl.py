@@ -74,7 +74,7 @@ def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subproce
 
 
 def test_readme_has_a_line_for_each_part():
-    assert set(ACL) == {"sb-policyd", "sb-milter", "sb-feedback", "sb-cli"}
+    assert set(ACL) == {"sb-policyd", "sb-milter", "sb-feedback", "sb-cli", "sb-table", "sb-requeue"}
     for words in ACL.values():
         assert "~{sb}:*" in words and "-@all" in words  # only our keys, only listed commands
 
@@ -88,12 +88,16 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
         {"redis": {"username": "sb-cli"}},
         milter=True,
         feedback=True,
+        requeue=True,
+        domains=["gmail.com", "example.test"],
         redis_password=ADMIN_PASSWORD,
         redis_setup=apply_readme_lines,
         env={
             "policyd": user_env("sb-policyd"),
             "milter": user_env("sb-milter"),
             "feedback": user_env("sb-feedback"),
+            "table": user_env("sb-table"),
+            "requeue": user_env("sb-requeue"),
         },
     )
     raw = yaml.safe_load(ms.config_path.read_text())
@@ -101,11 +105,18 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
     ms.config_path.write_text(yaml.safe_dump(raw))
     cli_env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_BALANCER_REDIS_")}
 
-    errors = ms.send_many(40)  # SMTP: decided by policyd
+    errors = ms.send_many(40, recipients=lambda i: [f"user{i}@example.test"])  # SMTP: decided by policyd
     assert errors == []
     for i in range(6):  # sendmail -> pickup: decided by the milter
         ms.sendmail("app@shop.test", [f"local{i}@example.test"], seq=100 + i)
     ms.sink.wait_for(46, timeout=120)
+    # gmail mail deferred on out2, then moved by the requeue daemon and the table daemon
+    ms.sink.script("127.0.0.3", "gmail.com", "421 4.7.0 out2 refused for this test")
+    assert ms.send_many(12, recipients=lambda i: [f"g{i}@gmail.com"], start=200) == []
+    wait_until(lambda: ms.sink.handler.refused[("127.0.0.3", "gmail.com")] >= 1, 30, "gmail deferred on out2")
+    assert cli(ms.config_path, "drain", "out2", "--requeue", env=cli_env).returncode == 0
+    ms.sink.wait_for(58, timeout=60)
+    assert cli(ms.config_path, "undrain", "out2", env=cli_env).returncode == 0
 
     admin = ms.rdb
     wait_until(lambda: admin.get("{sb}:feedback:it:position"), 30, "the feedback daemon's log position")
@@ -118,6 +129,8 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
         ("undrain", "out1"),
         ("suspend", "out2", "--provider", "google", "--for", "1m", "--reason", "acl test"),
         ("resume", "out2"),
+        ("suspend", "out2", "google", "--for", "1m", "--requeue"),
+        ("resume", "out2", "--provider", "google"),
         ("explain", "--sender", "a@shop.test", "--rcpt", "bob@gmail.com"),
         ("check",),
     ):
@@ -133,9 +146,11 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
         ("policyd", ms.metrics_port),
         ("milter", int(raw["milter"]["metrics_listen"].rsplit(":", 1)[1])),
         ("feedback", int(raw["feedback"]["metrics_listen"].rsplit(":", 1)[1])),
+        ("table", int(raw["requeue"]["table_metrics_listen"].rsplit(":", 1)[1])),
+        ("requeue", int(raw["requeue"]["metrics_listen"].rsplit(":", 1)[1])),
     ):
         outputs[f"{name} /metrics"] = metrics_text(port)
-    for daemon in (ms.policyd, ms.milter, ms.feedback):
+    for daemon in (ms.policyd, ms.milter, ms.feedback, ms.table, ms.requeue):
         log = daemon.log_path.read_text()
         assert "refused key tracking" not in log and "NOPERM" not in log, daemon.log_path
         outputs[str(daemon.log_path)] = log
@@ -155,8 +170,8 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
     )
     bad.start()
     try:
-        ms.send_many(3)  # decided degraded: Redis refuses the password
-        ms.sink.wait_for(49, timeout=60)
+        ms.send_many(3, recipients=lambda i: [f"late{i}@example.test"])  # degraded: Redis refuses it
+        ms.sink.wait_for(61, timeout=60)
     finally:
         bad.stop()
     text = bad.log_path.read_text()

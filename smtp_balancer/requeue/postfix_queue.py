@@ -44,20 +44,25 @@ class PostfixQueue:
             raise PostfixQueueError(f"postconf -c {self.config_dir} {' '.join(args)}: {out.stderr.strip()}")
         return out.stdout
 
-    def deferred(self) -> Iterator[tuple[str, Path]]:
-        """(queue id, path) of every deferred message; hashed subdirectories included."""
-        root = self.queue_dir / "deferred"
-        stack = [root]
+    def deferred(self) -> Iterator[tuple[str, Path, tuple[int, int, int]]]:
+        """(queue id, path, (inode, mtime ns, size)) of every deferred message, hashed
+        subdirectories included. qmgr sets a deferred file's mtime to its next retry
+        and rewrites records in place: the triple changes whenever the file does."""
+        stack = [self.queue_dir / "deferred"]
         while stack:
             try:
                 entries = list(os.scandir(stack.pop()))
             except FileNotFoundError:
                 continue
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False) and QUEUE_ID.match(entry.name):
-                    yield entry.name, Path(entry.path)
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False) and QUEUE_ID.match(entry.name):
+                        st = entry.stat(follow_symlinks=False)
+                        yield entry.name, Path(entry.path), (st.st_ino, st.st_mtime_ns, st.st_size)
+                except FileNotFoundError:
+                    continue  # delivered or moved meanwhile
 
     def transports(self) -> set[str]:
         """Service names master.cf defines (postconf -M): an endpoint missing here is unplumbed."""

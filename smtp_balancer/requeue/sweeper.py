@@ -12,6 +12,7 @@ units counted: a cap can end a few units short, never over.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -87,11 +88,19 @@ class Sweeper:
         }
         self.notes = LogLimiter(log)
         self.classes = MessageClasses.from_config(config.milter)
+        self._parsed: dict[str, tuple[tuple[int, int, int], QueuedMessage]] = {}
 
     # -- reading ----------------------------------------------------------------------
     def read_deferred(self) -> list[QueuedMessage]:
+        """Every deferred message; a file unchanged since the last sweep is not read again."""
         messages = []
-        for queue_id, path in self.queue.deferred():
+        seen: dict[str, tuple[tuple[int, int, int], QueuedMessage]] = {}
+        for queue_id, path, stamp in self.queue.deferred():
+            cached = self._parsed.get(queue_id)
+            if cached is not None and cached[0] == stamp:
+                seen[queue_id] = cached
+                messages.append(cached[1])
+                continue
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
@@ -101,10 +110,14 @@ class Sweeper:
                 metrics.SKIPPED.labels("unreadable").inc()
                 continue
             try:
-                messages.append(parse_queue_file(queue_id, data))
+                message = parse_queue_file(queue_id, data)
             except QueueFileError as exc:
                 # a file being written or rewritten right now: the next sweep sees it whole
                 log.debug("queue file %s skipped: %s", queue_id, exc)
+                continue
+            seen[queue_id] = (stamp, message)
+            messages.append(message)
+        self._parsed = seen
         return messages
 
     def endpoint_states(self, now: float) -> dict[str, EndpointState]:
@@ -143,7 +156,8 @@ class Sweeper:
     # -- one sweep ----------------------------------------------------------------------
     async def sweep(self, limit: int) -> SweepResult:
         result = SweepResult()
-        messages = self.read_deferred()
+        # a thread: a large queue must not stop the loop (and systemd's watchdog pings)
+        messages = await asyncio.to_thread(self.read_deferred)
         result.deferred = len(messages)
         result.bound = bound_counts(messages, self.targets)
         self.publish_counts(result.bound)
@@ -163,7 +177,7 @@ class Sweeper:
             routed[move.queue_id] = pins
         self.write_pins(routed)
         try:
-            done = self.queue.requeue(routed)
+            done = await asyncio.to_thread(self.queue.requeue, list(routed))
         finally:
             self.notes.flush()
         by_id = {m.queue_id: m for m in moves}
