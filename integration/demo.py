@@ -105,6 +105,16 @@ def config(redis_url: str, base: Path, ports: dict[str, int]) -> dict[str, Any]:
             "metrics_listen": f"127.0.0.1:{ports['feedback_metrics']}",
             "poll_interval_ms": 100,
         },
+        # mail deferred on a route that becomes ineligible moves to another one
+        "requeue": {
+            "enabled": True,
+            "table_listen": f"127.0.0.1:{ports['table']}",
+            "table_metrics_listen": f"127.0.0.1:{ports['table_metrics']}",
+            "postfix_config_dir": str(base / "postfix" / "etc"),
+            "interval": 2,
+            "instance": "demo",
+            "metrics_listen": f"127.0.0.1:{ports['requeue_metrics']}",
+        },
     }
 
 
@@ -181,7 +191,10 @@ def metric_lines(port: int, names: tuple[str, ...]) -> list[str]:
 
 
 def run(base: Path, stack: list) -> None:
-    heading("starting a private Redis, Postfix, policy daemon, milter, feedback daemon and sink")
+    heading(
+        "starting a private Redis, Postfix, policy daemon, milter, feedback daemon, "
+        "table and requeue daemons, and sink"
+    )
     redis = RedisServer(base / "redis")
     redis.start()
     stack.append(redis.stop)
@@ -192,9 +205,9 @@ def run(base: Path, stack: list) -> None:
     stack.append(sink.stop)
     # the sink plays Gmail: it throttles 127.0.0.3 (out2), and only for gmail.com
     sink.script("127.0.0.3", "gmail.com", GMAIL_421)
-    ports = {
-        k: free_port() for k in ("policy", "policy_metrics", "milter_metrics", "feedback_metrics", "smtpd")
-    }
+    names = ("policy", "policy_metrics", "milter_metrics", "feedback_metrics", "smtpd")
+    names += ("table", "table_metrics", "requeue_metrics")
+    ports = {k: free_port() for k in names}
     config_path = base / "config.yaml"
     config_path.write_text(yaml.safe_dump(config(redis.url, base, ports), sort_keys=False))
     print(cli(config_path, "check").strip())
@@ -225,6 +238,12 @@ def run(base: Path, stack: list) -> None:
     )
     feedback.start()
     stack.append(feedback.stop)
+    table_daemon = DaemonProcess("table", config_path, base / "table.log", tcp_ready(ports["table"]))
+    table_daemon.start()
+    stack.append(table_daemon.stop)
+    requeue = DaemonProcess("requeue", config_path, base / "requeue.log", tcp_ready(ports["requeue_metrics"]))
+    requeue.start()
+    stack.append(requeue.stop)
     print(f"  Postfix smtpd on 127.0.0.1:{ports['smtpd']}; egress IPs 127.0.0.2-5; the sink on :{sink.port}")
 
     heading("1. 600 newsletters over SMTP: bulk pool out1:out2:out3 = 1:2:1, out3 warming")
@@ -243,9 +262,10 @@ def run(base: Path, stack: list) -> None:
         "daemon had suspended (out2, google):"
     )
     print("     " + rdb.get(key)[:150] + "...")
+    refused_before = sink.handler.refused[("127.0.0.3", "gmail.com")]
     print(
-        f"  -> {600 - sum(a.values())} gmail.com messages deferred on out2 before that are still queued;"
-        " they go out on retry (step 6)"
+        f"  -> gmail.com mail deferred on out2 before that ({refused_before} refusals so far) is moved"
+        " by the requeue daemon: step 6"
     )
 
     heading("2. 600 more newsletters: google mail avoids out2, the others still use it")
@@ -267,14 +287,36 @@ def run(base: Path, stack: list) -> None:
     heading("5. smtp-balancer status")
     print(cli(config_path, "status"))
 
-    heading("6. Gmail lifts the throttle: the mail deferred on out2 goes out on retry")
+    heading("6. the gmail mail deferred on out2 leaves by another route, with Gmail still throttling out2")
+    wait_until(postfix.queue_is_empty, 60, "the queue to drain")
+    total_moved = int(
+        sum(
+            float(ln.split()[-1])
+            for ln in metric_lines(ports["requeue_metrics"], ("smtp_balancer_requeue_moved",))
+        )
+    )
+
+    def moved_lines() -> list[str]:
+        return [ln for ln in (base / "requeue.log").read_text().splitlines() if "moved queue id" in ln]
+
+    # info lines reach the log within a second
+    moved = wait_until(lambda: (m,) if len(m := moved_lines()) >= total_moved else None, 10, "the log")[0]
+    print(f"  the requeue daemon moved {len(moved)} message(s) off out2:")
+    for line in moved[:2]:
+        print("    " + line.split('msg="', 1)[-1][:150])
+    # Postfix wrote each message's Message-ID with its first queue id: find the moved ones
+    moved_ids = [ln.split("moved queue id ", 1)[1].split()[0] for ln in moved]
+    arrived = [m for m in sink.messages if any(q in (m.header("Message-ID") or "") for q in moved_ids)]
+    where = Counter(IP_ENDPOINT.get(m.peer_ip, m.peer_ip) for m in arrived)
+    if arrived:
+        last = max(m.at for m in arrived) - suspended_at
+        print(f"  they arrived through {dict(where)}, the last {last:.1f}s after the suspension")
+    refused = sink.handler.refused[("127.0.0.3", "gmail.com")]
+    print(f"  the sink refused {refused} gmail.com attempts from out2, and still refuses them;")
+    twice = sum(n - 1 for n in Counter((m.header("Subject"), m.rcpt_tos) for m in sink.messages).values())
+    print(f"  queue empty: all {len(sink.messages)} messages delivered, none lost, {twice} delivered twice")
     with sink.handler.lock:
         sink.handler.scripted.clear()
-    deferred = sink.handler.refused[("127.0.0.3", "gmail.com")]
-    wait_until(postfix.queue_is_empty, 60, "the queue to drain")
-    total = len(sink.messages)
-    print(f"  the sink refused {deferred} gmail.com attempts from out2 (Postfix retried them);")
-    print(f"  queue empty: all {total} messages delivered, none lost, none rejected by us")
 
     heading("7. an Exim server in the same fleet: `render exim`, the same daemon, the same Redis")
     rendered = base / "exim-rendered"
@@ -308,6 +350,7 @@ def run(base: Path, stack: list) -> None:
             ports["feedback_metrics"],
             ("smtp_balancer_feedback_actions_total", 'smtp_balancer_deliveries_total{endpoint="out2"'),
         ),
+        ("requeue daemon", ports["requeue_metrics"], ("smtp_balancer_requeue_moved_total",)),
     ):
         print(f"  {name}: http://127.0.0.1:{port}/metrics")
         for line in metric_lines(port, prefixes)[:6]:
