@@ -265,6 +265,10 @@ class Sweeper:
                 )
                 return None
             if decision.outcome != "route" or decision.endpoint is None or decision.endpoint == move.endpoint:
+                if decision.endpoint == move.endpoint:
+                    # Redis saw the old route as eligible (unplumbed, or resumed meanwhile):
+                    # select.lua counted the units there for a move that does not happen
+                    self.count_on(move.endpoint, provider, -len(fresh))
                 metrics.SKIPPED.labels("no_route").inc()
                 self.notes.warning(
                     "no route",

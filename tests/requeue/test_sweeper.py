@@ -1,0 +1,132 @@
+"""One sweep against a real Redis, with the Postfix side played in process (the real
+Postfix runs in integration/test_requeue_postfix.py): what moves, what it costs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from smtp_balancer.clock import FixedClock
+from smtp_balancer.engine import Engine
+from smtp_balancer.requeue.daemon import remote_decisions
+from smtp_balancer.requeue.sweeper import Sweeper
+from tests.requeue.test_queuefile import record
+
+NOW = datetime(2026, 12, 2, 10, 30, tzinfo=UTC)
+DAY = "{sb}:count:%s:day:20261202"
+GOOGLE = "rule google-rate-limited: out2 deferred by google: 421"
+
+
+def queued(sender: str, route: str, *rcpts: str, arrival: float = NOW.timestamp() - 60) -> bytes:
+    parts = [record("T", f"{int(arrival)} 0"), record("S", sender)]
+    parts += [record("R", r) for r in rcpts]
+    parts += [record("M", ""), record("N", "Subject: x"), record("N", ""), record("X", "")]
+    return b"".join([*parts, record("L", route), record("E", "")])
+
+
+class FakeQueue:
+    """The deferred queue as files in tmp_path; ``active`` ids are refused as postsuper would."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.active: set[str] = set()
+        self.requeued: list[str] = []
+        self.kicks = 0
+        self.services = {"out1", "out2", "out3", "smtp"}
+
+    def add(self, queue_id: str, data: bytes) -> None:
+        (self.root / queue_id).write_bytes(data)
+
+    def deferred(self) -> Iterator[tuple[str, Path, tuple[int, int, int]]]:
+        for path in sorted(self.root.iterdir()):
+            st = path.stat()
+            yield path.name, path, (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def transports(self) -> set[str]:
+        return self.services
+
+    def requeue(self, queue_ids: Iterable[str]) -> set[str]:
+        done = {q for q in queue_ids if q not in self.active}
+        for q in done:
+            (self.root / q).unlink()
+        self.requeued += sorted(done)
+        return done
+
+    def kick_pickup(self) -> None:
+        self.kicks += 1
+
+
+@pytest.fixture
+async def sweep_env(make_config, rdb, tmp_path: Path):
+    config = make_config({"requeue": {"enabled": True}})
+    engine = Engine(remote_decisions(config), FixedClock(NOW))
+    await engine.start()
+    queue = FakeQueue(tmp_path / "deferred")
+    queue.root.mkdir()
+    sweeper = Sweeper(config, engine, rdb, queue, "t1", FixedClock(NOW))  # type: ignore[arg-type]
+    yield sweeper, queue
+    await engine.aclose()
+
+
+async def test_throttled_google_mail_moves_and_counts_once(sweep_env, rdb) -> None:
+    sweeper, queue = sweep_env
+    rdb.set("{sb}:suspend:out2:google", GOOGLE, ex=600)
+    rdb.hset(DAY % "out2", mapping={"total": 10, "google": 6, "yahoo": 4})
+    queue.add("Q1", queued("a@shop.test", "out2:", "g1@gmail.com", "y1@yahoo.com"))
+    queue.add("Q2", queued("a@shop.test", "out2:", "y2@yahoo.com"))  # stays: yahoo may use out2
+    queue.add("Q3", queued("a@shop.test", "out1:", "g3@gmail.com"))  # out1 is fine
+    queue.add("Q4", queued("a@shop.test", "smtp-amavis:[127.0.0.1]:10024", "g4@gmail.com"))  # not ours
+    result = await sweeper.sweep(limit=100)
+    assert queue.requeued == ["Q1"] and queue.kicks == 1
+    assert result.bound == {"out1": 1, "out2": 2}
+    new = rdb.hget("{sb}:pin:g1@gmail.com", "endpoint")
+    assert new in ("out1", "out3")
+    assert rdb.hget("{sb}:pin:y1@yahoo.com", "endpoint") == "out2"  # its provider stays on out2
+    assert rdb.hget(DAY % new, "total") == "1"
+    assert rdb.hgetall(DAY % "out2") == {"total": "9", "google": "5", "yahoo": "4"}  # given back
+    assert rdb.hgetall("{sb}:queued:t1") == {"out1": "1", "out2": "2", "out3": "0"}
+
+
+async def test_a_message_that_went_active_is_left_alone(sweep_env, rdb) -> None:
+    sweeper, queue = sweep_env
+    rdb.set("{sb}:suspend:out2:google", GOOGLE, ex=600)
+    rdb.hset(DAY % "out2", mapping={"total": 3, "google": 3})
+    queue.add("Q1", queued("a@shop.test", "out2:", "g1@gmail.com"))
+    queue.active.add("Q1")
+    result = await sweeper.sweep(limit=100)
+    assert queue.requeued == [] and queue.kicks == 0 and result.skipped == 1
+    assert rdb.hget(DAY % "out2", "total") == "3"  # nothing given back for mail that did not move
+
+
+async def test_plain_suspension_keeps_mail_and_requests_move_it(sweep_env, rdb) -> None:
+    sweeper, queue = sweep_env
+    rdb.set("{sb}:suspend:out2:google", "suspended by operator", ex=600)
+    queue.add("Q1", queued("a@shop.test", "out2:", "g1@gmail.com"))
+    await sweeper.sweep(limit=100)
+    assert queue.requeued == []
+    rdb.set("{sb}:requeue:out2:google", "suspended by cli", ex=600)
+    await sweeper.sweep(limit=100)
+    assert queue.requeued == ["Q1"]
+
+
+async def test_an_unplumbed_route_that_redis_calls_eligible_costs_nothing(sweep_env, rdb) -> None:
+    sweeper, queue = sweep_env
+    queue.services = {"out1", "out3"}  # out2 missing from master.cf
+    rdb.hset("{sb}:pool:main:weights", mapping={"out1": 0, "out3": 0})  # only out2 can be picked
+    queue.add("Q1", queued("a@shop.test", "out2:", "g1@gmail.com"))
+    result = await sweeper.sweep(limit=100)
+    assert queue.requeued == [] and result.skipped == 1
+    assert int(rdb.hget(DAY % "out2", "total") or 0) == 0  # counted, then given back
+
+
+async def test_the_limit_moves_the_oldest_first(sweep_env, rdb) -> None:
+    sweeper, queue = sweep_env
+    rdb.hset("{sb}:endpoint:out2:state", mapping={"state": "drained", "requeue": 1})
+    base = NOW.timestamp() - 600
+    for i in range(5):
+        queue.add(f"Q{i}", queued("a@shop.test", "out2:", f"u{i}@example.test", arrival=base - i))
+    await sweeper.sweep(limit=2)
+    assert queue.requeued == ["Q3", "Q4"]
