@@ -30,6 +30,7 @@ DAEMON_METRICS = (
     "smtp_balancer_milter.metrics",
     "smtp_balancer.feedback.metrics",
     "smtp_balancer.feedback.state_metrics",
+    "smtp_balancer.requeue.metrics",
 )
 
 

@@ -42,6 +42,7 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
         },
         milter=True,
         feedback=True,
+        requeue=True,  # the gmail mail deferred on out2 before the suspension moves
         domains=DOMAINS,
     )
     ms.sink.script("127.0.0.3", "gmail.com", GMAIL_421)  # a throttle: deferrals, a suspension
@@ -51,6 +52,8 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
         "smtp-balancer-policyd": f"127.0.0.1:{ms.metrics_port}",
         "smtp-balancer-milter": config["milter"]["metrics_listen"],
         "smtp-balancer-feedback": config["feedback"]["metrics_listen"],
+        "smtp-balancer-table": config["requeue"]["table_metrics_listen"],
+        "smtp-balancer-requeue": config["requeue"]["metrics_listen"],
     }
 
     # each live exposition passes promtool's own lint
@@ -76,6 +79,7 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
                 "app@shop.test", [f"s{i}@{DOMAINS[i % 3]}"], 10_000 + i, headers=BULK if i % 2 else {}
             )
         wait_until(lambda: ms.rdb.exists("{sb}:suspend:out2:google"), 30, "the gmail suspension")
+        wait_until(ms.postfix.queue_is_empty, 60, "the deferred gmail mail to move")
         wait_until(lambda: prom.query('up{job=~"smtp-balancer.*"} == 1'), 30, "the first scrapes")
         time.sleep(8)  # several scrapes after the traffic, so rates have two points
 

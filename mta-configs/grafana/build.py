@@ -214,6 +214,37 @@ ROWS: list[tuple[str, list[PanelSpec]]] = [
         ],
     ),
     (
+        "Moving queued mail",
+        [
+            PanelSpec(
+                "Deferred messages bound to each endpoint",
+                "timeseries",
+                (Query("sum by (endpoint) (smtp_balancer_requeue_queued_messages)", "{{endpoint}}"),),
+                "short",
+                "From each host's requeue daemon, at its last sweep",
+            ),
+            PanelSpec(
+                "Queued messages moved, by old and new endpoint",
+                "timeseries",
+                (
+                    Query(
+                        "sum by (from_endpoint, to_endpoint, reason) "
+                        f"(increase(smtp_balancer_requeue_moved_total[{RI}]))",
+                        "{{from_endpoint}} -> {{to_endpoint}} ({{reason}})",
+                    ),
+                ),
+                "short",
+            ),
+            PanelSpec(
+                "Delivery-time table lookups",
+                "timeseries",
+                (Query(f"sum by (answer) (rate(smtp_balancer_table_lookups_total[{RI}]))", "{{answer}}"),),
+                "ops",
+                "temp: Redis unusable, Postfix retries later; moved: a pinned route decided again",
+            ),
+        ],
+    ),
+    (
         "Daemons",
         [
             PanelSpec("Daemons up", "stat", (Query('up{job=~"smtp-balancer.*"}', "{{job}} {{instance}}"),)),
