@@ -76,8 +76,9 @@ def routes_file(config: BalancerConfig, source: str = "the smtp-balancer config"
     """One lsearch line per endpoint: ``name: interface=IP helo=NAME [host=H port=P]``."""
     lines = [
         HEADER.format(source=source),
-        "# Read by the sb_smtp transport and sb_relay router at each delivery:",
-        "# a new file takes effect without restarting Exim.",
+        "# Read by the sb_* transports and the sb_relay router at each delivery:",
+        "# a changed line takes effect without restarting Exim; a new endpoint needs its",
+        "# transport in transports.conf too (render again, then restart Exim).",
     ]
     for name, ep in config.endpoints.items():
         fields = []
@@ -88,7 +89,8 @@ def routes_file(config: BalancerConfig, source: str = "the smtp-balancer config"
         if ep.nexthop:
             host, port = parse_nexthop(ep.nexthop)
             fields += [f"host={host}", f"port={port}"]
-        lines.append(f"{name}: {' '.join(fields)}".rstrip())
+        fields.append(f"transport={transport_name(name)}")
+        lines.append(f"{name}: {' '.join(fields)}")
     return "\n".join(lines) + "\n"
 
 
@@ -204,7 +206,7 @@ def routers_conf(config: BalancerConfig, source: str = "the smtp-balancer config
             "  domains = SB_REMOTE_DOMAINS",
             "  condition = ${if !eq{${extract{host}{SB_ROUTE_LINE}}}{}}",
             "  route_data = ${extract{host}{SB_ROUTE_LINE}}",
-            "  transport = sb_smtp",
+            f"  transport = {ROUTE_TRANSPORT}",
             "  no_more",
             "",
             "# A local endpoint's mail goes to the recipient's MX, or to SB_SMARTHOST when",
@@ -219,7 +221,7 @@ def routers_conf(config: BalancerConfig, source: str = "the smtp-balancer config
             ".endif",
             "  domains = SB_REMOTE_DOMAINS",
             "  condition = ${if def:acl_m_sb_route}",
-            "  transport = sb_smtp",
+            f"  transport = {ROUTE_TRANSPORT}",
             "  no_more",
             "",
         ]
@@ -242,21 +244,51 @@ def route_now_router(config: BalancerConfig) -> list[str]:
     ]
 
 
+GENERIC_TRANSPORT = "sb_smtp"
+# the route's own transport, named in its routes-file line: a lookup result, so
+# untainted, as Exim requires of a transport name
+ROUTE_TRANSPORT = "${extract{transport}{SB_ROUTE_LINE}{$value}{" + GENERIC_TRANSPORT + "}}"
+
+
+def transport_name(endpoint: str) -> str:
+    """The Exim transport of one endpoint: its name is what Exim's log shows (T=), so
+    the feedback daemon can tell which endpoint a delivery, deferral or bounce used."""
+    return "sb_" + endpoint.replace("-", "_")
+
+
+def transport_names(config: BalancerConfig) -> dict[str, str]:
+    """Exim transport name -> endpoint; ValueError when two endpoints would share one."""
+    out: dict[str, str] = {}
+    for name in config.endpoints:
+        transport = transport_name(name)
+        if transport in out or transport == GENERIC_TRANSPORT:
+            raise ValueError(
+                f"endpoints {out.get(transport, name)!r} and {name!r} share Exim transport {transport}"
+            )
+        out[transport] = name
+    return out
+
+
 def transports_conf(config: BalancerConfig, source: str = "the smtp-balancer config") -> str:
-    return "\n".join(
-        [
-            HEADER.format(source=source),
-            "# interface and helo_data from the routes file; a route missing there (or no",
-            "# route) means Exim's defaults: the default interface and $primary_hostname.",
-            "# `<;` because an IPv6 address is full of colons, Exim's list separator.",
-            "sb_smtp:",
+    lines = [
+        HEADER.format(source=source),
+        "# interface and helo_data from the routes file; a route missing there (or no",
+        "# route) means Exim's defaults: the default interface and $primary_hostname.",
+        "# `<;` because an IPv6 address is full of colons, Exim's list separator.",
+        f"# One transport per endpoint ({GENERIC_TRANSPORT} for a routes file without",
+        "# transport=): Exim logs the transport (T=) with every delivery, deferral and",
+        "# bounce, and that names the endpoint for the feedback daemon.",
+    ]
+    for transport in (GENERIC_TRANSPORT, *transport_names(config)):
+        lines += [
+            f"{transport}:",
             "  driver = smtp",
             "  interface = <; ${extract{interface}{SB_ROUTE_LINE}}",
             "  helo_data = ${extract{helo}{SB_ROUTE_LINE}{$value}{$primary_hostname}}",
             "  port = ${extract{port}{SB_ROUTE_LINE}{$value}{SB_SMTP_PORT}}",
             "",
         ]
-    )
+    return "\n".join(lines)
 
 
 def exim_files(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from smtp_balancer.config import load_config, validate_config
 from smtp_balancer.render.exim import (
     FILE_NAMES,
@@ -30,10 +32,10 @@ RAW = {
 
 def test_routes_file_one_lsearch_line_per_endpoint():
     lines = routes_file(validate_config(RAW)).splitlines()
-    assert "out1: interface=127.0.0.2 helo=out1.example.com" in lines
-    assert "out6: interface=2001:db8::6" in lines
-    assert "relay1: helo=r.example.com host=mta2.internal port=2525" in lines
-    assert "bare:" in lines  # known, so its mail keeps Exim's defaults instead of a lookup miss
+    assert "out1: interface=127.0.0.2 helo=out1.example.com transport=sb_out1" in lines
+    assert "out6: interface=2001:db8::6 transport=sb_out6" in lines
+    assert "relay1: helo=r.example.com host=mta2.internal port=2525 transport=sb_relay1" in lines
+    assert "bare: transport=sb_bare" in lines  # known: Exim's defaults, its own transport
     assert all(line.startswith("#") or ":" in line for line in lines)
 
 
@@ -91,6 +93,20 @@ def test_files_are_consistent_with_where_they_are_written():
     )
     defined = set(re.findall(r"^(SB_[A-Z_]+) =", files["main.conf"], re.M))
     assert used - defined == {"SB_SMARTHOST"}
+
+
+def test_one_transport_per_endpoint_named_in_the_log():
+    from smtp_balancer.render.exim import transport_names, transports_conf
+
+    config = validate_config(RAW)
+    expected = {"sb_out1": "out1", "sb_out6": "out6", "sb_relay1": "relay1", "sb_bare": "bare"}
+    assert transport_names(config) == expected
+    text = transports_conf(config)
+    for name in ("sb_smtp", "sb_out1", "sb_out6", "sb_relay1", "sb_bare"):
+        assert f"\n{name}:\n  driver = smtp\n" in text
+    clash = {**RAW, "endpoints": {"a-b": {}, "a_b": {}}, "pools": {"p": {"endpoints": [{"endpoint": "a-b"}]}}}
+    with pytest.raises(ValueError, match="share Exim transport sb_a_b"):
+        transport_names(validate_config(clash))
 
 
 def test_shipped_examples_match_the_renderer():
