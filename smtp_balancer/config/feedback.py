@@ -141,8 +141,11 @@ class ProbeConfig(Strict):
 
 
 class FeedbackConfig(Strict):
-    # the Postfix log: maillog_file, or a syslog file such as /var/log/mail.log
+    # the Postfix log: maillog_file, or a syslog file such as /var/log/mail.log;
+    # for Exim its main log (/var/log/exim4/mainlog on Debian)
     log_file: str = "/var/log/mail.log"
+    # which MTA wrote log_file: postfix, or exim (its transports as `render exim` names them)
+    log_format: Literal["postfix", "exim"] = "postfix"
     # with no saved position: "end" skips history, "beginning" reads the whole file
     start_at: Literal["end", "beginning"] = "end"
     # names this follower's saved position in Redis; one per MTA host (default: hostname)

@@ -26,6 +26,7 @@ from smtp_balancer.feedback.store import FeedbackStore, HitResult, RateResult
 from smtp_balancer.observe.metrics import serve_metrics
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.observe.sdnotify import Notifier
+from smtp_balancer.render.exim import transport_names
 from smtp_balancer.state.client import describe, sync_client
 from smtp_balancer.state.keys import KeySchema
 
@@ -49,7 +50,10 @@ class FeedbackDaemon:
         self.r = sync_client(config.redis)
         self.endpoints = set(config.endpoints)
         rules = list(fb.response_rules) + (builtin_rules() if fb.builtin_rules else [])
-        self.processor = Processor(ProviderTable.from_config(config), ResponseMatcher(rules), self.endpoints)
+        exim = transport_names(config) if fb.log_format == "exim" else None
+        self.processor = Processor(
+            ProviderTable.from_config(config), ResponseMatcher(rules), self.endpoints, exim
+        )
         self.store = FeedbackStore(self.r, KeySchema(config.redis.prefix), self.instance, fb.rate_retention)
         self.follower: LogFollower | None = None
         self._rotated_batches = 0

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from smtp_balancer.clock import SYSTEM
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback.delivery_log import Delivery, LogLineError, parse_line
+from smtp_balancer.feedback.exim_log import MARKERS as EXIM_MARKERS
+from smtp_balancer.feedback.exim_log import parse_exim_line
 from smtp_balancer.feedback.responses import CompiledRule, ResponseMatcher
 
 
@@ -47,21 +50,40 @@ def minute_bucket(epoch: float) -> str:
 
 
 class Processor:
-    def __init__(self, providers: ProviderTable, matcher: ResponseMatcher, endpoints: set[str]) -> None:
+    def __init__(
+        self,
+        providers: ProviderTable,
+        matcher: ResponseMatcher,
+        endpoints: set[str],
+        exim_transports: Mapping[str, str] | None = None,
+    ) -> None:
+        """``exim_transports`` (transport name -> endpoint): read Exim's main log
+        instead of Postfix's."""
         self.providers = providers
         self.matcher = matcher
         self.endpoints = endpoints
+        self.exim_transports = exim_transports
+
+    def parse(self, line: str) -> Delivery | None:
+        if self.exim_transports is not None:
+            return parse_exim_line(line, self.providers, self.exim_transports)
+        return parse_line(line, self.providers)
+
+    def maybe_delivery(self, line: str) -> bool:
+        """A cheap pre-filter: most lines of a busy log are not delivery results."""
+        if self.exim_transports is not None:
+            return any(marker in line for marker in EXIM_MARKERS)
+        return "status=" in line
 
     def process(self, lines: list[str], uid_prefix: str, now: float | None = None) -> Batch:
         batch = Batch(lines=len(lines))
         minute = minute_bucket(SYSTEM.wall() if now is None else now)
         for i, line in enumerate(lines):
-            # cheap pre-filter: most lines of a busy log are not delivery results
-            if "status=" not in line:
+            if not self.maybe_delivery(line):
                 batch.ignored += 1
                 continue
             try:
-                d = parse_line(line, self.providers)
+                d = self.parse(line)
             except LogLineError as exc:
                 batch.garbage.append(str(exc))
                 continue
