@@ -47,3 +47,4 @@ lint: install
 
 bench-feedback: install
 	.venv/bin/python benchmarks/feedback_throughput.py
+	.venv/bin/python benchmarks/feedback_throughput.py --format exim

@@ -1,4 +1,4 @@
-"""Feedback daemon throughput on a synthetic Postfix log, against a private local redis-server.
+"""Feedback daemon throughput on a synthetic Postfix (or Exim) log, against a private local redis-server.
 
 Writes N synthetic lines (60% delivery results, 35% other Postfix lines, 5%
 garbage) to a file, then times, in the same run:
@@ -8,6 +8,8 @@ garbage) to a file, then times, in the same run:
     loop does (FeedbackDaemon.step).
 It prints lines/s for both, the ratio, the target (20,000 lines/s), and the
 process RSS after the first fifth and at the end (memory must stay flat).
+
+`--format exim` does the same with Exim's main log (feedback.log_format: exim).
 
 Bounded: N lines (default 100,000). Run: make bench-feedback
 """
@@ -26,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from integration.configs import topology
 from integration.redis_server import RedisServer
-from integration.workloads import stored_outcomes, synthetic_log
+from integration.workloads import stored_outcomes, synthetic_exim_log, synthetic_log
 from smtp_balancer.config import validate_config
 from smtp_balancer.feedback.daemon import FeedbackDaemon
 from smtp_balancer.feedback.follower import LogFollower
@@ -43,12 +45,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--format", choices=["postfix", "exim"], default="postfix")
     args = parser.parse_args()
     logging.getLogger("smtp_balancer").setLevel(logging.ERROR)  # the garbage lines are on purpose
 
     with tempfile.TemporaryDirectory(prefix="sb-bench-fb-") as tmp:
         log = Path(tmp) / "mail.log"
-        lines, deliveries = synthetic_log(args.lines, seed=3)
+        make_log = synthetic_exim_log if args.format == "exim" else synthetic_log
+        lines, deliveries = make_log(args.lines, seed=3)
         log.write_text("\n".join(lines) + "\n")
         del lines
 
@@ -71,6 +75,7 @@ def main() -> int:
                     "start_at": "beginning",
                     "instance": "bench",
                     "batch_lines": args.batch,
+                    "log_format": args.format,
                     "metrics_listen": "",
                 },
             }
@@ -91,7 +96,10 @@ def main() -> int:
             server.stop()
 
     expected = sum(v for ep, v in deliveries.items() if ep)
-    print(f"lines: {args.lines:,}  batch: {args.batch}  deliveries through endpoints: {expected:,}")
+    print(
+        f"{args.format} log, lines: {args.lines:,}  batch: {args.batch}"
+        f"  deliveries through endpoints: {expected:,}"
+    )
     print(f"baseline (follower only):    {n / base_s:>10,.0f} lines/s")
     print(f"feedback (parse+rules+Redis): {done / fb_s:>9,.0f} lines/s  = {base_s / fb_s:.3f} of baseline")
     print(

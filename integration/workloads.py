@@ -104,6 +104,46 @@ def synthetic_log(count: int, seed: int = 1) -> tuple[list[str], Counter[str]]:
     return lines, deliveries
 
 
+def synthetic_exim_log(count: int, seed: int = 1) -> tuple[list[str], Counter[str]]:
+    """The same mix as ``synthetic_log``, as Exim 4.96 writes its main log: deliveries
+    (``=>``), deferrals (``==``) and bounces (``**``) through the rendered transports
+    sb_out1-3 and the operator's own, other Exim lines, and garbage."""
+    rng = random.Random(seed)
+    lines: list[str] = []
+    deliveries: Counter[str] = Counter()
+    hosts = {p: r.partition("[")[0] for p, r in RELAYS.items()}
+    addrs = {p: r.partition("[")[2].partition("]")[0] for p, r in RELAYS.items()}
+    for i in range(count):
+        mid = f"1xYgXf-{i:06d}-2X"
+        roll = rng.random()
+        if roll < 0.60:
+            provider = rng.choice(list(RELAYS))
+            ep = rng.choice(["out1", "out2", "out3", ""])
+            deliveries[ep] += 1
+            transport = f"sb_{ep}" if ep else "plain_smtp"
+            where = f"R=sb_direct T={transport} H={hosts[provider]} [{addrs[provider]}]"
+            rcpt = f"u{i}@{provider}.test"
+            error = f"SMTP error from remote mail server after RCPT TO:<{rcpt}>:"
+            lines.append(
+                rng.choices(
+                    [
+                        f'2026-11-24 02:48:11 {mid} => {rcpt} {where} C="250 2.0.0 OK"',
+                        f"2026-11-24 02:48:11 {mid} == {rcpt} {where.replace(' H=', ' defer (-44) H=')}: "
+                        f"{error} 421 4.7.0 try again later",
+                        f"2026-11-24 02:48:11 {mid} ** {rcpt} {where}: {error} 550 5.1.1 no such user",
+                    ],
+                    weights=[90, 8, 2],
+                )[0]
+            )
+        elif roll < 0.95:
+            lines.append(
+                f"2026-11-24 02:48:11 {mid} <= s@shop.test H=([127.0.0.1]) [127.0.0.1] P=esmtp S=900"
+            )
+        else:
+            lines.append(rng.choice(["", "\x00\x01garbage", f"2026-11-24 02:48:11 {mid} => broken R=x"]))
+    return lines, deliveries
+
+
 def stored_outcomes(client: redis.Redis) -> int:
     """Every delivery outcome the feedback daemon has counted in Redis (all endpoints, providers, minutes)."""
     return sum(
