@@ -11,7 +11,9 @@ mix and shows, from what the sink actually received:
   - transactional mail (submitted with sendmail, routed by the milter) kept on
     its own IP;
   - the `status` table;
-  - an Exim 4 configured by `render exim` routed by the same daemon and state;
+  - an Exim 4 configured by `render exim` routed by the same daemon and state,
+    its own feedback daemon reading Exim's log, and a Yahoo deferral there
+    suspending the route for Postfix too;
   - a decision log line, and where the metrics are served.
 Everything is torn down at the end, and nothing outside loopback is touched.
 """
@@ -54,6 +56,10 @@ GMAIL_421 = (
     "421-4.7.28 Our system has detected an unusual rate of unsolicited mail originating\r\n"
     "421 4.7.28 from your IP address. To protect our users from spam, mail sent from your IP "
     "address has been temporarily rate limited. - gsmtp"
+)
+YAHOO_TSS04 = (
+    "421 4.7.0 [TSS04] Messages from 127.0.0.2 temporarily deferred due to unexpected volume or"
+    " user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes"
 )
 OUT3_CAP = 60
 
@@ -324,17 +330,49 @@ def run(base: Path, stack: list) -> None:
     exim_sink = Sink(EXIM_SINK_HOST)
     exim_sink.start()
     stack.append(exim_sink.stop)
+    # the Exim host's provider view: Yahoo defers out1 ([TSS04]), in Exim's log only
+    exim_sink.script("127.0.0.2", "yahoo.com", YAHOO_TSS04)
     exim = EximInstance(base / "exim", free_port(), rendered, EXIM_SINK_HOST, exim_sink.port)
     stack.append(exim.stop)
     exim.start()
-    print(f"  Exim 4 on 127.0.0.1:{exim.smtp_port}, asking the policy daemon through ${{readsocket}}")
+    # the Exim host runs its own feedback daemon, on Exim's main log
+    exim_raw = yaml.safe_load(config_path.read_text())
+    exim_feedback_metrics = free_port()
+    exim_raw["feedback"].update(
+        log_file=str(exim.logs / "mainlog"),
+        log_format="exim",
+        instance="exim",
+        metrics_listen=f"127.0.0.1:{exim_feedback_metrics}",
+    )
+    exim_config = base / "exim-host.yaml"
+    exim_config.write_text(yaml.safe_dump(exim_raw, sort_keys=False))
+    exim_feedback = DaemonProcess(
+        "feedback", exim_config, base / "feedback-exim.log", tcp_ready(exim_feedback_metrics)
+    )
+    exim_feedback.start()
+    stack.append(exim_feedback.stop)
+    print(f"  Exim 4 on 127.0.0.1:{exim.smtp_port}, asking the policy daemon through ${{readsocket}};")
+    print("  its own feedback daemon follows Exim's main log (feedback.log_format: exim)")
     send_bulk(exim.smtp_port, 120, 3000, "E")
-    wait_until(lambda: sum(by_endpoint_provider(exim_sink, "E").values()) >= 120, 60, "Exim's deliveries")
+    yahoo_key = "{sb}:suspend:out1:yahoo"
+    wait_until(lambda: rdb.exists(yahoo_key), 30, "the Yahoo suspension from Exim's log")
+    wait_until(lambda: sum(by_endpoint_provider(exim_sink, "E").values()) >= 120, 90, "Exim's deliveries")
     e = by_endpoint_provider(exim_sink, "E")
     table(e, "delivered by Exim:")
     print(
         f"  -> out3 still at its cap, and out2 took {e[('out2', 'google')]} google messages:"
         " the suspension Postfix's log caused holds for Exim too"
+    )
+    print("  -> Yahoo deferred out1 ([TSS04]) in Exim's log; the Exim host's feedback daemon suspended")
+    print("     (out1, yahoo), and the yahoo mail Exim had deferred on out1 left by another route at")
+    print(f"     its next retry: out1 delivered {e[('out1', 'yahoo')]} yahoo messages for Exim")
+    send_bulk(postfix.smtpd_port, 60, 4000, "F")
+    wait_until(lambda: sum(by_endpoint_provider(sink, "F").values()) >= 60, 60, "Postfix's deliveries")
+    f = by_endpoint_provider(sink, "F")
+    yahoo_elsewhere = sum(n for (ep, p), n in f.items() if p == "yahoo" and ep != "out1")
+    print(
+        f"  -> and Postfix, on the same Redis: out1 took {f[('out1', 'yahoo')]} of its next"
+        f" {yahoo_elsewhere + f[('out1', 'yahoo')]} yahoo messages"
     )
 
     heading("8. one decision line from the policy daemon's log (logfmt; --log-format json also)")
