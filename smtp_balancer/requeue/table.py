@@ -21,7 +21,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.decision.facts import Facts
@@ -77,6 +77,10 @@ class RouteTable:
             TABLE_LOOKUPS.labels("temp").inc()
             self.notes.warning("redis", "table lookup %r: Redis unusable (%s)", request.key[:80], exc)
             return "TEMP Redis unavailable to smtp-balancer"
+        except Exception:  # a bug must not leave qmgr or Exim without an answer
+            TABLE_LOOKUPS.labels("temp").inc()
+            log.exception("table lookup %r failed", request.key[:80])
+            return "TEMP internal error in smtp-balancer's table"
         TABLE_LOOKUPS.labels("bad_request").inc()
         return f"PERM no table {request.name[:40]!r}: this socketmap serves {TABLE_NAME!r}"
 
@@ -126,7 +130,10 @@ class RouteTable:
 
     # -- shared ---------------------------------------------------------------------------
     async def pin(self, address: str) -> tuple[Pin | None, dict[bytes, bytes]]:
-        raw = pairs(await self.engine.channel.call("HGETALL", self.keys.pin(address)))
+        try:
+            raw = pairs(await self.engine.channel.call("HGETALL", self.keys.pin(address)))
+        except ResponseError as exc:  # a hand-made key of another type: junk, decided anew
+            return None, {b"junk": str(exc).encode()}
         return (parse_pin(raw, self.engine.config.endpoints) if raw else None), raw
 
     async def endpoint_state(self, endpoint: str) -> EndpointState:
@@ -183,6 +190,7 @@ class RouteTable:
         new = Pin(decision.endpoint, provider, units, f"moved from {old}: {why}")
         mapping = pin_mapping(new, self.engine.clock.wall())
         commands: list[tuple[object, ...]] = [
+            ("DEL", self.keys.pin(address)),  # replaces junk of any type too
             ("HSET", self.keys.pin(address), *(x for kv in mapping.items() for x in kv)),
             ("EXPIRE", self.keys.pin(address), self.engine.config.requeue.pin_ttl),
         ]

@@ -92,3 +92,10 @@ async def test_redis_down_is_temp(make_config) -> None:
     finally:
         await engine.aclose()
     assert answer.startswith("TEMP ")
+
+
+async def test_a_pin_key_of_another_type_is_replaced(table: RouteTable, rdb) -> None:
+    rdb.set("{sb}:pin:a@gmail.com", "out1")  # by hand, as a string
+    answer = await ask(table, "route", "a@gmail.com")
+    assert answer.startswith("OK out")
+    assert rdb.type("{sb}:pin:a@gmail.com") == "hash"
