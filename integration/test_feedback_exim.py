@@ -58,9 +58,12 @@ def test_a_throttle_in_exims_log_suspends_the_route_for_postfix_too(mail_system)
         assert not [m for m in got if m.peer_ip == out2 and m.rcpt_tos[0].endswith("@gmail.com")]
         assert any(m.peer_ip == out2 for m in got if m.rcpt_tos[0].endswith("@yahoo.com"))
 
-        # Exim's deliveries are counted like Postfix's, by endpoint, provider and status
+        # Exim's deliveries are counted like Postfix's, by endpoint, provider, status and class
         page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        deferred = 'smtp_balancer_deliveries_total{endpoint="out2",provider="google",status="deferred"}'
+        deferred = (
+            'smtp_balancer_deliveries_total{endpoint="out2",provider="google",status="deferred",'
+            'class="rate_limited"}'
+        )
         assert deferred in page
         sent = [
             ln

@@ -12,6 +12,26 @@ from smtp_balancer.config.base import MetricsListen, Name, Strict, parse_hostpor
 from smtp_balancer.durations import parse_duration
 
 ACTIONS = ("suspend_provider", "suspend_all", "quarantine", "throttle")
+BOUNCE_CLASSES = (
+    "invalid_recipient",
+    "mailbox_full",
+    "policy_block",
+    "spam_content",
+    "rate_limited",
+    "dns_failure",
+    "tls_failure",
+    "other",
+)
+BounceClass = Literal[
+    "invalid_recipient",
+    "mailbox_full",
+    "policy_block",
+    "spam_content",
+    "rate_limited",
+    "dns_failure",
+    "tls_failure",
+    "other",
+]
 STATUSES = ("deferred", "bounced", "expired", "sent")
 
 
@@ -30,10 +50,37 @@ class Trigger(Strict):
     period: Seconds = 60
 
 
+class BounceClassRule(Strict):
+    """One row of the bounce-class table: the first row that fits names the class."""
+
+    class_: BounceClass = Field(alias="class")
+    # exact enhanced status codes (5.1.1); empty: any
+    dsn: list[Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]] = Field(default_factory=list)
+    # a Python regex searched in the reply; empty: any
+    match: str = ""
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression ({exc}): {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> BounceClassRule:
+        if not self.dsn and not self.match:
+            raise ValueError("give dsn, match or both")
+        return self
+
+
 class ResponseRuleConfig(Strict):
     name: Name
-    # a Python regex searched in the remote server's response text
-    match: str
+    # a Python regex searched in the remote server's response text ("" matches any)
+    match: str = ""
+    # bounce classes the reply must be in (feedback.bounce_classes); empty: any
+    classes: list[BounceClass] = Field(default_factory=list)
     # providers the rule applies to; empty means any provider
     providers: list[str] = Field(default_factory=list)
     statuses: list[Literal["deferred", "bounced", "expired", "sent"]] = Field(
@@ -57,6 +104,12 @@ class ResponseRuleConfig(Strict):
     @property
     def moves_queued_mail(self) -> bool:
         return ("deferred" in self.statuses) if self.requeue is None else self.requeue
+
+    @model_validator(mode="after")
+    def _condition(self) -> ResponseRuleConfig:
+        if not self.match and not self.classes:
+            raise ValueError("give match, classes or both")
+        return self
 
     @field_validator("match")
     @classmethod
@@ -155,6 +208,10 @@ class FeedbackConfig(Strict):
     batch_lines: int = Field(default=1000, ge=1, le=100_000)
     # the shipped rule pack (smtp_balancer/feedback/rules.yaml) runs after your own rules
     builtin_rules: bool = True
+    # bounce and deferral classes: your rows first, then the shipped table
+    # (smtp_balancer/feedback/bounce_classes.yaml)
+    bounce_classes: list[BounceClassRule] = Field(default_factory=list)
+    builtin_bounce_classes: bool = True
     response_rules: list[ResponseRuleConfig] = Field(default_factory=list)
     rate_rules: list[RateRuleConfig] = Field(default_factory=list)
     # per-minute outcome buckets are kept this long for rates and `status`

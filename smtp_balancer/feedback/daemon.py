@@ -19,6 +19,7 @@ from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback import metrics
 from smtp_balancer.feedback.checks import HealthChecks
+from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.follower import LogFollower, Position
 from smtp_balancer.feedback.processor import Batch, Processor
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
@@ -52,7 +53,11 @@ class FeedbackDaemon:
         rules = list(fb.response_rules) + (builtin_rules() if fb.builtin_rules else [])
         exim = transport_names(config) if fb.log_format == "exim" else None
         self.processor = Processor(
-            ProviderTable.from_config(config), ResponseMatcher(rules), self.endpoints, exim
+            ProviderTable.from_config(config),
+            ResponseMatcher(rules),
+            self.endpoints,
+            exim,
+            BounceClassifier.from_config(fb),
         )
         self.store = FeedbackStore(self.r, KeySchema(config.redis.prefix), self.instance, fb.rate_retention)
         self.follower: LogFollower | None = None
@@ -154,7 +159,7 @@ class FeedbackDaemon:
                 self.notes.warning("unparsable log line", "log line skipped: %s", line)
         for d in batch.deliveries:
             ep = endpoint_label(d.endpoint, self.endpoints)
-            metrics.DELIVERIES.labels(ep, d.provider, d.status).inc()
+            metrics.DELIVERIES.labels(ep, d.provider, d.status, d.bounce_class).inc()
             if d.status == "sent":
                 metrics.DELIVERY_SECONDS.labels(ep, d.provider).observe(d.delay_s)
         for res in results:

@@ -50,6 +50,8 @@ class Delivery:
     status: str  # sent | deferred | bounced | expired
     response: str
     provider: str
+    # invalid_recipient, rate_limited, ... (feedback/classify.py); "none" when delivered
+    bounce_class: str = "none"
 
     @property
     def recipient_domain(self) -> str:

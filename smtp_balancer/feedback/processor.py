@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from smtp_balancer.clock import SYSTEM
 from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.feedback.classify import BounceClassifier, builtin_classes
 from smtp_balancer.feedback.delivery_log import Delivery, LogLineError, parse_line
 from smtp_balancer.feedback.exim_log import MARKERS as EXIM_MARKERS
 from smtp_balancer.feedback.exim_log import parse_exim_line
@@ -56,6 +57,7 @@ class Processor:
         matcher: ResponseMatcher,
         endpoints: set[str],
         exim_transports: Mapping[str, str] | None = None,
+        classifier: BounceClassifier | None = None,
     ) -> None:
         """``exim_transports`` (transport name -> endpoint): read Exim's main log
         instead of Postfix's."""
@@ -63,6 +65,7 @@ class Processor:
         self.matcher = matcher
         self.endpoints = endpoints
         self.exim_transports = exim_transports
+        self.classifier = classifier or BounceClassifier(builtin_classes())
 
     def parse(self, line: str) -> Delivery | None:
         if self.exim_transports is not None:
@@ -90,6 +93,8 @@ class Processor:
             if d is None:
                 batch.ignored += 1
                 continue
+            if d.status != "sent":
+                d = replace(d, bounce_class=self.classifier.classify(d.status, d.dsn, d.response))
             batch.deliveries.append(d)
             if d.endpoint not in self.endpoints:
                 continue

@@ -28,6 +28,7 @@ class CompiledRule:
     pattern: re.Pattern[str]
     providers: frozenset[str]
     statuses: frozenset[str]
+    classes: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -39,7 +40,10 @@ class ResponseMatcher:
 
     def __init__(self, rules: Sequence[ResponseRuleConfig]) -> None:
         self.rules = [
-            CompiledRule(r, re.compile(r.match), frozenset(r.providers), frozenset(r.statuses)) for r in rules
+            CompiledRule(
+                r, re.compile(r.match), frozenset(r.providers), frozenset(r.statuses), frozenset(r.classes)
+            )
+            for r in rules
         ]
         # sent lines are most of a log; skip matching them unless some rule asks for them
         self.has_sent_rules = any("sent" in r.statuses for r in self.rules)
@@ -49,6 +53,8 @@ class ResponseMatcher:
             if delivery.status not in rule.statuses:
                 continue
             if rule.providers and delivery.provider not in rule.providers:
+                continue
+            if rule.classes and delivery.bounce_class not in rule.classes:
                 continue
             if rule.pattern.search(delivery.response):
                 return rule

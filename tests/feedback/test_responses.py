@@ -119,3 +119,19 @@ def test_sent_lines_are_not_matched_unless_a_rule_asks() -> None:
     matcher = ResponseMatcher(builtin_rules())
     assert not matcher.has_sent_rules
     assert matcher.match(delivery("other", "250 ok spamhaus", status="sent")) is None
+
+
+def test_a_rule_can_trigger_on_a_bounce_class() -> None:
+    from dataclasses import replace
+
+    from smtp_balancer.config.feedback import ResponseRuleConfig
+
+    rule = ResponseRuleConfig(name="bad-list", classes=["invalid_recipient"], statuses=["bounced"])
+    matcher = ResponseMatcher([rule])
+    unknown = replace(delivery("other", "550 5.1.1 no such user", "bounced"), bounce_class="invalid_recipient")
+    full = replace(delivery("other", "552 5.2.2 mailbox full", "bounced"), bounce_class="mailbox_full")
+    hit = matcher.match(unknown)
+    assert hit is not None and hit.name == "bad-list"
+    assert matcher.match(full) is None
+    with pytest.raises(ValueError, match="give match, classes or both"):
+        ResponseRuleConfig(name="empty")
