@@ -128,7 +128,8 @@ def test_a_rule_can_trigger_on_a_bounce_class() -> None:
 
     rule = ResponseRuleConfig(name="bad-list", classes=["invalid_recipient"], statuses=["bounced"])
     matcher = ResponseMatcher([rule])
-    unknown = replace(delivery("other", "550 5.1.1 no such user", "bounced"), bounce_class="invalid_recipient")
+    unknown = delivery("other", "550 5.1.1 no such user", "bounced")
+    unknown = replace(unknown, bounce_class="invalid_recipient")
     full = replace(delivery("other", "552 5.2.2 mailbox full", "bounced"), bounce_class="mailbox_full")
     hit = matcher.match(unknown)
     assert hit is not None and hit.name == "bad-list"
