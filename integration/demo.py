@@ -386,7 +386,7 @@ def run(base: Path, stack: list) -> None:
         (
             "feedback daemon",
             ports["feedback_metrics"],
-            ("smtp_balancer_feedback_actions_total", 'smtp_balancer_deliveries_total{endpoint="out2"'),
+            ("smtp_balancer_feedback_actions_total", "smtp_balancer_deliveries_total{"),
         ),
         ("requeue daemon", ports["requeue_metrics"], ("smtp_balancer_requeue_moved_total",)),
     ):

@@ -61,8 +61,8 @@ def test_a_throttle_in_exims_log_suspends_the_route_for_postfix_too(mail_system)
         # Exim's deliveries are counted like Postfix's, by endpoint, provider, status and class
         page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         deferred = (
-            'smtp_balancer_deliveries_total{endpoint="out2",provider="google",status="deferred",'
-            'class="rate_limited"}'
+            'smtp_balancer_deliveries_total{class="rate_limited",endpoint="out2",provider="google",'
+            'status="deferred"}'
         )
         assert deferred in page
         sent = [

@@ -185,6 +185,20 @@ ROWS: list[tuple[str, list[PanelSpec]]] = [
                 "percentunit",
             ),
             PanelSpec(
+                "Bounce rate by class",
+                "timeseries",
+                (
+                    Query(
+                        "sum by (endpoint, provider, class) (rate(smtp_balancer_deliveries_total"
+                        f'{{status=~"bounced|expired"}}[{RI}])) / ignoring (class) group_left '
+                        f"sum by (endpoint, provider) (rate(smtp_balancer_deliveries_total[{RI}]))",
+                        "{{endpoint}} {{provider}} {{class}}",
+                    ),
+                ),
+                "percentunit",
+                "invalid_recipient: a list problem; policy_block or spam_content: reputation or content",
+            ),
+            PanelSpec(
                 "Delivery latency p90 (arrival to delivery)",
                 "timeseries",
                 (
