@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import redis
 
-from smtp_balancer.cli.report import explain_report, status_report
+from smtp_balancer.cli.report import explain_report, printable, status_report
 from smtp_balancer.clock import SYSTEM, Clock, test_time_note
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
 from smtp_balancer.decision.facts import Facts
@@ -119,6 +119,57 @@ def cmd_resume(args: argparse.Namespace) -> int:
     removed = _admin(args).resume(args.endpoint, args.provider)
     print(f"endpoint {args.endpoint}: {removed} suspension(s) lifted")
     return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from smtp_balancer.decision.providers import ProviderTable
+    from smtp_balancer.feedback.classify import BounceClassifier
+    from smtp_balancer.feedback.store import REASON_QUOTE
+    from smtp_balancer.observe.trace import Trace, Tracer, render
+    from smtp_balancer.render.exim import transport_names
+
+    config = _config(args)
+    paths = args.log or [config.feedback.log_file]
+    stdin = sys.stdin.read().splitlines() if "-" in paths else []
+
+    def lines() -> Iterator[str]:
+        for path in paths:
+            if path == "-":
+                yield from stdin
+                continue
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    yield from f
+            except OSError as exc:
+                raise ValueError(f"cannot read log {path}: {exc.strerror}") from exc
+
+    tracer = Tracer(
+        ProviderTable.from_config(config),
+        BounceClassifier.from_config(config.feedback),
+        transport_names(config),
+    )
+    ids, message_id = tracer.find_ids(args.id, lines())
+    trace = Trace(args.id, sorted(ids), message_id)
+    tracer.collect(trace, ids, lines())
+    quotes = {" ".join(a.response.split())[:REASON_QUOTE] for a in trace.attempts if a.status != "sent"}
+    if quotes:
+        try:
+            snapshot = _admin(args).snapshot()
+            for ep in snapshot.endpoints.values():
+                for sus in ep.suspensions:
+                    if any(q and q in sus.reason for q in quotes):
+                        trace.suspensions.append(f"suspension {ep.name}/{sus.provider}: {sus.reason}")
+                if ep.state != "active" and any(q and q in ep.reason for q in quotes):
+                    trace.suspensions.append(f"{ep.state} {ep.name}: {ep.reason}")
+        except redis.RedisError as exc:
+            trace.suspensions.append(f"(Redis unreachable, suspensions not shown: {type(exc).__name__})")
+    print(trace.as_json() if args.json else printable_lines(render(trace)))
+    return 0 if ids else 1
+
+
+def printable_lines(text: str) -> str:
+    """Log text shown on a terminal: control characters escaped, line breaks kept."""
+    return "\n".join(printable(line) for line in text.splitlines())
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -284,6 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("requeue", cmd_requeue, "run the requeue daemon: move queued mail off ineligible routes (root)")
     p.add_argument("--once", action="store_true", help="sweep the deferred queue once, print what moved")
     add_log_options(p)
+
+    p = add("trace", cmd_trace, "one message's decision, delivery attempts and outcome, from the logs")
+    p.add_argument("id", help="a queue id (Postfix or Exim), a decision id or a Message-ID")
+    p.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        help="a log to read (repeatable; - for stdin): the MTA's and the daemons' "
+        "(default: feedback.log_file)",
+    )
+    p.add_argument("--json", action="store_true", help="JSON instead of the table")
 
     p = add("table", cmd_table, "serve Postfix's delivery-time table (socketmap) for moved mail")
     add_log_options(p)
