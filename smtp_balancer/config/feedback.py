@@ -6,22 +6,12 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from smtp_balancer.config.base import MetricsListen, Name, Strict, parse_hostport
 from smtp_balancer.durations import parse_duration
 
 ACTIONS = ("suspend_provider", "suspend_all", "quarantine", "throttle")
-BOUNCE_CLASSES = (
-    "invalid_recipient",
-    "mailbox_full",
-    "policy_block",
-    "spam_content",
-    "rate_limited",
-    "dns_failure",
-    "tls_failure",
-    "other",
-)
 BounceClass = Literal[
     "invalid_recipient",
     "mailbox_full",
@@ -44,6 +34,18 @@ def _seconds(value: object) -> object:
 Seconds = Annotated[int, BeforeValidator(_seconds)]
 
 
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression ({exc}): {value!r}") from exc
+    return value
+
+
+# a Python regular expression, refused at load time when it does not compile
+Regex = Annotated[str, AfterValidator(_regex)]
+
+
 class Trigger(Strict):
     # the rule acts at exactly the count-th match within period (1 = immediately)
     count: int = Field(default=1, ge=1, le=100_000)
@@ -57,16 +59,7 @@ class BounceClassRule(Strict):
     # exact enhanced status codes (5.1.1); empty: any
     dsn: list[Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]] = Field(default_factory=list)
     # a Python regex searched in the reply; empty: any
-    match: str = ""
-
-    @field_validator("match")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression ({exc}): {value!r}") from exc
-        return value
+    match: Regex = ""
 
     @model_validator(mode="after")
     def _something(self) -> BounceClassRule:
@@ -78,7 +71,7 @@ class BounceClassRule(Strict):
 class ResponseRuleConfig(Strict):
     name: Name
     # a Python regex searched in the remote server's response text ("" matches any)
-    match: str = ""
+    match: Regex = ""
     # bounce classes the reply must be in (feedback.bounce_classes); empty: any
     classes: list[BounceClass] = Field(default_factory=list)
     # providers the rule applies to; empty means any provider
@@ -110,15 +103,6 @@ class ResponseRuleConfig(Strict):
         if not self.match and not self.classes:
             raise ValueError("give match, classes or both")
         return self
-
-    @field_validator("match")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression ({exc}): {value!r}") from exc
-        return value
 
 
 class RateRuleConfig(Strict):
