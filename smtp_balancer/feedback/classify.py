@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib import resources
-
-import yaml
-from pydantic import TypeAdapter
 
 from smtp_balancer.config.feedback import BounceClassRule, FeedbackConfig
+from smtp_balancer.feedback.responses import load_pack
 
 NONE = "none"  # delivered
 OTHER = "other"
-_RULES = TypeAdapter(list[BounceClassRule])
 
 
 def builtin_classes() -> list[BounceClassRule]:
-    text = resources.files("smtp_balancer.feedback").joinpath("bounce_classes.yaml").read_text()
-    return _RULES.validate_python(yaml.safe_load(text))
+    return load_pack("bounce_classes.yaml", BounceClassRule)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import TypeVar
 
 import yaml
 from pydantic import TypeAdapter
@@ -13,13 +14,18 @@ from pydantic import TypeAdapter
 from smtp_balancer.config.feedback import ResponseRuleConfig
 from smtp_balancer.feedback.delivery_log import Delivery
 
-_RULES = TypeAdapter(list[ResponseRuleConfig])
+T = TypeVar("T")
+
+
+def load_pack(name: str, model: type[T]) -> list[T]:
+    """A shipped YAML list beside this module (rules.yaml, bounce_classes.yaml), validated."""
+    text = resources.files("smtp_balancer.feedback").joinpath(name).read_text()
+    return TypeAdapter(list[model]).validate_python(yaml.safe_load(text))  # type: ignore[valid-type]
 
 
 def builtin_rules() -> list[ResponseRuleConfig]:
     """The shipped pack (rules.yaml beside this module)."""
-    text = resources.files("smtp_balancer.feedback").joinpath("rules.yaml").read_text()
-    return _RULES.validate_python(yaml.safe_load(text))
+    return load_pack("rules.yaml", ResponseRuleConfig)
 
 
 @dataclass(frozen=True)
