@@ -90,6 +90,10 @@ async def serve(config: BalancerConfig, once: bool = False) -> int:
                     logging.ERROR, "postfix", "Postfix: %s; nothing more moved this sweep", exc
                 )
                 status = 2
+            except Exception:  # a bug: say so, and sweep again next time
+                metrics.SWEEPS.labels("error").inc()
+                log.exception("sweep failed; trying again in %ss", rq.interval)
+                status = 1
             sweeper.notes.flush()
             if once:
                 break

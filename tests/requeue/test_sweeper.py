@@ -130,3 +130,36 @@ async def test_the_limit_moves_the_oldest_first(sweep_env, rdb) -> None:
         queue.add(f"Q{i}", queued("a@shop.test", "out2:", f"u{i}@example.test", arrival=base - i))
     await sweeper.sweep(limit=2)
     assert queue.requeued == ["Q3", "Q4"]
+
+
+async def test_a_failing_sweep_is_logged_and_the_daemon_sweeps_on(make_config, monkeypatch, caplog) -> None:
+    """A bug in a sweep (here: the sweep raises) is logged and counted; serve() goes on
+    to the next sweep instead of ending the daemon."""
+    import asyncio
+    import logging
+
+    from smtp_balancer.observe.ratelimit import LogLimiter
+    from smtp_balancer.requeue import daemon, metrics
+
+    calls = []
+
+    class Boom:
+        def __init__(self, *args, **kwargs) -> None:
+            self.notes = LogLimiter(daemon.log)
+
+        async def sweep(self, limit: int):
+            calls.append(limit)
+            if len(calls) == 2:
+                raise asyncio.CancelledError  # ends serve() after the second sweep
+            raise RuntimeError("a bug")
+
+    config = make_config({"requeue": {"enabled": True, "interval": 1, "metrics_listen": ""}})
+    monkeypatch.setattr(daemon, "PostfixQueue", lambda path: object())
+    monkeypatch.setattr(daemon, "Sweeper", Boom)
+    before = metrics.SWEEPS.labels("error")._value.get()
+    caplog.set_level(logging.ERROR, logger="smtp_balancer.requeue")
+    with pytest.raises(asyncio.CancelledError):
+        await daemon.serve(config)
+    assert len(calls) == 2
+    assert metrics.SWEEPS.labels("error")._value.get() == before + 1
+    assert any("sweep failed" in r.getMessage() for r in caplog.records)
