@@ -13,7 +13,7 @@ from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.engine import Engine
 from smtp_balancer.observe.metrics import serve_metrics
-from smtp_balancer.observe.sdnotify import Notifier, keep_pinging
+from smtp_balancer.observe.sdnotify import service
 
 log = logging.getLogger("smtp_balancer.policyd")
 
@@ -60,24 +60,17 @@ async def serve(config: BalancerConfig, path: str) -> None:
     except BaseException:
         await engine.aclose()
         raise
-    notifier = Notifier()
-    notifier.ready("serving policy requests")
-    pinger = asyncio.create_task(keep_pinging(notifier))  # systemd's watchdog sees a frozen loop
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    reloads: set[asyncio.Task[None]] = set()
+    async with service("serving policy requests") as stop:
+        loop = asyncio.get_running_loop()
+        reloads: set[asyncio.Task[None]] = set()
 
-    def on_hup() -> None:
-        task = loop.create_task(reload(path, engine, server))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+        def on_hup() -> None:
+            task = loop.create_task(reload(path, engine, server))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
 
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    await stop.wait()
-    notifier.stopping()
-    pinger.cancel()
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        await stop.wait()
     log.info("stopping: closing listeners")
     await server.close()
     await engine.aclose()

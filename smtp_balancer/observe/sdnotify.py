@@ -8,10 +8,13 @@ The protocol is one datagram of KEY=value lines: a few lines, no library needed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 log = logging.getLogger("smtp_balancer.sdnotify")
 
@@ -57,10 +60,26 @@ class Notifier:
 
 async def keep_pinging(notifier: Notifier) -> None:
     """WATCHDOG=1 from this event loop for as long as it runs: a blocked loop stops it."""
-    import asyncio
-
     if notifier.interval_s is None:
         return
     while True:
         notifier.ping()
         await asyncio.sleep(notifier.interval_s)
+
+
+@contextlib.asynccontextmanager
+async def service(status: str) -> AsyncIterator[asyncio.Event]:
+    """An asyncio daemon's life under systemd: READY=1 with ``status``, WATCHDOG=1 from
+    this event loop, and an Event that SIGTERM or SIGINT sets; STOPPING=1 on the way out."""
+    notifier = Notifier()
+    notifier.ready(status)
+    pinger = asyncio.create_task(keep_pinging(notifier))  # systemd's watchdog sees a frozen loop
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        notifier.stopping()
+        pinger.cancel()

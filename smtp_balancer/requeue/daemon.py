@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import time
 
 import redis
 
 from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.config.requeue import RequeueConfig
 from smtp_balancer.engine import Engine
 from smtp_balancer.observe.metrics import serve_metrics
-from smtp_balancer.observe.sdnotify import Notifier, keep_pinging
+from smtp_balancer.observe.sdnotify import service
 from smtp_balancer.requeue import metrics
 from smtp_balancer.requeue.postfix_queue import PostfixQueue, PostfixQueueError
 from smtp_balancer.requeue.sweeper import Sweeper, SweepResult
@@ -63,50 +63,46 @@ async def serve(config: BalancerConfig, once: bool = False) -> int:
     await engine.start()
     client = sync_client(config.redis)
     sweeper = Sweeper(config, engine, client, queue, rq.instance or socket.gethostname())
-    notifier = Notifier()
-    notifier.ready("sweeping the deferred queue")
-    pinger = asyncio.create_task(keep_pinging(notifier))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    where = describe(config.redis)
-    status = 0
     try:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                result = await sweeper.sweep(rq.max_per_second * rq.interval)
-                metrics.SWEEPS.labels("ok").inc()
-                if once:
-                    print(summary(result))
-            except redis.RedisError as exc:
-                metrics.SWEEPS.labels("redis_error").inc()
-                sweeper.notes.emit(logging.ERROR, "redis", "Redis at %s: %s; nothing moved", where, exc)
-                status = 3
-            except PostfixQueueError as exc:
-                metrics.SWEEPS.labels("postfix_error").inc()
-                sweeper.notes.emit(
-                    logging.ERROR, "postfix", "Postfix: %s; nothing more moved this sweep", exc
-                )
-                status = 2
-            except Exception:  # a bug: say so, and sweep again next time
-                metrics.SWEEPS.labels("error").inc()
-                log.exception("sweep failed; trying again in %ss", rq.interval)
-                status = 1
-            sweeper.notes.flush()
-            if once:
-                break
-            status = 0
-            wait = max(0.0, rq.interval - (time.monotonic() - started))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+        async with service("sweeping the deferred queue") as stop:
+            return await sweep_until_stopped(sweeper, rq, once, stop, describe(config.redis))
     finally:
-        notifier.stopping()
-        pinger.cancel()
         sweeper.notes.flush(everything=True)
         client.close()
         await engine.aclose()
+
+
+async def sweep_until_stopped(
+    sweeper: Sweeper, rq: RequeueConfig, once: bool, stop: asyncio.Event, where: str
+) -> int:
+    """Sweep every ``rq.interval`` until ``stop`` (or once); the exit status of the last sweep."""
+    status = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            result = await sweeper.sweep(rq.max_per_second * rq.interval)
+            metrics.SWEEPS.labels("ok").inc()
+            if once:
+                print(summary(result))
+        except redis.RedisError as exc:
+            metrics.SWEEPS.labels("redis_error").inc()
+            sweeper.notes.emit(logging.ERROR, "redis", "Redis at %s: %s; nothing moved", where, exc)
+            status = 3
+        except PostfixQueueError as exc:
+            metrics.SWEEPS.labels("postfix_error").inc()
+            sweeper.notes.emit(logging.ERROR, "postfix", "Postfix: %s; nothing more moved this sweep", exc)
+            status = 2
+        except Exception:  # a bug: say so, and sweep again next time
+            metrics.SWEEPS.labels("error").inc()
+            log.exception("sweep failed; trying again in %ss", rq.interval)
+            status = 1
+        sweeper.notes.flush()
+        if once:
+            break
+        status = 0
+        wait = max(0.0, rq.interval - (time.monotonic() - started))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait)
     return status
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.engine import Engine
 from smtp_balancer.observe.metrics import serve_metrics
-from smtp_balancer.observe.sdnotify import Notifier, keep_pinging
+from smtp_balancer.observe.sdnotify import service
 from smtp_balancer.requeue.daemon import remote_decisions
 from smtp_balancer.requeue.table import RouteTable, TableServer
 
@@ -38,16 +37,8 @@ async def serve(config: BalancerConfig) -> int:
     except BaseException:
         await engine.aclose()
         raise
-    notifier = Notifier()
-    notifier.ready("serving the delivery-time table")
-    pinger = asyncio.create_task(keep_pinging(notifier))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    notifier.stopping()
-    pinger.cancel()
+    async with service("serving the delivery-time table") as stop:
+        await stop.wait()
     await server.close()
     server.table.notes.flush(everything=True)
     await engine.aclose()
