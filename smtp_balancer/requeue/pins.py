@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from smtp_balancer.decision.quota import DAY_TTL_S, HOUR_TTL_S
 from smtp_balancer.decision.warmup import day_bucket, hour_bucket
+from smtp_balancer.state import scripts
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.values import parse_count, text_of
 
@@ -66,6 +67,24 @@ def counter_deltas(
     if "hour" in buckets:
         out.append((keys.hour_counter(endpoint, hour_bucket(at)), f"{HOUR_TTL_S} {fields}"))
     return out
+
+
+def given_back(
+    keys: KeySchema, endpoint: str, units_by_provider: Mapping[str, int], counted_at: float, now: float
+) -> list[tuple[str, str]]:
+    """The deltas that give ``endpoint`` back the units it counted at ``counted_at``
+    (epoch seconds) for mail that left by another route; none from an earlier day."""
+    buckets = refundable(counted_at, datetime.fromtimestamp(now, UTC))
+    at = datetime.fromtimestamp(counted_at, UTC)
+    deltas: list[tuple[str, str]] = []
+    for provider, units in units_by_provider.items():
+        deltas += counter_deltas(keys, endpoint, provider, -units, at, buckets) if buckets else []
+    return deltas
+
+
+def count_command(deltas: list[tuple[str, str]]) -> tuple[object, ...]:
+    """The EVAL of count.lua that applies ``deltas`` (a Redis command's arguments)."""
+    return ("EVAL", scripts.COUNT.text, len(deltas), *(k for k, _ in deltas), *(a for _, a in deltas))
 
 
 def refundable(counted_at: float, now: datetime) -> tuple[str, ...]:

@@ -31,7 +31,7 @@ from smtp_balancer.engine import Engine
 from smtp_balancer.feedback.responses import builtin_rules
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.requeue import metrics
-from smtp_balancer.requeue.pins import Pin, counter_deltas, parse_pin, pin_mapping, refundable
+from smtp_balancer.requeue.pins import Pin, count_command, counter_deltas, given_back, parse_pin, pin_mapping
 from smtp_balancer.requeue.plan import (
     AutomaticRules,
     EndpointState,
@@ -42,7 +42,6 @@ from smtp_balancer.requeue.plan import (
 )
 from smtp_balancer.requeue.postfix_queue import PostfixQueue
 from smtp_balancer.requeue.queuefile import QueuedMessage, QueueFileError, parse_queue_file
-from smtp_balancer.state import scripts
 from smtp_balancer.state.keys import KeySchema, split_scoped
 from smtp_balancer.state.values import text_of
 
@@ -185,10 +184,9 @@ class Sweeper:
             if queue_id not in done:
                 metrics.SKIPPED.labels("not_deferred").inc()  # went active meanwhile: it stays put
                 result.skipped += 1
-        now = datetime.fromtimestamp(wall, UTC)
         for queue_id in sorted(done):
             move = by_id[queue_id]
-            self.give_back(move, now)
+            self.give_back(move)
             to = sorted({pin.endpoint for _, pin in routed[queue_id] if pin.provider in move.moving})
             for new in to:
                 metrics.MOVED.labels(move.endpoint, new, reason_kind(move.reason)).inc()
@@ -300,23 +298,17 @@ class Sweeper:
         now = datetime.fromtimestamp(self.clock.wall(), UTC)
         self._count(counter_deltas(self.keys, endpoint, provider, units, now))
 
-    def give_back(self, move: Move, now: datetime) -> None:
+    def give_back(self, move: Move) -> None:
         # Postfix stamps arrival by the system clock; our counters follow self.clock
         # (the same in production; a test clock shifts both alike)
-        counted_at = move.message.arrival + (self.clock.wall() - time.time())
-        buckets = refundable(counted_at, now)
-        if not buckets:
-            return
-        arrival = datetime.fromtimestamp(counted_at, UTC)
-        deltas = []
-        for provider, addresses in move.moving.items():
-            deltas += counter_deltas(self.keys, move.endpoint, provider, -len(addresses), arrival, buckets)
-        self._count(deltas)
+        wall = self.clock.wall()
+        counted_at = move.message.arrival + (wall - time.time())
+        units = {provider: len(addresses) for provider, addresses in move.moving.items()}
+        self._count(given_back(self.keys, move.endpoint, units, counted_at, wall))
 
     def _count(self, deltas: list[tuple[str, str]]) -> None:
         if deltas:
-            keys = [k for k, _ in deltas]
-            self.r.eval(scripts.COUNT.text, len(keys), *keys, *(a for _, a in deltas))
+            self.r.execute_command(*count_command(deltas))
 
     def write_pins(self, routed: Mapping[str, list[tuple[str, Pin]]]) -> None:
         ttl = self.config.requeue.pin_ttl

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -32,11 +31,10 @@ from smtp_balancer.feedback.responses import builtin_rules
 from smtp_balancer.observe.metrics import ListenError
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.requeue.metrics import MOVED, TABLE_LOOKUPS
-from smtp_balancer.requeue.pins import Pin, counter_deltas, parse_pin, pin_mapping, refundable
+from smtp_balancer.requeue.pins import Pin, count_command, given_back, parse_pin, pin_mapping
 from smtp_balancer.requeue.plan import AutomaticRules, EndpointState, endpoint_state, move_reason
 from smtp_balancer.requeue.socketmap import RequestParser, SocketmapError, TableRequest, netstring
 from smtp_balancer.requeue.sweeper import reason_kind
-from smtp_balancer.state import scripts
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
 from smtp_balancer.state.values import text_of
 
@@ -194,13 +192,10 @@ class RouteTable:
             ("HSET", self.keys.pin(address), *(x for kv in mapping.items() for x in kv)),
             ("EXPIRE", self.keys.pin(address), self.engine.config.requeue.pin_ttl),
         ]
-        now = datetime.fromtimestamp(self.engine.clock.wall(), UTC)
-        buckets = refundable(counted_at, now) if counted_at and old in self.engine.config.endpoints else ()
-        if buckets:
-            at = datetime.fromtimestamp(counted_at, UTC)
-            deltas = counter_deltas(self.keys, old, provider, -units, at, buckets)
-            keys = [k for k, _ in deltas]
-            commands.append(("EVAL", scripts.COUNT.text, len(keys), *keys, *(a for _, a in deltas)))
+        if counted_at and old in self.engine.config.endpoints:
+            deltas = given_back(self.keys, old, {provider: units}, counted_at, self.engine.clock.wall())
+            if deltas:
+                commands.append(count_command(deltas))
         await self.engine.channel.call_many(commands)
         TABLE_LOOKUPS.labels("moved").inc()
         MOVED.labels(
