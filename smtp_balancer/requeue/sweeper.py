@@ -160,6 +160,8 @@ class Sweeper:
         result.deferred = len(messages)
         result.bound = bound_counts(messages, self.targets)
         self.publish_counts(result.bound)
+        if not result.bound:
+            return result  # nothing bound to our routes: no state to read, no postconf to run
         wall = self.clock.wall()
         states = self.endpoint_states(wall)
         moves = plan_moves(messages, self.targets, states, self.providers, self.rules, limit)
