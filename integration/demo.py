@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from integration.daemons import CLI, DaemonProcess, PolicydProcess, tcp_ready, unix_ready
-from integration.exim import EXIM_SINK_HOST, EximError, EximInstance, exim_binary
+from integration.exim import EXIM_SINK_HOST, EximError, EximInstance, exim_binary, exim_feedback
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
@@ -336,21 +336,9 @@ def run(base: Path, stack: list) -> None:
     stack.append(exim.stop)
     exim.start()
     # the Exim host runs its own feedback daemon, on Exim's main log
-    exim_raw = yaml.safe_load(config_path.read_text())
-    exim_feedback_metrics = free_port()
-    exim_raw["feedback"].update(
-        log_file=str(exim.logs / "mainlog"),
-        log_format="exim",
-        instance="exim",
-        metrics_listen=f"127.0.0.1:{exim_feedback_metrics}",
-    )
-    exim_config = base / "exim-host.yaml"
-    exim_config.write_text(yaml.safe_dump(exim_raw, sort_keys=False))
-    exim_feedback = DaemonProcess(
-        "feedback", exim_config, base / "feedback-exim.log", tcp_ready(exim_feedback_metrics)
-    )
-    exim_feedback.start()
-    stack.append(exim_feedback.stop)
+    exim_host_feedback, _ = exim_feedback(config_path, exim, base, "exim")
+    exim_host_feedback.start()
+    stack.append(exim_host_feedback.stop)
     print(f"  Exim 4 on 127.0.0.1:{exim.smtp_port}, asking the policy daemon through ${{readsocket}};")
     print("  its own feedback daemon follows Exim's main log (feedback.log_format: exim)")
     send_bulk(exim.smtp_port, 120, 3000, "E")

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import yaml
 
-from integration.daemons import DaemonProcess, PolicydProcess
+from integration.daemons import DaemonProcess, PolicydProcess, tcp_ready
 from integration.redis_server import RedisServer
-from integration.sink import Sink
+from integration.sink import Sink, free_port
 from integration.submit import send_many
 
 EXIM_ROOT = Path(os.environ.get("SB_EXIM_ROOT", "/opt/smtp-balancer/exim4"))
@@ -263,6 +264,24 @@ class EximInstance:
         if out.returncode != 0:
             raise EximError(f"exim -bpc failed: {out.stderr.strip()}")
         return int(out.stdout.strip() or 0)
+
+
+def exim_feedback(
+    config_path: Path, exim: EximInstance, base: Path, instance: str
+) -> tuple[DaemonProcess, int]:
+    """The Exim host's own feedback daemon, not started, and its /metrics port: the same
+    YAML but for Exim's main log (``feedback.log_format: exim``) and its instance name."""
+    raw = yaml.safe_load(config_path.read_text())
+    port = free_port()
+    raw["feedback"].update(
+        log_file=str(exim.logs / "mainlog"),
+        log_format="exim",
+        instance=instance,
+        metrics_listen=f"127.0.0.1:{port}",
+    )
+    path = base / "exim-host.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return DaemonProcess("feedback", path, base / "feedback-exim.log", tcp_ready(port)), port
 
 
 @dataclass

@@ -7,11 +7,9 @@ from __future__ import annotations
 import subprocess
 import urllib.request
 
-import yaml
-
 from integration.configs import ENDPOINT_IP
-from integration.daemons import CLI, DaemonProcess, tcp_ready
-from integration.exim import EXIM_SINK_HOST, EximInstance
+from integration.daemons import CLI
+from integration.exim import EXIM_SINK_HOST, EximInstance, exim_feedback
 from integration.sink import Sink, free_port
 from integration.submit import send_many
 from integration.test_feedback_postfix import GMAIL_421
@@ -30,18 +28,7 @@ def test_a_throttle_in_exims_log_suspends_the_route_for_postfix_too(mail_system)
     rendered = ms.base / "exim-rendered"
     subprocess.run([CLI, "-c", str(ms.config_path), "render", "exim", "--write", str(rendered)], check=True)
     exim = EximInstance(ms.base / "exim", free_port(), rendered, EXIM_SINK_HOST, exim_sink.port)
-    # the Exim host's feedback daemon: the same YAML but for its log
-    raw = yaml.safe_load(ms.config_path.read_text())
-    metrics_port = free_port()
-    raw["feedback"].update(
-        log_file=str(exim.logs / "mainlog"),
-        log_format="exim",
-        instance="exim1",
-        metrics_listen=f"127.0.0.1:{metrics_port}",
-    )
-    exim_config = ms.base / "exim-host.yaml"
-    exim_config.write_text(yaml.safe_dump(raw))
-    feedback = DaemonProcess("feedback", exim_config, ms.base / "feedback-exim.log", tcp_ready(metrics_port))
+    feedback, metrics_port = exim_feedback(ms.config_path, exim, ms.base, "exim1")
     try:
         exim.start()
         feedback.start()
