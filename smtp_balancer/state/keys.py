@@ -55,7 +55,7 @@ class KeySchema:
 
     def suspension_pattern(self, endpoint: str = "") -> str:
         """SCAN pattern for one endpoint's suspensions, or for every suspension."""
-        return f"{self.suspension_prefix()}{endpoint}:*" if endpoint else f"{self.suspension_prefix()}*"
+        return scoped_pattern(self.suspension_prefix(), endpoint)
 
     def day_counter(self, endpoint: str, bucket: str) -> str:
         return f"{self.base}:count:{endpoint}:day:{bucket}"
@@ -70,7 +70,7 @@ class KeySchema:
         return f"{self.base}:throttle:"
 
     def throttle_pattern(self, endpoint: str = "") -> str:
-        return f"{self.throttle_prefix()}{endpoint}:*" if endpoint else f"{self.throttle_prefix()}*"
+        return scoped_pattern(self.throttle_prefix(), endpoint)
 
     def tracked_prefixes(self) -> tuple[str, ...]:
         """The keys a local decision reads: weights, admin states, suspensions, throttles."""
@@ -115,7 +115,7 @@ class KeySchema:
         return f"{self.base}:requeue:"
 
     def requeue_pattern(self, endpoint: str = "") -> str:
-        return f"{self.requeue_prefix()}{endpoint}:*" if endpoint else f"{self.requeue_prefix()}*"
+        return scoped_pattern(self.requeue_prefix(), endpoint)
 
     def pin(self, address: str) -> str:
         return f"{self.base}:pin:{address.lower()}"
@@ -125,6 +125,11 @@ class KeySchema:
 
     def queued_pattern(self) -> str:
         return f"{self.base}:queued:*"
+
+
+def scoped_pattern(prefix: str, endpoint: str = "") -> str:
+    """SCAN pattern for ``<prefix><endpoint>:<provider>`` keys: one endpoint's, or all."""
+    return f"{prefix}{endpoint}:*" if endpoint else f"{prefix}*"
 
 
 def split_scoped(name: str, prefix: str) -> tuple[str, str] | None:
