@@ -29,6 +29,13 @@ _STAMP = re.compile(r"^(\w{3} +\d{1,2} [\d:]{8}|\d{4}-\d\d-\d\d[T ][\d:.]+\S*)")
 DECISION_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
+def _as_logfmt_text(value: object) -> str:
+    """A JSON value as the logfmt line has it: null "", booleans true/false."""
+    if value is None:
+        return ""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
 def parse_fields(line: str) -> dict[str, str] | None:
     """A structured log line (logfmt or JSON) as text fields; None for anything else."""
     text = line.strip()
@@ -37,14 +44,9 @@ def parse_fields(line: str) -> dict[str, str] | None:
             obj = json.loads(text)
         except ValueError:
             return None
-        return (
-            {
-                str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in obj.items()
-            }
-            if isinstance(obj, dict)
-            else None
-        )
+        if not isinstance(obj, dict):
+            return None
+        return {str(k): _as_logfmt_text(v) for k, v in obj.items()}
     if " msg=" not in text and not text.startswith("ts="):
         return None
     out = {}
