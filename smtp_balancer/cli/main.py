@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
 
-from smtp_balancer.cli.report import explain_report, printable, status_report
+from smtp_balancer.cli.report import explain_report, status_report
 from smtp_balancer.clock import SYSTEM, Clock, test_time_note
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
 from smtp_balancer.decision.facts import Facts
@@ -121,57 +121,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_trace(args: argparse.Namespace) -> int:
-    from smtp_balancer.decision.providers import ProviderTable
-    from smtp_balancer.feedback.classify import BounceClassifier
-    from smtp_balancer.feedback.store import REASON_QUOTE
-    from smtp_balancer.observe.trace import Trace, Tracer, render
-    from smtp_balancer.render.exim import transport_names
-
-    config = _config(args)
-    paths = args.log or [config.feedback.log_file]
-    stdin = sys.stdin.read().splitlines() if "-" in paths else []
-
-    def lines() -> Iterator[str]:
-        for path in paths:
-            if path == "-":
-                yield from stdin
-                continue
-            try:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    yield from f
-            except OSError as exc:
-                raise ValueError(f"cannot read log {path}: {exc.strerror}") from exc
-
-    tracer = Tracer(
-        ProviderTable.from_config(config),
-        BounceClassifier.from_config(config.feedback),
-        transport_names(config),
-    )
-    ids, message_id = tracer.find_ids(args.id, lines())
-    trace = Trace(args.id, sorted(ids), message_id)
-    tracer.collect(trace, ids, lines())
-    quotes = {" ".join(a.response.split())[:REASON_QUOTE] for a in trace.attempts if a.status != "sent"}
-    if quotes:
-        try:
-            snapshot = _admin(args).snapshot()
-            for ep in snapshot.endpoints.values():
-                for sus in ep.suspensions:
-                    if any(q and q in sus.reason for q in quotes):
-                        trace.suspensions.append(f"suspension {ep.name}/{sus.provider}: {sus.reason}")
-                if ep.state != "active" and any(q and q in ep.reason for q in quotes):
-                    trace.suspensions.append(f"{ep.state} {ep.name}: {ep.reason}")
-        except redis.RedisError as exc:
-            trace.suspensions.append(f"(Redis unreachable, suspensions not shown: {type(exc).__name__})")
-    print(trace.as_json() if args.json else printable_lines(render(trace)))
-    return 0 if ids else 1
-
-
-def printable_lines(text: str) -> str:
-    """Log text shown on a terminal: control characters escaped, line breaks kept."""
-    return "\n".join(printable(line) for line in text.splitlines())
-
-
 def cmd_table(args: argparse.Namespace) -> int:
     from smtp_balancer.requeue.table_daemon import run
 
@@ -250,6 +199,20 @@ def cmd_milter(args: argparse.Namespace) -> int:
 
     _daemon_logs(args)
     return run(_config(args))
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from smtp_balancer.cli.trace import trace
+
+    config = _config(args)
+    return trace(config, args.id, args.log, args.json, lambda: _admin(args).snapshot())
+
+
+def cmd_fbl(args: argparse.Namespace) -> int:
+    from smtp_balancer.complaints.intake import run
+
+    logs.configure("logfmt", logging.INFO)
+    return run(_config(args), args.maildir, sys.stdin.buffer)
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
@@ -346,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: feedback.log_file)",
     )
     p.add_argument("--json", action="store_true", help="JSON instead of the table")
+
+    p = add("fbl", cmd_fbl, "count ARF spam-complaint reports: one on stdin (a pipe transport) or a Maildir")
+    p.add_argument("--maildir", metavar="DIR", help="read every report in DIR/new, then move it to DIR/cur")
 
     p = add("table", cmd_table, "serve Postfix's delivery-time table (socketmap) for moved mail")
     add_log_options(p)

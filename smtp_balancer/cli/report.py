@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.durations import format_duration
-from smtp_balancer.state.admin import Snapshot
+from smtp_balancer.state.admin import TENANT_HOURS, Snapshot
 
 # C0 and C1 controls and DEL: a reason written into Redis could otherwise move the
 # cursor, recolour the terminal or draw a fake row with a newline
@@ -100,4 +100,12 @@ def status_report(snapshot: Snapshot) -> str:
         hosts = f"{snapshot.queued_hosts} host{'s' if snapshot.queued_hosts != 1 else ''}"
         out.append(f"\nqueued (deferred messages bound to each endpoint, {hosts}):")
         out.append("  " + ", ".join(f"{ep} {n}" for ep, n in sorted(snapshot.queued.items())))
+    if snapshot.tenants:
+        out.append(f"\ntenants (last {TENANT_HOURS} h, every feedback daemon and `fbl` report):")
+        rows = [["TENANT", "SENT", "DEFERRED", "BOUNCED", "COMPLAINTS", "COMPLAINT RATE"]]
+        for name, n in snapshot.tenants.items():
+            rate = f"{100 * n['complained'] / n['sent']:.2f}%" if n["sent"] else "-"
+            bounced = n["bounced"] + n["expired"]
+            rows.append([name, str(n["sent"]), str(n["deferred"]), str(bounced), str(n["complained"]), rate])
+        out += table(rows)
     return "\n".join(out)

@@ -12,6 +12,17 @@ NAME_RE = r"^[a-z0-9_-]+$"
 Name = Annotated[str, Field(pattern=NAME_RE, max_length=64)]
 
 
+def _domain(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    if len(value) > 253 or not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", value):
+        raise ValueError(f"not a domain: {value!r}")
+    return value
+
+
+# a DNS domain, lower-cased, without a trailing dot
+Domain = Annotated[str, AfterValidator(_domain)]
+
+
 def check_listen(value: str) -> str:
     """``unix:/absolute/path`` or ``[inet:]host:port``; raises ValueError."""
     if value.startswith("unix:"):

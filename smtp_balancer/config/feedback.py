@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from smtp_balancer.config.base import MetricsListen, Name, Strict, parse_hostport
+from smtp_balancer.config.base import Domain, MetricsListen, Name, Strict, parse_hostport
 from smtp_balancer.durations import parse_duration
 
 ACTIONS = ("suspend_provider", "suspend_all", "quarantine", "throttle")
@@ -106,18 +106,25 @@ class ResponseRuleConfig(Strict):
 
 
 class RateRuleConfig(Strict):
-    """Suspend (endpoint, provider) when deferrals or bounces pass a share of attempts."""
+    """Act on (endpoint, provider) when deferrals, bounces or complaints pass a share.
+
+    deferred, bounced and failed are shares of delivery attempts; complained is
+    spam complaints (`smtp-balancer fbl`) per delivered message.
+    """
 
     name: Name
     providers: list[str] = Field(default_factory=list)
-    measure: Literal["deferred", "bounced", "failed"] = "deferred"
+    measure: Literal["deferred", "bounced", "failed", "complained"] = "deferred"
     # trip above this percentage, over at least min_attempts within window
     above_percent: float = Field(gt=0, le=100)
     # hysteresis: once tripped, the rule re-arms only after the rate falls below this
     recover_below_percent: float = Field(ge=0, le=100)
+    # the minimum sample: attempts, or delivered messages for complained
     min_attempts: int = Field(default=20, ge=1)
     window: Seconds = 600
-    action: Literal["suspend_provider", "suspend_all"] = "suspend_provider"
+    action: Literal["suspend_provider", "suspend_all", "quarantine", "throttle"] = "suspend_provider"
+    # throttle only: the endpoint's weight for the provider is multiplied by this
+    factor: float = Field(default=0.5, gt=0, lt=1)
     duration: Seconds = 900
     # move mail already queued on the endpoint when this rule trips; default: on when
     # it measures deferrals
@@ -133,6 +140,8 @@ class RateRuleConfig(Strict):
             raise ValueError("recover_below_percent must not exceed above_percent")
         if self.window > 86_400:
             raise ValueError("window must be at most 1d")
+        if self.duration < 1:
+            raise ValueError("duration must be at least 1s")
         return self
 
 
@@ -177,6 +186,24 @@ class ProbeConfig(Strict):
     recover_after: int = Field(default=2, ge=1, le=100)
 
 
+class ComplaintsConfig(Strict):
+    """`smtp-balancer fbl`: ARF spam-complaint reports (RFC 5965)."""
+
+    # reports that cannot be used (malformed, too large, not attributable) are saved
+    # here as files, never dropped; with keep: all, every report is
+    keep_dir: str = "/var/lib/smtp-balancer/fbl"
+    keep: Literal["unusable", "all"] = "unusable"
+    # a larger report is kept unparsed
+    max_report_bytes: int = Field(default=10 * 1024 * 1024, ge=4096, le=256 * 1024 * 1024)
+    # the reporter's domain (the report's From, or a parent domain) -> provider;
+    # checked before the built-in table (complaints/attribute.py)
+    reporters: dict[Domain, Name] = Field(default_factory=dict)
+    # Feedback-Type values that count as a complaint
+    feedback_types: list[Annotated[str, Field(pattern=r"^[a-z-]+$")]] = Field(
+        default_factory=lambda: ["abuse"], min_length=1
+    )
+
+
 class FeedbackConfig(Strict):
     # the Postfix log: maillog_file, or a syslog file such as /var/log/mail.log;
     # for Exim its main log (/var/log/exim4/mainlog on Debian)
@@ -204,6 +231,7 @@ class FeedbackConfig(Strict):
     state_interval: Seconds = 15
     dnsbl: DnsblConfig = Field(default_factory=DnsblConfig)
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
+    complaints: ComplaintsConfig = Field(default_factory=ComplaintsConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> FeedbackConfig:
@@ -211,4 +239,10 @@ class FeedbackConfig(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
+        for rule in self.rate_rules:
+            if rule.window > self.rate_retention:
+                raise ValueError(
+                    f"rate rule {rule.name}: window {rule.window}s is longer than "
+                    f"rate_retention ({self.rate_retention}s), which keeps the counts it reads"
+                )
         return self

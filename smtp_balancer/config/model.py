@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from smtp_balancer.config.base import (
+    Domain,
     MetricsListen,
     Name,
     Strict,
@@ -317,6 +318,9 @@ class BalancerConfig(Strict):
     warmup_schedules: dict[Name, list[WarmupStep | int]] = Field(default_factory=dict)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     requeue: RequeueConfig = Field(default_factory=RequeueConfig)
+    # sender domains reported apart in metrics and `status` (a subdomain counts for
+    # its parent); all others are grouped as "other"
+    tenants: list[Domain] = Field(default_factory=list, max_length=200)
 
     @property
     def milter_decides_smtpd(self) -> bool:

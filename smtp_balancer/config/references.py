@@ -84,6 +84,10 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
             for j, provider in enumerate(_list(_mapping(rule).get("providers"))):
                 if isinstance(provider, str) and provider not in providers:
                     yield (f"feedback.{section}[{i}].providers[{j}]", f"unknown provider {provider!r}")
+    reporters = _mapping(_mapping(feedback.get("complaints")).get("reporters"))
+    for domain, provider in reporters.items():
+        if isinstance(provider, str) and provider not in providers:
+            yield (f"feedback.complaints.reporters.{domain}", f"unknown provider {provider!r}")
 
 
 def _overflow_cycles(pools: Mapping[str, Any]) -> Iterator[ConfigError]:

@@ -9,7 +9,9 @@ import time
 import redis
 
 from smtp_balancer.clock import SYSTEM
+from smtp_balancer.complaints import metrics as complaint_metrics
 from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.providers import OTHER, ProviderTable
 from smtp_balancer.feedback import metrics, state_metrics
 from smtp_balancer.feedback.dnsbl import LISTED, DnsblChecker, DnsblResult
 from smtp_balancer.feedback.probe import RelayHealth, probe
@@ -98,6 +100,15 @@ class HealthChecks:
 
     def state_round(self) -> None:
         state_metrics.export(self.admin.snapshot())
+        providers = ProviderTable.from_config(self.config).names() | {OTHER}
+        junk = complaint_metrics.TOTALS.update(
+            self.r.hgetall(KeySchema(self.config.redis.prefix).fbl_totals()),
+            set(self.config.endpoints),
+            providers,
+            set(self.config.tenants),
+        )
+        if junk:
+            log.warning("%d junk fields in the complaint totals hash skipped", junk)
 
     def run(self) -> None:
         """The schedules in one thread; a failing round is logged and retried next time."""

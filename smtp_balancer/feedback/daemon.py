@@ -24,6 +24,7 @@ from smtp_balancer.feedback.follower import LogFollower, Position
 from smtp_balancer.feedback.processor import Batch, Processor
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
 from smtp_balancer.feedback.store import FeedbackStore, HitResult, RateResult
+from smtp_balancer.feedback.tenants import TenantTable
 from smtp_balancer.observe.metrics import serve_metrics
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.observe.sdnotify import Notifier
@@ -58,6 +59,7 @@ class FeedbackDaemon:
             self.endpoints,
             exim,
             BounceClassifier.from_config(fb),
+            TenantTable(config.tenants),
         )
         self.store = FeedbackStore(self.r, KeySchema(config.redis.prefix), self.instance, fb.rate_retention)
         self.follower: LogFollower | None = None
@@ -159,7 +161,7 @@ class FeedbackDaemon:
                 self.notes.warning("unparsable log line", "log line skipped: %s", line)
         for d in batch.deliveries:
             ep = endpoint_label(d.endpoint, self.endpoints)
-            metrics.DELIVERIES.labels(ep, d.provider, d.status, d.bounce_class).inc()
+            metrics.DELIVERIES.labels(ep, d.provider, d.status, d.bounce_class, d.tenant).inc()
             if d.status == "sent":
                 metrics.DELIVERY_SECONDS.labels(ep, d.provider).observe(d.delay_s)
         for res in results:
@@ -181,14 +183,17 @@ class FeedbackDaemon:
         for rate in rates:
             metrics.RULE_HITS.labels(rate.rule, rate.outcome).inc()
             if rate.outcome == "tripped":
-                metrics.ACTIONS.labels(rate.rule, rate.endpoint, rate.provider, "suspend_provider").inc()
+                metrics.ACTIONS.labels(rate.rule, rate.endpoint, rate.scope, rate.action).inc()
                 log.warning(
-                    "rate rule %s tripped for %s/%s: %.1f%% of %d attempts",
+                    "rate rule %s tripped for %s/%s: %.2f%% of %d (%s %s for %s)",
                     rate.rule,
                     rate.endpoint,
                     rate.provider,
                     rate.rate_percent,
                     rate.attempts,
+                    rate.action,
+                    rate.endpoint,
+                    rate.scope,
                 )
             elif rate.outcome == "recovered":
                 log.info("rate rule %s re-armed for %s/%s", rate.rule, rate.endpoint, rate.provider)

@@ -27,6 +27,8 @@ _DELIVERY = re.compile(
     r"(?: conn_use=\d+,)? delay=(?P<delay>[\d.]+), delays=(?P<delays>[\d./]+),"
     r" dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), status=(?P<status>\w+) \((?P<response>.*)\)$"
 )
+# qmgr's "from=<a@b>, size=.., nrcpt=.. (queue active)", pickup's "uid=0 from=<a@b>"
+_SENDER = re.compile(r"^(?:uid=\d+ )?from=<(?P<sender>[^>]*)>")
 _RELAY = re.compile(r"^(?P<host>[^\[\s]+)\[(?P<addr>[^\]]*)\](?::(?P<port>\d+))?$")
 DEFAULT_TRANSPORT = ""
 
@@ -52,6 +54,9 @@ class Delivery:
     provider: str
     # invalid_recipient, rate_limited, ... (feedback/classify.py); "none" when delivered
     bounce_class: str = "none"
+    # the envelope sender when the line names it (Exim with +sender_on_delivery), else None
+    sender: str | None = None
+    tenant: str = "other"  # feedback/tenants.py
 
     @property
     def recipient_domain(self) -> str:
@@ -64,6 +69,15 @@ def split_program(program: str) -> tuple[str, str]:
     if len(parts) < 2:
         return DEFAULT_TRANSPORT, program
     return "/".join(parts[1:-1]), parts[-1]
+
+
+def parse_sender(line: str) -> tuple[str, str] | None:
+    """A message's sender line -> (queue id, envelope sender); None for any other line."""
+    m = _LINE.match(line.rstrip("\n"))
+    if m is None:
+        return None
+    s = _SENDER.match(m.group("rest"))
+    return (m.group("queue_id"), s.group("sender")) if s else None
 
 
 def parse_line(line: str, providers: ProviderTable) -> Delivery | None:

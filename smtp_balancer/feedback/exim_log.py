@@ -27,10 +27,16 @@ FLAGS = {"=>": "sent", "->": "sent", "==": "deferred", "**": "bounced"}
 # the markers a delivery result carries, for a cheap pre-filter
 MARKERS = (" => ", " -> ", " == ", " ** ")
 
-_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?: [+-]\d{4})?(?: \[\d+\])? "  # time, zone, [pid]
-    r"(?P<id>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (?P<flag>=>|->|==|\*\*) (?P<rest>.*)$"
+# time, zone, [pid], then the message id
+_HEAD = (
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?(?: [+-]\d{4})?(?: \[\d+\])? "
+    r"(?P<id>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) "
 )
+_LINE = re.compile(_HEAD + r"(?P<flag>=>|->|==|\*\*) (?P<rest>.*)$")
+# an arrival: "<= sender@dom H=..." (the null sender is "<= <>")
+_ARRIVAL = re.compile(_HEAD + r"<= (?P<sender><>|\S+)")
+# log_selector +sender_on_delivery adds the sender to each delivery line
+_SENDER = re.compile(r" F=<(?P<sender>[^>]*)>")
 _RECIPIENT = re.compile(r"^(?P<rcpt>\S+)(?: (?:\([^)]*\)|<[^>]*>))*")
 _TRANSPORT = re.compile(r" T=(?P<t>\S+)")
 _HOST = re.compile(r" H=(?P<host>\S+) \[(?P<addr>[^\]]+)\](?::(?P<port>\d+))?")
@@ -39,6 +45,15 @@ _CONFIRM = re.compile(r' C="(?P<c>(?:[^"\\]|\\.)*)"')
 _SMTP_ERROR = re.compile(r"^SMTP error from remote mail server after .*?: (?=[2-5]\d\d[ -])")
 _DSN = re.compile(r"\b[245]\d\d[ -](?P<dsn>[245]\.\d{1,3}\.\d{1,3})\b")
 _DEFAULT_DSN = {"sent": "2.0.0", "deferred": "4.0.0", "bounced": "5.0.0"}
+
+
+def parse_exim_arrival(line: str) -> tuple[str, str] | None:
+    """An arrival (``<=``) line -> (message id, envelope sender); None for any other line."""
+    m = _ARRIVAL.match(line)
+    if m is None:
+        return None
+    sender = m.group("sender")
+    return m.group("id"), "" if sender == "<>" else sender
 
 
 def parse_exim_line(line: str, providers: ProviderTable, transports: Mapping[str, str]) -> Delivery | None:
@@ -64,6 +79,7 @@ def parse_exim_line(line: str, providers: ProviderTable, transports: Mapping[str
         tail = rest[h.end() :] if h else rest[r.end() :]
         response = tail.split(": ", 1)[1] if ": " in tail else tail.strip()
         response = _SMTP_ERROR.sub("", response, count=1)
+    f = _SENDER.search(rest)
     d = _DSN.search(response)
     provider = providers.for_mx(host) if host else "other"
     if provider == "other":
@@ -82,4 +98,5 @@ def parse_exim_line(line: str, providers: ProviderTable, transports: Mapping[str
         status=status,
         response=response,
         provider=provider,
+        sender=f.group("sender") if f else None,
     )

@@ -1,6 +1,6 @@
 -- One response-rule match, counted and acted on atomically (fleet-wide: every
 -- feedback daemon of every MTA host counts into the same keys).
--- Built by smtp_balancer/feedback/store.py; key names match state/keys.py.
+-- Built by smtp_balancer/feedback/store.py after act.lua; key names match state/keys.py.
 --
 -- KEYS[1]  {prefix}:hits:<rule>:<endpoint>:<provider>  (routes the call; all keys share the hash tag)
 -- ARGV     base rule endpoint provider uid count period action duration growth window max factor reason
@@ -16,31 +16,9 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now = tonumber(t[1])
 
--- the key the action writes, and whether it is already in force
-local target
-if action == 'suspend_provider' then
-  target = base .. ':suspend:' .. ep .. ':' .. prov
-elseif action == 'suspend_all' then
-  target = base .. ':suspend:' .. ep .. ':all'
-elseif action == 'throttle' then
-  target = base .. ':throttle:' .. ep .. ':' .. prov
-else
-  target = base .. ':endpoint:' .. ep .. ':state'
-end
-if action == 'quarantine' then
-  local st = redis.pcall('HMGET', target, 'state', 'until')
-  if type(st) == 'table' then
-    if st[1] == 'drained' then return {3, 0, 0} end
-    if st[1] == 'quarantined' then
-      local untl = tonumber(st[2] or '')
-      if untl == nil then return {2, -1, 0} end  -- manual or DNSBL quarantine: leave it be
-      if untl > now then return {2, untl - now, 0} end
-    end
-  end
-else
-  local ttl = redis.call('TTL', target)
-  if ttl > 0 or ttl == -1 then return {2, ttl, 0} end
-end
+local target = action_target(base, action, ep, prov)
+local blocked = action_blocked(action, target, now)
+if blocked then return {blocked[1], blocked[2], 0} end
 
 if count > 1 then
   local hits = KEYS[1]
@@ -59,14 +37,5 @@ local secs = math.floor(math.min(duration * growth ^ (strike - 1), maxd))
 if secs < 1 then secs = 1 end
 local why = reason .. ' (strike ' .. strike .. ', ' .. secs .. 's)'
 
-if action == 'quarantine' then
-  redis.call('DEL', target)
-  redis.call('HSET', target, 'state', 'quarantined', 'reason', why, 'since', now,
-    'by', 'feedback:' .. rule, 'until', now + secs)
-elseif action == 'throttle' then
-  -- the factor leads the value, so select.lua reads both with one GET
-  redis.call('SET', target, factor .. ' ' .. why, 'EX', secs)
-else
-  redis.call('SET', target, why, 'EX', secs)
-end
+apply_action(action, target, why, secs, factor, 'feedback:' .. rule, now)
 return {1, secs, strike}

@@ -6,8 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter(
     "smtp_balancer_deliveries_total",
-    "Delivery attempts read from the MTA log, by endpoint, provider, status and bounce class",
-    ["endpoint", "provider", "status", "class"],
+    "Delivery attempts read from the MTA log, by endpoint, provider, status, bounce class and tenant",
+    ["endpoint", "provider", "status", "class", "tenant"],
 )
 DELIVERY_SECONDS = Histogram(
     "smtp_balancer_delivery_delay_seconds",

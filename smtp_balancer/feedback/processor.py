@@ -12,14 +12,17 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from smtp_balancer.clock import SYSTEM
 from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.decision.warmup import hour_bucket
 from smtp_balancer.feedback.classify import BounceClassifier, builtin_classes
-from smtp_balancer.feedback.delivery_log import Delivery, LogLineError, parse_line
+from smtp_balancer.feedback.delivery_log import Delivery, LogLineError, parse_line, parse_sender
 from smtp_balancer.feedback.exim_log import MARKERS as EXIM_MARKERS
-from smtp_balancer.feedback.exim_log import parse_exim_line
+from smtp_balancer.feedback.exim_log import parse_exim_arrival, parse_exim_line
 from smtp_balancer.feedback.responses import CompiledRule, ResponseMatcher
+from smtp_balancer.feedback.tenants import SenderBook, TenantTable
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Hit:
 @dataclass
 class Batch:
     outcomes: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    # (tenant, hour, status) of deliveries through our endpoints, when tenants are configured
+    tenant_outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     hits: list[Hit] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     lines: int = 0
@@ -58,6 +63,7 @@ class Processor:
         endpoints: set[str],
         exim_transports: Mapping[str, str] | None = None,
         classifier: BounceClassifier | None = None,
+        tenants: TenantTable | None = None,
     ) -> None:
         """``exim_transports`` (transport name -> endpoint): read Exim's main log
         instead of Postfix's."""
@@ -66,6 +72,16 @@ class Processor:
         self.endpoints = endpoints
         self.exim_transports = exim_transports
         self.classifier = classifier or BounceClassifier(builtin_classes())
+        self.tenants = tenants or TenantTable(())
+        self.senders = SenderBook()
+        # the arrival line's marker: only read when some tenant is configured
+        self._arrival = (" <= " if exim_transports is not None else " from=<") if self.tenants else None
+
+    def note_arrival(self, line: str) -> bool:
+        found = parse_exim_arrival(line) if self.exim_transports is not None else parse_sender(line)
+        if found is not None:
+            self.senders.note(found[0], self.tenants.of(found[1]))
+        return found is not None
 
     def parse(self, line: str) -> Delivery | None:
         if self.exim_transports is not None:
@@ -80,8 +96,12 @@ class Processor:
 
     def process(self, lines: list[str], uid_prefix: str, now: float | None = None) -> Batch:
         batch = Batch(lines=len(lines))
-        minute = minute_bucket(SYSTEM.wall() if now is None else now)
+        now = SYSTEM.wall() if now is None else now
+        minute, hour = minute_bucket(now), hour_bucket(datetime.fromtimestamp(now, UTC))
         for i, line in enumerate(lines):
+            if self._arrival is not None and self._arrival in line and self.note_arrival(line):
+                batch.ignored += 1
+                continue
             if not self.maybe_delivery(line):
                 batch.ignored += 1
                 continue
@@ -95,10 +115,17 @@ class Processor:
                 continue
             if d.status != "sent":
                 d = replace(d, bounce_class=self.classifier.classify(d.status, d.dsn, d.response))
+            if self.tenants:
+                tenant = (
+                    self.tenants.of(d.sender) if d.sender is not None else self.senders.tenant(d.queue_id)
+                )
+                d = replace(d, tenant=tenant)
             batch.deliveries.append(d)
             if d.endpoint not in self.endpoints:
                 continue
             batch.outcomes[(d.endpoint, d.provider, minute, d.status)] += 1
+            if self.tenants:
+                batch.tenant_outcomes[(d.tenant, hour, d.status)] += 1
             if d.status != "sent" or self.matcher.has_sent_rules:
                 rule = self.matcher.match(d)
                 if rule is not None:

@@ -20,13 +20,15 @@ from smtp_balancer.feedback.processor import Batch, Hit, minute_bucket
 from smtp_balancer.state import scripts
 from smtp_balancer.state.keys import KeySchema
 
+# per-tenant hours are kept at least this long: `status` shows the last 24 of them
+TENANT_RETENTION_S = 25 * 3600
 REASON_QUOTE = 160  # characters of the remote reply quoted in a suspension reason
 CODES = {0: "counting", 1: "acted", 2: "in_force", 3: "skipped"}
 RATE_CODES = {0: "quiet", 1: "tripped", 2: "still_tripped", 3: "recovered"}
 
 
-HIT_LUA = scripts.load("hit.lua", "smtp_balancer.feedback").text
-RATE_LUA = scripts.load("rate.lua", "smtp_balancer.feedback").text
+HIT_LUA = scripts.load("hit.lua", "smtp_balancer.feedback", prelude="act.lua").text
+RATE_LUA = scripts.load("rate.lua", "smtp_balancer.feedback", prelude="act.lua").text
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,13 @@ class RateResult:
     provider: str
     outcome: str  # quiet | tripped | still_tripped | recovered
     rate_percent: float
-    attempts: int
+    attempts: int  # the sample: attempts, or delivered messages for complained
+    action: str = "suspend_provider"
+
+    @property
+    def scope(self) -> str:
+        """The provider label of what the action covers: quarantine and suspend_all cover all."""
+        return "all" if self.action in ("suspend_all", "quarantine") else self.provider
 
 
 def reason_for(hit: Hit) -> str:
@@ -96,6 +104,13 @@ class FeedbackStore:
                 rule.factor,
                 reason_for(hit),
             )
+        tenant_keys = set()
+        for (tenant, hour, status), n in batch.tenant_outcomes.items():
+            key = self.keys.tenant_outcomes(tenant, hour)
+            pipe.hincrby(key, status, n)
+            tenant_keys.add(key)
+        for key in tenant_keys:
+            pipe.expire(key, max(self.retention_s, TENANT_RETENTION_S))
         pipe.set(self.keys.feedback_position(self.instance), position.encode())
         replies = pipe.execute()
         results = []
@@ -131,13 +146,13 @@ class FeedbackStore:
                     rule.min_attempts,
                     rule.action,
                     rule.duration,
+                    rule.factor,
                     *(self.keys.outcomes(ep, provider, m) for m in minutes),
                 )
-                jobs.append((rule.name, ep, provider))
+                jobs.append((rule, ep, provider))
         out = []
-        for (name, ep, provider), reply in zip(jobs, pipe.execute(), strict=True):
-            code, rate100, attempts = (int(x) for x in reply)
-            out.append(
-                RateResult(name, ep, provider, RATE_CODES.get(code, "unknown"), rate100 / 100, attempts)
-            )
+        for (rule, ep, provider), reply in zip(jobs, pipe.execute(), strict=True):
+            code, rate10k, sample = (int(x) for x in reply)
+            outcome = RATE_CODES.get(code, "unknown")
+            out.append(RateResult(rule.name, ep, provider, outcome, rate10k / 10_000, sample, rule.action))
         return out

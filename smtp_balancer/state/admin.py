@@ -7,13 +7,13 @@ done with redis-cli, and the other way round.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import redis
 
 from smtp_balancer.clock import SYSTEM, Clock, utc_now
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.decision.providers import OTHER, ProviderTable
 from smtp_balancer.decision.warmup import CapsTable, day_bucket, hour_bucket
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
 from smtp_balancer.state.values import parse_count, parse_state, parse_weight, text_of
@@ -65,6 +65,10 @@ class PoolStatus:
     members: list[MemberStatus] = field(default_factory=list)
 
 
+TENANT_HOURS = 24  # `status` sums the tenants' outcomes over this many UTC hours
+TENANT_FIELDS = ("sent", "deferred", "bounced", "expired", "complained")
+
+
 @dataclass
 class Snapshot:
     taken_at: datetime
@@ -74,6 +78,9 @@ class Snapshot:
     # daemon reported in the last few sweeps; None: no host reports
     queued: dict[str, int] | None = None
     queued_hosts: int = 0
+    # tenant -> sent/deferred/bounced/expired/complained over the last TENANT_HOURS;
+    # empty when no tenants are configured
+    tenants: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class StateAdmin:
@@ -198,7 +205,28 @@ class StateAdmin:
                 warmup_day=cap.warmup_day,
             )
         queued, hosts = self._queued()
-        return Snapshot(now, out_pools, endpoints, queued, hosts)
+        return Snapshot(now, out_pools, endpoints, queued, hosts, self._tenants(now))
+
+    def _tenants(self, now: datetime) -> dict[str, dict[str, int]]:
+        if not self.config.tenants:
+            return {}
+        names = [*self.config.tenants, OTHER]
+        hours = [hour_bucket(now - timedelta(hours=h)) for h in range(TENANT_HOURS)]
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            for hour in hours:
+                pipe.hgetall(self.keys.tenant_outcomes(name, hour))
+        replies = iter(pipe.execute(raise_on_error=False))
+        out: dict[str, dict[str, int]] = {}
+        for name in names:
+            sums = dict.fromkeys(TENANT_FIELDS, 0)
+            for _ in hours:
+                reply = next(replies)
+                for f in TENANT_FIELDS:
+                    n = parse_count(text_of(reply.get(f.encode()))) if isinstance(reply, dict) else None
+                    sums[f] += n or 0
+            out[name] = sums
+        return out
 
     def _queued(self) -> tuple[dict[str, int] | None, int]:
         keys = sorted(self.r.scan_iter(match=self.keys.queued_pattern(), count=500))

@@ -10,7 +10,11 @@ Redis Cluster hash tag, so all keys one decision touches share a slot.
   {sb}:count:<endpoint>:day:<YYYYMMDD> HASH  total and one field per provider (UTC day, kept 3 days)
   {sb}:count:<endpoint>:hour:<YYYYMMDDHH> HASH the same per UTC hour (kept 2 days)
   {sb}:throttle:<endpoint>:<provider>  STRING "<factor> <reason>", with a TTL: weight x factor
-  {sb}:outcomes:<endpoint>:<provider>:<YYYYMMDDHHMM> HASH sent/deferred/bounced/expired per UTC minute
+  {sb}:outcomes:<endpoint>:<provider>:<YYYYMMDDHHMM> HASH sent/deferred/bounced/expired per UTC minute,
+                                        and complained (spam complaints that arrived that minute)
+  {sb}:tenant:<tenant>:<YYYYMMDDHH>    HASH  the same per tenant (sender domain) and UTC hour
+  {sb}:fbl:totals                      HASH  `smtp-balancer fbl` counters since the start:
+                                        report:<result>, complaint:<endpoint>:<provider>:<tenant>
   {sb}:hits:<rule>:<endpoint>:<provider>     ZSET  recent matches of a counted response rule
   {sb}:strikes:<rule>:<endpoint>:<provider>  STRING times the rule acted within its window
   {sb}:tripped:<rule>:<endpoint>:<provider>  STRING a rate rule that tripped and has not recovered
@@ -98,6 +102,12 @@ class KeySchema:
 
     def outcomes(self, endpoint: str, provider: str, minute: str) -> str:
         return f"{self.base}:outcomes:{endpoint}:{provider}:{minute}"
+
+    def tenant_outcomes(self, tenant: str, hour: str) -> str:
+        return f"{self.base}:tenant:{tenant}:{hour}"
+
+    def fbl_totals(self) -> str:
+        return f"{self.base}:fbl:totals"
 
     def hits(self, rule: str, endpoint: str, provider: str) -> str:
         return f"{self.base}:hits:{rule}:{endpoint}:{provider}"

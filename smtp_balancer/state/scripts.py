@@ -27,8 +27,13 @@ def _read(package: str, name: str) -> str:
     return resources.files(package).joinpath(name).read_text(encoding="utf-8")
 
 
-def load(name: str, package: str = "smtp_balancer.state", *, with_values: bool = False) -> LuaScript:
+def load(
+    name: str, package: str = "smtp_balancer.state", *, with_values: bool = False, prelude: str = ""
+) -> LuaScript:
+    """``prelude``: a file of shared functions from the same package, sent first."""
     text = _read(package, name)
+    if prelude:
+        text = _read(package, prelude) + "\n" + text
     if with_values:
         text = _read("smtp_balancer.state", "values.lua") + "\n" + text
     return LuaScript(name, text)

@@ -1,0 +1,62 @@
+"""``smtp-balancer trace``: one message's story from the logs, with what Redis says it caused."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+
+import redis
+
+from smtp_balancer.cli.report import printable
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.feedback.classify import BounceClassifier
+from smtp_balancer.feedback.store import REASON_QUOTE
+from smtp_balancer.observe.trace import Trace, Tracer, render
+from smtp_balancer.render.exim import transport_names
+from smtp_balancer.state.admin import Snapshot
+
+
+def printable_lines(text: str) -> str:
+    """Log text shown on a terminal: control characters escaped, line breaks kept."""
+    return "\n".join(printable(line) for line in text.splitlines())
+
+
+def trace(
+    config: BalancerConfig, wanted: str, logs: list[str], as_json: bool, snapshot: Callable[[], Snapshot]
+) -> int:
+    paths = logs or [config.feedback.log_file]
+    stdin = sys.stdin.read().splitlines() if "-" in paths else []
+
+    def lines() -> Iterator[str]:
+        for path in paths:
+            if path == "-":
+                yield from stdin
+                continue
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    yield from f
+            except OSError as exc:
+                raise ValueError(f"cannot read log {path}: {exc.strerror}") from exc
+
+    tracer = Tracer(
+        ProviderTable.from_config(config),
+        BounceClassifier.from_config(config.feedback),
+        transport_names(config),
+    )
+    ids, message_id = tracer.find_ids(wanted, lines())
+    found = Trace(wanted, sorted(ids), message_id)
+    tracer.collect(found, ids, lines())
+    quotes = {" ".join(a.response.split())[:REASON_QUOTE] for a in found.attempts if a.status != "sent"}
+    if quotes:
+        try:
+            for ep in snapshot().endpoints.values():
+                for sus in ep.suspensions:
+                    if any(q and q in sus.reason for q in quotes):
+                        found.suspensions.append(f"suspension {ep.name}/{sus.provider}: {sus.reason}")
+                if ep.state != "active" and any(q and q in ep.reason for q in quotes):
+                    found.suspensions.append(f"{ep.state} {ep.name}: {ep.reason}")
+        except redis.RedisError as exc:
+            found.suspensions.append(f"(Redis unreachable, suspensions not shown: {type(exc).__name__})")
+    print(found.as_json() if as_json else printable_lines(render(found)))
+    return 0 if ids else 1

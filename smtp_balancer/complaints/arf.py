@@ -1,0 +1,117 @@
+"""ARF feedback reports (RFC 5965) -> Report records. Sans I/O.
+
+A report is a multipart/report (report-type=feedback-report) whose second part,
+message/feedback-report, holds fields such as Feedback-Type and Source-IP, and
+whose third part is the original message or its headers. Anything else raises
+ReportError with a short kind (for the metric) and a sentence (for the log).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import Message
+from email.parser import HeaderParser
+from email.utils import getaddresses, parseaddr
+
+
+class ReportError(ValueError):
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(text)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Report:
+    feedback_type: str  # abuse, fraud, not-spam, ... (lower case)
+    source_ip: str  # the address the reporter received the message from: our endpoint
+    reporter: str  # the domain of the report's From
+    original_mail_from: str  # Original-Mail-From, else the original's Return-Path, else its From
+    original_rcpt_to: str  # the first Original-Rcpt-To, else the original's To
+    user_agent: str
+    message_id: str  # of the original message, when included
+
+    @property
+    def sender_domain(self) -> str:
+        return self.original_mail_from.rpartition("@")[2].lower()
+
+    @property
+    def recipient_domain(self) -> str:
+        return self.original_rcpt_to.rpartition("@")[2].lower()
+
+
+def text(value: object) -> str:
+    """A header value as clean text: undecodable bytes replaced, whitespace folded."""
+    raw = str(value or "")
+    clean = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return " ".join(clean.split())
+
+
+def address(value: object) -> str:
+    """The address in ``Name <a@b>``, ``<a@b>`` or ``a@b``; "" when there is none."""
+    found = parseaddr(text(value))[1]
+    return found if "@" in found else ""
+
+
+def _headers(part: Message) -> Message:
+    """The header block a message/* or text/rfc822-headers part carries."""
+    payload = part.get_payload()
+    if isinstance(payload, list):  # message/*: the parser made it a message already
+        if not payload or not isinstance(payload[0], Message):
+            raise ReportError("malformed", f"the {part.get_content_type()} part is empty")
+        return payload[0]
+    if isinstance(payload, str):
+        return HeaderParser().parsestr(payload.lstrip("\r\n"))
+    raise ReportError("malformed", f"the {part.get_content_type()} part is empty")
+
+
+def parse_report(raw: bytes) -> Report:
+    msg = message_from_bytes(raw, policy=policy.compat32)
+    ctype = msg.get_content_type()
+    if ctype != "multipart/report":
+        raise ReportError("malformed", f"Content-Type is {text(ctype)}, not multipart/report")
+    report_type = text(msg.get_param("report-type", "", header="content-type")).lower()
+    if report_type != "feedback-report":
+        raise ReportError("malformed", f"report-type is {report_type or 'missing'}, not feedback-report")
+    parts = msg.get_payload()
+    if not isinstance(parts, list):
+        raise ReportError("malformed", "a multipart/report without parts")
+    feedback = next((p for p in parts if p.get_content_type() == "message/feedback-report"), None)
+    if feedback is None:
+        raise ReportError("malformed", "no message/feedback-report part")
+    fields = _headers(feedback)
+    feedback_type = text(fields.get("Feedback-Type")).lower()
+    if not feedback_type:
+        raise ReportError("malformed", "no Feedback-Type field")
+    source = text(fields.get("Source-IP")).strip("[]")
+    if not source:
+        raise ReportError("no_source_ip", "no Source-IP field: the sending IP is unknown")
+    try:
+        ip = ipaddress.ip_address(source)
+    except ValueError:
+        raise ReportError("no_source_ip", f"Source-IP is not an IP address: {source[:60]!r}") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    original = next(
+        (p for p in parts if p.get_content_type() in ("message/rfc822", "text/rfc822-headers")), None
+    )
+    headers = _headers(original) if original is not None else Message()
+    mail_from = (
+        address(fields.get("Original-Mail-From"))
+        or address(headers.get("Return-Path"))
+        or address(headers.get("From"))
+    )
+    rcpt_to = address(fields.get("Original-Rcpt-To"))
+    if not rcpt_to:
+        to = [a for _, a in getaddresses([text(v) for v in headers.get_all("To", [])]) if "@" in a]
+        rcpt_to = to[0] if to else ""
+    return Report(
+        feedback_type=feedback_type,
+        source_ip=str(ip),
+        reporter=address(msg.get("From")).rpartition("@")[2].lower(),
+        original_mail_from=mail_from,
+        original_rcpt_to=rcpt_to,
+        user_agent=text(fields.get("User-Agent"))[:120],
+        message_id=text(headers.get("Message-ID"))[:200],
+    )

@@ -1,0 +1,208 @@
+"""``smtp-balancer fbl``: take ARF reports from stdin (a pipe transport) or a Maildir.
+
+Nothing is lost: a report that cannot be used is kept (a file in
+``feedback.complaints.keep_dir`` for stdin; flagged in the Maildir's cur/) and
+counted. A complaint that cannot be counted because Redis is away exits 75
+(EX_TEMPFAIL), so the MTA keeps the message and retries; a Maildir file stays
+in new/ for the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import redis
+
+from smtp_balancer.complaints.arf import ReportError, parse_report
+from smtp_balancer.complaints.attribute import Attribution, Attributor
+from smtp_balancer.complaints.store import ComplaintStore
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.feedback.store import RateResult
+
+log = logging.getLogger("smtp_balancer.fbl")
+EX_OK = 0
+EX_TEMPFAIL = 75  # sysexits.h: Postfix and Exim defer the message and retry
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # one of complaints.store.RESULTS
+    why: str
+    attribution: Attribution | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.result in ("complaint", "not_counted")
+
+
+class Intake:
+    def __init__(self, attributor: Attributor, store: ComplaintStore, feedback_types: list[str]) -> None:
+        self.attributor = attributor
+        self.store = store
+        self.feedback_types = frozenset(feedback_types)
+
+    def judge(self, raw: bytes, size: int, limit: int) -> Outcome:
+        """What one report is; pure apart from parsing. ``size``: its whole length."""
+        if size > limit:
+            return Outcome("too_large", f"{size} bytes, above max_report_bytes ({limit})")
+        try:
+            report = parse_report(raw)
+        except ReportError as exc:
+            return Outcome(exc.kind, str(exc))
+        attribution = self.attributor.attribute(report)
+        if report.feedback_type not in self.feedback_types:
+            return Outcome("not_counted", f"Feedback-Type {report.feedback_type}", attribution)
+        if attribution.endpoint is None:
+            return Outcome(
+                "unattributed", f"Source-IP {report.source_ip} is none of our endpoints", attribution
+            )
+        return Outcome("complaint", f"from {report.reporter or 'an unnamed reporter'}", attribution)
+
+    def count(self, outcome: Outcome) -> list[RateResult]:
+        """Record the outcome in Redis and run the complaint rate rules (RedisError propagates)."""
+        self.store.record(outcome.result, outcome.attribution)
+        if outcome.result != "complaint" or outcome.attribution is None:
+            return []
+        return self.store.evaluate(outcome.attribution)
+
+
+def describe(outcome: Outcome, rates: list[RateResult]) -> str:
+    a = outcome.attribution
+    where = f" {a.endpoint or '-'}/{a.provider} tenant {a.tenant}" if a else ""
+    line = f"{outcome.result}{where}: {outcome.why}"
+    for r in rates:
+        line += f"; rule {r.rule}: {r.rate_percent:.2f}% of {r.attempts} delivered, {r.outcome}"
+        if r.outcome == "tripped":
+            line += f" ({r.action} {r.endpoint} for {r.scope})"
+    return line
+
+
+def unique_name() -> str:
+    """A Maildir-style file name: unique per host, process and moment."""
+    return f"{time.time_ns()}.P{os.getpid()}R{os.urandom(4).hex()}.{socket.gethostname()}"
+
+
+def read_stdin(stream: BinaryIO, limit: int, keep_dir: Path) -> tuple[bytes, int, Path | None]:
+    """Up to limit+1 bytes in memory; a larger report is streamed to a kept file whole."""
+    head = stream.read(limit + 1)
+    if len(head) <= limit:
+        return head, len(head), None
+    keep_dir.mkdir(parents=True, exist_ok=True)
+    path = keep_dir / f"{unique_name()}.too_large"
+    size = len(head)
+    with open(path, "wb") as f:
+        f.write(head)
+        while chunk := stream.read(CHUNK):
+            f.write(chunk)
+            size += len(chunk)
+    return head[:0], size, path
+
+
+def keep(raw: bytes, keep_dir: Path, result: str) -> Path:
+    """Write the report where an operator can inspect it; a partial file never shows."""
+    keep_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{unique_name()}.{result}"
+    tmp = keep_dir / f".{name}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(raw)
+        f.flush()
+        os.fsync(f.fileno())
+    final = keep_dir / name
+    tmp.rename(final)
+    return final
+
+
+def take_stdin(intake: Intake, stream: BinaryIO, limit: int, keep_dir: Path, keep_all: bool) -> int:
+    try:
+        raw, size, kept = read_stdin(stream, limit, keep_dir)
+        outcome = intake.judge(raw, size, limit)
+        if kept is None and (keep_all or not outcome.usable):
+            kept = keep(raw, keep_dir, outcome.result)
+    except OSError as exc:
+        print(
+            f"smtp-balancer fbl: cannot keep the report in {keep_dir}: {exc}; try again later",
+            file=sys.stderr,
+        )
+        return EX_TEMPFAIL
+    where = f" (kept as {kept})" if kept else ""
+    try:
+        rates = intake.count(outcome)
+    except redis.RedisError as exc:
+        if outcome.result == "complaint":
+            print(
+                f"smtp-balancer fbl: Redis: {type(exc).__name__}: {exc}; the complaint waits for a retry",
+                file=sys.stderr,
+            )
+            return EX_TEMPFAIL
+        # an unusable report is safe on disk: only its counter is lost
+        log.error("Redis: %s; %s report not counted%s", exc, outcome.result, where)
+        rates = []
+    _report(outcome, rates, where)
+    return EX_OK
+
+
+def maildir_files(root: Path) -> Iterator[Path]:
+    new = root / "new"
+    if not new.is_dir():
+        raise ValueError(f"{root} is not a Maildir (no new/ directory)")
+    yield from sorted(p for p in new.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def take_maildir(intake: Intake, root: Path, limit: int) -> int:
+    """Each file of new/ is judged, counted, then moved to cur/ (flagged F when unusable)."""
+    done = 0
+    (root / "cur").mkdir(exist_ok=True)
+    for path in maildir_files(root):
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                raw = f.read(limit + 1) if size <= limit else b""
+        except OSError as exc:
+            log.error("cannot read %s: %s; skipped", path, exc)
+            continue
+        outcome = intake.judge(raw, size, limit)
+        try:
+            rates = intake.count(outcome)
+        except redis.RedisError as exc:
+            print(
+                f"smtp-balancer fbl: Redis: {type(exc).__name__}: {exc}; {path.name} and later stay in new/",
+                file=sys.stderr,
+            )
+            return EX_TEMPFAIL
+        flags = "S" if outcome.usable else "FS"  # Flagged: look at it
+        target = root / "cur" / f"{path.name.partition(':')[0]}:2,{flags}"
+        path.rename(target)
+        _report(outcome, rates, "" if outcome.usable else f" (kept as {target})")
+        done += 1
+    print(f"smtp-balancer fbl: {done} report{'s' if done != 1 else ''} read from {root}")
+    return EX_OK
+
+
+def _report(outcome: Outcome, rates: list[RateResult], where: str) -> None:
+    line = describe(outcome, rates) + where
+    print(line)
+    level = logging.INFO if outcome.usable else logging.WARNING
+    log.log(level, "report %s", line)
+
+
+def run(config: BalancerConfig, maildir: str | None, stdin: BinaryIO) -> int:
+    from smtp_balancer.state.client import sync_client
+
+    fbl = config.feedback.complaints
+    client = sync_client(config.redis)
+    try:
+        intake = Intake(Attributor(config), ComplaintStore(client, config), list(fbl.feedback_types))
+        if maildir is not None:
+            return take_maildir(intake, Path(maildir), fbl.max_report_bytes)
+        return take_stdin(intake, stdin, fbl.max_report_bytes, Path(fbl.keep_dir), fbl.keep == "all")
+    finally:
+        client.close()

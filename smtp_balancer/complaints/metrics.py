@@ -1,0 +1,84 @@
+"""Complaint metrics: ``smtp-balancer fbl`` runs once per report, so its counts live in
+Redis (``{sb}:fbl:totals``) and every feedback daemon exports them from there.
+
+They are counters of the whole fleet since the first report: each feedback
+daemon exports the same values, so dashboards take ``max`` across instances.
+Fields outside the bounded label sets (hand-edited, or from a config that has
+since dropped an endpoint or tenant) are skipped and counted as junk.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from smtp_balancer.complaints.store import RESULTS
+from smtp_balancer.feedback.tenants import OTHER
+from smtp_balancer.observe.metrics import STATE_JUNK
+from smtp_balancer.state.values import parse_count, text_of
+
+
+class ComplaintTotals(Collector):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reports: dict[str, int] = {}
+        self._complaints: dict[tuple[str, str, str], int] = {}
+
+    def update(
+        self, raw: Mapping[object, object], endpoints: set[str], providers: set[str], tenants: set[str]
+    ) -> int:
+        """Take a fresh HGETALL of the totals hash; returns the number of junk fields."""
+        reports: dict[str, int] = {}
+        complaints: dict[tuple[str, str, str], int] = {}
+        junk = 0
+        for key, value in raw.items():
+            name, count = text_of(key) or "", parse_count(text_of(value))
+            kind, _, rest = name.partition(":")
+            parts = rest.split(":")
+            if count is None:
+                junk += 1
+            elif kind == "report" and rest in RESULTS:
+                reports[rest] = count
+            elif (
+                kind == "complaint"
+                and len(parts) == 3
+                and parts[0] in endpoints
+                and parts[1] in providers
+                and parts[2] in tenants | {OTHER}
+            ):
+                complaints[(parts[0], parts[1], parts[2])] = count
+            else:
+                junk += 1
+        if junk:
+            STATE_JUNK.labels("fbl_totals").inc(junk)
+        with self._lock:
+            self._reports, self._complaints = reports, complaints
+        return junk
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        with self._lock:
+            reports, complaints = dict(self._reports), dict(self._complaints)
+        family = CounterMetricFamily(
+            "smtp_balancer_fbl_reports",
+            "Feedback-loop reports read by `smtp-balancer fbl`, fleet-wide, by result",
+            labels=["result"],
+        )
+        for result in RESULTS:
+            family.add_metric([result], reports.get(result, 0))
+        yield family
+        family = CounterMetricFamily(
+            "smtp_balancer_complaints",
+            "Spam complaints (ARF reports) fleet-wide, by endpoint, provider and tenant",
+            labels=["endpoint", "provider", "tenant"],
+        )
+        for labels, count in sorted(complaints.items()):
+            family.add_metric(list(labels), count)
+        yield family
+
+
+TOTALS = ComplaintTotals()
+REGISTRY.register(TOTALS)

@@ -1,0 +1,62 @@
+"""The complaint counts in Redis, and the complaint rate rules they feed.
+
+A complaint lands in the outcome bucket of the minute it arrived (field
+``complained``), beside the feedback daemon's ``sent`` counts, so a rate rule
+with ``measure: complained`` reads complaints per delivered message over its
+window. Totals for metrics go to one hash that every feedback daemon exports.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import redis
+
+from smtp_balancer.clock import SYSTEM, Clock
+from smtp_balancer.complaints.attribute import Attribution
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.warmup import hour_bucket
+from smtp_balancer.feedback.processor import minute_bucket
+from smtp_balancer.feedback.store import TENANT_RETENTION_S, FeedbackStore, RateResult
+from smtp_balancer.state.keys import KeySchema
+
+RESULTS = ("complaint", "not_counted", "unattributed", "malformed", "no_source_ip", "too_large")
+
+
+def total_field(attribution: Attribution) -> str:
+    return f"complaint:{attribution.endpoint}:{attribution.provider}:{attribution.tenant}"
+
+
+class ComplaintStore:
+    def __init__(self, client: redis.Redis, config: BalancerConfig, clock: Clock = SYSTEM) -> None:
+        self.r = client
+        self.config = config
+        self.clock = clock
+        self.keys = KeySchema(config.redis.prefix)
+        self.retention_s = config.feedback.rate_retention
+
+    def record(self, result: str, attribution: Attribution | None = None) -> None:
+        """Count one report: every result in the totals, a complaint also where rates read it."""
+        now = self.clock.wall()
+        pipe = self.r.pipeline(transaction=True)
+        totals = self.keys.fbl_totals()
+        pipe.hincrby(totals, f"report:{result}", 1)
+        if result == "complaint" and attribution is not None and attribution.endpoint is not None:
+            pipe.hincrby(totals, total_field(attribution), 1)
+            bucket = self.keys.outcomes(attribution.endpoint, attribution.provider, minute_bucket(now))
+            pipe.hincrby(bucket, "complained", 1)
+            pipe.expire(bucket, self.retention_s)
+            if self.config.tenants:
+                hour = hour_bucket(datetime.fromtimestamp(now, UTC))
+                tenant = self.keys.tenant_outcomes(attribution.tenant, hour)
+                pipe.hincrby(tenant, "complained", 1)
+                pipe.expire(tenant, max(self.retention_s, TENANT_RETENTION_S))
+        pipe.execute()
+
+    def evaluate(self, attribution: Attribution) -> list[RateResult]:
+        """Run the complaint rate rules for the complaint's (endpoint, provider)."""
+        rules = [r for r in self.config.feedback.rate_rules if r.measure == "complained"]
+        if attribution.endpoint is None or not rules:
+            return []
+        store = FeedbackStore(self.r, self.keys, "fbl", self.retention_s)
+        return store.evaluate_rates(rules, {(attribution.endpoint, attribution.provider)}, self.clock.wall())
