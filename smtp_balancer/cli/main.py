@@ -211,7 +211,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_fbl(args: argparse.Namespace) -> int:
     from smtp_balancer.complaints.intake import run
 
-    logs.configure("logfmt", logging.INFO)
+    logs.configure("logfmt", logging.WARNING)  # each report's line goes to stdout; trouble to stderr too
     return run(_config(args), args.maildir, sys.stdin.buffer)
 
 

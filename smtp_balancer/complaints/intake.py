@@ -160,8 +160,9 @@ def maildir_files(root: Path) -> Iterator[Path]:
 def take_maildir(intake: Intake, root: Path, limit: int) -> int:
     """Each file of new/ is judged, counted, then moved to cur/ (flagged F when unusable)."""
     done = 0
+    files = list(maildir_files(root))
     (root / "cur").mkdir(exist_ok=True)
-    for path in maildir_files(root):
+    for path in files:
         try:
             size = path.stat().st_size
             with open(path, "rb") as f:

@@ -193,3 +193,17 @@ def test_status_shows_queued_mail_per_route_when_hosts_report(cli, rdb: redis.Re
     rdb.hset("{sb}:queued:mta2", mapping={"out2": 2, "junk": 5, "out3": "x"})
     out = cli("status")[1]
     assert "queued (deferred messages bound to each endpoint, 2 hosts):\n  out1 0, out2 25, out3 1" in out
+
+
+def test_status_shows_each_tenant_over_the_last_24_hours(make_config, rdb: redis.Redis, tmp_path, capsys):
+    make_config({"tenants": ["shop.test", "news.test"]})
+    rdb.hset("{sb}:tenant:shop.test:2026112410", mapping={"sent": 300, "bounced": 4, "complained": 1})
+    rdb.hset("{sb}:tenant:shop.test:2026112312", mapping={"sent": 100, "expired": 1, "deferred": 7})
+    rdb.hset("{sb}:tenant:shop.test:2026112309", mapping={"sent": 5000})  # 25 h ago: outside
+    rdb.hset("{sb}:tenant:other:2026112410", mapping={"sent": "junk", "deferred": 2})
+    assert main(["-c", str(tmp_path / "config.yaml"), "status"], clock=CLOCK) == 0
+    out = capsys.readouterr().out
+    assert "tenants (last 24 h" in out
+    assert re.search(r"shop\.test +400 +7 +5 +1 +0\.25%", out), out
+    assert re.search(r"news\.test +0 +0 +0 +0 +-", out), out
+    assert re.search(r"other +0 +2 +0 +0 +-", out), out
