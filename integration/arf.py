@@ -33,7 +33,9 @@ def arf_report(
     original_part = (
         "Content-Type: text/rfc822-headers\r\n\r\n" + original
         if headers_only
-        else "Content-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\n" + original + "\r\nBuy now.\r\n"
+        else "Content-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\n"
+        + original
+        + "\r\nBuy now.\r\n"
     )
     text = (
         f"From: Feedback Loop <{reporter}>\r\n"

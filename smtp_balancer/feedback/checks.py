@@ -11,7 +11,7 @@ import redis
 from smtp_balancer.clock import SYSTEM
 from smtp_balancer.complaints import metrics as complaint_metrics
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.decision.providers import OTHER, ProviderTable
+from smtp_balancer.decision.providers import OTHER
 from smtp_balancer.feedback import metrics, state_metrics
 from smtp_balancer.feedback.dnsbl import LISTED, DnsblChecker, DnsblResult
 from smtp_balancer.feedback.probe import RelayHealth, probe
@@ -100,11 +100,10 @@ class HealthChecks:
 
     def state_round(self) -> None:
         state_metrics.export(self.admin.snapshot())
-        providers = ProviderTable.from_config(self.config).names() | {OTHER}
         junk = complaint_metrics.TOTALS.update(
             self.r.hgetall(KeySchema(self.config.redis.prefix).fbl_totals()),
             set(self.config.endpoints),
-            providers,
+            self.admin.providers.names | {OTHER},
             set(self.config.tenants),
         )
         if junk:

@@ -35,8 +35,16 @@ def test_an_ipv4_mapped_source_ip_is_the_ipv4_address() -> None:
     ("raw", "kind", "words"),
     [
         (NOT_MULTIPART, "malformed", "not multipart/report"),
-        (arf_report().replace(b"report-type=feedback-report", b"report-type=delivery-status"), "malformed", "report-type"),
-        (arf_report().replace(b"message/feedback-report", b"text/plain"), "malformed", "no message/feedback-report"),
+        (
+            arf_report().replace(b"report-type=feedback-report", b"report-type=delivery-status"),
+            "malformed",
+            "report-type",
+        ),
+        (
+            arf_report().replace(b"message/feedback-report", b"text/plain"),
+            "malformed",
+            "no message/feedback-report",
+        ),
         (arf_report().replace(b"Feedback-Type: abuse", b"X-Nothing: 1"), "malformed", "no Feedback-Type"),
         (arf_report(None), "no_source_ip", "no Source-IP"),
         (arf_report("not-an-ip"), "no_source_ip", "not an IP address"),
@@ -52,8 +60,10 @@ def test_a_broken_report_names_what_is_wrong(raw: bytes, kind: str, words: str) 
 
 
 def test_non_utf8_bytes_in_fields_do_not_crash_the_parser() -> None:
-    raw = arf_report().replace(b"Yahoo!-Mail-Feedback/2.0", b"\xff\xfeAgent\x80").replace(
-        b"Source-IP: 127.0.0.3", b"Source-IP: 127.0.0.3\xff"
+    raw = (
+        arf_report()
+        .replace(b"Yahoo!-Mail-Feedback/2.0", b"\xff\xfeAgent\x80")
+        .replace(b"Source-IP: 127.0.0.3", b"Source-IP: 127.0.0.3\xff")
     )
     with pytest.raises(ReportError) as err:
         parse_report(raw)

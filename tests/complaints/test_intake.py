@@ -48,7 +48,9 @@ def test_a_complaint_is_counted_where_rates_and_metrics_read_it(make_config, rdb
         (arf_report().replace(b"Source-IP: 127.0.0.3", b"Source-IP: \xff\xfe"), "no_source_ip"),
     ],
 )
-def test_an_unusable_report_is_kept_byte_for_byte_and_counted(make_config, rdb, tmp_path, raw, result) -> None:
+def test_an_unusable_report_is_kept_byte_for_byte_and_counted(
+    make_config, rdb, tmp_path, raw, result
+) -> None:
     config = make_config()
     assert stdin(intake(config, rdb), raw, tmp_path / "kept") == 0
     kept = list((tmp_path / "kept").iterdir())

@@ -51,7 +51,10 @@ def test_postfix_deliveries_take_the_tenant_of_their_qmgr_from_line() -> None:
     ]
     batch = p.process(lines, "u", NOW)
     assert [d.tenant for d in batch.deliveries] == ["shop.test", "other", "other"]
-    assert batch.tenant_outcomes == {("shop.test", "2026111811", "sent"): 1, ("other", "2026111811", "sent"): 2}
+    assert batch.tenant_outcomes == {
+        ("shop.test", "2026111811", "sent"): 1,
+        ("other", "2026111811", "sent"): 2,
+    }
     assert batch.ignored == 2  # the from= lines are not deliveries
     # the join survives batch boundaries: a retry in a later batch keeps the tenant
     assert postfix_later(p) == ["shop.test"]
@@ -63,7 +66,9 @@ def postfix_later(p: Processor) -> list[str]:
 
 def test_without_tenants_every_delivery_is_other_and_nothing_is_remembered() -> None:
     p = postfix(TenantTable([]))
-    batch = p.process([QMGR.format(qid="AAA111", sender="a@shop.test"), DELIVERY.format(qid="AAA111")], "u", NOW)
+    batch = p.process(
+        [QMGR.format(qid="AAA111", sender="a@shop.test"), DELIVERY.format(qid="AAA111")], "u", NOW
+    )
     assert [d.tenant for d in batch.deliveries] == ["other"]
     assert batch.tenant_outcomes == {} and len(p.senders) == 0
 
@@ -78,14 +83,17 @@ def exim() -> Processor:
     )
 
 
+TAIL = 'R=sb_direct T=sb_out2 H=h [192.0.2.1] C="250 ok"'
+
+
 def test_exim_deliveries_take_the_tenant_of_their_arrival_or_their_f_field() -> None:
     lines = [
         "2026-12-02 09:22:20 1xYgXf-0006Qf-2X <= news@shop.test H=([127.0.0.1]) [127.0.0.1] P=esmtp S=343",
         "2026-12-02 09:22:20 1xYgXf-0006Qf-3Y <= <> R=1xYgXf-0006Qf-2X U=Debian-exim P=local S=1200",
-        '2026-12-02 09:22:23 1xYgXf-0006Qf-2X => u0@gmail.com R=sb_direct T=sb_out2 H=h [192.0.2.1] C="250 ok"',
-        '2026-12-02 09:22:23 1xYgXf-0006Qf-3Y => u1@gmail.com R=sb_direct T=sb_out2 H=h [192.0.2.1] C="250 ok"',
+        f"2026-12-02 09:22:23 1xYgXf-0006Qf-2X => u0@gmail.com {TAIL}",
+        f"2026-12-02 09:22:23 1xYgXf-0006Qf-3Y => u1@gmail.com {TAIL}",
         # log_selector +sender_on_delivery: the line names its sender
-        '2026-12-02 09:22:24 1xYgXf-0006Qf-4Z => u2@gmail.com F=<a@news.example> R=sb_direct T=sb_out2 H=h '
+        "2026-12-02 09:22:24 1xYgXf-0006Qf-4Z => u2@gmail.com F=<a@news.example> R=sb_direct T=sb_out2 H=h "
         '[192.0.2.1] C="250 ok"',
     ]
     batch = exim().process(lines, "u", NOW)
