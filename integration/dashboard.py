@@ -31,6 +31,7 @@ DAEMON_METRICS = (
     "smtp_balancer.feedback.metrics",
     "smtp_balancer.feedback.state_metrics",
     "smtp_balancer.requeue.metrics",
+    "smtp_balancer.complaints.metrics",
 )
 
 

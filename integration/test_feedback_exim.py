@@ -20,7 +20,8 @@ SUSPENSION = "{sb}:suspend:out2:google"
 
 
 def test_a_throttle_in_exims_log_suspends_the_route_for_postfix_too(mail_system) -> None:
-    ms = mail_system(domains=DOMAINS)  # Postfix, the policy daemon, Redis
+    # Postfix, the policy daemon, Redis; the senders' domain is a tenant
+    ms = mail_system({"tenants": ["shop.test"]}, domains=DOMAINS)
     out2 = ENDPOINT_IP["out2"]
     exim_sink = Sink(EXIM_SINK_HOST)
     exim_sink.start()
@@ -45,11 +46,12 @@ def test_a_throttle_in_exims_log_suspends_the_route_for_postfix_too(mail_system)
         assert not [m for m in got if m.peer_ip == out2 and m.rcpt_tos[0].endswith("@gmail.com")]
         assert any(m.peer_ip == out2 for m in got if m.rcpt_tos[0].endswith("@yahoo.com"))
 
-        # Exim's deliveries are counted like Postfix's, by endpoint, provider, status and class
+        # Exim's deliveries are counted like Postfix's, by endpoint, provider, status and class,
+        # and by tenant: each delivery joined to its message's arrival (<=) line
         page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         deferred = (
             'smtp_balancer_deliveries_total{class="rate_limited",endpoint="out2",provider="google",'
-            'status="deferred"}'
+            'status="deferred",tenant="shop.test"}'
         )
         assert deferred in page
         sent = [

@@ -25,6 +25,9 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 RI = "$__rate_interval"
+# every feedback daemon exports the same fleet-wide complaint totals: max, not sum
+COMPLAINTS_1D = "max without (instance, job) (increase(smtp_balancer_complaints_total[1d]))"
+SENT_1D = 'increase(smtp_balancer_deliveries_total{status="sent"}[1d])'
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,54 @@ ROWS: list[tuple[str, list[PanelSpec]]] = [
                 "Relay health (1 = up)",
                 "state",
                 (Query("max by (endpoint) (smtp_balancer_relay_up)", "{{endpoint}}"),),
+            ),
+        ],
+    ),
+    (
+        "Complaints and tenants",
+        [
+            PanelSpec(
+                "Complaint rate, last 24 h (Gmail's ceiling: 0.3%)",
+                "timeseries",
+                (
+                    Query(
+                        f"sum by (endpoint, provider) ({COMPLAINTS_1D}) / on (endpoint, provider) "
+                        f"sum by (endpoint, provider) ({SENT_1D})",
+                        "{{endpoint}} {{provider}}",
+                    ),
+                ),
+                "percentunit",
+                "Complaints (smtp-balancer fbl) per message delivered, per endpoint and provider",
+            ),
+            PanelSpec(
+                "Complaints per tenant, last 24 h",
+                "timeseries",
+                (Query(f"sum by (tenant) ({COMPLAINTS_1D})", "{{tenant}}"),),
+                "short",
+            ),
+            PanelSpec(
+                "Deliveries per tenant",
+                "timeseries",
+                (
+                    Query(
+                        f"sum by (tenant, status) (rate(smtp_balancer_deliveries_total[{RI}]))",
+                        "{{tenant}} {{status}}",
+                    ),
+                ),
+                "ops",
+                "Tenants are the configured sender domains; every other sender is other",
+            ),
+            PanelSpec(
+                "Feedback reports by result",
+                "timeseries",
+                (
+                    Query(
+                        "max by (result) (increase(smtp_balancer_fbl_reports_total[$__range]))",
+                        "{{result}}",
+                    ),
+                ),
+                "short",
+                "Anything but complaint and not_counted is kept in feedback.complaints.keep_dir",
             ),
         ],
     ),

@@ -11,15 +11,44 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from smtp_balancer.complaints.attribute import BUILTIN_REPORTERS
 from smtp_balancer.complaints.store import RESULTS
-from smtp_balancer.feedback.tenants import OTHER
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.providers import OTHER
 from smtp_balancer.observe.metrics import STATE_JUNK
 from smtp_balancer.state.values import parse_count, text_of
+
+
+@dataclass(frozen=True)
+class ComplaintLabels:
+    """The bounded label sets: config names, plus ``other``."""
+
+    endpoints: frozenset[str]
+    providers: frozenset[str]  # every provider name a complaint can carry
+    tenants: frozenset[str]  # "other" included
+    reporting: frozenset[str]  # the providers whose feedback loops send reports
+
+    @classmethod
+    def from_config(cls, config: BalancerConfig, providers: set[str]) -> ComplaintLabels:
+        reporting = set(BUILTIN_REPORTERS.values()) | set(config.feedback.complaints.reporters.values())
+        return cls(
+            frozenset(config.endpoints),
+            frozenset(providers | {OTHER}),
+            frozenset([*config.tenants, OTHER]),
+            frozenset(reporting & (providers | {OTHER})),
+        )
+
+    def zeros(self) -> Iterator[tuple[str, str, str]]:
+        for endpoint in self.endpoints:
+            for provider in self.reporting:
+                for tenant in self.tenants:
+                    yield endpoint, provider, tenant
 
 
 class ComplaintTotals(Collector):
@@ -28,12 +57,13 @@ class ComplaintTotals(Collector):
         self._reports: dict[str, int] = {}
         self._complaints: dict[tuple[str, str, str], int] = {}
 
-    def update(
-        self, raw: Mapping[object, object], endpoints: set[str], providers: set[str], tenants: set[str]
-    ) -> int:
+    def update(self, raw: Mapping[object, object], labels: ComplaintLabels) -> int:
         """Take a fresh HGETALL of the totals hash; returns the number of junk fields."""
+        endpoints, providers, tenants = labels.endpoints, labels.providers, labels.tenants
         reports: dict[str, int] = {}
-        complaints: dict[tuple[str, str, str], int] = {}
+        # every endpoint x reporting provider x tenant starts at 0, so that increase()
+        # counts the first complaint of a series too
+        complaints = dict.fromkeys(labels.zeros(), 0)
         junk = 0
         for key, value in raw.items():
             name, count = text_of(key) or "", parse_count(text_of(value))
@@ -48,7 +78,7 @@ class ComplaintTotals(Collector):
                 and len(parts) == 3
                 and parts[0] in endpoints
                 and parts[1] in providers
-                and parts[2] in tenants | {OTHER}
+                and parts[2] in tenants
             ):
                 complaints[(parts[0], parts[1], parts[2])] = count
             else:

@@ -11,7 +11,6 @@ import redis
 from smtp_balancer.clock import SYSTEM
 from smtp_balancer.complaints import metrics as complaint_metrics
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.decision.providers import OTHER
 from smtp_balancer.feedback import metrics, state_metrics
 from smtp_balancer.feedback.dnsbl import LISTED, DnsblChecker, DnsblResult
 from smtp_balancer.feedback.probe import RelayHealth, probe
@@ -37,6 +36,8 @@ class HealthChecks:
         self.r = client
         self.keys = KeySchema(config.redis.prefix)
         self.admin = StateAdmin(client, config)
+        labels = complaint_metrics.ComplaintLabels
+        self.complaint_labels = labels.from_config(config, self.admin.providers.names)
         self.stop = stop
         fb = config.feedback
         self.dnsbl = DnsblChecker(fb.dnsbl) if fb.dnsbl.zones else None
@@ -101,10 +102,7 @@ class HealthChecks:
     def state_round(self) -> None:
         state_metrics.export(self.admin.snapshot())
         junk = complaint_metrics.TOTALS.update(
-            self.r.hgetall(KeySchema(self.config.redis.prefix).fbl_totals()),
-            set(self.config.endpoints),
-            self.admin.providers.names | {OTHER},
-            set(self.config.tenants),
+            self.r.hgetall(self.keys.fbl_totals()), self.complaint_labels
         )
         if junk:
             log.warning("%d junk fields in the complaint totals hash skipped", junk)

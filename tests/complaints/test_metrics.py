@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from smtp_balancer.complaints.metrics import ComplaintTotals
+from smtp_balancer.complaints.metrics import ComplaintLabels, ComplaintTotals
 
 
 def test_totals_become_counters_and_junk_fields_are_skipped() -> None:
@@ -23,9 +23,12 @@ def test_totals_become_counters_and_junk_fields_are_skipped() -> None:
             b"report:unattributed": b"\xff\xfe",
             b"garbage": b"1",
         },
-        endpoints={"out1", "out2"},
-        providers={"yahoo", "microsoft", "other"},
-        tenants={"shop.test"},
+        ComplaintLabels(
+            endpoints=frozenset({"out1", "out2"}),
+            providers=frozenset({"yahoo", "microsoft", "google", "other"}),
+            tenants=frozenset({"shop.test", "other"}),
+            reporting=frozenset({"yahoo", "microsoft"}),
+        ),
     )
     assert junk == 5
     page = generate_latest(registry).decode()
@@ -35,3 +38,7 @@ def test_totals_become_counters_and_junk_fields_are_skipped() -> None:
     assert 'smtp_balancer_complaints_total{endpoint="out2",provider="yahoo",tenant="shop.test"} 2.0' in page
     assert 'smtp_balancer_complaints_total{endpoint="out1",provider="microsoft",tenant="other"} 1.0' in page
     assert "gone" not in page and "nobody.test" not in page
+    # every endpoint x reporting provider x tenant is there from 0, so increase() sees the first
+    assert 'smtp_balancer_complaints_total{endpoint="out1",provider="yahoo",tenant="shop.test"} 0.0' in page
+    assert page.count("smtp_balancer_complaints_total{") == 2 * 2 * 2
+    assert 'provider="google"' not in page  # Gmail sends no ARF reports
