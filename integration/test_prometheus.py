@@ -8,6 +8,8 @@ import urllib.request
 
 import yaml
 
+from integration.arf import arf_report
+from integration.daemons import CLI
 from integration.dashboard import dashboard_builder
 from integration.prometheus_server import PrometheusServer
 from integration.sink import free_port
@@ -81,6 +83,16 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
         wait_until(lambda: ms.rdb.exists("{sb}:suspend:out2:google"), 30, "the gmail suspension")
         wait_until(ms.postfix.queue_is_empty, 60, "the deferred gmail mail to move")
         wait_until(lambda: prom.query('up{job=~"smtp-balancer.*"} == 1'), 30, "the first scrapes")
+        # a spam complaint about out2's yahoo mail, as a pipe transport would hand it over
+        fbl = subprocess.run(
+            [CLI, "-c", str(ms.config_path), "fbl"],
+            input=arf_report("127.0.0.3"),
+            capture_output=True,
+            timeout=60,
+        )
+        assert fbl.returncode == 0 and fbl.stdout.startswith(b"complaint out2/yahoo"), fbl
+        complained = 'max(smtp_balancer_complaints_total{endpoint="out2", provider="yahoo"}) == 1'
+        wait_until(lambda: prom.query(complained), 30, "the complaint scraped")
         time.sleep(8)  # several scrapes after the traffic, so rates have two points
 
         empty = []
