@@ -101,9 +101,7 @@ class HealthChecks:
 
     def state_round(self) -> None:
         state_metrics.export(self.admin.snapshot())
-        junk = complaint_metrics.TOTALS.update(
-            self.r.hgetall(self.keys.fbl_totals()), self.complaint_labels
-        )
+        junk = complaint_metrics.TOTALS.update(self.r.hgetall(self.keys.fbl_totals()), self.complaint_labels)
         if junk:
             log.warning("%d junk fields in the complaint totals hash skipped", junk)
 

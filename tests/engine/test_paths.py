@@ -99,9 +99,12 @@ async def test_mirror_path(make_config, rdb, provider):
         await engine.aclose()
     _assert_shares(seen, provider, warming_counts=True)
     # the mirror decides everything but a warming pick its lease does not cover; that same
-    # draw goes to select.lua, which picks the same endpoint: no message is drawn again
-    assert by_path["mirror"].total() > N / 2, by_path
+    # draw goes to select.lua, which picks the same endpoint: no message is drawn again.
+    # How many warming picks a lease covers depends on when its refill runs (timing),
+    # so only "some" is asserted for them.
     assert set(by_path.get("script", {})) <= {"out1"}, by_path
+    assert all(by_path["mirror"][e] == n for e, n in seen.items() if e != "out1"), by_path
+    assert by_path["mirror"]["out1"] > 0, by_path
 
 
 @pytest.mark.parametrize("provider", ["google", "yahoo"])
