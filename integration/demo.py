@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from integration.arf import NOT_MULTIPART, arf_report
 from integration.daemons import CLI, DaemonProcess, PolicydProcess, tcp_ready, unix_ready
 from integration.exim import EXIM_SINK_HOST, EximError, EximInstance, exim_binary, exim_feedback
 from integration.postfix import PostfixInstance, make_shared_dir
@@ -110,7 +111,24 @@ def config(redis_url: str, base: Path, ports: dict[str, int]) -> dict[str, Any]:
             "instance": "demo",
             "metrics_listen": f"127.0.0.1:{ports['feedback_metrics']}",
             "poll_interval_ms": 100,
+            "state_interval": 2,
+            # spam complaints above 1% of at least 20 delivered in an hour halve the route's share
+            "rate_rules": [
+                {
+                    "name": "complaints",
+                    "measure": "complained",
+                    "above_percent": 1,
+                    "recover_below_percent": 0.5,
+                    "min_attempts": 20,
+                    "window": "1h",
+                    "action": "throttle",
+                    "factor": 0.5,
+                    "duration": "1h",
+                }
+            ],
+            "complaints": {"keep_dir": str(base / "fbl")},
         },
+        "tenants": ["shop1.example", "shop2.example"],
         # mail deferred on a route that becomes ineligible moves to another one
         "requeue": {
             "enabled": True,
@@ -363,11 +381,32 @@ def run(base: Path, stack: list) -> None:
         f" {yahoo_elsewhere + f[('out1', 'yahoo')]} yahoo messages"
     )
 
-    heading("8. one decision line from the policy daemon's log (logfmt; --log-format json also)")
+    heading("8. spam complaints: ARF reports into `smtp-balancer fbl`, as a pipe transport hands them over")
+    reports = [
+        arf_report("127.0.0.3", mail_from="news@shop1.example", rcpt_to="user1@yahoo.com"),
+        arf_report("127.0.0.3", mail_from="deals@shop2.example", rcpt_to="user2@yahoo.com"),
+        NOT_MULTIPART,
+    ]
+    for raw in reports:
+        out = subprocess.run([CLI, "-c", str(config_path), "fbl"], input=raw, capture_output=True, timeout=60)
+        print("  " + out.stdout.decode().strip()[:170] + f"  (exit {out.returncode})")
+    kept = [q.name.rpartition(".")[2] for q in (base / "fbl").iterdir()]
+    print(f"  unusable reports are kept whole in {base / 'fbl'}: {kept}")
+    prefix = ('smtp_balancer_complaints_total{endpoint="out2",provider="yahoo"',)
+    lines = wait_until(lambda: metric_lines(ports["feedback_metrics"], prefix), 30, "the complaint metric")
+    print("  every feedback daemon exports the fleet's complaints from Redis:")
+    for line in lines:
+        print("    " + line)
+    status = cli(config_path, "status")
+    print("  `smtp-balancer status`, its tenants part:")
+    for line in status[status.index("tenants (") :].splitlines():
+        print("  " + line)
+
+    heading("9. one decision line from the policy daemon's log (logfmt; --log-format json also)")
     line = next(ln for ln in (base / "policyd.log").read_text().splitlines() if " msg=decision " in ln)
     print("  " + line)
 
-    heading("9. metrics (Prometheus text format, scraped now)")
+    heading("10. metrics (Prometheus text format, scraped now)")
     for name, port, prefixes in (
         ("policy daemon", ports["policy_metrics"], ("smtp_balancer_decisions_total",)),
         ("milter", ports["milter_metrics"], ("smtp_balancer_milter_classified_total",)),

@@ -109,6 +109,25 @@ def test_five_distinct_errors_reported_together():
         ),
         (
             "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "feedback: {complaints: {reporters: {fbl.isp.example: isp}}}\n",
+            "feedback.complaints.reporters.fbl.isp.example",
+            "unknown provider 'isp'",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "tenants: ['shop example']\n",
+            "tenants[0]",
+            "not a domain",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "feedback: {rate_retention: 1h, rate_rules: [{name: c, measure: complained, window: 1d,"
+            " above_percent: 0.3, recover_below_percent: 0.1}]}\n",
+            "feedback",
+            "longer than rate_retention",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
             "milter: {metrics_listen: 'unix:/run/m.sock'}\n",
             "milter.metrics_listen",
             "must be host:port",
