@@ -125,6 +125,9 @@ def test_reports_piped_by_postfix_are_counted_kept_and_act(mail_system) -> None:
         text = wait_until(lambda: p if line in (p := page()) else None, 30, "the complaint metric")
         assert 'smtp_balancer_fbl_reports_total{result="no_source_ip"} 2.0' in text
         assert 'status="sent",tenant="shop.test"}' in text
+        # the rule's action, as the state gauges show it
+        quarantined = 'smtp_balancer_endpoint_state{endpoint="out2",state="quarantined"} 1.0'
+        wait_until(lambda: quarantined in page(), 30, "the quarantine in the state gauges")
 
         # Postfix's next mail of the tenant avoids the quarantined IP
         before = len(ms.sink.messages)
