@@ -48,3 +48,5 @@ lint: install
 bench-feedback: install
 	.venv/bin/python benchmarks/feedback_throughput.py
 	.venv/bin/python benchmarks/feedback_throughput.py --format exim
+	.venv/bin/python benchmarks/feedback_throughput.py --tenants
+	.venv/bin/python benchmarks/feedback_throughput.py --format exim --tenants

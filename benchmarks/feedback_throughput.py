@@ -46,6 +46,9 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--format", choices=["postfix", "exim"], default="postfix")
+    parser.add_argument(
+        "--tenants", action="store_true", help="with tenants: the sender join from arrival lines"
+    )
     args = parser.parse_args()
     logging.getLogger("smtp_balancer").setLevel(logging.ERROR)  # the garbage lines are on purpose
 
@@ -78,6 +81,7 @@ def main() -> int:
                     "log_format": args.format,
                     "metrics_listen": "",
                 },
+                "tenants": ["shop.test"] if args.tenants else [],
             }
             daemon = FeedbackDaemon(validate_config(raw), threading.Event())
             daemon.follower = daemon.open_log()
@@ -92,12 +96,14 @@ def main() -> int:
             end_rss = rss_mib()
             daemon.follower.close()
             stored = stored_outcomes(daemon.r)
+            by_tenant = stored_outcomes(daemon.r, "{sb}:tenant:*") if args.tenants else None
         finally:
             server.stop()
 
     expected = sum(v for ep, v in deliveries.items() if ep)
+    with_tenants = " with tenants" if args.tenants else ""
     print(
-        f"{args.format} log, lines: {args.lines:,}  batch: {args.batch}"
+        f"{args.format} log{with_tenants}, lines: {args.lines:,}  batch: {args.batch}"
         f"  deliveries through endpoints: {expected:,}"
     )
     print(f"baseline (follower only):    {n / base_s:>10,.0f} lines/s")
@@ -112,6 +118,9 @@ def main() -> int:
     )
     if stored != expected:
         print(f"ERROR: Redis counted {stored} deliveries, expected {expected}")
+        return 1
+    if by_tenant is not None and by_tenant != expected:
+        print(f"ERROR: Redis counted {by_tenant} deliveries by tenant, expected {expected}")
         return 1
     return 0
 

@@ -144,12 +144,11 @@ def synthetic_exim_log(count: int, seed: int = 1) -> tuple[list[str], Counter[st
     return lines, deliveries
 
 
-def stored_outcomes(client: redis.Redis) -> int:
-    """Every delivery outcome the feedback daemon has counted in Redis (all endpoints, providers, minutes)."""
+def stored_outcomes(client: redis.Redis, pattern: str = "{sb}:outcomes:*") -> int:
+    """Every delivery outcome the feedback daemon has counted in Redis (all endpoints, providers,
+    minutes; or the keys of ``pattern``, such as the per-tenant hours)."""
     return sum(
-        int(v)
-        for key in client.scan_iter(match="{sb}:outcomes:*", count=1000)
-        for v in client.hgetall(key).values()
+        int(v) for key in client.scan_iter(match=pattern, count=1000) for v in client.hgetall(key).values()
     )
 
 
