@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from integration.arf import NOT_MULTIPART, arf_report
 from integration.daemons import CLI, DaemonProcess, tcp_ready
 from integration.redis_server import RedisServer
 from integration.waits import wait_until
@@ -102,6 +103,19 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
     )
     raw = yaml.safe_load(ms.config_path.read_text())
     raw["redis"]["url"] += f"?password={password_of(ACL['sb-cli'])}"
+    # for `fbl`, which runs the complaint rate rules with the feedback daemon's user
+    raw["feedback"]["complaints"] = {"keep_dir": str(tmp_path / "fbl")}
+    raw["feedback"]["rate_rules"] = [
+        {
+            "name": "complaints",
+            "measure": "complained",
+            "above_percent": 0.1,
+            "recover_below_percent": 0.05,
+            "min_attempts": 1,
+            "window": "1h",
+            "action": "throttle",
+        }
+    ]
     ms.config_path.write_text(yaml.safe_dump(raw))
     cli_env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_BALANCER_REDIS_")}
 
@@ -137,6 +151,18 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
         out = cli(ms.config_path, *args, env=cli_env)
         assert out.returncode == 0, (args, out.stdout, out.stderr)
         outputs[" ".join(args)] = out.stdout + out.stderr
+
+    for report in (arf_report("127.0.0.3", rcpt_to="user1@example.test"), NOT_MULTIPART):
+        fbl = subprocess.run(
+            [CLI, "-c", str(ms.config_path), "fbl"],
+            input=report,
+            capture_output=True,
+            timeout=60,
+            env={**cli_env, **user_env("sb-feedback")},
+        )
+        assert fbl.returncode == 0, fbl.stderr
+        outputs[f"fbl {len(report)}"] = (fbl.stdout + fbl.stderr).decode()
+    assert admin.hget("{sb}:fbl:totals", "report:complaint") == "1"
 
     denials = sorted(
         {(e["username"], e["context"], e["reason"], e["object"]) for e in admin.execute_command("ACL", "LOG")}

@@ -42,10 +42,11 @@ class Report:
 
 
 def text(value: object) -> str:
-    """A header value as clean text: undecodable bytes replaced, whitespace folded."""
+    """A header value as clean text: undecodable bytes replaced, whitespace folded,
+    control characters shown as "?" (the text reaches terminals and logs)."""
     raw = str(value or "")
     clean = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return " ".join(clean.split())
+    return "".join(c if c.isprintable() else "?" for c in " ".join(clean.split()))
 
 
 def address(value: object) -> str:

@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -96,24 +96,30 @@ def read_stdin(stream: BinaryIO, limit: int, keep_dir: Path) -> tuple[bytes, int
     head = stream.read(limit + 1)
     if len(head) <= limit:
         return head, len(head), None
-    keep_dir.mkdir(parents=True, exist_ok=True)
-    path = keep_dir / f"{unique_name()}.too_large"
     size = len(head)
-    with open(path, "wb") as f:
-        f.write(head)
+
+    def rest() -> Iterator[bytes]:
+        nonlocal size
+        yield head
         while chunk := stream.read(CHUNK):
-            f.write(chunk)
             size += len(chunk)
-    return head[:0], size, path
+            yield chunk
+
+    path = keep(rest(), keep_dir, "too_large")
+    return b"", size, path
 
 
-def keep(raw: bytes, keep_dir: Path, result: str) -> Path:
-    """Write the report where an operator can inspect it; a partial file never shows."""
+def keep(chunks: Iterable[bytes], keep_dir: Path, result: str) -> Path:
+    """Write the report where an operator can inspect it: synced, then renamed into
+    place, so a partial file never shows; readable by its owner and group only (a
+    report quotes recipients' addresses)."""
     keep_dir.mkdir(parents=True, exist_ok=True)
     name = f"{unique_name()}.{result}"
     tmp = keep_dir / f".{name}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(raw)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    with os.fdopen(fd, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
         f.flush()
         os.fsync(f.fileno())
     final = keep_dir / name
@@ -126,7 +132,7 @@ def take_stdin(intake: Intake, stream: BinaryIO, limit: int, keep_dir: Path, kee
         raw, size, kept = read_stdin(stream, limit, keep_dir)
         outcome = intake.judge(raw, size, limit)
         if kept is None and (keep_all or not outcome.usable):
-            kept = keep(raw, keep_dir, outcome.result)
+            kept = keep([raw], keep_dir, outcome.result)
     except OSError as exc:
         print(
             f"smtp-balancer fbl: cannot keep the report in {keep_dir}: {exc}; try again later",
@@ -181,7 +187,11 @@ def take_maildir(intake: Intake, root: Path, limit: int) -> int:
             return EX_TEMPFAIL
         flags = "S" if outcome.usable else "FS"  # Flagged: look at it
         target = root / "cur" / f"{path.name.partition(':')[0]}:2,{flags}"
-        path.rename(target)
+        try:
+            path.rename(target)
+        except OSError as exc:  # counted, but the next run would count it again: say so
+            log.error("cannot move %s to cur/ (%s): move it by hand, or it is counted twice", path, exc)
+            continue
         _report(outcome, rates, "" if outcome.usable else f" (kept as {target})")
         done += 1
     print(f"smtp-balancer fbl: {done} report{'s' if done != 1 else ''} read from {root}")

@@ -70,3 +70,11 @@ def test_non_utf8_bytes_in_fields_do_not_crash_the_parser() -> None:
     assert err.value.kind == "no_source_ip"
     report = parse_report(arf_report().replace(b"Yahoo!-Mail-Feedback/2.0", b"\xff\xfeAgent\x80"))
     assert report.source_ip == "127.0.0.3" and "Agent" in report.user_agent
+
+
+def test_control_characters_in_fields_never_reach_a_terminal() -> None:
+    raw = arf_report().replace(b"Yahoo!-Mail-Feedback/2.0", b"evil\x1b[31mred\x07")
+    assert parse_report(raw).user_agent == "evil?[31mred?"
+    with pytest.raises(ReportError) as err:
+        parse_report(NOT_MULTIPART.replace(b"Subject: spam!!", b"Content-Type: text/\x1b[2Jplain"))
+    assert "\x1b" not in str(err.value)

@@ -55,6 +55,7 @@ def test_an_unusable_report_is_kept_byte_for_byte_and_counted(
     assert stdin(intake(config, rdb), raw, tmp_path / "kept") == 0
     kept = list((tmp_path / "kept").iterdir())
     assert len(kept) == 1 and kept[0].name.endswith("." + result) and kept[0].read_bytes() == raw
+    assert kept[0].stat().st_mode & 0o777 == 0o640  # a report quotes recipients' addresses
     assert rdb.hgetall(KEYS.fbl_totals()) == {f"report:{result}": "1"}
     assert rdb.keys(KEYS.base + ":outcomes:*") == []
 
