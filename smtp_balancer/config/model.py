@@ -179,6 +179,9 @@ class DecisionConfig(Strict):
     # decide in memory from Redis-tracked state and quota leases (CLIENT TRACKING,
     # Redis 6+); off: one select.lua round trip per decision
     local: bool = True
+    # how often each decider checks that its local endpoints' bind addresses are on
+    # this host; an endpoint whose address is not gets no mail from this host (0: off)
+    bind_check_s: float = Field(default=5, ge=0, le=3600)
 
 
 class MxLookupConfig(Strict):

@@ -21,7 +21,8 @@ class PoolPlan:
     terminal: Terminal
 
 
-def build_plan(config: BalancerConfig, pool_name: str) -> PoolPlan:
+def build_plan(config: BalancerConfig, pool_name: str, absent: frozenset[str] = frozenset()) -> PoolPlan:
+    """``absent``: endpoints left out of every stage (not plumbed on this host)."""
     stages: list[Stage] = []
     seen: set[str] = set()
     name = pool_name
@@ -30,7 +31,7 @@ def build_plan(config: BalancerConfig, pool_name: str) -> PoolPlan:
         seen.add(name)
         stage = Stage(
             pool=name,
-            members=tuple((m.endpoint, m.weight) for m in pool.endpoints),
+            members=tuple((m.endpoint, m.weight) for m in pool.endpoints if m.endpoint not in absent),
             stickiness=pool.stickiness,
             spread=pool.spread,
             ignore_caps=False,

@@ -36,6 +36,10 @@ class Planner:
         self.providers = ProviderTable.from_config(config)
         self.rules = RuleSet(config.rules)
         self.plans = {name: build_plan(config, name) for name in config.pools}
+        # endpoints whose bind address is not on this host (engine/plumbing.py); bumping
+        # the generation tells the script codec its cached plans are stale
+        self.unplumbed: dict[str, str] = {}
+        self.generation = 0
         self.caps = CapsTable(config)
         self.routes = {name: route_for(name, ep.nexthop) for name, ep in config.endpoints.items()}
         self.rng = rng or random.Random()
@@ -43,6 +47,13 @@ class Planner:
         self._hour_value = datetime.fromtimestamp(0, UTC)
         self._bucket_hour: datetime | None = None
         self._bucket_text = ("", "")
+
+    def set_unplumbed(self, unplumbed: dict[str, str]) -> None:
+        """Leave these endpoints (name -> bind address) out of every plan, on every path."""
+        self.unplumbed = dict(unplumbed)
+        absent = frozenset(unplumbed)
+        self.plans = {name: build_plan(self.config, name, absent) for name in self.config.pools}
+        self.generation += 1
 
     # -- per message ------------------------------------------------------------
     def prepare(

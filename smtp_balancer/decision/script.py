@@ -34,7 +34,7 @@ class Late(Exception):
 class ScriptCodec:
     def __init__(self, planner: Planner) -> None:
         self.planner = planner
-        self._texts: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self._texts: dict[tuple[str, str, int], tuple[PoolPlan, bytes, bytes]] = {}
 
     def encode(self, draw: Draw, deadline: float = 0.0) -> tuple[list[bytes], list[str | bytes]]:
         """The keys and arguments of select.lua for this draw. ``deadline``: Redis's
@@ -55,30 +55,34 @@ class ScriptCodec:
 
     def _static_args(self, pool: str, plan: PoolPlan, caps: dict[str, Caps], day: str) -> tuple[bytes, bytes]:
         """The anchor key and plan text, per pool and day (caps change once a day)."""
-        cache_key = (pool, day)
+        # keyed by the plan object: a draw made before the plans changed (a bind address
+        # came or went) is encoded with its own plan, the one its hashes index
+        cache_key = (pool, day, id(plan))
         cached = self._texts.get(cache_key)
-        if cached is None:
-            if len(self._texts) > 4 * len(self.planner.plans) + 16:
-                self._texts.clear()  # yesterday's caps
-            stages = []
-            for stage in plan.stages:
-                names = [ep for ep, _ in stage.members]
-                capped = any(caps[ep].day is not None or caps[ep].hour is not None for ep in names)
-                stages.append(
-                    [
-                        stage.pool,
-                        stage.spread,
-                        int(stage.ignore_caps),
-                        names,
-                        [weight for _, weight in stage.members],
-                        # no caps in the stage: empty lists, less for select.lua to decode
-                        [-1 if caps[ep].day is None else caps[ep].day for ep in names] if capped else [],
-                        [-1 if caps[ep].hour is None else caps[ep].hour for ep in names] if capped else [],
-                    ]
-                )
-            anchor = self.planner.keys.pool_weights(plan.stages[0].pool).encode()
-            cached = self._texts[cache_key] = (anchor, json.dumps(stages, separators=(",", ":")).encode())
-        return cached
+        if cached is not None and cached[0] is plan:
+            return cached[1], cached[2]
+        if len(self._texts) > 4 * len(self.planner.plans) + 16:
+            self._texts.clear()  # yesterday's caps
+        stages = []
+        for stage in plan.stages:
+            names = [ep for ep, _ in stage.members]
+            capped = any(caps[ep].day is not None or caps[ep].hour is not None for ep in names)
+            stages.append(
+                [
+                    stage.pool,
+                    stage.spread,
+                    int(stage.ignore_caps),
+                    names,
+                    [weight for _, weight in stage.members],
+                    # no caps in the stage: empty lists, less for select.lua to decode
+                    [-1 if caps[ep].day is None else caps[ep].day for ep in names] if capped else [],
+                    [-1 if caps[ep].hour is None else caps[ep].hour for ep in names] if capped else [],
+                ]
+            )
+        anchor = self.planner.keys.pool_weights(plan.stages[0].pool).encode()
+        text = json.dumps(stages, separators=(",", ":")).encode()
+        self._texts[cache_key] = (plan, anchor, text)
+        return anchor, text
 
     def interpret(self, draw: Draw, reply: Sequence[Any]) -> tuple[Decision, list[StateJunk]]:
         """The Decision for a select.lua reply, and the junk the script stepped over."""

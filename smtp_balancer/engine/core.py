@@ -33,6 +33,7 @@ from smtp_balancer.engine.junk import JunkReporter
 from smtp_balancer.engine.leases import LeaseService
 from smtp_balancer.engine.mirror import MirrorKeeper
 from smtp_balancer.engine.mx import MxProviders
+from smtp_balancer.engine.plumbing import PlumbingWatch, local_addresses
 from smtp_balancer.observe import metrics
 from smtp_balancer.state import scripts
 from smtp_balancer.state.channel import ScriptChannel
@@ -77,6 +78,9 @@ class Engine:
             self.book, self.channel, self.breaker, self.junk, config.redis.admin_timeout_ms / 1000
         )
         self.health.where = describe(config.redis)  # where Redis is, for every log line
+        self.plumbing = PlumbingWatch(
+            local_addresses(config), config.decision.bind_check_s, self.planner.set_unplumbed
+        )
 
     @property
     def live(self) -> LiveState | None:
@@ -107,6 +111,7 @@ class Engine:
 
     def _start_background(self) -> None:
         self.health.start()  # in every mode: a stall is logged and measured
+        self.plumbing.start()
         # in every mode: it also writes what degraded decisions counted, once Redis is back
         self.leases.start()
         if self.config.decision.local and not self.mirror.started:
@@ -129,6 +134,7 @@ class Engine:
 
     async def _stop_background(self) -> None:
         self.mirror.fresh = False
+        await self.plumbing.stop()
         await self.leases.stop()
         await self.mirror.stop()
 

@@ -36,6 +36,7 @@ class EndpointState:
     suspensions: Mapping[str, str] = field(default_factory=dict)  # provider or "all" -> reason
     requested: frozenset[str] = frozenset()  # providers (or "all") an operator asked to move
     plumbed: bool = True
+    bind_missing: str = ""  # its bind address, when that is not on this host
 
 
 def endpoint_state(
@@ -44,6 +45,7 @@ def endpoint_state(
     requested: Iterable[str],
     now: float,
     plumbed: bool = True,
+    bind_missing: str = "",
 ) -> EndpointState:
     """An EndpointState from the state hash's fields (HGETALL, decoded), the endpoint's
     suspension reasons and operator requests by provider, at wall-clock ``now``."""
@@ -59,6 +61,7 @@ def endpoint_state(
         suspensions=dict(suspensions),
         requested=frozenset(asked),
         plumbed=plumbed,
+        bind_missing=bind_missing,
     )
 
 
@@ -98,6 +101,8 @@ def move_reason(state: EndpointState, provider: str, rules: AutomaticRules) -> s
     """Why mail for ``provider`` bound to this endpoint should move; None: it stays."""
     if not state.plumbed:
         return "unplumbed: no such transport in master.cf"
+    if state.bind_missing:
+        return f"unplumbed: bind address {state.bind_missing} is not on this host"
     asked = provider in state.requested or ALL_PROVIDERS in state.requested
     if state.admin == "drained" and asked:
         return f"drained: {state.admin_reason}".rstrip(": ")

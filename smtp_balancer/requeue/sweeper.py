@@ -28,6 +28,7 @@ from smtp_balancer.decision.facts import Facts
 from smtp_balancer.decision.plan import route_for
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.engine import Engine
+from smtp_balancer.engine.plumbing import local_addresses, unplumbed
 from smtp_balancer.feedback.responses import builtin_rules
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.requeue import metrics
@@ -128,6 +129,7 @@ class Sweeper:
         suspensions = self._scoped(self.keys.suspension_pattern(), self.keys.suspension_prefix())
         requested = self._scoped(self.keys.requeue_pattern(), self.keys.requeue_prefix())
         plumbed = self.queue.transports()
+        missing = unplumbed(local_addresses(self.config))
         states = {}
         for name, raw in zip(names, replies, strict=True):
             fields = {text_of(k): text_of(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
@@ -137,6 +139,7 @@ class Sweeper:
                 [p for (ep, p) in requested if ep == name],
                 now,
                 plumbed=name in plumbed,
+                bind_missing=missing.get(name, ""),
             )
         return states
 

@@ -1,0 +1,116 @@
+"""Is each local endpoint's bind address on this host? (``decision.bind_check_s``)
+
+An endpoint whose source address is not plumbed here cannot send from here:
+Postfix defers everything routed to it ("Cannot assign requested address").
+Each decider checks every few seconds by binding a socket to the address
+(port 0, nothing is sent) and leaves unplumbed endpoints out of its plans on
+every path (``Planner.set_unplumbed``), so this host stops routing to them; the
+requeue daemon moves what was already deferred. The check is per host: another
+host of the fleet may well have the address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Mapping
+
+from prometheus_client import Gauge
+
+from smtp_balancer.config.model import BalancerConfig
+
+log = logging.getLogger("smtp_balancer.engine")
+
+UNPLUMBED = Gauge(
+    "smtp_balancer_endpoint_unplumbed",
+    "1 while the endpoint's bind address is not on this host: it gets no mail from here",
+    ["endpoint"],
+)
+# errors that mean "not on this host"; anything else (a permission problem) is logged, not acted on
+MISSING = {errno.EADDRNOTAVAIL}
+
+
+def local_addresses(config: BalancerConfig) -> dict[str, str]:
+    """Endpoint -> bind address, for local endpoints that name one."""
+    endpoints = config.endpoints.items()
+    return {name: ep.bind_address for name, ep in endpoints if ep.kind == "local" and ep.bind_address}
+
+
+def bindable(address: str) -> bool | None:
+    """True when a socket can bind to the address here, False when it is not on this
+    host, None when the check itself failed for another reason."""
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((address, 0))
+    except OSError as exc:
+        if exc.errno in MISSING:
+            return False
+        log.warning("cannot check bind address %s: %s", address, exc)
+        return None
+    return True
+
+
+def unplumbed(addresses: Mapping[str, str], check: Callable[[str], bool | None] = bindable) -> dict[str, str]:
+    """The endpoints whose address is not on this host (a failed check counts as present)."""
+    return {name: addr for name, addr in addresses.items() if check(addr) is False}
+
+
+class PlumbingWatch:
+    """Runs the check on a schedule and tells ``apply`` when the set changes."""
+
+    def __init__(
+        self,
+        addresses: Mapping[str, str],
+        interval_s: float,
+        apply: Callable[[dict[str, str]], None],
+        check: Callable[[str], bool | None] = bindable,
+    ) -> None:
+        self.addresses = dict(addresses)
+        self.interval_s = interval_s
+        self.apply = apply
+        self.check = check
+        self.current: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def run_once(self) -> dict[str, str]:
+        found = unplumbed(self.addresses, self.check)
+        if found != self.current:
+            for name in sorted(found.keys() - self.current.keys()):
+                log.warning(
+                    "endpoint %s: bind address %s is not on this host; no mail routed through it"
+                    " from here until it is",
+                    name,
+                    found[name],
+                )
+            for name in sorted(self.current.keys() - found.keys()):
+                log.warning("endpoint %s: bind address %s is back on this host", name, self.current[name])
+            self.current = found
+            self.apply(found)
+        for name in self.addresses:
+            UNPLUMBED.labels(name).set(1 if name in found else 0)
+        return found
+
+    def start(self) -> None:
+        if self.addresses and self.interval_s > 0 and self._task is None:
+            self.run_once()  # before the first message
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="bind-check")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                self.run_once()
+            except Exception:  # a check must never stop deciding
+                log.exception("bind address check failed; retrying")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
