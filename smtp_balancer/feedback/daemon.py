@@ -159,6 +159,16 @@ class FeedbackDaemon:
             metrics.LOG_LINES.labels("garbage").inc(len(batch.garbage))
             for line in batch.garbage:
                 self.notes.warning("unparsable log line", "log line skipped: %s", line)
+        for name, n in batch.bind_errors.items():
+            label = endpoint_label(name, self.endpoints)
+            metrics.BIND_ERRORS.labels(label).inc(n)
+            self.notes.warning(
+                f"bind error {label}",
+                "endpoint %s: Postfix cannot bind its source address (%d times) and sends from the"
+                " host's default address; the deciders leave it out while decision.bind_check_s is on",
+                label,
+                n,
+            )
         for d in batch.deliveries:
             ep = endpoint_label(d.endpoint, self.endpoints)
             metrics.DELIVERIES.labels(ep, d.provider, d.status, d.bounce_class, d.tenant).inc()

@@ -71,6 +71,21 @@ def split_program(program: str) -> tuple[str, str]:
     return "/".join(parts[1:-1]), parts[-1]
 
 
+# Postfix 3.7 logs this and connects from the host's default address instead: the
+# mail still leaves, from the wrong IP (integration/test_unplumbed_postfix.py)
+BIND_ERROR = "smtp_connect_addr: bind "
+_BIND_WARNING = re.compile(
+    r"^(?:\w{3} +\d{1,2} [\d:]{8}|\d{4}-\d\d-\d\dT\S+) \S+ (?P<program>postfix[\w/.-]*)\[\d+\]: "
+    r"warning: smtp_connect_addr: bind "
+)
+
+
+def bind_error_endpoint(line: str) -> str | None:
+    """The endpoint of a bind warning line (``postfix/out2/smtp``), else None."""
+    m = _BIND_WARNING.match(line)
+    return split_program(m.group("program"))[0] if m else None
+
+
 def parse_sender(line: str) -> tuple[str, str] | None:
     """A message's sender line -> (queue id, envelope sender); None for any other line."""
     m = _LINE.match(line.rstrip("\n"))

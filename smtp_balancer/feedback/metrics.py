@@ -53,3 +53,8 @@ RELAY_UP = Gauge("smtp_balancer_relay_up", "1 when the relay endpoint passes its
 RELAY_PROBES = Counter(
     "smtp_balancer_relay_probes_total", "Relay endpoint SMTP probes by result", ["endpoint", "result"]
 )
+BIND_ERRORS = Counter(
+    "smtp_balancer_feedback_bind_errors_total",
+    "Postfix could not bind an endpoint's source address and sent from the host's default one",
+    ["endpoint"],
+)

@@ -18,7 +18,14 @@ from smtp_balancer.clock import SYSTEM
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.decision.warmup import hour_bucket
 from smtp_balancer.feedback.classify import BounceClassifier, builtin_classes
-from smtp_balancer.feedback.delivery_log import Delivery, LogLineError, parse_line, parse_sender
+from smtp_balancer.feedback.delivery_log import (
+    BIND_ERROR,
+    Delivery,
+    LogLineError,
+    bind_error_endpoint,
+    parse_line,
+    parse_sender,
+)
 from smtp_balancer.feedback.exim_log import MARKERS as EXIM_MARKERS
 from smtp_balancer.feedback.exim_log import parse_exim_arrival, parse_exim_line
 from smtp_balancer.feedback.responses import CompiledRule, ResponseMatcher
@@ -42,6 +49,9 @@ class Batch:
     tenant_outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     hits: list[Hit] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
+    # endpoint -> Postfix's "smtp_connect_addr: bind <addr>: Cannot assign requested
+    # address" warnings: its mail left from the host's default address instead
+    bind_errors: Counter[str] = field(default_factory=Counter)
     lines: int = 0
     ignored: int = 0  # well-formed, but not a delivery result
     garbage: list[str] = field(default_factory=list)  # why each unparsable line failed
@@ -103,6 +113,8 @@ class Processor:
                 batch.ignored += 1
                 continue
             if not self.maybe_delivery(line):
+                if BIND_ERROR in line and (endpoint := bind_error_endpoint(line)) is not None:
+                    batch.bind_errors[endpoint] += 1
                 batch.ignored += 1
                 continue
             try:

@@ -129,7 +129,8 @@ class Sweeper:
         suspensions = self._scoped(self.keys.suspension_pattern(), self.keys.suspension_prefix())
         requested = self._scoped(self.keys.requeue_pattern(), self.keys.requeue_prefix())
         plumbed = self.queue.transports()
-        missing = unplumbed(local_addresses(self.config))
+        # the same check as the deciders' (engine/plumbing.py), when they make it
+        missing = unplumbed(local_addresses(self.config)) if self.config.decision.bind_check_s else {}
         states = {}
         for name, raw in zip(names, replies, strict=True):
             fields = {text_of(k): text_of(v) for k, v in raw.items()} if isinstance(raw, dict) else {}

@@ -114,8 +114,7 @@ def test_five_distinct_errors_reported_together():
             "unknown provider 'isp'",
         ),
         (
-            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
-            "tenants: ['shop example']\n",
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\ntenants: ['shop example']\n",
             "tenants[0]",
             "not a domain",
         ),

@@ -74,3 +74,16 @@ def test_metric_labels_stay_bounded() -> None:
         "unconfigured",
         "unconfigured",
     ]
+
+
+def test_postfix_bind_warnings_are_counted_per_endpoint() -> None:
+    warning = "Dec  2 14:23:50 mta postfix/{ep}smtp[18854]: warning: smtp_connect_addr: bind 192.0.2.55: "
+    lines = [
+        warning.format(ep="out2/") + "Cannot assign requested address",
+        warning.format(ep="out2/") + "Cannot assign requested address",
+        warning.format(ep="") + "Cannot assign requested address",  # Postfix's default transport
+        "Dec  2 14:23:50 mta postfix/out2/smtp[1]: warning: something else entirely",
+    ]
+    batch = processor().process(lines, "u", NOW)
+    assert batch.bind_errors == {"out2": 2, "": 1}
+    assert batch.ignored == 4 and not batch.garbage

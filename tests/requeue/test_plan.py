@@ -61,6 +61,9 @@ def test_move_reasons() -> None:
     quiet = AutomaticRules(RULES.response, RULES.rate, health_quarantines=False)
     assert move_reason(EndpointState(admin="quarantined", admin_by="relay-probe"), "x", quiet) is None
     # unplumbed: mail could never leave
+    assert move_reason(EndpointState(bind_missing="192.0.2.55"), "google", RULES) == (
+        "unplumbed: bind address 192.0.2.55 is not on this host"
+    )
     assert move_reason(EndpointState(plumbed=False), "google", RULES) == (
         "unplumbed: no such transport in master.cf"
     )
