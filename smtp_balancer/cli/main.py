@@ -67,10 +67,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     async def run() -> str:
         engine = Engine(config, args.clock)
         try:
+            if config.decision.bind_check_s:
+                engine.plumbing.run_once()  # as this host's deciders see it
             decision = await engine.decide(facts, commit=False, explain=True)
         finally:
             await engine.aclose()
-        return explain_report(facts, decision)
+        return explain_report(facts, decision, engine.planner.unplumbed)
 
     print(asyncio.run(run()))
     return 0

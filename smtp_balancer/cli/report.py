@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.durations import format_duration
 from smtp_balancer.state.admin import TENANT_HOURS, Snapshot
@@ -22,7 +24,8 @@ def table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
-def explain_report(facts: Facts, decision: Decision) -> str:
+def explain_report(facts: Facts, decision: Decision, unplumbed: Mapping[str, str] | None = None) -> str:
+    """``unplumbed``: endpoints left out of every plan on this host (name -> bind address)."""
     out = [
         f"facts:     sender={facts.sender or '<>'} recipients={','.join(facts.recipients) or '-'}"
         f" sasl={facts.sasl_username or '-'} client={facts.client_address or '-'}"
@@ -38,6 +41,8 @@ def explain_report(facts: Facts, decision: Decision) -> str:
             for v in decision.verdicts
         ]
         out += table(rows)
+    for name, address in sorted((unplumbed or {}).items()):
+        out.append(f"left out:  {name}: bind address {address} is not on this host (decision.bind_check_s)")
     if decision.outcome == "route" and decision.route:
         pick = f"{decision.endpoint} -> FILTER {decision.route.filter_target}"
     else:

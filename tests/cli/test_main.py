@@ -207,3 +207,12 @@ def test_status_shows_each_tenant_over_the_last_24_hours(make_config, rdb: redis
     assert re.search(r"shop\.test +400 +7 +5 +1 +0\.25%", out), out
     assert re.search(r"news\.test +0 +0 +0 +0 +-", out), out
     assert re.search(r"other +0 +2 +0 +0 +-", out), out
+
+
+def test_explain_names_an_endpoint_left_out_on_this_host(make_config, rdb, tmp_path, capsys):
+    make_config({"endpoints": {"out2": {"bind_address": "192.0.2.55"}}})
+    args = ["-c", str(tmp_path / "config.yaml"), "explain", "--sender", "a@shop.test", "--rcpt", "b@gmail.com"]
+    assert main(args, clock=CLOCK) == 0
+    out = capsys.readouterr().out
+    assert "left out:  out2: bind address 192.0.2.55 is not on this host" in out
+    assert not re.search(r"main +out2 ", out)  # not a candidate at all
