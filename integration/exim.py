@@ -123,18 +123,19 @@ begin retry
 """
 
 
-def config_text(rendered: Path) -> str:
+def config_text(rendered: Path, own_router: str = "", own_transport: str = "") -> str:
     """The harness's Exim config: the README's snippet, literally, with its folder
-    replaced by ``rendered`` and its ``...`` by the operator's own router."""
+    replaced by ``rendered`` and its ``...`` by the operator's own router (and
+    ``own_router`` before it; ``own_transport`` joins the operator's transports)."""
     lines: list[str] = []
     for line in readme_exim_snippet().replace(README_DIR, str(rendered)).splitlines():
         if line == "...":
-            lines.append(OWN_ROUTER)
+            lines.append(own_router + OWN_ROUTER)
         else:
             lines.append(line)
             if line == "begin acl":
                 lines.append(RCPT_ACL)
-    return MAIN + "\n".join(lines) + "\n" + OWN_TRANSPORT_AND_RETRY
+    return MAIN + "\n".join(lines) + "\n" + own_transport + OWN_TRANSPORT_AND_RETRY
 
 
 class EximInstance:
@@ -146,9 +147,14 @@ class EximInstance:
         sink_host: str,
         sink_port: int,
         smarthost: bool = True,
+        own_router: str = "",
+        own_transport: str = "",
     ) -> None:
         """``smarthost=False`` leaves the rendered routers on dnslookup, as in production:
-        only for ``check()``, since the test domains are not in DNS."""
+        only for ``check()``, since the test domains are not in DNS. ``own_router`` and
+        ``own_transport``: more of the operator's own config (no braces: it is formatted)."""
+        self.own_router = own_router
+        self.own_transport = own_transport
         self.base = base.resolve()
         self.spool = self.base / "spool"
         self.logs = self.base / "log"
@@ -166,7 +172,7 @@ class EximInstance:
             d.mkdir(parents=True, exist_ok=True)
             shutil.chown(d, user=EXIM_USER, group=EXIM_USER)
         self.config_file.write_text(
-            config_text(self.rendered).format(
+            config_text(self.rendered, self.own_router, self.own_transport).format(
                 binary=exim_binary(),
                 spool=self.spool,
                 logs=self.logs,

@@ -11,7 +11,9 @@ under the backport's name (the fbl command uses only the synchronous client).
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import subprocess
 import sys
 import sysconfig
@@ -33,7 +35,14 @@ sys.exit(main())
 
 def runs_as(user: str, argv: list[str]) -> bool:
     probe = subprocess.run(
-        ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *argv, "--help"],
+        [
+            "setpriv",
+            f"--reuid={user}",
+            f"--regid={grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name}",
+            "--clear-groups",
+            *argv,
+            "--help",
+        ],
         capture_output=True,
         timeout=60,
         cwd="/",
