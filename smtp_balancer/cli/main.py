@@ -211,10 +211,19 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_fbl(args: argparse.Namespace) -> int:
-    from smtp_balancer.complaints.intake import run
+    from smtp_balancer.complaints.intake import EX_TEMPFAIL, run
 
     logs.configure("logfmt", logging.WARNING)  # each report's line goes to stdout; trouble to stderr too
-    return run(_config(args), args.maildir, sys.stdin.buffer)
+    if args.maildir is not None:
+        return run(_config(args), args.maildir, sys.stdin.buffer)
+    # behind a pipe transport any other exit code bounces the report to the feedback
+    # loop: whatever goes wrong (the config, Redis setup, a bug), the MTA keeps it
+    try:
+        return run(_config(args), None, sys.stdin.buffer)
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        print(f"smtp-balancer fbl: {why}; the report waits for a retry", file=sys.stderr)
+        return EX_TEMPFAIL
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:

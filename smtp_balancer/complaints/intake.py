@@ -58,6 +58,8 @@ class Intake:
             report = parse_report(raw)
         except ReportError as exc:
             return Outcome(exc.kind, str(exc))
+        except Exception as exc:  # the email package on hostile input: keep it, never crash
+            return Outcome("malformed", f"unparsable ({type(exc).__name__}: {str(exc)[:120]})")
         attribution = self.attributor.attribute(report)
         if report.feedback_type not in self.feedback_types:
             return Outcome("not_counted", f"Feedback-Type {report.feedback_type}", attribution)

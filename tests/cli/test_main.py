@@ -211,7 +211,15 @@ def test_status_shows_each_tenant_over_the_last_24_hours(make_config, rdb: redis
 
 def test_explain_names_an_endpoint_left_out_on_this_host(make_config, rdb, tmp_path, capsys):
     make_config({"endpoints": {"out2": {"bind_address": "192.0.2.55"}}})
-    args = ["-c", str(tmp_path / "config.yaml"), "explain", "--sender", "a@shop.test", "--rcpt", "b@gmail.com"]
+    args = [
+        "-c",
+        str(tmp_path / "config.yaml"),
+        "explain",
+        "--sender",
+        "a@shop.test",
+        "--rcpt",
+        "b@gmail.com",
+    ]
     assert main(args, clock=CLOCK) == 0
     out = capsys.readouterr().out
     assert "left out:  out2: bind address 192.0.2.55 is not on this host" in out

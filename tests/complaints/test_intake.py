@@ -177,3 +177,34 @@ def test_the_command_reads_stdin_and_a_maildir(make_config, rdb, tmp_path, monke
     assert rdb.hget(KEYS.fbl_totals(), "complaint:out3:yahoo:other") == "1"
     assert main(["-c", str(tmp_path / "config.yaml"), "fbl", "--maildir", str(tmp_path / "none")]) == 4
     assert "is not a Maildir" in capsys.readouterr().err
+
+
+def test_behind_a_pipe_a_broken_config_defers_instead_of_bouncing(tmp_path, monkeypatch, capsys) -> None:
+    (tmp_path / "config.yaml").write_text("endpoints: [not, a, mapping\n")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(arf_report())))
+    assert main(["-c", str(tmp_path / "config.yaml"), "fbl"]) == EX_TEMPFAIL
+    assert "the report waits for a retry" in capsys.readouterr().err
+
+
+def test_no_mutation_of_a_report_crashes_the_judge(make_config, rdb) -> None:
+    """Seeded byte flips, cuts and splices of a valid report: each gets a result."""
+    import random
+
+    from smtp_balancer.complaints.store import RESULTS
+
+    judge = intake(make_config(), rdb).judge
+    rng = random.Random(5965)
+    base = arf_report()
+    for _ in range(2000):
+        raw = bytearray(base)
+        for _ in range(rng.randint(1, 12)):
+            i = rng.randrange(len(raw))
+            op = rng.random()
+            if op < 0.5:
+                raw[i] = rng.randrange(256)
+            elif op < 0.8:
+                del raw[i : i + rng.randint(1, 40)]
+            else:
+                raw[i:i] = raw[rng.randrange(len(raw)) :][: rng.randint(1, 40)]
+        outcome = judge(bytes(raw), len(raw), 100_000)
+        assert outcome.result in RESULTS
