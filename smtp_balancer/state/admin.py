@@ -156,7 +156,8 @@ class StateAdmin:
         return int(self.r.delete(*keys)) if keys else 0
 
     # -- reads ---------------------------------------------------------------------
-    def snapshot(self, now: datetime | None = None) -> Snapshot:
+    def snapshot(self, now: datetime | None = None, *, tenants: bool = True) -> Snapshot:
+        """``tenants=False``: skip the per-tenant hours (the state gauges do not show them)."""
         now = now or utc_now(self.clock)
         caps = self.caps.on(now.date())
         pools = list(self.config.pools.items())
@@ -205,7 +206,7 @@ class StateAdmin:
                 warmup_day=cap.warmup_day,
             )
         queued, hosts = self._queued()
-        return Snapshot(now, out_pools, endpoints, queued, hosts, self._tenants(now))
+        return Snapshot(now, out_pools, endpoints, queued, hosts, self._tenants(now) if tenants else {})
 
     def _tenants(self, now: datetime) -> dict[str, dict[str, int]]:
         if not self.config.tenants:
