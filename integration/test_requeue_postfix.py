@@ -188,6 +188,8 @@ def test_drain_requeue_moves_500_queued_messages_at_a_bounded_rate(mail_system) 
     assert all(counts[a] == 1 for a in everyone), {a: n for a, n in counts.items() if n != 1}
     assert not [m for m in ms.sink.messages if m.peer_ip == out2]
     wait_until(lambda: len(moved_lines(ms)) >= 500, 10, "500 'moved' log lines")
+    # each sweep's summary line follows its moves, and info lines reach the log within a second
+    wait_until(lambda: sum(m for m, _ in sweep_lines(ms)) >= 500, 10, "the sweeps' summary lines")
     sweeps = [s for s in sweep_lines(ms) if s[0] > 0]
     assert len(sweeps) >= 5 and all(moved <= limit == 100 for moved, limit in sweeps), sweeps
     assert all("reason" not in line or "drained" in line for line in moved_lines(ms))
