@@ -11,13 +11,13 @@ the shipped alert fires when it passes 10 s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
+from smtp_balancer.engine.tasks import stop_task
 from smtp_balancer.observe import metrics
 from smtp_balancer.state.channel import ScriptChannel
 
@@ -69,11 +69,8 @@ class RedisHealth:
             self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _watch(self) -> None:
         step = min(self.ping_after_s, self.stall_after_s) / 2

@@ -12,7 +12,6 @@ host of the fleet may well have the address.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import ipaddress
 import logging
@@ -22,6 +21,7 @@ from collections.abc import Callable, Mapping
 from prometheus_client import Gauge
 
 from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.engine.tasks import stop_task
 
 log = logging.getLogger("smtp_balancer.engine")
 
@@ -109,8 +109,5 @@ class PlumbingWatch:
                 log.exception("bind address check failed; retrying")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
