@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from smtp_balancer.config import validate_config
 from smtp_balancer.feedback import metrics
@@ -30,4 +31,25 @@ def test_a_log_full_of_garbage_is_counted_exactly_and_logged_briefly(tmp_path, c
     assert len(shown) == daemon.notes.burst
     daemon.notes.flush(everything=True)
     assert caplog.records[-1].getMessage().startswith(f"{1000 - daemon.notes.burst} more unparsable log line")
+    daemon.r.close()
+
+
+def test_bind_errors_are_counted_per_endpoint_and_logged_briefly(tmp_path, caplog):
+    config = validate_config(
+        {
+            "redis": {"url": f"unix://{tmp_path}/absent.sock"},
+            "feedback": {"log_file": str(tmp_path / "mail.log")},
+            "endpoints": {"out1": {}},
+            "pools": {"p": {"endpoints": [{"endpoint": "out1"}]}},
+        }
+    )
+    daemon = FeedbackDaemon(config)
+    caplog.set_level(logging.WARNING, logger="smtp_balancer.feedback")
+    counter = metrics.BIND_ERRORS.labels("out1")
+    before = counter._value.get()
+    for _ in range(20):
+        daemon.record(Batch(bind_errors=Counter({"out1": 3})), [], [])
+    assert counter._value.get() == before + 60
+    shown = [r.getMessage() for r in caplog.records if "cannot bind its source address" in r.getMessage()]
+    assert 1 <= len(shown) <= daemon.notes.burst and shown[0].startswith("endpoint out1: Postfix cannot bind")
     daemon.r.close()
