@@ -41,6 +41,17 @@ def rss_mib() -> float:
     return pages * 4096 / 2**20
 
 
+COMPLAINT_RULE = {
+    "name": "complaints",
+    "measure": "complained",
+    "above_percent": 0.3,
+    "recover_below_percent": 0.1,
+    "min_attempts": 1000,
+    "window": "1d",
+    "action": "quarantine",
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=100_000)
@@ -48,6 +59,11 @@ def main() -> int:
     parser.add_argument("--format", choices=["postfix", "exim"], default="postfix")
     parser.add_argument(
         "--tenants", action="store_true", help="with tenants: the sender join from arrival lines"
+    )
+    parser.add_argument(
+        "--complaint-rule",
+        action="store_true",
+        help="with a complaint rate rule over a day (runs at most once a minute in the daemon)",
     )
     args = parser.parse_args()
     logging.getLogger("smtp_balancer").setLevel(logging.ERROR)  # the garbage lines are on purpose
@@ -80,6 +96,7 @@ def main() -> int:
                     "batch_lines": args.batch,
                     "log_format": args.format,
                     "metrics_listen": "",
+                    "rate_rules": [COMPLAINT_RULE] if args.complaint_rule else [],
                 },
                 "tenants": ["shop.test"] if args.tenants else [],
             }

@@ -34,6 +34,7 @@ from smtp_balancer.state.keys import KeySchema
 
 log = logging.getLogger("smtp_balancer.feedback")
 RETRY_S = 1.0
+COMPLAINT_RULES_EVERY_S = 60.0
 
 
 def endpoint_label(name: str, known: set[str]) -> str:
@@ -69,6 +70,24 @@ class FeedbackDaemon:
         self.where = describe(config.redis)
         self.notifier = Notifier()
         self._next_ping = 0.0
+        rules = list(fb.rate_rules)
+        self.per_batch_rules = [r for r in rules if r.measure != "complained"]
+        # complaint rules read a day of minute buckets per pair: at most once a minute here
+        # (`fbl` runs them at once for each complaint; this run re-arms them)
+        self.complaint_rules = [r for r in rules if r.measure == "complained"]
+        self._complaint_pairs: set[tuple[str, str]] = set()
+        self._complaints_due = 0.0
+
+    def complaint_rates(self, pairs: set[tuple[str, str]]) -> list[RateResult]:
+        if not self.complaint_rules:
+            return []
+        self._complaint_pairs |= pairs
+        if time.monotonic() < self._complaints_due or not self._complaint_pairs:
+            return []
+        rates = self.store.evaluate_rates(self.complaint_rules, self._complaint_pairs)
+        self._complaint_pairs = set()
+        self._complaints_due = time.monotonic() + COMPLAINT_RULES_EVERY_S
+        return rates
 
     # -- start ---------------------------------------------------------------------
     def saved_position(self) -> Position | None:
@@ -134,7 +153,8 @@ class FeedbackDaemon:
         # rates are re-evaluated with every batch that touches a pair: a failure here
         # is logged, never retried (the batch itself is applied, and must not be twice)
         try:
-            rates = self.store.evaluate_rates(list(self.config.feedback.rate_rules), batch.pairs)
+            rates = self.store.evaluate_rates(self.per_batch_rules, batch.pairs)
+            rates += self.complaint_rates(batch.pairs)
         except redis.RedisError as exc:
             metrics.REDIS_ERRORS.inc()
             log.error("Redis at %s: %s; rate rules skipped for this batch", self.where, exc)

@@ -53,3 +53,28 @@ def test_bind_errors_are_counted_per_endpoint_and_logged_briefly(tmp_path, caplo
     shown = [r.getMessage() for r in caplog.records if "cannot bind its source address" in r.getMessage()]
     assert 1 <= len(shown) <= daemon.notes.burst and shown[0].startswith("endpoint out1: Postfix cannot bind")
     daemon.r.close()
+
+
+def test_complaint_rules_run_at_most_once_a_minute_over_every_pair_seen(make_config, rdb, tmp_path):
+    rule = {
+        "name": "complaints",
+        "measure": "complained",
+        "above_percent": 1,
+        "recover_below_percent": 0.5,
+        "window": "1d",
+    }
+    daemon = FeedbackDaemon(
+        make_config({"feedback": {"rate_rules": [rule], "log_file": str(tmp_path / "mail.log")}})
+    )
+    try:
+        assert daemon.per_batch_rules == [] and [r.name for r in daemon.complaint_rules] == ["complaints"]
+        first = daemon.complaint_rates({("out1", "yahoo")})
+        assert [(r.endpoint, r.provider, r.outcome) for r in first] == [("out1", "yahoo", "quiet")]
+        # within the minute: nothing runs, the pairs wait
+        assert daemon.complaint_rates({("out2", "yahoo")}) == []
+        assert daemon.complaint_rates({("out3", "microsoft")}) == []
+        daemon._complaints_due = 0.0  # the minute is over
+        later = daemon.complaint_rates(set())
+        assert sorted((r.endpoint, r.provider) for r in later) == [("out2", "yahoo"), ("out3", "microsoft")]
+    finally:
+        daemon.r.close()
