@@ -36,10 +36,10 @@ class Planner:
         self.providers = ProviderTable.from_config(config)
         self.rules = RuleSet(config.rules)
         self.plans = {name: build_plan(config, name) for name in config.pools}
-        # endpoints whose bind address is not on this host (engine/plumbing.py); bumping
-        # the generation tells the script codec its cached plans are stale
+        # endpoints whose bind address is not on this host (engine/plumbing.py): left out
+        # of the plans (the script codec caches plan text per plan object, so new plans
+        # get new text)
         self.unplumbed: dict[str, str] = {}
-        self.generation = 0
         self.caps = CapsTable(config)
         self.routes = {name: route_for(name, ep.nexthop) for name, ep in config.endpoints.items()}
         self.rng = rng or random.Random()
@@ -53,7 +53,6 @@ class Planner:
         self.unplumbed = dict(unplumbed)
         absent = frozenset(unplumbed)
         self.plans = {name: build_plan(self.config, name, absent) for name in self.config.pools}
-        self.generation += 1
 
     # -- per message ------------------------------------------------------------
     def prepare(
