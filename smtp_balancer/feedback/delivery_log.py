@@ -17,11 +17,9 @@ from smtp_balancer.decision.providers import ProviderTable
 
 STATUSES = frozenset({"sent", "deferred", "bounced", "expired"})
 
-_LINE = re.compile(
-    r"^(?:\w{3} +\d{1,2} [\d:]{8}|\d{4}-\d\d-\d\dT\S+) \S+ "  # syslog or RFC 3339 timestamp, host
-    r"(?P<program>postfix[\w/.-]*)\[\d+\]: "
-    r"(?P<queue_id>[0-9A-Za-z]+): (?P<rest>.*)$"
-)
+# syslog or RFC 3339 timestamp, host, then the Postfix program and its pid
+_PREFIX = r"^(?:\w{3} +\d{1,2} [\d:]{8}|\d{4}-\d\d-\d\dT\S+) \S+ (?P<program>postfix[\w/.-]*)\[\d+\]: "
+_LINE = re.compile(_PREFIX + r"(?P<queue_id>[0-9A-Za-z]+): (?P<rest>.*)$")
 _DELIVERY = re.compile(
     r"^to=<(?P<recipient>[^>]*)>,(?: orig_to=<[^>]*>,)? relay=(?P<relay>[^,]+),"
     r"(?: conn_use=\d+,)? delay=(?P<delay>[\d.]+), delays=(?P<delays>[\d./]+),"
@@ -74,10 +72,7 @@ def split_program(program: str) -> tuple[str, str]:
 # Postfix 3.7 logs this and connects from the host's default address instead: the
 # mail still leaves, from the wrong IP (integration/test_unplumbed_postfix.py)
 BIND_ERROR = "smtp_connect_addr: bind "
-_BIND_WARNING = re.compile(
-    r"^(?:\w{3} +\d{1,2} [\d:]{8}|\d{4}-\d\d-\d\dT\S+) \S+ (?P<program>postfix[\w/.-]*)\[\d+\]: "
-    r"warning: smtp_connect_addr: bind "
-)
+_BIND_WARNING = re.compile(_PREFIX + "warning: " + BIND_ERROR)
 
 
 def bind_error_endpoint(line: str) -> str | None:
