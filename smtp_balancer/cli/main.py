@@ -72,7 +72,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             decision = await engine.decide(facts, commit=False, explain=True)
         finally:
             await engine.aclose()
-        return explain_report(facts, decision, engine.planner.unplumbed)
+        return explain_report(facts, decision, engine.plumbing.current)
 
     print(asyncio.run(run()))
     return 0

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from smtp_balancer.clock import SYSTEM, Clock
@@ -36,10 +37,6 @@ class Planner:
         self.providers = ProviderTable.from_config(config)
         self.rules = RuleSet(config.rules)
         self.plans = {name: build_plan(config, name) for name in config.pools}
-        # endpoints whose bind address is not on this host (engine/plumbing.py): left out
-        # of the plans (the script codec caches plan text per plan object, so new plans
-        # get new text)
-        self.unplumbed: dict[str, str] = {}
         self.caps = CapsTable(config)
         self.routes = {name: route_for(name, ep.nexthop) for name, ep in config.endpoints.items()}
         self.rng = rng or random.Random()
@@ -48,10 +45,11 @@ class Planner:
         self._bucket_hour: datetime | None = None
         self._bucket_text = ("", "")
 
-    def set_unplumbed(self, unplumbed: dict[str, str]) -> None:
-        """Leave these endpoints (name -> bind address) out of every plan, on every path."""
-        self.unplumbed = dict(unplumbed)
-        absent = frozenset(unplumbed)
+    def set_unplumbed(self, endpoints: Iterable[str]) -> None:
+        """Leave these endpoints (bind address not on this host, engine/plumbing.py) out of
+        every plan, on every path. The script codec caches plan text per plan object, so
+        the new plans get new text."""
+        absent = frozenset(endpoints)
         self.plans = {name: build_plan(self.config, name, absent) for name in self.config.pools}
 
     # -- per message ------------------------------------------------------------

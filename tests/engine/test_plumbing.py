@@ -58,7 +58,7 @@ async def test_no_path_picks_an_unplumbed_endpoint(make_config, rdb, local: bool
     finally:
         await engine.aclose()
     assert set(seen) == {"out1", "out3"} and seen.total() == 300
-    assert engine.planner.unplumbed == {"out2": NOT_HERE}
+    assert engine.plumbing.current == {"out2": NOT_HERE}
 
 
 async def test_degraded_decisions_skip_it_too(make_config, redis_server: RedisServer) -> None:
