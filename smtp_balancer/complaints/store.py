@@ -34,6 +34,7 @@ class ComplaintStore:
         self.clock = clock
         self.keys = KeySchema(config.redis.prefix)
         self.retention_s = config.feedback.rate_retention
+        self.rates = FeedbackStore(client, self.keys, "fbl", self.retention_s)
 
     def record(self, result: str, attribution: Attribution | None = None) -> None:
         """Count one report: every result in the totals, a complaint also where rates read it."""
@@ -55,8 +56,8 @@ class ComplaintStore:
 
     def evaluate(self, attribution: Attribution) -> list[RateResult]:
         """Run the complaint rate rules for the complaint's (endpoint, provider)."""
-        rules = [r for r in self.config.feedback.rate_rules if r.measure == "complained"]
+        rules = self.config.feedback.complaint_rules
         if attribution.endpoint is None or not rules:
             return []
-        store = FeedbackStore(self.r, self.keys, "fbl", self.retention_s)
-        return store.evaluate_rates(rules, {(attribution.endpoint, attribution.provider)}, self.clock.wall())
+        pair = (attribution.endpoint, attribution.provider)
+        return self.rates.evaluate_rates(rules, {pair}, self.clock.wall())

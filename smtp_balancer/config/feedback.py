@@ -233,6 +233,11 @@ class FeedbackConfig(Strict):
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
     complaints: ComplaintsConfig = Field(default_factory=ComplaintsConfig)
 
+    @property
+    def complaint_rules(self) -> list[RateRuleConfig]:
+        """The rate rules on complaints: `fbl` runs them per complaint, the daemon once a minute."""
+        return [r for r in self.rate_rules if r.measure == "complained"]
+
     @model_validator(mode="after")
     def _unique_names(self) -> FeedbackConfig:
         names = [r.name for r in self.response_rules] + [r.name for r in self.rate_rules]

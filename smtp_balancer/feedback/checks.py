@@ -10,6 +10,7 @@ import redis
 
 from smtp_balancer.clock import SYSTEM
 from smtp_balancer.complaints import metrics as complaint_metrics
+from smtp_balancer.complaints.metrics import ComplaintLabels
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.feedback import metrics, state_metrics
 from smtp_balancer.feedback.dnsbl import LISTED, DnsblChecker, DnsblResult
@@ -36,8 +37,7 @@ class HealthChecks:
         self.r = client
         self.keys = KeySchema(config.redis.prefix)
         self.admin = StateAdmin(client, config)
-        labels = complaint_metrics.ComplaintLabels
-        self.complaint_labels = labels.from_config(config, self.admin.providers.names)
+        self.complaint_labels = ComplaintLabels.from_config(config, self.admin.providers.names)
         self.stop = stop
         fb = config.feedback
         self.dnsbl = DnsblChecker(fb.dnsbl) if fb.dnsbl.zones else None

@@ -70,11 +70,10 @@ class FeedbackDaemon:
         self.where = describe(config.redis)
         self.notifier = Notifier()
         self._next_ping = 0.0
-        rules = list(fb.rate_rules)
-        self.per_batch_rules = [r for r in rules if r.measure != "complained"]
         # complaint rules read a day of minute buckets per pair: at most once a minute here
         # (`fbl` runs them at once for each complaint; this run re-arms them)
-        self.complaint_rules = [r for r in rules if r.measure == "complained"]
+        self.complaint_rules = fb.complaint_rules
+        self.per_batch_rules = [r for r in fb.rate_rules if r not in self.complaint_rules]
         self._complaint_pairs: set[tuple[str, str]] = set()
         self._complaints_due = 0.0
 
