@@ -99,6 +99,27 @@ def status_report(snapshot: Snapshot) -> str:
                 ]
             )
         out += table(rows)
+    if snapshot.limits:
+        out.append("\nlimits per provider (warm-up caps beside the total, rate caps a minute, fleet-wide):")
+        rows = [["ENDPOINT", "PROVIDER", "TODAY/CAP", "HOUR/CAP", "LAST MINUTE/RATE CAP"]]
+        for lim in snapshot.limits:
+            if lim.rate_cap is None:
+                rows.append(
+                    [
+                        lim.endpoint,
+                        lim.provider,
+                        _count(lim.day_count, lim.day_cap),
+                        _count(lim.hour_count, lim.hour_cap) if lim.hour_cap is not None else "-",
+                        "-",
+                    ]
+                )
+                continue
+            rate = _count(lim.rate_count, lim.rate_cap)
+            if lim.slow_factor is not None:
+                slowed = max(1, int(lim.rate_cap * lim.slow_factor))
+                rate += f", slowed to {slowed} ({format_duration(lim.slow_ttl_s)} left): {lim.slow_reason}"
+            rows.append([lim.endpoint, lim.provider, "-", "-", rate])
+        out += table(rows)
     if snapshot.queued is None:
         out.append("\nqueued: unknown (no `smtp-balancer requeue` daemon reports)")
     else:

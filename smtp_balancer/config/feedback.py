@@ -11,7 +11,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, field_validator, mo
 from smtp_balancer.config.base import Domain, MetricsListen, Name, Strict, parse_hostport
 from smtp_balancer.durations import parse_duration
 
-ACTIONS = ("suspend_provider", "suspend_all", "quarantine", "throttle")
+ACTIONS = ("suspend_provider", "suspend_all", "quarantine", "throttle", "slow")
+Action = Literal["suspend_provider", "suspend_all", "quarantine", "throttle", "slow"]
 BounceClass = Literal[
     "invalid_recipient",
     "mailbox_full",
@@ -80,8 +81,9 @@ class ResponseRuleConfig(Strict):
         default_factory=lambda: ["deferred", "bounced"]
     )
     trigger: Trigger = Field(default_factory=Trigger)
-    action: Literal["suspend_provider", "suspend_all", "quarantine", "throttle"] = "suspend_provider"
-    # throttle only: the endpoint's weight is multiplied by this while it lasts
+    action: Action = "suspend_provider"
+    # throttle: the endpoint's weight is multiplied by this while it lasts; slow: its
+    # rate cap for the provider (endpoints.*.rate_caps) is
     factor: float = Field(default=0.5, gt=0, lt=1)
     duration: Seconds = 600
     # repeats within `window` multiply the duration by `growth`, up to max_duration
@@ -122,8 +124,9 @@ class RateRuleConfig(Strict):
     # the minimum sample: attempts, or delivered messages for complained
     min_attempts: int = Field(default=20, ge=1)
     window: Seconds = 600
-    action: Literal["suspend_provider", "suspend_all", "quarantine", "throttle"] = "suspend_provider"
-    # throttle only: the endpoint's weight for the provider is multiplied by this
+    action: Action = "suspend_provider"
+    # throttle: the endpoint's weight for the provider is multiplied by this; slow:
+    # its rate cap for the provider (endpoints.*.rate_caps) is
     factor: float = Field(default=0.5, gt=0, lt=1)
     duration: Seconds = 900
     # move mail already queued on the endpoint when this rule trips; default: on when

@@ -39,6 +39,9 @@ class WarmupConfig(Strict):
     start: date
     # a built-in or configured schedule name, or an explicit list of steps
     schedule: str | list[WarmupStep | int]
+    # caps per mailbox provider beside the total: provider -> schedule (a name or
+    # steps), by the same day of age; they end when the total schedule ends
+    providers: dict[Name, str | list[WarmupStep | int]] = Field(default_factory=dict)
 
 
 class EndpointConfig(Strict):
@@ -48,7 +51,18 @@ class EndpointConfig(Strict):
     public_ip: str | None = None
     nexthop: str | None = None
     warmup: WarmupConfig | None = None
+    # fleet-wide messages per minute (any 60 s) per provider, or "all" for every
+    # provider together; enforced through Redis at decision time, over it mail spills
+    rate_caps: dict[Name, int] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+
+    @field_validator("rate_caps")
+    @classmethod
+    def _rates(cls, value: dict[str, int]) -> dict[str, int]:
+        for provider, rate in value.items():
+            if not 1 <= rate <= 1_000_000:
+                raise ValueError(f"{provider}: a rate cap is 1 to 1000000 messages per minute, not {rate}")
+        return value
 
     @field_validator("bind_address", "public_ip")
     @classmethod

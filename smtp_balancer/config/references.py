@@ -29,11 +29,25 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
     schedules = set(BUILTIN_SCHEDULES) | set(_mapping(raw.get("warmup_schedules")))
     providers = set(BUILTIN_PROVIDERS) | set(_mapping(raw.get("providers"))) | {"other"}
 
+    for name in _mapping(raw.get("providers")):
+        if name in ("all", "total"):
+            # "all" scopes every provider; "total" is the counter hashes' sum field
+            yield (f"providers.{name}", f"{name!r} is a reserved word, not a provider name")
+
     for name, endpoint in endpoints.items():
         warmup = _mapping(_mapping(endpoint).get("warmup"))
         schedule = warmup.get("schedule")
         if isinstance(schedule, str) and schedule not in schedules:
             yield (f"endpoints.{name}.warmup.schedule", f"unknown warm-up schedule {schedule!r}")
+        for provider, steps in _mapping(warmup.get("providers")).items():
+            path = f"endpoints.{name}.warmup.providers.{provider}"
+            if provider not in providers:
+                yield (path, f"unknown provider {provider!r}")
+            if isinstance(steps, str) and steps not in schedules:
+                yield (path, f"unknown warm-up schedule {steps!r}")
+        for provider in _mapping(_mapping(endpoint).get("rate_caps")):
+            if provider not in providers and provider != "all":
+                yield (f"endpoints.{name}.rate_caps.{provider}", f"unknown provider {provider!r}")
 
     for pool_name, pool in pools.items():
         pool = _mapping(pool)
@@ -84,6 +98,18 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
             for j, provider in enumerate(_list(_mapping(rule).get("providers"))):
                 if isinstance(provider, str) and provider not in providers:
                     yield (f"feedback.{section}[{i}].providers[{j}]", f"unknown provider {provider!r}")
+    rate_capped = {p for e in endpoints.values() for p in _mapping(_mapping(e).get("rate_caps"))}
+    for section in ("response_rules", "rate_rules"):
+        for i, rule in enumerate(_list(feedback.get(section))):
+            rule = _mapping(rule)
+            wanted = set(_list(rule.get("providers"))) or providers
+            if rule.get("action") == "slow" and not (rate_capped & (wanted | {"all"})):
+                # slow lowers a rate cap: with none for these providers it would do nothing
+                yield (
+                    f"feedback.{section}[{i}].action",
+                    "slow lowers a rate cap, and no endpoint has rate_caps for "
+                    + (", ".join(sorted(wanted)) if rule.get("providers") else "any provider"),
+                )
     reporters = _mapping(_mapping(feedback.get("complaints")).get("reporters"))
     for domain, provider in reporters.items():
         if isinstance(provider, str) and provider not in providers:

@@ -6,7 +6,10 @@ The paths differ only in where the data comes from and who settles quota:
   Redis can tell (the lease is short), ``choose`` stops with ``NeedRedis`` and the
   same draw is settled by select.lua.
 - **degraded**: the last-known live state (or the YAML alone); a capped endpoint
-  is never eligible, because its quota cannot be counted without Redis.
+  is never eligible, because its quota cannot be counted without Redis, nor is
+  a rate-capped one for the providers it caps.
+A per-provider warm-up cap or a rate cap is counted per provider, atomically,
+by select.lua alone: the mirror path hands such a draw to it (``NeedRedis``).
 select.lua is the third path, with the same rules read from Redis itself.
 """
 
@@ -20,6 +23,7 @@ from smtp_balancer.state.live import LiveState
 OUT_OF_SERVICE = "out of service"
 SUSPENDED = "suspended"
 UNCOUNTABLE = "warming: its quota cannot be counted without Redis"
+UNRATED = "rate-capped: its rate cannot be counted without Redis"
 
 
 class Eligibility:
@@ -43,10 +47,18 @@ class Eligibility:
             if live.suspended(endpoint, draw.providers, self.now):
                 return SUSPENDED
         caps = draw.caps[endpoint]
+        if self.quota is None:
+            if ignore_caps:
+                return None
+            if caps.capped:
+                return UNCOUNTABLE
+            return UNRATED if caps.needs_redis(draw.providers) else None
+        if caps.needs_redis(draw.providers):
+            # a provider or rate cap: counted atomically per provider by select.lua, and
+            # counted there even when the overflow policy ignores caps
+            raise NeedRedis(endpoint)
         if ignore_caps or not caps.capped:
             return None
-        if self.quota is None:
-            return UNCOUNTABLE
         day, hour = draw.buckets
         return self.quota.check(endpoint, draw.facts.quota_count, day, hour, caps.day, caps.hour)
 
@@ -55,4 +67,4 @@ class Eligibility:
         return 1.0 if live is None else live.throttle(endpoint, self.draw.providers, self.now)
 
 
-__all__ = ["OUT_OF_SERVICE", "SUSPENDED", "UNCOUNTABLE", "Eligibility", "NeedRedis"]
+__all__ = ["OUT_OF_SERVICE", "SUSPENDED", "UNCOUNTABLE", "UNRATED", "Eligibility", "NeedRedis"]

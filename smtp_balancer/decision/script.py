@@ -22,7 +22,7 @@ from smtp_balancer.decision.warmup import Caps
 class StateJunk:
     """A hand-edited Redis value that was ignored."""
 
-    kind: str  # weight | weights | state | until | throttle | counter
+    kind: str  # weight | weights | state | until | throttle | slow | counter
     key: str
     field: str = ""
 
@@ -67,6 +67,8 @@ class ScriptCodec:
         for stage in plan.stages:
             names = [ep for ep, _ in stage.members]
             capped = any(caps[ep].day is not None or caps[ep].hour is not None for ep in names)
+            by_provider = any(caps[ep].providers for ep in names)
+            rated = any(caps[ep].rates for ep in names)
             stages.append(
                 [
                     stage.pool,
@@ -77,6 +79,8 @@ class ScriptCodec:
                     # no caps in the stage: empty lists, less for select.lua to decode
                     [-1 if caps[ep].day is None else caps[ep].day for ep in names] if capped else [],
                     [-1 if caps[ep].hour is None else caps[ep].hour for ep in names] if capped else [],
+                    [_provider_caps(caps[ep]) for ep in names] if by_provider else [],
+                    [dict(caps[ep].rates) for ep in names] if rated else [],
                 ]
             )
         anchor = self.planner.keys.pool_weights(plan.stages[0].pool).encode()
@@ -98,6 +102,10 @@ class ScriptCodec:
         stage = draw.plan.stages[index]
         reason = route_reason(int(weight), stage, index, draw.plan.stages[0].pool)
         return planner.routed(draw, stage, _text(endpoint), reason, verdicts=verdicts), junk
+
+
+def _provider_caps(caps: Caps) -> dict[str, list[int]]:
+    return {p: [day, -1 if hour is None else hour] for p, (day, hour) in caps.providers.items()}
 
 
 def _text(value: object) -> str:

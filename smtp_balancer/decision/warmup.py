@@ -20,8 +20,9 @@ new IP does not spend its whole day's budget in one burst.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -51,16 +52,36 @@ BUILTIN_SCHEDULES: dict[str, Steps] = {
 }
 
 
+RATE_WINDOW_S = 60  # a rate cap counts the messages of any 60 s (select.lua's window)
+NO_RATES: Mapping[str, int] = MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class Caps:
+    """An endpoint's limits on one day: warm-up caps (total and per provider) and rate caps."""
+
     day: int | None  # None: uncapped (warm, or no warm-up configured)
     hour: int | None
     warmup_day: int | None  # 1-based age, None when not warming
+    # provider -> (day cap, hour cap) beside the total, while warming
+    providers: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
+    # provider (or "all") -> messages per minute, fleet-wide
+    rates: Mapping[str, int] = field(default_factory=dict)
+    # the providers whose mail only select.lua may settle here (a provider cap or a
+    # rate cap is counted per provider, atomically, which no lease can do); "all": any
+    redis_only: frozenset[str] = frozenset()
 
     @property
     def capped(self) -> bool:
         """Not UNCAPPED; without the dataclass ``__eq__``, which costs per decision."""
         return self.day is not None or self.hour is not None or self.warmup_day is not None
+
+    def needs_redis(self, providers: tuple[str, ...]) -> bool:
+        """Whether a message to these providers can be settled only by select.lua."""
+        only = self.redis_only
+        if not only:
+            return False
+        return "all" in only or any(p in only for p in providers)
 
 
 UNCAPPED = Caps(None, None, None)
@@ -77,15 +98,25 @@ def normalise_steps(steps: Sequence[object]) -> Steps:
     return tuple(out)
 
 
-def caps_for(start: date, steps: Steps, today: date) -> Caps:
+def caps_for(
+    start: date,
+    steps: Steps,
+    today: date,
+    provider_steps: Mapping[str, Steps] | None = None,
+    rates: Mapping[str, int] = NO_RATES,
+) -> Caps:
+    """The caps on ``today``. Provider schedules count days from the same start and end
+    with the total schedule (a warm endpoint has no warm-up caps); rate caps always hold."""
+    redis_only = frozenset(rates)
     age = (today - start).days + 1
     if age < 1:
         # not started yet: the endpoint takes no traffic before its start date
-        return Caps(0, 0, 0)
+        return Caps(0, 0, 0, rates=rates, redis_only=redis_only)
     if age > len(steps):
-        return Caps(None, None, None)
+        return Caps(None, None, None, rates=rates, redis_only=redis_only) if rates else UNCAPPED
     daily, hourly = steps[age - 1]
-    return Caps(daily, hourly, age)
+    providers = {name: ps[age - 1] for name, ps in (provider_steps or {}).items() if age <= len(ps)}
+    return Caps(daily, hourly, age, providers, rates, redis_only | frozenset(providers))
 
 
 def resolve_schedule(ref: str | Sequence[object], user: Mapping[str, Sequence[object]]) -> Steps:
@@ -101,10 +132,16 @@ class CapsTable:
 
     def __init__(self, config: BalancerConfig) -> None:
         self.config = config
+        user = config.warmup_schedules
         self.schedules = {
-            name: resolve_schedule(ep.warmup.schedule, config.warmup_schedules)
+            name: resolve_schedule(ep.warmup.schedule, user)
             for name, ep in config.endpoints.items()
             if ep.warmup
+        }
+        self.provider_schedules = {
+            name: {p: resolve_schedule(ref, user) for p, ref in ep.warmup.providers.items()}
+            for name, ep in config.endpoints.items()
+            if ep.warmup and ep.warmup.providers
         }
         self._day: date | None = None
         self._caps: dict[str, Caps] = {}
@@ -114,7 +151,16 @@ class CapsTable:
             caps = {}
             for name, ep in self.config.endpoints.items():
                 steps = self.schedules.get(name)
-                caps[name] = caps_for(ep.warmup.start, steps, today) if ep.warmup and steps else UNCAPPED
+                if ep.warmup and steps:
+                    caps[name] = caps_for(
+                        ep.warmup.start, steps, today, self.provider_schedules.get(name), ep.rate_caps
+                    )
+                elif ep.rate_caps:
+                    caps[name] = Caps(
+                        None, None, None, rates=ep.rate_caps, redis_only=frozenset(ep.rate_caps)
+                    )
+                else:
+                    caps[name] = UNCAPPED
             self._caps, self._day = caps, today
         return self._caps
 

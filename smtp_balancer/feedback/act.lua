@@ -6,6 +6,7 @@ local function action_target(base, action, ep, prov)
   if action == 'suspend_provider' then return base .. ':suspend:' .. ep .. ':' .. prov end
   if action == 'suspend_all' then return base .. ':suspend:' .. ep .. ':all' end
   if action == 'throttle' then return base .. ':throttle:' .. ep .. ':' .. prov end
+  if action == 'slow' then return base .. ':slow:' .. ep .. ':' .. prov end
   return base .. ':endpoint:' .. ep .. ':state'  -- quarantine
 end
 
@@ -34,7 +35,7 @@ local function apply_action(action, target, why, secs, factor, by, now)
     redis.call('DEL', target)
     redis.call('HSET', target, 'state', 'quarantined', 'reason', why, 'since', now,
       'by', by, 'until', now + secs)
-  elseif action == 'throttle' then
+  elseif action == 'throttle' or action == 'slow' then
     -- the factor leads the value, so select.lua reads both with one GET
     redis.call('SET', target, factor .. ' ' .. why, 'EX', secs)
   else

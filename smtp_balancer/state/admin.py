@@ -14,9 +14,9 @@ import redis
 from smtp_balancer.clock import SYSTEM, Clock, utc_now
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import OTHER, ProviderTable
-from smtp_balancer.decision.warmup import CapsTable, day_bucket, hour_bucket
+from smtp_balancer.decision.warmup import RATE_WINDOW_S, Caps, CapsTable, day_bucket, hour_bucket
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
-from smtp_balancer.state.values import parse_count, parse_state, parse_weight, text_of
+from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
 
 
 class AdminError(Exception):
@@ -65,6 +65,23 @@ class PoolStatus:
     members: list[MemberStatus] = field(default_factory=list)
 
 
+@dataclass
+class LimitStatus:
+    """One endpoint x provider limit: a warm-up cap beside the total, or a rate cap."""
+
+    endpoint: str
+    provider: str  # or "all" for a rate cap over every provider
+    day_count: int | None = None  # None: junk counter (or no cap)
+    day_cap: int | None = None
+    hour_count: int | None = None
+    hour_cap: int | None = None
+    rate_count: int | None = None  # messages in the last minute
+    rate_cap: int | None = None  # as configured
+    slow_factor: float | None = None  # a `slow` action in force
+    slow_ttl_s: int = 0
+    slow_reason: str = ""
+
+
 TENANT_HOURS = 24  # `status` sums the tenants' outcomes over this many UTC hours
 TENANT_FIELDS = ("sent", "deferred", "bounced", "expired", "complained")
 
@@ -81,6 +98,7 @@ class Snapshot:
     # tenant -> sent/deferred/bounced/expired/complained over the last TENANT_HOURS;
     # empty when no tenants are configured
     tenants: dict[str, dict[str, int]] = field(default_factory=dict)
+    limits: list[LimitStatus] = field(default_factory=list)
 
 
 class StateAdmin:
@@ -206,7 +224,39 @@ class StateAdmin:
                 warmup_day=cap.warmup_day,
             )
         queued, hosts = self._queued()
-        return Snapshot(now, out_pools, endpoints, queued, hosts, self._tenants(now) if tenants else {})
+        limits = self._limits(now, caps)
+        return Snapshot(
+            now, out_pools, endpoints, queued, hosts, self._tenants(now) if tenants else {}, limits
+        )
+
+    def _limits(self, now: datetime, caps: dict[str, Caps]) -> list[LimitStatus]:
+        out: list[LimitStatus] = []
+        pipe = self.r.pipeline(transaction=False)
+        window_start = self.clock.wall() * 1000 - RATE_WINDOW_S * 1000
+        for ep, cap in caps.items():
+            for provider, (day_cap, hour_cap) in sorted(cap.providers.items()):
+                out.append(LimitStatus(ep, provider, day_cap=day_cap, hour_cap=hour_cap))
+                pipe.hget(self.keys.day_counter(ep, day_bucket(now)), provider)
+                pipe.hget(self.keys.hour_counter(ep, hour_bucket(now)), provider)
+            for provider, rate in sorted(cap.rates.items()):
+                out.append(LimitStatus(ep, provider, rate_cap=rate))
+                pipe.zcount(self.keys.rate(ep, provider), f"({window_start}", "+inf")
+                pipe.get(self.keys.slow(ep, provider))
+                pipe.ttl(self.keys.slow(ep, provider))
+        if not out:
+            return out
+        replies = iter(pipe.execute(raise_on_error=False))
+        for limit in out:
+            if limit.rate_cap is None:
+                limit.day_count, limit.hour_count = _count(next(replies)), _count(next(replies))
+                continue
+            count, slow, ttl = next(replies), text_of(next(replies)), next(replies)
+            limit.rate_count = count if isinstance(count, int) else None
+            limit.slow_factor = parse_throttle(slow)
+            if limit.slow_factor is not None:
+                limit.slow_ttl_s = ttl if isinstance(ttl, int) else 0
+                limit.slow_reason = slow.partition(" ")[2] if slow else ""
+        return out
 
     def _tenants(self, now: datetime) -> dict[str, dict[str, int]]:
         if not self.config.tenants:

@@ -10,6 +10,9 @@ Redis Cluster hash tag, so all keys one decision touches share a slot.
   {sb}:count:<endpoint>:day:<YYYYMMDD> HASH  total and one field per provider (UTC day, kept 3 days)
   {sb}:count:<endpoint>:hour:<YYYYMMDDHH> HASH the same per UTC hour (kept 2 days)
   {sb}:throttle:<endpoint>:<provider>  STRING "<factor> <reason>", with a TTL: weight x factor
+  {sb}:rate:<endpoint>:<provider>      ZSET  messages routed in the last minute (score: ms), for
+                                        endpoints.*.rate_caps; provider "all" counts every message
+  {sb}:slow:<endpoint>:<provider>      STRING "<factor> <reason>", with a TTL: the rate cap x factor
   {sb}:outcomes:<endpoint>:<provider>:<YYYYMMDDHHMM> HASH sent/deferred/bounced/expired per UTC minute,
                                         and complained (spam complaints that arrived that minute)
   {sb}:tenant:<tenant>:<YYYYMMDDHH>    HASH  the same per tenant (sender domain) and UTC hour
@@ -75,6 +78,12 @@ class KeySchema:
 
     def throttle_pattern(self, endpoint: str = "") -> str:
         return scoped_pattern(self.throttle_prefix(), endpoint)
+
+    def rate(self, endpoint: str, provider: str) -> str:
+        return f"{self.base}:rate:{endpoint}:{provider}"
+
+    def slow(self, endpoint: str, provider: str) -> str:
+        return f"{self.base}:slow:{endpoint}:{provider}"
 
     def tracked_prefixes(self) -> tuple[str, ...]:
         """The keys a local decision reads: weights, admin states, suspensions, throttles."""

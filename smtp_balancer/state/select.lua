@@ -8,8 +8,11 @@
 --          to pack; now: the decider's clock in epoch seconds, for a quarantine's `until`;
 --          deadline: Redis TIME after which the decider has given up waiting, 0 = none)
 -- ARGV[2]  plan, JSON: one [pool, spread, ignore_caps (0/1), [endpoint...], [YAML weight...],
---          [day cap...], [hour cap...]] per stage, in order (caps -1 = none; both cap
---          lists empty when no member of the stage is capped)
+--          [day cap...], [hour cap...], [provider caps...], [rate caps...]] per stage, in
+--          order (caps -1 = none; both cap lists empty when no member of the stage is
+--          capped). Provider caps per member: {provider: [day, hour]} while warming;
+--          rate caps per member: {provider or "all": messages per minute}; each list
+--          empty when no member has any
 -- ARGV[3]  providers: "google 2,yahoo 1", recipients per provider of this message
 -- ARGV[4]  hashes: per stage "u u u" (sticky rendezvous values) or "", joined by "/"
 --
@@ -56,11 +59,26 @@ local function count_of(v)
   return sb_int(v, 15)
 end
 
-local function read_count(key)
-  local v = redis.pcall('HGET', key, 'total')
+local function read_count(key, fld)
+  local v = redis.pcall('HGET', key, fld or 'total')
   local c = (not is_err(v)) and count_of(v) or nil
-  if c == nil then junk[#junk + 1] = 'counter|' .. key end
+  if c == nil then junk[#junk + 1] = 'counter|' .. key .. (fld and ('|' .. fld) or '') end
   return c
+end
+
+local now_ms = now_s * 1000
+local RATE_WINDOW_MS = 60000
+
+-- a `slow` action's factor on a rate cap ("<factor> <reason>", with a TTL), 1 = none
+local function slow_of(key)
+  local v = redis.pcall('GET', key)
+  if type(v) ~= 'string' then return 1 end
+  local f = sb_throttle(v)
+  if not f then
+    junk[#junk + 1] = 'slow|' .. key
+    return 1
+  end
+  return f
 end
 
 local function quarantine_over(skey)
@@ -101,9 +119,10 @@ end
 
 -- an endpoint's live status, read once per call however many stages list it
 local status = {}
-local function endpoint_status(name, day_cap, hour_cap)
+local function endpoint_status(name, day_cap, hour_cap, pcaps, rcaps)
   if status[name] then return status[name] end
-  local st = {out = false, day_cap = day_cap, hour_cap = hour_cap}  -- out of service: why, or false
+  -- out of service: why, or false
+  local st = {out = false, day_cap = day_cap, hour_cap = hour_cap, pcaps = pcaps, rcaps = rcaps, name = name}
   local skey = base .. 'endpoint:' .. name .. ':state'
   local s = redis.pcall('HGET', skey, 'state')
   if is_err(s) then
@@ -146,15 +165,57 @@ local function endpoint_status(name, day_cap, hour_cap)
   return st
 end
 
+-- the rate scopes of this message an endpoint caps: "all" and its providers
+local function rate_scopes(st)
+  local out = {}
+  local rc = st.rcaps
+  if rc then
+    if rc['all'] then out[#out + 1] = 'all' end
+    for _, p in ipairs(provs) do
+      if rc[p[1]] then out[#out + 1] = p[1] end
+    end
+  end
+  return out
+end
+
 local function cap_block(st)
   if st.day_cap >= 0 then
     -- an unreadable counter blocks a capped endpoint: a warming IP must not be overrun
-    if st.day == nil then return 'day counter unreadable' end
+    if st.day == nil then return 'day cap: counter unreadable' end
     if st.day + n > st.day_cap then return 'day cap ' .. st.day .. '/' .. st.day_cap end
   end
   if st.hour_cap >= 0 then
-    if st.hour == nil then return 'hour counter unreadable' end
+    if st.hour == nil then return 'hour cap: counter unreadable' end
     if st.hour + n > st.hour_cap then return 'hour cap ' .. st.hour .. '/' .. st.hour_cap end
+  end
+  -- a provider's warm-up cap counts that provider's recipients only
+  local pc = st.pcaps
+  if pc then
+    for _, p in ipairs(provs) do
+      local c = pc[p[1]]
+      if c then
+        local caps_of = {{c[1], st.day_key, 'day'}, {c[2], st.hour_key, 'hour'}}
+        for _, x in ipairs(caps_of) do
+          if x[1] >= 0 then
+            local used = read_count(x[2], p[1])
+            if used == nil then return p[1] .. ' ' .. x[3] .. ' cap: counter unreadable' end
+            if used + p[2] > x[1] then return p[1] .. ' ' .. x[3] .. ' cap ' .. used .. '/' .. x[1] end
+          end
+        end
+      end
+    end
+  end
+  -- a rate cap: messages in the last minute, fleet-wide; a `slow` action lowers it
+  for _, scope in ipairs(rate_scopes(st)) do
+    local cap = st.rcaps[scope]
+    local f = slow_of(base .. 'slow:' .. st.name .. ':' .. scope)
+    local slowed = ''
+    if f < 1 then
+      cap = math.max(1, math.floor(cap * f))
+      slowed = ' (slowed to ' .. f .. ')'
+    end
+    local used = redis.call('ZCOUNT', base .. 'rate:' .. st.name .. ':' .. scope, '(' .. (now_ms - RATE_WINDOW_MS), '+inf')
+    if used + 1 > cap then return scope .. ' rate cap ' .. used .. '/' .. cap .. ' a minute' .. slowed end
   end
   return false
 end
@@ -176,7 +237,7 @@ local chosen_name, chosen_w, chosen_stage, chosen_st
 -- the plan is JSON, decoded in C (cjson): no Lua parsing per member
 for stage_no, stage in ipairs(cjson.decode(ARGV[2])) do
   local pool, spread, ignore_caps = stage[1], stage[2], stage[3] == 1
-  local names, ws, dcs, hcs = stage[4], stage[5], stage[6], stage[7]
+  local names, ws, dcs, hcs, pcs, rcs = stage[4], stage[5], stage[6], stage[7], stage[8] or {}, stage[9] or {}
   local m = #names
 
   -- live weights of the members: HGETALL when the hash is no longer than the pool
@@ -226,7 +287,7 @@ for stage_no, stage in ipairs(cjson.decode(ARGV[2])) do
       if ws[i] <= 0 then
         why = 'weight 0'
       else
-        local st = endpoint_status(names[i], dcs[i] or -1, hcs[i] or -1)
+        local st = endpoint_status(names[i], dcs[i] or -1, hcs[i] or -1, pcs[i], rcs[i])
         if st.out then
           why = st.out
         elseif ignore_caps then
@@ -310,7 +371,7 @@ for stage_no, stage in ipairs(cjson.decode(ARGV[2])) do
   end
   if pick then
     chosen_name, chosen_w, chosen_stage = names[pick], ws[pick], stage_no
-    chosen_st = endpoint_status(names[pick], dcs[pick] or -1, hcs[pick] or -1)
+    chosen_st = endpoint_status(names[pick], dcs[pick] or -1, hcs[pick] or -1, pcs[pick], rcs[pick])
     break
   end
 end
@@ -330,6 +391,13 @@ if commit then
       -- a new counter gets its TTL once; later increments keep it
       if total == n then redis.call('EXPIRE', kt[1], kt[2]) end
     end
+  end
+  -- one message per rate scope, also when the overflow policy ignored the caps
+  for _, scope in ipairs(rate_scopes(chosen_st)) do
+    local rkey = base .. 'rate:' .. chosen_name .. ':' .. scope
+    redis.call('ZREMRANGEBYSCORE', rkey, '-inf', now_ms - RATE_WINDOW_MS)
+    redis.call('ZADD', rkey, now_ms, string.format('%.17g', r) .. '@' .. now_ms)
+    redis.call('PEXPIRE', rkey, 2 * RATE_WINDOW_MS)
   end
 end
 return {'ok', chosen_stage, chosen_name, chosen_w, junk, verdicts}

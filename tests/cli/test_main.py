@@ -224,3 +224,27 @@ def test_explain_names_an_endpoint_left_out_on_this_host(make_config, rdb, tmp_p
     out = capsys.readouterr().out
     assert "left out:  out2: bind address 192.0.2.55 is not on this host" in out
     assert not re.search(r"main +out2 ", out)  # not a candidate at all
+
+
+def test_status_shows_provider_caps_rate_caps_and_a_slow(make_config, tmp_path: Path, capsys, rdb):
+    make_config(
+        {
+            "endpoints": {
+                "out3": {"warmup": {"start": "2026-11-24", "schedule": [200], "providers": {"google": [30]}}},
+                "out2": {"rate_caps": {"google": 60, "all": 500}},
+            }
+        }
+    )
+    now_ms = CLOCK.wall() * 1000
+    rdb.hset("{sb}:count:out3:day:20261124", mapping={"total": 50, "google": 12})
+    rdb.zadd("{sb}:rate:out2:google", {"old": now_ms - 61_000, "a": now_ms - 5_000, "b": now_ms - 1})
+    rdb.set("{sb}:slow:out2:google", "0.5 rule slow-421: 421 too fast\x1b[2J", ex=600)
+    code = main(["-c", str(tmp_path / "config.yaml"), "status"], clock=CLOCK)
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = {tuple(line.split()[:2]): line for line in out.splitlines() if line.startswith("  out")}
+    assert rows[("out3", "google")].split()[2:5] == ["12/30", "-", "-"], out
+    google = rows[("out2", "google")]
+    assert "2/60, slowed to 30 (10m left): rule slow-421: 421 too fast" in google, out
+    assert "\x1b" not in out
+    assert rows[("out2", "all")].split()[2:5] == ["-", "-", "0/500"], out

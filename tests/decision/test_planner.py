@@ -17,7 +17,10 @@ NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)
 RAW = {
     "endpoints": {
         "a": {},
-        "b": {"warmup": {"start": "2026-11-24", "schedule": [5]}},
+        "b": {
+            "warmup": {"start": "2026-11-24", "schedule": [5], "providers": {"google": [{"daily": 2}]}},
+            "rate_caps": {"yahoo": 60},
+        },
         "r": {"kind": "relay", "nexthop": "mx2.test:2525"},
     },
     "pools": {
@@ -52,9 +55,10 @@ def test_script_arguments_layout():
     header, plan, providers, hashes = args
     assert header == f"{{sb}}: 1 0 {call.r!r} 3 20261124 2026112410 {call.wall!r} 0.0"
     assert json.loads(plan) == [
-        ["p", 1, 0, ["a", "b"], [3, 1], [-1, 5], [-1, -1]],
-        ["q", 1, 0, ["r"], [1], [], []],  # no member capped: no cap lists
-        ["q", 1, 1, ["r"], [1], [], []],
+        # b's gmail cap (day 2, no hour cap) and its yahoo rate cap
+        ["p", 1, 0, ["a", "b"], [3, 1], [-1, 5], [-1, -1], [{}, {"google": [2, -1]}], [{}, {"yahoo": 60}]],
+        ["q", 1, 0, ["r"], [1], [], [], [], []],  # no member capped: no cap lists
+        ["q", 1, 1, ["r"], [1], [], [], [], []],
     ]
     assert providers == "google 2,yahoo 1"
     assert hashes == "//"  # no stage is sticky

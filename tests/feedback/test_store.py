@@ -168,3 +168,14 @@ async def test_a_throttle_in_a_sticky_pool_keeps_a_factor_share_of_the_keys(
         }  # sticky
     finally:
         await engine.aclose()
+
+
+def test_a_slow_rule_writes_its_factor_with_a_ttl_and_waits_while_in_force(rdb: redis.Redis) -> None:
+    store = FeedbackStore(rdb, KEYS, "t", 3600)
+    r = rule(action="slow", factor=0.25)
+    assert apply(store, [hit(r, "1")])[0].outcome == "acted"
+    value = rdb.get(KEYS.slow("out2", "google"))
+    assert value.startswith("0.25 rule r: out2 deferred by google:"), value
+    assert 95 <= rdb.ttl(KEYS.slow("out2", "google")) <= 100
+    assert apply(store, [hit(r, "2")])[0].outcome == "in_force"
+    assert not rdb.exists(KEYS.suspension("out2", "google"), KEYS.throttle("out2", "google"))
