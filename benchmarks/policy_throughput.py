@@ -11,6 +11,9 @@ process too. Each level is bounded by a request count and a time limit.
   - smtp-balancer RCPT: the same daemon asked at RCPT (parse, join, DUNNO, no
     decision): what the server costs apart from deciding;
   - ceiling: benchmarks/dunno_server.py, a minimal asyncio server answering DUNNO;
+  - with --compare-limits, smtp-balancer+limits: the same daemon and Redis with a
+    per-provider warm-up cap and rate caps active for gmail (never reached), so
+    draws on those endpoints are settled by select.lua;
   - policyd-rate-limit 1.2.0 (PyPI), sqlite backend, limiting by client IP. It
     counts at the DATA stage (count_mode 1), so it gets DATA requests, where it
     does its work.
@@ -158,6 +161,12 @@ def main() -> int:
         "--compare-log-level",
         help="also measure a second daemon at this log level, side by side (e.g. warning: no decision lines)",
     )
+    parser.add_argument(
+        "--compare-limits",
+        action="store_true",
+        help="also measure a second daemon with a per-provider warm-up cap and rate caps active"
+        " (never reached), side by side",
+    )
     parser.add_argument("--levels", default="1,10,100", help="connection counts (default 1,10,100)")
     parser.add_argument("--prl-python", default=str(ROOT / ".bench-venv" / "bin" / "python"))
     args = parser.parse_args()
@@ -205,21 +214,28 @@ def main() -> int:
                 ("smtp-balancer RCPT", ours_port, "RCPT", ours_pid),
                 ("ceiling", dunno_port, "END-OF-MESSAGE", dunno.pid),
             ]
-            if args.compare_log_level:
-                # the same daemon and Redis, another log level: what the decision lines cost
-                other_port = free_port()
-                other_config = work / "config-other.yaml"
-                config["policyd"]["listen"] = [f"inet:127.0.0.1:{other_port}"]
-                other_config.write_text(yaml.safe_dump(config))
-                other = PolicydProcess(
-                    other_config, other_port, work / "policyd-other.log", args.compare_log_level
-                )
+
+            def side_by_side(name: str, variant: dict, log_level: str) -> None:
+                """Another daemon on the same Redis, measured right after ours."""
+                port = free_port()
+                variant = yaml.safe_load(yaml.safe_dump(variant))
+                variant["policyd"]["listen"] = [f"inet:127.0.0.1:{port}"]
+                path = work / f"config-{len(others)}.yaml"
+                path.write_text(yaml.safe_dump(variant))
+                other = PolicydProcess(path, port, work / f"policyd-{len(others)}.log", log_level)
                 other.start()
                 others.append(other)
-                other_pid = other.proc.pid if other.proc else 0
-                servers.insert(
-                    1, (f"smtp-balancer@{args.compare_log_level}", other_port, "END-OF-MESSAGE", other_pid)
-                )
+                servers.insert(1, (name, port, "END-OF-MESSAGE", other.proc.pid if other.proc else 0))
+
+            if args.compare_log_level:
+                # the same daemon and Redis, another log level: what the decision lines cost
+                side_by_side(f"smtp-balancer@{args.compare_log_level}", config, args.compare_log_level)
+            if args.compare_limits:
+                # limits that bind nothing: what checking them costs
+                limited = yaml.safe_load(yaml.safe_dump(config))
+                limited["endpoints"]["out3"]["warmup"]["providers"] = {"google": [10**6] * 10}
+                limited["endpoints"]["out2"]["rate_caps"] = {"google": 10**6}
+                side_by_side("smtp-balancer+limits", limited, args.log_level)
             if Path(args.prl_python).exists():
                 prl, prl_port = start_prl(args.prl_python, work)
                 procs.append(prl)
@@ -264,6 +280,10 @@ def main() -> int:
                 if (f"smtp-balancer@{args.compare_log_level}", conns) in results:
                     other_rate = results[(f"smtp-balancer@{args.compare_log_level}", conns)]
                     line += f"   ours/ours@{args.compare_log_level} = {ours_rate / other_rate:.2f}"
+                if ("smtp-balancer+limits", conns) in results:
+                    line += (
+                        f"   ours+limits/ours = {results[('smtp-balancer+limits', conns)] / ours_rate:.2f}"
+                    )
                 if ("policyd-rate-limit", conns) in results:
                     prl = results[("policyd-rate-limit", conns)]
                     line += f"   ours/policyd-rate-limit = {ours_rate / prl:.2f}"

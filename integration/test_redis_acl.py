@@ -22,6 +22,7 @@ from integration.arf import NOT_MULTIPART, arf_report
 from integration.daemons import CLI, DaemonProcess, tcp_ready
 from integration.redis_server import RedisServer
 from integration.waits import wait_until
+from smtp_balancer.clock import utc_now
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ADMIN_PASSWORD = "admin-pw-Zq81"  # requirepass of the default user
@@ -85,8 +86,17 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
 
     # the YAML carries the CLI's user, its password in the URL query; the daemons
     # take theirs from the environment, as the README's systemd drop-in does
+    today = utc_now().date().isoformat()
+    # a provider cap and rate caps: select.lua counts them (sorted sets, counter fields)
+    limits = {
+        "out1": {"rate_caps": {"all": 100_000}},
+        "out3": {
+            "warmup": {"start": today, "schedule": [100_000], "providers": {"google": [100_000]}},
+            "rate_caps": {"google": 100_000},
+        },
+    }
     ms = mail_system(
-        {"redis": {"username": "sb-cli"}},
+        {"redis": {"username": "sb-cli"}, "endpoints": limits},
         milter=True,
         feedback=True,
         requeue=True,

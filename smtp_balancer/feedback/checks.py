@@ -100,7 +100,7 @@ class HealthChecks:
             metrics.RELAY_UP.labels(name).set(1 if health.up else 0)
 
     def state_round(self) -> None:
-        state_metrics.export(self.admin.snapshot(tenants=False))
+        state_metrics.export(self.admin.snapshot(tenants=False, limits=False))
         junk = complaint_metrics.TOTALS.update(self.r.hgetall(self.keys.fbl_totals()), self.complaint_labels)
         if junk:
             log.warning("%d junk fields in the complaint totals hash skipped", junk)

@@ -174,8 +174,9 @@ class StateAdmin:
         return int(self.r.delete(*keys)) if keys else 0
 
     # -- reads ---------------------------------------------------------------------
-    def snapshot(self, now: datetime | None = None, *, tenants: bool = True) -> Snapshot:
-        """``tenants=False``: skip the per-tenant hours (the state gauges do not show them)."""
+    def snapshot(self, now: datetime | None = None, *, tenants: bool = True, limits: bool = True) -> Snapshot:
+        """``tenants=False``, ``limits=False``: skip the per-tenant hours and the limits per
+        provider (the state gauges show neither)."""
         now = now or utc_now(self.clock)
         caps = self.caps.on(now.date())
         pools = list(self.config.pools.items())
@@ -224,9 +225,14 @@ class StateAdmin:
                 warmup_day=cap.warmup_day,
             )
         queued, hosts = self._queued()
-        limits = self._limits(now, caps)
         return Snapshot(
-            now, out_pools, endpoints, queued, hosts, self._tenants(now) if tenants else {}, limits
+            now,
+            out_pools,
+            endpoints,
+            queued,
+            hosts,
+            self._tenants(now) if tenants else {},
+            self._limits(now, caps) if limits else [],
         )
 
     def _limits(self, now: datetime, caps: dict[str, Caps]) -> list[LimitStatus]:
