@@ -41,6 +41,9 @@ class Received:
 class _Handler:
     messages: list[Received] = field(default_factory=list)
     scripted: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (peer, domain) -> (reply, share): refuse exactly that share of RCPTs, evenly spread
+    shares: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    seen: Counter[tuple[str, str]] = field(default_factory=Counter)
     refused: Counter[tuple[str, str]] = field(default_factory=Counter)
     first_refused_at: dict[tuple[str, str], float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -52,6 +55,12 @@ class _Handler:
         domain = address.rpartition("@")[2].lower()
         with self.lock:
             reply = self.scripted.get((peer, domain)) or self.scripted.get((peer, "*"))
+            if reply is None and (peer, domain) in self.shares:
+                shared, share = self.shares[(peer, domain)]
+                i = self.seen[(peer, domain)]
+                self.seen[(peer, domain)] += 1
+                # the i-th RCPT is refused when it crosses the next multiple of 1/share
+                reply = shared if int((i + 1) * share) > int(i * share) else None
             if reply:
                 self.refused[(peer, domain)] += 1
                 self.first_refused_at.setdefault((peer, domain), time.monotonic())
@@ -102,6 +111,16 @@ class Sink:
         """Answer ``reply`` at RCPT to ``domain`` (or "*") from ``source_ip``."""
         with self.handler.lock:
             self.handler.scripted[(source_ip, domain.lower())] = reply
+
+    def script_share(self, source_ip: str, domain: str, reply: str, share: float) -> None:
+        """Answer ``reply`` to exactly ``share`` of the RCPTs to ``domain`` from ``source_ip``."""
+        with self.handler.lock:
+            self.handler.shares[(source_ip, domain.lower())] = (reply, share)
+
+    def clear_scripts(self) -> None:
+        with self.handler.lock:
+            self.handler.scripted.clear()
+            self.handler.shares.clear()
 
     @property
     def messages(self) -> list[Received]:

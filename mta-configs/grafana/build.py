@@ -228,6 +228,18 @@ ROWS: list[tuple[str, list[PanelSpec]]] = [
                 "state",
                 (Query("max by (endpoint) (smtp_balancer_relay_up)", "{{endpoint}}"),),
             ),
+            PanelSpec(
+                "Adaptive weight factors (1 = full weight)",
+                "timeseries",
+                (
+                    Query(
+                        "min by (endpoint, provider) (smtp_balancer_adaptive_factor)",
+                        "{{endpoint}} {{provider}}",
+                    ),
+                ),
+                "short",
+                "Pools with adaptive: true: the share of its weight an endpoint keeps for a provider",
+            ),
         ],
     ),
     (

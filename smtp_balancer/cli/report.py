@@ -120,6 +120,13 @@ def status_report(snapshot: Snapshot) -> str:
                 rate += f", slowed to {slowed} ({format_duration(lim.slow_ttl_s)} left): {lim.slow_reason}"
             rows.append([lim.endpoint, lim.provider, "-", "-", rate])
         out += table(rows)
+    if snapshot.adaptive:
+        out.append("\nadaptive factors (weight x factor for the provider, in pools with adaptive: true):")
+        rows = [["ENDPOINT", "PROVIDER", "FACTOR", "LEFT", "CAUSE"]]
+        for a in snapshot.adaptive:
+            factor = "junk (ignored)" if a.factor is None else str(a.factor)
+            rows.append([a.endpoint, a.provider, factor, format_duration(a.ttl_s), a.cause])
+        out += table(rows)
     if snapshot.queued is None:
         out.append("\nqueued: unknown (no `smtp-balancer requeue` daemon reports)")
     else:

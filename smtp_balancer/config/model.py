@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from smtp_balancer.config.adaptive import AdaptiveConfig
 from smtp_balancer.config.base import (
     Domain,
     MetricsListen,
@@ -108,6 +109,8 @@ class PoolConfig(Strict):
     spread: int = Field(default=1, ge=1, le=64)
     # defer | ignore_caps | default | pool:<name>
     overflow: str = "default"
+    # weights follow recent outcomes per provider (the `adaptive:` section)
+    adaptive: bool = False
 
     @field_validator("overflow")
     @classmethod
@@ -334,10 +337,28 @@ class BalancerConfig(Strict):
     mx_lookup: MxLookupConfig = Field(default_factory=MxLookupConfig)
     warmup_schedules: dict[Name, list[WarmupStep | int]] = Field(default_factory=dict)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     requeue: RequeueConfig = Field(default_factory=RequeueConfig)
     # sender domains reported apart in metrics and `status` (a subdomain counts for
     # its parent); all others are grouped as "other"
     tenants: list[Domain] = Field(default_factory=list, max_length=200)
+
+    @model_validator(mode="after")
+    def _adaptive_window_kept(self) -> BalancerConfig:
+        if (
+            any(p.adaptive for p in self.pools.values())
+            and self.adaptive.window > self.feedback.rate_retention
+        ):
+            raise ValueError(
+                f"adaptive.window ({self.adaptive.window}s) is longer than feedback.rate_retention"
+                f" ({self.feedback.rate_retention}s), which keeps the counts it reads"
+            )
+        return self
+
+    @property
+    def adaptive_endpoints(self) -> set[str]:
+        """Endpoints of the pools that opt in: the feedback daemon computes their factors."""
+        return {m.endpoint for p in self.pools.values() if p.adaptive for m in p.endpoints}
 
     @property
     def milter_decides_smtpd(self) -> bool:

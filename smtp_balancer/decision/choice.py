@@ -31,7 +31,10 @@ class Eligibility(Protocol):
         """Why the endpoint cannot take the message, or None; may raise NeedRedis."""
         ...
 
-    def throttle(self, endpoint: str) -> float: ...
+    def throttle(self, endpoint: str, adaptive: bool) -> float:
+        """The share an endpoint keeps of its draws: throttles, and adaptive factors in
+        the pools that opt in."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,7 @@ class Stage:
     stickiness: str
     spread: int
     ignore_caps: bool
+    adaptive: bool = False  # the pool's weights follow recent outcomes
 
 
 def _draw(weights: Sequence[int], rr: float) -> tuple[int, float]:
@@ -71,7 +75,7 @@ def choose(
     """
     why_not, throttle = elig.why_not, elig.throttle
     for s, (stage, stage_hashes) in enumerate(zip(stages, hashes, strict=True)):
-        pool, ignore_caps = stage.pool, stage.ignore_caps
+        pool, ignore_caps, adaptive = stage.pool, stage.ignore_caps, stage.adaptive
         weights = [elig.weight(pool, ep, w) for ep, w in stage.members]
         if stage_hashes is not None:
             # weighted rendezvous hashing: the key keeps its top `spread` eligible endpoints
@@ -88,7 +92,7 @@ def choose(
             for _, i in ranked:
                 endpoint = stage.members[i][0]
                 if why_not(endpoint, ignore_caps) is None:
-                    f = throttle(endpoint)
+                    f = throttle(endpoint, adaptive)
                     # a throttled member keeps a `factor` share of the keys, by the key's own hash
                     if f >= 1 or (stage_hashes[i] * 1000003) % 1 < f:
                         top.append(i)
@@ -107,7 +111,7 @@ def choose(
             rest = min(max(rest, 0.0), _MAX_REST)
             endpoint, weight = positive[i]
             if why_not(endpoint, ignore_caps) is None:
-                f = throttle(endpoint)
+                f = throttle(endpoint, adaptive)
                 if f >= 1 or rest < f:
                     return s, endpoint, weight
                 rest = (rest - f) / (1 - f)

@@ -62,9 +62,9 @@ class Eligibility:
         day, hour = draw.buckets
         return self.quota.check(endpoint, draw.facts.quota_count, day, hour, caps.day, caps.hour)
 
-    def throttle(self, endpoint: str) -> float:
+    def throttle(self, endpoint: str, adaptive: bool = False) -> float:
         live = self.live
-        return 1.0 if live is None else live.throttle(endpoint, self.draw.providers, self.now)
+        return 1.0 if live is None else live.throttle(endpoint, self.draw.providers, self.now, adaptive)
 
 
 __all__ = ["OUT_OF_SERVICE", "SUSPENDED", "UNCOUNTABLE", "UNRATED", "Eligibility", "NeedRedis"]

@@ -35,13 +35,16 @@ def build_plan(config: BalancerConfig, pool_name: str, absent: frozenset[str] = 
             stickiness=pool.stickiness,
             spread=pool.spread,
             ignore_caps=False,
+            adaptive=pool.adaptive,
         )
         stages.append(stage)
         if pool.overflow.startswith("pool:") and pool.overflow[5:] not in seen:
             name = pool.overflow[5:]
             continue
         if pool.overflow == "ignore_caps":
-            stages.append(Stage(stage.pool, stage.members, stage.stickiness, stage.spread, True))
+            stages.append(
+                Stage(stage.pool, stage.members, stage.stickiness, stage.spread, True, stage.adaptive)
+            )
         terminal: Terminal = "defer" if pool.overflow == "defer" else "default"
         return PoolPlan(tuple(stages), terminal)
 

@@ -22,7 +22,7 @@ from smtp_balancer.decision.warmup import Caps
 class StateJunk:
     """A hand-edited Redis value that was ignored."""
 
-    kind: str  # weight | weights | state | until | throttle | slow | counter
+    kind: str  # weight | weights | state | until | throttle | adaptive | slow | counter
     key: str
     field: str = ""
 
@@ -81,6 +81,7 @@ class ScriptCodec:
                     [-1 if caps[ep].hour is None else caps[ep].hour for ep in names] if capped else [],
                     [_provider_caps(caps[ep]) for ep in names] if by_provider else [],
                     [dict(caps[ep].rates) for ep in names] if rated else [],
+                    int(stage.adaptive),
                 ]
             )
         anchor = self.planner.keys.pool_weights(plan.stages[0].pool).encode()

@@ -95,7 +95,8 @@ class MirrorKeeper:
 
     # -- the full load ----------------------------------------------------------------
     async def load(self) -> LiveState:
-        """Read weights, admin states, suspensions and throttles (pipelined), as one new mirror."""
+        """Read weights, admin states, suspensions, throttles and adaptive factors (pipelined),
+        as one new mirror."""
         keys, many = self.keys, self._call_batched
         pools, endpoints = self.members, list(self.config.endpoints)
         # a key of the wrong type comes back as an error value: junk, skipped like in select.lua
@@ -105,9 +106,11 @@ class MirrorKeeper:
         )
         suspension_keys = await self._scan(keys.suspension_pattern())
         throttle_keys = await self._scan(keys.throttle_pattern())
+        adaptive_keys = await self._scan(keys.adaptive_pattern())
         pttls = await many([("PTTL", k) for k in suspension_keys])
-        flat = await many([c for k in throttle_keys for c in (("GET", k), ("PTTL", k))])
-        throttles = list(zip(flat[::2], flat[1::2], strict=True))
+        flat = await many([c for k in throttle_keys + adaptive_keys for c in (("GET", k), ("PTTL", k))])
+        factors = list(zip(flat[::2], flat[1::2], strict=True))
+        throttles, adaptive = factors[: len(throttle_keys)], factors[len(throttle_keys) :]
         junk: Junk = []
         live = parse_live_state(
             keys,
@@ -121,6 +124,8 @@ class MirrorKeeper:
             throttle_keys,
             throttles,
             junk,
+            adaptive_keys,
+            adaptive,
         )
         self.live = live
         self._report(junk)
@@ -276,6 +281,8 @@ class MirrorKeeper:
                 live.set_state(scope[0], name, value, junk)
             elif kind == "suspend":
                 live.set_suspension(scope[0], scope[1], value, now)
+            elif kind == "adaptive":
+                live.set_adaptive(scope[0], scope[1], name, value, next(replies), now, junk)
             else:
                 live.set_throttle(scope[0], scope[1], name, value, next(replies), now, junk)
         self._report(junk)

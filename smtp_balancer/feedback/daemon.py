@@ -18,6 +18,7 @@ import redis
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback import metrics
+from smtp_balancer.feedback.adaptive_store import AdaptiveRounds, AdaptiveStore
 from smtp_balancer.feedback.checks import HealthChecks
 from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.follower import LogFollower, Position
@@ -76,6 +77,12 @@ class FeedbackDaemon:
         self.per_batch_rules = [r for r in fb.rate_rules if r not in self.complaint_rules]
         self._complaint_pairs: set[tuple[str, str]] = set()
         self._complaints_due = 0.0
+        adaptive = config.adaptive_endpoints
+        self.adaptive = (
+            AdaptiveRounds(AdaptiveStore(self.r, self.store.keys, config.adaptive), adaptive)
+            if adaptive
+            else None
+        )
 
     def complaint_rates(self, pairs: set[tuple[str, str]]) -> list[RateResult]:
         if not self.complaint_rules:
@@ -128,6 +135,7 @@ class FeedbackDaemon:
         lines = self.follower.read_lines(self.config.feedback.batch_lines)
         self.report_notes()
         self.notes.flush()
+        self.adaptive_round()
         if not lines:
             return 0
         uid = f"{self.instance}:{before.inode}:{before.offset}"
@@ -159,7 +167,21 @@ class FeedbackDaemon:
             log.error("Redis at %s: %s; rate rules skipped for this batch", self.where, exc)
             rates = []
         self.record(batch, results, rates)
+        if self.adaptive is not None:
+            self.adaptive.note(batch.pairs)
         return len(lines)
+
+    def adaptive_round(self) -> None:
+        """Recompute adaptive factors every adaptive.interval, busy or idle."""
+        if self.adaptive is None:
+            return
+        try:
+            self.adaptive.maybe_run()
+        except redis.RedisError as exc:
+            metrics.REDIS_ERRORS.inc()
+            self.notes.emit(
+                logging.ERROR, "redis error", "Redis at %s: %s; adaptive factors not updated", self.where, exc
+            )
 
     def report_notes(self) -> None:
         assert self.follower is not None

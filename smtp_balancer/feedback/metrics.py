@@ -58,3 +58,8 @@ BIND_ERRORS = Counter(
     "Postfix could not bind an endpoint's source address and sent from the host's default one",
     ["endpoint"],
 )
+ADAPTIVE_FACTOR = Gauge(
+    "smtp_balancer_adaptive_factor",
+    "The adaptive weight factor of an endpoint for a provider (1: none), in pools with adaptive: true",
+    ["endpoint", "provider"],
+)

@@ -31,6 +31,11 @@ from smtp_balancer.feedback.exim_log import parse_exim_arrival, parse_exim_line
 from smtp_balancer.feedback.responses import CompiledRule, ResponseMatcher
 from smtp_balancer.feedback.tenants import SenderBook, TenantTable
 
+# extra fields of the minute outcome hashes, read by adaptive factors
+BLOCK_CLASS = "policy_block"
+BLOCKED = "blocked"  # deferrals and bounces of class policy_block
+LATENCY_MS = "latency_ms"  # summed over delivered messages (Postfix's delays c + d)
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -136,6 +141,13 @@ class Processor:
             if d.endpoint not in self.endpoints:
                 continue
             batch.outcomes[(d.endpoint, d.provider, minute, d.status)] += 1
+            if d.bounce_class == BLOCK_CLASS:
+                batch.outcomes[(d.endpoint, d.provider, minute, BLOCKED)] += 1
+            elif d.status == "sent" and len(d.delays) == 4:
+                # connection setup and transmission: how long the receiver took with us
+                batch.outcomes[(d.endpoint, d.provider, minute, LATENCY_MS)] += int(
+                    1000 * (d.delays[2] + d.delays[3])
+                )
             if self.tenants:
                 batch.tenant_outcomes[(d.tenant, hour, d.status)] += 1
             if d.status != "sent" or self.matcher.has_sent_rules:

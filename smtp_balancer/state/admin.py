@@ -15,7 +15,7 @@ from smtp_balancer.clock import SYSTEM, Clock, utc_now
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import OTHER, ProviderTable
 from smtp_balancer.decision.warmup import RATE_WINDOW_S, Caps, CapsTable, day_bucket, hour_bucket
-from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
+from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
 from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
 
 
@@ -82,6 +82,15 @@ class LimitStatus:
     slow_reason: str = ""
 
 
+@dataclass
+class AdaptiveStatus:
+    endpoint: str
+    provider: str
+    factor: float | None  # None: junk (ignored by the deciders)
+    ttl_s: int
+    cause: str
+
+
 TENANT_HOURS = 24  # `status` sums the tenants' outcomes over this many UTC hours
 TENANT_FIELDS = ("sent", "deferred", "bounced", "expired", "complained")
 
@@ -99,6 +108,7 @@ class Snapshot:
     # empty when no tenants are configured
     tenants: dict[str, dict[str, int]] = field(default_factory=dict)
     limits: list[LimitStatus] = field(default_factory=list)
+    adaptive: list[AdaptiveStatus] = field(default_factory=list)
 
 
 class StateAdmin:
@@ -233,7 +243,28 @@ class StateAdmin:
             hosts,
             self._tenants(now) if tenants else {},
             self._limits(now, caps) if limits else [],
+            self._adaptive() if limits else [],
         )
+
+    def _adaptive(self) -> list[AdaptiveStatus]:
+        keys = sorted(self.r.scan_iter(match=self.keys.adaptive_pattern(), count=500))
+        if not keys:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.ttl(key)
+        replies = iter(pipe.execute(raise_on_error=False))
+        out = []
+        for key in keys:
+            raw, ttl = text_of(next(replies)), next(replies)
+            scope = split_scoped(text_of(key) or "", self.keys.adaptive_prefix())
+            if scope is None:
+                continue
+            cause = raw.partition(" ")[2] if raw else ""
+            ttl_s = ttl if isinstance(ttl, int) else -2
+            out.append(AdaptiveStatus(*scope, parse_throttle(raw), ttl_s, cause))
+        return out
 
     def _limits(self, now: datetime, caps: dict[str, Caps]) -> list[LimitStatus]:
         out: list[LimitStatus] = []

@@ -10,6 +10,8 @@ Redis Cluster hash tag, so all keys one decision touches share a slot.
   {sb}:count:<endpoint>:day:<YYYYMMDD> HASH  total and one field per provider (UTC day, kept 3 days)
   {sb}:count:<endpoint>:hour:<YYYYMMDDHH> HASH the same per UTC hour (kept 2 days)
   {sb}:throttle:<endpoint>:<provider>  STRING "<factor> <reason>", with a TTL: weight x factor
+  {sb}:adaptive:<endpoint>:<provider>  STRING "<factor> <reason>", with a TTL: weight x factor in the
+                                        pools with `adaptive: true` (written by the feedback daemon)
   {sb}:rate:<endpoint>:<provider>      ZSET  messages routed in the last minute (score: ms), for
                                         endpoints.*.rate_caps; provider "all" counts every message
   {sb}:slow:<endpoint>:<provider>      STRING "<factor> <reason>", with a TTL: the rate cap x factor
@@ -79,6 +81,15 @@ class KeySchema:
     def throttle_pattern(self, endpoint: str = "") -> str:
         return scoped_pattern(self.throttle_prefix(), endpoint)
 
+    def adaptive(self, endpoint: str, provider: str) -> str:
+        return f"{self.base}:adaptive:{endpoint}:{provider}"
+
+    def adaptive_prefix(self) -> str:
+        return f"{self.base}:adaptive:"
+
+    def adaptive_pattern(self, endpoint: str = "") -> str:
+        return scoped_pattern(self.adaptive_prefix(), endpoint)
+
     def rate(self, endpoint: str, provider: str) -> str:
         return f"{self.base}:rate:{endpoint}:{provider}"
 
@@ -86,24 +97,31 @@ class KeySchema:
         return f"{self.base}:slow:{endpoint}:{provider}"
 
     def tracked_prefixes(self) -> tuple[str, ...]:
-        """The keys a local decision reads: weights, admin states, suspensions, throttles."""
+        """The keys a local decision reads: weights, admin states, suspensions, throttles,
+        adaptive factors."""
         return (
             f"{self.base}:pool:",
             f"{self.base}:endpoint:",
             self.suspension_prefix(),
             self.throttle_prefix(),
+            self.adaptive_prefix(),
         )
 
     def tracked_key(self, name: str) -> tuple[str, tuple[str, ...]] | None:
         """Which tracked key a name is: ("weights", (pool,)), ("state", (endpoint,)),
-        ("suspend", (endpoint, provider)) or ("throttle", (endpoint, provider))."""
+        ("suspend", (endpoint, provider)), ("throttle", (endpoint, provider)) or
+        ("adaptive", (endpoint, provider))."""
         for kind, head, tail in (
             ("weights", f"{self.base}:pool:", ":weights"),
             ("state", f"{self.base}:endpoint:", ":state"),
         ):
             if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail):
                 return kind, (name[len(head) : -len(tail)],)
-        for kind, head in (("suspend", self.suspension_prefix()), ("throttle", self.throttle_prefix())):
+        for kind, head in (
+            ("suspend", self.suspension_prefix()),
+            ("throttle", self.throttle_prefix()),
+            ("adaptive", self.adaptive_prefix()),
+        ):
             scope = split_scoped(name, head)
             if scope is not None:
                 return kind, scope

@@ -1,4 +1,5 @@
-"""The live state in memory: weights, admin states, suspensions and throttles.
+"""The live state in memory: weights, admin states, suspensions, throttles and
+adaptive factors.
 
 Two uses. While Redis tracks our keys (``state/tracker.py``) the engine keeps
 this mirror exact and decides from it without a round trip. While Redis is
@@ -44,6 +45,8 @@ class LiveState:
     suspended_until: dict[tuple[str, str], float] = field(default_factory=dict)  # monotonic
     # (endpoint, provider) -> (factor, monotonic expiry)
     throttles: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    # the same for adaptive factors, applied in the pools that opt in
+    adaptive: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
     def weight(self, pool: str, endpoint: str, yaml_weight: int) -> int:
         live = self.weights.get(pool)
@@ -60,15 +63,12 @@ class LiveState:
             return True
         return any(until.get((endpoint, p), 0.0) > now for p in providers)
 
-    def throttle(self, endpoint: str, providers: Iterable[str], now: float) -> float:
-        """The smallest live factor for this endpoint and these providers; 1 when none."""
-        if not self.throttles:
-            return 1.0
-        factor = 1.0
-        for provider in (ALL_PROVIDERS, *providers):
-            hit = self.throttles.get((endpoint, provider))
-            if hit is not None and hit[1] > now and hit[0] < factor:
-                factor = hit[0]
+    def throttle(self, endpoint: str, providers: Iterable[str], now: float, adaptive: bool = False) -> float:
+        """The smallest live factor for this endpoint and these providers: its throttles,
+        and with ``adaptive`` its adaptive factors; 1 when none."""
+        factor = _smallest(self.throttles, endpoint, providers, now) if self.throttles else 1.0
+        if adaptive and self.adaptive:
+            factor = min(factor, _smallest(self.adaptive, endpoint, providers, now))
         return factor
 
     # -- one key changed: its new value replaces its one entry --------------------
@@ -85,7 +85,23 @@ class LiveState:
     def set_throttle(
         self, endpoint: str, provider: str, key: str, value: object, pttl: object, now: float, junk: Junk
     ) -> None:
-        _put(self.throttles, (endpoint, provider), _throttle(key, value, pttl, now, junk))
+        _put(self.throttles, (endpoint, provider), _factor("throttle", key, value, pttl, now, junk))
+
+    def set_adaptive(
+        self, endpoint: str, provider: str, key: str, value: object, pttl: object, now: float, junk: Junk
+    ) -> None:
+        _put(self.adaptive, (endpoint, provider), _factor("adaptive", key, value, pttl, now, junk))
+
+
+def _smallest(
+    factors: dict[tuple[str, str], tuple[float, float]], endpoint: str, providers: Iterable[str], now: float
+) -> float:
+    factor = 1.0
+    for provider in (ALL_PROVIDERS, *providers):
+        hit = factors.get((endpoint, provider))
+        if hit is not None and hit[1] > now and hit[0] < factor:
+            factor = hit[0]
+    return factor
 
 
 def _put(entries: dict, scope: object, value: object) -> None:  # type: ignore[type-arg]
@@ -143,14 +159,17 @@ def _expiry(pttl: object, now: float) -> float | None:
     return NEVER if pttl == -1 else now + pttl / 1000
 
 
-def _throttle(key: str, value: object, pttl: object, now: float, junk: Junk) -> tuple[float, float] | None:
+def _factor(
+    kind: str, key: str, value: object, pttl: object, now: float, junk: Junk
+) -> tuple[float, float] | None:
+    """A "<factor> <reason>" value with its expiry; junk is reported as ``kind``."""
     text = text_of(value)
     until = _expiry(pttl, now)
     if text is None or until is None:
         return None
     factor = parse_throttle(text)
     if factor is None:
-        junk.append(("throttle", key, ""))
+        junk.append((kind, key, ""))
         return None
     return factor, until
 
@@ -167,6 +186,8 @@ def parse_live_state(
     throttle_keys: Sequence[bytes],
     throttle_replies: Sequence[tuple[object, object]],
     junk: Junk,
+    adaptive_keys: Sequence[bytes] = (),
+    adaptive_replies: Sequence[tuple[object, object]] = (),
 ) -> LiveState:
     """Build a LiveState from raw replies; junk is skipped exactly as select.lua skips it.
 
@@ -187,4 +208,9 @@ def parse_live_state(
         scope = split_scoped(name, keys.throttle_prefix())
         if scope is not None:
             live.set_throttle(*scope, name, value, pttl, now, junk)
+    for key, (value, pttl) in zip(adaptive_keys, adaptive_replies, strict=True):
+        name = text_of(key) or ""
+        scope = split_scoped(name, keys.adaptive_prefix())
+        if scope is not None:
+            live.set_adaptive(*scope, name, value, pttl, now, junk)
     return live

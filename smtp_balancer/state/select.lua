@@ -12,7 +12,7 @@
 --          order (caps -1 = none; both cap lists empty when no member of the stage is
 --          capped). Provider caps per member: {provider: [day, hour]} while warming;
 --          rate caps per member: {provider or "all": messages per minute}; each list
---          empty when no member has any
+--          empty when no member has any; then 1 when the pool's weights are adaptive
 -- ARGV[3]  providers: "google 2,yahoo 1", recipients per provider of this message
 -- ARGV[4]  hashes: per stage "u u u" (sticky rendezvous values) or "", joined by "/"
 --
@@ -92,29 +92,48 @@ local function quarantine_over(skey)
   return untl <= now_s
 end
 
--- the smallest live throttle factor for this message's providers (1 = none);
--- set by the feedback daemon's throttle action, "<factor> <reason>" with a TTL
-local throttles = {}
-local function throttle_of(name)
-  if throttles[name] then return throttles[name] end
-  local tkeys = {base .. 'throttle:' .. name .. ':all'}
-  for i, p in ipairs(provs) do tkeys[i + 1] = base .. 'throttle:' .. name .. ':' .. p[1] end
-  local f = 1
+-- the smallest live factor of one kind for this message's providers (1 = none), and
+-- the reason of that one: "<factor> <reason>" with a TTL, written by the feedback
+-- daemon (throttle: a rule's action; adaptive: recent outcomes)
+local function smallest(kind, name)
+  local tkeys = {base .. kind .. ':' .. name .. ':all'}
+  for i, p in ipairs(provs) do tkeys[i + 1] = base .. kind .. ':' .. name .. ':' .. p[1] end
+  local f, why = 1, ''
   local vals = redis.pcall('MGET', unpack(tkeys))
   if type(vals) == 'table' and not vals.err then
     for i, v in ipairs(vals) do
       if v then
         local x = sb_throttle(v)
         if not x then
-          junk[#junk + 1] = 'throttle|' .. tkeys[i]
+          junk[#junk + 1] = kind .. '|' .. tkeys[i]
         elseif x < f then
-          f = x
+          f, why = x, string.match(v, '^%S+ (.*)$') or ''
         end
       end
     end
   end
-  throttles[name] = f
-  return f
+  return f, why
+end
+
+-- the share of its draws a member keeps: its throttle, and in an adaptive pool its
+-- adaptive factor; memoised per member
+local throttles = {}
+local function throttle_of(name, adaptive)
+  local memo = name .. (adaptive and '+' or '')
+  local t = throttles[memo]
+  if not t then
+    local f = smallest('throttle', name)
+    local note = ''
+    if f < 1 then note = ', throttled to ' .. f .. ' of its weight' end
+    if adaptive then
+      local a, why = smallest('adaptive', name)
+      if a < 1 then note = note .. ', adaptive factor ' .. a .. ' (' .. why .. ')' end
+      if a < f then f = a end
+    end
+    t = {f, note}
+    throttles[memo] = t
+  end
+  return t[1], t[2]
 end
 
 -- an endpoint's live status, read once per call however many stages list it
@@ -238,6 +257,7 @@ local chosen_name, chosen_w, chosen_stage, chosen_st
 for stage_no, stage in ipairs(cjson.decode(ARGV[2])) do
   local pool, spread, ignore_caps = stage[1], stage[2], stage[3] == 1
   local names, ws, dcs, hcs, pcs, rcs = stage[4], stage[5], stage[6], stage[7], stage[8] or {}, stage[9] or {}
+  local adaptive = stage[10] == 1
   local m = #names
 
   -- live weights of the members: HGETALL when the hash is no longer than the pool
@@ -323,7 +343,7 @@ for stage_no, stage in ipairs(cjson.decode(ARGV[2])) do
     for _, i in ipairs(positive) do
       -- a throttled member keeps a `factor` share of the keys (decided by the key's own hash)
       if not why_not(i) then
-        local f = throttle_of(names[i])
+        local f = throttle_of(names[i], adaptive)
         if f >= 1 or (us[i] * 1000003) % 1 < f then
           top[#top + 1] = i
           top_total = top_total + ws[i]
@@ -342,7 +362,7 @@ for stage_no, stage in ipairs(cjson.decode(ARGV[2])) do
       local i = positive[d]
       if not why_not(i) then
         -- throttled: accept with probability `factor`, reusing the uniform remainder
-        local f = throttle_of(names[i])
+        local f = throttle_of(names[i], adaptive)
         if f >= 1 or rest < f then
           pick = i
           break
@@ -363,8 +383,8 @@ for stage_no, stage in ipairs(cjson.decode(ARGV[2])) do
       else
         local note = 'eligible'
         if ignore_caps then note = 'eligible (caps ignored by overflow policy)' end
-        local f = throttle_of(names[i])
-        if f < 1 then note = note .. ', throttled to ' .. f .. ' of its weight' end
+        local _, factors = throttle_of(names[i], adaptive)
+        note = note .. factors
         verdicts[#verdicts + 1] = stage_no .. '|' .. names[i] .. '|' .. ws[i] .. '|1|' .. note
       end
     end

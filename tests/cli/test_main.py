@@ -239,6 +239,7 @@ def test_status_shows_provider_caps_rate_caps_and_a_slow(make_config, tmp_path: 
     rdb.hset("{sb}:count:out3:day:20261124", mapping={"total": 50, "google": 12})
     rdb.zadd("{sb}:rate:out2:google", {"old": now_ms - 61_000, "a": now_ms - 5_000, "b": now_ms - 1})
     rdb.set("{sb}:slow:out2:google", "0.5 rule slow-421: 421 too fast\x1b[2J", ex=600)
+    rdb.set("{sb}:adaptive:out1:yahoo", "0.3 deferred 20% of 50 in 5m", ex=300)
     code = main(["-c", str(tmp_path / "config.yaml"), "status"], clock=CLOCK)
     out = capsys.readouterr().out
     assert code == 0
@@ -248,3 +249,4 @@ def test_status_shows_provider_caps_rate_caps_and_a_slow(make_config, tmp_path: 
     assert "2/60, slowed to 30 (10m left): rule slow-421: 421 too fast" in google, out
     assert "\x1b" not in out
     assert rows[("out2", "all")].split()[2:5] == ["-", "-", "0/500"], out
+    assert " ".join(rows[("out1", "yahoo")].split()[2:]) == "0.3 5m deferred 20% of 50 in 5m", out

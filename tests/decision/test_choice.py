@@ -35,7 +35,7 @@ class Fixed:
             raise NeedRedis(endpoint)
         return "out of service" if endpoint in self.out else None
 
-    def throttle(self, endpoint: str) -> float:
+    def throttle(self, endpoint: str, adaptive: bool) -> float:
         return self.throttles.get(endpoint, 1.0)
 
 

@@ -56,9 +56,9 @@ def test_script_arguments_layout():
     assert header == f"{{sb}}: 1 0 {call.r!r} 3 20261124 2026112410 {call.wall!r} 0.0"
     assert json.loads(plan) == [
         # b's gmail cap (day 2, no hour cap) and its yahoo rate cap
-        ["p", 1, 0, ["a", "b"], [3, 1], [-1, 5], [-1, -1], [{}, {"google": [2, -1]}], [{}, {"yahoo": 60}]],
-        ["q", 1, 0, ["r"], [1], [], [], [], []],  # no member capped: no cap lists
-        ["q", 1, 1, ["r"], [1], [], [], [], []],
+        ["p", 1, 0, ["a", "b"], [3, 1], [-1, 5], [-1, -1], [{}, {"google": [2, -1]}], [{}, {"yahoo": 60}], 0],
+        ["q", 1, 0, ["r"], [1], [], [], [], [], 0],  # no member capped: no cap lists
+        ["q", 1, 1, ["r"], [1], [], [], [], [], 0],
     ]
     assert providers == "google 2,yahoo 1"
     assert hashes == "//"  # no stage is sticky

@@ -29,6 +29,9 @@ def test_counts_per_endpoint_provider_minute_and_status_for_configured_endpoints
             line("out1", "sent", "250 ok"),
             line("out1", "sent", "250 ok"),
             line("out2", "deferred", "host x said: 421 4.2.0 later"),
+            line("out2", "bounced", "host x said: 550 5.7.1 rejected by policy, blocked").replace(
+                "dsn=4.7.28", "dsn=5.7.1"
+            ),
             line("", "sent", "250 ok"),  # Postfix's default transport: metrics only
             line("out9", "sent", "250 ok"),  # not ours: metrics only
         ],
@@ -38,9 +41,13 @@ def test_counts_per_endpoint_provider_minute_and_status_for_configured_endpoints
     minute = "202611181106"
     assert dict(batch.outcomes) == {
         ("out1", "google", minute, "sent"): 2,
+        # connection setup and transmission (delays c + d) of the delivered ones, for adaptive
+        ("out1", "google", minute, "latency_ms"): 2 * (200 + 210),
         ("out2", "google", minute, "deferred"): 1,
+        ("out2", "google", minute, "bounced"): 1,
+        ("out2", "google", minute, "blocked"): 1,  # a block-type refusal (policy_block)
     }
-    assert len(batch.deliveries) == 5 and batch.hits == []
+    assert len(batch.deliveries) == 6 and batch.hits == []
 
 
 def test_a_matching_reply_becomes_a_hit_with_a_per_line_uid() -> None:
