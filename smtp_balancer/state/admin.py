@@ -247,24 +247,29 @@ class StateAdmin:
         )
 
     def _adaptive(self) -> list[AdaptiveStatus]:
-        keys = sorted(self.r.scan_iter(match=self.keys.adaptive_pattern(), count=500))
+        out = []
+        for key, value, ttl in self._strings_with_ttl(self.keys.adaptive_pattern()):
+            scope = split_scoped(text_of(key) or "", self.keys.adaptive_prefix())
+            if scope is None:
+                continue
+            raw = text_of(value)
+            cause = raw.partition(" ")[2] if raw else ""
+            out.append(
+                AdaptiveStatus(*scope, parse_throttle(raw), ttl if isinstance(ttl, int) else -2, cause)
+            )
+        return out
+
+    def _strings_with_ttl(self, pattern: str) -> list[tuple[bytes, object, object]]:
+        """(key, GET, TTL) of every key the pattern matches, in key order."""
+        keys = sorted(self.r.scan_iter(match=pattern, count=500))
         if not keys:
             return []
         pipe = self.r.pipeline(transaction=False)
         for key in keys:
             pipe.get(key)
             pipe.ttl(key)
-        replies = iter(pipe.execute(raise_on_error=False))
-        out = []
-        for key in keys:
-            raw, ttl = text_of(next(replies)), next(replies)
-            scope = split_scoped(text_of(key) or "", self.keys.adaptive_prefix())
-            if scope is None:
-                continue
-            cause = raw.partition(" ")[2] if raw else ""
-            ttl_s = ttl if isinstance(ttl, int) else -2
-            out.append(AdaptiveStatus(*scope, parse_throttle(raw), ttl_s, cause))
-        return out
+        replies = pipe.execute(raise_on_error=False)
+        return [(key, replies[2 * i], replies[2 * i + 1]) for i, key in enumerate(keys)]
 
     def _limits(self, now: datetime, caps: dict[str, Caps]) -> list[LimitStatus]:
         out: list[LimitStatus] = []
@@ -335,20 +340,12 @@ class StateAdmin:
         return total, len(keys)
 
     def _suspensions(self, endpoint: str) -> list[Suspension]:
-        keys = sorted(self.r.scan_iter(match=self.keys.suspension_pattern(endpoint), count=500))
-        if not keys:
-            return []
-        pipe = self.r.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(key)
-            pipe.ttl(key)
-        replies = pipe.execute(raise_on_error=False)
         prefix = self.keys.suspension(endpoint, "")
         out = []
-        for i, key in enumerate(keys):
-            reason, ttl = replies[2 * i], replies[2 * i + 1]
+        for key, reason, ttl in self._strings_with_ttl(self.keys.suspension_pattern(endpoint)):
             text = text_of(reason) if isinstance(reason, bytes) else "(unreadable value: not a string)"
-            out.append(Suspension((text_of(key) or "").removeprefix(prefix), int(ttl), text or ""))
+            ttl_s = ttl if isinstance(ttl, int) else -2
+            out.append(Suspension((text_of(key) or "").removeprefix(prefix), ttl_s, text or ""))
         return out
 
 
