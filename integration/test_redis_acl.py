@@ -91,12 +91,17 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
     limits = {
         "out1": {"rate_caps": {"all": 100_000}},
         "out3": {
-            "warmup": {"start": today, "schedule": [100_000], "providers": {"google": [100_000]}},
+            "warmup": {
+                "start": today,
+                "schedule": [100_000],
+                "providers": {"google": [100_000]},
+                "advance": "sending_days",  # the feedback daemon writes its record
+            },
             "rate_caps": {"google": 100_000},
         },
     }
     ms = mail_system(
-        {"redis": {"username": "sb-cli"}, "endpoints": limits},
+        {"redis": {"username": "sb-cli"}, "endpoints": limits, "pools": {"main": {"adaptive": True}}},
         milter=True,
         feedback=True,
         requeue=True,
@@ -144,6 +149,7 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
 
     admin = ms.rdb
     wait_until(lambda: admin.get("{sb}:feedback:it:position"), 30, "the feedback daemon's log position")
+    wait_until(lambda: admin.hget("{sb}:warmup:out3", "step") == "1", 30, "the managed warm-up's record")
     outputs: dict[str, str] = {}
     for args in (
         ("status",),

@@ -87,6 +87,8 @@ def status_report(snapshot: Snapshot) -> str:
                 if ep.warmup_day is None
                 else (f"day {ep.warmup_day}" if ep.warmup_day > 0 else "not started")
             )
+            if ep.warmup_why:
+                warm += f" ({ep.warmup_why})"
             rows.append(
                 [
                     m.endpoint,

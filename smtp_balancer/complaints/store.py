@@ -17,7 +17,7 @@ from smtp_balancer.complaints.attribute import Attribution
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.warmup import hour_bucket
 from smtp_balancer.feedback.processor import minute_bucket
-from smtp_balancer.feedback.store import TENANT_RETENTION_S, FeedbackStore, RateResult
+from smtp_balancer.feedback.store import DAILY_TTL_S, TENANT_RETENTION_S, FeedbackStore, RateResult
 from smtp_balancer.state.keys import KeySchema
 
 RESULTS = ("complaint", "not_counted", "unattributed", "malformed", "no_source_ip", "too_large")
@@ -47,6 +47,9 @@ class ComplaintStore:
             bucket = self.keys.outcomes(attribution.endpoint, attribution.provider, minute_bucket(now))
             pipe.hincrby(bucket, "complained", 1)
             pipe.expire(bucket, self.retention_s)
+            daily = self.keys.daily(attribution.endpoint, minute_bucket(now)[:8])
+            pipe.hincrby(daily, "complained", 1)
+            pipe.expire(daily, DAILY_TTL_S)
             if self.config.tenants:
                 hour = hour_bucket(datetime.fromtimestamp(now, UTC))
                 tenant = self.keys.tenant_outcomes(attribution.tenant, hour)

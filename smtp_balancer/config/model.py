@@ -36,13 +36,35 @@ class WarmupStep(Strict):
     hourly: int | None = Field(default=None, ge=0)
 
 
+class HoldRule(Strict):
+    """Judged on the schedule's last day: over the threshold, the schedule does not advance."""
+
+    measure: Literal["deferred", "bounced", "complained"]
+    above_percent: float = Field(gt=0, le=100)
+    # hold: stay on the same step; step_back: go back one step
+    then: Literal["hold", "step_back"] = "hold"
+    # the least attempts (delivered messages, for complained) for the rule to judge
+    min_attempts: int = Field(default=20, ge=1)
+
+
 class WarmupConfig(Strict):
     start: date
     # a built-in or configured schedule name, or an explicit list of steps
     schedule: str | list[WarmupStep | int]
+    # calendar: one step per UTC day from start; sending_days: a day counts only when the
+    # endpoint used at least min_share of that day's cap (judged by the feedback daemon)
+    advance: Literal["calendar", "sending_days"] = "calendar"
+    min_share: float = Field(default=0.5, gt=0, le=1)
+    # outcomes that keep the schedule on its step, or step it back
+    hold_on: list[HoldRule] = Field(default_factory=list)
     # caps per mailbox provider beside the total: provider -> schedule (a name or
     # steps), by the same day of age; they end when the total schedule ends
     providers: dict[Name, str | list[WarmupStep | int]] = Field(default_factory=dict)
+
+    @property
+    def managed(self) -> bool:
+        """Whether the step comes from the endpoint's record ({sb}:warmup:<ep>), not the calendar."""
+        return self.advance == "sending_days" or bool(self.hold_on)
 
 
 class EndpointConfig(Strict):

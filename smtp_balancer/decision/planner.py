@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 from smtp_balancer.clock import SYSTEM, Clock
@@ -38,6 +38,8 @@ class Planner:
         self.rules = RuleSet(config.rules)
         self.plans = {name: build_plan(config, name) for name in config.pools}
         self.caps = CapsTable(config)
+        # managed warm-ups' steps from Redis (the engine points this at its live state)
+        self.warmup_steps: Callable[[], Mapping[str, tuple[int, str]] | None] = lambda: None
         self.routes = {name: route_for(name, ep.nexthop) for name, ep in config.endpoints.items()}
         self.rng = rng or random.Random()
         self._hour = -1
@@ -73,7 +75,7 @@ class Planner:
             rule,
             plan,
             tuple(hashes),
-            self.caps.on(now.date()),
+            self.caps.on(now.date(), self.warmup_steps()),
             self.rng.random(),
             tuple(by_provider),
             tuple(by_provider.items()),

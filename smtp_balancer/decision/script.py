@@ -34,7 +34,7 @@ class Late(Exception):
 class ScriptCodec:
     def __init__(self, planner: Planner) -> None:
         self.planner = planner
-        self._texts: dict[tuple[str, str, int], tuple[PoolPlan, bytes, bytes]] = {}
+        self._texts: dict[tuple[str, str, int, int], tuple[PoolPlan, bytes, bytes, dict[str, Caps]]] = {}
 
     def encode(self, draw: Draw, deadline: float = 0.0) -> tuple[list[bytes], list[str | bytes]]:
         """The keys and arguments of select.lua for this draw. ``deadline``: Redis's
@@ -56,10 +56,11 @@ class ScriptCodec:
     def _static_args(self, pool: str, plan: PoolPlan, caps: dict[str, Caps], day: str) -> tuple[bytes, bytes]:
         """The anchor key and plan text, per pool and day (caps change once a day)."""
         # keyed by the plan object: a draw made before the plans changed (a bind address
-        # came or went) is encoded with its own plan, the one its hashes index
-        cache_key = (pool, day, id(plan))
+        # came or went) is encoded with its own plan, the one its hashes index; and by
+        # the caps object, new when a managed warm-up's step changes
+        cache_key = (pool, day, id(plan), id(caps))
         cached = self._texts.get(cache_key)
-        if cached is not None and cached[0] is plan:
+        if cached is not None and cached[0] is plan and cached[3] is caps:
             return cached[1], cached[2]
         if len(self._texts) > 4 * len(self.planner.plans) + 16:
             self._texts.clear()  # yesterday's caps
@@ -86,7 +87,7 @@ class ScriptCodec:
             )
         anchor = self.planner.keys.pool_weights(plan.stages[0].pool).encode()
         text = json.dumps(stages, separators=(",", ":")).encode()
-        self._texts[cache_key] = (plan, anchor, text)
+        self._texts[cache_key] = (plan, anchor, text, caps)
         return anchor, text
 
     def interpret(self, draw: Draw, reply: Sequence[Any]) -> tuple[Decision, list[StateJunk]]:

@@ -104,11 +104,16 @@ def caps_for(
     today: date,
     provider_steps: Mapping[str, Steps] | None = None,
     rates: Mapping[str, int] = NO_RATES,
+    step: int | None = None,
 ) -> Caps:
     """The caps on ``today``. Provider schedules count days from the same start and end
-    with the total schedule (a warm endpoint has no warm-up caps); rate caps always hold."""
+    with the total schedule (a warm endpoint has no warm-up caps); rate caps always hold.
+    ``step``: the schedule day from the endpoint's record (a managed warm-up), instead
+    of the calendar, from the start date on."""
     redis_only = frozenset(rates)
     age = (today - start).days + 1
+    if age >= 1 and step is not None:
+        age = step
     if age < 1:
         # not started yet: the endpoint takes no traffic before its start date
         return Caps(0, 0, 0, rates=rates, redis_only=redis_only)
@@ -144,16 +149,30 @@ class CapsTable:
             if ep.warmup and ep.warmup.providers
         }
         self._day: date | None = None
+        self._steps: Mapping[str, tuple[int, str]] | None = None
         self._caps: dict[str, Caps] = {}
 
-    def on(self, today: date) -> dict[str, Caps]:
-        if today != self._day:
+    def on(self, today: date, steps: Mapping[str, tuple[int, str]] | None = None) -> dict[str, Caps]:
+        """``steps``: managed warm-ups' (step, day) from Redis (LiveState.warmup); a
+        managed endpoint without one is on its first step. Recomputed when the day or
+        the steps mapping (replaced, never changed in place) changes."""
+        if today != self._day or steps is not self._steps:
             caps = {}
             for name, ep in self.config.endpoints.items():
-                steps = self.schedules.get(name)
-                if ep.warmup and steps:
+                schedule = self.schedules.get(name)
+                if ep.warmup and schedule:
+                    step = None
+                    if ep.warmup.managed:
+                        # the record's step (a day not yet judged holds it), else the first
+                        record = steps.get(name) if steps else None
+                        step = record[0] if record else 1
                     caps[name] = caps_for(
-                        ep.warmup.start, steps, today, self.provider_schedules.get(name), ep.rate_caps
+                        ep.warmup.start,
+                        schedule,
+                        today,
+                        self.provider_schedules.get(name),
+                        ep.rate_caps,
+                        step,
                     )
                 elif ep.rate_caps:
                     caps[name] = Caps(
@@ -161,7 +180,7 @@ class CapsTable:
                     )
                 else:
                     caps[name] = UNCAPPED
-            self._caps, self._day = caps, today
+            self._caps, self._day, self._steps = caps, today, steps
         return self._caps
 
 

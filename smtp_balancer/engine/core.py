@@ -72,6 +72,8 @@ class Engine:
         self.budget_s = config.decision.budget_ms / 1000
         self.breaker = Breaker(config.decision.retry_after_ms / 1000, self.clock)
         self.mirror = MirrorKeeper(config, self.junk, self.clock)
+        mirror = self.mirror
+        self.planner.warmup_steps = lambda: mirror.live.warmup if mirror.live is not None else None
         self.book = QuotaBook(self.planner.keys, self.clock)
         metrics.QUOTA_LEASED.set_function(self.book.leased)
         self.leases = LeaseService(

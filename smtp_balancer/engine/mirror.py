@@ -58,6 +58,8 @@ class MirrorKeeper:
         self._attempted = asyncio.Event()  # the first tracking attempt is over, either way
         self._timeout_s = config.redis.admin_timeout_ms / 1000
         self.members = {name: [m.endpoint for m in pool.endpoints] for name, pool in config.pools.items()}
+        # endpoints whose warm-up step comes from Redis (advance: sending_days, hold_on)
+        self.managed = [n for n, ep in config.endpoints.items() if ep.warmup and ep.warmup.managed]
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -100,9 +102,11 @@ class MirrorKeeper:
         keys, many = self.keys, self._call_batched
         pools, endpoints = self.members, list(self.config.endpoints)
         # a key of the wrong type comes back as an error value: junk, skipped like in select.lua
+        managed = self.managed
         replies = await many(
             [("HMGET", keys.pool_weights(p), *members) for p, members in pools.items()]
             + [("HMGET", keys.endpoint_state(e), "state", "until") for e in endpoints]
+            + [("HMGET", keys.warmup(e), "step", "day") for e in managed]
         )
         suspension_keys = await self._scan(keys.suspension_pattern())
         throttle_keys = await self._scan(keys.throttle_pattern())
@@ -117,7 +121,7 @@ class MirrorKeeper:
             pools,
             replies[: len(pools)],
             endpoints,
-            replies[len(pools) :],
+            replies[len(pools) : len(pools) + len(endpoints)],
             suspension_keys,
             pttls,
             self.clock.monotonic(),
@@ -126,6 +130,8 @@ class MirrorKeeper:
             junk,
             adaptive_keys,
             adaptive,
+            managed,
+            replies[len(pools) + len(endpoints) :],
         )
         self.live = live
         self._report(junk)
@@ -262,6 +268,8 @@ class MirrorKeeper:
                 commands.append(("HMGET", raw, *members))
             elif kind == "state":
                 commands.append(("HMGET", raw, "state", "until"))
+            elif kind == "warmup":
+                commands.append(("HMGET", raw, "step", "day"))
             elif kind == "suspend":
                 commands.append(("PTTL", raw))
             else:
@@ -279,6 +287,8 @@ class MirrorKeeper:
                 live.set_weights(scope[0], name, self.members[scope[0]], value, junk)
             elif kind == "state":
                 live.set_state(scope[0], name, value, junk)
+            elif kind == "warmup":
+                live.set_warmup(scope[0], name, value, junk)
             elif kind == "suspend":
                 live.set_suspension(scope[0], scope[1], value, now)
             elif kind == "adaptive":

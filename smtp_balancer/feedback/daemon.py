@@ -15,6 +15,7 @@ import time
 
 import redis
 
+from smtp_balancer.clock import utc_now
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback import metrics
@@ -26,6 +27,7 @@ from smtp_balancer.feedback.processor import Batch, Processor
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
 from smtp_balancer.feedback.store import FeedbackStore, HitResult, RateResult
 from smtp_balancer.feedback.tenants import TenantTable
+from smtp_balancer.feedback.warmup_store import WarmupRecords
 from smtp_balancer.observe.metrics import serve_metrics
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.observe.sdnotify import Notifier
@@ -36,6 +38,7 @@ from smtp_balancer.state.keys import KeySchema
 log = logging.getLogger("smtp_balancer.feedback")
 RETRY_S = 1.0
 COMPLAINT_RULES_EVERY_S = 60.0
+WARMUP_DAYS_EVERY_S = 60.0  # managed warm-ups move to the new UTC day within a minute
 
 
 def endpoint_label(name: str, known: set[str]) -> str:
@@ -77,6 +80,8 @@ class FeedbackDaemon:
         self.per_batch_rules = [r for r in fb.rate_rules if r not in self.complaint_rules]
         self._complaint_pairs: set[tuple[str, str]] = set()
         self._complaints_due = 0.0
+        self.warmup = WarmupRecords(self.r, config)
+        self._warmup_due = 0.0
         adaptive = config.adaptive_endpoints
         self.adaptive = (
             AdaptiveRounds(AdaptiveStore(self.r, self.store.keys, config.adaptive), adaptive)
@@ -136,6 +141,7 @@ class FeedbackDaemon:
         self.report_notes()
         self.notes.flush()
         self.adaptive_round()
+        self.warmup_round()
         if not lines:
             return 0
         uid = f"{self.instance}:{before.inode}:{before.offset}"
@@ -170,6 +176,24 @@ class FeedbackDaemon:
         if self.adaptive is not None:
             self.adaptive.note(batch.pairs)
         return len(lines)
+
+    def warmup_round(self) -> None:
+        """Judge managed warm-ups' days, at most once a minute, busy or idle."""
+        if not self.warmup.managed or time.monotonic() < self._warmup_due:
+            return
+        self._warmup_due = time.monotonic() + WARMUP_DAYS_EVERY_S
+        try:
+            judged = self.warmup.judge_days(utc_now().date())
+        except redis.RedisError as exc:
+            metrics.REDIS_ERRORS.inc()
+            self._warmup_due = 0.0  # again at the next step
+            self.notes.emit(
+                logging.ERROR, "redis error", "Redis at %s: %s; warm-up days not judged", self.where, exc
+            )
+            return
+        for j in judged:
+            level = logging.INFO if j.why.startswith(("advanced", "step 1", "warm")) else logging.WARNING
+            log.log(level, "warm-up of %s: step %d, %s", j.endpoint, j.step, j.why)
 
     def adaptive_round(self) -> None:
         """Recompute adaptive factors every adaptive.interval, busy or idle."""

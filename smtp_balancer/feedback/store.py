@@ -22,6 +22,7 @@ from smtp_balancer.state.keys import KeySchema
 
 # per-tenant hours are kept at least this long: `status` shows the last 24 of them
 TENANT_RETENTION_S = 25 * 3600
+DAILY_TTL_S = 3 * 86_400  # per-day outcomes: yesterday's must outlive a late judgement
 REASON_QUOTE = 160  # characters of the remote reply quoted in a suspension reason
 CODES = {0: "counting", 1: "acted", 2: "in_force", 3: "skipped"}
 RATE_CODES = {0: "quiet", 1: "tripped", 2: "still_tripped", 3: "recovered"}
@@ -111,6 +112,15 @@ class FeedbackStore:
             tenant_keys.add(key)
         for key in tenant_keys:
             pipe.expire(key, max(self.retention_s, TENANT_RETENTION_S))
+        # per endpoint and UTC day, for warm-up hold_on rules (after the hits: their
+        # replies are read by position)
+        daily: Counter[tuple[str, str, str]] = Counter()
+        for (ep, _, minute, status), n in batch.outcomes.items():
+            daily[(ep, minute[:8], status)] += n
+        for (ep, day, status), n in daily.items():
+            pipe.hincrby(self.keys.daily(ep, day), status, n)
+        for ep, day in {(ep, day) for ep, day, _ in daily}:
+            pipe.expire(self.keys.daily(ep, day), DAILY_TTL_S)
         pipe.set(self.keys.feedback_position(self.instance), position.encode())
         replies = pipe.execute()
         results = []

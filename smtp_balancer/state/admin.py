@@ -16,6 +16,7 @@ from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import OTHER, ProviderTable
 from smtp_balancer.decision.warmup import RATE_WINDOW_S, Caps, CapsTable, day_bucket, hour_bucket
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
+from smtp_balancer.state.live import parse_warmup
 from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
 
 
@@ -42,6 +43,7 @@ class EndpointStatus:
     day_cap: int | None
     hour_cap: int | None
     warmup_day: int | None
+    warmup_why: str = ""  # a managed warm-up's last judgement (held, stepped back, advanced)
 
 
 @dataclass
@@ -188,7 +190,8 @@ class StateAdmin:
         """``tenants=False``, ``limits=False``: skip the per-tenant hours and the limits per
         provider (the state gauges show neither)."""
         now = now or utc_now(self.clock)
-        caps = self.caps.on(now.date())
+        steps, whys = self._warmup_records()
+        caps = self.caps.on(now.date(), steps)
         pools = list(self.config.pools.items())
         names = list(self.config.endpoints)
 
@@ -233,6 +236,7 @@ class StateAdmin:
                 day_cap=cap.day,
                 hour_cap=cap.hour,
                 warmup_day=cap.warmup_day,
+                warmup_why=whys.get(ep, ""),
             )
         queued, hosts = self._queued()
         return Snapshot(
@@ -245,6 +249,25 @@ class StateAdmin:
             self._limits(now, caps) if limits else [],
             self._adaptive() if limits else [],
         )
+
+    def _warmup_records(self) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
+        """Managed warm-ups' (step, day) and last judgement."""
+        managed = [n for n, ep in self.config.endpoints.items() if ep.warmup and ep.warmup.managed]
+        if not managed:
+            return {}, {}
+        pipe = self.r.pipeline(transaction=False)
+        for name in managed:
+            pipe.hmget(self.keys.warmup(name), ["step", "day", "why"])
+        steps, whys = {}, {}
+        for name, reply in zip(managed, pipe.execute(raise_on_error=False), strict=True):
+            values = reply if isinstance(reply, list) else [None, None, None]
+            found = parse_warmup(values[:2], self.keys.warmup(name), [])
+            if found is not None:
+                steps[name] = found
+                whys[name] = text_of(values[2]) or ""
+            elif values[0] is not None or isinstance(reply, Exception):
+                whys[name] = "record unreadable: on step 1 until the feedback daemon rewrites it"
+        return steps, whys
 
     def _adaptive(self) -> list[AdaptiveStatus]:
         out = []

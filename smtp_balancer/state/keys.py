@@ -10,6 +10,9 @@ Redis Cluster hash tag, so all keys one decision touches share a slot.
   {sb}:count:<endpoint>:day:<YYYYMMDD> HASH  total and one field per provider (UTC day, kept 3 days)
   {sb}:count:<endpoint>:hour:<YYYYMMDDHH> HASH the same per UTC hour (kept 2 days)
   {sb}:throttle:<endpoint>:<provider>  STRING "<factor> <reason>", with a TTL: weight x factor
+  {sb}:warmup:<endpoint>               HASH  step, day (YYYYMMDD it applies to), why, judged: the warm-up
+                                        step of an endpoint with advance: sending_days or hold_on
+  {sb}:daily:<endpoint>:<YYYYMMDD>     HASH  sent/deferred/bounced/expired/complained per UTC day (3 days)
   {sb}:adaptive:<endpoint>:<provider>  STRING "<factor> <reason>", with a TTL: weight x factor in the
                                         pools with `adaptive: true` (written by the feedback daemon)
   {sb}:rate:<endpoint>:<provider>      ZSET  messages routed in the last minute (score: ms), for
@@ -81,6 +84,12 @@ class KeySchema:
     def throttle_pattern(self, endpoint: str = "") -> str:
         return scoped_pattern(self.throttle_prefix(), endpoint)
 
+    def warmup(self, endpoint: str) -> str:
+        return f"{self.base}:warmup:{endpoint}"
+
+    def daily(self, endpoint: str, day: str) -> str:
+        return f"{self.base}:daily:{endpoint}:{day}"
+
     def adaptive(self, endpoint: str, provider: str) -> str:
         return f"{self.base}:adaptive:{endpoint}:{provider}"
 
@@ -105,6 +114,7 @@ class KeySchema:
             self.suspension_prefix(),
             self.throttle_prefix(),
             self.adaptive_prefix(),
+            f"{self.base}:warmup:",
         )
 
     def tracked_key(self, name: str) -> tuple[str, tuple[str, ...]] | None:
@@ -114,9 +124,10 @@ class KeySchema:
         for kind, head, tail in (
             ("weights", f"{self.base}:pool:", ":weights"),
             ("state", f"{self.base}:endpoint:", ":state"),
+            ("warmup", f"{self.base}:warmup:", ""),
         ):
             if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail):
-                return kind, (name[len(head) : -len(tail)],)
+                return kind, (name[len(head) : len(name) - len(tail)],)
         for kind, head in (
             ("suspend", self.suspension_prefix()),
             ("throttle", self.throttle_prefix()),

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
 from smtp_balancer.state.values import (
+    parse_int,
     parse_state,
     parse_throttle,
     parse_until,
@@ -47,6 +48,9 @@ class LiveState:
     throttles: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     # the same for adaptive factors, applied in the pools that opt in
     adaptive: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    # endpoint -> (warm-up step, UTC day it applies to) of managed warm-ups; replaced,
+    # never changed in place, so a reader can tell a new one by identity
+    warmup: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def weight(self, pool: str, endpoint: str, yaml_weight: int) -> int:
         live = self.weights.get(pool)
@@ -87,10 +91,32 @@ class LiveState:
     ) -> None:
         _put(self.throttles, (endpoint, provider), _factor("throttle", key, value, pttl, now, junk))
 
+    def set_warmup(self, endpoint: str, key: str, reply: object, junk: Junk) -> None:
+        """``reply``: HMGET step day."""
+        steps = dict(self.warmup)
+        _put(steps, endpoint, parse_warmup(reply, key, junk))
+        self.warmup = steps
+
     def set_adaptive(
         self, endpoint: str, provider: str, key: str, value: object, pttl: object, now: float, junk: Junk
     ) -> None:
         _put(self.adaptive, (endpoint, provider), _factor("adaptive", key, value, pttl, now, junk))
+
+
+def parse_warmup(reply: object, key: str, junk: Junk) -> tuple[int, str] | None:
+    """A managed warm-up's (step, day); None when absent or junk (the first step applies)."""
+    if not isinstance(reply, list) or len(reply) != 2:
+        if isinstance(reply, Exception):
+            junk.append(("warmup", key, ""))
+        return None
+    step_raw, day = text_of(reply[0]), text_of(reply[1])
+    if step_raw is None and day is None:
+        return None
+    step = parse_int(step_raw, 4)
+    if not step or day is None or len(day) != 8 or not day.isascii() or not day.isdigit():
+        junk.append(("warmup", key, ""))
+        return None
+    return step, day
 
 
 def _smallest(
@@ -188,6 +214,8 @@ def parse_live_state(
     junk: Junk,
     adaptive_keys: Sequence[bytes] = (),
     adaptive_replies: Sequence[tuple[object, object]] = (),
+    warmup_endpoints: Sequence[str] = (),
+    warmup_replies: Sequence[object] = (),
 ) -> LiveState:
     """Build a LiveState from raw replies; junk is skipped exactly as select.lua skips it.
 
@@ -213,4 +241,10 @@ def parse_live_state(
         scope = split_scoped(name, keys.adaptive_prefix())
         if scope is not None:
             live.set_adaptive(*scope, name, value, pttl, now, junk)
+    steps = {}
+    for endpoint, reply in zip(warmup_endpoints, warmup_replies, strict=True):
+        found = parse_warmup(reply, keys.warmup(endpoint), junk)
+        if found is not None:
+            steps[endpoint] = found
+    live.warmup = steps
     return live

@@ -250,3 +250,19 @@ def test_status_shows_provider_caps_rate_caps_and_a_slow(make_config, tmp_path: 
     assert "\x1b" not in out
     assert rows[("out2", "all")].split()[2:5] == ["-", "-", "0/500"], out
     assert " ".join(rows[("out1", "yahoo")].split()[2:]) == "0.3 5m deferred 20% of 50 in 5m", out
+
+
+def test_status_shows_a_managed_warmups_step_and_why_it_holds(make_config, tmp_path: Path, capsys, rdb):
+    warmup = {"start": "2026-11-20", "schedule": [10, 20, 40], "advance": "sending_days"}
+    make_config({"endpoints": {"out3": {"warmup": warmup}}})
+    rdb.hset(
+        "{sb}:warmup:out3",
+        mapping={"step": 2, "day": "20261124", "why": "held: sent 4 of its cap 20 on 2026-11-23, under 50%"},
+    )
+    code = main(["-c", str(tmp_path / "config.yaml"), "status"], clock=CLOCK)
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("  out3"))
+    # the calendar says day 5; the record says step 2, and why
+    assert (
+        code == 0 and "0/20" in row and "day 2 (held: sent 4 of its cap 20 on 2026-11-23, under 50%)" in row
+    ), out

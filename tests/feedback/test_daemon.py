@@ -78,3 +78,33 @@ def test_complaint_rules_run_at_most_once_a_minute_over_every_pair_seen(make_con
         assert sorted((r.endpoint, r.provider) for r in later) == [("out2", "yahoo"), ("out3", "microsoft")]
     finally:
         daemon.r.close()
+
+
+def test_the_loop_runs_adaptive_factors_and_managed_warmup_days(make_config, rdb, tmp_path):
+    log_file = tmp_path / "mail.log"
+    deferred = (
+        "Nov 24 10:30:01 mta postfix/out2/smtp[9536]: Q{i:04X}: to=<u{i}@gmail.com>, "
+        "relay=gmail-smtp-in.l.google.com[142.250.1.27]:25, delay=0.42, delays=0.01/0/0.2/0.21, "
+        "dsn=4.3.2, status=deferred (host said: 451 4.3.2 busy)\n"
+    )
+    log_file.write_text("".join(deferred.format(i=i) for i in range(30)))
+    config = make_config(
+        {
+            "pools": {"main": {"adaptive": True}},
+            "adaptive": {"min_attempts": 10},
+            "endpoints": {
+                "out3": {"warmup": {"start": "2026-11-24", "schedule": [50], "advance": "sending_days"}}
+            },
+            "feedback": {"log_file": str(log_file), "start_at": "beginning"},
+        }
+    )
+    daemon = FeedbackDaemon(config)
+    try:
+        daemon.follower = daemon.open_log()
+        assert daemon.step() == 30  # the batch is noted for the next round
+        daemon.step()  # idle: the round runs anyway
+        assert rdb.get("{sb}:adaptive:out2:google") == "0.1 deferred 100% of 30 in 5m"
+        assert rdb.hget("{sb}:warmup:out3", "step") == "1"
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
