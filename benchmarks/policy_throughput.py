@@ -12,8 +12,8 @@ process too. Each level is bounded by a request count and a time limit.
     decision): what the server costs apart from deciding;
   - ceiling: benchmarks/dunno_server.py, a minimal asyncio server answering DUNNO;
   - with --compare-limits, smtp-balancer+limits: the same daemon and Redis with a
-    per-provider warm-up cap and rate caps active for gmail (never reached), so
-    draws on those endpoints are settled by select.lua;
+    per-provider warm-up cap, a rate cap (both for gmail, never reached) and an
+    adaptive factor (0.5 for out1 x gmail) in force;
   - policyd-rate-limit 1.2.0 (PyPI), sqlite backend, limiting by client IP. It
     counts at the DATA stage (count_mode 1), so it gets DATA requests, where it
     does its work.
@@ -150,6 +150,29 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 2 else float("nan")
 
 
+def print_ratios(
+    results: dict[tuple[str, int], tuple[float, float]], levels: list[int], compare_log_level: str | None
+) -> None:
+    for conns in levels:
+        if ("smtp-balancer", conns) not in results or ("ceiling", conns) not in results:
+            continue
+        ours_rate = results[("smtp-balancer", conns)][0]
+        line = f"N={conns:<3} ours/ceiling = {ours_rate / results[('ceiling', conns)][0]:.2f}"
+        if ("smtp-balancer RCPT", conns) in results:
+            rcpt = results[("smtp-balancer RCPT", conns)][0] / results[("ceiling", conns)][0]
+            line += f"   ours RCPT/ceiling = {rcpt:.2f}"
+        if (f"smtp-balancer@{compare_log_level}", conns) in results:
+            other_rate = results[(f"smtp-balancer@{compare_log_level}", conns)][0]
+            line += f"   ours/ours@{compare_log_level} = {ours_rate / other_rate:.2f}"
+        if ("smtp-balancer+limits", conns) in results:
+            line += f"   ours+limits/ours = {results[('smtp-balancer+limits', conns)][0] / ours_rate:.2f}"
+        if ("policyd-rate-limit", conns) in results:
+            line += (
+                f"   ours/policyd-rate-limit = {ours_rate / results[('policyd-rate-limit', conns)][0]:.2f}"
+            )
+        print(line)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="policy protocol throughput benchmark")
     parser.add_argument("--requests", type=int, default=20_000, help="per level and server (default 20000)")
@@ -164,10 +187,16 @@ def main() -> int:
     parser.add_argument(
         "--compare-limits",
         action="store_true",
-        help="also measure a second daemon with a per-provider warm-up cap and rate caps active"
-        " (never reached), side by side",
+        help="also measure a second daemon with a per-provider warm-up cap, a rate cap (never"
+        " reached) and an adaptive factor in force, side by side",
     )
     parser.add_argument("--levels", default="1,10,100", help="connection counts (default 1,10,100)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every level this many times; ratios per round and median",
+    )
     parser.add_argument("--prl-python", default=str(ROOT / ".bench-venv" / "bin" / "python"))
     args = parser.parse_args()
 
@@ -235,6 +264,12 @@ def main() -> int:
                 limited = yaml.safe_load(yaml.safe_dump(config))
                 limited["endpoints"]["out3"]["warmup"]["providers"] = {"google": [10**6] * 10}
                 limited["endpoints"]["out2"]["rate_caps"] = {"google": 10**6}
+                limited["pools"]["main"]["adaptive"] = True
+                # an adaptive factor in force (only adaptive pools read it)
+                import redis as redis_py
+
+                with redis_py.Redis.from_url(redis.url) as client:
+                    client.set("{sb}:adaptive:out1:google", "0.5 deferred 15% of 200 in 5m", ex=3600)
                 side_by_side("smtp-balancer+limits", limited, args.log_level)
             if Path(args.prl_python).exists():
                 prl, prl_port = start_prl(args.prl_python, work)
@@ -249,45 +284,43 @@ def main() -> int:
             )
             print("CPU us/req: the server process's CPU time (from /proc) per request answered")
             print(f"{'server':<20} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10}")
-            results: dict[tuple[str, int], float] = {}
             levels = [int(n) for n in args.levels.split(",")]
-            for conns in levels:
-                for name, port, state, pid in servers:
-                    cpu_before = cpu_seconds(pid)
-                    try:
-                        elapsed, lat, done = asyncio.run(
-                            load(port, conns, args.requests, args.seconds, state)
+            per_round: list[dict[tuple[str, int], tuple[float, float]]] = []
+            for _ in range(args.rounds):
+                results: dict[tuple[str, int], tuple[float, float]] = {}  # req/s, CPU us/req
+                for conns in levels:
+                    for name, port, state, pid in servers:
+                        cpu_before = cpu_seconds(pid)
+                        try:
+                            elapsed, lat, done = asyncio.run(
+                                load(port, conns, args.requests, args.seconds, state)
+                            )
+                        except ConnectionError as exc:  # name the server that dropped us
+                            print(f"{name:<20} {conns:>5}  failed: {exc}")
+                            continue
+                        cpu_us = 1e6 * (cpu_seconds(pid) - cpu_before) / max(done, 1)
+                        rate = done / elapsed
+                        results[(name, conns)] = (rate, cpu_us)
+                        print(
+                            f"{name:<20} {conns:>5} {rate:>8.0f} {pct(lat, 50):>7.2f} {pct(lat, 99):>7.2f}"
+                            f" {cpu_us:>10.1f}"
                         )
-                    except ConnectionError as exc:  # name the server that dropped us
-                        print(f"{name:<20} {conns:>5}  failed: {exc}")
-                        continue
-                    cpu_us = 1e6 * (cpu_seconds(pid) - cpu_before) / max(done, 1)
-                    rate = done / elapsed
-                    results[(name, conns)] = rate
-                    print(
-                        f"{name:<20} {conns:>5} {rate:>8.0f} {pct(lat, 50):>7.2f} {pct(lat, 99):>7.2f}"
-                        f" {cpu_us:>10.1f}"
-                    )
-            print()
-            for conns in levels:
-                if ("smtp-balancer", conns) not in results or ("ceiling", conns) not in results:
-                    continue
-                ours_rate = results[("smtp-balancer", conns)]
-                line = f"N={conns:<3} ours/ceiling = {ours_rate / results[('ceiling', conns)]:.2f}"
-                if ("smtp-balancer RCPT", conns) in results:
-                    rcpt = results[("smtp-balancer RCPT", conns)] / results[("ceiling", conns)]
-                    line += f"   ours RCPT/ceiling = {rcpt:.2f}"
-                if (f"smtp-balancer@{args.compare_log_level}", conns) in results:
-                    other_rate = results[(f"smtp-balancer@{args.compare_log_level}", conns)]
-                    line += f"   ours/ours@{args.compare_log_level} = {ours_rate / other_rate:.2f}"
-                if ("smtp-balancer+limits", conns) in results:
-                    line += (
-                        f"   ours+limits/ours = {results[('smtp-balancer+limits', conns)] / ours_rate:.2f}"
-                    )
-                if ("policyd-rate-limit", conns) in results:
-                    prl = results[("policyd-rate-limit", conns)]
-                    line += f"   ours/policyd-rate-limit = {ours_rate / prl:.2f}"
-                print(line)
+                per_round.append(results)
+                print()
+                print_ratios(results, levels, args.compare_log_level)
+                print()
+            if args.rounds > 1 and args.compare_limits:
+                for conns in levels:
+                    key = ("smtp-balancer+limits", conns)
+                    ratios = [r[key][0] / r[("smtp-balancer", conns)][0] for r in per_round if key in r]
+                    cpu = [r[("smtp-balancer", conns)][1] / r[key][1] for r in per_round if key in r]
+                    if ratios:
+                        print(
+                            f"N={conns:<3} ours+limits/ours over {len(ratios)} rounds: median "
+                            f"{statistics.median(ratios):.2f} (req/s), {statistics.median(cpu):.2f}"
+                            f" (CPU per request, ours/ours+limits); rounds"
+                            f" {', '.join(f'{x:.2f}' for x in ratios)}"
+                        )
         finally:
             for proc in procs:
                 if proc.poll() is None:

@@ -53,14 +53,28 @@ class Eligibility:
             if caps.capped:
                 return UNCOUNTABLE
             return UNRATED if caps.needs_redis(draw.providers) else None
-        if caps.needs_redis(draw.providers):
-            # a provider or rate cap: counted atomically per provider by select.lua, and
-            # counted there even when the overflow policy ignores caps
-            raise NeedRedis(endpoint)
+        quota = self.quota
+        if caps.redis_only:
+            scopes = caps.rate_scopes(draw.providers)
+            if scopes and ignore_caps:
+                raise NeedRedis(endpoint)  # not checked, but counted: select.lua does both
+            for scope in scopes:
+                why = quota.rates.check(endpoint, scope, caps.rates[scope])
+                if why:
+                    return why
         if ignore_caps or not caps.capped:
             return None
         day, hour = draw.buckets
-        return self.quota.check(endpoint, draw.facts.quota_count, day, hour, caps.day, caps.hour)
+        why = quota.check(endpoint, draw.facts.quota_count, day, hour, caps.day, caps.hour)
+        if why or not caps.providers:
+            return why
+        for provider, count in draw.provider_counts:
+            pcap = caps.providers.get(provider)
+            if pcap is not None:
+                why = quota.check(endpoint, count, day, hour, pcap[0], pcap[1], provider)
+                if why:
+                    return why
+        return None
 
     def throttle(self, endpoint: str, adaptive: bool = False) -> float:
         live = self.live

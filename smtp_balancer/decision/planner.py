@@ -120,9 +120,20 @@ class Planner:
             return self.exhausted(draw)
         stage_no, endpoint, weight = picked
         stage = draw.plan.stages[stage_no]
-        leased = not stage.ignore_caps and draw.caps[endpoint].capped
+        caps = draw.caps[endpoint]
+        leased = not stage.ignore_caps and caps.capped
         day, hour = draw.buckets
-        if not book.take(endpoint, draw.facts.quota_count, draw.provider_counts, day, hour, leased):
+        scopes = caps.rate_scopes(draw.providers)
+        # a slot spent here whose quota then falls short is not given back: the window
+        # counts one message too many (a cap ends early, never over)
+        if scopes and not book.rates.take(endpoint, scopes):
+            return None
+        by_provider = (
+            frozenset(p for p, _ in draw.provider_counts if p in caps.providers) if leased else frozenset()
+        )
+        if not book.take(
+            endpoint, draw.facts.quota_count, draw.provider_counts, day, hour, leased, by_provider
+        ):
             return None
         return self.routed(
             draw, stage, endpoint, route_reason(weight, stage, stage_no, draw.plan.stages[0].pool)

@@ -8,6 +8,9 @@ decisions then spend the lease without a round trip. What a decision spends is
 added to per-provider deltas that the engine writes in batches
 (``state/count.lua``), with the totals of uncapped endpoints, which need no lease.
 
+A provider's warm-up cap is leased the same way from that provider's field of
+the same counters: a lease per (endpoint, field), ``total`` or a provider.
+
 Thread-safe: the milter's threads take from it while the engine's loop refills
 and drains it.
 """
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.decision.choice import NeedRedis
+from smtp_balancer.decision.rates import RateBook
 from smtp_balancer.state.keys import KeySchema
 
 DAY_TTL_S = 259_200  # as select.lua: day counters kept 3 days, hour counters 2
@@ -44,6 +48,9 @@ class Lease:
     asking: bool = False  # a refill is queued or in flight
 
 
+TOTAL = "total"
+
+
 @dataclass(frozen=True)
 class Refill:
     endpoint: str
@@ -52,6 +59,7 @@ class Refill:
     want: int
     day_cap: int | None
     hour_cap: int | None
+    field: str = TOTAL  # the counter field leased from: total, or a provider
 
 
 @dataclass(frozen=True)
@@ -60,15 +68,17 @@ class Giveback:
     day: str
     hour: str
     units: int
+    field: str = TOTAL
 
 
 class QuotaBook:
     def __init__(self, keys: KeySchema, clock: Clock = SYSTEM) -> None:
         self.keys = keys
         self.clock = clock
+        self.rates = RateBook(clock)  # rate-cap slots, served by the same loop
         self._lock = threading.Lock()
-        self._leases: dict[str, Lease] = {}
-        self._caps: dict[str, tuple[int | None, int | None]] = {}
+        self._leases: dict[tuple[str, str], Lease] = {}  # (endpoint, field)
+        self._caps: dict[tuple[str, str], tuple[int | None, int | None]] = {}
         self._refills: list[Refill] = []
         self._givebacks: list[Giveback] = []
         # counter key -> field -> delta; bounded by endpoints x providers x live buckets
@@ -76,71 +86,90 @@ class QuotaBook:
 
     # -- decisions (any thread) ---------------------------------------------------
     def check(
-        self, endpoint: str, n: int, day: str, hour: str, day_cap: int | None, hour_cap: int | None
+        self,
+        endpoint: str,
+        n: int,
+        day: str,
+        hour: str,
+        day_cap: int | None,
+        hour_cap: int | None,
+        field: str = TOTAL,
     ) -> str | None:
-        """None when the lease covers ``n``; why not when the cap is known reached.
+        """None when the lease of ``field`` covers ``n``; why not when the cap is known reached.
 
         Raises NeedRedis when only Redis can tell, and asks for a refill.
         """
         with self._lock:
-            lease = self._current(endpoint, day, hour, day_cap, hour_cap)
+            lease = self._current((endpoint, field), day, hour, day_cap, hour_cap)
             if lease.remaining >= n:
                 return None
             if lease.exhausted_until > self.clock.monotonic():
-                return "cap reached (quota lease)"
-            self._ask(endpoint, lease, n)
+                return "cap reached (quota lease)" if field == TOTAL else f"{field} cap reached (quota lease)"
+            self._ask((endpoint, field), lease, n)
         raise NeedRedis(endpoint)
 
     def take(
-        self, endpoint: str, n: int, providers: Iterable[tuple[str, int]], day: str, hour: str, leased: bool
+        self,
+        endpoint: str,
+        n: int,
+        providers: Iterable[tuple[str, int]],
+        day: str,
+        hour: str,
+        leased: bool,
+        leased_providers: frozenset[str] = frozenset(),
     ) -> bool:
-        """Spend a decision: ``n`` from the lease when ``leased``, and count it; False if
-        another thread spent the lease meanwhile."""
+        """Spend a decision: ``n`` from the total's lease when ``leased``, each provider's
+        recipients from its lease when in ``leased_providers``, and count it; False if
+        another thread spent a lease meanwhile (nothing is spent then)."""
         day_key, hour_key = self.keys.day_counter(endpoint, day), self.keys.hour_counter(endpoint, hour)
+        providers = tuple(providers)
+        spend = [(TOTAL, n)] if leased else []
+        if leased_providers:
+            spend += [(p, c) for p, c in providers if p in leased_providers]
         with self._lock:
-            if leased:
-                lease = self._leases.get(endpoint)
-                if lease is None or lease.day != day or lease.hour != hour or lease.remaining < n:
+            leases = []
+            for field, units in spend:
+                lease = self._leases.get((endpoint, field))
+                if lease is None or lease.day != day or lease.hour != hour or lease.remaining < units:
                     return False
-                lease.remaining -= n
+                leases.append((field, lease, units))
+            for field, lease, units in leases:
+                lease.remaining -= units
                 if lease.remaining < lease.want // 2 + 1:
-                    self._ask(endpoint, lease, n)  # refill before it runs out
+                    self._ask((endpoint, field), lease, units)  # refill before it runs out
             for key in (day_key, hour_key):
                 fields = self._counts.setdefault(key, {})
                 if not leased:  # a lease was added to the total when it was granted
-                    fields["total"] = fields.get("total", 0) + n
+                    fields[TOTAL] = fields.get(TOTAL, 0) + n
                 for provider, count in providers:
-                    fields[provider] = fields.get(provider, 0) + count
+                    if provider not in leased_providers:
+                        fields[provider] = fields.get(provider, 0) + count
         return True
 
     def _current(
-        self, endpoint: str, day: str, hour: str, day_cap: int | None, hour_cap: int | None
+        self, scope: tuple[str, str], day: str, hour: str, day_cap: int | None, hour_cap: int | None
     ) -> Lease:
-        lease = self._leases.get(endpoint)
+        lease = self._leases.get(scope)
         if (
             lease is None
             or lease.day != day
             or lease.hour != hour
-            or self._caps.get(endpoint)
-            != (
-                day_cap,
-                hour_cap,
-            )
+            or self._caps.get(scope) != (day_cap, hour_cap)
         ):
             if lease is not None and lease.remaining:
                 # the hour (or the caps) moved on: what is left goes back to its own bucket
-                self._givebacks.append(Giveback(endpoint, lease.day, lease.hour, lease.remaining))
-            lease = self._leases[endpoint] = Lease(day, hour)
-            self._caps[endpoint] = (day_cap, hour_cap)
+                self._givebacks.append(Giveback(scope[0], lease.day, lease.hour, lease.remaining, scope[1]))
+            lease = self._leases[scope] = Lease(day, hour)
+            self._caps[scope] = (day_cap, hour_cap)
         return lease
 
-    def _ask(self, endpoint: str, lease: Lease, n: int) -> None:
+    def _ask(self, scope: tuple[str, str], lease: Lease, n: int) -> None:
         if lease.asking:
             return
-        day_cap, hour_cap = self._caps.get(endpoint, (None, None))
+        day_cap, hour_cap = self._caps.get(scope, (None, None))
         lease.want = lease_size(day_cap, hour_cap, n)
         lease.asking = True
-        self._refills.append(Refill(endpoint, lease.day, lease.hour, lease.want, day_cap, hour_cap))
+        self._refills.append(Refill(scope[0], lease.day, lease.hour, lease.want, day_cap, hour_cap, scope[1]))
 
     # -- the engine's loop ---------------------------------------------------------
     def take_work(self) -> tuple[list[Refill], list[Giveback], dict[str, dict[str, int]]]:
@@ -154,10 +183,12 @@ class QuotaBook:
     def granted(self, refill: Refill, units: int) -> None:
         """A refill's answer: units reserved (0 or less: the cap is reached or unreadable)."""
         with self._lock:
-            lease = self._leases.get(refill.endpoint)
+            lease = self._leases.get((refill.endpoint, refill.field))
             if lease is None or (lease.day, lease.hour) != (refill.day, refill.hour):
                 if units > 0:  # the hour moved on while we asked
-                    self._givebacks.append(Giveback(refill.endpoint, refill.day, refill.hour, units))
+                    self._givebacks.append(
+                        Giveback(refill.endpoint, refill.day, refill.hour, units, refill.field)
+                    )
                 return
             lease.asking = False
             if units > 0:
@@ -169,7 +200,7 @@ class QuotaBook:
     def refill_failed(self, refills: Iterable[Refill]) -> None:
         with self._lock:
             for refill in refills:
-                lease = self._leases.get(refill.endpoint)
+                lease = self._leases.get((refill.endpoint, refill.field))
                 if lease is not None:
                     lease.asking = False
 
@@ -184,10 +215,11 @@ class QuotaBook:
 
     def give_back_all(self) -> None:
         """Release every lease (shutdown, config change): unused units return to their buckets."""
+        self.rates.give_back_all()
         with self._lock:
-            for endpoint, lease in self._leases.items():
+            for (endpoint, field), lease in self._leases.items():
                 if lease.remaining:
-                    self._givebacks.append(Giveback(endpoint, lease.day, lease.hour, lease.remaining))
+                    self._givebacks.append(Giveback(endpoint, lease.day, lease.hour, lease.remaining, field))
             self._leases.clear()
 
     def leased(self) -> int:

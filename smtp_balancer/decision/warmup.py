@@ -67,9 +67,10 @@ class Caps:
     providers: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
     # provider (or "all") -> messages per minute, fleet-wide
     rates: Mapping[str, int] = field(default_factory=dict)
-    # the providers whose mail only select.lua may settle here (a provider cap or a
-    # rate cap is counted per provider, atomically, which no lease can do); "all": any
+    # the providers (or "all") a rate cap counts: without Redis they cannot be counted
     redis_only: frozenset[str] = frozenset()
+    # providers of a message -> its rate scopes; asked twice per decision, so memoised
+    _scopes: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def capped(self) -> bool:
@@ -77,11 +78,23 @@ class Caps:
         return self.day is not None or self.hour is not None or self.warmup_day is not None
 
     def needs_redis(self, providers: tuple[str, ...]) -> bool:
-        """Whether a message to these providers can be settled only by select.lua."""
+        """Whether a rate cap counts a message to these providers."""
         only = self.redis_only
         if not only:
             return False
         return "all" in only or any(p in only for p in providers)
+
+    def rate_scopes(self, providers: tuple[str, ...]) -> tuple[str, ...]:
+        """The rate caps a message to these providers counts against: "all", its providers."""
+        rates = self.rates
+        if not rates:
+            return ()
+        scopes = self._scopes.get(providers)
+        if scopes is None:
+            scopes = tuple(s for s in ("all", *providers) if s in rates)
+            if len(self._scopes) < 10_000:  # provider sets are few; bounded all the same
+                self._scopes[providers] = scopes
+        return scopes
 
 
 UNCAPPED = Caps(None, None, None)
@@ -121,7 +134,7 @@ def caps_for(
         return Caps(None, None, None, rates=rates, redis_only=redis_only) if rates else UNCAPPED
     daily, hourly = steps[age - 1]
     providers = {name: ps[age - 1] for name, ps in (provider_steps or {}).items() if age <= len(ps)}
-    return Caps(daily, hourly, age, providers, rates, redis_only | frozenset(providers))
+    return Caps(daily, hourly, age, providers, rates, redis_only)
 
 
 def resolve_schedule(ref: str | Sequence[object], user: Mapping[str, Sequence[object]]) -> Steps:

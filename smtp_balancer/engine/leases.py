@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from redis.exceptions import RedisError
 
 from smtp_balancer.decision.quota import DAY_TTL_S, HOUR_TTL_S, Giveback, QuotaBook
+from smtp_balancer.decision.rates import SLOT_S, RateGiveback, RateRefill
 from smtp_balancer.decision.script import StateJunk
 from smtp_balancer.engine.breaker import Breaker
 from smtp_balancer.engine.junk import JunkReporter
@@ -82,6 +83,9 @@ class LeaseService:
         """Send lease refills, give-backs and counter deltas; keep what Redis did not take."""
         book, keys = self.book, self.keys
         refills, givebacks, counts = book.take_work()
+        rate_refills, rate_givebacks = book.rates.take_work()
+        if rate_refills or rate_givebacks:
+            await self.rate_round(rate_refills, rate_givebacks)
         if not (refills or givebacks or counts):
             return
         if not self.breaker.allows():
@@ -92,7 +96,12 @@ class LeaseService:
             self.channel.evalsha(
                 scripts.LEASE,
                 [keys.day_counter(r.endpoint, r.day), keys.hour_counter(r.endpoint, r.hour)],
-                [r.want, -1 if r.day_cap is None else r.day_cap, -1 if r.hour_cap is None else r.hour_cap],
+                [
+                    r.want,
+                    -1 if r.day_cap is None else r.day_cap,
+                    -1 if r.hour_cap is None else r.hour_cap,
+                    r.field,
+                ],
             )
             for r in refills
         ]
@@ -121,6 +130,38 @@ class LeaseService:
             book.restore((), counts)
             log.debug("writing counters failed: %s", written)
 
+    async def rate_round(self, refills: list[RateRefill], givebacks: list[RateGiveback]) -> None:
+        """Lease rate-cap slots and give back the expired ones (a give-back that fails
+        only leaves the window fuller than it is, for at most a minute)."""
+        rates, keys = self.book.rates, self.keys
+        # a request older than a slot's validity would be granted only to be given back:
+        # dropped, so its slots never stand in the window meanwhile
+        now = self.book.clock.monotonic()
+        stale = [r for r in refills if r.asked_at + SLOT_S <= now]
+        if stale:
+            rates.refill_failed(stale)
+            refills = [r for r in refills if r.asked_at + SLOT_S > now]
+        if not self.breaker.allows():
+            rates.refill_failed(refills)
+            return
+        now_ms = self.book.clock.wall() * 1000
+        jobs = [
+            self.channel.evalsha(
+                scripts.RATE_LEASE,
+                [keys.rate(r.endpoint, r.scope), keys.slow(r.endpoint, r.scope)],
+                [r.want, r.cap, repr(now_ms), int(SLOT_S * 1000), r.name],
+            )
+            for r in refills
+        ]
+        jobs += [self.channel.call("ZREM", keys.rate(g.endpoint, g.scope), *g.slots) for g in givebacks]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for refill, units in zip(refills, results, strict=False):
+            if isinstance(units, int):
+                rates.granted(refill, units)
+            else:
+                rates.refill_failed([refill])
+                log.debug("rate slots not leased: %s", units)
+
 
 def encode_counts(
     keys: KeySchema, givebacks: Sequence[Giveback], counts: dict[str, dict[str, int]]
@@ -130,7 +171,7 @@ def encode_counts(
     for g in givebacks:
         for key in (keys.day_counter(g.endpoint, g.day), keys.hour_counter(g.endpoint, g.hour)):
             fields = merged.setdefault(key, {})
-            fields["total"] = fields.get("total", 0) - g.units
+            fields[g.field] = fields.get(g.field, 0) - g.units
     out_keys, out_args = [], []
     for key, fields in merged.items():
         ttl = DAY_TTL_S if ":day:" in key else HOUR_TTL_S

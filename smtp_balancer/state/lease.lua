@@ -1,13 +1,15 @@
 -- Reserve warm-up quota for local decisions (smtp_balancer/decision/quota.py).
 -- KEYS[1] the endpoint's day counter, KEYS[2] its hour counter (one hash slot)
--- ARGV[1] units wanted, ARGV[2] day cap, ARGV[3] hour cap (-1 = none)
+-- ARGV[1] units wanted, ARGV[2] day cap, ARGV[3] hour cap (-1 = none), ARGV[4] the
+--         field leased from: total, or a provider (its own warm-up cap)
 -- Returns the units granted (added to both totals at once, so every daemon sees
 -- them as used), 0 when a cap is reached, -1 (-2) when the capped day (hour)
 -- counter is junk.
 local want, caps = tonumber(ARGV[1]), {tonumber(ARGV[2]), tonumber(ARGV[3])}
+local field = ARGV[4] or 'total'
 
 local function count_of(key)
-  local v = redis.pcall('HGET', key, 'total')
+  local v = redis.pcall('HGET', key, field)
   if type(v) == 'table' then return nil end
   if not v then return 0 end
   return sb_int(v, 15)
@@ -25,7 +27,8 @@ end
 if grant <= 0 then return 0 end
 local ttls = {259200, 172800}
 for i = 1, 2 do
-  local total = redis.pcall('HINCRBY', KEYS[i], 'total', grant)
-  if total == grant then redis.call('EXPIRE', KEYS[i], ttls[i]) end
+  local existed = redis.call('EXISTS', KEYS[i]) == 1
+  redis.pcall('HINCRBY', KEYS[i], field, grant)
+  if not existed then redis.call('EXPIRE', KEYS[i], ttls[i]) end
 end
 return grant

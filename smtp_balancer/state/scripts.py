@@ -42,4 +42,5 @@ def load(
 VALUES = load("values.lua")
 SELECT = load("select.lua", with_values=True)
 LEASE = load("lease.lua", with_values=True)
+RATE_LEASE = load("rate_lease.lua", with_values=True)
 COUNT = load("count.lua", with_values=True)

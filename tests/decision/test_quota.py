@@ -108,3 +108,21 @@ def test_restore_keeps_counts_for_the_next_round():
     book.restore(givebacks, counts)
     _, _, merged = book.take_work()
     assert merged["{sb}:count:out2:day:20261124"] == {"total": 2, "google": 2}
+
+
+def test_a_provider_cap_has_its_own_lease_and_its_field_is_not_counted_twice():
+    book = QuotaBook(KeySchema())
+    with pytest.raises(NeedRedis):
+        book.check("out3", 2, DAY, HOUR, 30, None, "google")
+    (refill,), _, _ = book.take_work()
+    assert (refill.field, refill.day_cap, refill.want) == ("google", 30, 2)
+    book.granted(refill, 2)
+    assert book.check("out3", 2, DAY, HOUR, 30, None, "google") is None
+    # the total is not leased here (an uncapped total): google's recipients come from its lease
+    assert book.take("out3", 3, (("google", 2), ("yahoo", 1)), DAY, HOUR, False, frozenset({"google"}))
+    _, _, counts = book.take_work()
+    day_key = KeySchema().day_counter("out3", DAY)
+    assert counts[day_key] == {"total": 3, "yahoo": 1}  # google was added when leased
+    assert not book.take("out3", 2, (("google", 2),), DAY, HOUR, False, frozenset({"google"}))  # spent
+    book.give_back_all()
+    assert book.take_work()[1] == []  # nothing left to give back
