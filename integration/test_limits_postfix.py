@@ -142,15 +142,10 @@ def test_a_rate_cap_of_60_a_minute_holds_at_the_sink_and_a_slow_halves_it_for_it
     assert slow.startswith("0.5 rule slow-down: out2 deferred by google"), slow
     with ms.sink.handler.lock:
         ms.sink.handler.scripted.clear()  # no more refusals: the rule must not fire again
-    googlemail_on_out2 = _in_window(ms)
     burst("b", 1000)
     wait_until(lambda: len(tagged("b")) >= 200, 90, "burst b at the sink")
     b_out2 = sum(1 for m in tagged("b") if m.peer_ip == OUT2 and domain_of(m) == "gmail.com")
-    assert _in_window(ms) == RATE // 2 and b_out2 == RATE // 2 - googlemail_on_out2, (
-        b_out2,
-        googlemail_on_out2,
-    )
-
+    assert _in_window(ms) == RATE // 2  # the googlemail messages on out2 and burst b's
     # the slow's TTL runs out and burst b leaves the window: the full rate is back
     wait_until(lambda: not ms.rdb.exists("{sb}:slow:out2:google"), 75, "the slow to expire")
     wait_until(lambda: _in_window(ms) == 0, 75, "burst b to leave the rate window")
@@ -170,3 +165,7 @@ def test_a_rate_cap_of_60_a_minute_holds_at_the_sink_and_a_slow_halves_it_for_it
     wait_until(ms.postfix.queue_is_empty, 60, "the queue to empty")
     got = Counter(m.header("X-Test-Tag") for m in ms.sink.messages)
     assert got == {"a": 200, "b": 200, "c": 200, "g": sent_g}, got
+    # the slowed minute: out2's google messages (refused googlemail, then burst b's gmail)
+    # are exactly half the cap
+    g_out2 = sum(1 for m in tagged("g") if m.peer_ip == OUT2)
+    assert g_out2 >= 1 and b_out2 + g_out2 == RATE // 2, (b_out2, g_out2)
