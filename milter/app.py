@@ -85,6 +85,8 @@ def facts_for(envelope: Envelope, message_class: str, queue_id: str) -> Facts:
 def info_header(decision: Decision, message_class: str, why: str) -> str:
     """The info header's value: the decision id (as in the decision log line) and why."""
     text = f"id={decision.decision_id}; pool={decision.pool}; rule={decision.rule}"
+    if decision.arm:
+        text += f"; experiment={decision.experiment}; arm={decision.arm}"
     return f"{text}; class={message_class} ({why})" + ("; degraded" if decision.degraded else "")
 
 

@@ -17,6 +17,7 @@ from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_p
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.durations import parse_duration
 from smtp_balancer.engine import Engine
+from smtp_balancer.experiments.stats import StatsUnavailable
 from smtp_balancer.observe import logs
 from smtp_balancer.observe.metrics import ListenError
 from smtp_balancer.render import exim, postfix
@@ -226,6 +227,13 @@ def cmd_fbl(args: argparse.Namespace) -> int:
         return EX_TEMPFAIL
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from smtp_balancer.cli import experiment
+
+    admin = _admin(args)
+    return experiment.run(args, admin.config, admin.r)
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     from smtp_balancer.feedback.daemon import run
 
@@ -324,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("fbl", cmd_fbl, "count ARF spam-complaint reports: one on stdin (a pipe transport) or a Maildir")
     p.add_argument("--maildir", metavar="DIR", help="read every report in DIR/new, then move it to DIR/cur")
 
+    p = add("experiment", cmd_experiment, "A/B experiments on routing: list, start, stop, report")
+    p.add_argument("action", choices=["list", "start", "stop", "report"])
+    p.add_argument("name", nargs="?", help="the experiment (experiments: in the YAML)")
+    p.add_argument("--reset", action="store_true", help="start: drop the counts of an earlier run")
+
     p = add("table", cmd_table, "serve Postfix's delivery-time table (socketmap) for moved mail")
     add_log_options(p)
 
@@ -354,7 +367,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
     except ConfigInvalid as exc:
         print(f"smtp-balancer: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (AdminError, ValueError) as exc:
+    except (AdminError, ValueError, StatsUnavailable) as exc:
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ListenError as exc:

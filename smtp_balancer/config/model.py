@@ -24,6 +24,7 @@ from smtp_balancer.config.base import (
     check_listen,
     parse_nexthop,
 )
+from smtp_balancer.config.experiments import ExperimentConfig
 from smtp_balancer.config.feedback import FeedbackConfig
 from smtp_balancer.config.requeue import RequeueConfig
 
@@ -360,6 +361,7 @@ class BalancerConfig(Strict):
     warmup_schedules: dict[Name, list[WarmupStep | int]] = Field(default_factory=dict)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
+    experiments: list[ExperimentConfig] = Field(default_factory=list, max_length=50)
     requeue: RequeueConfig = Field(default_factory=RequeueConfig)
     # sender domains reported apart in metrics and `status` (a subdomain counts for
     # its parent); all others are grouped as "other"

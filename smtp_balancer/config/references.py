@@ -84,6 +84,26 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
                 yield (f"rules[{i}].name", f"rule name {name!r} is used twice")
             rule_names.add(name)
 
+    split_rules: dict[str, str] = {}
+    experiment_names: set[str] = set()
+    for i, exp in enumerate(_list(raw.get("experiments"))):
+        exp = _mapping(exp)
+        name, rule = exp.get("name"), exp.get("rule")
+        if isinstance(name, str):
+            if name in experiment_names:
+                yield (f"experiments[{i}].name", f"experiment name {name!r} is used twice")
+            experiment_names.add(name)
+        if isinstance(rule, str):
+            if rule not in rule_names:
+                yield (f"experiments[{i}].rule", f"unknown rule {rule!r}")
+            elif rule in split_rules:
+                yield (f"experiments[{i}].rule", f"rule {rule!r} is already split by {split_rules[rule]!r}")
+            split_rules[rule] = str(name)
+        for j, arm in enumerate(_list(exp.get("arms"))):
+            pool = _mapping(arm).get("pool")
+            if isinstance(pool, str) and pool not in pools:
+                yield (f"experiments[{i}].arms[{j}].pool", f"unknown pool {pool!r}")
+
     milter, policyd = _mapping(raw.get("milter")), _mapping(raw.get("policyd"))
     if milter.get("enabled") is True and milter.get("smtpd") is True and policyd.get("enabled", True) is True:
         yield (

@@ -32,3 +32,4 @@ class Draw:
     wall: float  # the clock's epoch seconds when drawn: a quarantine's `until` is compared with it
     commit: bool = True
     explain: bool = False
+    arm: tuple[str, str] | None = None  # (experiment, arm) that chose the pool

@@ -75,5 +75,8 @@ class Decision:
     rule: str | None = None
     degraded: bool = False
     verdicts: tuple[EndpointVerdict, ...] = field(default=())
+    # the experiment and arm that chose the pool (experiments:), when one ran
+    experiment: str | None = None
+    arm: str | None = None
     # names this decision in the log line and the milter's info header
     decision_id: str = field(default_factory=new_decision_id)

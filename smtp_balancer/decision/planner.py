@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 
 from smtp_balancer.clock import SYSTEM, Clock
@@ -17,6 +17,7 @@ from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.choice import NeedRedis, Stage, choose
 from smtp_balancer.decision.draw import Draw
 from smtp_balancer.decision.eligibility import Eligibility
+from smtp_balancer.decision.experiments import ExperimentTable
 from smtp_balancer.decision.facts import Decision, EndpointVerdict, Facts
 from smtp_balancer.decision.plan import build_plan, rendezvous_hash, route_for, route_reason, sticky_key
 from smtp_balancer.decision.providers import ProviderTable, domain_of
@@ -40,6 +41,9 @@ class Planner:
         self.caps = CapsTable(config)
         # managed warm-ups' steps from Redis (the engine points this at its live state)
         self.warmup_steps: Callable[[], Mapping[str, tuple[int, str]] | None] = lambda: None
+        self.experiments = ExperimentTable(config.experiments)
+        # the experiments started in Redis (the engine points this at its live state)
+        self.running: Callable[[], Collection[str]] = lambda: ()
         self.routes = {name: route_for(name, ep.nexthop) for name, ep in config.endpoints.items()}
         self.rng = rng or random.Random()
         self._hour = -1
@@ -65,7 +69,13 @@ class Planner:
         rule = self.rules.match(MessageView.of(facts, list(by_provider), domains))
         if rule is None:
             return Decision(outcome="no_rule", reason="no rule matched")
-        plan = self.plans[rule.pool]
+        pool, arm = rule.pool, None
+        if self.experiments.by_rule:
+            experiment = self.experiments.by_rule.get(rule.name)
+            if experiment is not None and experiment.name in self.running():
+                arm_name, pool = experiment.assign(facts)
+                arm = (experiment.name, arm_name)
+        plan = self.plans[pool]
         hashes: list[tuple[float, ...] | None] = []
         for stage in plan.stages:
             key = sticky_key(facts, stage.stickiness)
@@ -83,6 +93,7 @@ class Planner:
             self.clock.wall(),
             commit,
             explain,
+            arm,
         )
 
     def now_hour(self) -> datetime:
@@ -187,6 +198,8 @@ class Planner:
             rule=draw.rule.name,
             degraded=degraded,
             verdicts=verdicts,
+            experiment=draw.arm[0] if draw.arm else None,
+            arm=draw.arm[1] if draw.arm else None,
         )
 
     def exhausted(
@@ -201,4 +214,6 @@ class Planner:
             rule=draw.rule.name,
             degraded=degraded,
             verdicts=verdicts,
+            experiment=draw.arm[0] if draw.arm else None,
+            arm=draw.arm[1] if draw.arm else None,
         )

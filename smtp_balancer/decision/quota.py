@@ -28,6 +28,8 @@ from smtp_balancer.state.keys import KeySchema
 
 DAY_TTL_S = 259_200  # as select.lua: day counters kept 3 days, hour counters 2
 HOUR_TTL_S = 172_800
+EXPSTATS_TTL_S = 90 * 86_400  # an experiment's counts outlive any sensible experiment
+ARM_RECORD_TTL_S = 5 * 86_400  # Postfix's maximal_queue_lifetime: a message's last outcome
 LEASE_MAX = 100
 EXHAUSTED_RECHECK_S = 30.0  # another daemon may give back units it leased
 
@@ -83,6 +85,7 @@ class QuotaBook:
         self._givebacks: list[Giveback] = []
         # counter key -> field -> delta; bounded by endpoints x providers x live buckets
         self._counts: dict[str, dict[str, int]] = {}
+        self._arms: list[tuple[str, str]] = []  # (queue id, "<experiment> <arm>") to record
 
     # -- decisions (any thread) ---------------------------------------------------
     def check(
@@ -170,6 +173,21 @@ class QuotaBook:
         lease.want = lease_size(day_cap, hour_cap, n)
         lease.asking = True
         self._refills.append(Refill(scope[0], lease.day, lease.hour, lease.want, day_cap, hour_cap, scope[1]))
+
+    def note_arm(self, queue_id: str, experiment: str, arm: str) -> None:
+        """A message decided in an experiment's arm: count it, and record its queue id
+        so the feedback daemon can attribute its delivery outcomes."""
+        key = self.keys.expstats(experiment, arm)
+        with self._lock:
+            fields = self._counts.setdefault(key, {})
+            fields["decided"] = fields.get("decided", 0) + 1
+            if queue_id:
+                self._arms.append((queue_id, f"{experiment} {arm}"))
+
+    def take_arms(self) -> list[tuple[str, str]]:
+        with self._lock:
+            arms, self._arms = self._arms, []
+        return arms
 
     # -- the engine's loop ---------------------------------------------------------
     def take_work(self) -> tuple[list[Refill], list[Giveback], dict[str, dict[str, int]]]:

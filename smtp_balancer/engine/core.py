@@ -74,6 +74,7 @@ class Engine:
         self.mirror = MirrorKeeper(config, self.junk, self.clock)
         mirror = self.mirror
         self.planner.warmup_steps = lambda: mirror.live.warmup if mirror.live is not None else None
+        self.planner.running = lambda: mirror.live.running if mirror.live is not None else ()
         self.book = QuotaBook(self.planner.keys, self.clock)
         metrics.QUOTA_LEASED.set_function(self.book.leased)
         self.leases = LeaseService(
@@ -173,7 +174,14 @@ class Engine:
             return Pending(facts, None)
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
         metrics.record_decision(decision.pool, decision.endpoint, decision.rule, decision.outcome)
+        if decision.arm is not None:
+            self._note_arm(facts, decision)
         return decision
+
+    def _note_arm(self, facts: Facts, decision: Decision) -> None:
+        assert decision.experiment is not None and decision.arm is not None
+        metrics.record_arm(decision.experiment, decision.arm)
+        self.book.note_arm(facts.queue_id, decision.experiment, decision.arm)
 
     async def settle_pending(self, pending: Pending) -> Decision:
         """Settle what ``decide_now`` could not: select.lua, or degraded. Never raises."""
@@ -209,6 +217,8 @@ class Engine:
             log.exception("decision failed for queue id %s; answering default", facts.queue_id or "-")
             decision = Decision(outcome="default", reason="degraded (internal error)", degraded=True)
             metrics.DEGRADED.labels("internal_error").inc()
+        if commit and not explain and decision.arm is not None:
+            self._note_arm(facts, decision)
         return self._record(decision, commit, started)
 
     @staticmethod

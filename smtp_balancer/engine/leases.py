@@ -15,7 +15,14 @@ from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 
-from smtp_balancer.decision.quota import DAY_TTL_S, HOUR_TTL_S, Giveback, QuotaBook
+from smtp_balancer.decision.quota import (
+    ARM_RECORD_TTL_S,
+    DAY_TTL_S,
+    EXPSTATS_TTL_S,
+    HOUR_TTL_S,
+    Giveback,
+    QuotaBook,
+)
 from smtp_balancer.decision.rates import SLOT_S, RateGiveback, RateRefill
 from smtp_balancer.decision.script import StateJunk
 from smtp_balancer.engine.breaker import Breaker
@@ -86,6 +93,7 @@ class LeaseService:
         rate_refills, rate_givebacks = book.rates.take_work()
         if rate_refills or rate_givebacks:
             await self.rate_round(rate_refills, rate_givebacks)
+        await self.arm_round(book.take_arms())
         if not (refills or givebacks or counts):
             return
         if not self.breaker.allows():
@@ -129,6 +137,18 @@ class LeaseService:
             # have applied must not be applied twice, and one lost only leaves a cap short
             book.restore((), counts)
             log.debug("writing counters failed: %s", written)
+
+    async def arm_round(self, arms: list[tuple[str, str]]) -> None:
+        """Record which arm each message is in (a lost record only leaves that message's
+        outcomes unattributed; its decision is counted with the other counts)."""
+        if not arms or not self.breaker.allows():
+            return
+        try:
+            await self.channel.call_many(
+                [("SET", self.keys.arm_record(qid), value, "EX", ARM_RECORD_TTL_S) for qid, value in arms]
+            )
+        except (RedisError, OSError) as exc:
+            log.debug("arm records not written: %s", exc)
 
     async def rate_round(self, refills: list[RateRefill], givebacks: list[RateGiveback]) -> None:
         """Lease rate-cap slots and give back the expired ones (a give-back that fails
@@ -174,7 +194,7 @@ def encode_counts(
             fields[g.field] = fields.get(g.field, 0) - g.units
     out_keys, out_args = [], []
     for key, fields in merged.items():
-        ttl = DAY_TTL_S if ":day:" in key else HOUR_TTL_S
+        ttl = EXPSTATS_TTL_S if ":expstats:" in key else DAY_TTL_S if ":day:" in key else HOUR_TTL_S
         body = " ".join(f"{name} {delta}" for name, delta in fields.items() if delta)
         if body:
             out_keys.append(key)

@@ -60,6 +60,7 @@ class MirrorKeeper:
         self.members = {name: [m.endpoint for m in pool.endpoints] for name, pool in config.pools.items()}
         # endpoints whose warm-up step comes from Redis (advance: sending_days, hold_on)
         self.managed = [n for n, ep in config.endpoints.items() if ep.warmup and ep.warmup.managed]
+        self.experiments = [x.name for x in config.experiments]
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -107,6 +108,7 @@ class MirrorKeeper:
             [("HMGET", keys.pool_weights(p), *members) for p, members in pools.items()]
             + [("HMGET", keys.endpoint_state(e), "state", "until") for e in endpoints]
             + [("HMGET", keys.warmup(e), "step", "day") for e in managed]
+            + [("HGET", keys.experiment(x), "state") for x in self.experiments]
         )
         suspension_keys = await self._scan(keys.suspension_pattern())
         throttle_keys = await self._scan(keys.throttle_pattern())
@@ -131,7 +133,9 @@ class MirrorKeeper:
             adaptive_keys,
             adaptive,
             managed,
-            replies[len(pools) + len(endpoints) :],
+            replies[len(pools) + len(endpoints) : len(pools) + len(endpoints) + len(managed)],
+            self.experiments,
+            replies[len(pools) + len(endpoints) + len(managed) :],
         )
         self.live = live
         self._report(junk)
@@ -270,6 +274,8 @@ class MirrorKeeper:
                 commands.append(("HMGET", raw, "state", "until"))
             elif kind == "warmup":
                 commands.append(("HMGET", raw, "step", "day"))
+            elif kind == "experiment":
+                commands.append(("HGET", raw, "state"))
             elif kind == "suspend":
                 commands.append(("PTTL", raw))
             else:
@@ -289,6 +295,8 @@ class MirrorKeeper:
                 live.set_state(scope[0], name, value, junk)
             elif kind == "warmup":
                 live.set_warmup(scope[0], name, value, junk)
+            elif kind == "experiment":
+                live.set_experiment(scope[0], value)
             elif kind == "suspend":
                 live.set_suspension(scope[0], scope[1], value, now)
             elif kind == "adaptive":

@@ -20,6 +20,7 @@ from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback import metrics
 from smtp_balancer.feedback.adaptive_store import AdaptiveRounds, AdaptiveStore
+from smtp_balancer.feedback.arms import ArmAttribution
 from smtp_balancer.feedback.checks import HealthChecks
 from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.follower import LogFollower, Position
@@ -81,6 +82,7 @@ class FeedbackDaemon:
         self._complaint_pairs: set[tuple[str, str]] = set()
         self._complaints_due = 0.0
         self.warmup = WarmupRecords(self.r, config)
+        self.arms = ArmAttribution(self.r, self.store.keys, self.endpoints) if config.experiments else None
         self._warmup_due = 0.0
         adaptive = config.adaptive_endpoints
         self.adaptive = (
@@ -143,6 +145,7 @@ class FeedbackDaemon:
         self.adaptive_round()
         self.warmup_round()
         if not lines:
+            self.late_arms()
             return 0
         uid = f"{self.instance}:{before.inode}:{before.offset}"
         if self.follower.reading_rotated:
@@ -152,6 +155,9 @@ class FeedbackDaemon:
         batch = self.processor.process(lines, uid)
         while True:
             try:
+                if self.arms is not None:
+                    # looked up before the batch's transaction, added inside it: exactly once
+                    batch.arm_outcomes = self.arms.collect(batch.deliveries)
                 results = self.store.apply(batch, self.follower.position)
                 break
             except redis.RedisError as exc:
@@ -176,6 +182,16 @@ class FeedbackDaemon:
         if self.adaptive is not None:
             self.adaptive.note(batch.pairs)
         return len(lines)
+
+    def late_arms(self) -> None:
+        """While idle: outcomes whose arm record appeared after their batch was applied."""
+        if self.arms is None or not self.arms.pending:
+            return
+        try:
+            self.store.add_arm_outcomes(self.arms.collect(()))
+        except redis.RedisError as exc:
+            metrics.REDIS_ERRORS.inc()
+            log.debug("arm outcomes not written: %s", exc)
 
     def warmup_round(self) -> None:
         """Judge managed warm-ups' days, at most once a minute, busy or idle."""

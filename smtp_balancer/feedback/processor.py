@@ -57,6 +57,8 @@ class Batch:
     # endpoint -> Postfix's "smtp_connect_addr: bind <addr>: Cannot assign requested
     # address" warnings: its mail left from the host's default address instead
     bind_errors: Counter[str] = field(default_factory=Counter)
+    # (experiment, arm, field) -> count: outcomes of messages in an experiment's arm
+    arm_outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     lines: int = 0
     ignored: int = 0  # well-formed, but not a delivery result
     garbage: list[str] = field(default_factory=list)  # why each unparsable line failed

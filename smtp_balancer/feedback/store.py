@@ -22,6 +22,7 @@ from smtp_balancer.state.keys import KeySchema
 
 # per-tenant hours are kept at least this long: `status` shows the last 24 of them
 TENANT_RETENTION_S = 25 * 3600
+EXPSTATS_TTL_S = 90 * 86_400  # as the deciders' decided counts (decision/quota.py)
 DAILY_TTL_S = 3 * 86_400  # per-day outcomes: yesterday's must outlive a late judgement
 REASON_QUOTE = 160  # characters of the remote reply quoted in a suspension reason
 CODES = {0: "counting", 1: "acted", 2: "in_force", 3: "skipped"}
@@ -121,6 +122,10 @@ class FeedbackStore:
             pipe.hincrby(self.keys.daily(ep, day), status, n)
         for ep, day in {(ep, day) for ep, day, _ in daily}:
             pipe.expire(self.keys.daily(ep, day), DAILY_TTL_S)
+        for (experiment, arm, name), n in batch.arm_outcomes.items():
+            pipe.hincrby(self.keys.expstats(experiment, arm), name, n)
+        for experiment, arm in {(x, a) for x, a, _ in batch.arm_outcomes}:
+            pipe.expire(self.keys.expstats(experiment, arm), EXPSTATS_TTL_S)
         pipe.set(self.keys.feedback_position(self.instance), position.encode())
         replies = pipe.execute()
         results = []
@@ -128,6 +133,16 @@ class FeedbackStore:
             code, seconds, strike = (int(x) for x in reply)
             results.append(HitResult(hit, CODES.get(code, "unknown"), seconds, strike))
         return results
+
+    def add_arm_outcomes(self, counts: Counter[tuple[str, str, str]]) -> None:
+        if not counts:
+            return
+        pipe = self.r.pipeline(transaction=True)
+        for (experiment, arm, name), n in counts.items():
+            pipe.hincrby(self.keys.expstats(experiment, arm), name, n)
+        for experiment, arm in {(x, a) for x, a, _ in counts}:
+            pipe.expire(self.keys.expstats(experiment, arm), EXPSTATS_TTL_S)
+        pipe.execute()
 
     def evaluate_rates(
         self, rules: list[RateRuleConfig], pairs: set[tuple[str, str]], now: float | None = None

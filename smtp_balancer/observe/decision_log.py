@@ -33,6 +33,7 @@ def log_decision(via: str, facts: Facts, decision: Decision, **more: Any) -> Non
             "degraded": decision.degraded,
             "nrcpt": facts.quota_count,
             "reason": decision.reason,
+            **({"experiment": decision.experiment, "arm": decision.arm} if decision.arm else {}),
             **more,
         },
     )

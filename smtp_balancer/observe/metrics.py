@@ -81,6 +81,22 @@ def record_decision(pool: str | None, endpoint: str | None, rule: str | None, ou
     child.inc()
 
 
+EXPERIMENT_DECISIONS = Counter(
+    "smtp_balancer_experiment_decisions_total",
+    "Decisions made in an experiment's arm (experiments:), by experiment and arm",
+    ["experiment", "arm"],
+)
+_arm_children: dict[tuple[str, str], Counter] = {}
+
+
+def record_arm(experiment: str, arm: str) -> None:
+    key = (experiment, arm)
+    child = _arm_children.get(key)
+    if child is None:
+        child = _arm_children[key] = EXPERIMENT_DECISIONS.labels(*key)
+    child.inc()
+
+
 class ListenError(Exception):
     """A daemon cannot listen where its config says: the option, the address, why."""
 

@@ -13,6 +13,10 @@ Redis Cluster hash tag, so all keys one decision touches share a slot.
   {sb}:warmup:<endpoint>               HASH  step, day (YYYYMMDD it applies to), why, judged: the warm-up
                                         step of an endpoint with advance: sending_days or hold_on
   {sb}:daily:<endpoint>:<YYYYMMDD>     HASH  sent/deferred/bounced/expired/complained per UTC day (3 days)
+  {sb}:experiment:<name>               HASH  state=running|stopped, started, stopped (epoch seconds)
+  {sb}:arm:<queue id>                  STRING "<experiment> <arm>" of a message, 5 days: its outcomes' arm
+  {sb}:expstats:<experiment>:<arm>     HASH  decided, and the arm's delivery outcomes: sent, deferred,
+                                        bounced, expired, class:<class>, latency buckets le:<s>
   {sb}:adaptive:<endpoint>:<provider>  STRING "<factor> <reason>", with a TTL: weight x factor in the
                                         pools with `adaptive: true` (written by the feedback daemon)
   {sb}:rate:<endpoint>:<provider>      ZSET  messages routed in the last minute (score: ms), for
@@ -90,6 +94,15 @@ class KeySchema:
     def daily(self, endpoint: str, day: str) -> str:
         return f"{self.base}:daily:{endpoint}:{day}"
 
+    def experiment(self, name: str) -> str:
+        return f"{self.base}:experiment:{name}"
+
+    def arm_record(self, queue_id: str) -> str:
+        return f"{self.base}:arm:{queue_id}"
+
+    def expstats(self, experiment: str, arm: str) -> str:
+        return f"{self.base}:expstats:{experiment}:{arm}"
+
     def adaptive(self, endpoint: str, provider: str) -> str:
         return f"{self.base}:adaptive:{endpoint}:{provider}"
 
@@ -115,6 +128,7 @@ class KeySchema:
             self.throttle_prefix(),
             self.adaptive_prefix(),
             f"{self.base}:warmup:",
+            f"{self.base}:experiment:",
         )
 
     def tracked_key(self, name: str) -> tuple[str, tuple[str, ...]] | None:
@@ -125,9 +139,12 @@ class KeySchema:
             ("weights", f"{self.base}:pool:", ":weights"),
             ("state", f"{self.base}:endpoint:", ":state"),
             ("warmup", f"{self.base}:warmup:", ""),
+            ("experiment", f"{self.base}:experiment:", ""),
         ):
             if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail):
-                return kind, (name[len(head) : len(name) - len(tail)],)
+                scope = name[len(head) : len(name) - len(tail)]
+                if ":" not in scope:
+                    return kind, (scope,)
         for kind, head in (
             ("suspend", self.suspension_prefix()),
             ("throttle", self.throttle_prefix()),

@@ -51,6 +51,7 @@ class LiveState:
     # endpoint -> (warm-up step, UTC day it applies to) of managed warm-ups; replaced,
     # never changed in place, so a reader can tell a new one by identity
     warmup: dict[str, tuple[int, str]] = field(default_factory=dict)
+    running: frozenset[str] = frozenset()  # experiments started (state=running)
 
     def weight(self, pool: str, endpoint: str, yaml_weight: int) -> int:
         live = self.weights.get(pool)
@@ -96,6 +97,12 @@ class LiveState:
         steps = dict(self.warmup)
         _put(steps, endpoint, parse_warmup(reply, key, junk))
         self.warmup = steps
+
+    def set_experiment(self, name: str, reply: object) -> None:
+        """``reply``: HGET state."""
+        running = text_of(reply) == "running"
+        if running != (name in self.running):
+            self.running = self.running | {name} if running else self.running - {name}
 
     def set_adaptive(
         self, endpoint: str, provider: str, key: str, value: object, pttl: object, now: float, junk: Junk
@@ -216,6 +223,8 @@ def parse_live_state(
     adaptive_replies: Sequence[tuple[object, object]] = (),
     warmup_endpoints: Sequence[str] = (),
     warmup_replies: Sequence[object] = (),
+    experiments: Sequence[str] = (),
+    experiment_replies: Sequence[object] = (),
 ) -> LiveState:
     """Build a LiveState from raw replies; junk is skipped exactly as select.lua skips it.
 
@@ -247,4 +256,6 @@ def parse_live_state(
         if found is not None:
             steps[endpoint] = found
     live.warmup = steps
+    for name, reply in zip(experiments, experiment_replies, strict=True):
+        live.set_experiment(name, reply)
     return live

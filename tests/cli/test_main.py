@@ -266,3 +266,31 @@ def test_status_shows_a_managed_warmups_step_and_why_it_holds(make_config, tmp_p
     assert (
         code == 0 and "0/20" in row and "day 2 (held: sent 4 of its cap 20 on 2026-11-23, under 50%)" in row
     ), out
+
+
+def test_experiment_list_start_stop_and_report(make_config, tmp_path: Path, capsys, rdb):
+    arms = [
+        {"name": "static", "pool": "main", "split": 50},
+        {"name": "adaptive", "pool": "main", "split": 50},
+    ]
+    make_config({"experiments": [{"name": "ab", "rule": "all", "arms": arms}]})
+    path = str(tmp_path / "config.yaml")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["-c", path, "experiment", *args], clock=CLOCK)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert "ab: never started" in run("list")[1]
+    assert run("start", "ab")[0] == 0
+    assert rdb.hgetall("{sb}:experiment:ab") == {"state": "running", "started": f"{CLOCK.wall():.0f}"}
+    rdb.hset("{sb}:expstats:ab:static", mapping={"decided": 4210, "sent": 4210, "deferred": 202})
+    rdb.hset("{sb}:expstats:ab:adaptive", mapping={"decided": 4230, "sent": 4230, "deferred": 88})
+    code, out, _ = run("report", "ab")
+    assert code == 0 and "experiment ab (running)" in out
+    assert "adaptive defers less than static: 2.0% against 4.6%" in out, out
+    assert run("stop", "ab")[0] == 0 and rdb.hget("{sb}:experiment:ab", "state") == "stopped"
+    assert "ab: stopped (started 2026-11-24 10:30 UTC, stopped 2026-11-24 10:30 UTC)" in run("list")[1]
+    code, _, err = run("report", "nope")
+    assert code == EXIT_USAGE and "unknown experiment 'nope' (experiments: ab)" in err
+    assert run("start", "ab", "--reset")[0] == 0 and not rdb.exists("{sb}:expstats:ab:static")

@@ -108,3 +108,46 @@ def test_the_loop_runs_adaptive_factors_and_managed_warmup_days(make_config, rdb
     finally:
         daemon.follower.close()
         daemon.r.close()
+
+
+def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_config, rdb, tmp_path):
+    log_file = tmp_path / "mail.log"
+    line = (
+        "Nov 24 10:30:01 mta postfix/{ep}/smtp[9536]: {qid}: to=<u@gmail.com>, "
+        "relay=gmail-smtp-in.l.google.com[142.250.1.27]:25, delay=0.42, delays=0.01/0/0.2/0.21, "
+        "dsn={dsn}, status={status} ({reply})\n"
+    )
+    sent = {"dsn": "2.0.0", "status": "sent", "reply": "250 ok"}
+    deferred = {"dsn": "4.7.28", "status": "deferred", "reply": "host said: 421 4.7.28 rate limited"}
+    log_file.write_text(
+        line.format(ep="out1", qid="AAA1", **sent)
+        + line.format(ep="out1", qid="AAA2", **deferred)
+        + line.format(ep="out2", qid="AAA2", **sent)  # its retry, delivered
+        + line.format(ep="out3", qid="BBB1", **sent)
+        + line.format(ep="out3", qid="CCC1", **sent)  # no arm record: not in the experiment
+    )
+    experiment = {
+        "name": "ab",
+        "rule": "all",
+        "arms": [{"name": "a", "pool": "main", "split": 50}, {"name": "b", "pool": "main", "split": 50}],
+    }
+    config = make_config(
+        {"experiments": [experiment], "feedback": {"log_file": str(log_file), "start_at": "beginning"}}
+    )
+    rdb.set("{sb}:arm:AAA1", "ab a")
+    rdb.set("{sb}:arm:AAA2", "ab a")
+    rdb.set("{sb}:arm:BBB1", "ab b")
+    daemon = FeedbackDaemon(config)
+    try:
+        daemon.follower = daemon.open_log()
+        assert daemon.step() == 5
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
+    assert rdb.hgetall("{sb}:expstats:ab:a") == {
+        "sent": "2",
+        "deferred": "1",
+        "class:rate_limited": "1",
+        "lat:0.5": "2",  # connection and transmission took 0.41 s
+    }
+    assert rdb.hgetall("{sb}:expstats:ab:b") == {"sent": "1", "lat:0.5": "1"}

@@ -1,0 +1,81 @@
+"""An A/B experiment through real Postfix: two arms over 1,200 messages, each
+message's arm in its decision line, and the outcomes per arm counted exactly as
+the Postfix log has them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections import Counter
+
+from integration.configs import ENDPOINT_IP
+from integration.daemons import CLI, decision_lines
+from integration.statistics import assert_shares
+from integration.waits import wait_until
+
+N = 1200
+DELIVERY = re.compile(r"postfix/\w+/smtp\[\d+\]: (\w+): to=<[^>]+>.*status=(sent|deferred)")
+
+
+def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system):
+    ms = mail_system(
+        {
+            "pools": {"solo1": {"endpoints": [{"endpoint": "out1", "weight": 1}]}},
+            "experiments": [
+                {
+                    "name": "ab",
+                    "rule": "all",
+                    "arms": [
+                        {"name": "weights", "pool": "main", "split": 50},
+                        {"name": "solo1", "pool": "solo1", "split": 50},
+                    ],
+                }
+            ],
+        },
+        domains=["gmail.com"],
+        feedback=True,
+    )
+    cli = [CLI, "-c", str(ms.config_path), "experiment"]
+    subprocess.run([*cli, "start", "ab"], check=True, capture_output=True)
+    wait_until(lambda: ms.rdb.hget("{sb}:experiment:ab", "state") == "running", 5, "the start")
+    # the sink defers a third of out2's mail: the "weights" arm (out2 half its share) defers more
+    ms.sink.script_share(ENDPOINT_IP["out2"], "gmail.com", "451 4.3.2 busy, try later", 1 / 3)
+    assert ms.send_many(N, threads=4, recipients=lambda i: [f"u{i}@gmail.com"]) == []
+    ms.sink.wait_for(N, timeout=240)
+
+    lines = wait_until(
+        lambda: found if len(found := decision_lines(ms.base / "policyd.log")) >= N else None,
+        30,
+        f"{N} decision lines",
+    )
+    arm_of = {line["queue_id"]: line["arm"] for line in lines}
+    assert_shares(Counter(arm_of.values()), {"weights": 0.5, "solo1": 0.5}, "arms")
+    assert {line["endpoint"] for line in lines if line["arm"] == "solo1"} == {"out1"}
+
+    def from_log() -> Counter[tuple[str, str]]:
+        return Counter(
+            (arm_of[q], status) for q, status in DELIVERY.findall(ms.postfix.log_text()) if q in arm_of
+        )
+
+    def counted() -> Counter[tuple[str, str]]:
+        out: Counter[tuple[str, str]] = Counter()
+        for arm in ("weights", "solo1"):
+            stats = ms.rdb.hgetall(f"{{sb}}:expstats:ab:{arm}")
+            for status in ("sent", "deferred"):
+                out[(arm, status)] = int(stats.get(status, 0))
+        return out
+
+    # the feedback daemon has read the whole log when its counts match the log's
+    try:
+        wait_until(lambda: from_log() == counted(), 60, "the arm counts to match the Postfix log")
+    except AssertionError as exc:
+        raise AssertionError((from_log(), counted())) from exc
+    expected = from_log()
+    assert expected[("weights", "deferred")] > 0 and expected[("solo1", "deferred")] == 0
+    assert expected[("weights", "sent")] + expected[("solo1", "sent")] == N
+    decided = {arm: int(ms.rdb.hget(f"{{sb}}:expstats:ab:{arm}", "decided")) for arm in ("weights", "solo1")}
+    assert decided == dict(Counter(arm_of.values()))
+
+    report = subprocess.run([*cli, "report", "ab"], capture_output=True, text=True, check=True).stdout
+    assert "solo1 defers less than weights" in report, report
+    assert "p = " in report and "messages per arm" in report

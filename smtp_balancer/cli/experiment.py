@@ -1,0 +1,76 @@
+"""``smtp-balancer experiment list|start|stop|report NAME``."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+import redis
+
+from smtp_balancer.config.experiments import ExperimentConfig
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.state.admin import AdminError
+from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.values import text_of
+
+
+def _experiment(config: BalancerConfig, name: str | None) -> ExperimentConfig:
+    known = {x.name: x for x in config.experiments}
+    if name not in known:
+        listed = ", ".join(sorted(known)) or "none configured"
+        raise AdminError(f"unknown experiment {name!r} (experiments: {listed})")
+    return known[name]
+
+
+def _texts(raw: object) -> dict[str, str]:
+    """A hash reply as text, whatever the client's decoding."""
+    if not isinstance(raw, dict):
+        return {}
+    return {text_of(k) or "": text_of(v) or "" for k, v in raw.items()}
+
+
+def _when(raw: object) -> str:
+    text = text_of(raw)
+    if not text or not text.replace(".", "", 1).isdigit():
+        return "-"
+    return datetime.fromtimestamp(float(text), UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def run(args: argparse.Namespace, config: BalancerConfig, client: redis.Redis) -> int:
+    keys = KeySchema(config.redis.prefix)
+    now = args.clock.wall()
+    if args.action == "list":
+        if not config.experiments:
+            print("no experiments configured (experiments: in the YAML)")
+        for x in config.experiments:
+            state = _texts(client.hgetall(keys.experiment(x.name)))
+            arms = ", ".join(f"{a.name} {a.split}% -> pool {a.pool}" for a in x.arms)
+            running = state.get("state")
+            print(
+                f"{x.name}: {running or 'never started'} (started {_when(state.get('started'))}, "
+                f"stopped {_when(state.get('stopped'))}); rule {x.rule}, by {x.by}; {arms}"
+            )
+        return 0
+    x = _experiment(config, args.name)
+    key = keys.experiment(x.name)
+    if args.action == "start":
+        if args.reset:
+            client.delete(*(keys.expstats(x.name, a.name) for a in x.arms))
+        client.hset(key, mapping={"state": "running", "started": f"{now:.0f}"})
+        client.hdel(key, "stopped")
+        print(f"experiment {x.name} running: rule {x.rule}'s messages are split between its arms")
+        return 0
+    if args.action == "stop":
+        client.hset(key, mapping={"state": "stopped", "stopped": f"{now:.0f}"})
+        print(f"experiment {x.name} stopped: rule {x.rule} routes to its own pool again")
+        return 0
+    from smtp_balancer.experiments.report import ArmStats, render
+
+    pipe = client.pipeline(transaction=False)
+    pipe.hget(key, "state")
+    for a in x.arms:
+        pipe.hgetall(keys.expstats(x.name, a.name))
+    state, *raws = pipe.execute()
+    arms = [ArmStats.of(a.name, a.pool, a.split, _texts(raw)) for a, raw in zip(x.arms, raws, strict=True)]
+    print(render(x.name, text_of(state) or "never started", arms))
+    return 0

@@ -1,0 +1,1 @@
+"""A/B experiments on routing strategies: statistics and reports per arm."""

@@ -1,0 +1,121 @@
+"""An experiment's report: per arm, messages, delivered, deferred and bounced
+(with classes), latency, each with a 95% interval, and a verdict in plain words
+on the deferral rate of each arm against the first (the control)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from smtp_balancer.experiments.stats import Rate, compare
+from smtp_balancer.state.values import parse_count
+
+MIN_ATTEMPTS = 100  # per arm, before a verdict is given at all
+SIGNIFICANCE = 0.05
+
+
+@dataclass
+class ArmStats:
+    name: str
+    pool: str
+    split: int
+    decided: int = 0
+    sent: int = 0
+    deferred: int = 0
+    bounced: int = 0  # bounced and expired
+    classes: dict[str, int] = field(default_factory=dict)
+    latency: dict[str, int] = field(default_factory=dict)  # bucket upper bound -> deliveries
+
+    @classmethod
+    def of(cls, name: str, pool: str, split: int, raw: dict[str, str]) -> ArmStats:
+        def n(key: str) -> int:
+            return parse_count(raw.get(key)) or 0
+
+        arm = cls(name, pool, split, n("decided"), n("sent"), n("deferred"), n("bounced") + n("expired"))
+        for key, value in raw.items():
+            if key.startswith("class:"):
+                arm.classes[key[6:]] = parse_count(value) or 0
+            elif key.startswith("lat:"):
+                arm.latency[key[4:]] = parse_count(value) or 0
+        return arm
+
+    @property
+    def attempts(self) -> int:
+        return self.sent + self.deferred + self.bounced
+
+    @property
+    def final(self) -> int:
+        return self.sent + self.bounced
+
+    def latency_quantile(self, q: float) -> str:
+        """The upper bound of the bucket the q-quantile falls in ("≤ 0.5s"), or "-"."""
+        total = sum(self.latency.values())
+        if not total:
+            return "-"
+        seen = 0
+        for upper in sorted(self.latency, key=lambda u: float(u)):
+            seen += self.latency[upper]
+            if seen >= q * total:
+                return f"≤{upper}s" if upper != "inf" else ">300s"
+        return "-"
+
+
+def _pct(rate: Rate) -> str:
+    low, high = rate.interval()
+    return f"{100 * rate.value:.1f}% [{100 * low:.1f}-{100 * high:.1f}]"
+
+
+def render(name: str, state: str, arms: list[ArmStats]) -> str:
+    out = [f"experiment {name} ({state})", ""]
+    rows = [["ARM", "POOL", "SPLIT", "MESSAGES", "DELIVERED", "DEFERRED", "BOUNCED", "LATENCY p50/p95"]]
+    for a in arms:
+        rows.append(
+            [
+                a.name,
+                a.pool,
+                f"{a.split}%",
+                str(a.decided),
+                _pct(Rate(a.sent, a.final)),
+                _pct(Rate(a.deferred, a.attempts)),
+                _pct(Rate(a.bounced, a.final)),
+                f"{a.latency_quantile(0.5)} / {a.latency_quantile(0.95)}",
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    for a in arms:
+        if a.classes:
+            classes = ", ".join(f"{c} {n}" for c, n in sorted(a.classes.items(), key=lambda x: -x[1]))
+            out.append(f"  {a.name}: refusals by class: {classes}")
+    out += ["", "rates: share [95% interval]; deferred per attempt, delivered and bounced per final outcome"]
+    out += ["", *verdicts(arms)]
+    return "\n".join(out)
+
+
+def verdicts(arms: list[ArmStats]) -> list[str]:
+    control = arms[0]
+    out = []
+    for arm in arms[1:]:
+        small = [a for a in (control, arm) if a.attempts < MIN_ATTEMPTS]
+        if small:
+            names = ", ".join(f"{a.name} has {a.attempts}" for a in small)
+            out.append(
+                f"sample still too small for a verdict on {arm.name} against {control.name}: "
+                f"{names} delivery attempts, {MIN_ATTEMPTS} needed per arm"
+            )
+            continue
+        a, b = Rate(control.deferred, control.attempts), Rate(arm.deferred, arm.attempts)
+        diff = compare(a, b)
+        per_arm = f"{min(control.decided, arm.decided):,} messages per arm"
+        p = f"p = {diff.p_value:.3g} ({diff.method})"
+        if diff.p_value < SIGNIFICANCE:
+            better, worse, rb, rw = (arm, control, b, a) if b.value < a.value else (control, arm, a, b)
+            out.append(
+                f"{better.name} defers less than {worse.name}: {100 * rb.value:.1f}% against "
+                f"{100 * rw.value:.1f}%, {p}, {per_arm}"
+            )
+        else:
+            out.append(
+                f"no significant difference in deferrals between {arm.name} and {control.name}: "
+                f"{100 * b.value:.1f}% against {100 * a.value:.1f}%, {p}, {per_arm}"
+            )
+    return out

@@ -1,0 +1,89 @@
+"""Delivery outcomes per experiment arm: the deciders record each message's arm
+under its queue id (``{sb}:arm:<queue id>``); the feedback daemon looks the ids
+of a batch up in one round and adds each delivery's outcome to its arm's hash
+(``{sb}:expstats:<experiment>:<arm>``), in the batch's own transaction (or, for
+one found only after its batch, on its own).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import redis
+
+from smtp_balancer.clock import SYSTEM, Clock
+from smtp_balancer.feedback.delivery_log import Delivery
+from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.values import text_of
+
+# upper bounds (seconds) of the latency buckets: connection setup and transmission
+LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def latency_field(seconds: float) -> str:
+    for upper in LATENCY_BUCKETS:
+        if seconds <= upper:
+            return f"lat:{upper:g}"
+    return "lat:inf"
+
+
+def outcome_fields(d: Delivery) -> list[str]:
+    """The arm hash fields one delivery adds 1 to."""
+    fields = [d.status]
+    if d.status != "sent":
+        fields.append(f"class:{d.bounce_class}")
+    elif len(d.delays) == 4:
+        fields.append(latency_field(d.delays[2] + d.delays[3]))
+    return fields
+
+
+GRACE_S = 5.0  # how long a delivery waits for its message's arm record to appear
+RETRY_S = 1.0
+MAX_PENDING = 200_000
+
+
+class ArmAttribution:
+    """Looks the arm of each delivery up by queue id, in one round per batch.
+
+    The deciders write the records in batches (every 50 ms), so a fast delivery can
+    reach the log before its record reaches Redis: a queue id without one is asked
+    again with the next batches for ``GRACE_S``, then taken as not in an experiment.
+    """
+
+    def __init__(
+        self, client: redis.Redis, keys: KeySchema, endpoints: set[str], clock: Clock = SYSTEM
+    ) -> None:
+        self.r, self.keys, self.endpoints, self.clock = client, keys, endpoints, clock
+        self.pending: dict[str, tuple[float, list[str]]] = {}  # queue id -> (first seen, fields)
+        self._retry_due = 0.0
+
+    def collect(self, deliveries: Iterable[Delivery]) -> Counter[tuple[str, str, str]]:
+        """(experiment, arm, field) -> count, for these deliveries, and for those still
+        pending when their retry is due (once a second: a busy log's non-experiment
+        mail must not be asked for again at every batch)."""
+        now = self.clock.monotonic()
+        fresh: dict[str, list[str]] = {}
+        for d in deliveries:
+            if d.endpoint in self.endpoints and d.queue_id:
+                fresh.setdefault(d.queue_id, []).extend(outcome_fields(d))
+        ask = list(fresh)
+        if self.pending and now >= self._retry_due:
+            self._retry_due = now + RETRY_S
+            ask += [q for q in self.pending if q not in fresh]
+        out: Counter[tuple[str, str, str]] = Counter()
+        if not ask:
+            return out
+        for qid, raw in zip(ask, self.r.mget([self.keys.arm_record(q) for q in ask]), strict=True):
+            first, fields = self.pending.pop(qid, (now, []))
+            fields += fresh.get(qid, [])
+            value = text_of(raw)
+            if value and " " in value:
+                experiment, _, arm = value.partition(" ")
+                for name in fields:
+                    out[(experiment, arm, name)] += 1
+            elif now - first < GRACE_S:
+                self.pending[qid] = (first, fields)
+        for qid in list(self.pending)[: max(0, len(self.pending) - MAX_PENDING)]:
+            del self.pending[qid]  # the oldest first: a flood of mail outside experiments
+        return out
