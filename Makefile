@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install first.
-.PHONY: install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-e2e bench-milter bench-feedback bench-freeze lint
+.PHONY: install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze lint
 
 install:
 	bash .ci/install
@@ -13,7 +13,7 @@ test: install
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md
-bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-e2e bench-milter bench-feedback bench-freeze
+bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze
 
 bench-engine: install
 	.venv/bin/python benchmarks/engine_throughput.py
@@ -36,6 +36,10 @@ bench-policy: install .bench-venv/bin/policyd-rate-limit
 # without them, interleaved over 5 rounds (issue #18's target: within 10%)
 bench-limits: install
 	.venv/bin/python benchmarks/policy_throughput.py --levels 1,10 --seconds 6 --rounds 5 --compare-limits --prl-python none
+
+# an A/B experiment running on the one rule, against the same daemon without it
+bench-experiment: install
+	.venv/bin/python benchmarks/policy_throughput.py --levels 1,10 --seconds 6 --rounds 5 --compare-experiment --prl-python none
 
 bench-freeze: install
 	.venv/bin/python benchmarks/freeze.py

@@ -164,8 +164,10 @@ def print_ratios(
         if (f"smtp-balancer@{compare_log_level}", conns) in results:
             other_rate = results[(f"smtp-balancer@{compare_log_level}", conns)][0]
             line += f"   ours/ours@{compare_log_level} = {ours_rate / other_rate:.2f}"
-        if ("smtp-balancer+limits", conns) in results:
-            line += f"   ours+limits/ours = {results[('smtp-balancer+limits', conns)][0] / ours_rate:.2f}"
+        for variant in ("limits", "experiment"):
+            if (f"smtp-balancer+{variant}", conns) in results:
+                ratio = results[(f"smtp-balancer+{variant}", conns)][0] / ours_rate
+                line += f"   ours+{variant}/ours = {ratio:.2f}"
         if ("policyd-rate-limit", conns) in results:
             line += (
                 f"   ours/policyd-rate-limit = {ours_rate / results[('policyd-rate-limit', conns)][0]:.2f}"
@@ -189,6 +191,11 @@ def main() -> int:
         action="store_true",
         help="also measure a second daemon with a per-provider warm-up cap, a rate cap (never"
         " reached) and an adaptive factor in force, side by side",
+    )
+    parser.add_argument(
+        "--compare-experiment",
+        action="store_true",
+        help="also measure a second daemon with an A/B experiment running on its one rule, side by side",
     )
     parser.add_argument("--levels", default="1,10,100", help="connection counts (default 1,10,100)")
     parser.add_argument(
@@ -271,6 +278,25 @@ def main() -> int:
                 with redis_py.Redis.from_url(redis.url) as client:
                     client.set("{sb}:adaptive:out1:google", "0.5 deferred 15% of 200 in 5m", ex=3600)
                 side_by_side("smtp-balancer+limits", limited, args.log_level)
+            if args.compare_experiment:
+                # every message drawn into one of two arms, recorded by queue id
+                variant = yaml.safe_load(yaml.safe_dump(config))
+                variant["pools"]["other"] = variant["pools"]["main"]
+                variant["experiments"] = [
+                    {
+                        "name": "bench",
+                        "rule": "all",
+                        "arms": [
+                            {"name": "a", "pool": "main", "split": 50},
+                            {"name": "b", "pool": "other", "split": 50},
+                        ],
+                    }
+                ]
+                import redis as redis_py
+
+                with redis_py.Redis.from_url(redis.url) as client:
+                    client.hset("{sb}:experiment:bench", mapping={"state": "running", "started": "0"})
+                side_by_side("smtp-balancer+experiment", variant, args.log_level)
             if Path(args.prl_python).exists():
                 prl, prl_port = start_prl(args.prl_python, work)
                 procs.append(prl)
@@ -309,16 +335,21 @@ def main() -> int:
                 print()
                 print_ratios(results, levels, args.compare_log_level)
                 print()
-            if args.rounds > 1 and args.compare_limits:
+            variants = [
+                v
+                for v, on in (("limits", args.compare_limits), ("experiment", args.compare_experiment))
+                if on
+            ]
+            for variant_name in variants if args.rounds > 1 else ():
                 for conns in levels:
-                    key = ("smtp-balancer+limits", conns)
+                    key = (f"smtp-balancer+{variant_name}", conns)
                     ratios = [r[key][0] / r[("smtp-balancer", conns)][0] for r in per_round if key in r]
                     cpu = [r[("smtp-balancer", conns)][1] / r[key][1] for r in per_round if key in r]
                     if ratios:
                         print(
-                            f"N={conns:<3} ours+limits/ours over {len(ratios)} rounds: median "
+                            f"N={conns:<3} ours+{variant_name}/ours over {len(ratios)} rounds: median "
                             f"{statistics.median(ratios):.2f} (req/s), {statistics.median(cpu):.2f}"
-                            f" (CPU per request, ours/ours+limits); rounds"
+                            f" (CPU per request, ours/ours+{variant_name}); rounds"
                             f" {', '.join(f'{x:.2f}' for x in ratios)}"
                         )
         finally:

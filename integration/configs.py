@@ -49,3 +49,13 @@ CLASS_POOLS: dict[str, Any] = {
     ],
 }
 BULK_HEADERS = {"Precedence": "bulk", "List-Unsubscribe": "<mailto:unsubscribe@shop.test>"}
+
+
+def even_experiment(name: str, rule: str, arms: dict[str, str]) -> dict[str, Any]:
+    """An ``experiments:`` entry splitting ``rule`` evenly between arms (arm -> pool)."""
+    split = 100 // len(arms)
+    return {
+        "name": name,
+        "rule": rule,
+        "arms": [{"name": arm, "pool": pool, "split": split} for arm, pool in arms.items()],
+    }

@@ -8,7 +8,7 @@ import re
 import subprocess
 from collections import Counter
 
-from integration.configs import ENDPOINT_IP
+from integration.configs import ENDPOINT_IP, even_experiment
 from integration.daemons import CLI, decision_lines
 from integration.statistics import assert_shares
 from integration.waits import wait_until
@@ -21,16 +21,7 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system):
     ms = mail_system(
         {
             "pools": {"solo1": {"endpoints": [{"endpoint": "out1", "weight": 1}]}},
-            "experiments": [
-                {
-                    "name": "ab",
-                    "rule": "all",
-                    "arms": [
-                        {"name": "weights", "pool": "main", "split": 50},
-                        {"name": "solo1", "pool": "solo1", "split": 50},
-                    ],
-                }
-            ],
+            "experiments": [even_experiment("ab", "all", {"weights": "main", "solo1": "solo1"})],
         },
         domains=["gmail.com"],
         feedback=True,

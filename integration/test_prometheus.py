@@ -9,6 +9,7 @@ import urllib.request
 import yaml
 
 from integration.arf import arf_report
+from integration.configs import even_experiment
 from integration.daemons import CLI
 from integration.dashboard import dashboard_builder
 from integration.prometheus_server import PrometheusServer
@@ -36,6 +37,10 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
                     "bind_address": "127.0.0.6",
                 },
             },
+            # an adaptive pool (the adaptive factor panel) and an experiment (the arm panels)
+            "pools": {"main": {"adaptive": True}, "other": {"endpoints": [{"endpoint": "out1"}]}},
+            "adaptive": {"interval": 1, "min_attempts": 5},
+            "experiments": [even_experiment("ab", "all", {"a": "main", "b": "other"})],
             "feedback": {
                 "state_interval": 1,
                 "dnsbl": {"zones": [{"zone": "bl.test"}], "nameservers": [dns.address], "interval": 1},
@@ -65,6 +70,9 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
         out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=60)
         assert out.returncode == 0, f"{job}: {out.stdout.decode()}{out.stderr.decode()}"
 
+    subprocess.run(
+        [CLI, "-c", str(ms.config_path), "experiment", "start", "ab"], check=True, capture_output=True
+    )
     prom = PrometheusServer(tmp_path / "prometheus", free_port(), targets)
     prom.start()
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from integration.arf import NOT_MULTIPART, arf_report
+from integration.configs import even_experiment
 from integration.daemons import CLI, DaemonProcess, tcp_ready
 from integration.redis_server import RedisServer
 from integration.waits import wait_until
@@ -101,7 +102,13 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
         },
     }
     ms = mail_system(
-        {"redis": {"username": "sb-cli"}, "endpoints": limits, "pools": {"main": {"adaptive": True}}},
+        {
+            "redis": {"username": "sb-cli"},
+            "endpoints": limits,
+            "pools": {"main": {"adaptive": True}},
+            # an experiment run by the CLI: the deciders record arms, the feedback daemon reads them
+            "experiments": [even_experiment("ab", "all", {"a": "main", "b": "main"})],
+        },
         milter=True,
         feedback=True,
         requeue=True,
@@ -134,6 +141,7 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
     ms.config_path.write_text(yaml.safe_dump(raw))
     cli_env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_BALANCER_REDIS_")}
 
+    assert cli(ms.config_path, "experiment", "start", "ab", env=cli_env).returncode == 0
     errors = ms.send_many(40, recipients=lambda i: [f"user{i}@example.test"])  # SMTP: decided by policyd
     assert errors == []
     for i in range(6):  # sendmail -> pickup: decided by the milter
@@ -150,6 +158,11 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
     admin = ms.rdb
     wait_until(lambda: admin.get("{sb}:feedback:it:position"), 30, "the feedback daemon's log position")
     wait_until(lambda: admin.hget("{sb}:warmup:out3", "step") == "1", 30, "the managed warm-up's record")
+    wait_until(
+        lambda: sum(int(admin.hget(f"{{sb}}:expstats:ab:{arm}", "sent") or 0) for arm in "ab") >= 40,
+        30,
+        "outcomes per arm",
+    )
     outputs: dict[str, str] = {}
     for args in (
         ("status",),
@@ -162,6 +175,9 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
         ("suspend", "out2", "google", "--for", "1m", "--requeue"),
         ("resume", "out2", "--provider", "google"),
         ("explain", "--sender", "a@shop.test", "--rcpt", "bob@gmail.com"),
+        ("experiment", "list"),
+        ("experiment", "report", "ab"),
+        ("experiment", "stop", "ab"),
         ("check",),
     ):
         out = cli(ms.config_path, *args, env=cli_env)

@@ -243,6 +243,38 @@ ROWS: list[tuple[str, list[PanelSpec]]] = [
         ],
     ),
     (
+        "Experiments",
+        [
+            PanelSpec(
+                "Decisions per experiment arm",
+                "timeseries",
+                (
+                    Query(
+                        f"sum by (experiment, arm) (rate(smtp_balancer_experiment_decisions_total[{RI}]))",
+                        "{{experiment}} {{arm}}",
+                    ),
+                ),
+                "ops",
+                "smtp-balancer experiment report NAME gives the intervals and the verdict",
+            ),
+            PanelSpec(
+                "Deferral rate per experiment arm",
+                "timeseries",
+                (
+                    Query(
+                        "sum by (experiment, arm) "
+                        f'(rate(smtp_balancer_experiment_outcomes_total{{status="deferred"}}[{RI}])) '
+                        "/ on (experiment, arm) sum by (experiment, arm) "
+                        f"(rate(smtp_balancer_experiment_outcomes_total[{RI}]))",
+                        "{{experiment}} {{arm}}",
+                    ),
+                ),
+                "percentunit",
+                "Deferrals per delivery attempt of the messages in each arm, from the MTA log",
+            ),
+        ],
+    ),
+    (
         "Complaints and tenants",
         [
             PanelSpec(

@@ -33,6 +33,11 @@ def explain_report(facts: Facts, decision: Decision, unplumbed: Mapping[str, str
         f"rule:      {decision.rule or '(none matched)'}",
         f"pool:      {decision.pool or '-'}",
     ]
+    if decision.arm:
+        # explain has no queue id: the arm is drawn from the envelope, a real message's from its id
+        out.append(
+            f"arm:       {decision.arm} of experiment {decision.experiment} (by this dry run's envelope)"
+        )
     if decision.verdicts:
         out.append("endpoints:")
         rows = [["POOL", "ENDPOINT", "WEIGHT", "ELIGIBLE", "WHY"]]

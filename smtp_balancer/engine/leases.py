@@ -144,8 +144,10 @@ class LeaseService:
         if not arms or not self.breaker.allows():
             return
         try:
-            await self.channel.call_many(
-                [("SET", self.keys.arm_record(qid), value, "EX", ARM_RECORD_TTL_S) for qid, value in arms]
+            await self.channel.evalsha(
+                scripts.ARMS,
+                [self.keys.arm_record(qid) for qid, _ in arms],
+                [ARM_RECORD_TTL_S, *(value for _, value in arms)],
             )
         except (RedisError, OSError) as exc:
             log.debug("arm records not written: %s", exc)

@@ -12,10 +12,12 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 
 import redis
 
 from smtp_balancer.clock import utc_now
+from smtp_balancer.config.feedback import STATUSES
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback import metrics
@@ -40,6 +42,12 @@ log = logging.getLogger("smtp_balancer.feedback")
 RETRY_S = 1.0
 COMPLAINT_RULES_EVERY_S = 60.0
 WARMUP_DAYS_EVERY_S = 60.0  # managed warm-ups move to the new UTC day within a minute
+
+
+def count_arm_outcomes(counts: Counter[tuple[str, str, str]]) -> None:
+    for (experiment, arm, name), n in counts.items():
+        if name in STATUSES:
+            metrics.EXPERIMENT_OUTCOMES.labels(experiment, arm, name).inc(n)
 
 
 def endpoint_label(name: str, known: set[str]) -> str:
@@ -179,6 +187,7 @@ class FeedbackDaemon:
             log.error("Redis at %s: %s; rate rules skipped for this batch", self.where, exc)
             rates = []
         self.record(batch, results, rates)
+        count_arm_outcomes(batch.arm_outcomes)
         if self.adaptive is not None:
             self.adaptive.note(batch.pairs)
         return len(lines)
@@ -188,7 +197,9 @@ class FeedbackDaemon:
         if self.arms is None or not self.arms.pending:
             return
         try:
-            self.store.add_arm_outcomes(self.arms.collect(()))
+            late = self.arms.collect(())
+            self.store.add_arm_outcomes(late)
+            count_arm_outcomes(late)
         except redis.RedisError as exc:
             metrics.REDIS_ERRORS.inc()
             log.debug("arm outcomes not written: %s", exc)

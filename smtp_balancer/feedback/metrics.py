@@ -63,3 +63,8 @@ ADAPTIVE_FACTOR = Gauge(
     "The adaptive weight factor of an endpoint for a provider (1: none), in pools with adaptive: true",
     ["endpoint", "provider"],
 )
+EXPERIMENT_OUTCOMES = Counter(
+    "smtp_balancer_experiment_outcomes_total",
+    "Delivery attempts of messages in an experiment's arm, read from the MTA log, by status",
+    ["experiment", "arm", "status"],
+)
