@@ -144,11 +144,18 @@ def synthetic_exim_log(count: int, seed: int = 1) -> tuple[list[str], Counter[st
     return lines, deliveries
 
 
+OUTCOME_STATUSES = ("sent", "deferred", "bounced", "expired")
+
+
 def stored_outcomes(client: redis.Redis, pattern: str = "{sb}:outcomes:*") -> int:
     """Every delivery outcome the feedback daemon has counted in Redis (all endpoints, providers,
-    minutes; or the keys of ``pattern``, such as the per-tenant hours)."""
+    minutes; or the keys of ``pattern``, such as the per-tenant hours). Only the status fields:
+    the minute hashes also sum latency and block-type refusals for adaptive factors."""
     return sum(
-        int(v) for key in client.scan_iter(match=pattern, count=1000) for v in client.hgetall(key).values()
+        int(v)
+        for key in client.scan_iter(match=pattern, count=1000)
+        for name, v in client.hgetall(key).items()
+        if (name.decode() if isinstance(name, bytes) else name) in OUTCOME_STATUSES
     )
 
 

@@ -8,8 +8,9 @@ The paths differ only in where the data comes from and who settles quota:
 - **degraded**: the last-known live state (or the YAML alone); a capped endpoint
   is never eligible, because its quota cannot be counted without Redis, nor is
   a rate-capped one for the providers it caps.
-A per-provider warm-up cap or a rate cap is counted per provider, atomically,
-by select.lua alone: the mirror path hands such a draw to it (``NeedRedis``).
+On the mirror path a provider's warm-up cap is leased like the total (its own
+field of the counters) and a rate cap as slots of its window (``rates.py``);
+a lease that falls short hands the draw to select.lua (``NeedRedis``).
 select.lua is the third path, with the same rules read from Redis itself.
 """
 
