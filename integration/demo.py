@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from integration.arf import NOT_MULTIPART, arf_report
+from integration.configs import even_experiment
 from integration.daemons import CLI, DaemonProcess, PolicydProcess, tcp_ready, unix_ready
 from integration.exim import EXIM_SINK_HOST, EximError, EximInstance, exim_binary, exim_feedback
 from integration.postfix import PostfixInstance, make_shared_dir
@@ -102,14 +103,7 @@ def config(redis_url: str, base: Path, ports: dict[str, int]) -> dict[str, Any]:
         },
         "adaptive": {"window": "1m", "interval": 2, "min_attempts": 10},
         "experiments": [
-            {
-                "name": "adaptive-vs-static",
-                "rule": "bulk",
-                "arms": [
-                    {"name": "static", "pool": "bulk", "split": 50},
-                    {"name": "adaptive", "pool": "bulk-adaptive", "split": 50},
-                ],
-            }
+            even_experiment("adaptive-vs-static", "bulk", {"static": "bulk", "adaptive": "bulk-adaptive"})
         ],
         "rules": [
             {"name": "transactional", "message_class": ["transactional"], "pool": "transactional"},

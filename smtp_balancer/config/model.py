@@ -380,6 +380,11 @@ class BalancerConfig(Strict):
         return self
 
     @property
+    def managed_warmups(self) -> list[str]:
+        """Endpoints whose warm-up step is a record in Redis (advance: sending_days, hold_on)."""
+        return [n for n, ep in self.endpoints.items() if ep.warmup and ep.warmup.managed]
+
+    @property
     def adaptive_endpoints(self) -> set[str]:
         """Endpoints of the pools that opt in: the feedback daemon computes their factors."""
         return {m.endpoint for p in self.pools.values() if p.adaptive for m in p.endpoints}

@@ -59,7 +59,7 @@ class MirrorKeeper:
         self._timeout_s = config.redis.admin_timeout_ms / 1000
         self.members = {name: [m.endpoint for m in pool.endpoints] for name, pool in config.pools.items()}
         # endpoints whose warm-up step comes from Redis (advance: sending_days, hold_on)
-        self.managed = [n for n, ep in config.endpoints.items() if ep.warmup and ep.warmup.managed]
+        self.managed = config.managed_warmups
         self.experiments = [x.name for x in config.experiments]
 
     # -- lifecycle --------------------------------------------------------------

@@ -15,6 +15,7 @@ import redis
 
 from smtp_balancer.clock import SYSTEM
 from smtp_balancer.config.feedback import RateRuleConfig
+from smtp_balancer.decision.quota import EXPSTATS_TTL_S
 from smtp_balancer.feedback.follower import Position
 from smtp_balancer.feedback.processor import Batch, Hit, minute_bucket
 from smtp_balancer.state import scripts
@@ -22,7 +23,6 @@ from smtp_balancer.state.keys import KeySchema
 
 # per-tenant hours are kept at least this long: `status` shows the last 24 of them
 TENANT_RETENTION_S = 25 * 3600
-EXPSTATS_TTL_S = 90 * 86_400  # as the deciders' decided counts (decision/quota.py)
 DAILY_TTL_S = 3 * 86_400  # per-day outcomes: yesterday's must outlive a late judgement
 REASON_QUOTE = 160  # characters of the remote reply quoted in a suspension reason
 CODES = {0: "counting", 1: "acted", 2: "in_force", 3: "skipped"}

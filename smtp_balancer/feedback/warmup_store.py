@@ -38,7 +38,7 @@ class WarmupRecords:
         self.keys = KeySchema(config.redis.prefix)
         self.config = config
         self.schedules = CapsTable(config).schedules
-        self.managed = [n for n, ep in config.endpoints.items() if ep.warmup and ep.warmup.managed]
+        self.managed = config.managed_warmups
 
     def judge_days(self, today: date) -> list[Judgement]:
         """Move every managed record to today; the judgements made (none when all are current)."""

@@ -252,7 +252,7 @@ class StateAdmin:
 
     def _warmup_records(self) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
         """Managed warm-ups' (step, day) and last judgement."""
-        managed = [n for n, ep in self.config.endpoints.items() if ep.warmup and ep.warmup.managed]
+        managed = self.config.managed_warmups
         if not managed:
             return {}, {}
         pipe = self.r.pipeline(transaction=False)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from integration.configs import even_experiment
 from integration.statistics import assert_shares
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.config import validate_config
@@ -121,11 +122,5 @@ def test_validates_standalone():
         "pools": {"p": {"endpoints": [{"endpoint": "a"}]}},
         "rules": [{"name": "r", "pool": "p"}],
     }
-    raw["experiments"] = [
-        {
-            "name": "e",
-            "rule": "r",
-            "arms": [{"name": "x", "pool": "p", "split": 50}, {"name": "y", "pool": "p", "split": 50}],
-        }
-    ]
+    raw["experiments"] = [even_experiment("e", "r", {"x": "p", "y": "p"})]
     assert validate_config(raw).experiments[0].arms[1].split == 50

@@ -1,22 +1,12 @@
-"""Rate-cap slot leases, sans I/O, on a hand-driven clock."""
+"""Rate-cap slot leases, sans I/O, on the injected clock (moved by advance)."""
 
 from __future__ import annotations
 
 import pytest
 
+from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.choice import NeedRedis
 from smtp_balancer.decision.rates import EXHAUSTED_RECHECK_S, SLOT_S, RateBook, rate_lease_size
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return self.now
 
 
 def test_lease_size_is_about_half_a_second_of_the_cap():
@@ -26,7 +16,7 @@ def test_lease_size_is_about_half_a_second_of_the_cap():
 
 
 def test_slots_are_asked_for_spent_and_given_back_when_they_expire():
-    clock = Clock()
+    clock = FixedClock(1000.0)
     book = RateBook(clock)
     with pytest.raises(NeedRedis):
         book.check("out2", "google", 600)
@@ -37,32 +27,32 @@ def test_slots_are_asked_for_spent_and_given_back_when_they_expire():
     assert book.check("out2", "google", 600) is None
     assert book.take("out2", ("google",))
     assert not book.take("out2", ("google", "all"))  # no "all" slot: nothing spent
-    clock.now += SLOT_S  # expired: the 9 unspent go back, by name
+    clock.advance(SLOT_S)  # expired: the 9 unspent go back, by name
     _, (back,) = book.take_work()
     assert back.slots == tuple(f"{refill.name}:{i}" for i in range(1, 10))
     assert not book.take("out2", ("google",))
 
 
 def test_a_full_window_is_rechecked_after_a_while():
-    clock = Clock()
+    clock = FixedClock(1000.0)
     book = RateBook(clock)
     with pytest.raises(NeedRedis):
         book.check("out2", "google", 60)
     (refill,), _ = book.take_work()
     book.granted(refill, 0)
     assert book.check("out2", "google", 60) == "google rate cap reached (rate lease)"
-    clock.now += EXHAUSTED_RECHECK_S
+    clock.advance(EXHAUSTED_RECHECK_S)
     with pytest.raises(NeedRedis):
         book.check("out2", "google", 60)
 
 
 def test_a_grant_that_arrives_after_its_validity_goes_straight_back():
-    clock = Clock()
+    clock = FixedClock(1000.0)
     book = RateBook(clock)
     with pytest.raises(NeedRedis):
         book.check("out2", "all", 6000)
     (refill,), _ = book.take_work()
-    clock.now += SLOT_S + 0.1
+    clock.advance(SLOT_S + 0.1)
     book.granted(refill, 100)
     _, (back,) = book.take_work()
     assert len(back.slots) == 100

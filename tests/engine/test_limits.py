@@ -16,7 +16,7 @@ import pytest
 from integration.configs import deep_merge
 from integration.redis_server import RedisServer
 from smtp_balancer.clock import FixedClock
-from smtp_balancer.decision.facts import Facts
+from smtp_balancer.decision.facts import Decision, EndpointVerdict, Facts
 from smtp_balancer.engine import Engine
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
@@ -70,8 +70,8 @@ async def test_a_provider_cap_spills_that_provider_while_others_fill_the_total(m
     assert counter["google"] == "30" and counter["total"] == "150", counter
 
 
-async def test_explain_names_the_provider_cap(make_config, rdb):
-    rdb.hset(f"{{sb}}:count:out3:day:{DAY}", mapping={"total": 40, "google": 30})
+async def _out3_verdicts(make_config) -> tuple[EndpointVerdict, EndpointVerdict]:
+    """out3's explain verdicts for a gmail and a yahoo message, under PROVIDER_CAP."""
     engine = Engine(make_config(PROVIDER_CAP), FixedClock(NOW))
     try:
         assert await engine.start()
@@ -79,24 +79,25 @@ async def test_explain_names_the_provider_cap(make_config, rdb):
         yahoo = await engine.decide(_facts(2, "yahoo.com"), commit=False, explain=True)
     finally:
         await engine.aclose()
-    out3 = next(v for v in gmail.verdicts if v.endpoint == "out3")
-    assert not out3.eligible and out3.detail == "google day cap 30/30", out3
-    assert next(v for v in yahoo.verdicts if v.endpoint == "out3").eligible
+    return _verdict(gmail, "out3"), _verdict(yahoo, "out3")
+
+
+def _verdict(decision: Decision, endpoint: str) -> EndpointVerdict:
+    return next(v for v in decision.verdicts if v.endpoint == endpoint)
+
+
+async def test_explain_names_the_provider_cap(make_config, rdb):
+    rdb.hset(f"{{sb}}:count:out3:day:{DAY}", mapping={"total": 40, "google": 30})
+    gmail, yahoo = await _out3_verdicts(make_config)
+    assert not gmail.eligible and gmail.detail == "google day cap 30/30", gmail
+    assert yahoo.eligible
 
 
 async def test_a_junk_provider_counter_blocks_that_provider_only(make_config, rdb):
     rdb.hset(f"{{sb}}:count:out3:day:{DAY}", mapping={"total": 1, "google": "٣"})
-    engine = Engine(make_config(PROVIDER_CAP), FixedClock(NOW))
-    try:
-        assert await engine.start()
-        gmail = await engine.decide(_facts(1, "gmail.com"), commit=False, explain=True)
-        yahoo = await engine.decide(_facts(2, "yahoo.com"), commit=False, explain=True)
-    finally:
-        await engine.aclose()
-    assert (
-        next(v for v in gmail.verdicts if v.endpoint == "out3").detail == "google day cap: counter unreadable"
-    )
-    assert next(v for v in yahoo.verdicts if v.endpoint == "out3").eligible
+    gmail, yahoo = await _out3_verdicts(make_config)
+    assert gmail.detail == "google day cap: counter unreadable"
+    assert yahoo.eligible
 
 
 @pytest.mark.parametrize("local", [True, False])
@@ -145,7 +146,7 @@ async def test_explain_shows_a_rate_cap_and_counts_nothing(make_config, rdb):
     finally:
         await engine.aclose()
     assert before == 0
-    out2 = next(v for v in d.verdicts if v.endpoint == "out2")
+    out2 = _verdict(d, "out2")
     assert out2.eligible  # nothing counted: the cap is not reached
     rdb.zadd("{sb}:rate:out2:google", {f"m{i}": NOW.timestamp() * 1000 - 1_000 for i in range(15)})
     engine = Engine(make_config(RATE_CAP), FixedClock(NOW))
@@ -154,7 +155,7 @@ async def test_explain_shows_a_rate_cap_and_counts_nothing(make_config, rdb):
         d = await engine.decide(_facts(1, "gmail.com"), commit=False, explain=True)
     finally:
         await engine.aclose()
-    out2 = next(v for v in d.verdicts if v.endpoint == "out2")
+    out2 = _verdict(d, "out2")
     assert out2.detail == "google rate cap 15/15 a minute (slowed to 0.25)", out2
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from smtp_balancer.clock import utc_now
 from smtp_balancer.config import validate_config
 from smtp_balancer.feedback import metrics
 from smtp_balancer.feedback.daemon import FeedbackDaemon
@@ -88,13 +89,13 @@ def test_the_loop_runs_adaptive_factors_and_managed_warmup_days(make_config, rdb
         "dsn=4.3.2, status=deferred (host said: 451 4.3.2 busy)\n"
     )
     log_file.write_text("".join(deferred.format(i=i) for i in range(30)))
+    today = utc_now().date().isoformat()
     config = make_config(
         {
             "pools": {"main": {"adaptive": True}},
             "adaptive": {"min_attempts": 10},
-            "endpoints": {
-                "out3": {"warmup": {"start": "2026-11-24", "schedule": [50], "advance": "sending_days"}}
-            },
+            # starts today by the daemon's own clock (the conftest's SMTP_BALANCER_TEST_TIME)
+            "endpoints": {"out3": {"warmup": {"start": today, "schedule": [50], "advance": "sending_days"}}},
             "feedback": {"log_file": str(log_file), "start_at": "beginning"},
         }
     )
