@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from integration.sink import Received
+
 
 def arf_report(
     source_ip: str | None = "127.0.0.3",
@@ -13,8 +17,12 @@ def arf_report(
     original_from: str = "news@shop.test",
     headers_only: bool = False,
     extra_fields: str = "",
+    received: tuple[str, ...] = (),
+    original_message: bytes | None = None,
 ) -> bytes:
-    """A multipart/report with the three parts RFC 5965 names; None drops Source-IP."""
+    """A multipart/report with the three parts RFC 5965 names; None drops Source-IP.
+    ``received``: the original's Received header values, latest hop first;
+    ``original_message``: the whole original as delivered (instead of a made-up one)."""
     fields = [
         f"Feedback-Type: {feedback_type}",
         "User-Agent: Yahoo!-Mail-Feedback/2.0",
@@ -25,11 +33,16 @@ def arf_report(
         "Arrival-Date: Wed, 02 Dec 2026 10:00:00 +0000",
         "Reported-Domain: shop.test",
     ]
-    original = (
+    added = "".join(f"Received: {r}\r\n" for r in received)  # the reporter's own hops on top
+    original = added + (
         f"Return-Path: <{mail_from or 'other@elsewhere.test'}>\r\n"
         f"From: Shop <{original_from}>\r\nTo: {rcpt_to}\r\n"
         "Subject: Our winter sale\r\nMessage-ID: <sale-1@shop.test>\r\n"
     )
+    if original_message is not None:
+        original = added + original_message.decode("utf-8", "replace").replace("\r\n", "\n").replace(
+            "\n", "\r\n"
+        )
     original_part = (
         "Content-Type: text/rfc822-headers\r\n\r\n" + original
         if headers_only
@@ -59,3 +72,23 @@ def arf_report(
 NOT_MULTIPART = (
     b"From: someone@yahoo.com\r\nTo: fbl@fbl.test\r\nSubject: spam!!\r\n\r\nI did not ask for this.\r\n"
 )
+
+
+def report_about(message: Received) -> bytes:
+    """The report a feedback loop sends about a message the sink received: the original
+    as delivered (our MTA's Received header in it), the reporter's own hop on top."""
+    return arf_report(
+        message.peer_ip,
+        rcpt_to=message.rcpt_tos[0],
+        received=(f"from mta.test ([{message.peer_ip}]) by mx.yahoo.test with ESMTPS id 9yahoo9hop;",),
+        original_message=message.content,
+    )
+
+
+def maildir_of_reports(root: Path, messages: list[Received]) -> Path:
+    """A Maildir whose new/ holds one report about each message, for `fbl --maildir`."""
+    for sub in ("new", "cur", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i, message in enumerate(messages):
+        (root / "new" / f"{i}.report").write_bytes(report_about(message))
+    return root

@@ -8,6 +8,7 @@ import re
 import subprocess
 from collections import Counter
 
+from integration.arf import maildir_of_reports
 from integration.configs import ENDPOINT_IP, even_experiment
 from integration.daemons import CLI, decision_lines
 from integration.exim import exim_feedback
@@ -18,16 +19,25 @@ N = 240
 # a delivery attempt through one of our transports ("retry time not reached" lines are none)
 LINE = re.compile(r"^\S+ \S+ (\S+) (=>|==) \S+ .*\bT=sb_", re.M)
 STATUS = {"=>": "sent", "==": "deferred"}
+OUR_RECEIVED_ID = re.compile(rb"\(Exim [\d.]+\)[^;]*?\bid (\S+)")
 
 
-def test_two_arms_on_exim_with_outcomes_from_its_main_log(exim_system) -> None:
+def our_id(content: bytes) -> str:
+    return OUR_RECEIVED_ID.search(content)[1].decode()
+
+
+def test_two_arms_on_exim_with_outcomes_from_its_main_log(exim_system, tmp_path) -> None:
     es = exim_system(
         {
             "pools": {
                 "main": {"endpoints": [{"endpoint": ep, "weight": 1} for ep in ENDPOINT_IP]},
                 "solo1": {"endpoints": [{"endpoint": "out1", "weight": 1}]},
             },
-            "feedback": {"start_at": "beginning", "poll_interval_ms": 100},
+            "feedback": {
+                "start_at": "beginning",
+                "poll_interval_ms": 100,
+                "complaints": {"keep_dir": str(tmp_path / "kept")},
+            },
             "experiments": [even_experiment("ab", "all", {"weights": "main", "solo1": "solo1"})],
         }
     )
@@ -66,5 +76,15 @@ def test_two_arms_on_exim_with_outcomes_from_its_main_log(exim_system) -> None:
         except AssertionError as exc:
             raise AssertionError((from_log(), counted())) from exc
         assert from_log()[("weights", "deferred")] > 0 and from_log()[("solo1", "deferred")] == 0
+
+        # complaints about 10 of solo1's messages name their arm by Exim's Received header
+        solo1 = [m for m in es.sink.messages if arm_of[our_id(m.content)] == "solo1"]
+        maildir = maildir_of_reports(tmp_path / "fbl", solo1[:10])
+        fbl = subprocess.run(
+            [CLI, "-c", str(es.config_path), "fbl", "--maildir", str(maildir)], capture_output=True, text=True
+        )
+        assert fbl.stdout.count("; experiment ab arm solo1") == 10, fbl.stdout + fbl.stderr
+        assert es.rdb.hget("{sb}:expstats:ab:solo1", "complained") == "10"
+        assert es.rdb.hget("{sb}:expstats:ab:weights", "complained") is None
     finally:
         feedback.stop()

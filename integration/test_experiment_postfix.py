@@ -8,20 +8,23 @@ import re
 import subprocess
 from collections import Counter
 
+from integration.arf import maildir_of_reports
 from integration.configs import ENDPOINT_IP, even_experiment
 from integration.daemons import CLI, decision_lines
 from integration.statistics import assert_shares
 from integration.waits import wait_until
 
 N = 1200
+OUR_RECEIVED_ID = re.compile(rb"\(Postfix\) with E?SMTP id (\w+)")
 DELIVERY = re.compile(r"postfix/\w+/smtp\[\d+\]: (\w+): to=<[^>]+>.*status=(sent|deferred)")
 
 
-def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system):
+def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_path):
     ms = mail_system(
         {
             "pools": {"solo1": {"endpoints": [{"endpoint": "out1", "weight": 1}]}},
             "experiments": [even_experiment("ab", "all", {"weights": "main", "solo1": "solo1"})],
+            "feedback": {"complaints": {"keep_dir": str(tmp_path / "kept")}},
         },
         domains=["gmail.com"],
         feedback=True,
@@ -67,6 +70,22 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system):
     decided = {arm: int(ms.rdb.hget(f"{{sb}}:expstats:ab:{arm}", "decided")) for arm in ("weights", "solo1")}
     assert decided == dict(Counter(arm_of.values()))
 
+    # spam complaints about 24 of the weights arm's messages and 4 of solo1's, as a
+    # feedback loop sends them: each names its message only by our Received header
+    by_arm: dict[str, list] = {"weights": [], "solo1": []}
+    for message in ms.sink.messages:
+        by_arm[arm_of[OUR_RECEIVED_ID.search(message.content)[1].decode()]].append(message)
+    maildir = maildir_of_reports(tmp_path / "fbl", by_arm["weights"][:24] + by_arm["solo1"][:4])
+    fbl = subprocess.run(
+        [CLI, "-c", str(ms.config_path), "fbl", "--maildir", str(maildir)], capture_output=True, text=True
+    )
+    assert fbl.returncode == 0 and fbl.stdout.count("; experiment ab arm ") == 28, fbl.stdout + fbl.stderr
+    complained = {arm: ms.rdb.hget(f"{{sb}}:expstats:ab:{arm}", "complained") for arm in ("weights", "solo1")}
+    assert complained == {"weights": "24", "solo1": "4"}
+
     report = subprocess.run([*cli, "report", "ab"], capture_output=True, text=True, check=True).stdout
     assert "solo1 defers less than weights" in report, report
     assert "p = " in report and "messages per arm" in report
+    sent = {arm: expected[(arm, "sent")] for arm in ("weights", "solo1")}
+    rates = f"{400 / sent['solo1']:.2f}% against {2400 / sent['weights']:.2f}%, p = "
+    assert f"solo1 draws fewer complaints than weights: {rates}" in report, report

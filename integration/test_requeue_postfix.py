@@ -8,13 +8,14 @@ mail deferred on out2 could only leave by being moved. Postfix retries every
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
 import urllib.request
 from collections import Counter
 
-from integration.configs import ENDPOINT_IP
+from integration.configs import ENDPOINT_IP, even_experiment
 from integration.daemons import CLI
 from integration.sink import Received
 from integration.test_feedback_postfix import GMAIL_421
@@ -75,7 +76,10 @@ def deferred_on_out2(ms) -> int:
 
 
 def test_throttled_gmail_mail_leaves_out2_at_once_and_yahoo_stays(mail_system) -> None:
-    ms = mail_system(domains=DOMAINS, feedback=True, requeue=True)
+    # an experiment whose arms route alike: moved mail keeps its arm under its new queue id
+    experiment = even_experiment("ab", "all", {"a": "main", "b": "main"})
+    ms = mail_system({"experiments": [experiment]}, domains=DOMAINS, feedback=True, requeue=True)
+    cli(ms, "experiment", "start", "ab")
     slow_retries(ms)
     out2 = ENDPOINT_IP["out2"]
     ms.sink.script(out2, "gmail.com", GMAIL_421)
@@ -135,6 +139,23 @@ def test_throttled_gmail_mail_leaves_out2_at_once_and_yahoo_stays(mail_system) -
     assert "queued (deferred messages bound to each endpoint, 1 host):\n  out1 0, out2 0, out3 0" in status, (
         status
     )
+
+    # pickup logs each moved message's new queue id with orig_id=: its arm record follows,
+    # so every delivered message counts in its arm, moved or not
+    moves = re.findall(r"postfix/pickup\[\d+\]: (\w+): .* orig_id=(\w+)", ms.postfix.log_text())
+    assert moves and len(moves) == len(moved), moves
+    arm = [(ms.rdb.get(f"{{sb}}:arm:{new}"), ms.rdb.get(f"{{sb}}:arm:{old}")) for new, old in moves]
+    assert all(old in ("ab a", "ab b") for _, old in arm), arm
+    wait_until(
+        lambda: all(ms.rdb.get(f"{{sb}}:arm:{new}") == ms.rdb.get(f"{{sb}}:arm:{old}") for new, old in moves),
+        30,
+        "the moved messages' arm records",
+    )
+
+    def sent_per_arm() -> int:
+        return sum(int(ms.rdb.hget(f"{{sb}}:expstats:ab:{arm}", "sent") or 0) for arm in ("a", "b"))
+
+    wait_until(lambda: sent_per_arm() == 100, 30, "every delivery counted in its arm")
 
 
 def cli(ms, *args: str) -> str:

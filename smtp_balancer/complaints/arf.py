@@ -9,6 +9,7 @@ ReportError with a short kind (for the metric) and a sentence (for the log).
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import Message
@@ -31,6 +32,9 @@ class Report:
     original_rcpt_to: str  # the first Original-Rcpt-To, else the original's To
     user_agent: str
     message_id: str  # of the original message, when included
+    # the ids in the original's Received headers: one is our MTA's queue id, which
+    # names the message's experiment arm (``{sb}:arm:<queue id>``)
+    queue_ids: tuple[str, ...] = ()
 
     @property
     def sender_domain(self) -> str:
@@ -65,6 +69,22 @@ def _headers(part: Message) -> Message:
     if isinstance(payload, str):
         return HeaderParser().parsestr(payload.lstrip("\r\n"))
     raise ReportError("malformed", f"the {part.get_content_type()} part is empty")
+
+
+# "by mta.example (Postfix) with ESMTP id 4Xb2Kq0Lw7z9" and Exim's "id 1tXyZa-000Abc-7Q";
+# "userid 0" has no word boundary before "id"
+_RECEIVED_ID = re.compile(r"\bid\s+([A-Za-z0-9][A-Za-z0-9._-]{3,63})\b")
+MAX_RECEIVED = 30  # headers looked at: a hostile report may carry thousands
+MAX_IDS = 16
+
+
+def received_ids(headers: Message) -> tuple[str, ...]:
+    """The ids the original's Received headers name, top (latest hop) first."""
+    ids: dict[str, None] = {}
+    for value in (headers.get_all("Received") or [])[:MAX_RECEIVED]:
+        for match in _RECEIVED_ID.finditer(text(value)):
+            ids[match.group(1)] = None
+    return tuple(ids)[:MAX_IDS]
 
 
 def parse_report(raw: bytes) -> Report:
@@ -115,4 +135,5 @@ def parse_report(raw: bytes) -> Report:
         original_rcpt_to=rcpt_to,
         user_agent=text(fields.get("User-Agent"))[:120],
         message_id=text(headers.get("Message-ID"))[:200],
+        queue_ids=received_ids(headers),
     )

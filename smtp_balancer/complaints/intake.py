@@ -38,6 +38,7 @@ class Outcome:
     result: str  # one of complaints.store.RESULTS
     why: str
     attribution: Attribution | None = None
+    queue_ids: tuple[str, ...] = ()  # of the original message's Received headers
 
     @property
     def usable(self) -> bool:
@@ -67,20 +68,27 @@ class Intake:
             return Outcome(
                 "unattributed", f"Source-IP {report.source_ip} is none of our endpoints", attribution
             )
-        return Outcome("complaint", f"from {report.reporter or 'an unnamed reporter'}", attribution)
+        return Outcome(
+            "complaint", f"from {report.reporter or 'an unnamed reporter'}", attribution, report.queue_ids
+        )
 
-    def count(self, outcome: Outcome) -> list[RateResult]:
-        """Record the outcome in Redis and run the complaint rate rules (RedisError propagates)."""
-        self.store.record(outcome.result, outcome.attribution)
+    def count(self, outcome: Outcome) -> tuple[tuple[str, str] | None, list[RateResult]]:
+        """Record the outcome in Redis and run the complaint rate rules (RedisError
+        propagates); returns the message's experiment arm too."""
         if outcome.result != "complaint" or outcome.attribution is None:
-            return []
-        return self.store.evaluate(outcome.attribution)
+            self.store.record(outcome.result, outcome.attribution)
+            return None, []
+        arm = self.store.arm_of(outcome.queue_ids)
+        self.store.record(outcome.result, outcome.attribution, arm)
+        return arm, self.store.evaluate(outcome.attribution)
 
 
-def describe(outcome: Outcome, rates: list[RateResult]) -> str:
+def describe(outcome: Outcome, rates: list[RateResult], arm: tuple[str, str] | None = None) -> str:
     a = outcome.attribution
     where = f" {a.endpoint or '-'}/{a.provider} tenant {a.tenant}" if a else ""
     line = f"{outcome.result}{where}: {outcome.why}"
+    if arm is not None:
+        line += f"; experiment {arm[0]} arm {arm[1]}"
     for r in rates:
         line += f"; rule {r.rule}: {r.rate_percent:.2f}% of {r.attempts} delivered, {r.outcome}"
         if r.outcome == "tripped":
@@ -143,7 +151,7 @@ def take_stdin(intake: Intake, stream: BinaryIO, limit: int, keep_dir: Path, kee
         return EX_TEMPFAIL
     where = f" (kept as {kept})" if kept else ""
     try:
-        rates = intake.count(outcome)
+        arm, rates = intake.count(outcome)
     except redis.RedisError as exc:
         if outcome.result == "complaint":
             print(
@@ -153,8 +161,8 @@ def take_stdin(intake: Intake, stream: BinaryIO, limit: int, keep_dir: Path, kee
             return EX_TEMPFAIL
         # an unusable report is safe on disk: only its counter is lost
         log.error("Redis: %s; %s report not counted%s", exc, outcome.result, where)
-        rates = []
-    _report(outcome, rates, where)
+        arm, rates = None, []
+    _report(outcome, rates, where, arm)
     return EX_OK
 
 
@@ -180,7 +188,7 @@ def take_maildir(intake: Intake, root: Path, limit: int) -> int:
             continue
         outcome = intake.judge(raw, size, limit)
         try:
-            rates = intake.count(outcome)
+            arm, rates = intake.count(outcome)
         except redis.RedisError as exc:
             print(
                 f"smtp-balancer fbl: Redis: {type(exc).__name__}: {exc}; {path.name} and later stay in new/",
@@ -194,14 +202,16 @@ def take_maildir(intake: Intake, root: Path, limit: int) -> int:
         except OSError as exc:  # counted, but the next run would count it again: say so
             log.error("cannot move %s to cur/ (%s): move it by hand, or it is counted twice", path, exc)
             continue
-        _report(outcome, rates, "" if outcome.usable else f" (kept as {target})")
+        _report(outcome, rates, "" if outcome.usable else f" (kept as {target})", arm)
         done += 1
     print(f"smtp-balancer fbl: {done} report{'s' if done != 1 else ''} read from {root}")
     return EX_OK
 
 
-def _report(outcome: Outcome, rates: list[RateResult], where: str) -> None:
-    line = describe(outcome, rates) + where
+def _report(
+    outcome: Outcome, rates: list[RateResult], where: str, arm: tuple[str, str] | None = None
+) -> None:
+    line = describe(outcome, rates, arm) + where
     print(line)
     level = logging.INFO if outcome.usable else logging.WARNING
     log.log(level, "report %s", line)

@@ -33,6 +33,7 @@ class ComplaintLabels:
     providers: frozenset[str]  # every provider name a complaint can carry
     tenants: frozenset[str]  # "other" included
     reporting: frozenset[str]  # the providers whose feedback loops send reports
+    arms: frozenset[tuple[str, str]] = frozenset()  # (experiment, arm)
 
     @classmethod
     def from_config(cls, config: BalancerConfig, providers: set[str]) -> ComplaintLabels:
@@ -42,6 +43,7 @@ class ComplaintLabels:
             frozenset(providers | {OTHER}),
             frozenset([*config.tenants, OTHER]),
             frozenset(reporting & (providers | {OTHER})),
+            frozenset((x.name, a.name) for x in config.experiments for a in x.arms),
         )
 
     def zeros(self) -> Iterator[tuple[str, str, str]]:
@@ -56,6 +58,7 @@ class ComplaintTotals(Collector):
         self._lock = threading.Lock()
         self._reports: dict[str, int] = {}
         self._complaints: dict[tuple[str, str, str], int] = {}
+        self._arms: dict[tuple[str, str], int] = {}
 
     def update(self, raw: Mapping[object, object], labels: ComplaintLabels) -> int:
         """Take a fresh HGETALL of the totals hash; returns the number of junk fields."""
@@ -64,6 +67,7 @@ class ComplaintTotals(Collector):
         # every endpoint x reporting provider x tenant starts at 0, so that increase()
         # counts the first complaint of a series too
         complaints = dict.fromkeys(labels.zeros(), 0)
+        arms = dict.fromkeys(labels.arms, 0)
         junk = 0
         for key, value in raw.items():
             name, count = text_of(key) or "", parse_count(text_of(value))
@@ -81,17 +85,19 @@ class ComplaintTotals(Collector):
                 and parts[2] in tenants
             ):
                 complaints[(parts[0], parts[1], parts[2])] = count
+            elif kind == "arm" and len(parts) == 2 and (parts[0], parts[1]) in arms:
+                arms[(parts[0], parts[1])] = count
             else:
                 junk += 1
         if junk:
             STATE_JUNK.labels("fbl_totals").inc(junk)
         with self._lock:
-            self._reports, self._complaints = reports, complaints
+            self._reports, self._complaints, self._arms = reports, complaints, arms
         return junk
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         with self._lock:
-            reports, complaints = dict(self._reports), dict(self._complaints)
+            reports, complaints, arms = dict(self._reports), dict(self._complaints), dict(self._arms)
         family = CounterMetricFamily(
             "smtp_balancer_fbl_reports",
             "Feedback-loop reports read by `smtp-balancer fbl`, fleet-wide, by result",
@@ -107,6 +113,14 @@ class ComplaintTotals(Collector):
         )
         for labels, count in sorted(complaints.items()):
             family.add_metric(list(labels), count)
+        yield family
+        family = CounterMetricFamily(
+            "smtp_balancer_experiment_complaints",
+            "Spam complaints about messages of an experiment arm, fleet-wide (`smtp-balancer fbl`)",
+            labels=["experiment", "arm"],
+        )
+        for (experiment, arm), count in sorted(arms.items()):
+            family.add_metric([experiment, arm], count)
         yield family
 
 

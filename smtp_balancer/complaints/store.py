@@ -4,6 +4,9 @@ A complaint lands in the outcome bucket of the minute it arrived (field
 ``complained``), beside the feedback daemon's ``sent`` counts, so a rate rule
 with ``measure: complained`` reads complaints per delivered message over its
 window. Totals for metrics go to one hash that every feedback daemon exports.
+A complaint about a message in an experiment also counts in its arm's hash
+(``complained``): the report's original message carries our MTA's Received
+header, whose queue id names the arm record (``{sb}:arm:<queue id>``, 5 days).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import redis
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.complaints.attribute import Attribution
 from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.quota import EXPSTATS_TTL_S
 from smtp_balancer.decision.warmup import hour_bucket
+from smtp_balancer.feedback.arms import read_arm_record
 from smtp_balancer.feedback.processor import minute_bucket
 from smtp_balancer.feedback.store import DAILY_TTL_S, TENANT_RETENTION_S, FeedbackStore, RateResult
 from smtp_balancer.state.keys import KeySchema
@@ -27,6 +32,10 @@ def total_field(attribution: Attribution) -> str:
     return f"complaint:{attribution.endpoint}:{attribution.provider}:{attribution.tenant}"
 
 
+def arm_field(experiment: str, arm: str) -> str:
+    return f"arm:{experiment}:{arm}"
+
+
 class ComplaintStore:
     def __init__(self, client: redis.Redis, config: BalancerConfig, clock: Clock = SYSTEM) -> None:
         self.r = client
@@ -35,9 +44,24 @@ class ComplaintStore:
         self.keys = KeySchema(config.redis.prefix)
         self.retention_s = config.feedback.rate_retention
         self.rates = FeedbackStore(client, self.keys, "fbl", self.retention_s)
+        self.arms = {(x.name, a.name) for x in config.experiments for a in x.arms}
 
-    def record(self, result: str, attribution: Attribution | None = None) -> None:
-        """Count one report: every result in the totals, a complaint also where rates read it."""
+    def arm_of(self, queue_ids: tuple[str, ...]) -> tuple[str, str] | None:
+        """The experiment arm of the reported message: the first of its Received ids with
+        an arm record of a configured experiment (a provider's own ids have none)."""
+        if not queue_ids or not self.arms:
+            return None
+        for raw in self.r.mget([self.keys.arm_record(q) for q in queue_ids]):
+            record = read_arm_record(raw)
+            if record in self.arms:
+                return record
+        return None
+
+    def record(
+        self, result: str, attribution: Attribution | None = None, arm: tuple[str, str] | None = None
+    ) -> None:
+        """Count one report: every result in the totals, a complaint also where rates
+        read it and in its message's experiment arm."""
         now = self.clock.wall()
         pipe = self.r.pipeline(transaction=True)
         totals = self.keys.fbl_totals()
@@ -55,6 +79,11 @@ class ComplaintStore:
                 tenant = self.keys.tenant_outcomes(attribution.tenant, hour)
                 pipe.hincrby(tenant, "complained", 1)
                 pipe.expire(tenant, max(self.retention_s, TENANT_RETENTION_S))
+            if arm is not None:
+                stats = self.keys.expstats(*arm)
+                pipe.hincrby(stats, "complained", 1)
+                pipe.expire(stats, EXPSTATS_TTL_S)
+                pipe.hincrby(totals, arm_field(*arm), 1)
         pipe.execute()
 
     def evaluate(self, attribution: Attribution) -> list[RateResult]:

@@ -1,6 +1,7 @@
 """An experiment's report: per arm, messages, delivered, deferred and bounced
-(with classes), latency, each with a 95% interval, and a verdict in plain words
-on the deferral rate of each arm against the first (the control)."""
+(with classes), complaints, latency, each with a 95% interval, and a verdict in
+plain words on each arm against the first (the control): deferrals always,
+bounces and complaints where they differ significantly."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class ArmStats:
     bounced: int = 0  # bounced and expired
     classes: dict[str, int] = field(default_factory=dict)
     latency: dict[str, int] = field(default_factory=dict)  # bucket upper bound -> deliveries
+    complained: int = 0  # spam complaints (`smtp-balancer fbl`) about the arm's messages
 
     @classmethod
     def of(cls, name: str, pool: str, split: int, raw: dict[str, str]) -> ArmStats:
@@ -31,6 +33,7 @@ class ArmStats:
             return parse_count(raw.get(key)) or 0
 
         arm = cls(name, pool, split, n("decided"), n("sent"), n("deferred"), n("bounced") + n("expired"))
+        arm.complained = n("complained")
         for key, value in raw.items():
             if key.startswith("class:"):
                 arm.classes[key[6:]] = parse_count(value) or 0
@@ -59,14 +62,15 @@ class ArmStats:
         return "-"
 
 
-def _pct(rate: Rate) -> str:
+def _pct(rate: Rate, digits: int = 1) -> str:
     low, high = rate.interval()
-    return f"{100 * rate.value:.1f}% [{100 * low:.1f}-{100 * high:.1f}]"
+    return f"{100 * rate.value:.{digits}f}% [{100 * low:.{digits}f}-{100 * high:.{digits}f}]"
 
 
 def render(name: str, state: str, arms: list[ArmStats]) -> str:
     out = [f"experiment {name} ({state})", ""]
-    rows = [["ARM", "POOL", "SPLIT", "MESSAGES", "DELIVERED", "DEFERRED", "BOUNCED", "LATENCY p50/p95"]]
+    head = ["ARM", "POOL", "SPLIT", "MESSAGES", "DELIVERED", "DEFERRED", "BOUNCED", "COMPLAINTS"]
+    rows = [[*head, "LATENCY p50/p95"]]
     for a in arms:
         rows.append(
             [
@@ -77,6 +81,7 @@ def render(name: str, state: str, arms: list[ArmStats]) -> str:
                 _pct(Rate(a.sent, a.final)),
                 _pct(Rate(a.deferred, a.attempts)),
                 _pct(Rate(a.bounced, a.final)),
+                _pct(Rate(a.complained, a.sent), 2),
                 f"{a.latency_quantile(0.5)} / {a.latency_quantile(0.95)}",
             ]
         )
@@ -86,7 +91,11 @@ def render(name: str, state: str, arms: list[ArmStats]) -> str:
         if a.classes:
             classes = ", ".join(f"{c} {n}" for c, n in sorted(a.classes.items(), key=lambda x: -x[1]))
             out.append(f"  {a.name}: refusals by class: {classes}")
-    out += ["", "rates: share [95% interval]; deferred per attempt, delivered and bounced per final outcome"]
+    out += [
+        "",
+        "rates: share [95% interval]; deferred per attempt, delivered and bounced per final outcome,",
+        "complaints per delivered message",
+    ]
     out += ["", *verdicts(arms)]
     return "\n".join(out)
 
@@ -118,4 +127,26 @@ def verdicts(arms: list[ArmStats]) -> list[str]:
                 f"no significant difference in deferrals between {arm.name} and {control.name}: "
                 f"{100 * b.value:.1f}% against {100 * a.value:.1f}%, {p}, {per_arm}"
             )
+        out += _other_differences(control, arm, per_arm)
+    return out
+
+
+def _other_differences(control: ArmStats, arm: ArmStats, per_arm: str) -> list[str]:
+    """Bounces (per final outcome) and complaints (per delivered message), only where
+    the difference is significant and both arms have the sample."""
+    out = []
+    for verb, digits, a, b in (
+        ("bounces less", 1, Rate(control.bounced, control.final), Rate(arm.bounced, arm.final)),
+        ("draws fewer complaints", 2, Rate(control.complained, control.sent), Rate(arm.complained, arm.sent)),
+    ):
+        if min(a.n, b.n) < MIN_ATTEMPTS or a.hits + b.hits == 0:
+            continue
+        diff = compare(a, b)
+        if diff.p_value >= SIGNIFICANCE:
+            continue
+        better, worse, rb, rw = (arm, control, b, a) if b.value < a.value else (control, arm, a, b)
+        out.append(
+            f"{better.name} {verb} than {worse.name}: {100 * rb.value:.{digits}f}% against "
+            f"{100 * rw.value:.{digits}f}%, p = {diff.p_value:.3g} ({diff.method}), {per_arm}"
+        )
     return out

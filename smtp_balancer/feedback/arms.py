@@ -8,7 +8,7 @@ one found only after its batch, on its own).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import redis
 
@@ -38,6 +38,12 @@ def outcome_fields(d: Delivery) -> list[str]:
     return fields
 
 
+def read_arm_record(raw: object) -> tuple[str, str] | None:
+    """(experiment, arm) from an arm record's value "<experiment> <arm>", else None."""
+    experiment, sep, arm = (text_of(raw) or "").partition(" ")
+    return (experiment, arm) if sep and experiment and arm else None
+
+
 GRACE_S = 5.0  # how long a delivery waits for its message's arm record to appear
 RETRY_S = 1.0
 MAX_PENDING = 200_000
@@ -58,10 +64,26 @@ class ArmAttribution:
         self.pending: dict[str, tuple[float, list[str]]] = {}  # queue id -> (first seen, fields)
         self._retry_due = 0.0
 
-    def collect(self, deliveries: Iterable[Delivery]) -> Counter[tuple[str, str, str]]:
+    def inherit(self, requeued: list[tuple[str, str]]) -> dict[str, str]:
+        """new queue id -> the arm record of the old one, for requeued messages: their
+        later deliveries then count in the arm (one round, only for batches with some)."""
+        if not requeued:
+            return {}
+        raws = self.r.mget([self.keys.arm_record(old) for _, old in requeued])
+        out = {}
+        for (new, _), raw in zip(requeued, raws, strict=True):
+            if (record := read_arm_record(raw)) is not None:
+                out[new] = f"{record[0]} {record[1]}"
+        return out
+
+    def collect(
+        self, deliveries: Iterable[Delivery], known: Mapping[str, str] | None = None
+    ) -> Counter[tuple[str, str, str]]:
         """(experiment, arm, field) -> count, for these deliveries, and for those still
         pending when their retry is due (once a second: a busy log's non-experiment
-        mail must not be asked for again at every batch)."""
+        mail must not be asked for again at every batch). ``known``: arm records the
+        batch itself writes (``inherit``)."""
+        known = known or {}
         now = self.clock.monotonic()
         fresh: dict[str, list[str]] = {}
         for d in deliveries:
@@ -77,9 +99,9 @@ class ArmAttribution:
         for qid, raw in zip(ask, self.r.mget([self.keys.arm_record(q) for q in ask]), strict=True):
             first, fields = self.pending.pop(qid, (now, []))
             fields += fresh.get(qid, [])
-            value = text_of(raw)
-            if value and " " in value:
-                experiment, _, arm = value.partition(" ")
+            record = read_arm_record(known.get(qid, raw))
+            if record is not None:
+                experiment, arm = record
                 for name in fields:
                     out[(experiment, arm, name)] += 1
             elif now - first < GRACE_S:

@@ -165,7 +165,8 @@ class FeedbackDaemon:
             try:
                 if self.arms is not None:
                     # looked up before the batch's transaction, added inside it: exactly once
-                    batch.arm_outcomes = self.arms.collect(batch.deliveries)
+                    batch.arm_records = self.arms.inherit(batch.requeued)
+                    batch.arm_outcomes = self.arms.collect(batch.deliveries, batch.arm_records)
                 results = self.store.apply(batch, self.follower.position)
                 break
             except redis.RedisError as exc:

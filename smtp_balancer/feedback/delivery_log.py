@@ -90,6 +90,20 @@ def parse_sender(line: str) -> tuple[str, str] | None:
     return (m.group("queue_id"), s.group("sender")) if s else None
 
 
+REQUEUED_MARK = " orig_id="
+# pickup's line for a message `postsuper -r` requeued: "NEWID: uid=0 from=<a@b> orig_id=OLDID"
+_ORIG_ID = re.compile(r" orig_id=(?P<old>[0-9A-Za-z]+)$")
+
+
+def parse_requeue(line: str) -> tuple[str, str] | None:
+    """(new queue id, old queue id) from pickup's line for a requeued message, else None."""
+    m = _LINE.match(line.rstrip("\n"))
+    if m is None or not m.group("program").endswith("/pickup"):
+        return None
+    o = _ORIG_ID.search(m.group("rest"))
+    return (m.group("queue_id"), o.group("old")) if o and o.group("old") != m.group("queue_id") else None
+
+
 def parse_line(line: str, providers: ProviderTable) -> Delivery | None:
     m = _LINE.match(line.rstrip("\n"))
     if m is None:

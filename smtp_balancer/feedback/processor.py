@@ -20,10 +20,12 @@ from smtp_balancer.decision.warmup import hour_bucket
 from smtp_balancer.feedback.classify import BounceClassifier, builtin_classes
 from smtp_balancer.feedback.delivery_log import (
     BIND_ERROR,
+    REQUEUED_MARK,
     Delivery,
     LogLineError,
     bind_error_endpoint,
     parse_line,
+    parse_requeue,
     parse_sender,
 )
 from smtp_balancer.feedback.exim_log import MARKERS as EXIM_MARKERS
@@ -59,6 +61,11 @@ class Batch:
     bind_errors: Counter[str] = field(default_factory=Counter)
     # (experiment, arm, field) -> count: outcomes of messages in an experiment's arm
     arm_outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # (new queue id, old one) of messages the requeue daemon moved (Postfix's pickup
+    # logs orig_id=): the new id inherits the old one's arm record
+    requeued: list[tuple[str, str]] = field(default_factory=list)
+    # new queue id -> the arm record value it inherits, written with the batch
+    arm_records: dict[str, str] = field(default_factory=dict)
     lines: int = 0
     ignored: int = 0  # well-formed, but not a delivery result
     garbage: list[str] = field(default_factory=list)  # why each unparsable line failed
@@ -115,7 +122,10 @@ class Processor:
         batch = Batch(lines=len(lines))
         now = SYSTEM.wall() if now is None else now
         minute, hour = minute_bucket(now), hour_bucket(datetime.fromtimestamp(now, UTC))
+        postfix = self.exim_transports is None
         for i, line in enumerate(lines):
+            if postfix and REQUEUED_MARK in line and (link := parse_requeue(line)) is not None:
+                batch.requeued.append(link)
             if self._arrival is not None and self._arrival in line and self.note_arrival(line):
                 batch.ignored += 1
                 continue

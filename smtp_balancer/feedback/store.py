@@ -15,7 +15,7 @@ import redis
 
 from smtp_balancer.clock import SYSTEM
 from smtp_balancer.config.feedback import RateRuleConfig
-from smtp_balancer.decision.quota import EXPSTATS_TTL_S
+from smtp_balancer.decision.quota import ARM_RECORD_TTL_S, EXPSTATS_TTL_S
 from smtp_balancer.feedback.follower import Position
 from smtp_balancer.feedback.processor import Batch, Hit, minute_bucket
 from smtp_balancer.state import scripts
@@ -126,6 +126,8 @@ class FeedbackStore:
             pipe.hincrby(self.keys.expstats(experiment, arm), name, n)
         for experiment, arm in {(x, a) for x, a, _ in batch.arm_outcomes}:
             pipe.expire(self.keys.expstats(experiment, arm), EXPSTATS_TTL_S)
+        for queue_id, value in batch.arm_records.items():
+            pipe.set(self.keys.arm_record(queue_id), value, ex=ARM_RECORD_TTL_S)
         pipe.set(self.keys.feedback_position(self.instance), position.encode())
         replies = pipe.execute()
         results = []

@@ -78,3 +78,24 @@ def test_control_characters_in_fields_never_reach_a_terminal() -> None:
     with pytest.raises(ReportError) as err:
         parse_report(NOT_MULTIPART.replace(b"Subject: spam!!", b"Content-Type: text/\x1b[2Jplain"))
     assert "\x1b" not in str(err.value)
+
+
+def test_the_original_received_ids_are_read_postfix_and_exim_alike() -> None:
+    received = (
+        "from mta.example (mta.example [127.0.0.3]) by mx.yahoo.test with ESMTPS id a12si3456789abc;"
+        " Wed, 02 Dec 2026 10:00:00 +0000",
+        "from app.example (localhost [127.0.0.1]) by mta.example (Postfix) with ESMTP id 4Xb2Kq0Lw7z9\n"
+        "\tfor <u1@yahoo.com>; Wed, 02 Dec 2026 09:59:59 +0000",
+        "by app.example (Postfix, from userid 0) id 3F2A1B9C0D; Wed, 02 Dec 2026 09:59:58 +0000",
+        "from [127.0.0.1] by exim.example with esmtp (Exim 4.96) (envelope-from <b@shop.test>)"
+        " id 1tXyZa-000Abc-7Q for u1@yahoo.com; Wed, 02 Dec 2026 09:59:57 +0000",
+    )
+    report = parse_report(arf_report(received=received))
+    assert report.queue_ids == ("a12si3456789abc", "4Xb2Kq0Lw7z9", "3F2A1B9C0D", "1tXyZa-000Abc-7Q")
+    assert parse_report(arf_report()).queue_ids == ()
+
+
+def test_a_flood_of_received_headers_is_bounded() -> None:
+    received = tuple(f"by relay{i}.test with SMTP id ID{i:05d}; Wed, 2 Dec 2026" for i in range(5000))
+    report = parse_report(arf_report(received=received, headers_only=True))
+    assert len(report.queue_ids) == 16 and report.queue_ids[0] == "ID00000"

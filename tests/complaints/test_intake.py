@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from integration.arf import NOT_MULTIPART, arf_report
+from integration.configs import even_experiment
 from smtp_balancer.cli.main import main
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.complaints.attribute import Attributor
@@ -208,3 +209,21 @@ def test_no_mutation_of_a_report_crashes_the_judge(make_config, rdb) -> None:
                 raw[i:i] = raw[rng.randrange(len(raw)) :][: rng.randint(1, 40)]
         outcome = judge(bytes(raw), len(raw), 100_000)
         assert outcome.result in RESULTS
+
+
+def test_a_complaint_counts_in_its_message_experiment_arm(make_config, rdb, tmp_path, capsys) -> None:
+    config = make_config({"experiments": [even_experiment("ab", "all", {"a": "main", "b": "main"})]})
+    rdb.set(KEYS.arm_record("4Xb2Kq0Lw7z9"), "ab b")
+    rdb.set(KEYS.arm_record("4Zzzzzzzzz01"), "gone x")  # hand-edited: no such experiment
+    ours = "from app.test by mta.test (Postfix) with ESMTP id {} for <u1@yahoo.com>; Wed, 2 Dec 2026"
+    theirs = "from mta.test by mx.yahoo.test with ESMTPS id 9yahoo9; Wed, 2 Dec 2026"
+    for qid in ("4Xb2Kq0Lw7z9", "4Xb2Kq0Lw7z9", "4Zzzzzzzzz01", "4Nonenonenon"):
+        raw = arf_report("127.0.0.3", received=(theirs, ours.format(qid)))
+        assert stdin(intake(config, rdb), raw, tmp_path / "kept") == 0
+    assert rdb.hgetall(KEYS.expstats("ab", "b")) == {"complained": "2"}
+    assert rdb.ttl(KEYS.expstats("ab", "b")) > 80 * 86400
+    assert not rdb.exists(KEYS.expstats("ab", "a")) and not rdb.keys(KEYS.base + ":expstats:gone:*")
+    totals = rdb.hgetall(KEYS.fbl_totals())
+    assert totals["report:complaint"] == "4" and totals["arm:ab:b"] == "2" and "arm:gone:x" not in totals
+    out = capsys.readouterr().out
+    assert out.count("; experiment ab arm b") == 2 and out.count("complaint out2/yahoo") == 4

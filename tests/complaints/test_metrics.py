@@ -22,15 +22,18 @@ def test_totals_become_counters_and_junk_fields_are_skipped() -> None:
             b"report:complaint-ish": b"1",
             b"report:unattributed": b"\xff\xfe",
             b"garbage": b"1",
+            b"arm:ab:solo1": b"4",
+            b"arm:ab:gone": b"1",  # an arm the config no longer has
         },
         ComplaintLabels(
             endpoints=frozenset({"out1", "out2"}),
             providers=frozenset({"yahoo", "microsoft", "google", "other"}),
             tenants=frozenset({"shop.test", "other"}),
             reporting=frozenset({"yahoo", "microsoft"}),
+            arms=frozenset({("ab", "solo1"), ("ab", "weights")}),
         ),
     )
-    assert junk == 5
+    assert junk == 6
     page = generate_latest(registry).decode()
     assert 'smtp_balancer_fbl_reports_total{result="complaint"} 3.0' in page
     assert 'smtp_balancer_fbl_reports_total{result="malformed"} 2.0' in page
@@ -42,3 +45,6 @@ def test_totals_become_counters_and_junk_fields_are_skipped() -> None:
     assert 'smtp_balancer_complaints_total{endpoint="out1",provider="yahoo",tenant="shop.test"} 0.0' in page
     assert page.count("smtp_balancer_complaints_total{") == 2 * 2 * 2
     assert 'provider="google"' not in page  # Gmail sends no ARF reports
+    assert 'smtp_balancer_experiment_complaints_total{arm="solo1",experiment="ab"} 4.0' in page
+    assert 'smtp_balancer_experiment_complaints_total{arm="weights",experiment="ab"} 0.0' in page
+    assert 'arm="gone"' not in page

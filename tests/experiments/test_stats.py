@@ -57,3 +57,25 @@ def test_render_shows_rates_intervals_latency_and_classes():
     assert "95.0% [91.0-97.3]" in text  # delivered 190 of 200 final outcomes
     assert "≤0.5s / ≤0.5s" in text
     assert "static: refusals by class: rate_limited 30, invalid_recipient 10" in text
+
+
+def test_significant_bounce_and_complaint_differences_get_their_own_lines():
+    control, other = arm("a", 2000, 2000, 40, 60), arm("b", 2000, 2000, 41, 20)
+    control.complained, other.complained = 30, 4
+    lines = verdicts([control, other])
+    assert lines[0].startswith("no significant difference in deferrals between b and a")
+    p_bounce = stats.chi2_contingency([[20, 2000], [60, 2000]], correction=True).pvalue
+    assert lines[1] == (
+        f"b bounces less than a: 1.0% against 2.9%, p = {p_bounce:.3g} (chi-square), 2,000 messages per arm"
+    )
+    assert lines[2].startswith("b draws fewer complaints than a: 0.20% against 1.50%, p = ")
+    # a difference that is not significant, or too few deliveries, says nothing more
+    control.complained, other.complained = 3, 2
+    assert len(verdicts([control, other])) == 2
+    assert len(verdicts([arm("a", 150, 150, 2, 20), arm("b", 90, 90, 2, 0)])) == 1
+
+
+def test_render_shows_the_complaint_rate_per_delivered_message():
+    a = arm("static", 200, 200, 0)
+    a.complained = 4
+    assert "2.00% [0.78-5.03]" in render("ab", "running", [a, arm("adaptive", 200, 200, 0)])

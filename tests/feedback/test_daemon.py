@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from integration.configs import even_experiment
 from smtp_balancer.clock import utc_now
 from smtp_balancer.config import validate_config
 from smtp_balancer.feedback import metrics
@@ -152,3 +153,37 @@ def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_con
         "lat:0.5": "2",  # connection and transmission took 0.41 s
     }
     assert rdb.hgetall("{sb}:expstats:ab:b") == {"sent": "1", "lat:0.5": "1"}
+
+
+def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rdb, tmp_path):
+    log_file = tmp_path / "mail.log"
+    delivery = (
+        "Nov 24 10:3{m}:01 mta postfix/{ep}/smtp[9536]: {qid}: to=<u@gmail.com>, "
+        "relay=gmail-smtp-in.l.google.com[142.250.1.27]:25, delay=0.42, delays=0.01/0/0.2/0.21, "
+        "dsn={dsn}, status={status} (host said: {reply})\n"
+    )
+    log_file.write_text(
+        delivery.format(m=0, ep="out1", qid="AAA1", dsn="4.7.28", status="deferred", reply="421 slow down")
+        # the requeue daemon moved it: postsuper -r, then pickup gives it a new queue id
+        + "Nov 24 10:31:00 mta postfix/pickup[771]: DDD9: uid=0 from=<news@shop.test> orig_id=AAA1\n"
+        + delivery.format(m=1, ep="out2", qid="DDD9", dsn="2.0.0", status="sent", reply="250 ok")
+        + "Nov 24 10:31:00 mta postfix/pickup[771]: EEE9: uid=0 from=<news@shop.test> orig_id=NOREC1\n"
+    )
+    config = make_config(
+        {
+            "experiments": [even_experiment("ab", "all", {"a": "main", "b": "main"})],
+            "feedback": {"log_file": str(log_file), "start_at": "beginning"},
+        }
+    )
+    rdb.set("{sb}:arm:AAA1", "ab a")
+    daemon = FeedbackDaemon(config)
+    try:
+        daemon.follower = daemon.open_log()
+        assert daemon.step() == 4
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
+    assert rdb.get("{sb}:arm:DDD9") == "ab a" and 4 * 86400 < rdb.ttl("{sb}:arm:DDD9") <= 5 * 86400
+    assert not rdb.exists("{sb}:arm:EEE9")  # its old id was in no experiment
+    stats = rdb.hgetall("{sb}:expstats:ab:a")
+    assert (stats["deferred"], stats["sent"]) == ("1", "1")

@@ -3,7 +3,7 @@
 import pytest
 
 from smtp_balancer.decision.providers import ProviderTable
-from smtp_balancer.feedback.delivery_log import LogLineError, parse_line, split_program
+from smtp_balancer.feedback.delivery_log import LogLineError, parse_line, parse_requeue, split_program
 
 T = ProviderTable.build()
 
@@ -83,3 +83,14 @@ def test_split_program():
     assert split_program("postfix/out2/smtp") == ("out2", "smtp")
     assert split_program("postfix/smtp") == ("", "smtp")
     assert split_program("postfix") == ("", "postfix")
+
+
+def test_pickup_names_the_queue_id_a_requeued_message_had() -> None:
+    line = "Dec  2 10:00:01 mta postfix/pickup[771]: 4NewId9Z: uid=0 from=<news@shop.test> orig_id=3OldId7Q\n"
+    assert parse_requeue(line) == ("4NewId9Z", "3OldId7Q")
+    assert parse_requeue(line.replace("postfix/pickup", "postfix-sb/pickup")) == ("4NewId9Z", "3OldId7Q")
+    # any other program, no orig_id, or a garbled one: not a requeue
+    assert parse_requeue(line.replace("pickup", "cleanup")) is None
+    assert parse_requeue(line.replace(" orig_id=3OldId7Q", "")) is None
+    assert parse_requeue(line.replace("orig_id=3OldId7Q", "orig_id=3Old<Id>")) is None
+    assert parse_requeue("garbage orig_id=1 \x00\n") is None
