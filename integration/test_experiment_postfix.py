@@ -89,3 +89,54 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_pa
     sent = {arm: expected[(arm, "sent")] for arm in ("weights", "solo1")}
     rates = f"{400 / sent['solo1']:.2f}% against {2400 / sent['weights']:.2f}%, p = "
     assert f"solo1 draws fewer complaints than weights: {rates}" in report, report
+
+
+def test_a_rule_order_experiment_over_a_match_on_real_postfix(mail_system):
+    """Arms that differ in rule order: news mail to gmail goes by the news rule in one
+    arm and by the gmail rule (out1 alone) in the other; other mail is not in it."""
+    orders = [
+        {"name": "as-is", "rule_order": ["news"], "split": 50},
+        {"name": "gmail-first", "rule_order": ["gmail", "news"], "split": 50},
+    ]
+    ms = mail_system(
+        {
+            "pools": {"solo1": {"endpoints": [{"endpoint": "out1", "weight": 1}]}},
+            "rules": [
+                {"name": "news", "sender_domain": ["news.test"], "pool": "main"},
+                {"name": "gmail", "provider": ["google"], "pool": "solo1"},
+                {"name": "all", "pool": "main"},
+            ],
+            "experiments": [{"name": "order", "match": {"sender_domain": ["news.test"]}, "arms": orders}],
+        },
+        domains=["gmail.com"],
+        feedback=True,
+    )
+    subprocess.run([CLI, "-c", str(ms.config_path), "experiment", "start", "order"], check=True)
+    wait_until(lambda: ms.rdb.hget("{sb}:experiment:order", "state") == "running", 5, "the start")
+    n = 300
+
+    def sender(i: int) -> str:
+        return "a@news.test" if i < n else "a@shop.test"
+
+    assert ms.send_many(n + 20, threads=4, recipients=lambda i: [f"u{i}@gmail.com"], sender=sender) == []
+    ms.sink.wait_for(n + 20, timeout=120)
+    lines = wait_until(
+        lambda: found if len(found := decision_lines(ms.base / "policyd.log")) >= n + 20 else None,
+        30,
+        "the decision lines",
+    )
+    news = [line for line in lines if line.get("arm")]
+    assert len(news) == n and all(line["experiment"] == "order" for line in news)
+    assert_shares(Counter(line["arm"] for line in news), {"as-is": 0.5, "gmail-first": 0.5}, "arms")
+    routes = {(line["arm"], line["rule"], line["pool"]) for line in news}
+    assert routes == {("as-is", "news", "main"), ("gmail-first", "gmail", "solo1")}
+    assert {line["endpoint"] for line in news if line["arm"] == "gmail-first"} == {"out1"}
+    assert {line["endpoint"] for line in news if line["arm"] == "as-is"} == {"out1", "out2", "out3"}
+    # shop mail matches the gmail rule and is in no arm
+    assert {(line["rule"], line.get("arm", "")) for line in lines if line not in news} == {("gmail", "")}
+
+    def sent() -> dict[str, str | None]:
+        return {a: ms.rdb.hget(f"{{sb}}:expstats:order:{a}", "sent") for a in ("as-is", "gmail-first")}
+
+    arms = Counter(line["arm"] for line in news)
+    wait_until(lambda: sent() == {a: str(arms[a]) for a in arms}, 60, "every delivery counted in its arm")

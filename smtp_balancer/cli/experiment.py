@@ -44,11 +44,11 @@ def run(args: argparse.Namespace, config: BalancerConfig, client: redis.Redis) -
             print("no experiments configured (experiments: in the YAML)")
         for x in config.experiments:
             state = _texts(client.hgetall(keys.experiment(x.name)))
-            arms = ", ".join(f"{a.name} {a.split}% -> pool {a.pool}" for a in x.arms)
+            arms = ", ".join(f"{a.name} {a.split}% -> {a.strategy}" for a in x.arms)
             running = state.get("state")
             print(
                 f"{x.name}: {running or 'never started'} (started {_when(state.get('started'))}, "
-                f"stopped {_when(state.get('stopped'))}); rule {x.rule}, by {x.by}; {arms}"
+                f"stopped {_when(state.get('stopped'))}); {x.covers}, by {x.by}; {arms}"
             )
         return 0
     x = _experiment(config, args.name)
@@ -58,11 +58,11 @@ def run(args: argparse.Namespace, config: BalancerConfig, client: redis.Redis) -
             client.delete(*(keys.expstats(x.name, a.name) for a in x.arms))
         client.hset(key, mapping={"state": "running", "started": f"{now:.0f}"})
         client.hdel(key, "stopped")
-        print(f"experiment {x.name} running: rule {x.rule}'s messages are split between its arms")
+        print(f"experiment {x.name} running: {x.covers} are split between its arms")
         return 0
     if args.action == "stop":
         client.hset(key, mapping={"state": "stopped", "stopped": f"{now:.0f}"})
-        print(f"experiment {x.name} stopped: rule {x.rule} routes to its own pool again")
+        print(f"experiment {x.name} stopped: {x.covers} are routed by the rules again")
         return 0
     from smtp_balancer.experiments.report import ArmStats, render
 
@@ -71,6 +71,7 @@ def run(args: argparse.Namespace, config: BalancerConfig, client: redis.Redis) -
     for a in x.arms:
         pipe.hgetall(keys.expstats(x.name, a.name))
     state, *raws = pipe.execute()
-    arms = [ArmStats.of(a.name, a.pool, a.split, _texts(raw)) for a, raw in zip(x.arms, raws, strict=True)]
+    pairs = zip(x.arms, raws, strict=True)
+    arms = [ArmStats.of(a.name, a.strategy, a.split, _texts(raw)) for a, raw in pairs]
     print(render(x.name, text_of(state) or "never started", arms))
     return 0

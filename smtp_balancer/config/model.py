@@ -26,6 +26,7 @@ from smtp_balancer.config.base import (
 )
 from smtp_balancer.config.experiments import ExperimentConfig
 from smtp_balancer.config.feedback import FeedbackConfig
+from smtp_balancer.config.match import MatchConfig
 from smtp_balancer.config.requeue import RequeueConfig
 
 OVERFLOW_KEYWORDS = ("defer", "ignore_caps", "default")
@@ -143,27 +144,9 @@ class PoolConfig(Strict):
         raise ValueError("must be defer, ignore_caps, default or pool:<name>")
 
 
-class SizeRange(Strict):
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
-
-
-class RuleConfig(Strict):
+class RuleConfig(MatchConfig):
     name: Name
     pool: str
-    sender: list[str] = Field(default_factory=list)
-    sender_domain: list[str] = Field(default_factory=list)
-    sasl_username: list[str] = Field(default_factory=list)
-    client: list[str] = Field(default_factory=list)
-    recipient_domain: list[str] = Field(default_factory=list)
-    provider: list[str] = Field(default_factory=list)
-    message_class: list[str] = Field(default_factory=list)
-    size: SizeRange | None = None
-
-    @field_validator("client")
-    @classmethod
-    def _cidrs(cls, values: list[str]) -> list[str]:
-        return check_cidrs(values)
 
 
 class ProviderConfig(Strict):

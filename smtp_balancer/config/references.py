@@ -99,10 +99,16 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
             elif rule in split_rules:
                 yield (f"experiments[{i}].rule", f"rule {rule!r} is already split by {split_rules[rule]!r}")
             split_rules[rule] = str(name)
+        for j, provider in enumerate(_list(_mapping(exp.get("match")).get("provider"))):
+            if isinstance(provider, str) and provider not in providers:
+                yield (f"experiments[{i}].match.provider[{j}]", f"unknown provider {provider!r}")
         for j, arm in enumerate(_list(exp.get("arms"))):
             pool = _mapping(arm).get("pool")
             if isinstance(pool, str) and pool not in pools:
                 yield (f"experiments[{i}].arms[{j}].pool", f"unknown pool {pool!r}")
+            for k, ref in enumerate(_list(_mapping(arm).get("rule_order"))):
+                if isinstance(ref, str) and ref not in rule_names:
+                    yield (f"experiments[{i}].arms[{j}].rule_order[{k}]", f"unknown rule {ref!r}")
 
     milter, policyd = _mapping(raw.get("milter")), _mapping(raw.get("policyd"))
     if milter.get("enabled") is True and milter.get("smtpd") is True and policyd.get("enabled", True) is True:

@@ -41,7 +41,7 @@ class Planner:
         self.caps = CapsTable(config)
         # managed warm-ups' steps from Redis (the engine points this at its live state)
         self.warmup_steps: Callable[[], Mapping[str, tuple[int, str]] | None] = lambda: None
-        self.experiments = ExperimentTable(config.experiments)
+        self.experiments = ExperimentTable(config.experiments, self.rules.rules)
         # the experiments started in Redis (the engine points this at its live state)
         self.running: Callable[[], Collection[str]] = lambda: ()
         self.routes = {name: route_for(name, ep.nexthop) for name, ep in config.endpoints.items()}
@@ -66,15 +66,17 @@ class Planner:
         now = now or self.now_hour()
         domains = [domain_of(r) for r in facts.recipients]  # derived once per message
         by_provider = self.providers.for_domains(domains)
-        rule = self.rules.match(MessageView.of(facts, list(by_provider), domains))
+        view = MessageView.of(facts, list(by_provider), domains)
+        rule = self.rules.match(view)
         if rule is None:
             return Decision(outcome="no_rule", reason="no rule matched")
         pool, arm = rule.pool, None
-        if self.experiments.by_rule:
-            experiment = self.experiments.by_rule.get(rule.name)
-            if experiment is not None and experiment.name in self.running():
-                arm_name, pool = experiment.assign(facts)
-                arm = (experiment.name, arm_name)
+        if self.experiments.names and (running := self.running()):
+            experiment = self.experiments.covering(rule, view, running)
+            if experiment is not None:
+                chosen = experiment.assign(facts)
+                rule, pool = chosen.route(rule, view)
+                arm = (experiment.name, chosen.name)
         plan = self.plans[pool]
         hashes: list[tuple[float, ...] | None] = []
         for stage in plan.stages:

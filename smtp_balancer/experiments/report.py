@@ -17,7 +17,7 @@ SIGNIFICANCE = 0.05
 @dataclass
 class ArmStats:
     name: str
-    pool: str
+    strategy: str  # "pool bulk", "rules a > b"
     split: int
     decided: int = 0
     sent: int = 0
@@ -28,11 +28,11 @@ class ArmStats:
     complained: int = 0  # spam complaints (`smtp-balancer fbl`) about the arm's messages
 
     @classmethod
-    def of(cls, name: str, pool: str, split: int, raw: dict[str, str]) -> ArmStats:
+    def of(cls, name: str, strategy: str, split: int, raw: dict[str, str]) -> ArmStats:
         def n(key: str) -> int:
             return parse_count(raw.get(key)) or 0
 
-        arm = cls(name, pool, split, n("decided"), n("sent"), n("deferred"), n("bounced") + n("expired"))
+        arm = cls(name, strategy, split, n("decided"), n("sent"), n("deferred"), n("bounced") + n("expired"))
         arm.complained = n("complained")
         for key, value in raw.items():
             if key.startswith("class:"):
@@ -69,13 +69,13 @@ def _pct(rate: Rate, digits: int = 1) -> str:
 
 def render(name: str, state: str, arms: list[ArmStats]) -> str:
     out = [f"experiment {name} ({state})", ""]
-    head = ["ARM", "POOL", "SPLIT", "MESSAGES", "DELIVERED", "DEFERRED", "BOUNCED", "COMPLAINTS"]
+    head = ["ARM", "STRATEGY", "SPLIT", "MESSAGES", "DELIVERED", "DEFERRED", "BOUNCED", "COMPLAINTS"]
     rows = [[*head, "LATENCY p50/p95"]]
     for a in arms:
         rows.append(
             [
                 a.name,
-                a.pool,
+                a.strategy,
                 f"{a.split}%",
                 str(a.decided),
                 _pct(Rate(a.sent, a.final)),

@@ -273,7 +273,22 @@ def test_experiment_list_start_stop_and_report(make_config, tmp_path: Path, caps
         {"name": "static", "pool": "main", "split": 50},
         {"name": "adaptive", "pool": "main", "split": 50},
     ]
-    make_config({"experiments": [{"name": "ab", "rule": "all", "arms": arms}]})
+    orders = [
+        {"name": "as-is", "rule_order": ["all"], "split": 50},
+        {"name": "shop-first", "rule_order": ["shop", "all"], "split": 50},
+    ]
+    make_config(
+        {
+            "rules": [
+                {"name": "all", "pool": "main"},
+                {"name": "shop", "sender_domain": ["s.t"], "pool": "main"},
+            ],
+            "experiments": [
+                {"name": "ab", "rule": "all", "arms": arms},
+                {"name": "order", "match": {"provider": ["google"]}, "arms": orders},
+            ],
+        }
+    )
     path = str(tmp_path / "config.yaml")
 
     def run(*args: str) -> tuple[int, str, str]:
@@ -281,7 +296,13 @@ def test_experiment_list_start_stop_and_report(make_config, tmp_path: Path, caps
         out, err = capsys.readouterr()
         return code, out, err
 
-    assert "ab: never started" in run("list")[1]
+    listed = run("list")[1]
+    assert (
+        "ab: never started" in listed and "rule all's messages, by message; static 50% -> pool main" in listed
+    )
+    assert "order: never started" in listed and "the messages its match selects, by message; " in listed
+    assert "shop-first 50% -> rules shop > all" in listed
+    assert "shop-first  rules shop > all  50%" in run("report", "order")[1]
     assert run("start", "ab")[0] == 0
     assert rdb.hgetall("{sb}:experiment:ab") == {"state": "running", "started": f"{CLOCK.wall():.0f}"}
     rdb.hset("{sb}:expstats:ab:static", mapping={"decided": 4210, "sent": 4210, "deferred": 202})
@@ -292,5 +313,5 @@ def test_experiment_list_start_stop_and_report(make_config, tmp_path: Path, caps
     assert run("stop", "ab")[0] == 0 and rdb.hget("{sb}:experiment:ab", "state") == "stopped"
     assert "ab: stopped (started 2026-11-24 10:30 UTC, stopped 2026-11-24 10:30 UTC)" in run("list")[1]
     code, _, err = run("report", "nope")
-    assert code == EXIT_USAGE and "unknown experiment 'nope' (experiments: ab)" in err
+    assert code == EXIT_USAGE and "unknown experiment 'nope' (experiments: ab, order)" in err
     assert run("start", "ab", "--reset")[0] == 0 and not rdb.exists("{sb}:expstats:ab:static")
