@@ -8,7 +8,7 @@ import urllib.request
 
 import yaml
 
-from integration.arf import arf_report
+from integration.arf import report_about
 from integration.configs import even_experiment
 from integration.daemons import CLI
 from integration.dashboard import dashboard_builder
@@ -91,14 +91,17 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
         wait_until(lambda: ms.rdb.exists("{sb}:suspend:out2:google"), 30, "the gmail suspension")
         wait_until(ms.postfix.queue_is_empty, 60, "the deferred gmail mail to move")
         wait_until(lambda: prom.query('up{job=~"smtp-balancer.*"} == 1'), 30, "the first scrapes")
-        # a spam complaint about out2's yahoo mail, as a pipe transport would hand it over
+        # a spam complaint about a message out2 delivered to yahoo (so in arm a), as a
+        # pipe transport would hand it over
+        yahoo = [m for m in ms.sink.messages if m.peer_ip == "127.0.0.3" and "@yahoo.com" in m.rcpt_tos[0]]
         fbl = subprocess.run(
             [CLI, "-c", str(ms.config_path), "fbl"],
-            input=arf_report("127.0.0.3"),
+            input=report_about(yahoo[0]),
             capture_output=True,
             timeout=60,
         )
         assert fbl.returncode == 0 and fbl.stdout.startswith(b"complaint out2/yahoo"), fbl
+        assert b"; experiment ab arm a" in fbl.stdout, fbl
         complained = 'max(smtp_balancer_complaints_total{endpoint="out2", provider="yahoo"}) == 1'
         wait_until(lambda: prom.query(complained), 30, "the complaint scraped")
         time.sleep(8)  # several scrapes after the traffic, so rates have two points

@@ -272,6 +272,21 @@ ROWS: list[tuple[str, list[PanelSpec]]] = [
                 "percentunit",
                 "Deferrals per delivery attempt of the messages in each arm, from the MTA log",
             ),
+            PanelSpec(
+                "Complaint rate per experiment arm, last 24 h",
+                "timeseries",
+                (
+                    Query(
+                        "max without (instance, job) "
+                        "(increase(smtp_balancer_experiment_complaints_total[1d])) "
+                        "/ on (experiment, arm) sum by (experiment, arm) "
+                        '(increase(smtp_balancer_experiment_outcomes_total{status="sent"}[1d]))',
+                        "{{experiment}} {{arm}}",
+                    ),
+                ),
+                "percentunit",
+                "Complaints (smtp-balancer fbl, by our Received header's queue id) per delivered message",
+            ),
         ],
     ),
     (
