@@ -98,6 +98,8 @@ acl_not_smtp = sb_route_local
 # deliver every message at once, however many arrive on one connection
 smtp_accept_queue_per_connection = 0
 smtp_accept_max = 200
+# the delivery time on each delivery line (DT=): the latency the feedback daemon reads
+log_selector = +deliver_time
 {smarthost}SB_SMTP_PORT = {sink_port}
 """
 RCPT_ACL = """\

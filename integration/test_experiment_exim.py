@@ -76,6 +76,11 @@ def test_two_arms_on_exim_with_outcomes_from_its_main_log(exim_system, tmp_path)
         except AssertionError as exc:
             raise AssertionError((from_log(), counted())) from exc
         assert from_log()[("weights", "deferred")] > 0 and from_log()[("solo1", "deferred")] == 0
+        # log_selector +deliver_time: each delivery's DT= lands in a latency bucket
+        for arm in ("weights", "solo1"):
+            stats = es.rdb.hgetall(f"{{sb}}:expstats:ab:{arm}")
+            latency = sum(int(n) for field, n in stats.items() if field.startswith("lat:"))
+            assert latency == int(stats["sent"]) > 0, stats
 
         # complaints about 10 of solo1's messages name their arm by Exim's Received header
         solo1 = [m for m in es.sink.messages if arm_of[our_id(m.content)] == "solo1"]

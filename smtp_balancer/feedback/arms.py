@@ -33,8 +33,8 @@ def outcome_fields(d: Delivery) -> list[str]:
     fields = [d.status]
     if d.status != "sent":
         fields.append(f"class:{d.bounce_class}")
-    elif len(d.delays) == 4:
-        fields.append(latency_field(d.delays[2] + d.delays[3]))
+    elif d.transfer_s is not None:
+        fields.append(latency_field(d.transfer_s))
     return fields
 
 

@@ -55,6 +55,9 @@ class Delivery:
     # the envelope sender when the line names it (Exim with +sender_on_delivery), else None
     sender: str | None = None
     tenant: str = "other"  # feedback/tenants.py
+    # seconds to connect and transmit: Postfix's delays c + d, Exim's DT= (log_selector
+    # +deliver_time); None when the line does not say
+    transfer_s: float | None = None
 
     @property
     def recipient_domain(self) -> str:
@@ -128,6 +131,7 @@ def parse_line(line: str, providers: ProviderTable) -> Delivery | None:
         host, addr = r.group("host"), r.group("addr")
         port = int(r.group("port")) if r.group("port") else None
     recipient = d.group("recipient")
+    delays = tuple(float(x) for x in d.group("delays").split("/"))
     # the relay's MX suffix names the provider; without one (no connection), the domain does
     provider = providers.for_mx(host) if host else "other"
     if provider == "other":
@@ -141,9 +145,10 @@ def parse_line(line: str, providers: ProviderTable) -> Delivery | None:
         relay_addr=addr,
         relay_port=port,
         delay_s=float(d.group("delay")),
-        delays=tuple(float(x) for x in d.group("delays").split("/")),
+        delays=delays,
         dsn=d.group("dsn"),
         status=status,
         response=d.group("response"),
         provider=provider,
+        transfer_s=delays[2] + delays[3] if len(delays) == 4 else None,
     )

@@ -43,8 +43,17 @@ _HOST = re.compile(r" H=(?P<host>\S+) \[(?P<addr>[^\]]+)\](?::(?P<port>\d+))?")
 _CONFIRM = re.compile(r' C="(?P<c>(?:[^"\\]|\\.)*)"')
 # "SMTP error from remote mail server after RCPT TO:<a@b>: " before the reply itself
 _SMTP_ERROR = re.compile(r"^SMTP error from remote mail server after .*?: (?=[2-5]\d\d[ -])")
+# log_selector +deliver_time: "DT=0.003s" (with +millisec), "DT=2s", "DT=1m5s"
+_DELIVER_TIME = re.compile(r" DT=(?P<dt>(?:\d+(?:\.\d+)?[wdhms])+)(?= |$)")
+_UNIT_S = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
+_TIME_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
 _DSN = re.compile(r"\b[245]\d\d[ -](?P<dsn>[245]\.\d{1,3}\.\d{1,3})\b")
 _DEFAULT_DSN = {"sent": "2.0.0", "deferred": "4.0.0", "bounced": "5.0.0"}
+
+
+def exim_seconds(text: str) -> float:
+    """Exim's printed time ("1m5s", "0.003s") in seconds."""
+    return sum(float(n) * _UNIT_S[unit] for n, unit in _TIME_PART.findall(text))
 
 
 def parse_exim_arrival(line: str) -> tuple[str, str] | None:
@@ -71,9 +80,13 @@ def parse_exim_line(line: str, providers: ProviderTable, transports: Mapping[str
     transport = t.group("t") if t else ""
     h = _HOST.search(rest)
     host, addr, port = (h.group("host"), h.group("addr"), h.group("port")) if h else ("", "", None)
+    transfer_s = None
     if status == "sent":
         c = _CONFIRM.search(rest)
         response = c.group("c") if c else ""
+        # after the quoted reply, which a hostile server could fill with " DT=..."
+        if (dt := _DELIVER_TIME.search(rest, c.end() if c else 0)) is not None:
+            transfer_s = exim_seconds(dt.group("dt"))
     else:
         # the reason follows the host's "]: " (or the router/transport part's ": ")
         tail = rest[h.end() :] if h else rest[r.end() :]
@@ -92,11 +105,12 @@ def parse_exim_line(line: str, providers: ProviderTable, transports: Mapping[str
         relay_host=host,
         relay_addr=addr,
         relay_port=int(port) if port else None,
-        delay_s=0.0,  # Exim logs a delay only with +deliver_time
+        delay_s=0.0,  # Exim logs the message's age only with +queue_time
         delays=(),
         dsn=d.group("dsn") if d else _DEFAULT_DSN[status],
         status=status,
         response=response,
         provider=provider,
         sender=f.group("sender") if f else None,
+        transfer_s=transfer_s,
     )

@@ -155,11 +155,9 @@ class Processor:
             batch.outcomes[(d.endpoint, d.provider, minute, d.status)] += 1
             if d.bounce_class == BLOCK_CLASS:
                 batch.outcomes[(d.endpoint, d.provider, minute, BLOCKED)] += 1
-            elif d.status == "sent" and len(d.delays) == 4:
+            elif d.status == "sent" and d.transfer_s is not None:
                 # connection setup and transmission: how long the receiver took with us
-                batch.outcomes[(d.endpoint, d.provider, minute, LATENCY_MS)] += int(
-                    1000 * (d.delays[2] + d.delays[3])
-                )
+                batch.outcomes[(d.endpoint, d.provider, minute, LATENCY_MS)] += int(1000 * d.transfer_s)
             if self.tenants:
                 batch.tenant_outcomes[(d.tenant, hour, d.status)] += 1
             if d.status != "sent" or self.matcher.has_sent_rules:

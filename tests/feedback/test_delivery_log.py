@@ -25,6 +25,7 @@ def test_sent_through_an_endpoint():
     )
     assert (d.relay_host, d.relay_addr, d.relay_port) == ("gmail-smtp-in.l.google.com", "142.250.1.27", 25)
     assert d.delays == (0.01, 0.0, 0.2, 0.21) and d.delay_s == 0.42
+    assert d.transfer_s == pytest.approx(0.41)
     assert d.provider == "google" and d.recipient_domain == "gmail.com"
 
 

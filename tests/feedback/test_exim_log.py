@@ -90,3 +90,29 @@ def test_other_lines_are_not_deliveries(line: str) -> None:
 def test_a_delivery_marker_without_an_address_is_garbage() -> None:
     with pytest.raises(LogLineError):
         parse("2026-12-02 09:22:23 1xYgXf-0006Qf-2X => garbage-without-at R=x T=sb_out1")
+
+
+@pytest.mark.parametrize(
+    ("tail", "seconds"),
+    [
+        (" DT=0.003s", 0.003),  # +deliver_time +millisec, as Exim 4.96 wrote it in the harness
+        (" DT=2s", 2.0),
+        (" DT=1m5s", 65.0),
+        ("", None),  # without +deliver_time
+        (" DT=soon", None),
+    ],
+)
+def test_deliver_time_is_the_transfer_time(tail: str, seconds: float | None) -> None:
+    sent = parse(
+        "2026-12-02 19:39:46.311 1xYqB8-0006Rx-0w => u0@gmail.com R=sb_direct T=sb_out2 H=127.0.0.10"
+        f' [127.0.0.10] C="250 2.0.0 Ok: recorded"{tail}'
+    )
+    assert sent is not None and sent.transfer_s == seconds
+
+
+def test_a_deliver_time_inside_the_reply_is_not_believed() -> None:
+    sent = parse(
+        "2026-12-02 19:39:46.311 1xYqB8-0006Rx-0w => u0@gmail.com R=sb_direct T=sb_out2 H=127.0.0.10"
+        ' [127.0.0.10] C="250 ok DT=999s" DT=0.5s'
+    )
+    assert sent is not None and sent.transfer_s == 0.5
