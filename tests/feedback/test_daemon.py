@@ -112,6 +112,17 @@ def test_the_loop_runs_adaptive_factors_and_managed_warmup_days(make_config, rdb
         daemon.r.close()
 
 
+def one_step(config) -> int:
+    """One step of a feedback daemon over its log: the lines it read."""
+    daemon = FeedbackDaemon(config)
+    try:
+        daemon.follower = daemon.open_log()
+        return daemon.step()
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
+
+
 def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_config, rdb, tmp_path):
     log_file = tmp_path / "mail.log"
     line = (
@@ -139,13 +150,7 @@ def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_con
     rdb.set("{sb}:arm:AAA1", "ab a")
     rdb.set("{sb}:arm:AAA2", "ab a")
     rdb.set("{sb}:arm:BBB1", "ab b")
-    daemon = FeedbackDaemon(config)
-    try:
-        daemon.follower = daemon.open_log()
-        assert daemon.step() == 5
-    finally:
-        daemon.follower.close()
-        daemon.r.close()
+    assert one_step(config) == 5
     assert rdb.hgetall("{sb}:expstats:ab:a") == {
         "sent": "2",
         "deferred": "1",
@@ -176,13 +181,7 @@ def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rd
         }
     )
     rdb.set("{sb}:arm:AAA1", "ab a")
-    daemon = FeedbackDaemon(config)
-    try:
-        daemon.follower = daemon.open_log()
-        assert daemon.step() == 4
-    finally:
-        daemon.follower.close()
-        daemon.r.close()
+    assert one_step(config) == 4
     assert rdb.get("{sb}:arm:DDD9") == "ab a" and 4 * 86400 < rdb.ttl("{sb}:arm:DDD9") <= 5 * 86400
     assert not rdb.exists("{sb}:arm:EEE9")  # its old id was in no experiment
     stats = rdb.hgetall("{sb}:expstats:ab:a")
