@@ -43,7 +43,7 @@ class ComplaintLabels:
             frozenset(providers | {OTHER}),
             frozenset([*config.tenants, OTHER]),
             frozenset(reporting & (providers | {OTHER})),
-            frozenset((x.name, a.name) for x in config.experiments for a in x.arms),
+            config.experiment_arms,
         )
 
     def zeros(self) -> Iterator[tuple[str, str, str]]:

@@ -44,7 +44,7 @@ class ComplaintStore:
         self.keys = KeySchema(config.redis.prefix)
         self.retention_s = config.feedback.rate_retention
         self.rates = FeedbackStore(client, self.keys, "fbl", self.retention_s)
-        self.arms = {(x.name, a.name) for x in config.experiments for a in x.arms}
+        self.arms = config.experiment_arms
 
     def arm_of(self, queue_ids: tuple[str, ...]) -> tuple[str, str] | None:
         """The experiment arm of the reported message: the first of its Received ids with

@@ -368,6 +368,11 @@ class BalancerConfig(Strict):
         return [n for n, ep in self.endpoints.items() if ep.warmup and ep.warmup.managed]
 
     @property
+    def experiment_arms(self) -> frozenset[tuple[str, str]]:
+        """Every configured (experiment, arm): the names an arm record may carry."""
+        return frozenset((x.name, a.name) for x in self.experiments for a in x.arms)
+
+    @property
     def adaptive_endpoints(self) -> set[str]:
         """Endpoints of the pools that opt in: the feedback daemon computes their factors."""
         return {m.endpoint for p in self.pools.values() if p.adaptive for m in p.endpoints}

@@ -8,12 +8,13 @@ one found only after its batch, on its own).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import redis
 
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.feedback.delivery_log import Delivery
+from smtp_balancer.observe.metrics import STATE_JUNK
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.values import text_of
 
@@ -58,11 +59,26 @@ class ArmAttribution:
     """
 
     def __init__(
-        self, client: redis.Redis, keys: KeySchema, endpoints: set[str], clock: Clock = SYSTEM
+        self,
+        client: redis.Redis,
+        keys: KeySchema,
+        endpoints: set[str],
+        arms: Collection[tuple[str, str]],
+        clock: Clock = SYSTEM,
     ) -> None:
         self.r, self.keys, self.endpoints, self.clock = client, keys, endpoints, clock
+        # the configured (experiment, arm) pairs: a hand-edited record naming another is
+        # junk, so Redis content never makes new keys or metric labels
+        self.arms = frozenset(arms)
         self.pending: dict[str, tuple[float, list[str]]] = {}  # queue id -> (first seen, fields)
         self._retry_due = 0.0
+
+    def _known(self, raw: object) -> tuple[str, str] | None:
+        record = read_arm_record(raw)
+        if record is not None and record not in self.arms:
+            STATE_JUNK.labels("arm_record").inc()
+            return None
+        return record
 
     def inherit(self, requeued: list[tuple[str, str]]) -> dict[str, str]:
         """new queue id -> the arm record of the old one, for requeued messages: their
@@ -72,7 +88,7 @@ class ArmAttribution:
         raws = self.r.mget([self.keys.arm_record(old) for _, old in requeued])
         out = {}
         for (new, _), raw in zip(requeued, raws, strict=True):
-            if (record := read_arm_record(raw)) is not None:
+            if (record := self._known(raw)) is not None:
                 out[new] = f"{record[0]} {record[1]}"
         return out
 
@@ -99,7 +115,7 @@ class ArmAttribution:
         for qid, raw in zip(ask, self.r.mget([self.keys.arm_record(q) for q in ask]), strict=True):
             first, fields = self.pending.pop(qid, (now, []))
             fields += fresh.get(qid, [])
-            record = read_arm_record(known.get(qid, raw))
+            record = self._known(known.get(qid, raw))
             if record is not None:
                 experiment, arm = record
                 for name in fields:

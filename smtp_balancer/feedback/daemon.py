@@ -90,7 +90,11 @@ class FeedbackDaemon:
         self._complaint_pairs: set[tuple[str, str]] = set()
         self._complaints_due = 0.0
         self.warmup = WarmupRecords(self.r, config)
-        self.arms = ArmAttribution(self.r, self.store.keys, self.endpoints) if config.experiments else None
+        self.arms = (
+            ArmAttribution(self.r, self.store.keys, self.endpoints, config.experiment_arms)
+            if config.experiments
+            else None
+        )
         self._warmup_due = 0.0
         adaptive = config.adaptive_endpoints
         self.adaptive = (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from prometheus_client import REGISTRY
+
 from integration.configs import even_experiment
 from smtp_balancer.clock import utc_now
 from smtp_balancer.config import validate_config
@@ -112,6 +114,10 @@ def test_the_loop_runs_adaptive_factors_and_managed_warmup_days(make_config, rdb
         daemon.r.close()
 
 
+def junk_records() -> float:
+    return REGISTRY.get_sample_value("smtp_balancer_state_junk_total", {"kind": "arm_record"}) or 0
+
+
 def one_step(config) -> int:
     """One step of a feedback daemon over its log: the lines it read."""
     daemon = FeedbackDaemon(config)
@@ -150,6 +156,8 @@ def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_con
     rdb.set("{sb}:arm:AAA1", "ab a")
     rdb.set("{sb}:arm:AAA2", "ab a")
     rdb.set("{sb}:arm:BBB1", "ab b")
+    rdb.set("{sb}:arm:CCC1", "zz top")  # hand-edited: no such experiment, so no key or label for it
+    junk = junk_records()
     assert one_step(config) == 5
     assert rdb.hgetall("{sb}:expstats:ab:a") == {
         "sent": "2",
@@ -158,6 +166,8 @@ def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_con
         "lat:0.5": "2",  # connection and transmission took 0.41 s
     }
     assert rdb.hgetall("{sb}:expstats:ab:b") == {"sent": "1", "lat:0.5": "1"}
+    assert rdb.keys("{sb}:expstats:zz:*") == []
+    assert junk_records() == junk + 1
 
 
 def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rdb, tmp_path):
