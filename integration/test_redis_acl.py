@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from integration.arf import NOT_MULTIPART, arf_report
+from integration.arf import NOT_MULTIPART, report_about
 from integration.configs import even_experiment
 from integration.daemons import CLI, DaemonProcess, tcp_ready
 from integration.redis_server import RedisServer
@@ -184,7 +184,9 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
         assert out.returncode == 0, (args, out.stdout, out.stderr)
         outputs[" ".join(args)] = out.stdout + out.stderr
 
-    for report in (arf_report("127.0.0.3", rcpt_to="user1@example.test"), NOT_MULTIPART):
+    # a complaint about a message policyd decided: fbl looks its arm up by queue id
+    reported = next(m for m in ms.sink.messages if m.rcpt_tos[0].startswith("user"))
+    for report in (report_about(reported), NOT_MULTIPART):
         fbl = subprocess.run(
             [CLI, "-c", str(ms.config_path), "fbl"],
             input=report,
@@ -195,6 +197,7 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
         assert fbl.returncode == 0, fbl.stderr
         outputs[f"fbl {len(report)}"] = (fbl.stdout + fbl.stderr).decode()
     assert admin.hget("{sb}:fbl:totals", "report:complaint") == "1"
+    assert sum(int(admin.hget(f"{{sb}}:expstats:ab:{arm}", "complained") or 0) for arm in "ab") == 1
 
     denials = sorted(
         {(e["username"], e["context"], e["reason"], e["object"]) for e in admin.execute_command("ACL", "LOG")}
