@@ -437,12 +437,14 @@ def run(base: Path, stack: list) -> None:
     print(f"  after {sent} newsletters: out1 x microsoft adaptive factor {factor()}")
     print("  " + cli(config_path, "experiment", "start", "adaptive-vs-static").strip())
     send_bulk(postfix.smtpd_port, 1000, 5000, "E")
-    arms = Counter(
-        ln.split(" arm=")[1].split()[0]
-        for ln in (base / "policyd.log").read_text().splitlines()
-        if " msg=decision " in ln and " arm=" in ln
-    )
-    print(f"  1,000 newsletters, split by queue id: {dict(arms)}")
+
+    def decided() -> dict[str, int]:
+        stats = "{sb}:expstats:adaptive-vs-static:"
+        return {arm: int(rdb.hget(stats + arm, "decided") or 0) for arm in ("static", "adaptive")}
+
+    # the deciders count each arm's messages in Redis every 50 ms
+    arms = wait_until(lambda: found if sum((found := decided()).values()) >= 1000 else None, 30, "1,000 arms")
+    print(f"  1,000 newsletters, split by queue id: {arms}")
     wait_until(
         lambda: "defers less" in cli(config_path, "experiment", "report", "adaptive-vs-static"),
         90,
