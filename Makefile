@@ -59,3 +59,4 @@ bench-feedback: install
 	.venv/bin/python benchmarks/feedback_throughput.py --format exim
 	.venv/bin/python benchmarks/feedback_throughput.py --tenants
 	.venv/bin/python benchmarks/feedback_throughput.py --format exim --tenants
+	.venv/bin/python benchmarks/feedback_throughput.py --experiment

@@ -10,6 +10,9 @@ It prints lines/s for both, the ratio, the target (20,000 lines/s), and the
 process RSS after the first fifth and at the end (memory must stay flat).
 
 `--format exim` does the same with Exim's main log (feedback.log_format: exim).
+`--experiment` adds a running A/B experiment: every other queue id has an arm
+record, so each batch also looks its queue ids up, and the ids without a record
+are asked again once a second for 5 s; the script checks the arms' counts.
 
 Bounded: N lines (default 100,000). Run: make bench-feedback
 """
@@ -18,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import redis as redis_py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,6 +40,13 @@ from smtp_balancer.feedback.daemon import FeedbackDaemon
 from smtp_balancer.feedback.follower import LogFollower
 
 TARGET = 20_000
+# a delivery line through one of our endpoints, and its queue id
+OUR_DELIVERY = re.compile(r".* postfix/out\d/smtp\[\d+\]: ([0-9A-F]+): to=")
+EXPERIMENT = {
+    "name": "bench",
+    "rule": "all",
+    "arms": [{"name": "a", "pool": "main", "split": 50}, {"name": "b", "pool": "main", "split": 50}],
+}
 
 
 def rss_mib() -> float:
@@ -65,7 +78,14 @@ def main() -> int:
         action="store_true",
         help="with a complaint rate rule over a day (runs at most once a minute in the daemon)",
     )
+    parser.add_argument(
+        "--experiment",
+        action="store_true",
+        help="with a running experiment: every other queue id has an arm record (Postfix log)",
+    )
     args = parser.parse_args()
+    if args.experiment and args.format != "postfix":
+        parser.error("--experiment reads the Postfix log")
     logging.getLogger("smtp_balancer").setLevel(logging.ERROR)  # the garbage lines are on purpose
 
     with tempfile.TemporaryDirectory(prefix="sb-bench-fb-") as tmp:
@@ -73,6 +93,8 @@ def main() -> int:
         make_log = synthetic_exim_log if args.format == "exim" else synthetic_log
         lines, deliveries = make_log(args.lines, seed=3)
         log.write_text("\n".join(lines) + "\n")
+        # the deliveries through endpoints of the messages with an arm record
+        in_arms = sum(1 for m in map(OUR_DELIVERY.match, lines) if m and int(m[1], 16) % 2 == 0)
         del lines
 
         start = time.perf_counter()
@@ -99,7 +121,14 @@ def main() -> int:
                     "rate_rules": [COMPLAINT_RULE] if args.complaint_rule else [],
                 },
                 "tenants": ["shop.test"] if args.tenants else [],
+                "experiments": [EXPERIMENT] if args.experiment else [],
             }
+            if args.experiment:
+                with redis_py.Redis.from_url(server.url) as client:
+                    pipe = client.pipeline(transaction=False)
+                    for i in range(0, args.lines, 2):
+                        pipe.set(f"{{sb}}:arm:{i:011X}", "bench a" if i % 4 == 0 else "bench b", ex=3600)
+                    pipe.execute()
             daemon = FeedbackDaemon(validate_config(raw), threading.Event())
             daemon.follower = daemon.open_log()
             done = 0
@@ -114,11 +143,13 @@ def main() -> int:
             daemon.follower.close()
             stored = stored_outcomes(daemon.r)
             by_tenant = stored_outcomes(daemon.r, "{sb}:tenant:*") if args.tenants else None
+            by_arm = stored_outcomes(daemon.r, "{sb}:expstats:*") if args.experiment else None
         finally:
             server.stop()
 
     expected = sum(v for ep, v in deliveries.items() if ep)
     with_tenants = " with tenants" if args.tenants else ""
+    with_tenants += " with an experiment" if args.experiment else ""
     print(
         f"{args.format} log{with_tenants}, lines: {args.lines:,}  batch: {args.batch}"
         f"  deliveries through endpoints: {expected:,}"
@@ -138,6 +169,9 @@ def main() -> int:
         return 1
     if by_tenant is not None and by_tenant != expected:
         print(f"ERROR: Redis counted {by_tenant} deliveries by tenant, expected {expected}")
+        return 1
+    if by_arm is not None and by_arm != in_arms:
+        print(f"ERROR: Redis counted {by_arm} deliveries by arm, expected {in_arms}")
         return 1
     return 0
 
