@@ -26,6 +26,7 @@ class ArmStats:
     classes: dict[str, int] = field(default_factory=dict)
     latency: dict[str, int] = field(default_factory=dict)  # bucket upper bound -> deliveries
     complained: int = 0  # spam complaints (`smtp-balancer fbl`) about the arm's messages
+    bounced_classes: dict[str, int] = field(default_factory=dict)  # bounces and expiries by class
 
     @classmethod
     def of(cls, name: str, strategy: str, split: int, raw: dict[str, str]) -> ArmStats:
@@ -37,6 +38,8 @@ class ArmStats:
         for key, value in raw.items():
             if key.startswith("class:"):
                 arm.classes[key[6:]] = parse_count(value) or 0
+            elif key.startswith("bounced:"):
+                arm.bounced_classes[key[8:]] = parse_count(value) or 0
             elif key.startswith("lat:"):
                 arm.latency[key[4:]] = parse_count(value) or 0
         return arm
@@ -91,6 +94,10 @@ def render(name: str, state: str, arms: list[ArmStats]) -> str:
         if a.classes:
             classes = ", ".join(f"{c} {n}" for c, n in sorted(a.classes.items(), key=lambda x: -x[1]))
             out.append(f"  {a.name}: refusals by class: {classes}")
+        if a.bounced_classes:
+            by_class = sorted(a.bounced_classes.items(), key=lambda x: -x[1])
+            bounced = ", ".join(f"{c} {_pct(Rate(n, a.final))}" for c, n in by_class)
+            out.append(f"  {a.name}: bounced by class: {bounced}")
     out += [
         "",
         "rates: share [95% interval]; deferred per attempt, delivered and bounced per final outcome,",

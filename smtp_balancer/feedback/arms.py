@@ -33,7 +33,9 @@ def outcome_fields(d: Delivery) -> list[str]:
     """The arm hash fields one delivery adds 1 to."""
     fields = [d.status]
     if d.status != "sent":
-        fields.append(f"class:{d.bounce_class}")
+        fields.append(f"class:{d.bounce_class}")  # refusals: deferrals and bounces
+        if d.status != "deferred":
+            fields.append(f"bounced:{d.bounce_class}")
     elif d.transfer_s is not None:
         fields.append(latency_field(d.transfer_s))
     return fields

@@ -57,6 +57,15 @@ def test_render_shows_rates_intervals_latency_and_classes():
     assert "95.0% [91.0-97.3]" in text  # delivered 190 of 200 final outcomes
     assert "≤0.5s / ≤0.5s" in text
     assert "static: refusals by class: rate_limited 30, invalid_recipient 10" in text
+    assert "bounced by class" not in text  # no bounced:<class> counts in this arm
+
+
+def test_render_gives_bounces_by_class_per_final_outcome():
+    a = arm("static", 200, 190, 0, 10)
+    a.bounced_classes = {"invalid_recipient": 8, "policy_block": 2}
+    text = render("ab", "running", [a, arm("adaptive", 200, 200, 0)])
+    # 8 and 2 of 200 final outcomes, Wilson intervals
+    assert "static: bounced by class: invalid_recipient 4.0% [2.0-7.7], policy_block 1.0% [0.3-3.6]" in text
 
 
 def test_significant_bounce_and_complaint_differences_get_their_own_lines():
