@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -57,7 +58,8 @@ def facts_from_args(args: argparse.Namespace) -> Facts:
         client_address=args.client,
         size=args.size,
         message_class=args.message_class,
-        queue_id="explain",
+        # an experiment draws a message's arm from its queue id, a dry run's from its envelope
+        queue_id=args.queue_id,
     )
 
 
@@ -70,6 +72,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         try:
             if config.decision.bind_check_s:
                 engine.plumbing.run_once()  # as this host's deciders see it
+            # the live state the planner reads (running experiments, managed warm-up
+            # steps), as a decider's mirror has it; without Redis the dry run shows the
+            # degraded decision anyway
+            with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+                await engine.mirror.load()
             decision = await engine.decide(facts, commit=False, explain=True)
         finally:
             await engine.aclose()
@@ -274,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client", default="", help="client IP address")
     p.add_argument("--size", type=int)
     p.add_argument("--class", dest="message_class", help="message class, e.g. transactional or bulk")
+    p.add_argument("--queue-id", default="", help="the MTA's queue id: the experiment arm it would get")
 
     add("status", cmd_status, "weights, states, suspensions and warm-up counters per pool")
 

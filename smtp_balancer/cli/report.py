@@ -34,10 +34,9 @@ def explain_report(facts: Facts, decision: Decision, unplumbed: Mapping[str, str
         f"pool:      {decision.pool or '-'}",
     ]
     if decision.arm:
-        # explain has no queue id: the arm is drawn from the envelope, a real message's from its id
-        out.append(
-            f"arm:       {decision.arm} of experiment {decision.experiment} (by this dry run's envelope)"
-        )
+        # a real message's arm comes from its queue id; without --queue-id, from the envelope
+        by = f"queue id {facts.queue_id}" if facts.queue_id else "this dry run's envelope"
+        out.append(f"arm:       {decision.arm} of experiment {decision.experiment} (by {by})")
     if decision.verdicts:
         out.append("endpoints:")
         rows = [["POOL", "ENDPOINT", "WEIGHT", "ELIGIBLE", "WHY"]]

@@ -13,6 +13,7 @@ import redis
 
 from smtp_balancer.cli.main import EXIT_CONFIG, EXIT_REDIS, EXIT_USAGE, main
 from smtp_balancer.clock import FixedClock
+from smtp_balancer.decision.experiments import uniform
 
 # warm-up ages and counter buckets derive from this clock, never from today's date
 CLOCK = FixedClock(datetime(2026, 11, 24, 10, 30, tzinfo=UTC))
@@ -315,3 +316,19 @@ def test_experiment_list_start_stop_and_report(make_config, tmp_path: Path, caps
     code, _, err = run("report", "nope")
     assert code == EXIT_USAGE and "unknown experiment 'nope' (experiments: ab, order)" in err
     assert run("start", "ab", "--reset")[0] == 0 and not rdb.exists("{sb}:expstats:ab:static")
+
+    # explain draws the arm from the envelope; a rule-order arm names the rule that routes
+    assert run("stop", "ab")[0] == 0 and run("start", "order")[0] == 0
+    assert main(["-c", path, "explain", "--sender", "a@s.t", "--rcpt", "bob@gmail.com"], clock=CLOCK) == 0
+    out = capsys.readouterr().out
+    arm = re.search(r"arm: +(\S+) of experiment order", out)
+    assert arm is not None, out
+    assert f"rule:      {'shop' if arm[1] == 'shop-first' else 'all'}\n" in out, out
+    # --queue-id: the arm that message gets (the hash of the experiment's name and its id)
+    by_arm = {}
+    for i in range(100):
+        by_arm.setdefault("as-is" if uniform("order", f"Q{i}") < 0.5 else "shop-first", f"Q{i}")
+    for name, qid in by_arm.items():
+        args = ["-c", path, "explain", "--sender", "a@s.t", "--rcpt", "b@gmail.com", "--queue-id", qid]
+        assert main(args, clock=CLOCK) == 0
+        assert f"arm:       {name} of experiment order" in capsys.readouterr().out
