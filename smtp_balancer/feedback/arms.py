@@ -88,9 +88,11 @@ class ArmAttribution:
         if not requeued:
             return {}
         raws = self.r.mget([self.keys.arm_record(old) for _, old in requeued])
-        out = {}
-        for (new, _), raw in zip(requeued, raws, strict=True):
-            if (record := self._known(raw)) is not None:
+        out: dict[str, str] = {}
+        for (new, old), raw in zip(requeued, raws, strict=True):
+            if old in out:  # moved twice within this batch: its first new id is not in Redis yet
+                out[new] = out[old]
+            elif (record := self._known(raw)) is not None:
                 out[new] = f"{record[0]} {record[1]}"
         return out
 

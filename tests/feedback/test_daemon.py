@@ -183,6 +183,8 @@ def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rd
         + "Nov 24 10:31:00 mta postfix/pickup[771]: DDD9: uid=0 from=<news@shop.test> orig_id=AAA1\n"
         + delivery.format(m=1, ep="out2", qid="DDD9", dsn="2.0.0", status="sent", reply="250 ok")
         + "Nov 24 10:31:00 mta postfix/pickup[771]: EEE9: uid=0 from=<news@shop.test> orig_id=NOREC1\n"
+        # moved again within the same batch: DDD9's record is only being written
+        + "Nov 24 10:32:00 mta postfix/pickup[771]: FFF9: uid=0 from=<news@shop.test> orig_id=DDD9\n"
     )
     config = make_config(
         {
@@ -191,8 +193,9 @@ def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rd
         }
     )
     rdb.set("{sb}:arm:AAA1", "ab a")
-    assert one_step(config) == 4
+    assert one_step(config) == 5
     assert rdb.get("{sb}:arm:DDD9") == "ab a" and 4 * 86400 < rdb.ttl("{sb}:arm:DDD9") <= 5 * 86400
     assert not rdb.exists("{sb}:arm:EEE9")  # its old id was in no experiment
+    assert rdb.get("{sb}:arm:FFF9") == "ab a"
     stats = rdb.hgetall("{sb}:expstats:ab:a")
     assert (stats["deferred"], stats["sent"]) == ("1", "1")
