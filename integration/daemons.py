@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from integration.waits import wait_until
+
 CLI = str(Path(sys.executable).with_name("smtp-balancer"))
 
 
@@ -144,6 +146,15 @@ def decision_lines(log_path: Path) -> list[dict[str, str]]:
         if fields.get("msg") == "decision":
             out.append(fields)
     return out
+
+
+def wait_for_decision_lines(log_path: Path, count: int, timeout: float = 30) -> list[dict[str, str]]:
+    """At least ``count`` decision lines (info lines are buffered for up to a second)."""
+    return wait_until(
+        lambda: found if len(found := decision_lines(log_path)) >= count else None,
+        timeout,
+        f"{count} decision lines",
+    )
 
 
 class BaselineProcess(DaemonProcess):

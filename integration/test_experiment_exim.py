@@ -10,7 +10,7 @@ from collections import Counter
 
 from integration.arf import maildir_of_reports
 from integration.configs import ENDPOINT_IP, even_experiment
-from integration.daemons import CLI, decision_lines
+from integration.daemons import CLI, wait_for_decision_lines
 from integration.exim import exim_feedback
 from integration.statistics import assert_shares
 from integration.waits import wait_until
@@ -47,11 +47,7 @@ def test_two_arms_on_exim_with_outcomes_from_its_main_log(exim_system, tmp_path)
         subprocess.run([CLI, "-c", str(es.config_path), "experiment", "start", "ab"], check=True)
         es.sink.script_share(ENDPOINT_IP["out2"], "gmail.com", "451 4.3.2 busy, try later", 1 / 3)
         assert es.send_many(N, threads=4, recipients=lambda i: [f"u{i}@gmail.com"]) == []
-        lines = wait_until(
-            lambda: found if len(found := decision_lines(es.base / "policyd.log")) >= N else None,
-            30,
-            f"{N} decision lines",
-        )
+        lines = wait_for_decision_lines(es.base / "policyd.log", N)
         arm_of = {line["queue_id"]: line["arm"] for line in lines}
         assert_shares(Counter(arm_of.values()), {"weights": 0.5, "solo1": 0.5}, "arms")
 

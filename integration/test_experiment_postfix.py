@@ -10,7 +10,7 @@ from collections import Counter
 
 from integration.arf import maildir_of_reports
 from integration.configs import ENDPOINT_IP, even_experiment
-from integration.daemons import CLI, decision_lines
+from integration.daemons import CLI, wait_for_decision_lines
 from integration.statistics import assert_shares
 from integration.waits import wait_until
 
@@ -37,11 +37,7 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_pa
     assert ms.send_many(N, threads=4, recipients=lambda i: [f"u{i}@gmail.com"]) == []
     ms.sink.wait_for(N, timeout=240)
 
-    lines = wait_until(
-        lambda: found if len(found := decision_lines(ms.base / "policyd.log")) >= N else None,
-        30,
-        f"{N} decision lines",
-    )
+    lines = wait_for_decision_lines(ms.base / "policyd.log", N)
     arm_of = {line["queue_id"]: line["arm"] for line in lines}
     assert_shares(Counter(arm_of.values()), {"weights": 0.5, "solo1": 0.5}, "arms")
     assert {line["endpoint"] for line in lines if line["arm"] == "solo1"} == {"out1"}
@@ -120,11 +116,7 @@ def test_a_rule_order_experiment_over_a_match_on_real_postfix(mail_system):
 
     assert ms.send_many(n + 20, threads=4, recipients=lambda i: [f"u{i}@gmail.com"], sender=sender) == []
     ms.sink.wait_for(n + 20, timeout=120)
-    lines = wait_until(
-        lambda: found if len(found := decision_lines(ms.base / "policyd.log")) >= n + 20 else None,
-        30,
-        "the decision lines",
-    )
+    lines = wait_for_decision_lines(ms.base / "policyd.log", n + 20)
     news = [line for line in lines if line.get("arm")]
     assert len(news) == n and all(line["experiment"] == "order" for line in news)
     assert_shares(Counter(line["arm"] for line in news), {"as-is": 0.5, "gmail-first": 0.5}, "arms")

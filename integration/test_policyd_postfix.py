@@ -11,7 +11,7 @@ import urllib.request
 from collections import Counter
 
 from integration.configs import ENDPOINT_IP, HELO
-from integration.daemons import decision_lines
+from integration.daemons import wait_for_decision_lines
 from integration.statistics import assert_shares
 from integration.waits import wait_until
 from integration.workloads import assert_counted_exactly, counted_today
@@ -265,11 +265,7 @@ def test_decision_lines_name_the_route_postfix_took(mail_system):
 
     endpoint_of = wait_until(delivered, timeout=30, what="12 delivery lines in the Postfix log")
     # info lines are written every 0.2 s, not at once
-    lines = wait_until(
-        lambda: found if len(found := decision_lines(ms.base / "policyd.log")) >= 12 else None,
-        timeout=10,
-        what="12 decision lines",
-    )
+    lines = wait_for_decision_lines(ms.base / "policyd.log", 12, timeout=10)
     assert len(lines) == 12
     assert len({line["decision_id"] for line in lines}) == 12
     for line in lines:

@@ -84,14 +84,29 @@ def test_complaint_rules_run_at_most_once_a_minute_over_every_pair_seen(make_con
         daemon.r.close()
 
 
+def delivery(
+    qid: str,
+    ep: str,
+    dsn: str = "2.0.0",
+    status: str = "sent",
+    reply: str = "250 ok",
+    rcpt: str = "u@gmail.com",
+    at: str = "10:30:01",
+) -> str:
+    """A Postfix delivery line through endpoint ``ep`` (connection and transmission 0.41 s)."""
+    return (
+        f"Nov 24 {at} mta postfix/{ep}/smtp[9536]: {qid}: to=<{rcpt}>, "
+        "relay=gmail-smtp-in.l.google.com[142.250.1.27]:25, delay=0.42, delays=0.01/0/0.2/0.21, "
+        f"dsn={dsn}, status={status} ({reply})\n"
+    )
+
+
 def test_the_loop_runs_adaptive_factors_and_managed_warmup_days(make_config, rdb, tmp_path):
     log_file = tmp_path / "mail.log"
-    deferred = (
-        "Nov 24 10:30:01 mta postfix/out2/smtp[9536]: Q{i:04X}: to=<u{i}@gmail.com>, "
-        "relay=gmail-smtp-in.l.google.com[142.250.1.27]:25, delay=0.42, delays=0.01/0/0.2/0.21, "
-        "dsn=4.3.2, status=deferred (host said: 451 4.3.2 busy)\n"
+    busy = {"dsn": "4.3.2", "status": "deferred", "reply": "host said: 451 4.3.2 busy"}
+    log_file.write_text(
+        "".join(delivery(f"Q{i:04X}", "out2", rcpt=f"u{i}@gmail.com", **busy) for i in range(30))
     )
-    log_file.write_text("".join(deferred.format(i=i) for i in range(30)))
     today = utc_now().date().isoformat()
     config = make_config(
         {
@@ -131,25 +146,15 @@ def one_step(config) -> int:
 
 def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_config, rdb, tmp_path):
     log_file = tmp_path / "mail.log"
-    line = (
-        "Nov 24 10:30:01 mta postfix/{ep}/smtp[9536]: {qid}: to=<u@gmail.com>, "
-        "relay=gmail-smtp-in.l.google.com[142.250.1.27]:25, delay=0.42, delays=0.01/0/0.2/0.21, "
-        "dsn={dsn}, status={status} ({reply})\n"
-    )
-    sent = {"dsn": "2.0.0", "status": "sent", "reply": "250 ok"}
     deferred = {"dsn": "4.7.28", "status": "deferred", "reply": "host said: 421 4.7.28 rate limited"}
     log_file.write_text(
-        line.format(ep="out1", qid="AAA1", **sent)
-        + line.format(ep="out1", qid="AAA2", **deferred)
-        + line.format(ep="out2", qid="AAA2", **sent)  # its retry, delivered
-        + line.format(ep="out3", qid="BBB1", **sent)
-        + line.format(ep="out3", qid="CCC1", **sent)  # no arm record: not in the experiment
+        delivery("AAA1", "out1")
+        + delivery("AAA2", "out1", **deferred)
+        + delivery("AAA2", "out2")  # its retry, delivered
+        + delivery("BBB1", "out3")
+        + delivery("CCC1", "out3")  # no arm record: not in the experiment
     )
-    experiment = {
-        "name": "ab",
-        "rule": "all",
-        "arms": [{"name": "a", "pool": "main", "split": 50}, {"name": "b", "pool": "main", "split": 50}],
-    }
+    experiment = even_experiment("ab", "all", {"a": "main", "b": "main"})
     config = make_config(
         {"experiments": [experiment], "feedback": {"log_file": str(log_file), "start_at": "beginning"}}
     )
@@ -172,16 +177,12 @@ def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_con
 
 def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rdb, tmp_path):
     log_file = tmp_path / "mail.log"
-    delivery = (
-        "Nov 24 10:3{m}:01 mta postfix/{ep}/smtp[9536]: {qid}: to=<u@gmail.com>, "
-        "relay=gmail-smtp-in.l.google.com[142.250.1.27]:25, delay=0.42, delays=0.01/0/0.2/0.21, "
-        "dsn={dsn}, status={status} (host said: {reply})\n"
-    )
+    slow = {"dsn": "4.7.28", "status": "deferred", "reply": "host said: 421 slow down"}
     log_file.write_text(
-        delivery.format(m=0, ep="out1", qid="AAA1", dsn="4.7.28", status="deferred", reply="421 slow down")
+        delivery("AAA1", "out1", **slow)
         # the requeue daemon moved it: postsuper -r, then pickup gives it a new queue id
         + "Nov 24 10:31:00 mta postfix/pickup[771]: DDD9: uid=0 from=<news@shop.test> orig_id=AAA1\n"
-        + delivery.format(m=1, ep="out2", qid="DDD9", dsn="2.0.0", status="sent", reply="250 ok")
+        + delivery("DDD9", "out2", reply="host said: 250 ok", at="10:31:01")
         + "Nov 24 10:31:00 mta postfix/pickup[771]: EEE9: uid=0 from=<news@shop.test> orig_id=NOREC1\n"
         # moved again within the same batch: DDD9's record is only being written
         + "Nov 24 10:32:00 mta postfix/pickup[771]: FFF9: uid=0 from=<news@shop.test> orig_id=DDD9\n"
