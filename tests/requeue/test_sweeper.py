@@ -3,6 +3,7 @@ Postfix runs in integration/test_requeue_postfix.py): what moves, what it costs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +21,10 @@ DAY = "{sb}:count:%s:day:20261202"
 GOOGLE = "rule google-rate-limited: out2 deferred by google: 421"
 
 
-def queued(sender: str, route: str, *rcpts: str, arrival: float = NOW.timestamp() - 60) -> bytes:
-    parts = [record("T", f"{int(arrival)} 0"), record("S", sender)]
+def queued(sender: str, route: str, *rcpts: str, age_s: float = 60) -> bytes:
+    """A queue file as Postfix writes it: arrival stamped by the system clock (the
+    sweeper maps it onto its own clock), ``age_s`` seconds ago."""
+    parts = [record("T", f"{int(time.time() - age_s)} 0"), record("S", sender)]
     parts += [record("R", r) for r in rcpts]
     parts += [record("M", ""), record("N", "Subject: x"), record("N", ""), record("X", "")]
     return b"".join([*parts, record("L", route), record("E", "")])
@@ -125,9 +128,8 @@ async def test_an_unplumbed_route_that_redis_calls_eligible_costs_nothing(sweep_
 async def test_the_limit_moves_the_oldest_first(sweep_env, rdb) -> None:
     sweeper, queue = sweep_env
     rdb.hset("{sb}:endpoint:out2:state", mapping={"state": "drained", "requeue": 1})
-    base = NOW.timestamp() - 600
     for i in range(5):
-        queue.add(f"Q{i}", queued("a@shop.test", "out2:", f"u{i}@example.test", arrival=base - i))
+        queue.add(f"Q{i}", queued("a@shop.test", "out2:", f"u{i}@example.test", age_s=600 + i))
     await sweeper.sweep(limit=2)
     assert queue.requeued == ["Q3", "Q4"]
 
