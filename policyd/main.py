@@ -8,6 +8,7 @@ import resource
 import signal
 
 from policyd import metrics
+from policyd.loop import PolicyLoop
 from policyd.server import PolicyServer
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
 from smtp_balancer.decision.classes import MessageClasses
@@ -77,5 +78,6 @@ async def serve(config: BalancerConfig, path: str) -> None:
 
 
 def run(config: BalancerConfig, path: str) -> int:
-    asyncio.run(serve(config, path))
+    with asyncio.Runner(loop_factory=PolicyLoop) as runner:
+        runner.run(serve(config, path))
     return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from policyd import metrics
 from policyd.connection import ConnectionState
+from policyd.loop import previous_select
 from policyd.protocol import PolicyRequest, ProtocolError, Truncated
 from policyd.session import (
     DUNNO,
@@ -51,6 +52,7 @@ LISTEN_BACKLOG = 1024
 # struct tcp_info (linux/tcp.h): tcpi_last_data_recv, milliseconds, after 8 one-byte
 # fields and 9 + 2 32-bit ones; the struct has been longer than this since Linux 2.6
 TCP_INFO_SIZE = 104
+READ_SIZE = 256 * 1024  # asyncio's selector transports read at most this much per call
 TCP_LAST_DATA_RECV = 52
 # policyd settings a SIGHUP cannot change: they shape sockets opened at start
 RESTART_SETTINGS = ("listen", "unix_mode", "unix_owner", "unix_group", "metrics_listen")
@@ -210,6 +212,8 @@ class PolicyConnection(asyncio.Protocol):
         self.last_active = self.loop.time()
         self.idle: asyncio.TimerHandle | None = None
         self.counted = False
+        # since when the transport has read all along (inf while paused): see arrived_within
+        self.reading_since = float("inf")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -229,10 +233,15 @@ class PolicyConnection(asyncio.Protocol):
         self.counted = True
         server.connections += 1
         metrics.CONNECTIONS.inc()
+        self.reading_since = self.loop.time()
         self.idle = self.loop.call_later(server.config.idle_timeout_s, self._idle_check)
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
+        if len(data) >= READ_SIZE:
+            # a full read may have left older bytes behind: trust no age bound until
+            # a select() that starts after this
+            self.reading_since = max(self.reading_since, self.last_active)
         try:
             replies = self.state.receive_data(data)
         except ProtocolError as exc:
@@ -263,12 +272,20 @@ class PolicyConnection(asyncio.Protocol):
         # a client that sends and never reads: stop reading until it catches up
         self.write_paused = True
         if self.transport is not None:
-            self.transport.pause_reading()
+            self._pause_reading(self.transport)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.transport is not None and not self.busy:
-            self.transport.resume_reading()
+            self._resume_reading(self.transport)
+
+    def _pause_reading(self, transport: asyncio.Transport) -> None:
+        transport.pause_reading()
+        self.reading_since = float("inf")
+
+    def _resume_reading(self, transport: asyncio.Transport) -> None:
+        transport.resume_reading()
+        self.reading_since = self.loop.time()
 
     # -- session.Client: does the client of the request being answered still wait? --
     def gone(self) -> bool:
@@ -305,6 +322,14 @@ class PolicyConnection(asyncio.Protocol):
             return None
         return int.from_bytes(info[TCP_LAST_DATA_RECV : TCP_LAST_DATA_RECV + 4], sys.byteorder) / 1000
 
+    def arrived_within(self, seconds: float) -> bool:
+        """The bytes being answered were read after the previous select() started
+        (policyd/loop.py), if this transport read all along since before then."""
+        started = previous_select(self.loop)
+        if started is None or self.reading_since >= started:
+            return False
+        return self.loop.time() - started < seconds
+
     def _send(self, replies: list[bytes]) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -314,7 +339,7 @@ class PolicyConnection(asyncio.Protocol):
         state = self.state
         if state.waiting is not None and not self.busy:
             self.busy = True
-            transport.pause_reading()
+            self._pause_reading(transport)
             task = self.loop.create_task(self.server.answer_later(state.waiting))
             task.add_done_callback(self._answered)
         elif state.finished:
@@ -332,7 +357,7 @@ class PolicyConnection(asyncio.Protocol):
             return  # the client is gone: decide nothing more for it
         replies = self.state.answered(action)
         if not self.write_paused:
-            transport.resume_reading()
+            self._resume_reading(transport)
         self._send(replies)
 
     def _idle_check(self) -> None:

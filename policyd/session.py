@@ -166,6 +166,11 @@ class Client(Protocol):
         """Seconds since the request's last bytes arrived (TCP_INFO); None if unknown."""
         ...
 
+    def arrived_within(self, seconds: float) -> bool:
+        """The request's last bytes provably arrived less than ``seconds`` ago, known
+        without a system call (see policyd/loop.py); False when not known."""
+        ...
+
 
 class UnknownClient:
     def gone(self) -> bool:
@@ -173,6 +178,14 @@ class UnknownClient:
 
     def waited_s(self) -> float | None:
         return None
+
+    def arrived_within(self, seconds: float) -> bool:
+        return False
+
+
+# Below this age a request counts as waited for without asking the kernel: a
+# Postfix that closed within it (its smtpd killed mid-request) costs one unit.
+RECENT_S = 0.5
 
 
 def abandoned(
@@ -188,6 +201,8 @@ def abandoned(
     - Postfix keeps its connection open while it waits, but after a timeout it may
       keep it too (it closes it only before a retry): a request that arrived
       longer ago than its timeout, or whose client has closed, is not waited for.
+      Both take a system call; a request that provably arrived under RECENT_S ago
+      is waited for without them.
     """
     sent_at = request.get("sent_at", "")
     if sent_at.isdigit():
@@ -195,6 +210,8 @@ def abandoned(
         return f"Exim sent it {age:.1f}s ago (timeout {exim_timeout_s:g}s)" if age >= exim_timeout_s else ""
     if "recipients" in request:  # an Exim request rendered before sent_at: half-closed by design
         return ""
+    if client.arrived_within(min(RECENT_S, postfix_timeout_s)):
+        return ""  # a loop that keeps up: no system call for the checks below
     waited = client.waited_s()
     if waited is not None and waited >= postfix_timeout_s:
         return f"it arrived {waited:.1f}s ago and Postfix waits {postfix_timeout_s:g}s"

@@ -190,3 +190,43 @@ async def test_a_request_older_than_postfix_timeout_is_not_decided(make_config, 
     finally:
         await server.close()
         await engine.aclose()
+
+
+def test_a_loop_that_keeps_up_decides_without_asking_the_kernel(make_config, tmp_path: Path, monkeypatch):
+    """In the daemon's own loop (policyd/loop.py) a request read while the loop keeps
+    up is decided with no TCP_INFO or peek; one read after a stall is checked as before."""
+    import time
+
+    from policyd import session
+    from policyd.loop import PolicyLoop
+    from policyd.server import PolicyConnection
+
+    asked: list[str] = []
+    monkeypatch.setattr(PolicyConnection, "waited_s", lambda self: asked.append("waited") or 0.0)
+    monkeypatch.setattr(PolicyConnection, "gone", lambda self: asked.append("gone") or False)
+
+    async def body() -> None:
+        server, engine = await start(make_config, tmp_path, postfix_timeout_s=30)
+        try:
+            await engine.start()
+            reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+            await ask(reader, writer, 0)  # a new connection's first request may be checked
+            # a bound far above any scheduling delay on a busy machine: never flaky
+            monkeypatch.setattr(session, "RECENT_S", 10.0)
+            asked.clear()
+            for i in range(1, 21):
+                assert (await ask(reader, writer, i)).startswith(b"action=FILTER ")
+            assert asked == []
+            monkeypatch.setattr(session, "RECENT_S", 0.3)
+            writer.write(EOM % 21)
+            await writer.drain()
+            time.sleep(0.6)  # the loop stalls with the request waiting: its age is not known
+            assert (await reader.readuntil(b"\n\n")).startswith(b"action=FILTER ")
+            assert asked == ["waited", "gone"]
+            writer.close()
+        finally:
+            await server.close()
+            await engine.aclose()
+
+    with asyncio.Runner(loop_factory=PolicyLoop) as runner:
+        runner.run(body())

@@ -132,12 +132,16 @@ def test_a_request_its_client_gave_up_on_is_not_decided():
     class Seen:
         closed: bool = False
         waited: float | None = None
+        recent_s: float | None = None  # provably arrived that long ago at most
 
         def gone(self) -> bool:
             return self.closed
 
         def waited_s(self) -> float | None:
             return self.waited
+
+        def arrived_within(self, seconds: float) -> bool:
+            return self.recent_s is not None and self.recent_s < seconds
 
     now = 1_800_000_000.0
     exim = {"request": "smtpd_access_policy", "recipients": "a@x.test"}
@@ -158,6 +162,11 @@ def test_a_request_its_client_gave_up_on_is_not_decided():
     assert abandoned(postfix, now, 2.0, 10.0, Seen(closed=True)) == (
         "Postfix closed the connection before the answer"
     )
+    # arrived under RECENT_S ago by the loop's own bound: the kernel is not asked
+    assert abandoned(postfix, now, 2.0, 10.0, Seen(closed=True, waited=30, recent_s=0.1)) == ""
+    assert abandoned(postfix, now, 2.0, 10.0, Seen(closed=True, recent_s=0.6)).startswith("Postfix closed")
+    # never beyond Postfix's own timeout, however small
+    assert abandoned(postfix, now, 2.0, 0.05, Seen(waited=0.2, recent_s=0.1)).startswith("it arrived 0.2s")
 
 
 def test_exim_requests_are_classified_like_the_milter_does():
