@@ -11,29 +11,24 @@ import logging
 from typing import Any
 
 from smtp_balancer.decision.facts import Decision, Facts
-from smtp_balancer.observe.logs import event
+from smtp_balancer.observe.logs import Tail, event
 
 log = logging.getLogger("smtp_balancer.decision")
 
 
 def log_decision(via: str, facts: Facts, decision: Decision, **more: Any) -> None:
     """``via``: policyd or milter. ``more``: what only that caller knows (action, class)."""
-    event(
-        log,
-        logging.INFO,
-        "decision",
-        {
-            "decision_id": decision.decision_id,
-            "via": via,
-            "queue_id": facts.queue_id or None,
-            "outcome": decision.outcome,
-            "rule": decision.rule,
-            "pool": decision.pool,
-            "endpoint": decision.endpoint,
-            "degraded": decision.degraded,
-            "nrcpt": facts.quota_count,
-            "reason": decision.reason,
-            **({"experiment": decision.experiment, "arm": decision.arm} if decision.arm else {}),
-            **more,
-        },
+    tail: Tail = (
+        ("outcome", decision.outcome),
+        ("rule", decision.rule),
+        ("pool", decision.pool),
+        ("endpoint", decision.endpoint),
+        ("degraded", decision.degraded),
+        ("nrcpt", facts.quota_count),
+        ("reason", decision.reason),
     )
+    if decision.arm:
+        tail += (("experiment", decision.experiment), ("arm", decision.arm))
+    # what varies per message first; the rest repeats, and is rendered once (Tail)
+    ids = {"decision_id": decision.decision_id, "via": via, "queue_id": facts.queue_id or None}
+    event(log, logging.INFO, "decision", ids, tail + tuple(more.items()) if more else tail)

@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -71,6 +72,29 @@ def _render_text(text: str) -> str:
 
 
 _HEAD = frozenset(("ts", "level", "logger", "msg"))  # every line's first fields
+
+# Fields that repeat from line to line, as (key, value) pairs: hashable, so their
+# rendering is cached (cleared when full, like _texts).
+Tail = tuple[tuple[str, Any], ...]
+_tails: dict[Tail, tuple[frozenset[str] | None, str]] = {}  # its keys (None: one of _HEAD), its text
+_TAILS_MAX = 4096
+
+
+def _render_pairs(pairs: Iterable[tuple[str, Any]]) -> str:
+    return " ".join([f"{_logfmt_key(k)}={_logfmt_value(v)}" for k, v in pairs])
+
+
+def _rendered_tail(tail: Tail) -> tuple[frozenset[str] | None, str]:
+    cached = _tails.get(tail)
+    if cached is None:
+        keys = frozenset(k for k, _ in tail)
+        cached = (keys if _HEAD.isdisjoint(keys) else None, _render_pairs(tail))
+        if len(_tails) >= _TAILS_MAX:
+            _tails.clear()
+        _tails[tail] = cached
+    return cached
+
+
 _keys: dict[str, str] = {}
 
 
@@ -132,7 +156,27 @@ class StructuredFormatter(logging.Formatter):
     def render(self, values: dict[str, Any]) -> str:
         if self.style == "json":
             return json.dumps(values, ensure_ascii=False, default=str)
-        return " ".join([f"{_logfmt_key(k)}={_logfmt_value(v)}" for k, v in values.items()])
+        return _render_pairs(values.items())
+
+    def render_event(
+        self, created: float, levelname: str, name: str, msg: str, extra: dict[str, Any], tail: Tail
+    ) -> str:
+        """``render(event_fields(...))`` with ``tail``'s fields after ``extra``'s. In
+        logfmt a tail seen before is not rendered again: a decision line repeats its
+        rule, pool, endpoint, reason and action, and only its ids are new."""
+        if self.style == "logfmt":
+            keys, rendered = _rendered_tail(tail)
+            if keys is not None and keys.isdisjoint(extra) and _HEAD.isdisjoint(extra):
+                if extra:
+                    body = _render_pairs(extra.items())
+                    rendered = f"{body} {rendered}" if rendered else body
+                head = (
+                    f"ts={self._timestamp(created)} level={_logfmt_text(levelname.lower())}"
+                    f" logger={_logfmt_text(name)} msg={_logfmt_text(msg)}"
+                )
+                return f"{head} {rendered}" if rendered else head
+        # JSON, or a key twice, or one of the head's: named as event_fields names them
+        return self.render(self.event_fields(created, levelname, name, msg, {**extra, **dict(tail)}))
 
     def format(self, record: logging.LogRecord) -> str:
         return self.render(self.record_fields(record))
@@ -175,14 +219,14 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.flush()
             self._written = now
 
-    def emit_event(self, levelno: int, name: str, msg: str, extra: dict[str, Any]) -> None:
+    def emit_event(self, levelno: int, name: str, msg: str, extra: dict[str, Any], tail: Tail = ()) -> None:
         """``emit`` without a LogRecord: for the per-decision line (see ``event``)."""
         formatter = self.formatter
         assert isinstance(formatter, StructuredFormatter)
         try:
             with self.lock:  # type: ignore[union-attr]
-                line = formatter.render(
-                    formatter.event_fields(time.time(), logging.getLevelName(levelno), name, msg, extra)
+                line = formatter.render_event(
+                    time.time(), logging.getLevelName(levelno), name, msg, extra, tail
                 )
                 self._write(line, levelno)
         except Exception:  # as logging does: a log line never breaks the caller
@@ -209,8 +253,9 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _direct: BufferedStderrHandler | None = None  # set by configure() when event() may bypass logging
 
 
-def event(logger: logging.Logger, levelno: int, msg: str, extra: dict[str, Any]) -> None:
-    """A structured line, like ``logger.log(levelno, msg, extra=fields(**extra))``.
+def event(logger: logging.Logger, levelno: int, msg: str, extra: dict[str, Any], tail: Tail = ()) -> None:
+    """A structured line, like ``logger.log(levelno, msg, extra=fields(**extra, **dict(tail)))``.
+    ``tail``: fields that repeat from line to line, rendered once (see render_event).
 
     A LogRecord (caller lookup, thread and process names) costs about as much as
     the rest of a local decision; when configure() set up our handler alone, a
@@ -221,10 +266,17 @@ def event(logger: logging.Logger, levelno: int, msg: str, extra: dict[str, Any])
     direct = _direct
     # only while our handler is still the root's one and only (not after a test
     # framework or another configure() swapped it) and nothing else would see the line
-    if direct is None or logging.root.handlers != [direct] or logger.handlers or not logger.propagate:
-        logger.log(levelno, msg, extra={"fields": extra})
+    handlers = logging.root.handlers
+    if (
+        direct is None
+        or len(handlers) != 1
+        or handlers[0] is not direct
+        or logger.handlers
+        or not logger.propagate
+    ):
+        logger.log(levelno, msg, extra={"fields": {**extra, **dict(tail)} if tail else extra})
         return
-    direct.emit_event(levelno, logger.name, msg, extra)
+    direct.emit_event(levelno, logger.name, msg, extra, tail)
 
 
 def _stderr_handler(flush_interval_s: float) -> logging.Handler:

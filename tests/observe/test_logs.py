@@ -156,10 +156,13 @@ def test_event_bypasses_log_records_but_formats_the_same():
         "logs.event(log, logging.INFO, 'decision', extra)\n"
         "log.info('decision', extra=logs.fields(**extra))\n"
         "logs.event(log, logging.DEBUG, 'not shown', extra)\n"
+        "head = {'decision_id': extra.pop('decision_id')}\n"
+        "logs.event(log, logging.INFO, 'decision', head, tuple(extra.items()))\n"
+        "logs.event(log, logging.INFO, 'decision', head, tuple(extra.items()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
     lines = [line.split(" ", 1)[1] for line in out.splitlines()]  # drop ts
-    assert len(lines) == 2 and lines[0] == lines[1]
+    assert len(lines) == 4 and lines[0] == lines[1] == lines[2] == lines[3]
     assert 'reason="weight 1 in pool main"' in lines[0]
     assert 'odd="x\\ny=\\"z\\""' in lines[0]
 
@@ -172,3 +175,38 @@ def test_rendered_text_cache_is_bounded_and_renders_the_same():
         logs._logfmt_value(f"id-{i}")
     assert len(logs._texts) <= logs._TEXTS_MAX
     assert logs._logfmt_value('say "hi"\n') == first == '"say \\"hi\\"\\n"'
+
+
+def test_a_cached_tail_renders_as_the_same_fields_would_without_it():
+    from smtp_balancer.observe import logs
+
+    tail = (("outcome", "route"), ("reason", 'weight 1 "x"\nin pool main'), ("n", 3), ("degraded", False))
+    cases = [
+        ({"decision_id": "ab12", "queue_id": None}, tail),
+        ({}, tail),
+        ({"decision_id": "ab12"}, ()),
+        ({"outcome": "mine"}, tail),  # a key twice: the tail's value, as a dict merge gives
+        ({"level": "x"}, tail),  # a head key in the fields: renamed field_level
+        ({"id": 1}, (("msg", "tail's"),)),  # and in the tail
+        ({"odd key=": "v"}, (("also odd\n", 1),)),
+    ]
+    for style in logs.LOG_FORMATS:
+        formatter = logs.StructuredFormatter(style)
+        for extra, t in cases:
+            for _ in range(2):  # rendered, then from the cache
+                got = formatter.render_event(1.5, "INFO", "smtp_balancer.decision", "decision", extra, t)
+                want = formatter.render(
+                    formatter.event_fields(
+                        1.5, "INFO", "smtp_balancer.decision", "decision", {**extra, **dict(t)}
+                    )
+                )
+                assert got == want, (style, extra, t)
+
+
+def test_the_tail_cache_is_bounded():
+    from smtp_balancer.observe import logs
+
+    formatter = logs.StructuredFormatter("logfmt")
+    for i in range(logs._TAILS_MAX + 100):
+        formatter.render_event(1.5, "INFO", "x", "m", {}, (("n", i),))
+    assert 0 < len(logs._tails) <= logs._TAILS_MAX
