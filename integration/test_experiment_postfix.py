@@ -4,15 +4,18 @@ the Postfix log has them."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections import Counter
+from datetime import UTC, datetime
 
 from integration.arf import maildir_of_reports
 from integration.configs import ENDPOINT_IP, even_experiment
 from integration.daemons import CLI, wait_for_decision_lines
 from integration.statistics import assert_shares
 from integration.waits import wait_until
+from smtp_balancer.clock import TEST_TIME_ENV
 
 N = 1200
 OUR_RECEIVED_ID = re.compile(rb"\(Postfix\) with E?SMTP id (\w+)")
@@ -85,6 +88,38 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_pa
     sent = {arm: expected[(arm, "sent")] for arm in ("weights", "solo1")}
     rates = f"{400 / sent['solo1']:.2f}% against {2400 / sent['weights']:.2f}%, p = "
     assert f"solo1 draws fewer complaints than weights: {rates}" in report, report
+
+    # a new run: the earlier run's messages count no more, neither their late complaints
+    # nor their deliveries. The CLI's clock is set just after the last decision, by the
+    # deciders' clock (each process's test clock starts at SMTP_BALANCER_TEST_TIME when
+    # the process starts; log lines carry the host's real time).
+    def decided_at(queue_ids) -> list[int]:
+        return [int(ms.rdb.get(f"{{sb}}:arm:{q}").split(" ")[2]) for q in queue_ids]
+
+    since = max(decided_at(arm_of)) + 2
+    env = {**os.environ, TEST_TIME_ENV: datetime.fromtimestamp(since, UTC).isoformat()}
+    subprocess.run([*cli, "start", "ab", "--reset"], check=True, capture_output=True, env=env)
+    late = maildir_of_reports(tmp_path / "fbl-late", by_arm["weights"][24:30])
+    fbl = subprocess.run(
+        [CLI, "-c", str(ms.config_path), "fbl", "--maildir", str(late)], capture_output=True, text=True
+    )
+    complaints = [line for line in fbl.stdout.splitlines() if line.startswith("complaint ")]
+    assert fbl.returncode == 0 and len(complaints) == 6, fbl.stdout + fbl.stderr
+    assert "; experiment ab arm " not in fbl.stdout
+    more = 60
+    assert ms.send_many(more, threads=2, recipients=lambda i: [f"v{i}@gmail.com"]) == []
+    ms.sink.wait_for(N + more, timeout=120)
+    new_lines = wait_for_decision_lines(ms.base / "policyd.log", N + more)[N:]
+    arm_of = {line["queue_id"]: line["arm"] for line in new_lines}  # from_log() reads these only
+    assert min(decided_at(arm_of)) >= since
+    try:
+        wait_until(lambda: from_log() == counted(), 60, "the new run's counts to match its messages' log")
+    except AssertionError as exc:
+        raise AssertionError((from_log(), counted())) from exc
+    assert sum(counted()[(arm, "sent")] for arm in ("weights", "solo1")) == more
+    decided = {arm: int(ms.rdb.hget(f"{{sb}}:expstats:ab:{arm}", "decided")) for arm in ("weights", "solo1")}
+    assert decided == dict(Counter(arm_of.values()))
+    assert not any(ms.rdb.hexists(f"{{sb}}:expstats:ab:{arm}", "complained") for arm in ("weights", "solo1"))
 
 
 def test_a_rule_order_experiment_over_a_match_on_real_postfix(mail_system):

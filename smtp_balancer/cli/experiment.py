@@ -46,17 +46,22 @@ def run(args: argparse.Namespace, config: BalancerConfig, client: redis.Redis) -
             state = _texts(client.hgetall(keys.experiment(x.name)))
             arms = ", ".join(f"{a.name} {a.split}% -> {a.strategy}" for a in x.arms)
             running = state.get("state")
+            reset = f", counting since {_when(state['since'])}" if "since" in state else ""
             print(
                 f"{x.name}: {running or 'never started'} (started {_when(state.get('started'))}, "
-                f"stopped {_when(state.get('stopped'))}); {x.covers}, by {x.by}; {arms}"
+                f"stopped {_when(state.get('stopped'))}{reset}); {x.covers}, by {x.by}; {arms}"
             )
         return 0
     x = _experiment(config, args.name)
     key = keys.experiment(x.name)
     if args.action == "start":
+        fields = {"state": "running", "started": f"{now:.0f}"}
         if args.reset:
             client.delete(*(keys.expstats(x.name, a.name) for a in x.arms))
-        client.hset(key, mapping={"state": "running", "started": f"{now:.0f}"})
+            # messages decided before now keep their arm records: their late outcomes
+            # and complaints belong to the earlier run, and the feedback skips them
+            fields["since"] = f"{now:.0f}"
+        client.hset(key, mapping=fields)
         client.hdel(key, "stopped")
         print(f"experiment {x.name} running: {x.covers} are split between its arms")
         return 0

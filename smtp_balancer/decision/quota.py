@@ -174,15 +174,16 @@ class QuotaBook:
         lease.asking = True
         self._refills.append(Refill(scope[0], lease.day, lease.hour, lease.want, day_cap, hour_cap, scope[1]))
 
-    def note_arm(self, queue_id: str, experiment: str, arm: str) -> None:
-        """A message decided in an experiment's arm: count it, and record its queue id
-        so the feedback daemon can attribute its delivery outcomes."""
+    def note_arm(self, queue_id: str, experiment: str, arm: str, wall: float) -> None:
+        """A message decided in an experiment's arm at ``wall`` (epoch seconds): count it,
+        and record its queue id so the feedback daemon can attribute its delivery
+        outcomes (the time: a run reset after it does not count them)."""
         key = self.keys.expstats(experiment, arm)
         with self._lock:
             fields = self._counts.setdefault(key, {})
             fields["decided"] = fields.get("decided", 0) + 1
             if queue_id:
-                self._arms.append((queue_id, f"{experiment} {arm}"))
+                self._arms.append((queue_id, f"{experiment} {arm} {int(wall)}"))
 
     def take_arms(self) -> list[tuple[str, str]]:
         with self._lock:

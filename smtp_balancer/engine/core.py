@@ -181,7 +181,7 @@ class Engine:
     def _note_arm(self, facts: Facts, decision: Decision) -> None:
         assert decision.experiment is not None and decision.arm is not None
         metrics.record_arm(decision.experiment, decision.arm)
-        self.book.note_arm(facts.queue_id, decision.experiment, decision.arm)
+        self.book.note_arm(facts.queue_id, decision.experiment, decision.arm, self.clock.wall())
 
     async def settle_pending(self, pending: Pending) -> Decision:
         """Settle what ``decide_now`` could not: select.lua, or degraded. Never raises."""

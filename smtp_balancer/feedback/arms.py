@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
+from typing import NamedTuple
 
 import redis
 
@@ -16,7 +17,7 @@ from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.feedback.delivery_log import Delivery
 from smtp_balancer.observe.metrics import STATE_JUNK
 from smtp_balancer.state.keys import KeySchema
-from smtp_balancer.state.values import text_of
+from smtp_balancer.state.values import COUNT_DIGITS, parse_decimal, parse_int, text_of
 
 # upper bounds (seconds) of the latency buckets: connection setup and transmission
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -41,13 +42,56 @@ def outcome_fields(d: Delivery) -> list[str]:
     return fields
 
 
-def read_arm_record(raw: object) -> tuple[str, str] | None:
-    """(experiment, arm) from an arm record's value "<experiment> <arm>", else None."""
-    experiment, sep, arm = (text_of(raw) or "").partition(" ")
-    return (experiment, arm) if sep and experiment and arm else None
+class ArmRecord(NamedTuple):
+    experiment: str
+    arm: str
+    decided_at: int | None  # epoch seconds; None in a record written before it had one
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return self.experiment, self.arm
+
+
+def read_arm_record(raw: object) -> ArmRecord | None:
+    """An arm record's value "<experiment> <arm> <decided at>" (or, written by an
+    earlier version, "<experiment> <arm>"), else None."""
+    parts = (text_of(raw) or "").split(" ")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        return None
+    if len(parts) == 2:
+        return ArmRecord(parts[0], parts[1], None)
+    decided_at = parse_int(parts[2], COUNT_DIGITS)
+    return None if decided_at is None else ArmRecord(parts[0], parts[1], decided_at)
+
+
+def read_runs_since(client: redis.Redis, keys: KeySchema, experiments: Iterable[str]) -> dict[str, float]:
+    """experiment -> the ``since`` of its hash (``experiment start --reset``), where set."""
+    names = sorted(experiments)
+    if not names:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hget(keys.experiment(name), "since")
+    out: dict[str, float] = {}
+    for name, raw in zip(names, pipe.execute(), strict=True):
+        if raw is None:
+            continue
+        value = parse_decimal(text_of(raw))
+        if value is None:  # hand-edited: every message counts, as before any reset
+            STATE_JUNK.labels("experiment_since").inc()
+        else:
+            out[name] = value
+    return out
+
+
+def counts_in_run(record: ArmRecord, since: float | None) -> bool:
+    """Whether a message's outcomes count in its experiment's current run: not when it
+    was decided before ``experiment start --reset`` (``since``)."""
+    return since is None or record.decided_at is None or record.decided_at >= int(since)
 
 
 GRACE_S = 5.0  # how long a delivery waits for its message's arm record to appear
+SINCE_REFRESH_S = 5.0  # how often the runs' starts (experiment start --reset) are read
 RETRY_S = 1.0
 MAX_PENDING = 200_000
 
@@ -74,13 +118,24 @@ class ArmAttribution:
         self.arms = frozenset(arms)
         self.pending: dict[str, tuple[float, list[str]]] = {}  # queue id -> (first seen, fields)
         self._retry_due = 0.0
+        self._since: dict[str, float] = {}
+        self._since_due = float("-inf")
 
-    def _known(self, raw: object) -> tuple[str, str] | None:
+    def _known(self, raw: object) -> ArmRecord | None:
         record = read_arm_record(raw)
-        if record is not None and record not in self.arms:
+        if record is not None and record.pair not in self.arms:
             STATE_JUNK.labels("arm_record").inc()
             return None
         return record
+
+    def runs_since(self) -> dict[str, float]:
+        """experiment -> when its current run began (``start --reset``), read at most
+        every SINCE_REFRESH_S: outcomes of messages decided before do not count."""
+        now = self.clock.monotonic()
+        if now >= self._since_due:
+            self._since_due = now + SINCE_REFRESH_S
+            self._since = read_runs_since(self.r, self.keys, {x for x, _ in self.arms})
+        return self._since
 
     def inherit(self, requeued: list[tuple[str, str]]) -> dict[str, str]:
         """new queue id -> the arm record of the old one, for requeued messages: their
@@ -92,8 +147,8 @@ class ArmAttribution:
         for (new, old), raw in zip(requeued, raws, strict=True):
             if old in out:  # moved twice within this batch: its first new id is not in Redis yet
                 out[new] = out[old]
-            elif (record := self._known(raw)) is not None:
-                out[new] = f"{record[0]} {record[1]}"
+            elif self._known(raw) is not None:
+                out[new] = text_of(raw) or ""  # the same record: its decision time too
         return out
 
     def collect(
@@ -116,14 +171,15 @@ class ArmAttribution:
         out: Counter[tuple[str, str, str]] = Counter()
         if not ask:
             return out
+        since = self.runs_since()
         for qid, raw in zip(ask, self.r.mget([self.keys.arm_record(q) for q in ask]), strict=True):
             first, fields = self.pending.pop(qid, (now, []))
             fields += fresh.get(qid, [])
             record = self._known(known.get(qid, raw))
             if record is not None:
-                experiment, arm = record
-                for name in fields:
-                    out[(experiment, arm, name)] += 1
+                if counts_in_run(record, since.get(record.experiment)):
+                    for name in fields:
+                        out[(record.experiment, record.arm, name)] += 1
             elif now - first < GRACE_S:
                 self.pending[qid] = (first, fields)
         for qid in list(self.pending)[: max(0, len(self.pending) - MAX_PENDING)]:

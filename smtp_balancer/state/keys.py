@@ -13,8 +13,10 @@ Redis Cluster hash tag, so all keys one decision touches share a slot.
   {sb}:warmup:<endpoint>               HASH  step, day (YYYYMMDD it applies to), why, judged: the warm-up
                                         step of an endpoint with advance: sending_days or hold_on
   {sb}:daily:<endpoint>:<YYYYMMDD>     HASH  sent/deferred/bounced/expired/complained per UTC day (3 days)
-  {sb}:experiment:<name>               HASH  state=running|stopped, started, stopped (epoch seconds)
-  {sb}:arm:<queue id>                  STRING "<experiment> <arm>" of a message, 5 days: its outcomes' arm
+  {sb}:experiment:<name>               HASH  state=running|stopped, started, stopped, since (the last
+                                        start --reset: earlier messages' outcomes don't count); epoch s
+  {sb}:arm:<queue id>                  STRING "<experiment> <arm> <decided at, epoch s>" of a message,
+                                        5 days: its outcomes' arm
   {sb}:expstats:<experiment>:<arm>     HASH  decided, and the arm's delivery outcomes: sent, deferred,
                                         bounced, expired, class:<class>, latency buckets le:<s>
   {sb}:adaptive:<endpoint>:<provider>  STRING "<factor> <reason>", with a TTL: weight x factor in the

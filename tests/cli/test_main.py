@@ -316,6 +316,12 @@ def test_experiment_list_start_stop_and_report(make_config, tmp_path: Path, caps
     code, _, err = run("report", "nope")
     assert code == EXIT_USAGE and "unknown experiment 'nope' (experiments: ab, order)" in err
     assert run("start", "ab", "--reset")[0] == 0 and not rdb.exists("{sb}:expstats:ab:static")
+    # a new run: messages decided before it no longer count (the feedback reads since)
+    assert rdb.hget("{sb}:experiment:ab", "since") == f"{CLOCK.wall():.0f}"
+    assert (
+        "ab: running (started 2026-11-24 10:30 UTC, stopped -, counting since 2026-11-24 10:30 UTC)"
+        in (run("list")[1])
+    )
 
     # explain draws the arm from the envelope; a rule-order arm names the rule that routes
     assert run("stop", "ab")[0] == 0 and run("start", "order")[0] == 0

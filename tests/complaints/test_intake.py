@@ -227,3 +227,17 @@ def test_a_complaint_counts_in_its_message_experiment_arm(make_config, rdb, tmp_
     assert totals["report:complaint"] == "4" and totals["arm:ab:b"] == "2" and "arm:gone:x" not in totals
     out = capsys.readouterr().out
     assert out.count("; experiment ab arm b") == 2 and out.count("complaint out2/yahoo") == 4
+
+
+def test_a_complaint_about_a_message_of_an_earlier_run_is_not_the_new_run(make_config, rdb, tmp_path, capsys):
+    config = make_config({"experiments": [even_experiment("ab", "all", {"a": "main", "b": "main"})]})
+    rdb.hset(KEYS.experiment("ab"), mapping={"state": "running", "since": "1764000000"})
+    rdb.set(KEYS.arm_record("4Xb2Kq0Lw7z9"), "ab b 1763999000")  # decided before the reset
+    rdb.set(KEYS.arm_record("4Xb2Kq0Lw7z8"), "ab b 1764000100")
+    ours = "from app.test by mta.test (Postfix) with ESMTP id {} for <u1@yahoo.com>; Wed, 2 Dec 2026"
+    for qid in ("4Xb2Kq0Lw7z9", "4Xb2Kq0Lw7z8"):
+        raw = arf_report("127.0.0.3", received=(ours.format(qid),))
+        assert stdin(intake(config, rdb), raw, tmp_path / "kept") == 0
+    assert rdb.hgetall(KEYS.expstats("ab", "b")) == {"complained": "1"}
+    out = capsys.readouterr().out
+    assert out.count("complaint out2/yahoo") == 2 and out.count("; experiment ab arm b") == 1

@@ -201,7 +201,9 @@ async def test_a_running_experiment_routes_each_arm_through_its_pool_and_records
     assert set(seen) <= {("control", "out1"), ("control", "out2"), ("only3", "out3")}
     only3 = seen[("only3", "out3")]
     assert_shares(Counter({"control": 2_000 - only3, "only3": only3}), {"control": 0.7, "only3": 0.3}, "arms")
-    assert rdb.get(KEYS.arm_record("Q00001")) in ("ab control", "ab only3")
+    # the arm, and when it was decided (by the engine's clock): a later run's start skips it
+    wall = int(NOW.timestamp())
+    assert rdb.get(KEYS.arm_record("Q00001")) in (f"ab control {wall}", f"ab only3 {wall}")
     assert int(rdb.hget(KEYS.expstats("ab", "only3"), "decided")) == only3
     assert 5 * 86_400 - 10 <= rdb.ttl(KEYS.arm_record("Q00001")) <= 5 * 86_400
 

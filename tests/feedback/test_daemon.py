@@ -175,6 +175,38 @@ def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_con
     assert junk_records() == junk + 1
 
 
+def test_outcomes_of_messages_decided_before_a_reset_are_not_counted(make_config, rdb, tmp_path):
+    log_file = tmp_path / "mail.log"
+    log_file.write_text(delivery("OLD1", "out1") + delivery("NEW1", "out1") + delivery("TWO1", "out2"))
+    experiment = even_experiment("ab", "all", {"a": "main", "b": "main"})
+    config = make_config(
+        {"experiments": [experiment], "feedback": {"log_file": str(log_file), "start_at": "beginning"}}
+    )
+    rdb.hset("{sb}:experiment:ab", mapping={"state": "running", "since": "1764000000"})
+    rdb.set("{sb}:arm:OLD1", "ab a 1763999999")  # the earlier run's message, delivered late
+    rdb.set("{sb}:arm:NEW1", "ab a 1764000000")
+    rdb.set("{sb}:arm:TWO1", "ab b")  # an earlier version's record: no time, it counts
+    assert one_step(config) == 3
+    assert rdb.hget("{sb}:expstats:ab:a", "sent") == "1"
+    assert rdb.hget("{sb}:expstats:ab:b", "sent") == "1"
+
+
+def test_a_hand_edited_run_start_is_ignored_and_counted(make_config, rdb, tmp_path):
+    log_file = tmp_path / "mail.log"
+    log_file.write_text(delivery("OLD1", "out1"))
+    experiment = even_experiment("ab", "all", {"a": "main", "b": "main"})
+    config = make_config(
+        {"experiments": [experiment], "feedback": {"log_file": str(log_file), "start_at": "beginning"}}
+    )
+    rdb.hset("{sb}:experiment:ab", mapping={"state": "running", "since": "tomorrow"})
+    rdb.set("{sb}:arm:OLD1", "ab a 1")
+    before = REGISTRY.get_sample_value("smtp_balancer_state_junk_total", {"kind": "experiment_since"}) or 0
+    assert one_step(config) == 1
+    assert rdb.hget("{sb}:expstats:ab:a", "sent") == "1"  # as before any reset
+    after = REGISTRY.get_sample_value("smtp_balancer_state_junk_total", {"kind": "experiment_since"})
+    assert after == before + 1
+
+
 def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rdb, tmp_path):
     log_file = tmp_path / "mail.log"
     slow = {"dsn": "4.7.28", "status": "deferred", "reply": "host said: 421 slow down"}
@@ -193,10 +225,11 @@ def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rd
             "feedback": {"log_file": str(log_file), "start_at": "beginning"},
         }
     )
-    rdb.set("{sb}:arm:AAA1", "ab a")
+    rdb.set("{sb}:arm:AAA1", "ab a 1764000000")
     assert one_step(config) == 5
-    assert rdb.get("{sb}:arm:DDD9") == "ab a" and 4 * 86400 < rdb.ttl("{sb}:arm:DDD9") <= 5 * 86400
+    # the same record, its decision time too
+    assert rdb.get("{sb}:arm:DDD9") == "ab a 1764000000" and 4 * 86400 < rdb.ttl("{sb}:arm:DDD9") <= 5 * 86400
     assert not rdb.exists("{sb}:arm:EEE9")  # its old id was in no experiment
-    assert rdb.get("{sb}:arm:FFF9") == "ab a"
+    assert rdb.get("{sb}:arm:FFF9") == "ab a 1764000000"
     stats = rdb.hgetall("{sb}:expstats:ab:a")
     assert (stats["deferred"], stats["sent"]) == ("1", "1")
