@@ -74,7 +74,8 @@ def _render_text(text: str) -> str:
 _HEAD = frozenset(("ts", "level", "logger", "msg"))  # every line's first fields
 
 # Fields that repeat from line to line, as (key, value) pairs: hashable, so their
-# rendering is cached (cleared when full, like _texts).
+# rendering is cached (cleared when full, like _texts). A key's values keep one type:
+# True == 1 == 1.0 as cache keys, so a key that took both would render one as the other.
 Tail = tuple[tuple[str, Any], ...]
 _tails: dict[Tail, tuple[frozenset[str] | None, str]] = {}  # its keys (None: one of _HEAD), its text
 _TAILS_MAX = 4096
@@ -85,7 +86,10 @@ def _render_pairs(pairs: Iterable[tuple[str, Any]]) -> str:
 
 
 def _rendered_tail(tail: Tail) -> tuple[frozenset[str] | None, str]:
-    cached = _tails.get(tail)
+    try:
+        cached = _tails.get(tail)
+    except TypeError:  # an unhashable value: the uncached way
+        return None, ""
     if cached is None:
         keys = frozenset(k for k, _ in tail)
         cached = (keys if _HEAD.isdisjoint(keys) else None, _render_pairs(tail))

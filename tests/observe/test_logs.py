@@ -210,3 +210,11 @@ def test_the_tail_cache_is_bounded():
     for i in range(logs._TAILS_MAX + 100):
         formatter.render_event(1.5, "INFO", "x", "m", {}, (("n", i),))
     assert 0 < len(logs._tails) <= logs._TAILS_MAX
+
+
+def test_a_tail_with_an_unhashable_value_renders_uncached():
+    from smtp_balancer.observe import logs
+
+    formatter = logs.StructuredFormatter("logfmt")
+    got = formatter.render_event(1.5, "INFO", "x", "m", {"id": 1}, (("ids", [1, 2]),))
+    assert got == formatter.render(formatter.event_fields(1.5, "INFO", "x", "m", {"id": 1, "ids": [1, 2]}))
