@@ -123,8 +123,8 @@ class ArmAttribution:
 
     def _known(self, raw: object) -> ArmRecord | None:
         record = read_arm_record(raw)
-        if record is not None and record.pair not in self.arms:
-            STATE_JUNK.labels("arm_record").inc()
+        if (record is None and raw is not None) or (record is not None and record.pair not in self.arms):
+            STATE_JUNK.labels("arm_record").inc()  # unreadable, or no configured arm
             return None
         return record
 

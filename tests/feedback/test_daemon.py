@@ -152,7 +152,8 @@ def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_con
         + delivery("AAA2", "out1", **deferred)
         + delivery("AAA2", "out2")  # its retry, delivered
         + delivery("BBB1", "out3")
-        + delivery("CCC1", "out3")  # no arm record: not in the experiment
+        + delivery("CCC1", "out3")  # its record names no configured arm: junk
+        + delivery("DDD1", "out3")  # its record is unreadable: junk
     )
     experiment = even_experiment("ab", "all", {"a": "main", "b": "main"})
     config = make_config(
@@ -162,8 +163,9 @@ def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_con
     rdb.set("{sb}:arm:AAA2", "ab a")
     rdb.set("{sb}:arm:BBB1", "ab b")
     rdb.set("{sb}:arm:CCC1", "zz top")  # hand-edited: no such experiment, so no key or label for it
+    rdb.set("{sb}:arm:DDD1", "ab b yesterday")  # hand-edited: unreadable
     junk = junk_records()
-    assert one_step(config) == 5
+    assert one_step(config) == 6
     assert rdb.hgetall("{sb}:expstats:ab:a") == {
         "sent": "2",
         "deferred": "1",
@@ -172,7 +174,7 @@ def test_outcomes_are_attributed_to_the_arm_recorded_for_their_queue_id(make_con
     }
     assert rdb.hgetall("{sb}:expstats:ab:b") == {"sent": "1", "lat:0.5": "1"}
     assert rdb.keys("{sb}:expstats:zz:*") == []
-    assert junk_records() == junk + 1
+    assert junk_records() == junk + 2
 
 
 def test_outcomes_of_messages_decided_before_a_reset_are_not_counted(make_config, rdb, tmp_path):
