@@ -20,7 +20,7 @@ from smtp_balancer.complaints.attribute import Attribution
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.quota import EXPSTATS_TTL_S
 from smtp_balancer.decision.warmup import hour_bucket
-from smtp_balancer.feedback.arms import counts_in_run, read_arm_record, read_runs_since
+from smtp_balancer.feedback.arms import configured_record, counts_in_run, read_runs_since
 from smtp_balancer.feedback.processor import minute_bucket
 from smtp_balancer.feedback.store import DAILY_TTL_S, TENANT_RETENTION_S, FeedbackStore, RateResult
 from smtp_balancer.state.keys import KeySchema
@@ -52,8 +52,8 @@ class ComplaintStore:
         if not queue_ids or not self.arms:
             return None
         for raw in self.r.mget([self.keys.arm_record(q) for q in queue_ids]):
-            record = read_arm_record(raw)
-            if record is not None and record.pair in self.arms:
+            record = configured_record(raw, self.arms)
+            if record is not None:
                 # a message decided before the run began (start --reset) is not its run's
                 since = read_runs_since(self.r, self.keys, [record.experiment]).get(record.experiment)
                 return record.pair if counts_in_run(record, since) else None

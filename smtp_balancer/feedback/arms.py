@@ -64,6 +64,17 @@ def read_arm_record(raw: object) -> ArmRecord | None:
     return None if decided_at is None else ArmRecord(parts[0], parts[1], decided_at)
 
 
+def configured_record(raw: object, arms: Collection[tuple[str, str]]) -> ArmRecord | None:
+    """The arm record ``raw`` holds, if it names a configured (experiment, arm); one
+    that does not parse or names another is junk, so Redis content never makes new
+    keys or metric labels."""
+    record = read_arm_record(raw)
+    if (record is None and raw is not None) or (record is not None and record.pair not in arms):
+        STATE_JUNK.labels("arm_record").inc()  # unreadable, or no configured arm
+        return None
+    return record
+
+
 def read_runs_since(client: redis.Redis, keys: KeySchema, experiments: Iterable[str]) -> dict[str, float]:
     """experiment -> the ``since`` of its hash (``experiment start --reset``), where set."""
     names = sorted(experiments)
@@ -113,20 +124,11 @@ class ArmAttribution:
         clock: Clock = SYSTEM,
     ) -> None:
         self.r, self.keys, self.endpoints, self.clock = client, keys, endpoints, clock
-        # the configured (experiment, arm) pairs: a hand-edited record naming another is
-        # junk, so Redis content never makes new keys or metric labels
-        self.arms = frozenset(arms)
+        self.arms = frozenset(arms)  # the configured (experiment, arm) pairs
         self.pending: dict[str, tuple[float, list[str]]] = {}  # queue id -> (first seen, fields)
         self._retry_due = 0.0
         self._since: dict[str, float] = {}
         self._since_due = float("-inf")
-
-    def _known(self, raw: object) -> ArmRecord | None:
-        record = read_arm_record(raw)
-        if (record is None and raw is not None) or (record is not None and record.pair not in self.arms):
-            STATE_JUNK.labels("arm_record").inc()  # unreadable, or no configured arm
-            return None
-        return record
 
     def runs_since(self) -> dict[str, float]:
         """experiment -> when its current run began (``start --reset``), read at most
@@ -147,7 +149,7 @@ class ArmAttribution:
         for (new, old), raw in zip(requeued, raws, strict=True):
             if old in out:  # moved twice within this batch: its first new id is not in Redis yet
                 out[new] = out[old]
-            elif self._known(raw) is not None:
+            elif configured_record(raw, self.arms) is not None:
                 out[new] = text_of(raw) or ""  # the same record: its decision time too
         return out
 
@@ -175,7 +177,7 @@ class ArmAttribution:
         for qid, raw in zip(ask, self.r.mget([self.keys.arm_record(q) for q in ask]), strict=True):
             first, fields = self.pending.pop(qid, (now, []))
             fields += fresh.get(qid, [])
-            record = self._known(known.get(qid, raw))
+            record = configured_record(known.get(qid, raw), self.arms)
             if record is not None:
                 if counts_in_run(record, since.get(record.experiment)):
                     for name in fields:
