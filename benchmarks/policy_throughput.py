@@ -204,6 +204,12 @@ def main() -> int:
         default=1,
         help="measure every level this many times; ratios per round and median",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="policyd.workers for our daemon (its CPU is the supervisor's and the workers')",
+    )
     parser.add_argument("--prl-python", default=str(ROOT / ".bench-venv" / "bin" / "python"))
     args = parser.parse_args()
 
@@ -221,7 +227,11 @@ def main() -> int:
                 "redis": {"url": redis.url, "connect_timeout_ms": 2000, "max_connections": 256},
                 "decision": {"budget_ms": 2000},
                 "mx_lookup": {"enabled": False},
-                "policyd": {"listen": [f"inet:127.0.0.1:{ours_port}"], "metrics_listen": ""},
+                "policyd": {
+                    "listen": [f"inet:127.0.0.1:{ours_port}"],
+                    "metrics_listen": "",
+                    "workers": args.workers,
+                },
                 "endpoints": {
                     "out1": {"bind_address": "127.0.0.2"},
                     "out2": {"bind_address": "127.0.0.3"},

@@ -19,9 +19,21 @@ CLI = str(Path(sys.executable).with_name("smtp-balancer"))
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far, from /proc (benchmarks)."""
+    """User plus system CPU time of a process and its live children so far, from /proc
+    (benchmarks; a policy supervisor's workers are its children)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) for child in children(pid))
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out.extend(int(c) for c in task.read_text().split())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return out
 
 
 def tcp_ready(port: int) -> Callable[[], bool]:

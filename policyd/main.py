@@ -6,14 +6,16 @@ import asyncio
 import logging
 import resource
 import signal
+import socket
 
 from policyd import metrics
 from policyd.loop import PolicyLoop
 from policyd.server import PolicyServer
+from policyd.workers import run_supervisor
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.engine import Engine
-from smtp_balancer.observe.metrics import serve_metrics
+from smtp_balancer.observe.metrics import refresh_observed, serve_metrics
 from smtp_balancer.observe.sdnotify import service
 
 log = logging.getLogger("smtp_balancer.policyd")
@@ -41,26 +43,38 @@ async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
         return
     server.exim_timeout_s = config.exim.readsocket_timeout_s
     server.classes = MessageClasses.from_config(config.milter)
-    for name in server.apply(config.policyd):
+    restart = server.apply(config.policyd)
+    for name in restart if server.control is None else ():  # a supervisor says it once
         log.warning("policyd.%s changed: it takes effect on restart, not on reload", name)
     await engine.replace_config(config)
     metrics.RELOADS.labels("ok").inc()
     log.info("config reloaded from %s", path)
 
 
-async def serve(config: BalancerConfig, path: str) -> None:
+async def refresh_gauges() -> None:
+    """A worker's function-backed gauges, written to its metrics file every second."""
+    while True:
+        refresh_observed()
+        await asyncio.sleep(1)
+
+
+async def serve(config: BalancerConfig, path: str, control: int | None = None) -> None:
+    """``control``: a worker's line to its supervisor (policyd/workers.py), which
+    listens, serves /metrics and passes connections; None: a daemon on its own."""
     raise_fd_limit()
-    serve_metrics(config.policyd.metrics_listen, log, "policyd.metrics_listen")
+    if control is None:
+        serve_metrics(config.policyd.metrics_listen, log, "policyd.metrics_listen")
     engine = Engine(config)
     await engine.start()
     server = PolicyServer(
         engine, config.policyd, config.exim.readsocket_timeout_s, MessageClasses.from_config(config.milter)
     )
-    try:
-        await server.start()
-    except BaseException:
-        await engine.aclose()
-        raise
+    if control is None:
+        try:
+            await server.start()
+        except BaseException:
+            await engine.aclose()
+            raise
     async with service("serving policy requests") as stop:
         loop = asyncio.get_running_loop()
         reloads: set[asyncio.Task[None]] = set()
@@ -71,13 +85,29 @@ async def serve(config: BalancerConfig, path: str) -> None:
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
+        if control is not None:  # ready only now: the supervisor forwards SIGHUP once it is
+            server.workers = config.policyd.workers
+            server.adopt(socket.socket(fileno=control), stop.set)
+            gauges = loop.create_task(refresh_gauges())
         await stop.wait()
+        if control is not None:
+            gauges.cancel()
     log.info("stopping: closing listeners")
     await server.close()
     await engine.aclose()
 
 
-def run(config: BalancerConfig, path: str) -> int:
+def run(
+    config: BalancerConfig,
+    path: str,
+    log_level: str = "info",
+    log_format: str = "logfmt",
+    control: int | None = None,
+) -> int:
+    """One daemon, or with ``policyd.workers`` above 1 a supervisor of that many
+    (``control`` set: this process is one of them)."""
+    if control is None and config.policyd.workers > 1:
+        return run_supervisor(config, path, log_level, log_format)
     with asyncio.Runner(loop_factory=PolicyLoop) as runner:
-        runner.run(serve(config, path))
+        runner.run(serve(config, path, control))
     return 0

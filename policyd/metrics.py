@@ -18,13 +18,17 @@ PROTOCOL_ERRORS = Counter(
     "Policy requests refused (connection closed), by kind",
     ["kind"],
 )
-CONNECTIONS = Gauge("smtp_balancer_policy_connections", "Open policy client connections")
+CONNECTIONS = Gauge(
+    "smtp_balancer_policy_connections", "Open policy client connections", multiprocess_mode="livesum"
+)
 REFUSED_CONNECTIONS = Counter(
     "smtp_balancer_policy_refused_connections_total",
     "Connections closed at once because max_connections was reached",
 )
 OPEN_INSTANCES = Gauge(
-    "smtp_balancer_policy_open_instances", "Messages with recipients collected at RCPT and not yet decided"
+    "smtp_balancer_policy_open_instances",
+    "Messages with recipients collected at RCPT and not yet decided",
+    multiprocess_mode="livesum",
 )
 RELOADS = Counter("smtp_balancer_config_reloads_total", "Config reloads on SIGHUP, by result", ["result"])
 JOINS_EVICTED = Counter(

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import logging
-import os
-import pwd
 import socket
-import stat
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 from policyd import metrics
 from policyd.connection import ConnectionState
+from policyd.listeners import LISTEN_BACKLOG, WORKER_CLOSED, WORKER_READY, address_of, bind_listeners
 from policyd.loop import previous_select
 from policyd.protocol import PolicyRequest, ProtocolError, Truncated
 from policyd.session import (
@@ -36,26 +33,24 @@ from policyd.session import (
     action_for,
     handle,
 )
-from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.config.model import PolicydConfig
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine, Pending
 from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.observe.logs import fields
-from smtp_balancer.observe.metrics import ListenError
+from smtp_balancer.observe.metrics import observe
 from smtp_balancer.observe.ratelimit import LogLimiter
 
 log = logging.getLogger("smtp_balancer.policyd")
 
-LISTEN_BACKLOG = 1024
 # struct tcp_info (linux/tcp.h): tcpi_last_data_recv, milliseconds, after 8 one-byte
 # fields and 9 + 2 32-bit ones; the struct has been longer than this since Linux 2.6
 TCP_INFO_SIZE = 104
 READ_SIZE = 256 * 1024  # asyncio's selector transports read at most this much per call
 TCP_LAST_DATA_RECV = 52
 # policyd settings a SIGHUP cannot change: they shape sockets opened at start
-RESTART_SETTINGS = ("listen", "unix_mode", "unix_owner", "unix_group", "metrics_listen")
+RESTART_SETTINGS = ("listen", "unix_mode", "unix_owner", "unix_group", "metrics_listen", "workers")
 
 
 class PolicyServer:
@@ -81,7 +76,15 @@ class PolicyServer:
         # lines about bad clients: a few per kind a minute, then a count (metrics stay exact)
         self.notes = LogLimiter(log)
         self._flusher: asyncio.TimerHandle | None = None
-        metrics.OPEN_INSTANCES.set_function(lambda: len(self.join))
+        # a worker's line to its supervisor (policyd/workers.py); None in a single process
+        self.control: socket.socket | None = None
+        self._adopting: set[asyncio.Task[object]] = set()
+        self.workers = 1  # processes sharing policyd.max_connections
+
+    @property
+    def max_connections(self) -> int:
+        return -(-self.config.max_connections // self.workers)
+        observe(metrics.OPEN_INSTANCES, lambda: len(self.join))
 
     def apply(self, config: PolicydConfig) -> list[str]:
         """Adopt a reloaded config's settings that can change live; return the names of
@@ -101,48 +104,68 @@ class PolicyServer:
         return restart
 
     async def start(self) -> None:
-        for spec in self.config.listen:
-            try:
-                if spec.startswith("unix:"):
-                    self.servers.append(await self._unix(spec[5:]))
-                else:
-                    host, port = parse_hostport(spec.removeprefix("inet:"))
-                    server = await asyncio.get_running_loop().create_server(
-                        self._connection, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
-                    )
-                    self.servers.append(server)
-            except OSError as exc:
-                await self.close()
-                raise ListenError("policyd.listen", spec, exc) from exc
+        loop = asyncio.get_running_loop()
+        for sock in bind_listeners(self.config):
+            if sock.family == socket.AF_UNIX:
+                server = await loop.create_unix_server(self._connection, sock=sock, backlog=LISTEN_BACKLOG)
+            else:
+                server = await loop.create_server(self._connection, sock=sock, backlog=LISTEN_BACKLOG)
+            self.servers.append(server)
         log.info("policy service listening on %s", ", ".join(self.addresses))
         self._flush_notes()
+
+    def adopt(self, control: socket.socket, orphaned: Callable[[], None]) -> None:
+        """Serve the connections a supervisor passes over ``control`` instead of
+        listening; ``orphaned`` is called when the supervisor is gone."""
+        self.control = control
+        control.setblocking(False)
+        asyncio.get_running_loop().add_reader(control.fileno(), self._receive, orphaned)
+        control.send(WORKER_READY)
+        log.info("policy worker serving the connections its supervisor passes")
+        self._flush_notes()
+
+    def _receive(self, orphaned: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        control = self.control
+        assert control is not None
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(control, 16, 8)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                message, fds = b"", []
+                log.error("policy worker: lost the line to its supervisor: %s", exc)
+            if not message and not fds:  # end of file: the supervisor is gone
+                loop.remove_reader(control.fileno())
+                orphaned()
+                return
+            for fd in fds:
+                task = loop.create_task(self._adopt_one(socket.socket(fileno=fd)))
+                self._adopting.add(task)
+                task.add_done_callback(self._adopting.discard)
+
+    async def _adopt_one(self, sock: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self._connection, sock)
+        except Exception as exc:  # a connection already reset, say: it never reached connection_made
+            log.debug("policy worker: a passed connection could not be served: %s", exc)
+            sock.close()
+            self.connection_gone()
+
+    def connection_gone(self) -> None:
+        """A worker tells its supervisor, which passes the next connection to the least busy."""
+        if self.control is not None:
+            with contextlib.suppress(OSError):
+                self.control.send(WORKER_CLOSED)
 
     def _flush_notes(self) -> None:
         self.notes.flush()
         self._flusher = asyncio.get_running_loop().call_later(self.notes.interval_s, self._flush_notes)
 
-    async def _unix(self, path: str) -> asyncio.AbstractServer:
-        sock_path = Path(path)
-        if sock_path.exists() and stat.S_ISSOCK(sock_path.stat().st_mode):
-            sock_path.unlink()  # a stale socket from a previous run
-        server = await asyncio.get_running_loop().create_unix_server(
-            self._connection, path, backlog=LISTEN_BACKLOG
-        )
-        os.chmod(path, int(self.config.unix_mode, 8))
-        if self.config.unix_owner or self.config.unix_group:
-            uid = pwd.getpwnam(self.config.unix_owner).pw_uid if self.config.unix_owner else -1
-            gid = grp.getgrnam(self.config.unix_group).gr_gid if self.config.unix_group else -1
-            os.chown(path, uid, gid)
-        return server
-
     @property
     def addresses(self) -> list[str]:
-        out = []
-        for server in self.servers:
-            for sock in server.sockets:
-                name = sock.getsockname()
-                out.append(f"unix:{name}" if isinstance(name, str) else f"inet:{name[0]}:{name[1]}")
-        return out
+        return [address_of(sock) for server in self.servers for sock in server.sockets]  # type: ignore[arg-type]
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -220,7 +243,7 @@ class PolicyConnection(asyncio.Protocol):
         self.transport = transport
         server = self.server
         self.peer = str(transport.get_extra_info("peername") or "unix")
-        if server.connections >= server.config.max_connections:
+        if server.connections >= server.max_connections:
             metrics.REFUSED_CONNECTIONS.inc()
             server.notes.warning(
                 "refused connection",
@@ -259,6 +282,7 @@ class PolicyConnection(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connection_gone()
         if self.idle is not None:
             self.idle.cancel()
         if self.counted:

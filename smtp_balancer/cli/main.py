@@ -201,7 +201,7 @@ def cmd_policyd(args: argparse.Namespace) -> int:
     from policyd.main import run
 
     _daemon_logs(args)
-    return run(_config(args), args.config)
+    return run(_config(args), args.config, args.log_level, args.log_format, args.worker_control)
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
@@ -315,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("policyd", cmd_policyd, "run the Postfix policy daemon (also serves Exim ${readsocket})")
     add_log_options(p)
+    # set by the supervisor of policyd.workers for each worker it starts: not for people
+    p.add_argument("--worker-control", type=int, help=argparse.SUPPRESS)
 
     p = add("milter", cmd_milter, "run the milter (content-aware routing, also for sendmail submissions)")
     add_log_options(p)

@@ -235,6 +235,9 @@ class PolicydConfig(Strict):
     # Postfix's policy client closes idle connections after 300 s (max_idle); outlive it a little
     idle_timeout_s: int = Field(default=330, ge=1, le=86_400)
     max_connections: int = Field(default=4096, ge=1, le=1_000_000)
+    # worker processes, each deciding on its own core; 1: this process serves alone.
+    # Above 1 a supervisor listens and passes each connection to the least busy worker
+    workers: int = Field(default=1, ge=1, le=64)
     max_concurrent_decisions: int = Field(default=256, ge=1, le=100_000)
     # "" disables the /metrics endpoint
     metrics_listen: MetricsListen = "127.0.0.1:9480"

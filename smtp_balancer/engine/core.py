@@ -76,7 +76,7 @@ class Engine:
         self.planner.warmup_steps = lambda: mirror.live.warmup if mirror.live is not None else None
         self.planner.running = lambda: mirror.live.running if mirror.live is not None else ()
         self.book = QuotaBook(self.planner.keys, self.clock)
-        metrics.QUOTA_LEASED.set_function(self.book.leased)
+        metrics.observe(metrics.QUOTA_LEASED, self.book.leased)
         self.leases = LeaseService(
             self.book, self.channel, self.breaker, self.junk, config.redis.admin_timeout_ms / 1000
         )

@@ -43,7 +43,7 @@ class RedisHealth:
         self.ping_after_s = ping_after_s
         self.stalled_since: float | None = None  # time.monotonic() of the last reply before it
         self._task: asyncio.Task[None] | None = None
-        metrics.REDIS_REPLY_AGE.set_function(self.age)
+        metrics.observe(metrics.REDIS_REPLY_AGE, self.age)
 
     def age(self) -> float:
         return max(0.0, time.monotonic() - self.channel().last_reply_at)

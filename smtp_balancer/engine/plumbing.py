@@ -29,6 +29,7 @@ UNPLUMBED = Gauge(
     "smtp_balancer_endpoint_unplumbed",
     "1 while the endpoint's bind address is not on this host: it gets no mail from here",
     ["endpoint"],
+    multiprocess_mode="livemax",
 )
 # errors that mean "not on this host"; anything else (a permission problem) is logged, not acted on
 MISSING = {errno.EADDRNOTAVAIL}

@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from smtp_balancer.config.base import parse_hostport
+
+# set by the policy daemon's supervisor for its workers (policyd.workers > 1): every
+# worker keeps its series in files there, and the supervisor serves their sum
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 DECISIONS = Counter(
     "smtp_balancer_decisions_total",
@@ -45,21 +57,45 @@ SCRIPT_LATE = Counter(
     "select.lua calls that ran after their deadline and counted nothing (the decision degraded)",
 )
 
+# multiprocess_mode: how a supervisor sums its workers' values (ignored in one process)
 QUOTA_LEASED = Gauge(
     "smtp_balancer_quota_leased_units",
     "Warm-up quota units this process has reserved in Redis and not yet spent",
+    multiprocess_mode="livesum",
 )
 
 REDIS_REPLY_AGE = Gauge(
     "smtp_balancer_redis_last_reply_age_seconds",
     "Seconds since Redis last answered this process (it is asked at least every second)",
+    multiprocess_mode="livemax",
 )
 
 KEY_TRACKING_REFUSED = Gauge(
     "smtp_balancer_key_tracking_refused",
     "1 while Redis refuses key tracking (an ACL without +client|tracking, or Redis < 6):"
     " local decisions are off and every decision makes a round trip",
+    multiprocess_mode="livemax",
 )
+
+_observed: dict[Gauge, Callable[[], float]] = {}
+
+
+def observe(gauge: Gauge, value: Callable[[], float]) -> None:
+    """``gauge.set_function(value)``, also in a worker: there a gauge is a file the
+    supervisor reads, so ``refresh_observed`` writes the value every second instead."""
+    if MULTIPROCESS:
+        _observed[gauge] = value
+    else:
+        gauge.set_function(value)
+
+
+def refresh_observed() -> None:
+    for gauge, value in list(_observed.items()):
+        try:
+            gauge.set(value())
+        except Exception as exc:  # a gauge never stops the loop that refreshes it
+            logging.getLogger("smtp_balancer").debug("gauge refresh failed: %s", exc)
+
 
 STATE_JUNK = Counter(
     "smtp_balancer_state_junk_total",
@@ -106,14 +142,23 @@ class ListenError(Exception):
         super().__init__(f"{option} {address}: cannot listen: {why}")
 
 
-def serve_metrics(listen: str, log: logging.Logger, option: str = "metrics_listen") -> None:
-    """Serve /metrics on ``host:port`` (a daemon thread); "" serves nothing."""
+def serve_metrics(
+    listen: str,
+    log: logging.Logger,
+    option: str = "metrics_listen",
+    registry: CollectorRegistry | None = None,
+) -> None:
+    """Serve /metrics on ``host:port`` (a daemon thread); "" serves nothing.
+    ``registry``: another than this process's own (a supervisor's workers)."""
     if listen:
         # *_created series double every counter's cardinality and no dashboard uses them
         disable_created_metrics()
         host, port = parse_hostport(listen)
         try:
-            start_http_server(port, addr=host)
+            if registry is None:
+                start_http_server(port, addr=host)
+            else:
+                start_http_server(port, addr=host, registry=registry)
         except OSError as exc:
             raise ListenError(option, listen, exc) from exc
         log.info("metrics on http://%s:%d/metrics", host, port)
