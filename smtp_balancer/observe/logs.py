@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import select
 import sys
 import threading
 import time
@@ -193,6 +194,10 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     cut the policy daemon's throughput by about a third in the benchmark.
     Warnings and worse go out at once, with everything buffered before them; a
     background thread writes what a quiet daemon left in the buffer.
+
+    Each write(2) is whole lines of at most PIPE_BUF bytes (a longer line goes
+    alone), so that processes sharing one stderr pipe (policyd.workers) never
+    interleave inside a line: the kernel keeps such writes to a pipe whole.
     """
 
     def __init__(self, interval_s: float = 0.2) -> None:
@@ -201,8 +206,9 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         )
         super().__init__(stream)
         self.interval_s = interval_s
+        self._pending = 0  # bytes buffered since the last write(2), at most
         self._written = float("-inf")  # the first line (usually "listening on") goes out at once
-        self._closed = threading.Event()
+        self._stop_flushing = threading.Event()
         threading.Thread(target=self._writer, name="log-flush", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -217,10 +223,16 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if self.stream.closed:  # a line at exit, after close(): straight to stderr
             sys.stderr.write(line + self.terminator)
             return
+        size = len(line) + 1 if line.isascii() else 4 * len(line) + 1  # UTF-8: 4 bytes a character at most
+        if self._pending and self._pending + size > select.PIPE_BUF:
+            self.stream.flush()
+            self._pending = 0
         self.stream.write(line + self.terminator)
+        self._pending += size
         now = time.monotonic()
         if levelno >= logging.WARNING or now - self._written >= self.interval_s:
             self.stream.flush()
+            self._pending = 0
             self._written = now
 
     def emit_event(self, levelno: int, name: str, msg: str, extra: dict[str, Any], tail: Tail = ()) -> None:
@@ -237,11 +249,11 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(logging.makeLogRecord({"msg": msg, "levelno": levelno, "name": name}))
 
     def _writer(self) -> None:
-        while not self._closed.wait(self.interval_s):
+        while not self._stop_flushing.wait(self.interval_s):
             self.flush()  # takes the handler's lock
 
     def close(self) -> None:
-        self._closed.set()
+        self._stop_flushing.set()
         with self.lock:  # type: ignore[union-attr]
             if not self.stream.closed:
                 self.stream.flush()
@@ -252,6 +264,7 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self.lock:  # type: ignore[union-attr]
             if not self.stream.closed:
                 self.stream.flush()
+                self._pending = 0
 
 
 _direct: BufferedStderrHandler | None = None  # set by configure() when event() may bypass logging

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import subprocess
 import sys
 import time
 
 import pytest
 
-from smtp_balancer.observe.logs import StructuredFormatter, configure, fields
+from smtp_balancer.observe.logs import BufferedStderrHandler, StructuredFormatter, configure, fields
 
 
 def record(_exc: bool = False, **values: object) -> logging.LogRecord:
@@ -218,3 +220,47 @@ def test_a_tail_with_an_unhashable_value_renders_uncached():
     formatter = logs.StructuredFormatter("logfmt")
     got = formatter.render_event(1.5, "INFO", "x", "m", {"id": 1}, (("ids", [1, 2]),))
     assert got == formatter.render(formatter.event_fields(1.5, "INFO", "x", "m", {"id": 1, "ids": [1, 2]}))
+
+
+WRITER = """
+import logging, sys
+from smtp_balancer.observe.logs import configure, fields
+configure("logfmt", "info", flush_interval_s=30)
+log = logging.getLogger("t")
+name = sys.argv[1]
+for i in range(10000):
+    pad = ("é" if i % 7 == 0 else "x") * (40 + i % 200)
+    log.info("line", extra=fields(p=name, n=i, pad=pad))
+logging.shutdown()
+"""
+
+
+def test_processes_sharing_a_stderr_pipe_never_split_a_line():
+    # policyd.workers: several processes write to one pipe; writes of at most
+    # PIPE_BUF bytes stay whole, so no line has another's bytes inside it
+    read, write = os.pipe()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, name], stderr=write, stdout=subprocess.DEVNULL)
+        for name in ("a", "b", "c")
+    ]
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        text = pipe.read().decode()
+    for proc in procs:
+        assert proc.wait(timeout=30) == 0
+    seen: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+    for line in text.splitlines():
+        m = re.fullmatch(r'ts=\S+ level=info logger=t msg=line p=([abc]) n=(\d+) pad=(x+|"é+")', line)
+        assert m, line[:200]
+        n = int(m[2])
+        assert len(m[3].strip('"')) == 40 + n % 200
+        seen[m[1]].append(n)
+    assert all(ns == list(range(10000)) for ns in seen.values())
+
+
+def test_the_buffered_handler_closes_twice_quietly():
+    # logging.shutdown at exit closes a handler configure() already replaced and closed;
+    # logging.Handler.close sets its own _closed, which once overwrote our flusher's Event
+    handler = BufferedStderrHandler(0.05)
+    handler.close()
+    handler.close()
