@@ -3,6 +3,8 @@
 The warming IP's day cap holds fleet-wide and fills exactly, and until it is
 reached the warming IP gets its weight share (binomial test, false-failure rate
 below 1e-7). Before draws were settled once, it got 3-8% instead of 25% here.
+In the second run one host's daemon is a supervisor of two workers
+(policyd.workers): three deciding processes share the cap.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ CAP = 50
 PER_HOST = 300
 
 
-def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share():
+@pytest.mark.parametrize("workers", [1, 2], ids=["single", "workers"])
+def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(workers: int):
     if shutil.which("postfix") is None or shutil.which("redis-server") is None:
         pytest.fail("postfix and redis-server must be installed (make test installs them)")
     started: list[Callable[[], None]] = []
@@ -44,11 +47,12 @@ def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share():
         started.append(sink.stop)
         warm = {"endpoints": {"out3": {"warmup": {"start": utc_now().date().isoformat(), "schedule": [CAP]}}}}
         hosts: list[tuple[PostfixInstance, PolicydProcess]] = []
-        for _ in range(2):
+        for host in range(2):
             base = make_shared_dir("sb-fleet-")
             bases.append(base)
             policy_port = free_port()
-            config = write_config(base, base_config(redis_server.url, policy_port, free_port()), warm)
+            extra = {**warm, "policyd": {"workers": workers if host else 1}}
+            config = write_config(base, base_config(redis_server.url, policy_port, free_port()), extra)
             policyd = PolicydProcess(config, policy_port, base / "policyd.log")
             policyd.start()
             started.append(policyd.stop)
