@@ -24,6 +24,7 @@ LISTEN_BACKLOG = 1024
 # supervisor sends each connection as one datagram carrying its descriptor
 WORKER_READY = b"r"
 WORKER_CLOSED = b"-"
+WORKER_ALIVE = b"w"  # every second from a worker's event loop: a frozen one falls silent
 CONNECTION = b"c"
 
 

@@ -51,10 +51,12 @@ async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
     log.info("config reloaded from %s", path)
 
 
-async def refresh_gauges() -> None:
-    """A worker's function-backed gauges, written to its metrics file every second."""
+async def worker_beat(server: PolicyServer) -> None:
+    """Every second: the worker's function-backed gauges written to its metrics file,
+    and a sign of life to its supervisor, which ends a worker whose loop froze."""
     while True:
         refresh_observed()
+        server.alive()
         await asyncio.sleep(1)
 
 
@@ -88,10 +90,10 @@ async def serve(config: BalancerConfig, path: str, control: int | None = None) -
         if control is not None:  # ready only now: the supervisor forwards SIGHUP once it is
             server.workers = config.policyd.workers
             server.adopt(socket.socket(fileno=control), stop.set)
-            gauges = loop.create_task(refresh_gauges())
+            beat = loop.create_task(worker_beat(server))
         await stop.wait()
         if control is not None:
-            gauges.cancel()
+            beat.cancel()
     log.info("stopping: closing listeners")
     await server.close()
     await engine.aclose()

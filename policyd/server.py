@@ -20,7 +20,14 @@ from collections.abc import Callable
 
 from policyd import metrics
 from policyd.connection import ConnectionState
-from policyd.listeners import LISTEN_BACKLOG, WORKER_CLOSED, WORKER_READY, address_of, bind_listeners
+from policyd.listeners import (
+    LISTEN_BACKLOG,
+    WORKER_ALIVE,
+    WORKER_CLOSED,
+    WORKER_READY,
+    address_of,
+    bind_listeners,
+)
 from policyd.loop import previous_select
 from policyd.protocol import PolicyRequest, ProtocolError, Truncated
 from policyd.session import (
@@ -152,6 +159,11 @@ class PolicyServer:
             log.debug("policy worker: a passed connection could not be served: %s", exc)
             sock.close()
             self.connection_gone()
+
+    def alive(self) -> None:
+        if self.control is not None:
+            with contextlib.suppress(OSError):
+                self.control.send(WORKER_ALIVE)
 
     def connection_gone(self) -> None:
         """A worker tells its supervisor, which passes the next connection to the least busy."""

@@ -50,6 +50,7 @@ log = logging.getLogger("smtp_balancer.policyd")
 RESTART_AFTER_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # by failures in a row
 HEALTHY_AFTER_S = 60.0  # a worker that ran this long resets the count
 READY_WITHIN_S = 30.0
+FROZEN_AFTER_S = 10.0  # a ready worker silent this long is killed and started again
 STOP_WITHIN_S = 10.0
 
 
@@ -62,6 +63,7 @@ class Worker:
     ready: bool = False
     connections: int = 0  # passed to it and not yet closed
     started_at: float = 0.0
+    heard_at: float = 0.0  # time.monotonic() of its last message
     failures: int = 0  # exits in a row, each soon after its start
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -70,6 +72,11 @@ def least_busy(workers: Sequence[Worker]) -> list[Worker]:
     """The ready workers, fewest connections first (the lowest slot on a tie)."""
     ready = [w for w in workers if w.ready and w.control is not None]
     return sorted(ready, key=lambda w: (w.connections, w.slot))
+
+
+def frozen(workers: Sequence[Worker], now: float) -> list[Worker]:
+    """Ready workers that have not said a word for FROZEN_AFTER_S."""
+    return [w for w in workers if w.ready and now - w.heard_at > FROZEN_AFTER_S]
 
 
 def restart_delay(worker: Worker, now: float) -> float:
@@ -142,6 +149,7 @@ class Supervisor:
             async with service(f"serving policy requests with {len(self.workers)} workers") as stop:
                 if early_stop.is_set():
                     stop.set()
+                self._later(self._check_frozen())
                 await stop.wait()
         finally:
             await self._stop()
@@ -200,6 +208,7 @@ class Supervisor:
             if not message:  # the worker is gone; _watch restarts it
                 self._forget(worker)
                 return
+            worker.heard_at = time.monotonic()
             if message == WORKER_CLOSED:
                 worker.connections = max(0, worker.connections - 1)
             elif message == WORKER_READY:
@@ -231,6 +240,22 @@ class Supervisor:
             worker.connections,
         )
         await self._restart(worker)
+
+    async def _check_frozen(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            now = time.monotonic()
+            for worker in frozen(self.workers, now):
+                log.error(
+                    "policy worker %d (pid %d) has been silent for %.0fs: its loop is stuck; killing it",
+                    worker.slot,
+                    worker.proc.pid if worker.proc else 0,
+                    now - worker.heard_at,
+                )
+                worker.ready = False  # no more connections for it
+                if worker.proc is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        worker.proc.kill()  # _watch starts it again
 
     async def _restart(self, worker: Worker) -> None:
         delay = restart_delay(worker, time.monotonic())

@@ -21,7 +21,7 @@ from integration.daemons import PolicydProcess, children
 from integration.sink import free_port
 from integration.waits import wait_until
 from policyd.listeners import bind_listeners
-from policyd.workers import Worker, least_busy, restart_delay, worker_argv
+from policyd.workers import FROZEN_AFTER_S, Worker, frozen, least_busy, restart_delay, worker_argv
 from smtp_balancer.clock import utc_now
 from smtp_balancer.config import validate_config
 from smtp_balancer.observe.metrics import ListenError
@@ -150,6 +150,14 @@ def test_restart_delay_backs_off_and_a_healthy_run_resets_it():
     assert restart_delay(worker, 200.0 + 60) == 1.0
 
 
+def test_frozen_are_the_ready_workers_silent_past_the_limit():
+    quiet = Worker(0, ready=True, heard_at=100.0)
+    talking = Worker(1, ready=True, heard_at=109.0)
+    starting = Worker(2, ready=False, heard_at=0.0)  # not ready yet: it may import for a while
+    assert frozen([quiet, talking, starting], 100.0 + FROZEN_AFTER_S + 0.5) == [quiet]
+    assert frozen([quiet, talking, starting], 100.0 + FROZEN_AFTER_S) == []
+
+
 def test_worker_argv_is_the_same_daemon_told_its_control_descriptor():
     argv = worker_argv("/etc/sb.yaml", "warning", "json", 7)
     assert argv[1:] == [
@@ -267,6 +275,27 @@ def test_a_warmup_cap_is_exact_across_workers(daemon):
             c.close()
     assert replies[b"action=FILTER out3:\n\n"] == 50, replies
     assert sum(replies.values()) == 300
+
+
+def test_a_frozen_worker_is_killed_and_started_again(daemon):
+    d = daemon()
+    victim = worker_pids(d.process)[0]
+    os.kill(victim, signal.SIGSTOP)  # its loop stops: no more signs of life
+    try:
+        wait_until(
+            lambda: f"(pid {victim}) has been silent for" in d.log(),
+            timeout=FROZEN_AFTER_S + 20,
+            what="the frozen worker named",
+        )
+        wait_until(lambda: gone(victim), timeout=10, what="the frozen worker killed")
+        wait_until(
+            lambda: len(pids := worker_pids(d.process)) == 2 and victim not in pids,
+            timeout=20,
+            what="two workers again",
+        )
+    finally:
+        if not gone(victim):
+            os.kill(victim, signal.SIGCONT)
 
 
 def test_sigterm_stops_every_worker_and_removes_the_metrics_files(daemon):
