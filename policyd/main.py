@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import signal
 import socket
+import stat
 
 from policyd import metrics
 from policyd.loop import PolicyLoop
@@ -110,6 +112,15 @@ def run(
     (``control`` set: this process is one of them)."""
     if control is None and config.policyd.workers > 1:
         return run_supervisor(config, path, log_level, log_format)
+    if control is not None:
+        try:
+            is_socket = stat.S_ISSOCK(os.fstat(control).st_mode)
+        except OSError:
+            is_socket = False
+        if not is_socket:
+            raise ValueError(
+                f"--worker-control {control}: not a socket (the policy supervisor sets this option)"
+            )
     with asyncio.Runner(loop_factory=PolicyLoop) as runner:
         runner.run(serve(config, path, control))
     return 0

@@ -22,6 +22,7 @@ from integration.sink import free_port
 from integration.waits import wait_until
 from policyd.listeners import bind_listeners
 from policyd.workers import FROZEN_AFTER_S, Worker, frozen, least_busy, restart_delay, worker_argv
+from smtp_balancer.cli.main import EXIT_USAGE, main
 from smtp_balancer.clock import utc_now
 from smtp_balancer.config import validate_config
 from smtp_balancer.observe.metrics import ListenError
@@ -191,6 +192,14 @@ def test_bind_listeners_names_a_taken_port_and_an_unknown_owner(tmp_path: Path):
     raw = {"policyd": {"listen": [f"unix:{sock_path}"], "unix_owner": "no-such-user-sb"}}
     with pytest.raises(ListenError, match="no such user or group"):
         bind_listeners(validate_config(deep_merge(BASE, raw)).policyd)
+
+
+def test_worker_control_that_is_not_a_socket_is_a_usage_error(make_config, tmp_path: Path, capsys):
+    make_config()
+    with open(tmp_path / "plain", "w") as plain:
+        code = main(["-c", str(tmp_path / "config.yaml"), "policyd", "--worker-control", str(plain.fileno())])
+    assert code == EXIT_USAGE
+    assert "not a socket (the policy supervisor sets this option)" in capsys.readouterr().err
 
 
 # -- real processes -------------------------------------------------------------------
