@@ -17,7 +17,7 @@ from policyd.workers import run_supervisor
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.engine import Engine
-from smtp_balancer.observe.metrics import refresh_observed, serve_metrics
+from smtp_balancer.observe.metrics import MULTIPROCESS, refresh_observed, serve_metrics
 from smtp_balancer.observe.sdnotify import service
 
 log = logging.getLogger("smtp_balancer.policyd")
@@ -92,9 +92,10 @@ async def serve(config: BalancerConfig, path: str, control: int | None = None) -
         if control is not None:  # ready only now: the supervisor forwards SIGHUP once it is
             server.workers = config.policyd.workers
             server.adopt(socket.socket(fileno=control), stop.set)
-            beat = loop.create_task(worker_beat(server))
+        # a worker's; or a lone daemon's whose environment asks for multiprocess metrics
+        beat = loop.create_task(worker_beat(server)) if control is not None or MULTIPROCESS else None
         await stop.wait()
-        if control is not None:
+        if beat is not None:
             beat.cancel()
     log.info("stopping: closing listeners")
     await server.close()
