@@ -87,11 +87,11 @@ class PolicyServer:
         self.control: socket.socket | None = None
         self._adopting: set[asyncio.Task[object]] = set()
         self.workers = 1  # processes sharing policyd.max_connections
+        observe(metrics.OPEN_INSTANCES, lambda: len(self.join))
 
     @property
     def max_connections(self) -> int:
         return -(-self.config.max_connections // self.workers)
-        observe(metrics.OPEN_INSTANCES, lambda: len(self.join))
 
     def apply(self, config: PolicydConfig) -> list[str]:
         """Adopt a reloaded config's settings that can change live; return the names of

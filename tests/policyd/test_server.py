@@ -7,6 +7,8 @@ import os
 import stat
 from pathlib import Path
 
+from prometheus_client import REGISTRY
+
 from policyd.server import PolicyServer
 from smtp_balancer.engine import Engine
 
@@ -230,3 +232,21 @@ def test_a_loop_that_keeps_up_decides_without_asking_the_kernel(make_config, tmp
 
     with asyncio.Runner(loop_factory=PolicyLoop) as runner:
         runner.run(body())
+
+
+async def test_open_instances_gauge_counts_messages_waiting_for_end_of_message(make_config, tmp_path: Path):
+    server, engine = await start(make_config, tmp_path)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+        for i in (1, 2):
+            writer.write(
+                b"request=smtpd_access_policy\nprotocol_state=RCPT\nsender=a@shop.test\n"
+                b"recipient=b@example.test\ninstance=open.%d\n\n" % i
+            )
+            await writer.drain()
+            assert await reader.readuntil(b"\n\n") == b"action=DUNNO\n\n"
+        assert REGISTRY.get_sample_value("smtp_balancer_policy_open_instances") == 2
+        writer.close()
+    finally:
+        await server.close()
+        await engine.aclose()

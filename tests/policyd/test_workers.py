@@ -29,17 +29,17 @@ from smtp_balancer.observe.metrics import ListenError
 from tests.conftest import BASE
 
 
-def request(i: int) -> bytes:
+def request(i: int, state: str = "END-OF-MESSAGE") -> bytes:
     return (
-        "request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nsender=a@shop.test\n"
+        f"request=smtpd_access_policy\nprotocol_state={state}\nsender=a@shop.test\n"
         f"recipient=u{i}@example.test\nqueue_id=Q{i}\ninstance=w.{i}\n\n"
     ).encode()
 
 
-def ask(sock: socket.socket, i: int) -> bytes:
+def ask(sock: socket.socket, i: int, state: str = "END-OF-MESSAGE") -> bytes:
     """The reply on a persistent connection; b"" when the server side is gone."""
     try:
-        sock.sendall(request(i))
+        sock.sendall(request(i, state))
         data = b""
         while not data.endswith(b"\n\n"):
             chunk = sock.recv(4096)
@@ -215,6 +215,14 @@ def test_connections_are_spread_evenly_and_metrics_are_the_workers_sum(daemon):
         assert m['smtp_balancer_policy_requests_total{stage="end_of_message"}'] == 400
         decided = sum(v for k, v in m.items() if k.startswith("smtp_balancer_decisions_total{"))
         assert decided == 400
+        # an RCPT on each worker: the open messages gauge is their sum (written every second)
+        for k in (0, 1):
+            assert ask(conns[k], 500 + k, "RCPT") == b"action=DUNNO\n\n"
+        wait_until(
+            lambda: metrics(d.metrics_port)["smtp_balancer_policy_open_instances"] == 2,
+            timeout=10,
+            what="two open messages",
+        )
 
         # one worker dies: exactly its half of the connections closes, the rest are served
         pids_before = worker_pids(d.process)
