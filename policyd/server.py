@@ -112,12 +112,16 @@ class PolicyServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for sock in bind_listeners(self.config):
-            if sock.family == socket.AF_UNIX:
-                server = await loop.create_unix_server(self._connection, sock=sock, backlog=LISTEN_BACKLOG)
-            else:
-                server = await loop.create_server(self._connection, sock=sock, backlog=LISTEN_BACKLOG)
-            self.servers.append(server)
+        socks = bind_listeners(self.config)
+        try:
+            for sock in socks:
+                make = loop.create_unix_server if sock.family == socket.AF_UNIX else loop.create_server
+                self.servers.append(await make(self._connection, sock=sock, backlog=LISTEN_BACKLOG))
+        except BaseException:
+            await self.close()
+            for sock in socks:
+                sock.close()  # those no server took yet (closing twice is harmless)
+            raise
         log.info("policy service listening on %s", ", ".join(self.addresses))
         self._flush_notes()
 
