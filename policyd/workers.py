@@ -52,6 +52,7 @@ HEALTHY_AFTER_S = 60.0  # a worker that ran this long resets the count
 READY_WITHIN_S = 30.0
 FROZEN_AFTER_S = 10.0  # a ready worker silent this long is killed and started again
 STOP_WITHIN_S = 10.0
+ACCEPT_RETRY_S = 1.0  # as asyncio's own servers wait after a failed accept()
 
 
 @dataclass
@@ -276,11 +277,20 @@ class Supervisor:
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of descriptors, say: the connection waits in the backlog
+            except OSError as exc:
+                # out of descriptors, say: the connection waits in the backlog, and the
+                # listener rests a moment instead of waking the loop again at once
                 self.notes.warning("accept failed", "policy supervisor cannot accept: %s", exc)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(listener.fileno())
+                loop.call_later(ACCEPT_RETRY_S, self._resume_accepting, listener)
                 return
             with conn:
                 self._pass(conn)
+
+    def _resume_accepting(self, listener: socket.socket) -> None:
+        if not self.stopping and listener.fileno() >= 0:
+            asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener)
 
     def _pass(self, conn: socket.socket) -> None:
         """Hand ``conn`` to the least busy worker; the supervisor's copy closes after."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -20,8 +21,9 @@ from integration.configs import deep_merge
 from integration.daemons import PolicydProcess, children
 from integration.sink import free_port
 from integration.waits import wait_until
+from policyd import workers as workers_module
 from policyd.listeners import bind_listeners
-from policyd.workers import FROZEN_AFTER_S, Worker, frozen, least_busy, restart_delay, worker_argv
+from policyd.workers import FROZEN_AFTER_S, Supervisor, Worker, frozen, least_busy, restart_delay, worker_argv
 from smtp_balancer.cli.main import EXIT_USAGE, main
 from smtp_balancer.clock import utc_now
 from smtp_balancer.config import validate_config
@@ -350,3 +352,32 @@ def test_sigterm_while_workers_start_stops_them_all(redis_server, tmp_path: Path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+class FullTable(socket.socket):
+    """A listener whose accept() fails as it does when the process is out of descriptors."""
+
+    calls = 0
+
+    def accept(self):  # type: ignore[override]
+        FullTable.calls += 1
+        raise OSError(24, "Too many open files")
+
+
+async def test_a_failed_accept_rests_the_listener_instead_of_spinning(monkeypatch):
+    monkeypatch.setattr(workers_module, "ACCEPT_RETRY_S", 0.2)
+    config = validate_config(deep_merge(BASE, {"policyd": {"workers": 2}}))
+    supervisor = Supervisor(config, "/dev/null", "info", "logfmt")
+    loop = asyncio.get_running_loop()
+    with FullTable() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()):  # readable from now on
+            loop.add_reader(listener.fileno(), supervisor._accept, listener)
+            try:
+                await asyncio.sleep(0.1)
+                assert FullTable.calls == 1  # removed from the loop after one failure
+                await asyncio.sleep(0.3)
+                assert FullTable.calls == 2  # back after the rest, and resting again
+            finally:
+                loop.remove_reader(listener.fileno())
