@@ -12,7 +12,7 @@ import stat
 
 from policyd import metrics
 from policyd.loop import PolicyLoop
-from policyd.server import PolicyServer
+from policyd.server import PolicyServer, warn_restart
 from policyd.workers import run_supervisor
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
 from smtp_balancer.decision.classes import MessageClasses
@@ -46,8 +46,8 @@ async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
     server.exim_timeout_s = config.exim.readsocket_timeout_s
     server.classes = MessageClasses.from_config(config.milter)
     restart = server.apply(config.policyd)
-    for name in restart if server.control is None else ():  # a supervisor says it once
-        log.warning("policyd.%s changed: it takes effect on restart, not on reload", name)
+    if server.control is None:  # a worker's supervisor says it once for all
+        warn_restart(restart)
     await engine.replace_config(config)
     metrics.RELOADS.labels("ok").inc()
     log.info("config reloaded from %s", path)

@@ -60,6 +60,16 @@ TCP_LAST_DATA_RECV = 52
 RESTART_SETTINGS = ("listen", "unix_mode", "unix_owner", "unix_group", "metrics_listen", "workers")
 
 
+def restart_settings(old: PolicydConfig, new: PolicydConfig) -> list[str]:
+    """The settings a reload changed that only a restart applies."""
+    return [name for name in RESTART_SETTINGS if getattr(new, name) != getattr(old, name)]
+
+
+def warn_restart(names: list[str]) -> None:
+    for name in names:
+        log.warning("policyd.%s changed: it takes effect on restart, not on reload", name)
+
+
 class PolicyServer:
     def __init__(
         self,
@@ -96,7 +106,7 @@ class PolicyServer:
     def apply(self, config: PolicydConfig) -> list[str]:
         """Adopt a reloaded config's settings that can change live; return the names of
         those that need a restart (sockets and the metrics listener stay as they are)."""
-        restart = [name for name in RESTART_SETTINGS if getattr(config, name) != getattr(self.config, name)]
+        restart = restart_settings(self.config, config)
         if config.max_concurrent_decisions != self.config.max_concurrent_decisions:
             # decisions in flight keep the old semaphore; new ones take the new limit
             self.decisions = asyncio.Semaphore(config.max_concurrent_decisions)
@@ -165,15 +175,17 @@ class PolicyServer:
             self.connection_gone()
 
     def alive(self) -> None:
-        if self.control is not None:
-            with contextlib.suppress(OSError):
-                self.control.send(WORKER_ALIVE)
+        self._tell(WORKER_ALIVE)
 
     def connection_gone(self) -> None:
         """A worker tells its supervisor, which passes the next connection to the least busy."""
+        self._tell(WORKER_CLOSED)
+
+    def _tell(self, message: bytes) -> None:
+        """One message to this worker's supervisor; nothing in a single process."""
         if self.control is not None:
-            with contextlib.suppress(OSError):
-                self.control.send(WORKER_CLOSED)
+            with contextlib.suppress(OSError):  # a full queue or a gone supervisor: _receive sees that
+                self.control.send(message)
 
     def _flush_notes(self) -> None:
         self.notes.flush()

@@ -39,7 +39,7 @@ from policyd.listeners import (
     address_of,
     bind_listeners,
 )
-from policyd.server import RESTART_SETTINGS
+from policyd.server import restart_settings, warn_restart
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
 from smtp_balancer.observe.metrics import serve_metrics
 from smtp_balancer.observe.ratelimit import LogLimiter
@@ -319,9 +319,7 @@ class Supervisor:
         except Exception as exc:
             log.error("config reload: %s: %s", type(exc).__name__, exc)
         if config is not None:
-            for name in RESTART_SETTINGS:
-                if getattr(config.policyd, name) != getattr(self.config.policyd, name):
-                    log.warning("policyd.%s changed: it takes effect on restart, not on reload", name)
+            warn_restart(restart_settings(self.config.policyd, config.policyd))
         # a worker that is not ready yet may lack its handler (SIGHUP would end it); it
         # read the config when it started
         ready = [w for w in self.workers if w.ready and w.proc is not None and w.proc.returncode is None]
