@@ -225,14 +225,12 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         size = len(line) + 1 if line.isascii() else 4 * len(line) + 1  # UTF-8: 4 bytes a character at most
         if self._pending and self._pending + size > select.PIPE_BUF:
-            self.stream.flush()
-            self._pending = 0
+            self.flush()  # the handler's lock is re-entrant: callers of _write hold it
         self.stream.write(line + self.terminator)
         self._pending += size
         now = time.monotonic()
         if levelno >= logging.WARNING or now - self._written >= self.interval_s:
-            self.stream.flush()
-            self._pending = 0
+            self.flush()
             self._written = now
 
     def emit_event(self, levelno: int, name: str, msg: str, extra: dict[str, Any], tail: Tail = ()) -> None:
