@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -155,10 +156,7 @@ def serve_metrics(
         disable_created_metrics()
         host, port = parse_hostport(listen)
         try:
-            if registry is None:
-                start_http_server(port, addr=host)
-            else:
-                start_http_server(port, addr=host, registry=registry)
+            start_http_server(port, addr=host, registry=REGISTRY if registry is None else registry)
         except OSError as exc:
             raise ListenError(option, listen, exc) from exc
         log.info("metrics on http://%s:%d/metrics", host, port)

@@ -263,4 +263,5 @@ def test_the_buffered_handler_closes_twice_quietly():
     # logging.Handler.close sets its own _closed, which once overwrote our flusher's Event
     handler = BufferedStderrHandler(0.05)
     handler.close()
-    handler.close()
+    handler.close()  # raised AttributeError: 'bool' object has no attribute 'set'
+    assert handler.stream.closed
