@@ -165,8 +165,15 @@ class FeedbackDaemon:
             self._rotated_batches += 1
             uid += f"+r{self._rotated_batches}"
         batch = self.processor.process(lines, uid)
+        failed = False
         while True:
             try:
+                if failed and self.applied_already(before):
+                    # the failed attempt's transaction ran, and only its reply was lost (the
+                    # master failed over, say): applied again it would count twice. Its rule
+                    # hits took effect in Redis; only their log lines are lost
+                    results = []
+                    break
                 if self.arms is not None:
                     # looked up before the batch's transaction, added inside it: exactly once
                     batch.arm_records = self.arms.inherit(batch.requeued)
@@ -175,6 +182,7 @@ class FeedbackDaemon:
                 break
             except redis.RedisError as exc:
                 metrics.REDIS_ERRORS.inc()
+                failed = True
                 # once a second while Redis is away: a few lines a minute, then a count
                 self.notes.emit(
                     logging.ERROR, "redis error", "Redis at %s: %s; retrying the batch", self.where, exc
@@ -196,6 +204,19 @@ class FeedbackDaemon:
         if self.adaptive is not None:
             self.adaptive.note(batch.pairs)
         return len(lines)
+
+    def applied_already(self, before: Position) -> bool:
+        """Whether the saved position is already this batch's end: its transaction saves
+        the position with the counts. Only a batch that moved the position can tell (a
+        rotated file's batches do not move it)."""
+        assert self.follower is not None
+        after = self.follower.position
+        if after == before:
+            return False
+        try:
+            return self.store.load_position() == after
+        except ValueError:  # a hand-edited position: not ours, so not applied
+            return False
 
     def late_arms(self) -> None:
         """While idle: outcomes whose arm record appeared after their batch was applied."""

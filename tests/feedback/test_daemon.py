@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+import pytest
+import redis
 from prometheus_client import REGISTRY
 
 from integration.configs import even_experiment
@@ -235,3 +237,34 @@ def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rd
     assert rdb.get("{sb}:arm:FFF9") == "ab a 1764000000"
     stats = rdb.hgetall("{sb}:expstats:ab:a")
     assert (stats["deferred"], stats["sent"]) == ("1", "1")
+
+
+@pytest.mark.parametrize("ran", [True, False], ids=["reply-lost", "not-run"])
+def test_a_batch_retried_after_an_error_counts_once(make_config, rdb, tmp_path, ran: bool):
+    # a failover can lose the reply of a transaction the old master ran and passed on to
+    # its replica: the retry must not apply it again; one that never ran is applied
+    log_file = tmp_path / "mail.log"
+    log_file.write_text(delivery("AAA1", "out1") + delivery("AAA2", "out1"))
+    config = make_config({"feedback": {"log_file": str(log_file), "start_at": "beginning"}})
+    daemon = FeedbackDaemon(config)
+    real_apply = daemon.store.apply
+    calls: list[int] = []
+
+    def failing_once(batch, position):
+        calls.append(1)
+        if len(calls) == 1:
+            if ran:
+                real_apply(batch, position)
+            raise redis.ConnectionError("Connection closed by server.")
+        return real_apply(batch, position)
+
+    daemon.store.apply = failing_once  # type: ignore[method-assign]
+    try:
+        daemon.follower = daemon.open_log()
+        assert daemon.step() == 2
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
+    sent = sum(int(rdb.hget(k, "sent") or 0) for k in rdb.scan_iter("{sb}:outcomes:*"))
+    assert sent == 2
+    assert len(calls) == (1 if ran else 2)
