@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated
+import types
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 NAME_RE = r"^[a-z0-9_-]+$"
 Name = Annotated[str, Field(pattern=NAME_RE, max_length=64)]
@@ -42,8 +43,31 @@ def check_cidrs(values: list[str]) -> list[str]:
     return values
 
 
+def _takes_bool(annotation: Any) -> bool:
+    return annotation is bool or bool in get_args(annotation)
+
+
+def _numeric(annotation: Any) -> bool:
+    """An int or float field (optional or not), where pydantic would take a bool as 1/0."""
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(arg in (int, float) for arg in get_args(annotation))
+    return False
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads `workers: yes` as 1; a number field wants a number
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _numeric(field.annotation) and not _takes_bool(field.annotation):
+                raise ValueError(f"a number, not {str(value).lower()}")
+        return value
 
 
 def parse_nexthop(value: str) -> tuple[str, int]:

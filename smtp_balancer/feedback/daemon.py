@@ -168,7 +168,7 @@ class FeedbackDaemon:
         failed = False
         while True:
             try:
-                if failed and self.applied_already(before):
+                if failed and self.store.applied(batch):
                     # the failed attempt's transaction ran, and only its reply was lost (the
                     # master failed over, say): applied again it would count twice. Its rule
                     # hits took effect in Redis; only their log lines are lost
@@ -204,19 +204,6 @@ class FeedbackDaemon:
         if self.adaptive is not None:
             self.adaptive.note(batch.pairs)
         return len(lines)
-
-    def applied_already(self, before: Position) -> bool:
-        """Whether the saved position is already this batch's end: its transaction saves
-        the position with the counts. Only a batch that moved the position can tell (a
-        rotated file's batches do not move it)."""
-        assert self.follower is not None
-        after = self.follower.position
-        if after == before:
-            return False
-        try:
-            return self.store.load_position() == after
-        except ValueError:  # a hand-edited position: not ours, so not applied
-            return False
 
     def late_arms(self) -> None:
         """While idle: outcomes whose arm record appeared after their batch was applied."""

@@ -67,6 +67,7 @@ class Batch:
     # new queue id -> the arm record value it inherits, written with the batch
     arm_records: dict[str, str] = field(default_factory=dict)
     lines: int = 0
+    uid: str = ""  # the batch's own id: its hits' uids start with it
     ignored: int = 0  # well-formed, but not a delivery result
     garbage: list[str] = field(default_factory=list)  # why each unparsable line failed
 
@@ -119,7 +120,7 @@ class Processor:
         return "status=" in line
 
     def process(self, lines: list[str], uid_prefix: str, now: float | None = None) -> Batch:
-        batch = Batch(lines=len(lines))
+        batch = Batch(lines=len(lines), uid=uid_prefix)
         now = SYSTEM.wall() if now is None else now
         minute, hour = minute_bucket(now), hour_bucket(datetime.fromtimestamp(now, UTC))
         postfix = self.exim_transports is None

@@ -1,13 +1,15 @@
 """The feedback daemon's Redis writes: outcome counts, rule hits, rate rules, the log position.
 
-A batch is applied in one MULTI/EXEC together with the follower's position, so
-a crash either applies the batch and moves the position, or does neither: a
-restart neither re-counts nor skips. Scripts go as EVAL (Redis caches them by
+A batch is applied in one MULTI/EXEC together with the follower's position and
+the batch's mark, so a crash either applies the batch and moves the position, or
+does neither: a restart neither re-counts nor skips, and a retry whose first
+attempt ran (its reply lost) finds the mark. Scripts go as EVAL (Redis caches them by
 digest), so a restarted or failed-over Redis never answers NOSCRIPT mid-batch.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from dataclasses import dataclass
 
@@ -68,6 +70,9 @@ class FeedbackStore:
         self.keys = keys
         self.instance = instance
         self.retention_s = retention_s
+        # a mark names one batch of this run: a batch id alone repeats after a restart
+        # (a rotated file's batches are numbered per run)
+        self.run = secrets.token_hex(8)
 
     def load_position(self) -> Position | None:
         """The saved position; a junk value is reported by ValueError."""
@@ -75,6 +80,15 @@ class FeedbackStore:
         if raw is None:
             return None
         return Position.decode(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    def mark(self, batch: Batch) -> str:
+        return f"{self.run} {batch.uid}"
+
+    def applied(self, batch: Batch) -> bool:
+        """Whether this batch's transaction ran (the last mark is its own): a retry after
+        a lost reply (a failover cut the connection after EXEC) must not apply it twice."""
+        raw = self.r.get(self.keys.feedback_batch(self.instance))
+        return (raw.decode() if isinstance(raw, bytes) else raw) == self.mark(batch)
 
     def apply(self, batch: Batch, position: Position) -> list[HitResult]:
         pipe = self.r.pipeline(transaction=True)
@@ -129,6 +143,7 @@ class FeedbackStore:
         for queue_id, value in batch.arm_records.items():
             pipe.set(self.keys.arm_record(queue_id), value, ex=ARM_RECORD_TTL_S)
         pipe.set(self.keys.feedback_position(self.instance), position.encode())
+        pipe.set(self.keys.feedback_batch(self.instance), self.mark(batch))
         replies = pipe.execute()
         results = []
         for hit, reply in zip(batch.hits, replies[len(batch.outcomes) + len(buckets) :], strict=False):

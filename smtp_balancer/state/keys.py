@@ -33,6 +33,7 @@ Redis Cluster hash tag, so all keys one decision touches share a slot.
   {sb}:strikes:<rule>:<endpoint>:<provider>  STRING times the rule acted within its window
   {sb}:tripped:<rule>:<endpoint>:<provider>  STRING a rate rule that tripped and has not recovered
   {sb}:feedback:<instance>:position    STRING the log follower's saved position
+  {sb}:feedback:<instance>:batch       STRING the last applied batch's mark (run id, batch id)
   {sb}:requeue:<endpoint>:<provider>   STRING reason, TTL of its suspension: move queued mail for
                                         this scope too (`suspend --requeue`); provider "all" too
   {sb}:pin:<address>                   HASH  endpoint, provider, units, reason: the route moved mail
@@ -174,6 +175,9 @@ class KeySchema:
 
     def feedback_position(self, instance: str) -> str:
         return f"{self.base}:feedback:{instance}:position"
+
+    def feedback_batch(self, instance: str) -> str:
+        return f"{self.base}:feedback:{instance}:batch"
 
     def requeue(self, endpoint: str, provider: str) -> str:
         return f"{self.base}:requeue:{endpoint}:{provider}"

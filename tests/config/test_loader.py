@@ -161,6 +161,17 @@ def test_single_errors_have_paths(yaml_text: str, path: str, message: str):
     assert any(p == path and message in m for p, m in info.value.errors), info.value.errors
 
 
+def test_a_boolean_is_not_a_number_but_still_a_boolean():
+    with pytest.raises(ConfigInvalid) as info:
+        parse_config("endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a, weight: true}]}}\n")
+    assert ("pools.p.endpoints[0].weight", "a number, not true") in info.value.errors
+    config = parse_config(
+        "mx_lookup: {enabled: false}\nendpoints: {a: {}}\n"
+        "pools: {p: {endpoints: [{endpoint: a, weight: 2}]}}\n"
+    )
+    assert config.mx_lookup.enabled is False and config.pools["p"].endpoints[0].weight == 2
+
+
 def test_yaml_syntax_error_names_the_line():
     with pytest.raises(ConfigInvalid) as info:
         parse_config("endpoints:\n  a: [1, 2\npools: {}\n")
@@ -189,6 +200,9 @@ def test_password_is_secret_in_repr():
         ("milter: {listen: 'inet:localhost:99999'}", "milter.listen", "must be host:port"),
         ("milter: {trusted_networks: ['10.0.0.0/33']}", "milter.trusted_networks", "not a CIDR"),
         ("milter: {default_class: vip}", "milter", "default_class 'vip' is not in classes"),
+        # pydantic alone would read a yes/no as 1/0
+        ("policyd: {workers: yes}", "policyd.workers", "a number, not true"),
+        ("decision: {budget_ms: no}", "decision.budget_ms", "a number, not false"),
     ],
 )
 def test_daemon_sections(section: str, path: str, message: str):

@@ -268,3 +268,47 @@ def test_a_batch_retried_after_an_error_counts_once(make_config, rdb, tmp_path, 
     sent = sum(int(rdb.hget(k, "sent") or 0) for k in rdb.scan_iter("{sb}:outcomes:*"))
     assert sent == 2
     assert len(calls) == (1 if ran else 2)
+
+
+def test_a_retried_batch_of_a_rotated_file_counts_once(make_config, rdb, tmp_path):
+    # a rotated file's batches do not move the saved position: the batch's own mark,
+    # written in its transaction, still tells that a lost reply's transaction ran
+    log_file = tmp_path / "mail.log"
+    log_file.write_text(delivery("AAA1", "out1"))
+    config = make_config({"feedback": {"log_file": str(log_file), "start_at": "beginning", "batch_lines": 1}})
+    first = FeedbackDaemon(config)
+    first.follower = first.open_log()
+    try:
+        assert first.step() == 1
+    finally:
+        first.follower.close()
+        first.r.close()
+    # rotated while the daemon was down, with lines it had not read yet
+    with log_file.open("a") as f:
+        f.write(delivery("AAA2", "out1") + delivery("AAA3", "out1"))
+    log_file.rename(tmp_path / "mail.log.1")
+    log_file.write_text(delivery("BBB1", "out1"))
+
+    daemon = FeedbackDaemon(config)
+    real_apply = daemon.store.apply
+    calls: list[bool] = []
+
+    def reply_lost_once(batch, position):
+        calls.append(daemon.follower.reading_rotated)
+        results = real_apply(batch, position)
+        if len(calls) == 1:
+            raise redis.ConnectionError("Connection closed by server.")
+        return results
+
+    daemon.store.apply = reply_lost_once  # type: ignore[method-assign]
+    daemon.follower = daemon.open_log()
+    try:
+        while daemon.step():
+            pass
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
+    assert calls[0] is True  # the lost reply was a rotated file's batch
+    sent = sum(int(rdb.hget(k, "sent") or 0) for k in rdb.scan_iter("{sb}:outcomes:*"))
+    assert sent == 4
+    assert len(calls) == 3  # AAA2 once (its retry skipped), AAA3, BBB1
