@@ -91,8 +91,7 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_pa
 
     # a new run: the earlier run's messages count no more, neither their late complaints
     # nor their deliveries. The CLI's clock is set just after the last decision, by the
-    # deciders' clock (each process's test clock starts at SMTP_BALANCER_TEST_TIME when
-    # the process starts; log lines carry the host's real time).
+    # deciders' clock (read from the arm records: log lines carry the host's real time).
     def decided_at(queue_ids) -> list[int]:
         return [int(ms.rdb.get(f"{{sb}}:arm:{q}").split(" ")[2]) for q in queue_ids]
 

@@ -6,13 +6,17 @@ depends on the date or hour it runs: warm-up ages, counter keys and quarantine
 ends all derive from the clock handed to the engine, the planner, the admin and
 the CLI. The integration tests start real daemons, which read ``SYSTEM``: there
 ``SMTP_BALANCER_TEST_TIME`` (ISO 8601 with a zone) makes ``SYSTEM`` start at that
-instant and tick from there. Daemons log a warning when it is set.
+instant when the process starts and tick from there. ``<ISO>@<epoch>`` says the
+clock showed that instant at real time ``epoch`` instead, so every process given
+the same value reads the same time (the root conftest sets it so). Daemons log a
+warning when it is set.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -62,10 +66,10 @@ class FixedClock:
 
 
 class ShiftedClock:
-    """Real time moved to start at a given instant (``SMTP_BALANCER_TEST_TIME``)."""
+    """Real time moved so that it showed ``at`` at real epoch ``since`` (now when None)."""
 
-    def __init__(self, at: datetime) -> None:
-        self.offset = at.timestamp() - time.time()
+    def __init__(self, at: datetime, since: float | None = None) -> None:
+        self.offset = at.timestamp() - (time.time() if since is None else since)
 
     def wall(self) -> float:
         return time.time() + self.offset
@@ -77,20 +81,31 @@ class ShiftedClock:
 TEST_TIME_ENV = "SMTP_BALANCER_TEST_TIME"
 
 
+def parse_test_time(pinned: str) -> tuple[datetime, float | None]:
+    """``<ISO 8601 with a zone>[@<real epoch seconds>]``; raises ValueError."""
+    text, sep, since = pinned.partition("@")
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise ValueError("no time zone")
+    if not sep:
+        return at, None
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", since):
+        raise ValueError(f"not epoch seconds after '@': {since!r}")
+    return at, float(since)
+
+
 def _system() -> Clock:
     pinned = os.environ.get(TEST_TIME_ENV)
     if not pinned:
         return SystemClock()
     try:
-        at = datetime.fromisoformat(pinned)
-        if at.tzinfo is None:
-            raise ValueError("no time zone")
+        at, since = parse_test_time(pinned)
     except ValueError as exc:
         logging.getLogger("smtp_balancer").error(
             "ignoring %s=%r (%s): the real clock applies", TEST_TIME_ENV, pinned, exc
         )
         return SystemClock()
-    return ShiftedClock(at)
+    return ShiftedClock(at, since)
 
 
 SYSTEM: Clock = _system()
@@ -99,7 +114,7 @@ SYSTEM: Clock = _system()
 def test_time_note() -> str | None:
     """A warning for a daemon's start log when the clock is shifted, else None."""
     if isinstance(SYSTEM, ShiftedClock):
-        return f"{TEST_TIME_ENV} is set: this process's clock starts at {os.environ[TEST_TIME_ENV]}"
+        return f"{TEST_TIME_ENV} is set: this process's clock is shifted ({os.environ[TEST_TIME_ENV]})"
     return None
 
 
