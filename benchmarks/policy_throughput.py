@@ -96,6 +96,14 @@ async def load(
     return time.perf_counter() - started, latencies, len(latencies)
 
 
+def trouble(log: Path | None, most: int = 5) -> list[str]:
+    """The last warnings and errors in a daemon's log (its work dir is removed at exit)."""
+    if log is None or not log.exists():
+        return []
+    lines = log.read_text(errors="replace").splitlines()
+    return [line[:400] for line in lines if "level=error" in line or "level=warning" in line][-most:]
+
+
 def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
     import socket
 
@@ -245,6 +253,7 @@ def main() -> int:
             (work / "config.yaml").write_text(yaml.safe_dump(config))
             ours = PolicydProcess(work / "config.yaml", ours_port, work / "policyd.log", args.log_level)
             ours.start()
+            server_logs = {"smtp-balancer": work / "policyd.log", "smtp-balancer RCPT": work / "policyd.log"}
             # our daemon logs one INFO line per decision, as it would in production
             dunno_port = free_port()
             dunno = subprocess.Popen(
@@ -269,6 +278,7 @@ def main() -> int:
                 path = work / f"config-{len(others)}.yaml"
                 path.write_text(yaml.safe_dump(variant))
                 other = PolicydProcess(path, port, work / f"policyd-{len(others)}.log", log_level)
+                server_logs[name] = work / f"policyd-{len(others)}.log"
                 other.start()
                 others.append(other)
                 servers.insert(1, (name, port, "END-OF-MESSAGE", other.proc.pid if other.proc else 0))
@@ -331,8 +341,11 @@ def main() -> int:
                             elapsed, lat, done = asyncio.run(
                                 load(port, conns, args.requests, args.seconds, state)
                             )
-                        except ConnectionError as exc:  # name the server that dropped us
-                            print(f"{name:<20} {conns:>5}  failed: {exc}")
+                        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                            # name the server that dropped us, and what its log says
+                            print(f"{name:<20} {conns:>5}  failed: {exc!r}")
+                            for line in trouble(server_logs.get(name)):
+                                print(f"    {line}")
                             continue
                         cpu_us = 1e6 * (cpu_seconds(pid) - cpu_before) / max(done, 1)
                         rate = done / elapsed

@@ -97,7 +97,8 @@ async def serve(config: BalancerConfig, path: str, control: int | None = None) -
         await stop.wait()
         if beat is not None:
             beat.cancel()
-    log.info("stopping: closing listeners")
+    # a worker has no listeners of its own (its supervisor closed them)
+    log.info("stopping: closing listeners" if control is None else "stopping: closing connections")
     await server.close()
     await engine.aclose()
 

@@ -171,8 +171,15 @@ class FeedbackDaemon:
                 if failed and self.store.applied(batch):
                     # the failed attempt's transaction ran, and only its reply was lost (the
                     # master failed over, say): applied again it would count twice. Its rule
-                    # hits took effect in Redis; only their log lines are lost
+                    # hits took effect in Redis; what each did was in the lost reply
                     results = []
+                    log.warning(
+                        "batch %s was applied before Redis dropped the connection; not applied"
+                        " again (%d response-rule matches took effect, their results are unknown:"
+                        " see `smtp-balancer status`)",
+                        batch.uid,
+                        len(batch.hits),
+                    )
                     break
                 if self.arms is not None:
                     # looked up before the batch's transaction, added inside it: exactly once

@@ -240,7 +240,7 @@ def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rd
 
 
 @pytest.mark.parametrize("ran", [True, False], ids=["reply-lost", "not-run"])
-def test_a_batch_retried_after_an_error_counts_once(make_config, rdb, tmp_path, ran: bool):
+def test_a_batch_retried_after_an_error_counts_once(make_config, rdb, tmp_path, caplog, ran: bool):
     # a failover can lose the reply of a transaction the old master ran and passed on to
     # its replica: the retry must not apply it again; one that never ran is applied
     log_file = tmp_path / "mail.log"
@@ -268,6 +268,8 @@ def test_a_batch_retried_after_an_error_counts_once(make_config, rdb, tmp_path, 
     sent = sum(int(rdb.hget(k, "sent") or 0) for k in rdb.scan_iter("{sb}:outcomes:*"))
     assert sent == 2
     assert len(calls) == (1 if ran else 2)
+    skipped = [r.getMessage() for r in caplog.records if "not applied again" in r.getMessage()]
+    assert len(skipped) == (1 if ran else 0), skipped
 
 
 def test_a_retried_batch_of_a_rotated_file_counts_once(make_config, rdb, tmp_path):
