@@ -22,6 +22,7 @@ from smtp_balancer.feedback.follower import Position
 from smtp_balancer.feedback.processor import Batch, Hit, minute_bucket
 from smtp_balancer.state import scripts
 from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.values import text_of
 
 # per-tenant hours are kept at least this long: `status` shows the last 24 of them
 TENANT_RETENTION_S = 25 * 3600
@@ -87,8 +88,11 @@ class FeedbackStore:
     def applied(self, batch: Batch) -> bool:
         """Whether this batch's transaction ran (the last mark is its own): a retry after
         a lost reply (a failover cut the connection after EXEC) must not apply it twice."""
-        raw = self.r.get(self.keys.feedback_batch(self.instance))
-        return (raw.decode() if isinstance(raw, bytes) else raw) == self.mark(batch)
+        try:
+            raw = self.r.get(self.keys.feedback_batch(self.instance))
+        except redis.ResponseError:  # not a string (hand-made): the transaction's SET would have made it one
+            return False
+        return text_of(raw) == self.mark(batch)  # a hand-edited value is not this batch's mark
 
     def apply(self, batch: Batch, position: Position) -> list[HitResult]:
         pipe = self.r.pipeline(transaction=True)

@@ -77,6 +77,26 @@ def test_in_force_does_not_strike_again_and_repeats_grow_the_duration(rdb: redis
     assert apply(store, [hit(r, "4")])[0].seconds == 350  # capped by max_duration
 
 
+def test_a_batch_is_known_applied_by_its_own_mark_only(rdb: redis.Redis, redis_server) -> None:
+    raw = redis.Redis.from_url(redis_server.url)  # bytes, as the daemon's own client reads them
+    store = FeedbackStore(raw, KEYS, "host1", 3600)
+    batch, other = Batch(uid="host1:7:0"), Batch(uid="host1:7:0+r1")
+    assert not store.applied(batch)
+    store.apply(batch, Position(7, 10, b""))
+    assert store.applied(batch) and not store.applied(other)
+    # the same batch id in another run (a restart) is another batch
+    assert not FeedbackStore(raw, KEYS, "host1", 3600).applied(batch)
+    # a hand-edited mark: bytes that are not UTF-8, or another type, are not its mark
+    rdb.set(KEYS.feedback_batch("host1"), b"\xff\xfe")
+    assert not store.applied(batch)
+    rdb.delete(KEYS.feedback_batch("host1"))
+    rdb.hset(KEYS.feedback_batch("host1"), "x", "1")
+    assert not store.applied(batch)
+    store.apply(other, Position(7, 20, b""))  # the transaction's SET replaces it
+    assert store.applied(other)
+    raw.close()
+
+
 def test_apply_moves_the_position_with_the_counts(rdb: redis.Redis) -> None:
     store = FeedbackStore(rdb, KEYS, "host1", 3600)
     batch = Batch()
