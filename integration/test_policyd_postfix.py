@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import smtplib
 import socket
 import subprocess
 import threading
@@ -13,6 +14,7 @@ from collections import Counter
 from integration.configs import ENDPOINT_IP, HELO
 from integration.daemons import wait_for_decision_lines
 from integration.statistics import assert_shares
+from integration.submit import build_message
 from integration.waits import wait_until
 from integration.workloads import assert_counted_exactly, counted_today
 from smtp_balancer.clock import utc_now
@@ -100,6 +102,38 @@ def test_three_recipients_at_three_domains_one_route_quota_three(mail_system):
         "yahoo": "1",
         "other": "1",
     }
+
+
+def test_every_recipient_is_known_at_end_of_message_even_a_repeated_one(mail_system):
+    # Postfix counts a repeated RCPT TO in recipient_count; the join sees it twice too,
+    # so no message here is "decided without some recipients"
+    ms = mail_system({"pools": {"main": {"endpoints": [{"endpoint": "out2", "weight": 1}]}}})
+    ms.send("boss@shop.test", ["a@gmail.com", "b@yahoo.com", "c@example.test"], seq=1)
+    ms.send("boss@shop.test", ["a@gmail.com", "a@gmail.com", "b@yahoo.com"], seq=2)
+    ms.sink.wait_for(2, timeout=30)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{ms.metrics_port}/metrics", timeout=5).read().decode()
+    assert "\nsmtp_balancer_policy_recipients_unknown_total 0.0\n" in metrics
+    assert "recipients known at END-OF-MESSAGE" not in ms.policyd.log_path.read_text()
+
+
+def test_recipients_collected_by_a_daemon_that_restarted_are_counted_unknown(mail_system):
+    # RCPT answered by one process, END-OF-MESSAGE by another (a restart here; a
+    # reconnect to another worker in policyd.workers mode): decided without the domains
+    ms = mail_system({"pools": {"main": {"endpoints": [{"endpoint": "out2", "weight": 1}]}}})
+    rcpts = ["a@gmail.com", "b@yahoo.com", "c@example.test"]
+    with smtplib.SMTP("127.0.0.1", ms.postfix.smtpd_port, timeout=30) as smtp:
+        smtp.ehlo()
+        smtp.mail("boss@shop.test")
+        for rcpt in rcpts:
+            assert smtp.rcpt(rcpt)[0] == 250
+        ms.policyd.stop()
+        ms.policyd.start()
+        assert smtp.data(build_message(1, "boss@shop.test", rcpts).as_bytes())[0] == 250
+    (m,) = ms.sink.wait_for(1, timeout=30)
+    assert sorted(m.rcpt_tos) == sorted(rcpts)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{ms.metrics_port}/metrics", timeout=5).read().decode()
+    assert "\nsmtp_balancer_policy_recipients_unknown_total 1.0\n" in metrics
+    assert "0 of 3 recipients known at END-OF-MESSAGE" in ms.policyd.log_path.read_text()
 
 
 def test_redis_killed_mid_run_no_mail_lost_then_recovers(mail_system):

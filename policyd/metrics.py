@@ -35,6 +35,12 @@ JOINS_EVICTED = Counter(
     "smtp_balancer_policy_joins_evicted_total",
     "Recipient joins dropped before END-OF-MESSAGE (too many open, or older than join_ttl_s)",
 )
+RECIPIENTS_UNKNOWN = Counter(
+    "smtp_balancer_policy_recipients_unknown_total",
+    "END-OF-MESSAGE requests with fewer recipient addresses than their recipient_count: their"
+    " RCPT requests went to another process (a reconnect to another worker, a restart), their"
+    " join was evicted, or RCPT was not asked of the policy service",
+)
 ABANDONED = Counter(
     "smtp_balancer_policy_abandoned_total",
     "END-OF-MESSAGE requests answered without deciding: their client had already given up"

@@ -212,7 +212,7 @@ class PolicyServer:
         """The action for a request when it needs no waiting (most of them), else the
         message's Pending draw for ``answer_later``. ``client``: whether the client
         still waits (see ``session.abandoned``)."""
-        outcome = handle(request, self.join, self.classes)
+        outcome = handle(request, self.join, self.classes, self.notes)
         if isinstance(outcome, Immediate):
             state = request.get("protocol_state", "").lower()
             metrics.REQUESTS_BY_STAGE[state if state in ("rcpt", "connect", "data") else "other"].inc()

@@ -19,6 +19,7 @@ from policyd import metrics
 from policyd.protocol import PolicyRequest
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
+from smtp_balancer.observe.ratelimit import LogLimiter
 
 DUNNO = "DUNNO"
 DEFER_ACTION = "DEFER_IF_PERMIT 4.7.1 Egress capacity exhausted, try again later"
@@ -124,9 +125,13 @@ def exim_class(request: PolicyRequest, classes: MessageClasses) -> str | None:
 
 
 def handle(
-    request: PolicyRequest, join: InstanceJoin, classes: MessageClasses | None = None
+    request: PolicyRequest,
+    join: InstanceJoin,
+    classes: MessageClasses | None = None,
+    notes: LogLimiter | None = None,
 ) -> Facts | Immediate:
-    """What to do with one request: decide (Facts) or answer at once."""
+    """What to do with one request: decide (Facts) or answer at once. ``notes``: where
+    a message whose RCPT recipients are missing is logged."""
     if request.get("request") != "smtpd_access_policy":
         return Immediate(DUNNO, f"not an smtpd_access_policy request: {request.get('request', '')[:40]!r}")
     state = request.get("protocol_state", "").upper()
@@ -137,12 +142,17 @@ def handle(
         return Immediate(DUNNO)
     if state != "END-OF-MESSAGE":
         return Immediate(DUNNO)
+    collected = join.take(instance) if instance else []
     # a dict keeps first-seen order and de-duplicates in linear time
-    recipients = dict.fromkeys(join.take(instance) if instance else ())
+    recipients = dict.fromkeys(collected)
     for extra in (request.get("recipient", ""), *request.get("recipients", "").split(",")):
         extra = extra.strip()
         if extra:
             recipients[extra] = None
+    count = _int(request.get("recipient_count"))
+    # Postfix counts a repeated RCPT TO, and so does the join: compare before de-duplicating
+    if count is not None and max(len(collected), len(recipients)) < count:
+        unknown_recipients(request, max(len(collected), len(recipients)), count, notes)
     return Facts(
         sender=request.get("sender", ""),
         recipients=tuple(recipients),
@@ -150,9 +160,24 @@ def handle(
         client_address=request.get("client_address", ""),
         size=_int(request.get("size")),
         queue_id=request.get("queue_id", ""),
-        recipient_count=_int(request.get("recipient_count")),
+        recipient_count=count,
         message_class=exim_class(request, classes) if classes is not None else None,
     )
+
+
+def unknown_recipients(request: PolicyRequest, known: int, count: int, notes: LogLimiter | None) -> None:
+    """A message decided without some recipients' domains (its quota counts them all)."""
+    metrics.RECIPIENTS_UNKNOWN.inc()
+    if notes is not None:
+        notes.warning(
+            "recipients unknown",
+            "queue id %s: %d of %d recipients known at END-OF-MESSAGE; routing cannot see the"
+            " others' domains (their RCPT requests reached another process, or their join was"
+            " evicted)",
+            request.get("queue_id") or "-",
+            known,
+            count,
+        )
 
 
 class Client(Protocol):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
+from prometheus_client import REGISTRY
+
 from policyd import metrics
 from policyd.session import DEFER_ACTION, DUNNO, Immediate, InstanceJoin, abandoned, action_for, handle
 from smtp_balancer.decision.facts import Decision, Facts, Route
+from smtp_balancer.observe.ratelimit import LogLimiter
 
 BASE = {"request": "smtpd_access_policy", "instance": "a1.b2.3", "sender": "s@shop.test"}
 
@@ -50,6 +55,33 @@ def test_single_recipient_without_rcpt_stage_and_exim_list():
         InstanceJoin(),
     )
     assert isinstance(exim, Facts) and exim.recipients == ("a@b.test", "c@d.test")
+
+
+def test_recipients_missing_at_end_of_message_are_counted_and_logged(caplog):
+    # RCPT went to another process (a reconnect to another worker): 0 of 3 known
+    def unknown() -> float:
+        return REGISTRY.get_sample_value("smtp_balancer_policy_recipients_unknown_total") or 0.0
+
+    before = unknown()
+    notes = LogLimiter(logging.getLogger("test.session"))
+    eom = {**BASE, "protocol_state": "END-OF-MESSAGE", "queue_id": "Q9", "recipient_count": "3"}
+    facts = handle(eom, InstanceJoin(), notes=notes)
+    assert isinstance(facts, Facts) and facts.recipients == () and facts.quota_count == 3
+    assert unknown() == before + 1
+    assert "queue id Q9: 0 of 3 recipients known at END-OF-MESSAGE" in caplog.text
+    # not missing: a repeated RCPT TO (Postfix counts it twice, the decision once), a lone
+    # recipient named at END-OF-MESSAGE, an Exim list, and more RCPTs than accepted
+    join = InstanceJoin()
+    for rcpt in ("x@gmail.com", "x@gmail.com"):
+        handle({**BASE, "protocol_state": "RCPT", "recipient": rcpt}, join)
+    twice = handle({**eom, "recipient_count": "2"}, join, notes=notes)
+    assert isinstance(twice, Facts) and twice.recipients == ("x@gmail.com",)
+    handle({**eom, "recipient": "a@b.test", "recipient_count": "1"}, InstanceJoin(), notes=notes)
+    handle({**eom, "recipients": "a@b.test,c@d.test", "recipient_count": "2"}, InstanceJoin(), notes=notes)
+    for rcpt in ("x@gmail.com", "y@gmail.com"):
+        handle({**BASE, "protocol_state": "RCPT", "recipient": rcpt}, join)
+    handle({**eom, "recipient_count": "1"}, join, notes=notes)
+    assert unknown() == before + 1
 
 
 def test_other_states_and_requests_answer_dunno():
