@@ -151,8 +151,9 @@ def handle(
             recipients[extra] = None
     count = _int(request.get("recipient_count"))
     # Postfix counts a repeated RCPT TO, and so does the join: compare before de-duplicating
-    if count is not None and max(len(collected), len(recipients)) < count:
-        unknown_recipients(request, max(len(collected), len(recipients)), count, notes)
+    known = max(len(collected), len(recipients))
+    if count is not None and known < count:
+        unknown_recipients(request, known, count, notes)
     return Facts(
         sender=request.get("sender", ""),
         recipients=tuple(recipients),
