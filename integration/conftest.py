@@ -146,6 +146,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         redis_setup: Callable[[RedisServer], None] | None = None,
         env: dict[str, dict[str, str]] | None = None,
         requeue: bool = False,
+        dual_stack: str = "",
     ) -> MailSystem:
         """``redis_password``: requirepass for the default user; ``redis_setup`` runs
         before any daemon starts (ACL users); ``env``: per daemon name, added variables."""
@@ -155,7 +156,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         redis_server = start_redis(base, started, redis_password)
         if redis_setup is not None:
             redis_setup(redis_server)
-        sink = Sink()
+        sink = Sink(also=(dual_stack,) if dual_stack else ())
         sink.start()
         sinks.append(sink)
         started.append(sink.stop)
@@ -221,6 +222,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
             master_cf_extra=render(config_path, "master"),
             main_cf_extra=render(config_path, "main"),
             domains=domains,
+            dual_stack=dual_stack,
         )
         started.append(postfix.stop)
         postfix.start()
@@ -289,12 +291,15 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
     started: list[Callable[[], None]] = []
     bases: list[Path] = []
 
-    def make(extra: dict[str, Any] | None = None, requeue: bool = False) -> EximSystem:
-        """``requeue``: the delivery-time table daemon too (routers re-decide at retries)."""
+    def make(extra: dict[str, Any] | None = None, requeue: bool = False, dual_stack: str = "") -> EximSystem:
+        """``requeue``: the delivery-time table daemon too (routers re-decide at retries);
+        ``dual_stack``: an IPv6 address the sink's name also resolves to, where the sink
+        listens too (see ``EximInstance``)."""
         base = make_shared_dir("sb-exim-")
         bases.append(base)
         redis_server = start_redis(base, started)
-        sink, relay_sink = Sink(EXIM_SINK_HOST), Sink(EXIM_RELAY_HOST)
+        sink = Sink(EXIM_SINK_HOST, also=(dual_stack,) if dual_stack else ())
+        relay_sink = Sink(EXIM_RELAY_HOST)
         for s in (sink, relay_sink):
             s.start()
             started.append(s.stop)
@@ -329,7 +334,9 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
         if requeue:
             table.start()
             started.append(table.stop)
-        exim = EximInstance(base / "exim", free_port(), rendered, EXIM_SINK_HOST, sink.port)
+        exim = EximInstance(
+            base / "exim", free_port(), rendered, EXIM_SINK_HOST, sink.port, dual_stack=dual_stack
+        )
         started.append(exim.stop)
         exim.start()
         rdb = redis_server.client()

@@ -40,6 +40,7 @@ EXIM_USER = "Debian-exim"
 EXIM_SINK_HOST = "127.0.0.10"
 EXIM_RELAY_HOST = "127.0.0.11"
 EXIM_RELAY_SOURCE = "127.0.0.5"  # the harness's relay endpoint binds here
+DUAL_STACK_MX = "mx.dual.test"  # dual_stack: the smarthost's name, with an A and an AAAA record
 
 
 class EximError(RuntimeError):
@@ -151,8 +152,14 @@ class EximInstance:
         smarthost: bool = True,
         own_router: str = "",
         own_transport: str = "",
+        dual_stack: str = "",
     ) -> None:
-        """``smarthost=False`` leaves the rendered routers on dnslookup, as in production:
+        """``dual_stack``: an IPv6 address; the smarthost is then a name that resolves to
+        the sink host and to it (a private /etc/hosts in Exim's own mount namespace), as a
+        provider's MX has A and AAAA records; Exim tries the IPv6 address first. Not ::1,
+        which Exim takes for itself ("remote host address is the local host"): an address
+        on the loopback of a network namespace (integration/netns.py).
+        ``smarthost=False`` leaves the rendered routers on dnslookup, as in production:
         only for ``check()``, since the test domains are not in DNS. ``own_router`` and
         ``own_transport``: more of the operator's own config (no braces: it is formatted)."""
         self.own_router = own_router
@@ -167,6 +174,8 @@ class EximInstance:
         self.sink_host = sink_host
         self.sink_port = sink_port
         self.smarthost = smarthost
+        self.dual_stack = dual_stack
+        self.hosts_file = self.base / "hosts"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> None:
@@ -185,10 +194,21 @@ class EximInstance:
                 rendered=self.rendered,
                 smarthost=(
                     # routed mail goes to the sink, which stands for the recipients' MX hosts
-                    f"SB_SMARTHOST = {self.sink_host}\n" if self.smarthost else ""
+                    f"SB_SMARTHOST = {self._smarthost()}\n" if self.smarthost else ""
                 ),
             )
         )
+
+    def _smarthost(self) -> str:
+        if not self.dual_stack:
+            return self.sink_host
+        lines = [
+            "127.0.0.1 localhost",
+            f"{self.sink_host} {DUAL_STACK_MX}",
+            f"{self.dual_stack} {DUAL_STACK_MX}",
+        ]
+        self.hosts_file.write_text("\n".join(lines) + "\n")
+        return f"{DUAL_STACK_MX} byname"  # getaddrinfo, through the private hosts file
 
     def submit_local(self, sender: str, recipients: list[str], message: bytes) -> None:
         """A local submission (``exim -bm``, as sendmail(1) does): acl_not_smtp applies."""
@@ -213,19 +233,24 @@ class EximInstance:
         self.check()
         # -bdf: the daemon stays our child, so we stop exactly the PID we started; its own
         # session holds the delivery processes it forks, for the teardown to reach
+        command = [
+            str(exim_binary()),
+            "-C",
+            str(self.config_file),
+            "-bdf",
+            "-q2s",
+            "-oX",
+            str(self.smtp_port),
+            "-oP",
+            str(self.pidfile),
+        ]
+        if self.dual_stack:
+            # exec: the daemon keeps the PID we started, in a mount namespace of its own
+            inner = f"mount --bind {self.hosts_file} /etc/hosts && exec {' '.join(command)}"
+            command = ["unshare", "-m", "sh", "-c", inner]
         with (self.base / "exim.out").open("ab") as out:
             self.proc = subprocess.Popen(
-                [
-                    str(exim_binary()),
-                    "-C",
-                    str(self.config_file),
-                    "-bdf",
-                    "-q2s",
-                    "-oX",
-                    str(self.smtp_port),
-                    "-oP",
-                    str(self.pidfile),
-                ],
+                command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -65,7 +65,12 @@ class PostfixInstance:
         master_cf_extra: str = "",
         main_cf_extra: str = "",
         domains: list[str] | None = None,
+        dual_stack: str = "",
     ) -> None:
+        """``dual_stack``: an IPv6 address; as Debian's default (inet_protocols = all), each
+        domain then resolves to it as well as to 127.0.0.1, as the big providers' MX hosts
+        have AAAA records."""
+        self.dual_stack = dual_stack
         self.base = base.resolve()
         self.config_dir = self.base / "etc"
         self.queue_dir = self.base / "spool"
@@ -90,8 +95,9 @@ class PostfixInstance:
             # no relayhost, an empty FILTER nexthop: the recipient domain is the nexthop,
             # found in our private hosts file (DNS is off), on the sink's port
             routing = f"smtp_tcp_port = {self.sink_port}\nsmtp_host_lookup = native"
+            families = ("127.0.0.1", self.dual_stack) if self.dual_stack else ("127.0.0.1",)
             self.hosts_file.write_text(
-                "127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {d}\n" for d in self.domains)
+                "127.0.0.1 localhost\n" + "".join(f"{ip} {d}\n" for d in self.domains for ip in families)
             )
         else:
             routing = f"relayhost = {sink}\ndefault_filter_nexthop = {sink}"
@@ -105,7 +111,7 @@ local_recipient_maps =
 alias_maps =
 alias_database =
 inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+inet_protocols = {"all" if self.dual_stack else "ipv4"}
 mynetworks = 127.0.0.0/8
 maillog_file = {self.log_file}
 maillog_file_prefixes = {self.base}

@@ -92,20 +92,40 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def free_port_on(hosts: tuple[str, ...]) -> int:
+    """A port free on every one of ``hosts`` at once (a dual-stack sink listens on both)."""
+    for _ in range(50):
+        port = free_port(hosts[0])
+        try:
+            for host in hosts[1:]:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                with socket.socket(family) as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no port free on all of {hosts}")
+
+
 class Sink:
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, also: tuple[str, ...] = ()) -> None:
+        """``also``: more addresses (``::1`` for a dual-stack host) on the same port, into
+        the same record: ``peer_ip`` then tells which family each delivery used."""
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port or free_port_on((host, *also))
         self.handler = _Handler()
-        self.controller = Controller(
-            self.handler, hostname=host, port=self.port, ready_timeout=10, decode_data=False
-        )
+        self.controllers = [
+            Controller(self.handler, hostname=h, port=self.port, ready_timeout=10, decode_data=False)
+            for h in (host, *also)
+        ]
 
     def start(self) -> None:
-        self.controller.start()
+        for controller in self.controllers:
+            controller.start()
 
     def stop(self) -> None:
-        self.controller.stop()
+        for controller in self.controllers:
+            controller.stop()
 
     def script(self, source_ip: str, domain: str, reply: str) -> None:
         """Answer ``reply`` at RCPT to ``domain`` (or "*") from ``source_ip``."""

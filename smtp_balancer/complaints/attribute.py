@@ -65,10 +65,9 @@ class Attributor:
         self.reporters = {**BUILTIN_REPORTERS, **(reporters or config.feedback.complaints.reporters)}
         # the address a provider sees is the public one (NAT) or the bind address
         self.by_ip: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
-        for attr in ("bind_address", "public_ip"):  # public_ip wins a clash
+        for public in (False, True):  # a public address wins a clash
             for name, ep in config.endpoints.items():
-                value = getattr(ep, attr)
-                if value:
+                for value in ep.public_ips if public else ep.bind_addresses:
                     self.by_ip[ipaddress.ip_address(value)] = name
 
     def provider(self, report: Report) -> str:

@@ -71,9 +71,14 @@ class WarmupConfig(Strict):
 
 class EndpointConfig(Strict):
     kind: Literal["local", "relay"] = "local"
+    # the source address: IPv4 or IPv6. An endpoint with one family sends over that
+    # family only; bind_address6 (with an IPv4 bind_address) makes it dual-stack
     bind_address: str | None = None
+    bind_address6: str | None = None
     helo_name: str | None = None
+    # what receivers see behind NAT (DNSBL checks, complaint attribution), per family
     public_ip: str | None = None
+    public_ip6: str | None = None
     nexthop: str | None = None
     warmup: WarmupConfig | None = None
     # fleet-wide messages per minute (any 60 s) per provider, or "all" for every
@@ -94,9 +99,19 @@ class EndpointConfig(Strict):
     def _ip(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                ipaddress.ip_address(value)
+                return str(ipaddress.ip_address(value))
             except ValueError as exc:
                 raise ValueError(f"not an IP address: {value!r}") from exc
+        return value
+
+    @field_validator("bind_address6", "public_ip6")
+    @classmethod
+    def _ip6(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                return str(ipaddress.IPv6Address(value))
+            except ValueError as exc:
+                raise ValueError(f"not an IPv6 address: {value!r}") from exc
         return value
 
     @field_validator("helo_name")
@@ -119,7 +134,37 @@ class EndpointConfig(Strict):
             raise ValueError("a relay endpoint needs nexthop (host:port)")
         if self.kind == "local" and self.nexthop:
             raise ValueError("nexthop is only for kind: relay")
+        for v6, v4 in (("bind_address6", "bind_address"), ("public_ip6", "public_ip")):
+            if getattr(self, v6) and getattr(self, v4) and ":" in getattr(self, v4):
+                raise ValueError(f"{v4} is IPv6 and {v6} is set: put the IPv4 address in {v4}")
         return self
+
+    @property
+    def address4(self) -> str | None:
+        """The IPv4 source address, if the endpoint has one."""
+        return self.bind_address if self.bind_address and ":" not in self.bind_address else None
+
+    @property
+    def address6(self) -> str | None:
+        """The IPv6 source address, if the endpoint has one."""
+        if self.bind_address6:
+            return self.bind_address6
+        return self.bind_address if self.bind_address and ":" in self.bind_address else None
+
+    @property
+    def bind_addresses(self) -> tuple[str, ...]:
+        """Every source address: mail leaves from these and no other."""
+        return tuple(a for a in (self.address4, self.address6) if a)
+
+    @property
+    def public_ips(self) -> tuple[str, ...]:
+        """The configured public addresses (behind NAT, what receivers see), both families."""
+        return tuple(a for a in (self.public_ip, self.public_ip6) if a)
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The IP versions this endpoint sends over: (4,), (6,), (4, 6), or () for any."""
+        return tuple(v for v, a in ((4, self.address4), (6, self.address6)) if a)
 
 
 class PoolMember(Strict):

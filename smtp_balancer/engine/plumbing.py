@@ -35,10 +35,10 @@ UNPLUMBED = Gauge(
 MISSING = {errno.EADDRNOTAVAIL}
 
 
-def local_addresses(config: BalancerConfig) -> dict[str, str]:
-    """Endpoint -> bind address, for local endpoints that name one."""
+def local_addresses(config: BalancerConfig) -> dict[str, tuple[str, ...]]:
+    """Endpoint -> its bind addresses (IPv4 and/or IPv6), for local endpoints that name one."""
     endpoints = config.endpoints.items()
-    return {name: ep.bind_address for name, ep in endpoints if ep.kind == "local" and ep.bind_address}
+    return {name: ep.bind_addresses for name, ep in endpoints if ep.kind == "local" and ep.bind_addresses}
 
 
 def bindable(address: str) -> bool | None:
@@ -56,9 +56,18 @@ def bindable(address: str) -> bool | None:
     return True
 
 
-def unplumbed(addresses: Mapping[str, str], check: Callable[[str], bool | None] = bindable) -> dict[str, str]:
-    """The endpoints whose address is not on this host (a failed check counts as present)."""
-    return {name: addr for name, addr in addresses.items() if check(addr) is False}
+def unplumbed(
+    addresses: Mapping[str, tuple[str, ...]], check: Callable[[str], bool | None] = bindable
+) -> dict[str, str]:
+    """The endpoints with an address not on this host, each with the missing address(es):
+    a dual-stack endpoint missing either family cannot send all its mail from here
+    (a failed check counts as present)."""
+    found = {}
+    for name, addrs in addresses.items():
+        missing = [a for a in addrs if check(a) is False]
+        if missing:
+            found[name] = " and ".join(missing)
+    return found
 
 
 class PlumbingWatch:
@@ -66,7 +75,7 @@ class PlumbingWatch:
 
     def __init__(
         self,
-        addresses: Mapping[str, str],
+        addresses: Mapping[str, tuple[str, ...]],
         interval_s: float,
         apply: Callable[[dict[str, str]], None],
         check: Callable[[str], bool | None] = bindable,

@@ -25,10 +25,10 @@ DNSBL_BY = "dnsbl"
 PROBE_BY = "relay-probe"
 
 
-def dnsbl_targets(config: BalancerConfig) -> dict[str, str]:
-    """endpoint -> the public IP to look up: its configured public_ip (behind NAT the
-    bind address is not what receivers see, so it is never guessed)."""
-    return {name: ep.public_ip for name, ep in config.endpoints.items() if ep.public_ip}
+def dnsbl_targets(config: BalancerConfig) -> dict[str, tuple[str, ...]]:
+    """endpoint -> the public IPs to look up: its configured public_ip and public_ip6
+    (behind NAT the bind address is not what receivers see, so it is never guessed)."""
+    return {name: ep.public_ips for name, ep in config.endpoints.items() if ep.public_ips}
 
 
 class HealthChecks:
@@ -60,25 +60,30 @@ class HealthChecks:
     def dnsbl_round(self) -> list[DnsblResult]:
         assert self.dnsbl is not None
         results = []
-        for endpoint, ip in self.targets.items():
-            found = [self.dnsbl.check(ip, zone) for zone in self.config.feedback.dnsbl.zones]
+        zones = self.config.feedback.dnsbl.zones
+        for endpoint, ips in self.targets.items():
+            # each address of the endpoint (IPv4 and IPv6) in each zone
+            checked = [(ip, self.dnsbl.check(ip, zone)) for ip in ips for zone in zones]
+            found = [res for _, res in checked]
             results.extend(found)
-            for res in found:
+            for zone in zones:
+                listed_here = any(r.zone == zone and r.verdict == LISTED for r in found)
+                metrics.DNSBL_LISTED.labels(endpoint, zone).set(1 if listed_here else 0)
+            for ip, res in checked:
                 metrics.DNSBL_CHECKS.labels(res.zone, res.verdict).inc()
-                metrics.DNSBL_LISTED.labels(endpoint, res.zone).set(1 if res.verdict == LISTED else 0)
                 if res.verdict == "error":
                     log.warning(
                         "DNSBL %s for %s (%s): %s; state unchanged", res.zone, endpoint, ip, res.detail
                     )
-            listed = [r for r in found if r.verdict == LISTED]
+            listed = [(ip, r) for ip, r in checked if r.verdict == LISTED]
             if listed:
-                reason = "; ".join(f"{ip} listed on {r.zone} ({r.detail})" for r in listed)
+                reason = "; ".join(f"{ip} listed on {r.zone} ({r.detail})" for ip, r in listed)
                 if self.set_state(endpoint, "quarantined", reason, DNSBL_BY):
                     log.warning("endpoint %s quarantined: %s", endpoint, reason)
             elif all(r.verdict != "error" for r in found) and self.set_state(
                 endpoint, "active", f"delisted from {len(found)} zone(s)", DNSBL_BY
             ):
-                log.warning("endpoint %s restored: %s is no longer listed", endpoint, ip)
+                log.warning("endpoint %s restored: %s no longer listed", endpoint, " and ".join(ips))
         return results
 
     # -- relay probes ----------------------------------------------------------------

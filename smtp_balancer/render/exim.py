@@ -73,7 +73,8 @@ def policy_socket(config: BalancerConfig) -> str:
 
 
 def routes_file(config: BalancerConfig, source: str = "the smtp-balancer config") -> str:
-    """One lsearch line per endpoint: ``name: interface=IP helo=NAME [host=H port=P]``."""
+    """One lsearch line per endpoint:
+    ``name: interface=IP[;IPv6] [family=4|6] helo=NAME [host=H port=P] transport=T``."""
     lines = [
         HEADER.format(source=source),
         "# Read by the sb_* transports and the sb_relay router at each delivery:",
@@ -82,8 +83,13 @@ def routes_file(config: BalancerConfig, source: str = "the smtp-balancer config"
     ]
     for name, ep in config.endpoints.items():
         fields = []
-        if ep.bind_address:
-            fields.append(f"interface={ep.bind_address}")
+        if ep.bind_addresses:
+            # `;`-separated: the transport reads it as an Exim `<;` list
+            fields.append(f"interface={';'.join(ep.bind_addresses)}")
+        if len(ep.families) == 1:
+            # the routers drop the other family's target addresses (interface binds only
+            # connections of its own family: the rest would leave from the host's address)
+            fields.append(f"family={ep.families[0]}")
         if ep.helo_name:
             fields.append(f"helo={ep.helo_name}")
         if ep.nexthop:
@@ -112,6 +118,11 @@ def main_conf(config: BalancerConfig, config_dir: str, source: str = "the smtp-b
             f"SB_POLICY_SOCKET = {policy_socket(config)}",
             f"SB_POLICY_TIMEOUT = {config.exim.readsocket_timeout_s}s",
             *route_line(config),
+            "# the other family's target addresses, for a route with one family (family=4|6 in",
+            "# its line): the routers ignore them, so such mail never leaves from this host's own",
+            "# address of that family (interface binds only connections of its own family)",
+            "SB_OTHER_FAMILY = ${if eq{${extract{family}{SB_ROUTE_LINE}}}{4}{; ::/0}"
+            "{${if eq{${extract{family}{SB_ROUTE_LINE}}}{6}{; 0.0.0.0/0}}}}",
             "# define these before this file to change them",
             ".ifndef SB_SMTP_PORT",
             "SB_SMTP_PORT = 25",
@@ -191,7 +202,10 @@ def acl_conf(config: BalancerConfig, source: str = "the smtp-balancer config") -
 
 
 def routers_conf(config: BalancerConfig, source: str = "the smtp-balancer config") -> str:
-    """Routers for routed mail; put them before your own remote routers."""
+    """Routers for routed mail; put them before your own remote routers. A route with one
+    family ignores target addresses of the other (SB_OTHER_FAMILY): where none is left,
+    dnslookup declines and, with no_more, the address fails as unrouteable; the
+    smarthost's manualroute defers (host_all_ignored)."""
     return "\n".join(
         [
             HEADER.format(source=source),
@@ -206,6 +220,8 @@ def routers_conf(config: BalancerConfig, source: str = "the smtp-balancer config
             "  domains = SB_REMOTE_DOMAINS",
             "  condition = ${if !eq{${extract{host}{SB_ROUTE_LINE}}}{}}",
             "  route_data = ${extract{host}{SB_ROUTE_LINE}}",
+            "  ignore_target_hosts = <; 0.0.0.0 SB_OTHER_FAMILY",
+            "  host_all_ignored = defer",
             f"  transport = {ROUTE_TRANSPORT}",
             "  no_more",
             "",
@@ -215,9 +231,11 @@ def routers_conf(config: BalancerConfig, source: str = "the smtp-balancer config
             ".ifdef SB_SMARTHOST",
             "  driver = manualroute",
             "  route_list = * SB_SMARTHOST",
+            "  ignore_target_hosts = <; 0.0.0.0 SB_OTHER_FAMILY",
+            "  host_all_ignored = defer",
             ".else",
             "  driver = dnslookup",
-            "  ignore_target_hosts = <; 0.0.0.0 ; 127.0.0.0/8 ; ::1",
+            "  ignore_target_hosts = <; 0.0.0.0 ; 127.0.0.0/8 ; ::1 SB_OTHER_FAMILY",
             ".endif",
             "  domains = SB_REMOTE_DOMAINS",
             "  condition = ${if def:acl_m_sb_route}",

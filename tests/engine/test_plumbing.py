@@ -15,20 +15,25 @@ from smtp_balancer.engine import Engine
 from smtp_balancer.engine.plumbing import PlumbingWatch, bindable, unplumbed
 
 NOT_HERE = "192.0.2.55"  # TEST-NET-1: never an address of a test machine
+NOT_HERE6 = "2001:db8::55"  # IPv6 documentation prefix: never on a test machine
 
 
 def test_the_check_binds_without_sending() -> None:
     assert bindable("127.0.0.9") is True  # all of 127/8 is on the loopback
     assert bindable(NOT_HERE) is False
-    assert unplumbed({"a": "127.0.0.9", "b": NOT_HERE}) == {"b": NOT_HERE}
+    assert bindable("::1") is True
+    assert bindable(NOT_HERE6) is False
+    assert unplumbed({"a": ("127.0.0.9",), "b": (NOT_HERE,)}) == {"b": NOT_HERE}
+    # a dual-stack endpoint missing one family is unplumbed: half its mail could not leave
+    assert unplumbed({"a": ("127.0.0.9", "::1"), "b": ("127.0.0.9", NOT_HERE6)}) == {"b": NOT_HERE6}
     # a check that fails for another reason (None) never takes an endpoint out
-    assert unplumbed({"a": "x"}, check=lambda addr: None) == {}
+    assert unplumbed({"a": ("x",)}, check=lambda addr: None) == {}
 
 
 def test_the_watch_applies_and_logs_only_changes(caplog) -> None:
     present = {"127.0.0.9": True, NOT_HERE: False}
     applied: list[dict[str, str]] = []
-    watch = PlumbingWatch({"out1": "127.0.0.9", "out2": NOT_HERE}, 5, applied.append, present.get)
+    watch = PlumbingWatch({"out1": ("127.0.0.9",), "out2": (NOT_HERE,)}, 5, applied.append, present.get)
     with caplog.at_level(logging.WARNING, logger="smtp_balancer.engine"):
         watch.run_once()
         watch.run_once()

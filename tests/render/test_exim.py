@@ -22,6 +22,7 @@ RAW = {
     "endpoints": {
         "out1": {"bind_address": "127.0.0.2", "helo_name": "out1.example.com"},
         "out6": {"bind_address": "2001:db8::6"},
+        "dual": {"bind_address": "127.0.0.5", "bind_address6": "2001:db8::5"},
         "relay1": {"kind": "relay", "nexthop": "[mta2.internal]:2525", "helo_name": "r.example.com"},
         "bare": {},
     },
@@ -32,8 +33,11 @@ RAW = {
 
 def test_routes_file_one_lsearch_line_per_endpoint():
     lines = routes_file(validate_config(RAW)).splitlines()
-    assert "out1: interface=127.0.0.2 helo=out1.example.com transport=sb_out1" in lines
-    assert "out6: interface=2001:db8::6 transport=sb_out6" in lines
+    # one family: the routers drop the other family's target addresses (family=)
+    assert "out1: interface=127.0.0.2 family=4 helo=out1.example.com transport=sb_out1" in lines
+    assert "out6: interface=2001:db8::6 family=6 transport=sb_out6" in lines
+    # both: an Exim `<;` list, each connection bound by its own family
+    assert "dual: interface=127.0.0.5;2001:db8::5 transport=sb_dual" in lines
     assert "relay1: helo=r.example.com host=mta2.internal port=2525 transport=sb_relay1" in lines
     assert "bare: transport=sb_bare" in lines  # known: Exim's defaults, its own transport
     assert all(line.startswith("#") or ":" in line for line in lines)
@@ -99,7 +103,8 @@ def test_one_transport_per_endpoint_named_in_the_log():
     from smtp_balancer.render.exim import transport_names, transports_conf
 
     config = validate_config(RAW)
-    expected = {"sb_out1": "out1", "sb_out6": "out6", "sb_relay1": "relay1", "sb_bare": "bare"}
+    names = ("out1", "out6", "dual", "relay1", "bare")
+    expected = {f"sb_{name}": name for name in names}
     assert transport_names(config) == expected
     text = transports_conf(config)
     for name in ("sb_smtp", "sb_out1", "sb_out6", "sb_relay1", "sb_bare"):

@@ -5,6 +5,7 @@ RAW = {
     "endpoints": {
         "out1": {"bind_address": "127.0.0.2", "helo_name": "out1.example.com"},
         "out6": {"bind_address": "2001:db8::6"},
+        "dual": {"bind_address": "127.0.0.5", "bind_address6": "2001:db8::5"},
     },
     "pools": {"p": {"endpoints": [{"endpoint": "out1"}, {"endpoint": "out6"}]}},
     "policyd": {"listen": ["inet:127.0.0.1:10040"], "postfix_timeout_s": 7},
@@ -19,6 +20,24 @@ def test_master_cf_transports():
     )
     assert "  -o smtp_helo_name=out1.example.com\n  -o syslog_name=postfix/out1\n" in text
     assert "  -o smtp_bind_address6=2001:db8::6\n" in text
+
+
+def _transport(text: str, name: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{name} "))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("  ")), len(lines))
+    return [line.strip() for line in lines[start + 1 : end]]
+
+
+def test_an_endpoint_with_one_family_sends_over_that_family_only():
+    # smtp_bind_address binds IPv4 connections only: on a dual-stack host an IPv4-only
+    # transport without inet_protocols=ipv4 sends about half its mail from the host's IPv6
+    text = master_cf(validate_config(RAW))
+    assert _transport(text, "out1")[:2] == ["-o smtp_bind_address=127.0.0.2", "-o inet_protocols=ipv4"]
+    assert _transport(text, "out6")[:2] == ["-o smtp_bind_address6=2001:db8::6", "-o inet_protocols=ipv6"]
+    dual = _transport(text, "dual")
+    assert dual[:2] == ["-o smtp_bind_address=127.0.0.5", "-o smtp_bind_address6=2001:db8::5"]
+    assert not any("inet_protocols" in line for line in dual)
 
 
 def test_main_cf_policy_before_permit_mynetworks():
