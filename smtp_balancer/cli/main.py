@@ -18,6 +18,7 @@ from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_p
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.durations import parse_duration
 from smtp_balancer.engine import Engine
+from smtp_balancer.engine.plumbing import host_ipv6_addresses
 from smtp_balancer.experiments.stats import StatsUnavailable
 from smtp_balancer.observe import logs
 from smtp_balancer.observe.metrics import ListenError
@@ -47,7 +48,22 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.config}: OK ({len(config.endpoints)} endpoints, {len(config.pools)} pools, "
         f"{len(config.rules)} rules)"
     )
+    for warning in dual_stack_warnings(config, host_ipv6_addresses()):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def dual_stack_warnings(config: BalancerConfig, host_ipv6: list[str]) -> list[str]:
+    """On a host with IPv6, each endpoint with an IPv4 address only: it is rendered to send
+    over IPv4 only, so it never reaches a destination that has only AAAA records."""
+    if not host_ipv6:
+        return []
+    return [
+        f"endpoints.{name}: this host has IPv6 ({host_ipv6[0]}) and {name} has an IPv4 address"
+        f" only: it sends over IPv4 alone; give it bind_address6 to send over IPv6 too"
+        for name, ep in config.endpoints.items()
+        if ep.families == (4,)
+    ]
 
 
 def facts_from_args(args: argparse.Namespace) -> Facts:

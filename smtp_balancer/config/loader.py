@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from smtp_balancer.config.keys import closest_key
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.config.references import ConfigError, reference_errors
 from smtp_balancer.config.yaml_reader import YamlProblem, read_yaml
@@ -93,7 +94,10 @@ def _pydantic_errors(exc: ValidationError) -> list[ConfigError]:
     for err in exc.errors(include_url=False):
         # union branches add their type name to loc; drop those for a readable path
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _is_union_tag(p)))
-        errors.append((format_path(loc), _message(err)))
+        message = _message(err)
+        if err["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            message += closest_key(BalancerConfig, loc)
+        errors.append((format_path(loc), message))
     return errors
 
 

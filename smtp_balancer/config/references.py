@@ -6,9 +6,11 @@ reference is reported together with every field error in one pass.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from smtp_balancer.config.names import EXIM_GENERIC_TRANSPORT, POSTFIX_SERVICES, exim_transport_name
 from smtp_balancer.decision.providers import BUILTIN_PROVIDERS
 from smtp_balancer.decision.warmup import BUILTIN_SCHEDULES
 
@@ -28,6 +30,20 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
     pools = _mapping(raw.get("pools"))
     schedules = set(BUILTIN_SCHEDULES) | set(_mapping(raw.get("warmup_schedules")))
     providers = set(BUILTIN_PROVIDERS) | set(_mapping(raw.get("providers"))) | {"other"}
+    known = ", ".join(sorted(providers))
+
+    def unknown_provider(name: str) -> str:
+        return f"unknown provider {name!r}; known: {known} (or add it under providers:)"
+
+    yield from _endpoint_name_errors(endpoints)
+    yield from _address_errors(endpoints)
+    reordered = {
+        ref
+        for exp in _list(raw.get("experiments"))
+        for arm in _list(_mapping(exp).get("arms"))
+        for ref in _list(_mapping(arm).get("rule_order"))
+    }
+    yield from _unreachable_rules(_list(raw.get("rules")), reordered)
 
     for name in _mapping(raw.get("providers")):
         if name in ("all", "total"):
@@ -42,12 +58,12 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
         for provider, steps in _mapping(warmup.get("providers")).items():
             path = f"endpoints.{name}.warmup.providers.{provider}"
             if provider not in providers:
-                yield (path, f"unknown provider {provider!r}")
+                yield (path, unknown_provider(provider))
             if isinstance(steps, str) and steps not in schedules:
                 yield (path, f"unknown warm-up schedule {steps!r}")
         for provider in _mapping(_mapping(endpoint).get("rate_caps")):
             if provider not in providers and provider != "all":
-                yield (f"endpoints.{name}.rate_caps.{provider}", f"unknown provider {provider!r}")
+                yield (f"endpoints.{name}.rate_caps.{provider}", unknown_provider(provider))
 
     for pool_name, pool in pools.items():
         pool = _mapping(pool)
@@ -77,7 +93,7 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
             yield (f"rules[{i}].pool", f"unknown pool {pool!r}")
         for j, provider in enumerate(_list(rule.get("provider"))):
             if isinstance(provider, str) and provider not in providers:
-                yield (f"rules[{i}].provider[{j}]", f"unknown provider {provider!r}")
+                yield (f"rules[{i}].provider[{j}]", unknown_provider(provider))
         name = rule.get("name")
         if isinstance(name, str):
             if name in rule_names:
@@ -101,7 +117,7 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
             split_rules[rule] = str(name)
         for j, provider in enumerate(_list(_mapping(exp.get("match")).get("provider"))):
             if isinstance(provider, str) and provider not in providers:
-                yield (f"experiments[{i}].match.provider[{j}]", f"unknown provider {provider!r}")
+                yield (f"experiments[{i}].match.provider[{j}]", unknown_provider(provider))
         for j, arm in enumerate(_list(exp.get("arms"))):
             pool = _mapping(arm).get("pool")
             if isinstance(pool, str) and pool not in pools:
@@ -123,7 +139,7 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
         for i, rule in enumerate(_list(feedback.get(section))):
             for j, provider in enumerate(_list(_mapping(rule).get("providers"))):
                 if isinstance(provider, str) and provider not in providers:
-                    yield (f"feedback.{section}[{i}].providers[{j}]", f"unknown provider {provider!r}")
+                    yield (f"feedback.{section}[{i}].providers[{j}]", unknown_provider(provider))
     rate_capped = {p for e in endpoints.values() for p in _mapping(_mapping(e).get("rate_caps"))}
     for section in ("response_rules", "rate_rules"):
         for i, rule in enumerate(_list(feedback.get(section))):
@@ -139,7 +155,72 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
     reporters = _mapping(_mapping(feedback.get("complaints")).get("reporters"))
     for domain, provider in reporters.items():
         if isinstance(provider, str) and provider not in providers:
-            yield (f"feedback.complaints.reporters.{domain}", f"unknown provider {provider!r}")
+            yield (f"feedback.complaints.reporters.{domain}", unknown_provider(provider))
+
+
+def _endpoint_name_errors(endpoints: Mapping[str, Any]) -> Iterator[ConfigError]:
+    """Names that would replace a Postfix service, or share an Exim transport, once rendered."""
+    exim: dict[str, str] = {}
+    for name in endpoints:
+        if not isinstance(name, str):
+            continue
+        path = f"endpoints.{name}"
+        if name in POSTFIX_SERVICES:
+            yield (
+                path,
+                f"{name!r} is a Postfix service name: its master.cf line would replace Postfix's own"
+                f" {name!r} service; rename the endpoint (for example {name + '-out'!r})",
+            )
+        transport = exim_transport_name(name)
+        if transport == EXIM_GENERIC_TRANSPORT:
+            yield (path, f"{name!r} renders as Exim transport {transport}, which render exim uses itself")
+        elif transport in exim:
+            yield (
+                path,
+                f"endpoints {exim[transport]!r} and {name!r} both render as Exim transport {transport}"
+                " (hyphens become underscores); rename one",
+            )
+        exim.setdefault(transport, name)
+
+
+def _address_errors(endpoints: Mapping[str, Any]) -> Iterator[ConfigError]:
+    """One source address, one endpoint: warm-up caps, suspensions and reputation are the
+    address's, so two endpoints sharing it would each get the full share."""
+    owner: dict[str, str] = {}
+    for name, endpoint in endpoints.items():
+        for key in ("bind_address", "bind_address6"):
+            value = _mapping(endpoint).get(key)
+            if not isinstance(value, str):
+                continue
+            try:
+                address = str(ipaddress.ip_address(value))
+            except ValueError:
+                continue  # the field check reports it
+            if address in owner:
+                yield (
+                    f"endpoints.{name}.{key}",
+                    f"{address} is already endpoint {owner[address]!r}'s address: one address, one endpoint",
+                )
+            else:
+                owner[address] = name
+
+
+def _unreachable_rules(rules: list[Any], reordered: set[Any]) -> Iterator[ConfigError]:
+    """A rule after a catch-all (a rule without conditions) can never match: first match
+    wins. An experiment arm's rule_order may put it first, so those rules are spared."""
+    for i, rule in enumerate(rules):
+        conditions = {k: v for k, v in _mapping(rule).items() if k not in ("name", "pool")}
+        if not any(v not in (None, [], {}) for v in conditions.values()):
+            for j in range(i + 1, len(rules)):
+                later = _mapping(rules[j]).get("name", f"rules[{j}]")
+                if later in reordered:
+                    continue
+                yield (
+                    f"rules[{j}]",
+                    f"rule {later!r} can never match: rule {_mapping(rule).get('name')!r} (rules[{i}]) has"
+                    " no conditions and matches every message first; move it last",
+                )
+            return
 
 
 def _overflow_cycles(pools: Mapping[str, Any]) -> Iterator[ConfigError]:

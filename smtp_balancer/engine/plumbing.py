@@ -41,6 +41,21 @@ def local_addresses(config: BalancerConfig) -> dict[str, tuple[str, ...]]:
     return {name: ep.bind_addresses for name, ep in endpoints if ep.kind == "local" and ep.bind_addresses}
 
 
+def host_ipv6_addresses(path: str = "/proc/net/if_inet6") -> list[str]:
+    """This host's global-scope IPv6 addresses (the kernel's list): where it has any, its
+    MTA connects over IPv6 to the providers' AAAA records unless told otherwise."""
+    found = []
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 4 and fields[3] == "00" and len(fields[0]) == 32:
+                    found.append(str(ipaddress.IPv6Address(int(fields[0], 16))))
+    except (OSError, ValueError):
+        return []  # no IPv6 on this host, or a kernel without the file
+    return found
+
+
 def bindable(address: str) -> bool | None:
     """True when a socket can bind to the address here, False when it is not on this
     host, None when the check itself failed for another reason."""

@@ -338,3 +338,33 @@ def test_experiment_list_start_stop_and_report(make_config, tmp_path: Path, caps
         args = ["-c", path, "explain", "--sender", "a@s.t", "--rcpt", "b@gmail.com", "--queue-id", qid]
         assert main(args, clock=CLOCK) == 0
         assert f"arm:       {name} of experiment order" in capsys.readouterr().out
+
+
+def test_check_warns_of_one_family_endpoints_on_an_ipv6_host(tmp_path: Path, monkeypatch, capsys):
+    from smtp_balancer.cli import main as cli_main
+    from smtp_balancer.engine.plumbing import host_ipv6_addresses
+
+    inet6 = tmp_path / "if_inet6"
+    inet6.write_text(
+        "00000000000000000000000000000001 01 80 10 80       lo\n"
+        "20010db8000000000000000000000002 02 40 00 80     eth0\n"
+        "fe8000000000000000fc00fffe000001 02 40 20 80     eth0\n"
+    )
+    assert host_ipv6_addresses(str(inet6)) == ["2001:db8::2"]  # global scope only
+    assert host_ipv6_addresses(str(tmp_path / "absent")) == []
+    config = tmp_path / "dual.yaml"
+    config.write_text(
+        "endpoints:\n  v4: {bind_address: 192.0.2.1}\n"
+        "  both: {bind_address: 192.0.2.2, bind_address6: '2001:db8::2'}\n"
+        "pools: {p: {endpoints: [{endpoint: v4}, {endpoint: both}]}}\n"
+    )
+    monkeypatch.setattr(cli_main, "host_ipv6_addresses", lambda: ["2001:db8::2"])
+    assert main(["check", "-c", str(config)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "warning: endpoints.v4: this host has IPv6 (2001:db8::2) and v4 has an IPv4 address only:"
+        " it sends over IPv4 alone; give it bind_address6 to send over IPv6 too"
+    ]
+    monkeypatch.setattr(cli_main, "host_ipv6_addresses", lambda: [])
+    assert main(["check", "-c", str(config)]) == 0
+    assert capsys.readouterr().err == ""

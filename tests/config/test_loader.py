@@ -153,6 +153,70 @@ def test_five_distinct_errors_reported_together():
             "redis.url",
             "must start with",
         ),
+        # issue #29: what would break Postfix or Exim once rendered
+        *[
+            (
+                f"endpoints: {{{name}: {{}}}}\npools: {{p: {{endpoints: [{{endpoint: {name}}}]}}}}\n",
+                f"endpoints.{name}",
+                f"{name!r} is a Postfix service name: its master.cf line would replace Postfix's own",
+            )
+            for name in ("cleanup", "smtp", "relay", "local", "rewrite", "rewrite-nomap")
+        ],
+        (
+            "endpoints: {m1-tx: {}, m1_tx: {}}\npools: {p: {endpoints: [{endpoint: m1-tx}]}}\n",
+            "endpoints.m1_tx",
+            "endpoints 'm1-tx' and 'm1_tx' both render as Exim transport sb_m1_tx",
+        ),
+        (
+            "endpoints: {a: {bind_address: 192.0.2.1}, b: {bind_address: 192.0.2.1}}\n"
+            "pools: {p: {endpoints: [{endpoint: a}]}}\n",
+            "endpoints.b.bind_address",
+            "192.0.2.1 is already endpoint 'a''s address",
+        ),
+        (
+            "endpoints: {a: {bind_address: 192.0.2.1, bind_address6: '2001:db8::1'},"
+            " b: {bind_address: '2001:DB8:0::1'}}\npools: {p: {endpoints: [{endpoint: a}]}}\n",
+            "endpoints.b.bind_address",
+            "2001:db8::1 is already endpoint 'a''s address",
+        ),
+        (
+            "endpoints: {a: {bind_address6: 192.0.2.1}}\npools: {p: {endpoints: [{endpoint: a}]}}\n",
+            "endpoints.a.bind_address6",
+            "not an IPv6 address",
+        ),
+        (
+            "endpoints: {a: {bind_address: '2001:db8::1', bind_address6: '2001:db8::2'}}\n"
+            "pools: {p: {endpoints: [{endpoint: a}]}}\n",
+            "endpoints.a",
+            "bind_address is IPv6 and bind_address6 is set",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "rules: [{name: all, pool: p}, {name: gmail, provider: [google], pool: p}]\n",
+            "rules[1]",
+            "rule 'gmail' can never match: rule 'all' (rules[0]) has no conditions",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "rules: [{name: r, pool: p, provider: [gmail]}]\n",
+            "rules[0].provider[0]",
+            "known: apple, comcast, fastmail, google,",
+        ),
+        (
+            "endpoints: {a: {bind_adress: 192.0.2.1}}\npools: {p: {endpoints: [{endpoint: a, wieght: 2}]}}\n",
+            "endpoints.a.bind_adress",
+            "unknown key; did you mean 'bind_address'?",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a, wieght: 2}]}}\n",
+            "pools.p.endpoints[0].wieght",
+            "unknown key; did you mean 'weight'?",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\npolicy: {}\n",
+            "policy",
+            "unknown key; did you mean 'policyd'?",
+        ),
     ],
 )
 def test_single_errors_have_paths(yaml_text: str, path: str, message: str):
@@ -243,3 +307,14 @@ def test_a_deeply_nested_document_is_refused_without_a_traceback():
     with pytest.raises(ConfigInvalid) as info:
         parse_config("a: " + "[" * 5000 + "]" * 5000 + "\n")
     assert "nested deeper than 64 levels (line 1)" in str(info.value)
+
+
+def test_a_rule_an_experiment_may_order_first_is_not_unreachable():
+    text = (
+        "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+        "rules: [{name: all, pool: p}, {name: gmail, provider: [google], pool: p}]\n"
+        "experiments: [{name: x, rule: all, arms: [{name: a, split: 50, rule_order: [gmail, all]},"
+        " {name: b, split: 50, pool: p}]}]\n"
+    )
+    config = parse_config(text)  # valid: the arm's rule order reaches gmail first
+    assert [r.name for r in config.rules] == ["all", "gmail"]
