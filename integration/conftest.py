@@ -147,6 +147,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         env: dict[str, dict[str, str]] | None = None,
         requeue: bool = False,
         dual_stack: str = "",
+        postfix_main: str = "",
     ) -> MailSystem:
         """``redis_password``: requirepass for the default user; ``redis_setup`` runs
         before any daemon starts (ACL users); ``env``: per daemon name, added variables."""
@@ -220,7 +221,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
             smtpd_port=smtpd_port,
             sink_port=sink.port,
             master_cf_extra=render(config_path, "master"),
-            main_cf_extra=render(config_path, "main"),
+            main_cf_extra=postfix_main + render(config_path, "main"),
             domains=domains,
             dual_stack=dual_stack,
         )
@@ -291,10 +292,16 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
     started: list[Callable[[], None]] = []
     bases: list[Path] = []
 
-    def make(extra: dict[str, Any] | None = None, requeue: bool = False, dual_stack: str = "") -> EximSystem:
+    def make(
+        extra: dict[str, Any] | None = None,
+        requeue: bool = False,
+        dual_stack: str = "",
+        operator: dict[str, str] | None = None,
+    ) -> EximSystem:
         """``requeue``: the delivery-time table daemon too (routers re-decide at retries);
         ``dual_stack``: an IPv6 address the sink's name also resolves to, where the sink
-        listens too (see ``EximInstance``)."""
+        listens too (see ``EximInstance``); ``operator``: more of the operator's own Exim
+        config, ``EximInstance``'s ``own_router``, ``own_transport`` and ``relay_domains``."""
         base = make_shared_dir("sb-exim-")
         bases.append(base)
         redis_server = start_redis(base, started)
@@ -335,7 +342,13 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
             table.start()
             started.append(table.stop)
         exim = EximInstance(
-            base / "exim", free_port(), rendered, EXIM_SINK_HOST, sink.port, dual_stack=dual_stack
+            base / "exim",
+            free_port(),
+            rendered,
+            EXIM_SINK_HOST,
+            sink.port,
+            dual_stack=dual_stack,
+            **(operator or {}),
         )
         started.append(exim.stop)
         exim.start()

@@ -93,6 +93,7 @@ rfc1413_hosts =
 tls_advertise_hosts =
 keep_environment =
 domainlist local_domains =
+domainlist relay_to_domains = {relay_domains}
 acl_smtp_rcpt = acl_rcpt
 acl_smtp_data = acl_check_data
 acl_not_smtp = sb_route_local
@@ -153,8 +154,10 @@ class EximInstance:
         own_router: str = "",
         own_transport: str = "",
         dual_stack: str = "",
+        relay_domains: str = "",
     ) -> None:
-        """``dual_stack``: an IPv6 address; the smarthost is then a name that resolves to
+        """``relay_domains``: the operator's ``domainlist relay_to_domains``.
+        ``dual_stack``: an IPv6 address; the smarthost is then a name that resolves to
         the sink host and to it (a private /etc/hosts in Exim's own mount namespace), as a
         provider's MX has A and AAAA records; Exim tries the IPv6 address first. Not ::1,
         which Exim takes for itself ("remote host address is the local host"): an address
@@ -175,6 +178,7 @@ class EximInstance:
         self.sink_port = sink_port
         self.smarthost = smarthost
         self.dual_stack = dual_stack
+        self.relay_domains = relay_domains
         self.hosts_file = self.base / "hosts"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -191,6 +195,7 @@ class EximInstance:
                 user=EXIM_USER,
                 sink_host=self.sink_host,
                 sink_port=self.sink_port,
+                relay_domains=self.relay_domains,
                 rendered=self.rendered,
                 smarthost=(
                     # routed mail goes to the sink, which stands for the recipients' MX hosts

@@ -163,6 +163,8 @@ def handle(
         queue_id=request.get("queue_id", ""),
         recipient_count=count,
         message_class=exim_class(request, classes) if classes is not None else None,
+        # Exim (our `recipients` extension) routes each recipient with its own routers
+        per_recipient="recipients" in request,
     )
 
 

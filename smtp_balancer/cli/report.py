@@ -54,6 +54,7 @@ def explain_report(facts: Facts, decision: Decision, unplumbed: Mapping[str, str
             "default": "none: MTA default transport (DUNNO)",
             "defer": "none: defer (try later)",
             "no_rule": "none: no rule matched (DUNNO)",
+            "inbound": "none: mail this host receives (DUNNO)",
         }[decision.outcome]
     out.append(f"pick:      {pick}")
     out.append(f"reason:    {decision.reason}{' [DEGRADED: Redis not used]' if decision.degraded else ''}")

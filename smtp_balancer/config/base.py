@@ -24,6 +24,14 @@ def _domain(value: str) -> str:
 Domain = Annotated[str, AfterValidator(_domain)]
 
 
+def _inbound_domain(value: str) -> str:
+    return "." + _domain(value[1:]) if value.startswith(".") else _domain(value)
+
+
+# a domain, or ".domain" for its subdomains (Postfix's way)
+InboundDomain = Annotated[str, AfterValidator(_inbound_domain)]
+
+
 def check_listen(value: str) -> str:
     """``unix:/absolute/path`` or ``[inet:]host:port``; raises ValueError."""
     if value.startswith("unix:"):

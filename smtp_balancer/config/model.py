@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from smtp_balancer.config.adaptive import AdaptiveConfig
 from smtp_balancer.config.base import (
     Domain,
+    InboundDomain,
     MetricsListen,
     Name,
     Strict,
@@ -397,6 +398,10 @@ class BalancerConfig(Strict):
     # sender domains reported apart in metrics and `status` (a subdomain counts for
     # its parent); all others are grouped as "other"
     tenants: list[Domain] = Field(default_factory=list, max_length=200)
+    # domains this host (or fleet) receives mail for: local, virtual and relay (gateway)
+    # domains, the return-path (DSN) and FBL domains. Mail to them is never routed;
+    # ".example.com" covers the subdomains
+    inbound_domains: list[InboundDomain] = Field(default_factory=list, max_length=100_000)
 
     @model_validator(mode="after")
     def _adaptive_window_kept(self) -> BalancerConfig:

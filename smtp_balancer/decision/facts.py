@@ -10,7 +10,8 @@ from smtp_balancer.decision.providers import domain_of
 
 # route: an endpoint was chosen; default: let the MTA use its default transport;
 # defer: the pool's overflow policy says to try later; no_rule: no rule matched
-Outcome = Literal["route", "default", "defer", "no_rule"]
+# inbound: a recipient's domain is one this host receives mail for (inbound_domains)
+Outcome = Literal["route", "default", "defer", "no_rule", "inbound"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,10 @@ class Facts:
     queue_id: str = ""
     # Postfix reports the count even when it cannot list every recipient
     recipient_count: int | None = None
+    # the MTA routes each recipient apart (Exim's routers): a route is then for the
+    # remote recipients only, and the inbound ones are left to the MTA. Postfix's
+    # FILTER is for every recipient: one inbound recipient means no route at all
+    per_recipient: bool = False
 
     @property
     def sender_domain(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from smtp_balancer.clock import SYSTEM, Clock
@@ -19,6 +20,7 @@ from smtp_balancer.decision.draw import Draw
 from smtp_balancer.decision.eligibility import Eligibility
 from smtp_balancer.decision.experiments import ExperimentTable
 from smtp_balancer.decision.facts import Decision, EndpointVerdict, Facts
+from smtp_balancer.decision.inbound import InboundDomains
 from smtp_balancer.decision.plan import build_plan, rendezvous_hash, route_for, route_reason, sticky_key
 from smtp_balancer.decision.providers import ProviderTable, domain_of
 from smtp_balancer.decision.quota import QuotaBook
@@ -45,6 +47,7 @@ class Planner:
         # the experiments started in Redis (the engine points this at its live state)
         self.running: Callable[[], Collection[str]] = lambda: ()
         self.routes = {name: route_for(name, ep.nexthop) for name, ep in config.endpoints.items()}
+        self.inbound = InboundDomains(config.inbound_domains)
         self.rng = rng or random.Random()
         self._hour = -1
         self._hour_value = datetime.fromtimestamp(0, UTC)
@@ -65,6 +68,15 @@ class Planner:
         """The message's Draw, or a final Decision when no rule matches."""
         now = now or self.now_hour()
         domains = [domain_of(r) for r in facts.recipients]  # derived once per message
+        if self.inbound and (inbound := [d for d in domains if d in self.inbound]):
+            kept = [(r, d) for r, d in zip(facts.recipients, domains, strict=True) if d not in self.inbound]
+            if not facts.per_recipient or not kept:
+                return Decision(outcome="inbound", reason=f"{inbound[0]} is received here (inbound_domains)")
+            # the MTA routes the inbound recipients itself: the route is the others'
+            left = len(facts.recipients) - len(kept)
+            count = None if facts.recipient_count is None else max(facts.recipient_count - left, len(kept))
+            facts = replace(facts, recipients=tuple(r for r, _ in kept), recipient_count=count)
+            domains = [d for _, d in kept]
         by_provider = self.providers.for_domains(domains)
         view = MessageView.of(facts, list(by_provider), domains)
         rule = self.rules.match(view)

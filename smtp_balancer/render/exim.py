@@ -107,10 +107,10 @@ def main_conf(config: BalancerConfig, config_dir: str, source: str = "the smtp-b
         [
             HEADER.format(source=source),
             "# What these files need from the rest of your configuration:",
-            "# - a `domainlist local_domains` (Debian's config has one), used by",
-            "#   SB_REMOTE_DOMAINS = ! +local_domains below; without it every routed message",
-            "#   is deferred with 'unknown named domain list \"+local_domains\"'. Or define",
-            "#   SB_REMOTE_DOMAINS yourself before this file.",
+            "# - `domainlist local_domains` and `domainlist relay_to_domains` (Debian's config",
+            "#   has both), used by SB_REMOTE_DOMAINS below: mail to them is never routed by",
+            "#   us; without them every routed message is deferred with 'unknown named domain",
+            "#   list'. Or define SB_REMOTE_DOMAINS yourself before this file.",
             "# - optional, before this file: SB_SMARTHOST = a host name or address, no port",
             "#   (routed mail of local endpoints goes there instead of the recipient's MX; the",
             "#   port is SB_SMTP_PORT). Never an address Exim itself listens on: Exim freezes",
@@ -129,11 +129,18 @@ def main_conf(config: BalancerConfig, config_dir: str, source: str = "the smtp-b
             "SB_SMTP_PORT = 25",
             ".endif",
             ".ifndef SB_REMOTE_DOMAINS",
-            "SB_REMOTE_DOMAINS = ! +local_domains",
+            f"SB_REMOTE_DOMAINS = {remote_domains(config)}",
             ".endif",
             "",
         ]
     )
+
+
+def remote_domains(config: BalancerConfig) -> str:
+    """The domains a route applies to: not this host's local or relay domains, nor the
+    YAML's inbound_domains (``.example.com`` becomes Exim's ``*.example.com``)."""
+    inbound = [f"! *{d}" if d.startswith(".") else f"! {d}" for d in config.inbound_domains]
+    return " : ".join(["! +local_domains", "! +relay_to_domains", *inbound])
 
 
 def route_line(config: BalancerConfig) -> list[str]:

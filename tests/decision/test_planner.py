@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from smtp_balancer.config import validate_config
 from smtp_balancer.decision.draw import Draw
-from smtp_balancer.decision.facts import Facts
+from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.script import ScriptCodec
 
@@ -70,3 +70,29 @@ def test_local_decision_skips_warming_and_never_defers():
     assert isinstance(call, Draw)
     picks = Counter(planner.degraded(call, "test", None).endpoint for _ in range(100))
     assert picks == Counter({"a": 100})
+
+
+def test_inbound_recipients_are_never_routed():
+    planner = Planner(validate_config({**RAW, "inbound_domains": ["inbound.test", ".corp.test"]}))
+    for rcpts in (["u@inbound.test"], ["u@mx.corp.test"], ["a@gmail.com", "b@inbound.test"]):
+        decision = planner.prepare(Facts(recipients=tuple(rcpts)), NOW)
+        # Postfix's FILTER is for every recipient: one inbound recipient means no route
+        assert isinstance(decision, Decision) and decision.outcome == "inbound", rcpts
+    assert "is received here (inbound_domains)" in decision.reason
+    # ".corp.test" is the subdomains only; a look-alike domain is not inbound
+    for rcpts in (["u@corp.test"], ["u@xinbound.test"], ["u@inbound.test.evil.example"]):
+        assert isinstance(planner.prepare(Facts(recipients=tuple(rcpts)), NOW), Draw), rcpts
+
+
+def test_per_recipient_routing_routes_the_remote_recipients_only():
+    planner = Planner(validate_config({**RAW, "inbound_domains": ["inbound.test"]}))
+    facts = Facts(
+        recipients=("a@gmail.com", "b@inbound.test", "c@yahoo.com"), recipient_count=3, per_recipient=True
+    )
+    draw = planner.prepare(facts, NOW)
+    assert isinstance(draw, Draw)
+    assert draw.facts.recipients == ("a@gmail.com", "c@yahoo.com")
+    assert draw.facts.quota_count == 2  # the inbound recipient costs no warm-up quota
+    assert set(draw.providers) == {"google", "yahoo"}
+    alone = planner.prepare(Facts(recipients=("b@inbound.test",), per_recipient=True), NOW)
+    assert isinstance(alone, Decision) and alone.outcome == "inbound"

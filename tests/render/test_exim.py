@@ -137,3 +137,15 @@ def test_requeue_adds_the_retry_router_and_routes_by_address_data():
     # the route-now router runs before the routers that deliver, and declines itself
     assert routers.index("sb_route_now:") < routers.index("sb_relay:") < routers.index("sb_direct:")
     assert "  address_data = SB_ROUTE_NOW\n  data =\n" in routers
+
+
+def test_routes_skip_this_hosts_own_domains():
+    # local and relay domains, and the YAML's inbound_domains: Exim's own routers take them
+    config = validate_config({**RAW, "inbound_domains": ["dsn.example.com", ".corp.example.com"]})
+    text = main_conf(config, "/etc/exim4/sb")
+    assert (
+        "SB_REMOTE_DOMAINS = ! +local_domains : ! +relay_to_domains : ! dsn.example.com"
+        " : ! *.corp.example.com\n" in text
+    )
+    plain = main_conf(validate_config(RAW), "/etc/exim4/sb")
+    assert "SB_REMOTE_DOMAINS = ! +local_domains : ! +relay_to_domains\n" in plain
