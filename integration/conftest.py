@@ -79,6 +79,20 @@ def render(config_path: Path, part: str) -> str:
     return out.stdout
 
 
+def apply_postconf(config_path: Path, config_dir: Path) -> str:
+    """The README's way into an existing main.cf: ``render postfix --postconf`` against
+    that Postfix, then its commands run with sh. Returns the script."""
+    out = subprocess.run(
+        [CLI, "-c", str(config_path), "render", "postfix", "--postconf", "--postfix-dir", str(config_dir)],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"render --postconf failed: {out.stderr}")
+    subprocess.run(["sh", "-e"], input=out.stdout, text=True, check=True, capture_output=True)
+    return out.stdout
+
+
 @dataclass
 class MailSystem:
     base: Path
@@ -148,6 +162,8 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         requeue: bool = False,
         dual_stack: str = "",
         postfix_main: str = "",
+        postconf_apply: bool = False,
+        skip_steps: tuple[str, ...] = (),
     ) -> MailSystem:
         """``redis_password``: requirepass for the default user; ``redis_setup`` runs
         before any daemon starts (ACL users); ``env``: per daemon name, added variables."""
@@ -220,10 +236,12 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
             base / "postfix",
             smtpd_port=smtpd_port,
             sink_port=sink.port,
-            master_cf_extra=render(config_path, "master"),
-            main_cf_extra=postfix_main + render(config_path, "main"),
+            master_cf_extra="" if postconf_apply else render(config_path, "master"),
+            main_cf_extra=postfix_main + ("" if postconf_apply else render(config_path, "main")),
             domains=domains,
             dual_stack=dual_stack,
+            skip_steps=skip_steps,
+            configure=(lambda pf: apply_postconf(config_path, pf.config_dir)) if postconf_apply else None,
         )
         started.append(postfix.stop)
         postfix.start()

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 MASTER_CF_BASE = """\
@@ -68,11 +69,17 @@ class PostfixInstance:
         main_cf_extra: str = "",
         domains: list[str] | None = None,
         dual_stack: str = "",
+        skip_steps: tuple[str, ...] = (),
+        configure: Callable[[PostfixInstance], None] | None = None,
     ) -> None:
         """``dual_stack``: an IPv6 address; as Debian's default (inet_protocols = all), each
         domain then resolves to it as well as to 127.0.0.1, as the big providers' MX hosts
         have AAAA records."""
         self.dual_stack = dual_stack
+        # the rendered master.cf's one-time `postconf -P` steps an operator skipped
+        self.skip_steps = skip_steps
+        # after our own main.cf and master.cf are written: the operator applies ours
+        self.configure = configure
         self.base = base.resolve()
         self.config_dir = self.base / "etc"
         self.queue_dir = self.base / "spool"
@@ -136,7 +143,7 @@ biff = no
         # run as an operator would, against this instance's config
         for line in self.master_cf_extra.splitlines():
             words = line.lstrip("# ").split()
-            if words[:2] == ["postconf", "-P"]:
+            if words[:2] == ["postconf", "-P"] and not any(step in line for step in self.skip_steps):
                 subprocess.run(["postconf", "-c", str(self.config_dir), *words[1:]], check=True)
 
     def _postfix(self, *args: str, check: bool = True, private_hosts: bool = False) -> str:
@@ -161,6 +168,8 @@ biff = no
         replaced by a new one, twice at most; read ``smtpd_port`` after this."""
         for attempt in range(3):
             self.write_config()
+            if self.configure is not None:
+                self.configure(self)
             self._postfix("check")
             try:
                 self._postfix("start", private_hosts=bool(self.domains))

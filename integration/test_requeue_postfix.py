@@ -303,3 +303,38 @@ def test_warming_endpoint_that_receives_moved_mail_ends_at_exactly_its_cap(mail_
     assert left_by["out3"] == cap, left_by
     counted = {ep: int(ms.rdb.hget(day_key(ms, ep), "total") or 0) for ep in ENDPOINT_IP}
     assert counted == {"out1": left_by["out1"], "out2": 0, "out3": cap}, (counted, left_by)
+
+
+def test_without_the_qmgr_step_nothing_moves_until_it_is_done(mail_system) -> None:
+    """Issue #29: the operator skipped `postconf -P qmgr/unix/rewrite_service_name=rewrite`.
+    qmgr then resolves without the table, and moved mail would leave by the default
+    transport from the host's own address: the daemon refuses, says why, and moves the
+    same mail to its new endpoint once the step is done."""
+    ms = mail_system(domains=DOMAINS, requeue=True, skip_steps=("qmgr/unix/rewrite_service_name",))
+    slow_retries(ms)
+    out2 = ENDPOINT_IP["out2"]
+    ms.sink.script(out2, "gmail.com", GMAIL_421)
+    gmail = {f"u{i}@gmail.com" for i in range(40)}
+    assert ms.send_many(40, threads=4, recipients=lambda i: [f"u{i}@gmail.com"]) == []
+    wait_until(lambda: deferred_on_out2(ms) >= 1, 30, "gmail mail deferred on out2")
+    cli(ms, "suspend", "out2", "google", "--for", "1h", "--requeue")
+
+    def refusal() -> bool:
+        text = (ms.base / "requeue.log").read_text()
+        return "refusing to move mail: qmgr resolves through the 'rewrite-nomap' service" in text
+
+    wait_until(refusal, 30, "the requeue daemon's refusal")
+    assert "postconf -P qmgr/unix/rewrite_service_name=rewrite" in (ms.base / "requeue.log").read_text()
+    assert moved_lines(ms) == [] and deferred_count(ms) >= 1
+    stuck = deferred_count(ms)
+
+    subprocess.run(
+        ["postconf", "-c", str(ms.postfix.config_dir), "-P", "qmgr/unix/rewrite_service_name=rewrite"],
+        check=True,
+    )
+    ms.postfix.reload()
+    wait_until(lambda: gmail <= set(per_recipient(ms.sink.messages)), RETRY_S, "every gmail message")
+    # moved mail left from its new endpoint: never from out2, never from the host's own address
+    peers = Counter(m.peer_ip for m in ms.sink.messages)
+    assert set(peers) <= {ENDPOINT_IP["out1"], ENDPOINT_IP["out3"]}, peers
+    assert wait_until(lambda: len(moved_lines(ms)) >= stuck, 10, "the moves logged")

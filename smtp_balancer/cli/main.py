@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis
 
+from smtp_balancer import postconf
 from smtp_balancer.cli.report import explain_report, status_report
 from smtp_balancer.clock import SYSTEM, Clock, test_time_note
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
@@ -22,7 +23,7 @@ from smtp_balancer.engine.plumbing import host_ipv6_addresses
 from smtp_balancer.experiments.stats import StatsUnavailable
 from smtp_balancer.observe import logs
 from smtp_balancer.observe.metrics import ListenError
-from smtp_balancer.render import exim, postfix
+from smtp_balancer.render import exim, postfix, postfix_merge
 from smtp_balancer.state.admin import AdminError, StateAdmin
 from smtp_balancer.state.client import RedisSetupError, describe, sync_client, tls_hint
 from smtp_balancer.state.keys import ALL_PROVIDERS
@@ -31,6 +32,7 @@ EXIT_CONFIG = 2
 EXIT_REDIS = 3
 EXIT_USAGE = 4
 EXIT_LISTEN = 5
+EXIT_POSTFIX = 6  # postconf could not read the Postfix configuration
 
 
 def _config(args: argparse.Namespace) -> BalancerConfig:
@@ -169,6 +171,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise ValueError("--write is for exim; use --write-maps DIR for the postfix milter maps")
     if args.part not in ("master", "main", "all"):
         raise ValueError(f"render postfix has no part {args.part!r}: use master, main or all")
+    if args.postconf:
+        current = postconf.main_values(args.postfix_dir, postfix_merge.params_read(config))
+        sys.stdout.write(postfix_merge.postconf_script(config, current, args.postfix_dir, args.config))
+        return 0
     if args.write_maps:
         target = Path(args.write_maps)
         target.mkdir(parents=True, exist_ok=True)
@@ -380,6 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--write", metavar="DIR", help="exim: write every part into DIR (main.conf names DIR/routes)"
     )
+    p.add_argument(
+        "--postconf",
+        action="store_true",
+        help="postfix: print postconf commands that merge into the running config (keeping yours)",
+    )
+    p.add_argument(
+        "--postfix-dir",
+        default="/etc/postfix",
+        metavar="DIR",
+        help="with --postconf: Postfix's config_directory",
+    )
     return parser
 
 
@@ -401,6 +418,9 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
             handler.flush()
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_LISTEN
+    except postconf.PostconfError as exc:
+        print(f"smtp-balancer: {exc}", file=sys.stderr)
+        return EXIT_POSTFIX
     except RedisSetupError as exc:
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_REDIS

@@ -64,6 +64,10 @@ async def serve(config: BalancerConfig, once: bool = False) -> int:
     client = sync_client(config.redis)
     sweeper = Sweeper(config, engine, client, queue, rq.instance or socket.gethostname())
     try:
+        # said at start too, not only when there is mail to move (each sweep checks again)
+        with contextlib.suppress(PostfixQueueError):
+            await sweeper.wired()
+        sweeper.notes.flush()
         async with service("sweeping the deferred queue") as stop:
             return await sweep_until_stopped(sweeper, rq, once, stop, describe(config.redis))
     finally:

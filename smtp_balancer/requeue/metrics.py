@@ -11,7 +11,8 @@ MOVED = Counter(
 )
 SKIPPED = Counter(
     "smtp_balancer_requeue_skipped_total",
-    "Messages due to move that stayed this sweep, by why (no_route, degraded, not_deferred, unreadable)",
+    "Messages due to move that stayed this sweep, by why (no_route, degraded, not_deferred, unreadable,"
+    " postfix_wiring)",
     ["why"],
 )
 QUEUED = Gauge(
@@ -24,4 +25,8 @@ TABLE_LOOKUPS = Counter(
     "smtp_balancer_table_lookups_total",
     "Delivery-time table lookups, by answer (pinned, stays, moved, notfound, temp, junk_pin, bad_request)",
     ["answer"],
+)
+WIRED = Gauge(
+    "smtp_balancer_requeue_postfix_wired",
+    "1 when qmgr resolves moved mail through the table (the daemon moves mail), 0 when not (it refuses)",
 )

@@ -16,6 +16,9 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from smtp_balancer import postconf
+from smtp_balancer.requeue.wiring import wiring_problems
+
 REQUEUED = re.compile(r"^postsuper: ([0-9A-Za-z]+): requeued$", re.M)
 QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,32}$")
 COMMAND_TIMEOUT_S = 60
@@ -39,10 +42,20 @@ class PostfixQueue:
             raise PostfixQueueError(f"{argv[0]}: {exc}") from exc
 
     def _postconf(self, *args: str) -> str:
-        out = self._run("postconf", "-c", self.config_dir, *args)
-        if out.returncode != 0:
-            raise PostfixQueueError(f"postconf -c {self.config_dir} {' '.join(args)}: {out.stderr.strip()}")
-        return out.stdout
+        try:
+            return postconf.run(self.config_dir, *args)
+        except postconf.PostconfError as exc:
+            raise PostfixQueueError(str(exc)) from exc
+
+    def wiring(self, table: str) -> list[str]:
+        """Why mail moved off its FILTER would not reach the table's route (wiring.py)."""
+        try:
+            main = postconf.main_values(self.config_dir, ["rewrite_service_name", "transport_maps"])
+            options = postconf.master_options(self.config_dir)
+            services = postconf.master_services(self.config_dir)
+        except postconf.PostconfError as exc:
+            raise PostfixQueueError(str(exc)) from exc
+        return wiring_problems(table, main, options, services)
 
     def deferred(self) -> Iterator[tuple[str, Path, tuple[int, int, int]]]:
         """(queue id, path, (inode, mtime ns, size)) of every deferred message, hashed
@@ -66,7 +79,10 @@ class PostfixQueue:
 
     def transports(self) -> set[str]:
         """Service names master.cf defines (postconf -M): an endpoint missing here is unplumbed."""
-        return {line.split()[0] for line in self._postconf("-M").splitlines() if line.split()}
+        try:
+            return {entry.partition("/")[0] for entry in postconf.master_services(self.config_dir)}
+        except postconf.PostconfError as exc:
+            raise PostfixQueueError(str(exc)) from exc
 
     def requeue(self, queue_ids: Iterable[str]) -> set[str]:
         """``postsuper -r - deferred``: only messages still in the deferred queue move.

@@ -31,6 +31,7 @@ from smtp_balancer.engine import Engine
 from smtp_balancer.engine.plumbing import local_addresses, unplumbed
 from smtp_balancer.feedback.responses import builtin_rules
 from smtp_balancer.observe.ratelimit import LogLimiter
+from smtp_balancer.render.postfix import table_map
 from smtp_balancer.requeue import metrics
 from smtp_balancer.requeue.pins import Pin, count_command, counter_deltas, given_back, parse_pin, pin_mapping
 from smtp_balancer.requeue.plan import (
@@ -87,8 +88,18 @@ class Sweeper:
             name: route_for(name, ep.nexthop).filter_target for name, ep in config.endpoints.items()
         }
         self.notes = LogLimiter(log)
+        self.table = table_map(config)
         self.classes = MessageClasses.from_config(config.milter)
         self._parsed: dict[str, tuple[tuple[int, int, int], QueuedMessage]] = {}
+
+    async def wired(self) -> bool:
+        """Whether moved mail would reach its new route (requeue/wiring.py); when it would
+        not, say why (rate-limited) and move nothing."""
+        problems = await asyncio.to_thread(self.queue.wiring, self.table)
+        metrics.WIRED.set(0 if problems else 1)
+        for problem in problems:
+            self.notes.emit(logging.ERROR, "wiring", "refusing to move mail: %s", problem)
+        return not problems
 
     # -- reading ----------------------------------------------------------------------
     def read_deferred(self) -> list[QueuedMessage]:
@@ -171,6 +182,10 @@ class Sweeper:
         moves = plan_moves(messages, self.targets, states, self.providers, self.rules, limit)
         result.planned = len(moves)
         if not moves:
+            return result
+        if not await self.wired():
+            metrics.SKIPPED.labels("postfix_wiring").inc(len(moves))
+            result.skipped += len(moves)
             return result
         eligible_pins = await self.existing_pins(moves, states)
         routed: dict[str, list[tuple[str, Pin]]] = {}  # queue id -> (address, pin)

@@ -90,9 +90,13 @@ def test_milter_maps_and_milter_only_main_cf():
     main = main_cf(config)
     assert "check_policy_service" not in main and "smtpd_end_of_data_restrictions" not in main
     assert "milter_header_checks = regexp:/etc/postfix/sb/milter_header_checks\n" in main
-    timeouts = ("milter_connect_timeout = 1s", "milter_command_timeout = 3s", "milter_content_timeout = 10s")
-    for line in timeouts:
-        assert f"\n{line}\n" in main, line
+    # the milter's own settings, in braces: an operator's other milters keep the global ones
+    milter = (
+        "{ unix:/run/smtp-balancer/milter.sock, default_action=accept, connect_timeout=1s,"
+        " command_timeout=3s, content_timeout=10s }"
+    )
+    assert f"\nnon_smtpd_milters = {milter}\n" in main
+    assert "milter_default_action" not in main and "milter_connect_timeout" not in main
     assert "  -o smtp_header_checks=regexp:/etc/postfix/sb/smtp_header_checks" in master_cf(config)
     # Postfix's own notices get a cleanup that strips ours from the copy they attach
     assert maps["notice_body_checks"].splitlines()[1:] == maps["smtp_header_checks"].splitlines()[1:]
@@ -118,11 +122,11 @@ def test_milter_decides_smtp_mail_only_when_the_policy_daemon_does_not():
         "pools": {"p": {"endpoints": [{"endpoint": "out1"}]}},
     }
     milter_only = main_cf(validate_config({**base, "policyd": {"enabled": False}}))
-    assert "\nsmtpd_milters = unix:/run/smtp-balancer/milter.sock\n" in milter_only
+    assert "\nsmtpd_milters = { unix:/run/smtp-balancer/milter.sock, default_action=accept," in milter_only
     both = main_cf(validate_config(base))
     # no message decided twice: the milter keeps to local submissions
     assert "\nsmtpd_milters" not in both and "# smtpd_milters is not set" in both
-    assert "\nnon_smtpd_milters = unix:/run/smtp-balancer/milter.sock\n" in both
+    assert "\nnon_smtpd_milters = { unix:/run/smtp-balancer/milter.sock, default_action=accept," in both
     assert "smtpd_end_of_data_restrictions" in both
     # asked for explicitly, without the policy daemon: allowed
     explicit = {**base, "policyd": {"enabled": False}, "milter": {"enabled": True, "smtpd": True}}
@@ -151,10 +155,13 @@ def test_requeue_renders_the_table_for_qmgr_only():
     main, master = main_cf(validate_config(raw)), master_cf(validate_config(raw))
     assert "\nrewrite_service_name = rewrite-nomap\n" in main
     assert "\ntransport_maps = socketmap:inet:127.0.0.1:10099:route\n" in main
-    assert "rewrite-nomap unix -       -       n       -       -       trivial-rewrite\n" in master
+    entry = next(line for line in master.splitlines() if line.startswith("rewrite-nomap "))
+    assert entry.split() == ["rewrite-nomap", "unix", "-", "-", "n", "-", "-", "trivial-rewrite"]
     assert "  -o transport_maps=\n" in master  # intake resolves without our table
     assert "#   postconf -P qmgr/unix/rewrite_service_name=rewrite\n" in master  # qmgr with it
     own = {**raw, "requeue": {**raw["requeue"], "postfix_transport_maps": "hash:/etc/postfix/transport"}}
     main, master = main_cf(validate_config(own)), master_cf(validate_config(own))
     assert "transport_maps = socketmap:inet:127.0.0.1:10099:route, hash:/etc/postfix/transport\n" in main
-    assert "  -o { transport_maps = hash:/etc/postfix/transport }\n" in master
+    assert "  -o transport_maps=hash:/etc/postfix/transport\n" in master
+    two = {**raw, "requeue": {**raw["requeue"], "postfix_transport_maps": "hash:/a, texthash:/b"}}
+    assert "  -o { transport_maps = hash:/a, texthash:/b }\n" in master_cf(validate_config(two))

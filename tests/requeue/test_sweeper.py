@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.engine import Engine
@@ -39,6 +40,8 @@ class FakeQueue:
         self.requeued: list[str] = []
         self.kicks = 0
         self.services = {"out1", "out2", "out3", "smtp"}
+        self.problems: list[str] = []  # what wiring() reports: Postfix wired as needed
+        self.tables: list[str] = []
 
     def add(self, queue_id: str, data: bytes) -> None:
         (self.root / queue_id).write_bytes(data)
@@ -50,6 +53,10 @@ class FakeQueue:
 
     def transports(self) -> set[str]:
         return self.services
+
+    def wiring(self, table: str) -> list[str]:
+        self.tables.append(table)
+        return self.problems
 
     def requeue(self, queue_ids: Iterable[str]) -> set[str]:
         done = {q for q in queue_ids if q not in self.active}
@@ -91,6 +98,27 @@ async def test_throttled_google_mail_moves_and_counts_once(sweep_env, rdb) -> No
     assert rdb.hget(DAY % new, "total") == "1"
     assert rdb.hgetall(DAY % "out2") == {"total": "9", "google": "5", "yahoo": "4"}  # given back
     assert rdb.hgetall("{sb}:queued:t1") == {"out1": "1", "out2": "2", "out3": "0"}
+
+
+async def test_nothing_moves_while_qmgr_would_not_ask_the_table(sweep_env, rdb, caplog) -> None:
+    sweeper, queue = sweep_env
+    rdb.set("{sb}:suspend:out2:google", GOOGLE, ex=600)
+    rdb.hset(DAY % "out2", mapping={"total": 1, "google": 1})
+    queue.add("Q1", queued("a@shop.test", "out2:", "g1@gmail.com"))
+    queue.problems = ["qmgr resolves through the 'rewrite-nomap' service, whose transport_maps ..."]
+    with caplog.at_level("ERROR", logger="smtp_balancer.requeue"):
+        result = await sweeper.sweep(limit=100)
+        sweeper.notes.flush()
+    assert queue.requeued == [] and result.skipped == 1 and queue.kicks == 0
+    assert queue.tables == [f"socketmap:inet:{sweeper.config.requeue.table_listen}:route"]
+    assert not rdb.exists("{sb}:pin:g1@gmail.com")  # nothing decided, nothing counted
+    assert rdb.hget(DAY % "out2", "total") == "1"
+    assert any("refusing to move mail: qmgr resolves through" in r.getMessage() for r in caplog.records)
+    assert REGISTRY.get_sample_value("smtp_balancer_requeue_postfix_wired") == 0
+    queue.problems = []  # the operator ran the postconf -P step
+    await sweeper.sweep(limit=100)
+    assert queue.requeued == ["Q1"]
+    assert REGISTRY.get_sample_value("smtp_balancer_requeue_postfix_wired") == 1
 
 
 async def test_a_message_that_went_active_is_left_alone(sweep_env, rdb) -> None:
@@ -148,6 +176,9 @@ async def test_a_failing_sweep_is_logged_and_the_daemon_sweeps_on(make_config, m
     class Boom:
         def __init__(self, *args, **kwargs) -> None:
             self.notes = LogLimiter(daemon.log)
+
+        async def wired(self) -> bool:
+            return True
 
         async def sweep(self, limit: int):
             calls.append(limit)
