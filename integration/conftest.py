@@ -69,11 +69,11 @@ def write_config(base: Path, *layers: dict[str, Any] | None) -> Path:
     return path
 
 
-def render(config_path: Path, part: str) -> str:
-    """master.cf / main.cf text from our own CLI: the harness uses what operators use."""
-    out = subprocess.run(
-        [CLI, "-c", str(config_path), "render", "postfix", "--part", part], capture_output=True, text=True
-    )
+def render(config_path: Path, part: str, host: str | None = None) -> str:
+    """master.cf / main.cf text from our own CLI: the harness uses what operators use.
+    ``host``: as that fleet host renders it (``--host``)."""
+    command = [CLI, "-c", str(config_path), "render", "postfix", "--part", part]
+    out = subprocess.run([*command, *(["--host", host] if host else [])], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"render failed: {out.stderr}")
     return out.stdout

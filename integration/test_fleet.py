@@ -9,11 +9,12 @@ In the second run one host's daemon is a supervisor of two workers
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ import pytest
 from integration.conftest import base_config, render, start_redis, write_config
 from integration.daemons import PolicydProcess, decision_lines
 from integration.postfix import PostfixInstance, make_shared_dir
+from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
 from integration.statistics import assert_binomial
 from integration.submit import send_many
@@ -31,8 +33,11 @@ CAP = 50
 PER_HOST = 300
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["single", "workers"])
-def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(workers: int):
+@contextlib.contextmanager
+def fleet() -> Iterator[tuple[list[Callable[[], None]], list[Path], RedisServer, Sink]]:
+    """Redis and a sink shared by the fleet's hosts; whatever the test starts goes into
+    ``started`` and its folders into ``bases``: all stopped at the end, the folders
+    kept when the test failed."""
     if shutil.which("postfix") is None or shutil.which("redis-server") is None:
         pytest.fail("postfix and redis-server must be installed (make test installs them)")
     started: list[Callable[[], None]] = []
@@ -45,6 +50,22 @@ def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(workers: int)
         sink = Sink()
         sink.start()
         started.append(sink.stop)
+        yield started, bases, redis_server, sink
+        ok = True
+    finally:
+        for stop in reversed(started):
+            try:
+                stop()
+            except Exception as exc:  # keep tearing down the rest
+                print(f"teardown: {exc}", file=sys.stderr)
+        if ok:
+            for base in bases:
+                shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["single", "workers"])
+def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(workers: int):
+    with fleet() as (started, bases, redis_server, sink):
         warm = {"endpoints": {"out3": {"warmup": {"start": utc_now().date().isoformat(), "schedule": [CAP]}}}}
         hosts: list[tuple[PostfixInstance, PolicydProcess]] = []
         for host in range(2):
@@ -96,13 +117,48 @@ def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(workers: int)
         assert picks.count("out3") == CAP and len(picks) == 2 * PER_HOST
         before_cap = picks[: max(i for i, e in enumerate(picks) if e == "out3")]
         assert_binomial(before_cap.count("out3"), len(before_cap), 0.25)
-        ok = True
-    finally:
-        for stop in reversed(started):
-            try:
-                stop()
-            except Exception as exc:  # keep tearing down the rest
-                print(f"teardown: {exc}", file=sys.stderr)
-        if ok:
-            for base in bases:
-                shutil.rmtree(base, ignore_errors=True)
+
+
+def test_one_yaml_for_the_fleet_each_host_routes_through_its_own_endpoints():
+    """Issue #29: endpoints name their host (host:); each host renders and decides with
+    the same YAML. Every address is on this machine, so without host: each host would
+    use all three; with it, mta1's mail leaves from out1/out2 and mta2's from out3."""
+    with fleet() as (started, bases, redis_server, sink):
+        owners = {"endpoints": {"out1": {"host": "mta1"}, "out2": {"host": "mta1"}, "out3": {"host": "mta2"}}}
+        hosts: list[PostfixInstance] = []
+        for host in ("mta1", "mta2"):
+            base = make_shared_dir("sb-fleet-")
+            bases.append(base)
+            policy_port = free_port()
+            config = write_config(base, base_config(redis_server.url, policy_port, free_port()), owners)
+            policyd = PolicydProcess(
+                config, policy_port, base / "policyd.log", env={"SMTP_BALANCER_HOST": f"{host}.example.com"}
+            )
+            policyd.start()
+            started.append(policyd.stop)
+            master = render(config, "master", host=host)
+            assert ("out3 " in master) == (host == "mta2") and ("out1 " in master) == (host == "mta1")
+            postfix = PostfixInstance(
+                base / "postfix",
+                smtpd_port=free_port(),
+                sink_port=sink.port,
+                master_cf_extra=master,
+                main_cf_extra=render(config, "main", host=host),
+            )
+            started.append(postfix.stop)
+            postfix.start()
+            hosts.append(postfix)
+        for k, postfix in enumerate(hosts):
+            assert (
+                send_many(
+                    postfix.smtpd_port, 100, threads=4, start=k * 1000, tag=lambda i: f"mta{1 + i // 1000}"
+                )
+                == []
+            )
+        got = sink.wait_for(200, timeout=180)
+        by_host = {
+            tag: Counter(m.peer_ip for m in got if m.header("X-Test-Tag") == tag) for tag in ("mta1", "mta2")
+        }
+        assert set(by_host["mta1"]) == {"127.0.0.2", "127.0.0.3"}, by_host
+        assert set(by_host["mta2"]) == {"127.0.0.4"}, by_host
+        assert by_host["mta1"].total() == by_host["mta2"].total() == 100

@@ -86,10 +86,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     facts = facts_from_args(args)
 
     async def run() -> str:
-        engine = Engine(config, args.clock)
+        engine = Engine(config, args.clock, host=args.host)
         try:
-            if config.decision.bind_check_s:
-                engine.plumbing.run_once()  # as this host's deciders see it
+            if config.decision.bind_check_s and args.host is None:
+                engine.plumbing.run_once()  # as this host's deciders see it; not for another host
             # the live state the planner reads (running experiments, managed warm-up
             # steps), as a decider's mirror has it; without Redis the dry run shows the
             # degraded decision anyway
@@ -98,7 +98,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             decision = await engine.decide(facts, commit=False, explain=True)
         finally:
             await engine.aclose()
-        return explain_report(facts, decision, engine.plumbing.current)
+        return explain_report(facts, decision, engine.plumbing.current, engine.foreign, engine.host)
 
     print(asyncio.run(run()))
     return 0
@@ -165,6 +165,8 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.host:
+        config = config.for_host(args.host)
     if args.mta == "exim":
         return _render_exim(config, args)
     if args.write:
@@ -304,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int)
     p.add_argument("--class", dest="message_class", help="message class, e.g. transactional or bulk")
     p.add_argument("--queue-id", default="", help="the MTA's queue id: the experiment arm it would get")
+    p.add_argument(
+        "--host", help="decide as this fleet host's daemons do (endpoints' host:); default: this host"
+    )
 
     add("status", cmd_status, "weights, states, suspensions and warm-up counters per pool")
 
@@ -396,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="/etc/postfix",
         metavar="DIR",
         help="with --postconf: Postfix's config_directory",
+    )
+    p.add_argument(
+        "--host", help="only the endpoints of this fleet host (host:) and those of no host; default: all"
     )
     return parser
 

@@ -24,8 +24,16 @@ def table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
-def explain_report(facts: Facts, decision: Decision, unplumbed: Mapping[str, str] | None = None) -> str:
-    """``unplumbed``: endpoints left out of every plan on this host (name -> bind address)."""
+def explain_report(
+    facts: Facts,
+    decision: Decision,
+    unplumbed: Mapping[str, str] | None = None,
+    foreign: Mapping[str, str] | None = None,
+    host: str = "",
+) -> str:
+    """``unplumbed``: endpoints left out of every plan on this host (name -> bind address);
+    ``foreign``: another fleet host's endpoints (name -> that host); ``host``: the one
+    decided for."""
     out = [
         f"facts:     sender={facts.sender or '<>'} recipients={','.join(facts.recipients) or '-'}"
         f" sasl={facts.sasl_username or '-'} client={facts.client_address or '-'}"
@@ -47,6 +55,8 @@ def explain_report(facts: Facts, decision: Decision, unplumbed: Mapping[str, str
         out += table(rows)
     for name, address in sorted((unplumbed or {}).items()):
         out.append(f"left out:  {name}: bind address {address} is not on this host (decision.bind_check_s)")
+    for name, owner in sorted((foreign or {}).items()):
+        out.append(f"left out:  {name}: an endpoint of host {owner}, not of {host}")
     if decision.outcome == "route" and decision.route:
         pick = f"{decision.endpoint} -> FILTER {decision.route.filter_target}"
     else:

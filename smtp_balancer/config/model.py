@@ -31,6 +31,19 @@ from smtp_balancer.config.match import MatchConfig
 from smtp_balancer.config.requeue import RequeueConfig
 
 OVERFLOW_KEYWORDS = ("defer", "ignore_caps", "default")
+HOST_NAME_RE = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$"
+
+
+def same_host(named: str, host: str) -> bool:
+    """Whether an endpoint's ``host:`` names ``host``, case aside: the same name, or the
+    same first label where either is a short name (``mta1`` and ``mta1.example.com``)."""
+    named, host = named.lower().rstrip("."), host.lower().rstrip(".")
+    if named == host:
+        return True
+    short = "." not in named or "." not in host
+    return short and named.split(".", 1)[0] == host.split(".", 1)[0]
+
+
 MAX_WEIGHT = 1_000_000
 
 
@@ -72,6 +85,9 @@ class WarmupConfig(Strict):
 
 class EndpointConfig(Strict):
     kind: Literal["local", "relay"] = "local"
+    # the fleet host whose address this is: only that host routes mail through it, and
+    # `render --host` renders it there alone (unset: any host where its address is)
+    host: str | None = Field(default=None, pattern=HOST_NAME_RE, max_length=253)
     # the source address: IPv4 or IPv6. An endpoint with one family sends over that
     # family only; bind_address6 (with an IPv4 bind_address) makes it dual-stack
     bind_address: str | None = None
@@ -414,6 +430,11 @@ class BalancerConfig(Strict):
                 f" ({self.feedback.rate_retention}s), which keeps the counts it reads"
             )
         return self
+
+    def for_host(self, host: str) -> BalancerConfig:
+        """The config as ``host`` renders it: its own endpoints and those of no host."""
+        mine = {n: ep for n, ep in self.endpoints.items() if ep.host is None or same_host(ep.host, host)}
+        return self.model_copy(update={"endpoints": mine})
 
     @property
     def managed_warmups(self) -> list[str]:

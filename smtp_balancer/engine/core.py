@@ -33,7 +33,7 @@ from smtp_balancer.engine.junk import JunkReporter
 from smtp_balancer.engine.leases import LeaseService
 from smtp_balancer.engine.mirror import MirrorKeeper
 from smtp_balancer.engine.mx import MxProviders
-from smtp_balancer.engine.plumbing import PlumbingWatch, local_addresses
+from smtp_balancer.engine.plumbing import PlumbingWatch, foreign_endpoints, local_addresses, this_host
 from smtp_balancer.observe import metrics
 from smtp_balancer.state import scripts
 from smtp_balancer.state.channel import ScriptChannel
@@ -54,8 +54,10 @@ class Pending:
 
 
 class Engine:
-    def __init__(self, config: BalancerConfig, clock: Clock = SYSTEM) -> None:
+    def __init__(self, config: BalancerConfig, clock: Clock = SYSTEM, host: str | None = None) -> None:
+        """``host``: the fleet host to decide for (default: this one, plumbing.this_host)."""
         self.clock = clock
+        self.host = host or this_host()
         self.channel = ScriptChannel(config.redis)
         self.junk = JunkReporter(clock)
         self.health = RedisHealth(lambda: self.channel, describe(config.redis))
@@ -81,9 +83,16 @@ class Engine:
             self.book, self.channel, self.breaker, self.junk, config.redis.admin_timeout_ms / 1000
         )
         self.health.where = describe(config.redis)  # where Redis is, for every log line
+        # another host's endpoints are never this host's to use; the rest are if their
+        # addresses are here (the bind check)
+        self.foreign = foreign_endpoints(config, self.host)
+        foreign, planner = self.foreign, self.planner
+        addresses = {n: a for n, a in local_addresses(config).items() if n not in foreign}
         self.plumbing = PlumbingWatch(
-            local_addresses(config), config.decision.bind_check_s, self.planner.set_unplumbed
+            addresses, config.decision.bind_check_s, lambda found: planner.set_unplumbed({*found, *foreign})
         )
+        if foreign:
+            planner.set_unplumbed(foreign)
 
     @property
     def live(self) -> LiveState | None:

@@ -15,12 +15,13 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Callable, Mapping
 
 from prometheus_client import Gauge
 
-from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.config.model import BalancerConfig, same_host
 from smtp_balancer.engine.tasks import stop_task
 
 log = logging.getLogger("smtp_balancer.engine")
@@ -33,6 +34,19 @@ UNPLUMBED = Gauge(
 )
 # errors that mean "not on this host"; anything else (a permission problem) is logged, not acted on
 MISSING = {errno.EADDRNOTAVAIL}
+
+
+HOST_ENV = "SMTP_BALANCER_HOST"
+
+
+def this_host() -> str:
+    """The fleet host this process decides for: $SMTP_BALANCER_HOST, else the host name."""
+    return os.environ.get(HOST_ENV) or socket.gethostname()
+
+
+def foreign_endpoints(config: BalancerConfig, host: str) -> dict[str, str]:
+    """Endpoint -> its host, for the endpoints another fleet host owns (``host:``)."""
+    return {n: ep.host for n, ep in config.endpoints.items() if ep.host and not same_host(ep.host, host)}
 
 
 def local_addresses(config: BalancerConfig) -> dict[str, tuple[str, ...]]:

@@ -227,6 +227,37 @@ def test_explain_names_an_endpoint_left_out_on_this_host(make_config, rdb, tmp_p
     assert not re.search(r"main +out2 ", out)  # not a candidate at all
 
 
+def test_explain_and_render_answer_for_a_fleet_host(make_config, rdb, tmp_path, capsys):
+    # one YAML for two hosts: out1 and out2 are mta1's, out3 is mta2's; none of their
+    # addresses needs to be on the machine explain runs on
+    make_config(
+        {
+            "endpoints": {
+                "out1": {"host": "mta1", "bind_address": "192.0.2.1"},
+                "out2": {"host": "mta1.example.com", "bind_address": "192.0.2.2"},
+                "out3": {"host": "mta2", "bind_address": "192.0.2.3"},
+            }
+        }
+    )
+    path = str(tmp_path / "config.yaml")
+    explain = ["-c", path, "explain", "--sender", "a@shop.test", "--rcpt", "b@gmail.com"]
+    assert main([*explain, "--host", "mta2.example.com"], clock=CLOCK) == 0
+    out = capsys.readouterr().out
+    assert "left out:  out1: an endpoint of host mta1, not of mta2.example.com" in out
+    assert "left out:  out2: an endpoint of host mta1.example.com, not of mta2.example.com" in out
+    assert "pick:      out3 -> FILTER out3:" in out
+    assert "bind address" not in out  # this machine's addresses say nothing of mta2
+    assert main([*explain, "--host", "mta1.example.com"], clock=CLOCK) == 0
+    out = capsys.readouterr().out
+    assert "left out:  out3: an endpoint of host mta2" in out and "pick:      out3" not in out
+    assert main(["-c", path, "render", "postfix", "--part", "master", "--host", "mta2"]) == 0
+    master = capsys.readouterr().out
+    assert "\nout3 " in master and "\nout1 " not in master and "\nout2 " not in master
+    assert main(["-c", path, "render", "exim", "--part", "routes", "--host", "mta1"]) == 0
+    routes = capsys.readouterr().out
+    assert "\nout1: " in routes and "\nout2: " in routes and "\nout3: " not in routes
+
+
 def test_status_shows_provider_caps_rate_caps_and_a_slow(make_config, tmp_path: Path, capsys, rdb):
     make_config(
         {

@@ -318,3 +318,21 @@ def test_a_rule_an_experiment_may_order_first_is_not_unreachable():
     )
     config = parse_config(text)  # valid: the arm's rule order reaches gmail first
     assert [r.name for r in config.rules] == ["all", "gmail"]
+
+
+def test_an_endpoint_names_its_host_by_full_or_short_name():
+    from smtp_balancer.config.model import same_host
+
+    assert same_host("mta1", "MTA1.example.com") and same_host("mta1.example.com", "mta1")
+    assert same_host("mta1.example.com.", "mta1.example.com")
+    assert not same_host("mta1.dc1.example", "mta1.dc2.example")  # two full names must agree
+    assert not same_host("mta1", "mta10")
+    text = (
+        "endpoints: {a: {host: mta1}, b: {host: mta2.example.com}, r: {kind: relay, nexthop: 'x:25'}}\n"
+        "pools: {p: {endpoints: [{endpoint: a}]}}\n"
+    )
+    config = parse_config(text)
+    assert list(config.for_host("mta1.example.com").endpoints) == ["a", "r"]  # and those of no host
+    assert list(config.for_host("mta2").endpoints) == ["b", "r"]
+    with pytest.raises(ConfigInvalid, match=r"endpoints\.a\.host"):
+        parse_config(text.replace("host: mta1", "host: 'mta 1'"))

@@ -89,3 +89,36 @@ async def test_a_pool_with_every_endpoint_unplumbed_overflows(make_config, rdb, 
     finally:
         await engine.aclose()
     assert decision.outcome == "default" and decision.endpoint is None
+
+
+@pytest.mark.parametrize("local", [True, False])
+async def test_no_path_picks_another_hosts_endpoint(make_config, rdb, local: bool) -> None:
+    config = make_config({"decision": {"local": local}, "endpoints": {"out2": {"host": "mta2"}}})
+    engine = Engine(config, host="mta1.example.com")
+    try:
+        assert await engine.start()
+        assert engine.foreign == {"out2": "mta2"}
+        assert "out2" not in engine.plumbing.addresses  # not this host's to check either
+        seen = Counter([(await engine.decide(_facts(i))).endpoint for i in range(300)])
+    finally:
+        await engine.aclose()
+    assert set(seen) == {"out1", "out3"} and seen.total() == 300
+    # the host it belongs to uses it
+    there = Engine(config, host="mta2")
+    try:
+        assert await there.start()
+        assert there.foreign == {}
+        assert "out2" in {(await there.decide(_facts(i))).endpoint for i in range(300)}
+    finally:
+        await there.aclose()
+
+
+def test_this_host_is_the_environments_or_the_machines(monkeypatch) -> None:
+    import socket
+
+    from smtp_balancer.engine.plumbing import HOST_ENV, this_host
+
+    monkeypatch.setenv(HOST_ENV, "mta7")
+    assert this_host() == "mta7"
+    monkeypatch.delenv(HOST_ENV)
+    assert this_host() == socket.gethostname()
