@@ -67,8 +67,8 @@ class HealthChecks:
             found = [res for _, res in checked]
             results.extend(found)
             for zone in zones:
-                listed_here = any(r.zone == zone and r.verdict == LISTED for r in found)
-                metrics.DNSBL_LISTED.labels(endpoint, zone).set(1 if listed_here else 0)
+                listed_here = any(r.zone == zone.zone and r.verdict == LISTED for r in found)
+                metrics.DNSBL_LISTED.labels(endpoint, zone.zone).set(1 if listed_here else 0)
             for ip, res in checked:
                 metrics.DNSBL_CHECKS.labels(res.zone, res.verdict).inc()
                 if res.verdict == "error":

@@ -41,7 +41,7 @@ REDIS_ERRORS = Counter(
 )
 DNSBL_LISTED = Gauge(
     "smtp_balancer_dnsbl_listed",
-    "1 when the endpoint's public IP is listed on the zone at the last check",
+    "1 when one of the endpoint's public IPs (IPv4, IPv6) is listed on the zone at the last check",
     ["endpoint", "zone"],
 )
 DNSBL_CHECKS = Counter(

@@ -19,6 +19,15 @@ def test_source_ip_reporter_and_sender_name_endpoint_provider_and_tenant(make_co
     assert who.attribute(parse_report(arf_report(mail_from="x@elsewhere.test"))).tenant == "other"
 
 
+def test_an_endpoints_ipv6_addresses_name_it_too(make_config) -> None:
+    endpoints = {"out1": {"bind_address6": "fd00::2", "public_ip6": "2001:db8::10"}}
+    who = Attributor(make_config({"endpoints": endpoints}))
+    assert who.attribute(parse_report(arf_report("fd00::2"))).endpoint == "out1"
+    assert who.attribute(parse_report(arf_report("2001:db8::10"))).endpoint == "out1"
+    assert who.attribute(parse_report(arf_report("2001:DB8:0::10"))).endpoint == "out1"  # any spelling
+    assert who.attribute(parse_report(arf_report("127.0.0.2"))).endpoint == "out1"  # and its IPv4
+
+
 def test_reporters_come_from_the_table_the_config_or_the_recipient_domain(make_config) -> None:
     config = make_config({"feedback": {"complaints": {"reporters": {"fbl.example.net": "comcast"}}}})
     who = Attributor(config)
