@@ -92,7 +92,7 @@ host_lookup =
 rfc1413_hosts =
 tls_advertise_hosts =
 keep_environment =
-domainlist local_domains =
+domainlist local_domains = {local_domains}
 domainlist relay_to_domains = {relay_domains}
 acl_smtp_rcpt = acl_rcpt
 acl_smtp_data = acl_check_data
@@ -155,8 +155,10 @@ class EximInstance:
         own_transport: str = "",
         dual_stack: str = "",
         relay_domains: str = "",
+        local_domains: str = "",
     ) -> None:
-        """``relay_domains``: the operator's ``domainlist relay_to_domains``.
+        """``relay_domains``, ``local_domains``: the operator's ``domainlist relay_to_domains``
+        and ``local_domains``.
         ``dual_stack``: an IPv6 address; the smarthost is then a name that resolves to
         the sink host and to it (a private /etc/hosts in Exim's own mount namespace), as a
         provider's MX has A and AAAA records; Exim tries the IPv6 address first. Not ::1,
@@ -179,6 +181,7 @@ class EximInstance:
         self.smarthost = smarthost
         self.dual_stack = dual_stack
         self.relay_domains = relay_domains
+        self.local_domains = local_domains
         self.hosts_file = self.base / "hosts"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -196,6 +199,7 @@ class EximInstance:
                 sink_host=self.sink_host,
                 sink_port=self.sink_port,
                 relay_domains=self.relay_domains,
+                local_domains=self.local_domains,
                 rendered=self.rendered,
                 smarthost=(
                     # routed mail goes to the sink, which stands for the recipients' MX hosts

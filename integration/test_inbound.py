@@ -98,10 +98,23 @@ backend:
   route_list = * {backend}
   transport = backend_smtp
 """
+EXIM_LOCAL_ROUTER = """\
+# the operator's router for this host's own domains: a Maildir
+local_maildir:
+  driver = accept
+  domains = +local_domains
+  transport = maildir
+"""
 EXIM_BACKEND_TRANSPORT = """\
 backend_smtp:
   driver = smtp
   port = {port}
+
+maildir:
+  driver = appendfile
+  directory = {maildir}
+  maildir_format
+  user = Debian-exim
 
 """
 
@@ -109,28 +122,38 @@ backend_smtp:
 def test_exim_gateway_routes_outbound_recipients_and_leaves_inbound_ones_alone(exim_system):
     backend = Sink(BACKEND_HOST)
     backend.start()
+    maildir = make_shared_dir("sb-exim-maildir-")  # Exim delivers as Debian-exim
+    shutil.chown(maildir, user="Debian-exim", group="Debian-exim")
+    new = maildir / "Maildir" / "new"
     try:
         es = exim_system(
             INBOUND,
             operator={
                 "relay_domains": "inbound.test",
-                "own_router": EXIM_BACKEND_ROUTER.format(backend=BACKEND_HOST),
-                "own_transport": EXIM_BACKEND_TRANSPORT.format(port=backend.port),
+                "local_domains": "local.test",
+                "own_router": EXIM_BACKEND_ROUTER.format(backend=BACKEND_HOST) + EXIM_LOCAL_ROUTER,
+                "own_transport": EXIM_BACKEND_TRANSPORT.format(
+                    port=backend.port, maildir=maildir / "Maildir"
+                ),
             },
         )
-        outbound = es.send_many(200, recipients=lambda i: [f"user{i}@{OUTBOUND[i % 3]}"])
+        outbound = es.send_many(400, recipients=lambda i: [f"user{i}@{OUTBOUND[i % 3]}"])
         relayed = es.send_many(100, start=1000, recipients=lambda i: [f"user{i}@inbound.test"])
+        local = es.send_many(100, start=2000, recipients=lambda i: [f"user{i}@local.test"])
         mixed = es.send_many(
             MIXED, start=3000, recipients=lambda i: [f"m{i}@gmail.com", f"m{i}@inbound.test"]
         )
-        assert outbound == relayed == mixed == []
-        got = es.sink.wait_for(200 + MIXED, timeout=240)
+        assert outbound == relayed == local == mixed == []
+        got = es.sink.wait_for(400 + MIXED, timeout=240)
         backend.wait_for(100 + MIXED, timeout=240)
+        wait_until(lambda: new.is_dir() and len(list(new.iterdir())) >= 100, 120, "100 local messages")
+        assert len(list(new.iterdir())) == 100
     finally:
         backend.stop()
-    assert not [r for m in got for r in m.rcpt_tos if r.endswith("@inbound.test")]
+        shutil.rmtree(maildir, ignore_errors=True)
+    assert not [r for m in got for r in m.rcpt_tos if r.endswith(("@inbound.test", "@local.test"))]
     # Exim routes each recipient apart: a mixed message's remote part still takes its route
-    assert len(got) == 200 + MIXED
+    assert len(got) == 400 + MIXED
     assert set(Counter(m.peer_ip for m in got)) <= set(ENDPOINT_IP.values())
     assert sorted(r for m in backend.messages for r in m.rcpt_tos) == sorted(
         [f"user{i}@inbound.test" for i in range(1000, 1100)]
@@ -139,4 +162,4 @@ def test_exim_gateway_routes_outbound_recipients_and_leaves_inbound_ones_alone(e
     log = es.exim.log_text()
     assert " ** " not in log and "Frozen" not in log
     # quota for the routed recipients only: the inbound ones are the MTA's
-    assert_counted_exactly(es.rdb, ENDPOINT_IP, 200 + MIXED)
+    assert_counted_exactly(es.rdb, ENDPOINT_IP, 400 + MIXED)

@@ -174,6 +174,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.part not in ("master", "main", "all"):
         raise ValueError(f"render postfix has no part {args.part!r}: use master, main or all")
     if args.postconf:
+        services, options = (
+            postconf.master_services(args.postfix_dir),
+            postconf.master_options(args.postfix_dir),
+        )
+        if problems := postfix_merge.clashes(config, services, options):
+            raise ValueError("; ".join(problems))
         current = postconf.main_values(args.postfix_dir, postfix_merge.params_read(config))
         sys.stdout.write(postfix_merge.postconf_script(config, current, args.postfix_dir, args.config))
         return 0

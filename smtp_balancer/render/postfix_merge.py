@@ -152,6 +152,21 @@ def postconf_script(
     return "\n".join(lines) + "\n"
 
 
+def clashes(config: BalancerConfig, services: set[str], options: Mapping[str, str]) -> list[str]:
+    """master.cf services of the operator's that ours would replace (``postconf -M``
+    replaces an entry whole): an entry of ours carries its own syslog_name."""
+    out = []
+    for entry in master_entries(config):
+        key = f"{entry.service}/unix"
+        ours = dict(entry.options).get("syslog_name")
+        if key in services and options.get(f"{key}/syslog_name") != ours:
+            out.append(
+                f"master.cf already has a service {entry.service!r} that render did not write:"
+                f" rename the endpoint, or that service, before applying"
+            )
+    return out
+
+
 def params_read(config: BalancerConfig) -> list[str]:
     """The main.cf parameters whose current value the script merges with."""
     return [s.param for s in main_settings(config) if s.merge != "set"]

@@ -77,3 +77,17 @@ def test_the_script_keeps_their_transport_maps_for_intake_and_wires_qmgr_last():
         < order.index("rewrite_service_name = rewrite-nomap")
         < order.index("qmgr/unix/rewrite_service_name=rewrite")
     )
+
+
+def test_an_operators_service_of_the_same_name_is_never_replaced():
+    from smtp_balancer.render.postfix_merge import clashes
+
+    config = validate_config(
+        {**RAW, "endpoints": {"amavis": {}}, "pools": {"p": {"endpoints": [{"endpoint": "amavis"}]}}}
+    )
+    theirs = {"amavis/unix", "smtp/unix"}
+    [problem] = clashes(config, theirs, {"amavis/unix/smtp_data_done_timeout": "1200"})
+    assert "master.cf already has a service 'amavis' that render did not write" in problem
+    # ours from an earlier run (its syslog_name) is replaced, as the script means to
+    assert clashes(config, theirs, {"amavis/unix/syslog_name": "postfix/amavis"}) == []
+    assert clashes(config, {"smtp/unix"}, {}) == []
