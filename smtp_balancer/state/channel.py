@@ -73,6 +73,18 @@ def _ssl_context(cfg: RedisConfig) -> ssl.SSLContext:
     return ctx
 
 
+def _retrieve_closing(writer: asyncio.StreamWriter) -> None:
+    """Await the stream's end in the background, so that the error it ended with (a TLS
+    alert such as TLSV13_ALERT_CERTIFICATE_REQUIRED, read after the handshake) is
+    retrieved: left to the garbage collector, the stream's closed-future may be
+    finalized before its protocol and log "Future exception was never retrieved"."""
+    try:
+        closing = asyncio.get_running_loop().create_task(writer.wait_closed())
+    except RuntimeError:  # no running loop: nothing will finalize it in one either
+        return
+    closing.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+
 class ScriptChannel:
     """``on_push`` receives pub/sub messages (a subscribed connection's pushes);
     ``on_reset`` is told when the connection is gone."""
@@ -173,6 +185,7 @@ class ScriptChannel:
             self._read_task = None
         if writer is not None:
             writer.close()
+            _retrieve_closing(writer)
         self._outbox.clear()
         pending, self._pending = self._pending, deque()
         for fut in pending:
