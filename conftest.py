@@ -7,12 +7,34 @@ started late reads the same time as the test that started it. Unit tests inject
 their own FixedClock.
 """
 
+import logging
 import os
 import time
+from collections.abc import Iterator
+
+import pytest
 
 # set before smtp_balancer.clock is imported: its SYSTEM clock reads this once
 _pinned = os.environ.setdefault("SMTP_BALANCER_TEST_TIME", "2026-11-24T10:30:00+00:00")
 if "@" not in _pinned:  # anchored to this session's start, for every child process
     os.environ["SMTP_BALANCER_TEST_TIME"] = f"{_pinned}@{time.time():.3f}"
 
+from smtp_balancer.observe.logs import StructuredFormatter  # noqa: E402  (after the clock's variable)
+
 pytest_plugins = ["integration.fixtures"]
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """A test that runs a daemon's or the CLI's main in-process configures the root
+    logger (observe/logs.configure) with a handler on its captured stderr, closed after
+    the test: later tests in the same process (pytest-xdist runs many per worker) would
+    log into a closed file. Our handlers go, and the level comes back, after each test."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, StructuredFormatter):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)

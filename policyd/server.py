@@ -70,6 +70,12 @@ def warn_restart(names: list[str]) -> None:
         log.warning("policyd.%s changed: it takes effect on restart, not on reload", name)
 
 
+# besides the decision's own budget, what answering takes on a loaded host: an Exim
+# request this close to its readsocket timeout is not decided (its answer would land
+# after Exim gave up, and its unit would count for mail that left by default)
+ANSWER_MARGIN_S = 0.2
+
+
 class PolicyServer:
     def __init__(
         self,
@@ -98,6 +104,11 @@ class PolicyServer:
         self._adopting: set[asyncio.Task[object]] = set()
         self.workers = 1  # processes sharing policyd.max_connections
         observe(metrics.OPEN_INSTANCES, lambda: len(self.join))
+
+    @property
+    def exim_margin_s(self) -> float:
+        """How long before Exim's timeout a request is no longer decided (see ANSWER_MARGIN_S)."""
+        return self.engine.budget_s + ANSWER_MARGIN_S
 
     @property
     def max_connections(self) -> int:
@@ -221,7 +232,14 @@ class PolicyServer:
             return outcome.action
         metrics.REQUESTS_BY_STAGE["end_of_message"].inc()
         # real time, not the engine's clock: Exim's sent_at is the host's
-        why = abandoned(request, time.time(), self.exim_timeout_s, self.config.postfix_timeout_s, client)
+        why = abandoned(
+            request,
+            time.time(),
+            self.exim_timeout_s,
+            self.config.postfix_timeout_s,
+            client,
+            self.exim_margin_s,
+        )
         if why:
             metrics.ABANDONED.labels("exim" if "sent_at" in request else "postfix").inc()
             self.notes.warning(

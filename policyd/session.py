@@ -91,8 +91,13 @@ class InstanceJoin:
             metrics.JOINS_EVICTED.inc()
 
 
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and len(value) < 16 else None
+def decimal(value: str | None, max_digits: int = 15) -> int | None:
+    """A plain ASCII decimal of at most ``max_digits`` digits, else None: the one grammar
+    of every numeric attribute. str.isdigit() alone also takes '²' (which int() refuses)
+    and Arabic-Indic digits (which int() reads as a number)."""
+    if value and len(value) <= max_digits and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,7 @@ def handle(
         extra = extra.strip()
         if extra:
             recipients[extra] = None
-    count = _int(request.get("recipient_count"))
+    count = decimal(request.get("recipient_count"))
     # Postfix counts a repeated RCPT TO, and so does the join: compare before de-duplicating
     known = max(len(collected), len(recipients))
     if count is not None and known < count:
@@ -159,7 +164,7 @@ def handle(
         recipients=tuple(recipients),
         sasl_username=request.get("sasl_username", ""),
         client_address=request.get("client_address", ""),
-        size=_int(request.get("size")),
+        size=decimal(request.get("size")),
         queue_id=request.get("queue_id", ""),
         recipient_count=count,
         message_class=exim_class(request, classes) if classes is not None else None,
@@ -217,25 +222,34 @@ RECENT_S = 0.5
 
 
 def abandoned(
-    request: PolicyRequest, now: float, exim_timeout_s: float, postfix_timeout_s: float, client: Client
+    request: PolicyRequest,
+    now: float,
+    exim_timeout_s: float,
+    postfix_timeout_s: float,
+    client: Client,
+    margin_s: float = 0.0,
 ) -> str:
     """Why the client no longer waits for this decision ("" while it does).
 
     A daemon that was frozen reads requests its clients gave up on: deciding them
     would spend warm-up quota on mail that leaves by the default transport.
     - Exim's request carries ``sent_at`` ($tod_epoch_l, microseconds): past its
-      readsocket timeout, Exim has stopped waiting. Exim shuts its side down after
-      the request, so a closed connection means nothing there.
+      readsocket timeout, Exim has stopped waiting, and within ``margin_s`` of it (the
+      time to decide and answer) the answer may arrive after Exim gave up. Exim shuts
+      its side down after the request, so a closed connection means nothing there.
     - Postfix keeps its connection open while it waits, but after a timeout it may
       keep it too (it closes it only before a retry): a request that arrived
       longer ago than its timeout, or whose client has closed, is not waited for.
       Both take a system call; a request that provably arrived under RECENT_S ago
       is waited for without them.
     """
-    sent_at = request.get("sent_at", "")
-    if sent_at.isdigit():
-        age = now - int(sent_at) / 1e6
-        return f"Exim sent it {age:.1f}s ago (timeout {exim_timeout_s:g}s)" if age >= exim_timeout_s else ""
+    sent_at = decimal(request.get("sent_at"), 20)
+    if sent_at is not None:
+        age = now - sent_at / 1e6
+        if age < exim_timeout_s - margin_s:
+            return ""
+        left = f"{margin_s:g}s of it to decide and answer"
+        return f"Exim sent it {age:.1f}s ago (timeout {exim_timeout_s:g}s, {left})"
     if "recipients" in request:  # an Exim request rendered before sent_at: half-closed by design
         return ""
     if client.arrived_within(min(RECENT_S, postfix_timeout_s)):

@@ -181,8 +181,17 @@ def test_a_request_its_client_gave_up_on_is_not_decided():
     fresh = {**exim, "sent_at": str(int((now - 1.9) * 1e6))}
     stale = {**exim, "sent_at": str(int((now - 2.0) * 1e6))}
     assert abandoned(fresh, now, 2.0, 10.0, Seen(closed=True, waited=30)) == ""
-    assert abandoned(stale, now, 2.0, 10.0, Seen()) == "Exim sent it 2.0s ago (timeout 2s)"
+    assert (
+        abandoned(stale, now, 2.0, 10.0, Seen())
+        == "Exim sent it 2.0s ago (timeout 2s, 0s of it to decide and answer)"
+    )
+    # within the margin of the timeout: an answer would arrive after Exim gave up
+    assert abandoned(fresh, now, 2.0, 10.0, Seen(), margin_s=0.25).startswith("Exim sent it 1.9s ago")
+    assert abandoned(fresh, now, 2.0, 10.0, Seen(), margin_s=0.05) == ""
     assert abandoned({**exim, "sent_at": "garbage"}, now, 2.0, 10.0, Seen(closed=True)) == ""  # decide
+    # only ASCII decimals are a time: '²' and Arabic-Indic digits pass str.isdigit()
+    for junk in ("\u00b2", "\u0661\u0662", "9" * 5000):
+        assert abandoned({**exim, "sent_at": junk}, now, 2.0, 10.0, Seen()) == "", junk
     assert abandoned(exim, now, 2.0, 10.0, Seen(closed=True)) == ""  # rendered before sent_at
     # Postfix: a closed connection, or a request older than its timeout (TCP_INFO)
     postfix = {"request": "smtpd_access_policy", "recipient": "a@x.test"}
@@ -236,3 +245,16 @@ def test_exim_requests_are_classified_like_the_milter_does():
     postfix = {k: v for k, v in base.items() if not k.startswith("header_")}
     facts = handle(postfix, join, classes)
     assert isinstance(facts, Facts) and facts.message_class is None
+
+
+def test_every_numeric_attribute_is_a_plain_decimal():
+    from policyd.session import decimal
+
+    assert decimal("1234") == 1234 and decimal("007") == 7
+    for junk in ("", None, "12a", "-1", "+1", " 1", "1.0", "\u00b2", "\u0661", "1" * 16):
+        assert decimal(junk) is None, junk
+    assert decimal("1" * 20, 20) == int("1" * 20)
+    join = InstanceJoin(100, 60)
+    request = {"request": "smtpd_access_policy", "protocol_state": "END-OF-MESSAGE", "recipient": "a@x.test"}
+    facts = handle({**request, "size": "\u00b2", "recipient_count": "\u0663"}, join)
+    assert facts.size is None and facts.recipient_count is None
