@@ -163,3 +163,36 @@ def test_exim_gateway_routes_outbound_recipients_and_leaves_inbound_ones_alone(e
     assert " ** " not in log and "Frozen" not in log
     # quota for the routed recipients only: the inbound ones are the MTA's
     assert_counted_exactly(es.rdb, ENDPOINT_IP, 400 + MIXED)
+
+
+def test_the_milter_leaves_inbound_mail_alone_too(mail_system):
+    """The milter decides with the same planner: SMTP mail (smtpd_milters, no policy
+    daemon) and local submissions (sendmail, non_smtpd_milters) to inbound domains get
+    no route header, and outbound mail still does."""
+    backend = Sink()
+    backend.start()
+    operator = make_shared_dir("sb-operator-")
+    try:
+        ms = mail_system(
+            INBOUND,
+            policy=False,
+            milter=True,
+            domains=OUTBOUND,
+            postfix_main=_gateway_main(operator, backend.port),
+        )
+        assert ms.send_many(30, recipients=lambda i: [f"user{i}@{OUTBOUND[i % 3]}"]) == []
+        assert ms.send_many(20, start=1000, recipients=lambda i: [f"user{i}@inbound.test"]) == []
+        for i in range(10):
+            ms.sendmail("cron@shop.test", [f"root{i}@local.test"], seq=2000 + i)
+            ms.sendmail("cron@shop.test", [f"ops{i}@inbound.test"], seq=3000 + i)
+        got = ms.sink.wait_for(30, timeout=120)
+        backend.wait_for(30, timeout=120)
+        wait_until(lambda: _maildir_count(operator) >= 10, timeout=120, what="10 messages in the Maildir")
+        assert _maildir_count(operator) == 10
+    finally:
+        backend.stop()
+        shutil.rmtree(operator, ignore_errors=True)
+    assert set(Counter(m.peer_ip for m in got)) <= set(ENDPOINT_IP.values())
+    assert len(backend.messages) == 30
+    assert not [m for m in backend.messages if m.header("X-Egress-Route")]  # never routed
+    assert "status=bounced" not in ms.postfix.log_text()
