@@ -111,7 +111,8 @@ def _provider_caps(caps: Caps) -> dict[str, list[int]]:
 
 
 def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # a hand-edited reason may hold any bytes: select.lua passes them through as they are
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _junk(raw: str) -> StateJunk:

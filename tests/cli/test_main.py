@@ -227,6 +227,31 @@ def test_explain_names_an_endpoint_left_out_on_this_host(make_config, rdb, tmp_p
     assert not re.search(r"main +out2 ", out)  # not a candidate at all
 
 
+@pytest.mark.parametrize("local", [True, False])
+def test_explain_answers_as_the_deciders_do_with_non_utf8_bytes_in_redis(
+    make_config, rdb, tmp_path, capsys, local
+):
+    """A drained reason or a suspension holding byte 0xff: explain crashed into
+    'degraded (internal error)' and DUNNO while the daemons routed the same mail."""
+    make_config({"decision": {"local": local}})
+    rdb.hset("{sb}:endpoint:out1:state", mapping={"state": "drained", "reason": b"maint \xff\xfe"})
+    rdb.set("{sb}:suspend:out2:google", b"421 \xff throttled", ex=600)
+    args = [
+        "-c",
+        str(tmp_path / "config.yaml"),
+        "explain",
+        "--sender",
+        "a@shop.test",
+        "--rcpt",
+        "b@gmail.com",
+    ]
+    assert main(args, clock=CLOCK) == 0
+    out = capsys.readouterr().out
+    assert "internal error" not in out and "DEGRADED" not in out
+    assert "pick:      out3 -> FILTER out3:" in out  # out1 drained, out2 suspended for google
+    assert re.search(r"out1 .*no .*drained", out) and re.search(r"out2 .*no .*suspended", out), out
+
+
 def test_explain_and_render_answer_for_a_fleet_host(make_config, rdb, tmp_path, capsys):
     # one YAML for two hosts: out1 and out2 are mta1's, out3 is mta2's; none of their
     # addresses needs to be on the machine explain runs on
