@@ -23,6 +23,7 @@ from smtp_balancer.decision.classes import Classifier, MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import ThreadedEngine
 from smtp_balancer.observe.decision_log import log_decision
+from smtp_balancer.state.values import parse_int
 
 log = logging.getLogger("smtp_balancer.milter")
 
@@ -54,8 +55,8 @@ class MilterSettings:
 def _size(params: tuple[str, ...]) -> int | None:
     for param in params:
         key, _, value = param.partition("=")
-        if key.upper() == "SIZE" and value.isdigit():
-            return int(value)
+        if key.upper() == "SIZE" and (size := parse_int(value, 15)) is not None:
+            return size
     return None
 
 

@@ -20,6 +20,7 @@ from policyd.protocol import PolicyRequest
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.observe.ratelimit import LogLimiter
+from smtp_balancer.state.values import parse_int
 
 DUNNO = "DUNNO"
 DEFER_ACTION = "DEFER_IF_PERMIT 4.7.1 Egress capacity exhausted, try again later"
@@ -92,12 +93,10 @@ class InstanceJoin:
 
 
 def decimal(value: str | None, max_digits: int = 15) -> int | None:
-    """A plain ASCII decimal of at most ``max_digits`` digits, else None: the one grammar
-    of every numeric attribute. str.isdigit() alone also takes '²' (which int() refuses)
-    and Arabic-Indic digits (which int() reads as a number)."""
-    if value and len(value) <= max_digits and value.isascii() and value.isdigit():
-        return int(value)
-    return None
+    """A numeric attribute, read with the project's one decimal grammar (ASCII digits
+    only: str.isdigit() alone also takes '²', which int() refuses, and Arabic-Indic
+    digits, which int() reads as a number)."""
+    return parse_int(value or None, max_digits)
 
 
 @dataclass(frozen=True)

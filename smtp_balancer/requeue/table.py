@@ -36,7 +36,7 @@ from smtp_balancer.requeue.plan import AutomaticRules, EndpointState, endpoint_s
 from smtp_balancer.requeue.socketmap import RequestParser, SocketmapError, TableRequest, netstring
 from smtp_balancer.requeue.sweeper import reason_kind
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
-from smtp_balancer.state.values import text_of
+from smtp_balancer.state.values import parse_int, text_of
 
 log = logging.getLogger("smtp_balancer.table")
 TABLE_NAME = "route"  # Postfix: transport_maps = socketmap:inet:HOST:PORT:route
@@ -107,10 +107,11 @@ class RouteTable:
     async def reroute(self, key: str) -> str:
         """``<route> <message age s> <message id> <address>``: the route to use now."""
         parts = key.split(" ", 3)
-        if len(parts) != 4 or not parts[1].isdigit() or "@" not in parts[3]:
+        age = parse_int(parts[1], 15) if len(parts) == 4 else None
+        if age is None or "@" not in parts[3]:
             TABLE_LOOKUPS.labels("bad_request").inc()
             return f"PERM expected '<route> <age> <message id> <address>', got {key[:80]!r}"
-        old, age, message_id, address = parts[0], int(parts[1]), parts[2], parts[3].strip().lower()
+        old, message_id, address = parts[0], parts[2], parts[3].strip().lower()
         if old not in self.engine.config.endpoints:
             TABLE_LOOKUPS.labels("notfound").inc()
             return NOTFOUND  # not ours: the router keeps what it had

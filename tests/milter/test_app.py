@@ -24,6 +24,8 @@ def test_size_from_esmtp_params():
     assert _size(("BODY=8BITMIME", "SIZE=12345")) == 12345
     assert _size(("size=7",)) == 7
     assert _size(("SIZE=big",)) is None and _size(()) is None
+    # digits str.isdigit() takes but int() refuses ('²') or reads (Arabic-Indic): not a size
+    assert _size(("SIZE=\u00b2",)) is None and _size(("SIZE=\u0661\u0662",)) is None
 
 
 def test_facts_from_the_envelope():

@@ -74,7 +74,16 @@ async def test_exim_reroute_stays_moves_follows_and_gives_back(table: RouteTable
     assert await ask(table, "reroute", "out2 60 1tAbCd-000124-AB b@yahoo.com") == "OK out2:"
 
 
-@pytest.mark.parametrize("key", ["out2 sixty id a@gmail.com", "out2 60 id", "garbage"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "out2 sixty id a@gmail.com",
+        "out2 60 id",
+        "garbage",
+        "out2 \u00b2 id a@gmail.com",
+        "out2 \u0661 id a@x.test",
+    ],
+)
 async def test_exim_reroute_refuses_malformed_keys(table: RouteTable, key: str) -> None:
     assert (await ask(table, "reroute", key)).startswith("PERM expected")
 
