@@ -210,9 +210,9 @@ def test_status_shows_each_tenant_over_the_last_24_hours(make_config, rdb: redis
     assert re.search(r"other +0 +2 +0 +0 +-", out), out
 
 
-def test_explain_names_an_endpoint_left_out_on_this_host(make_config, rdb, tmp_path, capsys):
-    make_config({"endpoints": {"out2": {"bind_address": "192.0.2.55"}}})
-    args = [
+def explain_args(tmp_path: Path) -> list[str]:
+    """`explain` of one gmail message, with the config the cli fixture writes."""
+    return [
         "-c",
         str(tmp_path / "config.yaml"),
         "explain",
@@ -221,6 +221,11 @@ def test_explain_names_an_endpoint_left_out_on_this_host(make_config, rdb, tmp_p
         "--rcpt",
         "b@gmail.com",
     ]
+
+
+def test_explain_names_an_endpoint_left_out_on_this_host(make_config, rdb, tmp_path, capsys):
+    make_config({"endpoints": {"out2": {"bind_address": "192.0.2.55"}}})
+    args = explain_args(tmp_path)
     assert main(args, clock=CLOCK) == 0
     out = capsys.readouterr().out
     assert "left out:  out2: bind address 192.0.2.55 is not on this host" in out
@@ -236,15 +241,7 @@ def test_explain_answers_as_the_deciders_do_with_non_utf8_bytes_in_redis(
     make_config({"decision": {"local": local}})
     rdb.hset("{sb}:endpoint:out1:state", mapping={"state": "drained", "reason": b"maint \xff\xfe"})
     rdb.set("{sb}:suspend:out2:google", b"421 \xff throttled", ex=600)
-    args = [
-        "-c",
-        str(tmp_path / "config.yaml"),
-        "explain",
-        "--sender",
-        "a@shop.test",
-        "--rcpt",
-        "b@gmail.com",
-    ]
+    args = explain_args(tmp_path)
     assert main(args, clock=CLOCK) == 0
     out = capsys.readouterr().out
     assert "internal error" not in out and "DEGRADED" not in out
@@ -265,7 +262,7 @@ def test_explain_and_render_answer_for_a_fleet_host(make_config, rdb, tmp_path, 
         }
     )
     path = str(tmp_path / "config.yaml")
-    explain = ["-c", path, "explain", "--sender", "a@shop.test", "--rcpt", "b@gmail.com"]
+    explain = explain_args(tmp_path)
     assert main([*explain, "--host", "mta2.example.com"], clock=CLOCK) == 0
     out = capsys.readouterr().out
     assert "left out:  out1: an endpoint of host mta1, not of mta2.example.com" in out
