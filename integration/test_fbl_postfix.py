@@ -121,9 +121,16 @@ def test_reports_piped_by_postfix_are_counted_kept_and_act(mail_system) -> None:
         def page() -> str:
             return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
 
-        line = 'smtp_balancer_complaints_total{endpoint="out2",provider="yahoo",tenant="shop.test"} 1.0'
-        text = wait_until(lambda: p if line in (p := page()) else None, 30, "the complaint metric")
-        assert 'smtp_balancer_fbl_reports_total{result="no_source_ip"} 2.0' in text
+        # one state round exports them all, from the totals as they were then: a round
+        # that ran between two reports shows the complaint before the second no-Source-IP
+        # report, so wait for a page that has every line
+        lines = (
+            'smtp_balancer_complaints_total{endpoint="out2",provider="yahoo",tenant="shop.test"} 1.0',
+            'smtp_balancer_fbl_reports_total{result="no_source_ip"} 2.0',
+        )
+        text = wait_until(
+            lambda: p if all(x in (p := page()) for x in lines) else None, 30, "the report metrics"
+        )
         assert 'status="sent",tenant="shop.test"}' in text
         # the rule's action, as the state gauges show it
         quarantined = 'smtp_balancer_endpoint_state{endpoint="out2",state="quarantined"} 1.0'
