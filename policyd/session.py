@@ -92,11 +92,10 @@ class InstanceJoin:
             metrics.JOINS_EVICTED.inc()
 
 
-def decimal(value: str | None, max_digits: int = 15) -> int | None:
-    """A numeric attribute, read with the project's one decimal grammar (ASCII digits
-    only: str.isdigit() alone also takes '²', which int() refuses, and Arabic-Indic
-    digits, which int() reads as a number)."""
-    return parse_int(value or None, max_digits)
+# numeric attributes: the project's one decimal grammar (ASCII digits only; str.isdigit()
+# alone also takes '²', which int() refuses, and Arabic-Indic digits, which int() reads)
+NUMBER_DIGITS = 15
+TIME_DIGITS = 20  # sent_at: microseconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -153,7 +152,7 @@ def handle(
         extra = extra.strip()
         if extra:
             recipients[extra] = None
-    count = decimal(request.get("recipient_count"))
+    count = parse_int(request.get("recipient_count"), NUMBER_DIGITS)
     # Postfix counts a repeated RCPT TO, and so does the join: compare before de-duplicating
     known = max(len(collected), len(recipients))
     if count is not None and known < count:
@@ -163,7 +162,7 @@ def handle(
         recipients=tuple(recipients),
         sasl_username=request.get("sasl_username", ""),
         client_address=request.get("client_address", ""),
-        size=decimal(request.get("size")),
+        size=parse_int(request.get("size"), NUMBER_DIGITS),
         queue_id=request.get("queue_id", ""),
         recipient_count=count,
         message_class=exim_class(request, classes) if classes is not None else None,
@@ -242,7 +241,7 @@ def abandoned(
       Both take a system call; a request that provably arrived under RECENT_S ago
       is waited for without them.
     """
-    sent_at = decimal(request.get("sent_at"), 20)
+    sent_at = parse_int(request.get("sent_at"), TIME_DIGITS)
     if sent_at is not None:
         age = now - sent_at / 1e6
         if age < exim_timeout_s - margin_s:

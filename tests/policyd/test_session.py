@@ -248,12 +248,13 @@ def test_exim_requests_are_classified_like_the_milter_does():
 
 
 def test_every_numeric_attribute_is_a_plain_decimal():
-    from policyd.session import decimal
+    from policyd.session import NUMBER_DIGITS, TIME_DIGITS
+    from smtp_balancer.state.values import parse_int
 
-    assert decimal("1234") == 1234 and decimal("007") == 7
+    assert parse_int("1234", NUMBER_DIGITS) == 1234 and parse_int("007", NUMBER_DIGITS) == 7
     for junk in ("", None, "12a", "-1", "+1", " 1", "1.0", "\u00b2", "\u0661", "1" * 16):
-        assert decimal(junk) is None, junk
-    assert decimal("1" * 20, 20) == int("1" * 20)
+        assert parse_int(junk, NUMBER_DIGITS) is None, junk
+    assert parse_int("1" * 20, TIME_DIGITS) == int("1" * 20)
     join = InstanceJoin(100, 60)
     request = {"request": "smtpd_access_policy", "protocol_state": "END-OF-MESSAGE", "recipient": "a@x.test"}
     facts = handle({**request, "size": "\u00b2", "recipient_count": "\u0663"}, join)
