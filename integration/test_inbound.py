@@ -24,6 +24,25 @@ INBOUND = {"inbound_domains": ["inbound.test", "local.test"]}
 MIXED = 10  # messages to one outbound and one inbound recipient
 
 
+# what reaches the gateway's backend: the relayed messages and the mixed ones' inbound part
+BACKEND_RECIPIENTS = sorted(
+    [f"user{i}@inbound.test" for i in range(1000, 1100)]
+    + [f"m{i}@inbound.test" for i in range(3000, 3000 + MIXED)]
+)
+
+
+def send_gateway_mail(system) -> None:
+    """Over SMTP: 400 outbound messages, 100 to the relay domain, 100 to the local domain,
+    and MIXED to one outbound and one inbound recipient; none refused."""
+    outbound = system.send_many(400, recipients=lambda i: [f"user{i}@{OUTBOUND[i % 3]}"])
+    relayed = system.send_many(100, start=1000, recipients=lambda i: [f"user{i}@inbound.test"])
+    local = system.send_many(100, start=2000, recipients=lambda i: [f"user{i}@local.test"])
+    mixed = system.send_many(
+        MIXED, start=3000, recipients=lambda i: [f"m{i}@gmail.com", f"m{i}@inbound.test"]
+    )
+    assert outbound == relayed == local == mixed == []
+
+
 def _gateway_main(base: Path, backend_port: int) -> str:
     """The operator's own main.cf: a relay domain to a backend, a virtual mailbox domain."""
     (base / "transport").write_text(f"inbound.test relay:[127.0.0.1]:{backend_port}\n")
@@ -54,13 +73,7 @@ def test_postfix_gateway_routes_outbound_mail_and_leaves_inbound_mail_alone(mail
     operator = make_shared_dir("sb-operator-")  # Postfix's virtual(8) must reach it
     try:
         ms = mail_system(INBOUND, domains=OUTBOUND, postfix_main=_gateway_main(operator, backend.port))
-        outbound = ms.send_many(400, recipients=lambda i: [f"user{i}@{OUTBOUND[i % 3]}"])
-        relayed = ms.send_many(100, start=1000, recipients=lambda i: [f"user{i}@inbound.test"])
-        local = ms.send_many(100, start=2000, recipients=lambda i: [f"user{i}@local.test"])
-        mixed = ms.send_many(
-            MIXED, start=3000, recipients=lambda i: [f"m{i}@gmail.com", f"m{i}@inbound.test"]
-        )
-        assert outbound == relayed == local == mixed == []
+        send_gateway_mail(ms)
         got = ms.sink.wait_for(400 + MIXED, timeout=180)
         backend.wait_for(100 + MIXED, timeout=120)
         wait_until(
@@ -79,10 +92,7 @@ def test_postfix_gateway_routes_outbound_mail_and_leaves_inbound_mail_alone(mail
     # where the MTA's own tables send it, the remote one by the default transport
     mixed_out = [m for m in got if int(m.header("X-Test-Seq") or 0) >= 3000]
     assert len(mixed_out) == MIXED and {m.peer_ip for m in mixed_out} == {"127.0.0.1"}
-    assert sorted(r for m in backend.messages for r in m.rcpt_tos) == sorted(
-        [f"user{i}@inbound.test" for i in range(1000, 1100)]
-        + [f"m{i}@inbound.test" for i in range(3000, 3010)]
-    )
+    assert sorted(r for m in backend.messages for r in m.rcpt_tos) == BACKEND_RECIPIENTS
     log = ms.postfix.log_text()
     assert "status=bounced" not in log and "loops back to myself" not in log
     # the inbound messages spent no warm-up quota
@@ -137,13 +147,7 @@ def test_exim_gateway_routes_outbound_recipients_and_leaves_inbound_ones_alone(e
                 ),
             },
         )
-        outbound = es.send_many(400, recipients=lambda i: [f"user{i}@{OUTBOUND[i % 3]}"])
-        relayed = es.send_many(100, start=1000, recipients=lambda i: [f"user{i}@inbound.test"])
-        local = es.send_many(100, start=2000, recipients=lambda i: [f"user{i}@local.test"])
-        mixed = es.send_many(
-            MIXED, start=3000, recipients=lambda i: [f"m{i}@gmail.com", f"m{i}@inbound.test"]
-        )
-        assert outbound == relayed == local == mixed == []
+        send_gateway_mail(es)
         got = es.sink.wait_for(400 + MIXED, timeout=240)
         backend.wait_for(100 + MIXED, timeout=240)
         wait_until(lambda: new.is_dir() and len(list(new.iterdir())) >= 100, 120, "100 local messages")
@@ -155,10 +159,7 @@ def test_exim_gateway_routes_outbound_recipients_and_leaves_inbound_ones_alone(e
     # Exim routes each recipient apart: a mixed message's remote part still takes its route
     assert len(got) == 400 + MIXED
     assert set(Counter(m.peer_ip for m in got)) <= set(ENDPOINT_IP.values())
-    assert sorted(r for m in backend.messages for r in m.rcpt_tos) == sorted(
-        [f"user{i}@inbound.test" for i in range(1000, 1100)]
-        + [f"m{i}@inbound.test" for i in range(3000, 3010)]
-    )
+    assert sorted(r for m in backend.messages for r in m.rcpt_tos) == BACKEND_RECIPIENTS
     log = es.exim.log_text()
     assert " ** " not in log and "Frozen" not in log
     # quota for the routed recipients only: the inbound ones are the MTA's
