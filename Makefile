@@ -9,7 +9,7 @@ demo: install
 
 test: install
 	.venv/bin/ruff check .
-	.venv/bin/pytest -n 2
+	.venv/bin/pytest
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md
