@@ -42,6 +42,8 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_pa
 
     lines = wait_for_decision_lines(ms.base / "policyd.log", N)
     arm_of = {line["queue_id"]: line["arm"] for line in lines}
+    # each message is decided once, under a queue ID no other message has (long queue IDs)
+    assert len(arm_of) == len(lines) == N, Counter(line["queue_id"] for line in lines).most_common(2)
     assert_shares(Counter(arm_of.values()), {"weights": 0.5, "solo1": 0.5}, "arms")
     assert {line["endpoint"] for line in lines if line["arm"] == "solo1"} == {"out1"}
 

@@ -143,7 +143,9 @@ class RateBook:
             lease.asking = False
             names = [f"{refill.name}:{i}" for i in range(1, units + 1)]
             if units <= 0:
-                lease.exhausted_until = now + EXHAUSTED_RECHECK_S
+                # the window was full when asked, not now: a refusal that took long to
+                # arrive (a busy host, a clock moved on) must not hold the endpoint out
+                lease.exhausted_until = refill.asked_at + EXHAUSTED_RECHECK_S
                 return
             expires = refill.asked_at + SLOT_S
             if expires <= now:  # granted too late to use: straight back

@@ -245,8 +245,17 @@ def policy_service(config: BalancerConfig) -> str:
     )
 
 
+LONG_QUEUE_IDS = (
+    "#",
+    "# Long queue IDs never repeat. Short ones are reused (one ID can name two messages",
+    "# in one log), and decisions, experiment arms and delivery outcomes are tied",
+    "# together by queue ID.",
+    "enable_long_queue_ids = yes",
+)
+
+
 def main_cf(config: BalancerConfig, source: str = "the smtp-balancer config") -> str:
-    lines = [HEADER.format(source=source)]
+    lines = [HEADER.format(source=source), *LONG_QUEUE_IDS]
     if not config.policyd.enabled:
         lines.append("# policyd.enabled is off: no policy service lines.")
     else:

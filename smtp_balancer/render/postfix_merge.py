@@ -45,7 +45,8 @@ class Setting:
 
 def main_settings(config: BalancerConfig) -> list[Setting]:
     """The main.cf parameters ``main_cf`` renders, as merges into an existing config."""
-    out = []
+    # short queue IDs are reused: decisions and outcomes are tied together by queue ID
+    out = [Setting("enable_long_queue_ids", "yes", "set", "yes")]
     if config.policyd.enabled:
         policy, target = policy_service(config), policy_target(config)
         if config.policyd.collect_recipients:
