@@ -232,6 +232,15 @@ class QuotaBook:
                 for name, delta in fields.items():
                     mine[name] = mine.get(name, 0) + delta
 
+    def give_back(
+        self, endpoint: str, n: int, providers: Iterable[tuple[str, int]], day: str, hour: str
+    ) -> None:
+        """Undo what select.lua counted for a message that then left by another route
+        (its reply came after the decision had gone on without it)."""
+        with self._lock:
+            self._givebacks.append(Giveback(endpoint, day, hour, n))
+            self._givebacks += [Giveback(endpoint, day, hour, count, p) for p, count in providers]
+
     def give_back_all(self) -> None:
         """Release every lease (shutdown, config change): unused units return to their buckets."""
         self.rates.give_back_all()

@@ -161,6 +161,12 @@ class RateBook:
                 if lease is not None:
                     lease.asking = False
 
+    def give_back(self, endpoint: str, scopes: Iterable[str], name: str) -> None:
+        """Take a message's entry out of its windows (one counted for mail that left
+        by another route)."""
+        with self._lock:
+            self._givebacks += [RateGiveback(endpoint, scope, (name,)) for scope in scopes]
+
     def give_back_all(self) -> None:
         with self._lock:
             for scope, lease in self._leases.items():

@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -26,9 +27,9 @@ from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.decision.quota import QuotaBook
-from smtp_balancer.decision.script import Late, ScriptCodec
+from smtp_balancer.decision.script import Late, ScriptCodec, rate_member
 from smtp_balancer.engine.breaker import Breaker
-from smtp_balancer.engine.health import RedisHealth
+from smtp_balancer.engine.health import STALL_AFTER_S, RedisHealth
 from smtp_balancer.engine.junk import JunkReporter
 from smtp_balancer.engine.leases import LeaseService
 from smtp_balancer.engine.mirror import MirrorKeeper
@@ -43,6 +44,10 @@ from smtp_balancer.state.live import LiveState
 log = logging.getLogger("smtp_balancer.engine")
 
 DEADLINE_SHARE = 0.8  # of the decision budget, for select.lua's deadline
+# a decision timed out and Redis has sent nothing for this long: stop asking it for
+# retry_after (a busy host delays replies by less; each late one is given back)
+SILENT_BREAK_S = 1.0
+SILENT_RESET_S = STALL_AFTER_S  # this long: the connection is dead (a blackholed Redis)
 
 
 @dataclass(slots=True)
@@ -245,28 +250,76 @@ class Engine:
         # reply may arrive after we have decided without it (a stranded quota unit)
         deadline = 0.0 if offset is None else time.time() + offset + self.budget_s * DEADLINE_SHARE
         keys, args = self.codec.encode(draw, deadline)
+        sent: asyncio.Future[Any] | None = None
         try:
             # asyncio.timeout, not wait_for: no extra Task per decision
             async with asyncio.timeout(self.budget_s):
-                reply = await self.channel.evalsha(scripts.SELECT, keys, args)
+                sent = await self.channel.send_script(scripts.SELECT, keys, args)
+                # shielded: giving up must not drop the reply, it may have counted
+                reply = await asyncio.shield(sent)
+                if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
+                    await self.channel.load_script(scripts.SELECT)  # a restarted Redis
+                    sent = await self.channel.send_script(scripts.SELECT, keys, args)
+                    reply = await asyncio.shield(sent)
+            if isinstance(reply, ResponseError):
+                raise reply
         except TimeoutError:
-            # a silent connection (blackholed Redis) must not keep later callers waiting
-            self.channel.reset("decision timed out")
-            return self._failed(draw, "timeout", f"no answer within {self.config.decision.budget_ms} ms")
+            if sent is not None:
+                sent.add_done_callback(lambda late: self._late_reply(draw, late))
+            return self._timed_out(draw)
         except ResponseError as exc:
             return self._failed(draw, "script_error", str(exc))
         except (RedisError, OSError) as exc:
             return self._failed(draw, "redis_error", f"{type(exc).__name__}: {exc}")
         try:
             decision, junk = self.codec.interpret(draw, reply)
-        except Late as exc:
+        except Late:
+            # Redis started it late (a queue behind it), counted nothing: this one only
             metrics.SCRIPT_LATE.inc()
-            return self._failed(draw, "timeout", str(exc))
+            return self._degraded(draw, "timeout")
         self.breaker.succeeded()
         self.mirror.refresh_soon()
         if junk:
             self.junk.report(junk)
         return decision
+
+    def _timed_out(self, draw: Draw) -> Decision:
+        """One reply past the budget degrades its own decision only. The connection and
+        the other requests on it stay: replies come in order, so theirs still arrive.
+        A Redis silent for a while stops being asked (the breaker); one silent for
+        longer is taken for gone, and the connection is dropped (a blackholed Redis)."""
+        silent = time.monotonic() - self.channel.last_reply_at
+        detail = f"no answer within {self.config.decision.budget_ms} ms"
+        if silent >= SILENT_RESET_S:
+            self.channel.reset(f"Redis silent for {silent:.1f}s")
+        if silent >= SILENT_BREAK_S:
+            return self._failed(draw, "timeout", f"{detail}, nothing from Redis for {silent:.1f}s")
+        return self._degraded(draw, "timeout")
+
+    def _late_reply(self, draw: Draw, sent: asyncio.Future[Any]) -> None:
+        """A select.lua reply that came after its decision went on without it: what the
+        script counted is given back, so counters hold only what the mail took."""
+        if sent.cancelled() or sent.exception() is not None or not draw.commit:
+            return  # the connection was lost: whether the script ran cannot be known
+        reply = sent.result()
+        if isinstance(reply, ResponseError):
+            return
+        try:
+            decision, _ = self.codec.interpret(draw, reply)
+        except Late:
+            return  # it ran after its deadline and counted nothing
+        except Exception:  # a malformed reply: nothing to give back that can be named
+            log.exception("late select.lua reply not understood")
+            return
+        metrics.LATE_REPLIES.inc()
+        if decision.outcome != "route" or decision.endpoint is None:
+            return
+        day, hour = draw.buckets
+        endpoint = decision.endpoint
+        self.book.give_back(endpoint, draw.facts.quota_count, draw.provider_counts, day, hour)
+        scopes = draw.caps[endpoint].rate_scopes(draw.providers) if endpoint in draw.caps else ()
+        if scopes:
+            self.book.rates.give_back(endpoint, scopes, rate_member(draw))
 
     def _failed(self, draw: Draw, reason: str, detail: str) -> Decision:
         if self.breaker.allows():

@@ -53,6 +53,11 @@ for _reason in DEGRADED_REASONS:
     # exported at 0 from the start: "no degraded decisions" must be a series, not an absence
     DEGRADED.labels(_reason)
 
+LATE_REPLIES = Counter(
+    "smtp_balancer_late_replies_total",
+    "select.lua replies that arrived after their decision had gone on without them"
+    " (what they counted was given back)",
+)
 SCRIPT_LATE = Counter(
     "smtp_balancer_script_late_total",
     "select.lua calls that ran after their deadline and counted nothing (the decision degraded)",

@@ -275,6 +275,13 @@ class ScriptChannel:
     async def load_script(self, script: LuaScript) -> None:
         await self.call("SCRIPT", "LOAD", script.text)
 
+    async def send_script(self, script: LuaScript, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
+        """Send an EVALSHA and return the future of its reply, uncancelled by whoever
+        stops waiting for it: the reply still arrives in its turn, so a caller that gave
+        up can hand it on (a Redis error reply is its value, NOSCRIPT included)."""
+        await self._ensure()
+        return self._send(("EVALSHA", script.sha, len(keys), *keys, *args))
+
     async def evalsha(self, script: LuaScript, keys: list[Any], args: list[Any]) -> Any:
         """Run a script by its SHA, loading it when Redis lacks it."""
         try:

@@ -28,6 +28,8 @@ local base, commit, explain, r, n, day, hour, now_s, deadline =
   string.match(ARGV[1], '^(%S+) (%d) (%d) (%S+) (%d+) (%d+) (%d+) (%S+) (%S+)$')
 commit = commit == '1'
 explain = explain == '1'
+-- a message's entry in a rate window, named as the decider can name it to give it back
+local rate_member = r .. '@' .. now_s
 r = tonumber(r)
 n = tonumber(n)
 now_s = tonumber(now_s)
@@ -416,7 +418,7 @@ if commit then
   for _, scope in ipairs(rate_scopes(chosen_st)) do
     local rkey = base .. 'rate:' .. chosen_name .. ':' .. scope
     redis.call('ZREMRANGEBYSCORE', rkey, '-inf', now_ms - RATE_WINDOW_MS)
-    redis.call('ZADD', rkey, now_ms, string.format('%.17g', r) .. '@' .. now_ms)
+    redis.call('ZADD', rkey, now_ms, rate_member)
     redis.call('PEXPIRE', rkey, 2 * RATE_WINDOW_MS)
   end
 end

@@ -576,3 +576,57 @@ async def test_a_script_run_after_its_deadline_counts_nothing(make_config, rdb, 
     finally:
         sleeper.close()
         await engine.aclose()
+
+
+async def _stall_the_loop_once_sent(engine: Engine, count: int, seconds: float) -> None:
+    """Block this event loop once ``count`` requests are written to Redis: Redis answers
+    them meanwhile, and the decisions' budgets run out before the replies are read."""
+    channel = engine.channel
+    while len(channel._pending) < count or channel._outbox:
+        await asyncio.sleep(0)
+    time.sleep(seconds)  # blocking on purpose: the host was busy
+
+
+async def _until(check, what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"waited {seconds}s for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_late_reply_fails_only_its_own_request_and_gives_back_what_it_counted(make_config, rdb):
+    """Replies that reach a busy daemon after the budget: those decisions degrade, the
+    connection and the breaker stay as they were, and what select.lua counted for them
+    is given back, so Redis counts exactly where the mail went."""
+    engine = Engine(
+        make_config(
+            {
+                "decision": {"local": False, "budget_ms": 200},
+                "endpoints": {"out2": {"rate_caps": {"google": 1000}}},
+            }
+        ),
+        FixedClock(NOW),
+    )
+    n = 30
+    try:
+        assert await engine.start()
+        engine.channel.redis_offset_s = None  # no script deadline: every call counts
+        writer = engine.channel._writer
+        late_before = metrics.LATE_REPLIES._value.get()
+        stall = asyncio.create_task(_stall_the_loop_once_sent(engine, n, 0.5))
+        decisions = await asyncio.gather(*(engine.decide(gmail(i), now=NOW) for i in range(n)))
+        await stall
+        assert all(d.degraded and d.reason.startswith("degraded (timeout)") for d in decisions), decisions[0]
+        await _until(lambda: metrics.LATE_REPLIES._value.get() - late_before == n, "the late replies")
+        # the same connection, and Redis still asked: the next decision is not degraded
+        after = await engine.decide(gmail(n), now=NOW)
+        assert not after.degraded and engine.channel._writer is writer
+        routed = Counter(d.endpoint for d in [*decisions, after])
+
+        def counted() -> dict[str, int]:
+            return {ep: int(rdb.hget(f"{{sb}}:count:{ep}:day:20261124", "total") or 0) for ep in routed}
+
+        await _until(lambda: counted() == dict(routed), f"day counters {dict(routed)}, not {counted()}")
+        assert rdb.zcard("{sb}:rate:out2:google") == routed["out2"]
+    finally:
+        await engine.aclose()
