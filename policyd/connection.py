@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import Callable
 
 from policyd.protocol import PolicyRequest, ProtocolError, RequestParser, format_reply
-from smtp_balancer.engine import Pending
+from policyd.session import Later
 
-Answer = Callable[[PolicyRequest], "str | Pending"]
+Answer = Callable[[PolicyRequest], "str | Later"]
 
 
 class ConnectionState:
@@ -24,7 +24,7 @@ class ConnectionState:
         self.answer = answer
         self.parser = parser or RequestParser()
         self.queue: deque[PolicyRequest] = deque()
-        self.waiting: Pending | None = None  # the request being settled by the engine
+        self.waiting: Later | None = None  # the request being answered by a task
         self.eof = False
 
     def receive_data(self, data: bytes) -> list[bytes]:
@@ -65,7 +65,7 @@ class ConnectionState:
         out: list[bytes] = []
         while self.queue and self.waiting is None:
             result = self.answer(self.queue.popleft())
-            if isinstance(result, Pending):
+            if not isinstance(result, str):
                 self.waiting = result
                 break
             out.append(format_reply(result))

@@ -47,3 +47,9 @@ ABANDONED = Counter(
     " (Postfix closed the connection; an Exim request older than exim.readsocket_timeout_s)",
     ["mta"],
 )
+
+SHARED_JOIN_FAILURES = Counter(
+    "smtp_balancer_policy_shared_join_failures_total",
+    "RCPT recipients that could not be shared with the other workers through Redis, or read"
+    " back (policyd.workers; the message is decided with what its worker saw)",
+)

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.exceptions import RedisError
 
 from policyd import metrics
 from policyd.connection import ConnectionState
@@ -34,10 +38,14 @@ from policyd.session import (
     DUNNO,
     Client,
     Immediate,
+    Incomplete,
     InstanceJoin,
+    Later,
+    ShareRecipient,
     UnknownClient,
     abandoned,
     action_for,
+    facts_of,
     handle,
 )
 from smtp_balancer.config.model import PolicydConfig
@@ -48,8 +56,10 @@ from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.observe.logs import fields
 from smtp_balancer.observe.metrics import observe
 from smtp_balancer.observe.ratelimit import LogLimiter
+from smtp_balancer.state.joins import SharedJoins
 
 log = logging.getLogger("smtp_balancer.policyd")
+T = TypeVar("T")
 
 # struct tcp_info (linux/tcp.h): tcpi_last_data_recv, milliseconds, after 8 one-byte
 # fields and 9 + 2 32-bit ones; the struct has been longer than this since Linux 2.6
@@ -105,6 +115,11 @@ class PolicyServer:
         self.workers = 1  # processes sharing policyd.max_connections
         observe(metrics.OPEN_INSTANCES, lambda: len(self.join))
 
+    @functools.cached_property
+    def shared(self) -> SharedJoins:
+        """With workers, a message's RCPT and END-OF-MESSAGE may reach different ones."""
+        return SharedJoins(lambda: self.engine.channel, self.engine.planner.keys, self.config.join_ttl_s)
+
     @property
     def exim_margin_s(self) -> float:
         """How long before Exim's timeout a request is no longer decided (see ANSWER_MARGIN_S)."""
@@ -127,6 +142,7 @@ class PolicyServer:
             config.join_ttl_s,
             config.join_max_bytes,
         )
+        self.__dict__.pop("shared", None)  # made again with the new join_ttl_s
         # the rest (idle_timeout_s, max_connections, ...) is read from self.config as needed
         self.config = config.model_copy(update={name: getattr(self.config, name) for name in restart})
         return restart
@@ -219,11 +235,15 @@ class PolicyServer:
     def _connection(self) -> PolicyConnection:
         return PolicyConnection(self)
 
-    def answer_now(self, request: PolicyRequest, client: Client = UnknownClient()) -> str | Pending:  # noqa: B008
+    def answer_now(self, request: PolicyRequest, client: Client = UnknownClient()) -> str | Later:  # noqa: B008
         """The action for a request when it needs no waiting (most of them), else the
         message's Pending draw for ``answer_later``. ``client``: whether the client
         still waits (see ``session.abandoned``)."""
-        outcome = handle(request, self.join, self.classes, self.notes)
+        shared = self.shared.shareable if self.workers > 1 else None
+        outcome = handle(request, self.join, self.classes, self.notes, shared)
+        if isinstance(outcome, ShareRecipient):
+            metrics.REQUESTS_BY_STAGE["rcpt"].inc()
+            return outcome
         if isinstance(outcome, Immediate):
             state = request.get("protocol_state", "").lower()
             metrics.REQUESTS_BY_STAGE[state if state in ("rcpt", "connect", "data") else "other"].inc()
@@ -243,19 +263,47 @@ class PolicyServer:
         if why:
             metrics.ABANDONED.labels("exim" if "sent_at" in request else "postfix").inc()
             self.notes.warning(
-                "abandoned request", "not deciding for queue id %s: %s", outcome.queue_id or "-", why
+                "abandoned request", "not deciding for queue id %s: %s", request.get("queue_id") or "-", why
             )
             return DUNNO
+        if isinstance(outcome, Incomplete):
+            return outcome
+        if shared is not None and shared(instance := request.get("instance", "")):
+            self.shared.drop(instance)
         result = self.engine.decide_now(outcome)
         if isinstance(result, Pending):
             return result
         return self._action(outcome, result)
 
-    async def answer_later(self, pending: Pending) -> str:
-        """The action for a message ``answer_now`` could not settle: its same draw, by Redis."""
+    async def answer_later(self, later: Later) -> str:
+        """The action for a request ``answer_now`` could not answer at once: a message's
+        same draw, by Redis; a RCPT written to the shared join; a message whose other
+        recipients are read from the shared join first."""
+        if isinstance(later, ShareRecipient):
+            await self._sharing(self.shared.add(later.instance, later.recipient))
+            return DUNNO
+        if isinstance(later, Incomplete):
+            more = await self._sharing(self.shared.take(later.request.get("instance", "")))
+            # the shared join holds every RCPT of the message, this worker's included
+            collected = more if more is not None and len(more) > len(later.collected) else later.collected
+            facts = facts_of(later.request, collected, self.classes, self.notes)
+            async with self.decisions:
+                decision = await self.engine.decide(facts)
+            return self._action(facts, decision)
         async with self.decisions:
-            decision = await self.engine.settle_pending(pending)
-        return self._action(pending.facts, decision)
+            decision = await self.engine.settle_pending(later)
+        return self._action(later.facts, decision)
+
+    async def _sharing(self, step: Awaitable[T]) -> T | None:
+        """A shared-join step within the decision budget; None when Redis cannot do it
+        (the message is then decided with the recipients this worker saw)."""
+        try:
+            async with asyncio.timeout(self.engine.budget_s):
+                return await step
+        except (TimeoutError, RedisError, OSError) as exc:
+            metrics.SHARED_JOIN_FAILURES.inc()
+            self.notes.warning("shared join", "recipients not shared through Redis: %s", exc)
+            return None
 
     def _action(self, facts: Facts, decision: Decision) -> str:
         action = action_for(decision)

@@ -19,6 +19,7 @@ from policyd import metrics
 from policyd.protocol import PolicyRequest
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
+from smtp_balancer.engine import Pending
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.state.values import parse_int
 
@@ -106,6 +107,27 @@ class Immediate:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class ShareRecipient:
+    """A RCPT to write to the shared join (policyd.workers) before its DUNNO goes back."""
+
+    instance: str
+    recipient: str
+
+
+@dataclass(frozen=True)
+class Incomplete:
+    """END-OF-MESSAGE with fewer recipients than Postfix counted, in worker mode: the
+    others' RCPT requests may have reached another worker (the shared join has them)."""
+
+    request: PolicyRequest
+    collected: list[str]
+
+
+# what cannot be answered inside data_received: the connection waits on it
+Later = Pending | ShareRecipient | Incomplete
+
+
 # headers Exim's ACL sends for classification (our extension): attribute -> header name
 EXIM_HEADERS = (
     ("header_precedence", "Precedence"),
@@ -132,20 +154,39 @@ def handle(
     join: InstanceJoin,
     classes: MessageClasses | None = None,
     notes: LogLimiter | None = None,
-) -> Facts | Immediate:
+    shared: Callable[[str], bool] | None = None,
+) -> Facts | Immediate | ShareRecipient | Incomplete:
     """What to do with one request: decide (Facts) or answer at once. ``notes``: where
-    a message whose RCPT recipients are missing is logged."""
+    a message whose RCPT recipients are missing is logged. ``shared``: in worker mode,
+    whether a message's recipients can be shared (its instance name is)."""
     if request.get("request") != "smtpd_access_policy":
         return Immediate(DUNNO, f"not an smtpd_access_policy request: {request.get('request', '')[:40]!r}")
     state = request.get("protocol_state", "").upper()
     instance = request.get("instance", "")
     if state == "RCPT":
         if instance:
-            join.add(instance, request.get("recipient", ""))
+            recipient = request.get("recipient", "")
+            join.add(instance, recipient)
+            if shared is not None and recipient and shared(instance):
+                return ShareRecipient(instance, recipient)
         return Immediate(DUNNO)
     if state != "END-OF-MESSAGE":
         return Immediate(DUNNO)
     collected = join.take(instance) if instance else []
+    if shared is not None and shared(instance):
+        count = parse_int(request.get("recipient_count"), NUMBER_DIGITS)
+        if count is not None and len(collected) < count:
+            return Incomplete(request, collected)
+    return facts_of(request, collected, classes, notes)
+
+
+def facts_of(
+    request: PolicyRequest,
+    collected: list[str],
+    classes: MessageClasses | None = None,
+    notes: LogLimiter | None = None,
+) -> Facts:
+    """An END-OF-MESSAGE request's facts, with the recipients its RCPT requests gave."""
     # a dict keeps first-seen order and de-duplicates in linear time
     recipients = dict.fromkeys(collected)
     for extra in (request.get("recipient", ""), *request.get("recipients", "").split(",")):

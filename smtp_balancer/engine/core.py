@@ -44,8 +44,9 @@ from smtp_balancer.state.live import LiveState
 log = logging.getLogger("smtp_balancer.engine")
 
 DEADLINE_SHARE = 0.8  # of the decision budget, for select.lua's deadline
-# a decision timed out and Redis has sent nothing for this long: stop asking it for
-# retry_after (a busy host delays replies by less; each late one is given back)
+# a decision timed out and Redis has owed a reply this long without sending anything:
+# stop asking it for retry_after (a busy host delays replies by less; each late one is
+# given back)
 SILENT_BREAK_S = 1.0
 SILENT_RESET_S = STALL_AFTER_S  # this long: the connection is dead (a blackholed Redis)
 
@@ -288,7 +289,7 @@ class Engine:
         the other requests on it stay: replies come in order, so theirs still arrive.
         A Redis silent for a while stops being asked (the breaker); one silent for
         longer is taken for gone, and the connection is dropped (a blackholed Redis)."""
-        silent = time.monotonic() - self.channel.last_reply_at
+        silent = self.channel.silent_s()
         detail = f"no answer within {self.config.decision.budget_ms} ms"
         if silent >= SILENT_RESET_S:
             self.channel.reset(f"Redis silent for {silent:.1f}s")

@@ -113,6 +113,7 @@ class ScriptChannel:
         self._offset_rtt = float("inf")  # the round trip of the TIME that measured it
         # when Redis last sent anything (time.monotonic): its silence is a stall
         self.last_reply_at = time.monotonic()
+        self._owed_since = self.last_reply_at  # when a reply was last owed after none was
 
     @property
     def connected(self) -> bool:
@@ -226,10 +227,20 @@ class ScriptChannel:
             return
         self.reset("Redis closed the connection" + tls_hint(self.cfg))
 
+    def silent_s(self) -> float:
+        """How long Redis has owed a reply and sent nothing (0 when nothing is owed).
+        Not the age of the last reply: a daemon that was itself stopped, or idle, has
+        owed nothing meanwhile."""
+        if not self._pending:
+            return 0.0
+        return time.monotonic() - max(self.last_reply_at, self._owed_since)
+
     # -- commands -----------------------------------------------------------------
     def _send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         if len(self._pending) >= MAX_PENDING:
             raise RedisConnectionError(f"{MAX_PENDING} commands already waiting on Redis")
+        if not self._pending:
+            self._owed_since = time.monotonic()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(fut)
         self._outbox.append(pack_command(args))
@@ -243,6 +254,12 @@ class ScriptChannel:
         if self._outbox and self._writer is not None:
             self._writer.write(b"".join(self._outbox))
             self._outbox.clear()
+
+    def fire(self, *args: Any) -> None:
+        """A command whose reply nobody waits for, sent only over a connection already
+        open (tidying that may be skipped)."""
+        if self.connected and len(self._pending) < MAX_PENDING:
+            self._send(args)
 
     async def call(self, *args: Any) -> Any:
         """One command; a Redis error reply is raised as ResponseError."""

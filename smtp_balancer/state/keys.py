@@ -100,6 +100,10 @@ class KeySchema:
     def experiment(self, name: str) -> str:
         return f"{self.base}:experiment:{name}"
 
+    def join(self, instance: str) -> str:
+        """A message's RCPT recipients, shared by policyd's worker processes."""
+        return f"{self.base}:join:{instance}"
+
     def arm_record(self, queue_id: str) -> str:
         return f"{self.base}:arm:{queue_id}"
 

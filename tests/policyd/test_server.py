@@ -250,3 +250,59 @@ async def test_open_instances_gauge_counts_messages_waiting_for_end_of_message(m
     finally:
         await server.close()
         await engine.aclose()
+
+
+def rcpt(instance: str, recipient: str) -> bytes:
+    return (
+        b"request=smtpd_access_policy\nprotocol_state=RCPT\nsender=a@shop.test\n"
+        b"recipient=%s\ninstance=%s\n\n" % (recipient.encode(), instance.encode())
+    )
+
+
+def eom(instance: str, count: int) -> bytes:
+    return (
+        b"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nsender=a@shop.test\n"
+        b"recipient=\nrecipient_count=%d\ninstance=%s\n\n" % (count, instance.encode())
+    )
+
+
+async def exchange(server: PolicyServer, requests: list[bytes]) -> list[bytes]:
+    """One connection (as Postfix reconnects): each request and its reply in turn."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+    try:
+        replies = []
+        for request in requests:
+            writer.write(request)
+            await writer.drain()
+            replies.append(await reader.readuntil(b"\n\n"))
+        return replies
+    finally:
+        writer.close()
+
+
+def unknown() -> float:
+    return REGISTRY.get_sample_value("smtp_balancer_policy_recipients_unknown_total") or 0.0
+
+
+async def test_workers_share_a_messages_recipients_across_processes(make_config, tmp_path: Path, rdb):
+    """Two workers on one Redis: a message's RCPT requests reach one, its END-OF-MESSAGE
+    the other (Postfix reconnected). The second decides with every recipient; with
+    workers: 1 the same exchange leaves two recipients unknown."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, engine_a = await start(make_config, tmp_path / "a")
+    second, engine_b = await start(make_config, tmp_path / "b")
+    recipients = ["u1@gmail.com", "u2@yahoo.com", "u3@gmail.com"]
+    try:
+        for workers, instance in ((2, "shared.1"), (1, "alone.1")):
+            first.workers = second.workers = workers
+            before = unknown()
+            assert await exchange(first, [rcpt(instance, r) for r in recipients]) == [b"action=DUNNO\n\n"] * 3
+            (action,) = await exchange(second, [eom(instance, len(recipients))])
+            assert action.startswith(b"action=FILTER out")
+            assert unknown() - before == (0 if workers == 2 else 1)
+        assert rdb.keys("{sb}:join:*") == []  # read once, then dropped
+    finally:
+        for server, engine in ((first, engine_a), (second, engine_b)):
+            await server.close()
+            await engine.aclose()

@@ -274,3 +274,22 @@ def test_the_clock_offset_errs_early_and_a_slow_handshake_does_not_replace_a_tig
     assert ch.redis_offset_s == 10.2
     ch.reset()  # a reconnect keeps it: the clocks did not move
     assert ch.redis_offset_s == 10.2
+
+
+async def test_silence_counts_only_while_a_reply_is_owed(redis_server):
+    """A quiet channel (nothing asked) is not a silent Redis; one that owes a reply is."""
+    channel = ScriptChannel(RedisConfig(url=redis_server.url))
+    try:
+        await channel.call("PING")
+        channel.last_reply_at -= 60  # as if this daemon had been stopped for a minute
+        assert channel.silent_s() == 0.0
+        slept = asyncio.ensure_future(channel.call("DEBUG", "SLEEP", "1"))
+        owed = asyncio.ensure_future(channel.call("PING"))
+        while channel.silent_s() < 0.2:  # Redis sleeps: replies are owed, and nothing comes
+            assert not owed.done()
+            await asyncio.sleep(0.01)
+        assert channel.silent_s() < 60  # measured from the first request owed, not the last reply
+        assert await slept in ("OK", b"OK") and await owed in ("PONG", b"PONG")
+        assert channel.silent_s() == 0.0
+    finally:
+        await channel.close()
