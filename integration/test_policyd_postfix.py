@@ -310,3 +310,36 @@ def test_decision_lines_name_the_route_postfix_took(mail_system):
         assert line["via"] == "policyd" and line["outcome"] == "route" and line["degraded"] == "false"
         assert line["action"] == f"FILTER {line['endpoint']}:"
         assert endpoint_of[line["queue_id"]] == line["endpoint"], line
+
+
+def test_workers_decide_every_message_with_all_its_recipients_when_postfix_reconnects(mail_system):
+    # a new policy connection for every request: a message's RCPT and END-OF-MESSAGE
+    # requests reach the two workers as the supervisor hands the connections out
+    ms = mail_system(
+        {"policyd": {"workers": 2}},
+        postfix_main="smtpd_policy_service_request_limit = 1\n",
+    )
+    n = 60
+    rcpts = lambda i: [f"a{i}@gmail.com", f"b{i}@yahoo.com", f"c{i}@example.test"]  # noqa: E731
+    assert ms.send_many(n, threads=4, recipients=rcpts) == []
+    ms.sink.wait_for(n, timeout=120)
+
+    def metric(name: str) -> float:
+        url = f"http://127.0.0.1:{ms.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+
+    assert metric("smtp_balancer_policy_recipients_unknown_total") == 0
+    assert metric("smtp_balancer_policy_shared_join_reads_total") > 0  # the workers did meet apart
+    day = utc_now().strftime("%Y%m%d")
+
+    def per_provider() -> Counter[str]:
+        out: Counter[str] = Counter()
+        for ep in ENDPOINT_IP:
+            for field, value in ms.rdb.hgetall(f"{{sb}}:count:{ep}:day:{day}").items():
+                out[field] += int(value)
+        return out
+
+    want = Counter({"total": 3 * n, "google": n, "yahoo": n, "other": n})
+    wait_until(lambda: per_provider() == want, timeout=15, what=f"counters {dict(want)}")
+    assert ms.rdb.keys("{sb}:join:*") == []

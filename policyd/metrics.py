@@ -53,3 +53,8 @@ SHARED_JOIN_FAILURES = Counter(
     "RCPT recipients that could not be shared with the other workers through Redis, or read"
     " back (policyd.workers; the message is decided with what its worker saw)",
 )
+SHARED_JOIN_READS = Counter(
+    "smtp_balancer_policy_shared_join_reads_total",
+    "END-OF-MESSAGE requests that read recipients from the shared join (policyd.workers:"
+    " their RCPT requests reached another worker)",
+)

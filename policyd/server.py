@@ -285,7 +285,10 @@ class PolicyServer:
         if isinstance(later, Incomplete):
             more = await self._sharing(self.shared.take(later.request.get("instance", "")))
             # the shared join holds every RCPT of the message, this worker's included
-            collected = more if more is not None and len(more) > len(later.collected) else later.collected
+            collected = later.collected
+            if more is not None and len(more) > len(collected):
+                metrics.SHARED_JOIN_READS.inc()
+                collected = more
             facts = facts_of(later.request, collected, self.classes, self.notes)
             async with self.decisions:
                 decision = await self.engine.decide(facts)
