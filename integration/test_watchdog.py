@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from integration.waits import wait_until
+
 WATCHDOG_USEC = 400_000  # pings every 0.2 s
 
 
@@ -67,3 +69,34 @@ def test_each_daemon_is_ready_pings_and_stops_pinging_when_frozen(mail_system, n
     # and mail still flows through them all
     ms.send("app@shop.test", ["user1@example.test"], seq=1)
     ms.sink.wait_for(1, timeout=60)
+
+
+def test_each_daemon_notices_its_own_stall_without_systemd(mail_system):
+    """No NOTIFY_SOCKET: nothing outside would notice a frozen daemon. Each one, stopped
+    for 1.5 s, says so itself once thawed: a log line and its stall counter."""
+    import urllib.request
+
+    import yaml
+
+    ms = mail_system(milter=True, feedback=True)
+    config = yaml.safe_load(ms.config_path.read_text())
+    daemons = {
+        "policyd": (ms.policyd, config["policyd"]["metrics_listen"]),
+        "milter": (ms.milter, config["milter"]["metrics_listen"]),
+        "feedback daemon": (ms.feedback, config["feedback"]["metrics_listen"]),
+    }
+
+    def stalls(listen: str) -> float:
+        text = urllib.request.urlopen(f"http://{listen}/metrics", timeout=5).read().decode()
+        lines = [ln for ln in text.splitlines() if ln.startswith("smtp_balancer_stalls_total")]
+        return sum(float(ln.split()[-1]) for ln in lines)
+
+    for name, (daemon, listen) in daemons.items():
+        assert stalls(listen) == 0, name
+        os.kill(daemon.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.5)  # the stall itself, not a wait for an event
+        finally:
+            os.kill(daemon.proc.pid, signal.SIGCONT)
+        wait_until(lambda listen=listen: stalls(listen) >= 1, 10, f"{name}'s stall counted")
+        assert f"{name} stalled for " in daemon.log_path.read_text(), name

@@ -18,6 +18,7 @@ from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.engine import ThreadedEngine
 from smtp_balancer.observe.metrics import ListenError, serve_metrics
 from smtp_balancer.observe.sdnotify import Notifier, keep_pinging
+from smtp_balancer.observe.stalls import StallWatch
 
 log = logging.getLogger("smtp_balancer.milter")
 
@@ -101,6 +102,7 @@ def run(config: BalancerConfig) -> int:
         notifier.ready("serving")
         # pinged from the engine's loop, which every decision that waits on Redis needs
         engine.spawn(keep_pinging(notifier))
+        engine.spawn(StallWatch("milter").watch_loop())
 
     opening_then(cfg.listen, serving)
     serve_metrics(cfg.metrics_listen, log, "milter.metrics_listen")

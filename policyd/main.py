@@ -79,7 +79,7 @@ async def serve(config: BalancerConfig, path: str, control: int | None = None) -
         except BaseException:
             await engine.aclose()
             raise
-    async with service("serving policy requests") as stop:
+    async with service("policyd", "serving policy requests") as stop:
         loop = asyncio.get_running_loop()
         reloads: set[asyncio.Task[None]] = set()
 

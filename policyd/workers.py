@@ -147,7 +147,8 @@ class Supervisor:
                 ", ".join(address_of(s) for s in self.listeners),
                 len(self.workers),
             )
-            async with service(f"serving policy requests with {len(self.workers)} workers") as stop:
+            status = f"serving policy requests with {len(self.workers)} workers"
+            async with service("policyd supervisor", status) as stop:
                 if early_stop.is_set():
                     stop.set()
                 self._later(self._check_frozen())

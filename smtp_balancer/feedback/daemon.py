@@ -34,6 +34,7 @@ from smtp_balancer.feedback.warmup_store import WarmupRecords
 from smtp_balancer.observe.metrics import serve_metrics
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.observe.sdnotify import Notifier
+from smtp_balancer.observe.stalls import StallWatch
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.state.client import describe, sync_client
 from smtp_balancer.state.keys import KeySchema
@@ -334,6 +335,8 @@ class FeedbackDaemon:
         checks = HealthChecks(self.config, self.r, self.stop)
         checker = threading.Thread(target=checks.run, name="health-checks", daemon=True)
         checker.start()
+        watch = StallWatch("feedback daemon").watch_thread
+        threading.Thread(target=watch, args=(self.stop,), name="stall-watch", daemon=True).start()
         poll = self.config.feedback.poll_interval_ms / 1000
         try:
             while not self.stop.is_set():

@@ -165,3 +165,18 @@ def serve_metrics(
         except OSError as exc:
             raise ListenError(option, listen, exc) from exc
         log.info("metrics on http://%s:%d/metrics", host, port)
+
+
+LOOP_LAG = Gauge(
+    "smtp_balancer_loop_lag_seconds",
+    "How late this process's last watch tick fired (its event loop or threads did not run)",
+    multiprocess_mode="livemax",
+)
+STALLS = Counter(
+    "smtp_balancer_stalls_total",
+    "Times this process stalled (a watch tick fired a second or more late)",
+)
+STALL_SECONDS = Counter(
+    "smtp_balancer_stall_seconds_total",
+    "Seconds this process spent stalled, summed over its stalls",
+)

@@ -16,6 +16,8 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Mapping
 
+from smtp_balancer.observe.stalls import StallWatch
+
 log = logging.getLogger("smtp_balancer.sdnotify")
 
 
@@ -68,12 +70,14 @@ async def keep_pinging(notifier: Notifier) -> None:
 
 
 @contextlib.asynccontextmanager
-async def service(status: str) -> AsyncIterator[asyncio.Event]:
+async def service(daemon: str, status: str) -> AsyncIterator[asyncio.Event]:
     """An asyncio daemon's life under systemd: READY=1 with ``status``, WATCHDOG=1 from
-    this event loop, and an Event that SIGTERM or SIGINT sets; STOPPING=1 on the way out."""
+    this event loop, and an Event that SIGTERM or SIGINT sets; STOPPING=1 on the way out.
+    With or without systemd, the loop's own stalls are measured (observe/stalls.py)."""
     notifier = Notifier()
     notifier.ready(status)
     pinger = asyncio.create_task(keep_pinging(notifier))  # systemd's watchdog sees a frozen loop
+    watch = asyncio.create_task(StallWatch(daemon).watch_loop())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,3 +87,4 @@ async def service(status: str) -> AsyncIterator[asyncio.Event]:
     finally:
         notifier.stopping()
         pinger.cancel()
+        watch.cancel()

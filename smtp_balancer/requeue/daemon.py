@@ -68,7 +68,7 @@ async def serve(config: BalancerConfig, once: bool = False) -> int:
         with contextlib.suppress(PostfixQueueError):
             await sweeper.wired()
         sweeper.notes.flush()
-        async with service("sweeping the deferred queue") as stop:
+        async with service("requeue", "sweeping the deferred queue") as stop:
             return await sweep_until_stopped(sweeper, rq, once, stop, describe(config.redis))
     finally:
         sweeper.notes.flush(everything=True)

@@ -37,7 +37,7 @@ async def serve(config: BalancerConfig) -> int:
     except BaseException:
         await engine.aclose()
         raise
-    async with service("serving the delivery-time table") as stop:
+    async with service("table", "serving the delivery-time table") as stop:
         await stop.wait()
     await server.close()
     server.table.notes.flush(everything=True)
