@@ -8,12 +8,14 @@ ReportError with a short kind (for the metric) and a sentence (for the log).
 
 from __future__ import annotations
 
+import binascii
 import ipaddress
+import quopri
 import re
 from dataclasses import dataclass
-from email import message_from_bytes, policy
+from email import policy
 from email.message import Message
-from email.parser import HeaderParser
+from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parseaddr
 
 
@@ -59,16 +61,66 @@ def address(value: object) -> str:
     return found if "@" in found else ""
 
 
-def _headers(part: Message) -> Message:
-    """The header block a message/* or text/rfc822-headers part carries."""
-    payload = part.get_payload()
-    if isinstance(payload, list):  # message/*: the parser made it a message already
-        if not payload or not isinstance(payload[0], Message):
-            raise ReportError("malformed", f"the {part.get_content_type()} part is empty")
-        return payload[0]
-    if isinstance(payload, str):
-        return HeaderParser().parsestr(payload.lstrip("\r\n"))
-    raise ReportError("malformed", f"the {part.get_content_type()} part is empty")
+MAX_PARTS = 8  # a report needs three; a hostile one may carry hundreds of thousands
+HEADER_BLOCK_MAX = 256 * 1024  # of an attached original: its headers, never its body
+
+
+Bytes = bytes | memoryview  # a report's parts are views into it: a 10 MB report is not copied
+
+
+def _split_parts(body: Bytes, boundary: bytes) -> list[Bytes]:
+    """The first MAX_PARTS body parts of a multipart body (RFC 2046 delimiters: a line
+    ``--boundary``, the CRLF before it belongs to it). Read lazily: the rest of a huge
+    report is never split, copied or parsed."""
+    delimiter = re.compile(rb"(?:\A|\r?\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)")
+    parts: list[Bytes] = []
+    start: int | None = None
+    for match in delimiter.finditer(body):
+        if start is not None:
+            parts.append(body[start : match.start()])
+            if len(parts) >= MAX_PARTS:
+                break
+        if match.group(1):  # the close delimiter
+            break
+        start = match.end()
+    return parts
+
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+
+
+def _split(raw: Bytes) -> tuple[Message, Bytes]:
+    """A message's or body part's header fields, and its body, not parsed (a part that
+    starts with an empty line has no header fields)."""
+    head = bytes(raw[:2])
+    if head[:1] == b"\n" or head == b"\r\n":
+        return Message(), raw[len(head) if head == b"\r\n" else 1 :]
+    end = _BLANK_LINE.search(raw, 0, HEADER_BLOCK_MAX)
+    block, body = (raw[: end.start()], raw[end.end() :]) if end else (raw[:HEADER_BLOCK_MAX], raw[len(raw) :])
+    return BytesHeaderParser(policy=policy.compat32).parsebytes(bytes(block)), body
+
+
+def _decoded(part: Message, body: Bytes) -> Bytes:
+    """A part's body without its transfer encoding (base64, quoted-printable)."""
+    encoding = text(part.get("Content-Transfer-Encoding")).lower()
+    try:
+        if encoding == "base64":
+            return binascii.a2b_base64(body)
+        if encoding == "quoted-printable":
+            return quopri.decodestring(bytes(body))
+    except (binascii.Error, ValueError):
+        return b""
+    return body
+
+
+def _header_block(raw: Bytes) -> Message:
+    """The header fields at the top of ``raw``: a message/feedback-report body, an
+    attached original's headers. The original's body, however deep its own MIME
+    nesting, is never parsed."""
+    start = 0
+    while start < len(raw) and raw[start] in b"\r\n":
+        start += 1
+    return _split(memoryview(raw)[start:])[0]
 
 
 # "by mta.example (Postfix) with ESMTP id 4Xb2Kq0Lw7z9" and Exim's "id 1tXyZa-000Abc-7Q";
@@ -88,20 +140,23 @@ def received_ids(headers: Message) -> tuple[str, ...]:
 
 
 def parse_report(raw: bytes) -> Report:
-    msg = message_from_bytes(raw, policy=policy.compat32)
+    """Only what attribution needs is parsed: the report's headers, its first few parts,
+    the original's header block. Memory stays a small multiple of the report's size."""
+    msg, body = _split(memoryview(raw))
     ctype = msg.get_content_type()
     if ctype != "multipart/report":
         raise ReportError("malformed", f"Content-Type is {text(ctype)}, not multipart/report")
     report_type = text(msg.get_param("report-type", "", header="content-type")).lower()
     if report_type != "feedback-report":
         raise ReportError("malformed", f"report-type is {report_type or 'missing'}, not feedback-report")
-    parts = msg.get_payload()
-    if not isinstance(parts, list):
+    boundary = msg.get_boundary()
+    parts = [_split(p) for p in _split_parts(body, boundary.encode("ascii", "replace"))] if boundary else []
+    if not parts:
         raise ReportError("malformed", "a multipart/report without parts")
-    feedback = next((p for p in parts if p.get_content_type() == "message/feedback-report"), None)
+    feedback = next((p for p in parts if p[0].get_content_type() == "message/feedback-report"), None)
     if feedback is None:
         raise ReportError("malformed", "no message/feedback-report part")
-    fields = _headers(feedback)
+    fields = _header_block(_decoded(*feedback))
     feedback_type = text(fields.get("Feedback-Type")).lower()
     if not feedback_type:
         raise ReportError("malformed", "no Feedback-Type field")
@@ -115,9 +170,9 @@ def parse_report(raw: bytes) -> Report:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     original = next(
-        (p for p in parts if p.get_content_type() in ("message/rfc822", "text/rfc822-headers")), None
+        (p for p in parts if p[0].get_content_type() in ("message/rfc822", "text/rfc822-headers")), None
     )
-    headers = _headers(original) if original is not None else Message()
+    headers = _header_block(_decoded(*original)) if original is not None else Message()
     mail_from = (
         address(fields.get("Original-Mail-From"))
         or address(headers.get("Return-Path"))

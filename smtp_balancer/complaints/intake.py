@@ -62,12 +62,17 @@ class Intake:
         except Exception as exc:  # the email package on hostile input: keep it, never crash
             return Outcome("malformed", f"unparsable ({type(exc).__name__}: {str(exc)[:120]})")
         attribution = self.attributor.attribute(report)
-        if report.feedback_type not in self.feedback_types:
-            return Outcome("not_counted", f"Feedback-Type {report.feedback_type}", attribution)
+        # a report about mail from an address that is none of ours is kept whatever its
+        # type: a wrong Source-IP, or an endpoint missing from the config, is to be looked at
         if attribution.endpoint is None:
             return Outcome(
-                "unattributed", f"Source-IP {report.source_ip} is none of our endpoints", attribution
+                "unattributed",
+                f"Source-IP {report.source_ip} is none of our endpoints"
+                f" (Feedback-Type {report.feedback_type})",
+                attribution,
             )
+        if report.feedback_type not in self.feedback_types:
+            return Outcome("not_counted", f"Feedback-Type {report.feedback_type}", attribution)
         return Outcome(
             "complaint", f"from {report.reporter or 'an unnamed reporter'}", attribution, report.queue_ids
         )

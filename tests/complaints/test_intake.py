@@ -241,3 +241,69 @@ def test_a_complaint_about_a_message_of_an_earlier_run_is_not_the_new_run(make_c
     assert rdb.hgetall(KEYS.expstats("ab", "b")) == {"complained": "1"}
     out = capsys.readouterr().out
     assert out.count("complaint out2/yahoo") == 2 and out.count("; experiment ab arm b") == 1
+
+
+def test_a_foreign_report_of_any_type_is_unattributed_and_kept(make_config, rdb, tmp_path) -> None:
+    raw = arf_report("192.0.2.77", feedback_type="not-spam")
+    assert stdin(intake(make_config(), rdb), raw, tmp_path / "kept") == 0
+    assert rdb.hgetall(KEYS.fbl_totals()) == {"report:unattributed": "1"}
+    (kept,) = (tmp_path / "kept").iterdir()
+    assert kept.name.endswith(".unattributed") and kept.read_bytes() == raw
+
+
+def _nested(depth: int) -> bytes:
+    """An original whose body nests multipart/mixed ``depth`` levels deep."""
+    level = 'Content-Type: multipart/mixed; boundary="b{0}"\r\n\r\n--b{0}\r\n'
+    opening = "".join(level.format(i) for i in range(depth))
+    closing = "".join(f"\r\n--b{i}--\r\n" for i in reversed(range(depth)))
+    return (
+        b"From: Shop <news@shop.test>\r\nTo: u1@yahoo.com\r\n"
+        b"Message-ID: <deep@shop.test>\r\nMIME-Version: 1.0\r\n"
+        + (opening + "Content-Type: text/plain\r\n\r\nhello" + closing).encode()
+    )
+
+
+def test_an_original_nested_2000_deep_is_still_a_complaint(make_config, rdb, tmp_path) -> None:
+    raw = arf_report(original_message=_nested(2000))
+    assert stdin(intake(make_config(), rdb), raw, tmp_path / "kept", limit=10 * 1024 * 1024) == 0
+    assert rdb.hget(KEYS.fbl_totals(), "report:complaint") == "1"
+
+
+def _many_parts(parts: int) -> bytes:
+    """An original of ``parts`` empty MIME parts (about 12 bytes each)."""
+    body = "".join("--p\r\n\r\n" for _ in range(parts)) + "--p--\r\n"
+    return (
+        b"From: Shop <news@shop.test>\r\nTo: u1@yahoo.com\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="p"\r\n\r\n' + body.encode()
+    )
+
+
+@pytest.mark.parametrize("where", ["original", "report"])
+def test_850000_empty_parts_keep_fbl_within_four_times_the_report(make_config, tmp_path, where) -> None:
+    """The command as shipped, in a process of its own: its peak RSS, against the bound."""
+    import subprocess
+    import sys
+
+    make_config()
+    if where == "original":
+        raw = arf_report(original_message=_many_parts(850_000))
+    else:  # the report's own multipart: the three parts, then 850,000 empty ones
+        report = arf_report()
+        boundary = report.split(b'boundary="', 1)[1].split(b'"', 1)[0]
+        close = b"--" + boundary + b"--"
+        raw = report.replace(close, (b"--" + boundary + b"\r\n\r\n") * 850_000 + close)
+    assert len(raw) > 5_000_000
+    report_file = tmp_path / "report.eml"
+    report_file.write_bytes(raw)
+    measure = (
+        "import resource, subprocess, sys;"
+        "subprocess.run(sys.argv[2:], stdin=open(sys.argv[1], 'rb'), check=True, stdout=subprocess.DEVNULL);"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    cli = [str(Path(sys.executable).with_name("smtp-balancer")), "-c", str(tmp_path / "config.yaml"), "fbl"]
+    out = subprocess.run(
+        [sys.executable, "-c", measure, str(report_file), *cli], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    peak = int(out.stdout.split()[-1]) * 1024  # ru_maxrss: KiB on Linux
+    assert peak <= 4 * len(raw) + 50 * 1024 * 1024, (peak, len(raw))
