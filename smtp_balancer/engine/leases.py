@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from smtp_balancer.decision.quota import (
     ARM_RECORD_TTL_S,
@@ -22,6 +24,7 @@ from smtp_balancer.decision.quota import (
     HOUR_TTL_S,
     Giveback,
     QuotaBook,
+    Refill,
 )
 from smtp_balancer.decision.rates import SLOT_S, RateGiveback, RateRefill
 from smtp_balancer.decision.script import StateJunk
@@ -30,6 +33,7 @@ from smtp_balancer.engine.junk import JunkReporter
 from smtp_balancer.state import scripts
 from smtp_balancer.state.channel import ScriptChannel
 from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.scripts import LuaScript
 from smtp_balancer.state.values import text_of
 
 log = logging.getLogger("smtp_balancer.engine")
@@ -54,6 +58,7 @@ class LeaseService:
         self.timeout_s = timeout_s
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._reload = True  # load the scripts first, and again after a NOSCRIPT
 
     def start(self) -> None:
         if self._task is None:
@@ -87,102 +92,141 @@ class LeaseService:
                 log.debug("quota round failed: %s", exc)
 
     async def round(self) -> None:
-        """Send lease refills, give-backs and counter deltas; keep what Redis did not take."""
-        book, keys = self.book, self.keys
+        """Send lease refills, give-backs and counter deltas; keep what Redis did not take.
+
+        Every reply is settled by a callback whenever it arrives, also after this round
+        stopped waiting (its timeout): a grant Redis made is recorded or given back,
+        never dropped, so a slow reply leaves no unit counted and unused."""
+        book, keys, channel = self.book, self.keys, self.channel
         refills, givebacks, counts = book.take_work()
         rate_refills, rate_givebacks = book.rates.take_work()
-        if rate_refills or rate_givebacks:
-            await self.rate_round(rate_refills, rate_givebacks)
-        await self.arm_round(book.take_arms())
-        if not (refills or givebacks or counts):
+        arms = book.take_arms()
+        if not (refills or givebacks or counts or rate_refills or rate_givebacks or arms):
             return
+        rate_refills = self._fresh(rate_refills)
         if not self.breaker.allows():
-            book.refill_failed(refills)
-            book.restore(givebacks, counts)
-            return
-        jobs = [
-            self.channel.evalsha(
-                scripts.LEASE,
-                [keys.day_counter(r.endpoint, r.day), keys.hour_counter(r.endpoint, r.hour)],
-                [
-                    r.want,
-                    -1 if r.day_cap is None else r.day_cap,
-                    -1 if r.hour_cap is None else r.hour_cap,
-                    r.field,
-                ],
-            )
-            for r in refills
-        ]
-        count_keys, count_args = encode_counts(keys, givebacks, counts)
-        if count_keys:
-            jobs.append(self.channel.evalsha(scripts.COUNT, count_keys, count_args))
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        for refill, units in zip(refills, results, strict=False):
-            if isinstance(units, int):
-                book.granted(refill, units)
-                if units < 0:  # -1: the day counter is junk, -2: the hour counter
-                    junk_key = (keys.day_counter if units == -1 else keys.hour_counter)(
-                        refill.endpoint, refill.day if units == -1 else refill.hour
-                    )
-                    self.junk.report([StateJunk("counter", junk_key)])
-            else:
-                book.refill_failed([refill])
-        if not count_keys:
-            return
-        written = results[-1]
-        if isinstance(written, list):
-            self.junk.report([StateJunk("counter", text_of(k) or "") for k in written])
-        elif isinstance(written, BaseException):
-            # counts are kept for the next round; give-backs are not: a give-back Redis may
-            # have applied must not be applied twice, and one lost only leaves a cap short
-            book.restore((), counts)
-            log.debug("writing counters failed: %s", written)
-
-    async def arm_round(self, arms: list[tuple[str, str]]) -> None:
-        """Record which arm each message is in (a lost record only leaves that message's
-        outcomes unattributed; its decision is counted with the other counts)."""
-        if not arms or not self.breaker.allows():
+            self._not_sent(refills, givebacks, counts, rate_refills)
             return
         try:
-            await self.channel.evalsha(
-                scripts.ARMS,
-                [self.keys.arm_record(qid) for qid, _ in arms],
-                [ARM_RECORD_TTL_S, *(value for _, value in arms)],
-            )
-        except (RedisError, OSError) as exc:
-            log.debug("arm records not written: %s", exc)
+            await channel.ensure()
+            if self._reload:
+                for script in (scripts.LEASE, scripts.COUNT, scripts.RATE_LEASE, scripts.ARMS):
+                    await channel.load_script(script)
+                self._reload = False
+        except BaseException:
+            self._not_sent(refills, givebacks, counts, rate_refills)
+            raise
+        sent = [self._send_refill(r) for r in refills]
+        count_keys, count_args = encode_counts(keys, givebacks, counts)
+        if count_keys:
+            settle = partial(self._counted, givebacks, counts)
+            sent.append(self._send(scripts.COUNT, count_keys, count_args, settle))
+        sent += self._send_rates(rate_refills, rate_givebacks)
+        if arms:
+            # a lost record only leaves that message's outcomes unattributed; its decision
+            # is counted with the other counts
+            arm_keys = [keys.arm_record(qid) for qid, _ in arms]
+            arm_args = [ARM_RECORD_TTL_S, *(value for _, value in arms)]
+            sent.append(self._send(scripts.ARMS, arm_keys, arm_args, self._armed))
+        await asyncio.wait(sent)  # wait, not gather: giving up waiting cancels no reply
 
-    async def rate_round(self, refills: list[RateRefill], givebacks: list[RateGiveback]) -> None:
-        """Lease rate-cap slots and give back the expired ones (a give-back that fails
-        only leaves the window fuller than it is, for at most a minute)."""
-        rates, keys = self.book.rates, self.keys
-        # a request older than a slot's validity would be granted only to be given back:
-        # dropped, so its slots never stand in the window meanwhile
+    def _fresh(self, refills: list[RateRefill]) -> list[RateRefill]:
+        """Rate refills still worth asking: one older than a slot's validity would be
+        granted only to be given back, so its slots never stand in the window meanwhile."""
         now = self.book.clock.monotonic()
         stale = [r for r in refills if r.asked_at + SLOT_S <= now]
         if stale:
-            rates.refill_failed(stale)
-            refills = [r for r in refills if r.asked_at + SLOT_S > now]
-        if not self.breaker.allows():
-            rates.refill_failed(refills)
+            self.book.rates.refill_failed(stale)
+        return [r for r in refills if r.asked_at + SLOT_S > now]
+
+    def _not_sent(
+        self,
+        refills: list[Refill],
+        givebacks: list[Giveback],
+        counts: dict[str, dict[str, int]],
+        rate_refills: list[RateRefill],
+    ) -> None:
+        self.book.refill_failed(refills)
+        self.book.restore(givebacks, counts)
+        self.book.rates.refill_failed(rate_refills)
+
+    def _send(
+        self, script: LuaScript, keys: list[str], args: list[Any], settle: Callable[[Any], None]
+    ) -> asyncio.Future[Any]:
+        fut = self.channel.send_now("EVALSHA", script.sha, len(keys), *keys, *args)
+        fut.add_done_callback(lambda done: settle(self._outcome(done)))
+        return fut
+
+    def _outcome(self, fut: asyncio.Future[Any]) -> Any:
+        """A reply, or the exception that ended its wait (a lost connection)."""
+        if fut.cancelled():
+            return asyncio.CancelledError()
+        reply = fut.exception() or fut.result()
+        if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
+            self._reload = True  # a restarted Redis: load the scripts before the next round
+        return reply
+
+    def _send_refill(self, r: Refill) -> asyncio.Future[Any]:
+        keys = [self.keys.day_counter(r.endpoint, r.day), self.keys.hour_counter(r.endpoint, r.hour)]
+        caps = [-1 if r.day_cap is None else r.day_cap, -1 if r.hour_cap is None else r.hour_cap]
+        return self._send(scripts.LEASE, keys, [r.want, *caps, r.field], partial(self._leased, r))
+
+    def _leased(self, refill: Refill, units: Any) -> None:
+        book, keys = self.book, self.keys
+        if not isinstance(units, int):
+            book.refill_failed([refill])
+            log.debug("quota lease not granted: %s", units)
             return
+        book.granted(refill, units)
+        if units < 0:  # -1: the day counter is junk, -2: the hour counter
+            junk_key = (keys.day_counter if units == -1 else keys.hour_counter)(
+                refill.endpoint, refill.day if units == -1 else refill.hour
+            )
+            self.junk.report([StateJunk("counter", junk_key)])
+
+    def _counted(self, givebacks: list[Giveback], counts: dict[str, dict[str, int]], written: Any) -> None:
+        if isinstance(written, list):
+            self.junk.report([StateJunk("counter", text_of(k) or "") for k in written])
+        elif isinstance(written, ResponseError) and str(written).startswith("NOSCRIPT"):
+            self.book.restore(givebacks, counts)  # the script never ran: all of it again
+        elif isinstance(written, BaseException):
+            # counts are kept for the next round; give-backs are not: a give-back Redis may
+            # have applied must not be applied twice, and one lost only leaves a cap short
+            self.book.restore((), counts)
+            log.debug("writing counters failed: %s", written)
+
+    @staticmethod
+    def _armed(reply: Any) -> None:
+        if isinstance(reply, BaseException):
+            log.debug("arm records not written: %s", reply)
+
+    def _send_rates(
+        self, refills: list[RateRefill], givebacks: list[RateGiveback]
+    ) -> list[asyncio.Future[Any]]:
+        """Lease rate-cap slots and give back the expired ones (a give-back that fails
+        only leaves the window fuller than it is, for at most a minute)."""
         now_ms = self.book.clock.wall() * 1000
-        jobs = [
-            self.channel.evalsha(
+        sent = [
+            self._send(
                 scripts.RATE_LEASE,
-                [keys.rate(r.endpoint, r.scope), keys.slow(r.endpoint, r.scope)],
+                [self.keys.rate(r.endpoint, r.scope), self.keys.slow(r.endpoint, r.scope)],
                 [r.want, r.cap, repr(now_ms), int(SLOT_S * 1000), r.name],
+                partial(self._rate_leased, r),
             )
             for r in refills
         ]
-        jobs += [self.channel.call("ZREM", keys.rate(g.endpoint, g.scope), *g.slots) for g in givebacks]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        for refill, units in zip(refills, results, strict=False):
-            if isinstance(units, int):
-                rates.granted(refill, units)
-            else:
-                rates.refill_failed([refill])
-                log.debug("rate slots not leased: %s", units)
+        for g in givebacks:
+            fut = self.channel.send_now("ZREM", self.keys.rate(g.endpoint, g.scope), *g.slots)
+            fut.add_done_callback(self._outcome)
+            sent.append(fut)
+        return sent
+
+    def _rate_leased(self, refill: RateRefill, units: Any) -> None:
+        if isinstance(units, int):
+            self.book.rates.granted(refill, units)
+        else:
+            self.book.rates.refill_failed([refill])
+            log.debug("rate slots not leased: %s", units)
 
 
 def encode_counts(

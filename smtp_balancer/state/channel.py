@@ -292,12 +292,23 @@ class ScriptChannel:
     async def load_script(self, script: LuaScript) -> None:
         await self.call("SCRIPT", "LOAD", script.text)
 
+    async def ensure(self) -> None:
+        """Connect (with the handshake) unless connected."""
+        await self._ensure()
+
     async def send_script(self, script: LuaScript, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
         """Send an EVALSHA and return the future of its reply, uncancelled by whoever
         stops waiting for it: the reply still arrives in its turn, so a caller that gave
         up can hand it on (a Redis error reply is its value, NOSCRIPT included)."""
         await self._ensure()
-        return self._send(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return self.send_now("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def send_now(self, *args: Any) -> asyncio.Future[Any]:
+        """Send a command over the open connection (``ensure`` first) and return the
+        future of its reply, as ``send_script`` does."""
+        if not self.connected:
+            raise RedisConnectionError("not connected to Redis")
+        return self._send(args)
 
     async def evalsha(self, script: LuaScript, keys: list[Any], args: list[Any]) -> Any:
         """Run a script by its SHA, loading it when Redis lacks it."""

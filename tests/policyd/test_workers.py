@@ -364,8 +364,16 @@ class FullTable(socket.socket):
         raise OSError(24, "Too many open files")
 
 
+async def _calls(n: int) -> None:
+    while FullTable.calls < n:
+        await asyncio.sleep(0.01)
+
+
 async def test_a_failed_accept_rests_the_listener_instead_of_spinning(monkeypatch):
-    monkeypatch.setattr(workers_module, "ACCEPT_RETRY_S", 0.2)
+    # the rest runs on the loop's clock from the failure: a check made before it ends
+    # (a shorter sleep, started after the failure) sees no new accept however late it runs
+    monkeypatch.setattr(workers_module, "ACCEPT_RETRY_S", 2.0)
+    FullTable.calls = 0
     config = validate_config(deep_merge(BASE, {"policyd": {"workers": 2}}))
     supervisor = Supervisor(config, "/dev/null", "info", "logfmt")
     loop = asyncio.get_running_loop()
@@ -375,9 +383,11 @@ async def test_a_failed_accept_rests_the_listener_instead_of_spinning(monkeypatc
         with socket.create_connection(listener.getsockname()):  # readable from now on
             loop.add_reader(listener.fileno(), supervisor._accept, listener)
             try:
-                await asyncio.sleep(0.1)
+                await _calls(1)
+                await asyncio.sleep(0.2)
                 assert FullTable.calls == 1  # removed from the loop after one failure
-                await asyncio.sleep(0.3)
-                assert FullTable.calls == 2  # back after the rest, and resting again
+                await _calls(2)  # back after the rest
+                await asyncio.sleep(0.2)
+                assert FullTable.calls == 2  # and resting again
             finally:
                 loop.remove_reader(listener.fileno())

@@ -1,0 +1,55 @@
+"""The lease service against a real redis-server: a reply that comes after a round
+stopped waiting is still settled."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from smtp_balancer.clock import FixedClock
+from smtp_balancer.decision.choice import NeedRedis
+from smtp_balancer.decision.quota import QuotaBook
+from smtp_balancer.engine.breaker import Breaker
+from smtp_balancer.engine.junk import JunkReporter
+from smtp_balancer.engine.leases import LeaseService
+from smtp_balancer.state.channel import ScriptChannel
+from smtp_balancer.state.keys import KeySchema
+
+DAY, HOUR = "20261124", "2026112410"
+
+
+async def test_a_grant_that_arrives_after_the_round_gave_up_is_held_not_stranded(make_config, rdb):
+    config = make_config()
+    clock = FixedClock(1_795_000_000.0)
+    book = QuotaBook(KeySchema(), clock)
+    channel = ScriptChannel(config.redis)
+    service = LeaseService(book, channel, Breaker(1.0, clock), JunkReporter(clock), timeout_s=0.1)
+    try:
+        with pytest.raises(NeedRedis):  # a first lease, for out1: the round loads the scripts
+            book.check("out1", 1, DAY, HOUR, 100, None)
+        await service.round()
+        # a lease asked for (out3's day cap is 100), sent while Redis sleeps
+        with pytest.raises(NeedRedis):
+            book.check("out3", 1, DAY, HOUR, 100, None)
+        lease = book._leases[("out3", "total")]
+        slept = asyncio.ensure_future(channel.call("DEBUG", "SLEEP", "0.5"))
+        try:
+            async with asyncio.timeout(0.1):
+                await service.round()
+            raise AssertionError("the round should have timed out behind the sleep")
+        except TimeoutError:
+            pass
+        await slept
+        for _ in range(500):  # the grant's reply is settled on arrival
+            if not lease.asking:
+                break
+            await asyncio.sleep(0.01)
+        assert not lease.asking, "the refill's reply was never settled: the lease can never refill again"
+        assert lease.remaining == lease.want == 2  # lease_size(100): 2 units
+        assert rdb.hget(f"{{sb}}:count:out3:day:{DAY}", "total") == "2"
+        book.give_back_all()
+        await service.round()
+        assert rdb.hget(f"{{sb}}:count:out3:day:{DAY}", "total") == "0"  # nothing stranded
+    finally:
+        await channel.close()
