@@ -169,6 +169,8 @@ class FeedbackDaemon:
         failed = False
         while True:
             try:
+                if failed and self.lost_batches(before):
+                    return 0  # this batch is read again with the lost ones
                 if failed and self.store.applied(batch):
                     # the failed attempt's transaction ran, and only its reply was lost (the
                     # master failed over, say): applied again it would count twice. Its rule
@@ -212,6 +214,36 @@ class FeedbackDaemon:
         if self.adaptive is not None:
             self.adaptive.note(batch.pairs)
         return len(lines)
+
+    def lost_batches(self, before: Position) -> bool:
+        """After a Redis failure: did Redis lose batches it had applied (a failover to a
+        replica that had not received them)? The saved position, which moves in the same
+        transaction as each batch's counts, is then behind the one this batch starts
+        at. The follower goes back to it, so those lines are read and counted again:
+        outcome counts stay exactly once. A rotated file's lines cannot be read again."""
+        try:
+            saved = self.store.load_position()  # RedisError: the caller retries
+        except ValueError:  # a junk position: nothing to compare with
+            return False
+        assert self.follower is not None
+        if (
+            saved is None
+            or self.follower.reading_rotated
+            or saved.inode != before.inode
+            or saved.offset >= before.offset
+        ):
+            return False
+        log.warning(
+            "Redis at %s lost %d bytes of applied log batches (a failover before they reached"
+            " the replica); reading them again from offset %d",
+            self.where,
+            before.offset - saved.offset,
+            saved.offset,
+        )
+        metrics.REREAD_BYTES.inc(before.offset - saved.offset)
+        self.follower.close()
+        self.follower = LogFollower(self.config.feedback.log_file, saved, self.config.feedback.start_at)
+        return True
 
     def late_arms(self) -> None:
         """While idle: outcomes whose arm record appeared after their batch was applied."""

@@ -39,6 +39,11 @@ REDIS_ERRORS = Counter(
     "smtp_balancer_feedback_redis_errors_total",
     "Batches that could not be applied to Redis (retried; the log position does not move)",
 )
+REREAD_BYTES = Counter(
+    "smtp_balancer_feedback_reread_bytes_total",
+    "Log bytes read again because Redis lost batches it had applied (a failover before"
+    " replication): their outcomes are counted once, on the new master",
+)
 DNSBL_LISTED = Gauge(
     "smtp_balancer_dnsbl_listed",
     "1 when one of the endpoint's public IPs (IPv4, IPv6) is listed on the zone at the last check",

@@ -314,3 +314,49 @@ def test_a_retried_batch_of_a_rotated_file_counts_once(make_config, rdb, tmp_pat
     sent = sum(int(rdb.hget(k, "sent") or 0) for k in rdb.scan_iter("{sb}:outcomes:*"))
     assert sent == 4
     assert len(calls) == 3  # AAA2 once (its retry skipped), AAA3, BBB1
+
+
+def test_batches_a_failed_over_redis_lost_are_read_again_and_counted_once(make_config, rdb, tmp_path, caplog):
+    # the old master applied two batches and died before its replica had the second: the
+    # new master has the first batch's position and counts. The next batch fails (the
+    # connection to the old master), then the daemon finds the position behind its own,
+    # goes back, and counts the lost batch's outcomes on the new master: exactly once
+    log_file = tmp_path / "mail.log"
+    log_file.write_text(delivery("AAA1", "out1") + delivery("AAA2", "out1"))
+    config = make_config({"feedback": {"log_file": str(log_file), "start_at": "beginning", "batch_lines": 1}})
+    daemon = FeedbackDaemon(config)
+
+    def sent() -> int:
+        return sum(int(rdb.hget(k, "sent") or 0) for k in rdb.scan_iter("{sb}:outcomes:*"))
+
+    daemon.follower = daemon.open_log()
+    try:
+        assert daemon.step() == 1
+        replica = {k: rdb.dump(k) for k in rdb.scan_iter("{sb}:*")}  # what the replica had
+        assert daemon.step() == 1 and sent() == 2
+        rdb.flushall()  # the failover: the new master is the replica as it was
+        for key, value in replica.items():
+            rdb.restore(key, 0, value)
+        assert sent() == 1
+        with log_file.open("a") as f:
+            f.write(delivery("AAA3", "out1"))
+        real_apply, calls = daemon.store.apply, []
+
+        def fails_once(batch, position):  # the old master's connection, closed by its death
+            calls.append(1)
+            if len(calls) == 1:
+                raise redis.ConnectionError("Connection closed by server.")
+            return real_apply(batch, position)
+
+        daemon.store.apply = fails_once  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING):
+            assert daemon.step() == 0  # gone back to the lost batch's start
+            while daemon.step():
+                pass
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
+    assert sent() == 3
+    size = len(delivery("AAA2", "out1").encode())
+    (line,) = [r.getMessage() for r in caplog.records if "applied log batches" in r.getMessage()]
+    assert f"lost {size} bytes" in line and "reading them again from offset" in line
