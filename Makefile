@@ -7,9 +7,10 @@ install:
 demo: install
 	.venv/bin/python -m integration.demo
 
+# two workers (pytest-xdist): each test has its own ports, folders and processes
 test: install
 	.venv/bin/ruff check .
-	.venv/bin/pytest
+	.venv/bin/pytest -n 2
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md
