@@ -70,6 +70,7 @@ class DaemonProcess:
         """``env``: variables added to this daemon's environment (a systemd unit's Environment=)."""
         self.command = command
         self.env = env
+        self.pass_fds: tuple[int, ...] = ()  # descriptors the daemon inherits
         self.config_path = config_path
         self.log_path = log_path
         self.ready = ready
@@ -84,6 +85,7 @@ class DaemonProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env} if self.env else None,
+                pass_fds=self.pass_fds,
             )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -179,3 +181,35 @@ class BaselineProcess(DaemonProcess):
 
     def argv(self) -> list[str]:
         return [sys.executable, str(self.script), *self.args]
+
+
+# what systemd does for a .socket unit's service: the listening socket as descriptor 3,
+# LISTEN_FDS=1 and LISTEN_PID set to the daemon's own PID (kept across exec)
+_ACTIVATE = (
+    "import os, sys;"
+    "fd = int(sys.argv[1]); os.dup2(fd, 3);"
+    "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()));"
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+class ActivatedPolicyd(DaemonProcess):
+    """``smtp-balancer policyd`` started as systemd starts a socket-activated service:
+    the test holds the listening socket, as systemd does, across the daemon's restarts."""
+
+    def __init__(self, config_path: Path, listener: socket.socket, log_path: Path) -> None:
+        super().__init__("policyd", config_path, log_path, self._started)
+        self.listener = listener
+        self.pass_fds = (listener.fileno(),)
+        self._starts = 0
+
+    def _started(self) -> bool:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text.count("policy service listening on") >= self._starts
+
+    def start(self) -> None:
+        self._starts += 1
+        super().start()
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-c", _ACTIVATE, str(self.listener.fileno()), *super().argv()]

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import logging
 import os
 import pwd
 import socket
 import stat
 from pathlib import Path
 
+from smtp_balancer.activation import inherited_sockets
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.config.model import PolicydConfig
 from smtp_balancer.observe.metrics import ListenError
+
+log = logging.getLogger("smtp_balancer.policyd")
 
 LISTEN_BACKLOG = 1024
 # a worker's messages to its supervisor: one per SOCK_SEQPACKET datagram; the
@@ -31,7 +35,13 @@ CONNECTION = b"c"
 def bind_listeners(config: PolicydConfig, listen: bool = True) -> list[socket.socket]:
     """Every ``listen`` address bound and listening (a host name may give several
     sockets, as asyncio's create_server does); ListenError names the first that fails.
-    ``listen=False``: bound only, so clients are refused until ``sock.listen``."""
+    ``listen=False``: bound only, so clients are refused until ``sock.listen``.
+    Sockets passed by systemd (smtp-balancer-policyd.socket) are used instead: they
+    stay open while the daemon restarts, so no client is refused meanwhile."""
+    passed = inherited_sockets()
+    if passed:
+        log.info("using %d socket(s) systemd passed; policyd.listen is not used", len(passed))
+        return passed
     out: list[socket.socket] = []
     for spec in config.listen:
         try:

@@ -22,6 +22,7 @@ import logging
 
 from redis.exceptions import RedisError, ResponseError
 
+from smtp_balancer.activation import inherited_sockets
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.decision.plan import route_for
@@ -223,12 +224,18 @@ class TableServer:
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        host, port = parse_hostport(self.listen)
-        try:
-            self.server = await asyncio.start_server(self.serve, host, port, reuse_address=True)
-        except OSError as exc:
-            raise ListenError("requeue.table_listen", self.listen, exc) from exc
-        log.info("delivery-time table (socketmap %s) listening on %s", TABLE_NAME, self.listen)
+        passed = inherited_sockets()  # smtp-balancer-table.socket: open across restarts
+        if passed:
+            self.server = await asyncio.start_server(self.serve, sock=passed[0])
+            where = f"the socket systemd passed ({passed[0].getsockname()})"
+        else:
+            host, port = parse_hostport(self.listen)
+            try:
+                self.server = await asyncio.start_server(self.serve, host, port, reuse_address=True)
+            except OSError as exc:
+                raise ListenError("requeue.table_listen", self.listen, exc) from exc
+            where = self.listen
+        log.info("delivery-time table (socketmap %s) listening on %s", TABLE_NAME, where)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         parser = RequestParser()

@@ -108,3 +108,30 @@ async def test_a_pin_key_of_another_type_is_replaced(table: RouteTable, rdb) -> 
     answer = await ask(table, "route", "a@gmail.com")
     assert answer.startswith("OK out")
     assert rdb.type("{sb}:pin:a@gmail.com") == "hash"
+
+
+async def test_the_table_serves_on_a_socket_systemd_passed(table: RouteTable, monkeypatch) -> None:
+    """smtp-balancer-table.socket: the passed socket is served, requeue.table_listen is not
+    bound (systemd's side, LISTEN_FDS, is tested with a real daemon in tests/policyd)."""
+    import asyncio
+    import socket
+
+    from smtp_balancer.requeue import table as table_module
+    from smtp_balancer.requeue.socketmap import netstring
+    from smtp_balancer.requeue.table import TableServer
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(16)
+    held.setblocking(False)
+    monkeypatch.setattr(table_module, "inherited_sockets", lambda: [held])
+    server = TableServer(table, "127.0.0.1:1")  # a port nothing could bind here
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection(*held.getsockname())
+        writer.write(netstring("route u1@example.test"))
+        await writer.drain()
+        assert await reader.readuntil(b",") == netstring("NOTFOUND ")  # no pin: Postfix decides
+        writer.close()
+    finally:
+        await server.close()
