@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install first.
-.PHONY: install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze lint
+.PHONY: install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart lint
 
 install:
 	bash .ci/install
@@ -14,7 +14,7 @@ test: install
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md
-bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze
+bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart
 
 bench-engine: install
 	.venv/bin/python benchmarks/engine_throughput.py
@@ -44,6 +44,10 @@ bench-experiment: install
 
 bench-freeze: install
 	.venv/bin/python benchmarks/freeze.py
+
+# policyd restarted every 5 s under load, with and without socket activation
+bench-restart: install
+	.venv/bin/python benchmarks/restart.py
 
 bench-e2e: install
 	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,policyd-dunno,policyd

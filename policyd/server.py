@@ -468,6 +468,8 @@ class PolicyConnection(asyncio.Protocol):
 
     def _answered(self, task: asyncio.Task[str]) -> None:
         self.busy = False
+        if task.cancelled():  # the daemon is stopping: its connections go with it
+            return
         try:
             action = task.result()
         except Exception:  # never leave a client without an answer; the MTA default applies

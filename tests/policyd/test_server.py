@@ -306,3 +306,25 @@ async def test_workers_share_a_messages_recipients_across_processes(make_config,
         for server, engine in ((first, engine_a), (second, engine_b)):
             await server.close()
             await engine.aclose()
+
+
+async def test_an_answer_cancelled_as_the_daemon_stops_is_no_error(make_config, tmp_path: Path):
+    """Stopping cancels the tasks still settling answers; their callback must not raise
+    (asyncio would log "Exception in callback ... CancelledError" at error level)."""
+    import contextlib
+
+    from policyd.server import PolicyConnection
+
+    server, engine = await start(make_config, tmp_path)
+    try:
+        connection = PolicyConnection(server)
+        connection.busy = True
+        task = asyncio.ensure_future(asyncio.sleep(10))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        connection._answered(task)  # type: ignore[arg-type]
+        assert not connection.busy
+    finally:
+        await server.close()
+        await engine.aclose()
