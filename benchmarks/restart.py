@@ -35,7 +35,7 @@ from freeze import submit  # noqa: E402
 from rig import rendered_postfix, start_smtp_sink, stop_all  # noqa: E402
 
 from integration.conftest import base_config  # noqa: E402
-from integration.daemons import ActivatedPolicyd, DaemonProcess, PolicydProcess  # noqa: E402
+from integration.daemons import ActivatedPolicyd, DaemonProcess, PolicydProcess, held_socket  # noqa: E402
 from integration.postfix import PostfixInstance, make_shared_dir  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402
@@ -59,10 +59,7 @@ def run(mode: str, args: argparse.Namespace) -> None:
         path = base / "config.yaml"
         path.write_text(yaml.safe_dump(config))
         if mode == "activated":
-            listener = socket.socket()
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("127.0.0.1", policy_port))
-            listener.listen(1024)
+            listener = held_socket(policy_port)
             daemon = ActivatedPolicyd(path, listener, base / "daemon.log")
         else:
             daemon = PolicydProcess(path, policy_port, base / "daemon.log", "warning")

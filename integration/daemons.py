@@ -193,6 +193,15 @@ _ACTIVATE = (
 )
 
 
+def held_socket(port: int) -> socket.socket:
+    """A listening socket on loopback, held by the caller as systemd holds a .socket unit's."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1024)
+    return sock
+
+
 class ActivatedPolicyd(DaemonProcess):
     """``smtp-balancer policyd`` started as systemd starts a socket-activated service:
     the test holds the listening socket, as systemd does, across the daemon's restarts."""

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from integration.configs import deep_merge
-from integration.daemons import ActivatedPolicyd, PolicydProcess
+from integration.daemons import ActivatedPolicyd, PolicydProcess, held_socket
 from integration.sink import free_port
 from integration.waits import wait_until
 from smtp_balancer.activation import inherited_sockets
@@ -91,10 +91,7 @@ def test_restarts_refuse_no_connection_under_socket_activation(redis_server, tmp
     config.write_text(yaml.safe_dump(raw))
     listener = None
     if activated:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
-        listener.listen(1024)
+        listener = held_socket(port)
         daemon = ActivatedPolicyd(config, listener, tmp_path / "policyd.log")
     else:
         daemon = PolicydProcess(config, port, tmp_path / "policyd.log")
