@@ -84,6 +84,8 @@ def warn_restart(names: list[str]) -> None:
 # request this close to its readsocket timeout is not decided (its answer would land
 # after Exim gave up, and its unit would count for mail that left by default)
 ANSWER_MARGIN_S = 0.2
+DRAIN_S = 2.0  # at a stop: how long open connections get to have their requests answered
+FIRST_REQUEST_S = 0.5  # at a stop: how long a connection just accepted gets to send its request
 
 
 class PolicyServer:
@@ -113,6 +115,7 @@ class PolicyServer:
         self.control: socket.socket | None = None
         self._adopting: set[asyncio.Task[object]] = set()
         self.workers = 1  # processes sharing policyd.max_connections
+        self.open_connections: set[PolicyConnection] = set()
         observe(metrics.OPEN_INSTANCES, lambda: len(self.join))
 
     @functools.cached_property
@@ -228,9 +231,29 @@ class PolicyServer:
             self.notes.flush(everything=True)
         for server in self.servers:
             server.close()
+        await self.drain()
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
+
+    async def drain(self, grace_s: float = DRAIN_S) -> None:
+        """With the listeners closed: answer what the open connections already sent, and
+        close each as soon as it has nothing unanswered. A connection accepted just
+        before a stop, its request not read yet, is answered rather than reset; Postfix
+        reconnects the idle ones to the next process (one that holds the socket
+        systemd passed)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + grace_s
+        # at least a moment: connections accepted just before the close are still being
+        # set up (asyncio makes their transports in tasks of their own)
+        while (self.open_connections or loop.time() < started + 0.1) and loop.time() < deadline:
+            for conn in list(self.open_connections):
+                if conn.settled():
+                    conn.close()
+            await asyncio.sleep(0.01)
+        for conn in list(self.open_connections):
+            conn.close()
 
     def _connection(self) -> PolicyConnection:
         return PolicyConnection(self)
@@ -332,6 +355,7 @@ class PolicyConnection(asyncio.Protocol):
         self.last_active = self.loop.time()
         self.idle: asyncio.TimerHandle | None = None
         self.counted = False
+        self.heard = False  # any bytes received yet
         # since when the transport has read all along (inf while paused): see arrived_within
         self.reading_since = float("inf")
 
@@ -352,12 +376,14 @@ class PolicyConnection(asyncio.Protocol):
             return
         self.counted = True
         server.connections += 1
+        server.open_connections.add(self)
         metrics.CONNECTIONS.inc()
         self.reading_since = self.loop.time()
         self.idle = self.loop.call_later(server.config.idle_timeout_s, self._idle_check)
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
+        self.heard = True
         if len(data) >= READ_SIZE:
             # a full read may have left older bytes behind: trust no age bound until
             # a select() that starts after this
@@ -380,6 +406,7 @@ class PolicyConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connection_gone()
+        self.server.open_connections.discard(self)
         if self.idle is not None:
             self.idle.cancel()
         if self.counted:
@@ -408,24 +435,43 @@ class PolicyConnection(asyncio.Protocol):
         transport.resume_reading()
         self.reading_since = self.loop.time()
 
+    def settled(self) -> bool:
+        """Nothing unanswered: no request waiting or queued, and no bytes of one
+        buffered or still in the socket."""
+        state = self.state
+        if self.busy or state.waiting is not None or state.queue or state.mid_request:
+            return False
+        if not self.heard and self.loop.time() - self.last_active < FIRST_REQUEST_S:
+            return False  # just accepted: its first request (Exim's only one) is on its way
+        return self._unread() != "data"
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
     # -- session.Client: does the client of the request being answered still wait? --
     def gone(self) -> bool:
         """The client closed its side already: a peek finds end-of-file (or an error)."""
+        return self._unread() in ("eof", "closed")
+
+    def _unread(self) -> str:
+        """What the socket holds that asyncio has not read: "data", "eof", "nothing",
+        or "closed" (no transport, or a reset)."""
         transport = self.transport
         if transport is None or transport.is_closing():
-            return True
+            return "closed"
         sock = transport.get_extra_info("socket")
         if sock is None:
-            return False
+            return "nothing"
         # a socket object on the same descriptor, detached after: asyncio's own wrapper
         # does not offer recv with flags
         peek = socket.socket(sock.family, sock.type, sock.proto, sock.fileno())
         try:
-            return peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            return "data" if peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) else "eof"
         except BlockingIOError:
-            return False  # nothing pending: it still waits
+            return "nothing"
         except OSError:
-            return True  # reset by the peer
+            return "closed"  # reset by the peer
         finally:
             peek.detach()
 
