@@ -19,14 +19,17 @@ from pathlib import Path
 
 import pytest
 
+from integration.configs import ENDPOINT_IP
 from integration.conftest import base_config, render, start_redis, write_config
 from integration.daemons import PolicydProcess, decision_lines
+from integration.delay_proxy import DelayProxy
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
 from integration.statistics import assert_binomial
 from integration.submit import send_many
 from integration.waits import wait_until
+from integration.workloads import assert_counted_exactly
 from smtp_balancer.clock import utc_now
 
 CAP = 50
@@ -63,9 +66,21 @@ def fleet() -> Iterator[tuple[list[Callable[[], None]], list[Path], RedisServer,
                 shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["single", "workers"])
-def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(workers: int):
+@pytest.mark.parametrize(
+    ("workers", "redis_delay_ms"),
+    [(1, 0), (2, 0), (1, 2), (1, 10)],
+    ids=["single", "workers", "redis-2ms-away", "redis-10ms-away"],
+)
+def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(workers: int, redis_delay_ms: int):
+    """``redis_delay_ms``: Redis behind a proxy that holds each chunk that long in each
+    direction (a Redis in another rack): the local lease path must keep the share."""
     with fleet() as (started, bases, redis_server, sink):
+        redis_url = redis_server.url
+        if redis_delay_ms:
+            proxy = DelayProxy(redis_server.socket, redis_delay_ms / 1000)
+            proxy.start()
+            started.append(proxy.stop)
+            redis_url = proxy.url
         warm = {"endpoints": {"out3": {"warmup": {"start": utc_now().date().isoformat(), "schedule": [CAP]}}}}
         hosts: list[tuple[PostfixInstance, PolicydProcess]] = []
         for host in range(2):
@@ -73,7 +88,7 @@ def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(workers: int)
             bases.append(base)
             policy_port = free_port()
             extra = {**warm, "policyd": {"workers": workers if host else 1}}
-            config = write_config(base, base_config(redis_server.url, policy_port, free_port()), extra)
+            config = write_config(base, base_config(redis_url, policy_port, free_port()), extra)
             policyd = PolicydProcess(config, policy_port, base / "policyd.log")
             policyd.start()
             started.append(policyd.stop)
@@ -117,6 +132,11 @@ def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(workers: int)
         assert picks.count("out3") == CAP and len(picks) == 2 * PER_HOST
         before_cap = picks[: max(i for i, e in enumerate(picks) if e == "out3")]
         assert_binomial(before_cap.count("out3"), len(before_cap), 0.25)
+        # stopped, the daemons give their leased units back: each counter is its deliveries
+        for _, policyd in hosts:
+            policyd.stop()
+        for name, ip in ENDPOINT_IP.items():
+            assert_counted_exactly(redis_server.client(), [name], by_ip[ip])
 
 
 def test_one_yaml_for_the_fleet_each_host_routes_through_its_own_endpoints():
