@@ -66,14 +66,37 @@ def fleet() -> Iterator[tuple[list[Callable[[], None]], list[Path], RedisServer,
                 shutil.rmtree(base, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def sleepy(redis_server: RedisServer) -> Iterator[None]:
+    """Redis stalls 0.2 s every second (DEBUG SLEEP) for as long as the block runs."""
+    stop = threading.Event()
+
+    def stall() -> None:
+        client = redis_server.client()
+        while not stop.wait(0.8):
+            client.execute_command("DEBUG", "SLEEP", "0.2")
+        client.close()
+
+    thread = threading.Thread(target=stall)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 @pytest.mark.parametrize(
-    ("workers", "redis_delay_ms"),
-    [(1, 0), (2, 0), (1, 2), (1, 10)],
-    ids=["single", "workers", "redis-2ms-away", "redis-10ms-away"],
+    ("workers", "redis_delay_ms", "stalls"),
+    [(1, 0, False), (2, 0, False), (1, 2, False), (1, 10, False), (1, 0, True)],
+    ids=["single", "workers", "redis-2ms-away", "redis-10ms-away", "redis-stalls-0.2s-each-second"],
 )
-def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(workers: int, redis_delay_ms: int):
+def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(
+    workers: int, redis_delay_ms: int, stalls: bool
+):
     """``redis_delay_ms``: Redis behind a proxy that holds each chunk that long in each
-    direction (a Redis in another rack): the local lease path must keep the share."""
+    direction (a Redis in another rack): the local lease path must keep the share.
+    ``stalls``: Redis sleeps 0.2 s every second while the mail is sent."""
     with fleet() as (started, bases, redis_server, sink):
         redis_url = redis_server.url
         if redis_delay_ms:
@@ -112,10 +135,11 @@ def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(workers: int,
             )
             for k, (postfix, _) in enumerate(hosts)
         ]
-        for t in senders:
-            t.start()
-        for t in senders:
-            t.join()
+        with sleepy(redis_server) if stalls else contextlib.nullcontext():
+            for t in senders:
+                t.start()
+            for t in senders:
+                t.join()
         assert errors == []
         got = sink.wait_for(2 * PER_HOST, timeout=180)
         by_ip = Counter(m.peer_ip for m in got)
