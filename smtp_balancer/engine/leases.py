@@ -90,6 +90,8 @@ class LeaseService:
                     await self.round()
             except (TimeoutError, RedisError, OSError) as exc:
                 log.debug("quota round failed: %s", exc)
+            except Exception:  # a bug must not end the rounds: counts would stop for good
+                log.exception("quota round failed")
 
     async def round(self) -> None:
         """Send lease refills, give-backs and counter deltas; keep what Redis did not take.
@@ -128,7 +130,8 @@ class LeaseService:
             arm_keys = [keys.arm_record(qid) for qid, _ in arms]
             arm_args = [ARM_RECORD_TTL_S, *(value for _, value in arms)]
             sent.append(self._send(scripts.ARMS, arm_keys, arm_args, self._armed))
-        await asyncio.wait(sent)  # wait, not gather: giving up waiting cancels no reply
+        if sent:  # none when every rate refill was stale and nothing else was due
+            await asyncio.wait(sent)  # wait, not gather: giving up waiting cancels no reply
 
     def _fresh(self, refills: list[RateRefill]) -> list[RateRefill]:
         """Rate refills still worth asking: one older than a slot's validity would be

@@ -53,3 +53,20 @@ async def test_a_grant_that_arrives_after_the_round_gave_up_is_held_not_stranded
         assert rdb.hget(f"{{sb}}:count:out3:day:{DAY}", "total") == "0"  # nothing stranded
     finally:
         await channel.close()
+
+
+async def test_a_round_with_only_stale_rate_refills_sends_nothing_and_carries_on(make_config):
+    config = make_config()
+    clock = FixedClock(1_795_000_000.0)
+    book = QuotaBook(KeySchema(), clock)
+    channel = ScriptChannel(config.redis)
+    service = LeaseService(book, channel, Breaker(1.0, clock), JunkReporter(clock), timeout_s=1.0)
+    try:
+        with pytest.raises(NeedRedis):  # a rate refill asked, then left a slot's validity behind
+            book.rates.check("out2", "google", 60)
+        clock.advance(5)
+        await service.round()  # nothing to send: no error
+        lease = book.rates._leases[("out2", "google")]
+        assert not lease.asking  # asked again at the next check
+    finally:
+        await channel.close()
