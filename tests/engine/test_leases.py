@@ -19,12 +19,15 @@ from smtp_balancer.state.keys import KeySchema
 DAY, HOUR = "20261124", "2026112410"
 
 
-async def test_a_grant_that_arrives_after_the_round_gave_up_is_held_not_stranded(make_config, rdb):
-    config = make_config()
+def _service(config, timeout_s: float) -> tuple[FixedClock, QuotaBook, ScriptChannel, LeaseService]:
     clock = FixedClock(1_795_000_000.0)
     book = QuotaBook(KeySchema(), clock)
     channel = ScriptChannel(config.redis)
-    service = LeaseService(book, channel, Breaker(1.0, clock), JunkReporter(clock), timeout_s=0.1)
+    return clock, book, channel, LeaseService(book, channel, Breaker(1.0, clock), JunkReporter(clock), timeout_s)
+
+
+async def test_a_grant_that_arrives_after_the_round_gave_up_is_held_not_stranded(make_config, rdb):
+    _, book, channel, service = _service(make_config(), timeout_s=0.1)
     try:
         with pytest.raises(NeedRedis):  # a first lease, for out1: the round loads the scripts
             book.check("out1", 1, DAY, HOUR, 100, None)
@@ -56,11 +59,7 @@ async def test_a_grant_that_arrives_after_the_round_gave_up_is_held_not_stranded
 
 
 async def test_a_round_with_only_stale_rate_refills_sends_nothing_and_carries_on(make_config):
-    config = make_config()
-    clock = FixedClock(1_795_000_000.0)
-    book = QuotaBook(KeySchema(), clock)
-    channel = ScriptChannel(config.redis)
-    service = LeaseService(book, channel, Breaker(1.0, clock), JunkReporter(clock), timeout_s=1.0)
+    clock, book, channel, service = _service(make_config(), timeout_s=1.0)
     try:
         with pytest.raises(NeedRedis):  # a rate refill asked, then left a slot's validity behind
             book.rates.check("out2", "google", 60)
