@@ -23,7 +23,8 @@ def _service(config, timeout_s: float) -> tuple[FixedClock, QuotaBook, ScriptCha
     clock = FixedClock(1_795_000_000.0)
     book = QuotaBook(KeySchema(), clock)
     channel = ScriptChannel(config.redis)
-    return clock, book, channel, LeaseService(book, channel, Breaker(1.0, clock), JunkReporter(clock), timeout_s)
+    service = LeaseService(book, channel, Breaker(1.0, clock), JunkReporter(clock), timeout_s)
+    return clock, book, channel, service
 
 
 async def test_a_grant_that_arrives_after_the_round_gave_up_is_held_not_stranded(make_config, rdb):
