@@ -9,7 +9,6 @@ refuse connections.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -22,20 +21,12 @@ from integration.configs import deep_merge
 from integration.daemons import ActivatedPolicyd, PolicydProcess, held_socket
 from integration.sink import free_port
 from integration.waits import wait_until
-from smtp_balancer.activation import inherited_sockets
 from tests.conftest import BASE
 
 EOM = (
     b"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nsender=a@shop.test\n"
     b"recipient=b@example.test\ninstance=1\n\n"
 )
-
-
-def test_only_the_process_named_in_listen_pid_takes_the_sockets(monkeypatch):
-    env = {"LISTEN_FDS": "1", "LISTEN_PID": "1"}  # meant for another process
-    assert inherited_sockets(env) == [] and env["LISTEN_FDS"] == "1"
-    # ours, but a count that is no ASCII number (an Arabic-Indic 1): nothing is taken
-    assert inherited_sockets({"LISTEN_FDS": "\u0661", "LISTEN_PID": str(os.getpid())}) == []
 
 
 class Clients:
