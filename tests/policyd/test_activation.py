@@ -69,14 +69,20 @@ class Clients:
             t.join(timeout=60)
 
 
-@pytest.mark.parametrize("activated", [True, False], ids=["socket-activated", "self-bound"])
-def test_restarts_refuse_no_connection_under_socket_activation(redis_server, tmp_path: Path, activated):
+@pytest.mark.parametrize(
+    ("activated", "workers"),
+    [(True, 1), (True, 2), (False, 1)],
+    ids=["socket-activated", "socket-activated-2-workers", "self-bound"],
+)
+def test_restarts_refuse_no_connection_under_socket_activation(
+    redis_server, tmp_path: Path, activated: bool, workers: int
+):
     port = free_port()
     raw = deep_merge(
         BASE,
         {
             "redis": {"url": redis_server.url},
-            "policyd": {"listen": [f"inet:127.0.0.1:{port}"], "metrics_listen": ""},
+            "policyd": {"listen": [f"inet:127.0.0.1:{port}"], "metrics_listen": "", "workers": workers},
         },
     )
     config = tmp_path / "config.yaml"
