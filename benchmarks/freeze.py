@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import smtplib
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -32,32 +30,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rig import rendered_postfix, start_smtp_sink, stop_all, write_maps  # noqa: E402
+from rig import Submitters, rendered_postfix, start_smtp_sink, stop_all, write_maps  # noqa: E402
 
 from integration.conftest import base_config  # noqa: E402
 from integration.daemons import DaemonProcess, PolicydProcess, unix_ready  # noqa: E402
 from integration.postfix import PostfixInstance, make_shared_dir  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402
-from integration.submit import build_message  # noqa: E402
 
 BOUND_S = {"policyd": 14.0, "milter": 13.0}
-
-
-def submit(port: int, stop: threading.Event, out: list[tuple[float, float]], worker: int) -> None:
-    """Messages over one session until told to stop; (start, end) of each, monotonic."""
-    i = 0
-    while not stop.is_set():
-        try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=120) as smtp:
-                while not stop.is_set():
-                    started = time.monotonic()
-                    msg = build_message(worker * 1_000_000 + i, "news@shop.test", [f"u{i}@example.test"])
-                    smtp.send_message(msg, "news@shop.test", [f"u{i}@example.test"])
-                    out.append((started, time.monotonic()))
-                    i += 1
-        except (smtplib.SMTPException, OSError):
-            time.sleep(0.1)
 
 
 def run(daemon_kind: str, args: argparse.Namespace) -> None:
@@ -89,14 +70,7 @@ def run(daemon_kind: str, args: argparse.Namespace) -> None:
             daemon = DaemonProcess("milter", path, base / "daemon.log", unix_ready(milter_socket), "warning")
         daemon.start()
         postfix = rendered_postfix(base, path, smtpd_port, sink_port)
-        done: list[tuple[float, float]] = []
-        stop = threading.Event()
-        clients = [
-            threading.Thread(target=submit, args=(postfix.smtpd_port, stop, done, w), daemon=True)
-            for w in range(args.clients)
-        ]
-        for c in clients:
-            c.start()
+        clients = Submitters(postfix.smtpd_port, args.clients)
         time.sleep(args.warmup)
         assert daemon.proc is not None
         frozen_at = time.monotonic()
@@ -105,10 +79,8 @@ def run(daemon_kind: str, args: argparse.Namespace) -> None:
         os.kill(daemon.proc.pid, signal.SIGCONT)
         thawed_at = time.monotonic()
         time.sleep(args.after)
-        stop.set()
-        for c in clients:
-            c.join(timeout=180)
-        report(daemon_kind, done, frozen_at, thawed_at, args)
+        clients.stop()
+        report(daemon_kind, clients.done, frozen_at, thawed_at, args)
     finally:
         stop_all(postfix, daemon, sink, redis)
 

@@ -22,7 +22,6 @@ import argparse
 import re
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,8 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from freeze import submit  # noqa: E402
-from rig import rendered_postfix, start_smtp_sink, stop_all  # noqa: E402
+from rig import Submitters, rendered_postfix, start_smtp_sink, stop_all  # noqa: E402
 
 from integration.conftest import base_config  # noqa: E402
 from integration.daemons import ActivatedPolicyd, DaemonProcess, PolicydProcess, held_socket  # noqa: E402
@@ -65,14 +63,7 @@ def run(mode: str, args: argparse.Namespace) -> None:
             daemon = PolicydProcess(path, policy_port, base / "daemon.log", "warning")
         daemon.start()
         postfix = rendered_postfix(base, path, smtpd_port, sink_port)
-        done: list[tuple[float, float]] = []
-        stop = threading.Event()
-        clients = [
-            threading.Thread(target=submit, args=(postfix.smtpd_port, stop, done, w), daemon=True)
-            for w in range(args.clients)
-        ]
-        for c in clients:
-            c.start()
+        clients = Submitters(postfix.smtpd_port, args.clients)
         time.sleep(args.warmup)
         steady_at = time.monotonic()
         time.sleep(args.steady)
@@ -84,9 +75,8 @@ def run(mode: str, args: argparse.Namespace) -> None:
             daemon.start()
             restarts += 1
         ended_at = time.monotonic()
-        stop.set()
-        for c in clients:
-            c.join(timeout=180)
+        clients.stop()
+        done = clients.done
         log = postfix.log_text()
         by_default = len(DEFAULT_ROUTE.findall(log))
         steady = sum(steady_at <= end < restarting_at for _, end in done) / (restarting_at - steady_at)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from smtp_balancer.state.channel import ScriptChannel
 from smtp_balancer.state.keys import KeySchema
-from smtp_balancer.state.values import parse_int
+from smtp_balancer.state.values import parse_int, text_of
 
 MAX_INSTANCE_CHARS = 200  # Postfix's instance is short; a longer one is not shared
 
@@ -45,8 +45,8 @@ class SharedJoins:
             return []
         out: list[str] = []
         for name, times in zip(got[::2], got[1::2], strict=True):
-            recipient = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
-            count = parse_int(times.decode(errors="replace") if isinstance(times, bytes) else str(times), 6)
+            recipient = text_of(name) or ""
+            count = parse_int(text_of(times), 6)
             out += [recipient] * max(1, min(count or 1, 1000))
         return out
 

@@ -624,7 +624,8 @@ async def test_a_late_reply_fails_only_its_own_request_and_gives_back_what_it_co
         routed = Counter(d.endpoint for d in [*decisions, after])
 
         def counted() -> dict[str, int]:
-            return {ep: int(rdb.hget(f"{{sb}}:count:{ep}:day:20261124", "total") or 0) for ep in routed}
+            day = f"{NOW:%Y%m%d}"
+            return {ep: int(rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in routed}
 
         await _until(lambda: counted() == dict(routed), f"day counters {dict(routed)}, not {counted()}")
         assert rdb.zcard("{sb}:rate:out2:google") == routed["out2"]

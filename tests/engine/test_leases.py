@@ -4,6 +4,7 @@ stopped waiting is still settled."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,11 +17,12 @@ from smtp_balancer.engine.leases import LeaseService
 from smtp_balancer.state.channel import ScriptChannel
 from smtp_balancer.state.keys import KeySchema
 
-DAY, HOUR = "20261124", "2026112410"
+NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+DAY, HOUR = NOW.strftime("%Y%m%d"), NOW.strftime("%Y%m%d%H")  # the buckets at the clock's time
 
 
 def _service(config, timeout_s: float) -> tuple[FixedClock, QuotaBook, ScriptChannel, LeaseService]:
-    clock = FixedClock(1_795_000_000.0)
+    clock = FixedClock(NOW)
     book = QuotaBook(KeySchema(), clock)
     channel = ScriptChannel(config.redis)
     service = LeaseService(book, channel, Breaker(1.0, clock), JunkReporter(clock), timeout_s)
