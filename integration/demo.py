@@ -41,7 +41,7 @@ from integration.exim import EXIM_SINK_HOST, EximError, EximInstance, exim_binar
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
-from integration.waits import WaitTimeout, wait_until
+from integration.waits import MAIL_S, WaitTimeout, wait_until
 
 IP_ENDPOINT = {"127.0.0.2": "out1", "127.0.0.3": "out2", "127.0.0.4": "out3", "127.0.0.5": "tx1"}
 PROVIDER_OF = {
@@ -291,7 +291,7 @@ def run(base: Path, stack: list) -> None:
     # the rule's first suspension lasts 15 min: its remaining TTL dates it to the millisecond
     suspended_at = time.monotonic() - (900_000 - rdb.pttl(key)) / 1000
     first_421 = sink.handler.first_refused_at[("127.0.0.3", "gmail.com")]
-    wait_until(lambda: sum(by_endpoint_provider(sink, "A").values()) >= 550, 60, "phase 1 deliveries")
+    wait_until(lambda: sum(by_endpoint_provider(sink, "A").values()) >= 550, MAIL_S, "phase 1 deliveries")
     a = by_endpoint_provider(sink, "A")
     table(a, "delivered, by the sink's view of source IP and provider:")
     print(f"  -> out3 stopped at its warm-up cap ({OUT3_CAP} today); the rest spilled to out1/out2 by weight")
@@ -308,7 +308,7 @@ def run(base: Path, stack: list) -> None:
 
     heading("2. 600 more newsletters: google mail avoids out2, the others still use it")
     send_bulk(postfix.smtpd_port, 600, 1000, "B")
-    wait_until(lambda: sum(by_endpoint_provider(sink, "B").values()) >= 600, 60, "phase 2 deliveries")
+    wait_until(lambda: sum(by_endpoint_provider(sink, "B").values()) >= 600, MAIL_S, "phase 2 deliveries")
     b = by_endpoint_provider(sink, "B")
     table(b, "delivered:")
     others = sum(n for (ep, p), n in b.items() if ep == "out2" and p != "google")
@@ -316,7 +316,9 @@ def run(base: Path, stack: list) -> None:
 
     heading("3. 90 receipts submitted with sendmail: the milter routes class transactional to tx1")
     send_transactional(postfix, 90)
-    wait_until(lambda: sum(by_endpoint_provider(sink, "tx").values()) >= 90, 60, "transactional deliveries")
+    wait_until(
+        lambda: sum(by_endpoint_provider(sink, "tx").values()) >= 90, MAIL_S, "transactional deliveries"
+    )
     table(by_endpoint_provider(sink, "tx"), "delivered:")
 
     heading("4. explain: where would the next gmail.com newsletter go, and why? (dry run)")
@@ -326,7 +328,7 @@ def run(base: Path, stack: list) -> None:
     print(cli(config_path, "status"))
 
     heading("6. the gmail mail deferred on out2 leaves by another route, with Gmail still throttling out2")
-    wait_until(postfix.queue_is_empty, 60, "the queue to drain")
+    wait_until(postfix.queue_is_empty, MAIL_S, "the queue to drain")
     total_moved = int(
         sum(
             float(ln.split()[-1])
@@ -387,7 +389,7 @@ def run(base: Path, stack: list) -> None:
     print("     (out1, yahoo), and the yahoo mail Exim had deferred on out1 left by another route at")
     print(f"     its next retry: out1 delivered {e[('out1', 'yahoo')]} yahoo messages for Exim")
     send_bulk(postfix.smtpd_port, 60, 4000, "F")
-    wait_until(lambda: sum(by_endpoint_provider(sink, "F").values()) >= 60, 60, "Postfix's deliveries")
+    wait_until(lambda: sum(by_endpoint_provider(sink, "F").values()) >= 60, MAIL_S, "Postfix's deliveries")
     f = by_endpoint_provider(sink, "F")
     yahoo_elsewhere = sum(n for (ep, p), n in f.items() if p == "yahoo" and ep != "out1")
     print(

@@ -8,7 +8,7 @@ import urllib.request
 import yaml
 
 from integration.configs import ENDPOINT_IP
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 
 REPLIES = {
     "invalid-recipient.test": (
@@ -54,5 +54,5 @@ def test_each_class_once_through_real_postfix(mail_system) -> None:
                 seen.add(line.split('class="', 1)[1].split('"', 1)[0])
         return seen
 
-    seen = wait_until(lambda: (s := classes_seen()) >= expected and s, 60, "a delivery of each class")
+    seen = wait_until(lambda: (s := classes_seen()) >= expected and s, MAIL_S, "a delivery of each class")
     assert seen == expected, seen  # and nothing was sent, nothing unclassified

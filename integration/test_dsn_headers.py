@@ -10,7 +10,7 @@ original message or its headers as an attached part; neither may show ours.
 from __future__ import annotations
 
 from integration.configs import ENDPOINT_IP
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 
 INTERNAL = (b"X-Egress-Route", b"X-Egress-Info")
 
@@ -39,7 +39,7 @@ def test_bounces_and_delay_notices_carry_no_internal_header(mail_system):
         delays = [m for m in got if b"Delayed Mail" in m.content]
         return len(bounces) >= 8 and delays and got
 
-    got = wait_until(bounces_and_delays, 90, "8 bounces and a delay notice at the sink")
+    got = wait_until(bounces_and_delays, MAIL_S, "8 bounces and a delay notice at the sink")
     for notice in got:
         # the notice really carries the original message or its headers...
         assert b"X-Test-Seq: " in notice.content

@@ -14,7 +14,7 @@ from integration.arf import maildir_of_reports
 from integration.configs import ENDPOINT_IP, even_experiment
 from integration.daemons import CLI, wait_for_decision_lines
 from integration.statistics import assert_shares
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 from smtp_balancer.clock import TEST_TIME_ENV
 
 N = 1200
@@ -62,7 +62,7 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_pa
 
     # the feedback daemon has read the whole log when its counts match the log's
     try:
-        wait_until(lambda: from_log() == counted(), 60, "the arm counts to match the Postfix log")
+        wait_until(lambda: from_log() == counted(), MAIL_S, "the arm counts to match the Postfix log")
     except AssertionError as exc:
         raise AssertionError((from_log(), counted())) from exc
     expected = from_log()
@@ -114,7 +114,7 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_pa
     arm_of = {line["queue_id"]: line["arm"] for line in new_lines}  # from_log() reads these only
     assert min(decided_at(arm_of)) >= since
     try:
-        wait_until(lambda: from_log() == counted(), 60, "the new run's counts to match its messages' log")
+        wait_until(lambda: from_log() == counted(), MAIL_S, "the new run's counts to match its messages' log")
     except AssertionError as exc:
         raise AssertionError((from_log(), counted())) from exc
     assert sum(counted()[(arm, "sent")] for arm in ("weights", "solo1")) == more
@@ -167,4 +167,4 @@ def test_a_rule_order_experiment_over_a_match_on_real_postfix(mail_system):
         return {a: ms.rdb.hget(f"{{sb}}:expstats:order:{a}", "sent") for a in ("as-is", "gmail-first")}
 
     arms = Counter(line["arm"] for line in news)
-    wait_until(lambda: sent() == {a: str(arms[a]) for a in arms}, 60, "every delivery counted in its arm")
+    wait_until(lambda: sent() == {a: str(arms[a]) for a in arms}, MAIL_S, "every delivery counted in its arm")

@@ -11,7 +11,7 @@ import yaml
 from integration.arf import NOT_MULTIPART, arf_report
 from integration.postfix import make_shared_dir
 from integration.unprivileged import unprivileged_cli
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 
 OUT2 = "127.0.0.3"
 COMPLAINT_RULE = {
@@ -65,7 +65,7 @@ def test_reports_piped_by_postfix_are_counted_kept_and_act(mail_system) -> None:
             )
             == []
         )
-        ms.sink.wait_for(40, timeout=60)
+        ms.sink.wait_for(40, timeout=MAIL_S)
         wait_until(
             lambda: sum(sent_count(ms.rdb, ep, "yahoo") for ep in ("out1", "out2", "out3")) == 40,
             60,
@@ -104,7 +104,7 @@ def test_reports_piped_by_postfix_are_counted_kept_and_act(mail_system) -> None:
         assert kept == ["malformed", "no_source_ip", "no_source_ip", "too_large"]
         (big,) = [p.read_bytes() for p in keep.iterdir() if p.name.endswith(".too_large")]
         assert b"Feedback-Type: abuse" in big and b"X" * 60_000 in b"".join(big.split())
-        wait_until(ms.postfix.queue_is_empty, 30, "the reports to leave the queue")
+        wait_until(ms.postfix.queue_is_empty, MAIL_S, "the reports to leave the queue")
         piped = [ln for ln in ms.postfix.log_text().splitlines() if "to=<fbl@fbl.test>" in ln]
         assert len(piped) == 5 and all("relay=fbl, " in ln and "status=sent" in ln for ln in piped), piped
 
@@ -144,7 +144,7 @@ def test_reports_piped_by_postfix_are_counted_kept_and_act(mail_system) -> None:
             )
             == []
         )
-        got = ms.sink.wait_for(before + 20, timeout=60)[before:]
+        got = ms.sink.wait_for(before + 20, timeout=MAIL_S)[before:]
         assert len(got) == 20 and not [m for m in got if m.peer_ip == OUT2]
     finally:
         for d in (keep, launcher_dir):

@@ -12,7 +12,7 @@ from collections import Counter
 
 from integration.configs import ENDPOINT_IP
 from integration.sink import Received
-from integration.waits import WaitTimeout, wait_until
+from integration.waits import MAIL_S, WaitTimeout, wait_until
 from smtp_balancer.clock import TEST_TIME_ENV, utc_now
 
 OUT2, OUT3 = ENDPOINT_IP["out2"], ENDPOINT_IP["out3"]
@@ -121,7 +121,7 @@ def test_a_rate_cap_of_60_a_minute_holds_at_the_sink_and_a_slow_halves_it_for_it
     # 150 gmail messages at once: out2 takes exactly its 60, the rest spills
     _wait_for_second(2)
     burst("a", 0)
-    wait_until(lambda: len(tagged("a")) >= 200, 90, "burst a at the sink")
+    wait_until(lambda: len(tagged("a")) >= 200, MAIL_S, "burst a at the sink")
     a = tagged("a")
     assert sum(1 for m in a if m.peer_ip == OUT2 and domain_of(m) == "gmail.com") == RATE
     assert sum(1 for m in a if m.peer_ip == OUT2 and domain_of(m) == "yahoo.com") > 15  # not capped
@@ -143,14 +143,14 @@ def test_a_rate_cap_of_60_a_minute_holds_at_the_sink_and_a_slow_halves_it_for_it
     with ms.sink.handler.lock:
         ms.sink.handler.scripted.clear()  # no more refusals: the rule must not fire again
     burst("b", 1000)
-    wait_until(lambda: len(tagged("b")) >= 200, 90, "burst b at the sink")
+    wait_until(lambda: len(tagged("b")) >= 200, MAIL_S, "burst b at the sink")
     b_out2 = sum(1 for m in tagged("b") if m.peer_ip == OUT2 and domain_of(m) == "gmail.com")
     assert _in_window(ms) == RATE // 2  # the googlemail messages on out2 and burst b's
     # the slow's TTL runs out and burst b leaves the window: the full rate is back
     wait_until(lambda: not ms.rdb.exists("{sb}:slow:out2:google"), 75, "the slow to expire")
     wait_until(lambda: _in_window(ms) == 0, 75, "burst b to leave the rate window")
     burst("c", 2000)
-    wait_until(lambda: len(tagged("c")) >= 200, 90, "burst c at the sink")
+    wait_until(lambda: len(tagged("c")) >= 200, MAIL_S, "burst c at the sink")
     assert sum(1 for m in tagged("c") if m.peer_ip == OUT2 and domain_of(m) == "gmail.com") == RATE
 
     # at the sink: out2's google mail in every calendar minute stays within the cap
@@ -162,7 +162,7 @@ def test_a_rate_cap_of_60_a_minute_holds_at_the_sink_and_a_slow_halves_it_for_it
     assert max(per_minute.values()) <= RATE, per_minute
     # nothing lost: the refused googlemail messages were delivered once refusals stopped
     ms.postfix.flush()
-    wait_until(ms.postfix.queue_is_empty, 60, "the queue to empty")
+    wait_until(ms.postfix.queue_is_empty, MAIL_S, "the queue to empty")
     got = Counter(m.header("X-Test-Tag") for m in ms.sink.messages)
     assert got == {"a": 200, "b": 200, "c": 200, "g": sent_g}, got
     # the slowed minute: out2's google messages (refused googlemail, then burst b's gmail)

@@ -13,7 +13,7 @@ import yaml
 
 from integration.configs import BULK_HEADERS, CLASS_POOLS, ENDPOINT_IP
 from integration.daemons import decision_lines
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 from integration.workloads import assert_counted_exactly
 
 BULK = BULK_HEADERS
@@ -48,14 +48,14 @@ def test_socket_is_0660_group_postfix_and_postfix_still_connects(mail_system):
     assert stat.S_IMODE(st.st_mode) == 0o660  # not 0666: no other local user may talk to it
     assert grp.getgrgid(st.st_gid).gr_name == "postfix"
     ms.send("app@shop.test", ["someone@example.test"], headers=BULK)
-    assert ms.sink.wait_for(1, timeout=60)[0].peer_ip in BULK_IPS  # cleanup, as postfix, connected
+    assert ms.sink.wait_for(1, timeout=MAIL_S)[0].peer_ip in BULK_IPS  # cleanup, as postfix, connected
 
 
 def test_sendmail_submissions_are_routed(mail_system):
     ms = mail_system(CLASS_POOLS, policy=False, milter=True)
     for i in range(6):
         ms.sendmail("app@shop.test", [f"user{i}@example.test"], seq=i, headers=BULK if i % 2 else {})
-    got = ms.sink.wait_for(6, timeout=60)
+    got = ms.sink.wait_for(6, timeout=MAIL_S)
     for m in got:
         expected = BULK_IPS if int(m.header("X-Test-Seq")) % 2 else TX_IPS
         assert m.peer_ip in expected
@@ -70,11 +70,11 @@ def test_a_client_supplied_route_header_changes_nothing(mail_system):
         ms.send(
             "spammer@shop.test", [f"u{i}@example.test"], seq=i, headers={**BULK, "X-Egress-Route": "out1"}
         )
-    got = ms.sink.wait_for(20, timeout=60)
+    got = ms.sink.wait_for(20, timeout=MAIL_S)
     assert {m.peer_ip for m in got} <= BULK_IPS
     assert all(m.header("X-Egress-Route") is None for m in got)
     ms.send("app@shop.test", ["v@example.test"], seq=99, headers=spoof)
-    last = ms.sink.wait_for(21, timeout=60)[-1]
+    last = ms.sink.wait_for(21, timeout=MAIL_S)[-1]
     assert last.peer_ip in TX_IPS and last.header("X-Egress-Route") is None
     assert "spoofed" not in ms.postfix.log_text()  # nothing odd for Postfix to complain about
 
@@ -87,7 +87,7 @@ def test_milter_killed_mid_run_mail_still_flows(mail_system):
     killer.join()
     ms.sink.wait_for(200, timeout=120)
     ms.send_many(20, threads=2, start=1000)
-    later = ms.sink.wait_for(220, timeout=60)
+    later = ms.sink.wait_for(220, timeout=MAIL_S)
     after_kill = [m for m in later if int(m.header("X-Test-Seq")) >= 1000]
     assert {m.peer_ip for m in after_kill} == {"127.0.0.1"}  # Postfix's default transport
 
@@ -95,13 +95,13 @@ def test_milter_killed_mid_run_mail_still_flows(mail_system):
 def _second_message_during_a_redis_stall(ms):
     """One normal message, then one sent while Redis sleeps 2 s; the second as the sink got it."""
     ms.send("app@shop.test", ["warm@example.test"], seq=0)
-    assert ms.sink.wait_for(1, timeout=30)[0].peer_ip in TX_IPS
+    assert ms.sink.wait_for(1, timeout=MAIL_S)[0].peer_ip in TX_IPS
     sleeper = threading.Thread(target=lambda: ms.redis.client().execute_command("DEBUG", "SLEEP", "2"))
     sleeper.start()
     time.sleep(0.2)
     ms.send("app@shop.test", ["slow@example.test"], seq=1)
     sleeper.join()
-    return ms.sink.wait_for(2, timeout=60)[-1]
+    return ms.sink.wait_for(2, timeout=MAIL_S)[-1]
 
 
 def test_engine_timeout_delivers_without_route_header(mail_system):
@@ -180,7 +180,7 @@ def test_with_both_daemons_each_message_is_decided_once(mail_system):
     assert ms.send_many(20, threads=2) == []
     for i in range(10):
         ms.sendmail("app@shop.test", [f"local{i}@example{i % 5}.test"], 100 + i)
-    got = ms.sink.wait_for(30, timeout=60)
+    got = ms.sink.wait_for(30, timeout=MAIL_S)
     assert {m.peer_ip for m in got} <= set(ENDPOINT_IP.values())  # every message routed
     # a message decided twice would count 31 or more
     assert_counted_exactly(ms.rdb, ENDPOINT_IP, 30)

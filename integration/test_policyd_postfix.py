@@ -15,7 +15,7 @@ from integration.configs import ENDPOINT_IP, HELO
 from integration.daemons import wait_for_decision_lines
 from integration.statistics import assert_shares
 from integration.submit import build_message
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 from integration.workloads import assert_counted_exactly, counted_today
 from smtp_balancer.clock import utc_now
 
@@ -95,7 +95,7 @@ def test_three_recipients_at_three_domains_one_route_quota_three(mail_system):
     ms = mail_system({"pools": {"main": {"endpoints": [{"endpoint": "out2", "weight": 1}]}}})
     rcpts = ["a@gmail.com", "b@yahoo.com", "c@example.test"]
     ms.send("boss@shop.test", rcpts)
-    (m,) = ms.sink.wait_for(1, timeout=30)
+    (m,) = ms.sink.wait_for(1, timeout=MAIL_S)
     assert m.peer_ip == "127.0.0.3" and sorted(m.rcpt_tos) == sorted(rcpts)
     day = utc_now().strftime("%Y%m%d")
     wait_until(lambda: ms.rdb.hget(f"{{sb}}:count:out2:day:{day}", "other"), timeout=10, what="the counts")
@@ -113,7 +113,7 @@ def test_every_recipient_is_known_at_end_of_message_even_a_repeated_one(mail_sys
     ms = mail_system({"pools": {"main": {"endpoints": [{"endpoint": "out2", "weight": 1}]}}})
     ms.send("boss@shop.test", ["a@gmail.com", "b@yahoo.com", "c@example.test"], seq=1)
     ms.send("boss@shop.test", ["a@gmail.com", "a@gmail.com", "b@yahoo.com"], seq=2)
-    ms.sink.wait_for(2, timeout=30)
+    ms.sink.wait_for(2, timeout=MAIL_S)
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{ms.metrics_port}/metrics", timeout=5).read().decode()
     assert "\nsmtp_balancer_policy_recipients_unknown_total 0.0\n" in metrics
     assert "recipients known at END-OF-MESSAGE" not in ms.policyd.log_path.read_text()
@@ -132,7 +132,7 @@ def test_recipients_collected_by_a_daemon_that_restarted_are_counted_unknown(mai
         ms.policyd.stop()
         ms.policyd.start()
         assert smtp.data(build_message(1, "boss@shop.test", rcpts).as_bytes())[0] == 250
-    (m,) = ms.sink.wait_for(1, timeout=30)
+    (m,) = ms.sink.wait_for(1, timeout=MAIL_S)
     assert sorted(m.rcpt_tos) == sorted(rcpts)
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{ms.metrics_port}/metrics", timeout=5).read().decode()
     assert "\nsmtp_balancer_policy_recipients_unknown_total 1.0\n" in metrics
@@ -167,7 +167,7 @@ def test_redis_killed_mid_run_no_mail_lost_then_recovers(mail_system):
         ms.send("a@shop.test", ["x@example.test"], seq=seq)
         seq += 1
         time.sleep(0.2)
-    ms.sink.wait_for(400 + seq - 10_000, timeout=60)
+    ms.sink.wait_for(400 + seq - 10_000, timeout=MAIL_S)
 
 
 def test_policyd_killed_mid_run_mail_uses_default_transport(mail_system):
@@ -182,7 +182,7 @@ def test_policyd_killed_mid_run_mail_uses_default_transport(mail_system):
     assert set(seen) <= {DEFAULT_ROUTE_IP, *ENDPOINT_IP.values()}
     # after the daemon is gone, every message still arrives, now through the default route
     ms.send_many(50, threads=2, start=1000)
-    later = ms.sink.wait_for(350, timeout=60)
+    later = ms.sink.wait_for(350, timeout=MAIL_S)
     assert all(m.peer_ip == DEFAULT_ROUTE_IP for m in later if int(m.header("X-Test-Seq")) >= 1000)
 
 
@@ -275,7 +275,7 @@ def test_real_postfix_delivery_lines_parse(mail_system):
 
     ms = mail_system()
     assert ms.send_many(30, recipients=lambda i: [f"u{i}@gmail.com"]) == []
-    ms.sink.wait_for(30, timeout=60)
+    ms.sink.wait_for(30, timeout=MAIL_S)
     deadline = time.monotonic() + 10
     while ms.postfix.log_text().count("status=sent") < 30 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -293,14 +293,14 @@ def test_decision_lines_name_the_route_postfix_took(mail_system):
     delivery line for that queue id names the same endpoint."""
     ms = mail_system()
     assert ms.send_many(12, threads=2) == []
-    ms.sink.wait_for(12, timeout=60)
+    ms.sink.wait_for(12, timeout=MAIL_S)
 
     def delivered() -> dict[str, str]:
         pattern = r"postfix/(\w+)/smtp\[\d+\]: (\w+): to=<[^>]+>.*status=sent"
         found = {queue_id: endpoint for endpoint, queue_id in re.findall(pattern, ms.postfix.log_text())}
         return found if len(found) >= 12 else {}
 
-    endpoint_of = wait_until(delivered, timeout=30, what="12 delivery lines in the Postfix log")
+    endpoint_of = wait_until(delivered, timeout=MAIL_S, what="12 delivery lines in the Postfix log")
     # info lines are written every 0.2 s, not at once
     lines = wait_for_decision_lines(ms.base / "policyd.log", 12, timeout=10)
     assert len(lines) == 12

@@ -14,7 +14,7 @@ from integration.daemons import CLI
 from integration.dashboard import dashboard_builder
 from integration.prometheus_server import PrometheusServer
 from integration.sink import free_port
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 from smtp_balancer.clock import utc_now
 
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com"]
@@ -89,7 +89,7 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
                 "app@shop.test", [f"s{i}@{DOMAINS[i % 3]}"], 10_000 + i, headers=BULK if i % 2 else {}
             )
         wait_until(lambda: ms.rdb.exists("{sb}:suspend:out2:google"), 30, "the gmail suspension")
-        wait_until(ms.postfix.queue_is_empty, 60, "the deferred gmail mail to move")
+        wait_until(ms.postfix.queue_is_empty, MAIL_S, "the deferred gmail mail to move")
         wait_until(lambda: prom.query('up{job=~"smtp-balancer.*"} == 1'), 30, "the first scrapes")
         # a spam complaint about a message out2 delivered to yahoo (so in arm a), as a
         # pipe transport would hand it over

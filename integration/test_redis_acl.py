@@ -22,7 +22,7 @@ from integration.arf import NOT_MULTIPART, report_about
 from integration.configs import even_experiment
 from integration.daemons import CLI, DaemonProcess, tcp_ready
 from integration.redis_server import RedisServer
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 from smtp_balancer.clock import utc_now
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -150,9 +150,11 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
     # gmail mail deferred on out2, then moved by the requeue daemon and the table daemon
     ms.sink.script("127.0.0.3", "gmail.com", "421 4.7.0 out2 refused for this test")
     assert ms.send_many(12, recipients=lambda i: [f"g{i}@gmail.com"], start=200) == []
-    wait_until(lambda: ms.sink.handler.refused[("127.0.0.3", "gmail.com")] >= 1, 30, "gmail deferred on out2")
+    wait_until(
+        lambda: ms.sink.handler.refused[("127.0.0.3", "gmail.com")] >= 1, MAIL_S, "gmail deferred on out2"
+    )
     assert cli(ms.config_path, "drain", "out2", "--requeue", env=cli_env).returncode == 0
-    ms.sink.wait_for(58, timeout=60)
+    ms.sink.wait_for(58, timeout=MAIL_S)
     assert cli(ms.config_path, "undrain", "out2", env=cli_env).returncode == 0
 
     admin = ms.rdb
@@ -232,7 +234,7 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
     bad.start()
     try:
         ms.send_many(3, recipients=lambda i: [f"late{i}@example.test"])  # degraded: Redis refuses it
-        ms.sink.wait_for(61, timeout=60)
+        ms.sink.wait_for(61, timeout=MAIL_S)
     finally:
         bad.stop()
     text = bad.log_path.read_text()

@@ -19,7 +19,7 @@ from integration.configs import ENDPOINT_IP, even_experiment
 from integration.daemons import CLI
 from integration.sink import Received
 from integration.test_feedback_postfix import GMAIL_421
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 from smtp_balancer.clock import utc_now
 
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com"]
@@ -88,14 +88,14 @@ def test_throttled_gmail_mail_leaves_out2_at_once_and_yahoo_stays(mail_system) -
         return [f"u{i}@{'gmail.com' if i % 2 == 0 else 'yahoo.com'}"]
 
     assert ms.send_many(60, threads=4, recipients=alternate, tag=lambda i: "p1") == []
-    wait_until(lambda: ms.rdb.exists(SUSPENSION), 30, "the (out2, google) suspension")
+    wait_until(lambda: ms.rdb.exists(SUSPENSION), MAIL_S, "the (out2, google) suspension")
     suspended_at = time.monotonic()
     gmail = {f"u{i}@gmail.com" for i in range(0, 60, 2)}
     yahoo = {f"u{i}@yahoo.com" for i in range(1, 60, 2)}
     # every gmail message arrives within one retry interval of the suspension
     wait_until(lambda: gmail <= set(per_recipient(ms.sink.messages)), RETRY_S, "every gmail message")
     took = time.monotonic() - suspended_at
-    wait_until(lambda: yahoo <= set(per_recipient(ms.sink.messages)), 30, "every yahoo message")
+    wait_until(lambda: yahoo <= set(per_recipient(ms.sink.messages)), MAIL_S, "every yahoo message")
 
     got = ms.sink.messages
     counts = per_recipient(got)
@@ -113,12 +113,14 @@ def test_throttled_gmail_mail_leaves_out2_at_once_and_yahoo_stays(mail_system) -
 
     # out2 keeps serving yahoo: new mail, and nothing for yahoo was moved
     assert ms.send_many(40, threads=4, recipients=lambda i: [f"n{i}@yahoo.com"], tag=lambda i: "p2") == []
-    wait_until(lambda: len([m for m in ms.sink.messages if m.header("X-Test-Tag") == "p2"]) >= 40, 30, "p2")
+    wait_until(
+        lambda: len([m for m in ms.sink.messages if m.header("X-Test-Tag") == "p2"]) >= 40, MAIL_S, "p2"
+    )
     assert sum(m.peer_ip == out2 for m in ms.sink.messages if m.header("X-Test-Tag") == "p2") >= 5
     assert not any("yahoo" in line for line in moved)
 
     # each message counts once, on the route it left by: out2 gave back what moved
-    wait_until(ms.postfix.queue_is_empty, 30, "an empty queue")
+    wait_until(ms.postfix.queue_is_empty, MAIL_S, "an empty queue")
     counted = {ep: int(ms.rdb.hget(day_key(ms, ep), "total") or 0) for ep in ENDPOINT_IP}
     left_by = Counter(NAME_OF[m.peer_ip] for m in ms.sink.messages)
     assert counted == dict(left_by), (counted, left_by)
@@ -155,7 +157,7 @@ def test_throttled_gmail_mail_leaves_out2_at_once_and_yahoo_stays(mail_system) -
     def sent_per_arm() -> int:
         return sum(int(ms.rdb.hget(f"{{sb}}:expstats:ab:{arm}", "sent") or 0) for arm in ("a", "b"))
 
-    wait_until(lambda: sent_per_arm() == 100, 30, "every delivery counted in its arm")
+    wait_until(lambda: sent_per_arm() == 100, MAIL_S, "every delivery counted in its arm")
 
 
 def cli(ms, *args: str) -> str:
@@ -255,7 +257,7 @@ def test_killed_or_hung_daemons_never_delay_intake_and_lose_nothing(mail_system)
     os.kill(ms.table.proc.pid, signal.SIGSTOP)
     try:
         cli(ms, "suspend", "out2", "yahoo", "--for", "1h", "--requeue")
-        wait_until(lambda: moved_total(ms) >= 45, 30, "the yahoo moves")
+        wait_until(lambda: moved_total(ms) >= 45, MAIL_S, "the yahoo moves")
         hung = timed_sends(ms, 20, 200)
         # the documented cost of a hung table: qmgr waits on its lookup (Postfix allows
         # 100 s), so FILTERed mail queued meanwhile is not delivered either
@@ -289,11 +291,13 @@ def test_warming_endpoint_that_receives_moved_mail_ends_at_exactly_its_cap(mail_
     queue_everything_on_out2(ms, 40, lambda i: [queued[i]], "queued")
     cli(ms, "suspend", "out2", "google", "--for", "1h", "--requeue")
     # the moved mail first (about half of it to out3, at weight 1:1), then new mail
-    wait_until(lambda: moved_total(ms) >= 40, 30, "40 moves")
+    wait_until(lambda: moved_total(ms) >= 40, MAIL_S, "40 moves")
     fresh = [f"f{i}@gmail.com" for i in range(60)]
     assert ms.send_many(60, threads=4, recipients=lambda i: [fresh[i]], tag=lambda i: "fresh") == []
-    wait_until(lambda: set(queued + fresh) <= set(per_recipient(ms.sink.messages)), 60, "all 100 messages")
-    wait_until(ms.postfix.queue_is_empty, 30, "an empty queue")
+    wait_until(
+        lambda: set(queued + fresh) <= set(per_recipient(ms.sink.messages)), MAIL_S, "all 100 messages"
+    )
+    wait_until(ms.postfix.queue_is_empty, MAIL_S, "an empty queue")
 
     counts = per_recipient(ms.sink.messages)
     assert all(counts[a] == 1 for a in queued + fresh)
@@ -316,14 +320,14 @@ def test_without_the_qmgr_step_nothing_moves_until_it_is_done(mail_system) -> No
     ms.sink.script(out2, "gmail.com", GMAIL_421)
     gmail = {f"u{i}@gmail.com" for i in range(40)}
     assert ms.send_many(40, threads=4, recipients=lambda i: [f"u{i}@gmail.com"]) == []
-    wait_until(lambda: deferred_on_out2(ms) >= 1, 30, "gmail mail deferred on out2")
+    wait_until(lambda: deferred_on_out2(ms) >= 1, MAIL_S, "gmail mail deferred on out2")
     cli(ms, "suspend", "out2", "google", "--for", "1h", "--requeue")
 
     def refusal() -> bool:
         text = (ms.base / "requeue.log").read_text()
         return "refusing to move mail: qmgr resolves through the 'rewrite-nomap' service" in text
 
-    wait_until(refusal, 30, "the requeue daemon's refusal")
+    wait_until(refusal, MAIL_S, "the requeue daemon's refusal")
     assert "postconf -P qmgr/unix/rewrite_service_name=rewrite" in (ms.base / "requeue.log").read_text()
     assert moved_lines(ms) == [] and deferred_count(ms) >= 1
     stuck = deferred_count(ms)

@@ -21,7 +21,7 @@ import redis
 from integration.configs import ENDPOINT_IP
 from integration.daemons import decision_lines
 from integration.sentinel import SERVICE, SentinelSet
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 from smtp_balancer.clock import utc_now
 
 TOTAL = 2000
@@ -63,7 +63,7 @@ def test_master_killed_during_2000_messages(mail_system, tmp_path):
         # 0 rejected, 0 lost
         assert errors == []
         ms.sink.wait_for(TOTAL, timeout=180)
-        assert ms.postfix.queue_is_empty() or wait_until(ms.postfix.queue_is_empty, 60, "an empty queue")
+        assert ms.postfix.queue_is_empty() or wait_until(ms.postfix.queue_is_empty, MAIL_S, "an empty queue")
 
         # the policy daemon follows the new master: decisions after the kill are
         # degraded only until it has reconnected, within FOLLOW_S
@@ -96,8 +96,8 @@ def test_master_killed_during_2000_messages(mail_system, tmp_path):
         # every message sent is delivered before anything is compared, top-ups too: a
         # count taken while the last top-up was still on its way made outcomes counted
         # later look like double counts (2010 counted for 2002 delivered)
-        ms.sink.wait_for(seq, timeout=60)
-        wait_until(ms.postfix.queue_is_empty, 60, "an empty queue after the top-ups")
+        ms.sink.wait_for(seq, timeout=MAIL_S)
+        wait_until(ms.postfix.queue_is_empty, MAIL_S, "an empty queue after the top-ups")
         # the warm-up cap across the failover: measured, and bounded by what was in flight
         out3_delivered = sum(m.peer_ip == ENDPOINT_IP["out3"] for m in ms.sink.messages)
         counted_after = int(new.hget(f"{{sb}}:count:out3:day:{day:%Y%m%d}", "total") or 0)

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from integration.configs import ENDPOINT_IP
 from integration.daemons import CLI
 from integration.test_feedback_postfix import GMAIL_421
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 
 
 def trace(ms, *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,10 +35,10 @@ def test_trace_shows_decision_attempts_outcome_and_the_suspension(mail_system) -
         code, reply = smtp.data(msg.as_bytes())
     assert code == 250
     queue_id = reply.decode().rsplit(" ", 1)[1]
-    wait_until(lambda: sum(ms.sink.handler.refused.values()) >= 1, 30, "the 421")
+    wait_until(lambda: sum(ms.sink.handler.refused.values()) >= 1, MAIL_S, "the 421")
     with ms.sink.handler.lock:
         ms.sink.handler.scripted.clear()  # the provider accepts the retry
-    ms.sink.wait_for(1, timeout=60)
+    ms.sink.wait_for(1, timeout=MAIL_S)
 
     def traced() -> subprocess.CompletedProcess[str] | None:
         out = trace(ms, queue_id)  # the daemons' info lines reach their logs within a second

@@ -12,7 +12,7 @@ import urllib.request
 
 import yaml
 
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 
 NOT_HERE = "192.0.2.55"  # TEST-NET-1: not an address of this host
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com"]
@@ -27,7 +27,7 @@ def test_an_unplumbed_endpoint_gets_no_mail_once_the_deciders_check(mail_system)
     )
     # the check off: out2 gets its share, and Postfix sends it from 127.0.0.1, not out2's address
     assert ms.send_many(30, threads=2, recipients=lambda i: [f"a{i}@{DOMAINS[i % 3]}"]) == []
-    first = ms.sink.wait_for(30, timeout=60)
+    first = ms.sink.wait_for(30, timeout=MAIL_S)
     strays = [m for m in first if m.peer_ip not in OWN]
     assert strays and {m.peer_ip for m in strays} == {"127.0.0.1"}  # none of 30 on out2: p = 2^-30
     warnings = [ln for ln in ms.postfix.log_text().splitlines() if "smtp_connect_addr: bind" in ln]
@@ -52,7 +52,7 @@ def test_an_unplumbed_endpoint_gets_no_mail_once_the_deciders_check(mail_system)
     ms.policyd.stop()
     ms.policyd.start()
     assert ms.send_many(60, threads=2, recipients=lambda i: [f"b{i}@{DOMAINS[i % 3]}"], start=100) == []
-    second = ms.sink.wait_for(90, timeout=60)[30:]
+    second = ms.sink.wait_for(90, timeout=MAIL_S)[30:]
     assert len(second) == 60 and {m.peer_ip for m in second} <= OWN - {"127.0.0.3"}
 
     log = ms.policyd.log_path.read_text()

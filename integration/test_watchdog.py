@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.waits import wait_until
+from integration.waits import MAIL_S, wait_until
 
 WATCHDOG_USEC = 400_000  # pings every 0.2 s
 
@@ -68,7 +68,7 @@ def test_each_daemon_is_ready_pings_and_stops_pinging_when_frozen(mail_system, n
         assert b"WATCHDOG=1" in messages(sock, 1.5), name
     # and mail still flows through them all
     ms.send("app@shop.test", ["user1@example.test"], seq=1)
-    ms.sink.wait_for(1, timeout=60)
+    ms.sink.wait_for(1, timeout=MAIL_S)
 
 
 def test_each_daemon_notices_its_own_stall_without_systemd(mail_system):
