@@ -37,6 +37,7 @@ from policyd.protocol import PolicyRequest, ProtocolError, Truncated
 from policyd.session import (
     DUNNO,
     Client,
+    Drawn,
     Immediate,
     Incomplete,
     InstanceJoin,
@@ -51,7 +52,7 @@ from policyd.session import (
 from smtp_balancer.config.model import PolicydConfig
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
-from smtp_balancer.engine import Engine, Pending
+from smtp_balancer.engine import Engine, Pending, StillWaited
 from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.observe.logs import fields
 from smtp_balancer.observe.metrics import observe
@@ -274,20 +275,7 @@ class PolicyServer:
                 self.notes.info("odd request", "answering DUNNO: %s", outcome.note)
             return outcome.action
         metrics.REQUESTS_BY_STAGE["end_of_message"].inc()
-        # real time, not the engine's clock: Exim's sent_at is the host's
-        why = abandoned(
-            request,
-            time.time(),
-            self.exim_timeout_s,
-            self.config.postfix_timeout_s,
-            client,
-            self.exim_margin_s,
-        )
-        if why:
-            metrics.ABANDONED.labels("exim" if "sent_at" in request else "postfix").inc()
-            self.notes.warning(
-                "abandoned request", "not deciding for queue id %s: %s", request.get("queue_id") or "-", why
-            )
+        if self._abandoned(request, client, self.exim_margin_s, "not deciding for queue id %s"):
             return DUNNO
         if isinstance(outcome, Incomplete):
             return outcome
@@ -295,13 +283,14 @@ class PolicyServer:
             self.shared.drop(instance)
         result = self.engine.decide_now(outcome)
         if isinstance(result, Pending):
-            return result
+            return Drawn(request, result)
         return self._action(outcome, result)
 
-    async def answer_later(self, later: Later) -> str:
+    async def answer_later(self, later: Later, client: Client = UnknownClient()) -> str:  # noqa: B008
         """The action for a request ``answer_now`` could not answer at once: a message's
         same draw, by Redis; a RCPT written to the shared join; a message whose other
-        recipients are read from the shared join first."""
+        recipients are read from the shared join first. A route decided after its client
+        stopped waiting is given back, and the answer is DUNNO (``still_waited``)."""
         if isinstance(later, ShareRecipient):
             await self._sharing(self.shared.add(later.instance, later.recipient))
             return DUNNO
@@ -313,12 +302,33 @@ class PolicyServer:
                 metrics.SHARED_JOIN_READS.inc()
                 collected = more
             facts = facts_of(later.request, collected, self.classes, self.notes)
+            waited = self.still_waited(later.request, client)
             async with self.decisions:
-                decision = await self.engine.decide(facts)
+                decision = await self.engine.decide(facts, waited=waited)
             return self._action(facts, decision)
+        waited = self.still_waited(later.request, client)
         async with self.decisions:
-            decision = await self.engine.settle_pending(later)
-        return self._action(later.facts, decision)
+            decision = await self.engine.settle_pending(later.pending, waited)
+        return self._action(later.pending.facts, decision)
+
+    def still_waited(self, request: PolicyRequest, client: Client) -> StillWaited:
+        """What the engine asks once a waiting decision is made: why the client gave up
+        meanwhile ("" while it waits). Only the answer's own margin is left by then."""
+        return lambda: self._abandoned(
+            request, client, ANSWER_MARGIN_S, "not routing queue id %s, decided too late"
+        )
+
+    def _abandoned(self, request: PolicyRequest, client: Client, margin_s: float, what: str) -> str:
+        """``session.abandoned``, counted and logged when the client no longer waits;
+        ``what``: the log line's start, with a %s for the queue id."""
+        # real time, not the engine's clock: Exim's sent_at is the host's
+        why = abandoned(
+            request, time.time(), self.exim_timeout_s, self.config.postfix_timeout_s, client, margin_s
+        )
+        if why:
+            metrics.ABANDONED.labels("exim" if "sent_at" in request else "postfix").inc()
+            self.notes.warning("abandoned request", what + ": %s", request.get("queue_id") or "-", why)
+        return why
 
     async def _sharing(self, step: Awaitable[T]) -> T | None:
         """A shared-join step within the decision budget; None when Redis cannot do it
@@ -507,7 +517,7 @@ class PolicyConnection(asyncio.Protocol):
         if state.waiting is not None and not self.busy:
             self.busy = True
             self._pause_reading(transport)
-            task = self.loop.create_task(self.server.answer_later(state.waiting))
+            task = self.loop.create_task(self.server.answer_later(state.waiting, self))
             task.add_done_callback(self._answered)
         elif state.finished:
             transport.close()

@@ -124,8 +124,17 @@ class Incomplete:
     collected: list[str]
 
 
+@dataclass(frozen=True)
+class Drawn:
+    """END-OF-MESSAGE whose draw only Redis can settle (the engine's Pending); its
+    request tells, once it is decided, whether its client still waits."""
+
+    request: PolicyRequest
+    pending: Pending
+
+
 # what cannot be answered inside data_received: the connection waits on it
-Later = Pending | ShareRecipient | Incomplete
+Later = Drawn | ShareRecipient | Incomplete
 
 
 # headers Exim's ACL sends for classification (our extension): attribute -> header name

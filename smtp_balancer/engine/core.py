@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,6 +50,11 @@ DEADLINE_SHARE = 0.8  # of the decision budget, for select.lua's deadline
 # given back)
 SILENT_BREAK_S = 1.0
 SILENT_RESET_S = STALL_AFTER_S  # this long: the connection is dead (a blackholed Redis)
+
+
+# asked once a decision that had to wait is made: why its client no longer waits for
+# it ("" while it does); a route it took is then given back and not answered
+StillWaited = Callable[[], str]
 
 
 @dataclass(slots=True)
@@ -198,13 +204,21 @@ class Engine:
         metrics.record_arm(decision.experiment, decision.arm)
         self.book.note_arm(facts.queue_id, decision.experiment, decision.arm, self.clock.wall())
 
-    async def settle_pending(self, pending: Pending) -> Decision:
+    async def settle_pending(self, pending: Pending, waited: StillWaited | None = None) -> Decision:
         """Settle what ``decide_now`` could not: select.lua, or degraded. Never raises."""
         self._start_background()  # a caller that never called start() still gets a mirror
-        return await self._decide(pending.facts, pending.draw, commit=True, explain=False, now=None)
+        return await self._decide(
+            pending.facts, pending.draw, commit=True, explain=False, now=None, waited=waited
+        )
 
     async def decide(
-        self, facts: Facts, *, commit: bool = True, explain: bool = False, now: datetime | None = None
+        self,
+        facts: Facts,
+        *,
+        commit: bool = True,
+        explain: bool = False,
+        now: datetime | None = None,
+        waited: StillWaited | None = None,
     ) -> Decision:
         """Decide a route; never raises and never waits longer than the budget."""
         if commit and not explain:
@@ -212,11 +226,18 @@ class Engine:
             result = self.decide_now(facts, now)
             if isinstance(result, Decision):
                 return result
-            return await self._decide(facts, result.draw, commit=True, explain=False, now=now)
+            return await self._decide(facts, result.draw, commit=True, explain=False, now=now, waited=waited)
         return await self._decide(facts, None, commit=commit, explain=explain, now=now)
 
     async def _decide(
-        self, facts: Facts, draw: Draw | None, *, commit: bool, explain: bool, now: datetime | None
+        self,
+        facts: Facts,
+        draw: Draw | None,
+        *,
+        commit: bool,
+        explain: bool,
+        now: datetime | None,
+        waited: StillWaited | None = None,
     ) -> Decision:
         started = time.perf_counter()
         try:
@@ -228,6 +249,8 @@ class Engine:
                     return self._record(prepared, commit, started)
                 draw = prepared
             decision = await self._by_script(draw)
+            if waited is not None and draw.commit and not draw.explain:
+                decision = self._unless_gone(draw, decision, waited)
         except Exception:  # a bug must not stop mail: fail open to the MTA default
             log.exception("decision failed for queue id %s; answering default", facts.queue_id or "-")
             decision = Decision(outcome="default", reason="degraded (internal error)", degraded=True)
@@ -297,6 +320,31 @@ class Engine:
             return self._failed(draw, "timeout", f"{detail}, nothing from Redis for {silent:.1f}s")
         return self._degraded(draw, "timeout")
 
+    def _unless_gone(self, draw: Draw, decision: Decision, waited: StillWaited) -> Decision:
+        """The decision, or the MTA default when its client stopped waiting meanwhile:
+        the mail leaves by the default route, so what the route counted is given back."""
+        if decision.outcome != "route" or decision.endpoint is None:
+            return decision
+        why = waited()
+        if not why:
+            return decision
+        self._give_back(draw, decision.endpoint)
+        return Decision(
+            outcome="default",
+            reason=f"not routed, decided too late: {why}",
+            pool=decision.pool,
+            rule=decision.rule,
+            degraded=decision.degraded,
+        )
+
+    def _give_back(self, draw: Draw, endpoint: str) -> None:
+        """Undo what routing ``draw`` to ``endpoint`` counted: quota, and its rate entries."""
+        day, hour = draw.buckets
+        self.book.give_back(endpoint, draw.facts.quota_count, draw.provider_counts, day, hour)
+        scopes = draw.caps[endpoint].rate_scopes(draw.providers) if endpoint in draw.caps else ()
+        if scopes:
+            self.book.rates.give_back(endpoint, scopes, rate_member(draw))
+
     def _late_reply(self, draw: Draw, sent: asyncio.Future[Any]) -> None:
         """A select.lua reply that came after its decision went on without it: what the
         script counted is given back, so counters hold only what the mail took."""
@@ -313,14 +361,8 @@ class Engine:
             log.exception("late select.lua reply not understood")
             return
         metrics.LATE_REPLIES.inc()
-        if decision.outcome != "route" or decision.endpoint is None:
-            return
-        day, hour = draw.buckets
-        endpoint = decision.endpoint
-        self.book.give_back(endpoint, draw.facts.quota_count, draw.provider_counts, day, hour)
-        scopes = draw.caps[endpoint].rate_scopes(draw.providers) if endpoint in draw.caps else ()
-        if scopes:
-            self.book.rates.give_back(endpoint, scopes, rate_member(draw))
+        if decision.outcome == "route" and decision.endpoint is not None:
+            self._give_back(draw, decision.endpoint)
 
     def _failed(self, draw: Draw, reason: str, detail: str) -> Decision:
         if self.breaker.allows():

@@ -78,7 +78,9 @@ class LeaseService:
         self.book.give_back_all()
         with contextlib.suppress(TimeoutError, RedisError, OSError):
             async with asyncio.timeout(self.timeout_s):
-                await self.round()
+                # the last chance: an open breaker (one timeout in the last second) must
+                # not keep the leased units counted for good
+                await self.round(last=True)
 
     async def _serve(self) -> None:
         while not self._stop.is_set():
@@ -93,7 +95,7 @@ class LeaseService:
             except Exception:  # a bug must not end the rounds: counts would stop for good
                 log.exception("quota round failed")
 
-    async def round(self) -> None:
+    async def round(self, last: bool = False) -> None:
         """Send lease refills, give-backs and counter deltas; keep what Redis did not take.
 
         Every reply is settled by a callback whenever it arrives, also after this round
@@ -106,7 +108,7 @@ class LeaseService:
         if not (refills or givebacks or counts or rate_refills or rate_givebacks or arms):
             return
         rate_refills = self._fresh(rate_refills)
-        if not self.breaker.allows():
+        if not (last or self.breaker.allows()):
             self._not_sent(refills, givebacks, counts, rate_refills)
             return
         try:

@@ -437,6 +437,36 @@ def test_threaded_engine_from_many_threads(make_config):
     assert len(results) == 400 and set(results) == {"out1", "out2", "out3"}
 
 
+def test_a_threaded_caller_that_gave_up_leaves_nothing_counted(make_config, rdb, redis_server: RedisServer):
+    """The milter's wait (decision_timeout_ms) runs out while select.lua is still queued
+    behind a busy Redis: the mail leaves by the default route, and the route the engine
+    then decides is given back, not counted."""
+    engine = ThreadedEngine(make_config({"decision": {"local": False, "budget_ms": 2000}}), FixedClock(NOW))
+    sleeper = redis_server.client()
+    try:
+        assert engine.start() is True
+        blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", "0.5"))
+        blocker.start()
+        time.sleep(0.1)
+        gave_up = engine.decide(gmail(1), timeout_s=0.05)
+        assert gave_up.outcome == "default" and gave_up.reason == "degraded (engine did not answer)"
+        blocker.join()
+        waited = engine.decide(gmail(2), timeout_s=2.0)  # after the first, on the same connection
+        assert waited.outcome == "route" and waited.endpoint is not None
+
+        def counted() -> int:
+            day = f"{NOW:%Y%m%d}"
+            return sum(
+                int(rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in ("out1", "out2", "out3")
+            )
+
+        engine.run(engine.engine.leases.round(), 2.0)  # the give-back is written
+        assert counted() == 1
+    finally:
+        sleeper.close()
+        engine.close()
+
+
 async def test_no_rule_matches(make_config):
     engine = Engine(make_config(replace={"rules": [{"name": "tx", "message_class": ["tx"], "pool": "main"}]}))
     try:
@@ -628,6 +658,52 @@ async def test_a_late_reply_fails_only_its_own_request_and_gives_back_what_it_co
             return {ep: int(rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in routed}
 
         await _until(lambda: counted() == dict(routed), f"day counters {dict(routed)}, not {counted()}")
+        assert rdb.zcard("{sb}:rate:out2:google") == routed["out2"]
+    finally:
+        await engine.aclose()
+
+
+async def test_a_decision_made_after_its_client_left_is_given_back(make_config, rdb):
+    """A decision that waited on Redis while its client gave up (Exim's readsocket
+    timeout): the mail leaves by the MTA default, so the route is not answered and what
+    it counted goes back, rate entries too. A client that still waits gets its route."""
+    engine = Engine(
+        make_config(
+            {
+                "decision": {"local": False},
+                "endpoints": {"out2": {"rate_caps": {"google": 1000}}},
+            }
+        ),
+        FixedClock(NOW),
+    )
+    n = 40
+    try:
+        assert await engine.start()
+        asked: list[int] = []
+
+        def waited(i: int):  # the odd messages' clients gave up
+            def why() -> str:
+                asked.append(i)
+                return "it gave up" if i % 2 else ""
+
+            return why
+
+        decisions = [await engine.decide(gmail(i), now=NOW, waited=waited(i)) for i in range(n)]
+        assert sorted(asked) == list(range(n))  # every one was routed, then asked
+        gave_up = [d for i, d in enumerate(decisions) if i % 2]
+        assert all(d.outcome == "default" and d.reason.endswith("it gave up") for d in gave_up)
+        routed = Counter(d.endpoint for i, d in enumerate(decisions) if i % 2 == 0)
+        assert sum(routed.values()) == n // 2 and None not in routed
+
+        def counted() -> dict[str, int]:
+            day = f"{NOW:%Y%m%d}"
+            return {
+                ep: int(rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0)
+                for ep in ("out1", "out2", "out3")
+            }
+
+        want = {ep: routed[ep] for ep in ("out1", "out2", "out3")}
+        await _until(lambda: counted() == want, f"day counters {want}")
         assert rdb.zcard("{sb}:rate:out2:google") == routed["out2"]
     finally:
         await engine.aclose()

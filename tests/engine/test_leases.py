@@ -72,3 +72,24 @@ async def test_a_round_with_only_stale_rate_refills_sends_nothing_and_carries_on
         assert not lease.asking  # asked again at the next check
     finally:
         await channel.close()
+
+
+async def test_leases_go_back_at_stop_though_the_breaker_is_open(make_config, rdb):
+    """A timeout just before a stop opens the breaker; the stop's round is the last
+    chance to give the leased units back, so it is sent all the same."""
+    _, book, channel, service = _service(make_config(), timeout_s=1.0)
+    try:
+        service.start()
+        with pytest.raises(NeedRedis):
+            book.check("out3", 1, DAY, HOUR, 100, None)
+        lease = book._leases[("out3", "total")]
+        for _ in range(500):  # the service's rounds grant the lease
+            if lease.remaining:
+                break
+            await asyncio.sleep(0.01)
+        assert rdb.hget(f"{{sb}}:count:out3:day:{DAY}", "total") == "2"
+        service.breaker.failed()  # open for the next second (the injected clock stands still)
+        await service.stop()
+        assert rdb.hget(f"{{sb}}:count:out3:day:{DAY}", "total") == "0"
+    finally:
+        await channel.close()

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from policyd.server import PolicyServer
 from smtp_balancer.engine import Engine
 
+ENDPOINTS = ("out1", "out2", "out3")
 EOM = (
     b"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nsender=a@shop.test\n"
     b"recipient=b@example.test\ninstance=%d\n\n"
@@ -325,6 +326,64 @@ async def test_an_answer_cancelled_as_the_daemon_stops_is_no_error(make_config, 
             await task
         connection._answered(task)  # type: ignore[arg-type]
         assert not connection.busy
+    finally:
+        await server.close()
+        await engine.aclose()
+
+
+async def test_an_exim_route_decided_after_exim_gave_up_is_given_back(make_config, tmp_path: Path, rdb):
+    """An Exim request fresh when read, whose decision then waits past Exim's readsocket
+    timeout (behind max_concurrent_decisions, as after a freeze): Exim has accepted the
+    message without a route by then, so the route is not answered and what it counted
+    goes back."""
+    import time
+
+    from policyd import metrics
+    from smtp_balancer.clock import utc_now
+
+    today = utc_now().date()  # the engine's clock (the suite pins it)
+    config = make_config(
+        {
+            "decision": {"local": False, "budget_ms": 300},  # fresh requests are decided
+            "policyd": {"listen": ["inet:127.0.0.1:0"], "metrics_listen": "", "max_concurrent_decisions": 1},
+            # every endpoint counted: each warming, with room to spare
+            "endpoints": {
+                ep: {"warmup": {"start": today.isoformat(), "schedule": [100_000]}} for ep in ENDPOINTS
+            },
+        }
+    )
+    engine = Engine(config)
+    server = PolicyServer(engine, config.policyd, exim_timeout_s=1.0)
+    await server.start()
+    abandoned = metrics.ABANDONED.labels("exim")
+    before = abandoned._value.get()
+
+    async def readsocket(queue_id: str) -> bytes:
+        sent_at = int(time.time() * 1e6)
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+        writer.write(
+            f"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nqueue_id={queue_id}\n"
+            f"sender=a@shop.test\nrecipients=b@gmail.com\nrecipient_count=1\nsent_at={sent_at}\n\n".encode()
+        )
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return answer
+
+    def counted() -> int:
+        return sum(int(rdb.hget(f"{{sb}}:count:{ep}:day:{today:%Y%m%d}", "total") or 0) for ep in ENDPOINTS)
+
+    try:
+        assert await engine.start()
+        await server.decisions.acquire()  # another decision holds the only slot
+        late = asyncio.create_task(readsocket("1A2B3C-000001-AB"))
+        await asyncio.sleep(0.9)  # past Exim's timeout less the answer's margin (0.2 s)
+        server.decisions.release()
+        assert await late == b"action=DUNNO\n\n"
+        assert abandoned._value.get() == before + 1
+        assert (await readsocket("1A2B3C-000002-AB")).startswith(b"action=FILTER ")
+        await engine.leases.round()  # the give-back is written
+        assert counted() == 1  # the second message only
     finally:
         await server.close()
         await engine.aclose()
