@@ -213,8 +213,21 @@ class QuotaBook:
             if units > 0:
                 lease.remaining += units
                 lease.exhausted_until = 0.0
-            else:
+            elif units == 0:
                 lease.exhausted_until = self.clock.monotonic() + EXHAUSTED_RECHECK_S
+            # below 0, a junk counter: no hold, so each decision asks select.lua, which
+            # leaves the endpoint out while the junk lasts and counts again once it is fixed
+
+    def counters_junk(self, keys: Iterable[str]) -> None:
+        """Counters found junk while writing deltas: their leases are spent no more, so
+        the next decision for the endpoint asks Redis, as select.lua sees the junk."""
+        junk = set(keys)
+        with self._lock:
+            for (endpoint, _), lease in self._leases.items():
+                day = self.keys.day_counter(endpoint, lease.day)
+                if day in junk or self.keys.hour_counter(endpoint, lease.hour) in junk:
+                    lease.remaining = 0
+                    lease.exhausted_until = 0.0
 
     def refill_failed(self, refills: Iterable[Refill]) -> None:
         with self._lock:

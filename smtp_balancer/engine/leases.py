@@ -191,7 +191,9 @@ class LeaseService:
 
     def _counted(self, givebacks: list[Giveback], counts: dict[str, dict[str, int]], written: Any) -> None:
         if isinstance(written, list):
-            self.junk.report([StateJunk("counter", text_of(k) or "") for k in written])
+            junk = [text_of(k) or "" for k in written]
+            self.junk.report([StateJunk("counter", k) for k in junk])
+            self.book.counters_junk(junk)
         elif isinstance(written, ResponseError) and str(written).startswith("NOSCRIPT"):
             self.book.restore(givebacks, counts)  # the script never ran: all of it again
         elif isinstance(written, BaseException):

@@ -4,7 +4,8 @@
 -- ARGV[i]  "ttl field delta field delta ..." for KEYS[i]
 -- A new counter gets its TTL. A negative total (a lease given back) never takes
 -- the total below 0, and is skipped when the counter has already expired.
--- Returns the keys of the wrong type, which are skipped.
+-- Returns the keys of the wrong type, which are skipped, and the counters whose total
+-- is junk (a hand edit): the deciders then stop spending leases on them at once.
 local junk = {}
 for i, key in ipairs(KEYS) do
   local ttl, rest = string.match(ARGV[i], '^(%d+) (.*)$')
@@ -31,6 +32,10 @@ for i, key in ipairs(KEYS) do
       junk[#junk + 1] = key
       break
     end
+  end
+  if junk[#junk] ~= key then
+    local total = redis.pcall('HGET', key, 'total')
+    if type(total) == 'table' or (total and not sb_int(total, 15)) then junk[#junk + 1] = key end
   end
   if wrote and not existed then redis.call('EXPIRE', key, tonumber(ttl)) end
 end

@@ -389,6 +389,45 @@ async def test_junk_counter_blocks_only_a_capped_endpoint(make_config, rdb):
         await engine.aclose()
 
 
+async def test_a_junk_counter_stops_local_picks_at_once_and_fixing_it_restores_them(make_config, rdb):
+    """Local mode holds quota leases; junk written into a counter (a hand edit) is seen
+    by the next counter write, as select.lua sees it, and no more leased units are spent
+    on that endpoint; once the counter is fixed, the endpoint is picked again at once,
+    not after a 30 s hold."""
+    day = f"{NOW:%Y%m%d}"
+    config = make_config(
+        {"endpoints": {"out3": {"warmup": {"start": NOW.date().isoformat(), "schedule": [5000]}}}}
+    )
+    engine = Engine(config, FixedClock(NOW))
+    junk_seen = metrics.STATE_JUNK.labels("counter")
+    try:
+        assert await engine.start()
+        lease = None
+        for i in range(2000):  # until out3 holds a lease, decided locally
+            await engine.decide(gmail(i), now=NOW)
+            lease = engine.book._leases.get(("out3", "total"))
+            if lease is not None and lease.remaining > 10:
+                break
+            await asyncio.sleep(0.005)
+        assert lease is not None and lease.remaining > 10
+        before = junk_seen._value.get()
+        rdb.hset(f"{{sb}}:count:out3:day:{day}", "total", "lots")
+        i = 10_000
+        while junk_seen._value.get() == before:  # out3's next counts are written
+            i += 1
+            await engine.decide(gmail(i), now=NOW)
+            await asyncio.sleep(0.005)
+            assert i < 12_000, "the junk counter was never seen"
+        after = Counter([(await engine.decide(gmail(20_000 + k), now=NOW)).endpoint for k in range(200)])
+        assert after["out3"] == 0 and after["out1"] + after["out2"] == 200, after
+        rdb.hset(f"{{sb}}:count:out3:day:{day}", "total", "100")  # fixed
+        fixed = Counter([(await engine.decide(gmail(30_000 + k), now=NOW)).endpoint for k in range(400)])
+        # weight 1 of 1:2:1: 100 expected; fewer than 50 has p < 1e-8
+        assert fixed["out3"] >= 50, fixed
+    finally:
+        await engine.aclose()
+
+
 async def test_explain_consumes_no_quota(make_config, rdb):
     engine = Engine(make_config())
     try:
