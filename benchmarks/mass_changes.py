@@ -31,10 +31,11 @@ from integration.configs import topology  # noqa: E402
 from integration.daemons import PolicydProcess  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402
+from smtp_balancer.generation import MARKER  # noqa: E402
 
 EOM = (
     b"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nsender=a@shop.test\n"
-    b"recipient=b@example.test\n\n"
+    b"recipient=b@example.test\npolicy_context=" + MARKER.encode() + b"\n\n"
 )
 TIMEOUT_S = 1.0
 

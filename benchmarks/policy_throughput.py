@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from integration.daemons import PolicydProcess, cpu_seconds  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402
+from smtp_balancer.generation import MARKER  # noqa: E402
 
 
 def request(state: str, i: int) -> bytes:
@@ -63,6 +64,7 @@ def request(state: str, i: int) -> bytes:
         "sasl_username": "",
         "ccert_subject": "",
         "encryption_protocol": "",
+        "policy_context": MARKER,  # as the rendered check_policy_service sends it
     }
     return ("".join(f"{k}={v}\n" for k, v in attrs.items()) + "\n").encode()
 

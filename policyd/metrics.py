@@ -41,6 +41,12 @@ RECIPIENTS_UNKNOWN = Counter(
     " RCPT requests went to another process (a reconnect to another worker, a restart), their"
     " join was evicted, or RCPT was not asked of the policy service",
 )
+STALE_CONFIG = Counter(
+    "smtp_balancer_policy_stale_config_requests_total",
+    "Requests from MTA files an older release rendered (no policy_context marker, or an"
+    " older one): render them again and apply them (README: Upgrading)",
+    ["mta", "generation"],
+)
 ABANDONED = Counter(
     "smtp_balancer_policy_abandoned_total",
     "END-OF-MESSAGE requests answered without deciding: their client had already given up"

@@ -53,6 +53,7 @@ from smtp_balancer.config.model import PolicydConfig
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine, Pending, StillWaited
+from smtp_balancer.generation import ATTRIBUTE, GENERATION, MARKER, generation_of
 from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.observe.logs import fields
 from smtp_balancer.observe.metrics import observe
@@ -263,6 +264,8 @@ class PolicyServer:
         """The action for a request when it needs no waiting (most of them), else the
         message's Pending draw for ``answer_later``. ``client``: whether the client
         still waits (see ``session.abandoned``)."""
+        if request.get(ATTRIBUTE) != MARKER:
+            self._stale(request)
         shared = self.shared.shareable if self.workers > 1 else None
         outcome = handle(request, self.join, self.classes, self.notes, shared)
         if isinstance(outcome, ShareRecipient):
@@ -310,6 +313,25 @@ class PolicyServer:
         async with self.decisions:
             decision = await self.engine.settle_pending(later.pending, waited)
         return self._action(later.pending.facts, decision)
+
+    def _stale(self, request: PolicyRequest) -> None:
+        """A request from MTA files an older release rendered: counted, and said (at
+        most once a minute) with what to do about it."""
+        mta = "exim" if "recipients" in request else "postfix"
+        generation = generation_of(request.get(ATTRIBUTE))
+        if generation >= GENERATION:
+            return  # a newer one: files rendered by a release after this daemon's
+        metrics.STALE_CONFIG.labels(mta, str(generation)).inc()
+        self.notes.warning(
+            f"stale {mta} config",
+            "this request comes from %s files rendered by an older release (generation %d, this"
+            " daemon expects %d): run `smtp-balancer render %s` again and apply the files"
+            " (README: Upgrading)",
+            mta.capitalize(),
+            generation,
+            GENERATION,
+            mta,
+        )
 
     def still_waited(self, request: PolicyRequest, client: Client) -> StillWaited:
         """What the engine asks once a waiting decision is made: why the client gave up

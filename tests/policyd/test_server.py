@@ -387,3 +387,49 @@ async def test_an_exim_route_decided_after_exim_gave_up_is_given_back(make_confi
     finally:
         await server.close()
         await engine.aclose()
+
+
+async def test_requests_from_files_an_older_release_rendered_are_counted_and_said(
+    make_config, tmp_path: Path, caplog
+):
+    """Postfix sends the rendered policy_context with every request, Exim its request
+    attribute: without it (or with an older one) the request is answered as usual, and
+    counted and logged with what to do (README: Upgrading)."""
+    from policyd import metrics
+    from smtp_balancer.generation import GENERATION, MARKER
+
+    server, engine = await start(make_config, tmp_path)
+    stale = metrics.STALE_CONFIG
+
+    def counted(mta: str) -> float:
+        return stale.labels(mta, "1")._value.get()
+
+    before = {mta: counted(mta) for mta in ("postfix", "exim")}
+    newer = stale.labels("postfix", str(GENERATION + 1))._value.get()
+    marked = f"policy_context={MARKER}\n".encode()
+    exim = b"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nrecipients=b@gmail.com\n"
+    try:
+        await engine.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+        for request in (
+            rcpt("i1", "b@gmail.com"),  # no marker: stale
+            rcpt("i1", "c@gmail.com").replace(b"\n\n", b"\n" + marked + b"\n"),
+            rcpt("i1", "d@gmail.com").replace(
+                b"\n\n", f"\npolicy_context=smtp-balancer/{GENERATION + 1}\n\n".encode()
+            ),
+            exim + b"policy_context=smtp-balancer/1\n\n",
+            exim + marked + b"\n",
+        ):
+            writer.write(request)
+            await writer.drain()
+            assert (await reader.readuntil(b"\n\n")).startswith(b"action=")  # answered as usual
+        writer.close()
+        assert counted("postfix") == before["postfix"] + 1
+        assert counted("exim") == before["exim"] + 1
+        assert stale.labels("postfix", str(GENERATION + 1))._value.get() == newer  # not older
+        said = [r.getMessage() for r in caplog.records if "rendered by an older release" in r.getMessage()]
+        assert any("Postfix files" in m and "smtp-balancer render postfix" in m for m in said), said
+        assert any("Exim files" in m and "smtp-balancer render exim" in m for m in said), said
+    finally:
+        await server.close()
+        await engine.aclose()

@@ -9,6 +9,7 @@ import pytest
 
 from smtp_balancer.config import load_config, validate_config
 from smtp_balancer.config.loader import ConfigInvalid
+from smtp_balancer.generation import MARKER
 from smtp_balancer.render.exim import (
     FILE_NAMES,
     acl_conf,
@@ -66,6 +67,7 @@ def test_acl_asks_with_every_attribute_and_headers_only_for_the_class():
     acl = acl_conf(config)
     for name, value in request_attributes(config):
         assert acl.count(f"        {name}={value}\\n\\") == 2  # sb_route and sb_route_local
+    assert ("policy_context", MARKER) in request_attributes(config)  # README: Upgrading
     # values a client controls cannot add a line (an attribute) to the request
     for variable in (
         "$sender_address",

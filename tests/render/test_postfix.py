@@ -1,4 +1,5 @@
 from smtp_balancer.config import validate_config
+from smtp_balancer.generation import MARKER
 from smtp_balancer.render.postfix import main_cf, master_cf
 
 RAW = {
@@ -42,7 +43,10 @@ def test_an_endpoint_with_one_family_sends_over_that_family_only():
 
 def test_main_cf_policy_before_permit_mynetworks():
     text = main_cf(validate_config(RAW))
-    policy = "check_policy_service { inet:127.0.0.1:10040, default_action=DUNNO, try_limit=2, timeout=7s }"
+    policy = (
+        "check_policy_service { inet:127.0.0.1:10040, default_action=DUNNO, try_limit=2, timeout=7s,"
+        f" policy_context={MARKER} }}"  # the generation, for the daemon (README: Upgrading)
+    )
     rcpt = text.index("smtpd_recipient_restrictions =")
     assert text.index(policy, rcpt) < text.index("permit_mynetworks", rcpt)
     assert f"smtpd_end_of_data_restrictions =\n    {policy}\n" in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 
 from smtp_balancer.config import validate_config
+from smtp_balancer.generation import MARKER
 from smtp_balancer.render.postfix import main_cf
 from smtp_balancer.render.postfix_merge import (
     main_settings,
@@ -21,7 +22,10 @@ RAW = {
     "milter": {"enabled": True, "postfix_maps_dir": "/etc/postfix/sb"},
     "requeue": {"enabled": True, "table_listen": "127.0.0.1:10041"},
 }
-POLICY = "check_policy_service { inet:127.0.0.1:10040, default_action=DUNNO, try_limit=2, timeout=3s }"
+POLICY = (
+    "check_policy_service { inet:127.0.0.1:10040, default_action=DUNNO, try_limit=2, timeout=3s,"
+    f" policy_context={MARKER} }}"
+)
 
 
 def test_lists_split_at_commas_and_spaces_but_not_inside_braces():
@@ -43,8 +47,10 @@ def test_an_earlier_run_of_ours_is_replaced_not_repeated():
         "reject_unauth_destination"
     )
     assert merged(rcpt, once) == once
-    # an older, brace-less form of ours goes too
+    # older forms of ours go too: brace-less, and braces without the generation marker
     assert without_ours("check_policy_service inet:127.0.0.1:10040, permit", rcpt.mark) == ["permit"]
+    unmarked = "check_policy_service { inet:127.0.0.1:10040, default_action=DUNNO, timeout=3s }"
+    assert merged(rcpt, f"{unmarked}, permit") == f"{POLICY}, permit"
     eod = next(s for s in main_settings(config) if s.param == "smtpd_end_of_data_restrictions")
     assert merged(eod, "reject_unlisted_sender") == f"reject_unlisted_sender, {POLICY}"  # ours last
 
