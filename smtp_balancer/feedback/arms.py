@@ -126,7 +126,10 @@ class ArmAttribution:
         self.r, self.keys, self.endpoints, self.clock = client, keys, endpoints, clock
         self.arms = frozenset(arms)  # the configured (experiment, arm) pairs
         self.pending: dict[str, tuple[float, list[str]]] = {}  # queue id -> (first seen, fields)
+        # moved messages whose old id had no record yet: new id -> (first seen, old id)
+        self.pending_moves: dict[str, tuple[float, str]] = {}
         self._retry_due = 0.0
+        self._moves_due = 0.0
         self._since: dict[str, float] = {}
         self._since_due = float("-inf")
 
@@ -141,16 +144,33 @@ class ArmAttribution:
 
     def inherit(self, requeued: list[tuple[str, str]]) -> dict[str, str]:
         """new queue id -> the arm record of the old one, for requeued messages: their
-        later deliveries then count in the arm (one round, only for batches with some)."""
-        if not requeued:
+        later deliveries then count in the arm (one round, only for batches with some).
+
+        A message can be moved within a second of its decision, before the decider's
+        batch wrote its record: an old id without one is asked again, as ``collect``
+        asks for a delivery's, for ``GRACE_S``."""
+        now = self.clock.monotonic()
+        pairs = list(requeued)
+        if self.pending_moves and now >= self._moves_due:
+            self._moves_due = now + RETRY_S
+            fresh = {new for new, _ in requeued}
+            pairs += [(new, old) for new, (_, old) in self.pending_moves.items() if new not in fresh]
+        if not pairs:
             return {}
-        raws = self.r.mget([self.keys.arm_record(old) for _, old in requeued])
+        raws = self.r.mget([self.keys.arm_record(old) for _, old in pairs])
         out: dict[str, str] = {}
-        for (new, old), raw in zip(requeued, raws, strict=True):
+        for (new, old), raw in zip(pairs, raws, strict=True):
+            first, _ = self.pending_moves.pop(new, (now, old))
             if old in out:  # moved twice within this batch: its first new id is not in Redis yet
                 out[new] = out[old]
             elif configured_record(raw, self.arms) is not None:
                 out[new] = text_of(raw) or ""  # the same record: its decision time too
+            elif raw is None and now - first < GRACE_S:
+                self.pending_moves[new] = (first, old)
+        if self.pending_moves and self._moves_due <= now:
+            self._moves_due = now + RETRY_S  # the first ask again: a second from now
+        for new in list(self.pending_moves)[: max(0, len(self.pending_moves) - MAX_PENDING)]:
+            del self.pending_moves[new]  # the oldest first
         return out
 
     def collect(

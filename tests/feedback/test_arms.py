@@ -6,8 +6,17 @@ from dataclasses import replace
 
 import pytest
 
-from smtp_balancer.feedback.arms import counts_in_run, outcome_fields, read_arm_record
+from smtp_balancer.clock import FixedClock
+from smtp_balancer.feedback.arms import (
+    GRACE_S,
+    RETRY_S,
+    ArmAttribution,
+    counts_in_run,
+    outcome_fields,
+    read_arm_record,
+)
 from smtp_balancer.feedback.delivery_log import Delivery
+from smtp_balancer.state.keys import KeySchema
 
 SENT = Delivery(
     queue_id="AAA1",
@@ -78,3 +87,24 @@ def test_a_message_decided_before_its_run_began_does_not_count_in_it() -> None:
     assert counts_in_run(record, None) and counts_in_run(record, 999.5) and counts_in_run(record, 1000.9)
     assert not counts_in_run(record, 1001)
     assert counts_in_run(read_arm_record("ab a"), 10**12)  # an old record: no time to judge
+
+
+def test_a_message_moved_before_its_record_was_written_inherits_it_when_it_is(rdb) -> None:
+    """The requeue daemon can move a message within a second of its decision, before
+    the decider's batch wrote the old id's arm record (seen in a CI run under load):
+    the move is asked again until the record is there, for GRACE_S."""
+    from datetime import UTC, datetime
+
+    clock = FixedClock(datetime(2026, 11, 24, 10, 30, tzinfo=UTC))
+    keys = KeySchema()
+    arms = ArmAttribution(rdb, keys, {"out1"}, [("ab", "a")], clock)
+    assert arms.inherit([("NEW1", "OLD1"), ("NEW2", "OLD2")]) == {}  # neither record yet
+    rdb.set(keys.arm_record("OLD1"), "ab a 1796000000")
+    assert arms.inherit([]) == {}  # asked again once a second, not at every batch
+    clock.advance(RETRY_S)
+    assert arms.inherit([]) == {"NEW1": "ab a 1796000000"}
+    clock.advance(GRACE_S)
+    assert arms.inherit([]) == {} and arms.pending_moves == {}  # asked a last time: dropped
+    rdb.set(keys.arm_record("OLD2"), "ab a 1796000001")
+    clock.advance(RETRY_S)
+    assert arms.inherit([]) == {}  # not asked any more
