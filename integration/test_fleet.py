@@ -3,8 +3,9 @@
 The warming IP's day cap holds fleet-wide and fills exactly, and until it is
 reached the warming IP gets its weight share (binomial test, false-failure rate
 below 1e-7). Before draws were settled once, it got 3-8% instead of 25% here.
-In the second run one host's daemon is a supervisor of two workers
-(policyd.workers): three deciding processes share the cap.
+In the "workers" runs one host's daemon is a supervisor of two workers
+(policyd.workers): three deciding processes share the cap, with Redis near or 2 ms
+away.
 """
 
 from __future__ import annotations
@@ -88,8 +89,15 @@ def sleepy(redis_server: RedisServer) -> Iterator[None]:
 
 @pytest.mark.parametrize(
     ("workers", "redis_delay_ms", "stalls"),
-    [(1, 0, False), (2, 0, False), (1, 2, False), (1, 10, False), (1, 0, True)],
-    ids=["single", "workers", "redis-2ms-away", "redis-10ms-away", "redis-stalls-0.2s-each-second"],
+    [(1, 0, False), (2, 0, False), (1, 2, False), (2, 2, False), (1, 10, False), (1, 0, True)],
+    ids=[
+        "single",
+        "workers",
+        "redis-2ms-away",
+        "workers-redis-2ms-away",
+        "redis-10ms-away",
+        "redis-stalls-0.2s-each-second",
+    ],
 )
 def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(
     workers: int, redis_delay_ms: int, stalls: bool
