@@ -8,10 +8,13 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+)([smhdw])")
 
 
-def parse_duration(text: str) -> int:
-    """Seconds in ``text``; raises ValueError with the offending text."""
+def parse_duration(text: str, unit_required: bool = False) -> int:
+    """Seconds in ``text``; raises ValueError with the offending text. ``unit_required``:
+    a bare number is refused (the CLI: `--for 90` read as seconds surprised operators)."""
     value = text.strip().lower()
     if value.isdigit():
+        if unit_required:
+            raise ValueError(f"give a unit: {text!r} could be seconds or minutes (e.g. {value}s or {value}m)")
         seconds = int(value)
     else:
         parts = _PART.findall(value)

@@ -16,6 +16,12 @@ def test_reject(text: str):
         parse_duration(text)
 
 
+def test_a_bare_number_is_refused_where_a_unit_is_required():
+    with pytest.raises(ValueError, match="give a unit: '90'"):
+        parse_duration("90", unit_required=True)
+    assert parse_duration("90s", unit_required=True) == 90
+
+
 def test_format():
     assert (
         format_duration(5400) == "1h30m"

@@ -8,16 +8,18 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
 import redis
 
 from smtp_balancer import postconf
-from smtp_balancer.cli.report import explain_report, status_report
+from smtp_balancer.cli.report import explain_report, printable, status_report
 from smtp_balancer.clock import SYSTEM, Clock, test_time_note
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
 from smtp_balancer.decision.facts import Facts
-from smtp_balancer.durations import parse_duration
+from smtp_balancer.durations import format_duration, parse_duration
 from smtp_balancer.engine import Engine
 from smtp_balancer.engine.plumbing import host_ipv6_addresses
 from smtp_balancer.experiments.stats import StatsUnavailable
@@ -33,6 +35,13 @@ EXIT_REDIS = 3
 EXIT_USAGE = 4
 EXIT_LISTEN = 5
 EXIT_POSTFIX = 6  # postconf could not read the Postfix configuration
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("smtp-balancer")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def _config(args: argparse.Namespace) -> BalancerConfig:
@@ -118,13 +127,19 @@ def cmd_weight(args: argparse.Namespace) -> int:
     return 0
 
 
+DRAINED = "drained by operator"
 REQUEUE_NOTE = "; queued mail moves at the requeue daemon's next sweep (smtp-balancer requeue --once: now)"
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
     admin = _admin(args)
-    admin.set_state(args.endpoint, "drained", args.reason, requeue=args.requeue)
-    print(f"endpoint {args.endpoint}: drained ({args.reason}){REQUEUE_NOTE if args.requeue else ''}")
+    reason = args.reason
+    if reason is None:  # drained again without --reason: the earlier reason stays
+        standing = admin.state_of(args.endpoint)
+        reason = standing[1] if standing is not None and standing[0] == "drained" and standing[1] else DRAINED
+    admin.set_state(args.endpoint, "drained", reason, requeue=args.requeue)
+    note = REQUEUE_NOTE if args.requeue else ""
+    print(f"endpoint {args.endpoint}: drained ({printable(reason)}){note}")
     return 0
 
 
@@ -135,17 +150,34 @@ def cmd_undrain(args: argparse.Namespace) -> int:
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
-    seconds = parse_duration(args.duration)
+    seconds = parse_duration(args.duration, unit_required=True)
     provider = args.provider_arg or args.provider
-    _admin(args).suspend(args.endpoint, provider, seconds, args.reason, requeue=args.requeue)
+    admin = _admin(args)
+    standing = admin.suspension(args.endpoint, provider)
+    replaced = ""
+    if standing is not None:
+        left, why = standing
+        was = f"{'no expiry' if left < 0 else format_duration(left) + ' left'}, {printable(why)!r}"
+        if (left < 0 or left > seconds) and not args.force:
+            raise AdminError(
+                f"{args.endpoint} is already suspended for {provider} ({was}): --for {args.duration}"
+                " would shorten it; add --force to replace it"
+            )
+        replaced = f"; replaces the suspension of {was}"
+    admin.suspend(args.endpoint, provider, seconds, args.reason, requeue=args.requeue)
     note = REQUEUE_NOTE if args.requeue else ""
-    print(f"endpoint {args.endpoint}: suspended for {provider} for {args.duration} ({args.reason}){note}")
+    print(
+        f"endpoint {args.endpoint}: suspended for {provider} for {format_duration(seconds)}"
+        f" ({printable(args.reason)}){replaced}{note}"
+    )
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    removed = _admin(args).resume(args.endpoint, args.provider)
-    print(f"endpoint {args.endpoint}: {removed} suspension(s) lifted")
+    provider = args.provider_arg or args.provider
+    removed = _admin(args).resume(args.endpoint, provider)
+    scope = f" for {provider}" if provider else ""
+    print(f"endpoint {args.endpoint}: {removed} suspension(s){scope} lifted")
     return 0
 
 
@@ -288,12 +320,21 @@ def add_log_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors under EXIT_USAGE: its own 2 is EXIT_CONFIG here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     config_help = "YAML config (default: $SMTP_BALANCER_CONFIG or /etc/smtp-balancer/config.yaml)"
-    parser = argparse.ArgumentParser(prog="smtp-balancer", description=__doc__)
+    parser = Parser(prog="smtp-balancer", description=__doc__)
     parser.add_argument("-c", "--config", default=default_config_path(), help=config_help)
+    parser.add_argument("--version", action="version", version=f"smtp-balancer {package_version()}")
     # accepted after the subcommand too; SUPPRESS keeps it from resetting the value given before
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -327,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     requeue_help = "also move mail already queued on it to other routes (the requeue daemon does)"
     p = add("drain", cmd_drain, "take an endpoint out for every message")
     p.add_argument("endpoint")
-    p.add_argument("--reason", default="drained by operator")
+    p.add_argument("--reason", help=f"default: the earlier drain's, else {DRAINED!r}")
     p.add_argument("--requeue", action="store_true", help=requeue_help)
 
     p = add("undrain", cmd_undrain, "put a drained or quarantined endpoint back into service")
@@ -339,12 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("provider_arg", nargs="?", metavar="PROVIDER", help="the same as --provider")
     p.add_argument("--provider", default=ALL_PROVIDERS)
     p.add_argument("--requeue", action="store_true", help=requeue_help)
-    p.add_argument("--for", dest="duration", default="1h", help="e.g. 30m, 2h, 1d (default 1h)")
+    p.add_argument("--for", dest="duration", default="1h", help="with a unit: 90s, 30m, 2h, 1d (default 1h)")
     p.add_argument("--reason", default="suspended by operator")
+    p.add_argument("--force", action="store_true", help="replace a suspension that has longer to run")
 
-    p = add("resume", cmd_resume, "lift an endpoint's suspension (all of them without --provider)")
-    p.add_argument("endpoint")
-    p.add_argument("--provider")
+    for name in ("resume", "unsuspend"):
+        p = add(name, cmd_resume, "lift an endpoint's suspension for a provider (all of them without one)")
+        p.add_argument("endpoint")
+        p.add_argument("provider_arg", nargs="?", metavar="PROVIDER", help="the same as --provider")
+        p.add_argument("--provider")
 
     p = add("policyd", cmd_policyd, "run the Postfix policy daemon (also serves Exim ${readsocket})")
     add_log_options(p)

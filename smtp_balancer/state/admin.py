@@ -162,14 +162,44 @@ class StateAdmin:
         pipe.hset(key, mapping=mapping)
         pipe.execute()
 
-    def suspend(self, endpoint: str, provider: str, seconds: int, reason: str, requeue: bool = False) -> None:
-        """``requeue``: queued mail for the provider moves too, for as long as the suspension."""
+    def state_of(self, endpoint: str) -> tuple[str, str] | None:
+        """The endpoint's admin state and its reason, as stored; None when unset or junk."""
+        self._endpoint(endpoint)
+        try:
+            stored = self.r.hmget(self.keys.endpoint_state(endpoint), "state", "reason")
+        except redis.ResponseError:  # a key of another type: junk, replaced by set_state
+            return None
+        state = parse_state(text_of(stored[0]))
+        return None if state is None else (state, text_of(stored[1]) or "")
+
+    def suspension(self, endpoint: str, provider: str) -> tuple[int, str] | None:
+        """The standing suspension: (seconds left, reason; -1 for no expiry), or None."""
         self._endpoint(endpoint)
         self._provider(provider)
+        key = self.keys.suspension(endpoint, provider)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.pttl(key)
+        pipe.get(key)
+        pttl, reason = pipe.execute(raise_on_error=False)
+        if not isinstance(pttl, int) or pttl == -2:
+            return None
+        left = -1 if pttl < 0 else -(-pttl // 1000)
+        return left, text_of(reason) if isinstance(reason, bytes | str) else ""
+
+    def suspend(self, endpoint: str, provider: str, seconds: int, reason: str, requeue: bool = False) -> None:
+        """``requeue``: queued mail for the provider moves too, for as long as the
+        suspension. A marker left by an earlier ``--requeue`` ends with this suspension
+        (it must not move mail after the endpoint is back)."""
+        self._endpoint(endpoint)
+        self._provider(provider)
+        marker = self.keys.requeue(endpoint, provider)
+        left_ms = self.r.pttl(marker)  # not EXPIRE ... LT: that needs Redis 7
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.keys.suspension(endpoint, provider), reason, ex=seconds)
         if requeue:
-            pipe.set(self.keys.requeue(endpoint, provider), f"suspended by cli: {reason}", ex=seconds)
+            pipe.set(marker, f"suspended by cli: {reason}", ex=seconds)
+        elif left_ms == -1 or left_ms > seconds * 1000:  # only ever shortened
+            pipe.expire(marker, seconds)
         pipe.execute()
 
     def resume(self, endpoint: str, provider: str | None) -> int:

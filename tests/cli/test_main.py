@@ -421,3 +421,64 @@ def test_check_warns_of_one_family_endpoints_on_an_ipv6_host(tmp_path: Path, mon
     monkeypatch.setattr(cli_main, "host_ipv6_addresses", lambda: [])
     assert main(["check", "-c", str(config)]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_resume_takes_the_provider_as_suspend_does_and_unsuspend_is_resume(cli, rdb: redis.Redis):
+    assert cli("suspend", "out2", "google", "--for", "1h")[0] == 0
+    assert cli("suspend", "out2", "yahoo", "--for", "1h")[0] == 0
+    code, out, _ = cli("resume", "out2", "google")
+    assert code == 0 and "1 suspension(s) for google lifted" in out
+    assert not rdb.exists("{sb}:suspend:out2:google") and rdb.exists("{sb}:suspend:out2:yahoo")
+    code, out, _ = cli("unsuspend", "out2", "--provider", "yahoo")
+    assert code == 0 and not rdb.exists("{sb}:suspend:out2:yahoo")
+
+
+def test_for_needs_a_unit(cli, rdb: redis.Redis):
+    code, _, err = cli("suspend", "out2", "google", "--for", "90")
+    assert code == EXIT_USAGE and "give a unit: '90' could be seconds or minutes (e.g. 90s or 90m)" in err
+    assert not rdb.exists("{sb}:suspend:out2:google")
+    code, out, _ = cli("suspend", "out2", "google", "--for", "90m")
+    assert code == 0 and "for google for 1h30m" in out
+
+
+def test_a_shorter_suspension_replaces_a_longer_one_only_with_force(cli, rdb: redis.Redis):
+    """`--for 90` silently replaced a 2 h suspension while the --requeue marker kept its
+    2 h: now the operator is told what stands, and a replacement ends the marker too."""
+    assert cli("suspend", "out2", "google", "--for", "2h", "--reason", "421s", "--requeue")[0] == 0
+    code, _, err = cli("suspend", "out2", "google", "--for", "90s")
+    assert code == EXIT_USAGE
+    assert "out2 is already suspended for google (2h left, '421s'): --for 90s would shorten it" in err
+    assert "add --force" in err and rdb.ttl("{sb}:suspend:out2:google") > 7000
+    code, out, _ = cli("suspend", "out2", "google", "--for", "90s", "--force")
+    assert code == 0 and "replaces the suspension of 2h left, '421s'" in out
+    assert 0 < rdb.ttl("{sb}:suspend:out2:google") <= 90
+    assert 0 < rdb.ttl("{sb}:requeue:out2:google") <= 90  # moves no mail after the endpoint is back
+    code, out, _ = cli("suspend", "out2", "google", "--for", "3h")  # longer: no --force needed
+    assert code == 0 and "replaces the suspension of 1m30s left" in out
+
+
+def test_draining_again_keeps_the_reason_unless_given(cli, rdb: redis.Redis):
+    assert cli("drain", "out1", "--reason", "disk swap")[0] == 0
+    code, out, _ = cli("drain", "out1", "--requeue")
+    assert code == 0 and "drained (disk swap)" in out
+    assert rdb.hget("{sb}:endpoint:out1:state", "reason") == "disk swap"
+    assert cli("drain", "out1", "--reason", "new cause")[0] == 0
+    assert rdb.hget("{sb}:endpoint:out1:state", "reason") == "new cause"
+    assert cli("drain", "out2")[1] == "endpoint out2: drained (drained by operator)\n"
+
+
+def test_a_reason_s_control_characters_are_escaped_when_echoed(cli):
+    code, out, _ = cli("suspend", "out2", "google", "--for", "1h", "--reason", "\x1b[2J\x1b[31mred")
+    assert code == 0 and "\x1b" not in out and "(\\x1b[2J\\x1b[31mred)" in out
+    code, out, _ = cli("drain", "out1", "--reason", "line\nfake row")
+    assert code == 0 and "\n" not in out.rstrip("\n") and "line\\x0afake row" in out
+
+
+def test_version_and_usage_errors_have_their_own_exit_code(capsys):
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0 and re.fullmatch(r"smtp-balancer \S+\n", capsys.readouterr().out)
+    with pytest.raises(SystemExit) as usage:
+        main(["resume"])  # no endpoint
+    assert usage.value.code == EXIT_USAGE != EXIT_CONFIG
+    assert "the following arguments are required: endpoint" in capsys.readouterr().err
