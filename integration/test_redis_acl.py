@@ -180,6 +180,7 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
         ("experiment", "list"),
         ("experiment", "report", "ab"),
         ("experiment", "stop", "ab"),
+        ("audit", "--since", "1h"),
         ("check",),
     ):
         out = cli(ms.config_path, *args, env=cli_env)

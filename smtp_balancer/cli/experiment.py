@@ -10,6 +10,7 @@ import redis
 from smtp_balancer.config.experiments import ExperimentConfig
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.state.admin import AdminError
+from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.values import text_of
 
@@ -54,6 +55,9 @@ def run(args: argparse.Namespace, config: BalancerConfig, client: redis.Redis) -
         return 0
     x = _experiment(config, args.name)
     key = keys.experiment(x.name)
+    audit = AuditTrail(client, keys, args.clock)
+    if args.action in ("start", "stop"):
+        before = text_of(client.hget(key, "state")) or "never started"
     if args.action == "start":
         fields = {"state": "running", "started": f"{now:.0f}"}
         if args.reset:
@@ -63,10 +67,12 @@ def run(args: argparse.Namespace, config: BalancerConfig, client: redis.Redis) -
             fields["since"] = f"{now:.0f}"
         client.hset(key, mapping=fields)
         client.hdel(key, "stopped")
+        audit.record("experiment start", x.name, before, "running", "counts reset" if args.reset else "")
         print(f"experiment {x.name} running: {x.covers} are split between its arms")
         return 0
     if args.action == "stop":
         client.hset(key, mapping={"state": "stopped", "stopped": f"{now:.0f}"})
+        audit.record("experiment stop", x.name, before, "stopped")
         print(f"experiment {x.name} stopped: {x.covers} are routed by the rules again")
         return 0
     from smtp_balancer.experiments.report import ArmStats, render

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +16,15 @@ from typing import NoReturn
 import redis
 
 from smtp_balancer import postconf
-from smtp_balancer.cli.report import explain_report, printable, status_report
+from smtp_balancer.cli.report import (
+    AUDIT_SCAN,
+    describe_entry,
+    explain_report,
+    last_changes,
+    printable,
+    status_report,
+    table,
+)
 from smtp_balancer.clock import SYSTEM, Clock, test_time_note
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
 from smtp_balancer.decision.facts import Facts
@@ -114,7 +123,29 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print(status_report(_admin(args).snapshot()))
+    admin = _admin(args)
+    print(status_report(admin.snapshot()))
+    changes = last_changes(admin.audit.read(limit=AUDIT_SCAN), set(admin.config.endpoints))
+    if changes:
+        print("\nlast change per endpoint (smtp-balancer audit shows them all):")
+        print(
+            "\n".join(
+                table([[ep, describe_entry(e, args.clock.wall())] for ep, e in sorted(changes.items())])
+            )
+        )
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    since = None if args.since is None else args.clock.wall() - parse_duration(args.since, unit_required=True)
+    entries = _admin(args).audit.read(since, args.limit)
+    if args.json:
+        print(json.dumps([e.as_json() for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no changes recorded" + (f" in the last {args.since}" if args.since else ""))
+    for e in entries:
+        print(printable(describe_entry(e, args.clock.wall())))
     return 0
 
 
@@ -358,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add("status", cmd_status, "weights, states, suspensions and warm-up counters per pool")
+
+    p = add("audit", cmd_audit, "the operators' changes, newest last: who, when, what, before and after")
+    p.add_argument("--since", help="only the last DURATION, e.g. 2h, 7d")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many, the newest (default 1000)")
+    p.add_argument("--json", action="store_true", help="a JSON list of entries")
 
     p = add("weight", cmd_weight, "set an endpoint's live weight in a pool")
     p.add_argument("pool")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.durations import format_duration
 from smtp_balancer.state.admin import TENANT_HOURS, Snapshot
+from smtp_balancer.state.audit import AuditEntry
 
 # C0 and C1 controls and DEL: a reason written into Redis could otherwise move the
 # cursor, recolour the terminal or draw a fake row with a newline
@@ -16,6 +18,30 @@ _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 def printable(text: str) -> str:
     """``text`` with every control character shown as \\xNN."""
     return text.translate(_CONTROLS)
+
+
+# audit entries status reads for each endpoint's last change
+AUDIT_SCAN = 2000
+
+
+def describe_entry(entry: AuditEntry, now: float) -> str:
+    """One audit entry as a line: when, who, what, before -> after, and why."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.at))
+    ago = format_duration(max(0, int(now - entry.at)))
+    who = entry.who + (f" (sudo from {entry.sudo})" if entry.sudo else "")
+    why = f": {entry.reason!r}" if entry.reason else ""
+    return f"{when} UTC ({ago} ago) {who}: {entry.verb} {entry.target}: {entry.old} -> {entry.new}{why}"
+
+
+def last_changes(entries: list[AuditEntry], endpoints: set[str]) -> dict[str, AuditEntry]:
+    """endpoint -> the newest entry that changed it (a weight's target is pool/endpoint)."""
+    out: dict[str, AuditEntry] = {}
+    for entry in entries:  # oldest first: a later one replaces
+        parts = entry.target.split("/")
+        name = parts[1] if entry.verb == "weight" and len(parts) == 2 else parts[0]
+        if name in endpoints:
+            out[name] = entry
+    return out
 
 
 def table(rows: list[list[str]], indent: str = "  ") -> list[str]:

@@ -15,6 +15,8 @@ from smtp_balancer.clock import SYSTEM, Clock, utc_now
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import OTHER, ProviderTable
 from smtp_balancer.decision.warmup import RATE_WINDOW_S, Caps, CapsTable, day_bucket, hour_bucket
+from smtp_balancer.durations import format_duration
+from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
 from smtp_balancer.state.live import parse_warmup
 from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
@@ -113,6 +115,10 @@ class Snapshot:
     adaptive: list[AdaptiveStatus] = field(default_factory=list)
 
 
+def _left(seconds: int) -> str:
+    return "no expiry" if seconds < 0 else format_duration(seconds)
+
+
 class StateAdmin:
     def __init__(self, client: redis.Redis, config: BalancerConfig, clock: Clock = SYSTEM) -> None:
         self.r = client
@@ -121,6 +127,7 @@ class StateAdmin:
         self.keys = KeySchema(config.redis.prefix)
         self.providers = ProviderTable.from_config(config)
         self.caps = CapsTable(config)
+        self.audit = AuditTrail(client, self.keys, clock)  # every write below is recorded
 
     # -- checks ----------------------------------------------------------------
     def _endpoint(self, endpoint: str) -> None:
@@ -140,12 +147,16 @@ class StateAdmin:
             raise AdminError(f"unknown pool {pool!r} (known: {', '.join(sorted(self.config.pools))})")
         if endpoint not in {m.endpoint for m in self.config.pools[pool].endpoints}:
             raise AdminError(f"endpoint {endpoint!r} is not in pool {pool!r}")
+        if weight is not None and not 0 <= weight <= 1_000_000:
+            raise AdminError("weight must be between 0 and 1000000")
+        key = self.keys.pool_weights(pool)
+        old = text_of(self.r.hget(key, endpoint))
         if weight is None:
-            self.r.hdel(self.keys.pool_weights(pool), endpoint)
+            self.r.hdel(key, endpoint)
         else:
-            if not 0 <= weight <= 1_000_000:
-                raise AdminError("weight must be between 0 and 1000000")
-            self.r.hset(self.keys.pool_weights(pool), endpoint, weight)
+            self.r.hset(key, endpoint, weight)
+        new = "yaml" if weight is None else str(weight)
+        self.audit.record("weight", f"{pool}/{endpoint}", "yaml" if old is None else old, new)
 
     def set_state(
         self, endpoint: str, state: str, reason: str, by: str = "cli", requeue: bool = False
@@ -154,6 +165,7 @@ class StateAdmin:
         field in the state hash, so any later state change withdraws it)."""
         self._endpoint(endpoint)
         key = self.keys.endpoint_state(endpoint)
+        before = self.state_of(endpoint)
         mapping = {"state": state, "reason": reason, "since": int(self.clock.wall()), "by": by}
         if requeue:
             mapping["requeue"] = 1
@@ -161,6 +173,9 @@ class StateAdmin:
         pipe.delete(key)  # replaces junk of any type too
         pipe.hset(key, mapping=mapping)
         pipe.execute()
+        old = "junk" if before is None else before[0] + (f": {before[1]}" if before[1] else "")
+        verb = {"drained": "drain", "active": "undrain"}.get(state, state)
+        self.audit.record(verb, endpoint, old, state + (" (requeue)" if requeue else ""), reason)
 
     def state_of(self, endpoint: str) -> tuple[str, str] | None:
         """The endpoint's admin state and its reason, as stored; None when unset or junk."""
@@ -192,6 +207,7 @@ class StateAdmin:
         (it must not move mail after the endpoint is back)."""
         self._endpoint(endpoint)
         self._provider(provider)
+        standing = self.suspension(endpoint, provider)
         marker = self.keys.requeue(endpoint, provider)
         left_ms = self.r.pttl(marker)  # not EXPIRE ... LT: that needs Redis 7
         pipe = self.r.pipeline(transaction=True)
@@ -201,6 +217,9 @@ class StateAdmin:
         elif left_ms == -1 or left_ms > seconds * 1000:  # only ever shortened
             pipe.expire(marker, seconds)
         pipe.execute()
+        old = "none" if standing is None else f"{_left(standing[0])}: {standing[1]}"
+        new = f"{_left(seconds)}" + (" (requeue)" if requeue else "")
+        self.audit.record("suspend", f"{endpoint}/{provider}", old, new, reason)
 
     def resume(self, endpoint: str, provider: str | None) -> int:
         """Lift one suspension, or every suspension of the endpoint; returns how many."""
@@ -208,12 +227,16 @@ class StateAdmin:
         if provider is not None:
             self._provider(provider)
             self.r.delete(self.keys.requeue(endpoint, provider))
-            return int(self.r.delete(self.keys.suspension(endpoint, provider)))
-        keys = list(self.r.scan_iter(match=self.keys.suspension_pattern(endpoint), count=500))
-        requests = list(self.r.scan_iter(match=self.keys.requeue_pattern(endpoint), count=500))
-        if requests:
-            self.r.delete(*requests)
-        return int(self.r.delete(*keys)) if keys else 0
+            lifted = int(self.r.delete(self.keys.suspension(endpoint, provider)))
+        else:
+            keys = list(self.r.scan_iter(match=self.keys.suspension_pattern(endpoint), count=500))
+            requests = list(self.r.scan_iter(match=self.keys.requeue_pattern(endpoint), count=500))
+            if requests:
+                self.r.delete(*requests)
+            lifted = int(self.r.delete(*keys)) if keys else 0
+        target = endpoint if provider is None else f"{endpoint}/{provider}"
+        self.audit.record("resume", target, f"{lifted} suspension(s)", "none")
+        return lifted
 
     # -- reads ---------------------------------------------------------------------
     def snapshot(self, now: datetime | None = None, *, tenants: bool = True, limits: bool = True) -> Snapshot:

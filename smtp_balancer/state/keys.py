@@ -201,6 +201,10 @@ class KeySchema:
     def queued_pattern(self) -> str:
         return f"{self.base}:queued:*"
 
+    def audit(self) -> str:
+        """The operators' audit trail (state/audit.py), a stream."""
+        return f"{self.base}:audit"
+
 
 def scoped_pattern(prefix: str, endpoint: str = "") -> str:
     """SCAN pattern for ``<prefix><endpoint>:<provider>`` keys: one endpoint's, or all."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -375,6 +376,13 @@ def test_experiment_list_start_stop_and_report(make_config, tmp_path: Path, caps
         "ab: running (started 2026-11-24 10:30 UTC, stopped -, counting since 2026-11-24 10:30 UTC)"
         in (run("list")[1])
     )
+    # each start and stop is in the audit trail, with the state before it
+    audit = [rdb.xrange("{sb}:audit")[i][1] for i in range(3)]
+    assert [(e["verb"], e["old"], e["new"], e["reason"]) for e in audit] == [
+        ("experiment start", "never started", "running", ""),
+        ("experiment stop", "running", "stopped", ""),
+        ("experiment start", "stopped", "running", "counts reset"),
+    ]
 
     # explain draws the arm from the envelope; a rule-order arm names the rule that routes
     assert run("stop", "ab")[0] == 0 and run("start", "order")[0] == 0
@@ -482,3 +490,46 @@ def test_version_and_usage_errors_have_their_own_exit_code(capsys):
         main(["resume"])  # no endpoint
     assert usage.value.code == EXIT_USAGE != EXIT_CONFIG
     assert "the following arguments are required: endpoint" in capsys.readouterr().err
+
+
+def test_every_write_is_in_the_audit_trail_and_status_shows_the_last_per_endpoint(
+    cli, rdb: redis.Redis, monkeypatch
+):
+    monkeypatch.setenv("SUDO_USER", "alice")
+    writes = [
+        ("weight", "main", "out2", "5"),
+        ("weight", "main", "out2", "--reset"),
+        ("drain", "out1", "--reason", "disk swap"),
+        ("undrain", "out1"),
+        ("suspend", "out2", "google", "--for", "2h", "--reason", "421s"),
+        ("resume", "out2", "google"),
+    ]  # experiment start and stop: test_experiment_list_start_stop_and_report
+    for args in writes:
+        assert cli(*args)[0] == 0, args
+    code, out, _ = cli("audit", "--json")
+    entries = json.loads(out)
+    assert [(e["verb"], e["target"]) for e in entries] == [
+        ("weight", "main/out2"),
+        ("weight", "main/out2"),
+        ("drain", "out1"),
+        ("undrain", "out1"),
+        ("suspend", "out2/google"),
+        ("resume", "out2/google"),
+    ]
+    assert [(e["old"], e["new"]) for e in entries] == [
+        ("yaml", "5"),
+        ("5", "yaml"),
+        ("active", "drained"),
+        ("drained: disk swap", "active"),
+        ("none", "2h"),
+        ("1 suspension(s)", "none"),
+    ]
+    assert entries[2]["reason"] == "disk swap" and entries[4]["reason"] == "421s"
+    assert all(e["sudo"] == "alice" and e["who"] and e["at"] == CLOCK.wall() for e in entries)
+    code, out, _ = cli("audit")
+    assert code == 0 and len(out.splitlines()) == len(writes)
+    assert "(sudo from alice): drain out1: active -> drained: 'disk swap'" in out
+    code, out, _ = cli("status")
+    last = out[out.index("last change per endpoint") :]
+    assert re.search(r"out1 .*undrain out1: drained: disk swap -> active", last), last
+    assert re.search(r"out2 .*resume out2/google", last), last
