@@ -212,6 +212,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from smtp_balancer.requeue.table_daemon import run
 
@@ -351,6 +358,47 @@ def add_log_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+EXIT_CODES = (
+    "exit codes: 0 ok, 1 failed (trace: id not found), 2 config error, 3 Redis unreachable,"
+    "\n4 bad operator input or usage, 5 cannot listen, 6 postconf failed"
+)
+# each command's --help ends with these (tests/cli/test_main.py checks every command has one)
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "check": ("smtp-balancer -c /etc/smtp-balancer/config.yaml check",),
+    "explain": ("smtp-balancer explain --sender news@shop.example --rcpt bob@gmail.com --class bulk",),
+    "status": ("smtp-balancer status",),
+    "audit": ("smtp-balancer audit --since 7d", "smtp-balancer audit --json --limit 50"),
+    "weight": ("smtp-balancer weight bulk out2 50", "smtp-balancer weight bulk out2 --reset"),
+    "drain": ('smtp-balancer drain out1 --reason "disk swap" --requeue',),
+    "undrain": ("smtp-balancer undrain out1",),
+    "suspend": ('smtp-balancer suspend out2 google --for 2h --reason "421-4.7.28 from gmail"',),
+    "resume": ("smtp-balancer resume out2 google", "smtp-balancer resume out2   # every provider"),
+    "unsuspend": ("smtp-balancer unsuspend out2 google",),
+    "policyd": ("smtp-balancer policyd --log-format json",),
+    "milter": ("smtp-balancer milter",),
+    "feedback": ("smtp-balancer feedback",),
+    "requeue": ("smtp-balancer requeue --once",),
+    "trace": (
+        "journalctl -u smtp-balancer-policyd |",
+        "  smtp-balancer trace 4ZqXh71b2Kz9sYq --log - --log /var/log/mail.log",
+    ),
+    "fbl": (
+        "smtp-balancer fbl < report.eml      # from stdin: exit 0 counted or kept, 75 retry later",
+        "smtp-balancer fbl --maildir /var/mail/fbl",
+    ),
+    "experiment": ("smtp-balancer experiment start ab --reset", "smtp-balancer experiment report ab"),
+    "table": ("smtp-balancer table",),
+    "completion": (
+        "smtp-balancer completion bash > /etc/bash_completion.d/smtp-balancer",
+        "smtp-balancer completion zsh > /usr/local/share/zsh/site-functions/_smtp-balancer",
+    ),
+    "render": (
+        "smtp-balancer render postfix --postconf > /root/smtp-balancer-postconf.sh",
+        "smtp-balancer render exim --write /etc/exim4/smtp-balancer",
+    ),
+}
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with its usage errors under EXIT_USAGE: its own 2 is EXIT_CONFIG here."""
 
@@ -370,7 +418,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        example = "\n".join(f"  {line}" for line in EXAMPLES[name])
+        p = sub.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n{example}\n\n{EXIT_CODES}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
         return p
 
@@ -459,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "start", "stop", "report"])
     p.add_argument("name", nargs="?", help="the experiment (experiments: in the YAML)")
     p.add_argument("--reset", action="store_true", help="start: drop the counts of an earlier run")
+
+    p = add("completion", cmd_completion, "print a shell completion script for smtp-balancer")
+    p.add_argument("shell", choices=["bash", "zsh", "tcsh"])
 
     p = add("table", cmd_table, "serve Postfix's delivery-time table (socketmap) for moved mail")
     add_log_options(p)

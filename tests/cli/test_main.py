@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -533,3 +534,53 @@ def test_every_write_is_in_the_audit_trail_and_status_shows_the_last_per_endpoin
     last = out[out.index("last change per endpoint") :]
     assert re.search(r"out1 .*undrain out1: drained: disk swap -> active", last), last
     assert re.search(r"out2 .*resume out2/google", last), last
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    from smtp_balancer.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_command_s_help_has_an_example_and_the_exit_codes():
+    for name, parser in _commands().items():
+        text = parser.format_help()
+        assert "\nexample:\n  " in text and "smtp-balancer" in text.split("example:")[1], name
+        assert "exit codes: 0 ok" in text, name
+
+
+def test_the_readme_lists_every_command_and_flag():
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## CLI\n") :]
+    start = section.index("```\n") + 4
+    block = section[start : section.index("```", start)]
+    daemons = next(line for line in block.splitlines() if line.startswith("smtp-balancer policyd |"))
+    for name, parser in _commands().items():
+        assert f"smtp-balancer {name}" in block or f" {name} " in daemons or f"or {name}" in block, name
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS:
+                continue
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag not in ("--help", "--config"):
+                    assert flag in block, (name, flag)
+
+
+def test_bash_completes_commands_and_flags_from_the_generated_script(tmp_path: Path, capsys):
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "smtp-balancer.bash"
+    script.write_text(capsys.readouterr().out)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(words)
+        probe = (
+            f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1};"
+            f' COMP_LINE="{line}"; COMP_POINT=${{#COMP_LINE}}; _shtab_smtp_balancer; echo "${{COMPREPLY[@]}}"'
+        )
+        out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    assert complete("smtp-balancer", "sus") == ["suspend"]
+    assert complete("smtp-balancer", "un") == ["undrain", "unsuspend"]
+    assert complete("smtp-balancer", "suspend", "out2", "--f") == ["--for", "--force"]
+    assert complete("smtp-balancer", "render", "e") == ["exim"]
