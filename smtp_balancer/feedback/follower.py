@@ -3,9 +3,11 @@
 The position is (inode, offset, tail): ``tail`` is the last bytes before
 ``offset``, so a restart can tell the same file from a rewritten one, and a
 copytruncate rotation can be bridged by finding the copy that ends the way we
-left off. Only complete lines are returned; a half-written last line waits.
-The caller saves the position only once it has applied the lines it got, so a
-restart neither re-counts nor skips.
+left off. While an old file (rotated away, or the copy) is still being read, the
+position names it too, with its own offset and tail: a restart finishes it first.
+Only complete lines are returned; a half-written last line waits. The caller
+saves the position only once it has applied the lines it got, so a restart
+neither re-counts nor skips.
 """
 
 from __future__ import annotations
@@ -28,15 +30,39 @@ class Position:
     inode: int
     offset: int
     tail: bytes = b""
+    # the old file still being read before this one (0: none), where its lines stop
+    old_inode: int = 0
+    old_offset: int = 0
+    old_tail: bytes = b""
 
     def encode(self) -> str:
-        return f"{self.inode} {self.offset} {self.tail.hex()}"
+        main = f"{self.inode} {self.offset} {self.tail.hex()}"
+        return f"{main} {self.old_inode} {self.old_offset} {self.old_tail.hex()}" if self.old_inode else main
 
     @classmethod
     def decode(cls, text: str) -> Position:
-        """Raises ValueError on anything but what encode() writes."""
-        inode, offset, tail = [*text.split(" "), ""][:3]
-        return cls(int(inode), int(offset), bytes.fromhex(tail))
+        """Raises ValueError on anything but what encode() writes (and its older
+        forms: no tail, no old file)."""
+        parts = text.split(" ")
+        if len(parts) == 2:
+            parts.append("")
+        if len(parts) == 3:
+            return cls(int(parts[0]), int(parts[1]), bytes.fromhex(parts[2]))
+        if len(parts) == 6:
+            numbers = int(parts[0]), int(parts[1]), int(parts[3]), int(parts[4])
+            tails = bytes.fromhex(parts[2]), bytes.fromhex(parts[5])
+            return cls(numbers[0], numbers[1], tails[0], numbers[2], numbers[3], tails[1])
+        raise ValueError(f"not a log position: {text[:80]!r}")
+
+
+@dataclass
+class OldFile:
+    """A file to finish before the one at our path, and how far its lines were handed out."""
+
+    file: BinaryIO
+    inode: int
+    offset: int
+    tail: bytes
 
 
 @dataclass(frozen=True)
@@ -55,7 +81,7 @@ class LogFollower:
         self._offset = 0  # end of the last complete line handed out
         self._pending = b""  # bytes after _offset already read
         self._tail = b""
-        self._queue: list[tuple[BinaryIO, int]] = []  # (old file, its inode) still to finish
+        self._queue: list[OldFile] = []  # old files still to finish, the one being read first
         self._ready: list[str] = []  # the unterminated last line of a finished old file
         self.notes: list[Note] = []  # what happened, for the log and metrics
         self._open(position, start_at)
@@ -68,7 +94,10 @@ class LogFollower:
 
     @property
     def position(self) -> Position:
-        return Position(self._inode, self._offset, self._tail)
+        if not self._queue:
+            return Position(self._inode, self._offset, self._tail)
+        old = self._queue[0]
+        return Position(self._inode, self._offset, self._tail, old.inode, old.offset, old.tail)
 
     def read_lines(self, max_lines: int = 1000) -> list[str]:
         """Up to ``max_lines`` complete new lines, without their newline."""
@@ -85,8 +114,8 @@ class LogFollower:
         return lines
 
     def close(self) -> None:
-        for f, _ in self._queue:
-            f.close()
+        for old in self._queue:
+            old.file.close()
         self._queue.clear()
         if self._file is not None:
             self._file.close()
@@ -105,6 +134,8 @@ class LogFollower:
             if start_at == "end":
                 self._tail = self._read_tail(f, st.st_size)
             return
+        if position.old_inode:
+            self._resume_old(position.old_inode, position.old_offset, position.old_tail)
         if st.st_ino == position.inode:
             if st.st_size >= position.offset and self._read_tail(f, position.offset) == position.tail:
                 self._attach(f, st.st_ino, position.offset, position.tail)
@@ -114,24 +145,28 @@ class LogFollower:
             self._bridge_copy(position)
             return
         # a new file: the one we read was renamed (and maybe a copy exists); finish it first
-        old = self._find_by_inode(position.inode)
         self._attach(f, st.st_ino, 0)
-        if old is not None and self._read_tail(old, position.offset) == position.tail:
-            old.seek(position.offset)
-            self._queue.append((old, position.inode))
+        self._resume_old(position.inode, position.offset, position.tail)
+
+    def _resume_old(self, inode: int, offset: int, tail: bytes) -> None:
+        """Queue the old file of this inode at ``offset``, if it is still ours to read."""
+        old = self._find_by_inode(inode)
+        if old is not None and self._read_tail(old, offset) == tail:
+            old.seek(offset)
+            self._queue.append(OldFile(old, inode, offset, tail))
             self.notes.append(
-                Note("rotation", f"resuming rotated file at offset {position.offset} before {self.path}")
+                Note("rotation", f"resuming rotated file at offset {offset} before {self.path}")
             )
-        else:
-            if old is not None:
-                old.close()
-            self.notes.append(
-                Note(
-                    "lost",
-                    f"the file read before the restart (inode {position.inode}) is gone; "
-                    f"lines written to it after offset {position.offset} were not seen",
-                )
+            return
+        if old is not None:
+            old.close()
+        self.notes.append(
+            Note(
+                "lost",
+                f"the file read before the restart (inode {inode}) is gone; "
+                f"lines written to it after offset {offset} were not seen",
             )
+        )
 
     def _attach(self, f: BinaryIO, inode: int, offset: int, tail: bytes = b"") -> None:
         f.seek(offset)
@@ -178,7 +213,7 @@ class LogFollower:
             size = os.fstat(f.fileno()).st_size
             if size >= before.offset and self._read_tail(f, before.offset) == before.tail:
                 f.seek(before.offset)
-                self._queue.insert(0, (f, os.fstat(f.fileno()).st_ino))
+                self._queue.insert(0, OldFile(f, os.fstat(f.fileno()).st_ino, before.offset, before.tail))
                 self.notes.append(
                     Note("truncation", f"{self.path} was truncated; read the rest from {p.name}")
                 )
@@ -190,7 +225,7 @@ class LogFollower:
 
     # -- reading -----------------------------------------------------------------------
     def _current(self) -> BinaryIO | None:
-        return self._queue[0][0] if self._queue else self._file
+        return self._queue[0].file if self._queue else self._file
 
     def _take(self, limit: int) -> list[str]:
         out: list[str] = []
@@ -206,9 +241,15 @@ class LogFollower:
                 nl = pos + MAX_LINE - 1  # cut an endless line; the parser counts it as garbage
             out.append(buf[pos : nl + 1].rstrip(b"\r\n").decode("utf-8", errors="replace"))
             pos = nl + 1
-        if pos and not self._queue:  # lines of an old file do not move the main file's position
-            self._offset += pos
-            self._tail = (self._tail + buf[max(0, pos - TAIL_BYTES) : pos])[-TAIL_BYTES:]
+        if pos:  # an old file's lines move its own offset, not the main file's
+            taken = buf[max(0, pos - TAIL_BYTES) : pos]
+            if self._queue:
+                old = self._queue[0]
+                old.offset += pos
+                old.tail = (old.tail + taken)[-TAIL_BYTES:]
+            else:
+                self._offset += pos
+                self._tail = (self._tail + taken)[-TAIL_BYTES:]
         self._pending = buf[pos:]
         return out
 
@@ -228,8 +269,7 @@ class LogFollower:
             return True
         if self._queue:
             # an old file is finished: a partial last line there is complete by now
-            old, _ = self._queue.pop(0)
-            old.close()
+            self._queue.pop(0).file.close()
             if self._pending:
                 self._ready.append(self._pending.decode("utf-8", errors="replace"))
                 self._pending = b""
@@ -253,7 +293,7 @@ class LogFollower:
                 return False
             # finish the old file first (a writer may still be appending to it);
             # its unterminated last line, if any, comes out when it is done
-            self._queue.append((self._file, self._inode))
+            self._queue.append(OldFile(self._file, self._inode, self._offset, self._tail))
             self._file, self._inode, self._offset, self._tail = f, os.fstat(f.fileno()).st_ino, 0, b""
             return True
         if st.st_size < self._offset:

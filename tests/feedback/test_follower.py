@@ -141,3 +141,51 @@ def test_position_decode_rejects_junk() -> None:
 
     with pytest.raises(ValueError):
         Position.decode("banana")
+
+
+def test_a_crash_while_the_copy_of_a_copytruncate_is_read_resumes_the_copy(tmp_path: Path) -> None:
+    """CI under load killed the daemon while it read the rest of a copytruncate copy:
+    the saved position named only the truncated file (at 0), and the copy's unread
+    lines were never counted. The position names the copy too now."""
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    f = LogFollower(log, start_at="beginning")
+    append(log, "a1\n")
+    assert drain(f) == ["a1"]
+    append(log, "".join(f"b{i}\n" for i in range(10)))  # written, not yet read
+    shutil.copy(log, tmp_path / "mail.log.2")
+    os.truncate(log, 0)
+    append(log, "c1\n")
+    assert f.read_lines(4) == ["b0", "b1", "b2", "b3"]  # then the process dies
+    saved = Position.decode(f.position.encode())
+    assert saved.old_inode == (tmp_path / "mail.log.2").stat().st_ino
+    f.close()
+    again = LogFollower(log, saved, start_at="beginning")
+    assert drain(again) == [f"b{i}" for i in range(4, 10)] + ["c1"]
+
+
+def test_a_second_crash_while_a_renamed_file_is_read_resumes_it(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    f = LogFollower(log, start_at="beginning")
+    append(log, "a0\na1\n")
+    assert drain(f) == ["a0", "a1"]
+    first = f.position
+    f.close()  # down while the log rotates (rename) and the old file still grows
+    log.rename(tmp_path / "mail.log.1")
+    append(tmp_path / "mail.log.1", "".join(f"a{i}\n" for i in range(2, 8)))
+    append(log, "n1\n")
+    again = LogFollower(log, first, start_at="beginning")
+    assert again.read_lines(2) == ["a2", "a3"]  # then down again
+    saved = Position.decode(again.position.encode())
+    assert saved.old_inode == (tmp_path / "mail.log.1").stat().st_ino
+    again.close()
+    third = LogFollower(log, saved, start_at="beginning")
+    assert drain(third) == ["a4", "a5", "a6", "a7", "n1"]
+
+
+def test_position_encodings_round_trip_and_older_ones_still_read() -> None:
+    both = Position(12, 340, b"x\n", 56, 78, b"y\n")
+    assert Position.decode(both.encode()) == both
+    assert Position.decode("12 340 780a") == Position(12, 340, b"x\n")
+    assert Position.decode("12 340") == Position(12, 340)
