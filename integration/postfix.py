@@ -216,6 +216,21 @@ biff = no
     def reload(self) -> None:
         self._postfix("reload")
 
+    def smtpd_processes(self) -> set[int]:
+        """The PIDs of this master's smtpd children (from /proc)."""
+        found: set[int] = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+            if comm == "smtpd" and int(rest[1]) == self._master_pid:
+                found.add(int(entry.name))
+        return found
+
     def flush(self) -> None:
         """``postqueue -f``: ask qmgr to scan every queue now."""
         subprocess.run(

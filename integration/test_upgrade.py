@@ -73,10 +73,19 @@ def cli(config_path: Path, words: list[str]) -> subprocess.CompletedProcess[str]
 def test_postfix_on_older_files_is_said_and_the_readme_upgrade_clears_it(mail_system, tmp_path):
     ms = mail_system(postconf_apply=True)  # installed the README's way, into a main.cf
     main_cf = ms.postfix.config_dir / "main.cf"
-    text = main_cf.read_text()
-    assert f", policy_context={MARKER} }}" in text
-    main_cf.write_text(text.replace(f", policy_context={MARKER}", ""))  # what the last release wrote
-    ms.postfix.reload()
+    assert f", policy_context={MARKER} }}" in main_cf.read_text()
+    # what the last release wrote; Postfix restarted on it, so no smtpd of the current
+    # files is left to take the first message
+    apply = ms.postfix.configure
+    assert apply is not None
+
+    def older(postfix) -> None:
+        apply(postfix)
+        main_cf.write_text(main_cf.read_text().replace(f", policy_context={MARKER}", ""))
+
+    ms.postfix.stop()
+    ms.postfix.configure = older
+    ms.postfix.start()
     url = metrics_url(ms.config_path)
     assert ms.send_many(1, recipients=lambda i: ["u0@gmail.com"]) == []
     wait_until(lambda: SAID in (ms.base / "policyd.log").read_text(), 30, "the warning")
@@ -96,6 +105,13 @@ def test_postfix_on_older_files_is_said_and_the_readme_upgrade_clears_it(mail_sy
         ms.policyd.stop()
         ms.policyd.start()
 
+    def reload(words: list[str]) -> None:
+        # smtpd processes of the old files finish their session and exit; one may take
+        # a new connection meanwhile (README: "a few requests from the old files")
+        before = ms.postfix.smtpd_processes()
+        ms.postfix.reload()
+        wait_until(lambda: not before & ms.postfix.smtpd_processes(), 60, "the old smtpd processes to exit")
+
     ran = follow(
         [s for s in readme_upgrade_steps() if "exim" not in s],
         {
@@ -104,7 +120,7 @@ def test_postfix_on_older_files_is_said_and_the_readme_upgrade_clears_it(mail_sy
             "systemctl restart": restart,
             "smtp-balancer render": render,
             "sh": lambda w: subprocess.run(["sh", "-e", str(script)], check=True, capture_output=True),
-            "postfix reload": lambda w: ms.postfix.reload(),
+            "postfix reload": reload,
         },
     )
     assert ran[-3:] == ["smtp-balancer render", "sh", "postfix reload"]

@@ -246,12 +246,14 @@ class FeedbackDaemon:
         return True
 
     def late_arms(self) -> None:
-        """While idle: outcomes whose arm record appeared after their batch was applied."""
-        if self.arms is None or not self.arms.pending:
+        """While idle: outcomes whose arm record appeared after their batch was applied,
+        and moved messages whose old id's record appeared after the move."""
+        if self.arms is None or not (self.arms.pending or self.arms.pending_moves):
             return
         try:
-            late = self.arms.collect(())
-            self.store.add_arm_outcomes(late)
+            records = self.arms.inherit([])
+            late = self.arms.collect((), records)
+            self.store.add_arm_outcomes(late, records)
             count_arm_outcomes(late)
         except redis.RedisError as exc:
             metrics.REDIS_ERRORS.inc()

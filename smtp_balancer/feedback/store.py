@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
@@ -155,10 +156,16 @@ class FeedbackStore:
             results.append(HitResult(hit, CODES.get(code, "unknown"), seconds, strike))
         return results
 
-    def add_arm_outcomes(self, counts: Counter[tuple[str, str, str]]) -> None:
-        if not counts:
+    def add_arm_outcomes(
+        self, counts: Counter[tuple[str, str, str]], records: Mapping[str, str] | None = None
+    ) -> None:
+        """Outcomes counted late, and arm records inherited late (``records``: queue id ->
+        value), in one transaction."""
+        if not counts and not records:
             return
         pipe = self.r.pipeline(transaction=True)
+        for queue_id, value in (records or {}).items():
+            pipe.set(self.keys.arm_record(queue_id), value, ex=ARM_RECORD_TTL_S)
         for (experiment, arm, name), n in counts.items():
             pipe.hincrby(self.keys.expstats(experiment, arm), name, n)
         for experiment, arm in {(x, a) for x, a, _ in counts}:

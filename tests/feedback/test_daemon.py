@@ -239,6 +239,47 @@ def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rd
     assert (stats["deferred"], stats["sent"]) == ("1", "1")
 
 
+def test_a_message_moved_before_its_record_was_written_inherits_it_while_the_log_is_quiet(
+    make_config, rdb, tmp_path
+):
+    """The requeue daemon moved a message 0.3 s after its decision, before the decider's
+    batch wrote the old id's record; no more mail came after: the quiet daemon asks
+    again and writes the new id's record, and its delivery counts in the arm."""
+    from datetime import UTC, datetime
+
+    from smtp_balancer.clock import FixedClock
+    from smtp_balancer.feedback.arms import RETRY_S
+
+    log_file = tmp_path / "mail.log"
+    log_file.write_text(
+        "Nov 24 10:31:00 mta postfix/pickup[771]: DDD9: uid=0 from=<news@shop.test> orig_id=AAA1\n"
+        + delivery("DDD9", "out2", reply="host said: 250 ok", at="10:31:01")
+    )
+    config = make_config(
+        {
+            "experiments": [even_experiment("ab", "all", {"a": "main", "b": "main"})],
+            "feedback": {"log_file": str(log_file), "start_at": "beginning"},
+        }
+    )
+    daemon = FeedbackDaemon(config)
+    assert daemon.arms is not None
+    clock = daemon.arms.clock = FixedClock(datetime(2026, 11, 24, 10, 31, tzinfo=UTC))
+    daemon.follower = daemon.open_log()
+    try:
+        assert daemon.step() == 2  # AAA1 has no record yet
+        assert not rdb.exists("{sb}:arm:DDD9")
+        rdb.set("{sb}:arm:AAA1", "ab a 1764000000")  # the decider's batch, late
+        assert daemon.step() == 0  # idle, and not a second yet: not asked again
+        assert not rdb.exists("{sb}:arm:DDD9")
+        clock.advance(RETRY_S)
+        assert daemon.step() == 0
+        assert rdb.get("{sb}:arm:DDD9") == "ab a 1764000000"
+        assert rdb.hget("{sb}:expstats:ab:a", "sent") == "1"  # its delivery, pending, counts now
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
+
+
 @pytest.mark.parametrize("ran", [True, False], ids=["reply-lost", "not-run"])
 def test_a_batch_retried_after_an_error_counts_once(make_config, rdb, tmp_path, caplog, ran: bool):
     # a failover can lose the reply of a transaction the old master ran and passed on to
