@@ -22,6 +22,7 @@ from smtp_balancer.cli.report import (
     explain_report,
     last_changes,
     printable,
+    status_json,
     status_report,
     table,
 )
@@ -124,8 +125,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     admin = _admin(args)
-    print(status_report(admin.snapshot()))
+    snapshot = admin.snapshot()
     changes = last_changes(admin.audit.read(limit=AUDIT_SCAN), set(admin.config.endpoints))
+    if args.json:
+        print(json.dumps(status_json(snapshot, changes), indent=2))
+        return 0
+    print(status_report(snapshot))
     if changes:
         print("\nlast change per endpoint (smtp-balancer audit shows them all):")
         print(
@@ -366,7 +371,7 @@ EXIT_CODES = (
 EXAMPLES: dict[str, tuple[str, ...]] = {
     "check": ("smtp-balancer -c /etc/smtp-balancer/config.yaml check",),
     "explain": ("smtp-balancer explain --sender news@shop.example --rcpt bob@gmail.com --class bulk",),
-    "status": ("smtp-balancer status",),
+    "status": ("smtp-balancer status", "smtp-balancer status --json | jq '.endpoints.out2.suspensions'"),
     "audit": ("smtp-balancer audit --since 7d", "smtp-balancer audit --json --limit 50"),
     "weight": ("smtp-balancer weight bulk out2 50", "smtp-balancer weight bulk out2 --reset"),
     "drain": ('smtp-balancer drain out1 --reason "disk swap" --requeue',),
@@ -444,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", help="decide as this fleet host's daemons do (endpoints' host:); default: this host"
     )
 
-    add("status", cmd_status, "weights, states, suspensions and warm-up counters per pool")
+    p = add("status", cmd_status, "weights, states, suspensions and warm-up counters per pool")
+    p.add_argument("--json", action="store_true", help="JSON, as smtp_balancer/cli/status.schema.json says")
 
     p = add("audit", cmd_audit, "the operators' changes, newest last: who, when, what, before and after")
     p.add_argument("--since", help="only the last DURATION, e.g. 2h, 7d")

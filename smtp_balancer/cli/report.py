@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.durations import format_duration
@@ -31,6 +32,17 @@ def describe_entry(entry: AuditEntry, now: float) -> str:
     who = entry.who + (f" (sudo from {entry.sudo})" if entry.sudo else "")
     why = f": {entry.reason!r}" if entry.reason else ""
     return f"{when} UTC ({ago} ago) {who}: {entry.verb} {entry.target}: {entry.old} -> {entry.new}{why}"
+
+
+def status_json(snapshot: Snapshot, changes: Mapping[str, AuditEntry]) -> dict[str, object]:
+    """``status --json``: the snapshot as status.schema.json describes it."""
+    out = asdict(snapshot)
+    out["taken_at"] = snapshot.taken_at.isoformat()
+    for pool, status in zip(out["pools"], snapshot.pools, strict=True):
+        for member, m in zip(pool["members"], status.members, strict=True):
+            member["weight"] = m.weight
+    out["last_change"] = {ep: entry.as_json() for ep, entry in changes.items()}
+    return out
 
 
 def last_changes(entries: list[AuditEntry], endpoints: set[str]) -> dict[str, AuditEntry]:

@@ -584,3 +584,35 @@ def test_bash_completes_commands_and_flags_from_the_generated_script(tmp_path: P
     assert complete("smtp-balancer", "un") == ["undrain", "unsuspend"]
     assert complete("smtp-balancer", "suspend", "out2", "--f") == ["--for", "--force"]
     assert complete("smtp-balancer", "render", "e") == ["exim"]
+
+
+def test_status_json_follows_its_schema_with_every_kind_of_state(cli, rdb: redis.Redis):
+    import jsonschema
+
+    from smtp_balancer.cli import main as cli_main
+
+    schema = json.loads((Path(cli_main.__file__).with_name("status.schema.json")).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert cli("drain", "out1", "--reason", "disk \x1b[31mswap")[0] == 0
+    assert cli("suspend", "out2", "google", "--for", "2h", "--reason", "421s")[0] == 0
+    assert cli("weight", "main", "out3", "7")[0] == 0
+    rdb.hset("{sb}:count:out3:day:20261124", "total", "junk")
+    rdb.set("{sb}:adaptive:out2:google", "0.5 deferrals", ex=600)
+    code, out, _ = cli("status", "--json")
+    assert code == 0 and "\x1b" not in out  # JSON escapes what a terminal would run
+    status = json.loads(out)
+    jsonschema.validate(status, schema, format_checker=jsonschema.FormatChecker())
+    assert status["endpoints"]["out1"]["state"] == "drained"
+    assert status["endpoints"]["out1"]["reason"] == "disk \x1b[31mswap"
+    assert status["endpoints"]["out2"]["suspensions"] == [
+        {"provider": "google", "ttl_s": 7200, "reason": "421s"}
+    ]
+    assert status["endpoints"]["out3"]["day_count"] is None  # junk
+    members = {m["endpoint"]: m for m in status["pools"][0]["members"]}
+    assert members["out3"]["weight"] == members["out3"]["live_weight"] == 7
+    assert status["adaptive"][0]["factor"] == 0.5
+    assert status["last_change"]["out3"]["verb"] == "weight"
+    # the schema is strict: a field it does not describe is an error
+    status["endpoints"]["out1"]["surprise"] = 1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(status, schema)
