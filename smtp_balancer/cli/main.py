@@ -29,6 +29,7 @@ from smtp_balancer.cli.report import (
 from smtp_balancer.clock import SYSTEM, Clock, test_time_note
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
 from smtp_balancer.decision.facts import Facts
+from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.durations import format_duration, parse_duration
 from smtp_balancer.engine import Engine
 from smtp_balancer.engine.plumbing import host_ipv6_addresses
@@ -115,9 +116,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
             with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
                 await engine.mirror.load()
             decision = await engine.decide(facts, commit=False, explain=True)
+            providers = engine.planner.providers.for_domains(domain_of(r) for r in facts.recipients)
         finally:
             await engine.aclose()
-        return explain_report(facts, decision, engine.plumbing.current, engine.foreign, engine.host)
+        return explain_report(
+            facts, decision, engine.plumbing.current, engine.foreign, engine.host, providers
+        )
 
     print(asyncio.run(run()))
     return 0

@@ -68,12 +68,15 @@ def explain_report(
     unplumbed: Mapping[str, str] | None = None,
     foreign: Mapping[str, str] | None = None,
     host: str = "",
+    providers: Mapping[str, int] | None = None,
 ) -> str:
     """``unplumbed``: endpoints left out of every plan on this host (name -> bind address);
     ``foreign``: another fleet host's endpoints (name -> that host); ``host``: the one
-    decided for."""
+    decided for; ``providers``: recipients per mailbox provider, as the deciders see them."""
+    by_provider = ",".join(f"{p}:{n}" for p, n in (providers or {}).items()) or "-"
     out = [
         f"facts:     sender={facts.sender or '<>'} recipients={','.join(facts.recipients) or '-'}"
+        f" providers={by_provider}"
         f" sasl={facts.sasl_username or '-'} client={facts.client_address or '-'}"
         f" size={facts.size if facts.size is not None else '-'} class={facts.message_class or '-'}",
         f"rule:      {decision.rule or '(none matched)'}",

@@ -89,8 +89,11 @@ def test_bad_operator_input_is_a_clear_error(cli):
 def test_explain_shows_every_endpoint_and_consumes_nothing(cli, rdb: redis.Redis):
     rdb.hset("{sb}:endpoint:out1:state", mapping={"state": "drained", "reason": "maintenance"})
     rdb.set("{sb}:suspend:out2:google", "rule gmail-421: 421-4.7.28 rate limited", ex=600)
-    code, out, _ = cli("explain", "--sender", "a@shop.test", "--rcpt", "bob@gmail.com")
+    code, out, _ = cli(
+        "explain", "--sender", "a@shop.test", "--rcpt", "bob@gmail.com", "--rcpt", "c@yahoo.com"
+    )
     assert code == 0
+    assert "recipients=bob@gmail.com,c@yahoo.com providers=google:1,yahoo:1 " in out  # the facts line
     assert "rule:      all" in out and "pool:      main" in out
     assert "drained: maintenance" in out
     assert "rule gmail-421: 421-4.7.28 rate limited" in out
