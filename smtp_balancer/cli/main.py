@@ -28,6 +28,7 @@ from smtp_balancer.cli.report import (
 )
 from smtp_balancer.clock import SYSTEM, Clock, test_time_note
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
+from smtp_balancer.config.model import same_host
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.durations import format_duration, parse_duration
@@ -171,53 +172,110 @@ DRAINED = "drained by operator"
 REQUEUE_NOTE = "; queued mail moves at the requeue daemon's next sweep (smtp-balancer requeue --once: now)"
 
 
+def selected(args: argparse.Namespace, config: BalancerConfig, provider_slot: bool = False) -> list[str]:
+    """The endpoints a write applies to: the one named, or those --pool, --host, --tag
+    and --all select (all of them together). ``provider_slot``: with a selector, the
+    first word is the provider (``suspend --pool bulk google``)."""
+    chosen = {"pool": args.pool, "host": args.host, "tag": args.tag}
+    if not any(chosen.values()) and not args.all:
+        if args.endpoint is None:
+            raise AdminError("name an endpoint, or select some with --pool, --host, --tag or --all")
+        return [args.endpoint]
+    if args.endpoint is not None:
+        if not provider_slot or args.provider_arg is not None:
+            raise AdminError(f"{args.endpoint!r}: name an endpoint or select some, not both")
+        args.provider_arg, args.endpoint = args.endpoint, None
+    names = list(config.endpoints)
+    if args.pool:
+        if args.pool not in config.pools:
+            raise AdminError(f"unknown pool {args.pool!r} (known: {', '.join(sorted(config.pools))})")
+        members = {m.endpoint for m in config.pools[args.pool].endpoints}
+        names = [n for n in names if n in members]
+    if args.host:
+        names = [n for n in names if (h := config.endpoints[n].host) and same_host(h, args.host)]
+    if args.tag:
+        names = [n for n in names if args.tag in config.endpoints[n].tags]
+    if not names:
+        tags = sorted({t for ep in config.endpoints.values() for t in ep.tags})
+        picked = ", ".join(f"--{k} {v}" for k, v in chosen.items() if v)
+        raise AdminError(
+            f"no endpoint is selected by {picked or '--all'} (tags in the YAML: {', '.join(tags) or 'none'})"
+        )
+    return names
+
+
+def _selection(names: list[str], done: str) -> None:
+    if len(names) > 1:
+        print(f"{len(names)} endpoints {done}: {', '.join(names)}")
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     admin = _admin(args)
-    reason = args.reason
-    if reason is None:  # drained again without --reason: the earlier reason stays
-        standing = admin.state_of(args.endpoint)
-        reason = standing[1] if standing is not None and standing[0] == "drained" and standing[1] else DRAINED
-    admin.set_state(args.endpoint, "drained", reason, requeue=args.requeue)
-    note = REQUEUE_NOTE if args.requeue else ""
-    print(f"endpoint {args.endpoint}: drained ({printable(reason)}){note}")
+    names = selected(args, admin.config)
+    for name in names:
+        reason = args.reason
+        if reason is None:  # drained again without --reason: the earlier reason stays
+            standing = admin.state_of(name)
+            reason = (
+                standing[1] if standing is not None and standing[0] == "drained" and standing[1] else DRAINED
+            )
+        admin.set_state(name, "drained", reason, requeue=args.requeue)
+        print(f"endpoint {name}: drained ({printable(reason)})")
+    _selection(names, "drained")
+    if args.requeue:
+        print(REQUEUE_NOTE.lstrip("; "))
     return 0
 
 
 def cmd_undrain(args: argparse.Namespace) -> int:
-    _admin(args).set_state(args.endpoint, "active", args.reason)
-    print(f"endpoint {args.endpoint}: active")
+    admin = _admin(args)
+    names = selected(args, admin.config)
+    for name in names:
+        admin.set_state(name, "active", args.reason)
+        print(f"endpoint {name}: active")
+    _selection(names, "active")
     return 0
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
     seconds = parse_duration(args.duration, unit_required=True)
-    provider = args.provider_arg or args.provider
     admin = _admin(args)
-    standing = admin.suspension(args.endpoint, provider)
-    replaced = ""
-    if standing is not None:
+    names = selected(args, admin.config, provider_slot=True)
+    provider = args.provider_arg or args.provider
+    replaced: dict[str, str] = {}
+    for name in names:  # every refusal before any change
+        standing = admin.suspension(name, provider)
+        if standing is None:
+            continue
         left, why = standing
         was = f"{'no expiry' if left < 0 else format_duration(left) + ' left'}, {printable(why)!r}"
         if (left < 0 or left > seconds) and not args.force:
             raise AdminError(
-                f"{args.endpoint} is already suspended for {provider} ({was}): --for {args.duration}"
+                f"{name} is already suspended for {provider} ({was}): --for {args.duration}"
                 " would shorten it; add --force to replace it"
             )
-        replaced = f"; replaces the suspension of {was}"
-    admin.suspend(args.endpoint, provider, seconds, args.reason, requeue=args.requeue)
-    note = REQUEUE_NOTE if args.requeue else ""
-    print(
-        f"endpoint {args.endpoint}: suspended for {provider} for {format_duration(seconds)}"
-        f" ({printable(args.reason)}){replaced}{note}"
-    )
+        replaced[name] = f"; replaces the suspension of {was}"
+    for name in names:
+        admin.suspend(name, provider, seconds, args.reason, requeue=args.requeue)
+        print(
+            f"endpoint {name}: suspended for {provider} for {format_duration(seconds)}"
+            f" ({printable(args.reason)}){replaced.get(name, '')}"
+        )
+    _selection(names, f"suspended for {provider}")
+    if args.requeue:
+        print(REQUEUE_NOTE.lstrip("; "))
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    names = selected(args, admin.config, provider_slot=True)
     provider = args.provider_arg or args.provider
-    removed = _admin(args).resume(args.endpoint, provider)
     scope = f" for {provider}" if provider else ""
-    print(f"endpoint {args.endpoint}: {removed} suspension(s){scope} lifted")
+    for name in names:
+        removed = admin.resume(name, provider)
+        print(f"endpoint {name}: {removed} suspension(s){scope} lifted")
+    _selection(names, f"resumed{scope}")
     return 0
 
 
@@ -357,6 +415,15 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return run(_config(args))
 
 
+def add_selectors(p: argparse.ArgumentParser) -> None:
+    """An endpoint by name, or many at once (all the selectors given, together)."""
+    p.add_argument("endpoint", nargs="?", help="one endpoint; or select with the options below")
+    p.add_argument("--pool", help="every endpoint of this pool")
+    p.add_argument("--host", help="every endpoint whose host: is this fleet host")
+    p.add_argument("--tag", help="every endpoint with this tag (tags: in the YAML)")
+    p.add_argument("--all", action="store_true", help="every endpoint")
+
+
 def add_log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
@@ -378,9 +445,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "status": ("smtp-balancer status", "smtp-balancer status --json | jq '.endpoints.out2.suspensions'"),
     "audit": ("smtp-balancer audit --since 7d", "smtp-balancer audit --json --limit 50"),
     "weight": ("smtp-balancer weight bulk out2 50", "smtp-balancer weight bulk out2 --reset"),
-    "drain": ('smtp-balancer drain out1 --reason "disk swap" --requeue',),
+    "drain": ('smtp-balancer drain out1 --reason "disk swap" --requeue', "smtp-balancer drain --host mta2"),
     "undrain": ("smtp-balancer undrain out1",),
-    "suspend": ('smtp-balancer suspend out2 google --for 2h --reason "421-4.7.28 from gmail"',),
+    "suspend": (
+        'smtp-balancer suspend out2 google --for 2h --reason "421-4.7.28 from gmail"',
+        "smtp-balancer suspend --tag bulk microsoft --for 30m",
+    ),
     "resume": ("smtp-balancer resume out2 google", "smtp-balancer resume out2   # every provider"),
     "unsuspend": ("smtp-balancer unsuspend out2 google",),
     "policyd": ("smtp-balancer policyd --log-format json",),
@@ -469,16 +539,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     requeue_help = "also move mail already queued on it to other routes (the requeue daemon does)"
     p = add("drain", cmd_drain, "take an endpoint out for every message")
-    p.add_argument("endpoint")
+    add_selectors(p)
     p.add_argument("--reason", help=f"default: the earlier drain's, else {DRAINED!r}")
     p.add_argument("--requeue", action="store_true", help=requeue_help)
 
     p = add("undrain", cmd_undrain, "put a drained or quarantined endpoint back into service")
-    p.add_argument("endpoint")
+    add_selectors(p)
     p.add_argument("--reason", default="")
 
     p = add("suspend", cmd_suspend, "take an endpoint out for one provider (or all) for a while")
-    p.add_argument("endpoint")
+    add_selectors(p)
     p.add_argument("provider_arg", nargs="?", metavar="PROVIDER", help="the same as --provider")
     p.add_argument("--provider", default=ALL_PROVIDERS)
     p.add_argument("--requeue", action="store_true", help=requeue_help)
@@ -488,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in ("resume", "unsuspend"):
         p = add(name, cmd_resume, "lift an endpoint's suspension for a provider (all of them without one)")
-        p.add_argument("endpoint")
+        add_selectors(p)
         p.add_argument("provider_arg", nargs="?", metavar="PROVIDER", help="the same as --provider")
         p.add_argument("--provider")
 

@@ -491,9 +491,9 @@ def test_version_and_usage_errors_have_their_own_exit_code(capsys):
         main(["--version"])
     assert version.value.code == 0 and re.fullmatch(r"smtp-balancer \S+\n", capsys.readouterr().out)
     with pytest.raises(SystemExit) as usage:
-        main(["resume"])  # no endpoint
+        main(["resume", "--for", "1h"])  # not an option of resume
     assert usage.value.code == EXIT_USAGE != EXIT_CONFIG
-    assert "the following arguments are required: endpoint" in capsys.readouterr().err
+    assert "unrecognized arguments: --for" in capsys.readouterr().err
 
 
 def test_every_write_is_in_the_audit_trail_and_status_shows_the_last_per_endpoint(
@@ -619,3 +619,49 @@ def test_status_json_follows_its_schema_with_every_kind_of_state(cli, rdb: redis
     status["endpoints"]["out1"]["surprise"] = 1
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(status, schema)
+
+
+def test_selectors_change_many_endpoints_at_once(make_config, tmp_path: Path, capsys, rdb: redis.Redis):
+    make_config(
+        {
+            "endpoints": {
+                "out1": {"host": "mta1", "tags": ["bulk"]},
+                "out2": {"host": "mta1", "tags": ["bulk", "eu"]},
+                "out3": {"host": "mta2.example.com", "tags": ["eu"]},
+            }
+        }
+    )
+    path = str(tmp_path / "config.yaml")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["-c", path, *args], clock=CLOCK)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("drain", "--tag", "bulk", "--reason", "ip swap")
+    assert code == 0 and out.endswith("2 endpoints drained: out1, out2\n")
+    assert [rdb.hget(f"{{sb}}:endpoint:{ep}:state", "state") for ep in ("out1", "out2", "out3")] == [
+        "drained",
+        "drained",
+        None,
+    ]
+    code, out, _ = run("undrain", "--host", "mta1")
+    assert code == 0 and "2 endpoints active: out1, out2" in out
+    code, out, _ = run("suspend", "--tag", "eu", "--host", "mta2", "microsoft", "--for", "30m")  # both: out3
+    assert code == 0 and out == "endpoint out3: suspended for microsoft for 30m (suspended by operator)\n"
+    code, out, _ = run("suspend", "--all", "microsoft", "--for", "10m")  # would shorten out3's: none changes
+    assert code == EXIT_USAGE and not rdb.exists("{sb}:suspend:out1:microsoft")
+    code, out, _ = run("resume", "--pool", "main", "microsoft")
+    assert (
+        code == 0
+        and "3 endpoints resumed for microsoft" in out
+        and not rdb.exists("{sb}:suspend:out3:microsoft")
+    )
+    code, _, err = run("drain", "--tag", "nope")
+    assert code == EXIT_USAGE and "no endpoint is selected by --tag nope (tags in the YAML: bulk, eu)" in err
+    code, _, err = run("drain", "out1", "--all")
+    assert code == EXIT_USAGE and "name an endpoint or select some, not both" in err
+    code, _, err = run("drain")
+    assert code == EXIT_USAGE and "name an endpoint, or select some" in err
+    entries = rdb.xrange("{sb}:audit")
+    assert len(entries) == 2 + 2 + 1 + 3  # one entry per endpoint changed
