@@ -41,6 +41,7 @@ from smtp_balancer.render import exim, postfix, postfix_merge
 from smtp_balancer.state.admin import AdminError, StateAdmin
 from smtp_balancer.state.client import RedisSetupError, describe, sync_client, tls_hint
 from smtp_balancer.state.keys import ALL_PROVIDERS
+from smtp_balancer.state.values import text_of
 
 EXIT_CONFIG = 2
 EXIT_REDIS = 3
@@ -279,6 +280,84 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_factor(args: argparse.Namespace) -> int:
+    """throttle and slow: keep FACTOR of the endpoint's share (throttle) or rate cap (slow)."""
+    seconds = parse_duration(args.duration, unit_required=True)
+    admin = _admin(args)
+    names = selected(args, admin.config, provider_slot=False)
+    admin._provider(args.provider)
+    for name in names:
+        admin.factors.set(args.kind, name, args.provider, args.factor, seconds, args.reason)
+        print(
+            f"endpoint {name}: {args.kind} {args.factor:g} for {args.provider} for"
+            f" {format_duration(seconds)} ({printable(args.reason)})"
+        )
+    _selection(names, f"{args.kind} {args.factor:g} for {args.provider}")
+    return 0
+
+
+def cmd_unfactor(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    names = selected(args, admin.config, provider_slot=True)
+    provider = args.provider_arg or args.provider
+    if provider is not None:
+        admin._provider(provider)
+    scope = f" for {provider}" if provider else ""
+    for name in names:
+        dropped = admin.factors.clear(args.kind, name, provider)
+        print(f"endpoint {name}: {dropped} {args.kind}(s){scope} lifted")
+    _selection(names, f"un{args.kind}{scope}")
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    names = selected(args, admin.config)
+    until = None
+    if args.duration is not None:
+        until = args.clock.wall() + parse_duration(args.duration, unit_required=True)
+    lifts = "until undrain" if until is None else f"for {args.duration}"
+    for name in names:
+        admin.set_state(name, "quarantined", args.reason, until=until)
+        print(f"endpoint {name}: quarantined {lifts} ({printable(args.reason)})")
+    _selection(names, "quarantined")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    endpoints = set(admin.config.endpoints)
+    if args.what == "quarantines":
+        rows: list[dict[str, object]] = []
+        for name in sorted(endpoints):
+            state = admin.state_of(name)
+            if state is not None and state[0] == "quarantined":
+                until = text_of(admin.r.hget(admin.keys.endpoint_state(name), "until"))
+                rows.append({"endpoint": name, "reason": state[1], "until": until})
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        for row in [] if args.json else rows:
+            lifts = "until undrain" if row["until"] is None else f"until {row['until']} (epoch)"
+            print(printable(f"{row['endpoint']}: quarantined {lifts}: {row['reason']}"))
+        return 0
+    kind = {"suspensions": "suspension", "throttles": "throttle", "slows": "slow", "adaptive": "adaptive"}[
+        args.what
+    ]
+    standing = admin.factors.standing(kind, endpoints)
+    if args.json:
+        print(json.dumps([s.as_json() for s in standing], indent=2))
+        return 0
+    if not standing:
+        print(f"no {args.what}")
+    for s in standing:
+        factor = (
+            "" if kind == "suspension" else f" {'junk (ignored)' if s.factor is None else f'{s.factor:g}'}"
+        )
+        left = "no expiry" if s.ttl_s < 0 else f"{format_duration(s.ttl_s)} left"
+        print(printable(f"{s.endpoint} {s.provider}:{factor} {left}: {s.reason}"))
+    return 0
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
     import shtab
 
@@ -467,6 +546,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "experiment": ("smtp-balancer experiment start ab --reset", "smtp-balancer experiment report ab"),
     "table": ("smtp-balancer table",),
+    "throttle": ('smtp-balancer throttle out2 --provider microsoft --factor 0.5 --for 2h --reason "S3150"',),
+    "unthrottle": ("smtp-balancer unthrottle out2 microsoft",),
+    "slow": ("smtp-balancer slow --tag bulk --provider google --factor 0.25 --for 30m",),
+    "unslow": ("smtp-balancer unslow out2",),
+    "quarantine": ('smtp-balancer quarantine out3 --for 6h --reason "listed on a DNSBL by hand"',),
+    "list": ("smtp-balancer list throttles", "smtp-balancer list suspensions --json"),
     "completion": (
         "smtp-balancer completion bash > /etc/bash_completion.d/smtp-balancer",
         "smtp-balancer completion zsh > /usr/local/share/zsh/site-functions/_smtp-balancer",
@@ -561,6 +646,31 @@ def build_parser() -> argparse.ArgumentParser:
         add_selectors(p)
         p.add_argument("provider_arg", nargs="?", metavar="PROVIDER", help="the same as --provider")
         p.add_argument("--provider")
+
+    for kind, what in (("throttle", "share"), ("slow", "rate cap")):
+        p = add(kind, cmd_factor, f"keep FACTOR (0-1) of an endpoint's {what} for one provider, for a while")
+        add_selectors(p)
+        p.add_argument("--provider", required=True, help="a mailbox provider, or all")
+        p.add_argument("--factor", type=float, required=True, help="strictly between 0 and 1")
+        p.add_argument("--for", dest="duration", default="1h", help="with a unit: 90s, 30m, 2h (default 1h)")
+        p.add_argument("--reason", default=f"{kind} by operator")
+        p.set_defaults(kind=kind)
+        p = add(
+            f"un{kind}", cmd_unfactor, f"lift an endpoint's {kind} for a provider (all of them without one)"
+        )
+        add_selectors(p)
+        p.add_argument("provider_arg", nargs="?", metavar="PROVIDER", help="the same as --provider")
+        p.add_argument("--provider")
+        p.set_defaults(kind=kind)
+
+    p = add("quarantine", cmd_quarantine, "take an endpoint out for every message, as a DNSBL listing does")
+    add_selectors(p)
+    p.add_argument("--for", dest="duration", help="lift by itself after this (default: at undrain)")
+    p.add_argument("--reason", default="quarantined by operator")
+
+    p = add("list", cmd_list, "the suspensions, throttles, slows, adaptive factors or quarantines in force")
+    p.add_argument("what", choices=["suspensions", "throttles", "slows", "adaptive", "quarantines"])
+    p.add_argument("--json", action="store_true", help="a JSON list")
 
     p = add("policyd", cmd_policyd, "run the Postfix policy daemon (also serves Exim ${readsocket})")
     add_log_options(p)

@@ -17,6 +17,7 @@ from smtp_balancer.decision.providers import OTHER, ProviderTable
 from smtp_balancer.decision.warmup import RATE_WINDOW_S, Caps, CapsTable, day_bucket, hour_bucket
 from smtp_balancer.durations import format_duration
 from smtp_balancer.state.audit import AuditTrail
+from smtp_balancer.state.factors import Factors
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
 from smtp_balancer.state.live import parse_warmup
 from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
@@ -128,6 +129,7 @@ class StateAdmin:
         self.providers = ProviderTable.from_config(config)
         self.caps = CapsTable(config)
         self.audit = AuditTrail(client, self.keys, clock)  # every write below is recorded
+        self.factors = Factors(client, self.keys, self.audit)
 
     # -- checks ----------------------------------------------------------------
     def _endpoint(self, endpoint: str) -> None:
@@ -159,23 +161,40 @@ class StateAdmin:
         self.audit.record("weight", f"{pool}/{endpoint}", "yaml" if old is None else old, new)
 
     def set_state(
-        self, endpoint: str, state: str, reason: str, by: str = "cli", requeue: bool = False
+        self,
+        endpoint: str,
+        state: str,
+        reason: str,
+        by: str = "cli",
+        requeue: bool = False,
+        until: float | None = None,
     ) -> None:
         """``requeue``: the requeue daemon also moves mail queued on it (a ``requeue``
-        field in the state hash, so any later state change withdraws it)."""
+        field in the state hash, so any later state change withdraws it); ``until``: a
+        quarantine lifts by itself then (epoch seconds)."""
         self._endpoint(endpoint)
         key = self.keys.endpoint_state(endpoint)
         before = self.state_of(endpoint)
-        mapping = {"state": state, "reason": reason, "since": int(self.clock.wall()), "by": by}
+        mapping: dict[str, str | int] = {
+            "state": state,
+            "reason": reason,
+            "since": int(self.clock.wall()),
+            "by": by,
+        }
         if requeue:
             mapping["requeue"] = 1
+        if until is not None:
+            mapping["until"] = int(until)
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(key)  # replaces junk of any type too
         pipe.hset(key, mapping=mapping)
         pipe.execute()
         old = "junk" if before is None else before[0] + (f": {before[1]}" if before[1] else "")
-        verb = {"drained": "drain", "active": "undrain"}.get(state, state)
-        self.audit.record(verb, endpoint, old, state + (" (requeue)" if requeue else ""), reason)
+        verb = {"drained": "drain", "active": "undrain", "quarantined": "quarantine"}.get(state, state)
+        new = (
+            state + (" (requeue)" if requeue else "") + (f" until {int(until)}" if until is not None else "")
+        )
+        self.audit.record(verb, endpoint, old, new, reason)
 
     def state_of(self, endpoint: str) -> tuple[str, str] | None:
         """The endpoint's admin state and its reason, as stored; None when unset or junk."""

@@ -558,9 +558,15 @@ def test_the_readme_lists_every_command_and_flag():
     section = text[text.index("## CLI\n") :]
     start = section.index("```\n") + 4
     block = section[start : section.index("```", start)]
-    daemons = next(line for line in block.splitlines() if line.startswith("smtp-balancer policyd |"))
+    listed: set[str] = set()
+    for line in block.splitlines():
+        if line.startswith("smtp-balancer "):
+            words = line.split()[1:]
+            listed |= set(words[0].split("|"))
+            if words[0] == "policyd":  # "policyd | milter | feedback | table"
+                listed |= {w for w in words[: words.index("#")] if w != "|"}
     for name, parser in _commands().items():
-        assert f"smtp-balancer {name}" in block or f" {name} " in daemons or f"or {name}" in block, name
+        assert name in listed or f"or {name}" in block, name
         for action in parser._actions:
             if action.help == argparse.SUPPRESS:
                 continue
@@ -584,7 +590,7 @@ def test_bash_completes_commands_and_flags_from_the_generated_script(tmp_path: P
         return out.stdout.split()
 
     assert complete("smtp-balancer", "sus") == ["suspend"]
-    assert complete("smtp-balancer", "un") == ["undrain", "unsuspend"]
+    assert sorted(complete("smtp-balancer", "un")) == ["undrain", "unslow", "unsuspend", "unthrottle"]
     assert complete("smtp-balancer", "suspend", "out2", "--f") == ["--for", "--force"]
     assert complete("smtp-balancer", "render", "e") == ["exim"]
 
@@ -665,3 +671,62 @@ def test_selectors_change_many_endpoints_at_once(make_config, tmp_path: Path, ca
     assert code == EXIT_USAGE and "name an endpoint, or select some" in err
     entries = rdb.xrange("{sb}:audit")
     assert len(entries) == 2 + 2 + 1 + 3  # one entry per endpoint changed
+
+
+def test_throttle_slow_quarantine_and_their_lists(cli, rdb: redis.Redis):
+    code, out, _ = cli(
+        "throttle", "out2", "--provider", "microsoft", "--factor", "0.5", "--for", "2h", "--reason", "S3150"
+    )
+    assert code == 0 and out == "endpoint out2: throttle 0.5 for microsoft for 2h (S3150)\n"
+    assert (
+        rdb.get("{sb}:throttle:out2:microsoft") == "0.5 S3150"
+        and rdb.ttl("{sb}:throttle:out2:microsoft") > 7000
+    )
+    code, _, err = cli("throttle", "out2", "--provider", "microsoft", "--factor", "1.5", "--for", "2h")
+    assert code == EXIT_USAGE and "strictly between 0 and 1, not 1.5" in err
+    code, _, err = cli("slow", "out3", "--provider", "gmail", "--factor", "0.5")
+    assert code == EXIT_USAGE and "unknown provider 'gmail'" in err
+    assert cli("slow", "--all", "--provider", "google", "--factor", "0.25", "--for", "30m")[0] == 0
+    rdb.set("{sb}:throttle:out1:yahoo", "lots junk", ex=60)  # hand-edited: shown as ignored
+    code, out, _ = cli("list", "throttles")
+    assert code == 0 and out.splitlines() == [
+        "out1 yahoo: junk (ignored) 1m left: junk",
+        "out2 microsoft: 0.5 2h left: S3150",
+    ]
+    code, out, _ = cli("list", "slows", "--json")
+    slows = json.loads(out)
+    assert [(s["endpoint"], s["provider"], s["factor"]) for s in slows] == [
+        ("out1", "google", 0.25),
+        ("out2", "google", 0.25),
+        ("out3", "google", 0.25),
+    ]
+    code, out, _ = cli("unthrottle", "out2", "microsoft")
+    assert (
+        code == 0
+        and "1 throttle(s) for microsoft lifted" in out
+        and not rdb.exists("{sb}:throttle:out2:microsoft")
+    )
+    code, out, _ = cli("unslow", "--all")
+    assert code == 0 and "3 endpoints unslow" in out and cli("list", "slows")[1] == "no slows\n"
+    code, out, _ = cli("quarantine", "out3", "--for", "6h", "--reason", "listed by hand")
+    assert code == 0 and "endpoint out3: quarantined for 6h (listed by hand)" in out
+    assert rdb.hget("{sb}:endpoint:out3:state", "until") == str(int(CLOCK.wall()) + 6 * 3600)
+    code, out, _ = cli("list", "quarantines", "--json")
+    assert json.loads(out) == [
+        {"endpoint": "out3", "reason": "listed by hand", "until": str(int(CLOCK.wall()) + 21600)}
+    ]
+    assert cli("suspend", "out1", "yahoo", "--for", "1h")[0] == 0
+    assert "out1 yahoo: 1h left: suspended by operator" in cli("list", "suspensions")[1]
+    verbs = [e[1]["verb"] for e in rdb.xrange("{sb}:audit")]
+    assert verbs == [
+        "throttle",
+        "slow",
+        "slow",
+        "slow",
+        "unthrottle",
+        "unslow",
+        "unslow",
+        "unslow",
+        "quarantine",
+        "suspend",
+    ]
