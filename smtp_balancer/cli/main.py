@@ -18,10 +18,12 @@ import redis
 from smtp_balancer import postconf
 from smtp_balancer.cli.report import (
     AUDIT_SCAN,
+    Shown,
     describe_entry,
     explain_report,
     last_changes,
     printable,
+    short_entry,
     status_json,
     status_report,
     table,
@@ -39,8 +41,10 @@ from smtp_balancer.observe import logs
 from smtp_balancer.observe.metrics import ListenError
 from smtp_balancer.render import exim, postfix, postfix_merge
 from smtp_balancer.state.admin import AdminError, StateAdmin
+from smtp_balancer.state.audit import AuditEntry
 from smtp_balancer.state.client import RedisSetupError, describe, sync_client, tls_hint
 from smtp_balancer.state.keys import ALL_PROVIDERS
+from smtp_balancer.state.outcomes import minute_outcomes
 from smtp_balancer.state.values import text_of
 
 EXIT_CONFIG = 2
@@ -129,22 +133,58 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def status_filter(args: argparse.Namespace, admin: StateAdmin) -> Shown:
+    """`status --pool/--endpoint/--host/--tag/--provider`: what to show (all of them together)."""
+    config = admin.config
+    endpoints: set[str] | None = None
+    if args.endpoint is not None:
+        admin._endpoint(args.endpoint)
+        endpoints = {args.endpoint}
+    if args.pool or args.host or args.tag:
+        chosen = argparse.Namespace(**{**vars(args), "endpoint": None, "all": False})
+        endpoints = set(selected(chosen, config)) & (endpoints or set(config.endpoints))
+    if args.provider is not None:
+        admin._provider(args.provider)
+    pools = frozenset({args.pool}) if args.pool else None
+    return Shown(pools, None if endpoints is None else frozenset(endpoints), args.provider)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     admin = _admin(args)
-    snapshot = admin.snapshot()
-    changes = last_changes(admin.audit.read(limit=AUDIT_SCAN), set(admin.config.endpoints))
+    shown = status_filter(args, admin)
     if args.json:
-        print(json.dumps(status_json(snapshot, changes), indent=2))
+        snapshot = admin.snapshot()
+        print(json.dumps(status_json(snapshot, _changes(admin, shown)), indent=2))
         return 0
-    print(status_report(snapshot))
-    if changes:
-        print("\nlast change per endpoint (smtp-balancer audit shows them all):")
-        print(
-            "\n".join(
-                table([[ep, describe_entry(e, args.clock.wall())] for ep, e in sorted(changes.items())])
+    if args.watch is not None:
+        from smtp_balancer.cli.watch import minute_of, rates_section, watch
+
+        every_s = parse_duration(args.watch, unit_required=True)
+
+        def screen() -> str:
+            minute = minute_of(args.clock.wall())
+            rows = minute_outcomes(
+                admin.r, admin.keys, minute, set(shown.endpoints or admin.config.endpoints)
             )
-        )
+            rows = [r for r in rows if shown.pair(r.endpoint, r.provider)]
+            return _status_text(admin, shown, args.clock.wall()) + "\n" + rates_section(rows, minute)
+
+        return watch(screen, every_s)
+    print(_status_text(admin, shown, args.clock.wall()))
     return 0
+
+
+def _changes(admin: StateAdmin, shown: Shown) -> dict[str, AuditEntry]:
+    changes = last_changes(admin.audit.read(limit=AUDIT_SCAN), set(admin.config.endpoints))
+    return {ep: e for ep, e in changes.items() if shown.endpoint(ep)}
+
+
+def _status_text(admin: StateAdmin, shown: Shown, now: float) -> str:
+    out = [status_report(admin.snapshot(), shown)]
+    if changes := _changes(admin, shown):
+        out.append("\nlast change per endpoint (smtp-balancer audit shows them all):")
+        out += table([[ep, short_entry(e, now)] for ep, e in sorted(changes.items())])
+    return "\n".join(out)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -521,7 +561,11 @@ EXIT_CODES = (
 EXAMPLES: dict[str, tuple[str, ...]] = {
     "check": ("smtp-balancer -c /etc/smtp-balancer/config.yaml check",),
     "explain": ("smtp-balancer explain --sender news@shop.example --rcpt bob@gmail.com --class bulk",),
-    "status": ("smtp-balancer status", "smtp-balancer status --json | jq '.endpoints.out2.suspensions'"),
+    "status": (
+        "smtp-balancer status --host mta2 --provider google",
+        "smtp-balancer status --watch 2s",
+        "smtp-balancer status --json | jq '.endpoints.out2.suspensions'",
+    ),
     "audit": ("smtp-balancer audit --since 7d", "smtp-balancer audit --json --limit 50"),
     "weight": ("smtp-balancer weight bulk out2 50", "smtp-balancer weight bulk out2 --reset"),
     "drain": ('smtp-balancer drain out1 --reason "disk swap" --requeue', "smtp-balancer drain --host mta2"),
@@ -610,6 +654,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("status", cmd_status, "weights, states, suspensions and warm-up counters per pool")
     p.add_argument("--json", action="store_true", help="JSON, as smtp_balancer/cli/status.schema.json says")
+    p.add_argument("--endpoint", help="only this endpoint")
+    p.add_argument("--pool", help="only this pool and its endpoints")
+    p.add_argument("--host", help="only the endpoints whose host: is this fleet host")
+    p.add_argument("--tag", help="only the endpoints with this tag")
+    p.add_argument("--provider", help="only this mailbox provider's suspensions, limits and factors")
+    p.add_argument(
+        "--watch", metavar="EVERY", help="redraw every EVERY (e.g. 2s), with last minute's outcomes; q quits"
+    )
 
     p = add("audit", cmd_audit, "the operators' changes, newest last: who, when, what, before and after")
     p.add_argument("--since", help="only the last DURATION, e.g. 2h, 7d")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.durations import format_duration
-from smtp_balancer.state.admin import TENANT_HOURS, Snapshot
+from smtp_balancer.state.admin import TENANT_HOURS, EndpointStatus, Snapshot
 from smtp_balancer.state.audit import AuditEntry
 
 # C0 and C1 controls and DEL: a reason written into Redis could otherwise move the
@@ -43,6 +43,13 @@ def status_json(snapshot: Snapshot, changes: Mapping[str, AuditEntry]) -> dict[s
             member["weight"] = m.weight
     out["last_change"] = {ep: entry.as_json() for ep, entry in changes.items()}
     return out
+
+
+def short_entry(entry: AuditEntry, now: float) -> str:
+    """An audit entry in a status row: how long ago, who, what; the reason is in `audit`."""
+    who = entry.who + (f" (sudo {entry.sudo})" if entry.sudo else "")
+    ago = format_duration(max(0, int(now - entry.at)))
+    return _short(f"{ago} ago {who}: {entry.verb} {entry.target}: {entry.old} -> {entry.new}", 84)
 
 
 def last_changes(entries: list[AuditEntry], endpoints: set[str]) -> dict[str, AuditEntry]:
@@ -114,53 +121,126 @@ def explain_report(
     return "\n".join(out)
 
 
+def _section(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A titled table, or nothing when it has no rows."""
+    return [f"\n{title}", *table([header, *rows])] if rows else []
+
+
+def _factor(factor: float | None) -> str:
+    return "junk (ignored)" if factor is None else f"{factor:g}"
+
+
+def _left(ttl_s: int) -> str:
+    return "no expiry" if ttl_s < 0 else format_duration(ttl_s)
+
+
 def _count(count: int | None, cap: int | None) -> str:
     shown = "junk!" if count is None else str(count)
     return f"{shown}/{cap}" if cap is not None else shown
 
 
-def status_report(snapshot: Snapshot) -> str:
+@dataclass(frozen=True)
+class Shown:
+    """What `status` shows: every pool, endpoint and provider unless narrowed."""
+
+    pools: frozenset[str] | None = None
+    endpoints: frozenset[str] | None = None
+    provider: str | None = None
+
+    def endpoint(self, name: str) -> bool:
+        return self.endpoints is None or name in self.endpoints
+
+    def pair(self, endpoint: str, provider: str) -> bool:
+        return self.endpoint(endpoint) and (self.provider is None or provider in (self.provider, "all"))
+
+
+REASON_WIDTH = 32  # a reason in a table cell; --json has it whole
+
+
+def _short(text: str, width: int = REASON_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _out_of_service(ep: EndpointStatus, now: float) -> list[str]:
+    """A drained or quarantined endpoint's row: who, when, when it lifts, why."""
+    since = "-" if ep.state_since is None else f"{format_duration(max(0, int(now - ep.state_since)))} ago"
+    lifts = "at undrain" if ep.until is None else f"in {format_duration(max(0, int(ep.until - now)))}"
+    state = ep.state + (" (requeue)" if ep.requeue else "")
+    return [ep.name, state, ep.state_by or "-", since, lifts, _short(ep.reason, 40)]
+
+
+def status_report(snapshot: Snapshot, shown: Shown | None = None) -> str:
+    shown = shown or Shown()
+    now = snapshot.taken_at.timestamp()
     out = [f"smtp-balancer status at {snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC"]
     for pool in snapshot.pools:
+        members = [m for m in pool.members if shown.endpoint(m.endpoint)]
+        if (shown.pools is not None and pool.name not in shown.pools) or not members:
+            continue
         sticky = f", sticky by {pool.stickiness} (spread {pool.spread})" if pool.stickiness != "none" else ""
         out.append(f"\npool {pool.name} (overflow {pool.overflow}{sticky})")
-        rows = [["ENDPOINT", "WEIGHT", "STATE", "TODAY/CAP", "HOUR/CAP", "WARM-UP", "SUSPENSIONS"]]
-        for m in pool.members:
+        rows = [["ENDPOINT", "WEIGHT", "STATE", "TODAY/CAP", "HOUR/CAP", "WARM-UP"]]
+        for m in members:
             ep = snapshot.endpoints[m.endpoint]
             if m.junk_weight is not None:
                 weight = f"{m.weight} (yaml; junk {m.junk_weight[:12]!r} ignored)"
             else:
                 weight = str(m.weight) + (" (yaml)" if m.live_weight is None else "")
-            state = "active (junk state ignored)" if ep.state_junk else ep.state
-            if ep.reason and ep.state != "active":
-                state += f": {ep.reason}"
-            suspensions = (
-                "; ".join(f"{s.provider} {format_duration(s.ttl_s)} left: {s.reason}" for s in ep.suspensions)
-                or "-"
-            )
             warm = (
                 "warm"
                 if ep.warmup_day is None
                 else (f"day {ep.warmup_day}" if ep.warmup_day > 0 else "not started")
             )
-            if ep.warmup_why:
-                warm += f" ({ep.warmup_why})"
+            if ep.warmup_why:  # its first word here, the whole judgement below
+                warm += f" ({ep.warmup_why.split(':', 1)[0].split(' ', 1)[0]})"
             rows.append(
                 [
                     m.endpoint,
                     weight,
-                    state,
+                    "active (junk state ignored)" if ep.state_junk else ep.state,
                     _count(ep.day_count, ep.day_cap),
                     _count(ep.hour_count, ep.hour_cap),
                     warm,
-                    suspensions,
                 ]
             )
         out += table(rows)
-    if snapshot.limits:
+    out_of_service = [
+        ep for name, ep in snapshot.endpoints.items() if ep.state != "active" and shown.endpoint(name)
+    ]
+    out += _section(
+        "out of service (every message avoids them):",
+        ["ENDPOINT", "STATE", "BY", "SET", "LIFTS", "REASON"],
+        [_out_of_service(ep, now) for ep in out_of_service],
+    )
+    judged = [(name, ep) for name, ep in snapshot.endpoints.items() if ep.warmup_why and shown.endpoint(name)]
+    if judged:
+        out.append("\nmanaged warm-ups (the feedback daemon's last judgement):")
+        out += [f"  {name}: day {ep.warmup_day}: {ep.warmup_why}" for name, ep in judged]
+    suspensions = [
+        (name, s)
+        for name, ep in snapshot.endpoints.items()
+        for s in ep.suspensions
+        if shown.pair(name, s.provider)
+    ]
+    out += _section(
+        "suspensions (the endpoint takes none of the provider's mail):",
+        ["ENDPOINT", "PROVIDER", "LEFT", "REASON"],
+        [[name, s.provider, _left(s.ttl_s), _short(s.reason, 48)] for name, s in suspensions],
+    )
+    throttles = [t for t in snapshot.throttles if shown.pair(t.endpoint, t.provider)]
+    out += _section(
+        "throttles (the endpoint keeps FACTOR of its share for the provider):",
+        ["ENDPOINT", "PROVIDER", "FACTOR", "LEFT", "REASON"],
+        [
+            [t.endpoint, t.provider, _factor(t.factor), _left(t.ttl_s), _short(t.reason, 40)]
+            for t in throttles
+        ],
+    )
+    limits = [lim for lim in snapshot.limits if shown.pair(lim.endpoint, lim.provider)]
+    if limits:
         out.append("\nlimits per provider (warm-up caps beside the total, rate caps a minute, fleet-wide):")
         rows = [["ENDPOINT", "PROVIDER", "TODAY/CAP", "HOUR/CAP", "LAST MINUTE/RATE CAP"]]
-        for lim in snapshot.limits:
+        for lim in limits:
             if lim.rate_cap is None:
                 rows.append(
                     [
@@ -175,22 +255,26 @@ def status_report(snapshot: Snapshot) -> str:
             rate = _count(lim.rate_count, lim.rate_cap)
             if lim.slow_factor is not None:
                 slowed = max(1, int(lim.rate_cap * lim.slow_factor))
-                rate += f", slowed to {slowed} ({format_duration(lim.slow_ttl_s)} left): {lim.slow_reason}"
+                left = format_duration(lim.slow_ttl_s)
+                rate += f", slowed to {slowed} ({left} left): {_short(lim.slow_reason)}"
             rows.append([lim.endpoint, lim.provider, "-", "-", rate])
         out += table(rows)
-    if snapshot.adaptive:
-        out.append("\nadaptive factors (weight x factor for the provider, in pools with adaptive: true):")
-        rows = [["ENDPOINT", "PROVIDER", "FACTOR", "LEFT", "CAUSE"]]
-        for a in snapshot.adaptive:
-            factor = "junk (ignored)" if a.factor is None else str(a.factor)
-            rows.append([a.endpoint, a.provider, factor, format_duration(a.ttl_s), a.cause])
-        out += table(rows)
+    adaptive = [a for a in snapshot.adaptive if shown.pair(a.endpoint, a.provider)]
+    out += _section(
+        "adaptive factors (weight x factor for the provider, in pools with adaptive: true):",
+        ["ENDPOINT", "PROVIDER", "FACTOR", "LEFT", "CAUSE"],
+        [
+            [a.endpoint, a.provider, _factor(a.factor), format_duration(a.ttl_s), _short(a.cause, 40)]
+            for a in adaptive
+        ],
+    )
     if snapshot.queued is None:
         out.append("\nqueued: unknown (no `smtp-balancer requeue` daemon reports)")
     else:
         hosts = f"{snapshot.queued_hosts} host{'s' if snapshot.queued_hosts != 1 else ''}"
         out.append(f"\nqueued (deferred messages bound to each endpoint, {hosts}):")
-        out.append("  " + ", ".join(f"{ep} {n}" for ep, n in sorted(snapshot.queued.items())))
+        queued = sorted((ep, n) for ep, n in snapshot.queued.items() if shown.endpoint(ep))
+        out.append("  " + ", ".join(f"{ep} {n}" for ep, n in queued))
     if snapshot.tenants:
         out.append(f"\ntenants (last {TENANT_HOURS} h, every feedback daemon and `fbl` report):")
         rows = [["TENANT", "SENT", "DEFERRED", "BOUNCED", "COMPLAINTS", "COMPLAINT RATE"]]

@@ -17,7 +17,7 @@ from smtp_balancer.decision.providers import OTHER, ProviderTable
 from smtp_balancer.decision.warmup import RATE_WINDOW_S, Caps, CapsTable, day_bucket, hour_bucket
 from smtp_balancer.durations import format_duration
 from smtp_balancer.state.audit import AuditTrail
-from smtp_balancer.state.factors import Factors
+from smtp_balancer.state.factors import Factors, Standing
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
 from smtp_balancer.state.live import parse_warmup
 from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
@@ -47,6 +47,11 @@ class EndpointStatus:
     hour_cap: int | None
     warmup_day: int | None
     warmup_why: str = ""  # a managed warm-up's last judgement (held, stepped back, advanced)
+    # who set the state and when (epoch seconds), as the state hash has them
+    state_by: str = ""
+    state_since: int | None = None
+    requeue: bool = False  # drain --requeue: queued mail moves too
+    until: int | None = None  # a quarantine that lifts by itself then
 
 
 @dataclass
@@ -114,6 +119,13 @@ class Snapshot:
     tenants: dict[str, dict[str, int]] = field(default_factory=dict)
     limits: list[LimitStatus] = field(default_factory=list)
     adaptive: list[AdaptiveStatus] = field(default_factory=list)
+    throttles: list[Standing] = field(default_factory=list)
+
+
+def _stored_int(mapping: dict[bytes, bytes] | None, name: bytes) -> int | None:
+    """A hash field that holds a count or epoch seconds; None when absent or junk."""
+    raw = text_of(mapping.get(name)) if mapping else None
+    return None if raw is None else parse_count(raw)
 
 
 def _left(seconds: int) -> str:
@@ -309,6 +321,10 @@ class StateAdmin:
                 hour_cap=cap.hour,
                 warmup_day=cap.warmup_day,
                 warmup_why=whys.get(ep, ""),
+                state_by=text_of(state_map.get(b"by")) or "" if state_map else "",
+                state_since=_stored_int(state_map, b"since"),
+                requeue=bool(state_map) and text_of(state_map.get(b"requeue")) == "1",
+                until=_stored_int(state_map, b"until"),
             )
         queued, hosts = self._queued()
         return Snapshot(
@@ -320,6 +336,7 @@ class StateAdmin:
             self._tenants(now) if tenants else {},
             self._limits(now, caps) if limits else [],
             self._adaptive() if limits else [],
+            self.factors.standing("throttle", set(names)) if limits else [],
         )
 
     def _warmup_records(self) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:

@@ -108,10 +108,10 @@ def test_status_shows_weights_states_suspensions_and_caps(cli, rdb: redis.Redis)
     code, out, _ = cli("status")
     assert code == 0
     assert "1 (yaml; junk 'banana' ignored)" in out
-    assert re.search(r"google (10m|9m5\ds) left: rule gmail-421: 421-4\.7\.28", out), out
+    assert re.search(r"out2 +google +(10m|9m5\ds) +rule gmail-421: 421-4\.7\.28", out), out
     assert "active (junk state ignored)" in out
     # out3 started 2026-11-20: on the clock's 2026-11-24 it is on day 5 of "standard" (800/day, 100/h)
-    assert re.search(r"out3 .* 0/800 +0/100 +day 5 ", out), out
+    assert re.search(r"out3 .* 0/800 +0/100 +day 5$", out, re.M), out
 
 
 def test_redis_unreachable_is_a_clear_error(cli, redis_server):
@@ -322,9 +322,8 @@ def test_status_shows_a_managed_warmups_step_and_why_it_holds(make_config, tmp_p
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("  out3"))
     # the calendar says day 5; the record says step 2, and why
-    assert (
-        code == 0 and "0/20" in row and "day 2 (held: sent 4 of its cap 20 on 2026-11-23, under 50%)" in row
-    ), out
+    assert code == 0 and "0/20" in row and "day 2 (held)" in row, out
+    assert "  out3: day 2: held: sent 4 of its cap 20 on 2026-11-23, under 50%" in out
 
 
 def test_experiment_list_start_stop_and_report(make_config, tmp_path: Path, capsys, rdb):
@@ -730,3 +729,29 @@ def test_throttle_slow_quarantine_and_their_lists(cli, rdb: redis.Redis):
         "quarantine",
         "suspend",
     ]
+
+
+def test_status_shows_every_state_in_rows_that_fit_100_columns_and_filters(cli, rdb: redis.Redis):
+    long = "maintenance of the upstream switch in rack 7, ticket OPS-4411, back after the reboot"
+    assert cli("drain", "out1", "--reason", long, "--requeue")[0] == 0
+    for provider in ("google", "microsoft", "yahoo"):
+        assert (
+            cli("suspend", "out2", provider, "--for", "2h", "--reason", f"421 from {provider}: " + long)[0]
+            == 0
+        )
+    assert cli("throttle", "out3", "--provider", "google", "--factor", "0.5", "--reason", "S3150")[0] == 0
+    assert cli("quarantine", "out3", "--for", "6h", "--reason", "listed")[0] == 0
+    code, out, _ = cli("status")
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 100, out
+    assert re.search(
+        r"^  out1 +drained \(requeue\) +cli +0s ago +at undrain +maintenance of the upstream s", out, re.M
+    )
+    assert re.search(r"^  out3 +quarantined +cli +0s ago +in 6h +listed$", out, re.M), out
+    assert len(re.findall(r"^  out2 +(google|microsoft|yahoo) +2h +421 from", out, re.M)) == 3
+    assert re.search(r"^  out3 +google +0\.5 +1h +S3150$", out, re.M), out
+    code, out, _ = cli("status", "--endpoint", "out2", "--provider", "microsoft")
+    shown = out[: out.index("last change per endpoint")]  # that one is the endpoint's, any provider
+    assert code == 0 and "out1" not in out and "out3" not in out
+    assert "microsoft" in shown and "google" not in shown and "yahoo" not in shown, shown
+    code, _, err = cli("status", "--provider", "gmail")
+    assert code == EXIT_USAGE and "unknown provider 'gmail'" in err
