@@ -755,3 +755,30 @@ def test_status_shows_every_state_in_rows_that_fit_100_columns_and_filters(cli, 
     assert "microsoft" in shown and "google" not in shown and "yahoo" not in shown, shown
     code, _, err = cli("status", "--provider", "gmail")
     assert code == EXIT_USAGE and "unknown provider 'gmail'" in err
+
+
+def test_every_json_output_follows_its_schema(cli, rdb: redis.Redis):
+    """audit --json and list --json, beside status --json's own test: each against the
+    JSON Schema kept beside the CLI, strict about fields it does not describe."""
+    import jsonschema
+
+    from smtp_balancer.cli import main as cli_main
+
+    def schema(name: str) -> dict:
+        loaded = json.loads(Path(cli_main.__file__).with_name(f"{name}.schema.json").read_text())
+        jsonschema.Draft202012Validator.check_schema(loaded)
+        return loaded
+
+    assert cli("suspend", "out2", "google", "--for", "1h", "--reason", "421s")[0] == 0
+    assert cli("throttle", "out1", "--provider", "yahoo", "--factor", "0.3")[0] == 0
+    assert cli("quarantine", "out3")[0] == 0
+    rdb.set("{sb}:slow:out1:google", "nope", ex=60)  # junk: factor null
+    audit = json.loads(cli("audit", "--json")[1])
+    assert len(audit) == 3
+    jsonschema.validate(audit, schema("audit"))
+    for what in ("suspensions", "throttles", "slows", "adaptive", "quarantines"):
+        listed = json.loads(cli("list", what, "--json")[1])
+        jsonschema.validate(listed, schema("list"))
+        assert listed or what == "adaptive", what
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate([{**audit[0], "extra": 1}], schema("audit"))
