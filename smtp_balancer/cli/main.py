@@ -28,7 +28,7 @@ from smtp_balancer.cli.report import (
     status_report,
     table,
 )
-from smtp_balancer.clock import SYSTEM, Clock, test_time_note
+from smtp_balancer.clock import SYSTEM, Clock, test_time_note, utc_now
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, default_config_path, load_config
 from smtp_balancer.config.model import same_host
 from smtp_balancer.decision.facts import Facts
@@ -398,6 +398,66 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    admin = _admin(args)
+    warming = [n for n, ep in admin.config.endpoints.items() if ep.warmup is not None]
+    if args.endpoint is not None and args.endpoint not in warming:
+        admin._endpoint(args.endpoint)
+        raise AdminError(f"{args.endpoint} has no warm-up (endpoints.{args.endpoint}.warmup in the YAML)")
+    if args.action == "show":
+        snapshot = admin.snapshot(tenants=False, limits=False)
+        rows = []
+        for name in [args.endpoint] if args.endpoint else warming:
+            ep, cfg, record = (
+                snapshot.endpoints[name],
+                admin.config.endpoints[name].warmup,
+                admin.warmups.read(name),
+            )
+            assert cfg is not None
+            rows.append(
+                {
+                    "endpoint": name,
+                    "start": cfg.start.isoformat(),
+                    "advance": "managed" if cfg.managed else "calendar",
+                    "step": ep.warmup_day,
+                    "day_cap": ep.day_cap,
+                    "hour_cap": ep.hour_cap,
+                    "held": record.get("hold") == "1",
+                    "why": record.get("why", ""),
+                }
+            )
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        for r in rows:
+            step = "warm" if r["step"] is None else f"step {r['step']}"
+            held = ", held" if r["held"] else ""
+            why = f": {r['why']}" if r["why"] else ""
+            print(printable(f"{r['endpoint']}: {step} ({r['advance']}{held}), cap {r['day_cap']}/day{why}"))
+        return 0
+    if args.endpoint is None:
+        raise AdminError(f"warmup {args.action} needs an ENDPOINT")
+    cfg = admin.config.endpoints[args.endpoint].warmup
+    assert cfg is not None
+    if not cfg.managed:
+        raise AdminError(
+            f"{args.endpoint}'s warm-up advances by the calendar: its step is the day since"
+            f" {cfg.start}; give it advance: sending_days (or hold_on) to manage it"
+        )
+    if args.action == "set":
+        if args.step is None or args.step < 1:
+            raise AdminError("warmup set needs --step N (1 or more)")
+        admin.warmups.set_step(args.endpoint, args.step, utc_now(args.clock).strftime("%Y%m%d"))
+        print(f"endpoint {args.endpoint}: warm-up on step {args.step} from today")
+        return 0
+    admin.warmups.hold(args.endpoint, args.action == "hold")
+    held = (
+        "held: the feedback daemon keeps its step" if args.action == "hold" else "released: it advances again"
+    )
+    print(f"endpoint {args.endpoint}: warm-up {held}")
+    return 0
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
     import shtab
 
@@ -596,6 +656,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "unslow": ("smtp-balancer unslow out2",),
     "quarantine": ('smtp-balancer quarantine out3 --for 6h --reason "listed on a DNSBL by hand"',),
     "list": ("smtp-balancer list throttles", "smtp-balancer list suspensions --json"),
+    "warmup": (
+        "smtp-balancer warmup show",
+        "smtp-balancer warmup set out3 --step 4",
+        "smtp-balancer warmup hold out3",
+    ),
     "completion": (
         "smtp-balancer completion bash > /etc/bash_completion.d/smtp-balancer",
         "smtp-balancer completion zsh > /usr/local/share/zsh/site-functions/_smtp-balancer",
@@ -719,6 +784,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_selectors(p)
     p.add_argument("--for", dest="duration", help="lift by itself after this (default: at undrain)")
     p.add_argument("--reason", default="quarantined by operator")
+
+    p = add("warmup", cmd_warmup, "show warm-ups; set, hold or release a managed warm-up's step")
+    p.add_argument("action", choices=["show", "set", "hold", "release"])
+    p.add_argument("endpoint", nargs="?", help="show: one endpoint (default: every warming one)")
+    p.add_argument("--step", type=int, help="set: the step (a day of the schedule) from today on")
+    p.add_argument("--json", action="store_true", help="show: a JSON list")
 
     p = add("list", cmd_list, "the suspensions, throttles, slows, adaptive factors or quarantines in force")
     p.add_argument("what", choices=["suspensions", "throttles", "slows", "adaptive", "quarantines"])

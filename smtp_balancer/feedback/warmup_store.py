@@ -24,6 +24,8 @@ from smtp_balancer.state.values import parse_count, text_of
 
 log = logging.getLogger("smtp_balancer.feedback")
 
+HOLD = "hold"  # "1": an operator holds the step (smtp-balancer warmup hold); the day moves on
+
 
 @dataclass(frozen=True)
 class Judgement:
@@ -58,6 +60,8 @@ class WarmupRecords:
                 step, why = 1, "step 1: the first day of a managed warm-up"
             elif record[1] >= day:
                 continue
+            elif text_of(self.r.hget(key, HOLD)) == "1":
+                step, why = record[0], f"held by an operator (smtp-balancer warmup release {name})"
             else:
                 judged = record[1]
                 pipe = self.r.pipeline(transaction=False)

@@ -17,7 +17,7 @@ from smtp_balancer.decision.providers import OTHER, ProviderTable
 from smtp_balancer.decision.warmup import RATE_WINDOW_S, Caps, CapsTable, day_bucket, hour_bucket
 from smtp_balancer.durations import format_duration
 from smtp_balancer.state.audit import AuditTrail
-from smtp_balancer.state.factors import Factors, Standing
+from smtp_balancer.state.factors import Factors, Standing, WarmupRecords
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
 from smtp_balancer.state.live import parse_warmup
 from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
@@ -142,6 +142,7 @@ class StateAdmin:
         self.caps = CapsTable(config)
         self.audit = AuditTrail(client, self.keys, clock)  # every write below is recorded
         self.factors = Factors(client, self.keys, self.audit)
+        self.warmups = WarmupRecords(client, self.keys, self.audit)
 
     # -- checks ----------------------------------------------------------------
     def _endpoint(self, endpoint: str) -> None:

@@ -1,6 +1,6 @@
-"""Operator writes and lists of the per-provider factors and quarantines: throttles,
-slows and quarantines, as the CLI sets them (the feedback daemon's response rules
-write the same keys). Every write goes to the audit trail."""
+"""Operator writes and lists of what the deciders read beside the admin state:
+throttles and slows (the feedback daemon's response rules write the same keys), and
+managed warm-up records (step, hold). Every write goes to the audit trail."""
 
 from __future__ import annotations
 
@@ -94,3 +94,32 @@ class Factors:
                 factor, reason = parse_throttle(raw), (raw or "").partition(" ")[2]
             out.append(Standing(kind, scope[0], scope[1], factor, ttl, reason))
         return out
+
+
+class WarmupRecords:
+    """An operator's hand on a managed warm-up's record (``{sb}:warmup:<ep>``): its step,
+    and a hold the feedback daemon respects (it moves the day on, not the step)."""
+
+    def __init__(self, client: redis.Redis, keys: KeySchema, audit: AuditTrail) -> None:
+        self.r, self.keys, self.audit = client, keys, audit
+
+    def read(self, endpoint: str) -> dict[str, str]:
+        raw = self.r.hgetall(self.keys.warmup(endpoint))
+        return {text_of(k) or "": text_of(v) or "" for k, v in raw.items()}
+
+    def set_step(self, endpoint: str, step: int, day: str) -> None:
+        before = self.read(endpoint)
+        why = f"set to step {step} by an operator"
+        self.r.hset(self.keys.warmup(endpoint), mapping={"step": step, "day": day, "why": why})
+        self.audit.record("warmup set", endpoint, f"step {before.get('step') or '-'}", f"step {step}")
+
+    def hold(self, endpoint: str, held: bool) -> None:
+        key = self.keys.warmup(endpoint)
+        before = "held" if self.read(endpoint).get("hold") == "1" else "advancing"
+        if held:
+            self.r.hset(key, "hold", 1)
+        else:
+            self.r.hdel(key, "hold")
+        self.audit.record(
+            "warmup hold" if held else "warmup release", endpoint, before, "held" if held else "advancing"
+        )

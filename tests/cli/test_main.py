@@ -782,3 +782,42 @@ def test_every_json_output_follows_its_schema(cli, rdb: redis.Redis):
         assert listed or what == "adaptive", what
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([{**audit[0], "extra": 1}], schema("audit"))
+
+
+def test_warmup_show_set_hold_release(make_config, tmp_path: Path, capsys, rdb: redis.Redis):
+    warm = {"start": "2026-11-20", "schedule": [10, 20, 40, 80, 160, 320]}
+    make_config(
+        {
+            "endpoints": {
+                "out2": {"warmup": warm},  # by the calendar: day 5 on the clock's 2026-11-24
+                "out3": {"warmup": {**warm, "advance": "sending_days"}},
+            }
+        }
+    )
+    path = str(tmp_path / "config.yaml")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["-c", path, "warmup", *args], clock=CLOCK)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("show")
+    assert code == 0 and "out2: step 5 (calendar), cap 160/day" in out
+    code, out, _ = run("set", "out3", "--step", "4")
+    assert code == 0 and rdb.hgetall("{sb}:warmup:out3") == {
+        "step": "4",
+        "day": "20261124",
+        "why": "set to step 4 by an operator",
+    }
+    code, out, _ = run("show", "out3", "--json")
+    (shown,) = json.loads(out)
+    assert (shown["step"], shown["day_cap"], shown["advance"], shown["held"]) == (4, 80, "managed", False)
+    assert run("hold", "out3")[0] == 0 and rdb.hget("{sb}:warmup:out3", "hold") == "1"
+    assert "out3: step 4 (managed, held), cap 80/day" in run("show")[1]
+    assert run("release", "out3")[0] == 0 and rdb.hget("{sb}:warmup:out3", "hold") is None
+    code, _, err = run("set", "out2", "--step", "2")
+    assert code == EXIT_USAGE and "out2's warm-up advances by the calendar" in err
+    code, _, err = run("hold", "out1")
+    assert code == EXIT_USAGE and "out1 has no warm-up" in err
+    verbs = [e[1]["verb"] for e in rdb.xrange("{sb}:audit")]
+    assert verbs == ["warmup set", "warmup hold", "warmup release"]

@@ -106,6 +106,20 @@ def test_records_move_day_by_day(make_config, rdb: redis.Redis):
     assert again.step == 1
 
 
+def test_an_operators_hold_keeps_the_step_while_the_days_move_on(make_config, rdb: redis.Redis):
+    records = WarmupRecords(rdb, make_config(MANAGED))
+    records.judge_days(START)
+    rdb.hset(KEYS.day_counter("out3", "20261124"), "total", 10)  # a full day: it would advance
+    rdb.hset(KEYS.warmup("out3"), "hold", 1)  # smtp-balancer warmup hold out3
+    (held,) = records.judge_days(START + timedelta(days=1))
+    assert (held.step, held.why) == (1, "held by an operator (smtp-balancer warmup release out3)")
+    assert rdb.hget(KEYS.warmup("out3"), "day") == "20261125"
+    rdb.hset(KEYS.day_counter("out3", "20261125"), "total", 10)
+    rdb.hdel(KEYS.warmup("out3"), "hold")  # released
+    (advanced,) = records.judge_days(START + timedelta(days=2))
+    assert advanced.step == 2
+
+
 async def test_deciders_cap_by_the_record_not_the_calendar(make_config, rdb: redis.Redis):
     day = START + timedelta(days=2)  # the calendar says step 3 (cap 40)
     rdb.hset(KEYS.warmup("out3"), mapping={"step": 1, "day": day.strftime("%Y%m%d"), "why": "held"})
