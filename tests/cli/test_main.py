@@ -821,3 +821,13 @@ def test_warmup_show_set_hold_release(make_config, tmp_path: Path, capsys, rdb: 
     assert code == EXIT_USAGE and "out1 has no warm-up" in err
     verbs = [e[1]["verb"] for e in rdb.xrange("{sb}:audit")]
     assert verbs == ["warmup set", "warmup hold", "warmup release"]
+
+
+def test_a_postfix_configuration_postconf_cannot_read_exits_6(cli, tmp_path: Path):
+    from smtp_balancer.cli.main import EXIT_POSTFIX
+
+    code, out, err = cli(
+        "render", "postfix", "--postconf", "--postfix-dir", str(tmp_path / "no-postfix-here")
+    )
+    assert code == EXIT_POSTFIX == 6 and out == ""
+    assert f"`postconf -c {tmp_path / 'no-postfix-here'} -M` failed" in err and "No such file" in err
