@@ -7,6 +7,7 @@ through out2 alone, in Postfix as in our Redis state.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -67,7 +68,11 @@ def test_gmail_throttle_moves_google_mail_off_the_ip_and_back(mail_system) -> No
     status = subprocess.run(
         [CLI, "-c", str(ms.config_path), "status"], capture_output=True, text=True, check=True
     ).stdout
-    assert "google-rate-limited" in status and "4.7.28" in status, status
+    assert re.search(r"^  out2 +google +\S+ +rule google-rate-limited", status, re.M), status
+    listed = subprocess.run(  # the whole reason, not cut to fit a status row
+        [CLI, "-c", str(ms.config_path), "list", "suspensions"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "google-rate-limited" in listed and "4.7.28" in listed, listed
 
     # the provider lifts the throttle and the suspension's TTL runs out: out2 takes google mail again
     with ms.sink.handler.lock:
