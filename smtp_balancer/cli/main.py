@@ -157,12 +157,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status_json(snapshot, _changes(admin, shown)), indent=2))
         return 0
     if args.watch is not None:
-        from smtp_balancer.cli.watch import minute_of, rates_section, watch
+        from smtp_balancer.cli.watch import rates_section, watch
+        from smtp_balancer.feedback.processor import minute_bucket
 
         every_s = parse_duration(args.watch, unit_required=True)
 
         def screen() -> str:
-            minute = minute_of(args.clock.wall())
+            minute = minute_bucket(args.clock.wall())
             rows = minute_outcomes(
                 admin.r, admin.keys, minute, set(shown.endpoints or admin.config.endpoints)
             )

@@ -7,7 +7,6 @@ import os
 import select
 import sys
 import termios
-import time
 import tty
 from collections.abc import Callable
 
@@ -15,10 +14,6 @@ from smtp_balancer.cli.report import table
 from smtp_balancer.state.outcomes import MinuteOutcomes
 
 CLEAR = "\x1b[H\x1b[2J"
-
-
-def minute_of(epoch: float) -> str:
-    return time.strftime("%Y%m%d%H%M", time.gmtime(epoch))
 
 
 def rates_section(rows: list[MinuteOutcomes], minute: str) -> str:

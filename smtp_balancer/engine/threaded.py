@@ -33,7 +33,8 @@ class Handoff:
         with self._lock:
             if self._state == "waiting":
                 self._state = "taken"
-        return "" if self._state == "taken" else "the caller's wait for the engine ran out"
+            taken = self._state == "taken"
+        return "" if taken else "the caller's wait for the engine ran out"
 
     def give_up(self) -> bool:
         """At the thread's deadline: True when it gave up first; False when the engine
@@ -41,7 +42,7 @@ class Handoff:
         with self._lock:
             if self._state == "waiting":
                 self._state = "abandoned"
-        return self._state == "abandoned"
+            return self._state == "abandoned"
 
 
 class ThreadedEngine:

@@ -17,7 +17,7 @@ from smtp_balancer.decision.providers import OTHER, ProviderTable
 from smtp_balancer.decision.warmup import RATE_WINDOW_S, Caps, CapsTable, day_bucket, hour_bucket
 from smtp_balancer.durations import format_duration
 from smtp_balancer.state.audit import AuditTrail
-from smtp_balancer.state.factors import Factors, Standing, WarmupRecords
+from smtp_balancer.state.factors import Factors, Standing, WarmupRecords, strings_with_ttl
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
 from smtp_balancer.state.live import parse_warmup
 from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
@@ -361,7 +361,7 @@ class StateAdmin:
 
     def _adaptive(self) -> list[AdaptiveStatus]:
         out = []
-        for key, value, ttl in self._strings_with_ttl(self.keys.adaptive_pattern()):
+        for key, value, ttl in strings_with_ttl(self.r, self.keys.adaptive_pattern()):
             scope = split_scoped(text_of(key) or "", self.keys.adaptive_prefix())
             if scope is None:
                 continue
@@ -371,18 +371,6 @@ class StateAdmin:
                 AdaptiveStatus(*scope, parse_throttle(raw), ttl if isinstance(ttl, int) else -2, cause)
             )
         return out
-
-    def _strings_with_ttl(self, pattern: str) -> list[tuple[bytes, object, object]]:
-        """(key, GET, TTL) of every key the pattern matches, in key order."""
-        keys = sorted(self.r.scan_iter(match=pattern, count=500))
-        if not keys:
-            return []
-        pipe = self.r.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(key)
-            pipe.ttl(key)
-        replies = pipe.execute(raise_on_error=False)
-        return [(key, replies[2 * i], replies[2 * i + 1]) for i, key in enumerate(keys)]
 
     def _limits(self, now: datetime, caps: dict[str, Caps]) -> list[LimitStatus]:
         out: list[LimitStatus] = []
@@ -455,7 +443,7 @@ class StateAdmin:
     def _suspensions(self, endpoint: str) -> list[Suspension]:
         prefix = self.keys.suspension(endpoint, "")
         out = []
-        for key, reason, ttl in self._strings_with_ttl(self.keys.suspension_pattern(endpoint)):
+        for key, reason, ttl in strings_with_ttl(self.r, self.keys.suspension_pattern(endpoint)):
             text = text_of(reason) if isinstance(reason, bytes) else "(unreadable value: not a string)"
             ttl_s = ttl if isinstance(ttl, int) else -2
             out.append(Suspension((text_of(key) or "").removeprefix(prefix), ttl_s, text or ""))

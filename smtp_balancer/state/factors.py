@@ -13,8 +13,19 @@ from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.keys import KeySchema, split_scoped
 from smtp_balancer.state.values import parse_throttle, text_of
 
-# a throttle and a slow are "<factor> <reason>", kept for a while (string + TTL)
-FACTOR_KINDS = ("throttle", "slow", "adaptive")
+
+def strings_with_ttl(client: redis.Redis, pattern: str) -> list[tuple[bytes, object, object]]:
+    """(key, GET, TTL) of every key the pattern matches, in key order: one SCAN, one
+    pipelined round. A reply Redis refused (a key of another type) is its error."""
+    keys = sorted(client.scan_iter(match=pattern, count=500))
+    if not keys:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+        pipe.ttl(key)
+    replies = pipe.execute(raise_on_error=False)
+    return [(key, replies[2 * i], replies[2 * i + 1]) for i, key in enumerate(keys)]
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,7 @@ class Factors:
     def _prefix(self, kind: str) -> str:
         return {
             "throttle": self.keys.throttle_prefix(),
-            "slow": f"{self.keys.base}:slow:",
+            "slow": self.keys.slow_prefix(),
             "adaptive": self.keys.adaptive_prefix(),
             "suspension": self.keys.suspension_prefix(),
         }[kind]
@@ -76,14 +87,8 @@ class Factors:
     def standing(self, kind: str, endpoints: set[str]) -> list[Standing]:
         """Every stored ``kind`` (throttle, slow, adaptive, suspension) of these endpoints."""
         prefix = self._prefix(kind)
-        names = sorted(self.r.scan_iter(match=f"{prefix}*", count=500), key=lambda k: text_of(k) or "")
-        pipe = self.r.pipeline(transaction=False)
-        for name in names:
-            pipe.get(name)
-            pipe.ttl(name)
-        replies = pipe.execute(raise_on_error=False)
         out = []
-        for name, value, ttl in zip(names, replies[::2], replies[1::2], strict=True):
+        for name, value, ttl in strings_with_ttl(self.r, f"{prefix}*"):
             scope = split_scoped(text_of(name) or "", prefix)
             if scope is None or scope[0] not in endpoints or not isinstance(ttl, int) or ttl == -2:
                 continue

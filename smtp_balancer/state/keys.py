@@ -125,6 +125,9 @@ class KeySchema:
     def slow(self, endpoint: str, provider: str) -> str:
         return f"{self.base}:slow:{endpoint}:{provider}"
 
+    def slow_prefix(self) -> str:
+        return f"{self.base}:slow:"
+
     def tracked_prefixes(self) -> tuple[str, ...]:
         """The keys a local decision reads: weights, admin states, suspensions, throttles,
         adaptive factors."""
