@@ -7,14 +7,14 @@ import json
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
 
 from smtp_balancer.cli.main import EXIT_CONFIG, EXIT_REDIS, EXIT_USAGE, main
-from smtp_balancer.clock import FixedClock
+from smtp_balancer.clock import FixedClock, utc_now
 from smtp_balancer.decision.experiments import uniform
 
 # warm-up ages and counter buckets derive from this clock, never from today's date
@@ -604,7 +604,7 @@ def test_status_json_follows_its_schema_with_every_kind_of_state(cli, rdb: redis
     assert cli("drain", "out1", "--reason", "disk \x1b[31mswap")[0] == 0
     assert cli("suspend", "out2", "google", "--for", "2h", "--reason", "421s")[0] == 0
     assert cli("weight", "main", "out3", "7")[0] == 0
-    rdb.hset("{sb}:count:out3:day:20261124", "total", "junk")
+    rdb.hset(f"{{sb}}:count:out3:day:{utc_now(CLOCK):%Y%m%d}", "total", "junk")
     rdb.set("{sb}:adaptive:out2:google", "0.5 deferrals", ex=600)
     code, out, _ = cli("status", "--json")
     assert code == 0 and "\x1b" not in out  # JSON escapes what a terminal would run
@@ -785,11 +785,12 @@ def test_every_json_output_follows_its_schema(cli, rdb: redis.Redis):
 
 
 def test_warmup_show_set_hold_release(make_config, tmp_path: Path, capsys, rdb: redis.Redis):
-    warm = {"start": "2026-11-20", "schedule": [10, 20, 40, 80, 160, 320]}
+    today = utc_now(CLOCK).date()
+    warm = {"start": (today - timedelta(days=4)).isoformat(), "schedule": [10, 20, 40, 80, 160, 320]}
     make_config(
         {
             "endpoints": {
-                "out2": {"warmup": warm},  # by the calendar: day 5 on the clock's 2026-11-24
+                "out2": {"warmup": warm},  # by the calendar: day 5 on the clock's today
                 "out3": {"warmup": {**warm, "advance": "sending_days"}},
             }
         }
@@ -806,7 +807,7 @@ def test_warmup_show_set_hold_release(make_config, tmp_path: Path, capsys, rdb: 
     code, out, _ = run("set", "out3", "--step", "4")
     assert code == 0 and rdb.hgetall("{sb}:warmup:out3") == {
         "step": "4",
-        "day": "20261124",
+        "day": f"{today:%Y%m%d}",
         "why": "set to step 4 by an operator",
     }
     code, out, _ = run("show", "out3", "--json")

@@ -108,13 +108,14 @@ def test_records_move_day_by_day(make_config, rdb: redis.Redis):
 
 def test_an_operators_hold_keeps_the_step_while_the_days_move_on(make_config, rdb: redis.Redis):
     records = WarmupRecords(rdb, make_config(MANAGED))
+    first, second = (f"{START + timedelta(days=n):%Y%m%d}" for n in (0, 1))
     records.judge_days(START)
-    rdb.hset(KEYS.day_counter("out3", "20261124"), "total", 10)  # a full day: it would advance
+    rdb.hset(KEYS.day_counter("out3", first), "total", 10)  # a full day: it would advance
     rdb.hset(KEYS.warmup("out3"), "hold", 1)  # smtp-balancer warmup hold out3
     (held,) = records.judge_days(START + timedelta(days=1))
     assert (held.step, held.why) == (1, "held by an operator (smtp-balancer warmup release out3)")
-    assert rdb.hget(KEYS.warmup("out3"), "day") == "20261125"
-    rdb.hset(KEYS.day_counter("out3", "20261125"), "total", 10)
+    assert rdb.hget(KEYS.warmup("out3"), "day") == second
+    rdb.hset(KEYS.day_counter("out3", second), "total", 10)
     rdb.hdel(KEYS.warmup("out3"), "hold")  # released
     (advanced,) = records.judge_days(START + timedelta(days=2))
     assert advanced.step == 2
