@@ -70,8 +70,9 @@ def test_rename_rotation_copytruncate_and_a_crash_count_every_line_once(
         for i, chunk in enumerate(chunks):
             if i == 5:
                 # the copytruncate below comes once the renamed file is finished and the
-                # new one read to its end: one of a file the daemon has not read at all,
-                # while it still reads the renamed one, goes unnoticed (README)
+                # new one read to its end, so this test is of the bridge by tail; the
+                # follower's unit tests cover a copytruncate of a new file not yet read
+                # (and the README the case it cannot see: one before its next read)
                 wait_until(lambda: caught_up(rdb, log), 60, "the daemon to finish the renamed file")
             write(chunk)
             if i == 2:  # logrotate's default: rename, new file; the writer reopens later

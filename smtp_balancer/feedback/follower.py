@@ -84,6 +84,10 @@ class LogFollower:
         self._queue: list[OldFile] = []  # old files still to finish, the one being read first
         self._ready: list[str] = []  # the unterminated last line of a finished old file
         self.notes: list[Note] = []  # what happened, for the log and metrics
+        # while old files are read: the waiting main file's first bytes and largest
+        # size seen, so a copytruncate of it before we read any of it is noticed
+        self._main_head = b""
+        self._main_size = 0
         self._open(position, start_at)
 
     # -- public -------------------------------------------------------------------
@@ -102,6 +106,9 @@ class LogFollower:
     def read_lines(self, max_lines: int = 1000) -> list[str]:
         """Up to ``max_lines`` complete new lines, without their newline."""
         lines: list[str] = []
+        self._notice_rename()
+        if self._queue:
+            self._watch_waiting_main()
         while len(lines) < max_lines:
             if self._file is None and not self._reopen():
                 break
@@ -223,6 +230,41 @@ class LogFollower:
             Note("truncation", f"{self.path} was truncated and no copy ends where we stopped; reading from 0")
         )
 
+    def _watch_waiting_main(self) -> None:
+        """While an old file is read, notice a copytruncate of the main file we have
+        not read yet (offset 0: no tail to compare) by its size and first bytes."""
+        if self._file is None or self._offset:
+            return
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, TAIL_BYTES, 0)
+        seen = self._main_head
+        if size >= self._main_size and head[: len(seen)] == seen:
+            self._main_head, self._main_size = head, size
+            return
+        # shrunk, or rewritten from the start: its earlier lines are in a copy, if any
+        self._main_head, self._main_size = head, size
+        if not seen:
+            return
+        for p in self._siblings():
+            try:
+                f = p.open("rb")
+            except OSError:
+                continue
+            st = os.fstat(f.fileno())
+            queued = {old.inode for old in self._queue}
+            if st.st_ino not in queued and st.st_size >= len(seen) and f.read(len(seen)) == seen:
+                f.seek(0)
+                self._queue.append(OldFile(f, st.st_ino, 0, b""))
+                self.notes.append(
+                    Note("truncation", f"{self.path} was truncated before we read it; read it from {p.name}")
+                )
+                return
+            f.close()
+        self.notes.append(
+            Note("truncation", f"{self.path} was truncated before we read it and no copy starts as it did")
+        )
+
     # -- reading -----------------------------------------------------------------------
     def _current(self) -> BinaryIO | None:
         return self._queue[0].file if self._queue else self._file
@@ -286,22 +328,39 @@ class LogFollower:
         except FileNotFoundError:
             return False  # renamed, new one not created yet: keep the old one open
         if st.st_ino != self._inode:
-            self.notes.append(Note("rotation", f"{self.path} was rotated; following the new file"))
-            try:
-                f = self.path.open("rb")
-            except FileNotFoundError:
-                return False
-            # finish the old file first (a writer may still be appending to it);
-            # its unterminated last line, if any, comes out when it is done
-            self._queue.append(OldFile(self._file, self._inode, self._offset, self._tail))
-            self._file, self._inode, self._offset, self._tail = f, os.fstat(f.fileno()).st_ino, 0, b""
-            return True
+            return self._follow_new_file()
         if st.st_size < self._offset:
             before = self.position
             self._attach(self._file, self._inode, 0)
             self._bridge_copy(before)
             return True
         return False
+
+    def _follow_new_file(self) -> bool:
+        """Our path names a new file: queue the one we read, to finish first (a writer
+        may still be appending to it; its unterminated last line comes out when it is
+        done), and wait at 0 of the new one."""
+        assert self._file is not None
+        try:
+            f = self.path.open("rb")
+        except FileNotFoundError:
+            return False
+        self.notes.append(Note("rotation", f"{self.path} was rotated; following the new file"))
+        self._queue.append(OldFile(self._file, self._inode, self._offset, self._tail))
+        self._file, self._inode, self._offset, self._tail = f, os.fstat(f.fileno()).st_ino, 0, b""
+        self._main_head, self._main_size = b"", 0
+        return True
+
+    def _notice_rename(self) -> None:
+        """A rename is noticed at every call, not only at the old file's end: from then
+        on the new file is watched while the old one is finished."""
+        if self._file is None or self._queue:
+            return
+        try:
+            if self.path.stat().st_ino != self._inode:
+                self._follow_new_file()
+        except FileNotFoundError:
+            pass  # renamed, the new one not created yet
 
     def _rewritten(self) -> bool:
         """Do the bytes before our offset still read as we left them? (one 64-byte pread)"""

@@ -189,3 +189,42 @@ def test_position_encodings_round_trip_and_older_ones_still_read() -> None:
     assert Position.decode(both.encode()) == both
     assert Position.decode("12 340 780a") == Position(12, 340, b"x\n")
     assert Position.decode("12 340") == Position(12, 340)
+
+
+def test_a_copytruncate_of_the_new_file_while_the_renamed_one_is_read(tmp_path: Path) -> None:
+    """CI under load: the daemon was still reading the renamed file when the new one,
+    of which it had read nothing, was copytruncated. With offset 0 and no tail there
+    was nothing to compare, and the new file's first lines were lost. The follower now
+    watches the waiting file's size and first bytes, and reads its copy in turn."""
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    f = LogFollower(log, start_at="beginning")
+    append(log, "".join(f"a{i}\n" for i in range(6)))
+    assert f.read_lines(1) == ["a0"]
+    log.rename(tmp_path / "mail.log.1")
+    append(log, "b0\nb1\n")
+    assert f.read_lines(2) == ["a1", "a2"]  # the rotation is seen; the old file is not done
+    append(log, "b2\n")
+    assert f.read_lines(1) == ["a3"]  # the new file has grown, still unread
+    shutil.copy(log, tmp_path / "mail.log.2")  # copytruncate of the new file
+    os.truncate(log, 0)
+    append(log, "c0\n")
+    assert drain(f) == ["a4", "a5", "b0", "b1", "b2", "c0"]
+    assert any("truncated before we read it; read it from mail.log.2" in n.text for n in f.notes)
+    append(log, "c1\n")
+    assert drain(f) == ["c1"]
+
+
+def test_a_new_file_that_only_grows_while_the_renamed_one_is_read_is_no_truncation(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    f = LogFollower(log, start_at="beginning")
+    append(log, "".join(f"a{i}\n" for i in range(4)))
+    assert f.read_lines(1) == ["a0"]
+    log.rename(tmp_path / "mail.log.1")
+    shutil.copy(tmp_path / "mail.log.1", tmp_path / "mail.log.2")  # a sibling that must not be taken
+    for i in range(3):
+        append(log, f"b{i}\n")
+        assert len(f.read_lines(1)) == 1
+    assert drain(f) == ["b0", "b1", "b2"]
+    assert not any(n.event == "truncation" for n in f.notes)
