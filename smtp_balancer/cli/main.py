@@ -562,7 +562,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from smtp_balancer.cli.trace import trace
 
     config = _config(args)
-    return trace(config, args.id, args.log, args.json, lambda: _admin(args).snapshot())
+    return trace(
+        config,
+        args.id,
+        args.log,
+        args.json,
+        lambda: _admin(args).snapshot(),
+        journal=not args.no_journal,
+        journal_file=args.journal_file,
+    )
 
 
 def cmd_fbl(args: argparse.Namespace) -> int:
@@ -642,8 +650,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "feedback": ("smtp-balancer feedback",),
     "requeue": ("smtp-balancer requeue --once",),
     "trace": (
-        "journalctl -u smtp-balancer-policyd |",
-        "  smtp-balancer trace 4ZqXh71b2Kz9sYq --log - --log /var/log/mail.log",
+        "smtp-balancer trace 4ZqXh71b2Kz9sYq      # feedback.log_file and the daemons' journal",
+        "smtp-balancer trace '<m1@shop.example>' --log mail.log --log policyd.log",
     ),
     "fbl": (
         "smtp-balancer fbl < report.eml      # from stdin: exit 0 counted or kept, 75 retry later",
@@ -818,8 +826,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="a log to read (repeatable; - for stdin): the MTA's and the daemons' "
-        "(default: feedback.log_file)",
+        "(default: feedback.log_file and the daemons' journal)",
     )
+    p.add_argument(
+        "--journal-file",
+        metavar="FILE",
+        help="read the daemons' lines from this journal file (journalctl --file), "
+        "for instance one copied from another host",
+    )
+    p.add_argument("--no-journal", action="store_true", help="do not read the daemons' journal by default")
     p.add_argument("--json", action="store_true", help="JSON instead of the table")
 
     p = add("fbl", cmd_fbl, "count ARF spam-complaint reports: one on stdin (a pipe transport) or a Maildir")

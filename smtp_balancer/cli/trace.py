@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 
@@ -22,10 +23,48 @@ def printable_lines(text: str) -> str:
     return "\n".join(printable(line) for line in text.splitlines())
 
 
+# the shipped units' SyslogIdentifier: where journald keeps the decision lines
+JOURNAL_IDENTIFIERS = ("smtp-balancer-policyd", "smtp-balancer-milter")
+
+
+def journal_lines(journal_file: str | None) -> Iterator[str]:
+    """The daemons' lines from journald (or from a journal file), oldest first.
+    Nothing where there is no journalctl; a named file that cannot be read is an error."""
+    cmd = ["journalctl", "--quiet", "--output=cat", "--no-pager"]
+    if journal_file:
+        cmd.append(f"--file={journal_file}")
+    for identifier in JOURNAL_IDENTIFIERS:
+        cmd += ["--identifier", identifier]
+    try:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
+        )
+    except FileNotFoundError:
+        if journal_file:
+            raise ValueError(f"cannot read journal {journal_file}: journalctl is not installed") from None
+        return
+    assert proc.stdout is not None and proc.stderr is not None
+    with proc:
+        yield from proc.stdout
+        problem = proc.stderr.read().strip()
+    if journal_file and proc.returncode != 0:
+        why = problem or f"journalctl exit {proc.returncode}"
+        raise ValueError(f"cannot read journal {journal_file}: {why}")
+
+
 def trace(
-    config: BalancerConfig, wanted: str, logs: list[str], as_json: bool, snapshot: Callable[[], Snapshot]
+    config: BalancerConfig,
+    wanted: str,
+    logs: list[str],
+    as_json: bool,
+    snapshot: Callable[[], Snapshot],
+    journal: bool = True,
+    journal_file: str | None = None,
 ) -> int:
+    """Without ``logs``: feedback.log_file (the MTA's) and the daemons' journal, where
+    each is; with them, those logs only, and a ``journal_file`` if one is named."""
     paths = logs or [config.feedback.log_file]
+    use_journal = bool(journal_file) or (journal and not logs)
     stdin = sys.stdin.read().splitlines() if "-" in paths else []
 
     def lines() -> Iterator[str]:
@@ -37,7 +76,10 @@ def trace(
                 with open(path, encoding="utf-8", errors="replace") as f:
                     yield from f
             except OSError as exc:
-                raise ValueError(f"cannot read log {path}: {exc.strerror}") from exc
+                if logs or not use_journal:
+                    raise ValueError(f"cannot read log {path}: {exc.strerror}") from exc
+        if use_journal:
+            yield from journal_lines(journal_file)
 
     tracer = Tracer(
         ProviderTable.from_config(config),
