@@ -10,9 +10,8 @@ import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from smtp_balancer.config.builtins import BUILTIN_PROVIDERS, BUILTIN_SCHEDULES
 from smtp_balancer.config.names import EXIM_GENERIC_TRANSPORT, POSTFIX_SERVICES, exim_transport_name
-from smtp_balancer.decision.providers import BUILTIN_PROVIDERS
-from smtp_balancer.decision.warmup import BUILTIN_SCHEDULES
 
 ConfigError = tuple[str, str]  # (path, message)
 

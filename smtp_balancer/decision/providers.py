@@ -12,66 +12,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from smtp_balancer.config.builtins import BUILTIN_PROVIDERS, ProviderSpec
+
 if TYPE_CHECKING:
     from smtp_balancer.config.model import BalancerConfig
 
 OTHER = "other"
-
-
-@dataclass(frozen=True)
-class ProviderSpec:
-    domains: tuple[str, ...] = ()
-    mx_suffixes: tuple[str, ...] = ()
-
-
-BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
-    "google": ProviderSpec(
-        domains=("gmail.com", "googlemail.com"),
-        mx_suffixes=("google.com", "googlemail.com"),
-    ),
-    "microsoft": ProviderSpec(
-        domains=(
-            "outlook.com",
-            "hotmail.com",
-            "live.com",
-            "msn.com",
-            "hotmail.co.uk",
-            "hotmail.fr",
-            "hotmail.de",
-            "hotmail.it",
-            "live.co.uk",
-            "outlook.de",
-        ),
-        mx_suffixes=("protection.outlook.com", "outlook.com", "hotmail.com"),
-    ),
-    "yahoo": ProviderSpec(
-        domains=(
-            "yahoo.com",
-            "ymail.com",
-            "rocketmail.com",
-            "yahoo.co.uk",
-            "yahoo.fr",
-            "yahoo.de",
-            "yahoo.co.jp",
-            "aol.com",
-            "aim.com",
-        ),
-        mx_suffixes=("yahoodns.net",),
-    ),
-    "apple": ProviderSpec(domains=("icloud.com", "me.com", "mac.com"), mx_suffixes=("icloud.com",)),
-    "united-internet": ProviderSpec(
-        domains=("gmx.de", "gmx.net", "gmx.com", "web.de", "mail.com"),
-        mx_suffixes=("gmx.net", "web.de", "mail.com"),
-    ),
-    "yandex": ProviderSpec(
-        domains=("yandex.ru", "yandex.com", "ya.ru"), mx_suffixes=("yandex.net", "yandex.ru")
-    ),
-    "mailru": ProviderSpec(domains=("mail.ru", "bk.ru", "inbox.ru", "list.ru"), mx_suffixes=("mail.ru",)),
-    "proton": ProviderSpec(domains=("proton.me", "protonmail.com", "pm.me"), mx_suffixes=("protonmail.ch",)),
-    "zoho": ProviderSpec(domains=("zoho.com", "zohomail.com"), mx_suffixes=("zoho.com", "zoho.eu")),
-    "fastmail": ProviderSpec(domains=("fastmail.com", "fastmail.fm"), mx_suffixes=("messagingengine.com",)),
-    "comcast": ProviderSpec(domains=("comcast.net",), mx_suffixes=("comcast.net",)),
-}
 
 
 @dataclass

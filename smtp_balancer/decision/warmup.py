@@ -4,14 +4,7 @@ Day 1 is the start date. After the last step of its schedule an endpoint is
 warm and has no cap. Days and hours are UTC, so every host in the fleet agrees
 on which counter is "today".
 
-Where the built-in numbers come from: mailbox providers publish no numbers,
-only the advice to ramp volume gradually from an engaged audience (Gmail's
-and Yahoo's sender guidelines, 2024). ESPs that warm IPs automatically
-(SendGrid's automated warm-up, Amazon SES managed warm-up, Infobip) start in
-the tens to low hundreds of messages a day and roughly double daily or every
-few days over two to six weeks. The built-in curves below are our own
-doubling curves in that range; they are deliberately conservative, and an
-operator with a better-known audience defines their own in YAML.
+The built-in schedules and where their numbers come from: ``config/builtins.py``.
 
 The hourly cap spreads a day's volume over at least about eight hours, so a
 new IP does not spend its whole day's budget in one burst.
@@ -25,32 +18,10 @@ from datetime import date, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from smtp_balancer.config.builtins import BUILTIN_SCHEDULES, Steps
+
 if TYPE_CHECKING:
     from smtp_balancer.config.model import BalancerConfig
-
-# (daily cap, hourly cap) per day of age
-Steps = tuple[tuple[int, int | None], ...]
-
-
-def _doubling(start: int, days: int, growth: float, hourly_share: float) -> Steps:
-    steps = []
-    daily = float(start)
-    for _ in range(days):
-        cap = int(round(daily, -1)) if daily >= 100 else int(daily)
-        steps.append((cap, max(1, int(cap * hourly_share))))
-        daily *= growth
-    return tuple(steps)
-
-
-BUILTIN_SCHEDULES: dict[str, Steps] = {
-    # 50/day doubling for 14 days: ~400k/day on day 14, then uncapped
-    "standard": _doubling(50, 14, 2.0, 0.125),
-    # 20/day, x1.5 a day for 30 days: for low-reputation or cold audiences
-    "conservative": _doubling(20, 30, 1.5, 0.125),
-    # 200/day doubling for 10 days: for IPs joining an already-reputable domain
-    "fast": _doubling(200, 10, 2.0, 0.2),
-}
-
 
 RATE_WINDOW_S = 60  # a rate cap counts the messages of any 60 s (select.lua's window)
 NO_RATES: Mapping[str, int] = MappingProxyType({})

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from smtp_balancer.config.builtins import Steps
 from smtp_balancer.config.model import WarmupConfig
-from smtp_balancer.decision.warmup import Steps
 
 
 def judge(

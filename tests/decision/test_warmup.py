@@ -1,6 +1,7 @@
 from datetime import date
 
-from smtp_balancer.decision.warmup import BUILTIN_SCHEDULES, caps_for, normalise_steps, resolve_schedule
+from smtp_balancer.config.builtins import BUILTIN_SCHEDULES
+from smtp_balancer.decision.warmup import caps_for, normalise_steps, resolve_schedule
 
 
 def test_caps_by_age():
@@ -26,8 +27,6 @@ def test_user_schedule_shadows_builtin_name():
 
 def test_readme_states_the_builtin_schedules_as_they_are():
     from pathlib import Path
-
-    from smtp_balancer.decision.warmup import BUILTIN_SCHEDULES
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name, steps in BUILTIN_SCHEDULES.items():
