@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator
 import redis
 
 from smtp_balancer.cli.report import printable
+from smtp_balancer.cli.tracing import Trace, Tracer, render
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.store import REASON_QUOTE
-from smtp_balancer.observe.trace import Trace, Tracer, render
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.state.admin import Snapshot
 

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from smtp_balancer.cli.main import main
-from tests.observe.test_trace import POSTFIX
+from tests.cli.test_tracing import POSTFIX
 
 JOURNAL_REMOTE = "/usr/lib/systemd/systemd-journal-remote"  # .ci/install: systemd-journal-remote
 

@@ -3,9 +3,9 @@ JSON, Postfix and Exim delivery lines, a requeued message's new queue id."""
 
 from __future__ import annotations
 
+from smtp_balancer.cli.tracing import Trace, Tracer, parse_fields, render
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback.classify import BounceClassifier, builtin_classes
-from smtp_balancer.observe.trace import Trace, Tracer, parse_fields, render
 
 TRACER = Tracer(ProviderTable.build(), BounceClassifier(builtin_classes()), {"sb_out2": "out2"})
 
