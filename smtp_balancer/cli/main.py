@@ -158,7 +158,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     if args.watch is not None:
         from smtp_balancer.cli.watch import rates_section, watch
-        from smtp_balancer.feedback.processor import minute_bucket
+        from smtp_balancer.state.keys import minute_bucket
 
         every_s = parse_duration(args.watch, unit_required=True)
 

@@ -18,12 +18,16 @@ import redis
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.complaints.attribute import Attribution
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.decision.quota import EXPSTATS_TTL_S
-from smtp_balancer.decision.warmup import hour_bucket
 from smtp_balancer.feedback.arms import configured_record, counts_in_run, read_runs_since
-from smtp_balancer.feedback.processor import minute_bucket
-from smtp_balancer.feedback.store import DAILY_TTL_S, TENANT_RETENTION_S, FeedbackStore, RateResult
-from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.feedback.store import FeedbackStore, RateResult
+from smtp_balancer.state.keys import (
+    DAY_TTL_S,
+    EXPSTATS_TTL_S,
+    TENANT_TTL_S,
+    KeySchema,
+    hour_bucket,
+    minute_bucket,
+)
 
 RESULTS = ("complaint", "not_counted", "unattributed", "malformed", "no_source_ip", "too_large")
 
@@ -75,12 +79,12 @@ class ComplaintStore:
             pipe.expire(bucket, self.retention_s)
             daily = self.keys.daily(attribution.endpoint, minute_bucket(now)[:8])
             pipe.hincrby(daily, "complained", 1)
-            pipe.expire(daily, DAILY_TTL_S)
+            pipe.expire(daily, DAY_TTL_S)
             if self.config.tenants:
                 hour = hour_bucket(datetime.fromtimestamp(now, UTC))
                 tenant = self.keys.tenant_outcomes(attribution.tenant, hour)
                 pipe.hincrby(tenant, "complained", 1)
-                pipe.expire(tenant, max(self.retention_s, TENANT_RETENTION_S))
+                pipe.expire(tenant, max(self.retention_s, TENANT_TTL_S))
             if arm is not None:
                 stats = self.keys.expstats(*arm)
                 pipe.hincrby(stats, "complained", 1)

@@ -25,8 +25,8 @@ from smtp_balancer.decision.plan import build_plan, rendezvous_hash, route_for, 
 from smtp_balancer.decision.providers import ProviderTable, domain_of
 from smtp_balancer.decision.quota import QuotaBook
 from smtp_balancer.decision.rules import MessageView, RuleSet
-from smtp_balancer.decision.warmup import CapsTable, day_bucket, hour_bucket
-from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.decision.warmup import CapsTable
+from smtp_balancer.state.keys import KeySchema, day_bucket, hour_bucket
 from smtp_balancer.state.live import LiveState
 
 

@@ -26,10 +26,6 @@ from smtp_balancer.decision.choice import NeedRedis
 from smtp_balancer.decision.rates import RateBook
 from smtp_balancer.state.keys import KeySchema
 
-DAY_TTL_S = 259_200  # as select.lua: day counters kept 3 days, hour counters 2
-HOUR_TTL_S = 172_800
-EXPSTATS_TTL_S = 90 * 86_400  # an experiment's counts outlive any sensible experiment
-ARM_RECORD_TTL_S = 5 * 86_400  # Postfix's maximal_queue_lifetime: a message's last outcome
 LEASE_MAX = 100
 EXHAUSTED_RECHECK_S = 30.0  # another daemon may give back units it leased
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,6 @@ from smtp_balancer.config.builtins import BUILTIN_SCHEDULES, Steps
 if TYPE_CHECKING:
     from smtp_balancer.config.model import BalancerConfig
 
-RATE_WINDOW_S = 60  # a rate cap counts the messages of any 60 s (select.lua's window)
 NO_RATES: Mapping[str, int] = MappingProxyType({})
 
 
@@ -166,11 +165,3 @@ class CapsTable:
                     caps[name] = UNCAPPED
             self._caps, self._day, self._steps = caps, today, steps
         return self._caps
-
-
-def day_bucket(now: datetime) -> str:
-    return now.strftime("%Y%m%d")
-
-
-def hour_bucket(now: datetime) -> str:
-    return now.strftime("%Y%m%d%H")

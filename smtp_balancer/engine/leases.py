@@ -17,22 +17,14 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from smtp_balancer.decision.quota import (
-    ARM_RECORD_TTL_S,
-    DAY_TTL_S,
-    EXPSTATS_TTL_S,
-    HOUR_TTL_S,
-    Giveback,
-    QuotaBook,
-    Refill,
-)
+from smtp_balancer.decision.quota import Giveback, QuotaBook, Refill
 from smtp_balancer.decision.rates import SLOT_S, RateGiveback, RateRefill
 from smtp_balancer.decision.script import StateJunk
 from smtp_balancer.engine.breaker import Breaker
 from smtp_balancer.engine.junk import JunkReporter
 from smtp_balancer.state import scripts
 from smtp_balancer.state.channel import ScriptChannel
-from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.keys import ARM_RECORD_TTL_S, KeySchema
 from smtp_balancer.state.scripts import LuaScript
 from smtp_balancer.state.values import text_of
 
@@ -247,7 +239,7 @@ def encode_counts(
             fields[g.field] = fields.get(g.field, 0) - g.units
     out_keys, out_args = [], []
     for key, fields in merged.items():
-        ttl = EXPSTATS_TTL_S if ":expstats:" in key else DAY_TTL_S if ":day:" in key else HOUR_TTL_S
+        ttl = keys.ttl_of(key)
         body = " ".join(f"{name} {delta}" for name, delta in fields.items() if delta)
         if body:
             out_keys.append(key)

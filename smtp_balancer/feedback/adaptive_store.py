@@ -19,8 +19,7 @@ from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.config.adaptive import AdaptiveConfig
 from smtp_balancer.feedback.adaptive import FIELDS, Sample, computed_factor, next_factor
 from smtp_balancer.feedback.metrics import ADAPTIVE_FACTOR
-from smtp_balancer.feedback.processor import minute_bucket
-from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.keys import KeySchema, minute_bucket
 from smtp_balancer.state.values import parse_count, parse_throttle, text_of
 
 log = logging.getLogger("smtp_balancer.feedback")

@@ -8,7 +8,6 @@ other transports are counted in metrics alone.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -16,7 +15,6 @@ from datetime import UTC, datetime
 
 from smtp_balancer.clock import SYSTEM
 from smtp_balancer.decision.providers import ProviderTable
-from smtp_balancer.decision.warmup import hour_bucket
 from smtp_balancer.feedback.classify import BounceClassifier, builtin_classes
 from smtp_balancer.feedback.delivery_log import (
     BIND_ERROR,
@@ -32,6 +30,7 @@ from smtp_balancer.feedback.exim_log import MARKERS as EXIM_MARKERS
 from smtp_balancer.feedback.exim_log import parse_exim_arrival, parse_exim_line
 from smtp_balancer.feedback.responses import CompiledRule, ResponseMatcher
 from smtp_balancer.feedback.tenants import SenderBook, TenantTable
+from smtp_balancer.state.keys import hour_bucket, minute_bucket
 
 # extra fields of the minute outcome hashes, read by adaptive factors
 BLOCK_CLASS = "policy_block"
@@ -74,10 +73,6 @@ class Batch:
     @property
     def pairs(self) -> set[tuple[str, str]]:
         return {(ep, provider) for ep, provider, _, _ in self.outcomes}
-
-
-def minute_bucket(epoch: float) -> str:
-    return time.strftime("%Y%m%d%H%M", time.gmtime(epoch))
 
 
 class Processor:

@@ -57,7 +57,7 @@ if redis.call('EXISTS', tripped) == 1 then
 end
 if sample >= min_sample and rate > above then
   -- the flag outlives the window, so an idle pair re-arms only through a fresh evaluation
-  redis.call('SET', tripped, rate10k, 'EX', (#ARGV - FIRST + 1) * 60 + duration)
+  redis.call('SET', tripped, rate10k, 'EX', (#ARGV - FIRST + 1) * MINUTE_S + duration)
   act()
   return {1, rate10k, sample}
 end

@@ -18,16 +18,20 @@ import redis
 
 from smtp_balancer.clock import SYSTEM
 from smtp_balancer.config.feedback import RateRuleConfig
-from smtp_balancer.decision.quota import ARM_RECORD_TTL_S, EXPSTATS_TTL_S
 from smtp_balancer.feedback.follower import Position
-from smtp_balancer.feedback.processor import Batch, Hit, minute_bucket
+from smtp_balancer.feedback.processor import Batch, Hit
 from smtp_balancer.state import scripts
-from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.keys import (
+    ARM_RECORD_TTL_S,
+    DAY_TTL_S,
+    EXPSTATS_TTL_S,
+    TENANT_TTL_S,
+    KeySchema,
+    minute_bucket,
+)
 from smtp_balancer.state.values import text_of
 
 # per-tenant hours are kept at least this long: `status` shows the last 24 of them
-TENANT_RETENTION_S = 25 * 3600
-DAILY_TTL_S = 3 * 86_400  # per-day outcomes: yesterday's must outlive a late judgement
 REASON_QUOTE = 160  # characters of the remote reply quoted in a suspension reason
 CODES = {0: "counting", 1: "acted", 2: "in_force", 3: "skipped"}
 RATE_CODES = {0: "quiet", 1: "tripped", 2: "still_tripped", 3: "recovered"}
@@ -131,7 +135,7 @@ class FeedbackStore:
             pipe.hincrby(key, status, n)
             tenant_keys.add(key)
         for key in tenant_keys:
-            pipe.expire(key, max(self.retention_s, TENANT_RETENTION_S))
+            pipe.expire(key, max(self.retention_s, TENANT_TTL_S))
         # per endpoint and UTC day, for warm-up hold_on rules (after the hits: their
         # replies are read by position)
         daily: Counter[tuple[str, str, str]] = Counter()
@@ -140,7 +144,7 @@ class FeedbackStore:
         for (ep, day, status), n in daily.items():
             pipe.hincrby(self.keys.daily(ep, day), status, n)
         for ep, day in {(ep, day) for ep, day, _ in daily}:
-            pipe.expire(self.keys.daily(ep, day), DAILY_TTL_S)
+            pipe.expire(self.keys.daily(ep, day), DAY_TTL_S)
         for (experiment, arm, name), n in batch.arm_outcomes.items():
             pipe.hincrby(self.keys.expstats(experiment, arm), name, n)
         for experiment, arm in {(x, a) for x, a, _ in batch.arm_outcomes}:

@@ -16,9 +16,9 @@ from datetime import date
 import redis
 
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.decision.warmup import CapsTable, day_bucket
+from smtp_balancer.decision.warmup import CapsTable
 from smtp_balancer.feedback.warmup_days import judge
-from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.keys import KeySchema, day_bucket
 from smtp_balancer.state.live import parse_warmup
 from smtp_balancer.state.values import parse_count, text_of
 

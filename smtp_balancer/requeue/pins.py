@@ -13,10 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from smtp_balancer.decision.quota import DAY_TTL_S, HOUR_TTL_S
-from smtp_balancer.decision.warmup import day_bucket, hour_bucket
 from smtp_balancer.state import scripts
-from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.keys import DAY_TTL_S, HOUR_TTL_S, KeySchema, day_bucket, hour_bucket
 from smtp_balancer.state.values import parse_count, text_of
 
 

@@ -14,11 +14,18 @@ import redis
 from smtp_balancer.clock import SYSTEM, Clock, utc_now
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import OTHER, ProviderTable
-from smtp_balancer.decision.warmup import RATE_WINDOW_S, Caps, CapsTable, day_bucket, hour_bucket
+from smtp_balancer.decision.warmup import Caps, CapsTable
 from smtp_balancer.durations import format_duration
 from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.factors import Factors, Standing, WarmupRecords, strings_with_ttl
-from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema, split_scoped
+from smtp_balancer.state.keys import (
+    ALL_PROVIDERS,
+    RATE_WINDOW_S,
+    KeySchema,
+    day_bucket,
+    hour_bucket,
+    split_scoped,
+)
 from smtp_balancer.state.live import parse_warmup
 from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
 

@@ -46,10 +46,41 @@ a response rule lifts by itself then.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import datetime
 
 ALL_PROVIDERS = "all"
 ADMIN_STATES = ("active", "drained", "quarantined")
+
+# -- lifetimes and windows: one constant each; Lua scripts get them as the constants
+# prelude state/scripts.py sends before each script (no literal in a script) --------
+DAY_TTL_S = 3 * 86_400  # a UTC day's keys (counters, outcomes): yesterday's outlive a late judgement
+HOUR_TTL_S = 2 * 86_400  # a UTC hour's counters
+EXPSTATS_TTL_S = 90 * 86_400  # an experiment's counts outlive any sensible experiment
+ARM_RECORD_TTL_S = 5 * 86_400  # Postfix's maximal_queue_lifetime: a message's last outcome
+TENANT_TTL_S = 25 * 3600  # per tenant and hour: a day of hours, and the hour being judged
+MINUTE_S = 60  # the width of an outcomes bucket
+RATE_WINDOW_S = 60  # a rate cap counts the messages of any 60 s
+LUA_CONSTANTS = {
+    "DAY_TTL_S": DAY_TTL_S,
+    "HOUR_TTL_S": HOUR_TTL_S,
+    "MINUTE_S": MINUTE_S,
+    "RATE_WINDOW_MS": RATE_WINDOW_S * 1000,
+}
+
+
+# -- time buckets (UTC), as the keys above name them ----------------------------------
+def minute_bucket(epoch: float) -> str:
+    return time.strftime("%Y%m%d%H%M", time.gmtime(epoch))
+
+
+def hour_bucket(now: datetime) -> str:
+    return now.strftime("%Y%m%d%H")
+
+
+def day_bucket(now: datetime) -> str:
+    return now.strftime("%Y%m%d")
 
 
 @dataclass(frozen=True)
@@ -75,6 +106,20 @@ class KeySchema:
     def suspension_pattern(self, endpoint: str = "") -> str:
         """SCAN pattern for one endpoint's suspensions, or for every suspension."""
         return scoped_pattern(self.suspension_prefix(), endpoint)
+
+    def ttl_of(self, counter: str) -> int:
+        """The lifetime of a counter key count.lua creates: a day or hour counter, or an
+        experiment's stats (read from the key's own structure)."""
+        kind, _, rest = counter.removeprefix(self.base + ":").partition(":")
+        if kind == "expstats":
+            return EXPSTATS_TTL_S
+        if kind == "count":
+            bucket_kind = rest.rsplit(":", 2)[-2:][0]
+            if bucket_kind == "day":
+                return DAY_TTL_S
+            if bucket_kind == "hour":
+                return HOUR_TTL_S
+        raise ValueError(f"not a counter key: {counter!r}")
 
     def day_counter(self, endpoint: str, bucket: str) -> str:
         return f"{self.base}:count:{endpoint}:day:{bucket}"

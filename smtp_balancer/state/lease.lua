@@ -25,7 +25,7 @@ for i = 1, 2 do
   end
 end
 if grant <= 0 then return 0 end
-local ttls = {259200, 172800}
+local ttls = {DAY_TTL_S, HOUR_TTL_S}
 for i = 1, 2 do
   local existed = redis.call('EXISTS', KEYS[i]) == 1
   redis.pcall('HINCRBY', KEYS[i], field, grant)

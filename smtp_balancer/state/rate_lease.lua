@@ -8,7 +8,7 @@
 -- this script's window (the last 60 s, and anything scored later) never hold more
 -- than the cap for any 60 s of decisions. Returns the slots granted (0: full).
 local want, cap, now_ms, valid_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local window_ms = 60000
+local window_ms = RATE_WINDOW_MS
 
 local slow = redis.pcall('GET', KEYS[2])
 if type(slow) == 'string' then

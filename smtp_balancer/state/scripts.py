@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 
+from smtp_balancer.state.keys import LUA_CONSTANTS
+
+# state/keys.py's lifetimes and windows as Lua locals, first in every script
+CONSTANTS = "\n".join(f"local {name} = {value}" for name, value in LUA_CONSTANTS.items())
+
 
 @dataclass(frozen=True)
 class LuaScript:
@@ -36,7 +41,7 @@ def load(
         text = _read(package, prelude) + "\n" + text
     if with_values:
         text = _read("smtp_balancer.state", "values.lua") + "\n" + text
-    return LuaScript(name, text)
+    return LuaScript(name, CONSTANTS + "\n" + text)
 
 
 VALUES = load("values.lua")

@@ -69,7 +69,6 @@ local function read_count(key, fld)
 end
 
 local now_ms = now_s * 1000
-local RATE_WINDOW_MS = 60000
 
 -- a `slow` action's factor on a rate cap ("<factor> <reason>", with a TTL), 1 = none
 local function slow_of(key)
@@ -403,7 +402,7 @@ if not chosen_name then
 end
 
 if commit then
-  local counters = {{chosen_st.day_key, 259200}, {chosen_st.hour_key, 172800}}
+  local counters = {{chosen_st.day_key, DAY_TTL_S}, {chosen_st.hour_key, HOUR_TTL_S}}
   for _, kt in ipairs(counters) do
     local total = redis.pcall('HINCRBY', kt[1], 'total', n)
     if is_err(total) then

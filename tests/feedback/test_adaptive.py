@@ -17,8 +17,7 @@ from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.feedback.adaptive import Sample, computed_factor, next_factor
 from smtp_balancer.feedback.adaptive_store import AdaptiveRounds, AdaptiveStore
-from smtp_balancer.feedback.processor import minute_bucket
-from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.keys import KeySchema, minute_bucket
 
 CFG = AdaptiveConfig(window=120, min_attempts=20, floor=0.1, hysteresis=0.1)
 KEYS = KeySchema()
