@@ -10,6 +10,7 @@ demo: install
 # two workers (pytest-xdist): each test has its own ports, folders and processes
 test: install
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 	.venv/bin/pytest -n 2
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
@@ -58,6 +59,7 @@ bench-milter: install
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 bench-feedback: install
 	.venv/bin/python benchmarks/feedback_throughput.py

@@ -39,6 +39,7 @@ from smtp_balancer.engine.plumbing import host_ipv6_addresses
 from smtp_balancer.experiments.stats import StatsUnavailable
 from smtp_balancer.observe import logs
 from smtp_balancer.observe.metrics import ListenError
+from smtp_balancer.observe.status import StatusReader
 from smtp_balancer.render import exim, postfix, postfix_merge
 from smtp_balancer.state.admin import AdminError, StateAdmin
 from smtp_balancer.state.audit import AuditEntry
@@ -68,6 +69,10 @@ def _config(args: argparse.Namespace) -> BalancerConfig:
 def _admin(args: argparse.Namespace) -> StateAdmin:
     config = _config(args)
     return StateAdmin(sync_client(config.redis), config, args.clock)
+
+
+def _status(admin: StateAdmin) -> StatusReader:
+    return StatusReader(admin.r, admin.config, admin.clock)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -153,7 +158,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     admin = _admin(args)
     shown = status_filter(args, admin)
     if args.json:
-        snapshot = admin.snapshot()
+        snapshot = _status(admin).snapshot()
         print(json.dumps(status_json(snapshot, _changes(admin, shown)), indent=2))
         return 0
     if args.watch is not None:
@@ -181,7 +186,7 @@ def _changes(admin: StateAdmin, shown: Shown) -> dict[str, AuditEntry]:
 
 
 def _status_text(admin: StateAdmin, shown: Shown, now: float) -> str:
-    out = [status_report(admin.snapshot(), shown)]
+    out = [status_report(_status(admin).snapshot(), shown)]
     if changes := _changes(admin, shown):
         out.append("\nlast change per endpoint (smtp-balancer audit shows them all):")
         out += table([[ep, short_entry(e, now)] for ep, e in sorted(changes.items())])
@@ -406,7 +411,7 @@ def cmd_warmup(args: argparse.Namespace) -> int:
         admin._endpoint(args.endpoint)
         raise AdminError(f"{args.endpoint} has no warm-up (endpoints.{args.endpoint}.warmup in the YAML)")
     if args.action == "show":
-        snapshot = admin.snapshot(tenants=False, limits=False)
+        snapshot = _status(admin).snapshot(tenants=False, limits=False)
         rows = []
         for name in [args.endpoint] if args.endpoint else warming:
             ep, cfg, record = (
@@ -567,7 +572,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         args.id,
         args.log,
         args.json,
-        lambda: _admin(args).snapshot(),
+        lambda: _status(_admin(args)).snapshot(),
         journal=not args.no_journal,
         journal_file=args.journal_file,
     )

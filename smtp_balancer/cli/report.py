@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.durations import format_duration
-from smtp_balancer.state.admin import TENANT_HOURS, EndpointStatus, Snapshot
+from smtp_balancer.observe.status import TENANT_HOURS, EndpointStatus, Snapshot
 from smtp_balancer.state.audit import AuditEntry
 
 # C0 and C1 controls and DEL: a reason written into Redis could otherwise move the

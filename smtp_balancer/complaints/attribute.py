@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from smtp_balancer.complaints.arf import Report
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import OTHER, ProviderTable
-from smtp_balancer.feedback.tenants import TenantTable
+from smtp_balancer.decision.tenants import TenantTable
 
 # the domains feedback loops send reports from (the report's From, or a parent of it);
 # feedback.complaints.reporters adds to and overrides these

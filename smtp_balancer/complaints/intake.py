@@ -25,7 +25,7 @@ from smtp_balancer.complaints.arf import ReportError, parse_report
 from smtp_balancer.complaints.attribute import Attribution, Attributor
 from smtp_balancer.complaints.store import ComplaintStore
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.feedback.store import RateResult
+from smtp_balancer.state.rates import RateResult
 
 log = logging.getLogger("smtp_balancer.fbl")
 EX_OK = 0

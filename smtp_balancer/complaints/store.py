@@ -18,8 +18,7 @@ import redis
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.complaints.attribute import Attribution
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.feedback.arms import configured_record, counts_in_run, read_runs_since
-from smtp_balancer.feedback.store import FeedbackStore, RateResult
+from smtp_balancer.experiments.records import configured_record, counts_in_run, read_runs_since
 from smtp_balancer.state.keys import (
     DAY_TTL_S,
     EXPSTATS_TTL_S,
@@ -28,6 +27,7 @@ from smtp_balancer.state.keys import (
     hour_bucket,
     minute_bucket,
 )
+from smtp_balancer.state.rates import RateResult, evaluate_rates
 
 RESULTS = ("complaint", "not_counted", "unattributed", "malformed", "no_source_ip", "too_large")
 
@@ -47,7 +47,6 @@ class ComplaintStore:
         self.clock = clock
         self.keys = KeySchema(config.redis.prefix)
         self.retention_s = config.feedback.rate_retention
-        self.rates = FeedbackStore(client, self.keys, "fbl", self.retention_s)
         self.arms = config.experiment_arms
 
     def arm_of(self, queue_ids: tuple[str, ...]) -> tuple[str, str] | None:
@@ -98,4 +97,4 @@ class ComplaintStore:
         if attribution.endpoint is None or not rules:
             return []
         pair = (attribution.endpoint, attribution.provider)
-        return self.rates.evaluate_rates(rules, {pair}, self.clock.wall())
+        return evaluate_rates(self.r, self.keys, rules, {pair}, self.clock.wall())

@@ -16,7 +16,10 @@ operator with a better-known audience defines their own in YAML.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+OTHER = "other"  # the provider of every domain no table knows
 
 
 @dataclass(frozen=True)
@@ -97,3 +100,8 @@ BUILTIN_SCHEDULES: dict[str, Steps] = {
     # 200/day doubling for 10 days: for IPs joining an already-reputable domain
     "fast": _doubling(200, 10, 2.0, 0.2),
 }
+
+
+def provider_names(configured: Iterable[str]) -> set[str]:
+    """Every provider a name can refer to: the built-in ones and those ``configured``."""
+    return set(BUILTIN_PROVIDERS) | set(configured)

@@ -10,7 +10,7 @@ import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from smtp_balancer.config.builtins import BUILTIN_PROVIDERS, BUILTIN_SCHEDULES
+from smtp_balancer.config.builtins import BUILTIN_SCHEDULES, OTHER, provider_names
 from smtp_balancer.config.names import EXIM_GENERIC_TRANSPORT, POSTFIX_SERVICES, exim_transport_name
 
 ConfigError = tuple[str, str]  # (path, message)
@@ -28,7 +28,7 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
     endpoints = _mapping(raw.get("endpoints"))
     pools = _mapping(raw.get("pools"))
     schedules = set(BUILTIN_SCHEDULES) | set(_mapping(raw.get("warmup_schedules")))
-    providers = set(BUILTIN_PROVIDERS) | set(_mapping(raw.get("providers"))) | {"other"}
+    providers = provider_names(_mapping(raw.get("providers"))) | {OTHER}
     known = ", ".join(sorted(providers))
 
     def unknown_provider(name: str) -> str:

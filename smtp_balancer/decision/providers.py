@@ -12,12 +12,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from smtp_balancer.config.builtins import BUILTIN_PROVIDERS, ProviderSpec
+from smtp_balancer.config.builtins import BUILTIN_PROVIDERS, OTHER, ProviderSpec
 
 if TYPE_CHECKING:
     from smtp_balancer.config.model import BalancerConfig
-
-OTHER = "other"
 
 
 @dataclass

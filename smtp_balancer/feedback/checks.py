@@ -12,15 +12,16 @@ from smtp_balancer.clock import SYSTEM
 from smtp_balancer.complaints import metrics as complaint_metrics
 from smtp_balancer.complaints.metrics import ComplaintLabels
 from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback import metrics, state_metrics
 from smtp_balancer.feedback.dnsbl import LISTED, DnsblChecker, DnsblResult
 from smtp_balancer.feedback.probe import RelayHealth, probe
+from smtp_balancer.observe.status import StatusReader
 from smtp_balancer.state import scripts
-from smtp_balancer.state.admin import StateAdmin
 from smtp_balancer.state.keys import KeySchema
 
 log = logging.getLogger("smtp_balancer.feedback")
-HEALTH_LUA = scripts.load("health.lua", "smtp_balancer.feedback").text
+HEALTH_LUA = scripts.HEALTH.text
 DNSBL_BY = "dnsbl"
 PROBE_BY = "relay-probe"
 
@@ -36,8 +37,8 @@ class HealthChecks:
         self.config = config
         self.r = client
         self.keys = KeySchema(config.redis.prefix)
-        self.admin = StateAdmin(client, config)
-        self.complaint_labels = ComplaintLabels.from_config(config, self.admin.providers.names)
+        self.status = StatusReader(client, config)
+        self.complaint_labels = ComplaintLabels.from_config(config, ProviderTable.from_config(config).names)
         self.stop = stop
         fb = config.feedback
         self.dnsbl = DnsblChecker(fb.dnsbl) if fb.dnsbl.zones else None
@@ -105,7 +106,7 @@ class HealthChecks:
             metrics.RELAY_UP.labels(name).set(1 if health.up else 0)
 
     def state_round(self) -> None:
-        state_metrics.export(self.admin.snapshot(tenants=False, limits=False))
+        state_metrics.export(self.status.snapshot(tenants=False, limits=False))
         junk = complaint_metrics.TOTALS.update(self.r.hgetall(self.keys.fbl_totals()), self.complaint_labels)
         if junk:
             log.warning("%d junk fields in the complaint totals hash skipped", junk)

@@ -20,6 +20,7 @@ from smtp_balancer.clock import utc_now
 from smtp_balancer.config.feedback import STATUSES
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.feedback import metrics
 from smtp_balancer.feedback.adaptive_store import AdaptiveRounds, AdaptiveStore
 from smtp_balancer.feedback.arms import ArmAttribution
@@ -28,8 +29,7 @@ from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.follower import LogFollower, Position
 from smtp_balancer.feedback.processor import Batch, Processor
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
-from smtp_balancer.feedback.store import FeedbackStore, HitResult, RateResult
-from smtp_balancer.feedback.tenants import TenantTable
+from smtp_balancer.feedback.store import FeedbackStore, HitResult
 from smtp_balancer.feedback.warmup_store import WarmupRecords
 from smtp_balancer.observe.metrics import serve_metrics
 from smtp_balancer.observe.ratelimit import LogLimiter
@@ -38,6 +38,7 @@ from smtp_balancer.observe.stalls import StallWatch
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.state.client import describe, sync_client
 from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.rates import RateResult, evaluate_rates
 
 log = logging.getLogger("smtp_balancer.feedback")
 RETRY_S = 1.0
@@ -110,7 +111,7 @@ class FeedbackDaemon:
         self._complaint_pairs |= pairs
         if time.monotonic() < self._complaints_due or not self._complaint_pairs:
             return []
-        rates = self.store.evaluate_rates(self.complaint_rules, self._complaint_pairs)
+        rates = evaluate_rates(self.store.r, self.store.keys, self.complaint_rules, self._complaint_pairs)
         self._complaint_pairs = set()
         self._complaints_due = time.monotonic() + COMPLAINT_RULES_EVERY_S
         return rates
@@ -203,7 +204,7 @@ class FeedbackDaemon:
         # rates are re-evaluated with every batch that touches a pair: a failure here
         # is logged, never retried (the batch itself is applied, and must not be twice)
         try:
-            rates = self.store.evaluate_rates(self.per_batch_rules, batch.pairs)
+            rates = evaluate_rates(self.store.r, self.store.keys, self.per_batch_rules, batch.pairs)
             rates += self.complaint_rates(batch.pairs)
         except redis.RedisError as exc:
             metrics.REDIS_ERRORS.inc()

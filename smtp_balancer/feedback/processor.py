@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from smtp_balancer.clock import SYSTEM
 from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.feedback.classify import BounceClassifier, builtin_classes
 from smtp_balancer.feedback.delivery_log import (
     BIND_ERROR,
@@ -29,7 +30,7 @@ from smtp_balancer.feedback.delivery_log import (
 from smtp_balancer.feedback.exim_log import MARKERS as EXIM_MARKERS
 from smtp_balancer.feedback.exim_log import parse_exim_arrival, parse_exim_line
 from smtp_balancer.feedback.responses import CompiledRule, ResponseMatcher
-from smtp_balancer.feedback.tenants import SenderBook, TenantTable
+from smtp_balancer.feedback.tenants import SenderBook
 from smtp_balancer.state.keys import hour_bucket, minute_bucket
 
 # extra fields of the minute outcome hashes, read by adaptive factors

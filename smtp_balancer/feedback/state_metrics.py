@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import Gauge
 
-from smtp_balancer.state.admin import EndpointStatus, Snapshot
+from smtp_balancer.observe.status import EndpointStatus, Snapshot
 from smtp_balancer.state.keys import ADMIN_STATES
 
 ENDPOINT_STATE = Gauge(

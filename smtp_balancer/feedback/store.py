@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import redis
 
-from smtp_balancer.clock import SYSTEM
-from smtp_balancer.config.feedback import RateRuleConfig
 from smtp_balancer.feedback.follower import Position
 from smtp_balancer.feedback.processor import Batch, Hit
 from smtp_balancer.state import scripts
@@ -27,18 +25,15 @@ from smtp_balancer.state.keys import (
     EXPSTATS_TTL_S,
     TENANT_TTL_S,
     KeySchema,
-    minute_bucket,
 )
 from smtp_balancer.state.values import text_of
 
 # per-tenant hours are kept at least this long: `status` shows the last 24 of them
 REASON_QUOTE = 160  # characters of the remote reply quoted in a suspension reason
 CODES = {0: "counting", 1: "acted", 2: "in_force", 3: "skipped"}
-RATE_CODES = {0: "quiet", 1: "tripped", 2: "still_tripped", 3: "recovered"}
 
 
-HIT_LUA = scripts.load("hit.lua", "smtp_balancer.feedback", prelude="act.lua").text
-RATE_LUA = scripts.load("rate.lua", "smtp_balancer.feedback", prelude="act.lua").text
+HIT_LUA = scripts.HIT.text
 
 
 @dataclass(frozen=True)
@@ -47,22 +42,6 @@ class HitResult:
     outcome: str  # counting | acted | in_force | skipped
     seconds: int
     strike: int
-
-
-@dataclass(frozen=True)
-class RateResult:
-    rule: str
-    endpoint: str
-    provider: str
-    outcome: str  # quiet | tripped | still_tripped | recovered
-    rate_percent: float
-    attempts: int  # the sample: attempts, or delivered messages for complained
-    action: str = "suspend_provider"
-
-    @property
-    def scope(self) -> str:
-        """The provider label of what the action covers: quarantine and suspend_all cover all."""
-        return "all" if self.action in ("suspend_all", "quarantine") else self.provider
 
 
 def reason_for(hit: Hit) -> str:
@@ -175,41 +154,3 @@ class FeedbackStore:
         for experiment, arm in {(x, a) for x, a, _ in counts}:
             pipe.expire(self.keys.expstats(experiment, arm), EXPSTATS_TTL_S)
         pipe.execute()
-
-    def evaluate_rates(
-        self, rules: list[RateRuleConfig], pairs: set[tuple[str, str]], now: float | None = None
-    ) -> list[RateResult]:
-        if not rules or not pairs:
-            return []
-        now = SYSTEM.wall() if now is None else now
-        jobs = []
-        pipe = self.r.pipeline(transaction=False)
-        for rule in rules:
-            minutes = [minute_bucket(now - 60 * i) for i in range(max(1, rule.window // 60))]
-            for ep, provider in sorted(pairs):
-                if rule.providers and provider not in rule.providers:
-                    continue
-                pipe.eval(
-                    RATE_LUA,
-                    1,
-                    self.keys.tripped(rule.name, ep, provider),
-                    self.keys.base,
-                    rule.name,
-                    ep,
-                    provider,
-                    rule.measure,
-                    rule.above_percent,
-                    rule.recover_below_percent,
-                    rule.min_attempts,
-                    rule.action,
-                    rule.duration,
-                    rule.factor,
-                    *(self.keys.outcomes(ep, provider, m) for m in minutes),
-                )
-                jobs.append((rule, ep, provider))
-        out = []
-        for (rule, ep, provider), reply in zip(jobs, pipe.execute(), strict=True):
-            code, rate10k, sample = (int(x) for x in reply)
-            outcome = RATE_CODES.get(code, "unknown")
-            out.append(RateResult(rule.name, ep, provider, outcome, rate10k / 10_000, sample, rule.action))
-        return out

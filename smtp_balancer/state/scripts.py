@@ -50,3 +50,7 @@ LEASE = load("lease.lua", with_values=True)
 RATE_LEASE = load("rate_lease.lua", with_values=True)
 ARMS = load("arms.lua")
 COUNT = load("count.lua", with_values=True)
+# the rules' scripts: act.lua, the actions both share, goes first
+HIT = load("hit.lua", prelude="act.lua")
+RATE = load("rate.lua", prelude="act.lua")
+HEALTH = load("health.lua")

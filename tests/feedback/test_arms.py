@@ -11,9 +11,7 @@ from smtp_balancer.feedback.arms import (
     GRACE_S,
     RETRY_S,
     ArmAttribution,
-    counts_in_run,
     outcome_fields,
-    read_arm_record,
 )
 from smtp_balancer.feedback.delivery_log import Delivery
 from smtp_balancer.state.keys import KeySchema
@@ -58,35 +56,6 @@ SENT = Delivery(
 )
 def test_each_outcome_adds_its_status_class_and_latency(delivery: Delivery, fields: list[str]) -> None:
     assert outcome_fields(delivery) == fields
-
-
-@pytest.mark.parametrize(
-    ("raw", "record"),
-    [
-        ("ab a 1764000000", ("ab", "a", 1764000000)),
-        (b"ab b 0", ("ab", "b", 0)),
-        ("ab a", ("ab", "a", None)),  # written before records had a time: counts in every run
-        ("ab a 0x10", None),
-        ("ab a 1_0", None),
-        ("ab a \u0661", None),  # the value grammar: ASCII digits only
-        ("ab a ", None),
-        ("ab a 1 2", None),
-        ("ab", None),
-        (" a", None),
-        ("ab ", None),
-        (None, None),
-    ],
-)
-def test_an_arm_record_is_an_experiment_an_arm_and_a_time(raw: object, record: tuple | None) -> None:
-    assert read_arm_record(raw) == record
-
-
-def test_a_message_decided_before_its_run_began_does_not_count_in_it() -> None:
-    record = read_arm_record("ab a 1000")
-    assert record is not None
-    assert counts_in_run(record, None) and counts_in_run(record, 999.5) and counts_in_run(record, 1000.9)
-    assert not counts_in_run(record, 1001)
-    assert counts_in_run(read_arm_record("ab a"), 10**12)  # an old record: no time to judge
 
 
 def test_a_message_moved_before_its_record_was_written_inherits_it_when_it_is(rdb) -> None:

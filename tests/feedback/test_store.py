@@ -9,7 +9,7 @@ import redis
 
 from integration.statistics import assert_binomial
 from smtp_balancer.clock import SYSTEM
-from smtp_balancer.config.feedback import RateRuleConfig, ResponseRuleConfig
+from smtp_balancer.config.feedback import ResponseRuleConfig
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.feedback.follower import Position
@@ -104,32 +104,6 @@ def test_apply_moves_the_position_with_the_counts(rdb: redis.Redis) -> None:
     store.apply(batch, Position(7, 1234, b"tail"))
     assert rdb.hget(KEYS.outcomes("out1", "google", "202611241030"), "sent") == "5"
     assert store.load_position() == Position(7, 1234, b"tail")
-
-
-def test_rate_rule_trips_stays_tripped_and_re_arms_below_recovery(rdb: redis.Redis) -> None:
-    store = FeedbackStore(rdb, KEYS, "t", 3600)
-    rr = RateRuleConfig(
-        name="defer-rate",
-        above_percent=50,
-        recover_below_percent=20,
-        min_attempts=10,
-        window=120,
-        duration=60,
-    )
-    now = time.time()
-    minute = time.strftime("%Y%m%d%H%M", time.gmtime(now))
-    key = KEYS.outcomes("out1", "yahoo", minute)
-
-    rdb.hset(key, mapping={"sent": 6, "deferred": 3})  # 9 attempts: below min_attempts
-    assert store.evaluate_rates([rr], {("out1", "yahoo")}, now)[0].outcome == "quiet"
-    rdb.hset(key, mapping={"sent": 4, "deferred": 6})  # 60% of 10: trips
-    res = store.evaluate_rates([rr], {("out1", "yahoo")}, now)[0]
-    assert (res.outcome, res.rate_percent, res.attempts) == ("tripped", 60.0, 10)
-    assert "rate rule defer-rate" in rdb.get(KEYS.suspension("out1", "yahoo"))
-    rdb.hset(key, mapping={"sent": 7, "deferred": 3})  # 30%: below trip, above recovery
-    assert store.evaluate_rates([rr], {("out1", "yahoo")}, now)[0].outcome == "still_tripped"
-    rdb.hset(key, mapping={"sent": 9, "deferred": 1})  # 10%: recovers
-    assert store.evaluate_rates([rr], {("out1", "yahoo")}, now)[0].outcome == "recovered"
 
 
 def gmail(i: int) -> Facts:

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.feedback.processor import Processor
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
-from smtp_balancer.feedback.tenants import SenderBook, TenantTable
+from smtp_balancer.feedback.tenants import SenderBook
 
 NOW = 1_795_000_000.0  # 2026-11-18 11:06:40 UTC
 TENANTS = TenantTable(["shop.test", "news.example"])
-
-
-def test_a_tenant_is_the_nearest_configured_parent_domain() -> None:
-    assert TENANTS.of("a@shop.test") == "shop.test"
-    assert TENANTS.of("bounce+x=y@mail.bounces.SHOP.test.") == "shop.test"
-    assert TENANTS.of("a@notshop.test") == "other"
-    assert TENANTS.of("") == "other"  # the null sender of a bounce
-    assert TENANTS.of("news.example") == "news.example"  # a bare domain works too
-    assert not TenantTable([])
 
 
 def test_the_sender_book_keeps_only_the_newest_entries() -> None:

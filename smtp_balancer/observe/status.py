@@ -1,0 +1,323 @@
+"""The status snapshot behind ``status``, the state gauges and ``trace``: pools with
+their live weights, endpoints with their state, suspensions, counters and caps,
+limits per provider, adaptive factors and throttles, queued mail and tenants.
+
+It reads Redis with the key schema's names and the value grammar of state/, and
+the caps from decision/ (a managed warm-up's step from its record).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import redis
+
+from smtp_balancer.clock import SYSTEM, Clock, utc_now
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.providers import OTHER
+from smtp_balancer.decision.warmup import Caps, CapsTable
+from smtp_balancer.state.audit import AuditTrail
+from smtp_balancer.state.factors import Factors, Standing, strings_with_ttl
+from smtp_balancer.state.keys import RATE_WINDOW_S, KeySchema, day_bucket, hour_bucket, split_scoped
+from smtp_balancer.state.live import parse_warmup
+from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
+
+
+@dataclass(frozen=True)
+class Suspension:
+    provider: str
+    ttl_s: int  # -1: no expiry
+    reason: str
+
+
+@dataclass
+class EndpointStatus:
+    name: str
+    state: str
+    reason: str
+    state_junk: bool
+    suspensions: list[Suspension]
+    day_count: int | None  # None: junk counter
+    hour_count: int | None
+    day_cap: int | None
+    hour_cap: int | None
+    warmup_day: int | None
+    warmup_why: str = ""  # a managed warm-up's last judgement (held, stepped back, advanced)
+    # who set the state and when (epoch seconds), as the state hash has them
+    state_by: str = ""
+    state_since: int | None = None
+    requeue: bool = False  # drain --requeue: queued mail moves too
+    until: int | None = None  # a quarantine that lifts by itself then
+
+
+@dataclass
+class MemberStatus:
+    endpoint: str
+    yaml_weight: int
+    live_weight: int | None
+    junk_weight: str | None
+
+    @property
+    def weight(self) -> int:
+        return self.yaml_weight if self.live_weight is None else self.live_weight
+
+
+@dataclass
+class PoolStatus:
+    name: str
+    stickiness: str
+    spread: int
+    overflow: str
+    members: list[MemberStatus] = field(default_factory=list)
+
+
+@dataclass
+class LimitStatus:
+    """One endpoint x provider limit: a warm-up cap beside the total, or a rate cap."""
+
+    endpoint: str
+    provider: str  # or "all" for a rate cap over every provider
+    day_count: int | None = None  # None: junk counter (or no cap)
+    day_cap: int | None = None
+    hour_count: int | None = None
+    hour_cap: int | None = None
+    rate_count: int | None = None  # messages in the last minute
+    rate_cap: int | None = None  # as configured
+    slow_factor: float | None = None  # a `slow` action in force
+    slow_ttl_s: int = 0
+    slow_reason: str = ""
+
+
+@dataclass
+class AdaptiveStatus:
+    endpoint: str
+    provider: str
+    factor: float | None  # None: junk (ignored by the deciders)
+    ttl_s: int
+    cause: str
+
+
+TENANT_HOURS = 24  # `status` sums the tenants' outcomes over this many UTC hours
+TENANT_FIELDS = ("sent", "deferred", "bounced", "expired", "complained")
+
+
+@dataclass
+class Snapshot:
+    taken_at: datetime
+    pools: list[PoolStatus]
+    endpoints: dict[str, EndpointStatus]
+    # deferred messages bound to each endpoint, summed over the hosts whose requeue
+    # daemon reported in the last few sweeps; None: no host reports
+    queued: dict[str, int] | None = None
+    queued_hosts: int = 0
+    # tenant -> sent/deferred/bounced/expired/complained over the last TENANT_HOURS;
+    # empty when no tenants are configured
+    tenants: dict[str, dict[str, int]] = field(default_factory=dict)
+    limits: list[LimitStatus] = field(default_factory=list)
+    adaptive: list[AdaptiveStatus] = field(default_factory=list)
+    throttles: list[Standing] = field(default_factory=list)
+
+
+def _stored_int(mapping: dict[bytes, bytes] | None, name: bytes) -> int | None:
+    """A hash field that holds a count or epoch seconds; None when absent or junk."""
+    raw = text_of(mapping.get(name)) if mapping else None
+    return None if raw is None else parse_count(raw)
+
+
+class StatusReader:
+    def __init__(self, client: redis.Redis, config: BalancerConfig, clock: Clock = SYSTEM) -> None:
+        self.r = client
+        self.config = config
+        self.clock = clock
+        self.keys = KeySchema(config.redis.prefix)
+        self.caps = CapsTable(config)
+        self.factors = Factors(client, self.keys, AuditTrail(client, self.keys, clock))  # reads only
+
+    def snapshot(self, now: datetime | None = None, *, tenants: bool = True, limits: bool = True) -> Snapshot:
+        """``tenants=False``, ``limits=False``: skip the per-tenant hours and the limits per
+        provider (the state gauges show neither)."""
+        now = now or utc_now(self.clock)
+        steps, whys = self._warmup_records()
+        caps = self.caps.on(now.date(), steps)
+        pools = list(self.config.pools.items())
+        names = list(self.config.endpoints)
+
+        pipe = self.r.pipeline(transaction=False)
+        for pool_name, _ in pools:
+            pipe.hgetall(self.keys.pool_weights(pool_name))
+        for ep in names:
+            pipe.hgetall(self.keys.endpoint_state(ep))
+            pipe.hget(self.keys.day_counter(ep, day_bucket(now)), "total")
+            pipe.hget(self.keys.hour_counter(ep, hour_bucket(now)), "total")
+        replies = pipe.execute(raise_on_error=False)
+
+        out_pools = []
+        for (pool_name, pool), live in zip(pools, replies[: len(pools)], strict=True):
+            live = live if isinstance(live, dict) else {}
+            status = PoolStatus(pool_name, pool.stickiness, pool.spread, pool.overflow)
+            for m in pool.endpoints:
+                raw = text_of(live.get(_enc(m.endpoint)) if live else None)
+                parsed = parse_weight(raw)
+                status.members.append(
+                    MemberStatus(
+                        m.endpoint, m.weight, parsed, raw if raw is not None and parsed is None else None
+                    )
+                )
+            out_pools.append(status)
+
+        endpoints: dict[str, EndpointStatus] = {}
+        rest = replies[len(pools) :]
+        for i, ep in enumerate(names):
+            state_raw, day_raw, hour_raw = rest[3 * i : 3 * i + 3]
+            state_map = state_raw if isinstance(state_raw, dict) else None
+            state = parse_state(text_of(state_map.get(b"state"))) if state_map is not None else None
+            cap = caps[ep]
+            endpoints[ep] = EndpointStatus(
+                name=ep,
+                state=state or "active",
+                reason=text_of(state_map.get(b"reason")) or "" if state_map else "",
+                state_junk=state is None,
+                suspensions=self._suspensions(ep),
+                day_count=_count(day_raw),
+                hour_count=_count(hour_raw),
+                day_cap=cap.day,
+                hour_cap=cap.hour,
+                warmup_day=cap.warmup_day,
+                warmup_why=whys.get(ep, ""),
+                state_by=text_of(state_map.get(b"by")) or "" if state_map else "",
+                state_since=_stored_int(state_map, b"since"),
+                requeue=bool(state_map) and text_of(state_map.get(b"requeue")) == "1",
+                until=_stored_int(state_map, b"until"),
+            )
+        queued, hosts = self._queued()
+        return Snapshot(
+            now,
+            out_pools,
+            endpoints,
+            queued,
+            hosts,
+            self._tenants(now) if tenants else {},
+            self._limits(now, caps) if limits else [],
+            self._adaptive() if limits else [],
+            self.factors.standing("throttle", set(names)) if limits else [],
+        )
+
+    def _warmup_records(self) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
+        """Managed warm-ups' (step, day) and last judgement."""
+        managed = self.config.managed_warmups
+        if not managed:
+            return {}, {}
+        pipe = self.r.pipeline(transaction=False)
+        for name in managed:
+            pipe.hmget(self.keys.warmup(name), ["step", "day", "why"])
+        steps, whys = {}, {}
+        for name, reply in zip(managed, pipe.execute(raise_on_error=False), strict=True):
+            values = reply if isinstance(reply, list) else [None, None, None]
+            found = parse_warmup(values[:2], self.keys.warmup(name), [])
+            if found is not None:
+                steps[name] = found
+                whys[name] = text_of(values[2]) or ""
+            elif values[0] is not None or isinstance(reply, Exception):
+                whys[name] = "record unreadable: on step 1 until the feedback daemon rewrites it"
+        return steps, whys
+
+    def _adaptive(self) -> list[AdaptiveStatus]:
+        out = []
+        for key, value, ttl in strings_with_ttl(self.r, self.keys.adaptive_pattern()):
+            scope = split_scoped(text_of(key) or "", self.keys.adaptive_prefix())
+            if scope is None:
+                continue
+            raw = text_of(value)
+            cause = raw.partition(" ")[2] if raw else ""
+            out.append(
+                AdaptiveStatus(*scope, parse_throttle(raw), ttl if isinstance(ttl, int) else -2, cause)
+            )
+        return out
+
+    def _limits(self, now: datetime, caps: dict[str, Caps]) -> list[LimitStatus]:
+        out: list[LimitStatus] = []
+        pipe = self.r.pipeline(transaction=False)
+        window_start = self.clock.wall() * 1000 - RATE_WINDOW_S * 1000
+        for ep, cap in caps.items():
+            for provider, (day_cap, hour_cap) in sorted(cap.providers.items()):
+                out.append(LimitStatus(ep, provider, day_cap=day_cap, hour_cap=hour_cap))
+                pipe.hget(self.keys.day_counter(ep, day_bucket(now)), provider)
+                pipe.hget(self.keys.hour_counter(ep, hour_bucket(now)), provider)
+            for provider, rate in sorted(cap.rates.items()):
+                out.append(LimitStatus(ep, provider, rate_cap=rate))
+                pipe.zcount(self.keys.rate(ep, provider), f"({window_start}", "+inf")
+                pipe.get(self.keys.slow(ep, provider))
+                pipe.ttl(self.keys.slow(ep, provider))
+        if not out:
+            return out
+        replies = iter(pipe.execute(raise_on_error=False))
+        for limit in out:
+            if limit.rate_cap is None:
+                limit.day_count, limit.hour_count = _count(next(replies)), _count(next(replies))
+                continue
+            count, slow, ttl = next(replies), text_of(next(replies)), next(replies)
+            limit.rate_count = count if isinstance(count, int) else None
+            limit.slow_factor = parse_throttle(slow)
+            if limit.slow_factor is not None:
+                limit.slow_ttl_s = ttl if isinstance(ttl, int) else 0
+                limit.slow_reason = slow.partition(" ")[2] if slow else ""
+        return out
+
+    def _tenants(self, now: datetime) -> dict[str, dict[str, int]]:
+        if not self.config.tenants:
+            return {}
+        names = [*self.config.tenants, OTHER]
+        hours = [hour_bucket(now - timedelta(hours=h)) for h in range(TENANT_HOURS)]
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            for hour in hours:
+                pipe.hgetall(self.keys.tenant_outcomes(name, hour))
+        replies = iter(pipe.execute(raise_on_error=False))
+        out: dict[str, dict[str, int]] = {}
+        for name in names:
+            sums = dict.fromkeys(TENANT_FIELDS, 0)
+            for _ in hours:
+                reply = next(replies)
+                for f in TENANT_FIELDS:
+                    n = parse_count(text_of(reply.get(f.encode()))) if isinstance(reply, dict) else None
+                    sums[f] += n or 0
+            out[name] = sums
+        return out
+
+    def _queued(self) -> tuple[dict[str, int] | None, int]:
+        keys = sorted(self.r.scan_iter(match=self.keys.queued_pattern(), count=500))
+        if not keys:
+            return None, 0
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        total: dict[str, int] = {}
+        for reply in pipe.execute(raise_on_error=False):
+            if not isinstance(reply, dict):
+                continue
+            for name, raw in reply.items():
+                n = parse_count(text_of(raw))
+                endpoint = text_of(name) or ""
+                if n is not None and endpoint in self.config.endpoints:
+                    total[endpoint] = total.get(endpoint, 0) + n
+        return total, len(keys)
+
+    def _suspensions(self, endpoint: str) -> list[Suspension]:
+        prefix = self.keys.suspension(endpoint, "")
+        out = []
+        for key, reason, ttl in strings_with_ttl(self.r, self.keys.suspension_pattern(endpoint)):
+            text = text_of(reason) if isinstance(reason, bytes) else "(unreadable value: not a string)"
+            ttl_s = ttl if isinstance(ttl, int) else -2
+            out.append(Suspension((text_of(key) or "").removeprefix(prefix), ttl_s, text or ""))
+        return out
+
+
+def _enc(text: str) -> bytes:
+    return text.encode()
+
+
+def _count(raw: object) -> int | None:
+    if isinstance(raw, Exception):
+        return None
+    return parse_count(text_of(raw))
