@@ -264,7 +264,7 @@ def status_report(snapshot: Snapshot, shown: Shown | None = None) -> str:
         "adaptive factors (weight x factor for the provider, in pools with adaptive: true):",
         ["ENDPOINT", "PROVIDER", "FACTOR", "LEFT", "CAUSE"],
         [
-            [a.endpoint, a.provider, _factor(a.factor), format_duration(a.ttl_s), _short(a.cause, 40)]
+            [a.endpoint, a.provider, _factor(a.factor), format_duration(a.ttl_s), _short(a.reason, 40)]
             for a in adaptive
         ],
     )

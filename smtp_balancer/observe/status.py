@@ -19,7 +19,7 @@ from smtp_balancer.decision.providers import OTHER
 from smtp_balancer.decision.warmup import Caps, CapsTable
 from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.factors import Factors, Standing, strings_with_ttl
-from smtp_balancer.state.keys import RATE_WINDOW_S, KeySchema, day_bucket, hour_bucket, split_scoped
+from smtp_balancer.state.keys import RATE_WINDOW_S, KeySchema, day_bucket, hour_bucket
 from smtp_balancer.state.live import parse_warmup
 from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
 
@@ -89,15 +89,6 @@ class LimitStatus:
     slow_reason: str = ""
 
 
-@dataclass
-class AdaptiveStatus:
-    endpoint: str
-    provider: str
-    factor: float | None  # None: junk (ignored by the deciders)
-    ttl_s: int
-    cause: str
-
-
 TENANT_HOURS = 24  # `status` sums the tenants' outcomes over this many UTC hours
 TENANT_FIELDS = ("sent", "deferred", "bounced", "expired", "complained")
 
@@ -115,7 +106,7 @@ class Snapshot:
     # empty when no tenants are configured
     tenants: dict[str, dict[str, int]] = field(default_factory=dict)
     limits: list[LimitStatus] = field(default_factory=list)
-    adaptive: list[AdaptiveStatus] = field(default_factory=list)
+    adaptive: list[Standing] = field(default_factory=list)
     throttles: list[Standing] = field(default_factory=list)
 
 
@@ -199,7 +190,7 @@ class StatusReader:
             hosts,
             self._tenants(now) if tenants else {},
             self._limits(now, caps) if limits else [],
-            self._adaptive() if limits else [],
+            self.factors.standing("adaptive", set(names)) if limits else [],
             self.factors.standing("throttle", set(names)) if limits else [],
         )
 
@@ -221,19 +212,6 @@ class StatusReader:
             elif values[0] is not None or isinstance(reply, Exception):
                 whys[name] = "record unreadable: on step 1 until the feedback daemon rewrites it"
         return steps, whys
-
-    def _adaptive(self) -> list[AdaptiveStatus]:
-        out = []
-        for key, value, ttl in strings_with_ttl(self.r, self.keys.adaptive_pattern()):
-            scope = split_scoped(text_of(key) or "", self.keys.adaptive_prefix())
-            if scope is None:
-                continue
-            raw = text_of(value)
-            cause = raw.partition(" ")[2] if raw else ""
-            out.append(
-                AdaptiveStatus(*scope, parse_throttle(raw), ttl if isinstance(ttl, int) else -2, cause)
-            )
-        return out
 
     def _limits(self, now: datetime, caps: dict[str, Caps]) -> list[LimitStatus]:
         out: list[LimitStatus] = []

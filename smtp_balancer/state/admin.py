@@ -6,6 +6,8 @@ done with redis-cli, and the other way round.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import redis
 
 from smtp_balancer.clock import SYSTEM, Clock
@@ -29,6 +31,12 @@ def _left(seconds: int) -> str:
     return "no expiry" if seconds < 0 else format_duration(seconds)
 
 
+class Quarantine(NamedTuple):
+    endpoint: str
+    reason: str
+    until: str | None  # epoch seconds, as stored (a junk value shows as it is)
+
+
 class StateAdmin:
     def __init__(self, client: redis.Redis, config: BalancerConfig, clock: Clock = SYSTEM) -> None:
         self.r = client
@@ -41,12 +49,14 @@ class StateAdmin:
         self.warmups = WarmupRecords(client, self.keys, self.audit)
 
     # -- checks ----------------------------------------------------------------
-    def _endpoint(self, endpoint: str) -> None:
+    def check_endpoint(self, endpoint: str) -> None:
+        """AdminError, naming the known ones, for an endpoint the config does not have."""
         if endpoint not in self.config.endpoints:
             known = ", ".join(sorted(self.config.endpoints))
             raise AdminError(f"unknown endpoint {endpoint!r} (known: {known})")
 
-    def _provider(self, provider: str) -> None:
+    def check_provider(self, provider: str) -> None:
+        """AdminError, naming the known ones, for a provider no table has."""
         known = self.providers | {ALL_PROVIDERS, OTHER}
         if provider not in known:
             raise AdminError(f"unknown provider {provider!r} (known: {', '.join(sorted(known))})")
@@ -81,7 +91,7 @@ class StateAdmin:
         """``requeue``: the requeue daemon also moves mail queued on it (a ``requeue``
         field in the state hash, so any later state change withdraws it); ``until``: a
         quarantine lifts by itself then (epoch seconds)."""
-        self._endpoint(endpoint)
+        self.check_endpoint(endpoint)
         key = self.keys.endpoint_state(endpoint)
         before = self.state_of(endpoint)
         mapping: dict[str, str | int] = {
@@ -107,7 +117,7 @@ class StateAdmin:
 
     def state_of(self, endpoint: str) -> tuple[str, str] | None:
         """The endpoint's admin state and its reason, as stored; None when unset or junk."""
-        self._endpoint(endpoint)
+        self.check_endpoint(endpoint)
         try:
             stored = self.r.hmget(self.keys.endpoint_state(endpoint), "state", "reason")
         except redis.ResponseError:  # a key of another type: junk, replaced by set_state
@@ -115,10 +125,22 @@ class StateAdmin:
         state = parse_state(text_of(stored[0]))
         return None if state is None else (state, text_of(stored[1]) or "")
 
+    def quarantines(self) -> list[Quarantine]:
+        """Every quarantined endpoint, with ``until`` as stored (None: until undrain)."""
+        names = sorted(self.config.endpoints)
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(self.keys.endpoint_state(name), "state", "reason", "until")
+        out = []
+        for name, reply in zip(names, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, list) and parse_state(text_of(reply[0])) == "quarantined":
+                out.append(Quarantine(name, text_of(reply[1]) or "", text_of(reply[2])))
+        return out
+
     def suspension(self, endpoint: str, provider: str) -> tuple[int, str] | None:
         """The standing suspension: (seconds left, reason; -1 for no expiry), or None."""
-        self._endpoint(endpoint)
-        self._provider(provider)
+        self.check_endpoint(endpoint)
+        self.check_provider(provider)
         key = self.keys.suspension(endpoint, provider)
         pipe = self.r.pipeline(transaction=False)
         pipe.pttl(key)
@@ -133,8 +155,8 @@ class StateAdmin:
         """``requeue``: queued mail for the provider moves too, for as long as the
         suspension. A marker left by an earlier ``--requeue`` ends with this suspension
         (it must not move mail after the endpoint is back)."""
-        self._endpoint(endpoint)
-        self._provider(provider)
+        self.check_endpoint(endpoint)
+        self.check_provider(provider)
         standing = self.suspension(endpoint, provider)
         marker = self.keys.requeue(endpoint, provider)
         left_ms = self.r.pttl(marker)  # not EXPIRE ... LT: that needs Redis 7
@@ -151,9 +173,9 @@ class StateAdmin:
 
     def resume(self, endpoint: str, provider: str | None) -> int:
         """Lift one suspension, or every suspension of the endpoint; returns how many."""
-        self._endpoint(endpoint)
+        self.check_endpoint(endpoint)
         if provider is not None:
-            self._provider(provider)
+            self.check_provider(provider)
             self.r.delete(self.keys.requeue(endpoint, provider))
             lifted = int(self.r.delete(self.keys.suspension(endpoint, provider)))
         else:

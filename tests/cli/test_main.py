@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from smtp_balancer.cli.main import EXIT_CONFIG, EXIT_REDIS, EXIT_USAGE, main
+from smtp_balancer.cli.common import EXIT_CONFIG, EXIT_REDIS, EXIT_USAGE
+from smtp_balancer.cli.main import main
 from smtp_balancer.clock import FixedClock, utc_now
 from smtp_balancer.decision.experiments import uniform
 
@@ -405,7 +406,7 @@ def test_experiment_list_start_stop_and_report(make_config, tmp_path: Path, caps
 
 
 def test_check_warns_of_one_family_endpoints_on_an_ipv6_host(tmp_path: Path, monkeypatch, capsys):
-    from smtp_balancer.cli import main as cli_main
+    from smtp_balancer.cli import show
     from smtp_balancer.engine.plumbing import host_ipv6_addresses
 
     inet6 = tmp_path / "if_inet6"
@@ -422,14 +423,14 @@ def test_check_warns_of_one_family_endpoints_on_an_ipv6_host(tmp_path: Path, mon
         "  both: {bind_address: 192.0.2.2, bind_address6: '2001:db8::2'}\n"
         "pools: {p: {endpoints: [{endpoint: v4}, {endpoint: both}]}}\n"
     )
-    monkeypatch.setattr(cli_main, "host_ipv6_addresses", lambda: ["2001:db8::2"])
+    monkeypatch.setattr(show, "host_ipv6_addresses", lambda: ["2001:db8::2"])
     assert main(["check", "-c", str(config)]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "warning: endpoints.v4: this host has IPv6 (2001:db8::2) and v4 has an IPv4 address only:"
         " it sends over IPv4 alone; give it bind_address6 to send over IPv6 too"
     ]
-    monkeypatch.setattr(cli_main, "host_ipv6_addresses", lambda: [])
+    monkeypatch.setattr(show, "host_ipv6_addresses", lambda: [])
     assert main(["check", "-c", str(config)]) == 0
     assert capsys.readouterr().err == ""
 
@@ -539,7 +540,7 @@ def test_every_write_is_in_the_audit_trail_and_status_shows_the_last_per_endpoin
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
-    from smtp_balancer.cli.main import build_parser
+    from smtp_balancer.cli.parser import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return dict(sub.choices)
@@ -825,7 +826,7 @@ def test_warmup_show_set_hold_release(make_config, tmp_path: Path, capsys, rdb: 
 
 
 def test_a_postfix_configuration_postconf_cannot_read_exits_6(cli, tmp_path: Path):
-    from smtp_balancer.cli.main import EXIT_POSTFIX
+    from smtp_balancer.cli.common import EXIT_POSTFIX
 
     code, out, err = cli(
         "render", "postfix", "--postconf", "--postfix-dir", str(tmp_path / "no-postfix-here")

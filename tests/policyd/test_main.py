@@ -12,7 +12,7 @@ import yaml
 from integration.configs import deep_merge
 from integration.daemons import CLI
 from integration.sink import free_port
-from smtp_balancer.cli.main import EXIT_LISTEN
+from smtp_balancer.cli.common import EXIT_LISTEN
 from tests.conftest import BASE
 
 

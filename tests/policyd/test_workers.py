@@ -24,7 +24,8 @@ from integration.waits import wait_until
 from policyd import workers as workers_module
 from policyd.listeners import bind_listeners
 from policyd.workers import FROZEN_AFTER_S, Supervisor, Worker, frozen, least_busy, restart_delay, worker_argv
-from smtp_balancer.cli.main import EXIT_USAGE, main
+from smtp_balancer.cli.common import EXIT_USAGE
+from smtp_balancer.cli.main import main
 from smtp_balancer.clock import utc_now
 from smtp_balancer.config import validate_config
 from smtp_balancer.observe.metrics import ListenError
