@@ -46,7 +46,7 @@ async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
     server.exim_timeout_s = config.exim.readsocket_timeout_s
     server.classes = MessageClasses.from_config(config.milter)
     restart = server.apply(config.policyd)
-    if server.control is None:  # a worker's supervisor says it once for all
+    if server.link is None:  # a worker's supervisor says it once for all
         warn_restart(restart)
     await engine.replace_config(config)
     metrics.RELOADS.labels("ok").inc()

@@ -1,4 +1,6 @@
-"""The asyncio policy server: TCP and unix listeners, persistent connections.
+"""The asyncio policy server: listeners, answering requests, and a clean stop.
+Each connection is policyd/transport.py's; a worker's line to its supervisor is
+policyd/worker_link.py.
 
 Postfix keeps one connection per smtpd process and sends one request at a
 time; Exim's ${readsocket} sends one request and shuts its side down. Both are
@@ -15,7 +17,6 @@ import contextlib
 import functools
 import logging
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -23,17 +24,14 @@ from typing import TypeVar
 from redis.exceptions import RedisError
 
 from policyd import metrics
-from policyd.connection import ConnectionState
 from policyd.listeners import (
     LISTEN_BACKLOG,
     WORKER_ALIVE,
     WORKER_CLOSED,
-    WORKER_READY,
     address_of,
     bind_listeners,
 )
-from policyd.loop import previous_select
-from policyd.protocol import PolicyRequest, ProtocolError, Truncated
+from policyd.protocol import PolicyRequest
 from policyd.session import (
     DUNNO,
     Client,
@@ -49,13 +47,14 @@ from policyd.session import (
     facts_of,
     handle,
 )
+from policyd.transport import PolicyConnection
+from policyd.worker_link import WorkerLink
 from smtp_balancer.config.model import PolicydConfig
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine, Pending, StillWaited
 from smtp_balancer.generation import ATTRIBUTE, GENERATION, MARKER, generation_of
 from smtp_balancer.observe.decision_log import log_decision
-from smtp_balancer.observe.logs import fields
 from smtp_balancer.observe.metrics import observe
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.state.joins import SharedJoins
@@ -63,11 +62,6 @@ from smtp_balancer.state.joins import SharedJoins
 log = logging.getLogger("smtp_balancer.policyd")
 T = TypeVar("T")
 
-# struct tcp_info (linux/tcp.h): tcpi_last_data_recv, milliseconds, after 8 one-byte
-# fields and 9 + 2 32-bit ones; the struct has been longer than this since Linux 2.6
-TCP_INFO_SIZE = 104
-READ_SIZE = 256 * 1024  # asyncio's selector transports read at most this much per call
-TCP_LAST_DATA_RECV = 52
 # policyd settings a SIGHUP cannot change: they shape sockets opened at start
 RESTART_SETTINGS = ("listen", "unix_mode", "unix_owner", "unix_group", "metrics_listen", "workers")
 
@@ -87,7 +81,6 @@ def warn_restart(names: list[str]) -> None:
 # after Exim gave up, and its unit would count for mail that left by default)
 ANSWER_MARGIN_S = 0.2
 DRAIN_S = 2.0  # at a stop: how long open connections get to have their requests answered
-FIRST_REQUEST_S = 0.5  # at a stop: how long a connection just accepted gets to send its request
 
 
 class PolicyServer:
@@ -114,8 +107,7 @@ class PolicyServer:
         self.notes = LogLimiter(log)
         self._flusher: asyncio.TimerHandle | None = None
         # a worker's line to its supervisor (policyd/workers.py); None in a single process
-        self.control: socket.socket | None = None
-        self._adopting: set[asyncio.Task[object]] = set()
+        self.link: WorkerLink | None = None
         self.workers = 1  # processes sharing policyd.max_connections
         self.open_connections: set[PolicyConnection] = set()
         observe(metrics.OPEN_INSTANCES, lambda: len(self.join))
@@ -170,54 +162,18 @@ class PolicyServer:
     def adopt(self, control: socket.socket, orphaned: Callable[[], None]) -> None:
         """Serve the connections a supervisor passes over ``control`` instead of
         listening; ``orphaned`` is called when the supervisor is gone."""
-        self.control = control
-        control.setblocking(False)
-        asyncio.get_running_loop().add_reader(control.fileno(), self._receive, orphaned)
-        control.send(WORKER_READY)
+        self.link = WorkerLink(control, self._connection, self.connection_gone, orphaned)
         log.info("policy worker serving the connections its supervisor passes")
         self._flush_notes()
 
-    def _receive(self, orphaned: Callable[[], None]) -> None:
-        loop = asyncio.get_running_loop()
-        control = self.control
-        assert control is not None
-        while True:
-            try:
-                message, fds, _, _ = socket.recv_fds(control, 16, 8)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                message, fds = b"", []
-                log.error("policy worker: lost the line to its supervisor: %s", exc)
-            if not message and not fds:  # end of file: the supervisor is gone
-                loop.remove_reader(control.fileno())
-                orphaned()
-                return
-            for fd in fds:
-                task = loop.create_task(self._adopt_one(socket.socket(fileno=fd)))
-                self._adopting.add(task)
-                task.add_done_callback(self._adopting.discard)
-
-    async def _adopt_one(self, sock: socket.socket) -> None:
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(self._connection, sock)
-        except Exception as exc:  # a connection already reset, say: it never reached connection_made
-            log.debug("policy worker: a passed connection could not be served: %s", exc)
-            sock.close()
-            self.connection_gone()
-
     def alive(self) -> None:
-        self._tell(WORKER_ALIVE)
+        if self.link is not None:
+            self.link.tell(WORKER_ALIVE)
 
     def connection_gone(self) -> None:
         """A worker tells its supervisor, which passes the next connection to the least busy."""
-        self._tell(WORKER_CLOSED)
-
-    def _tell(self, message: bytes) -> None:
-        """One message to this worker's supervisor; nothing in a single process."""
-        if self.control is not None:
-            with contextlib.suppress(OSError):  # a full queue or a gone supervisor: _receive sees that
-                self.control.send(message)
+        if self.link is not None:
+            self.link.tell(WORKER_CLOSED)
 
     def _flush_notes(self) -> None:
         self.notes.flush()
@@ -370,215 +326,3 @@ class PolicyServer:
         else:  # Exim, classified from the headers its ACL sent
             log_decision("policyd", facts, decision, action=action, message_class=facts.message_class)
         return action
-
-
-class PolicyConnection(asyncio.Protocol):
-    """The asyncio shim around one ConnectionState: bytes in and out, and the one
-    wait for a Pending draw as a task while reading is paused."""
-
-    def __init__(self, server: PolicyServer) -> None:
-        self.server = server
-        self.state = ConnectionState(lambda request: server.answer_now(request, self))
-        self.transport: asyncio.Transport | None = None
-        self.busy = False  # a task is settling the waiting request
-        self.write_paused = False
-        self.peer = "unix"
-        self.loop = asyncio.get_running_loop()
-        self.last_active = self.loop.time()
-        self.idle: asyncio.TimerHandle | None = None
-        self.counted = False
-        self.heard = False  # any bytes received yet
-        # since when the transport has read all along (inf while paused): see arrived_within
-        self.reading_since = float("inf")
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        server = self.server
-        self.peer = str(transport.get_extra_info("peername") or "unix")
-        if server.connections >= server.max_connections:
-            metrics.REFUSED_CONNECTIONS.inc()
-            server.notes.warning(
-                "refused connection",
-                "refusing connection from %s: max_connections %d reached",
-                self.peer,
-                server.connections,
-            )
-            transport.close()
-            return
-        self.counted = True
-        server.connections += 1
-        server.open_connections.add(self)
-        metrics.CONNECTIONS.inc()
-        self.reading_since = self.loop.time()
-        self.idle = self.loop.call_later(server.config.idle_timeout_s, self._idle_check)
-
-    def data_received(self, data: bytes) -> None:
-        self.last_active = self.loop.time()
-        self.heard = True
-        if len(data) >= READ_SIZE:
-            # a full read may have left older bytes behind: trust no age bound until
-            # a select() that starts after this
-            self.reading_since = max(self.reading_since, self.last_active)
-        try:
-            replies = self.state.receive_data(data)
-        except ProtocolError as exc:
-            self._protocol_error(exc)
-            return
-        self._send(replies)
-
-    def eof_received(self) -> bool:
-        try:
-            replies = self.state.receive_eof()
-        except ProtocolError as exc:
-            self._protocol_error(exc)
-            return True
-        self._send(replies)
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connection_gone()
-        self.server.open_connections.discard(self)
-        if self.idle is not None:
-            self.idle.cancel()
-        if self.counted:
-            self.counted = False
-            self.server.connections -= 1
-            metrics.CONNECTIONS.dec()
-        if exc is not None:
-            log.debug("policy connection from %s lost: %s", self.peer, exc)
-
-    def pause_writing(self) -> None:
-        # a client that sends and never reads: stop reading until it catches up
-        self.write_paused = True
-        if self.transport is not None:
-            self._pause_reading(self.transport)
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.transport is not None and not self.busy:
-            self._resume_reading(self.transport)
-
-    def _pause_reading(self, transport: asyncio.Transport) -> None:
-        transport.pause_reading()
-        self.reading_since = float("inf")
-
-    def _resume_reading(self, transport: asyncio.Transport) -> None:
-        transport.resume_reading()
-        self.reading_since = self.loop.time()
-
-    def settled(self) -> bool:
-        """Nothing unanswered: no request waiting or queued, and no bytes of one
-        buffered or still in the socket."""
-        state = self.state
-        if self.busy or state.waiting is not None or state.queue or state.mid_request:
-            return False
-        if not self.heard and self.loop.time() - self.last_active < FIRST_REQUEST_S:
-            return False  # just accepted: its first request (Exim's only one) is on its way
-        return self._unread() != "data"
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    # -- session.Client: does the client of the request being answered still wait? --
-    def gone(self) -> bool:
-        """The client closed its side already: a peek finds end-of-file (or an error)."""
-        return self._unread() in ("eof", "closed")
-
-    def _unread(self) -> str:
-        """What the socket holds that asyncio has not read: "data", "eof", "nothing",
-        or "closed" (no transport, or a reset)."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return "closed"
-        sock = transport.get_extra_info("socket")
-        if sock is None:
-            return "nothing"
-        # a socket object on the same descriptor, detached after: asyncio's own wrapper
-        # does not offer recv with flags
-        peek = socket.socket(sock.family, sock.type, sock.proto, sock.fileno())
-        try:
-            return "data" if peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) else "eof"
-        except BlockingIOError:
-            return "nothing"
-        except OSError:
-            return "closed"  # reset by the peer
-        finally:
-            peek.detach()
-
-    def waited_s(self) -> float | None:
-        """How long ago the kernel received the request's last bytes, from TCP_INFO
-        (a frozen daemon reads old requests as if new); None on a unix socket."""
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return None
-        try:
-            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
-        except OSError:
-            return None
-        if len(info) < TCP_LAST_DATA_RECV + 4:
-            return None
-        return int.from_bytes(info[TCP_LAST_DATA_RECV : TCP_LAST_DATA_RECV + 4], sys.byteorder) / 1000
-
-    def arrived_within(self, seconds: float) -> bool:
-        """The bytes being answered were read after the previous select() started
-        (policyd/loop.py), if this transport read all along since before then."""
-        started = previous_select(self.loop)
-        if started is None or self.reading_since >= started:
-            return False
-        return self.loop.time() - started < seconds
-
-    def _send(self, replies: list[bytes]) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if replies:
-            transport.write(b"".join(replies))
-        state = self.state
-        if state.waiting is not None and not self.busy:
-            self.busy = True
-            self._pause_reading(transport)
-            task = self.loop.create_task(self.server.answer_later(state.waiting, self))
-            task.add_done_callback(self._answered)
-        elif state.finished:
-            transport.close()
-
-    def _answered(self, task: asyncio.Task[str]) -> None:
-        self.busy = False
-        if task.cancelled():  # the daemon is stopping: its connections go with it
-            return
-        try:
-            action = task.result()
-        except Exception:  # never leave a client without an answer; the MTA default applies
-            log.exception("policy decision failed; answering DUNNO")
-            action = DUNNO
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return  # the client is gone: decide nothing more for it
-        replies = self.state.answered(action)
-        if not self.write_paused:
-            self._resume_reading(transport)
-        self._send(replies)
-
-    def _idle_check(self) -> None:
-        timeout = self.server.config.idle_timeout_s
-        idle_for = self.loop.time() - self.last_active
-        if idle_for < timeout or self.busy:
-            self.idle = self.loop.call_later(max(timeout - idle_for, 0.1), self._idle_check)
-            return
-        if self.state.mid_request:
-            self._protocol_error(Truncated(f"no complete request within {timeout}s"))
-        elif self.transport is not None:
-            self.transport.close()
-
-    def _protocol_error(self, exc: ProtocolError) -> None:
-        metrics.PROTOCOL_ERRORS.labels(exc.kind).inc()
-        self.server.notes.warning(
-            f"protocol error ({exc.kind})",
-            "closing policy connection: %s",
-            exc,
-            extra=fields(peer=self.peer, kind=exc.kind, error=str(exc)),
-        )
-        if self.transport is not None:
-            self.transport.close()

@@ -202,7 +202,7 @@ def test_a_loop_that_keeps_up_decides_without_asking_the_kernel(make_config, tmp
 
     from policyd import session
     from policyd.loop import PolicyLoop
-    from policyd.server import PolicyConnection
+    from policyd.transport import PolicyConnection
 
     asked: list[str] = []
     monkeypatch.setattr(PolicyConnection, "waited_s", lambda self: asked.append("waited") or 0.0)
@@ -314,7 +314,7 @@ async def test_an_answer_cancelled_as_the_daemon_stops_is_no_error(make_config, 
     (asyncio would log "Exception in callback ... CancelledError" at error level)."""
     import contextlib
 
-    from policyd.server import PolicyConnection
+    from policyd.transport import PolicyConnection
 
     server, engine = await start(make_config, tmp_path)
     try:

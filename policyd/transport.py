@@ -1,0 +1,244 @@
+"""One policy connection as an asyncio Protocol: bytes in and out around a
+ConnectionState (sans I/O), the idle timer, flow control, and how long a request
+has waited (TCP_INFO), which tells an abandoned request from a fresh one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from typing import TYPE_CHECKING
+
+from policyd import metrics
+from policyd.connection import ConnectionState
+from policyd.loop import previous_select
+from policyd.protocol import ProtocolError, Truncated
+from policyd.session import (
+    DUNNO,
+)
+from smtp_balancer.observe.logs import fields
+
+if TYPE_CHECKING:
+    from policyd.server import PolicyServer
+
+log = logging.getLogger("smtp_balancer.policyd")
+
+# struct tcp_info (linux/tcp.h): tcpi_last_data_recv, milliseconds, after 8 one-byte
+# fields and 9 + 2 32-bit ones; the struct has been longer than this since Linux 2.6
+TCP_INFO_SIZE = 104
+TCP_LAST_DATA_RECV = 52
+READ_SIZE = 256 * 1024  # asyncio's selector transports read at most this much per call
+FIRST_REQUEST_S = 0.5  # at a stop: how long a connection just accepted gets to send its request
+
+
+class PolicyConnection(asyncio.Protocol):
+    """The asyncio shim around one ConnectionState: bytes in and out, and the one
+    wait for a Pending draw as a task while reading is paused."""
+
+    def __init__(self, server: PolicyServer) -> None:
+        self.server = server
+        self.state = ConnectionState(lambda request: server.answer_now(request, self))
+        self.transport: asyncio.Transport | None = None
+        self.busy = False  # a task is settling the waiting request
+        self.write_paused = False
+        self.peer = "unix"
+        self.loop = asyncio.get_running_loop()
+        self.last_active = self.loop.time()
+        self.idle: asyncio.TimerHandle | None = None
+        self.counted = False
+        self.heard = False  # any bytes received yet
+        # since when the transport has read all along (inf while paused): see arrived_within
+        self.reading_since = float("inf")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self.server
+        self.peer = str(transport.get_extra_info("peername") or "unix")
+        if server.connections >= server.max_connections:
+            metrics.REFUSED_CONNECTIONS.inc()
+            server.notes.warning(
+                "refused connection",
+                "refusing connection from %s: max_connections %d reached",
+                self.peer,
+                server.connections,
+            )
+            transport.close()
+            return
+        self.counted = True
+        server.connections += 1
+        server.open_connections.add(self)
+        metrics.CONNECTIONS.inc()
+        self.reading_since = self.loop.time()
+        self.idle = self.loop.call_later(server.config.idle_timeout_s, self._idle_check)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
+        self.heard = True
+        if len(data) >= READ_SIZE:
+            # a full read may have left older bytes behind: trust no age bound until
+            # a select() that starts after this
+            self.reading_since = max(self.reading_since, self.last_active)
+        try:
+            replies = self.state.receive_data(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        self._send(replies)
+
+    def eof_received(self) -> bool:
+        try:
+            replies = self.state.receive_eof()
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return True
+        self._send(replies)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connection_gone()
+        self.server.open_connections.discard(self)
+        if self.idle is not None:
+            self.idle.cancel()
+        if self.counted:
+            self.counted = False
+            self.server.connections -= 1
+            metrics.CONNECTIONS.dec()
+        if exc is not None:
+            log.debug("policy connection from %s lost: %s", self.peer, exc)
+
+    def pause_writing(self) -> None:
+        # a client that sends and never reads: stop reading until it catches up
+        self.write_paused = True
+        if self.transport is not None:
+            self._pause_reading(self.transport)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.busy:
+            self._resume_reading(self.transport)
+
+    def _pause_reading(self, transport: asyncio.Transport) -> None:
+        transport.pause_reading()
+        self.reading_since = float("inf")
+
+    def _resume_reading(self, transport: asyncio.Transport) -> None:
+        transport.resume_reading()
+        self.reading_since = self.loop.time()
+
+    def settled(self) -> bool:
+        """Nothing unanswered: no request waiting or queued, and no bytes of one
+        buffered or still in the socket."""
+        state = self.state
+        if self.busy or state.waiting is not None or state.queue or state.mid_request:
+            return False
+        if not self.heard and self.loop.time() - self.last_active < FIRST_REQUEST_S:
+            return False  # just accepted: its first request (Exim's only one) is on its way
+        return self._unread() != "data"
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- session.Client: does the client of the request being answered still wait? --
+    def gone(self) -> bool:
+        """The client closed its side already: a peek finds end-of-file (or an error)."""
+        return self._unread() in ("eof", "closed")
+
+    def _unread(self) -> str:
+        """What the socket holds that asyncio has not read: "data", "eof", "nothing",
+        or "closed" (no transport, or a reset)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return "closed"
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return "nothing"
+        # a socket object on the same descriptor, detached after: asyncio's own wrapper
+        # does not offer recv with flags
+        peek = socket.socket(sock.family, sock.type, sock.proto, sock.fileno())
+        try:
+            return "data" if peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) else "eof"
+        except BlockingIOError:
+            return "nothing"
+        except OSError:
+            return "closed"  # reset by the peer
+        finally:
+            peek.detach()
+
+    def waited_s(self) -> float | None:
+        """How long ago the kernel received the request's last bytes, from TCP_INFO
+        (a frozen daemon reads old requests as if new); None on a unix socket."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
+        except OSError:
+            return None
+        if len(info) < TCP_LAST_DATA_RECV + 4:
+            return None
+        return int.from_bytes(info[TCP_LAST_DATA_RECV : TCP_LAST_DATA_RECV + 4], sys.byteorder) / 1000
+
+    def arrived_within(self, seconds: float) -> bool:
+        """The bytes being answered were read after the previous select() started
+        (policyd/loop.py), if this transport read all along since before then."""
+        started = previous_select(self.loop)
+        if started is None or self.reading_since >= started:
+            return False
+        return self.loop.time() - started < seconds
+
+    def _send(self, replies: list[bytes]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if replies:
+            transport.write(b"".join(replies))
+        state = self.state
+        if state.waiting is not None and not self.busy:
+            self.busy = True
+            self._pause_reading(transport)
+            task = self.loop.create_task(self.server.answer_later(state.waiting, self))
+            task.add_done_callback(self._answered)
+        elif state.finished:
+            transport.close()
+
+    def _answered(self, task: asyncio.Task[str]) -> None:
+        self.busy = False
+        if task.cancelled():  # the daemon is stopping: its connections go with it
+            return
+        try:
+            action = task.result()
+        except Exception:  # never leave a client without an answer; the MTA default applies
+            log.exception("policy decision failed; answering DUNNO")
+            action = DUNNO
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # the client is gone: decide nothing more for it
+        replies = self.state.answered(action)
+        if not self.write_paused:
+            self._resume_reading(transport)
+        self._send(replies)
+
+    def _idle_check(self) -> None:
+        timeout = self.server.config.idle_timeout_s
+        idle_for = self.loop.time() - self.last_active
+        if idle_for < timeout or self.busy:
+            self.idle = self.loop.call_later(max(timeout - idle_for, 0.1), self._idle_check)
+            return
+        if self.state.mid_request:
+            self._protocol_error(Truncated(f"no complete request within {timeout}s"))
+        elif self.transport is not None:
+            self.transport.close()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        metrics.PROTOCOL_ERRORS.labels(exc.kind).inc()
+        self.server.notes.warning(
+            f"protocol error ({exc.kind})",
+            "closing policy connection: %s",
+            exc,
+            extra=fields(peer=self.peer, kind=exc.kind, error=str(exc)),
+        )
+        if self.transport is not None:
+            self.transport.close()
