@@ -27,6 +27,7 @@ from smtp_balancer.decision.rates import RateBook
 from smtp_balancer.state.keys import KeySchema
 
 LEASE_MAX = 100
+ARMS_MAX = 100_000  # arm records kept for Redis while it is away: one per experiment message
 EXHAUSTED_RECHECK_S = 30.0  # another daemon may give back units it leased
 
 
@@ -185,6 +186,13 @@ class QuotaBook:
         with self._lock:
             arms, self._arms = self._arms, []
         return arms
+
+    def restore_arms(self, arms: list[tuple[str, str]]) -> None:
+        """Put back arm records Redis did not take, to send again (writing one twice is
+        harmless); past ARMS_MAX, while Redis stays away, the oldest are dropped."""
+        with self._lock:
+            self._arms[:0] = arms
+            del self._arms[: max(0, len(self._arms) - ARMS_MAX)]
 
     # -- the engine's loop ---------------------------------------------------------
     def take_work(self) -> tuple[list[Refill], list[Giveback], dict[str, dict[str, int]]]:

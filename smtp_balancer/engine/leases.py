@@ -101,7 +101,7 @@ class LeaseService:
             return
         rate_refills = self._fresh(rate_refills)
         if not (last or self.breaker.allows()):
-            self._not_sent(refills, givebacks, counts, rate_refills)
+            self._not_sent(refills, givebacks, counts, rate_refills, arms)
             return
         try:
             await channel.ensure()
@@ -110,7 +110,7 @@ class LeaseService:
                     await channel.load_script(script)
                 self._reload = False
         except BaseException:
-            self._not_sent(refills, givebacks, counts, rate_refills)
+            self._not_sent(refills, givebacks, counts, rate_refills, arms)
             raise
         sent = [self._send_refill(r) for r in refills]
         count_keys, count_args = encode_counts(keys, givebacks, counts)
@@ -119,11 +119,11 @@ class LeaseService:
             sent.append(self._send(scripts.COUNT, count_keys, count_args, settle))
         sent += self._send_rates(rate_refills, rate_givebacks)
         if arms:
-            # a lost record only leaves that message's outcomes unattributed; its decision
-            # is counted with the other counts
+            # records a failed round did not write go again with the next: without one a
+            # message's outcomes (and a requeued copy's) count in no arm
             arm_keys = [keys.arm_record(qid) for qid, _ in arms]
             arm_args = [ARM_RECORD_TTL_S, *(value for _, value in arms)]
-            sent.append(self._send(scripts.ARMS, arm_keys, arm_args, self._armed))
+            sent.append(self._send(scripts.ARMS, arm_keys, arm_args, partial(self._armed, arms)))
         if sent:  # none when every rate refill was stale and nothing else was due
             await asyncio.wait(sent)  # wait, not gather: giving up waiting cancels no reply
 
@@ -142,10 +142,12 @@ class LeaseService:
         givebacks: list[Giveback],
         counts: dict[str, dict[str, int]],
         rate_refills: list[RateRefill],
+        arms: list[tuple[str, str]],
     ) -> None:
         self.book.refill_failed(refills)
         self.book.restore(givebacks, counts)
         self.book.rates.refill_failed(rate_refills)
+        self.book.restore_arms(arms)
 
     def _send(
         self, script: LuaScript, keys: list[str], args: list[Any], settle: Callable[[Any], None]
@@ -194,10 +196,10 @@ class LeaseService:
             self.book.restore((), counts)
             log.debug("writing counters failed: %s", written)
 
-    @staticmethod
-    def _armed(reply: Any) -> None:
+    def _armed(self, arms: list[tuple[str, str]], reply: Any) -> None:
         if isinstance(reply, BaseException):
-            log.debug("arm records not written: %s", reply)
+            log.debug("arm records not written, sent again next round: %s", reply)
+            self.book.restore_arms(arms)
 
     def _send_rates(
         self, refills: list[RateRefill], givebacks: list[RateGiveback]

@@ -42,6 +42,9 @@ def outcome_fields(d: Delivery) -> list[str]:
 
 
 GRACE_S = 5.0  # how long a delivery waits for its message's arm record to appear
+# a moved message waits longer: moves are few (requeued mail), and its record may be
+# late by seconds (a decider's loop stalled on a loaded host, a failed round sent again)
+MOVE_GRACE_S = 60.0
 SINCE_REFRESH_S = 5.0  # how often the runs' starts (experiment start --reset) are read
 RETRY_S = 1.0
 MAX_PENDING = 200_000
@@ -88,7 +91,7 @@ class ArmAttribution:
 
         A message can be moved within a second of its decision, before the decider's
         batch wrote its record: an old id without one is asked again, as ``collect``
-        asks for a delivery's, for ``GRACE_S``."""
+        asks for a delivery's, for ``MOVE_GRACE_S``."""
         now = self.clock.monotonic()
         pairs = list(requeued)
         if self.pending_moves and now >= self._moves_due:
@@ -105,7 +108,7 @@ class ArmAttribution:
                 out[new] = out[old]
             elif configured_record(raw, self.arms) is not None:
                 out[new] = text_of(raw) or ""  # the same record: its decision time too
-            elif raw is None and now - first < GRACE_S:
+            elif raw is None and now - first < MOVE_GRACE_S:
                 self.pending_moves[new] = (first, old)
         if self.pending_moves and self._moves_due <= now:
             self._moves_due = now + RETRY_S  # the first ask again: a second from now

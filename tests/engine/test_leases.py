@@ -93,3 +93,30 @@ async def test_leases_go_back_at_stop_though_the_breaker_is_open(make_config, rd
         assert rdb.hget(f"{{sb}}:count:out3:day:{DAY}", "total") == "0"
     finally:
         await channel.close()
+
+
+async def test_arm_records_a_round_could_not_send_go_with_the_next(make_config, rdb):
+    """A CI run under load lost moved messages' arm attribution: a round skipped while
+    the breaker was open dropped the arm records it had taken. They wait now."""
+    clock, book, channel, service = _service(make_config(), timeout_s=1.0)
+    try:
+        book.note_arm("Q1", "ab", "a", clock.wall())
+        service.breaker.failed()  # open for the next second (the injected clock stands still)
+        await service.round()
+        assert rdb.get("{sb}:arm:Q1") is None  # not sent: the breaker is open
+        clock.advance(2)
+        await service.round()
+        assert rdb.get("{sb}:arm:Q1") == f"ab a {int(clock.wall()) - 2}"
+        assert book.take_arms() == []
+    finally:
+        await channel.close()
+
+
+def test_restored_arm_records_are_bounded_and_keep_their_order() -> None:
+    from smtp_balancer.decision.quota import ARMS_MAX
+
+    book = QuotaBook(KeySchema(), FixedClock(NOW))
+    book.note_arm("new", "ab", "a", 0)
+    book.restore_arms([(f"Q{i}", "ab a 0") for i in range(ARMS_MAX)])
+    arms = book.take_arms()
+    assert len(arms) == ARMS_MAX and arms[-1] == ("new", "ab a 0") and arms[0] == ("Q1", "ab a 0")

@@ -9,6 +9,7 @@ import pytest
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.feedback.arms import (
     GRACE_S,
+    MOVE_GRACE_S,
     RETRY_S,
     ArmAttribution,
     outcome_fields,
@@ -61,7 +62,8 @@ def test_each_outcome_adds_its_status_class_and_latency(delivery: Delivery, fiel
 def test_a_message_moved_before_its_record_was_written_inherits_it_when_it_is(rdb) -> None:
     """The requeue daemon can move a message within a second of its decision, before
     the decider's batch wrote the old id's arm record (seen in a CI run under load):
-    the move is asked again until the record is there, for GRACE_S."""
+    the move is asked again until the record is there, for MOVE_GRACE_S. A later CI run
+    under heavier load saw a record come more than GRACE_S (a delivery's wait) late."""
     from datetime import UTC, datetime
 
     clock = FixedClock(datetime(2026, 11, 24, 10, 30, tzinfo=UTC))
@@ -73,6 +75,8 @@ def test_a_message_moved_before_its_record_was_written_inherits_it_when_it_is(rd
     clock.advance(RETRY_S)
     assert arms.inherit([]) == {"NEW1": "ab a 1796000000"}
     clock.advance(GRACE_S)
+    assert arms.inherit([]) == {} and list(arms.pending_moves) == ["NEW2"]  # still asked
+    clock.advance(MOVE_GRACE_S - GRACE_S)
     assert arms.inherit([]) == {} and arms.pending_moves == {}  # asked a last time: dropped
     rdb.set(keys.arm_record("OLD2"), "ab a 1796000001")
     clock.advance(RETRY_S)
