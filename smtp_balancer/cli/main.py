@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,10 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
     args.clock = clock
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # `status | head`: the reader is gone; say nothing more, also not at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigInvalid as exc:
         print(f"smtp-balancer: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

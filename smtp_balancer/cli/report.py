@@ -169,6 +169,12 @@ def _out_of_service(ep: EndpointStatus, now: float) -> list[str]:
     return [ep.name, state, ep.state_by or "-", since, lifts, _short(ep.reason, 40)]
 
 
+def _state_cell(ep: EndpointStatus) -> str:
+    if ep.state_junk:
+        return "active (junk state ignored)"
+    return "active (quarantine lifted)" if ep.lifted else ep.state
+
+
 def status_report(snapshot: Snapshot, shown: Shown | None = None) -> str:
     shown = shown or Shown()
     now = snapshot.taken_at.timestamp()
@@ -197,7 +203,7 @@ def status_report(snapshot: Snapshot, shown: Shown | None = None) -> str:
                 [
                     m.endpoint,
                     weight,
-                    "active (junk state ignored)" if ep.state_junk else ep.state,
+                    _state_cell(ep),
                     _count(ep.day_count, ep.day_cap),
                     _count(ep.hour_count, ep.hour_cap),
                     warm,

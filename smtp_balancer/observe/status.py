@@ -20,7 +20,7 @@ from smtp_balancer.decision.warmup import Caps, CapsTable
 from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.factors import Factors, Standing, strings_with_ttl
 from smtp_balancer.state.keys import RATE_WINDOW_S, KeySchema, day_bucket, hour_bucket
-from smtp_balancer.state.live import parse_warmup
+from smtp_balancer.state.live import parse_warmup, returns_at
 from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
 
 
@@ -49,6 +49,7 @@ class EndpointStatus:
     state_since: int | None = None
     requeue: bool = False  # drain --requeue: queued mail moves too
     until: int | None = None  # a quarantine that lifts by itself then
+    lifted: bool = False  # a quarantine whose `until` has passed: active, as the deciders read it
 
 
 @dataclass
@@ -162,11 +163,17 @@ class StatusReader:
         for i, ep in enumerate(names):
             state_raw, day_raw, hour_raw = rest[3 * i : 3 * i + 3]
             state_map = state_raw if isinstance(state_raw, dict) else None
-            state = parse_state(text_of(state_map.get(b"state"))) if state_map is not None else None
+            stored = text_of(state_map.get(b"state")) if state_map else None
+            state = parse_state(stored) if state_map is not None else None
+            until_raw = text_of(state_map.get(b"until")) if state_map else None
+            # the deciders' reading: a quarantine whose `until` has passed is active
+            returns = returns_at(stored, until_raw)
+            lifted = state == "quarantined" and returns is not None and returns <= now.timestamp()
             cap = caps[ep]
             endpoints[ep] = EndpointStatus(
                 name=ep,
-                state=state or "active",
+                state="active" if lifted else state or "active",
+                lifted=lifted,
                 reason=text_of(state_map.get(b"reason")) or "" if state_map else "",
                 state_junk=state is None,
                 suspensions=self._suspensions(ep),

@@ -169,21 +169,28 @@ def _returns_at(reply: object, key: str, junk: Junk) -> float | None:
         if isinstance(reply, Exception):
             junk.append(("state", key, ""))
         return None  # a key of the wrong type is junk: treated as active, as in select.lua
-    state = parse_state(text_of(reply[0]))
-    if state is None:
+    state, until = text_of(reply[0]), text_of(reply[1])
+    if parse_state(state) is None:
         junk.append(("state", key, ""))
-    if state == "drained":
-        return NEVER
-    if state != "quarantined":
-        return None
-    raw = text_of(reply[1])
-    if raw is None:
-        return NEVER
-    lifts = parse_until(raw)  # a response rule's quarantine lifts at `until`
-    if lifts is None:
+    elif parse_state(state) == "quarantined" and until is not None and parse_until(until) is None:
         junk.append(("until", key, ""))
+    return returns_at(state, until)
+
+
+def returns_at(state: str | None, until: str | None) -> float | None:
+    """The one reading of an endpoint's state hash (``state`` and ``until`` as stored),
+    for the deciders and ``status`` alike: None when in service, else the wall-clock
+    second it returns (NEVER: when its state changes). Junk state is active, as in
+    select.lua; a quarantine with a junk ``until`` never lifts by itself."""
+    parsed = parse_state(state)
+    if parsed == "drained":
         return NEVER
-    return lifts
+    if parsed != "quarantined":
+        return None
+    if until is None:
+        return NEVER
+    lifts = parse_until(until)  # a response rule's quarantine lifts at `until`
+    return NEVER if lifts is None else lifts
 
 
 def _expiry(pttl: object, now: float) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -833,3 +834,22 @@ def test_a_postfix_configuration_postconf_cannot_read_exits_6(cli, tmp_path: Pat
     )
     assert code == EXIT_POSTFIX == 6 and out == ""
     assert f"`postconf -c {tmp_path / 'no-postfix-here'} -M` failed" in err and "No such file" in err
+
+
+def test_a_reader_that_went_away_gets_no_traceback(cli, tmp_path: Path):
+    """`smtp-balancer status | head -1`: the pipe's reader closes before the CLI is done."""
+    from integration.daemons import CLI
+
+    read, write = os.pipe()
+    os.close(read)  # gone before the first write: every write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [CLI, "-c", str(tmp_path / "config.yaml"), "status"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -1,0 +1,116 @@
+"""`status` and `explain` read endpoint state the same way (one parser, state/live.py's
+``returns_at``): for every kind of state, against real Redis, what status shows and
+whether explain finds the endpoint eligible for a gmail message agree."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from smtp_balancer.cli.main import main
+from tests.cli.test_main import CLOCK
+
+HOUR = 3600
+NOW = int(CLOCK.wall())
+
+# name -> (what to write, status's state for out2, out2 eligible for gmail, where status shows it)
+Setup = Callable[[redis.Redis], object]
+CASES: dict[str, tuple[Setup, str, bool, str]] = {
+    "nothing set": (lambda r: None, "active", True, ""),
+    "drained": (
+        lambda r: r.hset("{sb}:endpoint:out2:state", mapping={"state": "drained"}),
+        "drained",
+        False,
+        "",
+    ),
+    "quarantined, no until": (
+        lambda r: r.hset("{sb}:endpoint:out2:state", mapping={"state": "quarantined", "reason": "dnsbl"}),
+        "quarantined",
+        False,
+        "",
+    ),
+    "quarantined until later": (
+        lambda r: r.hset("{sb}:endpoint:out2:state", mapping={"state": "quarantined", "until": NOW + HOUR}),
+        "quarantined",
+        False,
+        "",
+    ),
+    "quarantine lifted (until passed)": (
+        lambda r: r.hset("{sb}:endpoint:out2:state", mapping={"state": "quarantined", "until": NOW - HOUR}),
+        "active",
+        True,
+        "lifted",
+    ),
+    "quarantined, junk until": (
+        lambda r: r.hset("{sb}:endpoint:out2:state", mapping={"state": "quarantined", "until": "soon"}),
+        "quarantined",
+        False,
+        "",
+    ),
+    "junk state": (
+        lambda r: r.hset("{sb}:endpoint:out2:state", mapping={"state": "asleep"}),
+        "active",
+        True,
+        "",
+    ),
+    "suspended for google": (
+        lambda r: r.set("{sb}:suspend:out2:google", "421", ex=HOUR),
+        "active",
+        False,
+        "google",
+    ),
+    "suspended for all": (
+        lambda r: r.set("{sb}:suspend:out2:all", "blocked", ex=HOUR),
+        "active",
+        False,
+        "all",
+    ),
+    "suspended for yahoo": (
+        lambda r: r.set("{sb}:suspend:out2:yahoo", "421", ex=HOUR),
+        "active",
+        True,
+        "yahoo",
+    ),
+    "throttled for google": (
+        lambda r: r.set("{sb}:throttle:out2:google", "0.5 deferrals", ex=HOUR),
+        "active",
+        True,
+        "throttle",
+    ),
+}
+
+
+def run(config: str, *args: str, capsys) -> str:
+    assert main(["-c", config, *args], clock=CLOCK) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_status_and_explain_agree(case: str, make_config, rdb: redis.Redis, tmp_path: Path, capsys) -> None:
+    setup, state, eligible, shown = CASES[case]
+    make_config()
+    config = str(tmp_path / "config.yaml")
+    setup(rdb)
+    status = json.loads(run(config, "status", "--json", capsys=capsys))
+    out2 = status["endpoints"]["out2"]
+    explained = run(config, "explain", "--sender", "a@shop.test", "--rcpt", "bob@gmail.com", capsys=capsys)
+    row = re.search(r"^\s+main\s+out2\s+\d+\s+(yes|no)\s+(.*)$", explained, re.M)
+    assert row is not None, explained
+    assert (row[1] == "yes") is eligible, (case, row[0])
+    assert out2["state"] == state, (case, out2)
+    # and status says why, where explain does
+    assert out2["lifted"] is (shown == "lifted")
+    suspended = {s["provider"] for s in out2["suspensions"]}
+    assert suspended == ({shown} if shown in ("google", "all", "yahoo") else set())
+    throttled = [(t["endpoint"], t["provider"], t["factor"]) for t in status["throttles"]]
+    assert throttled == ([("out2", "google", 0.5)] if shown == "throttle" else [])
+    if shown == "throttle":
+        assert "throttled to 0.5" in row[2]
+    text = run(config, "status", capsys=capsys)
+    in_service = not re.search(r"^  out2 +(drained|quarantined)", text, re.M)
+    assert in_service is (state == "active")
