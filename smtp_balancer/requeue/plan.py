@@ -21,7 +21,8 @@ from smtp_balancer.decision.providers import ProviderTable, domain_of
 from smtp_balancer.feedback.checks import DNSBL_BY, PROBE_BY
 from smtp_balancer.requeue.queuefile import QueuedMessage
 from smtp_balancer.state.keys import ALL_PROVIDERS
-from smtp_balancer.state.values import parse_state, parse_until
+from smtp_balancer.state.live import returns_at
+from smtp_balancer.state.values import parse_state
 
 HEALTH_BY = (DNSBL_BY, PROBE_BY)
 
@@ -49,10 +50,9 @@ def endpoint_state(
 ) -> EndpointState:
     """An EndpointState from the state hash's fields (HGETALL, decoded), the endpoint's
     suspension reasons and operator requests by provider, at wall-clock ``now``."""
-    admin = parse_state(fields.get("state")) or "active"  # junk counts as active, as in decisions
-    until = parse_until(fields.get("until"))
-    if admin == "quarantined" and until is not None and until <= now:
-        admin = "active"  # a rule's quarantine that has lifted by itself
+    # the deciders' reading: junk state is active, a quarantine past its `until` lifted
+    returns = returns_at(fields.get("state"), fields.get("until"))
+    admin = "active" if returns is None or returns <= now else parse_state(fields.get("state")) or "active"
     asked = set(requested) | ({ALL_PROVIDERS} if fields.get("requeue") == "1" else set())
     return EndpointState(
         admin=admin,
