@@ -18,7 +18,7 @@ from typing import Any
 import Milter
 from smtp_balancer_milter import metrics
 
-from smtp_balancer.config.model import MilterConfig
+from smtp_balancer.config.services import MilterConfig
 from smtp_balancer.decision.classes import Classifier, MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import ThreadedEngine

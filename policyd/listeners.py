@@ -18,7 +18,7 @@ from pathlib import Path
 
 from smtp_balancer.activation import inherited_sockets
 from smtp_balancer.config.base import parse_hostport
-from smtp_balancer.config.model import PolicydConfig
+from smtp_balancer.config.services import PolicydConfig
 from smtp_balancer.observe.metrics import ListenError
 
 log = logging.getLogger("smtp_balancer.policyd")

@@ -49,7 +49,7 @@ from policyd.session import (
 )
 from policyd.transport import PolicyConnection
 from policyd.worker_link import WorkerLink
-from smtp_balancer.config.model import PolicydConfig
+from smtp_balancer.config.services import PolicydConfig
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine, Pending, StillWaited

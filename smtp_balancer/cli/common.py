@@ -6,7 +6,7 @@ import argparse
 from importlib import metadata
 
 from smtp_balancer.config import BalancerConfig, load_config
-from smtp_balancer.config.model import same_host
+from smtp_balancer.config.endpoints import same_host
 from smtp_balancer.observe.status import StatusReader
 from smtp_balancer.state.admin import AdminError, StateAdmin
 from smtp_balancer.state.client import sync_client

@@ -1,5 +1,6 @@
 """Configuration: the YAML model, its loader and its cross-reference checks."""
 
+from smtp_balancer.config.endpoints import EndpointConfig
 from smtp_balancer.config.loader import (
     ConfigInvalid,
     default_config_path,
@@ -7,7 +8,7 @@ from smtp_balancer.config.loader import (
     parse_config,
     validate_config,
 )
-from smtp_balancer.config.model import BalancerConfig, EndpointConfig, PoolConfig, RuleConfig
+from smtp_balancer.config.model import BalancerConfig, PoolConfig, RuleConfig
 
 __all__ = [
     "BalancerConfig",

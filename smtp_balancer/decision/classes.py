@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from smtp_balancer.config.model import MilterConfig
+from smtp_balancer.config.services import MilterConfig
 from smtp_balancer.decision.rules import in_networks
 
 BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})

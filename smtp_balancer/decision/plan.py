@@ -6,7 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
-from smtp_balancer.config.model import BalancerConfig, parse_nexthop
+from smtp_balancer.config.base import parse_nexthop
+from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.choice import Stage
 from smtp_balancer.decision.facts import Facts, Route
 

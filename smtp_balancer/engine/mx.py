@@ -22,7 +22,7 @@ import dns.nameserver
 import dns.resolver
 
 from smtp_balancer.config.feedback import parse_nameserver
-from smtp_balancer.config.model import MxLookupConfig
+from smtp_balancer.config.services import MxLookupConfig
 from smtp_balancer.decision.providers import OTHER, ProviderTable
 
 log = logging.getLogger("smtp_balancer.engine.mx")

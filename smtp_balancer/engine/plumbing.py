@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import Gauge
 
-from smtp_balancer.config.model import BalancerConfig, same_host
+from smtp_balancer.config.endpoints import same_host
+from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.engine.tasks import stop_task
 
 log = logging.getLogger("smtp_balancer.engine")

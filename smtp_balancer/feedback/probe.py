@@ -11,7 +11,8 @@ from __future__ import annotations
 import smtplib
 from dataclasses import dataclass
 
-from smtp_balancer.config.model import EndpointConfig, parse_nexthop
+from smtp_balancer.config.base import parse_nexthop
+from smtp_balancer.config.endpoints import EndpointConfig
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from smtp_balancer.config.builtins import Steps
-from smtp_balancer.config.model import WarmupConfig
+from smtp_balancer.config.endpoints import WarmupConfig
 
 
 def judge(

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from smtp_balancer.config.model import BalancerConfig, EndpointConfig
+from smtp_balancer.config.endpoints import EndpointConfig
+from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.plan import route_for
 from smtp_balancer.generation import ATTRIBUTE, MARKER
 

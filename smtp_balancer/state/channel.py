@@ -26,7 +26,7 @@ from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from smtp_balancer.config.model import RedisConfig
+from smtp_balancer.config.services import RedisConfig
 from smtp_balancer.state.client import resolve_password, resolve_username, sentinel_kwargs, tls_hint
 from smtp_balancer.state.scripts import LuaScript
 

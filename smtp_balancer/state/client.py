@@ -15,7 +15,7 @@ from typing import Any
 import redis
 import redis.sentinel
 
-from smtp_balancer.config.model import RedisConfig
+from smtp_balancer.config.services import RedisConfig
 
 PASSWORD_ENV = "SMTP_BALANCER_REDIS_PASSWORD"
 # one ACL user per daemon from one shared YAML: each systemd unit sets its own

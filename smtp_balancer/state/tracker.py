@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from smtp_balancer.config.model import RedisConfig
+from smtp_balancer.config.services import RedisConfig
 from smtp_balancer.state.channel import ScriptChannel
 
 INVALIDATE_CHANNEL = "__redis__:invalidate"

@@ -321,7 +321,7 @@ def test_a_rule_an_experiment_may_order_first_is_not_unreachable():
 
 
 def test_an_endpoint_names_its_host_by_full_or_short_name():
-    from smtp_balancer.config.model import same_host
+    from smtp_balancer.config.endpoints import same_host
 
     assert same_host("mta1", "MTA1.example.com") and same_host("mta1.example.com", "mta1")
     assert same_host("mta1.example.com.", "mta1.example.com")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from integration.dns_responder import DnsResponder
-from smtp_balancer.config.model import MxLookupConfig
+from smtp_balancer.config.services import MxLookupConfig
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.engine import Engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from smtp_balancer.config.model import EndpointConfig
+from smtp_balancer.config.endpoints import EndpointConfig
 from smtp_balancer.feedback.probe import RelayHealth, probe
 
 

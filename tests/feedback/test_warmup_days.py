@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import redis
 
 from smtp_balancer.clock import FixedClock
-from smtp_balancer.config.model import WarmupConfig
+from smtp_balancer.config.endpoints import WarmupConfig
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.feedback.warmup_days import judge

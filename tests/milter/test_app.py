@@ -2,7 +2,7 @@
 
 from smtp_balancer_milter.app import Envelope, MilterSettings, _size, facts_for, info_header, milter_factory
 
-from smtp_balancer.config.model import MilterConfig
+from smtp_balancer.config.services import MilterConfig
 from smtp_balancer.decision.facts import Decision, Facts
 
 S = MilterSettings.from_config(

@@ -132,7 +132,7 @@ def test_a_long_exim_recipient_list_is_deduplicated_in_order():
 
 def test_reload_applies_live_settings_and_names_the_rest():
     from policyd.server import PolicyServer
-    from smtp_balancer.config.model import PolicydConfig
+    from smtp_balancer.config.services import PolicydConfig
 
     server = PolicyServer(None, PolicydConfig())  # type: ignore[arg-type]  # apply() needs no engine
     restart = server.apply(
@@ -211,7 +211,7 @@ def test_a_request_its_client_gave_up_on_is_not_decided():
 
 
 def test_exim_requests_are_classified_like_the_milter_does():
-    from smtp_balancer.config.model import MilterConfig
+    from smtp_balancer.config.services import MilterConfig
     from smtp_balancer.decision.classes import MessageClasses
 
     classes = MessageClasses.from_config(MilterConfig(trusted_networks=["10.0.0.0/8"]))

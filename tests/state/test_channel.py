@@ -15,7 +15,7 @@ from integration.configs import deep_merge
 from integration.redis_server import RedisServer
 from integration.sink import free_port
 from smtp_balancer.config import validate_config
-from smtp_balancer.config.model import RedisConfig
+from smtp_balancer.config.services import RedisConfig
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.state.channel import ScriptChannel
