@@ -1,22 +1,20 @@
-"""Scheduled health checks: DNSBL listings and relay probes, written as endpoint states."""
+"""Scheduled health checks: DNSBL listings and relay probes, written as endpoint states.
+The same thread runs the state exporter's rounds (``exporter.py``)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
 from smtp_balancer.clock import SYSTEM
-from smtp_balancer.complaints import metrics as complaint_metrics
-from smtp_balancer.complaints.metrics import ComplaintLabels
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.decision.providers import ProviderTable
-from smtp_balancer.feedback import metrics, state_metrics
+from smtp_balancer.feedback import metrics
 from smtp_balancer.feedback.dnsbl import LISTED, DnsblChecker, DnsblResult
 from smtp_balancer.feedback.probe import RelayHealth, probe
-from smtp_balancer.observe.status import StatusReader
 from smtp_balancer.state import scripts
 from smtp_balancer.state.keys import KeySchema
 
@@ -37,8 +35,6 @@ class HealthChecks:
         self.config = config
         self.r = client
         self.keys = KeySchema(config.redis.prefix)
-        self.status = StatusReader(client, config)
-        self.complaint_labels = ComplaintLabels.from_config(config, ProviderTable.from_config(config).names)
         self.stop = stop
         fb = config.feedback
         self.dnsbl = DnsblChecker(fb.dnsbl) if fb.dnsbl.zones else None
@@ -105,14 +101,9 @@ class HealthChecks:
                 log.warning("relay endpoint %s marked up", name)
             metrics.RELAY_UP.labels(name).set(1 if health.up else 0)
 
-    def state_round(self) -> None:
-        state_metrics.export(self.status.snapshot(tenants=False, limits=False))
-        junk = complaint_metrics.TOTALS.update(self.r.hgetall(self.keys.fbl_totals()), self.complaint_labels)
-        if junk:
-            log.warning("%d junk fields in the complaint totals hash skipped", junk)
-
-    def run(self) -> None:
-        """The schedules in one thread; a failing round is logged and retried next time."""
+    def run(self, state_round: Callable[[], None]) -> None:
+        """The schedules in one thread, with the exporter's ``state_round``; a failing
+        round is logged and retried next time."""
         fb = self.config.feedback
         due = {"dnsbl": 0.0, "probes": 0.0, "state": 0.0}
         while not self.stop.is_set():
@@ -120,7 +111,7 @@ class HealthChecks:
             for name, interval, job, wanted in (
                 ("dnsbl", fb.dnsbl.interval, self.dnsbl_round, self.dnsbl is not None and self.targets),
                 ("probes", fb.probes.interval, self.probe_round, bool(self.relays)),
-                ("state", fb.state_interval, self.state_round, True),
+                ("state", fb.state_interval, state_round, True),
             ):
                 if not wanted or now < due[name]:
                     continue

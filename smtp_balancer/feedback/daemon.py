@@ -26,6 +26,7 @@ from smtp_balancer.feedback.adaptive_store import AdaptiveRounds, AdaptiveStore
 from smtp_balancer.feedback.arms import ArmAttribution
 from smtp_balancer.feedback.checks import HealthChecks
 from smtp_balancer.feedback.classify import BounceClassifier
+from smtp_balancer.feedback.exporter import StateExporter
 from smtp_balancer.feedback.follower import LogFollower, Position
 from smtp_balancer.feedback.processor import Batch, Processor
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
@@ -368,7 +369,10 @@ class FeedbackDaemon:
         self.notifier.ready("following the MTA log")
         self.follower = self.open_log()
         checks = HealthChecks(self.config, self.r, self.stop)
-        checker = threading.Thread(target=checks.run, name="health-checks", daemon=True)
+        exporter = StateExporter(self.config, self.r)
+        checker = threading.Thread(
+            target=checks.run, args=(exporter.round,), name="health-checks", daemon=True
+        )
         checker.start()
         watch = StallWatch("feedback daemon").watch_thread
         threading.Thread(target=watch, args=(self.stop,), name="stall-watch", daemon=True).start()

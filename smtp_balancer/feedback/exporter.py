@@ -1,0 +1,37 @@
+"""The state gauges and the fleet's complaint totals, exported from Redis each round.
+
+Every feedback daemon exports them (one per fleet is enough; several agree): the
+endpoint states, suspensions, weights and warm-up counts from a ``status``
+snapshot (``state_metrics.py``), and ``smtp-balancer fbl``'s totals, which that
+command, running once per report, cannot export itself.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from smtp_balancer.complaints import metrics as complaint_metrics
+from smtp_balancer.complaints.metrics import ComplaintLabels
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.feedback import state_metrics
+from smtp_balancer.observe.status import StatusReader
+from smtp_balancer.state.keys import KeySchema
+
+log = logging.getLogger("smtp_balancer.feedback")
+
+
+class StateExporter:
+    def __init__(self, config: BalancerConfig, client: redis.Redis) -> None:
+        self.r = client
+        self.keys = KeySchema(config.redis.prefix)
+        self.status = StatusReader(client, config)
+        self.complaint_labels = ComplaintLabels.from_config(config, ProviderTable.from_config(config).names)
+
+    def round(self) -> None:
+        state_metrics.export(self.status.snapshot(tenants=False, limits=False))
+        junk = complaint_metrics.TOTALS.update(self.r.hgetall(self.keys.fbl_totals()), self.complaint_labels)
+        if junk:
+            log.warning("%d junk fields in the complaint totals hash skipped", junk)
