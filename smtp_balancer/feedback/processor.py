@@ -19,16 +19,11 @@ from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.feedback.classify import BounceClassifier, builtin_classes
 from smtp_balancer.feedback.delivery_log import (
     BIND_ERROR,
-    REQUEUED_MARK,
     Delivery,
     LogLineError,
     bind_error_endpoint,
-    parse_line,
-    parse_requeue,
-    parse_sender,
 )
-from smtp_balancer.feedback.exim_log import MARKERS as EXIM_MARKERS
-from smtp_balancer.feedback.exim_log import parse_exim_arrival, parse_exim_line
+from smtp_balancer.feedback.dialects import EximDialect, LogDialect, PostfixDialect
 from smtp_balancer.feedback.responses import CompiledRule, ResponseMatcher
 from smtp_balancer.feedback.tenants import SenderBook
 from smtp_balancer.state.keys import hour_bucket, minute_bucket
@@ -91,48 +86,39 @@ class Processor:
         self.providers = providers
         self.matcher = matcher
         self.endpoints = endpoints
-        self.exim_transports = exim_transports
+        self.dialect: LogDialect = (
+            PostfixDialect(providers) if exim_transports is None else EximDialect(providers, exim_transports)
+        )
         self.classifier = classifier or BounceClassifier(builtin_classes())
         self.tenants = tenants or TenantTable(())
         self.senders = SenderBook()
         # the arrival line's marker: only read when some tenant is configured
-        self._arrival = (" <= " if exim_transports is not None else " from=<") if self.tenants else None
+        self._arrival = self.dialect.arrival_marker if self.tenants else None
 
     def note_arrival(self, line: str) -> bool:
-        found = parse_exim_arrival(line) if self.exim_transports is not None else parse_sender(line)
+        found = self.dialect.arrival(line)
         if found is not None:
             self.senders.note(found[0], self.tenants.of(found[1]))
         return found is not None
-
-    def parse(self, line: str) -> Delivery | None:
-        if self.exim_transports is not None:
-            return parse_exim_line(line, self.providers, self.exim_transports)
-        return parse_line(line, self.providers)
-
-    def maybe_delivery(self, line: str) -> bool:
-        """A cheap pre-filter: most lines of a busy log are not delivery results."""
-        if self.exim_transports is not None:
-            return any(marker in line for marker in EXIM_MARKERS)
-        return "status=" in line
 
     def process(self, lines: list[str], uid_prefix: str, now: float | None = None) -> Batch:
         batch = Batch(lines=len(lines), uid=uid_prefix)
         now = SYSTEM.wall() if now is None else now
         minute, hour = minute_bucket(now), hour_bucket(datetime.fromtimestamp(now, UTC))
-        postfix = self.exim_transports is None
+        dialect = self.dialect
         for i, line in enumerate(lines):
-            if postfix and REQUEUED_MARK in line and (link := parse_requeue(line)) is not None:
+            if (link := dialect.requeued(line)) is not None:
                 batch.requeued.append(link)
             if self._arrival is not None and self._arrival in line and self.note_arrival(line):
                 batch.ignored += 1
                 continue
-            if not self.maybe_delivery(line):
+            if not dialect.maybe_delivery(line):
                 if BIND_ERROR in line and (endpoint := bind_error_endpoint(line)) is not None:
                     batch.bind_errors[endpoint] += 1
                 batch.ignored += 1
                 continue
             try:
-                d = self.parse(line)
+                d = dialect.parse(line)
             except LogLineError as exc:
                 batch.garbage.append(str(exc))
                 continue
