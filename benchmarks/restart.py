@@ -6,7 +6,9 @@ restarts), then a phase in which policyd is restarted (SIGTERM, then started
 again) every ``--every`` seconds. Modes:
   - activated: the listening socket is held across restarts, as systemd holds a
     .socket unit's (LISTEN_FDS), so connections wait in its backlog;
-  - self-bound: the daemon binds its own socket, gone while it restarts.
+  - self-bound: the daemon binds its own socket, gone while it restarts;
+  - stopped: self-bound, stopped for good at the start of the second phase (no
+    socket at all: every try refused), what a daemon that will not come back costs.
 Printed per mode: messages accepted per second in each phase and their ratio (the
 baseline is the same daemon without restarts, measured in the same run), and
 messages Postfix delivered by its default transport (decided by nobody: every
@@ -69,7 +71,10 @@ def run(mode: str, args: argparse.Namespace) -> None:
         time.sleep(args.steady)
         restarting_at = time.monotonic()
         restarts = 0
-        while time.monotonic() < restarting_at + args.restarting:
+        if mode == "stopped":
+            daemon.stop()
+            time.sleep(args.restarting)
+        while mode != "stopped" and time.monotonic() < restarting_at + args.restarting:
             time.sleep(args.every)
             daemon.stop()
             daemon.start()
@@ -82,9 +87,12 @@ def run(mode: str, args: argparse.Namespace) -> None:
         steady = sum(steady_at <= end < restarting_at for _, end in done) / (restarting_at - steady_at)
         during = sum(restarting_at <= end < ended_at for _, end in done) / (ended_at - restarting_at)
         worst = max((end - begin for begin, end in done), default=0.0)
-        print(f"\n{mode}: {args.clients} clients, {restarts} restarts, one every {args.every:.0f}s")
+        every = f"{restarts} restarts, one every {args.every:.0f}s"
+        what = "stopped for good" if mode == "stopped" else every
+        print(f"\n{mode}: {args.clients} clients, {what}")
         print(f"  steady       {steady:8.1f} msg/s")
-        print(f"  restarting   {during:8.1f} msg/s   ratio {during / steady:.2f}")
+        phase = "stopped" if mode == "stopped" else "restarting"
+        print(f"  {phase:<12} {during:8.1f} msg/s   ratio {during / steady:.2f}")
         print(f"  delivered by the default transport: {by_default}")
         print(f"  longest submission {worst:.2f}s")
     finally:
