@@ -197,9 +197,15 @@ class LeaseService:
             log.debug("writing counters failed: %s", written)
 
     def _armed(self, arms: list[tuple[str, str]], reply: Any) -> None:
-        if isinstance(reply, BaseException):
-            log.debug("arm records not written, sent again next round: %s", reply)
-            self.book.restore_arms(arms)
+        """Records the script never wrote go again with the next round (no connection,
+        no answer, NOSCRIPT); an error Redis answered (an ACL, say) would only repeat."""
+        if not isinstance(reply, BaseException):
+            return
+        if isinstance(reply, ResponseError) and not str(reply).startswith("NOSCRIPT"):
+            log.debug("arm records not written: %s", reply)
+            return
+        log.debug("arm records not written, sent again next round: %s", reply)
+        self.book.restore_arms(arms)
 
     def _send_rates(
         self, refills: list[RateRefill], givebacks: list[RateGiveback]

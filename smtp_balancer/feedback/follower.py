@@ -178,6 +178,7 @@ class LogFollower:
     def _attach(self, f: BinaryIO, inode: int, offset: int, tail: bytes = b"") -> None:
         f.seek(offset)
         self._file, self._inode, self._offset, self._tail, self._pending = f, inode, offset, tail, b""
+        self._main_head, self._main_size = b"", 0  # watched afresh from here
 
     def _reopen(self) -> bool:
         try:

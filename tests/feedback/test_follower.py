@@ -228,3 +228,24 @@ def test_a_new_file_that_only_grows_while_the_renamed_one_is_read_is_no_truncati
         assert len(f.read_lines(1)) == 1
     assert drain(f) == ["b0", "b1", "b2"]
     assert not any(n.event == "truncation" for n in f.notes)
+
+
+def test_a_copytruncate_after_a_finished_rename_is_bridged_once(tmp_path: Path) -> None:
+    """The watch of a waiting file starts afresh at each attach: what it saw of the file
+    before a rename must not make a later copytruncate look like a second one."""
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    f = LogFollower(log, start_at="beginning")
+    append(log, "a0\n")
+    assert drain(f) == ["a0"]
+    log.rename(tmp_path / "mail.log.1")
+    append(log, "b0\nb1\n")
+    assert drain(f) == ["b0", "b1"]  # the renamed file finished, the new one read
+    append(log, "b2\nb3\n")
+    shutil.copy(log, tmp_path / "mail.log.2")  # copytruncate, b2 and b3 not read yet
+    os.truncate(log, 0)
+    append(log, "c0\n")
+    assert f.read_lines(1) == ["b2"]  # the copy is being read: the new file waits
+    assert f.read_lines(1) == ["b3"]
+    assert drain(f) == ["c0"]
+    assert not any("before we read it" in n.text for n in f.notes), f.notes
