@@ -21,7 +21,14 @@ from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.factors import Factors, Standing, strings_with_ttl
 from smtp_balancer.state.keys import RATE_WINDOW_S, KeySchema, day_bucket, hour_bucket
 from smtp_balancer.state.live import parse_warmup, returns_at
-from smtp_balancer.state.values import parse_count, parse_state, parse_throttle, parse_weight, text_of
+from smtp_balancer.state.values import (
+    parse_count,
+    parse_state,
+    parse_throttle,
+    parse_until,
+    parse_weight,
+    text_of,
+)
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,7 @@ class StatusReader:
                 state_by=text_of(state_map.get(b"by")) or "" if state_map else "",
                 state_since=_stored_int(state_map, b"since"),
                 requeue=bool(state_map) and text_of(state_map.get(b"requeue")) == "1",
-                until=_stored_int(state_map, b"until"),
+                until=None if (lifts := parse_until(until_raw)) is None else int(lifts),
             )
         queued, hosts = self._queued()
         return Snapshot(

@@ -46,6 +46,14 @@ CASES: dict[str, tuple[Setup, str, bool, str]] = {
         True,
         "lifted",
     ),
+    "quarantined until later, as a decimal": (
+        lambda r: r.hset(
+            "{sb}:endpoint:out2:state", mapping={"state": "quarantined", "until": f"{NOW + HOUR}.5"}
+        ),
+        "quarantined",
+        False,
+        "",
+    ),
     "quarantined, junk until": (
         lambda r: r.hset("{sb}:endpoint:out2:state", mapping={"state": "quarantined", "until": "soon"}),
         "quarantined",
@@ -105,6 +113,8 @@ def test_status_and_explain_agree(case: str, make_config, rdb: redis.Redis, tmp_
     assert out2["state"] == state, (case, out2)
     # and status says why, where explain does
     assert out2["lifted"] is (shown == "lifted")
+    if "later" in case:  # it lifts when the deciders lift it
+        assert out2["until"] == NOW + HOUR
     suspended = {s["provider"] for s in out2["suspensions"]}
     assert suspended == ({shown} if shown in ("google", "all", "yahoo") else set())
     throttled = [(t["endpoint"], t["provider"], t["factor"]) for t in status["throttles"]]
