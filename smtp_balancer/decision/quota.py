@@ -222,6 +222,16 @@ class QuotaBook:
             # below 0, a junk counter: no hold, so each decision asks select.lua, which
             # leaves the endpoint out while the junk lasts and counts again once it is fixed
 
+    def given_back(self, givebacks: Iterable[Giveback]) -> None:
+        """Give-backs Redis applied: a lease held as exhausted for their scope asks again
+        at its next decision, since the cap it saw reached has room now (a late reply's
+        unit, given back, must not keep the endpoint out for EXHAUSTED_RECHECK_S)."""
+        with self._lock:
+            for g in givebacks:
+                lease = self._leases.get((g.endpoint, g.field))
+                if lease is not None and (lease.day, lease.hour) == (g.day, g.hour):
+                    lease.exhausted_until = 0.0
+
     def counters_junk(self, keys: Iterable[str]) -> None:
         """Counters found junk while writing deltas: their leases are spent no more, so
         the next decision for the endpoint asks Redis, as select.lua sees the junk."""

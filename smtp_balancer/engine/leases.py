@@ -188,6 +188,7 @@ class LeaseService:
             junk = [text_of(k) or "" for k in written]
             self.junk.report([StateJunk("counter", k) for k in junk])
             self.book.counters_junk(junk)
+            self.book.given_back(givebacks)
         elif isinstance(written, ResponseError) and str(written).startswith("NOSCRIPT"):
             self.book.restore(givebacks, counts)  # the script never ran: all of it again
         elif isinstance(written, BaseException):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from smtp_balancer.decision.choice import NeedRedis
-from smtp_balancer.decision.quota import EXHAUSTED_RECHECK_S, QuotaBook, lease_size
+from smtp_balancer.decision.quota import EXHAUSTED_RECHECK_S, Giveback, QuotaBook, lease_size
 from smtp_balancer.state.keys import KeySchema
 
 DAY, HOUR = "20261124", "2026112410"
@@ -74,6 +74,28 @@ def test_a_refused_grant_marks_the_cap_reached_for_a_while():
     clock.now += EXHAUSTED_RECHECK_S + 1
     with pytest.raises(NeedRedis):  # another daemon may have given units back: ask again
         book.check("out1", 1, DAY, HOUR, 100, None)
+
+
+def test_an_applied_give_back_lifts_the_hold_on_its_scope_only():
+    """A CI run under load: a late select.lua reply's unit was given back, but the lease
+    that saw the cap reached meanwhile kept the endpoint out for EXHAUSTED_RECHECK_S,
+    so a provider cap ended one short. Once Redis applied the give-back, it asks again."""
+    book = QuotaBook(KeySchema(), Clock())
+    for field in ("total", "google"):
+        with pytest.raises(NeedRedis):
+            book.check("out3", 1, DAY, HOUR, 30, None, field=field)
+    for refill in book.take_work()[0]:
+        book.granted(refill, 0)
+    assert book.check("out3", 1, DAY, HOUR, 30, None, field="google") == "google cap reached (quota lease)"
+    book.give_back("out3", 1, (("google", 1),), DAY, HOUR)
+    _, givebacks, _ = book.take_work()
+    assert book.check("out3", 1, DAY, HOUR, 30, None, field="google") is not None  # not applied yet
+    book.given_back([g for g in givebacks if g.field == "google"])
+    with pytest.raises(NeedRedis):
+        book.check("out3", 1, DAY, HOUR, 30, None, field="google")
+    assert book.check("out3", 1, DAY, HOUR, 30, None) == "cap reached (quota lease)"  # total: not given back
+    book.given_back([Giveback("out3", DAY, "2026112409", 1)])  # another hour's bucket: no effect
+    assert book.check("out3", 1, DAY, HOUR, 30, None) == "cap reached (quota lease)"
 
 
 def test_a_new_hour_gives_the_rest_back_to_its_own_bucket():
