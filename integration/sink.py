@@ -86,10 +86,21 @@ class _Handler:
         return "250 2.0.0 Ok: recorded"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free now that this process never handed out before. bind(0) can return a
+    port again once its socket is closed: a CI run gave the table daemon's and the
+    requeue daemon's metrics the same one, and the requeue daemon never started."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError(f"no port on {host} that was not handed out already")
 
 
 def free_port_on(hosts: tuple[str, ...]) -> int:

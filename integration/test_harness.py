@@ -28,3 +28,12 @@ def test_postfix_moves_to_a_new_port_when_its_port_was_taken():
         sink.stop()
         taken.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    """Two daemons of one test once got the same metrics port (bind(0) reuses a port
+    once its socket is closed): the second could not listen and never started."""
+    from integration.sink import free_port
+
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
