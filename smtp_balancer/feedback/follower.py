@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -211,25 +212,35 @@ class LogFollower:
                 continue
         return None
 
-    def _bridge_copy(self, before: Position) -> None:
-        """After copytruncate: read what we missed from the copy that ends like our tail."""
+    def _find_copy(self, matches: Callable[[BinaryIO, os.stat_result], bool]) -> tuple[BinaryIO, str] | None:
+        """The first sibling file that ``matches`` (open, for the caller to keep), and its name."""
         for p in self._siblings():
             try:
                 f = p.open("rb")
             except OSError:
                 continue
-            size = os.fstat(f.fileno()).st_size
-            if size >= before.offset and self._read_tail(f, before.offset) == before.tail:
-                f.seek(before.offset)
-                self._queue.insert(0, OldFile(f, os.fstat(f.fileno()).st_ino, before.offset, before.tail))
-                self.notes.append(
-                    Note("truncation", f"{self.path} was truncated; read the rest from {p.name}")
-                )
-                return
+            if matches(f, os.fstat(f.fileno())):
+                return f, p.name
             f.close()
-        self.notes.append(
-            Note("truncation", f"{self.path} was truncated and no copy ends where we stopped; reading from 0")
+        return None
+
+    def _bridge_copy(self, before: Position) -> None:
+        """After copytruncate: read what we missed from the copy that ends like our tail."""
+        found = self._find_copy(
+            lambda f, st: st.st_size >= before.offset and self._read_tail(f, before.offset) == before.tail
         )
+        if found is None:
+            self.notes.append(
+                Note(
+                    "truncation",
+                    f"{self.path} was truncated and no copy ends where we stopped; reading from 0",
+                )
+            )
+            return
+        f, name = found
+        f.seek(before.offset)
+        self._queue.insert(0, OldFile(f, os.fstat(f.fileno()).st_ino, before.offset, before.tail))
+        self.notes.append(Note("truncation", f"{self.path} was truncated; read the rest from {name}"))
 
     def _watch_waiting_main(self) -> None:
         """While an old file is read, notice a copytruncate of the main file we have
@@ -247,23 +258,22 @@ class LogFollower:
         self._main_head, self._main_size = head, size
         if not seen:
             return
-        for p in self._siblings():
-            try:
-                f = p.open("rb")
-            except OSError:
-                continue
-            st = os.fstat(f.fileno())
-            queued = {old.inode for old in self._queue}
-            if st.st_ino not in queued and st.st_size >= len(seen) and f.read(len(seen)) == seen:
-                f.seek(0)
-                self._queue.append(OldFile(f, st.st_ino, 0, b""))
-                self.notes.append(
-                    Note("truncation", f"{self.path} was truncated before we read it; read it from {p.name}")
+        queued = {old.inode for old in self._queue}
+        found = self._find_copy(
+            lambda f, st: st.st_ino not in queued and st.st_size >= len(seen) and f.read(len(seen)) == seen
+        )
+        if found is None:
+            self.notes.append(
+                Note(
+                    "truncation", f"{self.path} was truncated before we read it and no copy starts as it did"
                 )
-                return
-            f.close()
+            )
+            return
+        f, name = found
+        f.seek(0)
+        self._queue.append(OldFile(f, os.fstat(f.fileno()).st_ino, 0, b""))
         self.notes.append(
-            Note("truncation", f"{self.path} was truncated before we read it and no copy starts as it did")
+            Note("truncation", f"{self.path} was truncated before we read it; read it from {name}")
         )
 
     # -- reading -----------------------------------------------------------------------
