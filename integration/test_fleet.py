@@ -165,10 +165,9 @@ def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(
         before_cap = picks[: max(i for i, e in enumerate(picks) if e == "out3")]
         assert_binomial(before_cap.count("out3"), len(before_cap), 0.25)
         # stopped, the daemons give their leased units back: each counter is its deliveries
-        for _, policyd in hosts:
-            policyd.stop()
+        deciders = [policyd for _, policyd in hosts]
         for name, ip in ENDPOINT_IP.items():
-            assert_counted_exactly(redis_server.client(), [name], by_ip[ip])
+            assert_counted_exactly(redis_server.client(), [name], by_ip[ip], deciders)
 
 
 def test_one_yaml_for_the_fleet_each_host_routes_through_its_own_endpoints():

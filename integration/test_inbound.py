@@ -96,7 +96,7 @@ def test_postfix_gateway_routes_outbound_mail_and_leaves_inbound_mail_alone(mail
     log = ms.postfix.log_text()
     assert "status=bounced" not in log and "loops back to myself" not in log
     # the inbound messages spent no warm-up quota
-    assert_counted_exactly(ms.rdb, ENDPOINT_IP, 400)
+    assert_counted_exactly(ms.rdb, ENDPOINT_IP, 400, [ms.policyd])
 
 
 BACKEND_HOST = "127.0.0.12"  # the Exim gateway's backend for its relay_to_domains
@@ -163,7 +163,7 @@ def test_exim_gateway_routes_outbound_recipients_and_leaves_inbound_ones_alone(e
     log = es.exim.log_text()
     assert " ** " not in log and "Frozen" not in log
     # quota for the routed recipients only: the inbound ones are the MTA's
-    assert_counted_exactly(es.rdb, ENDPOINT_IP, 400 + MIXED)
+    assert_counted_exactly(es.rdb, ENDPOINT_IP, 400 + MIXED, [es.policyd])
 
 
 def test_the_milter_leaves_inbound_mail_alone_too(mail_system):

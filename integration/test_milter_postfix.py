@@ -183,4 +183,4 @@ def test_with_both_daemons_each_message_is_decided_once(mail_system):
     got = ms.sink.wait_for(30, timeout=MAIL_S)
     assert {m.peer_ip for m in got} <= set(ENDPOINT_IP.values())  # every message routed
     # a message decided twice would count 31 or more
-    assert_counted_exactly(ms.rdb, ENDPOINT_IP, 30)
+    assert_counted_exactly(ms.rdb, ENDPOINT_IP, 30, [ms.policyd, ms.milter])

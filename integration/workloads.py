@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Protocol
 
 import redis
 
-from integration.waits import wait_until
 from smtp_balancer.clock import FixedClock, utc_now
 from smtp_balancer.config import load_config
 from smtp_balancer.decision.facts import Facts
@@ -159,16 +158,23 @@ def stored_outcomes(client: redis.Redis, pattern: str = "{sb}:outcomes:*") -> in
     )
 
 
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
 def counted_today(client: redis.Redis, endpoints: Iterable[str]) -> int:
     """Warm-up units counted today (the process clock's UTC day) over these endpoints."""
     day = utc_now().strftime("%Y%m%d")
     return sum(int(client.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in endpoints)
 
 
-def assert_counted_exactly(client: redis.Redis, endpoints: Iterable[str], expected: int) -> None:
-    """Exactly ``expected`` units counted. Local decisions write their counts in batches
-    every 50 ms: wait for the last batch, then make sure nothing more arrives."""
-    names = list(endpoints)
-    wait_until(lambda: counted_today(client, names) >= expected, timeout=10, what=f"{expected} units counted")
-    time.sleep(0.5)
-    assert counted_today(client, names) == expected
+def assert_counted_exactly(
+    client: redis.Redis, endpoints: Iterable[str], expected: int, deciders: Iterable[Stoppable]
+) -> None:
+    """Exactly ``expected`` units counted, once ``deciders`` (the policy daemons and milters
+    that decided the mail) have stopped: a decider writes its counts in batches and gives
+    its leased units back at exit, so after the stop Redis holds all it will ever count."""
+    for decider in deciders:
+        decider.stop()
+    counted = counted_today(client, list(endpoints))
+    assert counted == expected, f"{counted} warm-up units counted, {expected} expected"

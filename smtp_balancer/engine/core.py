@@ -174,9 +174,11 @@ class Engine:
         await self.mirror.settle()
 
     # -- deciding ------------------------------------------------------------------------
-    def decide_now(self, facts: Facts, now: datetime | None = None) -> Decision | Pending:
+    def decide_now(
+        self, facts: Facts, now: datetime | None = None, *, record_arm: bool = True
+    ) -> Decision | Pending:
         """Decide at once in the caller's thread when the mirror can; else a Pending for
-        ``settle``, carrying the message's one Draw."""
+        ``settle``, carrying the message's one Draw. ``record_arm``: see ``decide``."""
         if self.mx is not None and not self.mx.knows({domain_of(r) for r in facts.recipients}):
             return Pending(facts, None)  # the Draw waits until the provider is known
         started = time.perf_counter()
@@ -195,7 +197,7 @@ class Engine:
             return Pending(facts, None)
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
         metrics.record_decision(decision.pool, decision.endpoint, decision.rule, decision.outcome)
-        if decision.arm is not None:
+        if record_arm and decision.arm is not None:
             self._note_arm(facts, decision)
         return decision
 
@@ -219,14 +221,20 @@ class Engine:
         explain: bool = False,
         now: datetime | None = None,
         waited: StillWaited | None = None,
+        record_arm: bool = True,
     ) -> Decision:
-        """Decide a route; never raises and never waits longer than the budget."""
+        """Decide a route; never raises and never waits longer than the budget.
+        ``record_arm``: False for a message decided again (requeue's moves): it stays in
+        the arm its first decision recorded, with that decision's time, and is counted
+        once in the arm's decisions (its queue id gives it the same arm anyway)."""
         if commit and not explain:
             self._start_background()
-            result = self.decide_now(facts, now)
+            result = self.decide_now(facts, now, record_arm=record_arm)
             if isinstance(result, Decision):
                 return result
-            return await self._decide(facts, result.draw, commit=True, explain=False, now=now, waited=waited)
+            return await self._decide(
+                facts, result.draw, commit=True, explain=False, now=now, waited=waited, record_arm=record_arm
+            )
         return await self._decide(facts, None, commit=commit, explain=explain, now=now)
 
     async def _decide(
@@ -238,6 +246,7 @@ class Engine:
         explain: bool,
         now: datetime | None,
         waited: StillWaited | None = None,
+        record_arm: bool = True,
     ) -> Decision:
         started = time.perf_counter()
         try:
@@ -255,7 +264,7 @@ class Engine:
             log.exception("decision failed for queue id %s; answering default", facts.queue_id or "-")
             decision = Decision(outcome="default", reason="degraded (internal error)", degraded=True)
             metrics.DEGRADED.labels("internal_error").inc()
-        if commit and not explain and decision.arm is not None:
+        if commit and not explain and record_arm and decision.arm is not None:
             self._note_arm(facts, decision)
         return self._record(decision, commit, started)
 

@@ -273,7 +273,8 @@ class Sweeper:
                 queue_id=message.queue_id,
                 recipient_count=len(fresh),
             )
-            decision = await self.engine.decide(facts)
+            # a move: the message keeps the arm record of its first decision
+            decision = await self.engine.decide(facts, record_arm=False)
             if decision.degraded:
                 metrics.SKIPPED.labels("degraded").inc()
                 self.notes.warning(

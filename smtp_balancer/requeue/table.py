@@ -176,7 +176,7 @@ class RouteTable:
         follow it without counting again. ``counted_at``: when ``old`` counted it
         (0: unknown, nothing given back)."""
         decision = await self.engine.decide(
-            Facts(recipients=(address,), recipient_count=units, queue_id=message_id)
+            Facts(recipients=(address,), recipient_count=units, queue_id=message_id), record_arm=False
         )
         if decision.degraded or decision.outcome == "defer":
             TABLE_LOOKUPS.labels("temp").inc()

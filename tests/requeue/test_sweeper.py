@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from smtp_balancer.clock import FixedClock
+from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.requeue.daemon import remote_decisions
 from smtp_balancer.requeue.sweeper import Sweeper
@@ -196,3 +197,27 @@ async def test_a_failing_sweep_is_logged_and_the_daemon_sweeps_on(make_config, m
     assert len(calls) == 2
     assert metrics.SWEEPS.labels("error")._value.get() == before + 1
     assert any("sweep failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_moved_message_keeps_the_arm_its_first_decision_recorded(
+    experiment_engine, rdb, tmp_path: Path
+) -> None:
+    """A CI run under load found a moved message's arm record rewritten after the feedback
+    daemon had copied it to the new queue id: the sweep's decision recorded the arm again,
+    with its own time, and counted the message twice in the arm's decisions."""
+    config, engine = experiment_engine
+    queue = FakeQueue(tmp_path / "deferred")
+    queue.root.mkdir()
+    sweeper = Sweeper(config, engine, rdb, queue, "t1", FixedClock(NOW))  # type: ignore[arg-type]
+    rdb.set("{sb}:suspend:out2:google", GOOGLE, ex=600)
+    rdb.set("{sb}:arm:Q1", "ab a 1700000000")  # its first decision's record
+    queue.add("Q1", queued("a@shop.test", "out2:", "g1@gmail.com"))
+    await sweeper.sweep(limit=100)
+    decision = await engine.decide(Facts(recipients=("g2@gmail.com",), queue_id="Q2"))
+    await engine.leases.round()  # the records and counts the decisions noted
+    assert queue.requeued == ["Q1"] and rdb.hget("{sb}:pin:g1@gmail.com", "endpoint") in ("out1", "out3")
+    assert rdb.get("{sb}:arm:Q1") == "ab a 1700000000"
+    # a first decision records its arm (the experiment is in force): only that one counts
+    assert decision.arm is not None and rdb.get("{sb}:arm:Q2") == f"ab {decision.arm} {int(NOW.timestamp())}"
+    decided = {arm: rdb.hget(f"{{sb}}:expstats:ab:{arm}", "decided") for arm in ("a", "b")}
+    assert decided == {"a": None, "b": None} | {decision.arm: "1"}, decided

@@ -135,3 +135,15 @@ async def test_the_table_serves_on_a_socket_systemd_passed(table: RouteTable, mo
         writer.close()
     finally:
         await server.close()
+
+
+async def test_a_rerouted_message_keeps_the_arm_its_first_decision_recorded(experiment_engine, rdb) -> None:
+    _, engine = experiment_engine
+    rdb.set("{sb}:arm:1tAbCd-000123-AB", "ab b 1700000000")  # Exim's message id keeps its record
+    rdb.set("{sb}:suspend:out2:google", "suspended by operator", ex=600)
+    rdb.set("{sb}:requeue:out2:google", "suspended by cli", ex=600)
+    table = RouteTable(engine, 2.0)
+    assert (await ask(table, "reroute", "out2 60 1tAbCd-000123-AB a@gmail.com")) in ("OK out1:", "OK out3:")
+    await engine.leases.round()
+    assert rdb.get("{sb}:arm:1tAbCd-000123-AB") == "ab b 1700000000"
+    assert not rdb.keys("{sb}:expstats:*")  # not decided again in its arm
