@@ -80,6 +80,10 @@ def warn_restart(names: list[str]) -> None:
 # request this close to its readsocket timeout is not decided (its answer would land
 # after Exim gave up, and its unit would count for mail that left by default)
 ANSWER_MARGIN_S = 0.2
+# a decision made this soon after its request was found waited for needs no second look:
+# the margins above cover it. Later (the process was stopped, or starved, in between),
+# the client may have left: the route's units are given back and the answer is DUNNO
+RECHECK_S = 0.05
 DRAIN_S = 2.0  # at a stop: how long open connections get to have their requests answered
 
 
@@ -240,7 +244,8 @@ class PolicyServer:
             return outcome
         if shared is not None and shared(instance := request.get("instance", "")):
             self.shared.drop(instance)
-        result = self.engine.decide_now(outcome)
+        waited = self.still_waited(request, client, checked_at=time.monotonic())
+        result = self.engine.decide_now(outcome, waited=waited)
         if isinstance(result, Pending):
             return Drawn(request, result)
         return self._action(outcome, result)
@@ -289,12 +294,22 @@ class PolicyServer:
             mta,
         )
 
-    def still_waited(self, request: PolicyRequest, client: Client) -> StillWaited:
-        """What the engine asks once a waiting decision is made: why the client gave up
-        meanwhile ("" while it waits). Only the answer's own margin is left by then."""
-        return lambda: self._abandoned(
-            request, client, ANSWER_MARGIN_S, "not routing queue id %s, decided too late"
-        )
+    def still_waited(
+        self, request: PolicyRequest, client: Client, checked_at: float | None = None
+    ) -> StillWaited:
+        """What the engine asks once a decision is made: why the client gave up meanwhile
+        ("" while it waits). Only the answer's own margin is left by then. ``checked_at``:
+        when the request was last found waited for (monotonic); within RECHECK_S of it
+        the answer is the same without asking again (a system call, for Postfix)."""
+
+        def why() -> str:
+            if checked_at is not None and time.monotonic() - checked_at < RECHECK_S:
+                return ""
+            return self._abandoned(
+                request, client, ANSWER_MARGIN_S, "not routing queue id %s, decided too late"
+            )
+
+        return why
 
     def _abandoned(self, request: PolicyRequest, client: Client, margin_s: float, what: str) -> str:
         """``session.abandoned``, counted and logged when the client no longer waits;

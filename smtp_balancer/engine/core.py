@@ -175,10 +175,16 @@ class Engine:
 
     # -- deciding ------------------------------------------------------------------------
     def decide_now(
-        self, facts: Facts, now: datetime | None = None, *, record_arm: bool = True
+        self,
+        facts: Facts,
+        now: datetime | None = None,
+        *,
+        record_arm: bool = True,
+        waited: StillWaited | None = None,
     ) -> Decision | Pending:
         """Decide at once in the caller's thread when the mirror can; else a Pending for
-        ``settle``, carrying the message's one Draw. ``record_arm``: see ``decide``."""
+        ``settle``, carrying the message's one Draw. ``record_arm``: see ``decide``;
+        ``waited``: asked once the route is counted, as ``settle_pending`` asks it."""
         if self.mx is not None and not self.mx.knows({domain_of(r) for r in facts.recipients}):
             return Pending(facts, None)  # the Draw waits until the provider is known
         started = time.perf_counter()
@@ -192,6 +198,10 @@ class Engine:
                 decision = self.planner.from_mirror(draw, live, self.book) if mirror.fresh and live else None
                 if decision is None:
                     return Pending(facts, draw)
+                if waited is not None:
+                    # a process stopped (or starved) between the caller's check and here
+                    # resumes to a client that left: what the route counted goes back
+                    decision = self._unless_gone(draw, decision, waited, rates=False)
         except Exception:  # settle() fails open if this is a bug
             log.exception("decision failed for queue id %s", facts.queue_id or "-")
             return Pending(facts, None)
@@ -229,7 +239,7 @@ class Engine:
         once in the arm's decisions (its queue id gives it the same arm anyway)."""
         if commit and not explain:
             self._start_background()
-            result = self.decide_now(facts, now, record_arm=record_arm)
+            result = self.decide_now(facts, now, record_arm=record_arm, waited=waited)
             if isinstance(result, Decision):
                 return result
             return await self._decide(
@@ -329,15 +339,20 @@ class Engine:
             return self._failed(draw, "timeout", f"{detail}, nothing from Redis for {silent:.1f}s")
         return self._degraded(draw, "timeout")
 
-    def _unless_gone(self, draw: Draw, decision: Decision, waited: StillWaited) -> Decision:
+    def _unless_gone(
+        self, draw: Draw, decision: Decision, waited: StillWaited, rates: bool = True
+    ) -> Decision:
         """The decision, or the MTA default when its client stopped waiting meanwhile:
-        the mail leaves by the default route, so what the route counted is given back."""
+        the mail leaves by the default route, so what the route counted is given back.
+        ``rates``: False for a local decision, whose rate slot came from a lease under
+        another name (the window then holds one entry too many: a cap ends early, never
+        over)."""
         if decision.outcome != "route" or decision.endpoint is None:
             return decision
         why = waited()
         if not why:
             return decision
-        self._give_back(draw, decision.endpoint)
+        self._give_back(draw, decision.endpoint, rates)
         return Decision(
             outcome="default",
             reason=f"not routed, decided too late: {why}",
@@ -346,11 +361,11 @@ class Engine:
             degraded=decision.degraded,
         )
 
-    def _give_back(self, draw: Draw, endpoint: str) -> None:
+    def _give_back(self, draw: Draw, endpoint: str, rates: bool = True) -> None:
         """Undo what routing ``draw`` to ``endpoint`` counted: quota, and its rate entries."""
         day, hour = draw.buckets
         self.book.give_back(endpoint, draw.facts.quota_count, draw.provider_counts, day, hour)
-        scopes = draw.caps[endpoint].rate_scopes(draw.providers) if endpoint in draw.caps else ()
+        scopes = draw.caps[endpoint].rate_scopes(draw.providers) if rates and endpoint in draw.caps else ()
         if scopes:
             self.book.rates.give_back(endpoint, scopes, rate_member(draw))
 

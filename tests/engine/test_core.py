@@ -20,6 +20,7 @@ from integration.workloads import decide_many
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine, ThreadedEngine
+from smtp_balancer.engine.core import Pending
 from smtp_balancer.observe import metrics
 from smtp_balancer.state import scripts
 
@@ -750,3 +751,45 @@ async def test_a_decision_made_after_its_client_left_is_given_back(make_config, 
         assert rdb.zcard("{sb}:rate:out2:google") == routed["out2"]
     finally:
         await engine.aclose()
+
+
+async def test_a_local_decision_whose_client_left_meanwhile_is_given_back(make_config, rdb):
+    """The policy daemon checks a request's age before deciding. A daemon stopped (SIGSTOP,
+    a starved host) between that check and the decision resumes to a client that left:
+    a hog-loop run counted a warming endpoint's unit for an Exim message that had left
+    by the default interface 13 s before. A local decision now asks once it is counted,
+    and gives back what it counted, leased units and plain counts alike."""
+    day = f"{NOW:%Y%m%d}"
+    config = make_config(
+        {"endpoints": {"out3": {"warmup": {"start": NOW.date().isoformat(), "schedule": [5000]}}}}
+    )
+    engine = Engine(config, FixedClock(NOW))
+    try:
+        assert await engine.start()
+        await engine.settle()
+        routed: Counter[str] = Counter()
+        local_gone = 0
+        for i in range(400):
+
+            def waited(i: int = i) -> str:  # every third message's client gave up
+                return "it gave up" if i % 3 == 0 else ""
+
+            result = engine.decide_now(gmail(i), NOW, waited=waited)
+            if isinstance(result, Pending):
+                result = await engine.settle_pending(result, waited)
+                await asyncio.sleep(0.001)  # let the lease rounds run
+            elif i % 3 == 0:
+                local_gone += 1
+            if i % 3 == 0:
+                assert result.outcome == "default" and result.reason.endswith("it gave up"), result
+            else:
+                assert result.outcome == "route" and result.endpoint is not None, result
+                routed[result.endpoint] += 1
+        assert local_gone > 50  # most were decided locally, out of leases and plain counts
+    finally:
+        await engine.aclose()  # the leases' unspent units go back
+    counted = {
+        ep: int(rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in ("out1", "out2", "out3")
+    }
+    assert counted == {ep: routed[ep] for ep in ("out1", "out2", "out3")}, (counted, routed)
+    assert routed["out3"] > 0

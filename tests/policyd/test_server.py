@@ -394,6 +394,85 @@ async def test_an_exim_route_decided_after_exim_gave_up_is_given_back(make_confi
         await engine.aclose()
 
 
+async def test_a_daemon_stopped_between_its_check_and_its_decision_gives_the_route_back(
+    make_config, tmp_path: Path, rdb, monkeypatch, caplog
+):
+    """A hog-loop run counted a unit for an Exim message that had left by the default
+    interface: SIGSTOP landed after the request's age was checked and before the local
+    decision, which the daemon made 15 s later on resuming. A decision made well after
+    the check asks again, and gives back what it counted."""
+    import time
+
+    from policyd import server as server_module
+    from smtp_balancer.clock import utc_now
+
+    today = utc_now().date()  # the engine's clock (the suite pins it)
+    config = make_config({"policyd": {"listen": ["inet:127.0.0.1:0"], "metrics_listen": ""}})
+    engine = Engine(config)
+    server = PolicyServer(engine, config.policyd, exim_timeout_s=2.0)
+
+    class Stoppable:
+        """The server's clock, which a stop moves on."""
+
+        stopped_s = 0.0
+
+        def time(self) -> float:
+            return time.time() + self.stopped_s
+
+        def monotonic(self) -> float:
+            return time.monotonic() + self.stopped_s
+
+    clock = Stoppable()
+    monkeypatch.setattr(server_module, "time", clock)
+    decide_now = engine.decide_now
+    local: list[object] = []
+
+    def stopped_then_decided(*args, **kwargs):
+        clock.stopped_s += 3.0  # stopped for 3 s between the check and the decision
+        result = decide_now(*args, **kwargs)
+        local.append(result)
+        return result
+
+    async def readsocket(queue_id: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+        writer.write(
+            f"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nqueue_id={queue_id}\n"
+            "sender=a@shop.test\nrecipients=b@gmail.com\nrecipient_count=1\n"
+            f"sent_at={int(clock.time() * 1e6)}\n\n".encode()
+        )
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return answer
+
+    def counted() -> int:
+        return sum(int(rdb.hget(f"{{sb}}:count:{ep}:day:{today:%Y%m%d}", "total") or 0) for ep in ENDPOINTS)
+
+    try:
+        await server.start()
+        assert await engine.start()
+        await engine.settle()
+        assert (await readsocket("1A2B3C-000001-AB")).startswith(b"action=FILTER ")
+        monkeypatch.setattr(engine, "decide_now", stopped_then_decided)
+        with caplog.at_level("WARNING", logger="smtp_balancer.policyd"):
+            assert await readsocket("1A2B3C-000002-AB") == b"action=DUNNO\n\n"
+            server.notes.flush()
+        assert [type(d).__name__ for d in local] == ["Decision"]  # decided locally, then given back
+        assert any(
+            "not routing queue id 1A2B3C-000002-AB, decided too late" in r.getMessage()
+            for r in caplog.records
+        )
+        for _ in range(500):  # the give-back goes out with a lease round
+            await engine.leases.round()
+            if counted() == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert counted() == 1  # the first message only
+    finally:
+        await server.close()
+        await engine.aclose()
+
+
 async def test_requests_from_files_an_older_release_rendered_are_counted_and_said(
     make_config, tmp_path: Path, caplog
 ):
