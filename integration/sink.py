@@ -8,6 +8,7 @@ gmail.com, which the feedback tests need.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -86,21 +87,43 @@ class _Handler:
         return "250 2.0.0 Ok: recorded"
 
 
-_HANDED_OUT: set[int] = set()
+# Ports come from a block of their own per pytest-xdist worker, below the kernel's
+# ephemeral range (32768-60999 by default): bind(0) hands every process ports from
+# one shared range, and a CI run had two workers draw the same one before either
+# daemon bound it ("policyd.listen ...: Address already in use").
+PORTS_FIRST, PORTS_END = 10_000, 32_768
+
+
+def _port_block() -> range:
+    """This process's ports: block 0 without xdist, block n + 1 for worker gw<n>."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    size = (PORTS_END - PORTS_FIRST) // (workers + 1)
+    first = PORTS_FIRST + (index % (workers + 1)) * size
+    return range(first, first + size)
+
+
+_next_port = 0  # the offset in the block of the next port to try
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free now that this process never handed out before. bind(0) can return a
-    port again once its socket is closed: a CI run gave the table daemon's and the
-    requeue daemon's metrics the same one, and the requeue daemon never started."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise RuntimeError(f"no port on {host} that was not handed out already")
+    """A port free now, from this process's block, in turn: a port comes back only once
+    the block is used up (two daemons of one test once shared a metrics port that
+    bind(0) had handed out again, and the second never started)."""
+    global _next_port
+    block = _port_block()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(len(block)):
+        port = block[_next_port % len(block)]
+        _next_port += 1
+        with socket.socket(family) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue  # in use (another program, a connection in TIME_WAIT)
+        return port
+    raise RuntimeError(f"no free port on {host} in {block}")
 
 
 def free_port_on(hosts: tuple[str, ...]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+from pathlib import Path
 
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.sink import Sink
@@ -37,3 +38,18 @@ def test_free_port_never_hands_out_a_port_twice() -> None:
 
     ports = [free_port() for _ in range(2000)]
     assert len(set(ports)) == len(ports)
+
+
+def test_xdist_workers_draw_ports_from_blocks_of_their_own(monkeypatch) -> None:
+    """Two workers once drew one port from the kernel's shared range before either
+    daemon bound it: each worker has a block now, below the ephemeral range."""
+    from integration import sink
+
+    blocks = []
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+        blocks.append(set(sink._port_block()))
+    assert not blocks[0] & blocks[1] and min(len(b) for b in blocks) >= 2000
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(port < low for block in blocks for port in block)  # bind(0) never hands them out
