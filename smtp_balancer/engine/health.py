@@ -79,7 +79,7 @@ class RedisHealth:
             if self.age() >= self.ping_after_s:
                 try:
                     async with asyncio.timeout(step):
-                        await self.channel().call("PING")
+                        await self.channel().ping()
                 except TimeoutError:
                     why = "no answer to PING"
                 except (RedisError, OSError) as exc:

@@ -152,7 +152,7 @@ class LeaseService:
     def _send(
         self, script: LuaScript, keys: list[str], args: list[Any], settle: Callable[[Any], None]
     ) -> asyncio.Future[Any]:
-        fut = self.channel.send_now("EVALSHA", script.sha, len(keys), *keys, *args)
+        fut = self.channel.send_script_now(script, keys, args)
         fut.add_done_callback(lambda done: settle(self._outcome(done)))
         return fut
 
@@ -224,7 +224,7 @@ class LeaseService:
             for r in refills
         ]
         for g in givebacks:
-            fut = self.channel.send_now("ZREM", self.keys.rate(g.endpoint, g.scope), *g.slots)
+            fut = self.channel.remove_now(self.keys.rate(g.endpoint, g.scope), g.slots)
             fut.add_done_callback(self._outcome)
             sent.append(fut)
         return sent

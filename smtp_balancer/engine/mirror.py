@@ -26,13 +26,14 @@ from smtp_balancer.observe import metrics
 from smtp_balancer.state.channel import ScriptChannel
 from smtp_balancer.state.client import describe
 from smtp_balancer.state.keys import KeySchema
-from smtp_balancer.state.live import Junk, LiveState, parse_live_state
+from smtp_balancer.state.live import Junk, LiveState
+from smtp_balancer.state.live_reads import BATCH as REREAD_BATCH
+from smtp_balancer.state.live_reads import read_live_state, reread
 from smtp_balancer.state.tracker import Tracker
 
 log = logging.getLogger("smtp_balancer.engine")
 
 TRACKING_RETRY_S = (0.5, 30.0)
-REREAD_BATCH = 500  # changed keys re-read per pipelined round
 
 
 class MirrorKeeper:
@@ -100,42 +101,16 @@ class MirrorKeeper:
     async def load(self) -> LiveState:
         """Read weights, admin states, suspensions, throttles and adaptive factors (pipelined),
         as one new mirror."""
-        keys, many = self.keys, self._call_batched
-        pools, endpoints = self.members, list(self.config.endpoints)
-        # a key of the wrong type comes back as an error value: junk, skipped like in select.lua
-        managed = self.managed
-        replies = await many(
-            [("HMGET", keys.pool_weights(p), *members) for p, members in pools.items()]
-            + [("HMGET", keys.endpoint_state(e), "state", "until") for e in endpoints]
-            + [("HMGET", keys.warmup(e), "step", "day") for e in managed]
-            + [("HGET", keys.experiment(x), "state") for x in self.experiments]
-        )
-        suspension_keys = await self._scan(keys.suspension_pattern())
-        throttle_keys = await self._scan(keys.throttle_pattern())
-        adaptive_keys = await self._scan(keys.adaptive_pattern())
-        pttls = await many([("PTTL", k) for k in suspension_keys])
-        flat = await many([c for k in throttle_keys + adaptive_keys for c in (("GET", k), ("PTTL", k))])
-        factors = list(zip(flat[::2], flat[1::2], strict=True))
-        throttles, adaptive = factors[: len(throttle_keys)], factors[len(throttle_keys) :]
         junk: Junk = []
-        live = parse_live_state(
-            keys,
-            pools,
-            replies[: len(pools)],
-            endpoints,
-            replies[len(pools) : len(pools) + len(endpoints)],
-            suspension_keys,
-            pttls,
-            self.clock.monotonic(),
-            throttle_keys,
-            throttles,
-            junk,
-            adaptive_keys,
-            adaptive,
-            managed,
-            replies[len(pools) + len(endpoints) : len(pools) + len(endpoints) + len(managed)],
+        live = await read_live_state(
+            self.channel,
+            self.keys,
+            self.members,
+            list(self.config.endpoints),
+            self.managed,
             self.experiments,
-            replies[len(pools) + len(endpoints) + len(managed) :],
+            self.clock.monotonic(),
+            junk,
         )
         self.live = live
         self._report(junk)
@@ -160,22 +135,6 @@ class MirrorKeeper:
     def _report(self, junk: Junk) -> None:
         if junk:
             self.junk.report(StateJunk(kind, key, fld) for kind, key, fld in junk)
-
-    async def _call_batched(self, commands: list[tuple[object, ...]]) -> list[object]:
-        """call_many in pipelined rounds of REREAD_BATCH: never a queue of 100,000 on Redis."""
-        out: list[object] = []
-        for start in range(0, len(commands), REREAD_BATCH):
-            out += await self.channel.call_many(commands[start : start + REREAD_BATCH])
-        return out
-
-    async def _scan(self, pattern: str) -> list[bytes]:
-        found: list[bytes] = []
-        cursor: bytes = b"0"
-        while True:
-            cursor, batch = await self.channel.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-            found += batch
-            if cursor == b"0":
-                return found
 
     # -- tracking -----------------------------------------------------------------------
     async def _track_forever(self) -> None:
@@ -257,38 +216,13 @@ class MirrorKeeper:
 
     async def _reread_keys(self, changed: Iterable[bytes]) -> None:
         """Re-read a batch of changed keys in one pipelined round and update their entries."""
-        tracked: list[tuple[str, str, tuple[str, ...]]] = []
-        commands: list[tuple[object, ...]] = []
-        for raw in changed:
-            name = raw.decode(errors="replace")
-            kind_scope = self.keys.tracked_key(name)
-            if kind_scope is None:
-                continue
-            kind, scope = kind_scope
-            if kind == "weights":
-                members = self.members.get(scope[0])
-                if members is None:
-                    continue  # not a pool of ours: nothing reads it
-                commands.append(("HMGET", raw, *members))
-            elif kind == "state":
-                commands.append(("HMGET", raw, "state", "until"))
-            elif kind == "warmup":
-                commands.append(("HMGET", raw, "step", "day"))
-            elif kind == "experiment":
-                commands.append(("HGET", raw, "state"))
-            elif kind == "suspend":
-                commands.append(("PTTL", raw))
-            else:
-                commands += [("GET", raw), ("PTTL", raw)]
-            tracked.append((name, kind, scope))
-        replies = iter(await self._call_batched(commands))
+        read = await reread(self.channel, self.keys, self.members, changed)
         live = self.live
         if live is None:
             live = self.live = LiveState(self.clock.monotonic())
         now = self.clock.monotonic()
         junk: Junk = []
-        for name, kind, scope in tracked:
-            value = next(replies)
+        for (name, kind, scope), value, pttl in read:
             if kind == "weights":
                 live.set_weights(scope[0], name, self.members[scope[0]], value, junk)
             elif kind == "state":
@@ -300,7 +234,7 @@ class MirrorKeeper:
             elif kind == "suspend":
                 live.set_suspension(scope[0], scope[1], value, now)
             elif kind == "adaptive":
-                live.set_adaptive(scope[0], scope[1], name, value, next(replies), now, junk)
+                live.set_adaptive(scope[0], scope[1], name, value, pttl, now, junk)
             else:
-                live.set_throttle(scope[0], scope[1], name, value, next(replies), now, junk)
+                live.set_throttle(scope[0], scope[1], name, value, pttl, now, junk)
         self._report(junk)

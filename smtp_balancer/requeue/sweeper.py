@@ -33,7 +33,6 @@ from smtp_balancer.feedback.responses import builtin_rules
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.render.postfix import table_map
 from smtp_balancer.requeue import metrics
-from smtp_balancer.requeue.pins import Pin, count_command, counter_deltas, given_back, parse_pin, pin_mapping
 from smtp_balancer.requeue.plan import (
     AutomaticRules,
     EndpointState,
@@ -44,8 +43,8 @@ from smtp_balancer.requeue.plan import (
 )
 from smtp_balancer.requeue.postfix_queue import PostfixQueue
 from smtp_balancer.requeue.queuefile import QueuedMessage, QueueFileError, parse_queue_file
-from smtp_balancer.state.keys import KeySchema, split_scoped
-from smtp_balancer.state.values import text_of
+from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.pins import Pin, PinStore, counter_deltas, given_back
 
 log = logging.getLogger("smtp_balancer.requeue")
 
@@ -75,7 +74,7 @@ class Sweeper:
     ) -> None:
         self.config = config
         self.engine = engine
-        self.r = client
+        self.store = PinStore(client, KeySchema(config.redis.prefix))
         self.queue = queue
         self.instance = instance
         self.clock = clock
@@ -132,40 +131,21 @@ class Sweeper:
         return messages
 
     def endpoint_states(self, now: float) -> dict[str, EndpointState]:
-        names = list(self.config.endpoints)
-        pipe = self.r.pipeline(transaction=False)
-        for name in names:
-            pipe.hgetall(self.keys.endpoint_state(name))
-        replies = pipe.execute(raise_on_error=False)
-        suspensions = self._scoped(self.keys.suspension_pattern(), self.keys.suspension_prefix())
-        requested = self._scoped(self.keys.requeue_pattern(), self.keys.requeue_prefix())
+        records = self.store.endpoints(list(self.config.endpoints))
         plumbed = self.queue.transports()
         # the same check as the deciders' (engine/plumbing.py), when they make it
         missing = unplumbed(local_addresses(self.config)) if self.config.decision.bind_check_s else {}
-        states = {}
-        for name, raw in zip(names, replies, strict=True):
-            fields = {text_of(k): text_of(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-            states[name] = endpoint_state(
-                fields,
-                {p: reason for (ep, p), reason in suspensions.items() if ep == name},
-                [p for (ep, p) in requested if ep == name],
+        return {
+            name: endpoint_state(
+                r.fields,
+                r.suspensions,
+                r.requested,
                 now,
                 plumbed=name in plumbed,
                 bind_missing=missing.get(name, ""),
             )
-        return states
-
-    def _scoped(self, pattern: str, prefix: str) -> dict[tuple[str, str], str]:
-        keys = list(self.r.scan_iter(match=pattern, count=1000))
-        if not keys:
-            return {}
-        values = self.r.mget(keys)
-        out = {}
-        for key, value in zip(keys, values, strict=True):
-            scope = split_scoped(text_of(key) or "", prefix)
-            if scope is not None and value is not None:
-                out[scope] = text_of(value) or ""
-        return out
+            for name, r in records.items()
+        }
 
     # -- one sweep ----------------------------------------------------------------------
     async def sweep(self, limit: int) -> SweepResult:
@@ -236,14 +216,8 @@ class Sweeper:
         """Pins of moving recipients from earlier sweeps that still point somewhere
         eligible: another message for the same recipient follows the same pin."""
         addresses = sorted({a for m in moves for group in m.moving.values() for a in group})
-        pipe = self.r.pipeline(transaction=False)
-        for address in addresses:
-            pipe.hgetall(self.keys.pin(address))
         out = {}
-        for address, raw in zip(addresses, pipe.execute(raise_on_error=False), strict=True):
-            pin = parse_pin(raw, self.config.endpoints) if isinstance(raw, dict) else None
-            if pin is None:
-                continue
+        for address, pin in self.store.pins(addresses, self.config.endpoints).items():
             state = states.get(pin.endpoint, EndpointState())
             live = state.admin == "active" and not ({pin.provider, "all"} & set(state.suspensions))
             if live and state.plumbed:
@@ -329,27 +303,14 @@ class Sweeper:
         self._count(given_back(self.keys, move.endpoint, units, counted_at, wall))
 
     def _count(self, deltas: list[tuple[str, str]]) -> None:
-        if deltas:
-            self.r.execute_command(*count_command(deltas))
+        self.store.count(deltas)
 
     def write_pins(self, routed: Mapping[str, list[tuple[str, Pin]]]) -> None:
-        ttl = self.config.requeue.pin_ttl
-        wall = self.clock.wall()
-        pipe = self.r.pipeline(transaction=False)
-        for pins in routed.values():
-            for address, pin in pins:
-                key = self.keys.pin(address)
-                pipe.delete(key)
-                pipe.hset(key, mapping=pin_mapping(pin, wall))
-                pipe.expire(key, ttl)
-        pipe.execute()
+        pins = [pin for pins in routed.values() for pin in pins]
+        self.store.write_pins(pins, self.clock.wall(), self.config.requeue.pin_ttl)
 
     def publish_counts(self, bound: dict[str, int]) -> None:
         for name in self.config.endpoints:
             metrics.QUEUED.labels(name).set(bound.get(name, 0))
-        key = self.keys.queued(self.instance)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.delete(key)
-        pipe.hset(key, mapping={name: bound.get(name, 0) for name in self.config.endpoints})
-        pipe.expire(key, max(60, 3 * self.config.requeue.interval))
-        pipe.execute()
+        counts = {name: bound.get(name, 0) for name in self.config.endpoints}
+        self.store.publish_queued(self.instance, counts, max(60, 3 * self.config.requeue.interval))

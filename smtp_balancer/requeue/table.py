@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from smtp_balancer.activation import inherited_sockets
 from smtp_balancer.config.base import parse_hostport
@@ -32,26 +32,17 @@ from smtp_balancer.feedback.responses import builtin_rules
 from smtp_balancer.observe.metrics import ListenError
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.requeue.metrics import MOVED, TABLE_LOOKUPS
-from smtp_balancer.requeue.pins import Pin, count_command, given_back, parse_pin, pin_mapping
 from smtp_balancer.requeue.plan import AutomaticRules, EndpointState, endpoint_state, move_reason
 from smtp_balancer.requeue.socketmap import RequestParser, SocketmapError, TableRequest, netstring
 from smtp_balancer.requeue.sweeper import reason_kind
 from smtp_balancer.state.keys import ALL_PROVIDERS, KeySchema
-from smtp_balancer.state.values import parse_int, text_of
+from smtp_balancer.state.pins import Pin, given_back, read_endpoint, read_pin, write_move
+from smtp_balancer.state.values import parse_int
 
 log = logging.getLogger("smtp_balancer.table")
 TABLE_NAME = "route"  # Postfix: transport_maps = socketmap:inet:HOST:PORT:route
 REROUTE_NAME = "reroute"  # Exim: a router's ${readsocket} at each retry
 NOTFOUND = "NOTFOUND "
-
-
-def pairs(reply: object) -> dict[bytes, bytes]:
-    """HGETALL's reply as a dict, RESP2 (flat list) or RESP3 (map)."""
-    if isinstance(reply, dict):
-        return reply
-    if isinstance(reply, list):
-        return dict(zip(reply[::2], reply[1::2], strict=False))
-    return {}
 
 
 class RouteTable:
@@ -130,32 +121,13 @@ class RouteTable:
 
     # -- shared ---------------------------------------------------------------------------
     async def pin(self, address: str) -> tuple[Pin | None, dict[bytes, bytes]]:
-        try:
-            raw = pairs(await self.engine.channel.call("HGETALL", self.keys.pin(address)))
-        except ResponseError as exc:  # a hand-made key of another type: junk, decided anew
-            return None, {b"junk": str(exc).encode()}
-        return (parse_pin(raw, self.engine.config.endpoints) if raw else None), raw
+        return await read_pin(self.engine.channel, self.keys, address, self.engine.config.endpoints)
 
     async def endpoint_state(self, endpoint: str) -> EndpointState:
         """What Redis says now about moving this endpoint's mail (one round trip)."""
-        k = self.keys
         scopes = [p for p in self.engine.planner.providers.names | {"other", ALL_PROVIDERS}]
-        replies = await self.engine.channel.call_many(
-            [
-                ("HGETALL", k.endpoint_state(endpoint)),
-                ("MGET", *(k.suspension(endpoint, p) for p in scopes)),
-                ("MGET", *(k.requeue(endpoint, p) for p in scopes)),
-            ]
-        )
-        fields = {text_of(a): text_of(b) for a, b in pairs(replies[0]).items()}
-        suspended = replies[1] if isinstance(replies[1], list) else []
-        requested = replies[2] if isinstance(replies[2], list) else []
-        return endpoint_state(
-            fields,
-            {p: text_of(v) or "" for p, v in zip(scopes, suspended, strict=False) if v is not None},
-            [p for p, v in zip(scopes, requested, strict=False) if v is not None],
-            self.engine.clock.wall(),
-        )
+        r = await read_endpoint(self.engine.channel, self.keys, endpoint, scopes)
+        return endpoint_state(r.fields, r.suspensions, r.requested, self.engine.clock.wall())
 
     def provider_of(self, address: str) -> str:
         return self.engine.planner.providers.for_domain(domain_of(address))
@@ -188,17 +160,13 @@ class RouteTable:
             TABLE_LOOKUPS.labels("stays").inc()
             return "OK " + self.target(old)
         new = Pin(decision.endpoint, provider, units, f"moved from {old}: {why}")
-        mapping = pin_mapping(new, self.engine.clock.wall())
-        commands: list[tuple[object, ...]] = [
-            ("DEL", self.keys.pin(address)),  # replaces junk of any type too
-            ("HSET", self.keys.pin(address), *(x for kv in mapping.items() for x in kv)),
-            ("EXPIRE", self.keys.pin(address), self.engine.config.requeue.pin_ttl),
-        ]
+        wall = self.engine.clock.wall()
+        deltas = []
         if counted_at and old in self.engine.config.endpoints:
-            deltas = given_back(self.keys, old, {provider: units}, counted_at, self.engine.clock.wall())
-            if deltas:
-                commands.append(count_command(deltas))
-        await self.engine.channel.call_many(commands)
+            deltas = given_back(self.keys, old, {provider: units}, counted_at, wall)
+        await write_move(
+            self.engine.channel, self.keys, address, new, wall, self.engine.config.requeue.pin_ttl, deltas
+        )
         TABLE_LOOKUPS.labels("moved").inc()
         MOVED.labels(
             old if old in self.engine.config.endpoints else "unknown", decision.endpoint, reason_kind(why)

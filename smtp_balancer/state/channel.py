@@ -303,6 +303,17 @@ class ScriptChannel:
         await self._ensure()
         return self.send_now("EVALSHA", script.sha, len(keys), *keys, *args)
 
+    def send_script_now(self, script: LuaScript, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
+        """``send_script`` over the open connection (``ensure`` first)."""
+        return self.send_now("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def remove_now(self, key: str, members: Sequence[Any]) -> asyncio.Future[Any]:
+        """ZREM ``members`` from the sorted set ``key`` over the open connection."""
+        return self.send_now("ZREM", key, *members)
+
+    async def ping(self) -> None:
+        await self.call("PING")
+
     def send_now(self, *args: Any) -> asyncio.Future[Any]:
         """Send a command over the open connection (``ensure`` first) and return the
         future of its reply, as ``send_script`` does."""

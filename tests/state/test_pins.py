@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from smtp_balancer.requeue.pins import Pin, counter_deltas, parse_pin, pin_mapping, refundable
+from smtp_balancer.state.pins import Pin, counter_deltas, parse_pin, pin_mapping, refundable
 from smtp_balancer.state.keys import KeySchema
 
 ENDPOINTS = {"out1": object(), "out2": object()}
