@@ -11,6 +11,7 @@ from smtp_balancer.config.experiments import ExperimentConfig
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.state.admin import AdminError
 from smtp_balancer.state.audit import AuditTrail
+from smtp_balancer.state.experiments import ExperimentStore
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.values import text_of
 
@@ -23,13 +24,6 @@ def _experiment(config: BalancerConfig, name: str | None) -> ExperimentConfig:
     return known[name]
 
 
-def _texts(raw: object) -> dict[str, str]:
-    """A hash reply as text, whatever the client's decoding."""
-    if not isinstance(raw, dict):
-        return {}
-    return {text_of(k) or "": text_of(v) or "" for k, v in raw.items()}
-
-
 def _when(raw: object) -> str:
     text = text_of(raw)
     if not text or not text.replace(".", "", 1).isdigit():
@@ -39,12 +33,13 @@ def _when(raw: object) -> str:
 
 def run(args: argparse.Namespace, config: BalancerConfig, client: redis.Redis) -> int:
     keys = KeySchema(config.redis.prefix)
+    store = ExperimentStore(client, keys)
     now = args.clock.wall()
     if args.action == "list":
         if not config.experiments:
             print("no experiments configured (experiments: in the YAML)")
         for x in config.experiments:
-            state = _texts(client.hgetall(keys.experiment(x.name)))
+            state = store.record(x.name)
             arms = ", ".join(f"{a.name} {a.split}% -> {a.strategy}" for a in x.arms)
             running = state.get("state")
             reset = f", counting since {_when(state['since'])}" if "since" in state else ""
@@ -54,35 +49,25 @@ def run(args: argparse.Namespace, config: BalancerConfig, client: redis.Redis) -
             )
         return 0
     x = _experiment(config, args.name)
-    key = keys.experiment(x.name)
     audit = AuditTrail(client, keys, args.clock)
+    arm_names = [a.name for a in x.arms]
     if args.action in ("start", "stop"):
-        before = text_of(client.hget(key, "state")) or "never started"
+        before = store.record(x.name).get("state") or "never started"
     if args.action == "start":
-        fields = {"state": "running", "started": f"{now:.0f}"}
-        if args.reset:
-            client.delete(*(keys.expstats(x.name, a.name) for a in x.arms))
-            # messages decided before now keep their arm records: their late outcomes
-            # and complaints belong to the earlier run, and the feedback skips them
-            fields["since"] = f"{now:.0f}"
-        client.hset(key, mapping=fields)
-        client.hdel(key, "stopped")
+        # with --reset, messages decided before now keep their arm records: their late
+        # outcomes and complaints belong to the earlier run, and the feedback skips them
+        store.start(x.name, arm_names, now, args.reset)
         audit.record("experiment start", x.name, before, "running", "counts reset" if args.reset else "")
         print(f"experiment {x.name} running: {x.covers} are split between its arms")
         return 0
     if args.action == "stop":
-        client.hset(key, mapping={"state": "stopped", "stopped": f"{now:.0f}"})
+        store.stop(x.name, now)
         audit.record("experiment stop", x.name, before, "stopped")
         print(f"experiment {x.name} stopped: {x.covers} are routed by the rules again")
         return 0
     from smtp_balancer.experiments.report import ArmStats, render
 
-    pipe = client.pipeline(transaction=False)
-    pipe.hget(key, "state")
-    for a in x.arms:
-        pipe.hgetall(keys.expstats(x.name, a.name))
-    state, *raws = pipe.execute()
-    pairs = zip(x.arms, raws, strict=True)
-    arms = [ArmStats.of(a.name, a.strategy, a.split, _texts(raw)) for a, raw in pairs]
-    print(render(x.name, text_of(state) or "never started", arms))
+    state, raws = store.stats(x.name, arm_names)
+    arms = [ArmStats.of(a.name, a.strategy, a.split, raw) for a, raw in zip(x.arms, raws, strict=True)]
+    print(render(x.name, state or "never started", arms))
     return 0

@@ -1,17 +1,10 @@
-"""The complaint counts in Redis, and the complaint rate rules they feed.
-
-A complaint lands in the outcome bucket of the minute it arrived (field
-``complained``), beside the feedback daemon's ``sent`` counts, so a rate rule
-with ``measure: complained`` reads complaints per delivered message over its
-window. Totals for metrics go to one hash that every feedback daemon exports.
-A complaint about a message in an experiment also counts in its arm's hash
-(``complained``): the report's original message carries our MTA's Received
-header, whose queue id names the arm record (``{sb}:arm:<queue id>``, 5 days).
+"""The complaint side of Redis for the intake: which experiment arm a reported
+message is in, its counts (``state/complaints.py``), and the complaint rate rules
+they feed. The report's original message carries our MTA's Received header, whose
+queue id names the arm record (``{sb}:arm:<queue id>``, 5 days).
 """
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 import redis
 
@@ -19,25 +12,12 @@ from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.complaints.attribute import Attribution
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.experiments.records import configured_record, counts_in_run, read_runs_since
-from smtp_balancer.state.keys import (
-    DAY_TTL_S,
-    EXPSTATS_TTL_S,
-    TENANT_TTL_S,
-    KeySchema,
-    hour_bucket,
-    minute_bucket,
-)
+from smtp_balancer.state.complaints import ComplaintCounts, ComplaintScope
+from smtp_balancer.state.experiments import ExperimentStore
+from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.rates import RateResult, evaluate_rates
 
 RESULTS = ("complaint", "not_counted", "unattributed", "malformed", "no_source_ip", "too_large")
-
-
-def total_field(attribution: Attribution) -> str:
-    return f"complaint:{attribution.endpoint}:{attribution.provider}:{attribution.tenant}"
-
-
-def arm_field(experiment: str, arm: str) -> str:
-    return f"arm:{experiment}:{arm}"
 
 
 class ComplaintStore:
@@ -46,15 +26,16 @@ class ComplaintStore:
         self.config = config
         self.clock = clock
         self.keys = KeySchema(config.redis.prefix)
-        self.retention_s = config.feedback.rate_retention
         self.arms = config.experiment_arms
+        self.counts = ComplaintCounts(client, self.keys, config.feedback.rate_retention, bool(config.tenants))
+        self.experiments = ExperimentStore(client, self.keys)
 
     def arm_of(self, queue_ids: tuple[str, ...]) -> tuple[str, str] | None:
         """The experiment arm of the reported message: the first of its Received ids with
         an arm record of a configured experiment (a provider's own ids have none)."""
         if not queue_ids or not self.arms:
             return None
-        for raw in self.r.mget([self.keys.arm_record(q) for q in queue_ids]):
+        for raw in self.experiments.arm_records(queue_ids):
             record = configured_record(raw, self.arms)
             if record is not None:
                 # a message decided before the run began (start --reset) is not its run's
@@ -67,29 +48,10 @@ class ComplaintStore:
     ) -> None:
         """Count one report: every result in the totals, a complaint also where rates
         read it and in its message's experiment arm."""
-        now = self.clock.wall()
-        pipe = self.r.pipeline(transaction=True)
-        totals = self.keys.fbl_totals()
-        pipe.hincrby(totals, f"report:{result}", 1)
-        if result == "complaint" and attribution is not None and attribution.endpoint is not None:
-            pipe.hincrby(totals, total_field(attribution), 1)
-            bucket = self.keys.outcomes(attribution.endpoint, attribution.provider, minute_bucket(now))
-            pipe.hincrby(bucket, "complained", 1)
-            pipe.expire(bucket, self.retention_s)
-            daily = self.keys.daily(attribution.endpoint, minute_bucket(now)[:8])
-            pipe.hincrby(daily, "complained", 1)
-            pipe.expire(daily, DAY_TTL_S)
-            if self.config.tenants:
-                hour = hour_bucket(datetime.fromtimestamp(now, UTC))
-                tenant = self.keys.tenant_outcomes(attribution.tenant, hour)
-                pipe.hincrby(tenant, "complained", 1)
-                pipe.expire(tenant, max(self.retention_s, TENANT_TTL_S))
-            if arm is not None:
-                stats = self.keys.expstats(*arm)
-                pipe.hincrby(stats, "complained", 1)
-                pipe.expire(stats, EXPSTATS_TTL_S)
-                pipe.hincrby(totals, arm_field(*arm), 1)
-        pipe.execute()
+        scope = None
+        if attribution is not None and attribution.endpoint is not None:
+            scope = ComplaintScope(attribution.endpoint, attribution.provider, attribution.tenant)
+        self.counts.record(result, self.clock.wall(), scope, arm)
 
     def evaluate(self, attribution: Attribution) -> list[RateResult]:
         """Run the complaint rate rules for the complaint's (endpoint, provider)."""

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import redis
 
 from smtp_balancer.observe.metrics import STATE_JUNK
+from smtp_balancer.state.experiments import ExperimentStore
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.values import COUNT_DIGITS, parse_decimal, parse_int, text_of
 
@@ -49,16 +50,8 @@ def configured_record(raw: object, arms: Collection[tuple[str, str]]) -> ArmReco
 
 def read_runs_since(client: redis.Redis, keys: KeySchema, experiments: Iterable[str]) -> dict[str, float]:
     """experiment -> the ``since`` of its hash (``experiment start --reset``), where set."""
-    names = sorted(experiments)
-    if not names:
-        return {}
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.hget(keys.experiment(name), "since")
     out: dict[str, float] = {}
-    for name, raw in zip(names, pipe.execute(), strict=True):
-        if raw is None:
-            continue
+    for name, raw in ExperimentStore(client, keys).since(experiments).items():
         value = parse_decimal(text_of(raw))
         if value is None:  # hand-edited: every message counts, as before any reset
             STATE_JUNK.labels("experiment_since").inc()

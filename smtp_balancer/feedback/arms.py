@@ -15,6 +15,7 @@ import redis
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.experiments.records import configured_record, counts_in_run, read_runs_since
 from smtp_balancer.feedback.delivery_log import Delivery
+from smtp_balancer.state.experiments import ExperimentStore
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.values import text_of
 
@@ -67,6 +68,7 @@ class ArmAttribution:
         clock: Clock = SYSTEM,
     ) -> None:
         self.r, self.keys, self.endpoints, self.clock = client, keys, endpoints, clock
+        self.store = ExperimentStore(client, keys)
         self.arms = frozenset(arms)  # the configured (experiment, arm) pairs
         self.pending: dict[str, tuple[float, list[str]]] = {}  # queue id -> (first seen, fields)
         # moved messages whose old id had no record yet: new id -> (first seen, old id)
@@ -100,7 +102,7 @@ class ArmAttribution:
             pairs += [(new, old) for new, (_, old) in self.pending_moves.items() if new not in fresh]
         if not pairs:
             return {}
-        raws = self.r.mget([self.keys.arm_record(old) for _, old in pairs])
+        raws = self.store.arm_records([old for _, old in pairs])
         out: dict[str, str] = {}
         for (new, old), raw in zip(pairs, raws, strict=True):
             first, _ = self.pending_moves.pop(new, (now, old))
@@ -137,7 +139,7 @@ class ArmAttribution:
         if not ask:
             return out
         since = self.runs_since()
-        for qid, raw in zip(ask, self.r.mget([self.keys.arm_record(q) for q in ask]), strict=True):
+        for qid, raw in zip(ask, self.store.arm_records(ask), strict=True):
             first, fields = self.pending.pop(qid, (now, []))
             fields += fresh.get(qid, [])
             record = configured_record(known.get(qid, raw), self.arms)

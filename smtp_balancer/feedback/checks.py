@@ -15,11 +15,10 @@ from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.feedback import metrics
 from smtp_balancer.feedback.dnsbl import LISTED, DnsblChecker, DnsblResult
 from smtp_balancer.feedback.probe import RelayHealth, probe
-from smtp_balancer.state import scripts
 from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.quarantine import set_health_state
 
 log = logging.getLogger("smtp_balancer.feedback")
-HEALTH_LUA = scripts.HEALTH.text
 DNSBL_BY = "dnsbl"
 PROBE_BY = "relay-probe"
 
@@ -48,10 +47,7 @@ class HealthChecks:
             metrics.RELAY_UP.labels(name).set(1)
 
     def set_state(self, endpoint: str, state: str, reason: str, by: str) -> bool:
-        wrote = self.r.eval(
-            HEALTH_LUA, 1, self.keys.endpoint_state(endpoint), state, reason, by, int(SYSTEM.wall())
-        )
-        return bool(wrote)
+        return set_health_state(self.r, self.keys, endpoint, state, reason, by, SYSTEM.wall())
 
     # -- DNSBL ---------------------------------------------------------------------
     def dnsbl_round(self) -> list[DnsblResult]:

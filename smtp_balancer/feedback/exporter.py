@@ -18,6 +18,7 @@ from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback import state_metrics
 from smtp_balancer.observe.status import StatusReader
+from smtp_balancer.state.complaints import ComplaintCounts
 from smtp_balancer.state.keys import KeySchema
 
 log = logging.getLogger("smtp_balancer.feedback")
@@ -28,10 +29,13 @@ class StateExporter:
         self.r = client
         self.keys = KeySchema(config.redis.prefix)
         self.status = StatusReader(client, config)
+        self.complaints = ComplaintCounts(
+            client, self.keys, config.feedback.rate_retention, bool(config.tenants)
+        )
         self.complaint_labels = ComplaintLabels.from_config(config, ProviderTable.from_config(config).names)
 
     def round(self) -> None:
         state_metrics.export(self.status.snapshot(tenants=False, limits=False))
-        junk = complaint_metrics.TOTALS.update(self.r.hgetall(self.keys.fbl_totals()), self.complaint_labels)
+        junk = complaint_metrics.TOTALS.update(self.complaints.totals(), self.complaint_labels)
         if junk:
             log.warning("%d junk fields in the complaint totals hash skipped", junk)
