@@ -13,9 +13,9 @@ from smtp_balancer.cli.tracing import Trace, Tracer, render
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback.classify import BounceClassifier
-from smtp_balancer.feedback.store import REASON_QUOTE
 from smtp_balancer.observe.status import Snapshot
 from smtp_balancer.render.exim import transport_names
+from smtp_balancer.state.feedback_store import REASON_QUOTE
 
 
 def printable_lines(text: str) -> str:

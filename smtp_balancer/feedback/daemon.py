@@ -30,7 +30,6 @@ from smtp_balancer.feedback.exporter import StateExporter
 from smtp_balancer.feedback.follower import LogFollower, Position
 from smtp_balancer.feedback.processor import Batch, Processor
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
-from smtp_balancer.feedback.store import FeedbackStore, HitResult
 from smtp_balancer.feedback.warmup_store import WarmupRecords
 from smtp_balancer.observe.metrics import serve_metrics
 from smtp_balancer.observe.ratelimit import LogLimiter
@@ -38,6 +37,7 @@ from smtp_balancer.observe.sdnotify import Notifier
 from smtp_balancer.observe.stalls import StallWatch
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.state.client import describe, sync_client
+from smtp_balancer.state.feedback_store import FeedbackStore, HitResult
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.rates import RateResult, evaluate_rates
 
@@ -118,10 +118,15 @@ class FeedbackDaemon:
         return rates
 
     # -- start ---------------------------------------------------------------------
+    def load_position(self) -> Position | None:
+        """The saved position; a junk value is reported by ValueError."""
+        raw = self.store.load_position()
+        return None if raw is None else Position.decode(raw)
+
     def saved_position(self) -> Position | None:
         while not self.stop.is_set():
             try:
-                return self.store.load_position()
+                return self.load_position()
             except ValueError as exc:
                 log.error(
                     "saved log position is unreadable (%s); starting at the %s",
@@ -190,7 +195,7 @@ class FeedbackDaemon:
                     # looked up before the batch's transaction, added inside it: exactly once
                     batch.arm_records = self.arms.inherit(batch.requeued)
                     batch.arm_outcomes = self.arms.collect(batch.deliveries, batch.arm_records)
-                results = self.store.apply(batch, self.follower.position)
+                results = self.store.apply(batch, self.follower.position.encode())
                 break
             except redis.RedisError as exc:
                 metrics.REDIS_ERRORS.inc()
@@ -224,7 +229,7 @@ class FeedbackDaemon:
         at. The follower goes back to it, so those lines are read and counted again:
         outcome counts stay exactly once. A rotated file's lines cannot be read again."""
         try:
-            saved = self.store.load_position()  # RedisError: the caller retries
+            saved = self.load_position()  # RedisError: the caller retries
         except ValueError:  # a junk position: nothing to compare with
             return False
         assert self.follower is not None

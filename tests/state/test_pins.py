@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from smtp_balancer.state.pins import Pin, counter_deltas, parse_pin, pin_mapping, refundable
 from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.pins import Pin, counter_deltas, parse_pin, pin_mapping, refundable
 
 ENDPOINTS = {"out1": object(), "out2": object()}
 

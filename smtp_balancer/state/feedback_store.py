@@ -1,4 +1,4 @@
-"""The feedback daemon's Redis writes: outcome counts, rule hits, rate rules, the log position.
+"""The feedback daemon's Redis writes: outcome counts, rule hits, the log position.
 
 A batch is applied in one MULTI/EXEC together with the follower's position and
 the batch's mark, so a crash either applies the batch and moves the position, or
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis
 
-from smtp_balancer.feedback.follower import Position
-from smtp_balancer.feedback.processor import Batch, Hit
+from smtp_balancer.config.feedback import ResponseRuleConfig
 from smtp_balancer.state import scripts
 from smtp_balancer.state.keys import (
     ARM_RECORD_TTL_S,
@@ -34,6 +34,47 @@ CODES = {0: "counting", 1: "acted", 2: "in_force", 3: "skipped"}
 
 
 HIT_LUA = scripts.HIT.text
+
+
+class Rule(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def config(self) -> ResponseRuleConfig: ...
+
+
+class Hit(Protocol):
+    """A log line a response rule matched (feedback/processor.py's)."""
+
+    @property
+    def rule(self) -> Rule: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def response(self) -> str: ...
+    @property
+    def uid(self) -> str: ...
+
+
+class Batch(Protocol):
+    """What a batch of log lines adds up to (feedback/processor.py's)."""
+
+    @property
+    def outcomes(self) -> Mapping[tuple[str, str, str, str], int]: ...
+    @property
+    def tenant_outcomes(self) -> Mapping[tuple[str, str, str], int]: ...
+    @property
+    def hits(self) -> Sequence[Hit]: ...
+    @property
+    def arm_outcomes(self) -> Mapping[tuple[str, str, str], int]: ...
+    @property
+    def arm_records(self) -> Mapping[str, str]: ...
+    @property
+    def uid(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -59,12 +100,10 @@ class FeedbackStore:
         # (a rotated file's batches are numbered per run)
         self.run = secrets.token_hex(8)
 
-    def load_position(self) -> Position | None:
-        """The saved position; a junk value is reported by ValueError."""
+    def load_position(self) -> str | None:
+        """The saved position of the log follower, as it encoded it."""
         raw = self.r.get(self.keys.feedback_position(self.instance))
-        if raw is None:
-            return None
-        return Position.decode(raw.decode() if isinstance(raw, bytes) else str(raw))
+        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
 
     def mark(self, batch: Batch) -> str:
         return f"{self.run} {batch.uid}"
@@ -78,7 +117,8 @@ class FeedbackStore:
             return False
         return text_of(raw) == self.mark(batch)  # a hand-edited value is not this batch's mark
 
-    def apply(self, batch: Batch, position: Position) -> list[HitResult]:
+    def apply(self, batch: Batch, position: str) -> list[HitResult]:
+        """Apply ``batch`` and save the follower's ``position`` (encoded) with it."""
         pipe = self.r.pipeline(transaction=True)
         buckets: Counter[tuple[str, str, str]] = Counter()
         for (ep, provider, minute, status), n in batch.outcomes.items():
@@ -130,7 +170,7 @@ class FeedbackStore:
             pipe.expire(self.keys.expstats(experiment, arm), EXPSTATS_TTL_S)
         for queue_id, value in batch.arm_records.items():
             pipe.set(self.keys.arm_record(queue_id), value, ex=ARM_RECORD_TTL_S)
-        pipe.set(self.keys.feedback_position(self.instance), position.encode())
+        pipe.set(self.keys.feedback_position(self.instance), position)
         pipe.set(self.keys.feedback_batch(self.instance), self.mark(batch))
         replies = pipe.execute()
         results = []

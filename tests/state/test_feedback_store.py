@@ -15,7 +15,7 @@ from smtp_balancer.engine import Engine
 from smtp_balancer.feedback.follower import Position
 from smtp_balancer.feedback.processor import Batch, Hit
 from smtp_balancer.feedback.responses import ResponseMatcher
-from smtp_balancer.feedback.store import FeedbackStore
+from smtp_balancer.state.feedback_store import FeedbackStore
 from smtp_balancer.state.keys import KeySchema
 
 KEYS = KeySchema()
@@ -35,7 +35,7 @@ def hit(r: ResponseRuleConfig, uid: str, ep: str = "out2", provider: str = "goog
 
 
 def apply(store: FeedbackStore, hits: list[Hit], offset: int = 0):
-    return store.apply(Batch(hits=hits), Position(1, offset, b""))
+    return store.apply(Batch(hits=hits), Position(1, offset, b"").encode())
 
 
 def test_a_counted_rule_acts_at_exactly_its_nth_match(rdb: redis.Redis) -> None:
@@ -82,7 +82,7 @@ def test_a_batch_is_known_applied_by_its_own_mark_only(rdb: redis.Redis, redis_s
     store = FeedbackStore(raw, KEYS, "host1", 3600)
     batch, other = Batch(uid="host1:7:0"), Batch(uid="host1:7:0+r1")
     assert not store.applied(batch)
-    store.apply(batch, Position(7, 10, b""))
+    store.apply(batch, Position(7, 10, b"").encode())
     assert store.applied(batch) and not store.applied(other)
     # the same batch id in another run (a restart) is another batch
     assert not FeedbackStore(raw, KEYS, "host1", 3600).applied(batch)
@@ -92,7 +92,7 @@ def test_a_batch_is_known_applied_by_its_own_mark_only(rdb: redis.Redis, redis_s
     rdb.delete(KEYS.feedback_batch("host1"))
     rdb.hset(KEYS.feedback_batch("host1"), "x", "1")
     assert not store.applied(batch)
-    store.apply(other, Position(7, 20, b""))  # the transaction's SET replaces it
+    store.apply(other, Position(7, 20, b"").encode())  # the transaction's SET replaces it
     assert store.applied(other)
     raw.close()
 
@@ -101,9 +101,9 @@ def test_apply_moves_the_position_with_the_counts(rdb: redis.Redis) -> None:
     store = FeedbackStore(rdb, KEYS, "host1", 3600)
     batch = Batch()
     batch.outcomes[("out1", "google", "202611241030", "sent")] = 5
-    store.apply(batch, Position(7, 1234, b"tail"))
+    store.apply(batch, Position(7, 1234, b"tail").encode())
     assert rdb.hget(KEYS.outcomes("out1", "google", "202611241030"), "sent") == "5"
-    assert store.load_position() == Position(7, 1234, b"tail")
+    assert store.load_position() == Position(7, 1234, b"tail").encode()
 
 
 def gmail(i: int) -> Facts:
