@@ -1,4 +1,5 @@
-"""Adaptive factors in Redis: read the outcome window, write ``{sb}:adaptive:<ep>:<provider>``.
+"""Adaptive factors: read the outcome window, write ``{sb}:adaptive:<ep>:<provider>``
+(through state/adaptive_store.py).
 
 The feedback daemon is their only writer. Every daemon of the fleet computes the
 same value from the shared minute hashes, so two writing at once agree. A
@@ -19,8 +20,9 @@ from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.config.adaptive import AdaptiveConfig
 from smtp_balancer.feedback.adaptive import FIELDS, Sample, computed_factor, next_factor
 from smtp_balancer.feedback.metrics import ADAPTIVE_FACTOR
+from smtp_balancer.state.adaptive_store import AdaptiveState
 from smtp_balancer.state.keys import KeySchema, minute_bucket
-from smtp_balancer.state.values import parse_count, parse_throttle, text_of
+from smtp_balancer.state.values import parse_throttle
 
 log = logging.getLogger("smtp_balancer.feedback")
 
@@ -37,7 +39,7 @@ class AdaptiveResult:
 
 class AdaptiveStore:
     def __init__(self, client: redis.Redis, keys: KeySchema, cfg: AdaptiveConfig) -> None:
-        self.r, self.keys, self.cfg = client, keys, cfg
+        self.state, self.cfg = AdaptiveState(client, keys), cfg
 
     def evaluate(self, pairs: Iterable[tuple[str, str]], now: float) -> list[AdaptiveResult]:
         pairs = sorted(pairs)
@@ -45,34 +47,16 @@ class AdaptiveStore:
             return []
         cfg = self.cfg
         minutes = [minute_bucket(now - 60 * i) for i in range(max(1, cfg.window // 60))]
-        pipe = self.r.pipeline(transaction=False)
-        for ep, provider in pairs:
-            for m in minutes:
-                pipe.hmget(self.keys.outcomes(ep, provider, m), FIELDS)
-            pipe.get(self.keys.adaptive(ep, provider))
-            pipe.ttl(self.keys.adaptive(ep, provider))
-        replies = iter(pipe.execute(raise_on_error=False))
         ttl_s = 2 * cfg.window
         out: list[AdaptiveResult] = []
-        write = self.r.pipeline(transaction=False)
+        writes: list[tuple[str, str, str | None]] = []
         junk = 0
-        for ep, provider in pairs:
-            rows = []
-            for _ in minutes:
-                reply = next(replies)
-                values = reply if isinstance(reply, list) else []
-                row = []
-                for v in values:
-                    n = parse_count(text_of(v))
-                    junk += n is None
-                    row.append(n or 0)
-                if row:
-                    rows.append(row)
-            raw, ttl = text_of(next(replies)), next(replies)
+        for (ep, provider), window in zip(pairs, self.state.windows(pairs, minutes, FIELDS), strict=True):
+            junk += window.junk
+            raw, ttl = window.factor, window.ttl
             current = parse_throttle(raw) or 1.0
-            sample = Sample.summed(rows)
+            sample = Sample.summed(window.rows)
             found = computed_factor(sample, cfg)
-            key = self.keys.adaptive(ep, provider)
             if found is None:
                 cause = raw.partition(" ")[2] if raw and current < 1 else "too few attempts to judge"
                 out.append(AdaptiveResult(ep, provider, current, cause, False, sample))
@@ -80,16 +64,16 @@ class AdaptiveStore:
             computed, cause = found
             new = next_factor(current, computed, cfg)
             if new == 1.0:
-                write.delete(key)
+                writes.append((ep, provider, None))
             elif new is not None:
-                write.set(key, f"{new} {cause}", ex=ttl_s)
+                writes.append((ep, provider, f"{new} {cause}"))
             elif current < 1.0 and isinstance(ttl, int) and 0 <= ttl < ttl_s // 2:
-                write.set(key, f"{current} {cause}", ex=ttl_s)  # still called for: keep it
+                writes.append((ep, provider, f"{current} {cause}"))  # still called for: keep it
             factor = current if new is None else new
             out.append(AdaptiveResult(ep, provider, factor, cause, new is not None, sample))
         if junk:
             log.warning("adaptive factors: %d outcome counts are not integers and were read as 0", junk)
-        write.execute()
+        self.state.write(writes, ttl_s)
         return out
 
 

@@ -12,6 +12,7 @@ from smtp_balancer.durations import format_duration
 from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.keys import KeySchema, split_scoped
 from smtp_balancer.state.values import parse_throttle, text_of
+from smtp_balancer.state.warmup_store import HOLD
 
 
 def strings_with_ttl(client: redis.Redis, pattern: str) -> list[tuple[bytes, object, object]]:
@@ -120,11 +121,11 @@ class WarmupRecords:
 
     def hold(self, endpoint: str, held: bool) -> None:
         key = self.keys.warmup(endpoint)
-        before = "held" if self.read(endpoint).get("hold") == "1" else "advancing"
+        before = "held" if self.read(endpoint).get(HOLD) == "1" else "advancing"
         if held:
-            self.r.hset(key, "hold", 1)
+            self.r.hset(key, HOLD, 1)
         else:
-            self.r.hdel(key, "hold")
+            self.r.hdel(key, HOLD)
         self.audit.record(
             "warmup hold" if held else "warmup release", endpoint, before, "held" if held else "advancing"
         )
