@@ -21,6 +21,7 @@ from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.factors import Factors, Standing, strings_with_ttl
 from smtp_balancer.state.keys import RATE_WINDOW_S, KeySchema, day_bucket, hour_bucket
 from smtp_balancer.state.live import parse_warmup, returns_at
+from smtp_balancer.state.status_reads import StatusReads
 from smtp_balancer.state.values import (
     parse_count,
     parse_state,
@@ -130,6 +131,7 @@ class StatusReader:
         self.config = config
         self.clock = clock
         self.keys = KeySchema(config.redis.prefix)
+        self.reads = StatusReads(client, self.keys)
         self.caps = CapsTable(config)
         self.factors = Factors(client, self.keys, AuditTrail(client, self.keys, clock))  # reads only
 
@@ -142,17 +144,12 @@ class StatusReader:
         pools = list(self.config.pools.items())
         names = list(self.config.endpoints)
 
-        pipe = self.r.pipeline(transaction=False)
-        for pool_name, _ in pools:
-            pipe.hgetall(self.keys.pool_weights(pool_name))
-        for ep in names:
-            pipe.hgetall(self.keys.endpoint_state(ep))
-            pipe.hget(self.keys.day_counter(ep, day_bucket(now)), "total")
-            pipe.hget(self.keys.hour_counter(ep, hour_bucket(now)), "total")
-        replies = pipe.execute(raise_on_error=False)
+        weights, per_endpoint = self.reads.pools_and_endpoints(
+            [name for name, _ in pools], names, day_bucket(now), hour_bucket(now)
+        )
 
         out_pools = []
-        for (pool_name, pool), live in zip(pools, replies[: len(pools)], strict=True):
+        for (pool_name, pool), live in zip(pools, weights, strict=True):
             live = live if isinstance(live, dict) else {}
             status = PoolStatus(pool_name, pool.stickiness, pool.spread, pool.overflow)
             for m in pool.endpoints:
@@ -166,9 +163,7 @@ class StatusReader:
             out_pools.append(status)
 
         endpoints: dict[str, EndpointStatus] = {}
-        rest = replies[len(pools) :]
-        for i, ep in enumerate(names):
-            state_raw, day_raw, hour_raw = rest[3 * i : 3 * i + 3]
+        for ep, (state_raw, day_raw, hour_raw) in zip(names, per_endpoint, strict=True):
             state_map = state_raw if isinstance(state_raw, dict) else None
             stored = text_of(state_map.get(b"state")) if state_map else None
             state = parse_state(stored) if state_map is not None else None
@@ -213,11 +208,8 @@ class StatusReader:
         managed = self.config.managed_warmups
         if not managed:
             return {}, {}
-        pipe = self.r.pipeline(transaction=False)
-        for name in managed:
-            pipe.hmget(self.keys.warmup(name), ["step", "day", "why"])
         steps, whys = {}, {}
-        for name, reply in zip(managed, pipe.execute(raise_on_error=False), strict=True):
+        for name, reply in zip(managed, self.reads.warmups(managed), strict=True):
             values = reply if isinstance(reply, list) else [None, None, None]
             found = parse_warmup(values[:2], self.keys.warmup(name), [])
             if found is not None:
@@ -229,26 +221,23 @@ class StatusReader:
 
     def _limits(self, now: datetime, caps: dict[str, Caps]) -> list[LimitStatus]:
         out: list[LimitStatus] = []
-        pipe = self.r.pipeline(transaction=False)
-        window_start = self.clock.wall() * 1000 - RATE_WINDOW_S * 1000
         for ep, cap in caps.items():
             for provider, (day_cap, hour_cap) in sorted(cap.providers.items()):
                 out.append(LimitStatus(ep, provider, day_cap=day_cap, hour_cap=hour_cap))
-                pipe.hget(self.keys.day_counter(ep, day_bucket(now)), provider)
-                pipe.hget(self.keys.hour_counter(ep, hour_bucket(now)), provider)
             for provider, rate in sorted(cap.rates.items()):
                 out.append(LimitStatus(ep, provider, rate_cap=rate))
-                pipe.zcount(self.keys.rate(ep, provider), f"({window_start}", "+inf")
-                pipe.get(self.keys.slow(ep, provider))
-                pipe.ttl(self.keys.slow(ep, provider))
-        if not out:
-            return out
-        replies = iter(pipe.execute(raise_on_error=False))
-        for limit in out:
-            if limit.rate_cap is None:
-                limit.day_count, limit.hour_count = _count(next(replies)), _count(next(replies))
-                continue
-            count, slow, ttl = next(replies), text_of(next(replies)), next(replies)
+        counted = [limit for limit in out if limit.rate_cap is None]
+        pairs = [(limit.endpoint, limit.provider) for limit in counted]
+        counts = self.reads.provider_counts(pairs, day_bucket(now), hour_bucket(now))
+        for limit, (day_raw, hour_raw) in zip(counted, counts, strict=True):
+            limit.day_count, limit.hour_count = _count(day_raw), _count(hour_raw)
+        rated = [limit for limit in out if limit.rate_cap is not None]
+        pairs = [(limit.endpoint, limit.provider) for limit in rated]
+        window_start = self.clock.wall() * 1000 - RATE_WINDOW_S * 1000
+        for limit, (count, slow_raw, ttl) in zip(
+            rated, self.reads.rate_windows(pairs, window_start), strict=True
+        ):
+            slow = text_of(slow_raw)
             limit.rate_count = count if isinstance(count, int) else None
             limit.slow_factor = parse_throttle(slow)
             if limit.slow_factor is not None:
@@ -261,16 +250,10 @@ class StatusReader:
             return {}
         names = [*self.config.tenants, OTHER]
         hours = [hour_bucket(now - timedelta(hours=h)) for h in range(TENANT_HOURS)]
-        pipe = self.r.pipeline(transaction=False)
-        for name in names:
-            for hour in hours:
-                pipe.hgetall(self.keys.tenant_outcomes(name, hour))
-        replies = iter(pipe.execute(raise_on_error=False))
         out: dict[str, dict[str, int]] = {}
-        for name in names:
+        for name, replies in zip(names, self.reads.tenant_hours(names, hours), strict=True):
             sums = dict.fromkeys(TENANT_FIELDS, 0)
-            for _ in hours:
-                reply = next(replies)
+            for reply in replies:
                 for f in TENANT_FIELDS:
                     n = parse_count(text_of(reply.get(f.encode()))) if isinstance(reply, dict) else None
                     sums[f] += n or 0
@@ -278,14 +261,11 @@ class StatusReader:
         return out
 
     def _queued(self) -> tuple[dict[str, int] | None, int]:
-        keys = sorted(self.r.scan_iter(match=self.keys.queued_pattern(), count=500))
-        if not keys:
+        replies = self.reads.queued()
+        if not replies:
             return None, 0
-        pipe = self.r.pipeline(transaction=False)
-        for key in keys:
-            pipe.hgetall(key)
         total: dict[str, int] = {}
-        for reply in pipe.execute(raise_on_error=False):
+        for reply in replies:
             if not isinstance(reply, dict):
                 continue
             for name, raw in reply.items():
@@ -293,7 +273,7 @@ class StatusReader:
                 endpoint = text_of(name) or ""
                 if n is not None and endpoint in self.config.endpoints:
                     total[endpoint] = total.get(endpoint, 0) + n
-        return total, len(keys)
+        return total, len(replies)
 
     def _suspensions(self, endpoint: str) -> list[Suspension]:
         prefix = self.keys.suspension(endpoint, "")

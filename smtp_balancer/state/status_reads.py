@@ -1,0 +1,89 @@
+"""The reads behind ``smtp-balancer status`` and the state gauges, each one pipelined
+round; replies come back raw (an error value where a key has another type), and
+observe/status.py makes the snapshot of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+
+from smtp_balancer.state.keys import KeySchema
+
+
+class StatusReads:
+    def __init__(self, client: redis.Redis, keys: KeySchema) -> None:
+        self.r, self.keys = client, keys
+
+    def pools_and_endpoints(
+        self, pools: Sequence[str], endpoints: Sequence[str], day: str, hour: str
+    ) -> tuple[list[object], list[tuple[object, object, object]]]:
+        """Each pool's live weights hash; each endpoint's state hash and day and hour totals."""
+        k = self.keys
+        pipe = self.r.pipeline(transaction=False)
+        for pool in pools:
+            pipe.hgetall(k.pool_weights(pool))
+        for ep in endpoints:
+            pipe.hgetall(k.endpoint_state(ep))
+            pipe.hget(k.day_counter(ep, day), "total")
+            pipe.hget(k.hour_counter(ep, hour), "total")
+        replies = pipe.execute(raise_on_error=False)
+        rest = replies[len(pools) :]
+        return replies[: len(pools)], list(zip(rest[0::3], rest[1::3], rest[2::3], strict=True))
+
+    def warmups(self, endpoints: Sequence[str]) -> list[object]:
+        """Each managed warm-up record's [step, day, why]."""
+        if not endpoints:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for ep in endpoints:
+            pipe.hmget(self.keys.warmup(ep), ["step", "day", "why"])
+        return pipe.execute(raise_on_error=False)
+
+    def provider_counts(
+        self, pairs: Sequence[tuple[str, str]], day: str, hour: str
+    ) -> list[tuple[object, object]]:
+        """Each (endpoint, provider)'s day and hour counts."""
+        if not pairs:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for ep, provider in pairs:
+            pipe.hget(self.keys.day_counter(ep, day), provider)
+            pipe.hget(self.keys.hour_counter(ep, hour), provider)
+        replies = pipe.execute(raise_on_error=False)
+        return list(zip(replies[::2], replies[1::2], strict=True))
+
+    def rate_windows(
+        self, pairs: Sequence[tuple[str, str]], since_ms: float
+    ) -> list[tuple[object, object, object]]:
+        """Each rate-capped (endpoint, provider)'s messages since ``since_ms`` (epoch ms),
+        and its slow-down factor's value and TTL."""
+        if not pairs:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for ep, provider in pairs:
+            pipe.zcount(self.keys.rate(ep, provider), f"({since_ms}", "+inf")
+            pipe.get(self.keys.slow(ep, provider))
+            pipe.ttl(self.keys.slow(ep, provider))
+        replies = pipe.execute(raise_on_error=False)
+        return list(zip(replies[0::3], replies[1::3], replies[2::3], strict=True))
+
+    def tenant_hours(self, tenants: Sequence[str], hours: Sequence[str]) -> list[list[object]]:
+        """Each tenant's outcome hashes for these hours."""
+        pipe = self.r.pipeline(transaction=False)
+        for name in tenants:
+            for hour in hours:
+                pipe.hgetall(self.keys.tenant_outcomes(name, hour))
+        replies = pipe.execute(raise_on_error=False)
+        n = len(hours)
+        return [replies[i * n : (i + 1) * n] for i in range(len(tenants))]
+
+    def queued(self) -> list[object]:
+        """Every host's deferred-mail hash (the requeue daemons write them)."""
+        keys = sorted(self.r.scan_iter(match=self.keys.queued_pattern(), count=500))
+        if not keys:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        return pipe.execute(raise_on_error=False)
