@@ -12,12 +12,10 @@ import signal
 import socket
 import threading
 import time
-from collections import Counter
 
 import redis
 
 from smtp_balancer.clock import utc_now
-from smtp_balancer.config.feedback import STATUSES
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.decision.tenants import TenantTable
@@ -28,7 +26,8 @@ from smtp_balancer.feedback.checks import HealthChecks
 from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.exporter import StateExporter
 from smtp_balancer.feedback.follower import LogFollower, Position
-from smtp_balancer.feedback.processor import Batch, Processor
+from smtp_balancer.feedback.processor import Processor
+from smtp_balancer.feedback.reporting import BatchReport, count_arm_outcomes
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
 from smtp_balancer.feedback.warmup_store import WarmupRecords
 from smtp_balancer.observe.metrics import serve_metrics
@@ -37,7 +36,7 @@ from smtp_balancer.observe.sdnotify import Notifier
 from smtp_balancer.observe.stalls import StallWatch
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.state.client import describe, sync_client
-from smtp_balancer.state.feedback_store import FeedbackStore, HitResult
+from smtp_balancer.state.feedback_store import FeedbackStore
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.rates import RateResult, evaluate_rates
 
@@ -45,19 +44,6 @@ log = logging.getLogger("smtp_balancer.feedback")
 RETRY_S = 1.0
 COMPLAINT_RULES_EVERY_S = 60.0
 WARMUP_DAYS_EVERY_S = 60.0  # managed warm-ups move to the new UTC day within a minute
-
-
-def count_arm_outcomes(counts: Counter[tuple[str, str, str]]) -> None:
-    for (experiment, arm, name), n in counts.items():
-        if name in STATUSES:
-            metrics.EXPERIMENT_OUTCOMES.labels(experiment, arm, name).inc(n)
-
-
-def endpoint_label(name: str, known: set[str]) -> str:
-    """A bounded metrics label: configured endpoints by name, anything else grouped."""
-    if name in known:
-        return name
-    return "default" if name == "" else "unconfigured"
 
 
 class FeedbackDaemon:
@@ -83,6 +69,7 @@ class FeedbackDaemon:
         self._rotated_batches = 0
         # a log full of garbage must not flood our own log: a few lines a minute, then a count
         self.notes = LogLimiter(log)
+        self.report = BatchReport(self.endpoints, self.notes)
         self.where = describe(config.redis)
         self.notifier = Notifier()
         self._next_ping = 0.0
@@ -216,8 +203,7 @@ class FeedbackDaemon:
             metrics.REDIS_ERRORS.inc()
             log.error("Redis at %s: %s; rate rules skipped for this batch", self.where, exc)
             rates = []
-        self.record(batch, results, rates)
-        count_arm_outcomes(batch.arm_outcomes)
+        self.report.batch(batch, results, rates)
         if self.adaptive is not None:
             self.adaptive.note(batch.pairs)
         return len(lines)
@@ -305,62 +291,6 @@ class FeedbackDaemon:
             log.warning("%s", note.text)
             metrics.LOG_EVENTS.labels(note.event).inc()
         self.follower.notes.clear()
-
-    def record(self, batch: Batch, results: list[HitResult], rates: list[RateResult]) -> None:
-        metrics.LOG_LINES.labels("other").inc(batch.ignored)
-        metrics.LOG_LINES.labels("delivery").inc(len(batch.deliveries))
-        if batch.garbage:
-            metrics.LOG_LINES.labels("garbage").inc(len(batch.garbage))
-            for line in batch.garbage:
-                self.notes.warning("unparsable log line", "log line skipped: %s", line)
-        for name, n in batch.bind_errors.items():
-            label = endpoint_label(name, self.endpoints)
-            metrics.BIND_ERRORS.labels(label).inc(n)
-            self.notes.warning(
-                f"bind error {label}",
-                "endpoint %s: Postfix cannot bind its source address (%d times) and sends from the"
-                " host's default address; the deciders leave it out while decision.bind_check_s is on",
-                label,
-                n,
-            )
-        for d in batch.deliveries:
-            ep = endpoint_label(d.endpoint, self.endpoints)
-            metrics.DELIVERIES.labels(ep, d.provider, d.status, d.bounce_class, d.tenant).inc()
-            if d.status == "sent":
-                metrics.DELIVERY_SECONDS.labels(ep, d.provider).observe(d.delay_s)
-        for res in results:
-            rule = res.hit.rule.config
-            metrics.RULE_HITS.labels(rule.name, res.outcome).inc()
-            if res.outcome == "acted":
-                scope = "all" if rule.action in ("suspend_all", "quarantine") else res.hit.provider
-                metrics.ACTIONS.labels(rule.name, res.hit.endpoint, scope, rule.action).inc()
-                log.warning(
-                    "%s %s for %s for %ds (rule %s, strike %d): %s",
-                    rule.action,
-                    res.hit.endpoint,
-                    scope,
-                    res.seconds,
-                    rule.name,
-                    res.strike,
-                    " ".join(res.hit.response.split())[:200],
-                )
-        for rate in rates:
-            metrics.RULE_HITS.labels(rate.rule, rate.outcome).inc()
-            if rate.outcome == "tripped":
-                metrics.ACTIONS.labels(rate.rule, rate.endpoint, rate.scope, rate.action).inc()
-                log.warning(
-                    "rate rule %s tripped for %s/%s: %.2f%% of %d (%s %s for %s)",
-                    rate.rule,
-                    rate.endpoint,
-                    rate.provider,
-                    rate.rate_percent,
-                    rate.attempts,
-                    rate.action,
-                    rate.endpoint,
-                    rate.scope,
-                )
-            elif rate.outcome == "recovered":
-                log.info("rate rule %s re-armed for %s/%s", rate.rule, rate.endpoint, rate.provider)
 
     def alive(self) -> None:
         """WATCHDOG=1 at most twice per systemd's interval, from the working loop."""

@@ -1,9 +1,8 @@
-"""The feedback daemon's reporting: garbage lines are counted exactly and logged a few at a time."""
+"""The feedback daemon's loop: complaint rules, arm outcomes, lost batches and the rest of its rounds."""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 import pytest
 import redis
@@ -11,54 +10,7 @@ from prometheus_client import REGISTRY
 
 from integration.configs import even_experiment
 from smtp_balancer.clock import utc_now
-from smtp_balancer.config import validate_config
-from smtp_balancer.feedback import metrics
 from smtp_balancer.feedback.daemon import FeedbackDaemon
-from smtp_balancer.feedback.processor import Batch
-
-
-def test_a_log_full_of_garbage_is_counted_exactly_and_logged_briefly(tmp_path, caplog):
-    config = validate_config(
-        {
-            "redis": {"url": f"unix://{tmp_path}/absent.sock"},  # record() never talks to Redis
-            "feedback": {"log_file": str(tmp_path / "mail.log")},
-            "endpoints": {"out1": {}},
-            "pools": {"p": {"endpoints": [{"endpoint": "out1"}]}},
-        }
-    )
-    daemon = FeedbackDaemon(config)
-    caplog.set_level(logging.INFO, logger="smtp_balancer.feedback")
-    garbage = metrics.LOG_LINES.labels("garbage")
-    before = garbage._value.get()
-    for _ in range(10):
-        daemon.record(Batch(garbage=[f"unparsable delay= in line {i}" for i in range(100)]), [], [])
-    assert garbage._value.get() == before + 1000
-    shown = [r.getMessage() for r in caplog.records if r.getMessage().startswith("log line skipped")]
-    assert len(shown) == daemon.notes.burst
-    daemon.notes.flush(everything=True)
-    assert caplog.records[-1].getMessage().startswith(f"{1000 - daemon.notes.burst} more unparsable log line")
-    daemon.r.close()
-
-
-def test_bind_errors_are_counted_per_endpoint_and_logged_briefly(tmp_path, caplog):
-    config = validate_config(
-        {
-            "redis": {"url": f"unix://{tmp_path}/absent.sock"},
-            "feedback": {"log_file": str(tmp_path / "mail.log")},
-            "endpoints": {"out1": {}},
-            "pools": {"p": {"endpoints": [{"endpoint": "out1"}]}},
-        }
-    )
-    daemon = FeedbackDaemon(config)
-    caplog.set_level(logging.WARNING, logger="smtp_balancer.feedback")
-    counter = metrics.BIND_ERRORS.labels("out1")
-    before = counter._value.get()
-    for _ in range(20):
-        daemon.record(Batch(bind_errors=Counter({"out1": 3})), [], [])
-    assert counter._value.get() == before + 60
-    shown = [r.getMessage() for r in caplog.records if "cannot bind its source address" in r.getMessage()]
-    assert 1 <= len(shown) <= daemon.notes.burst and shown[0].startswith("endpoint out1: Postfix cannot bind")
-    daemon.r.close()
 
 
 def test_complaint_rules_run_at_most_once_a_minute_over_every_pair_seen(make_config, rdb, tmp_path):
