@@ -8,7 +8,8 @@
 - ``mx.py``: decision-time MX lookups.
 """
 
-from smtp_balancer.engine.core import Engine, Pending, StillWaited
+from smtp_balancer.engine.core import Engine, Pending
+from smtp_balancer.engine.giveback import StillWaited
 from smtp_balancer.engine.threaded import ThreadedEngine
 
 __all__ = ["Engine", "Pending", "StillWaited", "ThreadedEngine"]

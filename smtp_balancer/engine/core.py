@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,8 +27,9 @@ from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.decision.quota import QuotaBook
-from smtp_balancer.decision.script import Late, ScriptCodec, rate_member
+from smtp_balancer.decision.script import Late, ScriptCodec
 from smtp_balancer.engine.breaker import Breaker
+from smtp_balancer.engine.giveback import StillWaited, give_back, unless_gone
 from smtp_balancer.engine.health import STALL_AFTER_S, RedisHealth
 from smtp_balancer.engine.junk import JunkReporter
 from smtp_balancer.engine.leases import LeaseService
@@ -50,11 +50,6 @@ DEADLINE_SHARE = 0.8  # of the decision budget, for select.lua's deadline
 # given back)
 SILENT_BREAK_S = 1.0
 SILENT_RESET_S = STALL_AFTER_S  # this long: the connection is dead (a blackholed Redis)
-
-
-# asked once a decision that had to wait is made: why its client no longer waits for
-# it ("" while it does); a route it took is then given back and not answered
-StillWaited = Callable[[], str]
 
 
 @dataclass(slots=True)
@@ -201,7 +196,7 @@ class Engine:
                 if waited is not None:
                     # a process stopped (or starved) between the caller's check and here
                     # resumes to a client that left: what the route counted goes back
-                    decision = self._unless_gone(draw, decision, waited, rates=False)
+                    decision = unless_gone(self.book, draw, decision, waited, rates=False)
         except Exception:  # settle() fails open if this is a bug
             log.exception("decision failed for queue id %s", facts.queue_id or "-")
             return Pending(facts, None)
@@ -269,7 +264,7 @@ class Engine:
                 draw = prepared
             decision = await self._by_script(draw)
             if waited is not None and draw.commit and not draw.explain:
-                decision = self._unless_gone(draw, decision, waited)
+                decision = unless_gone(self.book, draw, decision, waited)
         except Exception:  # a bug must not stop mail: fail open to the MTA default
             log.exception("decision failed for queue id %s; answering default", facts.queue_id or "-")
             decision = Decision(outcome="default", reason="degraded (internal error)", degraded=True)
@@ -339,36 +334,6 @@ class Engine:
             return self._failed(draw, "timeout", f"{detail}, nothing from Redis for {silent:.1f}s")
         return self._degraded(draw, "timeout")
 
-    def _unless_gone(
-        self, draw: Draw, decision: Decision, waited: StillWaited, rates: bool = True
-    ) -> Decision:
-        """The decision, or the MTA default when its client stopped waiting meanwhile:
-        the mail leaves by the default route, so what the route counted is given back.
-        ``rates``: False for a local decision, whose rate slot came from a lease under
-        another name (the window then holds one entry too many: a cap ends early, never
-        over)."""
-        if decision.outcome != "route" or decision.endpoint is None:
-            return decision
-        why = waited()
-        if not why:
-            return decision
-        self._give_back(draw, decision.endpoint, rates)
-        return Decision(
-            outcome="default",
-            reason=f"not routed, decided too late: {why}",
-            pool=decision.pool,
-            rule=decision.rule,
-            degraded=decision.degraded,
-        )
-
-    def _give_back(self, draw: Draw, endpoint: str, rates: bool = True) -> None:
-        """Undo what routing ``draw`` to ``endpoint`` counted: quota, and its rate entries."""
-        day, hour = draw.buckets
-        self.book.give_back(endpoint, draw.facts.quota_count, draw.provider_counts, day, hour)
-        scopes = draw.caps[endpoint].rate_scopes(draw.providers) if rates and endpoint in draw.caps else ()
-        if scopes:
-            self.book.rates.give_back(endpoint, scopes, rate_member(draw))
-
     def _late_reply(self, draw: Draw, sent: asyncio.Future[Any]) -> None:
         """A select.lua reply that came after its decision went on without it: what the
         script counted is given back, so counters hold only what the mail took."""
@@ -386,7 +351,7 @@ class Engine:
             return
         metrics.LATE_REPLIES.inc()
         if decision.outcome == "route" and decision.endpoint is not None:
-            self._give_back(draw, decision.endpoint)
+            give_back(self.book, draw, decision.endpoint)
 
     def _failed(self, draw: Draw, reason: str, detail: str) -> Decision:
         if self.breaker.allows():
