@@ -34,9 +34,13 @@ def describe_entry(entry: AuditEntry, now: float) -> str:
     return f"{when} UTC ({ago} ago) {who}: {entry.verb} {entry.target}: {entry.old} -> {entry.new}{why}"
 
 
-def status_json(snapshot: Snapshot, changes: Mapping[str, AuditEntry]) -> dict[str, object]:
-    """``status --json``: the snapshot as status.schema.json describes it."""
+def status_json(
+    snapshot: Snapshot, changes: Mapping[str, AuditEntry], here: Mapping[str, str] | None = None
+) -> dict[str, object]:
+    """``status --json``: the snapshot as status.schema.json describes it; ``here``: the
+    endpoints this host's deciders leave out (``left_out``)."""
     out = asdict(snapshot)
+    out["left_out_here"] = dict(here or {})
     out["taken_at"] = snapshot.taken_at.isoformat()
     for pool, status in zip(out["pools"], snapshot.pools, strict=True):
         for member, m in zip(pool["members"], status.members, strict=True):
@@ -67,6 +71,18 @@ def table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def left_out(unplumbed: Mapping[str, str], foreign: Mapping[str, str], host: str) -> dict[str, str]:
+    """The endpoints a host's deciders leave out of every plan, each with why: its bind
+    address is not on the host (name -> address), or another host owns it (name -> that
+    host). ``explain`` and ``status`` say the same."""
+    out = {
+        name: f"bind address {address} is not on this host (decision.bind_check_s)"
+        for name, address in unplumbed.items()
+    }
+    out.update({name: f"an endpoint of host {owner}, not of {host}" for name, owner in foreign.items()})
+    return dict(sorted(out.items()))
 
 
 def explain_report(
@@ -101,10 +117,8 @@ def explain_report(
             for v in decision.verdicts
         ]
         out += table(rows)
-    for name, address in sorted((unplumbed or {}).items()):
-        out.append(f"left out:  {name}: bind address {address} is not on this host (decision.bind_check_s)")
-    for name, owner in sorted((foreign or {}).items()):
-        out.append(f"left out:  {name}: an endpoint of host {owner}, not of {host}")
+    for name, why in left_out(unplumbed or {}, foreign or {}, host).items():
+        out.append(f"left out:  {name}: {why}")
     if decision.outcome == "route" and decision.route:
         pick = f"{decision.endpoint} -> FILTER {decision.route.filter_target}"
     else:
@@ -175,7 +189,10 @@ def _state_cell(ep: EndpointStatus) -> str:
     return "active (quarantine lifted)" if ep.lifted else ep.state
 
 
-def status_report(snapshot: Snapshot, shown: Shown | None = None) -> str:
+def status_report(
+    snapshot: Snapshot, shown: Shown | None = None, here: Mapping[str, str] | None = None
+) -> str:
+    """``here``: the endpoints this host's deciders leave out (``left_out``)."""
     shown = shown or Shown()
     now = snapshot.taken_at.timestamp()
     out = [f"smtp-balancer status at {snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC"]
@@ -217,6 +234,11 @@ def status_report(snapshot: Snapshot, shown: Shown | None = None) -> str:
         "out of service (every message avoids them):",
         ["ENDPOINT", "STATE", "BY", "SET", "LIFTS", "REASON"],
         [_out_of_service(ep, now) for ep in out_of_service],
+    )
+    out += _section(
+        "left out on this host (its deciders never pick them):",
+        ["ENDPOINT", "WHY"],
+        [[name, why] for name, why in (here or {}).items() if shown.endpoint(name)],
     )
     judged = [(name, ep) for name, ep in snapshot.endpoints.items() if ep.warmup_why and shown.endpoint(name)]
     if judged:

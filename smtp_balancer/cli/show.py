@@ -17,6 +17,7 @@ from smtp_balancer.cli.report import (
     describe_entry,
     explain_report,
     last_changes,
+    left_out,
     printable,
     short_entry,
     status_json,
@@ -28,7 +29,13 @@ from smtp_balancer.decision.facts import Facts
 from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.durations import parse_duration
 from smtp_balancer.engine import Engine
-from smtp_balancer.engine.plumbing import host_ipv6_addresses
+from smtp_balancer.engine.plumbing import (
+    foreign_endpoints,
+    host_ipv6_addresses,
+    local_addresses,
+    this_host,
+    unplumbed,
+)
 from smtp_balancer.state.admin import StateAdmin
 from smtp_balancer.state.audit import AuditEntry
 from smtp_balancer.state.outcomes import minute_outcomes
@@ -113,12 +120,21 @@ def status_filter(args: argparse.Namespace, admin: StateAdmin) -> Shown:
     return Shown(pools, None if endpoints is None else frozenset(endpoints), args.provider)
 
 
+def left_out_here(config: BalancerConfig) -> dict[str, str]:
+    """The endpoints this host's deciders leave out, as ``explain`` finds them."""
+    host = this_host()
+    missing = unplumbed(local_addresses(config)) if config.decision.bind_check_s else {}
+    return left_out(missing, foreign_endpoints(config, host), host)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     admin = admin_of(args)
     shown = status_filter(args, admin)
     if args.json:
         snapshot = status_of(admin).snapshot()
-        print(json.dumps(status_json(snapshot, _changes(admin, shown)), indent=2))
+        print(
+            json.dumps(status_json(snapshot, _changes(admin, shown), left_out_here(admin.config)), indent=2)
+        )
         return 0
     if args.watch is not None:
         from smtp_balancer.cli.watch import rates_section, watch
@@ -145,7 +161,7 @@ def _changes(admin: StateAdmin, shown: Shown) -> dict[str, AuditEntry]:
 
 
 def _status_text(admin: StateAdmin, shown: Shown, now: float) -> str:
-    out = [status_report(status_of(admin).snapshot(), shown)]
+    out = [status_report(status_of(admin).snapshot(), shown, left_out_here(admin.config))]
     if changes := _changes(admin, shown):
         out.append("\nlast change per endpoint (smtp-balancer audit shows them all):")
         out += table([[ep, short_entry(e, now)] for ep, e in sorted(changes.items())])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,67 @@ def test_status_and_explain_agree(case: str, make_config, rdb: redis.Redis, tmp_
     text = run(config, "status", capsys=capsys)
     in_service = not re.search(r"^  out2 +(drained|quarantined)", text, re.M)
     assert in_service is (state == "active")
+
+
+DAY = datetime.fromtimestamp(NOW, UTC).date()
+# name -> (config, what to write, out2 eligible for gmail: True, False, or None when explain
+# leaves it out of the table)
+LIMITS: dict[str, tuple[dict, Setup, bool | None]] = {
+    "adaptive factor for google": (
+        {"pools": {"main": {"adaptive": True}}},
+        lambda r: r.set("{sb}:adaptive:out2:google", "0.5 deferrals 30%", ex=HOUR),
+        True,
+    ),
+    "rate cap slowed for google": (
+        {"endpoints": {"out2": {"rate_caps": {"google": 100}}}},
+        lambda r: r.set("{sb}:slow:out2:google", "0.5 421 seen", ex=HOUR),
+        True,
+    ),
+    "warming, at its day cap": (
+        {"endpoints": {"out2": {"warmup": {"start": DAY.isoformat(), "schedule": [5]}}}},
+        lambda r: r.hset(f"{{sb}}:count:out2:day:{DAY:%Y%m%d}", "total", 5),
+        False,
+    ),
+    "unplumbed on this host": (
+        # TEST-NET-1: an address no host of ours has
+        {"endpoints": {"out2": {"bind_address": "192.0.2.77"}}, "decision": {"bind_check_s": 30}},
+        lambda r: None,
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LIMITS))
+def test_status_shows_what_explain_weighs(
+    case: str, make_config, rdb: redis.Redis, tmp_path: Path, capsys
+) -> None:
+    extra, setup, eligible = LIMITS[case]
+    make_config(extra)
+    config = str(tmp_path / "config.yaml")
+    setup(rdb)
+    status = json.loads(run(config, "status", "--json", capsys=capsys))
+    text = run(config, "status", capsys=capsys)
+    explained = run(config, "explain", "--sender", "a@shop.test", "--rcpt", "bob@gmail.com", capsys=capsys)
+    row = re.search(r"^\s+main\s+out2\s+\d+\s+(yes|no)\s+(.*)$", explained, re.M)
+    assert (None if row is None else row[1] == "yes") is eligible, (case, explained)
+    out2 = status["endpoints"]["out2"]
+    assert out2["state"] == "active"  # none of these takes it out of service
+    if case.startswith("adaptive"):
+        assert [(a["endpoint"], a["provider"], a["factor"]) for a in status["adaptive"]] == [
+            ("out2", "google", 0.5)
+        ]
+        assert "adaptive factor 0.5" in row[2] and re.search(r"^  out2 +google +0\.5 ", text, re.M)
+    elif case.startswith("rate cap"):
+        [limit] = [x for x in status["limits"] if x["endpoint"] == "out2" and x["rate_cap"]]
+        assert (limit["provider"], limit["rate_cap"], limit["slow_factor"]) == ("google", 100, 0.5)
+        assert "slowed to 50" in text
+    elif case.startswith("warming"):
+        assert (out2["day_count"], out2["day_cap"]) == (5, 5)
+        assert "day cap 5/5" in row[2] and re.search(r"^  out2 .* 5/5 ", text, re.M)
+    else:
+        why = "bind address 192.0.2.77 is not on this host (decision.bind_check_s)"
+        assert status["left_out_here"] == {"out2": why}
+        assert f"left out:  out2: {why}" in explained
+        assert re.search(rf"^  out2 +{re.escape(why)}$", text, re.M), text
+    if not case.startswith("unplumbed"):
+        assert status["left_out_here"] == {}
