@@ -86,3 +86,16 @@ def test_a_key_left_out_of_the_reference_is_caught():
         "rules.*.size.max",
         "rules.*.size.min",
     ]
+
+
+def test_the_reference_names_every_built_in_provider() -> None:
+    """A weight, a cap or a rule names providers by these names; the README lists them all."""
+    import re
+
+    from smtp_balancer.config.builtins import BUILTIN_PROVIDERS
+
+    text = README.read_text()
+    block = re.search(r"^providers: +# extends the built-in table: (.*?)\(and \"other\"\)", text, re.M | re.S)
+    assert block is not None, "the providers: comment in the README's reference"
+    listed = {name.strip() for name in re.sub(r"\s*#\s*", " ", block[1]).split(",")}
+    assert listed == set(BUILTIN_PROVIDERS), listed ^ set(BUILTIN_PROVIDERS)
