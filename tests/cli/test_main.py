@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -18,8 +22,10 @@ from smtp_balancer.cli.common import EXIT_CONFIG, EXIT_REDIS, EXIT_USAGE
 from smtp_balancer.cli.main import main
 from smtp_balancer.clock import FixedClock, utc_now
 from smtp_balancer.decision.experiments import uniform
+from smtp_balancer.durations import format_duration
 
 # warm-up ages and counter buckets derive from this clock, never from today's date
+T = TypeVar("T")
 CLOCK = FixedClock(datetime(2026, 11, 24, 10, 30, tzinfo=UTC))
 FIVE_ERRORS = Path(__file__).resolve().parents[1] / "config" / "test_loader.py"
 
@@ -35,6 +41,23 @@ def cli(make_config, tmp_path: Path, capsys):
         return code, out, err
 
     return run
+
+
+def ttls_seen(rdb: redis.Redis, keys: list[str], call: Callable[[], T]) -> tuple[T, list[set[str]]]:
+    """``call()``, and every way it may have shown each key's time left: Redis counts a
+    TTL down in real time, which the injected clock does not stop (a run under load once
+    showed a 2 h throttle as 1h59m59s left). The TTL read before the call, less the
+    seconds the call took (measured), bounds what the call read, whatever it then wrote."""
+    before = [rdb.ttl(key) for key in keys]
+    started = time.monotonic()
+    result = call()
+    took = math.ceil(time.monotonic() - started)
+    return result, [{format_duration(s) for s in range(max(0, b - took - 1), b + 1)} for b in before]
+
+
+def ttl_seen(rdb: redis.Redis, key: str, call: Callable[[], T]) -> tuple[T, set[str]]:
+    result, [left] = ttls_seen(rdb, [key], call)
+    return result, left
 
 
 def test_check_ok_and_errors(cli, tmp_path: Path, capsys):
@@ -301,13 +324,18 @@ def test_status_shows_provider_caps_rate_caps_and_a_slow(make_config, tmp_path: 
     rdb.zadd("{sb}:rate:out2:google", {"old": now_ms - 61_000, "a": now_ms - 5_000, "b": now_ms - 1})
     rdb.set("{sb}:slow:out2:google", "0.5 rule slow-421: 421 too fast\x1b[2J", ex=600)
     rdb.set("{sb}:adaptive:out1:yahoo", "0.3 deferred 20% of 50 in 5m", ex=300)
-    code = main(["-c", str(tmp_path / "config.yaml"), "status"], clock=CLOCK)
+    code, left = ttl_seen(
+        rdb,
+        "{sb}:slow:out2:google",
+        lambda: main(["-c", str(tmp_path / "config.yaml"), "status"], clock=CLOCK),
+    )
     out = capsys.readouterr().out
     assert code == 0
     rows = {tuple(line.split()[:2]): line for line in out.splitlines() if line.startswith("  out")}
     assert rows[("out3", "google")].split()[2:5] == ["12/30", "-", "-"], out
     google = rows[("out2", "google")]
-    assert "2/60, slowed to 30 (10m left): rule slow-421: 421 too fast" in google, out
+    shown = re.search(r"2/60, slowed to 30 \((\S+) left\): rule slow-421: 421 too fast", google)
+    assert shown is not None and shown[1] in left, (out, left)
     assert "\x1b" not in out
     assert rows[("out2", "all")].split()[2:5] == ["-", "-", "0/500"], out
     assert " ".join(rows[("out1", "yahoo")].split()[2:]) == "0.3 5m deferred 20% of 50 in 5m", out
@@ -458,16 +486,24 @@ def test_a_shorter_suspension_replaces_a_longer_one_only_with_force(cli, rdb: re
     """`--for 90` silently replaced a 2 h suspension while the --requeue marker kept its
     2 h: now the operator is told what stands, and a replacement ends the marker too."""
     assert cli("suspend", "out2", "google", "--for", "2h", "--reason", "421s", "--requeue")[0] == 0
-    code, _, err = cli("suspend", "out2", "google", "--for", "90s")
+    key = "{sb}:suspend:out2:google"
+    (code, _, err), left = ttl_seen(rdb, key, lambda: cli("suspend", "out2", "google", "--for", "90s"))
     assert code == EXIT_USAGE
-    assert "out2 is already suspended for google (2h left, '421s'): --for 90s would shorten it" in err
-    assert "add --force" in err and rdb.ttl("{sb}:suspend:out2:google") > 7000
-    code, out, _ = cli("suspend", "out2", "google", "--for", "90s", "--force")
-    assert code == 0 and "replaces the suspension of 2h left, '421s'" in out
-    assert 0 < rdb.ttl("{sb}:suspend:out2:google") <= 90
+    stands = r"out2 is already suspended for google \((\S+) left, '421s'\): --for 90s would shorten it"
+    shown = re.search(stands, err)
+    assert shown is not None and shown[1] in left, (err, left)
+    assert "add --force" in err and rdb.ttl(key) > 7000
+    (code, out, _), left = ttl_seen(
+        rdb, key, lambda: cli("suspend", "out2", "google", "--for", "90s", "--force")
+    )
+    shown = re.search(r"replaces the suspension of (\S+) left, '421s'", out)
+    assert code == 0 and shown is not None and shown[1] in left, (out, left)
+    assert 0 < rdb.ttl(key) <= 90
     assert 0 < rdb.ttl("{sb}:requeue:out2:google") <= 90  # moves no mail after the endpoint is back
-    code, out, _ = cli("suspend", "out2", "google", "--for", "3h")  # longer: no --force needed
-    assert code == 0 and "replaces the suspension of 1m30s left" in out
+    # longer: no --force needed
+    (code, out, _), left = ttl_seen(rdb, key, lambda: cli("suspend", "out2", "google", "--for", "3h"))
+    shown = re.search(r"replaces the suspension of (\S+) left", out)
+    assert code == 0 and shown is not None and shown[1] in left, (out, left)
 
 
 def test_draining_again_keeps_the_reason_unless_given(cli, rdb: redis.Redis):
@@ -689,11 +725,13 @@ def test_throttle_slow_quarantine_and_their_lists(cli, rdb: redis.Redis):
     assert code == EXIT_USAGE and "unknown provider 'gmail'" in err
     assert cli("slow", "--all", "--provider", "google", "--factor", "0.25", "--for", "30m")[0] == 0
     rdb.set("{sb}:throttle:out1:yahoo", "lots junk", ex=60)  # hand-edited: shown as ignored
-    code, out, _ = cli("list", "throttles")
-    assert code == 0 and out.splitlines() == [
-        "out1 yahoo: junk (ignored) 1m left: junk",
-        "out2 microsoft: 0.5 2h left: S3150",
-    ]
+    keys = ["{sb}:throttle:out1:yahoo", "{sb}:throttle:out2:microsoft"]
+    (code, out, _), (junk_left, left) = ttls_seen(rdb, keys, lambda: cli("list", "throttles"))
+    lines = out.splitlines()
+    junk = re.fullmatch(r"out1 yahoo: junk \(ignored\) (\S+) left: junk", lines[0])
+    throttle = re.fullmatch(r"out2 microsoft: 0\.5 (\S+) left: S3150", lines[1])
+    assert code == 0 and len(lines) == 2 and junk and throttle, out
+    assert throttle[1] in left and junk[1] in junk_left, (out, left)
     code, out, _ = cli("list", "slows", "--json")
     slows = json.loads(out)
     assert [(s["endpoint"], s["provider"], s["factor"]) for s in slows] == [
@@ -717,7 +755,9 @@ def test_throttle_slow_quarantine_and_their_lists(cli, rdb: redis.Redis):
         {"endpoint": "out3", "reason": "listed by hand", "until": str(int(CLOCK.wall()) + 21600)}
     ]
     assert cli("suspend", "out1", "yahoo", "--for", "1h")[0] == 0
-    assert "out1 yahoo: 1h left: suspended by operator" in cli("list", "suspensions")[1]
+    (_, out, _), left = ttl_seen(rdb, "{sb}:suspend:out1:yahoo", lambda: cli("list", "suspensions"))
+    shown = re.search(r"out1 yahoo: (\S+) left: suspended by operator", out)
+    assert shown is not None and shown[1] in left, (out, left)
     verbs = [e[1]["verb"] for e in rdb.xrange("{sb}:audit")]
     assert verbs == [
         "throttle",
