@@ -120,10 +120,13 @@ def status_filter(args: argparse.Namespace, admin: StateAdmin) -> Shown:
     return Shown(pools, None if endpoints is None else frozenset(endpoints), args.provider)
 
 
-def left_out_here(config: BalancerConfig) -> dict[str, str]:
-    """The endpoints this host's deciders leave out, as ``explain`` finds them."""
-    host = this_host()
-    missing = unplumbed(local_addresses(config)) if config.decision.bind_check_s else {}
+def left_out_here(config: BalancerConfig, host: str | None = None) -> dict[str, str]:
+    """The endpoints a host's deciders leave out, as ``explain`` finds them: this host's
+    (its bind addresses checked here), or, with ``host``, that fleet host's (its own
+    addresses cannot be checked from here, as ``explain --host`` does not either)."""
+    check_here = host is None and bool(config.decision.bind_check_s)
+    host = host or this_host()
+    missing = unplumbed(local_addresses(config)) if check_here else {}
     return left_out(missing, foreign_endpoints(config, host), host)
 
 
@@ -132,9 +135,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     shown = status_filter(args, admin)
     if args.json:
         snapshot = status_of(admin).snapshot()
-        print(
-            json.dumps(status_json(snapshot, _changes(admin, shown), left_out_here(admin.config)), indent=2)
-        )
+        here = left_out_here(admin.config, args.host)
+        print(json.dumps(status_json(snapshot, _changes(admin, shown), here), indent=2))
         return 0
     if args.watch is not None:
         from smtp_balancer.cli.watch import rates_section, watch
@@ -148,10 +150,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                 admin.r, admin.keys, minute, set(shown.endpoints or admin.config.endpoints)
             )
             rows = [r for r in rows if shown.pair(r.endpoint, r.provider)]
-            return _status_text(admin, shown, args.clock.wall()) + "\n" + rates_section(rows, minute)
+            text = _status_text(admin, shown, args.clock.wall(), args.host)
+            return text + "\n" + rates_section(rows, minute)
 
         return watch(screen, every_s)
-    print(_status_text(admin, shown, args.clock.wall()))
+    print(_status_text(admin, shown, args.clock.wall(), args.host))
     return 0
 
 
@@ -160,8 +163,8 @@ def _changes(admin: StateAdmin, shown: Shown) -> dict[str, AuditEntry]:
     return {ep: e for ep, e in changes.items() if shown.endpoint(ep)}
 
 
-def _status_text(admin: StateAdmin, shown: Shown, now: float) -> str:
-    out = [status_report(status_of(admin).snapshot(), shown, left_out_here(admin.config))]
+def _status_text(admin: StateAdmin, shown: Shown, now: float, host: str | None = None) -> str:
+    out = [status_report(status_of(admin).snapshot(), shown, left_out_here(admin.config, host))]
     if changes := _changes(admin, shown):
         out.append("\nlast change per endpoint (smtp-balancer audit shows them all):")
         out += table([[ep, short_entry(e, now)] for ep, e in sorted(changes.items())])

@@ -189,3 +189,35 @@ def test_status_shows_what_explain_weighs(
         assert re.search(rf"^  out2 +{re.escape(why)}$", text, re.M), text
     if not case.startswith("unplumbed"):
         assert status["left_out_here"] == {}
+
+
+def test_status_for_another_host_leaves_out_what_explain_for_it_does(
+    make_config, rdb: redis.Redis, tmp_path: Path, capsys
+) -> None:
+    """``--host``: that fleet host's view; its bind addresses are not checked from here."""
+    make_config(
+        {
+            "endpoints": {
+                "out1": {"host": "mta1"},
+                "out2": {"host": "mta1", "bind_address": "192.0.2.77"},
+                "out3": {"host": "mta2"},
+            },
+            "decision": {"bind_check_s": 30},
+        }
+    )
+    config = str(tmp_path / "config.yaml")
+    why = "an endpoint of host mta2, not of mta1"
+    status = json.loads(run(config, "status", "--json", "--host", "mta1", capsys=capsys))
+    assert status["left_out_here"] == {"out3": why}  # out2's address is mta1's business
+    explained = run(
+        config,
+        "explain",
+        "--host",
+        "mta1",
+        "--sender",
+        "a@shop.test",
+        "--rcpt",
+        "bob@gmail.com",
+        capsys=capsys,
+    )
+    assert f"left out:  out3: {why}" in explained and "left out:  out2" not in explained
