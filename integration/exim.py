@@ -57,14 +57,14 @@ def exim_binary() -> Path:
     return binary
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "exim.md"
 README_DIR = "/etc/exim4/smtp-balancer"  # where the README writes the rendered files
 
 
 def readme_render_command(rendered: Path) -> list[str]:
     """The README's own `render exim --write` line, with its folder replaced."""
     text = README.read_text()
-    section = text[text.index("### Enabling it on an Exim server") :]
+    section = text[text.index("## Enabling it on an Exim server") :]
     line = next(x for x in section.splitlines() if x.startswith("smtp-balancer render exim --write"))
     return line.split("#", 1)[0].replace(README_DIR, str(rendered)).split()
 

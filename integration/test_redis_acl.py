@@ -25,7 +25,7 @@ from integration.redis_server import RedisServer
 from integration.waits import MAIL_S, wait_until
 from smtp_balancer.clock import utc_now
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "security.md"
 ADMIN_PASSWORD = "admin-pw-Zq81"  # requirepass of the default user
 WRONG_PASSWORD = "wrong-pw-Kx27"
 

@@ -21,17 +21,18 @@ import yaml
 
 from integration.configs import ENDPOINT_IP
 from integration.daemons import CLI
-from integration.exim import README, README_DIR
+from integration.exim import README_DIR
 from integration.waits import MAIL_S, wait_until
 from smtp_balancer.generation import MARKER
 
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "getting-started.md"  # its "Upgrading"
 STALE = "smtp_balancer_policy_stale_config_requests_total"
 SAID = "rendered by an older release (generation 1, this daemon expects 2)"
 
 
 def readme_upgrade_steps() -> list[str]:
-    """The commands of the README's upgrade block, comments and blank lines left out."""
-    text = README.read_text()
+    """The commands of the guide's upgrade block, comments and blank lines left out."""
+    text = GUIDE.read_text()
     section = text[text.index("## Upgrading") :]
     block = section[
         section.index("```sh") + len("```sh") : section.index("```\n", section.index("```sh") + 5)

@@ -44,7 +44,7 @@ RECIPIENTS_UNKNOWN = Counter(
 STALE_CONFIG = Counter(
     "smtp_balancer_policy_stale_config_requests_total",
     "Requests from MTA files an older release rendered (no policy_context marker, or an"
-    " older one): render them again and apply them (README: Upgrading)",
+    " older one): render them again and apply them (docs/getting-started.md: Upgrading)",
     ["mta", "generation"],
 )
 ABANDONED = Counter(

@@ -287,7 +287,7 @@ class PolicyServer:
             f"stale {mta} config",
             "this request comes from %s files rendered by an older release (generation %d, this"
             " daemon expects %d): run `smtp-balancer render %s` again and apply the files"
-            " (README: Upgrading)",
+            " (docs/getting-started.md: Upgrading)",
             mta.capitalize(),
             generation,
             GENERATION,

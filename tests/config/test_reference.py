@@ -1,4 +1,4 @@
-"""The README's configuration reference lists every key the config model accepts,
+"""The configuration reference (docs/reference/configuration.md) lists every key the config model accepts,
 and nothing it would refuse: the two cannot drift apart."""
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from pydantic import BaseModel
 from smtp_balancer.config import validate_config
 from smtp_balancer.config.model import BalancerConfig
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "configuration.md"
 ANY = "*"  # a name the operator chooses (a mapping key) or a list position
 
 
 def reference() -> dict[str, Any]:
-    """The YAML block of the README's "Configuration reference" section."""
-    text = README.read_text()
-    section = text[text.index("## Configuration reference") :]
-    section = section[: section.index("\n## ", 1)]
+    """The YAML block of the configuration reference."""
+    text = REFERENCE.read_text()
+    section = text[text.index("# Configuration reference") :]
+    end = section.find("\n## ", 1)  # the page's next section, if any
+    section = section if end < 0 else section[:end]
     block = section[section.index("```yaml\n") + 8 :]
     return yaml.safe_load(block[: block.index("```")])
 
@@ -66,7 +67,7 @@ def listed(node: Any, path: tuple[str, ...]) -> bool:
 def test_every_model_key_is_in_the_readme_reference():
     doc = reference()
     missing = sorted(".".join(p) for p in model_paths(BalancerConfig) if not listed(doc, p))
-    assert missing == [], f"README's configuration reference lacks: {missing}"
+    assert missing == [], f"the configuration reference lacks: {missing}"
 
 
 def test_the_reference_itself_is_a_valid_config():
@@ -89,13 +90,13 @@ def test_a_key_left_out_of_the_reference_is_caught():
 
 
 def test_the_reference_names_every_built_in_provider() -> None:
-    """A weight, a cap or a rule names providers by these names; the README lists them all."""
+    """A weight, a cap or a rule names providers by these names; the reference lists them all."""
     import re
 
     from smtp_balancer.config.builtins import BUILTIN_PROVIDERS
 
-    text = README.read_text()
+    text = REFERENCE.read_text()
     block = re.search(r"^providers: +# extends the built-in table: (.*?)\(and \"other\"\)", text, re.M | re.S)
-    assert block is not None, "the providers: comment in the README's reference"
+    assert block is not None, "the providers: comment in the configuration reference"
     listed = {name.strip() for name in re.sub(r"\s*#\s*", " ", block[1]).split(",")}
     assert listed == set(BUILTIN_PROVIDERS), listed ^ set(BUILTIN_PROVIDERS)

@@ -25,10 +25,10 @@ def test_user_schedule_shadows_builtin_name():
     assert resolve_schedule("standard", {"standard": [5]}) == ((5, None),)
 
 
-def test_readme_states_the_builtin_schedules_as_they_are():
+def test_the_reference_states_the_builtin_schedules_as_they_are():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "reference" / "configuration.md").read_text()
     for name, steps in BUILTIN_SCHEDULES.items():
         line = f"  - `{name}` ({len(steps)} days): " + ", ".join(f"{d}/{h}" for d, h in steps)
         assert line in readme.splitlines(), name
