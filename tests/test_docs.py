@@ -35,3 +35,38 @@ def test_the_readme_is_short_and_its_links_reach_files() -> None:
     assert targets and not [t for t in targets if not (ROOT / t).is_file()], targets
     # the two commands of the quick start, as CI runs the second
     assert "make demo" in text and "make test" in text
+
+
+def test_the_metrics_reference_names_every_metric_and_only_those() -> None:
+    """docs/reference/metrics.md against the registry, both ways: every metric the
+    daemons define is listed, and every one listed exists."""
+    import importlib
+    import importlib.util
+
+    from prometheus_client import REGISTRY
+
+    for module in (
+        "smtp_balancer.observe.metrics",
+        "smtp_balancer.observe.stalls",
+        "smtp_balancer.engine.plumbing",
+        "policyd.metrics",
+        "smtp_balancer.feedback.metrics",
+        "smtp_balancer.feedback.state_metrics",
+        "smtp_balancer.complaints.metrics",
+        "smtp_balancer.requeue.metrics",
+    ):
+        importlib.import_module(module)
+    spec = importlib.util.spec_from_file_location("milter_metrics_for_docs", ROOT / "milter" / "metrics.py")
+    assert spec is not None and spec.loader is not None
+    if not any(f.name == "smtp_balancer_milter_classified" for f in REGISTRY.collect()):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))  # not imported yet in this process
+    defined = {
+        f.name + ("_total" if f.type == "counter" else "")
+        for f in REGISTRY.collect()
+        if f.name.startswith("smtp_balancer_")
+    }
+    listed = set(
+        re.findall(r"`(smtp_balancer_[a-z0-9_]+)`", (ROOT / "docs/reference/metrics.md").read_text())
+    )
+    assert defined - listed == set(), "defined, not in docs/reference/metrics.md"
+    assert listed - defined == set(), "in docs/reference/metrics.md, defined nowhere"
