@@ -70,3 +70,49 @@ def test_the_metrics_reference_names_every_metric_and_only_those() -> None:
     )
     assert defined - listed == set(), "defined, not in docs/reference/metrics.md"
     assert listed - defined == set(), "in docs/reference/metrics.md, defined nowhere"
+
+
+# what each key builder's parameters are called in docs/reference/redis.md
+PLACEHOLDERS = {
+    "endpoint": "<ep>",
+    "provider": "<provider>",
+    "pool": "<pool>",
+    "name": "<name>",
+    "instance": "<instance>",
+    "queue_id": "<queue id>",
+    "experiment": "<experiment>",
+    "arm": "<arm>",
+    "tenant": "<tenant>",
+    "rule": "<rule>",
+    "address": "<address>",
+}
+TIME_BUCKETS = {  # (method, parameter) -> the bucket's format
+    ("day_counter", "bucket"): "<YYYYMMDD>",
+    ("hour_counter", "bucket"): "<YYYYMMDDHH>",
+    ("daily", "day"): "<YYYYMMDD>",
+    ("outcomes", "minute"): "<YYYYMMDDHHMM>",
+    ("tenant_outcomes", "hour"): "<YYYYMMDDHH>",
+}
+BUILT_IN_LUA = {"{sb}:strikes:<rule>:<ep>:<provider>"}  # hit.lua names it from a rule's hit key
+
+
+def test_the_redis_reference_names_every_key_and_only_those() -> None:
+    """docs/reference/redis.md against state/keys.py's KeySchema, both ways."""
+    import inspect
+
+    from smtp_balancer.state.keys import KeySchema
+
+    keys = KeySchema()
+    built = set(BUILT_IN_LUA)
+    for name, method in inspect.getmembers(keys, inspect.ismethod):
+        if (
+            name.startswith("_")
+            or name.endswith(("_prefix", "_pattern", "prefixes"))
+            or name in ("ttl_of", "tracked_key")
+        ):
+            continue
+        args = [TIME_BUCKETS.get((name, p)) or PLACEHOLDERS[p] for p in inspect.signature(method).parameters]
+        built.add(method(*args))
+    listed = set(re.findall(r"^\| `(\{sb\}:[^`]+)` \|", (ROOT / "docs/reference/redis.md").read_text(), re.M))
+    assert built - listed == set(), "keys KeySchema builds that docs/reference/redis.md does not list"
+    assert listed - built == set(), "keys docs/reference/redis.md lists that nothing builds"
