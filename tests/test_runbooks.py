@@ -1,6 +1,6 @@
-"""docs/runbooks.md, followed as written: every command of its shell blocks runs
-against a real redis-server with examples/config.yaml (only its Redis pointed at the
-test's), exits 0, and does what its procedure says it does."""
+"""docs/runbooks.md, followed as written: with examples/config.yaml and the page's own
+YAML added to it (only its Redis pointed at the test's), every command of its shell
+blocks runs against a real redis-server, exits 0, and does what its procedure says."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import redis
 import yaml
 
+from integration.configs import deep_merge
 from integration.redis_server import RedisServer
 from smtp_balancer.cli.main import main
 from tests.cli.test_main import CLOCK
@@ -28,6 +29,8 @@ AFTER: dict[str, Check] = {
     "smtp-balancer weight bulk out2 --reset": lambda r: r.hget("{sb}:pool:bulk:weights", "out2") is None,
     "smtp-balancer drain out1": lambda r: r.hget(STATE % "out1", "state") == "drained",
     "smtp-balancer undrain out1": lambda r: r.hget(STATE % "out1", "state") in (None, "active"),
+    "smtp-balancer warmup hold out3": lambda r: r.hget("{sb}:warmup:out3", "hold") == "1",
+    "smtp-balancer warmup release out3": lambda r: r.hget("{sb}:warmup:out3", "hold") is None,
     "smtp-balancer suspend out2 google": lambda r: 7000 < r.ttl("{sb}:suspend:out2:google") <= 7200,
     "smtp-balancer resume out2 google": lambda r: not r.exists("{sb}:suspend:out2:google"),
     "smtp-balancer throttle out2": lambda r: (r.get("{sb}:throttle:out2:google") or "").startswith("0.5 "),
@@ -50,6 +53,9 @@ def test_every_runbook_command_runs_and_does_what_it_says(
     redis_server: RedisServer, tmp_path: Path, capsys
 ) -> None:
     raw = yaml.safe_load((ROOT / "examples" / "config.yaml").read_text())
+    page = (ROOT / "docs" / "runbooks.md").read_text()
+    for block in re.findall(r"^```yaml\n(.*?)^```$", page, re.S | re.M):  # the YAML it has you add
+        raw = deep_merge(raw, yaml.safe_load(block))
     raw["redis"] = {"url": redis_server.url}
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
