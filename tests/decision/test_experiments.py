@@ -19,6 +19,7 @@ from smtp_balancer.decision.facts import Facts
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.engine import Engine
 from smtp_balancer.state.keys import KeySchema
+from tests.ready import started
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 KEYS = KeySchema()
@@ -184,7 +185,7 @@ async def test_a_running_experiment_routes_each_arm_through_its_pool_and_records
     engine = Engine(make_config({"decision": {"local": local}, **EXPERIMENT}), FixedClock(NOW))
     engine.planner.rng = random.Random("arms")
     try:
-        assert await engine.start()
+        await started(engine)
         before = await engine.decide(Facts(recipients=("a@x.test",), queue_id="Q0"))
         rdb.hset(KEYS.experiment("ab"), mapping={"state": "running", "started": "1"})
         await engine.settle()  # tracked: at once

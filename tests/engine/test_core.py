@@ -23,6 +23,7 @@ from smtp_balancer.engine import Engine, ThreadedEngine
 from smtp_balancer.engine.core import Pending
 from smtp_balancer.observe import metrics
 from smtp_balancer.state import scripts
+from tests.ready import started
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 
@@ -100,7 +101,7 @@ async def test_one_round_trip_per_decision_without_local_decisions(make_config, 
 
 async def test_local_decisions_make_no_round_trip_each(make_config, redis_server: RedisServer, rdb):
     engine = Engine(make_config())
-    assert await engine.start()
+    await started(engine)
     await engine.settle()
     assert engine.mirror.fresh
     stop = _monitored(redis_server)
@@ -402,7 +403,7 @@ async def test_a_junk_counter_stops_local_picks_at_once_and_fixing_it_restores_t
     engine = Engine(config, FixedClock(NOW))
     junk_seen = metrics.STATE_JUNK.labels("counter")
     try:
-        assert await engine.start()
+        await started(engine)
         lease = None
         for i in range(2000):  # until out3 holds a lease, decided locally
             await engine.decide(gmail(i), now=NOW)
@@ -573,7 +574,7 @@ async def test_live_state_refresh_survives_junk(make_config, rdb):
 async def test_a_live_change_reaches_local_decisions_without_waiting_for_it(make_config, rdb):
     engine = Engine(make_config())
     try:
-        assert await engine.start() and engine.mirror.fresh
+        await started(engine) and engine.mirror.fresh
         rdb.hset("{sb}:pool:main:weights", "out2", 0)
         # no settle(): the invalidation alone must stop local decisions, then the re-read resumes them
         deadline = time.monotonic() + 2
@@ -595,7 +596,7 @@ async def test_tracking_refused_by_an_acl_still_decides_through_redis(make_confi
     rdb.execute_command("ACL", "SETUSER", "mta", "on", ">secret", "~*", "&*", "+@all", "-client")
     engine = Engine(make_config({"redis": {"username": "mta", "password": "secret"}}))
     try:
-        assert await engine.start()
+        await started(engine)
         assert not engine.mirror.fresh
         rdb.hset("{sb}:pool:main:weights", "out2", 0)
         seen = await decide_n(engine, 200)
@@ -617,7 +618,7 @@ async def test_leases_are_given_back_at_close(make_config, rdb):
     today = NOW.date().isoformat()
     engine = Engine(make_config({"endpoints": {"out2": {"warmup": {"start": today, "schedule": [5000]}}}}))
     try:
-        assert await engine.start()
+        await started(engine)
         seen = Counter()
         for i in range(400):
             seen[(await engine.decide(gmail(i), now=NOW)).endpoint] += 1
@@ -638,7 +639,7 @@ async def test_a_script_run_after_its_deadline_counts_nothing(make_config, rdb, 
     engine = Engine(config, FixedClock(NOW))
     sleeper = redis_server.client()
     try:
-        assert await engine.start() and engine.channel.redis_offset_s is not None
+        await started(engine) and engine.channel.redis_offset_s is not None
         blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", "0.6"))
         blocker.start()
         time.sleep(0.15)
@@ -683,7 +684,7 @@ async def test_a_late_reply_fails_only_its_own_request_and_gives_back_what_it_co
     )
     n = 30
     try:
-        assert await engine.start()
+        await started(engine)
         engine.channel.redis_offset_s = None  # no script deadline: every call counts
         writer = engine.channel._writer
         late_before = metrics.LATE_REPLIES._value.get()
@@ -722,7 +723,7 @@ async def test_a_decision_made_after_its_client_left_is_given_back(make_config, 
     )
     n = 40
     try:
-        assert await engine.start()
+        await started(engine)
         asked: list[int] = []
 
         def waited(i: int):  # the odd messages' clients gave up
@@ -765,7 +766,7 @@ async def test_a_local_decision_whose_client_left_meanwhile_is_given_back(make_c
     )
     engine = Engine(config, FixedClock(NOW))
     try:
-        assert await engine.start()
+        await started(engine)
         await engine.settle()
         routed: Counter[str] = Counter()
         local_gone = 0

@@ -14,6 +14,7 @@ from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.engine.health import STALL_AFTER_S
 from smtp_balancer.observe import metrics
+from tests.ready import started
 
 
 def reply_age() -> float:
@@ -26,7 +27,7 @@ async def test_a_stall_is_logged_once_with_its_duration_and_measured(
     caplog.set_level(logging.WARNING, logger="smtp_balancer.engine")
     engine = Engine(make_config({"decision": {"budget_ms": 50}}))  # local decisions: the default
     try:
-        assert await engine.start()
+        await started(engine)
         await asyncio.sleep(1.5)  # idle: the PINGs keep the age low
         assert reply_age() < STALL_AFTER_S  # PINGed every ~1 s: never near a stall
         sleeper = redis.Redis(unix_socket_path=str(redis_server.socket))
@@ -43,9 +44,9 @@ async def test_a_stall_is_logged_once_with_its_duration_and_measured(
         await asyncio.sleep(1.5)
         assert peak >= STALL_AFTER_S and reply_age() < STALL_AFTER_S
         lines = [r.getMessage() for r in caplog.records]
-        started = [m for m in lines if "has not answered for" in m]
+        began = [m for m in lines if "has not answered for" in m]
         ended = [m for m in lines if "answers again" in m]
-        assert len(started) == 1 and len(ended) == 1, lines
+        assert len(began) == 1 and len(ended) == 1, lines
         lasted = float(ended[0].split("after ")[1].split("s ")[0])
         assert STALL_AFTER_S <= lasted <= stall + 1.5
     finally:
@@ -67,7 +68,7 @@ async def test_degraded_decisions_are_counted_once_redis_answers_again(make_conf
     sent: Counter[str] = Counter()
     degraded = 0
     try:
-        assert await engine.start()
+        await started(engine)
         sleeper = redis.Redis(unix_socket_path=str(redis_server.socket))
         blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", "2"))
         blocker.start()

@@ -16,6 +16,7 @@ from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.state.keys import KeySchema
+from tests.ready import started
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 DAY = f"{NOW:%Y%m%d}"
@@ -105,7 +106,7 @@ async def test_explain_and_the_deciders_agree_on_junk(make_config, rdb, family: 
             FixedClock(NOW),
         )
         try:
-            assert await engine.start()
+            await started(engine)
             await engine.settle()
             explained = await engine.decide(gmail(0), now=NOW, commit=False, explain=True)
             _not_degraded(explained)

@@ -18,6 +18,7 @@ from integration.redis_server import RedisServer
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Decision, EndpointVerdict, Facts
 from smtp_balancer.engine import Engine
+from tests.ready import started
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 DAY = NOW.strftime("%Y%m%d")
@@ -56,7 +57,7 @@ async def test_a_provider_cap_spills_that_provider_while_others_fill_the_total(m
     engine.planner.rng = random.Random(f"provider-cap-{local}")
     rng = random.Random(1)
     try:
-        assert await engine.start()
+        await started(engine)
         picks = await _run(engine, [_facts(i, rng.choice(DOMAINS)) for i in range(1_000)])
     finally:
         await engine.aclose()
@@ -74,7 +75,7 @@ async def _out3_verdicts(make_config) -> tuple[EndpointVerdict, EndpointVerdict]
     """out3's explain verdicts for a gmail and a yahoo message, under PROVIDER_CAP."""
     engine = Engine(make_config(PROVIDER_CAP), FixedClock(NOW))
     try:
-        assert await engine.start()
+        await started(engine)
         gmail = await engine.decide(_facts(1, "gmail.com"), commit=False, explain=True)
         yahoo = await engine.decide(_facts(2, "yahoo.com"), commit=False, explain=True)
     finally:
@@ -110,7 +111,7 @@ async def test_a_rate_cap_holds_in_any_minute_and_a_slow_lowers_it(make_config, 
         return Counter(ep for _, ep in await _run(engine, [_facts(i, domain) for i in range(n)]))
 
     try:
-        assert await engine.start()
+        await started(engine)
         first = await burst(300)
         clock.advance(30)
         half_minute = await burst(300)
@@ -137,7 +138,7 @@ async def test_a_rate_cap_holds_in_any_minute_and_a_slow_lowers_it(make_config, 
 async def test_explain_shows_a_rate_cap_and_counts_nothing(make_config, rdb):
     engine = Engine(make_config(RATE_CAP), FixedClock(NOW))
     try:
-        assert await engine.start()
+        await started(engine)
         for i in range(60):
             await engine.decide(Facts(recipients=(f"u{i}@gmail.com",)), commit=False, explain=True)
         rdb.set("{sb}:slow:out2:google", "0.25 rule test: 421", ex=3600)
@@ -151,7 +152,7 @@ async def test_explain_shows_a_rate_cap_and_counts_nothing(make_config, rdb):
     rdb.zadd("{sb}:rate:out2:google", {f"m{i}": NOW.timestamp() * 1000 - 1_000 for i in range(15)})
     engine = Engine(make_config(RATE_CAP), FixedClock(NOW))
     try:
-        assert await engine.start()
+        await started(engine)
         d = await engine.decide(_facts(1, "gmail.com"), commit=False, explain=True)
     finally:
         await engine.aclose()
@@ -164,7 +165,7 @@ async def test_degraded_leaves_out_what_it_cannot_count(make_config, rdb, redis_
     engine.planner.rng = random.Random("degraded")
     seen: Counter[tuple[str, str]] = Counter()
     try:
-        assert await engine.start()
+        await started(engine)
         redis_server.stop()
         for i in range(600):
             domain = DOMAINS[i % 3]

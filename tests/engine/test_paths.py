@@ -20,6 +20,7 @@ from integration.statistics import assert_binomial, assert_shares
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine
+from tests.ready import started
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)  # the injected clock: every date below derives from it
 DAY = NOW.strftime("%Y%m%d")
@@ -92,7 +93,7 @@ async def test_mirror_path(make_config, rdb, provider):
     engine = Engine(make_config(replace=FOUR), FixedClock(NOW))
     engine.planner.rng = random.Random(f"mirror-{provider}")
     try:
-        assert await engine.start() and engine.mirror.fresh
+        await started(engine) and engine.mirror.fresh
         by_path: dict[str, Counter[str]] = {}
         seen = await _decide(engine, provider, by_path)
     finally:
@@ -113,7 +114,7 @@ async def test_script_path(make_config, rdb, provider):
     engine = Engine(make_config({"decision": {"local": False}}, replace=FOUR), FixedClock(NOW))
     engine.planner.rng = random.Random(f"script-{provider}")
     try:
-        assert await engine.start()
+        await started(engine)
         by_path: dict[str, Counter[str]] = {}
         seen = await _decide(engine, provider, by_path)
     finally:
@@ -131,7 +132,7 @@ async def test_degraded_path_keeps_the_last_known_state(
     engine = Engine(make_config(replace=FOUR), FixedClock(NOW))
     engine.planner.rng = random.Random(f"degraded-{provider}")
     try:
-        assert await engine.start()
+        await started(engine)
         redis_server.stop()
         seen: Counter[str] = Counter()
         for i in range(N):
@@ -155,7 +156,7 @@ async def test_a_warming_endpoint_under_its_cap_gets_its_weight_share_and_then_e
     engine.planner.rng = random.Random("warming")
     picks: list[str] = []
     try:
-        assert await engine.start() and engine.mirror.fresh
+        await started(engine) and engine.mirror.fresh
         for i in range(4_000):
             d = await engine.decide(Facts(recipients=(f"u{i}@yahoo.com",)))
             picks.append(d.endpoint or d.outcome)
@@ -176,7 +177,7 @@ async def test_the_day_boundary_moves_counters_and_caps_with_the_clock(make_conf
     warm = {"endpoints": {"out3": {"warmup": {"start": TODAY, "schedule": [5, 7]}}}}
     engine = Engine(make_config({**only_out3, **warm}), clock)
     try:
-        assert await engine.start()
+        await started(engine)
         first = [(await engine.decide(Facts(recipients=(f"a{i}@x.test",)))).endpoint for i in range(9)]
         clock.advance(4)
         second = [(await engine.decide(Facts(recipients=(f"b{i}@x.test",)))).endpoint for i in range(9)]

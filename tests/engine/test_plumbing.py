@@ -13,6 +13,7 @@ from integration.redis_server import RedisServer
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.engine.plumbing import PlumbingWatch, bindable, unplumbed
+from tests.ready import started
 
 NOT_HERE = "192.0.2.55"  # TEST-NET-1: never an address of a test machine
 NOT_HERE6 = "2001:db8::55"  # IPv6 documentation prefix: never on a test machine
@@ -58,7 +59,7 @@ async def test_no_path_picks_an_unplumbed_endpoint(make_config, rdb, local: bool
     config = make_config({"decision": {"local": local}, "endpoints": {"out2": {"bind_address": NOT_HERE}}})
     engine = Engine(config)
     try:
-        assert await engine.start()
+        await started(engine)
         seen = Counter([(await engine.decide(_facts(i))).endpoint for i in range(300)])
     finally:
         await engine.aclose()
@@ -84,7 +85,7 @@ async def test_a_pool_with_every_endpoint_unplumbed_overflows(make_config, rdb, 
     away = {name: {"bind_address": f"192.0.2.{i}"} for i, name in enumerate(("out1", "out2", "out3"), 60)}
     engine = Engine(make_config({"decision": {"local": local}, "endpoints": away}))
     try:
-        assert await engine.start()
+        await started(engine)
         decision = await engine.decide(_facts(1))
     finally:
         await engine.aclose()
@@ -96,7 +97,7 @@ async def test_no_path_picks_another_hosts_endpoint(make_config, rdb, local: boo
     config = make_config({"decision": {"local": local}, "endpoints": {"out2": {"host": "mta2"}}})
     engine = Engine(config, host="mta1.example.com")
     try:
-        assert await engine.start()
+        await started(engine)
         assert engine.foreign == {"out2": "mta2"}
         assert "out2" not in engine.plumbing.addresses  # not this host's to check either
         seen = Counter([(await engine.decide(_facts(i))).endpoint for i in range(300)])
@@ -106,7 +107,7 @@ async def test_no_path_picks_another_hosts_endpoint(make_config, rdb, local: boo
     # the host it belongs to uses it
     there = Engine(config, host="mta2")
     try:
-        assert await there.start()
+        await started(there)
         assert there.foreign == {}
         assert "out2" in {(await there.decide(_facts(i))).endpoint for i in range(300)}
     finally:

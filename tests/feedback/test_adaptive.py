@@ -18,6 +18,7 @@ from smtp_balancer.engine import Engine
 from smtp_balancer.feedback.adaptive import Sample, computed_factor, next_factor
 from smtp_balancer.feedback.adaptive_store import AdaptiveRounds, AdaptiveStore
 from smtp_balancer.state.keys import KeySchema, minute_bucket
+from tests.ready import started
 
 CFG = AdaptiveConfig(window=120, min_attempts=20, floor=0.1, hysteresis=0.1)
 KEYS = KeySchema()
@@ -122,7 +123,7 @@ async def test_deciders_apply_the_factor_only_in_adaptive_pools_and_for_its_prov
     seen: Counter[tuple[str, str]] = Counter()
     n = 4_000
     try:
-        assert await engine.start()
+        await started(engine)
         for i in range(n):
             for sender, rcpt in (
                 ("a@shop.test", "gmail.com"),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from smtp_balancer.decision.providers import ProviderTable
-from smtp_balancer.feedback.daemon import endpoint_label
 from smtp_balancer.feedback.processor import Processor
+from smtp_balancer.feedback.reporting import endpoint_label
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
 
 NOW = 1_795_000_000.0  # 2026-11-18 11:06:40 UTC: a fixed minute bucket

@@ -14,6 +14,7 @@ from smtp_balancer.engine import Engine
 from smtp_balancer.feedback.warmup_days import judge
 from smtp_balancer.feedback.warmup_store import WarmupRecords
 from smtp_balancer.state.keys import KeySchema
+from tests.ready import started
 
 SCHEDULE = ((100, None), (200, None), (400, None))
 KEYS = KeySchema()
@@ -127,7 +128,7 @@ async def test_deciders_cap_by_the_record_not_the_calendar(make_config, rdb: red
     clock = FixedClock(at(day))
     engine = Engine(make_config(MANAGED), clock)
     try:
-        assert await engine.start() and engine.mirror.fresh
+        await started(engine) and engine.mirror.fresh
         first = [(await engine.decide(Facts(recipients=(f"a{i}@x.test",)))).endpoint for i in range(30)]
         rdb.hset(KEYS.warmup("out3"), "step", 2)  # the feedback daemon's judgement: tracked
         await engine.settle()

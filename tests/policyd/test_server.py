@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from policyd.server import PolicyServer
 from smtp_balancer.engine import Engine
+from tests.ready import started
 
 ENDPOINTS = ("out1", "out2", "out3")
 EOM = (
@@ -374,7 +375,7 @@ async def test_an_exim_route_decided_after_exim_gave_up_is_given_back(make_confi
         return sum(int(rdb.hget(f"{{sb}}:count:{ep}:day:{today:%Y%m%d}", "total") or 0) for ep in ENDPOINTS)
 
     try:
-        assert await engine.start()
+        await started(engine)
         await server.decisions.acquire()  # another decision holds the only slot
         late = asyncio.create_task(readsocket("1A2B3C-000001-AB"))
         await asyncio.sleep(0.9)  # past Exim's timeout less the answer's margin (0.2 s)
@@ -450,7 +451,7 @@ async def test_a_daemon_stopped_between_its_check_and_its_decision_gives_the_rou
 
     try:
         await server.start()
-        assert await engine.start()
+        await started(engine)
         await engine.settle()
         assert (await readsocket("1A2B3C-000001-AB")).startswith(b"action=FILTER ")
         monkeypatch.setattr(engine, "decide_now", stopped_then_decided)
