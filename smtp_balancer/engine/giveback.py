@@ -4,12 +4,15 @@ the decision went on without it (the engine's late-reply path)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from smtp_balancer.decision.draw import Draw
 from smtp_balancer.decision.facts import Decision
 from smtp_balancer.decision.quota import QuotaBook
 from smtp_balancer.decision.script import rate_member
+
+log = logging.getLogger("smtp_balancer.engine")
 
 # asked once a decision is made: why its client no longer waits for it ("" while it
 # does); a route it took is then given back and not answered
@@ -35,7 +38,11 @@ def unless_gone(
     over)."""
     if decision.outcome != "route" or decision.endpoint is None:
         return decision
-    why = waited()
+    try:
+        why = waited()
+    except Exception:  # a bug in the check: answer the route it counted, as before the check
+        log.exception("checking whether the client still waits failed")
+        return decision
     if not why:
         return decision
     give_back(book, draw, decision.endpoint, rates)

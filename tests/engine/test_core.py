@@ -18,7 +18,7 @@ from integration.redis_server import RedisServer
 from integration.statistics import assert_shares
 from integration.workloads import decide_many
 from smtp_balancer.clock import FixedClock
-from smtp_balancer.decision.facts import Facts
+from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine, ThreadedEngine
 from smtp_balancer.engine.core import Pending
 from smtp_balancer.observe import metrics
@@ -794,3 +794,20 @@ async def test_a_local_decision_whose_client_left_meanwhile_is_given_back(make_c
     }
     assert counted == {ep: routed[ep] for ep in ("out1", "out2", "out3")}, (counted, routed)
     assert routed["out3"] > 0
+
+
+def test_a_failing_still_waited_check_answers_the_route_it_counted(caplog):
+    """The re-check runs after a local decision spent its units: if the check itself
+    fails (a bug), the route stands and stays counted, rather than the message being
+    decided a second time by select.lua."""
+    from smtp_balancer.engine.giveback import unless_gone
+
+    def broken() -> str:
+        raise OSError("TCP_INFO unavailable")
+
+    decision = Decision(
+        outcome="route", reason="weight 1 in pool main", endpoint="out1", pool="main", rule="all"
+    )
+    with caplog.at_level("ERROR", logger="smtp_balancer.engine"):
+        assert unless_gone(None, None, decision, broken) is decision  # type: ignore[arg-type]
+    assert any("still waits failed" in r.getMessage() for r in caplog.records)
