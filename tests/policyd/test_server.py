@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from collections.abc import Awaitable
 from pathlib import Path
 
 from prometheus_client import REGISTRY
@@ -33,6 +34,26 @@ async def start(make_config, tmp_path: Path, **policyd) -> tuple[PolicyServer, E
 
 def tcp_port(server: PolicyServer) -> int:
     return next(int(a.rsplit(":", 1)[1]) for a in server.addresses if a.startswith("inet:"))
+
+
+async def exim_readsocket(server: PolicyServer, queue_id: str, sent_at: float) -> bytes:
+    """One request as Exim's ${readsocket} sends it (``sent_at``: epoch seconds), its
+    side shut after sending; the whole answer, up to the server's close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+    writer.write(
+        f"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nqueue_id={queue_id}\n"
+        "sender=a@shop.test\nrecipients=b@gmail.com\nrecipient_count=1\n"
+        f"sent_at={int(sent_at * 1e6)}\n\n".encode()
+    )
+    writer.write_eof()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+def counted_today(rdb, today) -> int:
+    """Warm-up units counted on ``today`` over every endpoint."""
+    return sum(int(rdb.hget(f"{{sb}}:count:{ep}:day:{today:%Y%m%d}", "total") or 0) for ep in ENDPOINTS)
 
 
 async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, i: int) -> bytes:
@@ -359,20 +380,11 @@ async def test_an_exim_route_decided_after_exim_gave_up_is_given_back(make_confi
     abandoned = metrics.ABANDONED.labels("exim")
     before = abandoned._value.get()
 
-    async def readsocket(queue_id: str) -> bytes:
-        sent_at = int(time.time() * 1e6)
-        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
-        writer.write(
-            f"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nqueue_id={queue_id}\n"
-            f"sender=a@shop.test\nrecipients=b@gmail.com\nrecipient_count=1\nsent_at={sent_at}\n\n".encode()
-        )
-        writer.write_eof()
-        answer = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
-        return answer
+    def readsocket(queue_id: str) -> Awaitable[bytes]:
+        return exim_readsocket(server, queue_id, time.time())
 
     def counted() -> int:
-        return sum(int(rdb.hget(f"{{sb}}:count:{ep}:day:{today:%Y%m%d}", "total") or 0) for ep in ENDPOINTS)
+        return counted_today(rdb, today)
 
     try:
         await started(engine)
@@ -434,20 +446,11 @@ async def test_a_daemon_stopped_between_its_check_and_its_decision_gives_the_rou
         local.append(result)
         return result
 
-    async def readsocket(queue_id: str) -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
-        writer.write(
-            f"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nqueue_id={queue_id}\n"
-            "sender=a@shop.test\nrecipients=b@gmail.com\nrecipient_count=1\n"
-            f"sent_at={int(clock.time() * 1e6)}\n\n".encode()
-        )
-        writer.write_eof()
-        answer = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
-        return answer
+    def readsocket(queue_id: str) -> Awaitable[bytes]:
+        return exim_readsocket(server, queue_id, clock.time())
 
     def counted() -> int:
-        return sum(int(rdb.hget(f"{{sb}}:count:{ep}:day:{today:%Y%m%d}", "total") or 0) for ep in ENDPOINTS)
+        return counted_today(rdb, today)
 
     try:
         await server.start()
