@@ -74,11 +74,11 @@ class Sweeper:
     ) -> None:
         self.config = config
         self.engine = engine
-        self.store = PinStore(client, KeySchema(config.redis.prefix))
         self.queue = queue
         self.instance = instance
         self.clock = clock
         self.keys = KeySchema(config.redis.prefix)
+        self.store = PinStore(client, self.keys)
         self.providers = ProviderTable.from_config(config)
         self.rules = AutomaticRules.from_config(
             config.feedback, builtin_rules(), config.requeue.health_quarantines

@@ -11,14 +11,7 @@ from collections.abc import Iterable, Sequence
 import redis
 
 from smtp_balancer.state.keys import KeySchema
-from smtp_balancer.state.values import text_of
-
-
-def texts(raw: object) -> dict[str, str]:
-    """A hash reply as text, whatever the client's decoding ({} for anything else)."""
-    if not isinstance(raw, dict):
-        return {}
-    return {text_of(k) or "": text_of(v) or "" for k, v in raw.items()}
+from smtp_balancer.state.values import hash_texts, text_of
 
 
 class ExperimentStore:
@@ -27,7 +20,7 @@ class ExperimentStore:
 
     def record(self, name: str) -> dict[str, str]:
         """The experiment's hash: state, started, stopped, since (each where set)."""
-        return texts(self.r.hgetall(self.keys.experiment(name)))
+        return hash_texts(self.r.hgetall(self.keys.experiment(name)))
 
     def start(self, name: str, arms: Sequence[str], now: float, reset: bool) -> None:
         """Running from ``now``; ``reset``: its arms' counts start again from zero, and
@@ -50,7 +43,7 @@ class ExperimentStore:
         for arm in arms:
             pipe.hgetall(self.keys.expstats(name, arm))
         state, *raws = pipe.execute()
-        return text_of(state), [texts(raw) for raw in raws]
+        return text_of(state), [hash_texts(raw) for raw in raws]
 
     def since(self, names: Iterable[str]) -> dict[str, object]:
         """experiment -> the raw ``since`` of its hash, where set."""

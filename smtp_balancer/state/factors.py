@@ -11,7 +11,7 @@ import redis
 from smtp_balancer.durations import format_duration
 from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.keys import KeySchema, split_scoped
-from smtp_balancer.state.values import parse_throttle, text_of
+from smtp_balancer.state.values import hash_texts, parse_throttle, text_of
 from smtp_balancer.state.warmup_store import HOLD
 
 
@@ -110,8 +110,7 @@ class WarmupRecords:
         self.r, self.keys, self.audit = client, keys, audit
 
     def read(self, endpoint: str) -> dict[str, str]:
-        raw = self.r.hgetall(self.keys.warmup(endpoint))
-        return {text_of(k) or "": text_of(v) or "" for k, v in raw.items()}
+        return hash_texts(self.r.hgetall(self.keys.warmup(endpoint)))
 
     def set_step(self, endpoint: str, step: int, day: str) -> None:
         before = self.read(endpoint)

@@ -26,6 +26,14 @@ def text_of(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def hash_texts(raw: object) -> dict[str, str]:
+    """A hash reply (HGETALL) as text, whatever the client's decoding; {} for anything
+    that is not a hash (an error value for a key of another type)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {text_of(k) or "": text_of(v) or "" for k, v in raw.items()}
+
+
 def parse_int(raw: str | None, digits: int) -> int | None:
     if raw is None or len(raw) > digits or not _INT.fullmatch(raw):
         return None
