@@ -8,7 +8,10 @@ again) every ``--every`` seconds. Modes:
     .socket unit's (LISTEN_FDS), so connections wait in its backlog;
   - self-bound: the daemon binds its own socket, gone while it restarts;
   - stopped: self-bound, stopped for good at the start of the second phase (no
-    socket at all: every try refused), what a daemon that will not come back costs.
+    socket at all: every try refused), what a daemon that will not come back costs;
+  - handover: restarted by SIGUSR2 (policyd/handover.py): the running daemon hands
+    its listening socket and open connections to the new process, so smtpd's
+    connections stay open and no retry delay is paid.
 Printed per mode: messages accepted per second in each phase and their ratio (the
 baseline is the same daemon without restarts, measured in the same run), and
 messages Postfix delivered by its default transport (decided by nobody: every
@@ -35,7 +38,13 @@ sys.path.insert(0, str(ROOT))
 from rig import Submitters, rendered_postfix, start_smtp_sink, stop_all  # noqa: E402
 
 from integration.conftest import base_config  # noqa: E402
-from integration.daemons import ActivatedPolicyd, DaemonProcess, PolicydProcess, held_socket  # noqa: E402
+from integration.daemons import (  # noqa: E402
+    ActivatedPolicyd,
+    DaemonProcess,
+    HandingOverPolicyd,
+    PolicydProcess,
+    held_socket,
+)
 from integration.postfix import PostfixInstance, make_shared_dir  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402
@@ -61,6 +70,8 @@ def run(mode: str, args: argparse.Namespace) -> None:
         if mode == "activated":
             listener = held_socket(policy_port)
             daemon = ActivatedPolicyd(path, listener, base / "daemon.log")
+        elif mode == "handover":  # info: the harness follows the handover lines
+            daemon = HandingOverPolicyd(path, policy_port, base / "daemon.log", "info")
         else:
             daemon = PolicydProcess(path, policy_port, base / "daemon.log", "warning")
         daemon.start()
@@ -76,8 +87,11 @@ def run(mode: str, args: argparse.Namespace) -> None:
             time.sleep(args.restarting)
         while mode != "stopped" and time.monotonic() < restarting_at + args.restarting:
             time.sleep(args.every)
-            daemon.stop()
-            daemon.start()
+            if isinstance(daemon, HandingOverPolicyd):
+                daemon.hand_over()
+            else:
+                daemon.stop()
+                daemon.start()
             restarts += 1
         ended_at = time.monotonic()
         clients.stop()
@@ -103,7 +117,7 @@ def run(mode: str, args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="policyd restarted under load")
-    parser.add_argument("--modes", default="activated,self-bound")
+    parser.add_argument("--modes", default="handover,activated,self-bound")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--steady", type=float, default=20.0)

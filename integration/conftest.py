@@ -21,7 +21,7 @@ import redis
 import yaml
 
 from integration.configs import deep_merge, topology
-from integration.daemons import CLI, DaemonProcess, PolicydProcess, tcp_ready, unix_ready
+from integration.daemons import CLI, DaemonProcess, HandingOverPolicyd, PolicydProcess, tcp_ready, unix_ready
 from integration.exim import (
     EXIM_RELAY_HOST,
     EXIM_RELAY_SOURCE,
@@ -210,7 +210,8 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
         config_path = write_config(
             base, base_config(redis_server.url, policy_port, metrics_port), harness, extra
         )
-        policyd = PolicydProcess(
+        # restartable by SIGUSR2 (policyd/handover.py) as well as by stop and start
+        policyd = HandingOverPolicyd(
             config_path, policy_port, base / "policyd.log", log_format=log_format, env=env.get("policyd")
         )
         if policy:
@@ -352,7 +353,7 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
         # what the README has an operator run, word for word but for the folder
         command = readme_render_command(rendered)
         subprocess.run([CLI, "-c", str(config_path), *command[1:]], check=True, capture_output=True)
-        policyd = PolicydProcess(config_path, policy_port, base / "policyd.log")
+        policyd = HandingOverPolicyd(config_path, policy_port, base / "policyd.log")
         policyd.start()
         started.append(policyd.stop)
         table = DaemonProcess("table", config_path, base / "table.log", tcp_ready(table_port))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -12,8 +13,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from integration.waits import wait_until
+from integration.waits import WaitTimeout, wait_until
 
 CLI = str(Path(sys.executable).with_name("smtp-balancer"))
 
@@ -222,3 +224,60 @@ class ActivatedPolicyd(DaemonProcess):
 
     def argv(self) -> list[str]:
         return [sys.executable, "-c", _ACTIVATE, str(self.listener.fileno()), *super().argv()]
+
+
+def process_gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody reaped yet (not our child)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+class HandingOverPolicyd(PolicydProcess):
+    """A policy daemon restarted by SIGUSR2 (policyd/handover.py): each successor is
+    a child of the daemon it replaces, so after the first handover the one serving is
+    no child of the test; it is tracked, signalled and waited for by its PID."""
+
+    HANDED = re.compile(r"handover: pid (\d+) serves now")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        super().start()
+        assert self.proc is not None
+        self.pid = self.proc.pid
+
+    def handovers(self) -> list[int]:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return [int(pid) for pid in self.HANDED.findall(text)]
+
+    def hand_over(self, timeout: float = 60) -> int:
+        """SIGUSR2, then wait until the successor serves and the old process is gone."""
+        assert self.pid is not None
+        old, seen = self.pid, len(self.handovers())
+        os.kill(old, signal.SIGUSR2)
+        pids = wait_until(
+            lambda: found if len(found := self.handovers()) > seen else None, timeout, "handover"
+        )
+        wait_until(lambda: self._reap(old), 30, f"pid {old} to exit after its handover")
+        self.pid = pids[-1]
+        return self.pid
+
+    def _reap(self, pid: int) -> bool:
+        if self.proc is not None and self.proc.pid == pid:
+            return self.proc.poll() is not None
+        return process_gone(pid)
+
+    def stop(self) -> None:
+        pid, self.pid = self.pid, None
+        if pid is not None and not self._reap(pid):
+            os.kill(pid, signal.SIGTERM)
+            try:
+                wait_until(lambda: self._reap(pid), 10, f"pid {pid} to stop")
+            except WaitTimeout:
+                os.kill(pid, signal.SIGKILL)
+        super().stop()

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from integration.configs import ENDPOINT_IP
-from integration.daemons import CLI
+from integration.daemons import CLI, HandingOverPolicyd, PolicydProcess
 from integration.exim import README_DIR
 from integration.waits import MAIL_S, wait_until
 from smtp_balancer.generation import MARKER
@@ -71,8 +71,15 @@ def cli(config_path: Path, words: list[str]) -> subprocess.CompletedProcess[str]
     )
 
 
+def hand_over(policyd: PolicydProcess, words: list[str]) -> None:
+    """The guide's `systemctl kill --signal=SIGUSR2 --kill-who=main smtp-balancer-policyd`."""
+    assert words[2:] == ["--signal=SIGUSR2", "--kill-who=main", "smtp-balancer-policyd"], words
+    assert isinstance(policyd, HandingOverPolicyd)
+    policyd.hand_over()
+
+
 def test_postfix_on_older_files_is_said_and_the_readme_upgrade_clears_it(mail_system, tmp_path):
-    ms = mail_system(postconf_apply=True)  # installed the README's way, into a main.cf
+    ms = mail_system(postconf_apply=True, feedback=True)  # installed the guide's way, into a main.cf
     main_cf = ms.postfix.config_dir / "main.cf"
     assert f", policy_context={MARKER} }}" in main_cf.read_text()
     # what the last release wrote; Postfix restarted on it, so no smtpd of the current
@@ -103,8 +110,9 @@ def test_postfix_on_older_files_is_said_and_the_readme_upgrade_clears_it(mail_sy
         script.write_text(out.stdout)
 
     def restart(words: list[str]) -> None:
-        ms.policyd.stop()
-        ms.policyd.start()
+        assert "smtp-balancer-feedback" in words, words
+        ms.feedback.stop()
+        ms.feedback.start()
 
     def reload(words: list[str]) -> None:
         # smtpd processes of the old files finish their session and exit; one may take
@@ -118,6 +126,7 @@ def test_postfix_on_older_files_is_said_and_the_readme_upgrade_clears_it(mail_sy
         {
             "/opt/smtp-balancer/venv/bin/pip install": lambda w: None,  # this checkout is installed
             "smtp-balancer check": lambda w: cli(ms.config_path, w),
+            "systemctl kill": lambda w: hand_over(ms.policyd, w),
             "systemctl restart": restart,
             "smtp-balancer render": render,
             "sh": lambda w: subprocess.run(["sh", "-e", str(script)], check=True, capture_output=True),
@@ -161,14 +170,14 @@ def test_exim_on_older_files_is_said_and_the_readme_upgrade_clears_it(exim_syste
         wait_until(lambda: es.exim.log_text().count("daemon started") > started, 30, "Exim's restart")
 
     def restart(words: list[str]) -> None:
-        es.policyd.stop()
-        es.policyd.start()
+        assert "smtp-balancer-feedback" in words, words  # this Exim host runs no other daemon
 
     ran = follow(
         [s for s in readme_upgrade_steps() if "postfix" not in s and not s.startswith("sh ")],
         {
             "/opt/smtp-balancer/venv/bin/pip install": lambda w: None,
             "smtp-balancer check": lambda w: cli(es.config_path, w),
+            "systemctl kill": lambda w: hand_over(es.policyd, w),
             "systemctl restart": restart,
             "smtp-balancer render": render,
             "systemctl reload exim4": reload,

@@ -9,16 +9,19 @@ import resource
 import signal
 import socket
 import stat
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from policyd import metrics
+from policyd.handover import NO_HANDOVER, Predecessor, handover_link, take_over
 from policyd.loop import PolicyLoop
 from policyd.server import PolicyServer, warn_restart
 from policyd.workers import run_supervisor
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.engine import Engine
-from smtp_balancer.observe.metrics import MULTIPROCESS, refresh_observed, serve_metrics
-from smtp_balancer.observe.sdnotify import service
+from smtp_balancer.observe.metrics import MULTIPROCESS, ListenError, refresh_observed, serve_metrics
+from smtp_balancer.observe.sdnotify import Notifier, service
 
 log = logging.getLogger("smtp_balancer.policyd")
 
@@ -64,34 +67,50 @@ async def worker_beat(server: PolicyServer) -> None:
 
 async def serve(config: BalancerConfig, path: str, control: int | None = None) -> None:
     """``control``: a worker's line to its supervisor (policyd/workers.py), which
-    listens, serves /metrics and passes connections; None: a daemon on its own."""
+    listens, serves /metrics and passes connections; None: a daemon on its own, or the
+    successor of one that hands it its sockets (policyd/handover.py)."""
     raise_fd_limit()
-    if control is None:
-        serve_metrics(config.policyd.metrics_listen, log, "policyd.metrics_listen")
+    link = handover_link() if control is None else None
+    close_metrics: Callable[[], None] = lambda: None  # noqa: E731
+
+    def bind_metrics() -> None:
+        nonlocal close_metrics
+        close_metrics = serve_metrics(config.policyd.metrics_listen, log, "policyd.metrics_listen")
+
+    if control is None and link is None:
+        bind_metrics()
     engine = Engine(config)
     await engine.start()
     server = PolicyServer(
         engine, config.policyd, config.exim.readsocket_timeout_s, MessageClasses.from_config(config.milter)
     )
+    notifier = Notifier()
     if control is None:
         try:
-            await server.start()
+            if link is None:
+                await server.start()
+            else:
+                await take_over(server, link, lambda: _metrics_or_none(bind_metrics), notifier.send)
         except BaseException:
             await engine.aclose()
             raise
-    async with service("policyd", "serving policy requests") as stop:
+    async with service("policyd", "serving policy requests", notifier) as stop:
         loop = asyncio.get_running_loop()
-        reloads: set[asyncio.Task[None]] = set()
+        tasks: set[asyncio.Task[None]] = set()
 
-        def on_hup() -> None:
-            task = loop.create_task(reload(path, engine, server))
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
+        def background(step: Coroutine[Any, Any, None]) -> None:
+            task = loop.create_task(step)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        loop.add_signal_handler(signal.SIGHUP, lambda: background(reload(path, engine, server)))
         if control is not None:  # ready only now: the supervisor forwards SIGHUP once it is
             server.workers = config.policyd.workers
             server.adopt(socket.socket(fileno=control), stop.set)
+            loop.add_signal_handler(signal.SIGUSR2, lambda: log.warning(NO_HANDOVER))
+        else:
+            successor = Predecessor(server, stop, lambda: close_metrics(), notifier.retire)
+            loop.add_signal_handler(signal.SIGUSR2, lambda: background(successor.hand_over()))
         # a worker's; or a lone daemon's whose environment asks for multiprocess metrics
         beat = loop.create_task(worker_beat(server)) if control is not None or MULTIPROCESS else None
         await stop.wait()
@@ -101,6 +120,14 @@ async def serve(config: BalancerConfig, path: str, control: int | None = None) -
     log.info("stopping: closing listeners" if control is None else "stopping: closing connections")
     await server.close()
     await engine.aclose()
+
+
+def _metrics_or_none(bind: Callable[[], None]) -> None:
+    """A successor's /metrics: a port it cannot bind costs the metrics, not the mail."""
+    try:
+        bind()
+    except ListenError as exc:
+        log.error("%s; serving without /metrics until the next restart", exc)
 
 
 def run(

@@ -64,3 +64,10 @@ SHARED_JOIN_READS = Counter(
     "END-OF-MESSAGE requests that read recipients from the shared join (policyd.workers:"
     " their RCPT requests reached another worker)",
 )
+HANDOVERS = Counter(
+    "smtp_balancer_policy_handovers_total",
+    "Restarts by SIGUSR2 that handed the listening sockets and open connections to a new"
+    " process, by result (failed: the running daemon kept serving, or stopped if the new"
+    " one failed after taking the listeners)",
+    ["result"],
+)

@@ -149,24 +149,30 @@ class PolicyServer:
         return restart
 
     async def start(self) -> None:
+        await self.serve(bind_listeners(self.config))
+        log.info("policy service listening on %s", ", ".join(self.addresses))
+
+    async def serve(self, socks: list[socket.socket]) -> None:
+        """Accept on these listening sockets (bound here, passed by systemd, or handed
+        over by the daemon this one replaces: policyd/handover.py)."""
         loop = asyncio.get_running_loop()
-        socks = bind_listeners(self.config)
         try:
             for sock in socks:
+                sock.setblocking(False)
                 make = loop.create_unix_server if sock.family == socket.AF_UNIX else loop.create_server
-                self.servers.append(await make(self._connection, sock=sock, backlog=LISTEN_BACKLOG))
+                self.servers.append(await make(self.connection_protocol, sock=sock, backlog=LISTEN_BACKLOG))
         except BaseException:
             await self.close()
             for sock in socks:
                 sock.close()  # those no server took yet (closing twice is harmless)
             raise
-        log.info("policy service listening on %s", ", ".join(self.addresses))
-        self._flush_notes()
+        if self._flusher is None:
+            self._flush_notes()
 
     def adopt(self, control: socket.socket, orphaned: Callable[[], None]) -> None:
         """Serve the connections a supervisor passes over ``control`` instead of
         listening; ``orphaned`` is called when the supervisor is gone."""
-        self.link = WorkerLink(control, self._connection, self.connection_gone, orphaned)
+        self.link = WorkerLink(control, self.connection_protocol, self.connection_gone, orphaned)
         log.info("policy worker serving the connections its supervisor passes")
         self._flush_notes()
 
@@ -217,7 +223,7 @@ class PolicyServer:
         for conn in list(self.open_connections):
             conn.close()
 
-    def _connection(self) -> PolicyConnection:
+    def connection_protocol(self) -> PolicyConnection:
         return PolicyConnection(self)
 
     def answer_now(self, request: PolicyRequest, client: Client = UnknownClient()) -> str | Later:  # noqa: B008

@@ -141,6 +141,30 @@ class PolicyConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def detachable(self) -> socket.socket | None:
+        """For a handover (policyd/handover.py): the socket, with reading paused, if the
+        connection is between requests (nothing read of a next one, nothing unanswered,
+        every reply written); None while it is not. Unread bytes stay in the kernel for
+        the successor."""
+        transport, state = self.transport, self.state
+        if transport is None or transport.is_closing() or self.busy:
+            return None
+        if state.waiting is not None or state.queue or state.mid_request or state.eof:
+            return None
+        if transport.get_write_buffer_size():
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        self._pause_reading(transport)
+        return sock
+
+    def let_go(self) -> None:
+        """The successor holds the connection now: close this process's descriptor only
+        (no shutdown, no goodbye to the client)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     # -- session.Client: does the client of the request being answered still wait? --
     def gone(self) -> bool:
         """The client closed its side already: a peek finds end-of-file (or an error)."""

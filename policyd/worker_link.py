@@ -59,9 +59,17 @@ class WorkerLink:
                 task.add_done_callback(self._adopting.discard)
 
     async def _adopt_one(self, sock: socket.socket) -> None:
-        try:
-            await asyncio.get_running_loop().connect_accepted_socket(self.protocol, sock)
-        except Exception as exc:  # a connection already reset, say: it never reached connection_made
-            log.debug("policy worker: a passed connection could not be served: %s", exc)
-            sock.close()
+        if not await adopt(sock, self.protocol):
             self.lost()
+
+
+async def adopt(sock: socket.socket, protocol: Callable[[], asyncio.Protocol]) -> bool:
+    """Serve a connection another process accepted (a supervisor's, or the daemon a
+    successor takes over from); False when it cannot be (already reset, say)."""
+    try:
+        await asyncio.get_running_loop().connect_accepted_socket(protocol, sock)
+    except Exception as exc:  # it never reached connection_made
+        log.debug("policy: a passed connection could not be served: %s", exc)
+        sock.close()
+        return False
+    return True

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prom_multiprocess
 
+from policyd.handover import NO_HANDOVER
 from policyd.listeners import (
     CONNECTION,
     LISTEN_BACKLOG,
@@ -129,6 +130,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, early_stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: log.warning(NO_HANDOVER))
         try:
             self.metrics_dir = tempfile.mkdtemp(prefix="smtp-balancer-policyd-metrics-")
             registry = CollectorRegistry()

@@ -153,18 +153,28 @@ def serve_metrics(
     log: logging.Logger,
     option: str = "metrics_listen",
     registry: CollectorRegistry | None = None,
-) -> None:
+) -> Callable[[], None]:
     """Serve /metrics on ``host:port`` (a daemon thread); "" serves nothing.
-    ``registry``: another than this process's own (a supervisor's workers)."""
-    if listen:
-        # *_created series double every counter's cardinality and no dashboard uses them
-        disable_created_metrics()
-        host, port = parse_hostport(listen)
-        try:
-            start_http_server(port, addr=host, registry=REGISTRY if registry is None else registry)
-        except OSError as exc:
-            raise ListenError(option, listen, exc) from exc
-        log.info("metrics on http://%s:%d/metrics", host, port)
+    ``registry``: another than this process's own (a supervisor's workers).
+    Returns what stops serving and frees the port (a policy daemon's successor binds it)."""
+    if not listen:
+        return lambda: None
+    # *_created series double every counter's cardinality and no dashboard uses them
+    disable_created_metrics()
+    host, port = parse_hostport(listen)
+    try:
+        served = start_http_server(port, addr=host, registry=REGISTRY if registry is None else registry)
+    except OSError as exc:
+        raise ListenError(option, listen, exc) from exc
+    log.info("metrics on http://%s:%d/metrics", host, port)
+
+    def close() -> None:
+        if served is not None:  # prometheus_client returns (server, thread)
+            httpd = served[0]
+            httpd.shutdown()
+            httpd.server_close()
+
+    return close
 
 
 LOOP_LAG = Gauge(

@@ -59,6 +59,12 @@ class Notifier:
     def stopping(self) -> bool:
         return self.send("STOPPING=1")
 
+    def retire(self) -> None:
+        """Another process is the service's main process now (a policy daemon's
+        successor): send nothing more, not even STOPPING=1 on the way out."""
+        self.address = ""
+        self.interval_s = None
+
 
 async def keep_pinging(notifier: Notifier) -> None:
     """WATCHDOG=1 from this event loop for as long as it runs: a blocked loop stops it."""
@@ -70,11 +76,11 @@ async def keep_pinging(notifier: Notifier) -> None:
 
 
 @contextlib.asynccontextmanager
-async def service(daemon: str, status: str) -> AsyncIterator[asyncio.Event]:
+async def service(daemon: str, status: str, notifier: Notifier | None = None) -> AsyncIterator[asyncio.Event]:
     """An asyncio daemon's life under systemd: READY=1 with ``status``, WATCHDOG=1 from
     this event loop, and an Event that SIGTERM or SIGINT sets; STOPPING=1 on the way out.
     With or without systemd, the loop's own stalls are measured (observe/stalls.py)."""
-    notifier = Notifier()
+    notifier = notifier or Notifier()
     notifier.ready(status)
     pinger = asyncio.create_task(keep_pinging(notifier))  # systemd's watchdog sees a frozen loop
     watch = asyncio.create_task(StallWatch(daemon).watch_loop())
