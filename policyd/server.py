@@ -244,7 +244,7 @@ class PolicyServer:
                 self.notes.info("odd request", "answering DUNNO: %s", outcome.note)
             return outcome.action
         metrics.REQUESTS_BY_STAGE["end_of_message"].inc()
-        if self._abandoned(request, client, self.exim_margin_s, "not deciding for queue id %s"):
+        if self._abandoned(request, client, self.exim_margin_s):
             return DUNNO
         if isinstance(outcome, Incomplete):
             return outcome
@@ -311,22 +311,28 @@ class PolicyServer:
         def why() -> str:
             if checked_at is not None and time.monotonic() - checked_at < RECHECK_S:
                 return ""
-            return self._abandoned(
-                request, client, ANSWER_MARGIN_S, "not routing queue id %s, decided too late"
-            )
+            return self._abandoned(request, client, ANSWER_MARGIN_S, decided=True)
 
         return why
 
-    def _abandoned(self, request: PolicyRequest, client: Client, margin_s: float, what: str) -> str:
+    def _abandoned(
+        self, request: PolicyRequest, client: Client, margin_s: float, decided: bool = False
+    ) -> str:
         """``session.abandoned``, counted and logged when the client no longer waits;
-        ``what``: the log line's start, with a %s for the queue id."""
+        ``decided``: asked again once the route was chosen (see ``still_waited``)."""
         # real time, not the engine's clock: Exim's sent_at is the host's
         why = abandoned(
             request, time.time(), self.exim_timeout_s, self.config.postfix_timeout_s, client, margin_s
         )
         if why:
             metrics.ABANDONED.labels("exim" if "sent_at" in request else "postfix").inc()
-            self.notes.warning("abandoned request", what + ": %s", request.get("queue_id") or "-", why)
+            queue_id = request.get("queue_id") or "-"
+            if decided:
+                self.notes.warning(
+                    "abandoned request", "not routing queue id %s, decided too late: %s", queue_id, why
+                )
+            else:
+                self.notes.warning("abandoned request", "not deciding for queue id %s: %s", queue_id, why)
         return why
 
     async def _sharing(self, step: Awaitable[T]) -> T | None:
