@@ -91,9 +91,9 @@ def message_args(node: ast.AST, where: str) -> list[ast.expr]:
     if isinstance(func, ast.Name) and func.id == "Note" and len(node.args) == 2:
         kind = node.args[0]
         return [] if isinstance(kind, ast.Constant) and kind.value == "waiting" else [node.args[1]]
-    if isinstance(func, ast.Name) and func.id == "print":
-        if any(k.arg == "file" and ast.unparse(k.value) == "sys.stderr" for k in node.keywords):
-            return list(node.args[:1])
+    to_stderr = any(k.arg == "file" and ast.unparse(k.value) == "sys.stderr" for k in node.keywords)
+    if isinstance(func, ast.Name) and func.id == "print" and to_stderr:
+        return list(node.args[:1])
     if where.startswith("smtp_balancer/config/") and isinstance(func, ast.Name) and func.id == "ValueError":
         return list(node.args[:1])
     return []
