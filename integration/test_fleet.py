@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from integration.configs import ENDPOINT_IP
-from integration.conftest import base_config, render, start_redis, write_config
+from integration.conftest import apply_postconf, base_config, render, start_redis, write_config
 from integration.daemons import PolicydProcess, decision_lines
 from integration.delay_proxy import DelayProxy
 from integration.postfix import PostfixInstance, make_shared_dir
@@ -189,12 +189,12 @@ def test_one_yaml_for_the_fleet_each_host_routes_through_its_own_endpoints():
             started.append(policyd.stop)
             master = render(config, "master", host=host)
             assert ("out3 " in master) == (host == "mta2") and ("out1 " in master) == (host == "mta1")
+            # installed as docs/fleet.md says: this host's part merged into its main.cf
             postfix = PostfixInstance(
                 base / "postfix",
                 smtpd_port=free_port(),
                 sink_port=sink.port,
-                master_cf_extra=master,
-                main_cf_extra=render(config, "main", host=host),
+                configure=lambda pf, config=config, host=host: apply_postconf(config, pf.config_dir, host),
             )
             started.append(postfix.stop)
             postfix.start()

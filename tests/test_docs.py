@@ -116,3 +116,69 @@ def test_the_redis_reference_names_every_key_and_only_those() -> None:
     listed = set(re.findall(r"^\| `(\{sb\}:[^`]+)` \|", (ROOT / "docs/reference/redis.md").read_text(), re.M))
     assert built - listed == set(), "keys KeySchema builds that docs/reference/redis.md does not list"
     assert listed - built == set(), "keys docs/reference/redis.md lists that nothing builds"
+
+
+# issue #35's five questions of an operator new to the docs: the page that answers
+# each, the section, and the command that is the answer (each run by a test)
+QUESTIONS = {
+    "what goes into main.cf and master.cf on each host": (
+        "docs/fleet.md",
+        "## Fleet layout",
+        "smtp-balancer render postfix --postconf --host mta1",  # integration/test_fleet.py
+    ),
+    "how to change a weight with redis-cli": (
+        "docs/runbooks.md",
+        "## Change a weight",
+        "redis-cli HSET '{sb}:pool:bulk:weights' out2 3",  # tests/test_runbooks.py
+    ),
+    "how to warm up a new IP": (
+        "docs/runbooks.md",
+        "## Warm up a new IP",
+        "smtp-balancer status --endpoint out3",
+    ),
+    "why a message went where it went": (
+        "docs/runbooks.md",
+        "## Why did a message go there",
+        "smtp-balancer explain --sender news@shop.example --rcpt bob@gmail.com",
+    ),
+    "what to do when Gmail throttles an IP": (
+        "docs/runbooks.md",
+        "## A provider throttles an IP",
+        'smtp-balancer suspend out2 google --for 2h --reason "421-4.7.28 from gmail"',
+    ),
+}
+
+
+def links(page: Path) -> set[Path]:
+    """The files a page links to, resolved."""
+    found = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text())
+    return {(page.parent / target).resolve() for target in found}
+
+
+def test_each_of_the_five_questions_is_answered_two_clicks_from_the_readme() -> None:
+    readme = ROOT / "README.md"
+    within_two = links(readme) | {two for one in links(readme) if one.suffix == ".md" for two in links(one)}
+    for question, (page, heading, command) in QUESTIONS.items():
+        path = (ROOT / page).resolve()
+        assert path in within_two, f"{question}: {page} is not within two clicks of the README"
+        text = path.read_text()
+        assert heading + "\n" in text, f"{question}: {page} has no {heading!r}"
+        section = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+        assert command in section, f"{question}: the answer {command!r} is not in {heading!r}"
+
+
+def test_the_fleet_page_renders_as_the_fleet_test_installs() -> None:
+    """integration/test_fleet.py installs each host with conftest.apply_postconf, which
+    runs the page's render command (plus --postfix-dir, the harness's own Postfix)."""
+    import inspect
+
+    from integration import conftest
+
+    source = inspect.getsource(conftest.apply_postconf)
+    assert '"render", "postfix", "--postconf"' in source and '["--host", host]' in source
+    block = (ROOT / "docs" / "fleet.md").read_text().split("```sh\n", 1)[1].split("```", 1)[0]
+    assert [line.strip() for line in block.strip().splitlines()] == [
+        "smtp-balancer render postfix --postconf --host mta1 > /root/smtp-balancer-postconf.sh",
+        "sh /root/smtp-balancer-postconf.sh",
+        "postfix reload",
+    ]
