@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install first.
-.PHONY: install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart lint
+.PHONY: reference install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart lint
 
 install:
 	bash .ci/install
@@ -67,3 +67,7 @@ bench-feedback: install
 	.venv/bin/python benchmarks/feedback_throughput.py --tenants
 	.venv/bin/python benchmarks/feedback_throughput.py --format exim --tenants
 	.venv/bin/python benchmarks/feedback_throughput.py --experiment
+
+# the reference pages' generated tables (docs/reference/), from the code
+reference: install
+	.venv/bin/python tools/reference.py

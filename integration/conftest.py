@@ -79,21 +79,17 @@ def render(config_path: Path, part: str, host: str | None = None) -> str:
     return out.stdout
 
 
+def postconf_command(config_path: Path, config_dir: Path, host: str | None = None) -> list[str]:
+    """``smtp-balancer render postfix --postconf [--host H]`` against the harness's Postfix."""
+    command = [CLI, "-c", str(config_path), "render", "postfix", "--postconf"]
+    return [*command, *(["--host", host] if host else []), "--postfix-dir", str(config_dir)]
+
+
 def apply_postconf(config_path: Path, config_dir: Path, host: str | None = None) -> str:
     """The documented way into an existing main.cf: ``render postfix --postconf`` against
     that Postfix (``--host H`` on a fleet, docs/fleet.md), then its commands run with sh.
     Returns the script."""
-    command = [
-        CLI,
-        "-c",
-        str(config_path),
-        "render",
-        "postfix",
-        "--postconf",
-        "--postfix-dir",
-        str(config_dir),
-    ]
-    out = subprocess.run([*command, *(["--host", host] if host else [])], capture_output=True, text=True)
+    out = subprocess.run(postconf_command(config_path, config_dir, host), capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"render --postconf failed: {out.stderr}")
     subprocess.run(["sh", "-e"], input=out.stdout, text=True, check=True, capture_output=True)

@@ -11,7 +11,7 @@ SPOOFED = Counter(
 )
 FAILURES = Counter(
     "smtp_balancer_milter_failures_total",
-    "Messages left without a route header because of an error",
+    "Messages left without a route header because of an error, by kind",
     ["kind"],
 )
 EOM_SECONDS = Histogram(

@@ -15,7 +15,8 @@ REQUESTS_BY_STAGE = {
 }
 PROTOCOL_ERRORS = Counter(
     "smtp_balancer_policy_protocol_errors_total",
-    "Policy requests refused (connection closed), by kind",
+    "Policy requests refused (connection closed), by kind (malformed, oversized, too_many_attributes, "
+    "not_utf8, truncated)",
     ["kind"],
 )
 CONNECTIONS = Gauge(
@@ -30,7 +31,11 @@ OPEN_INSTANCES = Gauge(
     "Messages with recipients collected at RCPT and not yet decided",
     multiprocess_mode="livesum",
 )
-RELOADS = Counter("smtp_balancer_config_reloads_total", "Config reloads on SIGHUP, by result", ["result"])
+RELOADS = Counter(
+    "smtp_balancer_config_reloads_total",
+    "Config reloads of the policy daemon on SIGHUP, by result (ok, error)",
+    ["result"],
+)
 JOINS_EVICTED = Counter(
     "smtp_balancer_policy_joins_evicted_total",
     "Recipient joins dropped before END-OF-MESSAGE (too many open, or older than join_ttl_s)",

@@ -100,7 +100,8 @@ class ComplaintTotals(Collector):
             reports, complaints, arms = dict(self._reports), dict(self._complaints), dict(self._arms)
         family = CounterMetricFamily(
             "smtp_balancer_fbl_reports",
-            "Feedback-loop reports read by `smtp-balancer fbl`, fleet-wide, by result",
+            "Feedback-loop reports read by `smtp-balancer fbl`, fleet-wide (from Redis), by result "
+            "(complaint, not_counted, unattributed, malformed, no_source_ip, too_large)",
             labels=["result"],
         )
         for result in RESULTS:
@@ -108,7 +109,8 @@ class ComplaintTotals(Collector):
         yield family
         family = CounterMetricFamily(
             "smtp_balancer_complaints",
-            "Spam complaints (ARF reports) fleet-wide, by endpoint, provider and tenant",
+            "Spam complaints (ARF reports) fleet-wide (from Redis), by endpoint, provider and tenant; "
+            "every endpoint, reporting provider and tenant from 0",
             labels=["endpoint", "provider", "tenant"],
         )
         for labels, count in sorted(complaints.items()):
@@ -116,7 +118,8 @@ class ComplaintTotals(Collector):
         yield family
         family = CounterMetricFamily(
             "smtp_balancer_experiment_complaints",
-            "Spam complaints about messages of an experiment arm, fleet-wide (`smtp-balancer fbl`)",
+            "Spam complaints about messages of an experiment arm, fleet-wide (`smtp-balancer fbl`'s "
+            "totals, exported by every feedback daemon: take max)",
             labels=["experiment", "arm"],
         )
         for (experiment, arm), count in sorted(arms.items()):

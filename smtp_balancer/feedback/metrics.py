@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter(
     "smtp_balancer_deliveries_total",
-    "Delivery attempts read from the MTA log, by endpoint, provider, status, bounce class and tenant",
+    "Delivery attempts read from the MTA log, by endpoint, provider, status, bounce class (none when "
+    "delivered) and tenant (from tenants:, else other)",
     ["endpoint", "provider", "status", "class", "tenant"],
 )
 DELIVERY_SECONDS = Histogram(
@@ -65,7 +66,8 @@ BIND_ERRORS = Counter(
 )
 ADAPTIVE_FACTOR = Gauge(
     "smtp_balancer_adaptive_factor",
-    "The adaptive weight factor of an endpoint for a provider (1: none), in pools with adaptive: true",
+    "The adaptive weight factor of an endpoint for a provider (1: none), in pools with adaptive: true, for"
+    " endpoints seen in the log within two windows",
     ["endpoint", "provider"],
 )
 EXPERIMENT_OUTCOMES = Counter(

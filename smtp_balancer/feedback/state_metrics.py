@@ -13,7 +13,10 @@ from smtp_balancer.observe.status import EndpointStatus, Snapshot
 from smtp_balancer.state.keys import ADMIN_STATES
 
 ENDPOINT_STATE = Gauge(
-    "smtp_balancer_endpoint_state", "1 for the endpoint's current admin state", ["endpoint", "state"]
+    "smtp_balancer_endpoint_state",
+    "1 for the endpoint's current admin state (read from Redis every feedback.state_interval, as status "
+    "reads it)",
+    ["endpoint", "state"],
 )
 SUSPENDED = Gauge(
     "smtp_balancer_endpoint_suspended",

@@ -15,6 +15,25 @@ from smtp_balancer.observe.logs import Tail, event
 
 log = logging.getLogger("smtp_balancer.decision")
 
+# every field of the line, after ts, level, logger and msg=decision: what it says
+# (docs/reference/logs.md is generated from this; tests check the line has these)
+FIELDS = {
+    "decision_id": "16 random hex digits; the milter's info header (`milter.info_header`) carries it too",
+    "via": "who decided: `policyd` or `milter`",
+    "queue_id": "the MTA's queue id, which its own delivery lines carry (absent when not known yet)",
+    "outcome": "`route`, `default` (the MTA's default transport), `defer`, `no_rule` or `inbound`",
+    "rule": "the rule that matched",
+    "pool": "the pool the endpoint was drawn from",
+    "endpoint": "the endpoint picked (empty when none was)",
+    "degraded": "`true` when decided without Redis, from the YAML alone",
+    "nrcpt": "recipients counted against caps",
+    "reason": "why this route: `weighted draw`, a spill, every endpoint capped, ...",
+    "experiment": "in an experiment: its name",
+    "arm": "in an experiment: the arm the message drew",
+    "action": "policy daemon: the answer sent to the MTA (`FILTER out2:`, `DUNNO`)",
+    "message_class": "the message class (milter: from the message; policy daemon: Exim's header attributes)",
+}
+
 
 def log_decision(via: str, facts: Facts, decision: Decision, **more: Any) -> None:
     """``via``: policyd or milter. ``more``: what only that caller knows (action, class)."""

@@ -28,7 +28,7 @@ MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 DECISIONS = Counter(
     "smtp_balancer_decisions_total",
-    "Routing decisions by pool, endpoint, rule and outcome",
+    "Routing decisions by pool, endpoint, rule and outcome (route, default, defer, no_rule, inbound)",
     ["pool", "endpoint", "rule", "outcome"],
 )
 DECISION_SECONDS = Histogram(
@@ -72,7 +72,8 @@ QUOTA_LEASED = Gauge(
 
 REDIS_REPLY_AGE = Gauge(
     "smtp_balancer_redis_last_reply_age_seconds",
-    "Seconds since Redis last answered this process (it is asked at least every second)",
+    "Seconds since Redis last answered this process (it is asked at least every second); alert "
+    "SmtpBalancerRedisStalled past 10 s",
     multiprocess_mode="livemax",
 )
 
@@ -105,7 +106,9 @@ def refresh_observed() -> None:
 
 STATE_JUNK = Counter(
     "smtp_balancer_state_junk_total",
-    "Hand-edited Redis values that were ignored in favour of the YAML default",
+    "Hand-edited Redis values that were ignored in favour of the YAML default, by kind (weight, weights, "
+    "state, until, throttle, adaptive, slow, warmup, counter; fbl_totals, arm_record and experiment_since "
+    "from the feedback daemon)",
     ["kind"],
 )
 
@@ -179,7 +182,8 @@ def serve_metrics(
 
 LOOP_LAG = Gauge(
     "smtp_balancer_loop_lag_seconds",
-    "How late this process's last watch tick fired (its event loop or threads did not run)",
+    "How late this process's last watch tick fired (0.25 s ticks: its event loop or threads did not run "
+    "meanwhile)",
     multiprocess_mode="livemax",
 )
 STALLS = Counter(
@@ -188,5 +192,5 @@ STALLS = Counter(
 )
 STALL_SECONDS = Counter(
     "smtp_balancer_stall_seconds_total",
-    "Seconds this process spent stalled, summed over its stalls",
+    "Seconds this process spent stalled, summed over its stalls; alert SmtpBalancerDaemonStalled",
 )

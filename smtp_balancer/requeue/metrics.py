@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge
 
 MOVED = Counter(
     "smtp_balancer_requeue_moved_total",
-    "Queued messages moved off an ineligible route, by old and new endpoint and reason kind",
+    "Queued messages moved off an ineligible route, by old and new endpoint and reason (suspended, "
+    "drained, quarantined, unplumbed); from the requeue and table daemons",
     ["from_endpoint", "to_endpoint", "reason"],
 )
 SKIPPED = Counter(
@@ -20,7 +21,11 @@ QUEUED = Gauge(
     "Deferred messages bound to each endpoint by their FILTER, at the last sweep",
     ["endpoint"],
 )
-SWEEPS = Counter("smtp_balancer_requeue_sweeps_total", "Deferred-queue sweeps, by outcome", ["outcome"])
+SWEEPS = Counter(
+    "smtp_balancer_requeue_sweeps_total",
+    "Deferred-queue sweeps, by outcome (ok, redis_error, postfix_error, error)",
+    ["outcome"],
+)
 TABLE_LOOKUPS = Counter(
     "smtp_balancer_table_lookups_total",
     "Delivery-time table lookups, by answer (pinned, stays, moved, notfound, temp, junk_pin, bad_request)",

@@ -92,12 +92,18 @@ class KeySchema:
         return "{" + self.prefix + "}"
 
     def pool_weights(self, pool: str) -> str:
+        """[hash] endpoint -> integer weight; overrides the YAML weight; `0` takes the endpoint out of
+        that pool"""
         return f"{self.base}:pool:{pool}:weights"
 
     def endpoint_state(self, endpoint: str) -> str:
+        """[hash] `state` = `active` / `drained` / `quarantined`, plus `reason`, `since`, `by`; missing
+        = active"""
         return f"{self.base}:endpoint:{endpoint}:state"
 
     def suspension(self, endpoint: str, provider: str) -> str:
+        """[string + TTL] the reason; the endpoint takes no mail for that provider (`all` = every
+        provider) until the key expires"""
         return f"{self.base}:suspend:{endpoint}:{provider}"
 
     def suspension_prefix(self) -> str:
@@ -122,12 +128,16 @@ class KeySchema:
         raise ValueError(f"not a counter key: {counter!r}")
 
     def day_counter(self, endpoint: str, bucket: str) -> str:
+        """[hash] deliveries today: `total` plus one field per provider; kept 3 days"""
         return f"{self.base}:count:{endpoint}:day:{bucket}"
 
     def hour_counter(self, endpoint: str, bucket: str) -> str:
+        """[hash] the same per UTC hour; kept 2 days"""
         return f"{self.base}:count:{endpoint}:hour:{bucket}"
 
     def throttle(self, endpoint: str, provider: str) -> str:
+        """[string + TTL] `"<factor> <reason>"`: the endpoint keeps `factor` of its share for that
+        provider"""
         return f"{self.base}:throttle:{endpoint}:{provider}"
 
     def throttle_prefix(self) -> str:
@@ -137,25 +147,43 @@ class KeySchema:
         return scoped_pattern(self.throttle_prefix(), endpoint)
 
     def warmup(self, endpoint: str) -> str:
+        """[hash] a managed warm-up's `step`, the UTC `day` it applies to, `why` and the day `judged`
+        (feedback daemon; `advance: sending_days` or `hold_on`); `hold` = `1` keeps the step
+        (`warmup hold`)"""
         return f"{self.base}:warmup:{endpoint}"
 
     def daily(self, endpoint: str, day: str) -> str:
+        """[hash] `sent`/`deferred`/`bounced`/`expired`/`complained` per endpoint and UTC day, for
+        `hold_on`; kept 3 days"""
         return f"{self.base}:daily:{endpoint}:{day}"
 
     def experiment(self, name: str) -> str:
+        """[hash] `state` = `running` / `stopped`, `started`, `stopped`, `since` (epoch seconds):
+        `experiment start` / `stop`; `since` is the last `start --reset`, and messages decided
+        before it do not count"""
         return f"{self.base}:experiment:{name}"
 
     def join(self, instance: str) -> str:
-        """A message's RCPT recipients, shared by policyd's worker processes."""
+        """[hash + TTL] with `policyd.workers` above 1: a message's RCPT recipients (policy
+        `instance`), so the worker that gets its END-OF-MESSAGE decides with all of them;
+        `policyd.join_ttl_s`"""
         return f"{self.base}:join:{instance}"
 
     def arm_record(self, queue_id: str) -> str:
+        """[string + TTL] `"<experiment> <arm> <decided at>"` (epoch seconds) of a message in an
+        experiment, 5 days; the feedback daemon copies it to a requeued message's new queue id. A
+        record of two words (written by an earlier version) counts in every run"""
         return f"{self.base}:arm:{queue_id}"
 
     def expstats(self, experiment: str, arm: str) -> str:
+        """[hash] `decided`, and its outcomes: `sent`, `deferred`, `bounced`, `expired`,
+        `class:<class>` (deferrals and bounces), `bounced:<class>` (bounces and expiries),
+        `lat:<seconds>` (deliveries in that latency bucket), `complained` (`fbl`); 90 days"""
         return f"{self.base}:expstats:{experiment}:{arm}"
 
     def adaptive(self, endpoint: str, provider: str) -> str:
+        """[string + TTL] `"<factor> <cause>"`: in pools with `adaptive: true` the endpoint keeps
+        `factor` of its share for that provider; written by the feedback daemon"""
         return f"{self.base}:adaptive:{endpoint}:{provider}"
 
     def adaptive_prefix(self) -> str:
@@ -165,9 +193,13 @@ class KeySchema:
         return scoped_pattern(self.adaptive_prefix(), endpoint)
 
     def rate(self, endpoint: str, provider: str) -> str:
+        """[sorted set] the messages routed in the last minute for a rate cap (score: the decider's
+        epoch milliseconds); provider `all` counts every message; written by `select.lua`"""
         return f"{self.base}:rate:{endpoint}:{provider}"
 
     def slow(self, endpoint: str, provider: str) -> str:
+        """[string + TTL] `"<factor> <reason>"`: the rate cap for that provider is `factor` of the
+        configured one (at least 1) until the key expires"""
         return f"{self.base}:slow:{endpoint}:{provider}"
 
     def slow_prefix(self) -> str:
@@ -211,27 +243,40 @@ class KeySchema:
         return None
 
     def outcomes(self, endpoint: str, provider: str, minute: str) -> str:
+        """[hash] `sent`/`deferred`/`bounced`/`expired` per UTC minute (feedback daemon), and
+        `complained` (`fbl`: complaints that arrived that minute); kept `rate_retention`"""
         return f"{self.base}:outcomes:{endpoint}:{provider}:{minute}"
 
     def tenant_outcomes(self, tenant: str, hour: str) -> str:
+        """[hash] the same fields per tenant and UTC hour; kept `rate_retention`, at least 25 h"""
         return f"{self.base}:tenant:{tenant}:{hour}"
 
     def fbl_totals(self) -> str:
+        """[hash] `fbl`'s counters since the start: `report:<result>`,
+        `complaint:<ep>:<provider>:<tenant>`, `arm:<experiment>:<arm>`; exported by every feedback
+        daemon"""
         return f"{self.base}:fbl:totals"
 
     def hits(self, rule: str, endpoint: str, provider: str) -> str:
+        """[sorted set] recent matches of a counted response rule"""
         return f"{self.base}:hits:{rule}:{endpoint}:{provider}"
 
     def tripped(self, rule: str, endpoint: str, provider: str) -> str:
+        """[string + TTL] a rate rule that tripped and has not recovered"""
         return f"{self.base}:tripped:{rule}:{endpoint}:{provider}"
 
     def feedback_position(self, instance: str) -> str:
+        """[string] the log follower's saved position"""
         return f"{self.base}:feedback:{instance}:position"
 
     def feedback_batch(self, instance: str) -> str:
+        """[string] the last applied batch's mark (a random run id and the batch id): a retry after a
+        lost reply finds it"""
         return f"{self.base}:feedback:{instance}:batch"
 
     def requeue(self, endpoint: str, provider: str) -> str:
+        """[string + TTL] `suspend --requeue`: move mail queued on the endpoint for that provider
+        (`all` too); same TTL as the suspension"""
         return f"{self.base}:requeue:{endpoint}:{provider}"
 
     def requeue_prefix(self) -> str:
@@ -241,16 +286,20 @@ class KeySchema:
         return scoped_pattern(self.requeue_prefix(), endpoint)
 
     def pin(self, address: str) -> str:
+        """[hash + TTL] `endpoint`, `provider`, `units`, `reason`, `since`: the route a moved recipient
+        leaves by; kept `requeue.pin_ttl`"""
         return f"{self.base}:pin:{address.lower()}"
 
     def queued(self, instance: str) -> str:
+        """[hash + TTL] endpoint -> deferred messages bound to it on that host, from its requeue daemon"""
         return f"{self.base}:queued:{instance}"
 
     def queued_pattern(self) -> str:
         return f"{self.base}:queued:*"
 
     def audit(self) -> str:
-        """The operators' audit trail (state/audit.py), a stream."""
+        """[stream] every CLI write: `who`, `sudo`, `verb`, `target`, `old`, `new`, `reason` (the entry
+        id is when, in ms); the newest 10,000 are kept"""
         return f"{self.base}:audit"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from smtp_balancer.decision.facts import Decision, Facts, Route, new_decision_id
-from smtp_balancer.observe.decision_log import log_decision
+from smtp_balancer.observe.decision_log import FIELDS, log_decision
 
 
 def test_decision_line_names_the_decision_and_the_queue_id(caplog):
@@ -47,3 +47,24 @@ def test_decision_ids_are_16_hex_digits_and_distinct():
     ids = {new_decision_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+
+
+def test_the_documented_fields_are_those_of_a_full_line(caplog):
+    """FIELDS (which docs/reference/logs.md is generated from) names each field a line
+    can carry: an experiment's message decided by the policy daemon for Exim has all."""
+    decision = Decision(
+        outcome="route",
+        reason="weighted draw",
+        route=Route("out2"),
+        endpoint="out2",
+        pool="bulk",
+        rule="news",
+        decision_id=new_decision_id(),
+        experiment="ab",
+        arm="a",
+    )
+    facts = Facts(sender="a@shop.test", recipients=("x@gmail.com",), queue_id="4XyZ1")
+    with caplog.at_level(logging.INFO, logger="smtp_balancer.decision"):
+        log_decision("policyd", facts, decision, action="FILTER out2:", message_class="bulk")
+    (rec,) = caplog.records
+    assert list(rec.fields) == list(FIELDS)
