@@ -16,6 +16,7 @@ import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -183,6 +184,116 @@ def log_fields() -> str:
     return "\n".join(out + [f"| `{name}` | {cell(text)} |" for name, text in FIELDS.items()])
 
 
+# -- configuration -------------------------------------------------------------------
+def configuration() -> str:
+    """Every key the config model accepts, section by section: its path, type, default
+    and description (the field's docstring)."""
+    from smtp_balancer.config.model import BalancerConfig
+
+    rows: dict[str, list[str]] = {}
+    for path, field in config_fields(BalancerConfig):
+        section = path.split(".", 1)[0].split("[", 1)[0]
+        duration = is_duration(field.metadata)
+        default = "" if field.is_required() else default_of(field, "s" if duration else "")
+        kind = "duration (30s, 10m, 1d)" if duration else type_of(field.annotation)
+        row = f"| `{path}` | {kind} | {default} | {cell(field.description or '')} |"
+        rows.setdefault(section, []).append(row)
+    out = []
+    for section, lines in rows.items():
+        out += [
+            f"### {section}",
+            "",
+            "| key | type | default | description |",
+            "|---|---|---|---|",
+            *lines,
+            "",
+        ]
+    return "\n".join(out)
+
+
+def config_fields(model: type, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+        path = f"{prefix}{field.alias or name}"
+        out.append((path, field))
+        for inner, suffix in nested_models(field.annotation):
+            out += config_fields(inner, f"{path}{suffix}.")
+    return out
+
+
+def nested_models(tp: Any, suffix: str = "") -> list[tuple[type, str]]:
+    """The models a field's type holds, with how a path reaches them: ``.<name>`` for a
+    mapping's values, ``[]`` for a list's items."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [(tp, suffix)]
+    if origin is dict:
+        return nested_models(args[1], f"{suffix}.<name>")
+    if origin in (list, tuple):
+        return nested_models(args[0], f"{suffix}[]")
+    if origin is typing.Annotated:
+        return nested_models(args[0], suffix)
+    if origin in (typing.Union, types.UnionType):
+        return [found for arg in args for found in nested_models(arg, suffix)]
+    return []
+
+
+def type_of(tp: Any) -> str:
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return "duration (30s, 10m, 1d)" if is_duration(args[1:]) else type_of(args[0])
+    if origin in (typing.Union, types.UnionType):
+        names = [type_of(a) for a in args if a is not type(None)]
+        return " or ".join(dict.fromkeys(names)) + (" or null" if type(None) in args else "")
+    if origin is typing.Literal:
+        return " \\| ".join(str(a) for a in args)
+    if origin in (list, tuple):
+        return f"list of {type_of(args[0])}"
+    if origin is dict:
+        return f"mapping of name to {type_of(args[1])}"
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return "mapping"
+    names = {str: "text", int: "integer", float: "number", bool: "true/false"}
+    if getattr(tp, "__name__", "") == "SecretStr":
+        return "text (secret)"
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def is_duration(metadata: Any) -> bool:
+    """Seconds written as 30s, 10m, 1d (config/feedback.py's ``Seconds``)."""
+    return any(getattr(getattr(m, "func", None), "__name__", "") == "_seconds" for m in metadata)
+
+
+def default_of(field: Any, unit: str = "") -> str:
+    import json
+    from datetime import date
+
+    from pydantic import BaseModel
+
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
+        return ""
+    if isinstance(value, date):
+        return f"`{value.isoformat()}`"
+    if isinstance(value, tuple):
+        value = list(value)
+    try:
+        text = json.dumps(value)
+    except TypeError:
+        text = str(value)
+    return f"`{text}{unit}`"
+
+
 def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -192,12 +303,14 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "redis keys": redis_keys,
     "cli": cli,
     "log fields": log_fields,
+    "configuration": configuration,
 }
 PAGES = {
     "docs/reference/metrics.md": ("metrics",),
     "docs/reference/redis.md": ("redis keys",),
     "docs/reference/cli.md": ("cli",),
     "docs/reference/logs.md": ("log fields",),
+    "docs/reference/configuration.md": ("configuration",),
 }
 
 

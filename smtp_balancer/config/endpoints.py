@@ -33,33 +33,46 @@ MAX_WEIGHT = 1_000_000
 
 class WarmupStep(Strict):
     daily: int = Field(ge=0)
+    """Recipients a day (UTC) at this step."""
     hourly: int | None = Field(default=None, ge=0)
+    """Recipients an hour (UTC) at this step (optional)"""
 
 
 class HoldRule(Strict):
     """Judged on the schedule's last day: over the threshold, the schedule does not advance."""
 
     measure: Literal["deferred", "bounced", "complained"]
+    """Deferred, bounced or complained: the share judged for the day."""
     above_percent: float = Field(gt=0, le=100)
+    """The share of the day's attempts above which the rule acts."""
     # hold: stay on the same step; step_back: go back one step
     then: Literal["hold", "step_back"] = "hold"
+    """Hold (keep the step) or step_back (one step down)"""
     # the least attempts (delivered messages, for complained) for the rule to judge
     min_attempts: int = Field(default=20, ge=1)
+    """The least attempts that day for the rule to judge."""
 
 
 class WarmupConfig(Strict):
     start: date
+    """The warm-up's first day (UTC); before it the endpoint takes nothing."""
     # a built-in or configured schedule name, or an explicit list of steps
     schedule: str | list[WarmupStep | int]
+    """A schedule's name (standard, conservative, fast, or one of warmup_schedules), or a list of steps: a
+    day's cap, or {daily, hourly}."""
     # calendar: one step per UTC day from start; sending_days: a day counts only when the
     # endpoint used at least min_share of that day's cap (judged by the feedback daemon)
     advance: Literal["calendar", "sending_days"] = "calendar"
+    """Calendar (a step each UTC day) or sending_days (a step each day it used min_share of its cap)."""
     min_share: float = Field(default=0.5, gt=0, le=1)
+    """With advance: sending_days, a day counts when this share of its cap was used."""
     # outcomes that keep the schedule on its step, or step it back
     hold_on: list[HoldRule] = Field(default_factory=list)
+    """Judged on the day a step was on; a step back wins over a hold."""
     # caps per mailbox provider beside the total: provider -> schedule (a name or
     # steps), by the same day of age; they end when the total schedule ends
     providers: dict[Name, str | list[WarmupStep | int]] = Field(default_factory=dict)
+    """Caps per provider beside the total, by the same day of age."""
 
     @property
     def managed(self) -> bool:
@@ -69,23 +82,34 @@ class WarmupConfig(Strict):
 
 class EndpointConfig(Strict):
     kind: Literal["local", "relay"] = "local"
+    """Local (own source IP) or relay (nexthop host:port)"""
     # the fleet host whose address this is: only that host routes mail through it, and
     # `render --host` renders it there alone (unset: any host where its address is)
     host: str | None = Field(default=None, pattern=HOST_NAME_RE, max_length=253)
+    """The fleet host that owns it; unset: any host with its address."""
     # the source address: IPv4 or IPv6. An endpoint with one family sends over that
     # family only; bind_address6 (with an IPv4 bind_address) makes it dual-stack
     bind_address: str | None = None
+    """IPv4 or IPv6; with one family, mail leaves over that family only."""
     bind_address6: str | None = None
+    """Optional, with an IPv4 bind_address: dual-stack."""
     helo_name: str | None = None
+    """The EHLO name Postfix or Exim gives on this route (should match the IP's PTR)"""
     # what receivers see behind NAT (DNSBL checks, complaint attribution), per family
     public_ip: str | None = None
+    """For DNSBL checks (feedback daemon) and complaint attribution."""
     public_ip6: str | None = None
+    """The same for the IPv6 address, behind NAT."""
     nexthop: str | None = None
+    """Kind relay: the host:port mail is relayed to (always bracketed: no MX lookup)"""
     warmup: WarmupConfig | None = None
+    """A warm-up: daily (and hourly) caps that grow day by day."""
     # fleet-wide messages per minute (any 60 s) per provider, or "all" for every
     # provider together; enforced through Redis at decision time, over it mail spills
     rate_caps: dict[Name, int] = Field(default_factory=dict)
+    """Messages a minute (any 60 s), fleet-wide, per provider; all: every provider together."""
     tags: list[str] = Field(default_factory=list)
+    """Labels for selecting endpoints on the CLI (--tag)"""
 
     @field_validator("rate_caps")
     @classmethod

@@ -20,11 +20,15 @@ from smtp_balancer.config.match import MatchConfig
 
 class ArmConfig(Strict):
     name: Name
+    """The arm's name (unique in the experiment)"""
     # the arm's strategy: another pool, or another rule order
     pool: str | None = None
+    """The pool this arm routes through."""
     rule_order: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    """Instead of pool: the first of these rules that matches routes."""
     # the share of the experiment's messages, in percent
     split: int = Field(ge=1, le=99)
+    """The percentage of the experiment's messages this arm gets."""
 
     @property
     def strategy(self) -> str:
@@ -40,14 +44,20 @@ class ArmConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: Name
+    """The experiment's name, in `experiment start|stop|report`."""
     # the messages it splits: those one rule routes, or those a match selects
     rule: str | None = None
+    """The rule whose messages it splits."""
     match: MatchConfig | None = None
+    """Instead of rule: conditions written like a rule's, over any rule's messages."""
     # message: each message drawn on its own (by queue id); recipient_domain: every
     # message to a domain keeps one arm
     by: Literal["message", "recipient_domain"] = "message"
+    """Message (by queue id) or recipient_domain."""
     arms: list[ArmConfig] = Field(min_length=2, max_length=8)
+    """2 to 8 arms whose splits add up to 100; the first is the control."""
     description: str = ""
+    """Free text, shown in the report."""
 
     @property
     def covers(self) -> str:

@@ -50,17 +50,23 @@ Regex = Annotated[str, AfterValidator(_regex)]
 class Trigger(Strict):
     # the rule acts at exactly the count-th match within period (1 = immediately)
     count: int = Field(default=1, ge=1, le=100_000)
+    """Matches needed."""
     period: Seconds = 60
+    """Within this long."""
 
 
 class BounceClassRule(Strict):
     """One row of the bounce-class table: the first row that fits names the class."""
 
     class_: BounceClass = Field(alias="class")
+    """The bounce class this row names: invalid_recipient, mailbox_full, policy_block, spam_content,
+    rate_limited, dns_failure, tls_failure or other."""
     # exact enhanced status codes (5.1.1); empty: any
     dsn: list[Annotated[str, Field(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]] = Field(default_factory=list)
+    """Exact enhanced status codes (5.7.1); empty: any."""
     # a Python regex searched in the reply; empty: any
     match: Regex = ""
+    """A Python regex searched in the reply; empty: any."""
 
     @model_validator(mode="after")
     def _something(self) -> BounceClassRule:
@@ -71,30 +77,45 @@ class BounceClassRule(Strict):
 
 class ResponseRuleConfig(Strict):
     name: Name
+    """The rule's name (unique), in logs, metrics and the keys of its strikes."""
     # a Python regex searched in the remote server's response text ("" matches any)
     match: Regex = ""
+    """A Python regex searched in the reply text ("" = any)"""
     # bounce classes the reply must be in (feedback.bounce_classes); empty: any
     classes: list[BounceClass] = Field(default_factory=list)
+    """Bounce classes the reply must be in; empty: any."""
     # providers the rule applies to; empty means any provider
     providers: list[str] = Field(default_factory=list)
+    """The providers it watches; empty: any."""
     statuses: list[Literal["deferred", "bounced", "expired", "sent"]] = Field(
         default_factory=lambda: ["deferred", "bounced"]
     )
+    """Delivery statuses it looks at: deferred, bounced, expired, sent."""
     trigger: Trigger = Field(default_factory=Trigger)
+    """Act at the count-th match within period, fleet-wide."""
     action: Action = "suspend_provider"
+    """What it does: suspend_provider, suspend_all, quarantine, throttle or slow."""
     # throttle: the endpoint's weight is multiplied by this while it lasts; slow: its
     # rate cap for the provider (endpoints.*.rate_caps) is
     factor: float = Field(default=0.5, gt=0, lt=1)
+    """Throttle: the weight is multiplied by this; slow: the rate cap."""
     duration: Seconds = 600
+    """How long the action lasts, the first time."""
     # repeats within `window` multiply the duration by `growth`, up to max_duration
     growth: float = Field(default=2.0, ge=1, le=100)
+    """A repeat within window multiplies the duration by this."""
     window: Seconds = 21_600
+    """Repeats within this long grow the duration."""
     max_duration: Seconds = 43_200
+    """The longest the duration grows to."""
     description: str = ""
+    """Free text, shown with the action."""
     # move mail already queued on the endpoint when this rule suspends or quarantines
     # it (`smtp-balancer requeue`); default: on for rules that match deferrals
     # (throttles, temporary refusals), off for the others
     requeue: bool | None = None
+    """Move mail already queued on the route it suspends or quarantines; null: yes when statuses has
+    deferred."""
 
     @property
     def moves_queued_mail(self) -> bool:
@@ -115,23 +136,34 @@ class RateRuleConfig(Strict):
     """
 
     name: Name
+    """The rule's name (unique)"""
     providers: list[str] = Field(default_factory=list)
+    """The providers it judges, each on its own; empty: every provider."""
     measure: Literal["deferred", "bounced", "failed", "complained"] = "deferred"
+    """Deferred, bounced, failed (shares of attempts) or complained (complaints per delivered message)"""
     # trip above this percentage, over at least min_attempts within window
     above_percent: float = Field(gt=0, le=100)
+    """Trips above this share."""
     # hysteresis: once tripped, the rule re-arms only after the rate falls below this
     recover_below_percent: float = Field(ge=0, le=100)
+    """Re-arms only below this share."""
     # the minimum sample: attempts, or delivered messages for complained
     min_attempts: int = Field(default=20, ge=1)
+    """The least sample: attempts (delivered, for complained)"""
     window: Seconds = 600
+    """The outcomes judged: at most 1d, and at most rate_retention."""
     action: Action = "suspend_provider"
+    """What it does: suspend_provider, suspend_all, quarantine, throttle or slow."""
     # throttle: the endpoint's weight for the provider is multiplied by this; slow:
     # its rate cap for the provider (endpoints.*.rate_caps) is
     factor: float = Field(default=0.5, gt=0, lt=1)
+    """Throttle: the provider's weight is multiplied by this; slow: its rate cap."""
     duration: Seconds = 900
+    """How long the action lasts."""
     # move mail already queued on the endpoint when this rule trips; default: on when
     # it measures deferrals
     requeue: bool | None = None
+    """Move queued mail when it trips; null: yes for measure deferred."""
 
     @property
     def moves_queued_mail(self) -> bool:
@@ -150,18 +182,24 @@ class RateRuleConfig(Strict):
 
 class DnsblZone(Strict):
     zone: str = Field(pattern=r"^[A-Za-z0-9.-]+$")
+    """The DNSBL zone (zen.spamhaus.org)"""
     # answers that mean "listed"; by default 127.0.0.2-127.0.0.255, except the
     # 127.255.255.0/24 range, which Spamhaus uses for "query refused"
     listed: list[str] = Field(default_factory=list)
+    """The answers that mean listed; []: 127.0.0.2-255, not 127.255.255.x."""
 
 
 class DnsblConfig(Strict):
     zones: list[DnsblZone] = Field(default_factory=list)
+    """The DNSBL zones to check."""
     # resolvers to ask (host or host:port); empty means the system's resolv.conf.
     # Spamhaus refuses queries through large public resolvers: use your own.
     nameservers: list[str] = Field(default_factory=list)
+    """Your own resolver: Spamhaus refuses the big public ones."""
     interval: Seconds = 300
+    """How often each public IP is checked."""
     timeout_ms: int = Field(default=2000, ge=10, le=60_000)
+    """How long one lookup may take."""
 
     @field_validator("nameservers")
     @classmethod
@@ -184,9 +222,13 @@ def parse_nameserver(value: str) -> tuple[str, int]:
 
 class ProbeConfig(Strict):
     interval: Seconds = 30
+    """How often each relay endpoint is probed (connect, EHLO, QUIT)"""
     timeout_ms: int = Field(default=5000, ge=10, le=120_000)
+    """How long one probe may take."""
     fail_after: int = Field(default=3, ge=1, le=100)
+    """Failures in a row before quarantine."""
     recover_after: int = Field(default=2, ge=1, le=100)
+    """Successes in a row before it is restored."""
 
 
 class ComplaintsConfig(Strict):
@@ -195,46 +237,68 @@ class ComplaintsConfig(Strict):
     # reports that cannot be used (malformed, too large, not attributable) are saved
     # here as files, never dropped; with keep: all, every report is
     keep_dir: str = "/var/lib/smtp-balancer/fbl"
+    """Unusable reports are kept here, byte for byte."""
     keep: Literal["unusable", "all"] = "unusable"
+    """Which reports are kept in keep_dir: unusable, or all (the counted ones too)."""
     # a larger report is kept unparsed
     max_report_bytes: int = Field(default=10 * 1024 * 1024, ge=4096, le=256 * 1024 * 1024)
+    """A larger report is kept unparsed (4 KiB to 256 MiB)"""
     # the reporter's domain (the report's From, or a parent domain) -> provider;
     # checked before the built-in table (complaints/attribute.py)
     reporters: dict[Domain, Name] = Field(default_factory=dict)
+    """Reporter domain (or a parent) -> provider, before the built-in table."""
     # Feedback-Type values that count as a complaint
     feedback_types: list[Annotated[str, Field(pattern=r"^[a-z-]+$")]] = Field(
         default_factory=lambda: ["abuse"], min_length=1
     )
+    """The Feedback-Type values that count as a complaint."""
 
 
 class FeedbackConfig(Strict):
     # the Postfix log: maillog_file, or a syslog file such as /var/log/mail.log;
     # for Exim its main log (/var/log/exim4/mainlog on Debian)
     log_file: str = "/var/log/mail.log"
+    """Postfix's maillog_file, or a syslog file; or Exim's mainlog."""
     # which MTA wrote log_file: postfix, or exim (its transports as `render exim` names them)
     log_format: Literal["postfix", "exim"] = "postfix"
+    """postfix, or exim (Exim's main log, transports as rendered)."""
     # with no saved position: "end" skips history, "beginning" reads the whole file
     start_at: Literal["end", "beginning"] = "end"
+    """With no saved position: end skips history, beginning reads it all."""
     # names this follower's saved position in Redis; one per MTA host (default: hostname)
     instance: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    """Names this host's saved position; "" means the hostname."""
     metrics_listen: MetricsListen = "127.0.0.1:9482"
+    """The feedback daemon's /metrics (host:port); "" disables it."""
     poll_interval_ms: int = Field(default=200, ge=10, le=60_000)
+    """How often the log is read when it has no new lines."""
     batch_lines: int = Field(default=1000, ge=1, le=100_000)
+    """Lines per Redis transaction."""
     # the shipped rule pack (smtp_balancer/feedback/rules.yaml) runs after your own rules
     builtin_rules: bool = True
+    """The shipped rule pack runs after your own rules."""
     # bounce and deferral classes: your rows first, then the shipped table
     # (smtp_balancer/feedback/bounce_classes.yaml)
     bounce_classes: list[BounceClassRule] = Field(default_factory=list)
+    """Your rows first; the first row that fits names the class."""
     builtin_bounce_classes: bool = True
+    """After your rows, the shipped table (smtp_balancer/feedback/bounce_classes.yaml)"""
     response_rules: list[ResponseRuleConfig] = Field(default_factory=list)
+    """Your rules on single replies, before the shipped ones."""
     rate_rules: list[RateRuleConfig] = Field(default_factory=list)
+    """Rules on the share of bad outcomes over a window."""
     # per-minute outcome buckets are kept this long for rates and `status`
     rate_retention: Seconds = 86_400
+    """Per-minute outcome counts are kept this long."""
     # how often the shared state (states, suspensions, warm-up) is exported as gauges
     state_interval: Seconds = 15
+    """How often the shared state is exported as gauges."""
     dnsbl: DnsblConfig = Field(default_factory=DnsblConfig)
+    """DNSBL checks of the endpoints' public IPs: a listed endpoint is quarantined."""
     probes: ProbeConfig = Field(default_factory=ProbeConfig)
+    """SMTP probes of relay endpoints: connect, EHLO, QUIT."""
     complaints: ComplaintsConfig = Field(default_factory=ComplaintsConfig)
+    """How `smtp-balancer fbl` reads and counts spam complaints (ARF reports)."""
 
     @property
     def complaint_rules(self) -> list[RateRuleConfig]:

@@ -38,17 +38,25 @@ OVERFLOW_KEYWORDS = ("defer", "ignore_caps", "default")
 
 class PoolMember(Strict):
     endpoint: str
+    """An endpoint's name."""
     weight: int = Field(default=1, ge=0, le=MAX_WEIGHT)
+    """A relative integer: 1 and 2 send a third and two thirds; 0 takes it out."""
 
 
 class PoolConfig(Strict):
     endpoints: list[PoolMember] = Field(min_length=1)
+    """The pool's endpoints and their weights."""
     stickiness: Literal["none", "sender", "sender_domain", "sasl_username"] = "none"
+    """Keep one sender's (sender domain's, SASL user's) mail on the same endpoints: none, sender,
+    sender_domain or sasl_username."""
     spread: int = Field(default=1, ge=1, le=64)
+    """With stickiness: each key sticks to this many endpoints."""
     # defer | ignore_caps | default | pool:<name>
     overflow: str = "default"
+    """When every endpoint is capped, drained or suspended: defer, ignore_caps, default or pool:<name>."""
     # weights follow recent outcomes per provider (the `adaptive:` section)
     adaptive: bool = False
+    """Weights follow recent outcomes per provider (the adaptive: section)"""
 
     @field_validator("overflow")
     @classmethod
@@ -60,37 +68,59 @@ class PoolConfig(Strict):
 
 class RuleConfig(MatchConfig):
     name: Name
+    """The rule's name, in logs, metrics and experiments."""
     pool: str
+    """The pool its messages are routed through."""
 
 
 class ProviderConfig(Strict):
     domains: list[str] = Field(default_factory=list)
+    """Recipient domains of this provider."""
     mx_suffixes: list[str] = Field(default_factory=list)
+    """MX host name suffixes that mark a domain as this provider's."""
 
 
 class BalancerConfig(Strict):
     redis: RedisConfig = Field(default_factory=RedisConfig)
+    """Where the fleet's shared state lives: one Redis (or its Sentinel set) for every host."""
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    """How a decision is made: its time budget, and what happens without Redis."""
     policyd: PolicydConfig = Field(default_factory=PolicydConfig)
+    """The Postfix policy daemon (also answers Exim's ${readsocket})"""
     milter: MilterConfig = Field(default_factory=MilterConfig)
+    """The milter: content-aware routing and sendmail submissions."""
     exim: EximConfig = Field(default_factory=EximConfig)
+    """Settings for Exim hosts."""
     endpoints: dict[Name, EndpointConfig] = Field(min_length=1)
+    """Each endpoint by name (its Postfix transport name, [a-z0-9_-]+): a source IP, or a relay."""
     pools: dict[Name, PoolConfig] = Field(min_length=1)
+    """Named sets of endpoints with weights; rules route to a pool."""
     rules: list[RuleConfig] = Field(default_factory=list)
+    """First match wins; all given conditions must match; lists match any."""
     providers: dict[Name, ProviderConfig] = Field(default_factory=dict)
+    """Extends the built-in table: apple, comcast, fastmail, google, mailru, microsoft, proton,
+    united-internet, yahoo, yandex, zoho (and "other")"""
     mx_lookup: MxLookupConfig = Field(default_factory=MxLookupConfig)
+    """Providers of unknown recipient domains, from their MX hosts."""
     warmup_schedules: dict[Name, list[WarmupStep | int]] = Field(default_factory=dict)
+    """Add to the built-ins: standard, conservative, fast."""
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    """The feedback daemon: delivery outcomes read from the MTA log, and the rules that act on them."""
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
+    """Weight factors from recent outcomes, for pools with adaptive: true."""
     experiments: list[ExperimentConfig] = Field(default_factory=list, max_length=50)
+    """A/B tests of routing strategies."""
     requeue: RequeueConfig = Field(default_factory=RequeueConfig)
+    """Moving queued mail off ineligible routes."""
     # sender domains reported apart in metrics and `status` (a subdomain counts for
     # its parent); all others are grouped as "other"
     tenants: list[Domain] = Field(default_factory=list, max_length=200)
+    """Sender domains counted apart (subdomains too); the rest is "other"."""
     # domains this host (or fleet) receives mail for: local, virtual and relay (gateway)
     # domains, the return-path (DSN) and FBL domains. Mail to them is never routed;
     # ".example.com" covers the subdomains
     inbound_domains: list[InboundDomain] = Field(default_factory=list, max_length=100_000)
+    """Domains this host receives mail for: never routed."""
 
     @model_validator(mode="after")
     def _adaptive_window_kept(self) -> BalancerConfig:
