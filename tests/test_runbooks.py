@@ -29,6 +29,8 @@ AFTER: dict[str, Check] = {
     "smtp-balancer weight bulk out2 --reset": lambda r: r.hget("{sb}:pool:bulk:weights", "out2") is None,
     "smtp-balancer drain out1": lambda r: r.hget(STATE % "out1", "state") == "drained",
     "smtp-balancer undrain out1": lambda r: r.hget(STATE % "out1", "state") in (None, "active"),
+    "smtp-balancer drain --host mta1": lambda r: r.hget(STATE % "out1", "state") == "drained",
+    "smtp-balancer undrain --host mta1": lambda r: r.hget(STATE % "out1", "state") in (None, "active"),
     "smtp-balancer warmup hold out3": lambda r: r.hget("{sb}:warmup:out3", "hold") == "1",
     "smtp-balancer warmup release out3": lambda r: r.hget("{sb}:warmup:out3", "hold") is None,
     "smtp-balancer suspend out2 google": lambda r: 7000 < r.ttl("{sb}:suspend:out2:google") <= 7200,
