@@ -176,16 +176,18 @@ class Predecessor:
             for listener in server.servers:
                 listener.close()  # our descriptors only: the successor's keep listening
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + DRAIN_S
-            while server.open_connections and loop.time() < deadline:
+            started = loop.time()
+            deadline = started + DRAIN_S
+            # at least a moment, as at a stop: a connection accepted just before the close
+            # is still being set up (asyncio makes its transport in a task of its own)
+            while (server.open_connections or loop.time() < started + 0.1) and loop.time() < deadline:
                 for conn in list(server.open_connections):
                     sock = conn.detachable()
                     if sock is not None:
                         socket.send_fds(link, [CONNECTION], [sock.fileno()])
                         conn.let_go()
                         given += 1
-                if server.open_connections:
-                    await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)
             kept = len(server.open_connections)
             self.close_metrics()
             link.send(DONE)
