@@ -14,7 +14,8 @@ import yaml
 from integration.configs import BULK_HEADERS, CLASS_POOLS, ENDPOINT_IP
 from integration.daemons import decision_lines
 from integration.waits import MAIL_S, wait_until
-from integration.workloads import assert_counted_exactly
+from integration.workloads import assert_counted_exactly, counted_today
+from smtp_balancer.clock import utc_now
 
 BULK = BULK_HEADERS
 TX_IPS = {ENDPOINT_IP["out1"]}
@@ -184,3 +185,20 @@ def test_with_both_daemons_each_message_is_decided_once(mail_system):
     assert {m.peer_ip for m in got} <= set(ENDPOINT_IP.values())  # every message routed
     # a message decided twice would count 31 or more
     assert_counted_exactly(ms.rdb, ENDPOINT_IP, 30, [ms.policyd, ms.milter])
+
+
+def test_a_stopped_milter_gives_its_quota_leases_back(mail_system):
+    """SIGTERM stops the milter through libmilter's own signal thread: its quota leases
+    go back and its last counts are written. Before, another of its threads (the log
+    writer's, the engine's) could take the signal and end the process at once, leaving
+    every leased unit counted as used."""
+    today = utc_now().date().isoformat()
+    warm = {"endpoints": {ep: {"warmup": {"start": today, "schedule": [1000]}} for ep in ENDPOINT_IP}}
+    ms = mail_system(warm, milter=True, policy=False)
+    for i in range(10):
+        ms.sendmail("app@shop.test", [f"local{i}@example{i % 5}.test"], 200 + i)
+    got = ms.sink.wait_for(10, timeout=MAIL_S)
+    assert {m.peer_ip for m in got} <= set(ENDPOINT_IP.values())
+    assert counted_today(ms.rdb, ENDPOINT_IP) > 10  # leased ahead, as local decisions do
+    assert_counted_exactly(ms.rdb, ENDPOINT_IP, 10, [ms.milter])
+    assert "milter stopping: giving leases back" in ms.milter.log_path.read_text()

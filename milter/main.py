@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +86,18 @@ def bind_error(listen: str) -> OSError | None:
     return None
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def block_stop_signals() -> None:
+    """libmilter stops on SIGTERM, SIGINT and SIGHUP from a thread of its own that waits
+    for them; every other thread must block them, or the kernel may hand SIGTERM to one
+    (the log writer's, the engine's, the metrics server's) and end the process at once:
+    no lease given back, the last counts lost. Threads inherit the mask of the thread
+    that starts them, so this comes before any thread is started."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
 def run(config: BalancerConfig) -> int:
     cfg = config.milter
     address = libmilter_socket(cfg.listen)
@@ -105,6 +118,7 @@ def run(config: BalancerConfig) -> int:
         engine.spawn(StallWatch("milter").watch_loop())
 
     opening_then(cfg.listen, serving)
+    block_stop_signals()  # the CLI did already, before its log thread; a caller may not have
     serve_metrics(cfg.metrics_listen, log, "milter.metrics_listen")
     engine = ThreadedEngine(config)
     # as the policy daemon does: connect, load the script and take the first
@@ -120,5 +134,6 @@ def run(config: BalancerConfig) -> int:
     try:
         Milter.runmilter("smtp-balancer", address, cfg.timeout_s)
     finally:
+        log.info("milter stopping: giving leases back, writing the last counts")
         engine.close()
     return 0

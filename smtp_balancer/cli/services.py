@@ -101,8 +101,9 @@ def cmd_policyd(args: argparse.Namespace) -> int:
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
-    from smtp_balancer_milter.main import run
+    from smtp_balancer_milter.main import block_stop_signals, run
 
+    block_stop_signals()  # before the log writer's thread starts: it must not take SIGTERM
     _daemon_logs(args)
     return run(config_of(args))
 

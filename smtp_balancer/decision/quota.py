@@ -29,12 +29,6 @@ from smtp_balancer.state.keys import KeySchema
 LEASE_MAX = 100
 ARMS_MAX = 100_000  # arm records kept for Redis while it is away: one per experiment message
 EXHAUSTED_RECHECK_S = 30.0  # another daemon may give back units it leased
-# counter deltas (uncapped totals, provider fields, experiment counts) gate nothing: caps
-# are leased. They go to Redis with a give-back, or once this many decisions are in
-# them, or once the oldest has waited this long: one count.lua per decision for a fleet
-# of many lightly loaded deciders was most of Redis's work (make bench-fleet)
-COUNT_BATCH = 64
-COUNT_INTERVAL_S = 1.0
 
 
 def lease_size(day_cap: int | None, hour_cap: int | None, n: int) -> int:
@@ -88,8 +82,6 @@ class QuotaBook:
         self._givebacks: list[Giveback] = []
         # counter key -> field -> delta; bounded by endpoints x providers x live buckets
         self._counts: dict[str, dict[str, int]] = {}
-        self._counted = 0  # decisions in _counts
-        self._counts_since = 0.0  # monotonic: when the oldest delta in _counts came
         self._arms: list[tuple[str, str]] = []  # (queue id, "<experiment> <arm>") to record
 
     # -- decisions (any thread) ---------------------------------------------------
@@ -146,20 +138,13 @@ class QuotaBook:
                 if lease.remaining < lease.want // 2 + 1:
                     self._ask((endpoint, field), lease, units)  # refill before it runs out
             for key in (day_key, hour_key):
+                fields = self._counts.setdefault(key, {})
                 if not leased:  # a lease was added to the total when it was granted
-                    self._add(key, TOTAL, n)
+                    fields[TOTAL] = fields.get(TOTAL, 0) + n
                 for provider, count in providers:
                     if provider not in leased_providers:
-                        self._add(key, provider, count)
-            self._counted += 1
+                        fields[provider] = fields.get(provider, 0) + count
         return True
-
-    def _add(self, key: str, field: str, delta: int) -> None:
-        """A counter delta, under the lock."""
-        if not self._counts:
-            self._counts_since = self.clock.monotonic()
-        fields = self._counts.setdefault(key, {})
-        fields[field] = fields.get(field, 0) + delta
 
     def _current(
         self, scope: tuple[str, str], day: str, hour: str, day_cap: int | None, hour_cap: int | None
@@ -192,7 +177,8 @@ class QuotaBook:
         outcomes (the time: a run reset after it does not count them)."""
         key = self.keys.expstats(experiment, arm)
         with self._lock:
-            self._add(key, "decided", 1)
+            fields = self._counts.setdefault(key, {})
+            fields["decided"] = fields.get("decided", 0) + 1
             if queue_id:
                 self._arms.append((queue_id, f"{experiment} {arm} {int(wall)}"))
 
@@ -209,24 +195,12 @@ class QuotaBook:
             del self._arms[: max(0, len(self._arms) - ARMS_MAX)]
 
     # -- the engine's loop ---------------------------------------------------------
-    def take_work(
-        self, every_count: bool = True
-    ) -> tuple[list[Refill], list[Giveback], dict[str, dict[str, int]]]:
-        """What to send to Redis now: refills, givebacks and counter deltas. The deltas
-        only when due (``every_count`` False: see COUNT_BATCH), or with give-backs, which
-        go in the same count.lua call."""
+    def take_work(self) -> tuple[list[Refill], list[Giveback], dict[str, dict[str, int]]]:
+        """What to send to Redis now: refills, givebacks and counter deltas."""
         with self._lock:
             refills, self._refills = self._refills, []
             givebacks, self._givebacks = self._givebacks, []
-            due = (
-                every_count
-                or bool(givebacks)
-                or self._counted >= COUNT_BATCH
-                or self.clock.monotonic() - self._counts_since >= COUNT_INTERVAL_S
-            )
-            counts: dict[str, dict[str, int]] = {}
-            if due:
-                counts, self._counts, self._counted = self._counts, {}, 0
+            counts, self._counts = self._counts, {}
         return refills, givebacks, counts
 
     def granted(self, refill: Refill, units: int) -> None:
@@ -281,8 +255,9 @@ class QuotaBook:
         with self._lock:
             self._givebacks.extend(givebacks)
             for key, fields in counts.items():
+                mine = self._counts.setdefault(key, {})
                 for name, delta in fields.items():
-                    self._add(key, name, delta)
+                    mine[name] = mine.get(name, 0) + delta
 
     def give_back(
         self, endpoint: str, n: int, providers: Iterable[tuple[str, int]], day: str, hour: str

@@ -87,15 +87,14 @@ class LeaseService:
             except Exception:  # a bug must not end the rounds: counts would stop for good
                 log.exception("quota round failed")
 
-    async def round(self, last: bool = False, every_count: bool = False) -> None:
-        """Send lease refills, give-backs and counter deltas (those due, or ``every_count``);
-        keep what Redis did not take. ``last``: at a stop, everything, breaker or not.
+    async def round(self, last: bool = False) -> None:
+        """Send lease refills, give-backs and counter deltas; keep what Redis did not take.
 
         Every reply is settled by a callback whenever it arrives, also after this round
         stopped waiting (its timeout): a grant Redis made is recorded or given back,
         never dropped, so a slow reply leaves no unit counted and unused."""
         book, keys, channel = self.book, self.keys, self.channel
-        refills, givebacks, counts = book.take_work(every_count=last or every_count)
+        refills, givebacks, counts = book.take_work()
         rate_refills, rate_givebacks = book.rates.take_work()
         arms = book.take_arms()
         if not (refills or givebacks or counts or rate_refills or rate_givebacks or arms):

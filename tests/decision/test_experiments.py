@@ -195,7 +195,7 @@ async def test_a_running_experiment_routes_each_arm_through_its_pool_and_records
         for i in range(2_000):
             d = await engine.decide(Facts(recipients=(f"u{i}@x.test",), queue_id=f"Q{i + 1:05X}"))
             seen[(d.arm, d.endpoint)] += 1
-        await engine.leases.round(every_count=True)  # write the records and counts now
+        await engine.leases.round()  # write the records and counts now
     finally:
         await engine.aclose()
     assert before.arm is None  # not started: the rule's own pool

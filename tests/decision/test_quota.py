@@ -148,31 +148,3 @@ def test_a_provider_cap_has_its_own_lease_and_its_field_is_not_counted_twice():
     assert not book.take("out3", 2, (("google", 2),), DAY, HOUR, False, frozenset({"google"}))  # spent
     book.give_back_all()
     assert book.take_work()[1] == []  # nothing left to give back
-
-
-def test_counter_deltas_wait_for_a_batch_a_second_or_a_give_back():
-    """Deltas gate nothing (caps are leased): a lightly loaded decider sends them once a
-    second, a busy one every COUNT_BATCH decisions, and any give-back takes them along."""
-    from smtp_balancer.decision.quota import COUNT_BATCH, COUNT_INTERVAL_S
-
-    clock = Clock()
-    book = QuotaBook(KeySchema(), clock)
-    key = "{sb}:count:out1:day:20261124"
-    assert book.take("out1", 1, (("google", 1),), DAY, HOUR, leased=False)
-    assert book.take_work(every_count=False)[2] == {}  # held
-    clock.now += COUNT_INTERVAL_S - 0.01
-    assert book.take_work(every_count=False)[2] == {}
-    clock.now += 0.01  # the oldest delta waited a second
-    assert book.take_work(every_count=False)[2][key] == {"total": 1, "google": 1}
-    for _ in range(COUNT_BATCH - 1):
-        assert book.take("out1", 1, (("google", 1),), DAY, HOUR, leased=False)
-    assert book.take_work(every_count=False)[2] == {}
-    assert book.take("out1", 1, (("google", 1),), DAY, HOUR, leased=False)  # the batch is full
-    assert book.take_work(every_count=False)[2][key] == {"total": COUNT_BATCH, "google": COUNT_BATCH}
-    assert book.take("out1", 1, (("google", 1),), DAY, HOUR, leased=False)
-    book.give_back("out2", 1, (), DAY, HOUR)
-    _, givebacks, counts = book.take_work(every_count=False)
-    assert givebacks and counts[key] == {"total": 1, "google": 1}  # along with the give-back
-    book.restore([], counts)  # not sent: kept, and due as soon as they are old enough
-    assert book.take_work(every_count=False)[2] == {}
-    assert book.take_work()[2][key] == {"total": 1, "google": 1}  # at a stop, everything

@@ -504,7 +504,7 @@ def test_a_threaded_caller_that_gave_up_leaves_nothing_counted(make_config, rdb,
         # the give-back goes out with a lease round (the service's own, or this one)
         deadline = time.monotonic() + 10
         while counted() != 1 and time.monotonic() < deadline:
-            engine.run(engine.engine.leases.round(every_count=True), 2.0)
+            engine.run(engine.engine.leases.round(), 2.0)
             time.sleep(0.02)
         assert counted() == 1
     finally:

@@ -399,7 +399,7 @@ async def test_an_exim_route_decided_after_exim_gave_up_is_given_back(make_confi
         for _ in range(500):
             if counted() == 1:
                 break
-            await engine.leases.round(every_count=True)
+            await engine.leases.round()
             await asyncio.sleep(0.01)
         assert counted() == 1  # the second message only
     finally:
@@ -467,7 +467,7 @@ async def test_a_daemon_stopped_between_its_check_and_its_decision_gives_the_rou
             for r in caplog.records
         )
         for _ in range(500):  # the give-back goes out with a lease round
-            await engine.leases.round(every_count=True)
+            await engine.leases.round()
             if counted() == 1:
                 break
             await asyncio.sleep(0.01)

@@ -214,7 +214,7 @@ async def test_a_moved_message_keeps_the_arm_its_first_decision_recorded(
     queue.add("Q1", queued("a@shop.test", "out2:", "g1@gmail.com"))
     await sweeper.sweep(limit=100)
     decision = await engine.decide(Facts(recipients=("g2@gmail.com",), queue_id="Q2"))
-    await engine.leases.round(every_count=True)  # the records and counts the decisions noted
+    await engine.leases.round()  # the records and counts the decisions noted
     assert queue.requeued == ["Q1"] and rdb.hget("{sb}:pin:g1@gmail.com", "endpoint") in ("out1", "out3")
     assert rdb.get("{sb}:arm:Q1") == "ab a 1700000000"
     # a first decision records its arm (the experiment is in force): only that one counts

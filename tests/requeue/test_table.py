@@ -144,6 +144,6 @@ async def test_a_rerouted_message_keeps_the_arm_its_first_decision_recorded(expe
     rdb.set("{sb}:requeue:out2:google", "suspended by cli", ex=600)
     table = RouteTable(engine, 2.0)
     assert (await ask(table, "reroute", "out2 60 1tAbCd-000123-AB a@gmail.com")) in ("OK out1:", "OK out3:")
-    await engine.leases.round(every_count=True)
+    await engine.leases.round()
     assert rdb.get("{sb}:arm:1tAbCd-000123-AB") == "ab b 1700000000"
     assert not rdb.keys("{sb}:expstats:*")  # not decided again in its arm
