@@ -109,8 +109,8 @@ async def serve(config: BalancerConfig, path: str, control: int | None = None) -
             server.adopt(socket.socket(fileno=control), stop.set)
             loop.add_signal_handler(signal.SIGUSR2, lambda: log.warning(NO_HANDOVER))
         else:
-            successor = Predecessor(server, stop, lambda: close_metrics(), notifier.retire)
-            loop.add_signal_handler(signal.SIGUSR2, lambda: background(successor.hand_over()))
+            handover = Predecessor(server, stop, lambda: close_metrics(), notifier.retire)
+            loop.add_signal_handler(signal.SIGUSR2, lambda: background(handover.hand_over()))
         # a worker's; or a lone daemon's whose environment asks for multiprocess metrics
         beat = loop.create_task(worker_beat(server)) if control is not None or MULTIPROCESS else None
         await stop.wait()
