@@ -28,7 +28,8 @@ END = "<!-- end of generated text -->"
 # -- metrics -------------------------------------------------------------------------
 METRIC_GROUPS = (
     (
-        "Every decider: the policy daemon, the milter, the requeue and table daemons",
+        "Every decider (the policy daemon, the milter, the requeue and table daemons);"
+        " the stall metrics come from the feedback daemon too",
         ("smtp_balancer.observe.metrics", "smtp_balancer.observe.stalls", "smtp_balancer.engine.plumbing"),
     ),
     ("The policy daemon", ("policyd.metrics",)),
