@@ -8,16 +8,22 @@ from smtp_balancer.decision.facts import Decision, Facts, Route, new_decision_id
 from smtp_balancer.observe.decision_log import FIELDS, log_decision
 
 
-def test_decision_line_names_the_decision_and_the_queue_id(caplog):
-    decision = Decision(
+def routed(decision_id: str, **more: str) -> Decision:
+    """A route to out2 by the rule news in the pool bulk; ``more``: experiment and arm."""
+    return Decision(
         outcome="route",
         reason="weighted draw",
         route=Route("out2"),
         endpoint="out2",
         pool="bulk",
         rule="news",
-        decision_id="0123456789abcdef",
+        decision_id=decision_id,
+        **more,  # type: ignore[arg-type]
     )
+
+
+def test_decision_line_names_the_decision_and_the_queue_id(caplog):
+    decision = routed("0123456789abcdef")
     facts = Facts(sender="a@shop.test", recipients=("x@gmail.com", "y@yahoo.com"), queue_id="4XyZ1")
     with caplog.at_level(logging.INFO, logger="smtp_balancer.decision"):
         log_decision("policyd", facts, decision, action="FILTER out2:")
@@ -52,17 +58,7 @@ def test_decision_ids_are_16_hex_digits_and_distinct():
 def test_the_documented_fields_are_those_of_a_full_line(caplog):
     """FIELDS (which docs/reference/logs.md is generated from) names each field a line
     can carry: an experiment's message decided by the policy daemon for Exim has all."""
-    decision = Decision(
-        outcome="route",
-        reason="weighted draw",
-        route=Route("out2"),
-        endpoint="out2",
-        pool="bulk",
-        rule="news",
-        decision_id=new_decision_id(),
-        experiment="ab",
-        arm="a",
-    )
+    decision = routed(new_decision_id(), experiment="ab", arm="a")
     facts = Facts(sender="a@shop.test", recipients=("x@gmail.com",), queue_id="4XyZ1")
     with caplog.at_level(logging.INFO, logger="smtp_balancer.decision"):
         log_decision("policyd", facts, decision, action="FILTER out2:", message_class="bulk")
