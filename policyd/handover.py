@@ -31,10 +31,11 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 
 from policyd import metrics
 from policyd.server import DRAIN_S, PolicyServer
+from policyd.transport import PolicyConnection
 from policyd.worker_link import adopt
 from smtp_balancer.observe.metrics import ListenError
 
@@ -66,12 +67,12 @@ def successor_env(env: Mapping[str, str], fd: int) -> dict[str, str]:
     return out
 
 
-def handover_link(env: Mapping[str, str] = os.environ) -> socket.socket | None:
+def handover_link(env: MutableMapping[str, str] = os.environ) -> socket.socket | None:
     """In a successor: its line to the daemon it takes over from; None otherwise."""
     text = env.get(HANDOVER_ENV, "")
     if not (text.isascii() and text.isdigit()):
         return None
-    os.environ.pop(HANDOVER_ENV, None)  # not for a successor of our own
+    env.pop(HANDOVER_ENV, None)  # not for a successor of our own
     link = socket.socket(fileno=int(text))
     os.set_inheritable(link.fileno(), False)
     return link
@@ -167,6 +168,15 @@ class Predecessor:
     async def _give(self, link: socket.socket, proc: subprocess.Popen[bytes]) -> None:
         server = self.server
         given = 0
+
+        def give(conn: PolicyConnection) -> None:
+            nonlocal given
+            sock = conn.detachable()
+            if sock is not None:
+                socket.send_fds(link, [CONNECTION], [sock.fileno()])
+                conn.let_go()
+                given += 1
+
         try:
             # blocking sends, bounded: thousands of descriptors may outrun the successor's reads
             link.settimeout(ACK_WITHIN_S)
@@ -175,19 +185,7 @@ class Predecessor:
                     socket.send_fds(link, [LISTENER], [sock.fileno()])
             for listener in server.servers:
                 listener.close()  # our descriptors only: the successor's keep listening
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            deadline = started + DRAIN_S
-            # at least a moment, as at a stop: a connection accepted just before the close
-            # is still being set up (asyncio makes its transport in a task of its own)
-            while (server.open_connections or loop.time() < started + 0.1) and loop.time() < deadline:
-                for conn in list(server.open_connections):
-                    sock = conn.detachable()
-                    if sock is not None:
-                        socket.send_fds(link, [CONNECTION], [sock.fileno()])
-                        conn.let_go()
-                        given += 1
-                await asyncio.sleep(0.005)
+            await server.let_go_of_connections(give, DRAIN_S, 0.005)
             kept = len(server.open_connections)
             self.close_metrics()
             link.send(DONE)

@@ -207,9 +207,24 @@ class PolicyServer:
     async def drain(self, grace_s: float = DRAIN_S) -> None:
         """With the listeners closed: answer what the open connections already sent, and
         close each as soon as it has nothing unanswered. A connection accepted just
-        before a stop, its request not read yet, is answered rather than reset; Postfix
-        reconnects the idle ones to the next process (one that holds the socket
-        systemd passed)."""
+        before a stop, its request not read yet, is answered rather than reset. Postfix
+        reconnects the idle ones to the next process after its retry delay (1 s): a
+        handover (policyd/handover.py) passes them on instead."""
+
+        def close_settled(conn: PolicyConnection) -> None:
+            if conn.settled():
+                conn.close()
+
+        await self.let_go_of_connections(close_settled, grace_s, 0.01)
+        for conn in list(self.open_connections):
+            conn.close()
+
+    async def let_go_of_connections(
+        self, step: Callable[[PolicyConnection], None], grace_s: float, poll_s: float
+    ) -> None:
+        """With the listeners closed: ``step`` each open connection every ``poll_s`` until
+        none is left or ``grace_s`` has passed (it closes one, or hands it over, once it
+        can: ``drain``, policyd/handover.py)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + grace_s
@@ -217,11 +232,8 @@ class PolicyServer:
         # set up (asyncio makes their transports in tasks of their own)
         while (self.open_connections or loop.time() < started + 0.1) and loop.time() < deadline:
             for conn in list(self.open_connections):
-                if conn.settled():
-                    conn.close()
-            await asyncio.sleep(0.01)
-        for conn in list(self.open_connections):
-            conn.close()
+                step(conn)
+            await asyncio.sleep(poll_s)
 
     def connection_protocol(self) -> PolicyConnection:
         return PolicyConnection(self)
