@@ -14,6 +14,7 @@ from integration.configs import ENDPOINT_IP
 from integration.sink import Received
 from integration.waits import MAIL_S, WaitTimeout, wait_until
 from smtp_balancer.clock import TEST_TIME_ENV, utc_now
+from smtp_balancer.decision.rates import window_count
 
 OUT2, OUT3 = ENDPOINT_IP["out2"], ENDPOINT_IP["out3"]
 DOMAINS = ["gmail.com", "googlemail.com", "yahoo.com", "outlook.com"]
@@ -64,8 +65,7 @@ def _wall_minute(m: Received, offset: float) -> int:
 
 def _in_window(ms) -> int:
     """out2 x google messages routed in the last minute, by the rate cap's own count."""
-    now_ms = time.time() * 1000
-    return ms.rdb.zcount("{sb}:rate:out2:google", f"({now_ms - 60_000}", "+inf")
+    return window_count(ms.rdb.hgetall("{sb}:ratesec:out2:google"), time.time())
 
 
 def _wait_for_second(second: float) -> None:

@@ -1,25 +1,29 @@
 """Rate-cap slots leased for local decisions, sans I/O.
 
 A rate cap (``endpoints.*.rate_caps``) allows so many messages per endpoint and
-provider in any 60 s, fleet-wide. ``state/rate_lease.lua`` reserves a few slots
-at a time in the cap's sorted set, each scored at the end of its short validity
-(``SLOT_S``); local decisions spend them without a round trip until then. What
-is left when they expire is given back (ZREM), so a daemon that stops sending
-frees the capacity at once. When no slot is held, the same draw goes to
-select.lua (``NeedRedis``), which counts against the same set.
+provider in any 60 s, fleet-wide. Its window (``state/window.lua``) counts messages
+per whole second. ``state/rate_lease.lua`` reserves a few slots at a time, counted
+at the second their short validity (``SLOT_S``) ends; local decisions spend them
+without a round trip until then. What is left when they expire is given back at
+that second (``state/rate_return.lua``), so a daemon that stops sending frees the
+capacity at once. When no slot is held, the same draw goes to select.lua
+(``NeedRedis``), which counts against the same window.
 
 Thread-safe: the milter's threads take from it while the engine's loop refills it.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.decision.choice import NeedRedis
+from smtp_balancer.state.keys import RATE_WINDOW_S
+from smtp_balancer.state.values import COUNT_DIGITS, parse_int, text_of
 
 SLOT_S = 1.0  # a leased slot must be spent within this long
 LEASE_MAX = 2000
@@ -32,10 +36,39 @@ def rate_lease_size(cap: int) -> int:
     return max(1, min(LEASE_MAX, cap // 120))
 
 
+def lease_second(wall: float) -> int:
+    """The second a lease asked for at ``wall`` (the decider's clock) counts its slots
+    at: where their validity ends, so no message is counted before it happened."""
+    return math.floor(wall + SLOT_S)
+
+
+def rate_second(wall: float) -> int:
+    """The second select.lua counts a message it routed at ``wall`` at."""
+    return math.floor(wall)
+
+
+def window_count(fields: Mapping[Any, Any], now: float) -> int:
+    """The messages a rate cap's window (its hash's fields, as read) holds at ``now``:
+    from the seconds themselves, as ``window.lua`` counts them after a hand edit."""
+    low = rate_second(now) - RATE_WINDOW_S
+    total = 0
+    for name, value in fields.items():
+        second, count = parse_int(text_of(name), COUNT_DIGITS), parse_int(text_of(value), COUNT_DIGITS)
+        if second is not None and count is not None and second >= low:
+            total += max(0, count)
+    return total
+
+
+@dataclass
+class LeaseBatch:
+    expires: float  # monotonic: the end of the slots' validity
+    second: int  # the window's second they count at
+    unspent: int
+
+
 @dataclass
 class RateLease:
-    # granted batches, oldest first: [end of validity (monotonic), unspent slot names]
-    batches: list[tuple[float, list[str]]] = field(default_factory=list)
+    batches: list[LeaseBatch] = field(default_factory=list)  # granted, oldest first
     exhausted_until: float = 0.0
     asking: bool = False
     cap: int = 0  # as configured, for the next refill
@@ -43,7 +76,7 @@ class RateLease:
 
     @property
     def slots(self) -> int:
-        return sum(len(names) for _, names in self.batches)
+        return sum(b.unspent for b in self.batches)
 
 
 @dataclass(frozen=True)
@@ -52,7 +85,6 @@ class RateRefill:
     scope: str  # a provider, or "all"
     want: int
     cap: int
-    name: str  # the prefix of the slots' names
     asked_at: float  # monotonic, when asked: validity counts from the request
 
 
@@ -60,7 +92,8 @@ class RateRefill:
 class RateGiveback:
     endpoint: str
     scope: str
-    slots: tuple[str, ...]
+    second: int  # the window's second they were counted at
+    slots: int
 
 
 class RateBook:
@@ -70,8 +103,6 @@ class RateBook:
         self._leases: dict[tuple[str, str], RateLease] = {}
         self._refills: list[RateRefill] = []
         self._givebacks: list[RateGiveback] = []
-        self._id = os.urandom(4).hex()
-        self._seq = 0
 
     def check(self, endpoint: str, scope: str, cap: int) -> str | None:
         """None when a slot is held; why not when the window is known full. Raises
@@ -97,14 +128,14 @@ class RateBook:
                     return False
             for s, lease in zip(scopes, leases, strict=True):
                 batches = lease.batches
-                names = batches[0][1]
-                names.pop()
-                if not names:
+                batches[0].unspent -= 1
+                if not batches[0].unspent:
                     del batches[0]
                 if lease.asking:
                     continue
                 # ask ahead: the newest batch half spent, or half its validity gone
-                if not batches or len(batches[-1][1]) <= lease.want // 2 or batches[-1][0] - now < SLOT_S / 2:
+                newest = batches[-1] if batches else None
+                if newest is None or newest.unspent <= lease.want // 2 or newest.expires - now < SLOT_S / 2:
                     self._ask(endpoint, s, lease.cap, lease, now)
         return True
 
@@ -113,8 +144,9 @@ class RateBook:
         if lease is None:
             lease = self._leases[scope] = RateLease()
         batches = lease.batches
-        while batches and batches[0][0] <= now:
-            self._givebacks.append(RateGiveback(*scope, tuple(batches.pop(0)[1])))
+        while batches and batches[0].expires <= now:
+            gone = batches.pop(0)
+            self._givebacks.append(RateGiveback(*scope, gone.second, gone.unspent))
         return lease
 
     def _ask(self, endpoint: str, scope: str, cap: int, lease: RateLease, now: float) -> None:
@@ -122,9 +154,7 @@ class RateBook:
             return
         lease.asking = True
         lease.want = rate_lease_size(cap)
-        self._seq += 1
-        name = f"{self._id}.{self._seq}"
-        self._refills.append(RateRefill(endpoint, scope, lease.want, cap, name, now))
+        self._refills.append(RateRefill(endpoint, scope, lease.want, cap, now))
 
     # -- the engine's loop ---------------------------------------------------------
     def take_work(self) -> tuple[list[RateRefill], list[RateGiveback]]:
@@ -136,12 +166,12 @@ class RateBook:
             givebacks, self._givebacks = self._givebacks, []
         return refills, givebacks
 
-    def granted(self, refill: RateRefill, units: int) -> None:
+    def granted(self, refill: RateRefill, units: int, second: int) -> None:
+        """``units`` slots granted, counted at ``second`` (``lease_second``)."""
         now = self.clock.monotonic()
         with self._lock:
             lease = self._leases.setdefault((refill.endpoint, refill.scope), RateLease())
             lease.asking = False
-            names = [f"{refill.name}:{i}" for i in range(1, units + 1)]
             if units <= 0:
                 # the window was full when asked, not now: a refusal that took long to
                 # arrive (a busy host, a clock moved on) must not hold the endpoint out
@@ -149,9 +179,9 @@ class RateBook:
                 return
             expires = refill.asked_at + SLOT_S
             if expires <= now:  # granted too late to use: straight back
-                self._givebacks.append(RateGiveback(refill.endpoint, refill.scope, tuple(names)))
+                self._givebacks.append(RateGiveback(refill.endpoint, refill.scope, second, units))
                 return
-            lease.batches.append((expires, names))
+            lease.batches.append(LeaseBatch(expires, second, units))
             lease.exhausted_until = 0.0
 
     def refill_failed(self, refills: Iterable[RateRefill]) -> None:
@@ -161,15 +191,15 @@ class RateBook:
                 if lease is not None:
                     lease.asking = False
 
-    def give_back(self, endpoint: str, scopes: Iterable[str], name: str) -> None:
-        """Take a message's entry out of its windows (one counted for mail that left
-        by another route)."""
+    def give_back(self, endpoint: str, scopes: Iterable[str], second: int) -> None:
+        """Take a message out of its windows (one counted at ``second`` for mail that
+        left by another route)."""
         with self._lock:
-            self._givebacks += [RateGiveback(endpoint, scope, (name,)) for scope in scopes]
+            self._givebacks += [RateGiveback(endpoint, scope, second, 1) for scope in scopes]
 
     def give_back_all(self) -> None:
         with self._lock:
             for scope, lease in self._leases.items():
-                for _, names in lease.batches:
-                    self._givebacks.append(RateGiveback(*scope, tuple(names)))
+                for batch in lease.batches:
+                    self._givebacks.append(RateGiveback(*scope, batch.second, batch.unspent))
             self._leases.clear()

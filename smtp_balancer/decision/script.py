@@ -106,11 +106,6 @@ class ScriptCodec:
         return planner.routed(draw, stage, _text(endpoint), reason, verdicts=verdicts), junk
 
 
-def rate_member(draw: Draw) -> str:
-    """The name select.lua gives this draw's entry in a rate window (its header's r and now)."""
-    return f"{draw.r!r}@{draw.wall!r}"
-
-
 def _provider_caps(caps: Caps) -> dict[str, list[int]]:
     return {p: [day, -1 if hour is None else hour] for p, (day, hour) in caps.providers.items()}
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from smtp_balancer.decision.draw import Draw
 from smtp_balancer.decision.facts import Decision
 from smtp_balancer.decision.quota import QuotaBook
-from smtp_balancer.decision.script import rate_member
+from smtp_balancer.decision.rates import rate_second
 
 log = logging.getLogger("smtp_balancer.engine")
 
@@ -25,7 +25,7 @@ def give_back(book: QuotaBook, draw: Draw, endpoint: str, rates: bool = True) ->
     book.give_back(endpoint, draw.facts.quota_count, draw.provider_counts, day, hour)
     scopes = draw.caps[endpoint].rate_scopes(draw.providers) if rates and endpoint in draw.caps else ()
     if scopes:
-        book.rates.give_back(endpoint, scopes, rate_member(draw))
+        book.rates.give_back(endpoint, scopes, rate_second(draw.wall))
 
 
 def unless_gone(

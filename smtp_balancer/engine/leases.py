@@ -18,7 +18,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from smtp_balancer.decision.quota import Giveback, QuotaBook, Refill
-from smtp_balancer.decision.rates import SLOT_S, RateGiveback, RateRefill
+from smtp_balancer.decision.rates import SLOT_S, RateGiveback, RateRefill, lease_second
 from smtp_balancer.decision.script import StateJunk
 from smtp_balancer.engine.breaker import Breaker
 from smtp_balancer.engine.junk import JunkReporter
@@ -106,7 +106,7 @@ class LeaseService:
         try:
             await channel.ensure()
             if self._reload:
-                for script in (scripts.LEASE, scripts.COUNT, scripts.RATE_LEASE, scripts.ARMS):
+                for script in scripts.LEASE_ROUND:
                     await channel.load_script(script)
                 self._reload = False
         except BaseException:
@@ -211,27 +211,33 @@ class LeaseService:
     def _send_rates(
         self, refills: list[RateRefill], givebacks: list[RateGiveback]
     ) -> list[asyncio.Future[Any]]:
-        """Lease rate-cap slots and give back the expired ones (a give-back that fails
-        only leaves the window fuller than it is, for at most a minute)."""
-        now_ms = self.book.clock.wall() * 1000
+        """Lease rate-cap slots and give back the expired ones, in one call (a give-back
+        that fails only leaves the window fuller than it is, for at most a minute)."""
+        wall = self.book.clock.wall()
+        second = lease_second(wall)
         sent = [
             self._send(
                 scripts.RATE_LEASE,
                 [self.keys.rate(r.endpoint, r.scope), self.keys.slow(r.endpoint, r.scope)],
-                [r.want, r.cap, repr(now_ms), int(SLOT_S * 1000), r.name],
-                partial(self._rate_leased, r),
+                [r.want, r.cap, repr(wall * 1000), second],
+                partial(self._rate_leased, r, second),
             )
             for r in refills
         ]
-        for g in givebacks:
-            fut = self.channel.remove_now(self.keys.rate(g.endpoint, g.scope), g.slots)
-            fut.add_done_callback(self._outcome)
-            sent.append(fut)
+        if givebacks:
+            keys = [self.keys.rate(g.endpoint, g.scope) for g in givebacks]
+            args = [x for g in givebacks for x in (g.second, g.slots)]
+            sent.append(self._send(scripts.RATE_RETURN, keys, args, self._rate_returned))
         return sent
 
-    def _rate_leased(self, refill: RateRefill, units: Any) -> None:
+    @staticmethod
+    def _rate_returned(reply: Any) -> None:
+        if isinstance(reply, BaseException):
+            log.debug("rate slots not given back: %s", reply)
+
+    def _rate_leased(self, refill: RateRefill, second: int, units: Any) -> None:
         if isinstance(units, int):
-            self.book.rates.granted(refill, units)
+            self.book.rates.granted(refill, units, second)
         else:
             self.book.rates.refill_failed([refill])
             log.debug("rate slots not leased: %s", units)

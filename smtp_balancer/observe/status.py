@@ -16,10 +16,11 @@ import redis
 from smtp_balancer.clock import SYSTEM, Clock, utc_now
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import OTHER
+from smtp_balancer.decision.rates import window_count
 from smtp_balancer.decision.warmup import Caps, CapsTable
 from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.factors import Factors, Standing, strings_with_ttl
-from smtp_balancer.state.keys import RATE_WINDOW_S, KeySchema, day_bucket, hour_bucket
+from smtp_balancer.state.keys import KeySchema, day_bucket, hour_bucket
 from smtp_balancer.state.live import parse_warmup, returns_at
 from smtp_balancer.state.status_reads import StatusReads
 from smtp_balancer.state.values import (
@@ -233,12 +234,10 @@ class StatusReader:
             limit.day_count, limit.hour_count = _count(day_raw), _count(hour_raw)
         rated = [limit for limit in out if limit.rate_cap is not None]
         pairs = [(limit.endpoint, limit.provider) for limit in rated]
-        window_start = self.clock.wall() * 1000 - RATE_WINDOW_S * 1000
-        for limit, (count, slow_raw, ttl) in zip(
-            rated, self.reads.rate_windows(pairs, window_start), strict=True
-        ):
+        wall = self.clock.wall()
+        for limit, (window, slow_raw, ttl) in zip(rated, self.reads.rate_windows(pairs), strict=True):
             slow = text_of(slow_raw)
-            limit.rate_count = count if isinstance(count, int) else None
+            limit.rate_count = window_count(window, wall) if isinstance(window, dict) else None
             limit.slow_factor = parse_throttle(slow)
             if limit.slow_factor is not None:
                 limit.slow_ttl_s = ttl if isinstance(ttl, int) else 0

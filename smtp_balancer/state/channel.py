@@ -307,10 +307,6 @@ class ScriptChannel:
         """``send_script`` over the open connection (``ensure`` first)."""
         return self.send_now("EVALSHA", script.sha, len(keys), *keys, *args)
 
-    def remove_now(self, key: str, members: Sequence[Any]) -> asyncio.Future[Any]:
-        """ZREM ``members`` from the sorted set ``key`` over the open connection."""
-        return self.send_now("ZREM", key, *members)
-
     async def ping(self) -> None:
         await self.call("PING")
 

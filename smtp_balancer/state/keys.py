@@ -66,7 +66,7 @@ LUA_CONSTANTS = {
     "DAY_TTL_S": DAY_TTL_S,
     "HOUR_TTL_S": HOUR_TTL_S,
     "MINUTE_S": MINUTE_S,
-    "RATE_WINDOW_MS": RATE_WINDOW_S * 1000,
+    "RATE_WINDOW_S": RATE_WINDOW_S,
 }
 
 
@@ -193,9 +193,11 @@ class KeySchema:
         return scoped_pattern(self.adaptive_prefix(), endpoint)
 
     def rate(self, endpoint: str, provider: str) -> str:
-        """[sorted set] the messages routed in the last minute for a rate cap (score: the decider's
-        epoch milliseconds); provider `all` counts every message; written by `select.lua`"""
-        return f"{self.base}:rate:{endpoint}:{provider}"
+        """[hash] a rate cap's window: messages routed per epoch second (`<second>`), their `sum`
+        and the oldest second it holds (`low`); provider `all` counts every message; written
+        by `select.lua` and the deciders' rate leases (`window.lua`). It replaced the sorted
+        set `rate:<endpoint>:<provider>`, whose size grew with the cap"""
+        return f"{self.base}:ratesec:{endpoint}:{provider}"
 
     def slow(self, endpoint: str, provider: str) -> str:
         """[string + TTL] `"<factor> <reason>"`: the rate cap for that provider is `factor` of the

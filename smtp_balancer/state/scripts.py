@@ -45,12 +45,16 @@ def load(
 
 
 VALUES = load("values.lua")
-SELECT = load("select.lua", with_values=True)
+# window.lua: a rate cap's per-second window, which these three count in
+SELECT = load("select.lua", with_values=True, prelude="window.lua")
 LEASE = load("lease.lua", with_values=True)
-RATE_LEASE = load("rate_lease.lua", with_values=True)
+RATE_LEASE = load("rate_lease.lua", with_values=True, prelude="window.lua")
+RATE_RETURN = load("rate_return.lua", prelude="window.lua")
 ARMS = load("arms.lua")
 COUNT = load("count.lua", with_values=True)
 # the rules' scripts: act.lua, the actions both share, goes first
 HIT = load("hit.lua", prelude="act.lua")
 RATE = load("rate.lua", prelude="act.lua")
 HEALTH = load("health.lua")
+# what a decider's lease round sends (engine/leases.py)
+LEASE_ROUND = (LEASE, COUNT, RATE_LEASE, RATE_RETURN, ARMS)

@@ -28,8 +28,6 @@ local base, commit, explain, r, n, day, hour, now_s, deadline =
   string.match(ARGV[1], '^(%S+) (%d) (%d) (%S+) (%d+) (%d+) (%d+) (%S+) (%S+)$')
 commit = commit == '1'
 explain = explain == '1'
--- a message's entry in a rate window, named as the decider can name it to give it back
-local rate_member = r .. '@' .. now_s
 r = tonumber(r)
 n = tonumber(n)
 now_s = tonumber(now_s)
@@ -68,7 +66,7 @@ local function read_count(key, fld)
   return c
 end
 
-local now_ms = now_s * 1000
+local now_sec = math.floor(now_s)
 
 -- a `slow` action's factor on a rate cap ("<factor> <reason>", with a TTL), 1 = none
 local function slow_of(key)
@@ -234,7 +232,7 @@ local function cap_block(st)
       cap = math.max(1, math.floor(cap * f))
       slowed = ' (slowed to ' .. f .. ')'
     end
-    local used = redis.call('ZCOUNT', base .. 'rate:' .. st.name .. ':' .. scope, '(' .. (now_ms - RATE_WINDOW_MS), '+inf')
+    local used = sb_window_used(base .. 'ratesec:' .. st.name .. ':' .. scope, now_sec)
     if used + 1 > cap then return scope .. ' rate cap ' .. used .. '/' .. cap .. ' a minute' .. slowed end
   end
   return false
@@ -415,10 +413,8 @@ if commit then
   end
   -- one message per rate scope, also when the overflow policy ignored the caps
   for _, scope in ipairs(rate_scopes(chosen_st)) do
-    local rkey = base .. 'rate:' .. chosen_name .. ':' .. scope
-    redis.call('ZREMRANGEBYSCORE', rkey, '-inf', now_ms - RATE_WINDOW_MS)
-    redis.call('ZADD', rkey, now_ms, rate_member)
-    redis.call('PEXPIRE', rkey, 2 * RATE_WINDOW_MS)
+    -- at the second of the decider's clock, where it gives a message back (rate_second)
+    sb_window_add(base .. 'ratesec:' .. chosen_name .. ':' .. scope, now_sec, now_sec, 1)
   end
 end
 return {'ok', chosen_stage, chosen_name, chosen_w, junk, verdicts}

@@ -53,16 +53,14 @@ class StatusReads:
         replies = pipe.execute(raise_on_error=False)
         return list(zip(replies[::2], replies[1::2], strict=True))
 
-    def rate_windows(
-        self, pairs: Sequence[tuple[str, str]], since_ms: float
-    ) -> list[tuple[object, object, object]]:
-        """Each rate-capped (endpoint, provider)'s messages since ``since_ms`` (epoch ms),
-        and its slow-down factor's value and TTL."""
+    def rate_windows(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[object, object, object]]:
+        """Each rate-capped (endpoint, provider)'s window (its seconds, as a hash), and
+        its slow-down factor's value and TTL."""
         if not pairs:
             return []
         pipe = self.r.pipeline(transaction=False)
         for ep, provider in pairs:
-            pipe.zcount(self.keys.rate(ep, provider), f"({since_ms}", "+inf")
+            pipe.hgetall(self.keys.rate(ep, provider))
             pipe.get(self.keys.slow(ep, provider))
             pipe.ttl(self.keys.slow(ep, provider))
         replies = pipe.execute(raise_on_error=False)

@@ -319,9 +319,9 @@ def test_status_shows_provider_caps_rate_caps_and_a_slow(make_config, tmp_path: 
             }
         }
     )
-    now_ms = CLOCK.wall() * 1000
+    now_s = int(CLOCK.wall())
     rdb.hset("{sb}:count:out3:day:20261124", mapping={"total": 50, "google": 12})
-    rdb.zadd("{sb}:rate:out2:google", {"old": now_ms - 61_000, "a": now_ms - 5_000, "b": now_ms - 1})
+    rdb.hset("{sb}:ratesec:out2:google", mapping={now_s - 61: 1, now_s - 5: 1, now_s: 1})
     rdb.set("{sb}:slow:out2:google", "0.5 rule slow-421: 421 too fast\x1b[2J", ex=600)
     rdb.set("{sb}:adaptive:out1:yahoo", "0.3 deferred 20% of 50 in 5m", ex=300)
     code, left = ttl_seen(

@@ -19,6 +19,7 @@ from integration.statistics import assert_shares
 from integration.workloads import decide_many
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Decision, Facts
+from smtp_balancer.decision.rates import window_count
 from smtp_balancer.engine import Engine, ThreadedEngine
 from smtp_balancer.engine.core import Pending
 from smtp_balancer.observe import metrics
@@ -703,7 +704,7 @@ async def test_a_late_reply_fails_only_its_own_request_and_gives_back_what_it_co
             return {ep: int(rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in routed}
 
         await _until(lambda: counted() == dict(routed), f"day counters {dict(routed)}, not {counted()}")
-        assert rdb.zcard("{sb}:rate:out2:google") == routed["out2"]
+        assert window_count(rdb.hgetall("{sb}:ratesec:out2:google"), NOW.timestamp()) == routed["out2"]
     finally:
         await engine.aclose()
 
@@ -749,7 +750,7 @@ async def test_a_decision_made_after_its_client_left_is_given_back(make_config, 
 
         want = {ep: routed[ep] for ep in ("out1", "out2", "out3")}
         await _until(lambda: counted() == want, f"day counters {want}")
-        assert rdb.zcard("{sb}:rate:out2:google") == routed["out2"]
+        assert window_count(rdb.hgetall("{sb}:ratesec:out2:google"), NOW.timestamp()) == routed["out2"]
     finally:
         await engine.aclose()
 

@@ -142,14 +142,14 @@ async def test_explain_shows_a_rate_cap_and_counts_nothing(make_config, rdb):
         for i in range(60):
             await engine.decide(Facts(recipients=(f"u{i}@gmail.com",)), commit=False, explain=True)
         rdb.set("{sb}:slow:out2:google", "0.25 rule test: 421", ex=3600)
-        before = rdb.zcard("{sb}:rate:out2:google")
+        before = rdb.exists("{sb}:ratesec:out2:google")
         d = await engine.decide(_facts(1, "gmail.com"), commit=False, explain=True)
     finally:
         await engine.aclose()
     assert before == 0
     out2 = _verdict(d, "out2")
     assert out2.eligible  # nothing counted: the cap is not reached
-    rdb.zadd("{sb}:rate:out2:google", {f"m{i}": NOW.timestamp() * 1000 - 1_000 for i in range(15)})
+    rdb.hset("{sb}:ratesec:out2:google", int(NOW.timestamp()) - 1, 15)
     engine = Engine(make_config(RATE_CAP), FixedClock(NOW))
     try:
         await started(engine)

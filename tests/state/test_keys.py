@@ -56,10 +56,10 @@ def test_the_check_finds_a_literal() -> None:
 
 
 def test_every_script_starts_with_the_constants(rdb: redis.Redis) -> None:
-    for script in (scripts.SELECT, scripts.LEASE, scripts.RATE_LEASE, scripts.COUNT, scripts.ARMS):
+    for script in (scripts.SELECT, *scripts.LEASE_ROUND):
         assert script.text.startswith(scripts.CONSTANTS)
-    probe = scripts.CONSTANTS + "\nreturn {DAY_TTL_S, HOUR_TTL_S, MINUTE_S, RATE_WINDOW_MS}"
-    assert rdb.eval(probe, 0) == [DAY_TTL_S, HOUR_TTL_S, 60, key_module.RATE_WINDOW_S * 1000]
+    probe = scripts.CONSTANTS + "\nreturn {DAY_TTL_S, HOUR_TTL_S, MINUTE_S, RATE_WINDOW_S}"
+    assert rdb.eval(probe, 0) == [DAY_TTL_S, HOUR_TTL_S, 60, key_module.RATE_WINDOW_S]
 
 
 def test_a_leased_counter_lives_as_long_as_its_constant(rdb: redis.Redis) -> None:
