@@ -195,13 +195,17 @@ class QuotaBook:
             del self._arms[: max(0, len(self._arms) - ARMS_MAX)]
 
     # -- the engine's loop ---------------------------------------------------------
-    def take_work(self) -> tuple[list[Refill], list[Giveback], dict[str, dict[str, int]]]:
-        """What to send to Redis now: refills, givebacks and counter deltas."""
+    def take_work(
+        self, counts: bool = True
+    ) -> tuple[list[Refill], list[Giveback], dict[str, dict[str, int]]]:
+        """What to send to Redis now: refills, givebacks and (with ``counts``) counter deltas."""
         with self._lock:
             refills, self._refills = self._refills, []
             givebacks, self._givebacks = self._givebacks, []
-            counts, self._counts = self._counts, {}
-        return refills, givebacks, counts
+            deltas: dict[str, dict[str, int]] = {}
+            if counts:
+                deltas, self._counts = self._counts, {}
+        return refills, givebacks, deltas
 
     def granted(self, refill: Refill, units: int) -> None:
         """A refill's answer: units reserved (0 or less: the cap is reached or unreadable)."""

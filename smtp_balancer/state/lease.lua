@@ -8,11 +8,16 @@
 local want, caps = tonumber(ARGV[1]), {tonumber(ARGV[2]), tonumber(ARGV[3])}
 local field = ARGV[4] or 'total'
 
+-- a capped field is only ever counted here and by select.lua, before its message is
+-- decided, so one below zero was set by hand or lost its count to a reset: it starts
+-- again at 0, or the cap would let its deficit through
 local function count_of(key)
   local v = redis.pcall('HGET', key, field)
   if type(v) == 'table' then return nil end
   if not v then return 0 end
-  return sb_int(v, 15)
+  local c, below = sb_count(v)
+  if below then redis.call('HSET', key, field, 0) end
+  return c
 end
 
 local grant = want

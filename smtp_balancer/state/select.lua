@@ -56,7 +56,7 @@ end
 
 local function count_of(v)
   if not v then return 0 end
-  return sb_int(v, 15)
+  return sb_count(v)
 end
 
 local function read_count(key, fld)
@@ -401,12 +401,25 @@ end
 
 if commit then
   local counters = {{chosen_st.day_key, DAY_TTL_S}, {chosen_st.hour_key, HOUR_TTL_S}}
+  -- a capped field is only ever counted here and by lease.lua, before its message is
+  -- decided, so one below zero was set by hand or lost its count to a reset: it
+  -- starts again from 0 (as lease.lua does), or the cap would let its deficit through
+  local capped = chosen_st.day_cap >= 0 or chosen_st.hour_cap >= 0
+  local pc = chosen_st.pcaps
+  local function add(key, fld, d, is_capped)
+    local c = redis.pcall('HINCRBY', key, fld, d)
+    if is_capped and not is_err(c) and c < d then
+      redis.call('HSET', key, fld, d)
+      return d
+    end
+    return c
+  end
   for _, kt in ipairs(counters) do
-    local total = redis.pcall('HINCRBY', kt[1], 'total', n)
+    local total = add(kt[1], 'total', n, capped)
     if is_err(total) then
       junk[#junk + 1] = 'counter|' .. kt[1]
     else
-      for _, p in ipairs(provs) do redis.pcall('HINCRBY', kt[1], p[1], p[2]) end
+      for _, p in ipairs(provs) do add(kt[1], p[1], p[2], pc and pc[p[1]] ~= nil) end
       -- a new counter gets its TTL once; later increments keep it
       if total == n then redis.call('EXPIRE', kt[1], kt[2]) end
     end

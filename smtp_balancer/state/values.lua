@@ -10,6 +10,18 @@ local function sb_int(v, digits)
   return tonumber(v)
 end
 
+-- a counter: an integer of at most 15 digits, and whether it is below zero, which
+-- reads as 0. Deltas are signed (count.lua): a give-back from another process may
+-- land before the count it undoes, and the sum is right once both have.
+local function sb_count(v)
+  if type(v) ~= 'string' then return nil end
+  local below = string.sub(v, 1, 1) == '-'
+  local c = sb_int(below and string.sub(v, 2) or v, 15)
+  if c == nil then return nil end
+  if below then return 0, true end
+  return c, false
+end
+
 -- a non-negative decimal: digits, optionally a point and more digits (at most 32 chars)
 local function sb_decimal(v)
   if type(v) ~= 'string' or #v > 32 then return nil end

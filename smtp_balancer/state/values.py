@@ -52,8 +52,14 @@ def parse_weight(raw: str | None) -> int | None:
 
 
 def parse_count(raw: str | None) -> int | None:
-    """A counter value; 0 when absent, None when junk."""
-    return 0 if raw is None else parse_int(raw, COUNT_DIGITS)
+    """A counter value; 0 when absent or below zero, None when junk. Counters take
+    signed deltas (``count.lua``): a give-back from another process may land before
+    the count it undoes, and the sum is right once both have."""
+    if raw is None:
+        return 0
+    below = raw.startswith("-")
+    count = parse_int(raw[1:] if below else raw, COUNT_DIGITS)
+    return None if count is None else 0 if below else count
 
 
 def parse_state(raw: str | None) -> str | None:

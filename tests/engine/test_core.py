@@ -431,6 +431,31 @@ async def test_a_junk_counter_stops_local_picks_at_once_and_fixing_it_restores_t
         await engine.aclose()
 
 
+async def test_select_lua_starts_a_capped_counter_below_zero_again_from_0(make_config, rdb):
+    """A capped counter below zero (reset by hand while leases were out, their
+    give-backs landing after) reads as 0 and counts again from 0: its deficit would
+    otherwise let that much more mail through the cap. An uncapped one keeps the
+    signed sum (a give-back from another process may land before its count)."""
+    day = f"{NOW:%Y%m%d}"
+    config = make_config(
+        {
+            "decision": {"local": False},
+            "endpoints": {"out3": {"warmup": {"start": NOW.date().isoformat(), "schedule": [5000]}}},
+        }
+    )
+    rdb.hset("{sb}:pool:main:weights", mapping={"out1": 0, "out2": 0})  # out3 only
+    rdb.hset(f"{{sb}}:count:out3:day:{day}", mapping={"total": -40, "google": -3})
+    engine = Engine(config, FixedClock(NOW))
+    try:
+        await started(engine)
+        d = await engine.decide(gmail(), now=NOW)
+        assert d.endpoint == "out3" and not d.degraded, d
+    finally:
+        await engine.aclose()
+    # the total is capped: from 0; google has no cap of its own: the signed sum
+    assert rdb.hgetall(f"{{sb}}:count:out3:day:{day}") == {"total": "1", "google": "-2"}
+
+
 async def test_explain_consumes_no_quota(make_config, rdb):
     engine = Engine(make_config())
     try:

@@ -13,7 +13,7 @@ from smtp_balancer.decision.choice import NeedRedis
 from smtp_balancer.decision.quota import QuotaBook
 from smtp_balancer.engine.breaker import Breaker
 from smtp_balancer.engine.junk import JunkReporter
-from smtp_balancer.engine.leases import LeaseService
+from smtp_balancer.engine.leases import COUNT_INTERVAL_S, LeaseService
 from smtp_balancer.state.channel import ScriptChannel
 from smtp_balancer.state.keys import KeySchema
 
@@ -120,3 +120,33 @@ def test_restored_arm_records_are_bounded_and_keep_their_order() -> None:
     book.restore_arms([(f"Q{i}", "ab a 0") for i in range(ARMS_MAX)])
     arms = book.take_arms()
     assert len(arms) == ARMS_MAX and arms[-1] == ("new", "ab a 0") and arms[0] == ("Q1", "ab a 0")
+
+
+async def test_counter_deltas_go_at_most_once_a_second_and_the_rest_at_stop(make_config, rdb):
+    """Counts of uncapped fields are batched for COUNT_INTERVAL_S (no cap reads them);
+    the first goes at once, later ones when the interval is up, the last at stop."""
+    clock, book, _, service = _service(make_config(), timeout_s=2.0)
+    day = KeySchema().day_counter("out1", DAY)
+
+    def routed() -> None:
+        assert book.take("out1", 1, [("google", 1)], DAY, HOUR, leased=False)
+
+    try:
+        routed()
+        await service.round()
+        assert rdb.hget(day, "total") == "1"
+        routed()
+        await service.round()
+        clock.advance(COUNT_INTERVAL_S - 0.01)
+        await service.round()
+        assert rdb.hget(day, "total") == "1"  # held: the interval is not up
+        clock.advance(0.01)
+        await service.round()
+        assert rdb.hget(day, "total") == "2"
+        routed()
+        await service.round()
+        assert rdb.hget(day, "total") == "2"
+        await service.round(last=True)  # as the stop sends it
+        assert rdb.hgetall(day) == {"total": "3", "google": "3"}
+    finally:
+        await service.stop()

@@ -21,7 +21,7 @@ for i = 2, #ARGV do
   local v = ARGV[i]
   local x
   if kind == 'weight' then x = sb_int(v, 7)
-  elseif kind == 'count' then x = sb_int(v, 15)
+  elseif kind == 'count' then x = sb_count(v)
   elseif kind == 'decimal' then x = sb_decimal(v)
   else x = sb_throttle(v) end
   out[#out + 1] = x and string.format('%.17g', x) or 'junk'
