@@ -10,6 +10,10 @@ import redis
 
 from integration.dns_responder import DnsResponder
 from integration.redis_server import RedisServer
+from smtp_balancer.clock import SYSTEM
+from smtp_balancer.state.experiments import ExperimentStore
+from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.values import text_of
 
 
 @pytest.fixture
@@ -36,3 +40,11 @@ def dns() -> Iterator[DnsResponder]:
     responder.start()
     yield responder
     responder.stop()
+
+
+def arm_record_of(client: redis.Redis, queue_id: str, wall: float | None = None) -> str | None:
+    """A message's arm record as the feedback daemon reads it (the day books first, then
+    an earlier release's key), at ``wall`` (this process's clock by default)."""
+    at = SYSTEM.wall() if wall is None else wall
+    (raw,) = ExperimentStore(client, KeySchema()).arm_records([queue_id], at)
+    return text_of(raw)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from integration.arf import maildir_of_reports
 from integration.configs import ENDPOINT_IP, even_experiment
 from integration.daemons import CLI, wait_for_decision_lines
+from integration.fixtures import arm_record_of
 from integration.statistics import assert_shares
 from integration.waits import MAIL_S, wait_until
 from smtp_balancer.clock import TEST_TIME_ENV
@@ -95,7 +96,7 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_pa
     # nor their deliveries. The CLI's clock is set just after the last decision, by the
     # deciders' clock (read from the arm records: log lines carry the host's real time).
     def decided_at(queue_ids) -> list[int]:
-        return [int(ms.rdb.get(f"{{sb}}:arm:{q}").split(" ")[2]) for q in queue_ids]
+        return [int((arm_record_of(ms.rdb, q) or "").split(" ")[2]) for q in queue_ids]
 
     since = max(decided_at(arm_of)) + 2
     env = {**os.environ, TEST_TIME_ENV: datetime.fromtimestamp(since, UTC).isoformat()}

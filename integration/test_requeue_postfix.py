@@ -17,6 +17,7 @@ from collections import Counter
 
 from integration.configs import ENDPOINT_IP, even_experiment
 from integration.daemons import CLI
+from integration.fixtures import arm_record_of
 from integration.sink import Received
 from integration.test_feedback_postfix import GMAIL_421
 from integration.waits import MAIL_S, wait_until
@@ -157,10 +158,10 @@ def test_throttled_gmail_mail_leaves_out2_at_once_and_yahoo_stays(mail_system) -
     # so every delivered message counts in its arm, moved or not
     moves = re.findall(r"postfix/pickup\[\d+\]: (\w+): .* orig_id=(\w+)", ms.postfix.log_text())
     assert moves and len(moves) == len(moved), moves
-    arm = [(ms.rdb.get(f"{{sb}}:arm:{new}"), ms.rdb.get(f"{{sb}}:arm:{old}")) for new, old in moves]
+    arm = [(arm_record_of(ms.rdb, new), arm_record_of(ms.rdb, old)) for new, old in moves]
     assert all(old.rsplit(" ", 1)[0] in ("ab a", "ab b") for _, old in arm), arm  # and the decision time
     wait_until(
-        lambda: all(ms.rdb.get(f"{{sb}}:arm:{new}") == ms.rdb.get(f"{{sb}}:arm:{old}") for new, old in moves),
+        lambda: all(arm_record_of(ms.rdb, new) == arm_record_of(ms.rdb, old) for new, old in moves),
         MAIL_S,  # the feedback daemon asks a late record again for MOVE_GRACE_S (60 s)
         "the moved messages' arm records",
     )

@@ -88,6 +88,7 @@ PLACEHOLDERS = {
     "tenant": "<tenant>",
     "rule": "<rule>",
     "address": "<address>",
+    "bucket": "<bucket>",
 }
 TIME_BUCKETS = {  # (method, parameter) -> the bucket's format
     ("day_counter", "bucket"): "<YYYYMMDD>",
@@ -95,6 +96,8 @@ TIME_BUCKETS = {  # (method, parameter) -> the bucket's format
     ("daily", "day"): "<YYYYMMDD>",
     ("outcomes", "minute"): "<YYYYMMDDHHMM>",
     ("tenant_outcomes", "hour"): "<YYYYMMDDHH>",
+    ("arm_dir", "day"): "<day>",
+    ("arm_bucket", "day"): "<day>",
 }
 # named by hit.lua alone, from a rule's hit key: (key, type, meaning)
 BUILT_IN_LUA = (

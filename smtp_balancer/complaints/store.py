@@ -1,7 +1,7 @@
 """The complaint side of Redis for the intake: which experiment arm a reported
 message is in, its counts (``state/complaints.py``), and the complaint rate rules
 they feed. The report's original message carries our MTA's Received header, whose
-queue id names the arm record (``{sb}:arm:<queue id>``, 5 days).
+queue id names the arm record (``state/arm_book.py``, 5 days).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class ComplaintStore:
         an arm record of a configured experiment (a provider's own ids have none)."""
         if not queue_ids or not self.arms:
             return None
-        for raw in self.experiments.arm_records(queue_ids):
+        for raw in self.experiments.arm_records(queue_ids, self.clock.wall()):
             record = configured_record(raw, self.arms)
             if record is not None:
                 # a message decided before the run began (start --reset) is not its run's

@@ -29,9 +29,9 @@ from smtp_balancer.decision.rates import SLOT_S, RateGiveback, RateRefill, lease
 from smtp_balancer.decision.script import StateJunk
 from smtp_balancer.engine.breaker import Breaker
 from smtp_balancer.engine.junk import JunkReporter
-from smtp_balancer.state import scripts
+from smtp_balancer.state import arm_book, scripts
 from smtp_balancer.state.channel import ScriptChannel
-from smtp_balancer.state.keys import ARM_RECORD_TTL_S, KeySchema
+from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.scripts import LuaScript
 from smtp_balancer.state.values import text_of
 
@@ -133,8 +133,7 @@ class LeaseService:
         if arms:
             # records a failed round did not write go again with the next: without one a
             # message's outcomes (and a requeued copy's) count in no arm
-            arm_keys = [keys.arm_record(qid) for qid, _ in arms]
-            arm_args = [ARM_RECORD_TTL_S, *(value for _, value in arms)]
+            arm_keys, arm_args = arm_book.write_call(keys, book.clock.wall(), arms)
             sent.append(self._send(scripts.ARMS, arm_keys, arm_args, partial(self._armed, arms)))
         if sent:  # none when every rate refill was stale and nothing else was due
             await asyncio.wait(sent)  # wait, not gather: giving up waiting cancels no reply

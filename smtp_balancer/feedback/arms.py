@@ -1,5 +1,5 @@
 """Delivery outcomes per experiment arm: the deciders record each message's arm
-under its queue id (``{sb}:arm:<queue id>``); the feedback daemon looks the ids
+under its queue id (``state/arm_book.py``); the feedback daemon looks the ids
 of a batch up in one round and adds each delivery's outcome to its arm's hash
 (``{sb}:expstats:<experiment>:<arm>``), in the batch's own transaction (or, for
 one found only after its batch, on its own).
@@ -102,7 +102,7 @@ class ArmAttribution:
             pairs += [(new, old) for new, (_, old) in self.pending_moves.items() if new not in fresh]
         if not pairs:
             return {}
-        raws = self.store.arm_records([old for _, old in pairs])
+        raws = self.store.arm_records([old for _, old in pairs], self.clock.wall())
         out: dict[str, str] = {}
         for (new, old), raw in zip(pairs, raws, strict=True):
             first, _ = self.pending_moves.pop(new, (now, old))
@@ -139,7 +139,7 @@ class ArmAttribution:
         if not ask:
             return out
         since = self.runs_since()
-        for qid, raw in zip(ask, self.store.arm_records(ask), strict=True):
+        for qid, raw in zip(ask, self.store.arm_records(ask, self.clock.wall()), strict=True):
             first, fields = self.pending.pop(qid, (now, []))
             fields += fresh.get(qid, [])
             record = configured_record(known.get(qid, raw), self.arms)

@@ -1,6 +1,6 @@
 """Experiments in Redis: ``{sb}:experiment:<name>`` (state, started, stopped, since),
 ``{sb}:expstats:<experiment>:<arm>`` (each arm's decisions and outcomes) and
-``{sb}:arm:<queue id>`` (a message's arm). The operator's start and stop, the
+the day books of arm records (``state/arm_book.py``). The operator's start and stop, the
 report's read, and the reads the feedback side makes; what they mean is
 ``experiments/``'s."""
 
@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import redis
 
+from smtp_balancer.state import arm_book, scripts
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.values import hash_texts, text_of
 
@@ -55,6 +56,10 @@ class ExperimentStore:
             pipe.hget(self.keys.experiment(name), "since")
         return {n: raw for n, raw in zip(ordered, pipe.execute(), strict=True) if raw is not None}
 
-    def arm_records(self, queue_ids: Sequence[str]) -> list[object]:
-        """The raw arm record of each queue id (None where there is none)."""
-        return self.r.mget([self.keys.arm_record(q) for q in queue_ids]) if queue_ids else []
+    def arm_records(self, queue_ids: Sequence[str], wall: float) -> list[object]:
+        """The raw arm record of each queue id (None where there is none), looked up at
+        ``wall`` (the reader's clock: which day books are current)."""
+        if not queue_ids:
+            return []
+        keys, args = arm_book.read_call(self.keys, wall, queue_ids)
+        return list(self.r.eval(scripts.ARM_READ.text, len(keys), *keys, *args))

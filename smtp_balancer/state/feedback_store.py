@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import redis
+from redis.client import Pipeline
 
+from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.config.feedback import ResponseRuleConfig
-from smtp_balancer.state import scripts
+from smtp_balancer.state import arm_book, scripts
 from smtp_balancer.state.keys import (
-    ARM_RECORD_TTL_S,
     DAY_TTL_S,
     EXPSTATS_TTL_S,
     TENANT_TTL_S,
@@ -91,9 +92,12 @@ def reason_for(hit: Hit) -> str:
 
 
 class FeedbackStore:
-    def __init__(self, client: redis.Redis, keys: KeySchema, instance: str, retention_s: int) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: KeySchema, instance: str, retention_s: int, clock: Clock = SYSTEM
+    ) -> None:
         self.r = client
         self.keys = keys
+        self.clock = clock  # which UTC day's book an inherited arm record goes in
         self.instance = instance
         self.retention_s = retention_s
         # a mark names one batch of this run: a batch id alone repeats after a restart
@@ -168,8 +172,8 @@ class FeedbackStore:
             pipe.hincrby(self.keys.expstats(experiment, arm), name, n)
         for experiment, arm in {(x, a) for x, a, _ in batch.arm_outcomes}:
             pipe.expire(self.keys.expstats(experiment, arm), EXPSTATS_TTL_S)
-        for queue_id, value in batch.arm_records.items():
-            pipe.set(self.keys.arm_record(queue_id), value, ex=ARM_RECORD_TTL_S)
+        if batch.arm_records:
+            self._write_arms(pipe, batch.arm_records)
         pipe.set(self.keys.feedback_position(self.instance), position)
         pipe.set(self.keys.feedback_batch(self.instance), self.mark(batch))
         replies = pipe.execute()
@@ -187,10 +191,14 @@ class FeedbackStore:
         if not counts and not records:
             return
         pipe = self.r.pipeline(transaction=True)
-        for queue_id, value in (records or {}).items():
-            pipe.set(self.keys.arm_record(queue_id), value, ex=ARM_RECORD_TTL_S)
+        if records:
+            self._write_arms(pipe, records)
         for (experiment, arm, name), n in counts.items():
             pipe.hincrby(self.keys.expstats(experiment, arm), name, n)
         for experiment, arm in {(x, a) for x, a, _ in counts}:
             pipe.expire(self.keys.expstats(experiment, arm), EXPSTATS_TTL_S)
         pipe.execute()
+
+    def _write_arms(self, pipe: Pipeline, records: Mapping[str, str]) -> None:
+        keys, args = arm_book.write_call(self.keys, self.clock.wall(), list(records.items()))
+        pipe.eval(scripts.ARMS.text, len(keys), *keys, *args)

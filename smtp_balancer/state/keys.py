@@ -15,8 +15,10 @@ Redis Cluster hash tag, so all keys one decision touches share a slot.
   {sb}:daily:<endpoint>:<YYYYMMDD>     HASH  sent/deferred/bounced/expired/complained per UTC day (3 days)
   {sb}:experiment:<name>               HASH  state=running|stopped, started, stopped, since (the last
                                         start --reset: earlier messages' outcomes don't count); epoch s
-  {sb}:arm:<queue id>                  STRING "<experiment> <arm> <decided at, epoch s>" of a message,
-                                        5 days: its outcomes' arm
+  {sb}:armdir:<day>                    HASH  level, split, n: a UTC day's book of arm records
+  {sb}:arms:<day>:<bucket>             HASH  queue id -> "<experiment> <arm> <decided at, epoch s>" of
+                                        a message: its outcomes' arm (state/armbook.lua), kept 5
+                                        days after the day; <day>: days since the epoch
   {sb}:expstats:<experiment>:<arm>     HASH  decided, and the arm's delivery outcomes: sent, deferred,
                                         bounced, expired, class:<class>, latency buckets le:<s>
   {sb}:adaptive:<endpoint>:<provider>  STRING "<factor> <reason>", with a TTL: weight x factor in the
@@ -169,10 +171,23 @@ class KeySchema:
         `policyd.join_ttl_s`"""
         return f"{self.base}:join:{instance}"
 
+    def arm_dir(self, day: int) -> str:
+        """[hash + TTL] the book of a UTC day's arm records (`day`: days since the epoch): `level`,
+        `split` and `n` (records) of its linear hashing (`state/armbook.lua`); kept 5 days after
+        the day ends"""
+        return f"{self.base}:armdir:{day}"
+
+    def arm_bucket(self, day: int, bucket: int) -> str:
+        """[hash + TTL] a bucket of that book: queue id -> `"<experiment> <arm> <decided at>"`
+        (epoch seconds) of a message in an experiment; the feedback daemon copies a record to a
+        requeued message's new queue id. Found by `arm_read.lua` (the bucket is the queue id's
+        hash under the day's `level` and `split`)"""
+        return f"{self.base}:arms:{day}:{bucket}"
+
     def arm_record(self, queue_id: str) -> str:
-        """[string + TTL] `"<experiment> <arm> <decided at>"` (epoch seconds) of a message in an
-        experiment, 5 days; the feedback daemon copies it to a requeued message's new queue id. A
-        record of two words (written by an earlier version) counts in every run"""
+        """[string + TTL] a message's arm record as releases before the day books wrote it; still
+        read (for 5 days after an upgrade), never written. A record of two words counts in every
+        run"""
         return f"{self.base}:arm:{queue_id}"
 
     def expstats(self, experiment: str, arm: str) -> str:

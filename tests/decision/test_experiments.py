@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from integration.configs import even_experiment
+from integration.fixtures import arm_record_of
 from integration.statistics import assert_shares
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.config import validate_config
@@ -18,6 +19,7 @@ from smtp_balancer.decision.experiments import Experiment
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.engine import Engine
+from smtp_balancer.state.arm_book import arm_day
 from smtp_balancer.state.keys import KeySchema
 from tests.ready import started
 
@@ -204,9 +206,10 @@ async def test_a_running_experiment_routes_each_arm_through_its_pool_and_records
     assert_shares(Counter({"control": 2_000 - only3, "only3": only3}), {"control": 0.7, "only3": 0.3}, "arms")
     # the arm, and when it was decided (by the engine's clock): a later run's start skips it
     wall = int(NOW.timestamp())
-    assert rdb.get(KEYS.arm_record("Q00001")) in (f"ab control {wall}", f"ab only3 {wall}")
+    assert arm_record_of(rdb, "Q00001", wall) in (f"ab control {wall}", f"ab only3 {wall}")
     assert int(rdb.hget(KEYS.expstats("ab", "only3"), "decided")) == only3
-    assert 5 * 86_400 - 10 <= rdb.ttl(KEYS.arm_record("Q00001")) <= 5 * 86_400
+    kept = (arm_day(wall) + 1) * 86_400 - wall + 5 * 86_400  # the day's rest, and 5 days
+    assert kept - 10 <= rdb.ttl(KEYS.arm_dir(arm_day(wall))) <= kept
 
 
 def test_validates_standalone():

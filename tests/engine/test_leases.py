@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from integration.fixtures import arm_record_of
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.choice import NeedRedis
 from smtp_balancer.decision.quota import QuotaBook
@@ -103,10 +104,10 @@ async def test_arm_records_a_round_could_not_send_go_with_the_next(make_config, 
         book.note_arm("Q1", "ab", "a", clock.wall())
         service.breaker.failed()  # open for the next second (the injected clock stands still)
         await service.round()
-        assert rdb.get("{sb}:arm:Q1") is None  # not sent: the breaker is open
+        assert arm_record_of(rdb, "Q1", clock.wall()) is None  # not sent: the breaker is open
         clock.advance(2)
         await service.round()
-        assert rdb.get("{sb}:arm:Q1") == f"ab a {int(clock.wall()) - 2}"
+        assert arm_record_of(rdb, "Q1", clock.wall()) == f"ab a {int(clock.wall()) - 2}"
         assert book.take_arms() == []
     finally:
         await channel.close()

@@ -1,4 +1,4 @@
-"""Arm records (``{sb}:arm:<queue id>``) and which of them count in the current run."""
+"""Arm records (``state/arm_book.py``) and which of them count in the current run."""
 
 from __future__ import annotations
 

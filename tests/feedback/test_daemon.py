@@ -9,6 +9,7 @@ import redis
 from prometheus_client import REGISTRY
 
 from integration.configs import even_experiment
+from integration.fixtures import arm_record_of
 from smtp_balancer.clock import utc_now
 from smtp_balancer.feedback.daemon import FeedbackDaemon
 
@@ -184,9 +185,9 @@ def test_a_requeued_message_keeps_its_arm_under_its_new_queue_id(make_config, rd
     rdb.set("{sb}:arm:AAA1", "ab a 1764000000")
     assert one_step(config) == 5
     # the same record, its decision time too
-    assert rdb.get("{sb}:arm:DDD9") == "ab a 1764000000" and 4 * 86400 < rdb.ttl("{sb}:arm:DDD9") <= 5 * 86400
-    assert not rdb.exists("{sb}:arm:EEE9")  # its old id was in no experiment
-    assert rdb.get("{sb}:arm:FFF9") == "ab a 1764000000"
+    assert arm_record_of(rdb, "DDD9") == "ab a 1764000000"
+    assert arm_record_of(rdb, "EEE9") is None  # its old id was in no experiment
+    assert arm_record_of(rdb, "FFF9") == "ab a 1764000000"
     stats = rdb.hgetall("{sb}:expstats:ab:a")
     assert (stats["deferred"], stats["sent"]) == ("1", "1")
 
@@ -215,17 +216,17 @@ def test_a_message_moved_before_its_record_was_written_inherits_it_while_the_log
     )
     daemon = FeedbackDaemon(config)
     assert daemon.arms is not None
-    clock = daemon.arms.clock = FixedClock(datetime(2026, 11, 24, 10, 31, tzinfo=UTC))
+    clock = daemon.arms.clock = daemon.store.clock = FixedClock(datetime(2026, 11, 24, 10, 31, tzinfo=UTC))
     daemon.follower = daemon.open_log()
     try:
         assert daemon.step() == 2  # AAA1 has no record yet
-        assert not rdb.exists("{sb}:arm:DDD9")
-        rdb.set("{sb}:arm:AAA1", "ab a 1764000000")  # the decider's batch, late
+        assert arm_record_of(rdb, "DDD9", clock.wall()) is None
+        rdb.set("{sb}:arm:AAA1", "ab a 1764000000")  # the decider's batch, late (an earlier release's form)
         assert daemon.step() == 0  # idle, and not a second yet: not asked again
-        assert not rdb.exists("{sb}:arm:DDD9")
+        assert arm_record_of(rdb, "DDD9", clock.wall()) is None
         clock.advance(RETRY_S)
         assert daemon.step() == 0
-        assert rdb.get("{sb}:arm:DDD9") == "ab a 1764000000"
+        assert arm_record_of(rdb, "DDD9", clock.wall()) == "ab a 1764000000"
         assert rdb.hget("{sb}:expstats:ab:a", "sent") == "1"  # its delivery, pending, counts now
     finally:
         daemon.follower.close()

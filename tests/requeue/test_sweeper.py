@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from integration.fixtures import arm_record_of
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
@@ -216,8 +217,11 @@ async def test_a_moved_message_keeps_the_arm_its_first_decision_recorded(
     decision = await engine.decide(Facts(recipients=("g2@gmail.com",), queue_id="Q2"))
     await engine.leases.round()  # the records and counts the decisions noted
     assert queue.requeued == ["Q1"] and rdb.hget("{sb}:pin:g1@gmail.com", "endpoint") in ("out1", "out3")
-    assert rdb.get("{sb}:arm:Q1") == "ab a 1700000000"
+    assert arm_record_of(rdb, "Q1", NOW.timestamp()) == "ab a 1700000000"
     # a first decision records its arm (the experiment is in force): only that one counts
-    assert decision.arm is not None and rdb.get("{sb}:arm:Q2") == f"ab {decision.arm} {int(NOW.timestamp())}"
+    assert (
+        decision.arm is not None
+        and arm_record_of(rdb, "Q2", NOW.timestamp()) == f"ab {decision.arm} {int(NOW.timestamp())}"
+    )
     decided = {arm: rdb.hget(f"{{sb}}:expstats:ab:{arm}", "decided") for arm in ("a", "b")}
     assert decided == {"a": None, "b": None} | {decision.arm: "1"}, decided

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from integration.fixtures import arm_record_of
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.engine import Engine
 from smtp_balancer.requeue.daemon import remote_decisions
@@ -145,5 +146,5 @@ async def test_a_rerouted_message_keeps_the_arm_its_first_decision_recorded(expe
     table = RouteTable(engine, 2.0)
     assert (await ask(table, "reroute", "out2 60 1tAbCd-000123-AB a@gmail.com")) in ("OK out1:", "OK out3:")
     await engine.leases.round()
-    assert rdb.get("{sb}:arm:1tAbCd-000123-AB") == "ab b 1700000000"
+    assert arm_record_of(rdb, "1tAbCd-000123-AB") == "ab b 1700000000"
     assert not rdb.keys("{sb}:expstats:*")  # not decided again in its arm
