@@ -82,6 +82,7 @@ class QuotaBook:
         self._givebacks: list[Giveback] = []
         # counter key -> field -> delta; bounded by endpoints x providers x live buckets
         self._counts: dict[str, dict[str, int]] = {}
+        self._counted = 0  # decisions in _counts, for when to write them
         self._arms: list[tuple[str, str]] = []  # (queue id, "<experiment> <arm>") to record
 
     # -- decisions (any thread) ---------------------------------------------------
@@ -137,6 +138,7 @@ class QuotaBook:
                 lease.remaining -= units
                 if lease.remaining < lease.want // 2 + 1:
                     self._ask((endpoint, field), lease, units)  # refill before it runs out
+            self._counted += 1
             for key in (day_key, hour_key):
                 fields = self._counts.setdefault(key, {})
                 if not leased:  # a lease was added to the total when it was granted
@@ -205,7 +207,13 @@ class QuotaBook:
             deltas: dict[str, dict[str, int]] = {}
             if counts:
                 deltas, self._counts = self._counts, {}
+                self._counted = 0
         return refills, givebacks, deltas
+
+    def counted(self) -> int:
+        """Decisions whose counts wait to be written."""
+        with self._lock:
+            return self._counted
 
     def granted(self, refill: Refill, units: int) -> None:
         """A refill's answer: units reserved (0 or less: the cap is reached or unreadable)."""

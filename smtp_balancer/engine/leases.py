@@ -2,14 +2,14 @@
 
 Every ``SERVICE_INTERVAL_S`` one round sends what the book has queued: a
 lease.lua call per refill and one count.lua call for the leases given back and,
-at most every ``COUNT_INTERVAL_S``, the counter deltas. What Redis did not take is
-kept for the next round, except give-backs, which may have been applied (a lost
-one only leaves a cap short).
+when due (``COUNT_*`` below), the counter deltas. What Redis did not take is kept
+for the next round, except give-backs, which may have been applied (a lost one
+only leaves a cap short).
 
 The deltas are of fields no cap reads (a capped field is leased, and counted in
-Redis before its message is decided), so writing them once a second costs no
-exactness; it cut a fleet's Redis CPU per decision by a third (``make
-bench-fleet``). A give-back from another process may then reach Redis first;
+Redis before its message is decided), so writing them every second or few costs
+no exactness, and it cut a fleet's Redis CPU per decision by more than a third
+(``make bench-fleet``). A give-back from another process may then reach Redis first;
 count.lua's deltas are signed, so the sum is right once both have.
 """
 
@@ -38,7 +38,12 @@ from smtp_balancer.state.values import text_of
 log = logging.getLogger("smtp_balancer.engine")
 
 SERVICE_INTERVAL_S = 0.05  # lease refills and give-backs are batched this often
-COUNT_INTERVAL_S = 1.0  # counter deltas of uncapped fields are written at most this often
+# counter deltas of uncapped fields are written at most every COUNT_INTERVAL_S, and at
+# least every COUNT_MAX_WAIT_S: a busy decider writes once a second, a quiet one (a few
+# messages a second) every few seconds, once COUNT_BATCH decisions have gathered
+COUNT_INTERVAL_S = 1.0
+COUNT_MAX_WAIT_S = 5.0
+COUNT_BATCH = 64
 
 
 class LeaseService:
@@ -59,7 +64,7 @@ class LeaseService:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reload = True  # load the scripts first, and again after a NOSCRIPT
-        self._counts_due = float("-inf")  # monotonic: when counter deltas go next
+        self._counts_sent = float("-inf")  # monotonic: when counter deltas last went
 
     def start(self) -> None:
         if self._task is None:
@@ -103,10 +108,9 @@ class LeaseService:
         stopped waiting (its timeout): a grant Redis made is recorded or given back,
         never dropped, so a slow reply leaves no unit counted and unused."""
         book, keys, channel = self.book, self.keys, self.channel
-        now = book.clock.monotonic()
-        refills, givebacks, counts = book.take_work(counts=last or now >= self._counts_due)
+        refills, givebacks, counts = book.take_work(counts=last or self._counts_due())
         if counts:
-            self._counts_due = now + COUNT_INTERVAL_S
+            self._counts_sent = book.clock.monotonic()
         rate_refills, rate_givebacks = book.rates.take_work()
         arms = book.take_arms()
         if not (refills or givebacks or counts or rate_refills or rate_givebacks or arms):
@@ -137,6 +141,12 @@ class LeaseService:
             sent.append(self._send(scripts.ARMS, arm_keys, arm_args, partial(self._armed, arms)))
         if sent:  # none when every rate refill was stale and nothing else was due
             await asyncio.wait(sent)  # wait, not gather: giving up waiting cancels no reply
+
+    def _counts_due(self) -> bool:
+        waited = self.book.clock.monotonic() - self._counts_sent
+        return waited >= COUNT_MAX_WAIT_S or (
+            waited >= COUNT_INTERVAL_S and self.book.counted() >= COUNT_BATCH
+        )
 
     def _fresh(self, refills: list[RateRefill]) -> list[RateRefill]:
         """Rate refills still worth asking: one older than a slot's validity would be

@@ -11,17 +11,30 @@
 local junk = {}
 for i, key in ipairs(KEYS) do
   local ttl, rest = string.match(ARGV[i], '^(%d+) (.*)$')
-  local existed = redis.call('EXISTS', key) == 1
+  -- with the total among the deltas its reply says whether the counter is new (a
+  -- counter at 0 gets its TTL again: harmless) and whether it is readable, so the
+  -- common case costs no EXISTS and no HGET
+  local has_total = string.match(' ' .. rest, ' total %-?%d') ~= nil
+  local existed = has_total or redis.call('EXISTS', key) == 1
+  local readable = nil
   for f, d in string.gmatch(rest, '(%S+) (%-?%d+)') do
-    local r = redis.pcall('HINCRBY', key, f, tonumber(d))
+    d = tonumber(d)
+    local r = redis.pcall('HINCRBY', key, f, d)
     if type(r) == 'table' and r.err then
       junk[#junk + 1] = key
       break
     end
+    if f == 'total' then
+      readable = math.abs(r) < 1e15  -- sb_count's 15 digits
+      if r == d then existed = false end
+    end
   end
   if junk[#junk] ~= key then
-    local total = redis.pcall('HGET', key, 'total')
-    if type(total) == 'table' or (total and not sb_count(total)) then junk[#junk + 1] = key end
+    if readable == nil then
+      local total = redis.pcall('HGET', key, 'total')
+      readable = not (type(total) == 'table' or (total and not sb_count(total)))
+    end
+    if not readable then junk[#junk + 1] = key end
   end
   if not existed then redis.call('EXPIRE', key, tonumber(ttl)) end
 end

@@ -14,7 +14,7 @@ from smtp_balancer.decision.choice import NeedRedis
 from smtp_balancer.decision.quota import QuotaBook
 from smtp_balancer.engine.breaker import Breaker
 from smtp_balancer.engine.junk import JunkReporter
-from smtp_balancer.engine.leases import COUNT_INTERVAL_S, LeaseService
+from smtp_balancer.engine.leases import COUNT_BATCH, COUNT_INTERVAL_S, COUNT_MAX_WAIT_S, LeaseService
 from smtp_balancer.state.channel import ScriptChannel
 from smtp_balancer.state.keys import KeySchema
 
@@ -123,31 +123,40 @@ def test_restored_arm_records_are_bounded_and_keep_their_order() -> None:
     assert len(arms) == ARMS_MAX and arms[-1] == ("new", "ab a 0") and arms[0] == ("Q1", "ab a 0")
 
 
-async def test_counter_deltas_go_at_most_once_a_second_and_the_rest_at_stop(make_config, rdb):
-    """Counts of uncapped fields are batched for COUNT_INTERVAL_S (no cap reads them);
-    the first goes at once, later ones when the interval is up, the last at stop."""
+async def test_counter_deltas_go_in_batches_and_the_rest_at_stop(make_config, rdb):
+    """Counts of uncapped fields wait (no cap reads them): the first go at once; later
+    ones once COUNT_BATCH decisions gathered and COUNT_INTERVAL_S passed, or after
+    COUNT_MAX_WAIT_S whatever gathered; the last at stop."""
     clock, book, _, service = _service(make_config(), timeout_s=2.0)
     day = KeySchema().day_counter("out1", DAY)
 
-    def routed() -> None:
-        assert book.take("out1", 1, [("google", 1)], DAY, HOUR, leased=False)
+    def routed(n: int = 1) -> None:
+        for _ in range(n):
+            assert book.take("out1", 1, [("google", 1)], DAY, HOUR, leased=False)
 
     try:
         routed()
         await service.round()
         assert rdb.hget(day, "total") == "1"
+        routed(COUNT_BATCH - 1)
+        clock.advance(COUNT_INTERVAL_S / 2)
+        await service.round()
+        assert rdb.hget(day, "total") == "1"  # held: fewer than a batch
         routed()
         await service.round()
-        clock.advance(COUNT_INTERVAL_S - 0.01)
+        assert rdb.hget(day, "total") == "1"  # a batch, but held: the interval is not up
+        clock.advance(COUNT_INTERVAL_S / 2)
         await service.round()
-        assert rdb.hget(day, "total") == "1"  # held: the interval is not up
+        assert rdb.hget(day, "total") == str(1 + COUNT_BATCH)
+        routed(3)
+        clock.advance(COUNT_MAX_WAIT_S - 0.01)
+        await service.round()
+        assert rdb.hget(day, "total") == str(1 + COUNT_BATCH)
         clock.advance(0.01)
-        await service.round()
-        assert rdb.hget(day, "total") == "2"
+        await service.round()  # a few, but they waited long enough
+        assert rdb.hget(day, "total") == str(4 + COUNT_BATCH)
         routed()
-        await service.round()
-        assert rdb.hget(day, "total") == "2"
         await service.round(last=True)  # as the stop sends it
-        assert rdb.hgetall(day) == {"total": "3", "google": "3"}
+        assert rdb.hgetall(day) == {"total": str(5 + COUNT_BATCH), "google": str(5 + COUNT_BATCH)}
     finally:
         await service.stop()

@@ -41,6 +41,10 @@ def test_count_lua_reports_a_junk_total_but_not_one_below_zero(rdb: redis.Redis)
     assert count(rdb, DAY, "total -1") == []
     rdb.hset(HOUR, "total", "lots")
     assert rdb.eval(scripts.COUNT.text, 1, HOUR, f"{HOUR_TTL_S} google 1") == [HOUR]
+    assert rdb.eval(scripts.COUNT.text, 1, HOUR, f"{HOUR_TTL_S} total 1") == [HOUR]  # not a number
+    rdb.hset(DAY, "total", "9" * 15)  # HINCRBY takes it; our 15 digits do not
+    assert count(rdb, DAY, "total 1") == [DAY]
+    assert count(rdb, DAY, "google 1") == [DAY]
 
 
 def test_lease_lua_starts_a_capped_field_below_zero_again_from_0(rdb: redis.Redis) -> None:
