@@ -444,7 +444,7 @@ def run(base: Path, stack: list) -> None:
         stats = "{sb}:expstats:adaptive-vs-static:"
         return {arm: int(rdb.hget(stats + arm, "decided") or 0) for arm in ("static", "adaptive")}
 
-    # the deciders count each arm's messages in Redis every 50 ms
+    # the deciders write each arm's count in batches: within 5 s of its decisions
     arms = wait_until(lambda: found if sum((found := decided()).values()) >= 1000 else None, 30, "1,000 arms")
     print(f"  1,000 newsletters, split by queue id: {arms}")
     wait_until(
