@@ -24,6 +24,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -214,6 +215,19 @@ def main() -> int:
         print(
             f"mean {variant:<12} {args.messages / mean[variant]:6.0f} msg/s  ratio to {variants[0]} "
             f"{base_time / mean[variant]:.2f}  CPU/msg: daemon {daemon_cpu:.3f} ms, redis {redis_cpu:.3f} ms"
+        )
+    # medians: one slow round (the shared machine) moves a mean, not a median
+    rate = {v: statistics.median(args.messages / r.elapsed for r in rs) for v, rs in results.items()}
+    cpu_ms = {
+        v: statistics.median(r.cpu.get("daemon", 0.0) / args.messages * 1e3 for r in rs)
+        for v, rs in results.items()
+    }
+    baseline = "policyd-dunno" if "policyd-dunno" in variants else variants[0]
+    for variant in variants:
+        print(
+            f"median {variant:<12} {rate[variant]:6.0f} msg/s  ratio to {baseline} "
+            f"{rate[variant] / rate[baseline]:.2f}  daemon CPU/msg {cpu_ms[variant]:.3f} ms"
+            + (f" ({cpu_ms[variant] / cpu_ms[baseline]:.2f}x {baseline})" if cpu_ms[baseline] else "")
         )
     return 0
 
