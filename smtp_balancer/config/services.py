@@ -40,6 +40,11 @@ class SentinelConfig(Strict):
     """A file holding the sentinels' password."""
 
 
+class ClusterConfig(Strict):
+    nodes: list[str] = Field(min_length=1)
+    """Some of the cluster's nodes, as host:port: asked which master serves the prefix's slot."""
+
+
 class RedisConfig(Strict):
     url: str = "redis://127.0.0.1:6379/0"
     """The Redis: unix:///path, redis://host:port/db, or rediss://host:port/db for TLS."""
@@ -63,6 +68,20 @@ class RedisConfig(Strict):
     """TLS settings, with a rediss:// url."""
     sentinel: SentinelConfig | None = None
     """Instead of url: ask these sentinels for the master."""
+    cluster: ClusterConfig | None = None
+    """Instead of url: a Redis Cluster. Every key carries the `{prefix}` hash tag, so all of
+    them live in one slot: the daemons talk to that slot's master, and find it again after a
+    failover or a MOVED reply."""
+
+    @model_validator(mode="after")
+    def _one_way_to_redis(self) -> RedisConfig:
+        if self.sentinel is not None and self.cluster is not None:
+            raise ValueError("redis.sentinel and redis.cluster exclude each other: choose one")
+        if self.cluster is not None and self.tls is not None:
+            raise ValueError(
+                "redis.cluster does not take redis.tls yet: reach the cluster on a private network"
+            )
+        return self
 
     @field_validator("url")
     @classmethod

@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from smtp_balancer.config.services import RedisConfig
+from smtp_balancer.state import cluster
 from smtp_balancer.state.client import resolve_password, resolve_username, sentinel_kwargs, tls_hint
 from smtp_balancer.state.scripts import LuaScript
 
@@ -85,6 +86,10 @@ def _retrieve_closing(writer: asyncio.StreamWriter) -> None:
     closing.add_done_callback(lambda task: task.cancelled() or task.exception())
 
 
+class _Moved(Exception):
+    """A MOVED, ASK or READONLY reply from a cluster node: reconnect, asking anew."""
+
+
 class ScriptChannel:
     """``on_push`` receives pub/sub messages (a subscribed connection's pushes);
     ``on_reset`` is told when the connection is gone."""
@@ -126,6 +131,10 @@ class ScriptChannel:
             hosts, skw = sentinel_kwargs(cfg)
             sentinel = redis.asyncio.sentinel.Sentinel(hosts, sentinel_kwargs=skw)
             host, port = await sentinel.discover_master(cfg.sentinel.service_name)
+        elif cfg.cluster:
+            username = resolve_username(cfg) or params.get("username")
+            password = resolve_password(cfg) or params.get("password")
+            host, port = await cluster.find_master_async(cfg, cluster.node_kwargs(cfg, username, password))
         elif "path" in params:
             return await asyncio.open_unix_connection(params["path"])
         else:
@@ -140,7 +149,9 @@ class ScriptChannel:
         async with self._connect_lock:
             if self.connected:
                 return
-            async with asyncio.timeout(self.cfg.connect_timeout_ms / 1000):
+            # a cluster's nodes are asked in turn first: a connect timeout each
+            asks = 1 + (len(self.cfg.cluster.nodes) if self.cfg.cluster else 0)
+            async with asyncio.timeout(asks * self.cfg.connect_timeout_ms / 1000):
                 reader, writer = await self._open()
             self._reader, self._writer = reader, writer
             self._read_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
@@ -207,6 +218,7 @@ class ScriptChannel:
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         parser = hiredis.Reader(replyError=ResponseError)
+        why = "Redis closed the connection" + tls_hint(self.cfg)
         try:
             while True:
                 data = await reader.read(65536)
@@ -219,13 +231,19 @@ class ScriptChannel:
                         self.on_push(reply[2])  # in subscribed mode only pushes are "message"
                         continue
                     fut = self._pending.popleft()
+                    if self.cfg.cluster is not None and cluster.moved(reply):
+                        # our slot is served elsewhere now: ask the cluster on reconnect
+                        raise _Moved(f"the cluster moved our slot: {reply}")
                     if not fut.done():  # a caller that timed out has gone
                         fut.set_result(reply)
+        except _Moved as exc:
+            why = str(exc)
+            self._pending.appendleft(fut)  # fails with the rest, as a connection error
         except (OSError, IndexError):
             pass
         except asyncio.CancelledError:
             return
-        self.reset("Redis closed the connection" + tls_hint(self.cfg))
+        self.reset(why)
 
     def silent_s(self) -> float:
         """How long Redis has owed a reply and sent nothing (0 when nothing is owed).

@@ -16,6 +16,7 @@ import redis
 import redis.sentinel
 
 from smtp_balancer.config.services import RedisConfig
+from smtp_balancer.state import cluster
 
 PASSWORD_ENV = "SMTP_BALANCER_REDIS_PASSWORD"
 # one ACL user per daemon from one shared YAML: each systemd unit sets its own
@@ -105,6 +106,14 @@ def sync_client(cfg: RedisConfig, timeout_s: float | None = None) -> redis.Redis
         return redis.sentinel.Sentinel(hosts, sentinel_kwargs=skw, **kwargs).master_for(
             cfg.sentinel.service_name
         )
+    if cfg.cluster:
+        ask = cluster.node_kwargs(cfg, kwargs.get("username"), kwargs.get("password"))
+        pool = redis.ConnectionPool(
+            connection_class=cluster.SlotMasterConnection,
+            find=lambda: cluster.find_master(cfg, ask),
+            **kwargs,
+        )
+        return redis.Redis(connection_pool=pool)
     pool = redis.ConnectionPool.from_url(cfg.url, **kwargs)
     # from_url lets the URL's credentials win; ours (env, file, YAML field) come first,
     # as they do for the daemons' ScriptChannel
@@ -125,6 +134,8 @@ def describe(cfg: RedisConfig) -> str:
     """Where we connect, for log lines: never the password."""
     if cfg.sentinel:
         return f"sentinel {','.join(cfg.sentinel.hosts)} service {cfg.sentinel.service_name}"
+    if cfg.cluster:
+        return f"cluster {','.join(cfg.cluster.nodes)}"
     username = resolve_username(cfg)
     return redact_url(cfg.url) + (f" as {username}" if username else "")
 
