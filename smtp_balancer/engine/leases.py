@@ -233,8 +233,9 @@ class LeaseService:
     def _send_rates(
         self, refills: list[RateRefill], givebacks: list[RateGiveback]
     ) -> list[asyncio.Future[Any]]:
-        """Lease rate-cap slots and give back the expired ones, in one call (a give-back
-        that fails only leaves the window fuller than it is, for at most a minute)."""
+        """Lease rate-cap slots, a call per refill, and give back the expired ones, one
+        call for all (a give-back that fails only leaves the window fuller than it is, for
+        at most a minute)."""
         wall = self.book.clock.wall()
         second = lease_second(wall)
         sent = [
