@@ -13,6 +13,7 @@ from smtp_balancer.config.base import (
     Strict,
     check_cidrs,
     check_listen,
+    parse_hostport,
 )
 
 
@@ -43,6 +44,13 @@ class SentinelConfig(Strict):
 class ClusterConfig(Strict):
     nodes: list[str] = Field(min_length=1)
     """Some of the cluster's nodes, as host:port: asked which master serves the prefix's slot."""
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, value: list[str]) -> list[str]:
+        for node in value:
+            parse_hostport(node)
+        return value
 
 
 class RedisConfig(Strict):

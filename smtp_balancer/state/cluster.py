@@ -22,6 +22,7 @@ from redis.exceptions import AskError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
+from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.config.services import RedisConfig
 
 Address = tuple[str, int]
@@ -34,11 +35,7 @@ def prefix_slot(prefix: str) -> int:
 
 def node_addresses(cfg: RedisConfig) -> list[Address]:
     assert cfg.cluster is not None
-    out = []
-    for hostport in cfg.cluster.nodes:
-        host, _, port = hostport.rpartition(":")
-        out.append((host.strip("[]"), int(port or 6379)))
-    return out
+    return [parse_hostport(node) for node in cfg.cluster.nodes]  # checked with the config
 
 
 def master_of(slots: Sequence[Any], slot: int, asked: Address) -> Address | None:

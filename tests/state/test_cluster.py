@@ -50,5 +50,7 @@ def test_a_cluster_excludes_sentinel_and_tls():
         validate_config(
             {**base, "redis": {"cluster": cluster, "sentinel": {"hosts": ["h:1"], "service_name": "m"}}}
         )
+    with pytest.raises(ConfigInvalid, match="must be host:port, got 'node1'"):
+        validate_config({**base, "redis": {"cluster": {"nodes": ["127.0.0.1:7000", "node1"]}}})
     with pytest.raises(ConfigInvalid, match=r"does not take redis\.tls"):
         validate_config({**base, "redis": {"cluster": cluster, "tls": {"ca_file": "/etc/ca.pem"}}})

@@ -5,15 +5,18 @@ from 0. Real Redis, the real scripts."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import redis
 
 from smtp_balancer.state import scripts
-from smtp_balancer.state.keys import DAY_TTL_S, HOUR_TTL_S, KeySchema
+from smtp_balancer.state.keys import DAY_TTL_S, HOUR_TTL_S, KeySchema, day_bucket, hour_bucket
 from smtp_balancer.state.values import parse_count
 
 KEYS = KeySchema()
-DAY = KEYS.day_counter("out1", "20261124")
-HOUR = KEYS.hour_counter("out1", "2026112410")
+AT = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)  # the counters' buckets; the scripts read no clock
+DAY = KEYS.day_counter("out1", day_bucket(AT))
+HOUR = KEYS.hour_counter("out1", hour_bucket(AT))
 
 
 def count(rdb: redis.Redis, key: str, body: str) -> list[str]:
