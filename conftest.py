@@ -38,3 +38,12 @@ def _root_logger_restored() -> Iterator[None]:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(level)
+
+
+# The longest test goes first: started last, it would keep one xdist worker busy
+# alone at the end of the run (pytest-xdist hands tests out in collection order).
+LONGEST_FIRST = ("integration/test_fleet_eight.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))

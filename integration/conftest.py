@@ -6,6 +6,7 @@ reverse order, even when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import smtplib
 import subprocess
@@ -77,6 +78,46 @@ def render(config_path: Path, part: str, host: str | None = None) -> str:
     if out.returncode != 0:
         raise RuntimeError(f"render failed: {out.stderr}")
     return out.stdout
+
+
+def rendered_postfix(
+    base: Path, config_path: Path, sink_port: int, started: list[Callable[[], None]], **more: Any
+) -> PostfixInstance:
+    """A Postfix with main.cf and master.cf parts from ``render postfix`` of
+    ``config_path``, started, its stop in ``started``; ``more``: PostfixInstance's."""
+    postfix = PostfixInstance(
+        base / "postfix",
+        smtpd_port=free_port(),
+        sink_port=sink_port,
+        master_cf_extra=render(config_path, "master"),
+        main_cf_extra=render(config_path, "main"),
+        **more,
+    )
+    started.append(postfix.stop)
+    postfix.start()
+    return postfix
+
+
+@contextlib.contextmanager
+def torn_down() -> Iterator[tuple[list[Callable[[], None]], list[Path]]]:
+    """For a test that starts its own processes: what it starts goes into ``started``,
+    stopped newest first at the end, even when it fails; its folders into ``bases``,
+    removed when it passed and kept to read when it failed."""
+    started: list[Callable[[], None]] = []
+    bases: list[Path] = []
+    ok = False
+    try:
+        yield started, bases
+        ok = True
+    finally:
+        for stop in reversed(started):
+            try:
+                stop()
+            except Exception as exc:  # keep tearing down the rest
+                print(f"teardown: {exc}", file=sys.stderr)
+        if ok:
+            for base in bases:
+                shutil.rmtree(base, ignore_errors=True)
 
 
 def postconf_command(config_path: Path, config_dir: Path, host: str | None = None) -> list[str]:

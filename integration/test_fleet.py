@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,7 +20,15 @@ from pathlib import Path
 import pytest
 
 from integration.configs import ENDPOINT_IP
-from integration.conftest import apply_postconf, base_config, render, start_redis, write_config
+from integration.conftest import (
+    apply_postconf,
+    base_config,
+    render,
+    rendered_postfix,
+    start_redis,
+    torn_down,
+    write_config,
+)
 from integration.daemons import PolicydProcess, decision_lines
 from integration.delay_proxy import DelayProxy
 from integration.postfix import PostfixInstance, make_shared_dir
@@ -40,14 +47,10 @@ PER_HOST = 300
 @contextlib.contextmanager
 def fleet() -> Iterator[tuple[list[Callable[[], None]], list[Path], RedisServer, Sink]]:
     """Redis and a sink shared by the fleet's hosts; whatever the test starts goes into
-    ``started`` and its folders into ``bases``: all stopped at the end, the folders
-    kept when the test failed."""
+    ``started`` and its folders into ``bases`` (``torn_down``)."""
     if shutil.which("postfix") is None or shutil.which("redis-server") is None:
         pytest.fail("postfix and redis-server must be installed (make test installs them)")
-    started: list[Callable[[], None]] = []
-    bases: list[Path] = []
-    ok = False
-    try:
+    with torn_down() as (started, bases):
         shared = make_shared_dir("sb-fleet-")
         bases.append(shared)
         redis_server = start_redis(shared, started)
@@ -55,16 +58,6 @@ def fleet() -> Iterator[tuple[list[Callable[[], None]], list[Path], RedisServer,
         sink.start()
         started.append(sink.stop)
         yield started, bases, redis_server, sink
-        ok = True
-    finally:
-        for stop in reversed(started):
-            try:
-                stop()
-            except Exception as exc:  # keep tearing down the rest
-                print(f"teardown: {exc}", file=sys.stderr)
-        if ok:
-            for base in bases:
-                shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -123,16 +116,7 @@ def test_two_hosts_fill_one_warmup_cap_exactly_at_its_weight_share(
             policyd = PolicydProcess(config, policy_port, base / "policyd.log")
             policyd.start()
             started.append(policyd.stop)
-            postfix = PostfixInstance(
-                base / "postfix",
-                smtpd_port=free_port(),
-                sink_port=sink.port,
-                master_cf_extra=render(config, "master"),
-                main_cf_extra=render(config, "main"),
-            )
-            started.append(postfix.stop)
-            postfix.start()
-            hosts.append((postfix, policyd))
+            hosts.append((rendered_postfix(base, config, sink.port, started), policyd))
 
         errors: list[str] = []
         senders = [
