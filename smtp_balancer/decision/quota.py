@@ -218,9 +218,9 @@ class QuotaBook:
     def granted(self, refill: Refill, units: int) -> None:
         """A refill's answer: units reserved (0 or less: the cap is reached or unreadable)."""
         with self._lock:
-            lease = self._leases.get((refill.endpoint, refill.field))
-            if lease is None or (lease.day, lease.hour) != (refill.day, refill.hour):
-                if units > 0:  # the hour moved on while we asked
+            lease = self._asked_by(refill)
+            if lease is None:
+                if units > 0:  # the hour (or the caps) moved on while we asked
                     self._givebacks.append(
                         Giveback(refill.endpoint, refill.day, refill.hour, units, refill.field)
                     )
@@ -258,9 +258,20 @@ class QuotaBook:
     def refill_failed(self, refills: Iterable[Refill]) -> None:
         with self._lock:
             for refill in refills:
-                lease = self._leases.get((refill.endpoint, refill.field))
+                lease = self._asked_by(refill)
                 if lease is not None:
                     lease.asking = False
+
+    def _asked_by(self, refill: Refill) -> Lease | None:
+        """The lease ``refill`` was asked for, if it is still the current one. A lease
+        replaced since (a new hour, or new caps: a managed warm-up's next step, a
+        reload) is not: a refill refused under the old cap must not mark the new lease
+        exhausted, nor clear the asking of a refill of its own."""
+        scope = (refill.endpoint, refill.field)
+        lease = self._leases.get(scope)
+        if lease is None or (lease.day, lease.hour) != (refill.day, refill.hour):
+            return None
+        return lease if self._caps.get(scope) == (refill.day_cap, refill.hour_cap) else None
 
     def restore(self, givebacks: Iterable[Giveback], counts: dict[str, dict[str, int]]) -> None:
         """Put back work Redis did not take (it was down), to send with the next batch."""

@@ -76,6 +76,28 @@ def test_a_refused_grant_marks_the_cap_reached_for_a_while():
         book.check("out1", 1, DAY, HOUR, 100, None)
 
 
+def test_a_refill_asked_under_the_old_cap_leaves_the_new_caps_lease_alone():
+    """A CI run: a managed warm-up moved out3 from a cap of 10 to 20 while a refill asked
+    under 10 was on its way. Redis refused it (10 reached), and that answer marked the
+    new cap's lease exhausted: out3 took 3 of its 10 new units."""
+    book = QuotaBook(KeySchema(), Clock())
+    with pytest.raises(NeedRedis):
+        book.check("out3", 1, DAY, HOUR, 10, None)
+    (old,), _, _ = book.take_work()
+    with pytest.raises(NeedRedis):  # the next step's cap: a new lease, asking for itself
+        book.check("out3", 1, DAY, HOUR, 20, None)
+    (new,), _, _ = book.take_work()
+    book.granted(old, 0)
+    with pytest.raises(NeedRedis):  # not "cap reached": the new lease still waits for its own
+        book.check("out3", 1, DAY, HOUR, 20, None)
+    assert book.take_work()[0] == []  # and still asking: no second refill
+    book.granted(old, 2)  # units reserved under the old cap go back
+    assert [(g.endpoint, g.units) for g in book.take_work()[1]] == [("out3", 2)]
+    book.refill_failed([old])
+    book.granted(new, 4)
+    assert book.check("out3", 1, DAY, HOUR, 20, None) is None
+
+
 def test_an_applied_give_back_lifts_the_hold_on_its_scope_only():
     """A CI run under load: a late select.lua reply's unit was given back, but the lease
     that saw the cap reached meanwhile kept the endpoint out for EXHAUSTED_RECHECK_S,
