@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from integration.conftest import render
+from integration.conftest import rendered_postfix as started_postfix
 from integration.daemons import CLI, DaemonProcess
 from integration.postfix import PostfixInstance
 from integration.redis_server import RedisServer
@@ -42,16 +42,9 @@ def write_maps(config_path: Path, directory: Path) -> None:
 
 
 def rendered_postfix(base: Path, config_path: Path, smtpd_port: int, sink_port: int) -> PostfixInstance:
-    """A private Postfix with our rendered master.cf and main.cf lines, started."""
-    postfix = PostfixInstance(
-        base / "postfix",
-        smtpd_port=smtpd_port,
-        sink_port=sink_port,
-        master_cf_extra=render(config_path, "master"),
-        main_cf_extra=render(config_path, "main"),
-    )
-    postfix.start()
-    return postfix
+    """A private Postfix with our rendered master.cf and main.cf lines, started (the
+    run's own teardown stops it: ``stop_all``)."""
+    return started_postfix(base, config_path, sink_port, [], smtpd_port)
 
 
 def stop_all(

@@ -81,13 +81,18 @@ def render(config_path: Path, part: str, host: str | None = None) -> str:
 
 
 def rendered_postfix(
-    base: Path, config_path: Path, sink_port: int, started: list[Callable[[], None]], **more: Any
+    base: Path,
+    config_path: Path,
+    sink_port: int,
+    started: list[Callable[[], None]],
+    smtpd_port: int | None = None,
+    **more: Any,
 ) -> PostfixInstance:
     """A Postfix with main.cf and master.cf parts from ``render postfix`` of
     ``config_path``, started, its stop in ``started``; ``more``: PostfixInstance's."""
     postfix = PostfixInstance(
         base / "postfix",
-        smtpd_port=free_port(),
+        smtpd_port=smtpd_port or free_port(),
         sink_port=sink_port,
         master_cf_extra=render(config_path, "master"),
         main_cf_extra=render(config_path, "main"),
