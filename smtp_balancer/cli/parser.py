@@ -29,6 +29,7 @@ from smtp_balancer.cli.services import (
     cmd_policyd,
     cmd_render,
     cmd_requeue,
+    cmd_shadow,
     cmd_table,
     cmd_trace,
 )
@@ -101,6 +102,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "smtp-balancer fbl --maildir /var/mail/fbl",
     ),
     "experiment": ("smtp-balancer experiment start ab --reset", "smtp-balancer experiment report ab"),
+    "shadow": (
+        "journalctl -u smtp-balancer-policyd --since today -o cat | smtp-balancer shadow report",
+        "smtp-balancer shadow report /var/log/smtp-balancer/policyd.log.1.gz --json",
+    ),
     "table": ("smtp-balancer table",),
     "throttle": ('smtp-balancer throttle out2 --provider microsoft --factor 0.5 --for 2h --reason "S3150"',),
     "unthrottle": ("smtp-balancer unthrottle out2 microsoft",),
@@ -282,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("fbl", cmd_fbl, "count ARF spam-complaint reports: one on stdin (a pipe transport) or a Maildir")
     p.add_argument("--maildir", metavar="DIR", help="read every report in DIR/new, then move it to DIR/cur")
+
+    p = add(
+        "shadow", cmd_shadow, "shadow mode: where the candidate config (shadow.config) differs, from the logs"
+    )
+    p.add_argument("action", choices=["report"])
+    p.add_argument(
+        "logs",
+        nargs="*",
+        metavar="LOG",
+        help="the daemons' logs (plain or gzipped); - or none: standard input",
+    )
+    p.add_argument("--json", action="store_true", help="JSON instead of the tables")
 
     p = add("experiment", cmd_experiment, "A/B experiments on routing: list, start, stop, report")
     p.add_argument("action", choices=["list", "start", "stop", "report"])

@@ -123,6 +123,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_shadow(args: argparse.Namespace) -> int:
+    from smtp_balancer.cli.shadow import report
+
+    return report(args)
+
+
 def cmd_fbl(args: argparse.Namespace) -> int:
     from smtp_balancer.complaints.intake import EX_TEMPFAIL, run
 

@@ -33,7 +33,9 @@ def default_config_path() -> str:
     return os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH)
 
 
-def load_config(path: str | os.PathLike[str]) -> BalancerConfig:
+def load_config(path: str | os.PathLike[str], *, shadow: bool = True) -> BalancerConfig:
+    """The config at ``path``; with ``shadow``, its shadow mode's candidate too (see
+    ``attach_shadow``: a broken candidate never makes the config itself unusable)."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -41,7 +43,22 @@ def load_config(path: str | os.PathLike[str]) -> BalancerConfig:
         raise ConfigInvalid(source, [("", f"cannot read config: {exc.strerror or exc}")]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigInvalid(source, [("", f"config is not UTF-8: {exc}")]) from exc
-    return parse_config(text, source)
+    config = parse_config(text, source)
+    return attach_shadow(config, Path(path).parent) if shadow else config
+
+
+def attach_shadow(config: BalancerConfig, folder: Path) -> BalancerConfig:
+    """Read ``shadow.config`` (relative to ``folder``) and attach it to ``config``, or
+    the reason it cannot be used: mail keeps flowing under the live config either way.
+    A candidate's own ``shadow:`` is not followed."""
+    if config.shadow is None:
+        return config
+    path = folder / config.shadow.config
+    try:
+        candidate = load_config(path, shadow=False)
+    except ConfigInvalid as exc:
+        return config.with_shadow(None, f"shadow.config {exc}")
+    return config.with_shadow(candidate)
 
 
 def parse_config(text: str, source: str = "<config>") -> BalancerConfig:

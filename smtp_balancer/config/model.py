@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from smtp_balancer.config.adaptive import AdaptiveConfig
 from smtp_balancer.config.base import (
@@ -80,6 +80,12 @@ class ProviderConfig(Strict):
     """MX host name suffixes that mark a domain as this provider's."""
 
 
+class ShadowConfig(Strict):
+    config: str = Field(min_length=1)
+    """A candidate YAML (relative to this file's folder, or absolute): every decider also
+    decides each message under it, with no effect on the route and no state written."""
+
+
 class BalancerConfig(Strict):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     """Where the fleet's shared state lives: one Redis (or its Sentinel set) for every host."""
@@ -121,6 +127,11 @@ class BalancerConfig(Strict):
     # ".example.com" covers the subdomains
     inbound_domains: list[InboundDomain] = Field(default_factory=list, max_length=100_000)
     """Domains this host receives mail for: never routed."""
+    shadow: ShadowConfig | None = None
+    """Shadow mode: decide every message under a candidate config too, and log both."""
+    # set by the loader: the candidate shadow.config names, or why it could not be used
+    _shadow_candidate: BalancerConfig | None = PrivateAttr(default=None)
+    _shadow_error: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _adaptive_window_kept(self) -> BalancerConfig:
@@ -132,6 +143,21 @@ class BalancerConfig(Strict):
                 f"adaptive.window ({self.adaptive.window}s) is longer than feedback.rate_retention"
                 f" ({self.feedback.rate_retention}s), which keeps the counts it reads"
             )
+        return self
+
+    @property
+    def shadow_candidate(self) -> BalancerConfig | None:
+        """The candidate config of shadow mode, when it was read and is valid."""
+        return self._shadow_candidate
+
+    @property
+    def shadow_error(self) -> str:
+        """Why shadow.config could not be used ("" when it could, or is not set)."""
+        return self._shadow_error
+
+    def with_shadow(self, candidate: BalancerConfig | None, error: str = "") -> BalancerConfig:
+        """This config with its shadow candidate (or the reason it has none) attached."""
+        self._shadow_candidate, self._shadow_error = candidate, error
         return self
 
     def for_host(self, host: str) -> BalancerConfig:

@@ -85,3 +85,5 @@ class Decision:
     arm: str | None = None
     # names this decision in the log line and the milter's info header
     decision_id: str = field(default_factory=new_decision_id)
+    # shadow mode: the same message decided under the candidate config (never routed)
+    shadow: Decision | None = None

@@ -109,6 +109,18 @@ class QuotaBook:
             self._ask((endpoint, field), lease, n)
         raise NeedRedis(endpoint)
 
+    def known_full(self, endpoint: str, day: str, hour: str, field: str = TOTAL) -> bool:
+        """The cap of ``field`` was found reached for this hour, and is still held so
+        (a look for shadow mode: nothing is asked or spent)."""
+        with self._lock:
+            lease = self._leases.get((endpoint, field))
+            return (
+                lease is not None
+                and (lease.day, lease.hour) == (day, hour)
+                and lease.remaining <= 0
+                and lease.exhausted_until > self.clock.monotonic()
+            )
+
     def take(
         self,
         endpoint: str,

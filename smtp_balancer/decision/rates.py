@@ -118,6 +118,18 @@ class RateBook:
             self._ask(endpoint, scope, cap, lease, now)
         raise NeedRedis(endpoint)
 
+    def known_full(self, endpoint: str, scope: str) -> bool:
+        """The window was found full and is still held so, with no slot in hand (a look
+        for shadow mode: nothing is asked or spent)."""
+        now = self.clock.monotonic()
+        with self._lock:
+            lease = self._leases.get((endpoint, scope))
+            return (
+                lease is not None
+                and not any(b.expires > now and b.unspent for b in lease.batches)
+                and lease.exhausted_until > now
+            )
+
     def take(self, endpoint: str, scopes: tuple[str, ...]) -> bool:
         """Spend one slot per scope; False (nothing spent) when one ran out or expired."""
         now = self.clock.monotonic()

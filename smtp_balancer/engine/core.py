@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.decision.quota import QuotaBook
 from smtp_balancer.decision.script import Late, ScriptCodec
+from smtp_balancer.decision.shadow import ShadowDecider, agrees
 from smtp_balancer.engine.breaker import Breaker
 from smtp_balancer.engine.giveback import StillWaited, give_back, unless_gone
 from smtp_balancer.engine.health import STALL_AFTER_S, RedisHealth
@@ -100,6 +101,23 @@ class Engine:
         )
         if foreign:
             planner.set_unplumbed(foreign)
+        self.shadow = self._shadow_decider(config)
+
+    def _shadow_decider(self, config: BalancerConfig) -> ShadowDecider | None:
+        """Shadow mode's decider, seeing the same live state as this engine's planner."""
+        candidate = config.shadow_candidate
+        if candidate is None:
+            if config.shadow is not None:
+                metrics.SHADOW_CONFIG_ERRORS.inc()
+                log.error("%s; shadow mode is off, live routing goes on", config.shadow_error)
+            return None
+        shadow = ShadowDecider(candidate, self.clock)
+        shadow.planner.warmup_steps = self.planner.warmup_steps
+        shadow.planner.running = self.planner.running
+        if foreign := foreign_endpoints(candidate, self.host):
+            shadow.planner.set_unplumbed(foreign)
+        log.info("shadow mode: deciding every message under %s too", config.shadow and config.shadow.config)
+        return shadow
 
     @property
     def live(self) -> LiveState | None:
@@ -204,7 +222,26 @@ class Engine:
         metrics.record_decision(decision.pool, decision.endpoint, decision.rule, decision.outcome)
         if record_arm and decision.arm is not None:
             self._note_arm(facts, decision)
+        if self.shadow is not None:
+            return self._shadowed(facts, draw, decision, now)
         return decision
+
+    def _shadowed(
+        self, facts: Facts, draw: Draw | Decision, decision: Decision, now: datetime | None
+    ) -> Decision:
+        """``decision`` with the candidate's for the same message (shadow mode), counted
+        by agreement; a failure of the candidate never touches the live decision."""
+        assert self.shadow is not None
+        try:
+            other = self.shadow.decide(
+                facts, draw.r if isinstance(draw, Draw) else None, self.mirror.live, self.book, now
+            )
+        except Exception:
+            log.exception("shadow decision failed for queue id %s", facts.queue_id or "-")
+            metrics.SHADOW_FAILURES.inc()
+            return decision
+        metrics.record_shadow(decision.rule, decision.pool, agrees(decision, other))
+        return replace(decision, shadow=other)
 
     def _note_arm(self, facts: Facts, decision: Decision) -> None:
         assert decision.experiment is not None and decision.arm is not None
@@ -260,7 +297,12 @@ class Engine:
                     await self.mx.learn({domain_of(r) for r in facts.recipients})
                 prepared = self.planner.prepare(facts, now, commit=commit, explain=explain)
                 if isinstance(prepared, Decision):
-                    return self._record(prepared, commit, started)
+                    shadowed = commit and not explain and self.shadow is not None
+                    return self._record(
+                        self._shadowed(facts, prepared, prepared, now) if shadowed else prepared,
+                        commit,
+                        started,
+                    )
                 draw = prepared
             decision = await self._by_script(draw)
             if waited is not None and draw.commit and not draw.explain:
@@ -271,6 +313,8 @@ class Engine:
             metrics.DEGRADED.labels("internal_error").inc()
         if commit and not explain and record_arm and decision.arm is not None:
             self._note_arm(facts, decision)
+        if commit and not explain and self.shadow is not None:
+            decision = self._shadowed(facts, draw if draw is not None else decision, decision, now)
         return self._record(decision, commit, started)
 
     @staticmethod

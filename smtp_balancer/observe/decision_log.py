@@ -30,6 +30,11 @@ FIELDS = {
     "reason": "why this route: `weighted draw`, a spill, every endpoint capped, ...",
     "experiment": "in an experiment: its name",
     "arm": "in an experiment: the arm the message drew",
+    "shadow_outcome": "shadow mode: the outcome under the candidate config (`shadow.config`), never acted on",
+    "shadow_rule": "shadow mode: the rule that matched under the candidate",
+    "shadow_pool": "shadow mode: the pool the candidate drew from",
+    "shadow_endpoint": "shadow mode: the endpoint the candidate picked (empty when none)",
+    "shadow_reason": "shadow mode: why the candidate chose so",
     "action": "policy daemon: the answer sent to the MTA (`FILTER out2:`, `DUNNO`)",
     "message_class": "the message class (milter: from the message; policy daemon: Exim's header attributes)",
 }
@@ -48,6 +53,14 @@ def log_decision(via: str, facts: Facts, decision: Decision, **more: Any) -> Non
     )
     if decision.arm:
         tail += (("experiment", decision.experiment), ("arm", decision.arm))
+    if (shadow := decision.shadow) is not None:
+        tail += (
+            ("shadow_outcome", shadow.outcome),
+            ("shadow_rule", shadow.rule),
+            ("shadow_pool", shadow.pool),
+            ("shadow_endpoint", shadow.endpoint),
+            ("shadow_reason", shadow.reason),
+        )
     # what varies per message first; the rest repeats, and is rendered once (Tail)
     ids = {"decision_id": decision.decision_id, "via": via, "queue_id": facts.queue_id or None}
     event(log, logging.INFO, "decision", ids, tail + tuple(more.items()) if more else tail)

@@ -126,6 +126,34 @@ def record_decision(pool: str | None, endpoint: str | None, rule: str | None, ou
     child.inc()
 
 
+SHADOW_DECISIONS = Counter(
+    "smtp_balancer_shadow_decisions_total",
+    "Shadow mode: messages also decided under the candidate config (shadow.config), by the live"
+    " decision's rule and pool, and agreement: same (the same outcome and endpoint) or different",
+    ["rule", "pool", "agreement"],
+)
+_shadow_children: dict[tuple[str, str, bool], Counter] = {}
+
+
+def record_shadow(rule: str | None, pool: str | None, same: bool) -> None:
+    key = (rule or "", pool or "", same)
+    child = _shadow_children.get(key)
+    if child is None:
+        child = _shadow_children[key] = SHADOW_DECISIONS.labels(
+            key[0], key[1], "same" if same else "different"
+        )
+    child.inc()
+
+
+SHADOW_FAILURES = Counter(
+    "smtp_balancer_shadow_failures_total",
+    "Shadow mode: candidate decisions that failed (a bug; the live decision stood, and is logged)",
+)
+SHADOW_CONFIG_ERRORS = Counter(
+    "smtp_balancer_shadow_config_errors_total",
+    "Shadow mode: times the candidate config (shadow.config) could not be used, at start or reload",
+)
+
 EXPERIMENT_DECISIONS = Counter(
     "smtp_balancer_experiment_decisions_total",
     "Decisions made in an experiment's arm (experiments:), by experiment and arm",

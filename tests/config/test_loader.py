@@ -336,3 +336,21 @@ def test_an_endpoint_names_its_host_by_full_or_short_name():
     assert list(config.for_host("mta2").endpoints) == ["b", "r"]
     with pytest.raises(ConfigInvalid, match=r"endpoints\.a\.host"):
         parse_config(text.replace("host: mta1", "host: 'mta 1'"))
+
+
+def test_shadow_config_is_read_beside_the_live_one_and_a_broken_one_only_says_why(tmp_path: Path):
+    text = Path(EXAMPLE).read_text()
+    (tmp_path / "candidate.yaml").write_text(text + "shadow: {config: /nonexistent.yaml}\n")
+    path = tmp_path / "live.yaml"
+    path.write_text(text + "shadow: {config: candidate.yaml}\n")
+    config = load_config(path)
+    assert config.shadow_candidate is not None and config.shadow_error == ""
+    assert config.shadow_candidate.shadow is not None  # its own shadow: not followed
+    assert config.shadow_candidate.shadow_candidate is None and config.shadow_candidate.shadow_error == ""
+    (tmp_path / "candidate.yaml").write_text("pools: [\n")
+    broken = load_config(path)  # the live config loads all the same
+    assert broken.shadow_candidate is None
+    assert broken.shadow_error.startswith(f"shadow.config {tmp_path / 'candidate.yaml'}: 1 error(s)")
+    assert "YAML syntax error" in broken.shadow_error
+    (tmp_path / "candidate.yaml").unlink()
+    assert "cannot read config" in load_config(path).shadow_error

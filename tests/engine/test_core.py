@@ -837,3 +837,57 @@ def test_a_failing_still_waited_check_answers_the_route_it_counted(caplog):
     with caplog.at_level("ERROR", logger="smtp_balancer.engine"):
         assert unless_gone(None, None, decision, broken) is decision  # type: ignore[arg-type]
     assert any("still waits failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_shadow_mode_decides_under_the_candidate_too_and_changes_nothing(make_config, rdb, caplog):
+    """Shadow mode: each live decision carries the candidate's for the same message; the
+    live shares are the live weights', the shadow's the candidate's; the candidate counts
+    nothing in Redis and a suspension in the live state holds for it too."""
+    candidate = make_config({"pools": {"main": {"endpoints": [{"endpoint": "out1", "weight": 1}]}}})
+    engine = Engine(make_config().with_shadow(candidate))
+    agreed = {
+        a: metrics.SHADOW_DECISIONS.labels("all", "main", a)._value.get() for a in ("same", "different")
+    }
+    try:
+        await engine.settle()
+        live: Counter[str] = Counter()
+        shadow: Counter[str] = Counter()
+        same = 0
+        for i in range(4000):
+            d = await engine.decide(gmail(i), now=NOW)
+            assert d.shadow is not None and d.shadow.rule == "all"
+            live[d.endpoint or d.outcome] += 1
+            shadow[d.shadow.endpoint or d.shadow.outcome] += 1
+            same += d.endpoint == d.shadow.endpoint
+        assert_shares(live, {"out1": 1, "out2": 2, "out3": 1})
+        assert shadow == {"out1": 4000}
+        assert same == live["out1"]  # the same draw: out1 under both exactly when live drew it
+        now = {a: metrics.SHADOW_DECISIONS.labels("all", "main", a)._value.get() for a in agreed}
+        assert (now["same"] - agreed["same"], now["different"] - agreed["different"]) == (same, 4000 - same)
+        # a suspension in the live state holds for the candidate: its one endpoint is out
+        rdb.set("{sb}:suspend:out1:google", "test", ex=60)
+        await engine.settle()
+        d = await engine.decide(gmail(5000), now=NOW)
+        assert d.endpoint != "out1" and d.shadow is not None and d.shadow.outcome == "default"
+    finally:
+        await engine.aclose()
+    day = NOW.strftime("%Y%m%d")
+    counted = sum(
+        int(rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in ("out1", "out2", "out3")
+    )
+    assert counted == 4001  # the live decisions, once each; nothing for the shadow's
+
+
+async def test_a_broken_shadow_candidate_leaves_live_routing_alone(make_config, caplog):
+    config = make_config({"shadow": {"config": "/etc/x.yaml"}})
+    config.with_shadow(None, "shadow.config /etc/x.yaml: 1 error(s)\n  pools: bad")
+    errors = metrics.SHADOW_CONFIG_ERRORS._value.get()
+    with caplog.at_level("ERROR", logger="smtp_balancer.engine"):
+        engine = Engine(config)
+    try:
+        d = await engine.decide(gmail(), now=NOW)
+        assert d.outcome == "route" and d.shadow is None
+    finally:
+        await engine.aclose()
+    assert metrics.SHADOW_CONFIG_ERRORS._value.get() == errors + 1
+    assert "shadow mode is off, live routing goes on" in caplog.text and "pools: bad" in caplog.text

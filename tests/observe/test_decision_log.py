@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from smtp_balancer.decision.facts import Decision, Facts, Route, new_decision_id
 from smtp_balancer.observe.decision_log import FIELDS, log_decision
@@ -58,7 +59,8 @@ def test_decision_ids_are_16_hex_digits_and_distinct():
 def test_the_documented_fields_are_those_of_a_full_line(caplog):
     """FIELDS (which docs/reference/logs.md is generated from) names each field a line
     can carry: an experiment's message decided by the policy daemon for Exim has all."""
-    decision = routed(new_decision_id(), experiment="ab", arm="a")
+    shadow = routed(new_decision_id())
+    decision = replace(routed(new_decision_id(), experiment="ab", arm="a"), shadow=shadow)
     facts = Facts(sender="a@shop.test", recipients=("x@gmail.com",), queue_id="4XyZ1")
     with caplog.at_level(logging.INFO, logger="smtp_balancer.decision"):
         log_decision("policyd", facts, decision, action="FILTER out2:", message_class="bulk")
