@@ -4,6 +4,8 @@ Variants, all measured in the same run, in alternating rounds, so drift on the
 shared machine hits each of them:
   plain        Postfix with our rendered master.cf transports, nothing else;
   policyd      plus the policy daemon (RCPT + END-OF-MESSAGE requests, FILTER);
+  policyd-shadow  the policy daemon in shadow mode (shadow.config: the same endpoints
+               at other weights), against policyd for what shadow mode costs;
   milter-unix  plus the milter on a unix socket (header -> milter_header_checks -> FILTER);
   milter-inet  the same milter on inet:127.0.0.1 (libmilter's small writes meet
                Nagle + delayed ACK there);
@@ -52,7 +54,15 @@ from integration.postfix import make_shared_dir  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402
 
-VARIANTS = ("plain", "policyd", "milter-unix", "milter-inet", "policyd-dunno", "milter-noop")
+VARIANTS = (
+    "plain",
+    "policyd",
+    "policyd-shadow",
+    "milter-unix",
+    "milter-inet",
+    "policyd-dunno",
+    "milter-noop",
+)
 
 
 def milter_ms_per_message(metrics_port: int) -> float:
@@ -97,8 +107,13 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
         if args.no_rules:
             config["rules"] = []  # diagnostic: the daemon is asked but routes nothing
         config_path = base / "config.yaml"
+        if variant == "policyd-shadow":
+            weights = [{"endpoint": ep, "weight": w} for ep, w in (("out1", 3), ("out2", 1), ("out3", 1))]
+            candidate = {**config, "pools": {"main": {"endpoints": weights}}}
+            (base / "candidate.yaml").write_text(yaml.safe_dump(candidate))
+            config["shadow"] = {"config": "candidate.yaml"}
         config_path.write_text(yaml.safe_dump(config))
-        if variant == "policyd":
+        if variant in ("policyd", "policyd-shadow"):
             daemon = PolicydProcess(config_path, policy_port, base / "daemon.log", args.log_level)
         elif variant == "policyd-dunno":
             daemon = BaselineProcess(
@@ -146,6 +161,8 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
         ours = variant in ("policyd", "milter-unix", "milter-inet")
         if ours and not args.no_rules and "postfix/out" not in postfix.log_text():
             raise RuntimeError(f"{variant}: mail did not leave by our transports")
+        if variant == "policyd-shadow" and "shadow_endpoint=" not in (base / "daemon.log").read_text():
+            raise RuntimeError(f"{variant}: no decision line carries a shadow decision")
         ours_milter = variant in ("milter-unix", "milter-inet")
         milter_ms = milter_ms_per_message(milter_metrics) if ours_milter else None
         return Result(elapsed, cpu, milter_ms)

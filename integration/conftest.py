@@ -11,6 +11,7 @@ import shutil
 import smtplib
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -187,6 +188,12 @@ class MailSystem:
 
     def by_source_ip(self) -> Counter[str]:
         return Counter(m.peer_ip for m in self.sink.messages)
+
+    def metric(self, series: str) -> float:
+        """The policy daemon's /metrics: the sum of the samples whose line starts with ``series``."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series))
 
 
 @pytest.fixture

@@ -64,17 +64,10 @@ def test_postfix_policyd_frozen_15s_counts_only_what_out3_delivered(mail_system)
     ms = mail_system(warming_out3())
     out3, unrouted = run_with_a_freeze(ms, threads=8)
     assert unrouted > 0  # the freeze really outlasted Postfix's wait: some mail went by default
-    abandoned = metric(ms, 'smtp_balancer_policy_abandoned_total{mta="postfix"}')
+    abandoned = ms.metric('smtp_balancer_policy_abandoned_total{mta="postfix"}')
     assert abandoned > 0  # requests Postfix gave up on were read, and not decided
     # a running daemon holds leased units; at exit it gives them back
     assert_counted_exactly(ms.rdb, ["out3"], out3, [ms.policyd])
-
-
-def metric(ms, series: str) -> float:
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{ms.metrics_port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series))
 
 
 def test_exim_policyd_frozen_15s_counts_only_what_out3_delivered(exim_system):

@@ -114,6 +114,8 @@ class Engine:
         shadow = ShadowDecider(candidate, self.clock)
         shadow.planner.warmup_steps = self.planner.warmup_steps
         shadow.planner.running = self.planner.running
+        if self.mx is not None:  # providers learned from MX hosts, for the same domains
+            shadow.planner.providers.learned = self.mx.cached
         if foreign := foreign_endpoints(candidate, self.host):
             shadow.planner.set_unplumbed(foreign)
         log.info("shadow mode: deciding every message under %s too", config.shadow and config.shadow.config)

@@ -74,3 +74,38 @@ def test_sighup_reload(redis_server, tmp_path: Path):
         assert 'smtp_balancer_config_reloads_total{result="ok"} 1.0' in text
     finally:
         daemon.stop()
+
+
+def test_sighup_starts_and_stops_shadow_mode_and_a_broken_candidate_only_turns_it_off(
+    redis_server, tmp_path: Path
+):
+    port = free_port()
+    raw = deep_merge(
+        BASE,
+        {
+            "redis": {"url": redis_server.url},
+            "policyd": {"listen": [f"inet:127.0.0.1:{port}"], "metrics_listen": ""},
+        },
+    )
+    path, candidate = tmp_path / "config.yaml", tmp_path / "candidate.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    candidate.write_text(
+        yaml.safe_dump(deep_merge(raw, {"pools": {"main": {"endpoints": [{"endpoint": "out3"}]}}}))
+    )
+    daemon = PolicydProcess(path, port, tmp_path / "policyd.log")
+    daemon.start()
+    try:
+        ask(port)
+        path.write_text(yaml.safe_dump({**raw, "shadow": {"config": "candidate.yaml"}}))  # beside it
+        os.kill(daemon.proc.pid, signal.SIGHUP)
+        wait_for_log(daemon, "shadow mode: deciding every message under candidate.yaml too")
+        assert ask(port).startswith(b"action=FILTER out")
+        wait_for_log(daemon, "shadow_endpoint=out3")
+        candidate.write_text("pools: [\n")
+        os.kill(daemon.proc.pid, signal.SIGHUP)
+        wait_for_log(daemon, "shadow mode is off, live routing goes on")
+        assert ask(port).startswith(b"action=FILTER out")  # the live config still routes
+    finally:
+        daemon.stop()
+    text = daemon.log_path.read_text()
+    assert "YAML syntax error" in text and text.count("shadow_endpoint=") == 1
