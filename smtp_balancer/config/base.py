@@ -95,6 +95,16 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def check_hostport(value: str) -> str:
+    """A ``host:port`` (or ``[v6]:port``) kept as written; raises ValueError."""
+    parse_hostport(value)
+    return value
+
+
+# a Redis node or sentinel to connect to
+HostPort = Annotated[str, AfterValidator(check_hostport)]
+
+
 def check_metrics_listen(value: str) -> str:
     """``host:port`` for a /metrics endpoint, or "" for none; raises ValueError."""
     if value:

@@ -8,12 +8,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from smtp_balancer.config.base import (
+    HostPort,
     MetricsListen,
     Name,
     Strict,
     check_cidrs,
     check_listen,
-    parse_hostport,
 )
 
 
@@ -29,7 +29,7 @@ class TlsConfig(Strict):
 
 
 class SentinelConfig(Strict):
-    hosts: list[str] = Field(min_length=1)
+    hosts: list[HostPort] = Field(min_length=1)
     """The sentinels, as host:port."""
     service_name: str
     """The master's name in the sentinels' config."""
@@ -42,15 +42,8 @@ class SentinelConfig(Strict):
 
 
 class ClusterConfig(Strict):
-    nodes: list[str] = Field(min_length=1)
+    nodes: list[HostPort] = Field(min_length=1)
     """Some of the cluster's nodes, as host:port: asked which master serves the prefix's slot."""
-
-    @field_validator("nodes")
-    @classmethod
-    def _nodes(cls, value: list[str]) -> list[str]:
-        for node in value:
-            parse_hostport(node)
-        return value
 
 
 class RedisConfig(Strict):

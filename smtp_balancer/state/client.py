@@ -15,6 +15,7 @@ from typing import Any
 import redis
 import redis.sentinel
 
+from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.config.services import RedisConfig
 from smtp_balancer.state import cluster
 
@@ -82,10 +83,7 @@ def _client_kwargs(cfg: RedisConfig, timeout_s: float) -> dict[str, Any]:
 
 def sentinel_kwargs(cfg: RedisConfig) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     assert cfg.sentinel is not None
-    hosts = []
-    for hostport in cfg.sentinel.hosts:
-        host, _, port = hostport.rpartition(":")
-        hosts.append((host.strip("[]"), int(port or 26379)))
+    hosts = [parse_hostport(hostport) for hostport in cfg.sentinel.hosts]  # checked at load
     skw: dict[str, Any] = {"socket_connect_timeout": cfg.connect_timeout_ms / 1000}
     if cfg.sentinel.username:
         skw["username"] = cfg.sentinel.username

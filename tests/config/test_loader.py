@@ -143,6 +143,12 @@ def test_five_distinct_errors_reported_together():
             "feedback.dnsbl.nameservers",
             "must be host:port",
         ),
+        (  # a sentinel without its port raised at connect time before
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "redis: {sentinel: {hosts: ['10.0.0.1:26379', '10.0.0.2'], service_name: m}}\n",
+            "redis.sentinel.hosts[1]",
+            "must be host:port, got '10.0.0.2'",
+        ),
         (
             "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}], stickiness: recipient}}\n",
             "pools.p.stickiness",
