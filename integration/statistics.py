@@ -33,3 +33,15 @@ def assert_shares(observed: Mapping[str, int], expected: Mapping[str, float], wh
     weight = sum(expected.values())
     pvalue = stats.chisquare(counts, [expected[name] / weight * total for name in names]).pvalue
     assert pvalue > ALPHA, (what, observed, expected, pvalue)
+
+
+def assert_same_shares(a: Mapping[str, int], b: Mapping[str, int], what: object = "") -> None:
+    """Two samples' counts per category are consistent with one set of shares
+    (chi-square test of the 2 x k table; categories empty in both are left out)."""
+    names = sorted(k for k in set(a) | set(b) if a.get(k, 0) or b.get(k, 0))
+    if len(names) < 2:
+        assert names == [] or (a.get(names[0], 0) > 0) == (b.get(names[0], 0) > 0), (what, a, b)
+        return
+    table = [[a.get(n, 0) for n in names], [b.get(n, 0) for n in names]]
+    pvalue = stats.chi2_contingency(table).pvalue
+    assert pvalue > ALPHA, (what, a, b, pvalue)

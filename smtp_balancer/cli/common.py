@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
+import sys
+import zlib
+from collections.abc import Iterator
 from importlib import metadata
 
 from smtp_balancer.config import BalancerConfig, load_config
@@ -68,3 +73,20 @@ def selected(args: argparse.Namespace, config: BalancerConfig, provider_slot: bo
             f"no endpoint is selected by {picked or '--all'} (tags in the YAML: {', '.join(tags) or 'none'})"
         )
     return names
+
+
+def log_lines(paths: list[str]) -> Iterator[str]:
+    """Each log's lines: plain or gzipped files, or ``-`` for standard input."""
+    for path in paths:
+        if path == "-":
+            yield from io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+            continue
+        try:
+            with open(path, "rb") as probe:
+                gzipped = probe.read(2) == b"\x1f\x8b"
+            opener = gzip.open if gzipped else open
+            with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+                yield from f
+        except (OSError, EOFError, zlib.error) as exc:  # a gzip file cut short or corrupt
+            why = getattr(exc, "strerror", None) or exc
+            raise ValueError(f"cannot read log {path}: {why}") from exc

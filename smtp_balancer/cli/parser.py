@@ -28,6 +28,7 @@ from smtp_balancer.cli.services import (
     cmd_milter,
     cmd_policyd,
     cmd_render,
+    cmd_replay,
     cmd_requeue,
     cmd_shadow,
     cmd_table,
@@ -102,6 +103,9 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "smtp-balancer fbl --maildir /var/mail/fbl",
     ),
     "experiment": ("smtp-balancer experiment start ab --reset", "smtp-balancer experiment report ab"),
+    "replay": (
+        "smtp-balancer replay --candidate candidate.yaml --decisions policyd.log --mta-log /var/log/mail.log",
+    ),
     "shadow": (
         "journalctl -u smtp-balancer-policyd --since today -o cat | smtp-balancer shadow report",
         "smtp-balancer shadow report /var/log/smtp-balancer/policyd.log.1.gz --json",
@@ -298,6 +302,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LOG",
         help="the daemons' logs (plain or gzipped); - or none: standard input",
     )
+    p.add_argument("--json", action="store_true", help="JSON instead of the tables")
+
+    p = add(
+        "replay",
+        cmd_replay,
+        "decide a period's logged mail again under a candidate config, in simulated time",
+    )
+    p.add_argument("--candidate", required=True, metavar="YAML", help="the config to try")
+    p.add_argument(
+        "--decisions", nargs="+", required=True, metavar="LOG", help="the daemons' logs (plain, gzipped, -)"
+    )
+    p.add_argument(
+        "--mta-log", nargs="+", required=True, metavar="LOG", help="the MTA's log (plain, gzipped, -)"
+    )
+    p.add_argument("--mta", choices=["postfix", "exim"], default="postfix", help="whose log --mta-log is")
+    p.add_argument("--seed", type=int, default=1, help="for the draws and the modelled replies")
     p.add_argument("--json", action="store_true", help="JSON instead of the tables")
 
     p = add("experiment", cmd_experiment, "A/B experiments on routing: list, start, stop, report")

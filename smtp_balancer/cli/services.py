@@ -123,6 +123,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from smtp_balancer.cli.replay import run
+
+    return run(args)
+
+
 def cmd_shadow(args: argparse.Namespace) -> int:
     from smtp_balancer.cli.shadow import report
 

@@ -9,16 +9,15 @@ not all of them, are counted and named in the report, never fatal.
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from smtp_balancer.cli.common import log_lines
 from smtp_balancer.cli.report import printable
-from smtp_balancer.cli.tracing import parse_fields
+from smtp_balancer.observe.log_reader import parse_fields
 
 SHADOW_FIELDS = ("shadow_outcome", "shadow_rule", "shadow_pool", "shadow_endpoint", "shadow_reason")
 TOP = 10
@@ -139,29 +138,12 @@ def render(tally: ShadowTally) -> str:
     return "\n".join(out)
 
 
-def _lines(paths: list[str]) -> Iterator[str]:
-    """Each log's lines: plain or gzipped files, or ``-`` for standard input."""
-    for path in paths:
-        if path == "-":
-            yield from io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-            continue
-        try:
-            with open(path, "rb") as probe:
-                gzipped = probe.read(2) == b"\x1f\x8b"
-            opener = gzip.open if gzipped else open
-            with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-                yield from f
-        except (OSError, EOFError) as exc:  # EOFError: a gzip file cut short
-            why = getattr(exc, "strerror", None) or exc
-            raise ValueError(f"cannot read log {path}: {why}") from exc
-
-
 def report(args: argparse.Namespace) -> int:
     """``shadow report LOG...``: the logs named, or ``-`` for standard input."""
     paths = args.logs or ["-"]
     tally = ShadowTally()
     try:
-        tally.add_all(_lines(paths))
+        tally.add_all(log_lines(paths))
     except ValueError as exc:
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return 1

@@ -19,45 +19,14 @@ from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.delivery_log import Delivery, LogLineError, parse_line
 from smtp_balancer.feedback.exim_log import parse_exim_line
+from smtp_balancer.observe.log_reader import parse_fields
 
-_LOGFMT = re.compile(r'([\w.-]+)=("(?:[^"\\]|\\.)*"|\S*)')
 _POSTFIX = re.compile(r"postfix[\w/.-]*\[\d+\]: (?P<qid>[0-9A-Za-z]+): (?P<rest>.*)$")
 _EXIM_ARRIVAL = re.compile(
     r"^\S+ \S+ (?P<qid>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) <= .* id=(?P<mid>\S+)"
 )
 _STAMP = re.compile(r"^(\w{3} +\d{1,2} [\d:]{8}|\d{4}-\d\d-\d\d[T ][\d:.]+\S*)")
 DECISION_ID = re.compile(r"^[0-9a-f]{16}$")
-
-
-def _as_logfmt_text(value: object) -> str:
-    """A JSON value as the logfmt line has it: null "", booleans true/false."""
-    if value is None:
-        return ""
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
-
-
-def parse_fields(line: str) -> dict[str, str] | None:
-    """A structured log line (logfmt or JSON) as text fields; None for anything else."""
-    text = line.strip()
-    if text.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(obj, dict):
-            return None
-        return {str(k): _as_logfmt_text(v) for k, v in obj.items()}
-    if " msg=" not in text and not text.startswith("ts="):
-        return None
-    out = {}
-    for key, raw in _LOGFMT.findall(text):
-        if raw.startswith('"'):
-            try:
-                raw = json.loads(raw)
-            except ValueError:
-                raw = raw.strip('"')
-        out[key] = raw
-    return out
 
 
 @dataclass

@@ -87,3 +87,6 @@ class Decision:
     decision_id: str = field(default_factory=new_decision_id)
     # shadow mode: the same message decided under the candidate config (never routed)
     shadow: Decision | None = None
+    # the message's uniform value, which chose among the weights (logged as `draw`:
+    # a replay of the log decides with it again)
+    r: float | None = None

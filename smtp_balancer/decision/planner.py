@@ -180,6 +180,7 @@ class Planner:
                 pool=draw.plan.stages[0].pool,
                 rule=draw.rule.name,
                 degraded=True,
+                r=draw.r,
             )
         now = self.clock.monotonic()
         source = f"last-known state {now - live.taken_at:.0f}s old" if live else "YAML"
@@ -214,6 +215,7 @@ class Planner:
             verdicts=verdicts,
             experiment=draw.arm[0] if draw.arm else None,
             arm=draw.arm[1] if draw.arm else None,
+            r=draw.r,
         )
 
     def exhausted(
@@ -230,4 +232,5 @@ class Planner:
             verdicts=verdicts,
             experiment=draw.arm[0] if draw.arm else None,
             arm=draw.arm[1] if draw.arm else None,
+            r=draw.r,
         )

@@ -52,4 +52,5 @@ def unless_gone(
         pool=decision.pool,
         rule=decision.rule,
         degraded=decision.degraded,
+        r=decision.r,
     )

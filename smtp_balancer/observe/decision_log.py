@@ -8,12 +8,57 @@ decision and on to the MTA's delivery lines.
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from smtp_balancer.decision.facts import Decision, Facts
+from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.observe.logs import Tail, event
 
 log = logging.getLogger("smtp_balancer.decision")
+
+MAX_DOMAINS = 20  # rcpt_domains names this many domains at most: a line stays short
+
+
+# a domain as a recipient address can give it: anything else is written "?", so that
+# no client's address can forge the list's commas, counts or "+"
+_DOMAIN = re.compile(r"[a-z0-9._:\[\]-]+")
+
+
+def _domain(recipient: str) -> str:
+    domain = domain_of(recipient)
+    return domain if _DOMAIN.fullmatch(domain) else "?"
+
+
+def encode_domains(recipients: Sequence[str]) -> str:
+    """``rcpt_domains``: each domain once, in first-seen order, with its count past 1."""
+    if len(recipients) == 1:
+        return _domain(recipients[0])
+    counts = Counter(_domain(r) for r in recipients)
+    named = list(counts.items())[:MAX_DOMAINS]
+    parts = [domain if n == 1 else f"{domain}*{n}" for domain, n in named]
+    if len(counts) > MAX_DOMAINS:
+        parts.append(f"+{len(recipients) - sum(n for _, n in named)}")
+    return ",".join(parts)
+
+
+def decode_domains(text: str) -> tuple[list[tuple[str, int]], int]:
+    """``rcpt_domains`` back: (domain, recipients) pairs, and the recipients not named.
+    Raises ValueError for a value no daemon writes."""
+    pairs: list[tuple[str, int]] = []
+    rest = 0
+    for part in text.split(",") if text else ():
+        if part.startswith("+") and part[1:].isdigit() and part[1:].isascii():
+            rest += int(part[1:])
+            continue
+        domain, star, count = part.partition("*")
+        if not domain or (star and not (count.isdigit() and count.isascii() and int(count) > 0)):
+            raise ValueError(f"not a recipient domain list: {text[:80]!r}")
+        pairs.append((domain, int(count) if star else 1))
+    return pairs, rest
+
 
 # every field of the line, after ts, level, logger and msg=decision: what it says
 # (docs/reference/logs.md is generated from this; tests check the line has these)
@@ -21,6 +66,12 @@ FIELDS = {
     "decision_id": "16 random hex digits; the milter's info header (`milter.info_header`) carries it too",
     "via": "who decided: `policyd` or `milter`",
     "queue_id": "the MTA's queue id, which its own delivery lines carry (absent when not known yet)",
+    "sender_domain": "the envelope sender's domain (empty for the null sender)",
+    "rcpt_domains": "the recipients' domains in first-seen order, `*N` after one with N recipients"
+    f" (`gmail.com*2,yahoo.com`); past {MAX_DOMAINS} domains, `+N` counts the other recipients",
+    "size": "the message size in bytes, as the MTA declared it (empty when not known)",
+    "draw": "the message's uniform value in [0, 1), which chose among the weights: a replay of the"
+    " log decides with it again (empty when no rule matched)",
     "outcome": "`route`, `default` (the MTA's default transport), `defer`, `no_rule` or `inbound`",
     "rule": "the rule that matched",
     "pool": "the pool the endpoint was drawn from",
@@ -62,5 +113,14 @@ def log_decision(via: str, facts: Facts, decision: Decision, **more: Any) -> Non
             ("shadow_reason", shadow.reason),
         )
     # what varies per message first; the rest repeats, and is rendered once (Tail)
-    ids = {"decision_id": decision.decision_id, "via": via, "queue_id": facts.queue_id or None}
+    ids = {
+        "decision_id": decision.decision_id,
+        "via": via,
+        "queue_id": facts.queue_id or None,
+        # what replaying the log needs of the message (``smtp-balancer replay``)
+        "sender_domain": facts.sender_domain,
+        "rcpt_domains": encode_domains(facts.recipients),
+        "size": facts.size,
+        "draw": decision.r,
+    }
     event(log, logging.INFO, "decision", ids, tail + tuple(more.items()) if more else tail)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,34 +13,17 @@ import pytest
 from smtp_balancer.cli.main import main
 from smtp_balancer.cli.shadow import ShadowTally
 from smtp_balancer.decision.facts import Decision, Facts
-from smtp_balancer.observe.decision_log import log_decision
-from smtp_balancer.observe.logs import StructuredFormatter
+from smtp_balancer.observe.logs import LogFormat
+from tests.log_lines import decision_lines
 
 
 def routed(endpoint: str, reason: str = "weight 1 in pool main") -> Decision:
     return Decision(outcome="route", reason=reason, endpoint=endpoint, pool="main", rule="all")
 
 
-def lines(pairs: list[tuple[Decision, Decision | None]], style: str = "logfmt") -> list[str]:
+def lines(pairs: list[tuple[Decision, Decision | None]], style: LogFormat = "logfmt") -> list[str]:
     """The decision lines the daemons write for these (live, shadow) decisions."""
-    formatter = StructuredFormatter(style)  # type: ignore[arg-type]
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("smtp_balancer.decision")
-    handler, level = Keep(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        for live, shadow in pairs:
-            log_decision("policyd", Facts(queue_id="Q1"), replace(live, shadow=shadow), action="DUNNO")
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    return [formatter.format(r) for r in records]
+    return decision_lines(((Facts(queue_id="Q1"), replace(a, shadow=b), None) for a, b in pairs), style)
 
 
 PAIRS = [(routed("out1"), routed("out1"))] * 6 + [

@@ -3,7 +3,7 @@ JSON, Postfix and Exim delivery lines, a requeued message's new queue id."""
 
 from __future__ import annotations
 
-from smtp_balancer.cli.tracing import Trace, Tracer, parse_fields, render
+from smtp_balancer.cli.tracing import Trace, Tracer, render
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback.classify import BounceClassifier, builtin_classes
 
@@ -65,8 +65,5 @@ def test_exim_lines_and_json_decision_lines() -> None:
     assert trace("0123456789abcdef", lines).queue_ids == ["1xYgXf-0006Qf-2h"]
 
 
-def test_fields_of_odd_lines() -> None:
-    assert parse_fields("not a structured line") is None
-    assert parse_fields("{broken json") is None
-    assert parse_fields('ts=x msg=decision reason="a \\"quoted\\" word"')["reason"] == 'a "quoted" word'
+def test_an_unknown_id_traces_nothing() -> None:
     assert trace("NOSUCHID0000", POSTFIX).queue_ids == []

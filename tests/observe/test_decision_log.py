@@ -5,8 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+import pytest
+
 from smtp_balancer.decision.facts import Decision, Facts, Route, new_decision_id
-from smtp_balancer.observe.decision_log import FIELDS, log_decision
+from smtp_balancer.observe.decision_log import (
+    FIELDS,
+    MAX_DOMAINS,
+    decode_domains,
+    encode_domains,
+    log_decision,
+)
 
 
 def routed(decision_id: str, **more: str) -> Decision:
@@ -33,6 +41,10 @@ def test_decision_line_names_the_decision_and_the_queue_id(caplog):
         "decision_id": "0123456789abcdef",
         "via": "policyd",
         "queue_id": "4XyZ1",
+        "sender_domain": "shop.test",
+        "rcpt_domains": "gmail.com,yahoo.com",
+        "size": None,
+        "draw": None,
         "outcome": "route",
         "rule": "news",
         "pool": "bulk",
@@ -66,3 +78,28 @@ def test_the_documented_fields_are_those_of_a_full_line(caplog):
         log_decision("policyd", facts, decision, action="FILTER out2:", message_class="bulk")
     (rec,) = caplog.records
     assert list(rec.fields) == list(FIELDS)
+
+
+def test_recipient_domains_are_written_once_each_with_their_counts_and_read_back():
+    rcpts = ["a@Gmail.com", "b@yahoo.com", "c@gmail.com", "d@gmail.com"]
+    assert encode_domains(rcpts) == "gmail.com*3,yahoo.com"
+    assert decode_domains("gmail.com*3,yahoo.com") == ([("gmail.com", 3), ("yahoo.com", 1)], 0)
+    assert encode_domains(["x@[IPv6:2001:db8::1]"]) == "[ipv6:2001:db8::1]"
+    assert encode_domains([]) == "" and decode_domains("") == ([], 0)
+    many = [f"u@d{i}.test" for i in range(MAX_DOMAINS + 5)] + ["v@d0.test"]
+    pairs, rest = decode_domains(encode_domains(many))
+    assert len(pairs) == MAX_DOMAINS and pairs[0] == ("d0.test", 2) and rest == 5
+    assert sum(n for _, n in pairs) + rest == len(many)
+
+
+@pytest.mark.parametrize("hostile", ["a@x,y*3.test", "a@+7", "a@evil*0", "a@\u00e9.test", 'a@"x y"'])
+def test_a_recipient_cannot_forge_the_domain_list(hostile: str):
+    text = encode_domains([hostile, "b@gmail.com"])
+    assert text == "?,gmail.com"
+    assert decode_domains(text) == ([("?", 1), ("gmail.com", 1)], 0)
+
+
+@pytest.mark.parametrize("junk", ["gmail.com*", "gmail.com*0", "*3", "a,,b", "gmail.com*\u0663"])
+def test_a_domain_list_no_daemon_writes_is_refused(junk: str):
+    with pytest.raises(ValueError, match="not a recipient domain list"):
+        decode_domains(junk)

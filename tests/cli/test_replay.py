@@ -1,0 +1,77 @@
+"""``smtp-balancer replay`` from log files: the scenario's logs written as the
+daemons and Postfix write them, read back, and decided again."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from smtp_balancer.cli.main import main
+from smtp_balancer.decision.facts import Decision
+from tests.log_lines import decision_lines
+from tests.replay.scenario import LIVE, logged
+
+
+def postfix_line(at: float, d) -> str:
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%b %d %H:%M:%S")
+    said = d.response if d.status == "sent" else f"host {d.relay_host}[127.0.0.1] said: {d.response}"
+    return (
+        f"{stamp} mta postfix/{d.endpoint}/smtp[4242]: {d.queue_id}: to=<{d.recipient}>,"
+        f" relay={d.relay_host}[127.0.0.1]:25, delay=0.1, delays=0/0/0.05/0.05, dsn={d.dsn},"
+        f" status={d.status} ({said})"
+    )
+
+
+def logs(tmp_path: Path) -> list[str]:
+    messages, attempts = logged()
+    decided = [
+        (m.facts, Decision(outcome=m.outcome, reason="x", endpoint=m.endpoint or None, rule=m.rule), m.at)
+        for m in messages
+    ]
+    (tmp_path / "policyd.log").write_text("\n".join(["garbage", *decision_lines(decided)]) + "\n")
+    (tmp_path / "mail.log").write_text("\n".join(postfix_line(a.at, a.delivery) for a in attempts) + "\n")
+    (tmp_path / "live.yaml").write_text(yaml.safe_dump(LIVE))
+    pools = {"main": {"endpoints": [{"endpoint": "out1", "weight": 3}, {"endpoint": "out3", "weight": 1}]}}
+    (tmp_path / "candidate.yaml").write_text(yaml.safe_dump({**LIVE, "pools": pools}))
+    return [
+        "-c", str(tmp_path / "live.yaml"), "replay", "--candidate", str(tmp_path / "candidate.yaml"),
+        "--decisions", str(tmp_path / "policyd.log"), "--mta-log", str(tmp_path / "mail.log"),
+    ]  # fmt: skip
+
+
+def test_replay_from_the_logs_reproduces_them_and_shows_the_candidate(tmp_path: Path, capsys):
+    args = logs(tmp_path)
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["messages"] == 300 and report["lines_not_used"] == {"not a structured log line": 1}
+    for route in report["routes"]:
+        assert route["actual"] == route["live_replayed"], route
+        assert route["candidate"] == 0 or route["endpoint"] != "out2"
+    (suspended,) = report["actions"]["live_replayed"]
+    assert (suspended["rule"], suspended["endpoint"], suspended["provider"]) == (
+        "google-rate-limited",
+        "out2",
+        "google",
+    )
+    assert report["actions"]["candidate"] == []
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("300 messages replayed") and "(only here)" in text
+
+
+def test_bad_inputs_are_a_message_and_an_exit_code(tmp_path: Path, capsys):
+    args = logs(tmp_path)
+    (tmp_path / "candidate.yaml").write_text("pools: [\n")
+    assert main(args) == 2
+    assert "candidate config error" in capsys.readouterr().err
+    (tmp_path / "candidate.yaml").write_text(yaml.safe_dump(LIVE))
+    (tmp_path / "policyd.log").write_text("nothing to see\n")
+    assert main(args) == 1
+    assert "no decision lines that replay can use" in capsys.readouterr().err
+    logs(tmp_path)  # the good logs again, then an MTA log that is not there
+    assert main([*args[:-1], str(tmp_path / "missing.log")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot read log" in err and "Traceback" not in err

@@ -1,0 +1,45 @@
+"""The reply model: a message's own replies on its own route, else one drawn from
+the route's replies around its time, else the provider's elsewhere (unobserved)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from integration.statistics import assert_shares
+from smtp_balancer.replay.inputs import Attempt
+from smtp_balancer.replay.replies import ReplyModel
+from tests.replay.scenario import T0, delivery
+
+
+def attempts() -> list[Attempt]:
+    out2 = [Attempt(T0 + i, delivery(f"Q{i}", "out2", "gmail.com", refused=i % 4 == 0)) for i in range(400)]
+    late = [Attempt(T0 + 5000 + i, delivery(f"L{i}", "out2", "gmail.com", refused=True)) for i in range(10)]
+    return out2 + late
+
+
+def test_a_message_on_its_own_route_gets_its_own_replies():
+    model = ReplyModel(attempts())
+    assert [a.delivery.queue_id for a in model.own("Q4", "out2")] == ["Q4"]
+    assert model.own("Q4", "out1") == [] and model.own("", "out2") == []
+
+
+def test_drawn_replies_come_from_around_the_time_in_their_proportions():
+    model = ReplyModel(attempts(), window_s=300, seed=7)
+    drawn = [model.drawn("out2", "google", T0 + 200)[0] for _ in range(4000)]
+    assert all(a is not None and abs(a.at - (T0 + 200)) <= 300 for a in drawn)
+    statuses = Counter(a.delivery.status for a in drawn if a is not None)
+    # 100 of the 400 replies within 300 s of T0+200 are refusals: a quarter (chi-square)
+    assert_shares(statuses, {"deferred": 1, "sent": 3})
+
+
+def test_far_from_any_reply_the_nearest_one_answers():
+    model = ReplyModel(attempts(), window_s=60)
+    attempt, observed = model.drawn("out2", "google", T0 + 3000)
+    assert observed and attempt is not None and attempt.at in (T0 + 399, T0 + 5000)
+
+
+def test_a_route_never_seen_borrows_the_provider_and_says_so():
+    model = ReplyModel(attempts())
+    attempt, observed = model.drawn("out9", "google", T0 + 10)
+    assert attempt is not None and attempt.delivery.endpoint == "out2" and not observed
+    assert model.drawn("out9", "yahoo", T0) == (None, False)
