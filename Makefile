@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install first.
-.PHONY: reference install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart bench-fleet lint
+.PHONY: reference install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart bench-fleet bench-replay lint
 
 install:
 	bash .ci/install
@@ -15,7 +15,7 @@ test: install
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md
-bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart bench-fleet
+bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart bench-fleet bench-replay
 
 bench-engine: install
 	.venv/bin/python benchmarks/engine_throughput.py
@@ -73,5 +73,8 @@ reference: install
 	.venv/bin/python tools/reference.py
 
 # N deciders on one Redis (local and script mode): Redis CPU and memory per decision
+bench-replay: install
+	.venv/bin/python benchmarks/replay.py --messages 100000
+
 bench-fleet: install
 	.venv/bin/python benchmarks/fleet.py

@@ -13,6 +13,7 @@ force before the replayed period are not known to it.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import random
@@ -132,8 +133,14 @@ class SimQuota:
         return True
 
 
+@functools.lru_cache(maxsize=64)
+def _hour_text(hour: int) -> str:
+    return datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y-%m-%d %H:00")
+
+
 def hour_of(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:00")
+    """The UTC hour a time falls in, as the report shows it (strftime once an hour)."""
+    return _hour_text(int(at // 3600))
 
 
 @dataclass

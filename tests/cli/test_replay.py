@@ -4,14 +4,16 @@ daemons and Postfix write them, read back, and decided again."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import yaml
 
+from integration.log_lines import decision_lines
 from smtp_balancer.cli.main import main
 from smtp_balancer.decision.facts import Decision
-from tests.log_lines import decision_lines
 from tests.replay.scenario import LIVE, logged
 
 
@@ -25,25 +27,54 @@ def postfix_line(at: float, d) -> str:
     )
 
 
-def logs(tmp_path: Path) -> list[str]:
+def exim_id(queue_id: str) -> str:
+    return f"1xYgXf-{int(queue_id[1:]):06d}-2X"
+
+
+def exim_line(at: float, d) -> str:
+    """Exim 4.96's main log line for a delivery (=>) or a deferral (==)."""
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    where = f"R=sb_direct T=sb_{d.endpoint} H={d.relay_host} [127.0.0.1]"
+    if d.status == "sent":
+        return f'{stamp} {d.queue_id} => {d.recipient} {where} C="250 2.0.0 Ok"'
+    error = f"SMTP error from remote mail server after RCPT TO:<{d.recipient}>:"
+    deferred = where.replace(" H=", " defer (-44) H=")
+    return f"{stamp} {d.queue_id} == {d.recipient} {deferred}: {error} {d.response}"
+
+
+def logs(tmp_path: Path, mta: str = "postfix") -> list[str]:
     messages, attempts = logged()
+    if mta == "exim":  # Exim's message ids, in both logs
+        messages = [
+            replace(m, queue_id=exim_id(m.queue_id), facts=replace(m.facts, queue_id=exim_id(m.queue_id)))
+            for m in messages
+        ]
+        attempts = [
+            replace(a, delivery=replace(a.delivery, queue_id=exim_id(a.delivery.queue_id))) for a in attempts
+        ]
     decided = [
-        (m.facts, Decision(outcome=m.outcome, reason="x", endpoint=m.endpoint or None, rule=m.rule), m.at)
+        (
+            m.facts,
+            Decision(outcome=m.outcome, reason="x", endpoint=m.endpoint or None, rule=m.rule, r=m.r),
+            m.at,
+        )
         for m in messages
     ]
+    line = exim_line if mta == "exim" else postfix_line
     (tmp_path / "policyd.log").write_text("\n".join(["garbage", *decision_lines(decided)]) + "\n")
-    (tmp_path / "mail.log").write_text("\n".join(postfix_line(a.at, a.delivery) for a in attempts) + "\n")
+    (tmp_path / "mail.log").write_text("\n".join(line(a.at, a.delivery) for a in attempts) + "\n")
     (tmp_path / "live.yaml").write_text(yaml.safe_dump(LIVE))
     pools = {"main": {"endpoints": [{"endpoint": "out1", "weight": 3}, {"endpoint": "out3", "weight": 1}]}}
     (tmp_path / "candidate.yaml").write_text(yaml.safe_dump({**LIVE, "pools": pools}))
     return [
         "-c", str(tmp_path / "live.yaml"), "replay", "--candidate", str(tmp_path / "candidate.yaml"),
-        "--decisions", str(tmp_path / "policyd.log"), "--mta-log", str(tmp_path / "mail.log"),
+        "--mta", mta, "--decisions", str(tmp_path / "policyd.log"), "--mta-log", str(tmp_path / "mail.log"),
     ]  # fmt: skip
 
 
-def test_replay_from_the_logs_reproduces_them_and_shows_the_candidate(tmp_path: Path, capsys):
-    args = logs(tmp_path)
+@pytest.mark.parametrize("mta", ["postfix", "exim"])
+def test_replay_from_the_logs_reproduces_them_and_shows_the_candidate(tmp_path: Path, capsys, mta: str):
+    args = logs(tmp_path, mta)
     assert main([*args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["messages"] == 300 and report["lines_not_used"] == {"not a structured log line": 1}

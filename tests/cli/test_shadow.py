@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from integration.log_lines import decision_lines
 from smtp_balancer.cli.main import main
 from smtp_balancer.cli.shadow import ShadowTally
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.observe.logs import LogFormat
-from tests.log_lines import decision_lines
 
 
 def routed(endpoint: str, reason: str = "weight 1 in pool main") -> Decision:

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from integration.configs import topology
+from integration.log_lines import decision_lines
 from smtp_balancer.config import validate_config
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback.dialects import EximDialect, PostfixDialect
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.replay.inputs import Unread, attempt_of, message_of, stamp_of
-from tests.log_lines import decision_lines
 
 AT = datetime(2026, 11, 24, 10, 30, 5, 250_000, tzinfo=UTC).timestamp()
 CONFIG = validate_config({"mx_lookup": {"enabled": False}, **topology()})
