@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--mta-log", nargs="+", required=True, metavar="LOG", help="the MTA's log (plain, gzipped, -)"
     )
     p.add_argument("--mta", choices=["postfix", "exim"], default="postfix", help="whose log --mta-log is")
+    p.add_argument(
+        "--host", metavar="H", help="the fleet host whose logs these are (default: this one, as explain)"
+    )
     p.add_argument("--seed", type=int, default=1, help="for the draws and the modelled replies")
     p.add_argument("--json", action="store_true", help="JSON instead of the tables")
 

@@ -16,6 +16,7 @@ from smtp_balancer.config import ConfigInvalid, load_config
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.engine.plumbing import foreign_endpoints, this_host
 from smtp_balancer.feedback.dialects import EximDialect, LogDialect, PostfixDialect
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.replay.inputs import Attempt, Message, Unread, attempt_of, message_of
@@ -82,8 +83,16 @@ def run(args: argparse.Namespace) -> int:
             progress.step(name, m.at)
             yield m
 
-    live_run = Simulator(live, replies, "live_replayed", args.seed).replay(shown("live"))
-    cand = Simulator(candidate, ReplyModel(attempts, seed=args.seed), "candidate", args.seed)
+    host = args.host or this_host()  # whose logs these are: its daemons' endpoints only
+    live_sim = Simulator(live, replies, "live_replayed", args.seed, foreign_endpoints(live, host))
+    live_run = live_sim.replay(shown("live"))
+    cand = Simulator(
+        candidate,
+        ReplyModel(attempts, seed=args.seed),
+        "candidate",
+        args.seed,
+        foreign_endpoints(candidate, host),
+    )
     cand_run = cand.replay(shown("candidate"))
     progress.done()
     actual = actual_volumes(messages, Planner(live))

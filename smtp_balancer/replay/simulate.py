@@ -161,9 +161,19 @@ class Run:
 
 
 class Simulator:
-    def __init__(self, config: BalancerConfig, replies: ReplyModel, name: str, seed: int = 1) -> None:
+    def __init__(
+        self,
+        config: BalancerConfig,
+        replies: ReplyModel,
+        name: str,
+        seed: int = 1,
+        foreign: Iterable[str] = (),
+    ) -> None:
+        """``foreign``: endpoints another fleet host owns, left out as that host's daemons leave them."""
         self.clock = SimClock()
         self.planner = Planner(config, random.Random(seed), self.clock)  # type: ignore[arg-type]
+        if foreign := list(foreign):
+            self.planner.set_unplumbed(foreign)
         self.live = LiveState(taken_at=0.0)
         self.quota = SimQuota(self.clock)
         fb = config.feedback

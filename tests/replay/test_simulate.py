@@ -92,3 +92,10 @@ def test_an_unobserved_route_borrows_the_providers_replies():
     assert ("out1", "google") in run.unobserved and ("out2", "google") not in run.unobserved
     # out1's google mail got Google's replies on out2 and out3 around its time: 421s too
     assert run.replies[("out1", "google", "deferred")] > 0
+
+
+def test_another_hosts_endpoints_are_left_out_as_its_daemons_leave_them():
+    messages, attempts = logged()
+    fleet = config({"endpoints": {"out3": {"host": "mta2"}}})
+    run = Simulator(fleet, ReplyModel(attempts), "candidate", foreign=["out3"]).replay(messages)
+    assert set(endpoints(run)) == {"out1", "out2"}
