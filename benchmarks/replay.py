@@ -106,8 +106,9 @@ def replay(decisions: Path, mail: Path) -> tuple[float, int, float]:
     with mail.open() as f:
         attempts = [a for line in f if (a := attempt_of(line, dialect, 2026, UTC, unread)) is not None]
     read_mb = rss_mb()
-    live_run = Simulator(live, ReplyModel(attempts), "live_replayed").replay(messages)
-    cand = Simulator(candidate, ReplyModel(attempts), "candidate")
+    replies = ReplyModel(attempts)
+    live_run = Simulator(live, replies, "live_replayed").replay(messages)
+    cand = Simulator(candidate, replies.again(1), "candidate")
     cand_run = cand.replay(messages)
 
     as_dict(

@@ -17,7 +17,7 @@ from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.engine.plumbing import foreign_endpoints, this_host
-from smtp_balancer.feedback.dialects import EximDialect, LogDialect, PostfixDialect
+from smtp_balancer.feedback.dialects import LogDialect, dialect_for
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.replay.inputs import Attempt, Message, Unread, attempt_of, message_of
 from smtp_balancer.replay.replies import ReplyModel
@@ -46,8 +46,7 @@ class Progress:
 
 
 def _dialect(config: BalancerConfig, mta: str) -> LogDialect:
-    providers = ProviderTable.from_config(config)
-    return EximDialect(providers, transport_names(config)) if mta == "exim" else PostfixDialect(providers)
+    return dialect_for(ProviderTable.from_config(config), transport_names(config) if mta == "exim" else None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -184,14 +184,23 @@ class Planner:
             )
         now = self.clock.monotonic()
         source = f"last-known state {now - live.taken_at:.0f}s old" if live else "YAML"
-        picked = choose(draw.plan.stages, draw.hashes, draw.r, Eligibility(draw, live, None, now))
+        return self.unleased(draw, Eligibility(draw, live, None, now), (why, source))
+
+    def unleased(
+        self, draw: Draw, eligibility: Eligibility, degraded: tuple[str, str] | None = None
+    ) -> Decision:
+        """The choice under ``eligibility``, which needs no lease: the degraded path
+        (``degraded``: why, and the state it used) and shadow mode (decision/shadow.py)."""
+        picked = choose(draw.plan.stages, draw.hashes, draw.r, eligibility)
         if picked is None:
-            return self.exhausted(draw, degraded=True)
+            return self.exhausted(draw, degraded=degraded is not None)
         stage_no, name, weight = picked
         stage = draw.plan.stages[stage_no]
-        routed = route_reason(weight, stage, stage_no, draw.plan.stages[0].pool)
-        reason = f"degraded ({why}): {routed} from {source}"
-        return self.routed(draw, stage, name, reason, degraded=True)
+        reason = route_reason(weight, stage, stage_no, draw.plan.stages[0].pool)
+        if degraded is None:
+            return self.routed(draw, stage, name, reason)
+        why, source = degraded
+        return self.routed(draw, stage, name, f"degraded ({why}): {reason} from {source}", degraded=True)
 
     # -- decisions ------------------------------------------------------------------
     def routed(

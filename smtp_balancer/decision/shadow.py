@@ -18,11 +18,9 @@ from datetime import datetime
 
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.decision.choice import choose
 from smtp_balancer.decision.draw import Draw
 from smtp_balancer.decision.eligibility import UNCOUNTABLE, UNRATED, Eligibility
 from smtp_balancer.decision.facts import Decision, Facts
-from smtp_balancer.decision.plan import route_reason
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.quota import QuotaBook
 from smtp_balancer.state.live import LiveState
@@ -80,14 +78,7 @@ class ShadowDecider:
             return draw
         if r is not None:
             draw = replace(draw, r=r)
-        eligibility = ShadowEligibility(draw, live, book, self.clock.monotonic())
-        picked = choose(draw.plan.stages, draw.hashes, draw.r, eligibility)
-        if picked is None:
-            return planner.exhausted(draw)
-        stage_no, endpoint, weight = picked
-        stage = draw.plan.stages[stage_no]
-        reason = route_reason(weight, stage, stage_no, draw.plan.stages[0].pool)
-        return planner.routed(draw, stage, endpoint, reason)
+        return planner.unleased(draw, ShadowEligibility(draw, live, book, self.clock.monotonic()))
 
 
 def agrees(live: Decision, shadow: Decision) -> bool:

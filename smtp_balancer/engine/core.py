@@ -293,22 +293,18 @@ class Engine:
         record_arm: bool = True,
     ) -> Decision:
         started = time.perf_counter()
+        prepared: Draw | Decision | None = draw
         try:
-            if draw is None:
+            if prepared is None:
                 if self.mx is not None:
                     await self.mx.learn({domain_of(r) for r in facts.recipients})
                 prepared = self.planner.prepare(facts, now, commit=commit, explain=explain)
-                if isinstance(prepared, Decision):
-                    shadowed = commit and not explain and self.shadow is not None
-                    return self._record(
-                        self._shadowed(facts, prepared, prepared, now) if shadowed else prepared,
-                        commit,
-                        started,
-                    )
-                draw = prepared
-            decision = await self._by_script(draw)
-            if waited is not None and draw.commit and not draw.explain:
-                decision = unless_gone(self.book, draw, decision, waited)
+            if isinstance(prepared, Decision):
+                decision = prepared  # no rule matched, or mail received here: nothing to count
+            else:
+                decision = await self._by_script(prepared)
+                if waited is not None and prepared.commit and not prepared.explain:
+                    decision = unless_gone(self.book, prepared, decision, waited)
         except Exception:  # a bug must not stop mail: fail open to the MTA default
             log.exception("decision failed for queue id %s; answering default", facts.queue_id or "-")
             decision = Decision(outcome="default", reason="degraded (internal error)", degraded=True)
@@ -316,7 +312,7 @@ class Engine:
         if commit and not explain and record_arm and decision.arm is not None:
             self._note_arm(facts, decision)
         if commit and not explain and self.shadow is not None:
-            decision = self._shadowed(facts, draw if draw is not None else decision, decision, now)
+            decision = self._shadowed(facts, prepared if prepared is not None else decision, decision, now)
         return self._record(decision, commit, started)
 
     @staticmethod

@@ -60,3 +60,8 @@ class EximDialect:
 
 
 LogDialect = PostfixDialect | EximDialect
+
+
+def dialect_for(providers: ProviderTable, exim_transports: Mapping[str, str] | None = None) -> LogDialect:
+    """Postfix's log, or with ``exim_transports`` (transport name -> endpoint) Exim's main log."""
+    return PostfixDialect(providers) if exim_transports is None else EximDialect(providers, exim_transports)

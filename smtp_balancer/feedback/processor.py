@@ -23,7 +23,7 @@ from smtp_balancer.feedback.delivery_log import (
     LogLineError,
     bind_error_endpoint,
 )
-from smtp_balancer.feedback.dialects import EximDialect, LogDialect, PostfixDialect
+from smtp_balancer.feedback.dialects import LogDialect, dialect_for
 from smtp_balancer.feedback.responses import CompiledRule, ResponseMatcher
 from smtp_balancer.feedback.tenants import SenderBook
 from smtp_balancer.state.keys import hour_bucket, minute_bucket
@@ -86,9 +86,7 @@ class Processor:
         self.providers = providers
         self.matcher = matcher
         self.endpoints = endpoints
-        self.dialect: LogDialect = (
-            PostfixDialect(providers) if exim_transports is None else EximDialect(providers, exim_transports)
-        )
+        self.dialect: LogDialect = dialect_for(providers, exim_transports)
         self.classifier = classifier or BounceClassifier(builtin_classes())
         self.tenants = tenants or TenantTable(())
         self.senders = SenderBook()

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
@@ -55,6 +56,13 @@ class ReplyModel:
             self.by_queue_id[d.queue_id].append(attempt)
         self.routes = {key: self._series(items) for key, items in by_route.items()}
         self.providers = {key: self._series(items) for key, items in by_provider.items()}
+
+    def again(self, seed: int) -> ReplyModel:
+        """The same replies with draws of their own, for another config's replay: the
+        indexes are shared, not built again."""
+        other = copy.copy(self)
+        other.rng = random.Random(seed)
+        return other
 
     @staticmethod
     def _series(items: list[Attempt]) -> _Series:

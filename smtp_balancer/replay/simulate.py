@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.facts import Decision
 from smtp_balancer.decision.planner import Planner
+from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.delivery_log import Delivery
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
@@ -302,7 +303,7 @@ def actual_volumes(messages: Iterable[Message], planner: Planner) -> Run:
         run.rules[message.rule or "-"] += 1
         if message.outcome != "route" or not message.endpoint:
             continue
-        domains = [r.rpartition("@")[2] for r in message.facts.recipients]
+        domains = [domain_of(r) for r in message.facts.recipients]
         for provider, count in planner.providers.for_domains(domains).items():
             run.volumes[(message.endpoint, provider, hour_of(message.at))] += count
     return run

@@ -67,7 +67,9 @@ def test_a_candidate_rule_that_matches_nothing_says_no_rule():
 
 
 def test_capped_endpoints_stay_in_until_the_live_book_holds_them_full():
-    raw = deep_merge(LIVE, {"endpoints": {"out3": {"warmup": {"start": "2026-11-24", "schedule": [10]}}}})
+    raw = deep_merge(
+        LIVE, {"endpoints": {"out3": {"warmup": {"start": NOW.date().isoformat(), "schedule": [10]}}}}
+    )
     config = validate_config(raw)
     clock = FixedClock(NOW)
     planner = Planner(config, random.Random(1), clock)

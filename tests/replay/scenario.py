@@ -28,7 +28,7 @@ LIVE = {
         **topology()["endpoints"],
         "out3": {
             **topology()["endpoints"]["out3"],
-            "warmup": {"start": "2026-11-24", "schedule": [20], "providers": {"google": [3]}},
+            "warmup": {"start": START.date().isoformat(), "schedule": [20], "providers": {"google": [3]}},
         },
     },
 }

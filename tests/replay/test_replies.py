@@ -43,3 +43,11 @@ def test_a_route_never_seen_borrows_the_provider_and_says_so():
     attempt, observed = model.drawn("out9", "google", T0 + 10)
     assert attempt is not None and attempt.delivery.endpoint == "out2" and not observed
     assert model.drawn("out9", "yahoo", T0) == (None, False)
+
+
+def test_again_shares_the_replies_and_draws_on_its_own():
+    model = ReplyModel(attempts(), seed=7)
+    other = model.again(7)
+    assert other.routes is model.routes and other.by_queue_id is model.by_queue_id
+    first = [model.drawn("out2", "google", T0 + 200)[0] for _ in range(50)]
+    assert [other.drawn("out2", "google", T0 + 200)[0] for _ in range(50)] == first
