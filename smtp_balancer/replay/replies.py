@@ -2,9 +2,9 @@
 
 - A message replayed onto the route it actually took gets its own attempts, at
   their own times: replaying the live config reproduces the log exactly.
-- Otherwise the reply is drawn (seeded) from the attempts that route made within
-  ``window_s`` of the message's time, or the one nearest in time when it made none
-  that close.
+- Otherwise the reply is drawn (seeded) from the route's ``latest`` attempts at or
+  before the message's time (its first one when it made none before): never from
+  after it, so a throttle is not felt before the log shows it.
 - A route the log never used (a new endpoint, or one that never sent to that
   provider) gets the provider's attempts on the other routes, and is marked
   unobserved: how a new IP would be received is a guess.
@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import copy
 import random
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from smtp_balancer.replay.inputs import Attempt
 
-WINDOW_S = 300.0
+LATEST = 20  # a reply is drawn from the route's latest this many before the message
 
 
 @dataclass
@@ -31,20 +31,18 @@ class _Series:
     times: list[float]
     attempts: list[Attempt]
 
-    def near(self, at: float, window_s: float, rng: random.Random) -> Attempt:
-        lo, hi = bisect_left(self.times, at - window_s), bisect_right(self.times, at + window_s)
-        if lo < hi:
-            return self.attempts[rng.randrange(lo, hi)]
-        i = bisect_left(self.times, at)
-        nearest = min(
-            (j for j in (i - 1, i) if 0 <= j < len(self.times)), key=lambda j: abs(self.times[j] - at)
-        )
-        return self.attempts[nearest]
+    def near(self, at: float, latest: int, rng: random.Random) -> Attempt:
+        """One of the ``latest`` replies at or before ``at`` (the first after it when there
+        is none): never a reply from after a change the route had not seen yet."""
+        hi = bisect_right(self.times, at)
+        if hi == 0:
+            return self.attempts[0]
+        return self.attempts[rng.randrange(max(0, hi - latest), hi)]
 
 
 class ReplyModel:
-    def __init__(self, attempts: Iterable[Attempt], window_s: float = WINDOW_S, seed: int = 1) -> None:
-        self.window_s = window_s
+    def __init__(self, attempts: Iterable[Attempt], latest: int = LATEST, seed: int = 1) -> None:
+        self.latest = latest
         self.rng = random.Random(seed)
         by_route: dict[tuple[str, str], list[Attempt]] = defaultdict(list)
         by_provider: dict[str, list[Attempt]] = defaultdict(list)
@@ -83,8 +81,8 @@ class ReplyModel:
         route was observed in the log."""
         series = self.routes.get((endpoint, provider))
         if series is not None:
-            return series.near(at, self.window_s, self.rng), True
+            return series.near(at, self.latest, self.rng), True
         series = self.providers.get(provider)
         if series is not None:
-            return series.near(at, self.window_s, self.rng), False
+            return series.near(at, self.latest, self.rng), False
         return None, False

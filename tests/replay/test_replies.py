@@ -23,19 +23,22 @@ def test_a_message_on_its_own_route_gets_its_own_replies():
     assert model.own("Q4", "out1") == [] and model.own("", "out2") == []
 
 
-def test_drawn_replies_come_from_around_the_time_in_their_proportions():
-    model = ReplyModel(attempts(), window_s=300, seed=7)
+def test_drawn_replies_are_the_routes_latest_in_their_proportions():
+    model = ReplyModel(attempts(), latest=20, seed=7)
     drawn = [model.drawn("out2", "google", T0 + 200)[0] for _ in range(4000)]
-    assert all(a is not None and abs(a.at - (T0 + 200)) <= 300 for a in drawn)
+    assert all(a is not None and T0 + 181 <= a.at <= T0 + 200 for a in drawn)
     statuses = Counter(a.delivery.status for a in drawn if a is not None)
-    # 100 of the 400 replies within 300 s of T0+200 are refusals: a quarter (chi-square)
+    # 5 of the 20 replies up to T0+200 are refusals: a quarter (chi-square)
     assert_shares(statuses, {"deferred": 1, "sent": 3})
 
 
-def test_far_from_any_reply_the_nearest_one_answers():
-    model = ReplyModel(attempts(), window_s=60)
-    attempt, observed = model.drawn("out2", "google", T0 + 3000)
-    assert observed and attempt is not None and attempt.at in (T0 + 399, T0 + 5000)
+def test_a_reply_never_comes_from_after_the_message():
+    """A CI run: replies drawn from 5 minutes either side felt a Gmail throttle before
+    the log showed it, and the replay suspended out2 two seconds early."""
+    model = ReplyModel(attempts(), latest=20)
+    assert all(model.drawn("out2", "google", T0 + 4999)[0].at <= T0 + 4999 for _ in range(200))  # type: ignore[union-attr]
+    attempt, observed = model.drawn("out2", "google", T0 - 10)  # before any: the first one
+    assert observed and attempt is not None and attempt.at == T0
 
 
 def test_a_route_never_seen_borrows_the_provider_and_says_so():

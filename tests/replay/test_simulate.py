@@ -78,7 +78,7 @@ def test_a_new_response_rule_fires_at_the_reply_that_triggers_it():
     refusing = [
         Attempt(T0 + THROTTLED_FROM + k, delivery(f"X{k}", "out2", "gmail.com", True)) for k in range(200)
     ]
-    run = Simulator(candidate, ReplyModel(attempts + refusing, window_s=1), "candidate").replay(messages)
+    run = Simulator(candidate, ReplyModel(attempts + refusing, latest=1), "candidate").replay(messages)
     first = run.fired[0]
     assert (first.rule, first.action, first.factor) == ("third-421-throttles", "throttle", 0.25)
     assert first.at == run.first_matched["third-421-throttles"][2]  # at its third match
