@@ -8,17 +8,18 @@ Gmail's on out2 deferred with 421 4.7.28), then times:
     and rule matching, no Redis) over the MTA log;
   - replay: what ``smtp-balancer replay`` does, reading both logs, deciding each
     message under the live config and a candidate, and reporting.
-It prints messages/s for replay (target 20,000), lines/s for the baseline, the
-ratio, and the process RSS after reading and at the end.
+It prints messages/s for replay (target 20,000), lines/s for the baseline (over
+the first 200,000 lines), the ratio, and the process's RSS after 100,000
+messages, half of them and all of them: flat when the replay holds only its
+look-ahead.
 
-Bounded: N messages (default 100,000). Run: make bench-replay
+Bounded: N messages (default 1,000,000; about 4 minutes). Run: make bench-replay
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -29,18 +30,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from integration.configs import deep_merge, topology
 from integration.log_lines import decision_lines
+from smtp_balancer.cli.replay import attempt_stream, decision_stream, log_dialect
 from smtp_balancer.config import validate_config
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.providers import ProviderTable
-from smtp_balancer.feedback.dialects import PostfixDialect
 from smtp_balancer.feedback.processor import Processor
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
-from smtp_balancer.replay.inputs import Message, Unread, attempt_of, message_of
+from smtp_balancer.replay.inputs import Message, Unread
+from smtp_balancer.replay.period import replay_period
 from smtp_balancer.replay.replies import ReplyModel
 from smtp_balancer.replay.report import as_dict
-from smtp_balancer.replay.simulate import Simulator, actual_volumes
+from smtp_balancer.replay.simulate import Simulator
 
+CHUNK = 10_000
 DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "example.test")
 START = datetime(2026, 11, 24, 0, 0, tzinfo=UTC).timestamp()
 LIVE = deep_merge(
@@ -50,89 +53,99 @@ LIVE = deep_merge(
 
 
 def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The process's resident memory now (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def write_logs(folder: Path, n: int) -> tuple[Path, Path]:
-    """The period's logs: one message every 50 ms, each with one delivery line."""
+    """The period's logs: one message every 50 ms, each with one delivery line, written
+    in chunks (a million messages' lines are never all in memory)."""
     rng = random.Random(1)
     config = validate_config(LIVE)
-    sim = Simulator(config, ReplyModel([]), "actual")
-    decided, mta = [], []
-    for i in range(n):
-        at = START + i * 0.05
-        facts = Facts(sender="news@shop.test", recipients=(f"u{i}@{DOMAINS[i % 4]}",), queue_id=f"{i:011X}")
-        d = sim.decide(Message(at, facts.queue_id, facts, "", "", ""))
-        decided.append((facts, d, at))
-        if d.endpoint:
-            domain = DOMAINS[i % 4]
-            refused = d.endpoint == "out2" and domain == "gmail.com" and rng.random() < 0.1
-            status = "deferred (host x said: 421 4.7.28 rate limited)" if refused else "sent (250 2.0.0 OK)"
-            stamp = datetime.fromtimestamp(at + 0.3, UTC).strftime("%b %d %H:%M:%S")
-            mta.append(
-                f"{stamp} mta postfix/{d.endpoint}/smtp[9536]: {facts.queue_id}: to=<u{i}@{domain}>,"
-                f" relay={domain}[192.0.2.25]:25, delay=0.42, delays=0.01/0/0.2/0.21,"
-                f" dsn={'4.7.28' if refused else '2.0.0'}, status={status}"
-            )
+    sim = Simulator(config, ReplyModel(), "actual")
     decisions, mail = folder / "policyd.log", folder / "mail.log"
-    decisions.write_text("\n".join(decision_lines(decided)) + "\n")
-    mail.write_text("\n".join(mta) + "\n")
+    with decisions.open("w") as dfile, mail.open("w") as mfile:
+        for first in range(0, n, CHUNK):
+            decided, mta = [], []
+            for i in range(first, min(n, first + CHUNK)):
+                at = START + i * 0.05
+                domain = DOMAINS[i % 4]
+                facts = Facts(sender="news@shop.test", recipients=(f"u{i}@{domain}",), queue_id=f"{i:011X}")
+                d = sim.decide(Message(at, facts.queue_id, facts, "", "", ""))
+                decided.append((facts, d, at))
+                if d.endpoint:
+                    refused = d.endpoint == "out2" and domain == "gmail.com" and rng.random() < 0.1
+                    status = (
+                        "deferred (host x said: 421 4.7.28 rate limited)"
+                        if refused
+                        else "sent (250 2.0.0 OK)"
+                    )
+                    stamp = datetime.fromtimestamp(at + 0.3, UTC).strftime("%b %d %H:%M:%S")
+                    mta.append(
+                        f"{stamp} mta postfix/{d.endpoint}/smtp[9536]: {facts.queue_id}: to=<u{i}@{domain}>,"
+                        f" relay={domain}[192.0.2.25]:25, delay=0.42, delays=0.01/0/0.2/0.21,"
+                        f" dsn={'4.7.28' if refused else '2.0.0'}, status={status}\n"
+                    )
+            dfile.writelines(line + "\n" for line in decision_lines(decided))
+            mfile.writelines(mta)
     return decisions, mail
 
 
-def baseline(mail: Path) -> float:
-    """The feedback daemon's lines/s over the MTA log: parse, classify, match, count."""
+def baseline(mail: Path, limit: int) -> float:
+    """The feedback daemon's lines/s over the MTA log's first ``limit`` lines: parse,
+    classify, match, count."""
     config = validate_config(LIVE)
     processor = Processor(
         ProviderTable.from_config(config), ResponseMatcher(builtin_rules()), set(config.endpoints)
     )
-    lines = mail.read_text().splitlines()
+    with mail.open() as f:
+        lines = [line for _, line in zip(range(limit), f, strict=False)]
     started = time.perf_counter()
     for i in range(0, len(lines), 500):  # the daemon's batches
         processor.process(lines[i : i + 500], f"b{i}", now=START)
     return len(lines) / (time.perf_counter() - started)
 
 
-def replay(decisions: Path, mail: Path) -> tuple[float, int, float]:
-    """As ``smtp-balancer replay`` does it: messages/s, messages, RSS after reading (MB)."""
+def replay(decisions: Path, mail: Path, rss_at: set[int]) -> tuple[float, int, dict[int, float]]:
+    """What ``smtp-balancer replay`` does (its own readers and driver): messages/s,
+    messages, and the RSS (MB) after each count of ``rss_at``."""
     live = validate_config(LIVE)
     candidate = validate_config(deep_merge(LIVE, {"pools": {"main": {"endpoints": [{"endpoint": "out1"}]}}}))
     started = time.perf_counter()
     unread = Unread()
-    with decisions.open() as f:
-        messages = [m for line in f if (m := message_of(line, unread)) is not None]
-    messages.sort(key=lambda m: m.at)
-    dialect = PostfixDialect(ProviderTable.from_config(live))
-    with mail.open() as f:
-        attempts = [a for line in f if (a := attempt_of(line, dialect, 2026, UTC, unread)) is not None]
-    read_mb = rss_mb()
-    replies = ReplyModel(attempts)
-    live_run = Simulator(live, replies, "live_replayed").replay(messages)
-    cand = Simulator(candidate, replies.again(1), "candidate")
-    cand_run = cand.replay(messages)
+    model = ReplyModel()
+    sims = [Simulator(live, model, "live_replayed"), Simulator(candidate, model, "candidate")]
+    seen, rss = [0], {}
 
-    as_dict(
-        actual_volumes(messages, Planner(live)),
-        live_run,
-        cand_run,
-        [r.name for r in cand.response_rules],
-        unread.reasons,
+    def each(message: Message) -> None:
+        seen[0] += 1
+        if seen[0] in rss_at:
+            rss[seen[0]] = rss_mb()
+
+    attempts = attempt_stream([str(mail)], log_dialect(live, "postfix"), 2026, unread)
+    actual = replay_period(
+        decision_stream([str(decisions)], unread), attempts, model, sims, Planner(live), each
     )
-    return len(messages) / (time.perf_counter() - started), len(messages), read_mb
+    as_dict(actual, sims[0].run, sims[1].run, [r.name for r in sims[1].response_rules], unread.reasons)
+    return seen[0] / (time.perf_counter() - started), seen[0], rss
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--messages", type=int, default=1_000_000)
     args = parser.parse_args()
+    marks = {m for m in (100_000, args.messages // 2, args.messages) if m <= args.messages}
     with tempfile.TemporaryDirectory() as tmp:
         decisions, mail = write_logs(Path(tmp), args.messages)
-        lines_s = baseline(mail)
-        rate, n, read_mb = replay(decisions, mail)
+        lines_s = baseline(mail, 200_000)
+        rate, n, rss = replay(decisions, mail, marks)
     print(f"replay: {n} messages, {rate:,.0f} messages/s (target 20,000), both configs decided")
     print(f"baseline: the feedback daemon's processing, {lines_s:,.0f} lines/s over the same MTA log")
     print(f"ratio replay/baseline: {rate / lines_s:.2f}")
-    print(f"RSS: {read_mb:.0f} MB after reading the logs, {rss_mb():.0f} MB at the end")
+    print("RSS: " + ", ".join(f"{rss[m]:.0f} MB after {m:,} messages" for m in sorted(rss)))
     return 0
 
 

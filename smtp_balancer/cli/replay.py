@@ -5,11 +5,13 @@ touching Redis (``smtp_balancer/replay``)."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any, TypeVar
 
 from smtp_balancer.cli.common import config_of, log_lines
 from smtp_balancer.config import ConfigInvalid, load_config
@@ -20,11 +22,14 @@ from smtp_balancer.engine.plumbing import foreign_endpoints, this_host
 from smtp_balancer.feedback.dialects import LogDialect, dialect_for
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.replay.inputs import Attempt, Message, Unread, attempt_of, message_of
+from smtp_balancer.replay.order import SLACK_S, in_time_order, merged
+from smtp_balancer.replay.period import replay_period
 from smtp_balancer.replay.replies import ReplyModel
 from smtp_balancer.replay.report import as_dict, render
-from smtp_balancer.replay.simulate import Simulator, actual_volumes
+from smtp_balancer.replay.simulate import Simulator
 
 PROGRESS_EVERY = 20_000
+T = TypeVar("T")
 
 
 class Progress:
@@ -33,20 +38,65 @@ class Progress:
     def __init__(self, on: bool) -> None:
         self.on, self.started, self.count = on, time.monotonic(), 0
 
-    def step(self, what: str, at: float) -> None:
+    def step(self, message: Message) -> None:
         self.count += 1
         if self.on and self.count % PROGRESS_EVERY == 0:
             rate = self.count / max(time.monotonic() - self.started, 1e-9)
-            when = datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
-            print(f"\r{what}: {self.count} messages, at {when}, {rate:,.0f}/s", end="", file=sys.stderr)
+            when = datetime.fromtimestamp(message.at).strftime("%Y-%m-%d %H:%M:%S")
+            print(f"\rreplayed {self.count} messages, at {when}, {rate:,.0f}/s", end="", file=sys.stderr)
 
     def done(self) -> None:
         if self.on and self.count >= PROGRESS_EVERY:
             print(file=sys.stderr)
 
 
-def _dialect(config: BalancerConfig, mta: str) -> LogDialect:
+def log_dialect(config: BalancerConfig, mta: str) -> LogDialect:
     return dialect_for(ProviderTable.from_config(config), transport_names(config) if mta == "exim" else None)
+
+
+def _whole(lines: Iterator[str], unread: Unread) -> Iterator[str]:
+    """A log's lines but a last one with no newline: a log cut short (a crash, a copy
+    taken mid-write) ends in part of a line, which must not pass for a whole one."""
+    for line in lines:
+        if line.endswith("\n"):
+            yield line
+        else:
+            unread.note("last line of a log with no newline: taken as cut short")
+
+
+def _in_order(paths: list[str], parse: Callable[[str], T | None], what: str, unread: Unread) -> Iterator[T]:
+    """Each log's records (``parse`` of each whole line), set in time order, the logs merged."""
+
+    def late(_: object) -> None:
+        unread.note(f"{what} more than {SLACK_S:.0f} s out of time order (replayed where it stood)")
+
+    return merged(
+        (
+            in_time_order(
+                (x for line in _whole(log_lines([p]), unread) if (x := parse(line)) is not None), _at, late
+            )
+            for p in paths
+        ),
+        _at,
+    )
+
+
+def decision_stream(paths: list[str], unread: Unread) -> Iterator[Message]:
+    return _in_order(paths, lambda line: message_of(line, unread), "decision line", unread)
+
+
+def attempt_stream(paths: list[str], dialect: LogDialect, year: int, unread: Unread) -> Iterator[Attempt]:
+    zone = datetime.now().astimezone().tzinfo
+    return _in_order(
+        paths,
+        lambda line: attempt_of(line, dialect, year, zone, unread),  # type: ignore[arg-type]
+        "MTA log line",
+        unread,
+    )
+
+
+def _at(item: Any) -> float:
+    return item.at
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,45 +107,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"smtp-balancer: candidate config error: {exc}", file=sys.stderr)
         return 2
     unread = Unread()
+    progress = Progress(sys.stderr.isatty() and not args.json)
+    host = args.host or this_host()  # whose logs these are: its daemons' endpoints only
+    model = ReplyModel()
+    live_sim = Simulator(live, model, "live_replayed", args.seed, foreign_endpoints(live, host))
+    cand = Simulator(candidate, model, "candidate", args.seed, foreign_endpoints(candidate, host))
     try:
-        messages = [m for line in log_lines(args.decisions) if (m := message_of(line, unread)) is not None]
-        messages.sort(key=lambda m: m.at)
-        if not messages:
+        messages = decision_stream(args.decisions, unread)
+        first = next(messages, None)
+        if first is None:
             print("smtp-balancer: no decision lines that replay can use in these logs", file=sys.stderr)
             return 1
-        year = datetime.fromtimestamp(messages[0].at).year
-        zone = datetime.now().astimezone().tzinfo
-        dialect = _dialect(live, args.mta)
-        attempts: list[Attempt] = [
-            a
-            for line in log_lines(args.mta_log)
-            if (a := attempt_of(line, dialect, year, zone, unread)) is not None  # type: ignore[arg-type]
-        ]
+        year = datetime.fromtimestamp(first.at).year  # for syslog stamps, which have none
+        attempts = attempt_stream(args.mta_log, log_dialect(live, args.mta), year, unread)
+        actual = replay_period(
+            itertools.chain([first], messages),
+            attempts,
+            model,
+            [live_sim, cand],
+            Planner(live),
+            progress.step,
+        )
     except ValueError as exc:
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return 1
-    replies = ReplyModel(attempts, seed=args.seed)
-    progress = Progress(sys.stderr.isatty() and not args.json)
-
-    def shown(name: str) -> Iterator[Message]:
-        for m in messages:
-            progress.step(name, m.at)
-            yield m
-
-    host = args.host or this_host()  # whose logs these are: its daemons' endpoints only
-    live_sim = Simulator(live, replies, "live_replayed", args.seed, foreign_endpoints(live, host))
-    live_run = live_sim.replay(shown("live"))
-    cand = Simulator(
-        candidate,
-        ReplyModel(attempts, seed=args.seed),
-        "candidate",
-        args.seed,
-        foreign_endpoints(candidate, host),
-    )
-    cand_run = cand.replay(shown("candidate"))
     progress.done()
-    actual = actual_volumes(messages, Planner(live))
     names = [r.name for r in cand.response_rules]
-    report = as_dict(actual, live_run, cand_run, names, unread.reasons)
+    report = as_dict(actual, live_sim.run, cand.run, names, unread.reasons)
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0

@@ -57,6 +57,15 @@ def message_of(line: str, unread: Unread) -> Message | None:
     if "rcpt_domains" not in fields or "sender_domain" not in fields:
         unread.note("decision line without rcpt_domains (written by a release before replay)")
         return None
+    # reason is the last field every decision line has: without it (or an outcome, or
+    # a routed message's endpoint) the line was cut short or edited
+    if (
+        "reason" not in fields
+        or not fields.get("outcome")
+        or (fields["outcome"] == "route" and not fields.get("endpoint"))
+    ):
+        unread.note("decision line cut short or missing fields (outcome, endpoint, reason)")
+        return None
     try:
         at = datetime.fromisoformat(fields.get("ts", "")).timestamp()
         pairs, rest = decode_domains(fields["rcpt_domains"])

@@ -30,11 +30,13 @@ from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.delivery_log import Delivery
 from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
 from smtp_balancer.replay.hits import ACTED, Fired, HitBook
-from smtp_balancer.replay.inputs import Message
+from smtp_balancer.replay.inputs import Attempt, Message
 from smtp_balancer.replay.replies import ReplyModel
 from smtp_balancer.state.live import LiveState
 
 RATE_WINDOW_S = 60.0
+AWAIT_S = 5 * 86400.0  # a deferred recipient's retries are awaited this long (Postfix's
+# maximal_queue_lifetime by default)
 FIRST_MATCHES = 10  # the times of each response rule's first matches, kept for the report
 
 
@@ -183,9 +185,15 @@ class Simulator:
         self.classifier = BounceClassifier.from_config(fb)
         self.hits = HitBook()
         self.replies = replies
+        self.reply_rng = random.Random(seed)
+        replies.listeners.append(self._read)
         self.run = Run(name)
         self._pending: list[tuple[float, int, Delivery]] = []  # replies still to come, by time
         self._seq = 0
+        # messages on their actual route with a recipient still deferred: their retries,
+        # when the log reaches them, are theirs too; (queue id, endpoint) -> recipient -> provider
+        self._awaiting: dict[tuple[str, str], dict[str, str]] = {}
+        self._awaiting_since: deque[tuple[float, tuple[str, str]]] = deque()
 
     def replay(self, messages: Iterable[Message]) -> Run:
         """Every message, in the order given (time order), then the replies still due."""
@@ -194,12 +202,19 @@ class Simulator:
         return self.finish()
 
     def step(self, message: Message) -> Decision:
-        """The replies due by the message's time, then its decision."""
+        """The replies due by the message's time, then its decision. The reply model must
+        have read the log to ``AHEAD_S`` past the message."""
+        self.replies.reach(message.at)
         self._replies_until(message.at)
+        since = self._awaiting_since
+        while since and since[0][0] < message.at - AWAIT_S:
+            self._awaiting.pop(since.popleft()[1], None)
         return self.decide(message)
 
     def finish(self) -> Run:
+        """The replies still due, once the whole log has been read."""
         self._replies_until(math.inf)
+        self.run.unobserved -= self.replies.seen_routes
         return self.run
 
     def decide(self, message: Message) -> Decision:
@@ -241,16 +256,38 @@ class Simulator:
         if endpoint == message.endpoint:
             own = [a for a in self.replies.own(message.queue_id, endpoint) if a.delivery.provider == provider]
             if own:
+                deferred: dict[str, str] = {}
                 for attempt in own:
-                    self._queue(attempt.at, attempt.delivery)
+                    d = attempt.delivery
+                    self._queue(attempt.at, d)
+                    if d.status == "deferred":
+                        deferred[d.recipient] = provider
+                    else:
+                        deferred.pop(d.recipient, None)
+                if deferred:
+                    key = (message.queue_id, endpoint)
+                    self._awaiting.setdefault(key, {}).update(deferred)
+                    self._awaiting_since.append((message.at, key))
                 return
-        attempt, observed = self.replies.drawn(endpoint, provider, message.at)
+        attempt, observed = self.replies.drawn(endpoint, provider, self.reply_rng)
         if not observed:
             self.run.unobserved.add((endpoint, provider))
         if attempt is None:
             self.run.replies[(endpoint, provider, "sent")] += 1
             return
         self._queue(message.at, replace(attempt.delivery, endpoint=endpoint, queue_id=message.queue_id))
+
+    def _read(self, attempt: Attempt) -> None:
+        """A reply the log shows now: a retry of a recipient this replay awaits is its own."""
+        d = attempt.delivery
+        waiting = self._awaiting.get((d.queue_id, d.endpoint))
+        if waiting is None or d.recipient not in waiting:
+            return
+        self._queue(attempt.at, d)
+        if d.status != "deferred":
+            del waiting[d.recipient]
+            if not waiting:
+                del self._awaiting[(d.queue_id, d.endpoint)]
 
     def _queue(self, at: float, delivery: Delivery) -> None:
         self._seq += 1
@@ -294,16 +331,21 @@ class Simulator:
             self.live.out_of_service[fired.endpoint] = until
 
 
+def count_actual(run: Run, message: Message, planner: Planner) -> None:
+    """What the log says happened to one message: its recipients by the route it got."""
+    run.messages += 1
+    run.outcomes[message.outcome or "?"] += 1
+    run.rules[message.rule or "-"] += 1
+    if message.outcome != "route" or not message.endpoint:
+        return
+    domains = [domain_of(r) for r in message.facts.recipients]
+    for provider, count in planner.providers.for_domains(domains).items():
+        run.volumes[(message.endpoint, provider, hour_of(message.at))] += count
+
+
 def actual_volumes(messages: Iterable[Message], planner: Planner) -> Run:
-    """What the log says happened, as a Run: each message's recipients by the route it got."""
+    """What the log says happened, as a Run."""
     run = Run("actual")
     for message in messages:
-        run.messages += 1
-        run.outcomes[message.outcome or "?"] += 1
-        run.rules[message.rule or "-"] += 1
-        if message.outcome != "route" or not message.endpoint:
-            continue
-        domains = [domain_of(r) for r in message.facts.recipients]
-        for provider, count in planner.providers.for_domains(domains).items():
-            run.volumes[(message.endpoint, provider, hour_of(message.at))] += count
+        count_actual(run, message, planner)
     return run

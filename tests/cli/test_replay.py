@@ -3,7 +3,12 @@ daemons and Postfix write them, read back, and decided again."""
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import json
+import os
+import pty
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +17,7 @@ import pytest
 import yaml
 
 from integration.log_lines import decision_lines
+from smtp_balancer.cli import replay as replay_cli
 from smtp_balancer.cli.main import main
 from smtp_balancer.decision.facts import Decision
 from tests.replay.scenario import LIVE, logged
@@ -106,3 +112,69 @@ def test_bad_inputs_are_a_message_and_an_exit_code(tmp_path: Path, capsys):
     assert main([*args[:-1], str(tmp_path / "missing.log")]) == 1
     err = capsys.readouterr().err
     assert "cannot read log" in err and "Traceback" not in err
+
+
+def test_rotated_gzipped_interleaved_and_hostile_logs_replay_as_the_clean_ones(tmp_path: Path, capsys):
+    args = logs(tmp_path)
+    assert main([*args, "--json"]) == 0
+    clean = json.loads(capsys.readouterr().out)
+    lines = (tmp_path / "policyd.log").read_text().splitlines(keepends=True)[1:]  # past the garbage
+    older, current = lines[:150], lines[150:]
+    current[10], current[11] = current[11], current[10]  # two workers, a line a second late
+    with gzip.open(tmp_path / "policyd.log.1.gz", "wt") as f:
+        f.writelines(older)
+    hostile = [
+        "\x00\xff binary junk\n",
+        "Dec  5 10:00:00 mta postfix/smtpd[1]: connect from x[127.0.0.1]\n",  # another log's line
+        current[0].replace(" reason=x", ""),  # a decision line with a field missing
+        current[1][: len(current[1]) // 2],  # and, last, a line cut short with no newline
+    ]
+    (tmp_path / "policyd.log").write_text("".join(current[:-1] + hostile[:3] + current[-1:] + hostile[3:]))
+    mail = (tmp_path / "mail.log").read_text().splitlines(keepends=True)
+    (tmp_path / "mail.log").write_text("".join([*mail[:5], "garbage ==> nothing\n", "\n", *mail[5:]]))
+    rotated = [
+        *args[: args.index("--decisions") + 1],
+        str(tmp_path / "policyd.log"),
+        str(tmp_path / "policyd.log.1.gz"),
+    ]
+    assert main([*rotated, *args[args.index("--mta-log") :], "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["routes"] == clean["routes"] and report["actions"] == clean["actions"]
+    assert report["messages"] == 300
+    assert report["lines_not_used"] == {
+        "not a structured log line": 2,
+        "decision line cut short or missing fields (outcome, endpoint, reason)": 1,
+        "last line of a log with no newline: taken as cut short": 1,
+    }
+
+
+def test_a_gzipped_log_cut_short_is_a_message_not_a_traceback(tmp_path: Path, capsys):
+    args = logs(tmp_path)
+    whole = gzip.compress((tmp_path / "policyd.log").read_bytes())
+    (tmp_path / "policyd.log").write_bytes(whole[: len(whole) // 2])
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "cannot read log" in err and "Traceback" not in err
+
+
+def test_the_progress_line_shows_on_a_terminal_and_not_in_a_pipe(tmp_path: Path, monkeypatch):
+    """A real pseudo-terminal for stderr: the line comes every PROGRESS_EVERY messages."""
+    monkeypatch.setattr(replay_cli, "PROGRESS_EVERY", 100)
+    args = logs(tmp_path)
+    leader, follower = pty.openpty()
+    try:
+        with (
+            open(follower, "w", closefd=False) as tty,
+            contextlib.redirect_stderr(tty),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
+            assert main(args) == 0
+        shown = os.read(leader, 65536).decode()
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert "replayed 300 messages, at 2026-11-24" in shown and "/s" in shown
+    err = io.StringIO()  # not a terminal: nothing
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert main(args) == 0
+    assert err.getvalue() == ""

@@ -50,7 +50,7 @@ def logged(n: int = 300) -> tuple[list[Message], list[Attempt]]:
     messages = [Message(T0 + i, f.queue_id, f, "", "", "") for i, f in enumerate(facts)]
     attempts: list[Attempt] = []
     for _ in range(2):
-        live = Simulator(config(), ReplyModel(attempts), "actual")
+        live = Simulator(config(), ReplyModel.of(attempts), "actual")
         decided = [(m, live.step(m)) for m in messages]
         live.finish()
         messages = [

@@ -62,6 +62,15 @@ def test_lines_replay_cannot_use_are_counted_by_why():
     }
 
 
+def test_a_decision_line_cut_short_is_not_taken_for_a_message():
+    (line,) = decision_lines([(Facts(recipients=("a@gmail.com",), queue_id="Q1"), ROUTED, AT)])
+    unread = Unread()
+    cuts = [line[: line.index(" outcome=")], line[: line.index(" endpoint=")], line[: line.index(" reason=")]]
+    assert all(message_of(cut, unread) is None for cut in cuts)
+    assert unread.reasons == {"decision line cut short or missing fields (outcome, endpoint, reason)": 3}
+    assert message_of(line, unread) is not None
+
+
 def test_mta_log_times_in_each_form():
     utc = UTC
     second = datetime(2026, 12, 5, 16, 44, 43, tzinfo=UTC).timestamp()

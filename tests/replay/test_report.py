@@ -22,9 +22,9 @@ def test_wilson_interval():
 
 def test_the_report_sets_the_candidate_beside_the_log_and_the_live_replay():
     messages, attempts = logged()
-    live = Simulator(config(), ReplyModel(attempts), "live_replayed").replay(messages)
+    live = Simulator(config(), ReplyModel.of(attempts), "live_replayed").replay(messages)
     pools = {"main": {"endpoints": [{"endpoint": "out1", "weight": 3}, {"endpoint": "out3", "weight": 1}]}}
-    candidate = Simulator(config({"pools": pools}), ReplyModel(attempts), "candidate")
+    candidate = Simulator(config({"pools": pools}), ReplyModel.of(attempts), "candidate")
     run = candidate.replay(messages)
     actual = actual_volumes(messages, Planner(config()))
     report = as_dict(actual, live, run, [r.name for r in candidate.response_rules], Counter({"x": 2}))

@@ -22,7 +22,7 @@ def endpoints(run) -> Counter[str]:
 def test_the_live_config_replayed_gets_the_log_back():
     messages, attempts = logged()
     actual = actual_volumes(messages, Planner(config()))
-    run = Simulator(config(), ReplyModel(attempts), "live").replay(messages)
+    run = Simulator(config(), ReplyModel.of(attempts), "live").replay(messages)
     assert run.volumes == actual.volumes and run.outcomes == actual.outcomes
     # out3's caps, reached where the log reached them
     assert endpoints(run)["out3"] == 20
@@ -46,7 +46,7 @@ def test_the_live_config_replayed_gets_the_log_back():
 def test_new_weights_give_their_own_shares_and_no_suspension():
     messages, attempts = logged()
     pools = {"main": {"endpoints": [{"endpoint": "out1", "weight": 3}, {"endpoint": "out3", "weight": 1}]}}
-    run = Simulator(config({"pools": pools}), ReplyModel(attempts), "candidate").replay(messages)
+    run = Simulator(config({"pools": pools}), ReplyModel.of(attempts), "candidate").replay(messages)
     assert run.fired == []  # no Gmail mail on out2, so no 421 to act on
     assert endpoints(run) == {"out1": 280, "out3": 20}  # out3 to its cap, the rest to out1
 
@@ -54,7 +54,7 @@ def test_new_weights_give_their_own_shares_and_no_suspension():
 def test_a_lower_cap_is_reached_at_the_message_the_model_names():
     messages, attempts = logged()
     lower = {"endpoints": {"out3": {"warmup": {"schedule": [8], "providers": {"google": [2]}}}}}
-    run = Simulator(config(lower), ReplyModel(attempts), "candidate").replay(messages)
+    run = Simulator(config(lower), ReplyModel.of(attempts), "candidate").replay(messages)
     assert endpoints(run)["out3"] == 8
     cap = next(c for c in run.caps.values() if c.endpoint == "out3" and c.scope == "total")
     # the message that found it reached is the first one drawn to out3 after its 8th
@@ -78,7 +78,7 @@ def test_a_new_response_rule_fires_at_the_reply_that_triggers_it():
     refusing = [
         Attempt(T0 + THROTTLED_FROM + k, delivery(f"X{k}", "out2", "gmail.com", True)) for k in range(200)
     ]
-    run = Simulator(candidate, ReplyModel(attempts + refusing, latest=1), "candidate").replay(messages)
+    run = Simulator(candidate, ReplyModel.of(attempts + refusing, latest=1), "candidate").replay(messages)
     first = run.fired[0]
     assert (first.rule, first.action, first.factor) == ("third-421-throttles", "throttle", 0.25)
     assert first.at == run.first_matched["third-421-throttles"][2]  # at its third match
@@ -88,7 +88,7 @@ def test_a_new_response_rule_fires_at_the_reply_that_triggers_it():
 def test_an_unobserved_route_borrows_the_providers_replies():
     messages, attempts = logged()
     only_out2 = [a for a in attempts if a.delivery.endpoint != "out1"]  # out1 never seen in the log
-    run = Simulator(config(), ReplyModel(only_out2), "candidate").replay(messages)
+    run = Simulator(config(), ReplyModel.of(only_out2), "candidate").replay(messages)
     assert ("out1", "google") in run.unobserved and ("out2", "google") not in run.unobserved
     # out1's google mail got Google's replies on out2 and out3 around its time: 421s too
     assert run.replies[("out1", "google", "deferred")] > 0
@@ -97,5 +97,5 @@ def test_an_unobserved_route_borrows_the_providers_replies():
 def test_another_hosts_endpoints_are_left_out_as_its_daemons_leave_them():
     messages, attempts = logged()
     fleet = config({"endpoints": {"out3": {"host": "mta2"}}})
-    run = Simulator(fleet, ReplyModel(attempts), "candidate", foreign=["out3"]).replay(messages)
+    run = Simulator(fleet, ReplyModel.of(attempts), "candidate", foreign=["out3"]).replay(messages)
     assert set(endpoints(run)) == {"out1", "out2"}
