@@ -372,11 +372,13 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
         requeue: bool = False,
         dual_stack: str = "",
         operator: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> EximSystem:
         """``requeue``: the delivery-time table daemon too (routers re-decide at retries);
         ``dual_stack``: an IPv6 address the sink's name also resolves to, where the sink
         listens too (see ``EximInstance``); ``operator``: more of the operator's own Exim
-        config, ``EximInstance``'s ``own_router``, ``own_transport`` and ``relay_domains``."""
+        config, ``EximInstance``'s ``own_router``, ``own_transport`` and ``relay_domains``;
+        ``env``: variables added to the policy daemon's environment."""
         base = make_shared_dir("sb-exim-")
         bases.append(base)
         redis_server = start_redis(base, started)
@@ -409,7 +411,7 @@ def exim_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., EximSy
         # what the README has an operator run, word for word but for the folder
         command = readme_render_command(rendered)
         subprocess.run([CLI, "-c", str(config_path), *command[1:]], check=True, capture_output=True)
-        policyd = HandingOverPolicyd(config_path, policy_port, base / "policyd.log")
+        policyd = HandingOverPolicyd(config_path, policy_port, base / "policyd.log", env=env)
         policyd.start()
         started.append(policyd.stop)
         table = DaemonProcess("table", config_path, base / "table.log", tcp_ready(table_port))

@@ -315,7 +315,10 @@ def exim_feedback(
     YAML but for Exim's main log (``feedback.log_format: exim``) and its instance name."""
     raw = yaml.safe_load(config_path.read_text())
     port = free_port()
-    raw["feedback"].update(
+    feedback = raw.setdefault("feedback", {})
+    feedback.setdefault("start_at", "beginning")  # the harness's configs say so; exim_system's has none
+    feedback.setdefault("poll_interval_ms", 100)
+    feedback.update(
         log_file=str(exim.logs / "mainlog"),
         log_format="exim",
         instance=instance,
