@@ -322,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=1, help="for the draws and the modelled replies")
     p.add_argument("--json", action="store_true", help="JSON instead of the tables")
+    p.add_argument(
+        "--html",
+        metavar="PATH",
+        help="also write an HTML report with hourly volume plots per endpoint (needs matplotlib)",
+    )
 
     p = add("experiment", cmd_experiment, "A/B experiments on routing: list, start, stop, report")
     p.add_argument("action", choices=["list", "start", "stop", "report"])

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from smtp_balancer.cli.common import config_of, log_lines
@@ -24,6 +25,7 @@ from smtp_balancer.render.exim import transport_names
 from smtp_balancer.replay.inputs import Attempt, Message, Unread, attempt_of, message_of
 from smtp_balancer.replay.order import SLACK_S, in_time_order, merged
 from smtp_balancer.replay.period import replay_period
+from smtp_balancer.replay.plots import PlotsUnavailable, as_html, pyplot
 from smtp_balancer.replay.replies import ReplyModel
 from smtp_balancer.replay.report import as_dict, render
 from smtp_balancer.replay.simulate import Simulator
@@ -106,6 +108,13 @@ def run(args: argparse.Namespace) -> int:
     except ConfigInvalid as exc:
         print(f"smtp-balancer: candidate config error: {exc}", file=sys.stderr)
         return 2
+    plt = None
+    if args.html:
+        try:
+            plt = pyplot()  # before the work, not after it
+        except PlotsUnavailable as exc:
+            print(f"smtp-balancer: {exc}", file=sys.stderr)
+            return 1
     unread = Unread()
     progress = Progress(sys.stderr.isatty() and not args.json)
     host = args.host or this_host()  # whose logs these are: its daemons' endpoints only
@@ -134,5 +143,12 @@ def run(args: argparse.Namespace) -> int:
     progress.done()
     names = [r.name for r in cand.response_rules]
     report = as_dict(actual, live_sim.run, cand.run, names, unread.reasons)
-    print(json.dumps(report, indent=2) if args.json else render(report))
+    text = render(report)
+    print(json.dumps(report, indent=2) if args.json else text)
+    if plt is not None:
+        try:
+            Path(args.html).write_text(as_html(report, text))
+        except OSError as exc:
+            print(f"smtp-balancer: cannot write {args.html}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     return 0

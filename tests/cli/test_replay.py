@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pty
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,3 +179,18 @@ def test_the_progress_line_shows_on_a_terminal_and_not_in_a_pipe(tmp_path: Path,
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         assert main(args) == 0
     assert err.getvalue() == ""
+
+
+def test_html_report_is_written_beside_the_text_and_needs_matplotlib(tmp_path: Path, capsys, monkeypatch):
+    args = logs(tmp_path)
+    page = tmp_path / "replay.html"
+    assert main([*args, "--html", str(page)]) == 0
+    assert capsys.readouterr().out.startswith("300 messages replayed")
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") == 3 and "300 messages replayed" in text
+    assert main([*args, "--html", str(tmp_path / "no" / "such" / "folder.html")]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main([*args, "--html", str(page)]) == 1
+    captured = capsys.readouterr()
+    assert "replay --html needs matplotlib" in captured.err and captured.out == ""
