@@ -74,7 +74,7 @@ reference: install
 
 # N deciders on one Redis (local and script mode): Redis CPU and memory per decision
 bench-replay: install
-	.venv/bin/python benchmarks/replay.py --messages 100000
+	.venv/bin/python benchmarks/replay.py --messages 1000000
 
 bench-fleet: install
 	.venv/bin/python benchmarks/fleet.py

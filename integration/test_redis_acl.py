@@ -70,6 +70,11 @@ def metrics_text(port: int) -> str:
     return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
 
 
+REPUTATION_EXPORT = (
+    Path(__file__).resolve().parents[1] / "tests" / "reputation" / "fixtures" / "snds_data.csv"
+)
+
+
 def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CLI, "-c", str(config), *args], capture_output=True, text=True, timeout=60, env=env
@@ -182,6 +187,8 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
         ("experiment", "stop", "ab"),
         ("audit", "--since", "1h"),
         ("check",),
+        ("reputation", "import", str(REPUTATION_EXPORT)),  # records, and a suspension by hit.lua
+        ("reputation", "show"),
     ):
         out = cli(ms.config_path, *args, env=cli_env)
         assert out.returncode == 0, (args, out.stdout, out.stderr)

@@ -89,6 +89,7 @@ PLACEHOLDERS = {
     "rule": "<rule>",
     "address": "<address>",
     "bucket": "<bucket>",
+    "domain": "<domain>",
 }
 TIME_BUCKETS = {  # (method, parameter) -> the bucket's format
     ("day_counter", "bucket"): "<YYYYMMDD>",

@@ -29,6 +29,7 @@ from smtp_balancer.cli.services import (
     cmd_policyd,
     cmd_render,
     cmd_replay,
+    cmd_reputation,
     cmd_requeue,
     cmd_shadow,
     cmd_table,
@@ -105,6 +106,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "experiment": ("smtp-balancer experiment start ab --reset", "smtp-balancer experiment report ab"),
     "replay": (
         "smtp-balancer replay --candidate candidate.yaml --decisions policyd.log --mta-log /var/log/mail.log",
+    ),
+    "reputation": (
+        "smtp-balancer reputation import trafficStats-shop.example.json snds-data.csv snds-ipstatus.csv",
+        "smtp-balancer reputation show --json",
     ),
     "shadow": (
         "journalctl -u smtp-balancer-policyd --since today -o cat | smtp-balancer shadow report",
@@ -327,6 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="also write an HTML report with hourly volume plots per endpoint (needs matplotlib)",
     )
+
+    p = add(
+        "reputation",
+        cmd_reputation,
+        "the providers' reputation exports (Postmaster Tools, SNDS): import them, show what they say",
+    )
+    p.add_argument("action", choices=["import", "show"])
+    p.add_argument("files", nargs="*", metavar="FILE", help="import: the export files")
+    p.add_argument(
+        "--format",
+        choices=["postmaster-v1", "snds-data", "snds-status"],
+        help="import: what the files are (default: told from each file's first bytes)",
+    )
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
 
     p = add("experiment", cmd_experiment, "A/B experiments on routing: list, start, stop, report")
     p.add_argument("action", choices=["list", "start", "stop", "report"])

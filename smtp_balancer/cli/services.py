@@ -129,6 +129,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_reputation(args: argparse.Namespace) -> int:
+    from smtp_balancer.cli.reputation import run
+
+    return run(args)
+
+
 def cmd_shadow(args: argparse.Namespace) -> int:
     from smtp_balancer.cli.shadow import report
 

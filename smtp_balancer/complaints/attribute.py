@@ -64,11 +64,7 @@ class Attributor:
         self.tenants = tenants if tenants is not None else TenantTable(config.tenants)
         self.reporters = {**BUILTIN_REPORTERS, **(reporters or config.feedback.complaints.reporters)}
         # the address a provider sees is the public one (NAT) or the bind address
-        self.by_ip: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
-        for public in (False, True):  # a public address wins a clash
-            for name, ep in config.endpoints.items():
-                for value in ep.public_ips if public else ep.bind_addresses:
-                    self.by_ip[ipaddress.ip_address(value)] = name
+        self.by_ip = config.endpoints_by_ip()
 
     def provider(self, report: Report) -> str:
         for domain in _parents(report.reporter):

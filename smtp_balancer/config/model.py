@@ -7,6 +7,7 @@ are reported even when other fields are broken.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
 
@@ -23,6 +24,7 @@ from smtp_balancer.config.endpoints import MAX_WEIGHT, EndpointConfig, WarmupSte
 from smtp_balancer.config.experiments import ExperimentConfig
 from smtp_balancer.config.feedback import FeedbackConfig
 from smtp_balancer.config.match import MatchConfig
+from smtp_balancer.config.reputation import ReputationConfig
 from smtp_balancer.config.requeue import RequeueConfig
 from smtp_balancer.config.services import (
     DecisionConfig,
@@ -129,6 +131,8 @@ class BalancerConfig(Strict):
     """Domains this host receives mail for: never routed."""
     shadow: ShadowConfig | None = None
     """Shadow mode: decide every message under a candidate config too, and log both."""
+    reputation: ReputationConfig = Field(default_factory=ReputationConfig)
+    """What the providers' reputation exports (Postmaster Tools, SNDS) do to endpoints."""
     # set by the loader: the candidate shadow.config names, or why it could not be used
     _shadow_candidate: BalancerConfig | None = PrivateAttr(default=None)
     _shadow_error: str = PrivateAttr(default="")
@@ -164,6 +168,16 @@ class BalancerConfig(Strict):
         """The config as ``host`` renders it: its own endpoints and those of no host."""
         mine = {n: ep for n, ep in self.endpoints.items() if ep.host is None or same_host(ep.host, host)}
         return self.model_copy(update={"endpoints": mine})
+
+    def endpoints_by_ip(self) -> dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str]:
+        """Each address a provider may see mail from, with its endpoint: the bind
+        addresses, and the public ones (NAT), which win a clash."""
+        out: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
+        for public in (False, True):
+            for name, ep in self.endpoints.items():
+                for value in ep.public_ips if public else ep.bind_addresses:
+                    out[ipaddress.ip_address(value)] = name
+        return out
 
     @property
     def managed_warmups(self) -> list[str]:

@@ -11,13 +11,22 @@ bad date at its path alongside every other error.
 
 from __future__ import annotations
 
-from typing import Any
+from importlib import resources
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import TypeAdapter
 
 from smtp_balancer.config.references import ConfigError
 
 MAX_DEPTH = 64  # far beyond any real config; PyYAML recurses once per level
+T = TypeVar("T")
+
+
+def shipped_pack(package: str, name: str, model: type[T]) -> list[T]:
+    """A YAML list shipped in ``package`` (a rule pack), validated as ``model``s."""
+    text = resources.files(package).joinpath(name).read_text()
+    return TypeAdapter(list[model]).validate_python(yaml.safe_load(text))  # type: ignore[valid-type]
 
 
 class _Loader(yaml.SafeLoader):

@@ -5,13 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import TypeVar
 
-import yaml
-from pydantic import TypeAdapter
-
 from smtp_balancer.config.feedback import ResponseRuleConfig
+from smtp_balancer.config.yaml_reader import shipped_pack
 from smtp_balancer.feedback.delivery_log import Delivery
 
 T = TypeVar("T")
@@ -19,8 +16,7 @@ T = TypeVar("T")
 
 def load_pack(name: str, model: type[T]) -> list[T]:
     """A shipped YAML list beside this module (rules.yaml, bounce_classes.yaml), validated."""
-    text = resources.files("smtp_balancer.feedback").joinpath(name).read_text()
-    return TypeAdapter(list[model]).validate_python(yaml.safe_load(text))  # type: ignore[valid-type]
+    return shipped_pack("smtp_balancer.feedback", name, model)
 
 
 def builtin_rules() -> list[ResponseRuleConfig]:

@@ -278,6 +278,20 @@ class KeySchema:
         """[sorted set] recent matches of a counted response rule"""
         return f"{self.base}:hits:{rule}:{endpoint}:{provider}"
 
+    def reputation(self, endpoint: str, provider: str) -> str:
+        """[hash, expires after its newest day + reputation.retention_days] what a provider's export
+        (`reputation import`) said of the endpoint: `<source>:<signal>:<ip>` = `<day> <value> <detail>`"""
+        return f"{self.base}:reputation:{endpoint}:{provider}"
+
+    def reputation_pattern(self) -> str:
+        """SCAN pattern for every endpoint's reputation records."""
+        return f"{self.base}:reputation:*"
+
+    def domain_reputation(self, domain: str, provider: str) -> str:
+        """[hash, expires as `reputation`] what a provider's export said of a sending domain:
+        `<source>:<signal>[:<feedback loop id>]` = `<day> <value> <detail>`"""
+        return f"{self.base}:domainrep:{domain}:{provider}"
+
     def tripped(self, rule: str, endpoint: str, provider: str) -> str:
         """[string + TTL] a rate rule that tripped and has not recovered"""
         return f"{self.base}:tripped:{rule}:{endpoint}:{provider}"

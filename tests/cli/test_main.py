@@ -23,6 +23,7 @@ from smtp_balancer.cli.main import main
 from smtp_balancer.clock import FixedClock, utc_now
 from smtp_balancer.decision.experiments import uniform
 from smtp_balancer.durations import format_duration
+from tests.cli.conftest import cli_runner
 
 # warm-up ages and counter buckets derive from this clock, never from today's date
 T = TypeVar("T")
@@ -33,14 +34,7 @@ FIVE_ERRORS = Path(__file__).resolve().parents[1] / "config" / "test_loader.py"
 @pytest.fixture
 def cli(make_config, tmp_path: Path, capsys):
     make_config({"endpoints": {"out3": {"warmup": {"start": "2026-11-20", "schedule": "standard"}}}})
-    path = str(tmp_path / "config.yaml")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(["-c", path, *args], clock=CLOCK)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return cli_runner(str(tmp_path / "config.yaml"), CLOCK, capsys)
 
 
 def ttls_seen(rdb: redis.Redis, keys: list[str], call: Callable[[], T]) -> tuple[T, list[set[str]]]:

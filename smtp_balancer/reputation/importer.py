@@ -1,0 +1,154 @@
+"""``smtp-balancer reputation import``: export files read (bounded: a JSON file up to
+MAX_JSON_BYTES, CSV a line at a time, a line up to MAX_LINE), recorded, and acted on.
+
+Nothing in a file is fatal to the rest: what cannot be used is counted by why, and
+a file that is not an export at all is an error naming it, while the other files
+are still imported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import IO, Literal
+
+import redis
+
+from smtp_balancer.config.model import BalancerConfig
+from smtp_balancer.config.reputation import ReputationRuleConfig
+from smtp_balancer.reputation.attribute import Attributor
+from smtp_balancer.reputation.exports import (
+    ExportError,
+    Observation,
+    Skipped,
+    postmaster_v1,
+    snds_data,
+    snds_status,
+)
+from smtp_balancer.reputation.rules import reason, tripped
+from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.reputation import Record, ReputationStore
+
+Kind = Literal["postmaster-v1", "snds-data", "snds-status"]
+KINDS: tuple[Kind, ...] = ("postmaster-v1", "snds-data", "snds-status")
+MAX_JSON_BYTES = 64 << 20  # a year of a domain's trafficStats is well under a megabyte
+MAX_LINE = 64 << 10
+BATCH = 5_000  # records written at a time: memory stays bounded on a large CSV
+
+
+@dataclass
+class ImportResult:
+    observations: int = 0
+    records: int = 0
+    changed: int = 0
+    stale: int = 0  # changed records of a day too long ago to act
+    skipped: Skipped = field(default_factory=Skipped)
+    actions: list[dict[str, object]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+
+
+def kind_of(head: str) -> Kind:
+    """What a file is, from its first bytes: JSON is Postmaster Tools; a CSV row of 4
+    columns with Yes or No third is SNDS's IP status; any other CSV, SNDS data."""
+    text = head.lstrip("\ufeff \t\r\n")
+    if text[:1] in ("{", "["):
+        return "postmaster-v1"
+    first = text.split("\n", 1)[0].split(",")
+    if len(first) == 4 and first[2].strip().lower() in ("yes", "no"):
+        return "snds-status"
+    return "snds-data"
+
+
+def bounded_lines(f: IO[str], skipped: Skipped) -> Iterator[str]:
+    """The file's lines; one longer than MAX_LINE is read past, not held, and counted."""
+    while True:
+        line = f.readline(MAX_LINE)
+        if not line:
+            return
+        if len(line) == MAX_LINE and not line.endswith("\n"):
+            while (more := f.readline(MAX_LINE)) and not more.endswith("\n"):
+                pass
+            skipped.note(f"line longer than {MAX_LINE // 1024} KiB")
+            continue
+        yield line
+
+
+def observations(path: Path, kind: Kind | None, today: date, result: ImportResult) -> Iterator[Observation]:
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        head = f.read(4096)
+        f.seek(0)
+        kind = kind or kind_of(head)
+        result.kinds[kind] += 1
+        if kind == "postmaster-v1":
+            size = path.stat().st_size
+            if size > MAX_JSON_BYTES:
+                raise ExportError(f"{size} bytes is too large for a Postmaster Tools export (at most 64 MiB)")
+            yield from postmaster_v1(f.read(), result.skipped)
+        elif kind == "snds-status":
+            yield from snds_status(bounded_lines(f, result.skipped), result.skipped, today)
+        else:
+            yield from snds_data(bounded_lines(f, result.skipped), result.skipped)
+
+
+def import_files(
+    paths: Iterable[Path], kind: Kind | None, config: BalancerConfig, client: redis.Redis, today: date
+) -> ImportResult:
+    result = ImportResult()
+    settings = config.reputation
+    store = ReputationStore(client, KeySchema(config.redis.prefix), settings.retention_days)
+    attributor = Attributor(config)
+    rules = settings.active_rules
+    for path in paths:
+        try:
+            batch: list[Record] = []
+            for o in observations(path, kind, today, result):
+                result.observations += 1
+                for record in attributor.records([o], result.skipped):
+                    batch.append(record)
+                    if len(batch) >= BATCH:
+                        _write(store, batch, rules, settings.max_age_days, today, result)
+                        batch = []
+            _write(store, batch, rules, settings.max_age_days, today, result)
+        except (OSError, ExportError, UnicodeError, json.JSONDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            result.errors.append(f"{path}: {why}")
+    return result
+
+
+def _write(
+    store: ReputationStore,
+    batch: list[Record],
+    rules: list[ReputationRuleConfig],
+    max_age_days: int,
+    today: date,
+    result: ImportResult,
+) -> None:
+    result.records += len(batch)
+    for record in store.write(batch):
+        result.changed += 1
+        if record.endpoint and (today - record.day).days > max_age_days:
+            result.stale += 1
+            continue
+        rule = tripped(record, rules, today, max_age_days)
+        if rule is None:
+            continue
+        why = reason(rule, record)
+        acted = store.act(
+            rule.name, record.endpoint, rule.for_provider, rule.action, rule.duration, rule.factor, why
+        )
+        result.actions.append(
+            {
+                "rule": rule.name,
+                "action": rule.action,
+                "endpoint": record.endpoint,
+                "provider": rule.for_provider,
+                "outcome": acted.outcome,
+                "seconds": acted.seconds,
+                "reason": why,
+            }
+        )

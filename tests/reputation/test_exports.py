@@ -1,0 +1,119 @@
+"""The providers' exports, read as the providers document them.
+
+Postmaster Tools API v1 ``domains.trafficStats`` (the field names and types of
+https://developers.google.com/gmail/postmaster/reference/rest/v1/domains.trafficStats:
+``name`` ``domains/{domain}/trafficStats/{yyyymmdd}``; ``ipReputations[]`` with
+``reputation`` (HIGH, MEDIUM, LOW, BAD, REPUTATION_CATEGORY_UNSPECIFIED), ``ipCount``
+(an int64, which JSON carries as a string) and ``sampleIps[]``; ``domainReputation``;
+``userReportedSpamRatio`` and its bounds; ``spammyFeedbackLoops[]`` (``id``,
+``spamRatio``); ``deliveryErrors[]``). SNDS's data and IP status CSVs, without a
+header, as ``sendersupport.olc.protection.outlook.com/snds/data.aspx`` and
+``ipStatus.aspx`` return them (CRLF lines; the IP status as first IP, last IP,
+blocked, reason)."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from smtp_balancer.reputation.exports import ExportError, Skipped, postmaster_v1, snds_data, snds_status
+
+FIXTURES = Path(__file__).parent / "fixtures"
+IP = ipaddress.ip_address
+
+
+def test_a_trafficstats_list_gives_each_days_ip_and_domain_reputation():
+    skipped = Skipped()
+    seen = postmaster_v1((FIXTURES / "postmaster_v1_list.json").read_text(), skipped)
+    ips = [(o.day, o.value, str(o.first)) for o in seen if o.signal == "ip_reputation"]
+    assert ips == [
+        (date(2026, 12, 3), "HIGH", "127.0.0.2"),
+        (date(2026, 12, 3), "HIGH", "2001:db8::2"),
+        (date(2026, 12, 3), "LOW", "127.0.0.3"),
+        (date(2026, 12, 5), "HIGH", "127.0.0.2"),
+        (date(2026, 12, 5), "BAD", "127.0.0.3"),
+        (date(2026, 12, 5), "BAD", "192.0.2.50"),
+    ]  # 4 December is missing from the export: nothing is made up for it
+    domain = {(o.day, o.signal): (o.value, o.detail) for o in seen if o.domain and o.first is None}
+    assert domain[(date(2026, 12, 5), "domain_reputation")] == ("LOW", "")
+    assert domain[(date(2026, 12, 5), "spam_ratio")] == ("0.0041", "0.0035-0.0047")
+    assert domain[(date(2026, 12, 5), "fbl_spam_ratio")] == ("0.012", "")
+    (loop,) = [o for o in seen if o.signal == "fbl_spam_ratio"]
+    assert loop.subject == "spring-sale:shop:bulk:s1" and loop.domain == "shop.test"
+    assert skipped.reasons == {
+        "sampleIps entry that is not an IP address": 1,
+        "unknown trafficStats field 'newMetricGoogleAddedLater'": 1,
+    }
+
+
+def test_a_single_trafficstats_object_and_the_unspecified_category():
+    seen = postmaster_v1((FIXTURES / "postmaster_v1_get.json").read_text(), Skipped())
+    assert [(o.signal, o.value, o.domain) for o in seen] == [
+        ("ip_reputation", "HIGH", "news.shop.test"),
+        ("domain_reputation", "HIGH", "news.shop.test"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"trafficStats": [{"name": "domains/shop.test/trafficSt', "[1, 2]", '{"trafficStats": 7}', "\x00" * 10],
+)
+def test_truncated_or_foreign_json_is_an_error_naming_what_it_is_not(text: str):
+    with pytest.raises(ExportError):
+        postmaster_v1(text, Skipped())
+
+
+def test_entries_without_a_name_or_with_junk_are_counted():
+    skipped = Skipped()
+    text = (
+        '{"trafficStats": [7, {"name": "domains/x/trafficStats/2026-12-05"},'
+        ' {"name": "domains/shop.test/trafficStats/20261205", "ipReputations": [{"reputation": "GOOD"}],'
+        ' "userReportedSpamRatio": "high", "spammyFeedbackLoops": [{"id": 3}]}]}'
+    )
+    assert postmaster_v1(text, skipped) == []
+    assert skipped.reasons == {
+        "trafficStats entry that is not an object": 1,
+        "trafficStats entry without a domains/{domain}/trafficStats/{yyyymmdd} name": 1,
+        "ipReputations entry without a known reputation": 1,
+        "spammyFeedbackLoops entry without id and spamRatio": 1,
+    }
+
+
+def test_snds_data_rows_give_filter_result_complaint_rate_and_trap_hits():
+    skipped = Skipped()
+    with (FIXTURES / "snds_data.csv").open(newline="") as f:
+        seen = list(snds_data(f, skipped))
+    by_ip = {}
+    for o in seen:
+        by_ip.setdefault(str(o.first), {})[o.signal] = o.value
+    assert by_ip["127.0.0.3"] == {"filter_result": "RED", "complaint_rate": "1.5", "trap_hits": "41"}
+    assert by_ip["127.0.0.2"] == {"filter_result": "GREEN", "complaint_rate": "0.1", "trap_hits": "0"}
+    assert {o.day for o in seen} == {date(2026, 12, 5)}
+    assert skipped.reasons == {"SNDS data row with fewer than 10 columns": 1}
+
+
+def test_snds_ip_status_ranges():
+    skipped = Skipped()
+    with (FIXTURES / "snds_status.csv").open(newline="") as f:
+        seen = list(snds_status(f, skipped, date(2026, 12, 5)))
+    assert [(str(o.first), str(o.last), o.value) for o in seen] == [
+        ("127.0.0.3", "127.0.0.3", "yes"),
+        ("198.51.100.0", "198.51.100.255", "yes"),
+    ]
+    assert seen[0].detail == "Blocked due to user complaints or other evidence of spamming"
+    assert skipped.reasons == {"SNDS IP status row without a first and last IP address": 1}
+
+
+def test_csv_of_the_wrong_shape_is_counted_row_by_row():
+    skipped = Skipped()
+    rows = ["a,b,c\r\n", "\x00\x00\x00\r\n", "127.0.0.3,not a date,x,1,1,1,RED,1%,,,0\r\n", "\r\n"]
+    assert list(snds_data(rows, skipped)) == []
+    assert list(snds_status(["127.0.0.3,127.0.0.3,Maybe\r\n"], skipped, date(2026, 12, 5))) == []
+    assert skipped.reasons == {
+        "SNDS data row with fewer than 10 columns": 1,  # the NUL line is an empty one
+        "SNDS data row without an IP address and an activity start": 1,
+        "SNDS IP status row with blocked neither Yes nor No": 1,
+    }
