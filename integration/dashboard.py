@@ -32,6 +32,7 @@ DAEMON_METRICS = (
     "smtp_balancer.feedback.state_metrics",
     "smtp_balancer.requeue.metrics",
     "smtp_balancer.complaints.metrics",
+    "smtp_balancer.reputation.metrics",
 )
 
 

@@ -104,6 +104,17 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
         assert b"; experiment ab arm a" in fbl.stdout, fbl
         complained = 'max(smtp_balancer_complaints_total{endpoint="out2", provider="yahoo"}) == 1'
         wait_until(lambda: prom.query(complained), 30, "the complaint scraped")
+        # SNDS rates out1 GREEN today: the reputation panel's level
+        snds = tmp_path / "snds-data.csv"
+        day = utc_now().strftime("%m/%d/%Y")
+        snds.write_text(f"127.0.0.2,{day} 12:00 AM,{day} 11:59 PM,10,10,10,GREEN,< 0.1%,,,0,,,\r\n")
+        subprocess.run(
+            [CLI, "-c", str(ms.config_path), "reputation", "import", str(snds)],
+            check=True,
+            capture_output=True,
+        )
+        level = 'min(smtp_balancer_reputation{endpoint="out1", provider="microsoft", source="snds"}) == 3'
+        wait_until(lambda: prom.query(level), 30, "the reputation level scraped")
         time.sleep(8)  # several scrapes after the traffic, so rates have two points
 
         empty = []

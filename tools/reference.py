@@ -40,6 +40,7 @@ METRIC_GROUPS = (
             "smtp_balancer.feedback.metrics",
             "smtp_balancer.feedback.state_metrics",
             "smtp_balancer.complaints.metrics",
+            "smtp_balancer.reputation.metrics",
         ),
     ),
     ("The requeue and table daemons", ("smtp_balancer.requeue.metrics",)),

@@ -290,6 +290,23 @@ ROWS: list[tuple[str, list[PanelSpec]]] = [
         ],
     ),
     (
+        "Reputation",
+        [
+            PanelSpec(
+                "Reputation (3 HIGH/GREEN, 2 MEDIUM/YELLOW, 1 LOW/RED, 0 BAD/blocked)",
+                "timeseries",
+                (
+                    Query(
+                        "min without (instance, job) (smtp_balancer_reputation)",
+                        "{{endpoint}} {{provider}} {{source}}",
+                    ),
+                ),
+                "short",
+                "Postmaster Tools and SNDS, as `smtp-balancer reputation import` last recorded them",
+            ),
+        ],
+    ),
+    (
         "Complaints and tenants",
         [
             PanelSpec(

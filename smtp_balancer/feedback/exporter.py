@@ -1,4 +1,5 @@
-"""The state gauges and the fleet's complaint totals, exported from Redis each round.
+"""The state gauges, the fleet's complaint totals and the reputation levels, exported
+from Redis each round.
 
 Every feedback daemon exports them (one per fleet is enough; several agree): the
 endpoint states, suspensions, weights and warm-up counts from a ``status``
@@ -17,9 +18,12 @@ from smtp_balancer.complaints.metrics import ComplaintLabels
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.feedback import state_metrics
+from smtp_balancer.observe.metrics import STATE_JUNK
 from smtp_balancer.observe.status import StatusReader
+from smtp_balancer.reputation import metrics as reputation_metrics
 from smtp_balancer.state.complaints import ComplaintCounts
 from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.reputation import ReputationStore
 
 log = logging.getLogger("smtp_balancer.feedback")
 
@@ -33,9 +37,15 @@ class StateExporter:
             client, self.keys, config.feedback.rate_retention, bool(config.tenants)
         )
         self.complaint_labels = ComplaintLabels.from_config(config, ProviderTable.from_config(config).names)
+        self.reputation = ReputationStore(client, self.keys, config.reputation.retention_days)
+        self.endpoints = frozenset(config.endpoints)
 
     def round(self) -> None:
         state_metrics.export(self.status.snapshot(tenants=False, limits=False))
         junk = complaint_metrics.TOTALS.update(self.complaints.totals(), self.complaint_labels)
         if junk:
             log.warning("%d junk fields in the complaint totals hash skipped", junk)
+        junk = reputation_metrics.GAUGES.update(self.reputation.endpoint_records(), self.endpoints)
+        if junk:
+            STATE_JUNK.labels("reputation").inc(junk)
+            log.warning("%d reputation record fields that are not records skipped", junk)

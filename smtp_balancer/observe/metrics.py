@@ -107,7 +107,8 @@ def refresh_observed() -> None:
 STATE_JUNK = Counter(
     "smtp_balancer_state_junk_total",
     "Hand-edited Redis values that were ignored in favour of the YAML default, by kind (weight, weights, "
-    "state, until, throttle, adaptive, slow, warmup, counter; fbl_totals, arm_record and experiment_since "
+    "state, until, throttle, adaptive, slow, warmup, counter; fbl_totals, arm_record, experiment_since and "
+    "reputation "
     "from the feedback daemon)",
     ["kind"],
 )

@@ -42,3 +42,26 @@ def test_the_state_round_exports_the_complaint_totals_and_names_junk(make_config
     assert "2 junk fields in the complaint totals hash skipped" in caplog.text
     # and the state gauges, from the same round
     assert sample("smtp_balancer_endpoint_state", endpoint="out1", state="active") == 1
+
+
+def test_the_state_round_exports_the_reputation_levels_and_counts_junk(make_config, rdb, caplog) -> None:
+    config = make_config()
+    rdb.hset("{sb}:reputation:out2:google", "postmaster:ip_reputation:127.0.0.3", "2026-12-05 LOW")
+    rdb.hset(
+        "{sb}:reputation:out1:microsoft",
+        mapping={
+            "snds:blocked:127.0.0.2": "2026-12-05 yes why",
+            "snds:filter_result:127.0.0.2": "hand-edited",
+        },
+    )
+    junk_before = REGISTRY.get_sample_value("smtp_balancer_state_junk_total", {"kind": "reputation"}) or 0
+    with caplog.at_level(logging.WARNING, logger="smtp_balancer.feedback"):
+        StateExporter(config, rdb).round()
+    level = lambda e, p, s: REGISTRY.get_sample_value(  # noqa: E731
+        "smtp_balancer_reputation", {"endpoint": e, "provider": p, "source": s}
+    )
+    assert level("out2", "google", "postmaster") == 1 and level("out1", "microsoft", "snds") == 0
+    assert (
+        REGISTRY.get_sample_value("smtp_balancer_state_junk_total", {"kind": "reputation"}) == junk_before + 1
+    )
+    assert "1 reputation record fields that are not records skipped" in caplog.text
