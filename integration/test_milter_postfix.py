@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
 import time
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import yaml
 
-from integration.configs import BULK_HEADERS, CLASS_POOLS, ENDPOINT_IP
-from integration.daemons import decision_lines
+from integration.configs import BULK_HEADERS, CLASS_POOLS, ENDPOINT_IP, deep_merge
+from integration.daemons import BaselineProcess, decision_lines, unix_ready
 from integration.waits import MAIL_S, wait_until
 from integration.workloads import assert_counted_exactly, counted_today
 from smtp_balancer.clock import utc_now
@@ -202,3 +204,66 @@ def test_a_stopped_milter_gives_its_quota_leases_back(mail_system):
     assert counted_today(ms.rdb, ENDPOINT_IP) > 10  # leased ahead, as local decisions do
     assert_counted_exactly(ms.rdb, ENDPOINT_IP, 10, [ms.milter])
     assert "milter stopping: giving leases back" in ms.milter.log_path.read_text()
+
+
+def test_the_feedback_id_is_ours_alone_whatever_the_message_carried(mail_system):
+    """Gmail's feedback loop reports complaints by Feedback-ID: a sender's own copy must not
+    survive, or its complaints could count under another tenant (issue #38)."""
+    stamp = {"milter": {"feedback_id": {"enabled": True, "sender_id": "esp1"}}, "tenants": ["shop.test"]}
+    ms = mail_system(deep_merge(CLASS_POOLS, stamp), policy=False, milter=True)
+    forged = {**BULK, "Feedback-ID": "spring:news.test:bulk:esp1"}
+    ms.send("app@shop.test", ["u1@example.test"], seq=1, headers=forged)
+    ms.send(
+        "app@elsewhere.test",
+        ["u2@example.test"],
+        seq=2,
+        headers={"Feedback-ID": "a:b:c:d", "feedback-id": "e:f:g:h"},
+    )
+    ms.send("app@mail.shop.test", ["u3@example.test"], seq=3)
+    got = {int(m.header("X-Test-Seq")): m for m in ms.sink.wait_for(3, timeout=MAIL_S)}
+    stamped = {seq: [v for k, v in m.headers if k.lower() == "feedback-id"] for seq, m in got.items()}
+    assert stamped == {
+        1: ["bulk:shop.test:bulk:esp1"],  # rule bulk, tenant shop.test, class bulk
+        2: ["transactional:other:transactional:esp1"],
+        3: ["transactional:shop.test:transactional:esp1"],  # a subdomain is its tenant's
+    }
+
+
+def test_a_signer_after_ours_in_smtpd_milters_sees_our_feedback_id_only(mail_system, tmp_path):
+    """What docs/milter.md says of the milter chain: Postfix gives a later milter the
+    message as ours left it, so a DKIM signer listed after ours signs our Feedback-ID,
+    and never the sender's copy."""
+    stamp = {"milter": {"feedback_id": {"enabled": True, "sender_id": "esp1"}}, "tenants": ["shop.test"]}
+    ms = mail_system(deep_merge(CLASS_POOLS, stamp), policy=False, milter=True)
+    socket, record = ms.base / "recorder.sock", tmp_path / "headers.jsonl"
+    recorder = BaselineProcess(
+        Path(__file__).with_name("header_milter.py"),
+        [f"unix:{socket}", str(record)],
+        ms.base / "recorder.log",
+        unix_ready(socket),
+    )
+    recorder.start()
+    try:
+        config_dir = str(ms.postfix.config_dir)
+        ours = subprocess.run(
+            ["postconf", "-c", config_dir, "-h", "smtpd_milters"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        subprocess.run(
+            ["postconf", "-c", config_dir, "-e", f"smtpd_milters = {ours}, unix:{socket}"], check=True
+        )
+        before = ms.postfix.smtpd_processes()
+        ms.postfix.reload()  # (start would write main.cf afresh): smtpd processes of the old config leave
+        wait_until(lambda: not before & ms.postfix.smtpd_processes(), 30, "the old smtpd processes to exit")
+        ms.send(
+            "app@shop.test",
+            ["u1@example.test"],
+            seq=1,
+            headers={**BULK, "Feedback-ID": "spring:news.test:bulk:esp1"},
+        )
+        (got,) = ms.sink.wait_for(1, timeout=MAIL_S)
+        wait_until(lambda: record.exists() and record.read_text().strip(), 30, "the recorder's record")
+        seen = json.loads(record.read_text().splitlines()[0])
+    finally:
+        recorder.stop()
+    assert [v for k, v in seen if k.lower() == "feedback-id"] == ["bulk:shop.test:bulk:esp1"]
+    assert [v for k, v in got.headers if k.lower() == "feedback-id"] == ["bulk:shop.test:bulk:esp1"]

@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import Milter
 from smtp_balancer_milter import metrics
 
-from smtp_balancer.config.services import MilterConfig
+from smtp_balancer.config.services import FeedbackIdConfig, MilterConfig
 from smtp_balancer.decision.classes import Classifier, MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
+from smtp_balancer.decision.feedback_id import feedback_id
+from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.engine import ThreadedEngine
 from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.state.values import parse_int
 
 log = logging.getLogger("smtp_balancer.milter")
+
+
+FEEDBACK_ID = "Feedback-ID"
 
 
 @dataclass(frozen=True)
@@ -34,14 +39,18 @@ class MilterSettings:
     info_header: str
     decision_timeout_s: float
     classes: MessageClasses
+    feedback_id: FeedbackIdConfig = field(default_factory=FeedbackIdConfig)
+    tenants: TenantTable = field(default_factory=lambda: TenantTable(()))
 
     @classmethod
-    def from_config(cls, cfg: MilterConfig) -> MilterSettings:
+    def from_config(cls, cfg: MilterConfig, tenants: Iterable[str] = ()) -> MilterSettings:
         return cls(
             route_header=cfg.route_header,
             info_header=cfg.info_header,
             decision_timeout_s=cfg.decision_timeout_ms / 1000,
             classes=MessageClasses.from_config(cfg),
+            feedback_id=cfg.feedback_id,
+            tenants=TenantTable(tenants),
         )
 
     @property
@@ -108,6 +117,7 @@ class EgressMilter(Milter.Base):
         self.recipients: list[str] = []
         self.headers: list[tuple[str, str]] = []
         self.route_headers = 0
+        self.feedback_ids = 0  # the message's own Feedback-ID headers: removed when we stamp ours
         self.size: int | None = None
         self.sasl_username = ""
 
@@ -135,6 +145,8 @@ class EgressMilter(Milter.Base):
         key = name.lower()
         if key == self.settings.route_header.lower():
             self.route_headers += 1
+        elif key == "feedback-id":
+            self.feedback_ids += 1
         elif key in self.settings.classifier.wanted:
             self.headers.append((name, value))
         return Milter.CONTINUE
@@ -170,9 +182,21 @@ class EgressMilter(Milter.Base):
         facts = facts_for(envelope, message_class, self.getsymval("{i}") or "")
         decision = self.engine.decide(facts, timeout_s=settings.decision_timeout_s)
         log_decision("milter", facts, decision, message_class=message_class)
+        if settings.feedback_id.enabled:
+            self._stamp_feedback_id(decision, message_class)
         if decision.outcome == "route" and decision.endpoint:
             self.addheader(settings.route_header, decision.endpoint)
             if settings.info_header:
                 self.addheader(settings.info_header, info_header(decision, message_class, why))
         elif decision.degraded:
             metrics.FAILURES.labels("no_route_degraded").inc()
+
+    def _stamp_feedback_id(self, decision: Decision, message_class: str) -> None:
+        """Ours, and no other: a sender's own copy could file its complaints under another tenant."""
+        for index in range(self.feedback_ids, 0, -1):
+            self.chgheader(FEEDBACK_ID, index, "")
+        stamp = self.settings.feedback_id
+        tenant = self.settings.tenants.of(self.sender)
+        self.addheader(
+            FEEDBACK_ID, feedback_id(stamp.format, stamp.sender_id, decision, message_class, tenant)
+        )

@@ -124,7 +124,7 @@ def run(config: BalancerConfig) -> int:
     # as the policy daemon does: connect, load the script and take the first
     # live-state snapshot before the first message, not inside its budget
     engine.start()
-    Milter.factory = milter_factory(engine, MilterSettings.from_config(cfg))
+    Milter.factory = milter_factory(engine, MilterSettings.from_config(cfg, config.tenants))
     Milter.set_flags(Milter.ADDHDRS + Milter.CHGHDRS)
     if address.startswith("unix:"):
         Path(address[5:]).parent.mkdir(parents=True, exist_ok=True)

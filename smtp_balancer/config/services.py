@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -199,6 +200,35 @@ class PolicydConfig(Strict):
         return [check_listen(v) for v in values]
 
 
+FEEDBACK_ID_FIELDS = ("rule", "pool", "endpoint", "tenant", "class", "sender_id")
+
+
+class FeedbackIdConfig(Strict):
+    """The Feedback-ID header (Gmail's feedback loop), stamped by the milter."""
+
+    enabled: bool = False
+    """Stamp it; any copy the message came with is removed."""
+    sender_id: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,64}$")
+    """Your sender id, the last field: the same on all your mail."""
+    # colon-separated, as Gmail reads it: Gmail aggregates complaints by each field
+    format: str = "{rule}:{tenant}:{class}:{sender_id}"
+    """The value: {rule}, {pool}, {endpoint}, {tenant}, {class} and {sender_id}, joined by colons."""
+
+    @model_validator(mode="after")
+    def _fields(self) -> FeedbackIdConfig:
+        names = [name for _, name, _, _ in string.Formatter().parse(self.format) if name is not None]
+        wrong = [n for n in names if n not in FEEDBACK_ID_FIELDS]
+        if wrong or not names:
+            allowed = ", ".join(FEEDBACK_ID_FIELDS)
+            raise ValueError(f"feedback_id.format may name only {allowed}, not {', '.join(wrong) or 'none'}")
+        literal = "".join(text for text, _, _, _ in string.Formatter().parse(self.format))
+        if not all(c == ":" or c.isalnum() or c in "._-" for c in literal):
+            raise ValueError("feedback_id.format may hold only fields, colons and [A-Za-z0-9._-]")
+        if self.enabled and "{sender_id}" in self.format and not self.sender_id:
+            raise ValueError("feedback_id.sender_id is empty: give yours (the format ends with it)")
+        return self
+
+
 class MilterConfig(Strict):
     # render the milter lines into main.cf and the map files
     enabled: bool = False
@@ -239,6 +269,8 @@ class MilterConfig(Strict):
     """Past this: no header, default transport, degraded counted."""
     metrics_listen: MetricsListen = "127.0.0.1:9481"
     """The milter's /metrics (host:port); "" disables it."""
+    feedback_id: FeedbackIdConfig = Field(default_factory=FeedbackIdConfig)
+    """The Feedback-ID header for Gmail's feedback loop, on the mail the milter decides."""
     # Postfix's waits on the milter, rendered into main.cf: what a frozen milter costs
     # each connection (connect), each SMTP command, and each message at its end (content)
     postfix_connect_timeout_s: int = Field(default=1, ge=1, le=300)
