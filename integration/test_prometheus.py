@@ -41,6 +41,7 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
             "pools": {"main": {"adaptive": True}, "other": {"endpoints": [{"endpoint": "out1"}]}},
             "adaptive": {"interval": 1, "min_attempts": 5},
             "experiments": [even_experiment("ab", "all", {"a": "main", "b": "other"})],
+            "tenants": ["shop.test"],  # the senders' domain: the tenant spam rate panel
             "feedback": {
                 "state_interval": 1,
                 "dnsbl": {"zones": [{"zone": "bl.test"}], "nameservers": [dns.address], "interval": 1},

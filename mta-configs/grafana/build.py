@@ -323,6 +323,13 @@ ROWS: list[tuple[str, list[PanelSpec]]] = [
                 "Complaints (smtp-balancer fbl) per message delivered, per endpoint and provider",
             ),
             PanelSpec(
+                "Spam complaint rate per tenant, last 24 h (Gmail's ceiling: 0.3%)",
+                "timeseries",
+                (Query("max without (instance, job) (smtp_balancer_tenant_spam_rate)", "{{tenant}}"),),
+                "percentunit",
+                "Complaints per message the tenant delivered (tenants: in the YAML)",
+            ),
+            PanelSpec(
                 "Complaints per tenant, last 24 h",
                 "timeseries",
                 (Query(f"sum by (tenant) ({COMPLAINTS_1D})", "{{tenant}}"),),

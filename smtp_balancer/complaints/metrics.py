@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from smtp_balancer.complaints.attribute import BUILTIN_REPORTERS
@@ -127,5 +127,41 @@ class ComplaintTotals(Collector):
         yield family
 
 
+class TenantRates(Collector):
+    """Each tenant's spam complaints per delivered message over the last 24 hours,
+    with the sample (delivered): what Gmail and Yahoo hold bulk senders to (0.3%)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._days: dict[str, tuple[int, int]] = {}
+
+    def update(self, days: Mapping[str, tuple[int, int]]) -> None:
+        with self._lock:
+            self._days = dict(days)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            days = dict(self._days)
+        rate = GaugeMetricFamily(
+            "smtp_balancer_tenant_spam_rate",
+            "Spam complaints (`smtp-balancer fbl`) per message delivered, per tenant, last 24 h "
+            "(absent while the tenant delivered nothing)",
+            labels=["tenant"],
+        )
+        delivered = GaugeMetricFamily(
+            "smtp_balancer_tenant_delivered",
+            "Messages delivered per tenant in the last 24 h: the spam rate's sample",
+            labels=["tenant"],
+        )
+        for tenant, (sent, complained) in sorted(days.items()):
+            delivered.add_metric([tenant], sent)
+            if sent:
+                rate.add_metric([tenant], complained / sent)
+        yield rate
+        yield delivered
+
+
 TOTALS = ComplaintTotals()
 REGISTRY.register(TOTALS)
+TENANT_RATES = TenantRates()
+REGISTRY.register(TENANT_RATES)

@@ -13,10 +13,11 @@ import logging
 
 import redis
 
+from smtp_balancer.clock import SYSTEM
 from smtp_balancer.complaints import metrics as complaint_metrics
 from smtp_balancer.complaints.metrics import ComplaintLabels
 from smtp_balancer.config.model import BalancerConfig
-from smtp_balancer.decision.providers import ProviderTable
+from smtp_balancer.decision.providers import OTHER, ProviderTable
 from smtp_balancer.feedback import state_metrics
 from smtp_balancer.observe.metrics import STATE_JUNK
 from smtp_balancer.observe.status import StatusReader
@@ -39,12 +40,15 @@ class StateExporter:
         self.complaint_labels = ComplaintLabels.from_config(config, ProviderTable.from_config(config).names)
         self.reputation = ReputationStore(client, self.keys, config.reputation.retention_days)
         self.endpoints = frozenset(config.endpoints)
+        self.tenants = [*config.tenants, OTHER] if config.tenants else []
 
     def round(self) -> None:
         state_metrics.export(self.status.snapshot(tenants=False, limits=False))
         junk = complaint_metrics.TOTALS.update(self.complaints.totals(), self.complaint_labels)
         if junk:
             log.warning("%d junk fields in the complaint totals hash skipped", junk)
+        if self.tenants:
+            complaint_metrics.TENANT_RATES.update(self.complaints.tenant_days(self.tenants, SYSTEM.wall()))
         junk = reputation_metrics.GAUGES.update(self.reputation.endpoint_records(), self.endpoints)
         if junk:
             STATE_JUNK.labels("reputation").inc(junk)

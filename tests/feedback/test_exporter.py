@@ -1,13 +1,16 @@
-"""The feedback daemon's state exporter against a real redis-server: gauges and the
-fleet's complaint totals."""
+"""The feedback daemon's state exporter against a real redis-server: gauges, the
+fleet's complaint totals, reputation levels and tenants' spam rates."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from prometheus_client import REGISTRY
 
+from smtp_balancer.clock import SYSTEM
 from smtp_balancer.feedback.exporter import StateExporter
+from smtp_balancer.state.keys import hour_bucket
 
 
 def test_the_state_round_exports_the_complaint_totals_and_names_junk(make_config, rdb, caplog) -> None:
@@ -65,3 +68,26 @@ def test_the_state_round_exports_the_reputation_levels_and_counts_junk(make_conf
         REGISTRY.get_sample_value("smtp_balancer_state_junk_total", {"kind": "reputation"}) == junk_before + 1
     )
     assert "1 reputation record fields that are not records skipped" in caplog.text
+
+
+def test_the_state_round_exports_each_tenants_spam_rate_over_24_hours(make_config, rdb) -> None:
+    config = make_config({"tenants": ["shop.test", "news.test"]})
+    now = SYSTEM.wall()
+
+    def hour(ago: int) -> str:
+        return hour_bucket(datetime.fromtimestamp(now - 3600 * ago, UTC))
+
+    rdb.hset(f"{{sb}}:tenant:shop.test:{hour(0)}", mapping={"sent": 600, "complained": 2, "deferred": 9})
+    rdb.hset(f"{{sb}}:tenant:shop.test:{hour(23)}", mapping={"sent": 400, "complained": 1})
+    rdb.hset(f"{{sb}}:tenant:shop.test:{hour(24)}", mapping={"sent": 5000, "complained": 50})  # a day ago
+    rdb.hset(f"{{sb}}:tenant:news.test:{hour(3)}", mapping={"sent": "junk", "complained": 1})
+    StateExporter(config, rdb).round()
+
+    def sample(name: str, tenant: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"tenant": tenant})
+
+    assert sample("smtp_balancer_tenant_spam_rate", "shop.test") == 3 / 1000
+    assert sample("smtp_balancer_tenant_delivered", "shop.test") == 1000
+    assert sample("smtp_balancer_tenant_delivered", "news.test") == 0  # a junk count reads as 0
+    assert sample("smtp_balancer_tenant_spam_rate", "news.test") is None  # nothing delivered: no rate
+    assert sample("smtp_balancer_tenant_delivered", "other") == 0
