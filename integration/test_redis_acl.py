@@ -189,6 +189,7 @@ def test_readme_acl_lines_on_real_redis_and_postfix_with_no_secret_shown(mail_sy
         ("check",),
         ("reputation", "import", str(REPUTATION_EXPORT)),  # records, and a suspension by hit.lua
         ("reputation", "show"),
+        ("tenant", "list"),
     ):
         out = cli(ms.config_path, *args, env=cli_env)
         assert out.returncode == 0, (args, out.stdout, out.stderr)

@@ -19,6 +19,7 @@ from policyd.server import PolicyServer, warn_restart
 from policyd.workers import run_supervisor
 from smtp_balancer.config import BalancerConfig, ConfigInvalid, load_config
 from smtp_balancer.decision.classes import MessageClasses
+from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.engine import Engine
 from smtp_balancer.observe.metrics import MULTIPROCESS, ListenError, refresh_observed, serve_metrics
 from smtp_balancer.observe.sdnotify import Notifier, service
@@ -48,6 +49,7 @@ async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
         return
     server.exim_timeout_s = config.exim.readsocket_timeout_s
     server.classes = MessageClasses.from_config(config.milter)
+    server.tenants = TenantTable(config.tenants)
     restart = server.apply(config.policyd)
     if server.link is None:  # a worker's supervisor says it once for all
         warn_restart(restart)
@@ -82,7 +84,11 @@ async def serve(config: BalancerConfig, path: str, control: int | None = None) -
     engine = Engine(config)
     await engine.start()
     server = PolicyServer(
-        engine, config.policyd, config.exim.readsocket_timeout_s, MessageClasses.from_config(config.milter)
+        engine,
+        config.policyd,
+        config.exim.readsocket_timeout_s,
+        MessageClasses.from_config(config.milter),
+        config.tenants,
     )
     notifier = Notifier()
     if control is None:
@@ -104,6 +110,9 @@ async def serve(config: BalancerConfig, path: str, control: int | None = None) -
             task.add_done_callback(tasks.discard)
 
         loop.add_signal_handler(signal.SIGHUP, lambda: background(reload(path, engine, server)))
+        # tenants configured at start: their holds are read (a reload that adds the first
+        # tenants takes a restart to read holds)
+        holds = loop.create_task(server.watch_holds()) if config.tenants else None
         if control is not None:  # ready only now: the supervisor forwards SIGHUP once it is
             server.workers = config.policyd.workers
             server.adopt(socket.socket(fileno=control), stop.set)
@@ -114,8 +123,9 @@ async def serve(config: BalancerConfig, path: str, control: int | None = None) -
         # a worker's; or a lone daemon's whose environment asks for multiprocess metrics
         beat = loop.create_task(worker_beat(server)) if control is not None or MULTIPROCESS else None
         await stop.wait()
-        if beat is not None:
-            beat.cancel()
+        for task in (beat, holds):
+            if task is not None:
+                task.cancel()
     # a worker has no listeners of its own (its supervisor closed them)
     log.info("stopping: closing listeners" if control is None else "stopping: closing connections")
     await server.close()

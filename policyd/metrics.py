@@ -76,3 +76,10 @@ HANDOVERS = Counter(
     " one failed after taking the listeners)",
     ["result"],
 )
+
+HELD = Counter(
+    "smtp_balancer_policy_tenant_held_total",
+    "RCPTs answered HOLD because their sender's tenant is held (`tenant hold`, or "
+    "feedback.complaints.tenant_hold): the message goes to Postfix's hold queue",
+    ["tenant"],
+)

@@ -18,7 +18,8 @@ import functools
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import TypeVar
 
 from redis.exceptions import RedisError
@@ -52,12 +53,17 @@ from policyd.worker_link import WorkerLink
 from smtp_balancer.config.services import PolicydConfig
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
+from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.engine import Engine, Pending, StillWaited
 from smtp_balancer.generation import ATTRIBUTE, GENERATION, MARKER, generation_of
 from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.observe.metrics import observe
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.state.joins import SharedJoins
+from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.tenant_holds import read_holds
+
+HOLD_READ_S = 1.0  # how often the tenant holds are read: a hold applies within this long
 
 log = logging.getLogger("smtp_balancer.policyd")
 T = TypeVar("T")
@@ -94,10 +100,14 @@ class PolicyServer:
         config: PolicydConfig,
         exim_timeout_s: float = 2.0,
         classes: MessageClasses | None = None,
+        tenants: Iterable[str] = (),
     ) -> None:
         """``exim_timeout_s``: exim.readsocket_timeout_s, after which Exim stops waiting;
-        ``classes``: the message classes (milter settings) for Exim's header attributes."""
+        ``classes``: the message classes (milter settings) for Exim's header attributes;
+        ``tenants``: the configured tenants, whose holds this daemon applies."""
         self.engine = engine
+        self.tenants = TenantTable(tenants)
+        self.held: dict[str, str] = {}  # tenant -> why, as read by watch_holds
         self.config = config
         self.exim_timeout_s = exim_timeout_s
         self.classes = classes or MessageClasses()
@@ -248,13 +258,13 @@ class PolicyServer:
         outcome = handle(request, self.join, self.classes, self.notes, shared)
         if isinstance(outcome, ShareRecipient):
             metrics.REQUESTS_BY_STAGE["rcpt"].inc()
-            return outcome
+            return replace(outcome, action=self._rcpt_action(request))
         if isinstance(outcome, Immediate):
             state = request.get("protocol_state", "").lower()
             metrics.REQUESTS_BY_STAGE[state if state in ("rcpt", "connect", "data") else "other"].inc()
             if outcome.note:
                 self.notes.info("odd request", "answering DUNNO: %s", outcome.note)
-            return outcome.action
+            return self._rcpt_action(request) if state == "rcpt" else outcome.action
         metrics.REQUESTS_BY_STAGE["end_of_message"].inc()
         if self._abandoned(request, client, self.exim_margin_s):
             return DUNNO
@@ -275,7 +285,7 @@ class PolicyServer:
         stopped waiting is given back, and the answer is DUNNO (``still_waited``)."""
         if isinstance(later, ShareRecipient):
             await self._sharing(self.shared.add(later.instance, later.recipient))
-            return DUNNO
+            return later.action
         if isinstance(later, Incomplete):
             more = await self._sharing(self.shared.take(later.request.get("instance", "")))
             # the shared join holds every RCPT of the message, this worker's included
@@ -292,6 +302,36 @@ class PolicyServer:
         async with self.decisions:
             decision = await self.engine.settle_pending(later.pending, waited)
         return self._action(later.pending.facts, decision)
+
+    def _rcpt_action(self, request: PolicyRequest) -> str:
+        """DUNNO; HOLD when the sender's tenant is held. Postfix keeps the message in its
+        hold queue, with the route the END-OF-MESSAGE answer gives it, until released."""
+        if not self.held:
+            return DUNNO
+        tenant = self.tenants.of(request.get("sender", ""))
+        if tenant not in self.held:
+            return DUNNO
+        metrics.HELD.labels(tenant).inc()
+        return f"HOLD tenant {tenant} is held by smtp-balancer"
+
+    async def watch_holds(self, every_s: float = HOLD_READ_S) -> None:
+        """Read the tenant holds every ``every_s``; a change is logged. Redis away: the
+        holds last read stay in force."""
+        keys = KeySchema(self.engine.config.redis.prefix)
+        while True:
+            try:
+                held = await read_holds(self.engine.channel, keys)
+            except (RedisError, OSError) as exc:
+                self.notes.warning("tenant holds", "tenant holds not read: %s", exc)
+            else:
+                for tenant in sorted(set(held) - set(self.held)):
+                    log.warning(
+                        "tenant %s held: its new mail goes to the hold queue (%s)", tenant, held[tenant]
+                    )
+                for tenant in sorted(set(self.held) - set(held)):
+                    log.warning("tenant %s released: its new mail is routed again", tenant)
+                self.held = held
+            await asyncio.sleep(every_s)
 
     def _stale(self, request: PolicyRequest) -> None:
         """A request from MTA files an older release rendered: counted, and said (at

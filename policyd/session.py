@@ -109,10 +109,12 @@ class Immediate:
 
 @dataclass(frozen=True)
 class ShareRecipient:
-    """A RCPT to write to the shared join (policyd.workers) before its DUNNO goes back."""
+    """A RCPT to write to the shared join (policyd.workers) before its answer (DUNNO,
+    or HOLD for a held tenant) goes back."""
 
     instance: str
     recipient: str
+    action: str = DUNNO
 
 
 @dataclass(frozen=True)

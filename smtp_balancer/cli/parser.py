@@ -33,6 +33,7 @@ from smtp_balancer.cli.services import (
     cmd_requeue,
     cmd_shadow,
     cmd_table,
+    cmd_tenant,
     cmd_trace,
 )
 from smtp_balancer.cli.show import cmd_audit, cmd_check, cmd_explain, cmd_status
@@ -106,6 +107,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "experiment": ("smtp-balancer experiment start ab --reset", "smtp-balancer experiment report ab"),
     "replay": (
         "smtp-balancer replay --candidate candidate.yaml --decisions policyd.log --mta-log /var/log/mail.log",
+    ),
+    "tenant": (
+        "smtp-balancer tenant hold shop.example --for 6h --reason 'complaints at 0.4%'",
+        "smtp-balancer tenant release shop.example",
+        "smtp-balancer tenant list",
     ),
     "reputation": (
         "smtp-balancer reputation import trafficStats-shop.example.json snds-data.csv snds-ipstatus.csv",
@@ -346,6 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="import: what the files are (default: told from each file's first bytes)",
     )
     p.add_argument("--json", action="store_true", help="JSON instead of text")
+
+    p = add("tenant", cmd_tenant, "hold a tenant's new mail in Postfix's hold queue, release it, list holds")
+    p.add_argument("action", choices=["hold", "release", "list"])
+    p.add_argument("tenant", nargs="?", help="hold, release: one of `tenants:`")
+    p.add_argument("--for", dest="for_", default="1d", metavar="DURATION", help="hold: how long (default 1d)")
+    p.add_argument("--reason", default="", help="hold: why, shown with it")
+    p.add_argument(
+        "--postfix-dir",
+        metavar="DIR",
+        help="release: the Postfix config whose hold queue is released (default: requeue.postfix_config_dir)",
+    )
 
     p = add("experiment", cmd_experiment, "A/B experiments on routing: list, start, stop, report")
     p.add_argument("action", choices=["list", "start", "stop", "report"])

@@ -135,6 +135,12 @@ def cmd_reputation(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_tenant(args: argparse.Namespace) -> int:
+    from smtp_balancer.cli.tenant import run
+
+    return run(args)
+
+
 def cmd_shadow(args: argparse.Namespace) -> int:
     from smtp_balancer.cli.shadow import report
 

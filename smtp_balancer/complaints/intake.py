@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -77,18 +77,30 @@ class Intake:
             "complaint", f"from {report.reporter or 'an unnamed reporter'}", attribution, report.queue_ids
         )
 
-    def count(self, outcome: Outcome) -> tuple[tuple[str, str] | None, list[RateResult]]:
-        """Record the outcome in Redis and run the complaint rate rules (RedisError
-        propagates); returns the message's experiment arm too."""
+    def count(self, outcome: Outcome) -> Counted:
+        """Record the outcome in Redis, run the complaint rate rules and the tenant hold
+        (RedisError propagates)."""
         if outcome.result != "complaint" or outcome.attribution is None:
             self.store.record(outcome.result, outcome.attribution)
-            return None, []
+            return Counted()
         arm = self.store.arm_of(outcome.queue_ids)
         self.store.record(outcome.result, outcome.attribution, arm)
-        return arm, self.store.evaluate(outcome.attribution)
+        rates = self.store.evaluate(outcome.attribution)
+        return Counted(arm, rates, self.store.hold_tenant(outcome.attribution))
 
 
-def describe(outcome: Outcome, rates: list[RateResult], arm: tuple[str, str] | None = None) -> str:
+@dataclass(frozen=True)
+class Counted:
+    """What counting a report did: its experiment arm, the rate rules run, a tenant hold."""
+
+    arm: tuple[str, str] | None = None
+    rates: list[RateResult] = field(default_factory=list)
+    held: str = ""
+
+
+def describe(
+    outcome: Outcome, rates: list[RateResult], arm: tuple[str, str] | None = None, held: str = ""
+) -> str:
     a = outcome.attribution
     where = f" {a.endpoint or '-'}/{a.provider} tenant {a.tenant}" if a else ""
     line = f"{outcome.result}{where}: {outcome.why}"
@@ -98,7 +110,7 @@ def describe(outcome: Outcome, rates: list[RateResult], arm: tuple[str, str] | N
         line += f"; rule {r.rule}: {r.rate_percent:.2f}% of {r.attempts} delivered, {r.outcome}"
         if r.outcome == "tripped":
             line += f" ({r.action} {r.endpoint} for {r.scope})"
-    return line
+    return f"{line}; {held}" if held else line
 
 
 def unique_name() -> str:
@@ -156,7 +168,7 @@ def take_stdin(intake: Intake, stream: BinaryIO, limit: int, keep_dir: Path, kee
         return EX_TEMPFAIL
     where = f" (kept as {kept})" if kept else ""
     try:
-        arm, rates = intake.count(outcome)
+        counted = intake.count(outcome)
     except redis.RedisError as exc:
         if outcome.result == "complaint":
             print(
@@ -166,8 +178,8 @@ def take_stdin(intake: Intake, stream: BinaryIO, limit: int, keep_dir: Path, kee
             return EX_TEMPFAIL
         # an unusable report is safe on disk: only its counter is lost
         log.error("Redis: %s; %s report not counted%s", exc, outcome.result, where)
-        arm, rates = None, []
-    _report(outcome, rates, where, arm)
+        counted = Counted()
+    _report(outcome, counted, where)
     return EX_OK
 
 
@@ -193,7 +205,7 @@ def take_maildir(intake: Intake, root: Path, limit: int) -> int:
             continue
         outcome = intake.judge(raw, size, limit)
         try:
-            arm, rates = intake.count(outcome)
+            counted = intake.count(outcome)
         except redis.RedisError as exc:
             print(
                 f"smtp-balancer fbl: Redis: {type(exc).__name__}: {exc}; {path.name} and later stay in new/",
@@ -207,16 +219,14 @@ def take_maildir(intake: Intake, root: Path, limit: int) -> int:
         except OSError as exc:  # counted, but the next run would count it again: say so
             log.error("cannot move %s to cur/ (%s): move it by hand, or it is counted twice", path, exc)
             continue
-        _report(outcome, rates, "" if outcome.usable else f" (kept as {target})", arm)
+        _report(outcome, counted, "" if outcome.usable else f" (kept as {target})")
         done += 1
     print(f"smtp-balancer fbl: {done} report{'s' if done != 1 else ''} read from {root}")
     return EX_OK
 
 
-def _report(
-    outcome: Outcome, rates: list[RateResult], where: str, arm: tuple[str, str] | None = None
-) -> None:
-    line = describe(outcome, rates, arm) + where
+def _report(outcome: Outcome, counted: Counted, where: str) -> None:
+    line = describe(outcome, counted.rates, counted.arm, counted.held) + where
     print(line)
     level = logging.INFO if outcome.usable else logging.WARNING
     log.log(level, "report %s", line)

@@ -16,6 +16,7 @@ from smtp_balancer.state.complaints import ComplaintCounts, ComplaintScope
 from smtp_balancer.state.experiments import ExperimentStore
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.rates import RateResult, evaluate_rates
+from smtp_balancer.state.tenant_holds import TenantHolds
 
 RESULTS = ("complaint", "not_counted", "unattributed", "malformed", "no_source_ip", "too_large")
 
@@ -52,6 +53,23 @@ class ComplaintStore:
         if attribution is not None and attribution.endpoint is not None:
             scope = ComplaintScope(attribution.endpoint, attribution.provider, attribution.tenant)
         self.counts.record(result, self.clock.wall(), scope, arm)
+
+    def hold_tenant(self, attribution: Attribution) -> str:
+        """feedback.complaints.tenant_hold, after a complaint about one of the tenant's
+        messages: hold its new mail when its last 24 h pass the share; returns what was
+        done ("" when nothing)."""
+        rule = self.config.feedback.complaints.tenant_hold
+        tenant = attribution.tenant
+        if rule is None or tenant not in self.config.tenants:
+            return ""
+        ((sent, complained),) = self.counts.tenant_days([tenant], self.clock.wall()).values()
+        if sent < rule.min_delivered or complained * 100 <= rule.above_percent * sent:
+            return ""
+        share = f"{complained} complaints of {sent} delivered in 24 h ({100 * complained / sent:.2f}%)"
+        reason = f"{share}, over feedback.complaints.tenant_hold's {rule.above_percent:g}%"
+        holds = TenantHolds(self.r, self.keys)  # not an operator's write: no audit entry
+        placed = holds.hold(tenant, rule.duration, reason, "fbl")
+        return f"tenant {tenant} {'held' if placed else 'already held'}: {share}"
 
     def evaluate(self, attribution: Attribution) -> list[RateResult]:
         """Run the complaint rate rules for the complaint's (endpoint, provider)."""

@@ -231,6 +231,17 @@ class ProbeConfig(Strict):
     """Successes in a row before it is restored."""
 
 
+class TenantHoldConfig(Strict):
+    """Hold a tenant's new mail (Postfix's hold queue) when its spam complaints pass a share."""
+
+    above_percent: float = Field(default=0.3, gt=0, le=100)
+    """Complaints per delivered message, last 24 h: Gmail's and Yahoo's ceiling is 0.3%."""
+    min_delivered: int = Field(default=1000, ge=1)
+    """The least sample: messages the tenant delivered in those 24 h."""
+    duration: Seconds = Field(default=86_400, ge=60)
+    """How long the hold lasts, unless `smtp-balancer tenant release` ends it first."""
+
+
 class ComplaintsConfig(Strict):
     """`smtp-balancer fbl`: ARF spam-complaint reports (RFC 5965)."""
 
@@ -252,6 +263,8 @@ class ComplaintsConfig(Strict):
         default_factory=lambda: ["abuse"], min_length=1
     )
     """The Feedback-Type values that count as a complaint."""
+    tenant_hold: TenantHoldConfig | None = None
+    """Hold a tenant's new mail when its complaint rate passes above_percent (`tenants:`); null: never."""
 
 
 class FeedbackConfig(Strict):

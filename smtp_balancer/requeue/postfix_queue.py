@@ -10,6 +10,7 @@ Traps (seen on Postfix 3.7, see DESIGN.md):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -20,6 +21,7 @@ from smtp_balancer import postconf
 from smtp_balancer.requeue.wiring import wiring_problems
 
 REQUEUED = re.compile(r"^postsuper: ([0-9A-Za-z]+): requeued$", re.M)
+RELEASED = re.compile(r"^postsuper: ([0-9A-Za-z]+): released from hold$", re.M)
 QUEUE_ID = re.compile(r"^[0-9A-Za-z]{6,32}$")
 COMMAND_TIMEOUT_S = 60
 
@@ -96,6 +98,33 @@ class PostfixQueue:
         if out.returncode != 0:
             raise PostfixQueueError(f"postsuper -r: {out.stderr.strip() or out.returncode}")
         return set(REQUEUED.findall(out.stderr)) & set(ids)
+
+    def held(self) -> list[tuple[str, str]]:
+        """(queue id, sender) of every message in the hold queue (``postqueue -j``)."""
+        out = self._run("postqueue", "-c", self.config_dir, "-j")
+        if out.returncode != 0:
+            raise PostfixQueueError(f"postqueue -j: {out.stderr.strip() or out.returncode}")
+        found = []
+        for line in out.stdout.splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and entry.get("queue_name") == "hold":
+                queue_id, sender = str(entry.get("queue_id", "")), str(entry.get("sender", ""))
+                if QUEUE_ID.match(queue_id):
+                    found.append((queue_id, sender))
+        return found
+
+    def release(self, queue_ids: Iterable[str]) -> set[str]:
+        """``postsuper -H -``: the messages leave the hold queue. Returns the ids released."""
+        ids = [q for q in queue_ids if QUEUE_ID.match(q)]
+        if not ids:
+            return set()
+        out = self._run("postsuper", "-c", self.config_dir, "-H", "-", stdin="\n".join(ids) + "\n")
+        if out.returncode != 0:
+            raise PostfixQueueError(f"postsuper -H: {out.stderr.strip() or out.returncode}")
+        return set(RELEASED.findall(out.stderr)) & set(ids)
 
     def kick_pickup(self) -> None:
         """Requeued mail waits in maildrop for pickup's timer (60 s) otherwise."""

@@ -264,6 +264,14 @@ class KeySchema:
         `complained` (`fbl`: complaints that arrived that minute); kept `rate_retention`"""
         return f"{self.base}:outcomes:{endpoint}:{provider}:{minute}"
 
+    def tenant_hold(self, tenant: str) -> str:
+        """[string + TTL] why the tenant's new mail goes to the hold queue (the policy daemon
+        answers HOLD) until the key expires or `tenant release` deletes it"""
+        return f"{self.base}:tenanthold:{tenant}"
+
+    def tenant_hold_prefix(self) -> str:
+        return f"{self.base}:tenanthold:"
+
     def tenant_outcomes(self, tenant: str, hour: str) -> str:
         """[hash] the same fields per tenant and UTC hour; kept `rate_retention`, at least 25 h"""
         return f"{self.base}:tenant:{tenant}:{hour}"

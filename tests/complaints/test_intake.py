@@ -307,3 +307,30 @@ def test_850000_empty_parts_keep_fbl_within_four_times_the_report(make_config, t
     assert out.returncode == 0, out.stderr
     peak = int(out.stdout.split()[-1]) * 1024  # ru_maxrss: KiB on Linux
     assert peak <= 4 * len(raw) + 50 * 1024 * 1024, (peak, len(raw))
+
+
+def test_a_complaint_that_takes_a_tenant_over_its_ceiling_holds_it(
+    make_config, rdb, tmp_path, capsys
+) -> None:
+    hold = {"above_percent": 0.3, "min_delivered": 300, "duration": "2h"}
+    config = make_config({"tenants": ["shop.test"], "feedback": {"complaints": {"tenant_hold": hold}}})
+    rdb.hset(KEYS.tenant_outcomes("shop.test", "2027011508"), "sent", 200)
+    rdb.hset(KEYS.tenant_outcomes("shop.test", "2027011422"), "sent", 200)  # 10 hours before: in the day
+    rdb.hset(KEYS.tenant_outcomes("shop.test", "2027011407"), "sent", 5000)  # 25 hours before: not
+    assert stdin(intake(config, rdb), arf_report("127.0.0.3"), tmp_path / "kept") == 0
+    assert not rdb.exists(KEYS.tenant_hold("shop.test"))  # 1 of 400: 0.25%, under 0.3%
+    assert stdin(intake(config, rdb), arf_report("127.0.0.3"), tmp_path / "kept") == 0
+    assert rdb.get(KEYS.tenant_hold("shop.test")).startswith("2 complaints of 400 delivered in 24 h (0.50%)")
+    assert 7190 <= rdb.ttl(KEYS.tenant_hold("shop.test")) <= 7200
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].endswith("; tenant shop.test held: 2 complaints of 400 delivered in 24 h (0.50%)")
+    assert stdin(intake(config, rdb), arf_report("127.0.0.3"), tmp_path / "kept") == 0
+    assert "tenant shop.test already held" in capsys.readouterr().out
+
+
+def test_a_small_tenant_is_never_held_on_too_few_messages(make_config, rdb, tmp_path) -> None:
+    hold = {"above_percent": 0.3, "min_delivered": 1000}
+    config = make_config({"tenants": ["shop.test"], "feedback": {"complaints": {"tenant_hold": hold}}})
+    rdb.hset(KEYS.tenant_outcomes("shop.test", "2027011508"), "sent", 20)
+    assert stdin(intake(config, rdb), arf_report("127.0.0.3"), tmp_path / "kept") == 0
+    assert not rdb.exists(KEYS.tenant_hold("shop.test"))

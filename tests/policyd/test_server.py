@@ -521,3 +521,31 @@ async def test_requests_from_files_an_older_release_rendered_are_counted_and_sai
     finally:
         await server.close()
         await engine.aclose()
+
+
+async def test_a_held_tenants_rcpt_is_answered_hold_once_the_hold_is_read(make_config, rdb, tmp_path):
+    config = make_config({"tenants": ["shop.test"], "policyd": {"metrics_listen": ""}})
+    engine = Engine(config)
+    server = PolicyServer(engine, config.policyd, tenants=config.tenants)
+    await started(engine)
+    rcpt = {"request": "smtpd_access_policy", "protocol_state": "RCPT", "recipient": "b@example.test"}
+    try:
+        assert server.answer_now({**rcpt, "sender": "a@mail.shop.test"}) == "DUNNO"
+        rdb.set("{sb}:tenanthold:shop.test", "complaints at 1%", ex=60)
+        watch = asyncio.get_running_loop().create_task(server.watch_holds(every_s=0.01))
+        while not server.held:  # an event: the hold read
+            await asyncio.sleep(0.01)
+        assert (
+            server.answer_now({**rcpt, "sender": "a@mail.shop.test"})
+            == "HOLD tenant shop.test is held by smtp-balancer"
+        )
+        assert server.answer_now({**rcpt, "sender": "x@other.test"}) == "DUNNO"
+        assert server.answer_now({**rcpt, "protocol_state": "DATA", "sender": "a@shop.test"}) == "DUNNO"
+        rdb.delete("{sb}:tenanthold:shop.test")
+        while server.held:  # released: read again
+            await asyncio.sleep(0.01)
+        assert server.answer_now({**rcpt, "sender": "a@shop.test"}) == "DUNNO"
+        watch.cancel()
+    finally:
+        await engine.aclose()
+    assert REGISTRY.get_sample_value("smtp_balancer_policy_tenant_held_total", {"tenant": "shop.test"}) >= 1

@@ -1,0 +1,39 @@
+"""``smtp-balancer tenant hold|release|list`` on real Redis; the hold queue's side is
+tested on real Postfix (integration/test_tenant_hold_postfix.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from smtp_balancer.clock import FixedClock
+from tests.cli.conftest import cli_runner
+
+CLOCK = FixedClock(datetime(2026, 12, 5, 15, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def cli(make_config, tmp_path: Path, capsys):
+    make_config({"tenants": ["shop.test"]})
+    return cli_runner(str(tmp_path / "config.yaml"), CLOCK, capsys)
+
+
+def test_hold_list_release(cli, rdb, tmp_path):
+    assert cli("tenant", "list")[1] == "no tenant is held\n"
+    code, out, _ = cli("tenant", "hold", "Shop.Test.", "--for", "2h", "--reason", "complaints at 0.4%")
+    assert code == 0 and out == "tenant shop.test held for 2h\n"
+    assert cli("tenant", "hold", "shop.test")[1] == "tenant shop.test is held already\n"
+    code, out, _ = cli("tenant", "list")
+    assert out.split()[0] == "shop.test" and out.rstrip().endswith("complaints at 0.4%")
+    code, out, err = cli("tenant", "release", "shop.test", "--postfix-dir", str(tmp_path / "no-postfix"))
+    assert "tenant shop.test released" in out and rdb.exists("{sb}:tenanthold:shop.test") == 0
+    assert code == 1 and "smtp-balancer: the hold queue was not released:" in err and "Traceback" not in err
+
+
+def test_a_tenant_not_configured_or_missing_is_refused(cli):
+    code, _, err = cli("tenant", "hold", "evil.test")
+    assert code == 4 and "evil.test is not one of the configured tenants (shop.test)" in err
+    code, _, err = cli("tenant", "release")
+    assert code == 4 and "tenant release needs the tenant" in err
