@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass
 
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.durations import format_duration
-from smtp_balancer.observe.status import TENANT_HOURS, EndpointStatus, Snapshot
+from smtp_balancer.observe.status import EndpointStatus, Snapshot
 from smtp_balancer.state.audit import AuditEntry
+from smtp_balancer.state.status_reads import TENANT_HOURS
 
 # C0 and C1 controls and DEL: a reason written into Redis could otherwise move the
 # cursor, recolour the terminal or draw a fake row with a newline

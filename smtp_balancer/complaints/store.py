@@ -16,6 +16,7 @@ from smtp_balancer.state.complaints import ComplaintCounts, ComplaintScope
 from smtp_balancer.state.experiments import ExperimentStore
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.rates import RateResult, evaluate_rates
+from smtp_balancer.state.status_reads import StatusReads
 from smtp_balancer.state.tenant_holds import TenantHolds
 
 RESULTS = ("complaint", "not_counted", "unattributed", "malformed", "no_source_ip", "too_large")
@@ -62,7 +63,8 @@ class ComplaintStore:
         tenant = attribution.tenant
         if rule is None or tenant not in self.config.tenants:
             return ""
-        ((sent, complained),) = self.counts.tenant_days([tenant], self.clock.wall()).values()
+        day = StatusReads(self.r, self.keys).tenant_days([tenant], self.clock.wall())[tenant]
+        sent, complained = day["sent"], day["complained"]
         if sent < rule.min_delivered or complained * 100 <= rule.above_percent * sent:
             return ""
         share = f"{complained} complaints of {sent} delivered in 24 h ({100 * complained / sent:.2f}%)"

@@ -48,7 +48,8 @@ class StateExporter:
         if junk:
             log.warning("%d junk fields in the complaint totals hash skipped", junk)
         if self.tenants:
-            complaint_metrics.TENANT_RATES.update(self.complaints.tenant_days(self.tenants, SYSTEM.wall()))
+            days = self.status.reads.tenant_days(self.tenants, SYSTEM.wall())
+            complaint_metrics.TENANT_RATES.update({t: (d["sent"], d["complained"]) for t, d in days.items()})
         junk = reputation_metrics.GAUGES.update(self.reputation.endpoint_records(), self.endpoints)
         if junk:
             STATE_JUNK.labels("reputation").inc(junk)

@@ -9,7 +9,7 @@ the caps from decision/ (a managed warm-up's step from its record).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import redis
 
@@ -97,10 +97,6 @@ class LimitStatus:
     slow_factor: float | None = None  # a `slow` action in force
     slow_ttl_s: int = 0
     slow_reason: str = ""
-
-
-TENANT_HOURS = 24  # `status` sums the tenants' outcomes over this many UTC hours
-TENANT_FIELDS = ("sent", "deferred", "bounced", "expired", "complained")
 
 
 @dataclass
@@ -247,17 +243,7 @@ class StatusReader:
     def _tenants(self, now: datetime) -> dict[str, dict[str, int]]:
         if not self.config.tenants:
             return {}
-        names = [*self.config.tenants, OTHER]
-        hours = [hour_bucket(now - timedelta(hours=h)) for h in range(TENANT_HOURS)]
-        out: dict[str, dict[str, int]] = {}
-        for name, replies in zip(names, self.reads.tenant_hours(names, hours), strict=True):
-            sums = dict.fromkeys(TENANT_FIELDS, 0)
-            for reply in replies:
-                for f in TENANT_FIELDS:
-                    n = parse_count(text_of(reply.get(f.encode()))) if isinstance(reply, dict) else None
-                    sums[f] += n or 0
-            out[name] = sums
-        return out
+        return self.reads.tenant_days([*self.config.tenants, OTHER], now.timestamp())
 
     def _queued(self) -> tuple[dict[str, int] | None, int]:
         replies = self.reads.queued()

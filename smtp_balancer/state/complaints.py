@@ -11,7 +11,6 @@ as metrics (``report:<result>``, ``complaint:<endpoint>:<provider>:<tenant>``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,7 +24,6 @@ from smtp_balancer.state.keys import (
     hour_bucket,
     minute_bucket,
 )
-from smtp_balancer.state.values import parse_count, text_of
 
 
 @dataclass(frozen=True)
@@ -79,27 +77,6 @@ class ComplaintCounts:
                 pipe.expire(stats, EXPSTATS_TTL_S)
                 pipe.hincrby(totals, arm_field(*arm), 1)
         pipe.execute()
-
-    def tenant_days(self, tenants: Iterable[str], now: float) -> dict[str, tuple[int, int]]:
-        """Per tenant, (delivered, complained) over the last 24 hours: the hour of ``now``
-        and the 23 before it, from the tenants' hourly hashes (a junk count reads as 0)."""
-        names = list(tenants)
-        hours = [hour_bucket(datetime.fromtimestamp(now - 3600 * i, UTC)) for i in range(24)]
-        pipe = self.r.pipeline(transaction=False)
-        for tenant in names:
-            for hour in hours:
-                pipe.hmget(self.keys.tenant_outcomes(tenant, hour), "sent", "complained")
-        replies = iter(pipe.execute(raise_on_error=False))
-        out = {}
-        for tenant in names:
-            sent = complained = 0
-            for _ in hours:
-                reply = next(replies)
-                if isinstance(reply, list):
-                    sent += parse_count(text_of(reply[0])) or 0
-                    complained += parse_count(text_of(reply[1])) or 0
-            out[tenant] = (sent, complained)
-        return out
 
     def totals(self) -> dict[object, object]:
         """The totals hash, raw (the metrics exporter reads it)."""

@@ -5,10 +5,15 @@ observe/status.py makes the snapshot of them."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import redis
 
-from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.keys import KeySchema, hour_bucket
+from smtp_balancer.state.values import parse_count, text_of
+
+TENANT_HOURS = 24  # a tenant's day: the hour being counted and the 23 before it
+TENANT_FIELDS = ("sent", "deferred", "bounced", "expired", "complained")
 
 
 class StatusReads:
@@ -75,6 +80,22 @@ class StatusReads:
         replies = pipe.execute(raise_on_error=False)
         n = len(hours)
         return [replies[i * n : (i + 1) * n] for i in range(len(tenants))]
+
+    def tenant_days(self, tenants: Sequence[str], now: float) -> dict[str, dict[str, int]]:
+        """Per tenant, each of TENANT_FIELDS summed over the last TENANT_HOURS UTC hours
+        up to ``now`` (epoch seconds); a junk count reads as 0."""
+        at = datetime.fromtimestamp(now, UTC)
+        hours = [hour_bucket(at - timedelta(hours=h)) for h in range(TENANT_HOURS)]
+        out: dict[str, dict[str, int]] = {}
+        for name, replies in zip(tenants, self.tenant_hours(tenants, hours), strict=True):
+            sums = dict.fromkeys(TENANT_FIELDS, 0)
+            for reply in replies:
+                if isinstance(reply, dict):
+                    fields = {text_of(k): v for k, v in reply.items()}  # a client decoding replies or not
+                    for f in TENANT_FIELDS:
+                        sums[f] += parse_count(text_of(fields.get(f))) or 0
+            out[name] = sums
+        return out
 
     def queued(self) -> list[object]:
         """Every host's deferred-mail hash (the requeue daemons write them)."""
