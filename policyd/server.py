@@ -321,7 +321,7 @@ class PolicyServer:
         while True:
             try:
                 held = await read_holds(self.engine.channel, keys)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # never the end of the reads: the last holds stay
                 self.notes.warning("tenant holds", "tenant holds not read: %s", exc)
             else:
                 for tenant in sorted(set(held) - set(self.held)):

@@ -312,4 +312,10 @@ def status_report(
             bounced = n["bounced"] + n["expired"]
             rows.append([name, str(n["sent"]), str(n["deferred"]), str(bounced), str(n["complained"]), rate])
         out += table(rows)
+    if snapshot.tenant_holds:
+        out.append("\ntenants held (their new mail goes to Postfix's hold queue; `tenant release` ends it):")
+        rows = [["TENANT", "LEFT", "WHY"]]
+        for name, (left, why) in sorted(snapshot.tenant_holds.items()):
+            rows.append([name, format_duration(left) if left >= 0 else "no end", _short(why, 60)])
+        out += table(rows)
     return "\n".join(out)

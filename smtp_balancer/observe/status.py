@@ -23,6 +23,7 @@ from smtp_balancer.state.factors import Factors, Standing, strings_with_ttl
 from smtp_balancer.state.keys import KeySchema, day_bucket, hour_bucket
 from smtp_balancer.state.live import parse_warmup, returns_at
 from smtp_balancer.state.status_reads import StatusReads
+from smtp_balancer.state.tenant_holds import TenantHolds
 from smtp_balancer.state.values import (
     parse_count,
     parse_state,
@@ -114,6 +115,8 @@ class Snapshot:
     limits: list[LimitStatus] = field(default_factory=list)
     adaptive: list[Standing] = field(default_factory=list)
     throttles: list[Standing] = field(default_factory=list)
+    # tenant -> (seconds left, -1 for none; why): its new mail goes to the hold queue
+    tenant_holds: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 def _stored_int(mapping: dict[bytes, bytes] | None, name: bytes) -> int | None:
@@ -198,6 +201,7 @@ class StatusReader:
             self._limits(now, caps) if limits else [],
             self.factors.standing("adaptive", set(names)) if limits else [],
             self.factors.standing("throttle", set(names)) if limits else [],
+            TenantHolds(self.r, self.keys).holds() if tenants else {},
         )
 
     def _warmup_records(self) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:

@@ -3,6 +3,7 @@ tested on real Postfix (integration/test_tenant_hold_postfix.py)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,13 @@ def test_hold_list_release(cli, rdb, tmp_path):
     assert cli("tenant", "hold", "shop.test")[1] == "tenant shop.test is held already\n"
     code, out, _ = cli("tenant", "list")
     assert out.split()[0] == "shop.test" and out.rstrip().endswith("complaints at 0.4%")
+    # status shows it, as text and in its JSON
+    code, out, _ = cli("status")
+    shown = out[out.index("tenants held") :].splitlines()
+    assert shown[2].split()[0] == "shop.test" and shown[2].rstrip().endswith("complaints at 0.4%")
+    code, out, _ = cli("status", "--json")
+    (left, why) = json.loads(out)["tenant_holds"]["shop.test"]
+    assert why == "complaints at 0.4%" and 7190 <= left <= 7200
     code, out, err = cli("tenant", "release", "shop.test", "--postfix-dir", str(tmp_path / "no-postfix"))
     assert "tenant shop.test released" in out and rdb.exists("{sb}:tenanthold:shop.test") == 0
     assert code == 1 and "smtp-balancer: the hold queue was not released:" in err and "Traceback" not in err
