@@ -80,3 +80,33 @@ def test_a_tenant_over_the_complaint_ceiling_is_held_and_released(mail_system, t
     assert {m.peer_ip for m in released} <= set(ENDPOINT_IP.values())
     seqs = [int(m.header("X-Test-Seq")) for m in got]
     assert sorted(seqs) == list(range(2 * N + 20)), "lost or twice"
+
+
+def test_the_milter_quarantines_a_held_tenants_mail_and_release_delivers_it(mail_system):
+    ms = mail_system({"tenants": ["shop.test"]}, policy=False, milter=True)
+    config, config_dir = str(ms.config_path), str(ms.postfix.config_dir)
+    held = subprocess.run(
+        [CLI, "-c", config, "tenant", "hold", "shop.test", "--for", "1h", "--reason", "by hand"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert held.returncode == 0, held.stderr
+    wait_until(
+        lambda: "tenant shop.test held" in ms.milter.log_path.read_text(), 30, "the milter to read the hold"
+    )
+    ms.send("app@shop.test", ["u1@example.test"], seq=1)
+    ms.send("app@elsewhere.test", ["u2@example.test"], seq=2)
+    (other,) = ms.sink.wait_for(1, timeout=MAIL_S)
+    assert other.mail_from == "app@elsewhere.test"
+    wait_until(lambda: len(held_ids(config_dir)) == 1, MAIL_S, "shop.test's message in the hold queue")
+    out = subprocess.run(
+        [CLI, "-c", config, "tenant", "release", "shop.test", "--postfix-dir", config_dir],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "1 held message of shop.test released" in out.stdout, out
+    got = ms.sink.wait_for(2, timeout=MAIL_S)
+    assert got[1].mail_from == "app@shop.test" and got[1].peer_ip in set(ENDPOINT_IP.values())
+    assert held_ids(config_dir) == []

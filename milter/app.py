@@ -24,6 +24,7 @@ from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.feedback_id import feedback_id
 from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.engine import ThreadedEngine
+from smtp_balancer.engine.holds import HoldReader
 from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.state.values import parse_int
 
@@ -100,15 +101,21 @@ def info_header(decision: Decision, message_class: str, why: str) -> str:
     return f"{text}; class={message_class} ({why})" + ("; degraded" if decision.degraded else "")
 
 
-def milter_factory(engine: ThreadedEngine, settings: MilterSettings) -> Callable[[], EgressMilter]:
-    """What libmilter calls for each connection: every instance shares the one engine."""
-    return lambda: EgressMilter(engine, settings)
+def milter_factory(
+    engine: ThreadedEngine, settings: MilterSettings, holds: HoldReader | None = None
+) -> Callable[[], EgressMilter]:
+    """What libmilter calls for each connection: every instance shares the one engine
+    and the one copy of the tenant holds."""
+    return lambda: EgressMilter(engine, settings, holds)
 
 
 class EgressMilter(Milter.Base):
-    def __init__(self, engine: ThreadedEngine, settings: MilterSettings) -> None:
+    def __init__(
+        self, engine: ThreadedEngine, settings: MilterSettings, holds: HoldReader | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.holds = holds
         self.client_ip = ""
         self._new_message()
 
@@ -184,6 +191,10 @@ class EgressMilter(Milter.Base):
         log_decision("milter", facts, decision, message_class=message_class)
         if settings.feedback_id.enabled:
             self._stamp_feedback_id(decision, message_class)
+        held = self.holds.of(self.sender) if self.holds is not None else None
+        if held is not None:  # Postfix's hold queue, the route header kept for its release
+            metrics.HELD.labels(held).inc()
+            self.quarantine(f"tenant {held} is held by smtp-balancer")
         if decision.outcome == "route" and decision.endpoint:
             self.addheader(settings.route_header, decision.endpoint)
             if settings.info_header:

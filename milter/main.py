@@ -17,9 +17,11 @@ import milter as libmilter
 from smtp_balancer.config import BalancerConfig
 from smtp_balancer.config.base import parse_hostport
 from smtp_balancer.engine import ThreadedEngine
+from smtp_balancer.engine.holds import HoldReader
 from smtp_balancer.observe.metrics import ListenError, serve_metrics
 from smtp_balancer.observe.sdnotify import Notifier, keep_pinging
 from smtp_balancer.observe.stalls import StallWatch
+from smtp_balancer.state.keys import KeySchema
 
 log = logging.getLogger("smtp_balancer.milter")
 
@@ -124,8 +126,12 @@ def run(config: BalancerConfig) -> int:
     # as the policy daemon does: connect, load the script and take the first
     # live-state snapshot before the first message, not inside its budget
     engine.start()
-    Milter.factory = milter_factory(engine, MilterSettings.from_config(cfg, config.tenants))
-    Milter.set_flags(Milter.ADDHDRS + Milter.CHGHDRS)
+    holds = None
+    if config.tenants:  # held tenants' mail goes to the hold queue (engine/holds.py)
+        holds = HoldReader(config.tenants, log)
+        engine.spawn(holds.watch(lambda: engine.engine.channel, KeySchema(config.redis.prefix)))
+    Milter.factory = milter_factory(engine, MilterSettings.from_config(cfg, config.tenants), holds)
+    Milter.set_flags(Milter.ADDHDRS + Milter.CHGHDRS + Milter.QUARANTINE)
     if address.startswith("unix:"):
         Path(address[5:]).parent.mkdir(parents=True, exist_ok=True)
         # libmilter creates the socket: this umask keeps it closed until secure_socket runs

@@ -19,3 +19,9 @@ EOM_SECONDS = Histogram(
     "Time spent in the end-of-message callback, decision included",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+
+HELD = Counter(
+    "smtp_balancer_milter_tenant_held_total",
+    "Messages quarantined (Postfix's hold queue) because their sender's tenant is held",
+    ["tenant"],
+)

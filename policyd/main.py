@@ -49,7 +49,7 @@ async def reload(path: str, engine: Engine, server: PolicyServer) -> None:
         return
     server.exim_timeout_s = config.exim.readsocket_timeout_s
     server.classes = MessageClasses.from_config(config.milter)
-    server.tenants = TenantTable(config.tenants)
+    server.holds.table = TenantTable(config.tenants)
     restart = server.apply(config.policyd)
     if server.link is None:  # a worker's supervisor says it once for all
         warn_restart(restart)

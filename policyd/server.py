@@ -53,17 +53,14 @@ from policyd.worker_link import WorkerLink
 from smtp_balancer.config.services import PolicydConfig
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
-from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.engine import Engine, Pending, StillWaited
+from smtp_balancer.engine.holds import HoldReader
 from smtp_balancer.generation import ATTRIBUTE, GENERATION, MARKER, generation_of
 from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.observe.metrics import observe
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.state.joins import SharedJoins
 from smtp_balancer.state.keys import KeySchema
-from smtp_balancer.state.tenant_holds import read_holds
-
-HOLD_READ_S = 1.0  # how often the tenant holds are read: a hold applies within this long
 
 log = logging.getLogger("smtp_balancer.policyd")
 T = TypeVar("T")
@@ -106,8 +103,7 @@ class PolicyServer:
         ``classes``: the message classes (milter settings) for Exim's header attributes;
         ``tenants``: the configured tenants, whose holds this daemon applies."""
         self.engine = engine
-        self.tenants = TenantTable(tenants)
-        self.held: dict[str, str] = {}  # tenant -> why, as read by watch_holds
+        self.holds = HoldReader(tenants, log)
         self.config = config
         self.exim_timeout_s = exim_timeout_s
         self.classes = classes or MessageClasses()
@@ -306,32 +302,15 @@ class PolicyServer:
     def _rcpt_action(self, request: PolicyRequest) -> str:
         """DUNNO; HOLD when the sender's tenant is held. Postfix keeps the message in its
         hold queue, with the route the END-OF-MESSAGE answer gives it, until released."""
-        if not self.held:
-            return DUNNO
-        tenant = self.tenants.of(request.get("sender", ""))
-        if tenant not in self.held:
+        tenant = self.holds.of(request.get("sender", ""))
+        if tenant is None:
             return DUNNO
         metrics.HELD.labels(tenant).inc()
         return f"HOLD tenant {tenant} is held by smtp-balancer"
 
-    async def watch_holds(self, every_s: float = HOLD_READ_S) -> None:
-        """Read the tenant holds every ``every_s``; a change is logged. Redis away: the
-        holds last read stay in force."""
-        keys = KeySchema(self.engine.config.redis.prefix)
-        while True:
-            try:
-                held = await read_holds(self.engine.channel, keys)
-            except Exception as exc:  # never the end of the reads: the last holds stay
-                self.notes.warning("tenant holds", "tenant holds not read: %s", exc)
-            else:
-                for tenant in sorted(set(held) - set(self.held)):
-                    log.warning(
-                        "tenant %s held: its new mail goes to the hold queue (%s)", tenant, held[tenant]
-                    )
-                for tenant in sorted(set(self.held) - set(held)):
-                    log.warning("tenant %s released: its new mail is routed again", tenant)
-                self.held = held
-            await asyncio.sleep(every_s)
+    async def watch_holds(self) -> None:
+        """Keep the tenant holds fresh (HoldReader), on the engine's current channel."""
+        await self.holds.watch(lambda: self.engine.channel, KeySchema(self.engine.config.redis.prefix))
 
     def _stale(self, request: PolicyRequest) -> None:
         """A request from MTA files an older release rendered: counted, and said (at

@@ -532,8 +532,9 @@ async def test_a_held_tenants_rcpt_is_answered_hold_once_the_hold_is_read(make_c
     try:
         assert server.answer_now({**rcpt, "sender": "a@mail.shop.test"}) == "DUNNO"
         rdb.set("{sb}:tenanthold:shop.test", "complaints at 1%", ex=60)
-        watch = asyncio.get_running_loop().create_task(server.watch_holds(every_s=0.01))
-        while not server.held:  # an event: the hold read
+        server.holds.every_s = 0.01
+        watch = asyncio.get_running_loop().create_task(server.watch_holds())
+        while not server.holds.held:  # an event: the hold read
             await asyncio.sleep(0.01)
         assert (
             server.answer_now({**rcpt, "sender": "a@mail.shop.test"})
@@ -542,7 +543,7 @@ async def test_a_held_tenants_rcpt_is_answered_hold_once_the_hold_is_read(make_c
         assert server.answer_now({**rcpt, "sender": "x@other.test"}) == "DUNNO"
         assert server.answer_now({**rcpt, "protocol_state": "DATA", "sender": "a@shop.test"}) == "DUNNO"
         rdb.delete("{sb}:tenanthold:shop.test")
-        while server.held:  # released: read again
+        while server.holds.held:  # released: read again
             await asyncio.sleep(0.01)
         assert server.answer_now({**rcpt, "sender": "a@shop.test"}) == "DUNNO"
         watch.cancel()

@@ -1,0 +1,50 @@
+"""A daemon's copy of the tenant holds (``state/tenant_holds.py``), kept fresh on its
+event loop: the policy daemon answers HOLD, the milter quarantines, for the
+tenants it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from smtp_balancer.decision.tenants import TenantTable
+from smtp_balancer.state.channel import ScriptChannel
+from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.tenant_holds import read_holds
+
+HOLD_READ_S = 1.0  # how often a daemon reads the holds: a hold applies within this long
+
+
+class HoldReader:
+    """A daemon's copy of the holds, read every ``every_s`` on its event loop (the
+    policy daemon's, the milter's engine thread); a change is logged. Nothing ends
+    the reads: on an error the holds last read stay in force."""
+
+    def __init__(self, tenants: Iterable[str], log: logging.Logger, every_s: float = HOLD_READ_S) -> None:
+        self.table = TenantTable(tenants)
+        self.log, self.every_s = log, every_s
+        self.held: dict[str, str] = {}  # tenant -> why
+
+    def of(self, sender: str) -> str | None:
+        """The sender's tenant when it is held, else None."""
+        if not self.held:
+            return None
+        tenant = self.table.of(sender)
+        return tenant if tenant in self.held else None
+
+    async def watch(self, channel: Callable[[], ScriptChannel], keys: KeySchema) -> None:
+        while True:
+            try:
+                held = await read_holds(channel(), keys)
+            except Exception as exc:  # never the end of the reads: the last holds stay
+                self.log.warning("tenant holds not read: %s", exc)
+            else:
+                for tenant in sorted(set(held) - set(self.held)):
+                    self.log.warning(
+                        "tenant %s held: its new mail goes to the hold queue (%s)", tenant, held[tenant]
+                    )
+                for tenant in sorted(set(self.held) - set(held)):
+                    self.log.warning("tenant %s released: its new mail is routed again", tenant)
+                self.held = held
+            await asyncio.sleep(self.every_s)
