@@ -129,7 +129,7 @@ def run(config: BalancerConfig) -> int:
     holds = None
     if config.tenants:  # held tenants' mail goes to the hold queue (engine/holds.py)
         holds = HoldReader(config.tenants, log)
-        engine.spawn(holds.watch(lambda: engine.engine.channel, KeySchema(config.redis.prefix)))
+        engine.spawn(holds.keep_fresh(lambda: engine.engine.channel, KeySchema(config.redis.prefix)))
     Milter.factory = milter_factory(engine, MilterSettings.from_config(cfg, config.tenants), holds)
     Milter.set_flags(Milter.ADDHDRS + Milter.CHGHDRS + Milter.QUARANTINE)
     if address.startswith("unix:"):

@@ -310,7 +310,7 @@ class PolicyServer:
 
     async def watch_holds(self) -> None:
         """Keep the tenant holds fresh (HoldReader), on the engine's current channel."""
-        await self.holds.watch(lambda: self.engine.channel, KeySchema(self.engine.config.redis.prefix))
+        await self.holds.keep_fresh(lambda: self.engine.channel, KeySchema(self.engine.config.redis.prefix))
 
     def _stale(self, request: PolicyRequest) -> None:
         """A request from MTA files an older release rendered: counted, and said (at

@@ -33,7 +33,7 @@ class HoldReader:
         tenant = self.table.of(sender)
         return tenant if tenant in self.held else None
 
-    async def watch(self, channel: Callable[[], ScriptChannel], keys: KeySchema) -> None:
+    async def keep_fresh(self, channel: Callable[[], ScriptChannel], keys: KeySchema) -> None:
         while True:
             try:
                 held = await read_holds(channel(), keys)

@@ -22,7 +22,7 @@ async def test_holds_are_read_logged_and_kept_through_errors(make_config, rdb, c
     await started(engine)
     reader = HoldReader(config.tenants, logging.getLogger("test.holds"), every_s=0.01)
     channel = [engine.channel]
-    task = asyncio.get_running_loop().create_task(reader.watch(lambda: channel[0], KeySchema()))
+    task = asyncio.get_running_loop().create_task(reader.keep_fresh(lambda: channel[0], KeySchema()))
     try:
         with caplog.at_level(logging.WARNING, logger="test.holds"):
             rdb.set("{sb}:tenanthold:shop.test", "complaints at 1%")
