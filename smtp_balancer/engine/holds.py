@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from smtp_balancer.decision.tenants import TenantTable
+from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.state.channel import ScriptChannel
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.tenant_holds import read_holds
@@ -24,6 +25,7 @@ class HoldReader:
     def __init__(self, tenants: Iterable[str], log: logging.Logger, every_s: float = HOLD_READ_S) -> None:
         self.table = TenantTable(tenants)
         self.log, self.every_s = log, every_s
+        self.notes = LogLimiter(log)  # Redis away: a few lines a minute, not one a second
         self.held: dict[str, str] = {}  # tenant -> why
 
     def of(self, sender: str) -> str | None:
@@ -38,7 +40,7 @@ class HoldReader:
             try:
                 held = await read_holds(channel(), keys)
             except Exception as exc:  # never the end of the reads: the last holds stay
-                self.log.warning("tenant holds not read: %s", exc)
+                self.notes.warning("tenant holds", "tenant holds not read: %s", exc)
             else:
                 for tenant in sorted(set(held) - set(self.held)):
                     self.log.warning(
