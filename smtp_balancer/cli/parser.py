@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", metavar="FILE", help="import: the export files")
     p.add_argument(
         "--format",
-        choices=["postmaster-v1", "snds-data", "snds-status"],
+        choices=["postmaster-v1", "postmaster-v2", "snds-data", "snds-status"],
         help="import: what the files are (default: told from each file's first bytes)",
     )
     p.add_argument("--json", action="store_true", help="JSON instead of text")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.durations import format_duration
 from smtp_balancer.observe.status import EndpointStatus, Snapshot
 from smtp_balancer.state.audit import AuditEntry
+from smtp_balancer.state.reputation import HeldRecord
 from smtp_balancer.state.status_reads import TENANT_HOURS
 
 # C0 and C1 controls and DEL: a reason written into Redis could otherwise move the
@@ -86,6 +87,33 @@ def left_out(unplumbed: Mapping[str, str], foreign: Mapping[str, str], host: str
     return dict(sorted(out.items()))
 
 
+def reputation_line(record: HeldRecord) -> str:
+    """One imported record, as explain and trace show it."""
+    about = f" for {record.subject}" if record.subject else ""
+    said = f"{record.source} {record.signal} {record.value}{about} on {record.day}"
+    return f"{record.name} ({record.provider}): {said}"
+
+
+def reputation_about(
+    records: Iterable[HeldRecord],
+    endpoints: Iterable[str],
+    providers: Iterable[str] | None,
+    sender_domain: str,
+) -> list[HeldRecord]:
+    """The records about these endpoints (for these providers; None: any) and about the
+    sender's domain or a parent of it."""
+    eps, wanted = set(endpoints), None if providers is None else set(providers)
+    domain = sender_domain.lower().rstrip(".")
+    out = []
+    for r in records:
+        if r.scope == "endpoint":
+            if r.name in eps and (wanted is None or r.provider in wanted):
+                out.append(r)
+        elif domain == r.name or domain.endswith("." + r.name):
+            out.append(r)
+    return out
+
+
 def explain_report(
     facts: Facts,
     decision: Decision,
@@ -93,10 +121,15 @@ def explain_report(
     foreign: Mapping[str, str] | None = None,
     host: str = "",
     providers: Mapping[str, int] | None = None,
+    reputation: Iterable[HeldRecord] = (),
+    held: str = "",
 ) -> str:
     """``unplumbed``: endpoints left out of every plan on this host (name -> bind address);
     ``foreign``: another fleet host's endpoints (name -> that host); ``host``: the one
-    decided for; ``providers``: recipients per mailbox provider, as the deciders see them."""
+    decided for; ``providers``: recipients per mailbox provider, as the deciders see them;
+    ``reputation``: the imported records in force (those about the endpoints weighed,
+    for the message's providers, and about its sender's domain are shown); ``held``:
+    why the sender's tenant is held ("" when it is not)."""
     by_provider = ",".join(f"{p}:{n}" for p, n in (providers or {}).items()) or "-"
     out = [
         f"facts:     sender={facts.sender or '<>'} recipients={','.join(facts.recipients) or '-'}"
@@ -120,6 +153,11 @@ def explain_report(
         out += table(rows)
     for name, why in left_out(unplumbed or {}, foreign or {}, host).items():
         out.append(f"left out:  {name}: {why}")
+    if held:
+        out.append(f"held:      the sender's tenant is held; its mail waits in the hold queue: {held}")
+    weighed = [v.endpoint for v in decision.verdicts]
+    for record in reputation_about(reputation, weighed, list(providers or {}), facts.sender_domain):
+        out.append(f"reputation: {reputation_line(record)}")
     if decision.outcome == "route" and decision.route:
         pick = f"{decision.endpoint} -> FILTER {decision.route.filter_target}"
     else:
@@ -318,4 +356,10 @@ def status_report(
         for name, (left, why) in sorted(snapshot.tenant_holds.items()):
             rows.append([name, format_duration(left) if left >= 0 else "no end", _short(why, 60)])
         out += table(rows)
+    held = [r for r in snapshot.reputation if r.scope == "domain" or shown.endpoint(r.name)]
+    out += _section(
+        "reputation (the providers' exports, `reputation import`; records recent enough to act):",
+        ["ENDPOINT/DOMAIN", "PROVIDER", "SIGNAL", "ABOUT", "DAY", "VALUE"],
+        [[r.name, r.provider, f"{r.source} {r.signal}", r.subject or "-", r.day, r.value] for r in held],
+    )
     return "\n".join(out)

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         for why, n in sorted(result.skipped.reasons.items()):
             print(f"  {n} not used: {why}")
         for a in result.actions:
-            print(f"{a['outcome']}: {a['action']} ({a['endpoint']}, {a['provider']}): {a['reason']}")
+            scope = f"tenant {a['tenant']}" if "tenant" in a else f"{a['endpoint']}, {a['provider']}"
+            print(f"{a['outcome']}: {a['action']} ({scope}): {a['reason']}")
     for error in result.errors:
         print(f"smtp-balancer: cannot import {error}", file=sys.stderr)
     return 1 if result.errors else 0

@@ -24,9 +24,11 @@ from smtp_balancer.cli.report import (
     status_report,
     table,
 )
+from smtp_balancer.clock import Clock, utc_now
 from smtp_balancer.config import BalancerConfig
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.decision.providers import domain_of
+from smtp_balancer.decision.tenants import OTHER, TenantTable
 from smtp_balancer.durations import parse_duration
 from smtp_balancer.engine import Engine
 from smtp_balancer.engine.plumbing import (
@@ -38,7 +40,11 @@ from smtp_balancer.engine.plumbing import (
 )
 from smtp_balancer.state.admin import StateAdmin
 from smtp_balancer.state.audit import AuditEntry
+from smtp_balancer.state.client import sync_client
+from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.outcomes import minute_outcomes
+from smtp_balancer.state.reputation import HeldRecord, ReputationStore
+from smtp_balancer.state.values import text_of
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -97,11 +103,40 @@ def cmd_explain(args: argparse.Namespace) -> int:
         finally:
             await engine.aclose()
         return explain_report(
-            facts, decision, engine.plumbing.current, engine.foreign, engine.host, providers
+            facts,
+            decision,
+            engine.plumbing.current,
+            engine.foreign,
+            engine.host,
+            providers,
+            reputation_in_force(config, args.clock),
+            tenant_held(config, facts.sender),
         )
 
     print(asyncio.run(run()))
     return 0
+
+
+def reputation_in_force(config: BalancerConfig, clock: Clock) -> list[HeldRecord]:
+    """The imported reputation records that may still act; none when Redis cannot say
+    (explain's decision says it was made without Redis then)."""
+    store = ReputationStore(sync_client(config.redis), KeySchema(config.redis.prefix), 1)
+    try:
+        return store.in_force(utc_now(clock).date(), config.reputation.max_age_days)
+    except (redis.RedisError, OSError):
+        return []
+
+
+def tenant_held(config: BalancerConfig, sender: str) -> str:
+    """Why the sender's tenant is held ("" when it is not, or Redis cannot say)."""
+    tenant = TenantTable(config.tenants).of(sender)
+    if tenant == OTHER:
+        return ""
+    try:
+        reason = sync_client(config.redis).get(KeySchema(config.redis.prefix).tenant_hold(tenant))
+    except (redis.RedisError, OSError):
+        return ""
+    return f"{tenant}: {text_of(reason)}" if reason is not None else ""
 
 
 def status_filter(args: argparse.Namespace, admin: StateAdmin) -> Shown:

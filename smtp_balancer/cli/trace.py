@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from smtp_balancer.cli.report import printable
+from smtp_balancer.cli.report import printable, reputation_about, reputation_line
 from smtp_balancer.cli.tracing import Trace, Tracer, render
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import ProviderTable
@@ -90,15 +90,24 @@ def trace(
     found = Trace(wanted, sorted(ids), message_id)
     tracer.collect(found, ids, lines())
     quotes = {" ".join(a.response.split())[:REASON_QUOTE] for a in found.attempts if a.status != "sent"}
-    if quotes:
+    routes = {d["endpoint"] for d in found.decisions if d.get("endpoint")} | {
+        a.endpoint for a in found.attempts
+    }
+    senders = [d["sender_domain"] for d in found.decisions if d.get("sender_domain")]
+    if quotes or routes or senders:
         try:
-            for ep in snapshot().endpoints.values():
+            taken = snapshot()
+            records = reputation_about(taken.reputation, routes, None, senders[-1] if senders else "")
+            found.reputation = [reputation_line(r) for r in records]
+            for ep in taken.endpoints.values() if quotes else ():
                 for sus in ep.suspensions:
                     if any(q and q in sus.reason for q in quotes):
                         found.suspensions.append(f"suspension {ep.name}/{sus.provider}: {sus.reason}")
                 if ep.state != "active" and any(q and q in ep.reason for q in quotes):
                     found.suspensions.append(f"{ep.state} {ep.name}: {ep.reason}")
         except redis.RedisError as exc:
-            found.suspensions.append(f"(Redis unreachable, suspensions not shown: {type(exc).__name__})")
+            found.suspensions.append(
+                f"(Redis unreachable, suspensions and reputation not shown: {type(exc).__name__})"
+            )
     print(found.as_json() if as_json else printable_lines(render(found)))
     return 0 if ids else 1

@@ -49,6 +49,7 @@ class Trace:
     attempts: list[Attempt] = field(default_factory=list)
     removed: bool = False
     suspensions: list[str] = field(default_factory=list)  # filled by the caller, from Redis
+    reputation: list[str] = field(default_factory=list)  # likewise: imported records in force
 
     @property
     def outcome(self) -> str:
@@ -183,4 +184,6 @@ def render(trace: Trace) -> str:
     out.append(f"  outcome:    {trace.outcome}")
     for s in trace.suspensions:
         out.append(f"  in force:   {s}")
+    for r in trace.reputation:
+        out.append(f"  reputation: {r}")
     return "\n".join(out)

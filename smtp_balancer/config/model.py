@@ -132,7 +132,7 @@ class BalancerConfig(Strict):
     shadow: ShadowConfig | None = None
     """Shadow mode: decide every message under a candidate config too, and log both."""
     reputation: ReputationConfig = Field(default_factory=ReputationConfig)
-    """What the providers' reputation exports (Postmaster Tools, SNDS) do to endpoints."""
+    """What the providers' reputation exports (Postmaster Tools, SNDS) do to endpoints and tenants."""
     # set by the loader: the candidate shadow.config names, or why it could not be used
     _shadow_candidate: BalancerConfig | None = PrivateAttr(default=None)
     _shadow_error: str = PrivateAttr(default="")

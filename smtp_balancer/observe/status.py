@@ -22,6 +22,7 @@ from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.factors import Factors, Standing, strings_with_ttl
 from smtp_balancer.state.keys import KeySchema, day_bucket, hour_bucket
 from smtp_balancer.state.live import parse_warmup, returns_at
+from smtp_balancer.state.reputation import HeldRecord, ReputationStore
 from smtp_balancer.state.status_reads import StatusReads
 from smtp_balancer.state.tenant_holds import TenantHolds
 from smtp_balancer.state.values import (
@@ -117,6 +118,8 @@ class Snapshot:
     throttles: list[Standing] = field(default_factory=list)
     # tenant -> (seconds left, -1 for none; why): its new mail goes to the hold queue
     tenant_holds: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # the imported reputation records that may still act (reputation.max_age_days)
+    reputation: list[HeldRecord] = field(default_factory=list)
 
 
 def _stored_int(mapping: dict[bytes, bytes] | None, name: bytes) -> int | None:
@@ -202,7 +205,12 @@ class StatusReader:
             self.factors.standing("adaptive", set(names)) if limits else [],
             self.factors.standing("throttle", set(names)) if limits else [],
             TenantHolds(self.r, self.keys).holds() if tenants else {},
+            self._reputation(now) if limits else [],
         )
+
+    def _reputation(self, now: datetime) -> list[HeldRecord]:
+        store = ReputationStore(self.r, self.keys, self.config.reputation.retention_days)
+        return store.in_force(now.date(), self.config.reputation.max_age_days)
 
     def _warmup_records(self) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
         """Managed warm-ups' (step, day) and last judgement."""

@@ -11,6 +11,19 @@ Three files, shaped as the providers publish them:
   ``spammyFeedbackLoops[]`` (``id``, ``spamRatio``); ``deliveryErrors[]``
   (``errorClass``, ``errorType``, ``errorRatio``). Reference:
   https://developers.google.com/gmail/postmaster/reference/rest/v1/domains.trafficStats
+- Google Postmaster Tools API v2, ``domains.domainStats.query`` (a
+  ``QueryDomainStatsResponse``: ``{"domainStats": [...], "nextPageToken": ...}``, or
+  a JSON array of such pages): each ``DomainStat`` has ``name``
+  (``domains/{domain}/domainStats/{opaque id}``), ``metric`` (the name the query
+  gave the metric: ours are the ``StandardMetric`` names, SPAM_RATE and so on),
+  ``value`` (a ``StatisticValue``: one of ``doubleValue``, ``floatValue``,
+  ``intValue`` as a string, ``stringValue``, ``stringList``) and ``date``
+  (``{year, month, day}``, with DAILY granularity). And ``domains.getComplianceStatus``
+  (``name`` ``domains/{domain}/complianceStatus``; ``complianceData`` and
+  ``subdomainComplianceData``, each with ``domainId``, ``rowData[]``,
+  ``oneClickUnsubscribeVerdict`` and ``honorUnsubscribeVerdict``, a ``status`` and a
+  ``reason`` each). Reference:
+  https://developers.google.com/workspace/gmail/postmaster/reference/rest/v2/QueryDomainStatsResponse
 - Microsoft SNDS data export (``data.aspx``): CSV without a header, one row per IP
   and day: IP, activity start, activity end (``12/31/2019 8:00 AM``), RCPT
   commands, DATA commands, message recipients, filter result (GREEN, YELLOW,
@@ -28,6 +41,7 @@ from __future__ import annotations
 import csv
 import ipaddress
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -91,13 +105,39 @@ class ExportError(ValueError):
     """The file is not the export it was given as (not JSON, not the right shape)."""
 
 
-# -- Google Postmaster Tools, API v1 --------------------------------------------------
+# -- Google Postmaster Tools ----------------------------------------------------------
+def postmaster(text: str, skipped: Skipped, today: date) -> tuple[str, list[Observation]]:
+    """Any Postmaster Tools response, told by its shape: (postmaster-v1 or
+    postmaster-v2, what it says). ``today``: the day of a compliance status, which
+    carries none."""
+    data = _json(text)
+    if _is_v2(data):
+        return "postmaster-v2", _v2(data, skipped, today)
+    return "postmaster-v1", _v1(data, skipped)
+
+
 def postmaster_v1(text: str, skipped: Skipped) -> list[Observation]:
     """A ``trafficStats`` get or list response."""
+    return _v1(_json(text), skipped)
+
+
+def postmaster_v2(text: str, skipped: Skipped, today: date) -> list[Observation]:
+    """A ``domainStats.query`` response (or a list of its pages), or a compliance status."""
+    data = _json(text)
+    if not _is_v2(data):
+        raise ExportError("neither a domainStats query response nor a compliance status")
+    return _v2(data, skipped, today)
+
+
+def _json(text: str) -> Any:
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ExportError(f"not JSON: {exc}") from exc
+
+
+# -- API v1: trafficStats ---------------------------------------------------------------
+def _v1(data: Any, skipped: Skipped) -> list[Observation]:
     if isinstance(data, dict) and "trafficStats" in data:
         items = data["trafficStats"]
         if not isinstance(items, list):
@@ -105,7 +145,10 @@ def postmaster_v1(text: str, skipped: Skipped) -> list[Observation]:
     elif isinstance(data, dict) and "name" in data:
         items = [data]
     else:
-        raise ExportError("neither a TrafficStats object nor a trafficStats list")
+        raise ExportError(
+            "neither a TrafficStats object nor a trafficStats list (v1), nor a domainStats"
+            " query response or a compliance status (v2)"
+        )
     out: list[Observation] = []
     for item in items:
         out += _traffic_stats(item, skipped)
@@ -179,6 +222,159 @@ def _ip_reputation(entry: Any, day: date, domain: str, skipped: Skipped) -> list
                 f"one of {count} IPs" if count else "",
             )
         )
+    return out
+
+
+# -- API v2: domainStats and complianceStatus ------------------------------------------
+_V2_NAME = re.compile(r"^domains/([A-Za-z0-9.-]{1,253})/domainStats/[^/]{1,200}$")
+_V2_COMPLIANCE = re.compile(r"^domains/([A-Za-z0-9.-]{1,253})/complianceStatus$")
+# StandardMetric names; the longer first where one begins another
+STANDARD_METRICS = (
+    "FEEDBACK_LOOP_SPAM_RATE",
+    "FEEDBACK_LOOP_ID",
+    "SPAM_RATE",
+    "AUTH_SUCCESS_RATE",
+    "TLS_ENCRYPTION_MESSAGE_COUNT",
+    "TLS_ENCRYPTION_RATE",
+    "DELIVERY_ERROR_COUNT",
+    "DELIVERY_ERROR_RATE",
+)
+COMPLIANCE_VERDICTS = {
+    "oneClickUnsubscribeVerdict": "one_click_unsubscribe",
+    "honorUnsubscribeVerdict": "honor_unsubscribe",
+}
+_STATUS = re.compile(r"^[A-Z][A-Z_]{0,39}$")
+
+
+def _is_v2(data: Any) -> bool:
+    if isinstance(data, list):
+        return bool(data) and all(isinstance(page, dict) and "domainStats" in page for page in data)
+    if not isinstance(data, dict):
+        return False
+    return (
+        "domainStats" in data or "complianceData" in data or bool(_V2_COMPLIANCE.match(str(data.get("name"))))
+    )
+
+
+def _v2(data: Any, skipped: Skipped, today: date) -> list[Observation]:
+    if isinstance(data, dict) and "domainStats" not in data:
+        return _compliance(data, skipped, today)
+    out: list[Observation] = []
+    for page in data if isinstance(data, list) else [data]:
+        stats = page["domainStats"]
+        if not isinstance(stats, list):
+            raise ExportError("domainStats is not a list")
+        for stat in stats:
+            out += _domain_stat(stat, skipped)
+    return out
+
+
+def _domain_stat(stat: Any, skipped: Skipped) -> list[Observation]:
+    if not isinstance(stat, dict):
+        skipped.note("domainStats entry that is not an object")
+        return []
+    match = _V2_NAME.match(str(stat.get("name", "")))
+    if match is None:
+        skipped.note("domainStats entry without a domains/{domain}/domainStats/{id} name")
+        return []
+    day = _v2_date(stat.get("date"))
+    if day is None:
+        skipped.note("domainStats entry without a date (query with aggregationGranularity DAILY)")
+        return []
+    metric = str(stat.get("metric", ""))
+    standard, subject = _standard_metric(metric)
+    if standard is None:
+        skipped.note("domainStats metric not named by a StandardMetric (name your metrics SPAM_RATE, ...)")
+        return []
+    if standard == "FEEDBACK_LOOP_ID":
+        return []  # the ids alone: FEEDBACK_LOOP_SPAM_RATE says what they did
+    number = _v2_number(stat.get("value"))
+    if number is None:
+        skipped.note(f"domainStats {standard} without a number")
+        return []
+    domain = match.group(1).lower()
+    if standard in ("SPAM_RATE", "FEEDBACK_LOOP_SPAM_RATE"):
+        if not 0 <= number <= 1:
+            skipped.note(f"domainStats {standard} that is not a ratio from 0 to 1")
+            return []
+        if standard == "SPAM_RATE":
+            return [Observation("postmaster", day, "spam_ratio", f"{number:g}", domain=domain, detail="v2")]
+        if not subject:
+            skipped.note("domainStats FEEDBACK_LOOP_SPAM_RATE without a feedback loop id in its name")
+            return []
+        return [
+            Observation("postmaster", day, "fbl_spam_ratio", f"{number:g}", domain=domain, subject=subject)
+        ]
+    # AUTH_SUCCESS_RATE_DKIM -> auth_success_rate_dkim: kept and shown, acted on by no rule
+    signal = re.sub(r"[^a-z0-9_]", "_", (standard + ("_" + subject if subject else "")).lower())
+    return [Observation("postmaster", day, signal[:60], f"{number:g}", domain=domain)]
+
+
+def _standard_metric(metric: str) -> tuple[str | None, str]:
+    """(the StandardMetric a query's metric name begins with, what follows it): the
+    name says what a metric is, as the query named it (``SPAM_RATE``,
+    ``AUTH_SUCCESS_RATE_DKIM``, ``FEEDBACK_LOOP_SPAM_RATE:campaign-id``)."""
+    upper = metric.strip().upper().replace("-", "_")
+    for standard in STANDARD_METRICS:
+        if upper == standard:
+            return standard, ""
+        if upper.startswith(standard) and upper[len(standard)] in "_:./ ":
+            return standard, metric.strip()[len(standard) + 1 :][:200]
+    return None, ""
+
+
+def _v2_date(value: Any) -> date | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return date(int(value["year"]), int(value["month"]), int(value["day"]))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _v2_number(value: Any) -> float | None:
+    """A StatisticValue's number: doubleValue, floatValue, or intValue (an int64 as a string)."""
+    if not isinstance(value, dict):
+        return None
+    for name in ("doubleValue", "floatValue"):
+        number = value.get(name)
+        if isinstance(number, int | float) and not isinstance(number, bool) and math.isfinite(number):
+            return float(number)
+    text = value.get("intValue")
+    if isinstance(text, str | int) and not isinstance(text, bool) and str(text).lstrip("-").isdecimal():
+        return float(int(str(text)[:19]))
+    return None
+
+
+def _compliance(data: dict[str, Any], skipped: Skipped, today: date) -> list[Observation]:
+    match = _V2_COMPLIANCE.match(str(data.get("name", "")))
+    out: list[Observation] = []
+    for part in ("complianceData", "subdomainComplianceData"):
+        body = data.get(part)
+        if body is None:
+            continue
+        domain = str(body.get("domainId", "")) if isinstance(body, dict) else ""
+        if not domain and match and part == "complianceData":
+            domain = match.group(1)
+        if not isinstance(body, dict) or not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", domain):
+            skipped.note(f"{part} without a domainId")
+            continue
+        rows = body.get("rowData")
+        if isinstance(rows, list) and rows:
+            skipped.note("compliance rowData row (its requirements are not read)", len(rows))
+        for field_name, signal in COMPLIANCE_VERDICTS.items():
+            verdict = body.get(field_name)
+            if verdict is None:
+                continue
+            status = verdict.get("status") if isinstance(verdict, dict) else None
+            if not isinstance(status, str) or not _STATUS.match(status):
+                skipped.note(f"{field_name} without a status")
+                continue
+            reason = verdict.get("reason")
+            detail = reason[:200] if isinstance(reason, str) else ""
+            out.append(Observation("postmaster", today, signal, status, domain=domain.lower(), detail=detail))
+    if not out and match is None and "complianceData" not in data:
+        raise ExportError("not a compliance status: no complianceData")
     return out
 
 

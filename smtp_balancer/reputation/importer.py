@@ -20,21 +20,25 @@ import redis
 
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.config.reputation import ReputationRuleConfig
+from smtp_balancer.decision.tenants import OTHER, TenantTable
 from smtp_balancer.reputation.attribute import Attributor
 from smtp_balancer.reputation.exports import (
     ExportError,
     Observation,
     Skipped,
+    postmaster,
     postmaster_v1,
+    postmaster_v2,
     snds_data,
     snds_status,
 )
 from smtp_balancer.reputation.rules import reason, tripped
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.reputation import Record, ReputationStore
+from smtp_balancer.state.tenant_holds import TenantHolds
 
-Kind = Literal["postmaster-v1", "snds-data", "snds-status"]
-KINDS: tuple[Kind, ...] = ("postmaster-v1", "snds-data", "snds-status")
+Kind = Literal["postmaster-v1", "postmaster-v2", "snds-data", "snds-status"]
+KINDS: tuple[Kind, ...] = ("postmaster-v1", "postmaster-v2", "snds-data", "snds-status")
 MAX_JSON_BYTES = 64 << 20  # a year of a domain's trafficStats is well under a megabyte
 MAX_LINE = 64 << 10
 BATCH = 5_000  # records written at a time: memory stays bounded on a large CSV
@@ -52,12 +56,13 @@ class ImportResult:
     kinds: Counter[str] = field(default_factory=Counter)
 
 
-def kind_of(head: str) -> Kind:
-    """What a file is, from its first bytes: JSON is Postmaster Tools; a CSV row of 4
-    columns with Yes or No third is SNDS's IP status; any other CSV, SNDS data."""
+def kind_of(head: str) -> Kind | Literal["postmaster"]:
+    """What a file is, from its first bytes: JSON is Postmaster Tools (v1 or v2, told
+    from its shape once read); a CSV row of 4 columns with Yes or No third is SNDS's
+    IP status; any other CSV, SNDS data."""
     text = head.lstrip("\ufeff \t\r\n")
     if text[:1] in ("{", "["):
-        return "postmaster-v1"
+        return "postmaster"
     first = text.split("\n", 1)[0].split(",")
     if len(first) == 4 and first[2].strip().lower() in ("yes", "no"):
         return "snds-status"
@@ -82,14 +87,23 @@ def observations(path: Path, kind: Kind | None, today: date, result: ImportResul
     with path.open(encoding="utf-8", errors="replace", newline="") as f:
         head = f.read(4096)
         f.seek(0)
-        kind = kind or kind_of(head)
-        result.kinds[kind] += 1
-        if kind == "postmaster-v1":
+        told = kind or kind_of(head)
+        if told.startswith("postmaster"):
             size = path.stat().st_size
             if size > MAX_JSON_BYTES:
                 raise ExportError(f"{size} bytes is too large for a Postmaster Tools export (at most 64 MiB)")
-            yield from postmaster_v1(f.read(), result.skipped)
-        elif kind == "snds-status":
+            text = f.read()
+            if told == "postmaster-v1":
+                seen = postmaster_v1(text, result.skipped)
+            elif told == "postmaster-v2":
+                seen = postmaster_v2(text, result.skipped, today)
+            else:
+                told, seen = postmaster(text, result.skipped, today)
+            result.kinds[told] += 1
+            yield from seen
+            return
+        result.kinds[told] += 1
+        if told == "snds-status":
             yield from snds_status(bounded_lines(f, result.skipped), result.skipped, today)
         else:
             yield from snds_data(bounded_lines(f, result.skipped), result.skipped)
@@ -100,9 +114,16 @@ def import_files(
 ) -> ImportResult:
     result = ImportResult()
     settings = config.reputation
-    store = ReputationStore(client, KeySchema(config.redis.prefix), settings.retention_days)
+    keys = KeySchema(config.redis.prefix)
+    actor = Actor(
+        ReputationStore(client, keys, settings.retention_days),
+        TenantHolds(client, keys),
+        TenantTable(config.tenants),
+        settings.active_rules,
+        settings.max_age_days,
+        today,
+    )
     attributor = Attributor(config)
-    rules = settings.active_rules
     for path in paths:
         try:
             batch: list[Record] = []
@@ -111,44 +132,71 @@ def import_files(
                 for record in attributor.records([o], result.skipped):
                     batch.append(record)
                     if len(batch) >= BATCH:
-                        _write(store, batch, rules, settings.max_age_days, today, result)
+                        actor.write(batch, result)
                         batch = []
-            _write(store, batch, rules, settings.max_age_days, today, result)
+            actor.write(batch, result)
         except (OSError, ExportError, UnicodeError, json.JSONDecodeError) as exc:
             why = getattr(exc, "strerror", None) or exc
             result.errors.append(f"{path}: {why}")
     return result
 
 
-def _write(
-    store: ReputationStore,
-    batch: list[Record],
-    rules: list[ReputationRuleConfig],
-    max_age_days: int,
-    today: date,
-    result: ImportResult,
-) -> None:
-    result.records += len(batch)
-    for record in store.write(batch):
-        result.changed += 1
-        if record.endpoint and (today - record.day).days > max_age_days:
-            result.stale += 1
-            continue
-        rule = tripped(record, rules, today, max_age_days)
-        if rule is None:
-            continue
-        why = reason(rule, record)
-        acted = store.act(
-            rule.name, record.endpoint, rule.for_provider, rule.action, rule.duration, rule.factor, why
-        )
-        result.actions.append(
-            {
-                "rule": rule.name,
-                "action": rule.action,
-                "endpoint": record.endpoint,
-                "provider": rule.for_provider,
-                "outcome": acted.outcome,
-                "seconds": acted.seconds,
-                "reason": why,
-            }
-        )
+@dataclass
+class Actor:
+    """Writes records, and runs the rules a changed, recent record trips: on its
+    (endpoint, provider), or on the tenant its sending domain belongs to."""
+
+    store: ReputationStore
+    holds: TenantHolds
+    tenants: TenantTable
+    rules: list[ReputationRuleConfig]
+    max_age_days: int
+    today: date
+
+    def write(self, batch: list[Record], result: ImportResult) -> None:
+        result.records += len(batch)
+        for record in self.store.write(batch):
+            result.changed += 1
+            if (self.today - record.day).days > self.max_age_days:
+                result.stale += 1
+                continue
+            rule = tripped(record, self.rules, self.today, self.max_age_days)
+            if rule is None:
+                continue
+            why = reason(rule, record)
+            if rule.per_domain:
+                result.actions.append(self._on_tenant(rule, record, why))
+                continue
+            acted = self.store.act(
+                rule.name, record.endpoint, rule.for_provider, rule.action, rule.duration, rule.factor, why
+            )
+            result.actions.append(
+                {
+                    "rule": rule.name,
+                    "action": rule.action,
+                    "endpoint": record.endpoint,
+                    "provider": rule.for_provider,
+                    "outcome": acted.outcome,
+                    "seconds": acted.seconds,
+                    "reason": why,
+                }
+            )
+
+    def _on_tenant(self, rule: ReputationRuleConfig, record: Record, why: str) -> dict[str, object]:
+        """warn: said, nothing done; hold_tenant: the tenant's new mail is held (as
+        ``smtp-balancer tenant hold`` does), if the domain is one of ``tenants:``."""
+        tenant = self.tenants.of(record.domain)
+        action: dict[str, object] = {
+            "rule": rule.name,
+            "action": rule.action,
+            "domain": record.domain,
+            "tenant": tenant,
+            "seconds": 0,
+            "reason": why,
+        }
+        if rule.action == "warn":
+            return {**action, "outcome": "warned"}
+        if tenant == OTHER:
+            return {**action, "outcome": "skipped", "reason": f"{why}; {record.domain} is none of tenants:"}
+        placed = self.holds.hold(tenant, rule.duration, why, "reputation import")
+        return {**action, "outcome": "acted" if placed else "in_force", "seconds": rule.duration}

@@ -300,6 +300,10 @@ class KeySchema:
         `<source>:<signal>[:<feedback loop id>]` = `<day> <value> <detail>`"""
         return f"{self.base}:domainrep:{domain}:{provider}"
 
+    def domain_reputation_pattern(self) -> str:
+        """SCAN pattern for every sending domain's reputation records."""
+        return f"{self.base}:domainrep:*"
+
     def tripped(self, rule: str, endpoint: str, provider: str) -> str:
         """[string + TTL] a rate rule that tripped and has not recovered"""
         return f"{self.base}:tripped:{rule}:{endpoint}:{provider}"

@@ -56,6 +56,41 @@ class Record:
 
 
 @dataclass(frozen=True)
+class HeldRecord:
+    """A record as Redis holds it: about an endpoint's IP, or a sending domain."""
+
+    scope: str  # endpoint | domain
+    name: str  # the endpoint, or the domain
+    provider: str
+    source: str
+    signal: str
+    subject: str  # the IP, a feedback loop id, or ""
+    day: str  # YYYY-MM-DD
+    value: str
+    detail: str
+
+
+def held_record(scope: str, name: str, provider: str, field: str, text: str) -> HeldRecord | None:
+    """A hash field and its text as written by ``write``; None when hand-made junk."""
+    source, _, rest = field.partition(":")
+    signal, _, subject = rest.partition(":")
+    parts = text.split(" ", 2)
+    if not signal or len(parts) < 2 or not _is_day(parts[0]):
+        return None
+    return HeldRecord(
+        scope, name, provider, source, signal, subject, parts[0], parts[1], parts[2] if len(parts) > 2 else ""
+    )
+
+
+def _is_day(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
+
+
+@dataclass(frozen=True)
 class Acted:
     outcome: str  # acted | in_force | skipped (a drained endpoint)
     seconds: int
@@ -67,6 +102,7 @@ class ReputationStore:
         self.r = client
         self.keys = keys
         self.retention_days = retention_days
+        self._shas: dict[str, str] = {}
 
     def write(self, records: Iterable[Record]) -> list[Record]:
         """Write the records; returns those that changed what Redis holds."""
@@ -92,8 +128,12 @@ class ReputationStore:
         return changed
 
     def _loaded(self, script: LuaScript) -> str:
-        """Its sha, loaded now: EVALSHA and SCRIPT LOAD are what the CLI's ACL user has."""
-        return text_of(self.r.script_load(script.text))
+        """Its sha, loaded once per store: EVALSHA and SCRIPT LOAD are what the CLI's ACL
+        user has (not SCRIPT EXISTS, which redis-py's Script objects send)."""
+        sha = self._shas.get(script.text)
+        if sha is None:
+            sha = self._shas[script.text] = text_of(self.r.script_load(script.text))
+        return sha
 
     def _expire_at(self, day: date) -> int:
         end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1 + self.retention_days)
@@ -128,14 +168,33 @@ class ReputationStore:
 
     def endpoint_records(self) -> dict[tuple[str, str], dict[str, str]]:
         """(endpoint, provider) -> field -> record text, as held now."""
+        return self._records(self.keys.reputation_pattern())
+
+    def domain_records(self) -> dict[tuple[str, str], dict[str, str]]:
+        """(sending domain, provider) -> field -> record text, as held now."""
+        return self._records(self.keys.domain_reputation_pattern())
+
+    def in_force(self, today: date, max_age_days: int) -> list[HeldRecord]:
+        """Every record about a day at most ``max_age_days`` before ``today`` (older ones
+        are kept but act on nothing): endpoints' first, then domains', sorted."""
+        out: list[HeldRecord] = []
+        for scope, records in (("endpoint", self.endpoint_records()), ("domain", self.domain_records())):
+            for (name, provider), fields in sorted(records.items()):
+                for field, text in sorted(fields.items()):
+                    record = held_record(scope, name, provider, field, text)
+                    if record is not None and (today - date.fromisoformat(record.day)).days <= max_age_days:
+                        out.append(record)
+        return out
+
+    def _records(self, pattern: str) -> dict[tuple[str, str], dict[str, str]]:
         out: dict[tuple[str, str], dict[str, str]] = {}
-        prefix = self.keys.reputation("", "").rsplit(":", 2)[0] + ":"
-        for raw in self.r.scan_iter(match=self.keys.reputation_pattern(), count=500):
+        prefix = pattern.rstrip("*")
+        for raw in self.r.scan_iter(match=pattern, count=500):
             key = text_of(raw)
-            endpoint, _, provider = key[len(prefix) :].rpartition(":")
+            name, _, provider = key[len(prefix) :].rpartition(":")
             try:
                 fields = self.r.hgetall(key)
             except redis.ResponseError:  # not a hash (hand-made): not a record
                 continue
-            out[(endpoint, provider)] = {text_of(k): text_of(v) for k, v in fields.items()}
+            out[(name, provider)] = {text_of(k): text_of(v) for k, v in fields.items()}
         return out

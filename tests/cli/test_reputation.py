@@ -65,3 +65,64 @@ def test_bad_files_are_a_message_and_exit_1_and_no_files_exit_2(cli, tmp_path):
     assert f"smtp-balancer: cannot import {tmp_path / 'missing.csv'}: No such file or directory" in err
     code, _, err = cli("reputation", "import")
     assert code == 2 and "reputation import needs one or more export files" in err
+
+
+def test_status_explain_and_trace_show_the_records_in_force(make_config, tmp_path: Path, capsys, rdb):
+    mail_log = tmp_path / "mail.log"
+    mail_log.write_text(
+        "ts=2026-12-05T14:00:00.000+00:00 level=info logger=smtp_balancer.decision msg=decision"
+        " decision_id=94a05d88bad2a4e9 via=policyd queue_id=A14F220C580 outcome=route rule=bulk pool=bulk"
+        ' endpoint=out2 degraded=false nrcpt=1 sender_domain=news.shop.test reason="weight 2 in pool bulk"'
+        ' action="FILTER out2:"\n'
+    )
+    make_config({"tenants": ["shop.test"], "feedback": {"log_file": str(mail_log)}})
+    cli = cli_runner(str(tmp_path / "config.yaml"), CLOCK, capsys)
+    files = [str(FIXTURES / n) for n in ("postmaster_v1_list.json", "postmaster_v2_query.json")]
+    code, out, err = cli("reputation", "import", *files)
+    assert code == 0 and err == ""
+    assert "acted: hold_tenant (tenant shop.test): reputation rule google-spam-rate-hold:" in out
+
+    code, out, _ = cli("status")
+    assert code == 0
+    rows = [line.split() for line in out.split("\nreputation (", 1)[1].splitlines()[1:]]
+    assert ["out2", "google", "postmaster", "ip_reputation", "127.0.0.3", "2026-12-05", "BAD"] in rows
+    assert ["shop.test", "google", "postmaster", "spam_ratio", "-", "2026-12-05", "0.0041"] in rows
+    assert [
+        "shop.test",
+        "google",
+        "postmaster",
+        "spam_ratio",
+        "-",
+        "2026-12-04",
+        "0.0008",
+    ] not in rows  # same field
+    assert "tenants held" in out and "google-spam-rate-hold" in out
+    code, out, _ = cli("status", "--json")
+    held = json.loads(out)["reputation"]
+    assert {
+        "scope": "domain",
+        "name": "shop.test",
+        "provider": "google",
+        "source": "postmaster",
+        "signal": "fbl_spam_ratio",
+        "subject": "spring-sale:shop:bulk:s1",
+        "day": "2026-12-05",
+        "value": "0.012",
+        "detail": "",
+    } in held
+
+    code, out, _ = cli(
+        "explain", "--sender", "news@news.shop.test", "--rcpt", "bob@gmail.com", "--class", "bulk"
+    )
+    lines = [line for line in out.splitlines() if line.startswith("reputation:")]
+    assert "reputation: out2 (google): postmaster ip_reputation BAD for 127.0.0.3 on 2026-12-05" in lines
+    assert "reputation: shop.test (google): postmaster spam_ratio 0.0041 on 2026-12-05" in lines
+    assert not any("(microsoft)" in line or "news.test" in line for line in lines)
+    assert (
+        "held:      the sender's tenant is held; its mail waits in the hold queue: shop.test: reputation"
+        in out
+    )
+
+    code, out, _ = cli("trace", "A14F220C580", "--log", str(mail_log), "--no-journal")
+    assert "  reputation: out2 (google): postmaster ip_reputation BAD for 127.0.0.3 on 2026-12-05" in out
+    assert "  reputation: shop.test (google): postmaster spam_ratio 0.0041 on 2026-12-05" in out

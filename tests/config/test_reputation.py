@@ -12,6 +12,7 @@ def test_the_shipped_rules_follow_the_operators_and_can_be_turned_off():
     own = ReputationRuleConfig(name="mine", source="snds", signal="trap_hits", above=10)
     assert [r.name for r in ReputationConfig(rules=[own]).active_rules] == [
         "mine", "google-ip-bad", "google-ip-low", "snds-red", "snds-blocked",
+        "google-spam-rate-hold", "google-spam-rate-warning",
     ]  # fmt: skip
     assert ReputationConfig(rules=[own], builtin_rules=False).active_rules == [own]
     assert own.for_provider == "microsoft"
@@ -33,6 +34,22 @@ def test_the_shipped_rules_follow_the_operators_and_can_be_turned_off():
         ({"source": "postmaster", "signal": "ip_reputation", "values": ["GOOD"]}, "not GOOD"),
         ({"source": "postmaster", "signal": "ip_reputation", "above": 1}, "is a category: give values"),
         ({"source": "snds", "signal": "complaint_rate", "values": ["1"]}, "is a number: give above"),
+        (
+            {"source": "postmaster", "signal": "spam_ratio", "above": 0.3},
+            "about a sending domain: its action is warn or hold_tenant",
+        ),
+        (
+            {"source": "postmaster", "signal": "ip_reputation", "values": ["BAD"], "action": "hold_tenant"},
+            "about an IP: warn and hold_tenant are for",
+        ),
+        (
+            {"source": "postmaster", "signal": "honor_unsubscribe", "above": 1, "action": "warn"},
+            "is a status: give values",
+        ),
+        (
+            {"source": "snds", "signal": "spam_ratio", "above": 1, "action": "warn"},
+            "snds has no signal spam_ratio",
+        ),
     ],
 )
 def test_a_rule_that_cannot_match_is_refused_with_a_reason(rule: dict, says: str):

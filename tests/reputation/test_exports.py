@@ -9,7 +9,19 @@ https://developers.google.com/gmail/postmaster/reference/rest/v1/domains.traffic
 ``spamRatio``); ``deliveryErrors[]``). SNDS's data and IP status CSVs, without a
 header, as ``sendersupport.olc.protection.outlook.com/snds/data.aspx`` and
 ``ipStatus.aspx`` return them (CRLF lines; the IP status as first IP, last IP,
-blocked, reason)."""
+blocked, reason).
+
+Postmaster Tools API v2 (the field names and types of
+https://developers.google.com/workspace/gmail/postmaster/reference/rest/v2/QueryDomainStatsResponse:
+``domainStats[]`` of ``DomainStat`` with ``name``
+``domains/{domain}/domainStats/{domain_stat}``, ``metric`` (the query's own name for
+a ``StandardMetric``), ``value`` (``StatisticValue``: ``doubleValue``,
+``floatValue``, ``intValue`` as an int64 string, ``stringValue``, ``stringList``)
+and ``date`` (``{year, month, day}``); ``nextPageToken``. And
+``domains.getComplianceStatus``: ``name`` ``domains/{domainId}/complianceStatus``,
+``complianceData`` / ``subdomainComplianceData`` with ``domainId``, ``rowData[]``,
+``oneClickUnsubscribeVerdict`` and ``honorUnsubscribeVerdict`` (``status``,
+``reason``))."""
 
 from __future__ import annotations
 
@@ -19,7 +31,15 @@ from pathlib import Path
 
 import pytest
 
-from smtp_balancer.reputation.exports import ExportError, Skipped, postmaster_v1, snds_data, snds_status
+from smtp_balancer.reputation.exports import (
+    ExportError,
+    Skipped,
+    postmaster,
+    postmaster_v1,
+    postmaster_v2,
+    snds_data,
+    snds_status,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IP = ipaddress.ip_address
@@ -79,6 +99,97 @@ def test_entries_without_a_name_or_with_junk_are_counted():
         "trafficStats entry without a domains/{domain}/trafficStats/{yyyymmdd} name": 1,
         "ipReputations entry without a known reputation": 1,
         "spammyFeedbackLoops entry without id and spamRatio": 1,
+    }
+
+
+TODAY = date(2026, 12, 5)
+
+
+def test_v2_domainstats_pages_give_each_days_spam_rate_and_count_what_they_cannot_use():
+    skipped = Skipped()
+    kind, seen = postmaster((FIXTURES / "postmaster_v2_query.json").read_text(), skipped, TODAY)
+    assert kind == "postmaster-v2"
+    assert [(o.domain, o.day, o.signal, o.value, o.subject) for o in seen] == [
+        ("shop.test", date(2026, 12, 4), "spam_ratio", "0.0008", ""),
+        ("shop.test", date(2026, 12, 5), "spam_ratio", "0.0041", ""),
+        ("shop.test", date(2026, 12, 5), "auth_success_rate_dkim", "0.998", ""),
+        ("shop.test", date(2026, 12, 5), "fbl_spam_ratio", "0.012", "spring-sale:shop:bulk:s1"),
+        ("news.test", date(2026, 12, 5), "delivery_error_count", "17", ""),
+    ]  # FEEDBACK_LOOP_ID's list of ids says nothing by itself
+    assert all(o.first is None and o.source == "postmaster" for o in seen)
+    assert skipped.reasons == {
+        "domainStats SPAM_RATE that is not a ratio from 0 to 1": 1,
+        "domainStats entry without a date (query with aggregationGranularity DAILY)": 1,
+        "domainStats metric not named by a StandardMetric (name your metrics SPAM_RATE, ...)": 1,
+    }
+
+
+def test_v1_and_v2_side_by_side_say_the_same_days_spam_rate():
+    v1 = postmaster_v1((FIXTURES / "postmaster_v1_list.json").read_text(), Skipped())
+    v2 = postmaster_v2((FIXTURES / "postmaster_v2_query.json").read_text(), Skipped(), TODAY)
+
+    def spam(seen: list) -> dict:
+        return {o.day: o.value for o in seen if o.signal == "spam_ratio" and o.domain == "shop.test"}
+
+    assert spam(v1)[TODAY] == spam(v2)[TODAY] == "0.0041"
+    assert date(2026, 12, 4) in spam(v2) and date(2026, 12, 4) not in spam(v1)  # each its own missing days
+
+
+def test_a_v2_compliance_status_gives_its_verdicts_on_the_import_day():
+    skipped = Skipped()
+    kind, seen = postmaster((FIXTURES / "postmaster_v2_compliance.json").read_text(), skipped, TODAY)
+    assert kind == "postmaster-v2"
+    assert [(o.domain, o.day, o.signal, o.value, o.detail) for o in seen] == [
+        ("shop.test", TODAY, "one_click_unsubscribe", "COMPLIANT", ""),
+        (
+            "shop.test",
+            TODAY,
+            "honor_unsubscribe",
+            "NEEDS_WORK",
+            "unsubscribe requests are not honoured within 2 days",
+        ),
+        ("mail.shop.test", TODAY, "one_click_unsubscribe", "COMPLIANT", ""),
+    ]
+    assert skipped.reasons == {"compliance rowData row (its requirements are not read)": 2}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"domainStats": 3}',
+        '{"domainStats": [{"name": "domains/shop.test/domainSt',
+        '[{"domainStats": []}, 5]',
+        '{"trafficStats": []}',
+    ],
+)
+def test_v2_that_is_cut_short_or_not_v2_is_an_error(text: str):
+    with pytest.raises(ExportError):
+        postmaster_v2(text, Skipped(), TODAY)
+
+
+def test_a_compliance_status_with_no_data_says_nothing():
+    assert postmaster_v2('{"name": "domains/shop.test/complianceStatus"}', Skipped(), TODAY) == []
+
+
+def test_v2_entries_of_the_wrong_shape_are_counted_one_by_one():
+    skipped = Skipped()
+    text = (
+        '{"domainStats": [7, {"name": "domains/shop.test/other/1"},'
+        ' {"name": "domains/shop.test/domainStats/x", "metric": "SPAM_RATE",'
+        ' "date": {"year": 2026, "month": 13, "day": 1}},'
+        ' {"name": "domains/shop.test/domainStats/y", "metric": "SPAM_RATE", "value": {"doubleValue": true},'
+        ' "date": {"year": 2026, "month": 12, "day": 5}},'
+        ' {"name": "domains/shop.test/domainStats/z", "metric": "FEEDBACK_LOOP_SPAM_RATE",'
+        ' "value": {"doubleValue": 0.1},'
+        ' "date": {"year": 2026, "month": 12, "day": 5}}]}'
+    )
+    assert postmaster_v2(text, skipped, TODAY) == []
+    assert skipped.reasons == {
+        "domainStats entry that is not an object": 1,
+        "domainStats entry without a domains/{domain}/domainStats/{id} name": 1,
+        "domainStats entry without a date (query with aggregationGranularity DAILY)": 1,
+        "domainStats SPAM_RATE without a number": 1,
+        "domainStats FEEDBACK_LOOP_SPAM_RATE without a feedback loop id in its name": 1,
     }
 
 

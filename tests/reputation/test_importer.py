@@ -14,13 +14,24 @@ from smtp_balancer.reputation.importer import MAX_JSON_BYTES, import_files, kind
 from smtp_balancer.state.keys import KeySchema
 
 FIXTURES = Path(__file__).parent / "fixtures"
-FILES = [FIXTURES / n for n in ("postmaster_v1_list.json", "snds_data.csv", "snds_status.csv")]
+FILES = [
+    FIXTURES / n
+    for n in (
+        "postmaster_v1_list.json",
+        "snds_data.csv",
+        "snds_status.csv",
+        "postmaster_v2_query.json",
+        "postmaster_v2_compliance.json",
+    )
+]
 TODAY = date(2026, 12, 5)
 KEYS = KeySchema()
 
 
 def config(redis_url: str):
-    return validate_config({"mx_lookup": {"enabled": False}, **topology(), "redis": {"url": redis_url}})
+    return validate_config(
+        {"mx_lookup": {"enabled": False}, **topology(), "redis": {"url": redis_url}, "tenants": ["shop.test"]}
+    )
 
 
 def snapshot(rdb) -> dict[str, tuple[bytes, int]]:
@@ -33,6 +44,7 @@ def test_the_exports_suspend_the_routes_they_condemn_and_name_the_record(rdb, re
         "postmaster-v1": 1,
         "snds-data": 1,
         "snds-status": 1,
+        "postmaster-v2": 2,
     }
     assert rdb.get(KEYS.suspension("out2", "google")).startswith(
         "reputation rule google-ip-bad: postmaster ip_reputation BAD for 127.0.0.3 (out2) on 2026-12-05"
@@ -44,13 +56,20 @@ def test_the_exports_suspend_the_routes_they_condemn_and_name_the_record(rdb, re
         ("google-ip-bad", "acted"),
         ("snds-red", "acted"),
         ("snds-blocked", "in_force"),  # the same route, suspended a moment before
+        ("google-spam-rate-hold", "acted"),  # shop.test's 0.41% on 5 December (v1; v2 says the same)
     }
     assert not rdb.exists(KEYS.suspension("out1", "google"), KEYS.suspension("out1", "microsoft"))
     assert (
         rdb.hget(KEYS.reputation("out1", "google"), "postmaster:ip_reputation:127.0.0.2") == "2026-12-05 HIGH"
     )
     spam = rdb.hget(KEYS.domain_reputation("shop.test", "google"), "postmaster:spam_ratio")
-    assert spam == "2026-12-05 0.0041 0.0035-0.0047"
+    assert spam == "2026-12-05 0.0041 0.0035-0.0047"  # v2's same day and value changed nothing
+    assert rdb.get(KEYS.tenant_hold("shop.test")) == (
+        "reputation rule google-spam-rate-hold: postmaster spam_ratio 0.0041 for shop.test on 2026-12-05"
+    )
+    assert rdb.ttl(KEYS.tenant_hold("shop.test")) > 86_000
+    unsub = rdb.hget(KEYS.domain_reputation("shop.test", "google"), "postmaster:honor_unsubscribe")
+    assert unsub == "2026-12-05 NEEDS_WORK unsubscribe requests are not honoured within 2 days"
     assert result.skipped.reasons["postmaster ip_reputation about an IP no endpoint sends from"] == 2
 
 
@@ -76,6 +95,24 @@ def test_an_older_export_after_a_newer_one_changes_nothing(rdb, redis_server, tm
     assert (
         rdb.hget(KEYS.reputation("out2", "google"), "postmaster:ip_reputation:127.0.0.3") == "2026-12-05 BAD"
     )
+
+
+def test_a_domain_of_no_tenant_is_warned_of_or_skipped_never_held(rdb, redis_server, tmp_path):
+    export = tmp_path / "v2.json"
+    export.write_text(
+        '{"domainStats": ['
+        '{"name": "domains/news.test/domainStats/1", "metric": "SPAM_RATE", "value": {"doubleValue": 0.002},'
+        ' "date": {"year": 2026, "month": 12, "day": 5}},'
+        '{"name": "domains/other.test/domainStats/2", "metric": "SPAM_RATE", "value": {"doubleValue": 0.009},'
+        ' "date": {"year": 2026, "month": 12, "day": 5}}]}'
+    )
+    result = import_files([export], None, config(redis_server.url), rdb, TODAY)
+    assert [(a["rule"], a["tenant"], a["outcome"]) for a in result.actions] == [
+        ("google-spam-rate-warning", "other", "warned"),
+        ("google-spam-rate-hold", "other", "skipped"),
+    ]
+    assert result.actions[1]["reason"].endswith("; other.test is none of tenants:")
+    assert not list(rdb.scan_iter(KEYS.tenant_hold_prefix() + "*"))
 
 
 def test_a_week_old_export_is_recorded_but_acts_on_nothing(rdb, redis_server):
@@ -121,7 +158,7 @@ def test_a_gigabyte_file_is_counted_in_bounded_memory_and_a_huge_json_refused(rd
 
 
 def test_kinds_are_told_from_the_first_bytes():
-    assert kind_of('\ufeff  {"trafficStats": []}') == "postmaster-v1"
+    assert kind_of('\ufeff  {"trafficStats": []}') == "postmaster"  # v1 or v2: told once read
     assert kind_of("127.0.0.3,127.0.0.3,Yes,Blocked\r\n") == "snds-status"
     assert (
         kind_of("127.0.0.3,12/5/2026 12:00 AM,12/5/2026 11:59 PM,1,1,1,RED,< 0.1%,,,0,,,\r\n") == "snds-data"

@@ -67,3 +67,42 @@ def test_records_read_back_per_endpoint_and_provider_and_junk_is_left_out(rdb):
         ("out2", "google"): {"postmaster:ip_reputation:127.0.0.3": "2026-12-05 BAD"},
         ("out1", "microsoft"): {"snds:blocked:127.0.0.2": "2026-12-05 yes"},
     }
+
+
+def test_the_same_day_and_value_with_another_detail_changes_nothing(rdb):
+    store = ReputationStore(rdb, KEYS, retention_days=14)
+    v1 = Record(
+        "google",
+        "postmaster",
+        "spam_ratio",
+        date(2026, 12, 5),
+        "0.0041",
+        domain="shop.test",
+        detail="0.0035-0.0047",
+    )
+    v2 = Record(
+        "google", "postmaster", "spam_ratio", date(2026, 12, 5), "0.0041", domain="shop.test", detail="v2"
+    )
+    assert store.write([v1]) == [v1]
+    assert store.write([v2]) == []  # Postmaster Tools v2 saying what v1 said: nothing changes
+    assert store.write([v1]) == []
+    changed = Record("google", "postmaster", "spam_ratio", date(2026, 12, 5), "0.005", domain="shop.test")
+    assert store.write([changed]) == [changed]  # a new value for the day does
+
+
+def test_the_records_in_force_are_recent_enough_to_act_and_junk_is_skipped(rdb):
+    store = ReputationStore(rdb, KEYS, retention_days=14)
+    store.write(
+        [
+            rec(5, "BAD"),
+            rec(1, "LOW", "127.0.0.30"),
+            Record("google", "postmaster", "spam_ratio", date(2026, 12, 4), "0.002", domain="shop.test"),
+        ]
+    )
+    rdb.hset(KEYS.reputation("out2", "google"), "postmaster:ip_reputation:127.0.0.31", "yesterday BAD")
+    rdb.hset(KEYS.domain_reputation("shop.test", "google"), "nosignal", "2026-12-05 BAD")
+    held = store.in_force(date(2026, 12, 5), max_age_days=3)
+    assert [(r.scope, r.name, r.signal, r.subject, r.day, r.value) for r in held] == [
+        ("endpoint", "out2", "ip_reputation", "127.0.0.3", "2026-12-05", "BAD"),
+        ("domain", "shop.test", "spam_ratio", "", "2026-12-04", "0.002"),
+    ]  # 1 December's is kept but too old to act; the hand-made fields are no records
