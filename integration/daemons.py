@@ -20,6 +20,11 @@ from integration.waits import WaitTimeout, wait_until
 CLI = str(Path(sys.executable).with_name("smtp-balancer"))
 
 
+def run_cli(config: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``smtp-balancer -c CONFIG ARGS``, as an operator runs it: its exit code, stdout, stderr."""
+    return subprocess.run([CLI, "-c", str(config), *args], capture_output=True, text=True, timeout=60)
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process and its live children so far, from /proc
     (benchmarks; a policy supervisor's workers are its children)."""

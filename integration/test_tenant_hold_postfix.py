@@ -10,7 +10,7 @@ import subprocess
 
 from integration.arf import report_about
 from integration.configs import ENDPOINT_IP
-from integration.daemons import CLI
+from integration.daemons import CLI, run_cli
 from integration.waits import MAIL_S, wait_until
 
 N = 100  # per tenant: one complaint is 1%
@@ -85,12 +85,7 @@ def test_a_tenant_over_the_complaint_ceiling_is_held_and_released(mail_system, t
 def test_the_milter_quarantines_a_held_tenants_mail_and_release_delivers_it(mail_system):
     ms = mail_system({"tenants": ["shop.test"]}, policy=False, milter=True)
     config, config_dir = str(ms.config_path), str(ms.postfix.config_dir)
-    held = subprocess.run(
-        [CLI, "-c", config, "tenant", "hold", "shop.test", "--for", "1h", "--reason", "by hand"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    held = run_cli(config, "tenant", "hold", "shop.test", "--for", "1h", "--reason", "by hand")
     assert held.returncode == 0, held.stderr
     wait_until(
         lambda: "tenant shop.test held" in ms.milter.log_path.read_text(), 30, "the milter to read the hold"

@@ -34,6 +34,7 @@ from policyd.listeners import (
 )
 from policyd.protocol import PolicyRequest
 from policyd.session import (
+    DEFER_ACTION,
     DUNNO,
     Client,
     Drawn,
@@ -55,7 +56,7 @@ from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine, Pending, StillWaited
 from smtp_balancer.engine.holds import HoldReader
-from smtp_balancer.generation import ATTRIBUTE, GENERATION, MARKER, generation_of
+from smtp_balancer.generation import ATTRIBUTE, EXIM_HOLD, GENERATION, MARKER, generation_of
 from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.observe.metrics import observe
 from smtp_balancer.observe.ratelimit import LogLimiter
@@ -308,6 +309,15 @@ class PolicyServer:
         metrics.HELD.labels(tenant).inc()
         return f"HOLD tenant {tenant} is held by smtp-balancer"
 
+    def _exim_hold(self, sender: str) -> str:
+        """Exim asks once, at DATA: a held tenant's answer keeps its route and says HOLD
+        after it, and the rendered ACL freezes the message (``control = freeze``)."""
+        tenant = self.holds.of(sender)
+        if tenant is None:
+            return ""
+        metrics.HELD.labels(tenant).inc()
+        return f" {EXIM_HOLD} {tenant}"
+
     async def watch_holds(self) -> None:
         """Keep the tenant holds fresh (HoldReader), on the engine's current channel."""
         await self.holds.keep_fresh(lambda: self.engine.channel, KeySchema(self.engine.config.redis.prefix))
@@ -379,6 +389,8 @@ class PolicyServer:
 
     def _action(self, facts: Facts, decision: Decision) -> str:
         action = action_for(decision)
+        if facts.per_recipient and action != DEFER_ACTION:
+            action += self._exim_hold(facts.sender)
         if facts.message_class is None:
             log_decision("policyd", facts, decision, action=action)
         else:  # Exim, classified from the headers its ACL sent

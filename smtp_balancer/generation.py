@@ -10,15 +10,19 @@ must reach the MTAs for the daemons to work as documented.
 
 1: files that carry no marker (every release before the marker).
 2: the marker; Exim's request carries sent_at; Postfix uses long queue IDs.
+3: Exim's ACL freezes a message whose answer says EXIM_HOLD (a held tenant's).
 """
 
 from __future__ import annotations
 
 import re
 
-GENERATION = 2
+GENERATION = 3
 MARKER = f"smtp-balancer/{GENERATION}"
 ATTRIBUTE = "policy_context"
+# after Exim's action (FILTER <route>: or DUNNO), followed by the tenant: the message's
+# tenant is held, and the rendered ACL freezes the message with its route kept
+EXIM_HOLD = "HOLD-TENANT"
 
 _MARKED = re.compile(r"smtp-balancer/([0-9]{1,6})")
 

@@ -111,6 +111,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "tenant": (
         "smtp-balancer tenant hold shop.example --for 6h --reason 'complaints at 0.4%'",
         "smtp-balancer tenant release shop.example",
+        "smtp-balancer tenant release shop.example --exim /usr/sbin/exim4",
         "smtp-balancer tenant list",
     ),
     "reputation": (
@@ -353,7 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="JSON instead of text")
 
-    p = add("tenant", cmd_tenant, "hold a tenant's new mail in Postfix's hold queue, release it, list holds")
+    p = add(
+        "tenant",
+        cmd_tenant,
+        "hold a tenant's new mail (Postfix's hold queue, Exim's frozen messages), release it, list holds",
+    )
     p.add_argument("action", choices=["hold", "release", "list"])
     p.add_argument("tenant", nargs="?", help="hold, release: one of `tenants:`")
     p.add_argument("--for", dest="for_", default="1d", metavar="DURATION", help="hold: how long (default 1d)")
@@ -362,6 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--postfix-dir",
         metavar="DIR",
         help="release: the Postfix config whose hold queue is released (default: requeue.postfix_config_dir)",
+    )
+    p.add_argument(
+        "--exim",
+        metavar="BINARY",
+        help="release: thaw the tenant's frozen messages in this Exim's queue instead (default with"
+        " feedback.log_format: exim: exim4 on PATH)",
+    )
+    p.add_argument(
+        "--exim-config",
+        metavar="FILE",
+        help="release: the Exim runtime config (exim -C FILE) whose queue it is",
     )
 
     p = add("experiment", cmd_experiment, "A/B experiments on routing: list, start, stop, report")

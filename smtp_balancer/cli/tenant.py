@@ -1,5 +1,6 @@
 """``smtp-balancer tenant hold|release|list``: a tenant's new mail held in Postfix's
-hold queue (the policy daemon answers HOLD), and let go again."""
+hold queue (the policy daemon answers HOLD) or frozen in Exim's queue (the rendered
+ACL freezes it), and let go again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from smtp_balancer.cli.common import config_of
 from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.durations import format_duration, parse_duration
+from smtp_balancer.requeue.exim_queue import EximQueue, EximQueueError, default_binary
 from smtp_balancer.requeue.postfix_queue import PostfixQueue, PostfixQueueError
 from smtp_balancer.state.audit import AuditTrail
 from smtp_balancer.state.client import sync_client
@@ -46,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     released = holds.release(tenant)
     print(f"tenant {tenant} released" if released else f"tenant {tenant} was not held")
+    table = TenantTable(config.tenants)
+    if args.exim or args.exim_config or config.feedback.log_format == "exim":
+        return _thaw(EximQueue(args.exim or default_binary(), args.exim_config), table, tenant)
     try:
         queue = PostfixQueue(args.postfix_dir or config.requeue.postfix_config_dir)
-        table = TenantTable(config.tenants)
         theirs = [queue_id for queue_id, sender in queue.held() if table.of(sender) == tenant]
         freed = queue.release(theirs)
     except PostfixQueueError as exc:
@@ -56,5 +60,20 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(
         f"{len(freed)} held message{'s' if len(freed) != 1 else ''} of {tenant} released from the hold queue"
+    )
+    return 0
+
+
+def _thaw(queue: EximQueue, table: TenantTable, tenant: str) -> int:
+    """Exim: the tenant's frozen messages are thawed; they leave at the next queue run."""
+    try:
+        theirs = [message_id for message_id, sender in queue.frozen() if table.of(sender) == tenant]
+        thawed = queue.thaw(theirs)
+    except EximQueueError as exc:
+        print(f"smtp-balancer: Exim's frozen messages were not thawed: {exc}", file=sys.stderr)
+        return 1
+    n = len(thawed)
+    print(
+        f"{n} frozen message{'s' if n != 1 else ''} of {tenant} thawed (they leave at Exim's next queue run)"
     )
     return 0

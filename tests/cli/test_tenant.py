@@ -40,6 +40,14 @@ def test_hold_list_release(cli, rdb, tmp_path):
     assert code == 1 and "smtp-balancer: the hold queue was not released:" in err and "Traceback" not in err
 
 
+def test_release_on_an_exim_that_cannot_run_says_so(cli, rdb, tmp_path):
+    cli("tenant", "hold", "shop.test")
+    missing = str(tmp_path / "no-exim")
+    code, out, err = cli("tenant", "release", "shop.test", "--exim", missing)
+    assert "tenant shop.test released" in out and rdb.exists("{sb}:tenanthold:shop.test") == 0
+    assert code == 1 and f"smtp-balancer: Exim's frozen messages were not thawed: {missing} -bp:" in err
+
+
 def test_a_tenant_not_configured_or_missing_is_refused(cli):
     code, _, err = cli("tenant", "hold", "evil.test")
     assert code == 4 and "evil.test is not one of the configured tenants (shop.test)" in err

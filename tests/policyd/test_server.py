@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import stat
 from collections.abc import Awaitable
 from pathlib import Path
@@ -542,6 +543,15 @@ async def test_a_held_tenants_rcpt_is_answered_hold_once_the_hold_is_read(make_c
         )
         assert server.answer_now({**rcpt, "sender": "x@other.test"}) == "DUNNO"
         assert server.answer_now({**rcpt, "protocol_state": "DATA", "sender": "a@shop.test"}) == "DUNNO"
+        # Exim asks once, at DATA: its answer keeps the route and says HOLD-TENANT after it
+        exim = {"request": "smtpd_access_policy", "protocol_state": "END-OF-MESSAGE", "recipient_count": "1"}
+        held = server.answer_now({**exim, "sender": "a@shop.test", "recipients": "b@example.test"})
+        assert re.fullmatch(r"FILTER out\d: HOLD-TENANT shop\.test", str(held)), held
+        free = server.answer_now({**exim, "sender": "a@other.test", "recipients": "b@example.test"})
+        assert re.fullmatch(r"FILTER out\d:", str(free)), free
+        # Postfix's END-OF-MESSAGE: the route only (its RCPT said HOLD)
+        postfix = server.answer_now({**exim, "sender": "a@shop.test", "recipient": "b@example.test"})
+        assert re.fullmatch(r"FILTER out\d:", str(postfix)), postfix
         rdb.delete("{sb}:tenanthold:shop.test")
         while server.holds.held:  # released: read again
             await asyncio.sleep(0.01)
