@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from integration.configs import ENDPOINT_IP
-from integration.daemons import CLI
-from integration.waits import MAIL_S
+from integration.daemons import CLI, decision_lines
+from integration.waits import MAIL_S, wait_until
 from smtp_balancer.clock import SYSTEM
 
 DOMAINS = ["gmail.com", "outlook.com", "yahoo.com"]
@@ -98,3 +98,81 @@ def test_postmaster_and_snds_exports_take_out2_away_from_their_provider_only(mai
     again = imported(ms.config_path, postmaster, snds)
     assert again["changed"] == 0 and again["actions"] == []
     assert state(ms.rdb) == written
+
+
+def test_a_domains_spam_rate_moves_its_tenant_to_a_quarantine_pool(mail_system, tmp_path):
+    """Postmaster Tools API v2: shop.test's spam rate over 0.2% moves its new mail to the
+    `quarantine` pool (out3 only) within a second (the deciders' read), while news.test's
+    mail keeps its pool; `tenant release` moves it back."""
+    quarantine = {"endpoints": [{"endpoint": "out3", "weight": 1}]}
+    rule = {
+        "name": "spam-quarantine",
+        "source": "postmaster",
+        "signal": "spam_ratio",
+        "above": 0.2,
+        "action": "move_tenant",
+        "pool": "quarantine",
+        "duration": "1h",
+    }
+    ms = mail_system(
+        {
+            "tenants": ["shop.test", "news.test"],
+            "pools": {"quarantine": quarantine},
+            "reputation": {"rules": [rule]},
+        }
+    )
+    day = datetime.fromtimestamp(SYSTEM.wall(), UTC).date()
+    export = tmp_path / "domainStats.json"
+    stat = {
+        "name": "domains/shop.test/domainStats/x1",
+        "metric": "SPAM_RATE",
+        "value": {"doubleValue": 0.0025},
+        "date": {"year": day.year, "month": day.month, "day": day.day},
+    }
+    export.write_text(json.dumps({"domainStats": [stat], "nextPageToken": ""}))
+    shop = lambda i: f"app{i % 3}@shop.test"  # noqa: E731
+    news = lambda i: "letters@news.test"  # noqa: E731
+
+    report = imported(ms.config_path, export)
+    assert [(a["rule"], a["tenant"], a["pool"], a["outcome"]) for a in report["actions"]] == [
+        ("spam-quarantine", "shop.test", "quarantine", "acted")
+    ]
+    wait_until(
+        lambda: (
+            "tenant shop.test moved: its new mail goes to pool quarantine" in ms.policyd.log_path.read_text()
+        ),
+        30,
+        "the policy daemon to read the move",
+    )
+    assert ms.send_many(40, threads=4, sender=shop) == []
+    assert ms.send_many(40, threads=4, sender=news, start=40) == []
+    got = ms.sink.wait_for(80, timeout=MAIL_S)
+    shop_ips = {m.peer_ip for m in got if m.mail_from.endswith("@shop.test")}
+    news_ips = {m.peer_ip for m in got if m.mail_from.endswith("@news.test")}
+    assert shop_ips == {ENDPOINT_IP["out3"]}
+    assert len(news_ips) > 1  # 40 messages over 1:2:1 all on one endpoint: p < 1e-11
+    lines = [line for line in decision_lines(ms.policyd.log_path) if line.get("sender_domain") == "shop.test"]
+    assert lines and {(d["pool"], d["rule"]) for d in lines} == {("quarantine", "all")}
+
+    out = subprocess.run(
+        [
+            CLI,
+            "-c",
+            str(ms.config_path),
+            "tenant",
+            "release",
+            "shop.test",
+            "--postfix-dir",
+            str(ms.postfix.config_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "tenant shop.test released" in out.stdout, out
+    wait_until(
+        lambda: "tenant shop.test moved back" in ms.policyd.log_path.read_text(), 30, "the move lifted"
+    )
+    assert ms.send_many(40, threads=4, sender=shop, start=80) == []
+    back = ms.sink.wait_for(120, timeout=MAIL_S)[80:]
+    assert len({m.peer_ip for m in back}) > 1

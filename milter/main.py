@@ -128,7 +128,7 @@ def run(config: BalancerConfig) -> int:
     engine.start()
     holds = None
     if config.tenants:  # held tenants' mail goes to the hold queue (engine/holds.py)
-        holds = HoldReader(config.tenants, log)
+        holds = HoldReader(config.tenants, log, moves_to=lambda moves: engine.engine.move_tenants(moves))
         engine.spawn(holds.keep_fresh(lambda: engine.engine.channel, KeySchema(config.redis.prefix)))
     Milter.factory = milter_factory(engine, MilterSettings.from_config(cfg, config.tenants), holds)
     Milter.set_flags(Milter.ADDHDRS + Milter.CHGHDRS + Milter.QUARANTINE)

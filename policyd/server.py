@@ -104,7 +104,7 @@ class PolicyServer:
         ``classes``: the message classes (milter settings) for Exim's header attributes;
         ``tenants``: the configured tenants, whose holds this daemon applies."""
         self.engine = engine
-        self.holds = HoldReader(tenants, log)
+        self.holds = HoldReader(tenants, log, moves_to=lambda moves: self.engine.move_tenants(moves))
         self.config = config
         self.exim_timeout_s = exim_timeout_s
         self.classes = classes or MessageClasses()

@@ -111,6 +111,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "tenant": (
         "smtp-balancer tenant hold shop.example --for 6h --reason 'complaints at 0.4%'",
         "smtp-balancer tenant release shop.example",
+        "smtp-balancer tenant move shop.example --pool quarantine --for 2d --reason 'spam rate 0.2%'",
         "smtp-balancer tenant release shop.example --exim /usr/sbin/exim4",
         "smtp-balancer tenant list",
     ),
@@ -357,12 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "tenant",
         cmd_tenant,
-        "hold a tenant's new mail (Postfix's hold queue, Exim's frozen messages), release it, list holds",
+        "hold a tenant's new mail (Postfix's hold queue, Exim's frozen messages) or move it to a pool;"
+        " release it; list holds and moves",
     )
-    p.add_argument("action", choices=["hold", "release", "list"])
-    p.add_argument("tenant", nargs="?", help="hold, release: one of `tenants:`")
-    p.add_argument("--for", dest="for_", default="1d", metavar="DURATION", help="hold: how long (default 1d)")
-    p.add_argument("--reason", default="", help="hold: why, shown with it")
+    p.add_argument("action", choices=["hold", "move", "release", "list"])
+    p.add_argument("tenant", nargs="?", help="hold, move, release: one of `tenants:`")
+    p.add_argument("--pool", help="move: the pool its new mail goes to, whatever rule it matches")
+    p.add_argument(
+        "--for", dest="for_", default="1d", metavar="DURATION", help="hold, move: how long (default 1d)"
+    )
+    p.add_argument("--reason", default="", help="hold, move: why, shown with it")
     p.add_argument(
         "--postfix-dir",
         metavar="DIR",

@@ -123,13 +123,15 @@ def explain_report(
     providers: Mapping[str, int] | None = None,
     reputation: Iterable[HeldRecord] = (),
     held: str = "",
+    moved: str = "",
 ) -> str:
     """``unplumbed``: endpoints left out of every plan on this host (name -> bind address);
     ``foreign``: another fleet host's endpoints (name -> that host); ``host``: the one
     decided for; ``providers``: recipients per mailbox provider, as the deciders see them;
     ``reputation``: the imported records in force (those about the endpoints weighed,
     for the message's providers, and about its sender's domain are shown); ``held``:
-    why the sender's tenant is held ("" when it is not)."""
+    why the sender's tenant is held ("" when it is not); ``moved``: the pool it is
+    moved to, and why (the dry run decided in that pool then)."""
     by_provider = ",".join(f"{p}:{n}" for p, n in (providers or {}).items()) or "-"
     out = [
         f"facts:     sender={facts.sender or '<>'} recipients={','.join(facts.recipients) or '-'}"
@@ -155,6 +157,8 @@ def explain_report(
         out.append(f"left out:  {name}: {why}")
     if held:
         out.append(f"held:      the sender's tenant is held; its mail waits in the hold queue: {held}")
+    if moved:
+        out.append(f"moved:     the sender's tenant is moved: {moved}")
     weighed = [v.endpoint for v in decision.verdicts]
     for record in reputation_about(reputation, weighed, list(providers or {}), facts.sender_domain):
         out.append(f"reputation: {reputation_line(record)}")
@@ -356,6 +360,14 @@ def status_report(
         for name, (left, why) in sorted(snapshot.tenant_holds.items()):
             rows.append([name, format_duration(left) if left >= 0 else "no end", _short(why, 60)])
         out += table(rows)
+    out += _section(
+        "tenants moved (their new mail goes to the pool, whatever its rule; `tenant release` ends it):",
+        ["TENANT", "POOL", "LEFT", "WHY"],
+        [
+            [name, pool, format_duration(left) if left >= 0 else "no end", _short(why, 60)]
+            for name, (left, pool, why) in sorted(snapshot.tenant_moves.items())
+        ],
+    )
     held = [r for r in snapshot.reputation if r.scope == "domain" or shown.endpoint(r.name)]
     out += _section(
         "reputation (the providers' exports, `reputation import`; records recent enough to act):",

@@ -44,7 +44,7 @@ from smtp_balancer.state.client import sync_client
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.outcomes import minute_outcomes
 from smtp_balancer.state.reputation import HeldRecord, ReputationStore
-from smtp_balancer.state.values import text_of
+from smtp_balancer.state.tenant_holds import TenantHolds
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -98,6 +98,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             # degraded decision anyway
             with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
                 await engine.mirror.load()
+            engine.move_tenants(tenant_moves(config))
             decision = await engine.decide(facts, commit=False, explain=True)
             providers = engine.planner.providers.for_domains(domain_of(r) for r in facts.recipients)
         finally:
@@ -110,7 +111,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             engine.host,
             providers,
             reputation_in_force(config, args.clock),
-            tenant_held(config, facts.sender),
+            *tenant_guard(config, facts.sender),
         )
 
     print(asyncio.run(run()))
@@ -127,16 +128,29 @@ def reputation_in_force(config: BalancerConfig, clock: Clock) -> list[HeldRecord
         return []
 
 
-def tenant_held(config: BalancerConfig, sender: str) -> str:
-    """Why the sender's tenant is held ("" when it is not, or Redis cannot say)."""
+def tenant_moves(config: BalancerConfig) -> dict[str, str]:
+    """tenant -> pool, as the deciders read them (none when Redis cannot say)."""
+    try:
+        moved = TenantHolds(sync_client(config.redis), KeySchema(config.redis.prefix)).moves()
+    except (redis.RedisError, OSError):
+        return {}
+    return {tenant: pool for tenant, (_, pool, _) in moved.items()}
+
+
+def tenant_guard(config: BalancerConfig, sender: str) -> tuple[str, str]:
+    """Why the sender's tenant is held, and the pool it is moved to with why ("" for
+    neither, or when Redis cannot say)."""
     tenant = TenantTable(config.tenants).of(sender)
     if tenant == OTHER:
-        return ""
+        return "", ""
     try:
-        reason = sync_client(config.redis).get(KeySchema(config.redis.prefix).tenant_hold(tenant))
+        held, moved = TenantHolds(sync_client(config.redis), KeySchema(config.redis.prefix)).guard(tenant)
     except (redis.RedisError, OSError):
-        return ""
-    return f"{tenant}: {text_of(reason)}" if reason is not None else ""
+        return "", ""
+    return (
+        f"{tenant}: {held}" if held is not None else "",
+        f"{tenant} to pool {moved}" if moved is not None else "",
+    )
 
 
 def status_filter(args: argparse.Namespace, admin: StateAdmin) -> Shown:

@@ -24,11 +24,15 @@ def run(args: argparse.Namespace) -> int:
     keys = KeySchema(config.redis.prefix)
     holds = TenantHolds(client, keys, AuditTrail(client, keys, args.clock))
     if args.action == "list":
-        held = holds.holds()
-        if not held:
-            print("no tenant is held")
+        held, moved = holds.holds(), holds.moves()
+        if not held and not moved:
+            print("no tenant is held or moved")
         for tenant, (left, reason) in sorted(held.items()):
-            print(f"{tenant:30} {format_duration(left) if left >= 0 else 'no end':>10}  {reason}")
+            print(f"{tenant:30} {format_duration(left) if left >= 0 else 'no end':>10}  held: {reason}")
+        for tenant, (left, pool, reason) in sorted(moved.items()):
+            print(
+                f"{tenant:30} {format_duration(left) if left >= 0 else 'no end':>10}  pool {pool}: {reason}"
+            )
         return 0
     if not args.tenant:
         raise ValueError(f"tenant {args.action} needs the tenant: tenant {args.action} TENANT")
@@ -46,8 +50,19 @@ def run(args: argparse.Namespace) -> int:
             else f"tenant {tenant} is held already"
         )
         return 0
+    if args.action == "move":
+        if args.pool not in config.pools:
+            raise ValueError(f"tenant move needs --pool, one of the pools ({', '.join(config.pools)})")
+        seconds = parse_duration(args.for_)
+        placed = holds.move(tenant, args.pool, seconds, args.reason or "moved by hand", "cli")
+        print(
+            f"tenant {tenant} moved to pool {args.pool} for {format_duration(seconds)}"
+            if placed
+            else f"tenant {tenant} is moved already (tenant release, then move it again)"
+        )
+        return 0
     released = holds.release(tenant)
-    print(f"tenant {tenant} released" if released else f"tenant {tenant} was not held")
+    print(f"tenant {tenant} released" if released else f"tenant {tenant} was not held or moved")
     table = TenantTable(config.tenants)
     if args.exim or args.exim_config or config.feedback.log_format == "exim":
         return _thaw(EximQueue(args.exim or default_binary(), args.exim_config), table, tenant)

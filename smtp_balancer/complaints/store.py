@@ -57,8 +57,8 @@ class ComplaintStore:
 
     def hold_tenant(self, attribution: Attribution) -> str:
         """feedback.complaints.tenant_hold, after a complaint about one of the tenant's
-        messages: hold its new mail when its last 24 h pass the share; returns what was
-        done ("" when nothing)."""
+        messages: hold its new mail (or move it to the rule's pool) when its last 24 h
+        pass the share; returns what was done ("" when nothing)."""
         rule = self.config.feedback.complaints.tenant_hold
         tenant = attribution.tenant
         if rule is None or tenant not in self.config.tenants:
@@ -70,6 +70,9 @@ class ComplaintStore:
         share = f"{complained} complaints of {sent} delivered in 24 h ({100 * complained / sent:.2f}%)"
         reason = f"{share}, over feedback.complaints.tenant_hold's {rule.above_percent:g}%"
         holds = TenantHolds(self.r, self.keys)  # not an operator's write: no audit entry
+        if rule.pool is not None:
+            placed = holds.move(tenant, rule.pool, rule.duration, reason, "fbl")
+            return f"tenant {tenant} {'moved' if placed else 'already moved'} to pool {rule.pool}: {share}"
         placed = holds.hold(tenant, rule.duration, reason, "fbl")
         return f"tenant {tenant} {'held' if placed else 'already held'}: {share}"
 

@@ -240,6 +240,8 @@ class TenantHoldConfig(Strict):
     """The least sample: messages the tenant delivered in those 24 h."""
     duration: Seconds = Field(default=86_400, ge=60)
     """How long the hold lasts, unless `smtp-balancer tenant release` ends it first."""
+    pool: Name | None = None
+    """Move the tenant's new mail to this pool (a quarantine pool, or a slow one) instead of holding it."""
 
 
 class ComplaintsConfig(Strict):

@@ -134,6 +134,13 @@ def reference_errors(raw: Mapping[str, Any]) -> Iterator[ConfigError]:
         )
 
     feedback = _mapping(raw.get("feedback"))
+    hold_pool = _mapping(_mapping(feedback.get("complaints")).get("tenant_hold")).get("pool")
+    if isinstance(hold_pool, str) and hold_pool not in pools:
+        yield ("feedback.complaints.tenant_hold.pool", f"unknown pool {hold_pool!r}")
+    for i, rule in enumerate(_list(_mapping(raw.get("reputation")).get("rules"))):
+        pool = _mapping(rule).get("pool")
+        if isinstance(pool, str) and pool not in pools:
+            yield (f"reputation.rules[{i}].pool", f"unknown pool {pool!r}")
     for section in ("response_rules", "rate_rules"):
         for i, rule in enumerate(_list(feedback.get(section))):
             for j, provider in enumerate(_list(_mapping(rule).get("providers"))):

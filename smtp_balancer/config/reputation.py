@@ -33,7 +33,7 @@ DOMAIN_SIGNALS = {
     "snds": {},
 }
 RATIO_SIGNALS = frozenset({"spam_ratio"})  # exports say 0.003; a rule's `above` says 0.3 (%)
-DOMAIN_ACTIONS = ("warn", "hold_tenant")
+DOMAIN_ACTIONS = ("warn", "hold_tenant", "move_tenant")
 # whose mail a source speaks for: the provider an action covers by default
 SOURCE_PROVIDER = {"postmaster": "google", "snds": "microsoft"}
 
@@ -66,9 +66,12 @@ class ReputationRuleConfig(Strict):
     """The number it must pass (complaint_rate and spam_ratio in percent, trap_hits); for numbers."""
     provider: Name | None = None
     """Whose mail the action covers; default: google for postmaster, microsoft for snds."""
-    action: Action | Literal["warn", "hold_tenant"] = "suspend_provider"
+    action: Action | Literal["warn", "hold_tenant", "move_tenant"] = "suspend_provider"
     """Per IP: suspend_provider, suspend_all, quarantine, throttle or slow. Per domain:
-    warn (said by the import), or hold_tenant (its new mail waits in the hold queue)."""
+    warn (said by the import), hold_tenant (its new mail waits in the hold queue), or
+    move_tenant (its new mail goes to `pool`)."""
+    pool: Name | None = None
+    """move_tenant: the pool the tenant's new mail goes to (a quarantine pool, or a slow one)."""
     factor: float = Field(default=0.5, gt=0, lt=1)
     """Throttle: the weight is multiplied by this; slow: the rate cap."""
     duration: Seconds = Field(default=86_400, ge=1)
@@ -94,9 +97,13 @@ class ReputationRuleConfig(Strict):
         if self.per_domain != (self.action in DOMAIN_ACTIONS):
             if self.per_domain:
                 raise ValueError(
-                    f"{self.signal} is about a sending domain: its action is warn or hold_tenant"
+                    f"{self.signal} is about a sending domain: its action is warn, hold_tenant or move_tenant"
                 )
-            raise ValueError(f"{self.signal} is about an IP: warn and hold_tenant are for a domain's signals")
+            raise ValueError(
+                f"{self.signal} is about an IP: warn and the tenant actions are for a domain's signals"
+            )
+        if (self.action == "move_tenant") != (self.pool is not None):
+            raise ValueError("move_tenant needs pool, and pool is for move_tenant only")
         categories = signals[self.signal]
         if categories is None:  # any status the provider names
             if self.above is not None or not self.values:

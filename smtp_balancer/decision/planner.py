@@ -25,6 +25,7 @@ from smtp_balancer.decision.plan import build_plan, rendezvous_hash, route_for, 
 from smtp_balancer.decision.providers import ProviderTable, domain_of
 from smtp_balancer.decision.quota import QuotaBook
 from smtp_balancer.decision.rules import MessageView, RuleSet
+from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.decision.warmup import CapsTable
 from smtp_balancer.state.keys import KeySchema, day_bucket, hour_bucket
 from smtp_balancer.state.live import LiveState
@@ -46,6 +47,9 @@ class Planner:
         self.experiments = ExperimentTable(config.experiments, self.rules.rules)
         # the experiments started in Redis (the engine points this at its live state)
         self.running: Callable[[], Collection[str]] = lambda: ()
+        # tenant -> the pool its mail goes to (`tenant move`; the engine points this at the moves read)
+        self.tenant_pools: Callable[[], Mapping[str, str]] = dict
+        self.tenants = TenantTable(config.tenants)
         self.routes = {name: route_for(name, ep.nexthop) for name, ep in config.endpoints.items()}
         self.inbound = InboundDomains(config.inbound_domains)
         self.rng = rng or random.Random()
@@ -89,6 +93,9 @@ class Planner:
                 chosen = experiment.assign(facts)
                 rule, pool = chosen.route(rule, view)
                 arm = (experiment.name, chosen.name)
+        moves = self.tenant_pools()
+        if moves and (moved := moves.get(self.tenants.of(facts.sender))) in self.plans:
+            pool, arm = moved, None  # a moved tenant's mail is in no experiment's arms
         plan = self.plans[pool]
         hashes: list[tuple[float, ...] | None] = []
         for stage in plan.stages:

@@ -69,7 +69,13 @@ class Engine:
         self.channel = ScriptChannel(config.redis)
         self.junk = JunkReporter(clock)
         self.health = RedisHealth(lambda: self.channel, describe(config.redis))
+        # tenant -> pool (`tenant move`), from the daemon's HoldReader; kept across reloads
+        self.tenant_moves: dict[str, str] = {}
         self._build(config)
+
+    def move_tenants(self, moves: dict[str, str]) -> None:
+        """The tenants whose new mail goes to one pool (tenant -> pool), as last read."""
+        self.tenant_moves = moves
 
     def _build(self, config: BalancerConfig) -> None:
         """Everything that derives from the config: a SIGHUP builds it all again."""
@@ -85,6 +91,7 @@ class Engine:
         mirror = self.mirror
         self.planner.warmup_steps = lambda: mirror.live.warmup if mirror.live is not None else None
         self.planner.running = lambda: mirror.live.running if mirror.live is not None else ()
+        self.planner.tenant_pools = lambda: self.tenant_moves
         self.book = QuotaBook(self.planner.keys, self.clock)
         metrics.observe(metrics.QUOTA_LEASED, self.book.leased)
         self.leases = LeaseService(
@@ -114,6 +121,7 @@ class Engine:
         shadow = ShadowDecider(candidate, self.clock)
         shadow.planner.warmup_steps = self.planner.warmup_steps
         shadow.planner.running = self.planner.running
+        shadow.planner.tenant_pools = self.planner.tenant_pools
         if self.mx is not None:  # providers learned from MX hosts, for the same domains
             shadow.planner.providers.learned = self.mx.cached
         if foreign := foreign_endpoints(candidate, self.host):

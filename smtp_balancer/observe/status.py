@@ -120,6 +120,8 @@ class Snapshot:
     tenant_holds: dict[str, tuple[int, str]] = field(default_factory=dict)
     # the imported reputation records that may still act (reputation.max_age_days)
     reputation: list[HeldRecord] = field(default_factory=list)
+    # tenant -> (seconds left, -1 for none; pool; why): its new mail goes to that pool
+    tenant_moves: dict[str, tuple[int, str, str]] = field(default_factory=dict)
 
 
 def _stored_int(mapping: dict[bytes, bytes] | None, name: bytes) -> int | None:
@@ -206,6 +208,7 @@ class StatusReader:
             self.factors.standing("throttle", set(names)) if limits else [],
             TenantHolds(self.r, self.keys).holds() if tenants else {},
             self._reputation(now) if limits else [],
+            TenantHolds(self.r, self.keys).moves() if tenants else {},
         )
 
     def _reputation(self, now: datetime) -> list[HeldRecord]:

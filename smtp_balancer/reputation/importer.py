@@ -184,7 +184,8 @@ class Actor:
 
     def _on_tenant(self, rule: ReputationRuleConfig, record: Record, why: str) -> dict[str, object]:
         """warn: said, nothing done; hold_tenant: the tenant's new mail is held (as
-        ``smtp-balancer tenant hold`` does), if the domain is one of ``tenants:``."""
+        ``smtp-balancer tenant hold`` does); move_tenant: it goes to the rule's pool (as
+        ``tenant move`` does); if the domain is one of ``tenants:``."""
         tenant = self.tenants.of(record.domain)
         action: dict[str, object] = {
             "rule": rule.name,
@@ -198,5 +199,9 @@ class Actor:
             return {**action, "outcome": "warned"}
         if tenant == OTHER:
             return {**action, "outcome": "skipped", "reason": f"{why}; {record.domain} is none of tenants:"}
-        placed = self.holds.hold(tenant, rule.duration, why, "reputation import")
+        if rule.action == "move_tenant" and rule.pool is not None:
+            placed = self.holds.move(tenant, rule.pool, rule.duration, why, "reputation import")
+            action["pool"] = rule.pool
+        else:
+            placed = self.holds.hold(tenant, rule.duration, why, "reputation import")
         return {**action, "outcome": "acted" if placed else "in_force", "seconds": rule.duration}

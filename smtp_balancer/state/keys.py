@@ -272,6 +272,15 @@ class KeySchema:
     def tenant_hold_prefix(self) -> str:
         return f"{self.base}:tenanthold:"
 
+    def tenant_pool(self, tenant: str) -> str:
+        """[string + TTL] `<pool> <why>`: the tenant's new mail goes to that pool, whatever
+        rule it matches (a quarantine pool, or a slow one), until the key expires or
+        `tenant release` deletes it"""
+        return f"{self.base}:tenantpool:{tenant}"
+
+    def tenant_pool_prefix(self) -> str:
+        return f"{self.base}:tenantpool:"
+
     def tenant_outcomes(self, tenant: str, hour: str) -> str:
         """[hash] the same fields per tenant and UTC hour; kept `rate_retention`, at least 25 h"""
         return f"{self.base}:tenant:{tenant}:{hour}"

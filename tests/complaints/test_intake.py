@@ -328,6 +328,21 @@ def test_a_complaint_that_takes_a_tenant_over_its_ceiling_holds_it(
     assert "tenant shop.test already held" in capsys.readouterr().out
 
 
+def test_a_tenant_hold_with_a_pool_moves_the_tenant_instead(make_config, rdb, tmp_path, capsys) -> None:
+    hold = {"above_percent": 0.3, "min_delivered": 300, "duration": "2h", "pool": "main"}
+    config = make_config({"tenants": ["shop.test"], "feedback": {"complaints": {"tenant_hold": hold}}})
+    rdb.hset(KEYS.tenant_outcomes("shop.test", "2027011508"), "sent", 300)
+    assert stdin(intake(config, rdb), arf_report("127.0.0.3"), tmp_path / "kept") == 0
+    assert not rdb.exists(KEYS.tenant_hold("shop.test"))
+    assert rdb.get(KEYS.tenant_pool("shop.test")).startswith(
+        "main 1 complaints of 300 delivered in 24 h (0.33%)"
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].endswith(
+        "; tenant shop.test moved to pool main: 1 complaints of 300 delivered in 24 h (0.33%)"
+    )
+
+
 def test_a_small_tenant_is_never_held_on_too_few_messages(make_config, rdb, tmp_path) -> None:
     hold = {"above_percent": 0.3, "min_delivered": 1000}
     config = make_config({"tenants": ["shop.test"], "feedback": {"complaints": {"tenant_hold": hold}}})

@@ -97,6 +97,19 @@ def test_five_distinct_errors_reported_together():
         ),
         (
             "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "feedback: {complaints: {tenant_hold: {pool: jail}}}\n",
+            "feedback.complaints.tenant_hold.pool",
+            "unknown pool 'jail'",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
+            "reputation: {rules: [{name: r, source: postmaster, signal: spam_ratio, above: 0.3,"
+            " action: move_tenant, pool: jail}]}\n",
+            "reputation.rules[0].pool",
+            "unknown pool 'jail'",
+        ),
+        (
+            "endpoints: {a: {}}\npools: {p: {endpoints: [{endpoint: a}]}}\n"
             "feedback: {response_rules: [{name: r, match: '(unclosed'}]}\n",
             "feedback.response_rules[0].match",
             "not a regular expression",

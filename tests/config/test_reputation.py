@@ -36,11 +36,11 @@ def test_the_shipped_rules_follow_the_operators_and_can_be_turned_off():
         ({"source": "snds", "signal": "complaint_rate", "values": ["1"]}, "is a number: give above"),
         (
             {"source": "postmaster", "signal": "spam_ratio", "above": 0.3},
-            "about a sending domain: its action is warn or hold_tenant",
+            "about a sending domain: its action is warn, hold_tenant or move_tenant",
         ),
         (
             {"source": "postmaster", "signal": "ip_reputation", "values": ["BAD"], "action": "hold_tenant"},
-            "about an IP: warn and hold_tenant are for",
+            "about an IP: warn and the tenant actions are for",
         ),
         (
             {"source": "postmaster", "signal": "honor_unsubscribe", "above": 1, "action": "warn"},

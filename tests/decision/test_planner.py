@@ -96,3 +96,16 @@ def test_per_recipient_routing_routes_the_remote_recipients_only():
     assert set(draw.providers) == {"google", "yahoo"}
     alone = planner.prepare(Facts(recipients=("b@inbound.test",), per_recipient=True), NOW)
     assert isinstance(alone, Decision) and alone.outcome == "inbound"
+
+
+def test_a_moved_tenants_mail_goes_to_its_pool_and_an_unknown_pool_is_ignored():
+    planner = Planner(validate_config({**RAW, "tenants": ["shop.test"]}), random.Random(1))
+    facts = Facts(sender="a@news.shop.test", recipients=("x@gmail.com",))
+    assert planner.prepare(facts, NOW).plan.stages[0].pool == "p"
+    planner.tenant_pools = lambda: {"shop.test": "q"}
+    draw = planner.prepare(facts, NOW)
+    assert draw.plan.stages[0].pool == "q" and draw.rule.name == "all"
+    other = planner.prepare(Facts(sender="a@other.test", recipients=("x@gmail.com",)), NOW)
+    assert other.plan.stages[0].pool == "p"  # only the moved tenant's mail
+    planner.tenant_pools = lambda: {"shop.test": "gone"}  # a pool a reload removed
+    assert planner.prepare(facts, NOW).plan.stages[0].pool == "p"

@@ -115,6 +115,31 @@ def test_a_domain_of_no_tenant_is_warned_of_or_skipped_never_held(rdb, redis_ser
     assert not list(rdb.scan_iter(KEYS.tenant_hold_prefix() + "*"))
 
 
+def test_a_move_tenant_rule_moves_the_tenants_mail_to_its_pool(rdb, redis_server):
+    rule = {
+        "name": "quarantine",
+        "source": "postmaster",
+        "signal": "spam_ratio",
+        "above": 0.2,
+        "action": "move_tenant",
+        "pool": "main",
+        "duration": "2h",
+    }
+    raw = {"mx_lookup": {"enabled": False}, **topology(), "redis": {"url": redis_server.url}}
+    cfg = validate_config({**raw, "tenants": ["shop.test"], "reputation": {"rules": [rule]}})
+    result = import_files([FIXTURES / "postmaster_v2_query.json"], None, cfg, rdb, TODAY)
+    (action,) = result.actions
+    assert (action["rule"], action["tenant"], action["pool"], action["outcome"]) == (
+        "quarantine", "shop.test", "main", "acted",
+    )  # fmt: skip
+    assert rdb.get(KEYS.tenant_pool("shop.test")) == (
+        "main reputation rule quarantine: postmaster spam_ratio 0.0041 for shop.test on 2026-12-05"
+    )
+    assert 7190 <= rdb.ttl(KEYS.tenant_pool("shop.test")) <= 7200 and not rdb.exists(
+        KEYS.tenant_hold("shop.test")
+    )
+
+
 def test_a_week_old_export_is_recorded_but_acts_on_nothing(rdb, redis_server):
     result = import_files(FILES[:1], None, config(redis_server.url), rdb, date(2026, 12, 12))
     assert result.changed > 0 and result.stale > 0 and result.actions == []

@@ -1,4 +1,4 @@
-"""Tenant holds on real Redis: one hold at a time, released, listed with their time left."""
+"""Tenant holds and moves on real Redis: one at a time, released, listed with their time left."""
 
 from __future__ import annotations
 
@@ -21,3 +21,18 @@ def test_hold_release_and_list(rdb):
     assert set(holds.holds()) == {"news.test"}
     verbs = [(e.verb, e.target) for e in AuditTrail(rdb, KEYS).read()]
     assert verbs == [("tenant hold", "shop.test"), ("tenant release", "shop.test")]
+
+
+def test_move_release_and_list_and_the_deciders_read(rdb):
+    holds = TenantHolds(rdb, KEYS, AuditTrail(rdb, KEYS))
+    assert holds.move("shop.test", "quarantine", 3600, "spam rate 0.2%", "cli")
+    assert not holds.move("shop.test", "slow", 60, "again", "cli")  # the standing move is left as it is
+    left, pool, reason = holds.moves()["shop.test"]
+    assert (pool, reason) == ("quarantine", "spam rate 0.2%") and 3590 <= left <= 3600
+    holds.hold("news.test", 60, "complaints", "cli")
+    assert holds.guard("shop.test") == (None, "quarantine spam rate 0.2%")
+    assert holds.guard("news.test") == ("complaints", None)
+    assert holds.release("shop.test") and not holds.release("shop.test")
+    assert holds.moves() == {} and set(holds.holds()) == {"news.test"}
+    verbs = [e.verb for e in AuditTrail(rdb, KEYS).read()]
+    assert verbs == ["tenant move", "tenant hold", "tenant release"]
