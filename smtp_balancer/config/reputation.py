@@ -129,6 +129,9 @@ class ReputationConfig(Strict):
     """A record about a day longer ago than this is kept, but acts on nothing."""
     retention_days: int = Field(default=14, ge=1, le=400)
     """How long a record is kept after the day it describes."""
+    hold_warmup_below: Literal["HIGH", "MEDIUM", "LOW"] | None = "MEDIUM"
+    """A managed warm-up keeps its step while an IP's newest verdict is under this (MEDIUM: LOW,
+    BAD, SNDS RED or blocked); null: never."""
 
     @model_validator(mode="after")
     def _unique(self) -> ReputationConfig:

@@ -3,7 +3,9 @@
 The feedback daemon judges each managed endpoint once per UTC day: the record's
 day, if it is before today, is judged from its counter and its per-day outcomes
 (``{sb}:daily:<ep>:<day>``), and the record moves to today with the new step.
-Only the last recorded day is judged: a day no daemon judged holds the step.
+Only the last recorded day is judged: a day no daemon judged holds the step. A step
+that would advance holds while the providers' newest verdict about one of the
+endpoint's IPs is under ``reputation.hold_warmup_below`` (``reputation import``).
 Two daemons judging at once read the same inputs and write the same record.
 """
 
@@ -18,8 +20,10 @@ import redis
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.warmup import CapsTable
 from smtp_balancer.feedback.warmup_days import judge
+from smtp_balancer.reputation.rules import warmup_hold
 from smtp_balancer.state.keys import KeySchema, day_bucket
 from smtp_balancer.state.live import Junk
+from smtp_balancer.state.reputation import ReputationStore
 from smtp_balancer.state.warmup_store import WarmupState
 
 log = logging.getLogger("smtp_balancer.feedback")
@@ -34,7 +38,9 @@ class Judgement:
 
 class WarmupRecords:
     def __init__(self, client: redis.Redis, config: BalancerConfig) -> None:
-        self.state = WarmupState(client, KeySchema(config.redis.prefix))
+        keys = KeySchema(config.redis.prefix)
+        self.state = WarmupState(client, keys)
+        self.reputation = ReputationStore(client, keys, config.reputation.retention_days)
         self.config = config
         self.schedules = CapsTable(config).schedules
         self.managed = config.managed_warmups
@@ -64,6 +70,16 @@ class WarmupRecords:
                 judged = record[1]
                 used, outcomes = self.state.day(name, judged)
                 step, why = judge(record[0], self.schedules[name], used, outcomes, warmup, judged)
+                if step > record[0] and (held := self._reputation_hold(name, today)):
+                    step, why = record[0], held  # a step back, or a hold, stands as judged
             self.state.advance(name, step, day, why, record[1] if record else "")
             out.append(Judgement(name, step, why))
         return out
+
+    def _reputation_hold(self, endpoint: str, today: date) -> str:
+        """reputation.hold_warmup_below: why the providers' verdicts keep the step ("" when not)."""
+        settings = self.config.reputation
+        if settings.hold_warmup_below is None:
+            return ""
+        records = self.reputation.records_of(endpoint)
+        return warmup_hold(records, today, settings.max_age_days, settings.hold_warmup_below)

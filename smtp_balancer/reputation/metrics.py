@@ -17,11 +17,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-LEVELS = {
-    ("postmaster", "ip_reputation"): {"HIGH": 3, "MEDIUM": 2, "LOW": 1, "BAD": 0},
-    ("snds", "filter_result"): {"GREEN": 3, "YELLOW": 2, "RED": 1},
-    ("snds", "blocked"): {"no": 3, "yes": 0},
-}
+from smtp_balancer.reputation.rules import LEVELS
 
 
 def levels(

@@ -170,6 +170,17 @@ class ReputationStore:
         """(endpoint, provider) -> field -> record text, as held now."""
         return self._records(self.keys.reputation_pattern())
 
+    def records_of(self, endpoint: str) -> list[HeldRecord]:
+        """What the exports said of one endpoint's IPs, every provider, as held now."""
+        # the pattern ends in the provider alone: endpoint names hold no ':' nor glob characters
+        found = self._records(self.keys.reputation(endpoint, "*"))
+        return [
+            record
+            for (_, provider), fields in found.items()
+            for field, text in fields.items()
+            if (record := held_record("endpoint", endpoint, provider, field, text)) is not None
+        ]
+
     def domain_records(self) -> dict[tuple[str, str], dict[str, str]]:
         """(sending domain, provider) -> field -> record text, as held now."""
         return self._records(self.keys.domain_reputation_pattern())

@@ -14,6 +14,7 @@ from smtp_balancer.engine import Engine
 from smtp_balancer.feedback.warmup_days import judge
 from smtp_balancer.feedback.warmup_store import WarmupRecords
 from smtp_balancer.state.keys import KeySchema
+from smtp_balancer.state.reputation import Record, ReputationStore
 from tests.ready import started
 
 SCHEDULE = ((100, None), (200, None), (400, None))
@@ -137,3 +138,62 @@ async def test_deciders_cap_by_the_record_not_the_calendar(make_config, rdb: red
         await engine.aclose()
     assert first.count("out3") == 10  # step 1's cap
     assert second.count("out3") == 10  # step 2's cap of 20, 10 already used today
+
+
+def test_an_ips_verdict_below_medium_holds_the_step_until_a_newer_one(make_config, rdb: redis.Redis):
+    config = make_config(
+        {**MANAGED, "endpoints": {"out3": {**MANAGED["endpoints"]["out3"], "bind_address": "127.0.0.4"}}}
+    )
+    records = WarmupRecords(rdb, config)
+    store = ReputationStore(rdb, KEYS, 14)
+    day = lambda n: START + timedelta(days=n)  # noqa: E731
+
+    def verdict(source: str, signal: str, value: str, on: date) -> None:
+        provider = "google" if source == "postmaster" else "microsoft"
+        store.write([Record(provider, source, signal, on, value, endpoint="out3", subject="127.0.0.4")])
+
+    records.judge_days(START)
+    rdb.hset(KEYS.day_counter("out3", f"{day(0):%Y%m%d}"), "total", 10)  # a full day: it would advance
+    verdict("postmaster", "ip_reputation", "LOW", day(0))
+    (held,) = records.judge_days(day(1))
+    assert (held.step, held.why) == (
+        1,
+        "held: postmaster ip_reputation LOW for 127.0.0.4 on 2026-11-24, below MEDIUM",
+    )
+    rdb.hset(KEYS.day_counter("out3", f"{day(1):%Y%m%d}"), "total", 10)
+    verdict("postmaster", "ip_reputation", "MEDIUM", day(1))  # Google's newer verdict
+    verdict("snds", "filter_result", "GREEN", day(1))
+    (advanced,) = records.judge_days(day(2))
+    assert advanced.step == 2 and advanced.why.startswith("advanced:")
+    rdb.hset(KEYS.day_counter("out3", f"{day(2):%Y%m%d}"), "total", 20)
+    verdict("snds", "blocked", "yes", day(2))  # SNDS blocks it: under MEDIUM too
+    (blocked,) = records.judge_days(day(3))
+    assert (blocked.step, blocked.why) == (
+        2,
+        "held: snds blocked yes for 127.0.0.4 on 2026-11-26, below MEDIUM",
+    )
+    # a verdict older than reputation.max_age_days (3) holds nothing
+    rdb.hset(KEYS.day_counter("out3", f"{day(3):%Y%m%d}"), "total", 20)
+    (later,) = records.judge_days(day(6))
+    assert later.step == 3 and later.why.startswith("advanced:")
+
+
+def test_null_never_holds_and_the_outcomes_own_hold_keeps_its_reason(make_config, rdb: redis.Redis):
+    raw = {**MANAGED, "endpoints": {"out3": {**MANAGED["endpoints"]["out3"], "bind_address": "127.0.0.4"}}}
+    store = ReputationStore(rdb, KEYS, 14)
+    store.write(
+        [Record("google", "postmaster", "ip_reputation", START, "BAD", endpoint="out3", subject="127.0.0.4")]
+    )
+    records = WarmupRecords(rdb, make_config({**raw, "reputation": {"hold_warmup_below": None}}))
+    records.judge_days(START)
+    rdb.hset(KEYS.day_counter("out3", f"{START:%Y%m%d}"), "total", 10)
+    (advanced,) = records.judge_days(START + timedelta(days=1))
+    assert advanced.step == 2  # the hold is off
+    with_hold = WarmupRecords(rdb, make_config(raw))
+    day = f"{START + timedelta(days=1):%Y%m%d}"
+    rdb.hset(KEYS.day_counter("out3", day), "total", 20)
+    rdb.hset(
+        KEYS.daily("out3", day), mapping={"sent": 10, "deferred": 10}
+    )  # 50% deferred: holds, by the rule
+    (judged,) = with_hold.judge_days(START + timedelta(days=2))
+    assert judged.step == 2 and judged.why.startswith("held: deferred 50.00%")  # the outcomes' own reason
