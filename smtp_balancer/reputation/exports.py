@@ -18,7 +18,9 @@ Three files, shaped as the providers publish them:
   gave the metric: ours are the ``StandardMetric`` names, SPAM_RATE and so on),
   ``value`` (a ``StatisticValue``: one of ``doubleValue``, ``floatValue``,
   ``intValue`` as a string, ``stringValue``, ``stringList``) and ``date``
-  (``{year, month, day}``, with DAILY granularity). And ``domains.getComplianceStatus``
+  (``{year, month, day}``, with DAILY granularity); ``domainStats.batchQuery``
+  (``{"results": [{"response": ...} or {"error": ...}]}``) holds one such response
+  per domain. And ``domains.getComplianceStatus``
   (``name`` ``domains/{domain}/complianceStatus``; ``complianceData`` and
   ``subdomainComplianceData``, each with ``domainId``, ``rowData[]``,
   ``oneClickUnsubscribeVerdict`` and ``honorUnsubscribeVerdict``, a ``status`` and a
@@ -251,13 +253,27 @@ def _is_v2(data: Any) -> bool:
         return bool(data) and all(isinstance(page, dict) and "domainStats" in page for page in data)
     if not isinstance(data, dict):
         return False
+    if isinstance(data.get("results"), list):  # a domainStats.batchQuery response
+        return all(isinstance(r, dict) and ("response" in r or "error" in r) for r in data["results"])
     return (
         "domainStats" in data or "complianceData" in data or bool(_V2_COMPLIANCE.match(str(data.get("name"))))
     )
 
 
 def _v2(data: Any, skipped: Skipped, today: date) -> list[Observation]:
-    if isinstance(data, dict) and "domainStats" not in data:
+    if isinstance(data, dict) and isinstance(data.get("results"), list):
+        pages = []
+        for result in data["results"]:
+            error = result.get("error")
+            if error is not None:
+                code = error.get("status") or error.get("code") if isinstance(error, dict) else None
+                skipped.note(f"batchQuery result with an error ({str(code)[:40]})")
+            elif isinstance(result.get("response"), dict) and "domainStats" in result["response"]:
+                pages.append(result["response"])
+            else:
+                skipped.note("batchQuery result without a domainStats response")
+        data = pages
+    elif isinstance(data, dict) and "domainStats" not in data:
         return _compliance(data, skipped, today)
     out: list[Observation] = []
     for page in data if isinstance(data, list) else [data]:

@@ -26,6 +26,7 @@ and ``date`` (``{year, month, day}``); ``nextPageToken``. And
 from __future__ import annotations
 
 import ipaddress
+import json
 from datetime import date
 from pathlib import Path
 
@@ -228,3 +229,33 @@ def test_csv_of_the_wrong_shape_is_counted_row_by_row():
         "SNDS data row without an IP address and an activity start": 1,
         "SNDS IP status row with blocked neither Yes nor No": 1,
     }
+
+
+def test_a_v2_batch_query_gives_each_domains_response_and_counts_the_errors():
+    query = json.loads((FIXTURES / "postmaster_v2_query.json").read_text())
+    batch = {
+        "results": [
+            {"response": query[0]},
+            {
+                "error": {
+                    "code": 7,
+                    "message": "no access to domains/other.test",
+                    "status": "PERMISSION_DENIED",
+                }
+            },
+            {"response": query[1]},
+            {"response": {"nextPageToken": ""}},
+        ]
+    }
+    skipped = Skipped()
+    kind, seen = postmaster(json.dumps(batch), skipped, TODAY)
+    assert kind == "postmaster-v2"
+    assert [(o.domain, o.signal) for o in seen] == [
+        ("shop.test", "spam_ratio"),
+        ("shop.test", "spam_ratio"),
+        ("shop.test", "auth_success_rate_dkim"),
+        ("shop.test", "fbl_spam_ratio"),
+        ("news.test", "delivery_error_count"),
+    ]
+    assert skipped.reasons["batchQuery result with an error (PERMISSION_DENIED)"] == 1
+    assert skipped.reasons["batchQuery result without a domainStats response"] == 1
