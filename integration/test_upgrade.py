@@ -23,11 +23,11 @@ from integration.configs import ENDPOINT_IP
 from integration.daemons import CLI, HandingOverPolicyd, PolicydProcess
 from integration.exim import README_DIR
 from integration.waits import MAIL_S, wait_until
-from smtp_balancer.generation import MARKER
+from smtp_balancer.generation import GENERATION, MARKER
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "getting-started.md"  # its "Upgrading"
 STALE = "smtp_balancer_policy_stale_config_requests_total"
-SAID = "rendered by an older release (generation 1, this daemon expects 2)"
+SAID = f"rendered by an older release (generation 1, this daemon expects {GENERATION})"
 
 
 def readme_upgrade_steps() -> list[str]:
