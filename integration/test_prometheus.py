@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import urllib.request
@@ -116,6 +117,25 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
         )
         level = 'min(smtp_balancer_reputation{endpoint="out1", provider="microsoft", source="snds"}) == 3'
         wait_until(lambda: prom.query(level), 30, "the reputation level scraped")
+        # Postmaster Tools v2 reports shop.test's spam rate today: the tenant's reported rate panel
+        now = utc_now()
+        stat = {
+            "name": "domains/shop.test/domainStats/1",
+            "metric": "SPAM_RATE",
+            "value": {"doubleValue": 0.0008},
+            "date": {"year": now.year, "month": now.month, "day": now.day},
+        }
+        postmaster = tmp_path / "domainStats.json"
+        postmaster.write_text(json.dumps({"domainStats": [stat]}))
+        subprocess.run(
+            [CLI, "-c", str(ms.config_path), "reputation", "import", str(postmaster)],
+            check=True,
+            capture_output=True,
+        )
+        reported = (
+            'max(smtp_balancer_tenant_reported_spam_rate{tenant="shop.test", provider="google"}) == 0.0008'
+        )
+        wait_until(lambda: prom.query(reported), 30, "the tenant's reported spam rate scraped")
         time.sleep(8)  # several scrapes after the traffic, so rates have two points
 
         empty = []

@@ -304,6 +304,18 @@ ROWS: list[tuple[str, list[PanelSpec]]] = [
                 "short",
                 "Postmaster Tools and SNDS, as `smtp-balancer reputation import` last recorded them",
             ),
+            PanelSpec(
+                "User-reported spam rate per tenant (Postmaster Tools; Gmail's ceiling: 0.3%)",
+                "timeseries",
+                (
+                    Query(
+                        "max without (instance, job) (smtp_balancer_tenant_reported_spam_rate)",
+                        "{{tenant}} {{provider}}",
+                    ),
+                ),
+                "percentunit",
+                "The newest day Postmaster Tools reported for the tenant's domain (`reputation import`)",
+            ),
         ],
     ),
     (

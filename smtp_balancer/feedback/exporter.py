@@ -10,6 +10,7 @@ command, running once per report, cannot export itself.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import redis
 
@@ -18,6 +19,7 @@ from smtp_balancer.complaints import metrics as complaint_metrics
 from smtp_balancer.complaints.metrics import ComplaintLabels
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.providers import OTHER, ProviderTable
+from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.feedback import state_metrics
 from smtp_balancer.observe.metrics import STATE_JUNK
 from smtp_balancer.observe.status import StatusReader
@@ -41,6 +43,8 @@ class StateExporter:
         self.reputation = ReputationStore(client, self.keys, config.reputation.retention_days)
         self.endpoints = frozenset(config.endpoints)
         self.tenants = [*config.tenants, OTHER] if config.tenants else []
+        self.tenant_table = TenantTable(config.tenants)
+        self.max_age_days = config.reputation.max_age_days
 
     def round(self) -> None:
         state_metrics.export(self.status.snapshot(tenants=False, limits=False))
@@ -54,3 +58,9 @@ class StateExporter:
         if junk:
             STATE_JUNK.labels("reputation").inc(junk)
             log.warning("%d reputation record fields that are not records skipped", junk)
+        if self.tenants:
+            today = datetime.fromtimestamp(SYSTEM.wall(), UTC).date()
+            rates = reputation_metrics.reported_spam(
+                self.reputation.domain_records(), self.tenant_table, today, self.max_age_days
+            )
+            reputation_metrics.GAUGES.update_tenants(rates)

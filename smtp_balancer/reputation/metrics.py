@@ -1,5 +1,7 @@
 """``smtp_balancer_reputation{endpoint,provider,source}``: what the imported exports
-say of each endpoint, as a level every feedback daemon exports from Redis.
+say of each endpoint, as a level every feedback daemon exports from Redis; and
+``smtp_balancer_tenant_reported_spam_rate{tenant,provider}``: the spam rate Postmaster
+Tools reports for each tenant's domain.
 
 Levels, so that one alert covers both providers: 3 Postmaster HIGH or SNDS GREEN,
 2 MEDIUM or YELLOW, 1 LOW or RED, 0 BAD or blocked (an SNDS IP-status row). An
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
+from datetime import date
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from smtp_balancer.decision.tenants import OTHER, TenantTable
 from smtp_balancer.reputation.rules import LEVELS
 
 
@@ -51,10 +55,44 @@ def levels(
     return out
 
 
+def reported_spam(
+    records: Mapping[tuple[str, str], Mapping[str, str]], tenants: TenantTable, today: date, max_age_days: int
+) -> dict[tuple[str, str], float]:
+    """(tenant, provider) -> the user-reported spam rate its domains' newest records give
+    (``ReputationStore.domain_records``), of a day at most ``max_age_days`` ago; a tenant
+    with several domains (its subdomains) shows the newest day's, the highest of that
+    day. Domains of no tenant are left out."""
+    newest: dict[tuple[str, str], tuple[str, float]] = {}
+    for (domain, provider), fields in records.items():
+        tenant = tenants.of(domain)
+        text = fields.get("postmaster:spam_ratio")
+        parts = text.split(" ", 2) if text else []
+        if tenant == OTHER or len(parts) < 2 or not _recent(parts[0], today, max_age_days):
+            continue
+        try:
+            ratio = float(parts[1])
+        except ValueError:
+            continue
+        if not 0 <= ratio <= 1:
+            continue
+        key, held = (tenant, provider), newest.get((tenant, provider))
+        if held is None or parts[0] > held[0] or (parts[0] == held[0] and ratio > held[1]):
+            newest[key] = (parts[0], ratio)
+    return {key: ratio for key, (_, ratio) in newest.items()}
+
+
+def _recent(day: str, today: date, max_age_days: int) -> bool:
+    try:
+        return 0 <= (today - date.fromisoformat(day)).days <= max_age_days
+    except ValueError:
+        return False
+
+
 class ReputationGauges(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._levels: dict[tuple[str, str, str], int] = {}
+        self._spam: dict[tuple[str, str], float] = {}
 
     def update(self, records: Mapping[tuple[str, str], Mapping[str, str]], endpoints: frozenset[str]) -> int:
         """Take a fresh read of the records; returns the number of junk fields."""
@@ -64,9 +102,14 @@ class ReputationGauges(Collector):
             self._levels = found
         return junk
 
+    def update_tenants(self, rates: Mapping[tuple[str, str], float]) -> None:
+        """The tenants' reported spam rates (``reported_spam``)."""
+        with self._lock:
+            self._spam = dict(rates)
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
-            held = dict(self._levels)
+            held, spam = dict(self._levels), dict(self._spam)
         family = GaugeMetricFamily(
             "smtp_balancer_reputation",
             "What the providers' exports (`reputation import`) say of the endpoint, newest day: "
@@ -76,6 +119,15 @@ class ReputationGauges(Collector):
         for labels, level in sorted(held.items()):
             family.add_metric(list(labels), level)
         yield family
+        reported = GaugeMetricFamily(
+            "smtp_balancer_tenant_reported_spam_rate",
+            "The user-reported spam rate Postmaster Tools gives the tenant's domain (`reputation import`),"
+            " newest day within reputation.max_age_days: complaints per message in the inbox",
+            labels=["tenant", "provider"],
+        )
+        for (tenant, provider), ratio in sorted(spam.items()):
+            reported.add_metric([tenant, provider], ratio)
+        yield reported
 
 
 GAUGES = ReputationGauges()

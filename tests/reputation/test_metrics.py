@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from prometheus_client import generate_latest
 
-from smtp_balancer.reputation.metrics import GAUGES, levels
+from smtp_balancer.decision.tenants import TenantTable
+from smtp_balancer.reputation.metrics import GAUGES, levels, reported_spam
 
 ENDPOINTS = frozenset({"out1", "out2"})
 
@@ -46,3 +49,23 @@ def test_the_gauge_exports_them():
     assert 'smtp_balancer_reputation{endpoint="out2",provider="google",source="postmaster"} 1.0' in text
     GAUGES.update({}, ENDPOINTS)
     assert "smtp_balancer_reputation{" not in generate_latest().decode()
+
+
+def test_a_tenants_reported_spam_rate_is_its_domains_newest_recent_day():
+    records = {
+        ("shop.test", "google"): {
+            "postmaster:spam_ratio": "2026-12-05 0.0041 0.0035-0.0047",
+            "postmaster:domain_reputation": "2026-12-05 LOW",
+        },
+        ("news.shop.test", "google"): {
+            "postmaster:spam_ratio": "2026-12-04 0.009"
+        },  # older: shop.test's newer
+        ("old.test", "google"): {"postmaster:spam_ratio": "2026-11-20 0.02"},  # past max_age_days
+        ("junk.test", "google"): {"postmaster:spam_ratio": "2026-12-05 lots"},
+        ("stranger.test", "google"): {"postmaster:spam_ratio": "2026-12-05 0.5"},  # no tenant
+    }
+    tenants = TenantTable(["shop.test", "old.test", "junk.test"])
+    assert reported_spam(records, tenants, date(2026, 12, 5), 3) == {("shop.test", "google"): 0.0041}
+    GAUGES.update_tenants({("shop.test", "google"): 0.0041})
+    text = generate_latest().decode()
+    assert 'smtp_balancer_tenant_reported_spam_rate{provider="google",tenant="shop.test"} 0.0041' in text
