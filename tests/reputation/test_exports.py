@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
 from datetime import date
 from pathlib import Path
 
@@ -259,3 +260,37 @@ def test_a_v2_batch_query_gives_each_domains_response_and_counts_the_errors():
     ]
     assert skipped.reasons["batchQuery result with an error (PERMISSION_DENIED)"] == 1
     assert skipped.reasons["batchQuery result without a domainStats response"] == 1
+
+
+def test_a_seeded_fuzz_of_postmaster_shapes_is_read_or_refused_never_a_traceback():
+    """20,000 random JSON documents built from the exports' own field names and hostile
+    values (NaN, 1e308, 30-digit strings, wrong types at every level)."""
+    rng = random.Random(7)
+    atoms = [None, True, 0, -1, 1e308, 0.5, "x", "", "SPAM_RATE", "9" * 30, float("nan"), [], {}]
+    atoms += [
+        "domains/a.test/domainStats/1",
+        "domains/a.test/complianceStatus",
+        "domains/a.test/trafficStats/20261205",
+    ]
+    keys = [
+        "domainStats", "results", "response", "error", "name", "metric", "value", "date", "year", "month",
+        "day", "doubleValue", "intValue", "floatValue", "complianceData", "domainId", "status", "reason",
+        "oneClickUnsubscribeVerdict", "rowData", "trafficStats", "ipReputations", "sampleIps", "reputation",
+    ]  # fmt: skip
+
+    def document(depth: int = 0) -> object:
+        roll = rng.random()
+        if depth > 5 or roll < 0.3:
+            return rng.choice(atoms)
+        if roll < 0.55:
+            return [document(depth + 1) for _ in range(rng.randint(0, 4))]
+        return {rng.choice(keys): document(depth + 1) for _ in range(rng.randint(0, 5))}
+
+    read = 0
+    for _ in range(20_000):
+        try:
+            postmaster(json.dumps(document()), Skipped(), TODAY)
+            read += 1
+        except ExportError:
+            pass
+    assert read > 0  # some were shaped enough to be read
