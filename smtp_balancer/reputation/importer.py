@@ -129,6 +129,9 @@ def import_files(
             batch: list[Record] = []
             for o in observations(path, kind, today, result):
                 result.observations += 1
+                if (o.day - today).days > 1:  # a day's slack: the providers' days are not all UTC
+                    result.skipped.note("record about a day after tomorrow (a wrong clock or date)")
+                    continue
                 for record in attributor.records([o], result.skipped):
                     batch.append(record)
                     if len(batch) >= BATCH:

@@ -140,6 +140,18 @@ def test_a_move_tenant_rule_moves_the_tenants_mail_to_its_pool(rdb, redis_server
     )
 
 
+def test_a_record_about_a_day_after_tomorrow_is_counted_not_kept(rdb, redis_server, tmp_path):
+    future = tmp_path / "future.json"
+    future.write_text(
+        '{"name": "domains/shop.test/trafficStats/20261209",'
+        ' "ipReputations": [{"reputation": "BAD", "ipCount": "1", "sampleIps": ["127.0.0.3"]}]}'
+    )
+    result = import_files([future], None, config(redis_server.url), rdb, TODAY)
+    assert result.records == 0 and result.actions == []
+    assert result.skipped.reasons == {"record about a day after tomorrow (a wrong clock or date)": 1}
+    assert not rdb.exists(KEYS.suspension("out2", "google"))
+
+
 def test_a_week_old_export_is_recorded_but_acts_on_nothing(rdb, redis_server):
     result = import_files(FILES[:1], None, config(redis_server.url), rdb, date(2026, 12, 12))
     assert result.changed > 0 and result.stale > 0 and result.actions == []
