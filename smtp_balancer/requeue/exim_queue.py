@@ -22,6 +22,7 @@ _MESSAGE = re.compile(
 )
 MESSAGE_ID = re.compile(r"^[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}$")
 TIMEOUT_S = 120
+THAW_BATCH = 500  # message ids per exim -Mt
 
 
 class EximQueueError(RuntimeError):
@@ -72,10 +73,11 @@ class EximQueue:
     def thaw(self, message_ids: Iterable[str]) -> set[str]:
         """``exim -Mt``: the messages are thawed; returns the ids Exim says it thawed."""
         ids = [m for m in message_ids if MESSAGE_ID.match(m)]
-        if not ids:
-            return set()
-        out = self._run("-Mt", *ids)
-        thawed = set(re.findall(r"^Message (\S+) is no longer frozen$", out.stdout + out.stderr, re.M))
-        if out.returncode != 0 and not thawed:
-            raise EximQueueError(f"exim -Mt: {out.stderr.strip() or out.returncode}")
+        thawed: set[str] = set()
+        for start in range(0, len(ids), THAW_BATCH):  # a large queue: argv stays small
+            out = self._run("-Mt", *ids[start : start + THAW_BATCH])
+            said = set(re.findall(r"^Message (\S+) is no longer frozen$", out.stdout + out.stderr, re.M))
+            if out.returncode != 0 and not said:
+                raise EximQueueError(f"exim -Mt: {out.stderr.strip() or out.returncode}")
+            thawed |= said
         return thawed & set(ids)
