@@ -303,20 +303,21 @@ class PolicyServer:
     def _rcpt_action(self, request: PolicyRequest) -> str:
         """DUNNO; HOLD when the sender's tenant is held. Postfix keeps the message in its
         hold queue, with the route the END-OF-MESSAGE answer gives it, until released."""
-        tenant = self.holds.of(request.get("sender", ""))
-        if tenant is None:
-            return DUNNO
-        metrics.HELD.labels(tenant).inc()
-        return f"HOLD tenant {tenant} is held by smtp-balancer"
+        tenant = self._held(request.get("sender", ""))
+        return DUNNO if tenant is None else f"HOLD tenant {tenant} is held by smtp-balancer"
 
     def _exim_hold(self, sender: str) -> str:
         """Exim asks once, at DATA: a held tenant's answer keeps its route and says HOLD
         after it, and the rendered ACL freezes the message (``control = freeze``)."""
+        tenant = self._held(sender)
+        return "" if tenant is None else f" {EXIM_HOLD} {tenant}"
+
+    def _held(self, sender: str) -> str | None:
+        """The sender's tenant when it is held (the message counted as held), else None."""
         tenant = self.holds.of(sender)
-        if tenant is None:
-            return ""
-        metrics.HELD.labels(tenant).inc()
-        return f" {EXIM_HOLD} {tenant}"
+        if tenant is not None:
+            metrics.HELD.labels(tenant).inc()
+        return tenant
 
     async def watch_holds(self) -> None:
         """Keep the tenant holds fresh (HoldReader), on the engine's current channel."""

@@ -98,7 +98,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             # degraded decision anyway
             with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
                 await engine.mirror.load()
-            engine.move_tenants(tenant_moves(config))
+            # the sender's tenant's move, as the deciders apply it
+            tenant, held, moved = tenant_guard(config, facts.sender)
+            engine.move_tenants({tenant: moved[0]} if moved else {})
             decision = await engine.decide(facts, commit=False, explain=True)
             providers = engine.planner.providers.for_domains(domain_of(r) for r in facts.recipients)
         finally:
@@ -111,7 +113,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             engine.host,
             providers,
             reputation_in_force(config, args.clock),
-            *tenant_guard(config, facts.sender),
+            f"{tenant}: {held}" if held else "",
+            f"{tenant} to pool {moved[0]} {moved[1]}" if moved else "",
         )
 
     print(asyncio.run(run()))
@@ -128,29 +131,17 @@ def reputation_in_force(config: BalancerConfig, clock: Clock) -> list[HeldRecord
         return []
 
 
-def tenant_moves(config: BalancerConfig) -> dict[str, str]:
-    """tenant -> pool, as the deciders read them (none when Redis cannot say)."""
-    try:
-        moved = TenantHolds(sync_client(config.redis), KeySchema(config.redis.prefix)).moves()
-    except (redis.RedisError, OSError):
-        return {}
-    return {tenant: pool for tenant, (_, pool, _) in moved.items()}
-
-
-def tenant_guard(config: BalancerConfig, sender: str) -> tuple[str, str]:
-    """Why the sender's tenant is held, and the pool it is moved to with why ("" for
-    neither, or when Redis cannot say)."""
+def tenant_guard(config: BalancerConfig, sender: str) -> tuple[str, str, tuple[str, str] | None]:
+    """The sender's tenant, why it is held ("" when it is not), and its move (pool,
+    why) or None; nothing when Redis cannot say."""
     tenant = TenantTable(config.tenants).of(sender)
     if tenant == OTHER:
-        return "", ""
+        return tenant, "", None
     try:
         held, moved = TenantHolds(sync_client(config.redis), KeySchema(config.redis.prefix)).guard(tenant)
     except (redis.RedisError, OSError):
-        return "", ""
-    return (
-        f"{tenant}: {held}" if held is not None else "",
-        f"{tenant} to pool {moved}" if moved is not None else "",
-    )
+        return tenant, "", None
+    return tenant, held or "", moved
 
 
 def status_filter(args: argparse.Namespace, admin: StateAdmin) -> Shown:

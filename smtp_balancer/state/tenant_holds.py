@@ -47,10 +47,12 @@ class TenantHolds:
             self.audit.record("tenant release", tenant, "held or moved", "none")
         return released
 
-    def guard(self, tenant: str) -> tuple[str | None, str | None]:
-        """The tenant's hold reason, and its move (``<pool> <why>``); None where it has none."""
+    def guard(self, tenant: str) -> tuple[str | None, tuple[str, str] | None]:
+        """The tenant's hold reason, and its move (pool, why); None where it has none."""
         held, moved = self.r.mget(self.keys.tenant_hold(tenant), self.keys.tenant_pool(tenant))
-        return (None if held is None else text_of(held)), (None if moved is None else text_of(moved))
+        return (None if held is None else text_of(held)), (
+            None if moved is None else pool_and_why(text_of(moved))
+        )
 
     def holds(self) -> dict[str, tuple[int, str]]:
         """tenant -> (seconds left, -1 for none; the reason)."""
@@ -58,11 +60,8 @@ class TenantHolds:
 
     def moves(self) -> dict[str, tuple[int, str, str]]:
         """tenant -> (seconds left, -1 for none; the pool; the reason)."""
-        out = {}
-        for tenant, (ttl, value) in self._read(self.keys.tenant_pool_prefix()).items():
-            pool, _, reason = value.partition(" ")
-            out[tenant] = (ttl, pool, reason)
-        return out
+        moved = self._read(self.keys.tenant_pool_prefix()).items()
+        return {tenant: (ttl, *pool_and_why(value)) for tenant, (ttl, value) in moved}
 
     def _read(self, prefix: str) -> dict[str, tuple[int, str]]:
         out: dict[str, tuple[int, str]] = {}
@@ -96,6 +95,11 @@ async def read_guards(
         if key.startswith(hold):
             holds[key[len(hold) :]] = text
         elif key.startswith(move):
-            pool, _, reason = text.partition(" ")
-            moves[key[len(move) :]] = (pool, reason)
+            moves[key[len(move) :]] = pool_and_why(text)
     return holds, moves
+
+
+def pool_and_why(value: str) -> tuple[str, str]:
+    """A move's value, ``<pool> <why>``, apart."""
+    pool, _, why = value.partition(" ")
+    return pool, why

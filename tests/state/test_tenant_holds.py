@@ -30,7 +30,7 @@ def test_move_release_and_list_and_the_deciders_read(rdb):
     left, pool, reason = holds.moves()["shop.test"]
     assert (pool, reason) == ("quarantine", "spam rate 0.2%") and 3590 <= left <= 3600
     holds.hold("news.test", 60, "complaints", "cli")
-    assert holds.guard("shop.test") == (None, "quarantine spam rate 0.2%")
+    assert holds.guard("shop.test") == (None, ("quarantine", "spam rate 0.2%"))
     assert holds.guard("news.test") == ("complaints", None)
     assert holds.release("shop.test") and not holds.release("shop.test")
     assert holds.moves() == {} and set(holds.holds()) == {"news.test"}
