@@ -8,6 +8,8 @@ Gmail's on out2 deferred with 421 4.7.28), then times:
     and rule matching, no Redis) over the MTA log;
   - replay: what ``smtp-balancer replay`` does, reading both logs, deciding each
     message under the live config and a candidate, and reporting.
+Then it times the command itself, ``smtp-balancer replay --jobs 1`` and ``--jobs 2``
+(the candidate in a second process), report included.
 It prints messages/s for replay (target 20,000), lines/s for the baseline (over
 the first 200,000 lines), the ratio, and the process's RSS after 100,000
 messages, half of them and all of them: flat when the replay holds only its
@@ -19,6 +21,8 @@ Bounded: N messages (default 1,000,000; about 4 minutes). Run: make bench-replay
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
 import sys
 import tempfile
@@ -28,8 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import yaml
+
 from integration.configs import deep_merge, topology
 from integration.log_lines import decision_lines
+from smtp_balancer.cli.main import main as cli_main
 from smtp_balancer.cli.replay import attempt_stream, decision_stream, log_dialect
 from smtp_balancer.config import validate_config
 from smtp_balancer.decision.facts import Facts
@@ -133,6 +140,24 @@ def replay(decisions: Path, mail: Path, rss_at: set[int]) -> tuple[float, int, d
     return seen[0] / (time.perf_counter() - started), seen[0], rss
 
 
+def command(folder: Path, decisions: Path, mail: Path, jobs: int) -> float:
+    """``smtp-balancer replay --jobs N`` itself, in this process (its report to /dev/null):
+    messages/s over the whole period, the second process included."""
+    live = folder / "live.yaml"
+    live.write_text(yaml.safe_dump(LIVE))
+    candidate = folder / "candidate.yaml"
+    candidate.write_text(
+        yaml.safe_dump(deep_merge(LIVE, {"pools": {"main": {"endpoints": [{"endpoint": "out1"}]}}}))
+    )
+    argv = ["-c", str(live), "replay", "--candidate", str(candidate), "--decisions", str(decisions)]
+    argv += ["--mta-log", str(mail), "--jobs", str(jobs), "--json"]
+    started = time.perf_counter()
+    with open(os.devnull, "w") as out, contextlib.redirect_stdout(out):
+        if cli_main(argv) != 0:
+            raise RuntimeError(f"smtp-balancer replay --jobs {jobs} failed")
+    return time.perf_counter() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
@@ -142,9 +167,12 @@ def main() -> int:
         decisions, mail = write_logs(Path(tmp), args.messages)
         lines_s = baseline(mail, 200_000)
         rate, n, rss = replay(decisions, mail, marks)
+        both = {jobs: n / command(Path(tmp), decisions, mail, jobs) for jobs in (1, 2)}
     print(f"replay: {n} messages, {rate:,.0f} messages/s (target 20,000), both configs decided")
+    for jobs, per_s in both.items():
+        print(f"smtp-balancer replay --jobs {jobs}: {per_s:,.0f} messages/s (the command, report included)")
     print(f"baseline: the feedback daemon's processing, {lines_s:,.0f} lines/s over the same MTA log")
-    print(f"ratio replay/baseline: {rate / lines_s:.2f}")
+    print(f"ratio replay/baseline: {rate / lines_s:.2f} (--jobs 2: {both[2] / lines_s:.2f})")
     print("RSS: " + ", ".join(f"{rss[m]:.0f} MB after {m:,} messages" for m in sorted(rss)))
     return 0
 

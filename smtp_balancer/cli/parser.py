@@ -334,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", metavar="H", help="the fleet host whose logs these are (default: this one, as explain)"
     )
     p.add_argument("--seed", type=int, default=1, help="for the draws and the modelled replies")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        choices=[1, 2],
+        help="processes: 2 decides the candidate in a second process that reads the logs too (same"
+        " result, faster); default 2 when the logs are files and this host has 2 cores or more",
+    )
     p.add_argument("--json", action="store_true", help="JSON instead of the tables")
     p.add_argument(
         "--html",

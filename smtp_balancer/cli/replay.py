@@ -7,10 +7,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +31,7 @@ from smtp_balancer.replay.period import replay_period
 from smtp_balancer.replay.plots import PlotsUnavailable, as_html, pyplot
 from smtp_balancer.replay.replies import ReplyModel
 from smtp_balancer.replay.report import as_dict, render
-from smtp_balancer.replay.simulate import Simulator
+from smtp_balancer.replay.simulate import Run, Simulator, response_rules
 
 PROGRESS_EVERY = 20_000
 T = TypeVar("T")
@@ -101,6 +104,80 @@ def _at(item: Any) -> float:
     return item.at
 
 
+class NoDecisions(ValueError):
+    """The decision logs hold no line replay can use."""
+
+
+def jobs_of(args: argparse.Namespace) -> int:
+    """2 when asked, or by default when both logs are files (stdin can be read only
+    once) and there is a second core; else 1."""
+    files = "-" not in (*args.decisions, *args.mta_log)
+    if args.jobs is not None:
+        return args.jobs if files else 1
+    return 2 if files and (os.cpu_count() or 1) >= 2 else 1
+
+
+def replayed(
+    args: argparse.Namespace,
+    configs: dict[str, BalancerConfig],
+    host: str,
+    unread: Unread,
+    each: Callable[[Message], None] = lambda m: None,
+) -> tuple[dict[str, Run], Run]:
+    """The period decided under each named config: their runs, and what the log says
+    actually happened. Raises ValueError for logs it cannot use."""
+    live = config_of(args)
+    model = ReplyModel()
+    simulators = [
+        Simulator(config, model, name, args.seed, foreign_endpoints(config, host))
+        for name, config in configs.items()
+    ]
+    messages = decision_stream(args.decisions, unread)
+    first = next(messages, None)
+    if first is None:
+        raise NoDecisions
+    year = datetime.fromtimestamp(first.at).year  # for syslog stamps, which have none
+    attempts = attempt_stream(args.mta_log, log_dialect(live, args.mta), year, unread)
+    actual = replay_period(
+        itertools.chain([first], messages), attempts, model, simulators, Planner(live), each
+    )
+    return {s.run.name: s.run for s in simulators}, actual
+
+
+class Helper:
+    """One replay in a forked process, its Run sent back through a pipe."""
+
+    def __init__(self, work: Callable[[], Run]) -> None:
+        context = multiprocessing.get_context("fork")
+        self._results, sender = context.Pipe(duplex=False)
+        self.process = context.Process(target=_work, args=(work, sender), daemon=True)
+        self.process.start()
+        sender.close()
+
+    def result(self) -> Run:
+        try:
+            kind, value = self._results.recv()
+        except EOFError:
+            raise ValueError(
+                f"the candidate's replay process ended without a result (exit {self.process.exitcode})"
+            ) from None
+        if kind == "error":
+            raise ValueError(value)
+        return value  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+
+
+def _work(work: Callable[[], Run], sender: Connection) -> None:
+    try:
+        sender.send(("run", work()))
+    except ValueError as exc:  # the logs: the parent finds the same and says it
+        sender.send(("error", str(exc)))
+
+
 def run(args: argparse.Namespace) -> int:
     live = config_of(args)
     try:
@@ -118,31 +195,29 @@ def run(args: argparse.Namespace) -> int:
     unread = Unread()
     progress = Progress(sys.stderr.isatty() and not args.json)
     host = args.host or this_host()  # whose logs these are: its daemons' endpoints only
-    model = ReplyModel()
-    live_sim = Simulator(live, model, "live_replayed", args.seed, foreign_endpoints(live, host))
-    cand = Simulator(candidate, model, "candidate", args.seed, foreign_endpoints(candidate, host))
+    configs = {"live_replayed": live, "candidate": candidate}
+    helper = None
+    if jobs_of(args) == 2:
+        # the candidate in a second process that reads the same logs: its model and draws
+        # are the ones it has here (same seed, same replies), so its run is the same
+        configs.pop("candidate")
+        helper = Helper(lambda: replayed(args, {"candidate": candidate}, host, Unread())[0]["candidate"])
     try:
-        messages = decision_stream(args.decisions, unread)
-        first = next(messages, None)
-        if first is None:
-            print("smtp-balancer: no decision lines that replay can use in these logs", file=sys.stderr)
-            return 1
-        year = datetime.fromtimestamp(first.at).year  # for syslog stamps, which have none
-        attempts = attempt_stream(args.mta_log, log_dialect(live, args.mta), year, unread)
-        actual = replay_period(
-            itertools.chain([first], messages),
-            attempts,
-            model,
-            [live_sim, cand],
-            Planner(live),
-            progress.step,
-        )
+        runs, actual = replayed(args, configs, host, unread, progress.step)
+        if helper is not None:
+            runs["candidate"] = helper.result()
+    except NoDecisions:
+        print("smtp-balancer: no decision lines that replay can use in these logs", file=sys.stderr)
+        return 1
     except ValueError as exc:
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if helper is not None:
+            helper.stop()
     progress.done()
-    names = [r.name for r in cand.response_rules]
-    report = as_dict(actual, live_sim.run, cand.run, names, unread.reasons)
+    names = [r.name for r in response_rules(candidate)]
+    report = as_dict(actual, runs["live_replayed"], runs["candidate"], names, unread.reasons)
     text = render(report)
     print(json.dumps(report, indent=2) if args.json else text)
     if plt is not None:

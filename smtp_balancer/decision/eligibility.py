@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from smtp_balancer.decision.choice import NeedRedis
 from smtp_balancer.decision.draw import Draw
-from smtp_balancer.decision.quota import QuotaBook
+from smtp_balancer.decision.quota import Counters
 from smtp_balancer.state.live import LiveState
 
 OUT_OF_SERVICE = "out of service"
@@ -32,7 +32,7 @@ class Eligibility:
 
     __slots__ = ("draw", "live", "now", "quota")
 
-    def __init__(self, draw: Draw, live: LiveState | None, quota: QuotaBook | None, now: float) -> None:
+    def __init__(self, draw: Draw, live: LiveState | None, quota: Counters | None, now: float) -> None:
         self.draw, self.live, self.quota, self.now = draw, live, quota, now  # now: monotonic
 
     def weight(self, pool: str, endpoint: str, yaml_weight: int) -> int:

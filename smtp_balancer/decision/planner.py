@@ -23,7 +23,7 @@ from smtp_balancer.decision.facts import Decision, EndpointVerdict, Facts
 from smtp_balancer.decision.inbound import InboundDomains
 from smtp_balancer.decision.plan import build_plan, rendezvous_hash, route_for, route_reason, sticky_key
 from smtp_balancer.decision.providers import ProviderTable, domain_of
-from smtp_balancer.decision.quota import QuotaBook
+from smtp_balancer.decision.quota import Counters
 from smtp_balancer.decision.rules import MessageView, RuleSet
 from smtp_balancer.decision.tenants import TenantTable
 from smtp_balancer.decision.warmup import CapsTable
@@ -135,7 +135,7 @@ class Planner:
         return self._bucket_text
 
     # -- settling a Draw in Python ------------------------------------------------
-    def from_mirror(self, draw: Draw, live: LiveState, book: QuotaBook) -> Decision | None:
+    def from_mirror(self, draw: Draw, live: LiveState, book: Counters) -> Decision | None:
         """The decision from the exact mirror and this process's leases; None when only
         select.lua can settle this same draw (a lease falls short, or another thread spent it)."""
         clock = self.clock

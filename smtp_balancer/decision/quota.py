@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.decision.choice import NeedRedis
@@ -29,6 +30,46 @@ from smtp_balancer.state.keys import KeySchema
 LEASE_MAX = 100
 ARMS_MAX = 100_000  # arm records kept for Redis while it is away: one per experiment message
 EXHAUSTED_RECHECK_S = 30.0  # another daemon may give back units it leased
+TOTAL = "total"
+
+
+class RateCounter(Protocol):
+    """Rate-cap windows a decision checks and spends: RateBook's leased slots, or
+    replay's exact windows (replay/simulate.py)."""
+
+    def check(self, endpoint: str, scope: str, cap: int) -> str | None: ...
+
+    def take(self, endpoint: str, scopes: tuple[str, ...]) -> bool: ...
+
+
+class Counters(Protocol):
+    """What a decision on the mirror path counts against: QuotaBook's leases in the
+    daemons, or replay's exact in-memory counters (replay/simulate.py)."""
+
+    @property
+    def rates(self) -> RateCounter: ...
+
+    def check(
+        self,
+        endpoint: str,
+        n: int,
+        day: str,
+        hour: str,
+        day_cap: int | None,
+        hour_cap: int | None,
+        field: str = TOTAL,
+    ) -> str | None: ...
+
+    def take(
+        self,
+        endpoint: str,
+        n: int,
+        providers: Iterable[tuple[str, int]],
+        day: str,
+        hour: str,
+        leased: bool,
+        leased_providers: frozenset[str] = frozenset(),
+    ) -> bool: ...
 
 
 def lease_size(day_cap: int | None, hour_cap: int | None, n: int) -> int:
@@ -45,9 +86,6 @@ class Lease:
     want: int = 1
     exhausted_until: float = 0.0  # monotonic: the cap was reached when last asked
     asking: bool = False  # a refill is queued or in flight
-
-
-TOTAL = "total"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ class Fired:
     strike: int
     factor: float = 1.0
 
+    def __reduce__(self) -> tuple[type[Fired], tuple[str, str, str, str, float, int, int, float]]:
+        # a Run crosses processes (replay --jobs 2); compiled, a frozen class has no __dict__
+        fields = (self.rule, self.action, self.endpoint, self.provider, self.at, self.seconds)
+        return (Fired, (*fields, self.strike, self.factor))
+
 
 @dataclass
 class HitBook:

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from smtp_balancer.config.feedback import ResponseRuleConfig
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.facts import Decision
 from smtp_balancer.decision.planner import Planner
@@ -38,6 +39,12 @@ RATE_WINDOW_S = 60.0
 AWAIT_S = 5 * 86400.0  # a deferred recipient's retries are awaited this long (Postfix's
 # maximal_queue_lifetime by default)
 FIRST_MATCHES = 10  # the times of each response rule's first matches, kept for the report
+
+
+def response_rules(config: BalancerConfig) -> list[ResponseRuleConfig]:
+    """The response rules a config's feedback daemon applies, its own first."""
+    fb = config.feedback
+    return list(fb.response_rules) + (builtin_rules() if fb.builtin_rules else [])
 
 
 class SimClock:
@@ -60,6 +67,10 @@ class CapReached:
     bucket: str  # the day or hour counted, or "" for a rate cap
     at: float
     message: int  # the replayed message's number (from 1) that first found it reached
+
+    def __reduce__(self) -> tuple[type[CapReached], tuple[str, str, str, float, int]]:
+        # a Run crosses processes (replay --jobs 2); compiled, a frozen class has no __dict__
+        return (CapReached, (self.endpoint, self.scope, self.bucket, self.at, self.message))
 
 
 class SimRates:
@@ -174,15 +185,14 @@ class Simulator:
     ) -> None:
         """``foreign``: endpoints another fleet host owns, left out as that host's daemons leave them."""
         self.clock = SimClock()
-        self.planner = Planner(config, random.Random(seed), self.clock)  # type: ignore[arg-type]
+        self.planner = Planner(config, random.Random(seed), self.clock)
         if foreign := list(foreign):
             self.planner.set_unplumbed(foreign)
         self.live = LiveState(taken_at=0.0)
         self.quota = SimQuota(self.clock)
-        fb = config.feedback
-        self.response_rules = list(fb.response_rules) + (builtin_rules() if fb.builtin_rules else [])
+        self.response_rules = response_rules(config)
         self.matcher = ResponseMatcher(self.response_rules)
-        self.classifier = BounceClassifier.from_config(fb)
+        self.classifier = BounceClassifier.from_config(config.feedback)
         self.hits = HitBook()
         self.replies = replies
         self.reply_rng = random.Random(seed)
@@ -229,8 +239,9 @@ class Simulator:
         if isinstance(draw, Decision):
             decision = draw
         else:
-            decision = self.planner.from_mirror(draw, self.live, self.quota)  # type: ignore[arg-type]
-            assert decision is not None  # SimQuota never needs Redis
+            settled = self.planner.from_mirror(draw, self.live, self.quota)
+            assert settled is not None  # SimQuota never needs Redis
+            decision = settled
             self._note_caps(run.messages, draw.buckets)
         run.outcomes[decision.outcome] += 1
         run.rules[decision.rule or "-"] += 1
@@ -269,13 +280,13 @@ class Simulator:
                     self._awaiting.setdefault(key, {}).update(deferred)
                     self._awaiting_since.append((message.at, key))
                 return
-        attempt, observed = self.replies.drawn(endpoint, provider, self.reply_rng)
+        drawn, observed = self.replies.drawn(endpoint, provider, self.reply_rng)
         if not observed:
             self.run.unobserved.add((endpoint, provider))
-        if attempt is None:
+        if drawn is None:
             self.run.replies[(endpoint, provider, "sent")] += 1
             return
-        self._queue(message.at, replace(attempt.delivery, endpoint=endpoint, queue_id=message.queue_id))
+        self._queue(message.at, replace(drawn.delivery, endpoint=endpoint, queue_id=message.queue_id))
 
     def _read(self, attempt: Attempt) -> None:
         """A reply the log shows now: a retry of a recipient this replay awaits is its own."""

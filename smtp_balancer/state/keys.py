@@ -254,9 +254,9 @@ class KeySchema:
             ("throttle", self.throttle_prefix()),
             ("adaptive", self.adaptive_prefix()),
         ):
-            scope = split_scoped(name, head)
-            if scope is not None:
-                return kind, scope
+            scoped = split_scoped(name, head)
+            if scoped is not None:
+                return kind, scoped
         return None
 
     def outcomes(self, endpoint: str, provider: str, minute: str) -> str:

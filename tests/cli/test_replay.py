@@ -21,6 +21,7 @@ import yaml
 from integration.log_lines import decision_lines
 from smtp_balancer.cli import replay as replay_cli
 from smtp_balancer.cli.main import main
+from smtp_balancer.cli.parser import build_parser
 from smtp_balancer.decision.facts import Decision
 from tests.replay.scenario import LIVE, logged
 
@@ -99,6 +100,29 @@ def test_replay_from_the_logs_reproduces_them_and_shows_the_candidate(tmp_path: 
     assert main(args) == 0
     text = capsys.readouterr().out
     assert text.startswith("300 messages replayed") and "(only here)" in text
+
+
+def test_the_candidate_in_a_second_process_gives_the_same_report(tmp_path: Path, capsys):
+    """--jobs 2 (the default for files on 2 cores) decides the candidate in a forked
+    process that reads the logs too: the report is the one process's, field for field."""
+    args = logs(tmp_path)
+    reports = []
+    for jobs in ("1", "2"):
+        assert main([*args, "--json", "--jobs", jobs]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    assert reports[0] == reports[1]
+    assert reports[0]["actions"]["live_replayed"] and any(r["candidate"] for r in reports[0]["routes"])
+
+
+def test_logs_on_stdin_are_replayed_in_one_process(tmp_path: Path):
+    args = build_parser().parse_args(logs(tmp_path))
+    assert replay_cli.jobs_of(args) == (2 if (os.cpu_count() or 1) >= 2 else 1)
+    args.jobs = 1
+    assert replay_cli.jobs_of(args) == 1
+    args.jobs, args.decisions = None, ["-"]
+    assert replay_cli.jobs_of(args) == 1
+    args.jobs = 2  # asked for, but stdin can be read only once
+    assert replay_cli.jobs_of(args) == 1
 
 
 def test_bad_inputs_are_a_message_and_an_exit_code(tmp_path: Path, capsys):

@@ -1,0 +1,103 @@
+"""The build: everything is in pyproject.toml but the compiled modules.
+
+The modules every message passes through (the decision model, the log lines,
+replay's simulation) are compiled to C with mypyc, from the same typed sources
+(figures in BENCHMARKS.md). Without a C compiler and Python's
+headers, or with SB_PURE_PYTHON=1, the install is pure Python and works the same.
+
+Each compiled module is recorded with its source's SHA-256 in
+smtp_balancer/compiled.json; smtp_balancer/native.py imports a compiled module
+only while its source still matches, so an edited or updated checkout never
+runs stale compiled code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+MANIFEST = "smtp_balancer/compiled.json"
+
+# sans-I/O modules on the per-message path; each must type-check (mypy) to compile
+COMPILED = [
+    *sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "smtp_balancer" / "decision").glob("*.py")
+        if p.name != "__init__.py"
+    ),
+    "smtp_balancer/replay/hits.py",
+    "smtp_balancer/replay/inputs.py",
+    "smtp_balancer/replay/order.py",
+    "smtp_balancer/replay/period.py",
+    "smtp_balancer/replay/replies.py",
+    "smtp_balancer/replay/simulate.py",
+    "smtp_balancer/observe/decision_log.py",
+    "smtp_balancer/observe/log_reader.py",
+    "smtp_balancer/feedback/delivery_log.py",
+    "smtp_balancer/feedback/dialects.py",
+]
+
+
+def module_of(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def source_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class BuildExt(build_ext):
+    """Builds what it can (each extension is optional: no compiler means pure
+    Python), then records the modules it compiled and their sources' hashes."""
+
+    def run(self) -> None:
+        super().run()
+        compiled = {module_of(p): p for p in COMPILED}
+        # the modules' shims import one shared library: all of them built, or none is used
+        complete = all(os.path.exists(self.get_ext_fullpath(ext.name)) for ext in self.extensions)
+        built = {
+            name: source_hash(ROOT / compiled[name])
+            for name in (ext.name for ext in self.extensions)
+            if complete and name in compiled
+        }
+        target = ROOT / MANIFEST if self.inplace else Path(self.build_lib) / MANIFEST
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(built, indent=1, sort_keys=True) + "\n")
+        if self.extensions and not complete:
+            print(
+                "smtp-balancer: the compiled modules could not be built; everything runs as Python"
+                " (compiling needs a C compiler and Python's headers: gcc, python3-dev)",
+                file=sys.stderr,
+            )
+
+
+def ext_modules() -> list:
+    if os.environ.get("SB_PURE_PYTHON"):
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        print("smtp-balancer: mypy (mypyc) not installed; installing pure Python", file=sys.stderr)
+        return []
+    os.chdir(ROOT)  # mypyc names modules by their paths from here
+    try:
+        # errors only in the compiled modules: the rest (and third-party code) is read for types
+        extensions = mypycify(
+            ["--ignore-missing-imports", "--follow-imports=silent", *COMPILED], opt_level="3"
+        )
+    except (Exception, SystemExit) as exc:  # a type error: the install goes on, as Python
+        print(f"smtp-balancer: not compiled ({exc}); installing pure Python", file=sys.stderr)
+        return []
+    for ext in extensions:
+        ext.optional = True  # a failed compile leaves that module pure Python
+    return extensions
+
+
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": BuildExt})
