@@ -15,9 +15,9 @@ from smtp_balancer.decision.rules import CompiledRule
 from smtp_balancer.decision.warmup import Caps
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Draw:
-    """Not frozen, though never changed: a frozen init costs per field, per message."""
+    """Not frozen, though never changed, and its own __init__: see decision/facts.py."""
 
     facts: Facts
     rule: CompiledRule
@@ -33,3 +33,33 @@ class Draw:
     commit: bool = True
     explain: bool = False
     arm: tuple[str, str] | None = None  # (experiment, arm) that chose the pool
+
+    def __init__(
+        self,
+        facts: Facts,
+        rule: CompiledRule,
+        plan: PoolPlan,
+        hashes: tuple[tuple[float, ...] | None, ...],
+        caps: dict[str, Caps],
+        r: float,
+        providers: tuple[str, ...],
+        provider_counts: tuple[tuple[str, int], ...],
+        buckets: tuple[str, str],
+        wall: float,
+        commit: bool = True,
+        explain: bool = False,
+        arm: tuple[str, str] | None = None,
+    ) -> None:
+        self.facts = facts
+        self.rule = rule
+        self.plan = plan
+        self.hashes = hashes
+        self.caps = caps
+        self.r = r
+        self.providers = providers
+        self.provider_counts = provider_counts
+        self.buckets = buckets
+        self.wall = wall
+        self.commit = commit
+        self.explain = explain
+        self.arm = arm

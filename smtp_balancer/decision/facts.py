@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from smtp_balancer.decision.providers import domain_of
@@ -14,7 +14,13 @@ from smtp_balancer.decision.providers import domain_of
 Outcome = Literal["route", "default", "defer", "no_rule", "inbound"]
 
 
-@dataclass(frozen=True, slots=True)
+# The per-message records below are not frozen (never changed after they are made,
+# all the same) and have their own __init__: compiled (setup.py), a frozen
+# dataclass's generated __init__ is Python that sets each field through
+# object.__setattr__, about ten times the cost of the compiled one.
+
+
+@dataclass(slots=True, init=False)
 class Facts:
     sender: str = ""
     recipients: tuple[str, ...] = ()
@@ -29,6 +35,28 @@ class Facts:
     # remote recipients only, and the inbound ones are left to the MTA. Postfix's
     # FILTER is for every recipient: one inbound recipient means no route at all
     per_recipient: bool = False
+
+    def __init__(
+        self,
+        sender: str = "",
+        recipients: tuple[str, ...] = (),
+        sasl_username: str = "",
+        client_address: str = "",
+        size: int | None = None,
+        message_class: str | None = None,
+        queue_id: str = "",
+        recipient_count: int | None = None,
+        per_recipient: bool = False,
+    ) -> None:
+        self.sender = sender
+        self.recipients = recipients
+        self.sasl_username = sasl_username
+        self.client_address = client_address
+        self.size = size
+        self.message_class = message_class
+        self.queue_id = queue_id
+        self.recipient_count = recipient_count
+        self.per_recipient = per_recipient
 
     @property
     def sender_domain(self) -> str:
@@ -70,7 +98,7 @@ def new_decision_id() -> str:
     return f"{_ids.getrandbits(64):016x}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Decision:
     outcome: Outcome
     reason: str
@@ -79,14 +107,44 @@ class Decision:
     pool: str | None = None
     rule: str | None = None
     degraded: bool = False
-    verdicts: tuple[EndpointVerdict, ...] = field(default=())
+    verdicts: tuple[EndpointVerdict, ...] = ()
     # the experiment and arm that chose the pool (experiments:), when one ran
     experiment: str | None = None
     arm: str | None = None
     # names this decision in the log line and the milter's info header
-    decision_id: str = field(default_factory=new_decision_id)
+    decision_id: str = ""  # __init__ makes a new one unless given
     # shadow mode: the same message decided under the candidate config (never routed)
     shadow: Decision | None = None
     # the message's uniform value, which chose among the weights (logged as `draw`:
     # a replay of the log decides with it again)
     r: float | None = None
+
+    def __init__(
+        self,
+        outcome: Outcome,
+        reason: str,
+        route: Route | None = None,
+        endpoint: str | None = None,
+        pool: str | None = None,
+        rule: str | None = None,
+        degraded: bool = False,
+        verdicts: tuple[EndpointVerdict, ...] = (),
+        experiment: str | None = None,
+        arm: str | None = None,
+        decision_id: str = "",
+        shadow: Decision | None = None,
+        r: float | None = None,
+    ) -> None:
+        self.outcome = outcome
+        self.reason = reason
+        self.route = route
+        self.endpoint = endpoint
+        self.pool = pool
+        self.rule = rule
+        self.degraded = degraded
+        self.verdicts = verdicts
+        self.experiment = experiment
+        self.arm = arm
+        self.decision_id = decision_id or new_decision_id()  # a new one unless given
+        self.shadow = shadow
+        self.r = r

@@ -40,15 +40,30 @@ def _exact(patterns: Sequence[str]) -> tuple[str, ...] | None:
     return tuple(p.lower() for p in patterns)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class MessageView:
-    """The facts a rule tests, each derived once per message."""
+    """The facts a rule tests, each derived once per message (not frozen, and its own
+    __init__: see decision/facts.py)."""
 
     facts: Facts
     sender: str  # lower case
     sender_domain: str
     recipient_domains: tuple[str, ...]
     providers: frozenset[str]
+
+    def __init__(
+        self,
+        facts: Facts,
+        sender: str,
+        sender_domain: str,
+        recipient_domains: tuple[str, ...],
+        providers: frozenset[str],
+    ) -> None:
+        self.facts = facts
+        self.sender = sender
+        self.sender_domain = sender_domain
+        self.recipient_domains = recipient_domains
+        self.providers = providers
 
     @classmethod
     def of(

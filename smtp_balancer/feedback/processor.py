@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from smtp_balancer.clock import SYSTEM
@@ -124,12 +124,12 @@ class Processor:
                 batch.ignored += 1
                 continue
             if d.status != "sent":
-                d = replace(d, bounce_class=self.classifier.classify(d.status, d.dsn, d.response))
+                d = d.but(bounce_class=self.classifier.classify(d.status, d.dsn, d.response))
             if self.tenants:
                 tenant = (
                     self.tenants.of(d.sender) if d.sender is not None else self.senders.tenant(d.queue_id)
                 )
-                d = replace(d, tenant=tenant)
+                d = d.but(tenant=tenant)
             batch.deliveries.append(d)
             if d.endpoint not in self.endpoints:
                 continue

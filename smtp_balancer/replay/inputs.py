@@ -24,8 +24,10 @@ from smtp_balancer.state.values import parse_int
 NUMBER_DIGITS = 15
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, init=False)
 class Message:
+    """Not frozen, and its own __init__: see decision/facts.py."""
+
     at: float  # epoch seconds of the decision
     queue_id: str
     facts: Facts
@@ -33,6 +35,24 @@ class Message:
     endpoint: str
     rule: str
     r: float | None = None  # the draw it actually had: replay decides with it again
+
+    def __init__(
+        self,
+        at: float,
+        queue_id: str,
+        facts: Facts,
+        outcome: str,
+        endpoint: str,
+        rule: str,
+        r: float | None = None,
+    ) -> None:
+        self.at = at
+        self.queue_id = queue_id
+        self.facts = facts
+        self.outcome = outcome
+        self.endpoint = endpoint
+        self.rule = rule
+        self.r = r
 
 
 @dataclass
@@ -103,10 +123,16 @@ def _draw(text: str) -> float | None:
     return r if 0.0 <= r < 1.0 else None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, init=False)
 class Attempt:
+    """Not frozen, and its own __init__: see decision/facts.py."""
+
     at: float  # epoch seconds, to the second the MTA logs
     delivery: Delivery
+
+    def __init__(self, at: float, delivery: Delivery) -> None:
+        self.at = at
+        self.delivery = delivery
 
 
 _MONTHS = {
@@ -115,6 +141,9 @@ _MONTHS = {
         ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
     )
 }
+
+
+_CLASSIC: dict[tuple[str, int, timezone], float] = {}  # classic stamps read: a log repeats each second's
 
 
 def stamp_of(line: str, year: int, zone: timezone) -> float | None:
@@ -128,6 +157,10 @@ def stamp_of(line: str, year: int, zone: timezone) -> float | None:
             text = head[0] if "T" in head[0] else f"{head[0]} {head[1]}"
             at = datetime.fromisoformat(text)
         else:
+            key = (line[:15], year, zone)
+            known = _CLASSIC.get(key)
+            if known is not None:
+                return known
             month, day, clock = line[:15].split()
             hh, mm, ss = (int(x) for x in clock.split(":"))
             at = datetime(year, _MONTHS[month], int(day), hh, mm, ss)
@@ -136,7 +169,13 @@ def stamp_of(line: str, year: int, zone: timezone) -> float | None:
     seconds = (at if at.tzinfo else at.replace(tzinfo=zone)).timestamp()
     # a whole-second stamp stands for any moment of its second: its middle is the
     # nearest guess, half a second off at most
-    return seconds + 0.5 if at.microsecond == 0 and "." not in line[:32].split(" ", 2)[0] else seconds
+    if at.microsecond or "." in line[:32].split(" ", 2)[0]:
+        return seconds
+    if not line[:4].isdigit():
+        if len(_CLASSIC) >= 4096:
+            _CLASSIC.clear()
+        _CLASSIC[(line[:15], year, zone)] = seconds + 0.5
+    return seconds + 0.5
 
 
 def attempt_of(line: str, dialect: LogDialect, year: int, zone: timezone, unread: Unread) -> Attempt | None:

@@ -19,7 +19,7 @@ import math
 import random
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from smtp_balancer.config.feedback import ResponseRuleConfig
@@ -286,7 +286,7 @@ class Simulator:
         if drawn is None:
             self.run.replies[(endpoint, provider, "sent")] += 1
             return
-        self._queue(message.at, replace(drawn.delivery, endpoint=endpoint, queue_id=message.queue_id))
+        self._queue(message.at, drawn.delivery.but(endpoint=endpoint, queue_id=message.queue_id))
 
     def _read(self, attempt: Attempt) -> None:
         """A reply the log shows now: a retry of a recipient this replay awaits is its own."""
@@ -317,7 +317,7 @@ class Simulator:
         if d.status == "sent" and not self.matcher.has_sent_rules:
             return
         if d.status != "sent":
-            d = replace(d, bounce_class=self.classifier.classify(d.status, d.dsn, d.response))
+            d = d.but(bounce_class=self.classifier.classify(d.status, d.dsn, d.response))
         rule = self.matcher.match(d)
         if rule is None:
             return
