@@ -42,6 +42,8 @@ COMPILED = [
     "smtp_balancer/observe/log_reader.py",
     "smtp_balancer/feedback/delivery_log.py",
     "smtp_balancer/feedback/dialects.py",
+    "smtp_balancer/state/live.py",
+    "smtp_balancer/state/values.py",
 ]
 
 
