@@ -26,6 +26,8 @@ class ProviderTable:
     mx_suffixes: list[tuple[str, str]] = field(default_factory=list)
     # providers learned by MX lookup at decision time (smtp_balancer/mx.py), if any
     learned: Callable[[str], str | None] | None = None
+    # MX host -> provider, as found: a log names the same few MX hosts on every line
+    _by_mx: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, extra: Mapping[str, ProviderSpec] | None = None) -> ProviderTable:
@@ -67,11 +69,19 @@ class ProviderTable:
         return known or OTHER
 
     def for_mx(self, host: str) -> str:
-        host = host.lower().rstrip(".")
-        for suffix, name in self.mx_suffixes:
-            if host == suffix or host.endswith("." + suffix):
-                return name
-        return OTHER
+        known = self._by_mx.get(host)
+        if known is not None:
+            return known
+        found = OTHER
+        name = host.lower().rstrip(".")
+        for suffix, provider in self.mx_suffixes:
+            if name == suffix or name.endswith("." + suffix):
+                found = provider
+                break
+        if len(self._by_mx) >= 4096:
+            self._by_mx.clear()
+        self._by_mx[host] = found
+        return found
 
     def for_domains(self, domains: Iterable[str]) -> dict[str, int]:
         """Recipient count per provider, in first-seen order, from each recipient's
