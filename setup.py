@@ -2,12 +2,12 @@
 
 The modules every message passes through (the decision model, the log lines,
 replay's simulation) are compiled to C with mypyc, from the same typed sources
-(figures in BENCHMARKS.md). Without a C compiler and Python's
-headers, or with SB_PURE_PYTHON=1, the install is pure Python and works the same.
+(figures in BENCHMARKS.md). With SB_PURE_PYTHON=1, or when the compile fails, the
+install is pure Python and works the same, slower.
 
 Each compiled module is recorded with its source's SHA-256 in
-smtp_balancer/compiled.json; smtp_balancer/native.py imports a compiled module
-only while its source still matches, so an edited or updated checkout never
+smtp_balancer/compiled.json; smtp_balancer/native.py imports the compiled modules
+only while every source still matches, so an edited or updated checkout never
 runs stale compiled code.
 """
 
