@@ -119,14 +119,15 @@ def jobs_of(args: argparse.Namespace) -> int:
 
 def replayed(
     args: argparse.Namespace,
+    live: BalancerConfig,
     configs: dict[str, BalancerConfig],
     host: str,
     unread: Unread,
     each: Callable[[Message], None] = lambda m: None,
 ) -> tuple[dict[str, Run], Run]:
     """The period decided under each named config: their runs, and what the log says
-    actually happened. Raises ValueError for logs it cannot use."""
-    live = config_of(args)
+    actually happened (read with ``live``'s providers and transports). Raises
+    ValueError for logs it cannot use."""
     model = ReplyModel()
     simulators = [
         Simulator(config, model, name, args.seed, foreign_endpoints(config, host))
@@ -201,9 +202,11 @@ def run(args: argparse.Namespace) -> int:
         # the candidate in a second process that reads the same logs: its model and draws
         # are the ones it has here (same seed, same replies), so its run is the same
         configs.pop("candidate")
-        helper = Helper(lambda: replayed(args, {"candidate": candidate}, host, Unread())[0]["candidate"])
+        helper = Helper(
+            lambda: replayed(args, live, {"candidate": candidate}, host, Unread())[0]["candidate"]
+        )
     try:
-        runs, actual = replayed(args, configs, host, unread, progress.step)
+        runs, actual = replayed(args, live, configs, host, unread, progress.step)
         if helper is not None:
             runs["candidate"] = helper.result()
     except NoDecisions:
