@@ -79,16 +79,18 @@ def guard(root: Path) -> list[str]:
     modules, changed, unrecorded = audit(root)
     if changed:
         sys.meta_path.insert(0, SourceFirst(modules))
-        sys.stderr.write(
-            f"smtp-balancer: {len(changed)} compiled module(s) differ from their sources"
-            f" ({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}): every module runs as"
-            " Python until `make install` compiles them again\n"
+        listed = ", ".join(changed[:5]) + (", ..." if len(changed) > 5 else "")
+        print(
+            f"smtp-balancer: {len(changed)} compiled module(s) differ from their sources ({listed}):"
+            " every module runs as Python until make install compiles them again",
+            file=sys.stderr,
         )
         return []
     if unrecorded:
         sys.meta_path.insert(0, SourceFirst({m: modules[m] for m in unrecorded}))
-        sys.stderr.write(
+        print(
             f"smtp-balancer: {', '.join(unrecorded)}: compiled by an older build, run as Python;"
-            " delete their .so files\n"
+            " delete their .so files",
+            file=sys.stderr,
         )
     return sorted(set(modules) - set(unrecorded))
