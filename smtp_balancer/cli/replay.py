@@ -24,6 +24,7 @@ from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.providers import ProviderTable
 from smtp_balancer.engine.plumbing import foreign_endpoints, this_host
 from smtp_balancer.feedback.dialects import LogDialect, dialect_for
+from smtp_balancer.feedback.responses import applied_rules
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.replay.inputs import Attempt, Message, Unread, attempt_of, message_of
 from smtp_balancer.replay.order import SLACK_S, in_time_order, merged
@@ -31,7 +32,7 @@ from smtp_balancer.replay.period import replay_period
 from smtp_balancer.replay.plots import PlotsUnavailable, as_html, pyplot
 from smtp_balancer.replay.replies import ReplyModel
 from smtp_balancer.replay.report import as_dict, render
-from smtp_balancer.replay.simulate import Run, Simulator, response_rules
+from smtp_balancer.replay.simulate import Run, Simulator
 
 PROGRESS_EVERY = 20_000
 T = TypeVar("T")
@@ -219,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         if helper is not None:
             helper.stop()
     progress.done()
-    names = [r.name for r in response_rules(candidate)]
+    names = [r.name for r in applied_rules(candidate.feedback)]
     report = as_dict(actual, runs["live_replayed"], runs["candidate"], names, unread.reasons)
     text = render(report)
     print(json.dumps(report, indent=2) if args.json else text)

@@ -28,7 +28,7 @@ from smtp_balancer.feedback.exporter import StateExporter
 from smtp_balancer.feedback.follower import LogFollower, Position
 from smtp_balancer.feedback.processor import Processor
 from smtp_balancer.feedback.reporting import BatchReport, count_arm_outcomes
-from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
+from smtp_balancer.feedback.responses import ResponseMatcher, applied_rules
 from smtp_balancer.feedback.warmup_store import WarmupRecords
 from smtp_balancer.observe.metrics import serve_metrics
 from smtp_balancer.observe.ratelimit import LogLimiter
@@ -54,7 +54,7 @@ class FeedbackDaemon:
         self.instance = fb.instance or socket.gethostname()
         self.r = sync_client(config.redis)
         self.endpoints = set(config.endpoints)
-        rules = list(fb.response_rules) + (builtin_rules() if fb.builtin_rules else [])
+        rules = applied_rules(fb)
         exim = transport_names(config) if fb.log_format == "exim" else None
         self.processor = Processor(
             ProviderTable.from_config(config),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from smtp_balancer.config.feedback import ResponseRuleConfig
+from smtp_balancer.config.feedback import FeedbackConfig, ResponseRuleConfig
 from smtp_balancer.config.yaml_reader import shipped_pack
 from smtp_balancer.feedback.delivery_log import Delivery
 
@@ -22,6 +22,12 @@ def load_pack(name: str, model: type[T]) -> list[T]:
 def builtin_rules() -> list[ResponseRuleConfig]:
     """The shipped pack (rules.yaml beside this module)."""
     return load_pack("rules.yaml", ResponseRuleConfig)
+
+
+def applied_rules(feedback: FeedbackConfig) -> list[ResponseRuleConfig]:
+    """The response rules a config applies: its own first, then the shipped pack unless
+    ``builtin_rules: false`` (the feedback daemon, and replay's simulation of it)."""
+    return list(feedback.response_rules) + (builtin_rules() if feedback.builtin_rules else [])
 
 
 @dataclass(frozen=True)

@@ -150,32 +150,33 @@ def stamp_of(line: str, year: int, zone: timezone) -> float | None:
     """The time at the start of an MTA log line: ``2026-12-05 16:44:43`` (Exim),
     ``2026-12-05T16:44:43.123+00:00`` (ISO syslog) or ``Dec  5 16:44:43`` (classic
     syslog, Postfix's maillog_file; ``year`` and ``zone`` complete it). A stamp in whole
-    seconds gives the middle of its second."""
+    seconds gives the middle of its second: half a second off at most."""
+    if not line[:4].isdigit():
+        return _classic_stamp(line[:15], year, zone)
     try:
-        if line[:4].isdigit():
-            head = line[:32].split(" ", 2)
-            text = head[0] if "T" in head[0] else f"{head[0]} {head[1]}"
-            at = datetime.fromisoformat(text)
-        else:
-            key = (line[:15], year, zone)
-            known = _CLASSIC.get(key)
-            if known is not None:
-                return known
-            month, day, clock = line[:15].split()
-            hh, mm, ss = (int(x) for x in clock.split(":"))
-            at = datetime(year, _MONTHS[month], int(day), hh, mm, ss)
-    except (ValueError, KeyError, IndexError):
+        head = line[:32].split(" ", 2)
+        at = datetime.fromisoformat(head[0] if "T" in head[0] else f"{head[0]} {head[1]}")
+    except (ValueError, IndexError):
         return None
     seconds = (at if at.tzinfo else at.replace(tzinfo=zone)).timestamp()
-    # a whole-second stamp stands for any moment of its second: its middle is the
-    # nearest guess, half a second off at most
-    if at.microsecond or "." in line[:32].split(" ", 2)[0]:
-        return seconds
-    if not line[:4].isdigit():
-        if len(_CLASSIC) >= 4096:
-            _CLASSIC.clear()
-        _CLASSIC[(line[:15], year, zone)] = seconds + 0.5
-    return seconds + 0.5
+    return seconds if at.microsecond or "." in head[0] else seconds + 0.5
+
+
+def _classic_stamp(text: str, year: int, zone: timezone) -> float | None:
+    """``Dec  5 16:44:43`` as the middle of its second, read once per second of the log."""
+    known = _CLASSIC.get((text, year, zone))
+    if known is not None:
+        return known
+    try:
+        month, day, clock = text.split()
+        hh, mm, ss = (int(x) for x in clock.split(":"))
+        at = datetime(year, _MONTHS[month], int(day), hh, mm, ss, tzinfo=zone)
+    except (ValueError, KeyError):
+        return None
+    if len(_CLASSIC) >= 4096:
+        _CLASSIC.clear()
+    _CLASSIC[(text, year, zone)] = seconds = at.timestamp() + 0.5
+    return seconds
 
 
 def attempt_of(line: str, dialect: LogDialect, year: int, zone: timezone, unread: Unread) -> Attempt | None:

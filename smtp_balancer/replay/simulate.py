@@ -22,14 +22,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from smtp_balancer.config.feedback import ResponseRuleConfig
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.facts import Decision
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.delivery_log import Delivery
-from smtp_balancer.feedback.responses import ResponseMatcher, builtin_rules
+from smtp_balancer.feedback.responses import ResponseMatcher, applied_rules
 from smtp_balancer.replay.hits import ACTED, Fired, HitBook
 from smtp_balancer.replay.inputs import Attempt, Message
 from smtp_balancer.replay.replies import ReplyModel
@@ -39,12 +38,6 @@ RATE_WINDOW_S = 60.0
 AWAIT_S = 5 * 86400.0  # a deferred recipient's retries are awaited this long (Postfix's
 # maximal_queue_lifetime by default)
 FIRST_MATCHES = 10  # the times of each response rule's first matches, kept for the report
-
-
-def response_rules(config: BalancerConfig) -> list[ResponseRuleConfig]:
-    """The response rules a config's feedback daemon applies, its own first."""
-    fb = config.feedback
-    return list(fb.response_rules) + (builtin_rules() if fb.builtin_rules else [])
 
 
 class SimClock:
@@ -194,7 +187,7 @@ class Simulator:
             self.planner.set_unplumbed(foreign)
         self.live = LiveState(taken_at=0.0)
         self.quota = SimQuota(self.clock)
-        self.response_rules = response_rules(config)
+        self.response_rules = applied_rules(config.feedback)
         self.matcher = ResponseMatcher(self.response_rules)
         self.classifier = BounceClassifier.from_config(config.feedback)
         self.hits = HitBook()

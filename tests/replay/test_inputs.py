@@ -84,6 +84,12 @@ def test_mta_log_times_in_each_form():
     )
     for junk in ["", "Foo 35 99:99:99 x", "2026-13-45 x", "\x00\x01"]:
         assert stamp_of(junk, 2026, utc) is None
+    # classic stamps are remembered per second, year and zone: read again, the same;
+    # in another zone or year, their own
+    line = "Dec  5 16:44:43 mta postfix/smtp[2]: y"
+    assert stamp_of(line, 2026, utc) == second + 0.5
+    assert stamp_of(line, 2026, plus_one) == second - 3600 + 0.5
+    assert stamp_of(line, 2025, utc) == datetime(2025, 12, 5, 16, 44, 43, tzinfo=UTC).timestamp() + 0.5
 
 
 def test_delivery_lines_become_timed_attempts_for_postfix_and_exim():
