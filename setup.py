@@ -1,9 +1,10 @@
 """The build: everything is in pyproject.toml but the compiled modules.
 
 The modules every message passes through (the decision model, the log lines,
-replay's simulation) are compiled to C with mypyc, from the same typed sources
-(figures in BENCHMARKS.md). With SB_PURE_PYTHON=1, or when the compile fails, the
-install is pure Python and works the same, slower.
+replay's simulation, the policy daemon's request path) are compiled to C with
+mypyc, from the same typed sources (figures in BENCHMARKS.md). With
+SB_PURE_PYTHON=1, or when the compile fails, the install is pure Python and
+works the same, slower.
 
 Each compiled module is recorded with its source's SHA-256 in
 smtp_balancer/compiled.json; smtp_balancer/native.py imports the compiled modules
@@ -25,7 +26,8 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).resolve().parent
 MANIFEST = "smtp_balancer/compiled.json"
 
-# sans-I/O modules on the per-message path; each must type-check (mypy) to compile
+# modules on the per-message path; each must type-check (mypy) to compile
+# (docs/development.md: what is left out, and why)
 COMPILED = [
     *sorted(
         str(p.relative_to(ROOT))
@@ -44,6 +46,12 @@ COMPILED = [
     "smtp_balancer/feedback/dialects.py",
     "smtp_balancer/state/live.py",
     "smtp_balancer/state/values.py",
+    "policyd/protocol.py",
+    "policyd/session.py",
+    "policyd/connection.py",
+    "policyd/transport.py",
+    "policyd/server.py",
+    "smtp_balancer/observe/metrics.py",
 ]
 
 

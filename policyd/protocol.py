@@ -10,6 +10,7 @@ so that no client can make it buffer without bound.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_ATTRIBUTES = 256
@@ -20,27 +21,27 @@ PolicyRequest = dict[str, str]
 class ProtocolError(Exception):
     """A request we will not serve; ``kind`` is the metric label."""
 
-    kind = "malformed"
+    kind: ClassVar[str] = "malformed"
 
 
 class Oversized(ProtocolError):
-    kind = "oversized"
+    kind: ClassVar[str] = "oversized"
 
 
 class TooManyAttributes(ProtocolError):
-    kind = "too_many_attributes"
+    kind: ClassVar[str] = "too_many_attributes"
 
 
 class MalformedLine(ProtocolError):
-    kind = "malformed"
+    kind: ClassVar[str] = "malformed"
 
 
 class NotUtf8(ProtocolError):
-    kind = "not_utf8"
+    kind: ClassVar[str] = "not_utf8"
 
 
 class Truncated(ProtocolError):
-    kind = "truncated"
+    kind: ClassVar[str] = "truncated"
 
 
 class RequestParser:

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import socket
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import TypeVar
@@ -51,6 +49,7 @@ from policyd.session import (
 )
 from policyd.transport import PolicyConnection
 from policyd.worker_link import WorkerLink
+from smtp_balancer.clock import Clock, SystemClock
 from smtp_balancer.config.services import PolicydConfig
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
@@ -99,11 +98,15 @@ class PolicyServer:
         exim_timeout_s: float = 2.0,
         classes: MessageClasses | None = None,
         tenants: Iterable[str] = (),
+        host_clock: Clock | None = None,
     ) -> None:
         """``exim_timeout_s``: exim.readsocket_timeout_s, after which Exim stops waiting;
         ``classes``: the message classes (milter settings) for Exim's header attributes;
-        ``tenants``: the configured tenants, whose holds this daemon applies."""
+        ``tenants``: the configured tenants, whose holds this daemon applies;
+        ``host_clock``: the host's real time, never the engine's (Exim's sent_at is the
+        host's), which tests move on."""
         self.engine = engine
+        self.host_clock: Clock = host_clock or SystemClock()
         self.holds = HoldReader(tenants, log, moves_to=lambda moves: self.engine.move_tenants(moves))
         self.config = config
         self.exim_timeout_s = exim_timeout_s
@@ -121,12 +124,17 @@ class PolicyServer:
         self.link: WorkerLink | None = None
         self.workers = 1  # processes sharing policyd.max_connections
         self.open_connections: set[PolicyConnection] = set()
+        self._shared: SharedJoins | None = None
         observe(metrics.OPEN_INSTANCES, lambda: len(self.join))
 
-    @functools.cached_property
+    @property
     def shared(self) -> SharedJoins:
         """With workers, a message's RCPT and END-OF-MESSAGE may reach different ones."""
-        return SharedJoins(lambda: self.engine.channel, self.engine.planner.keys, self.config.join_ttl_s)
+        if self._shared is None:
+            self._shared = SharedJoins(
+                lambda: self.engine.channel, self.engine.planner.keys, self.config.join_ttl_s
+            )
+        return self._shared
 
     @property
     def exim_margin_s(self) -> float:
@@ -147,10 +155,10 @@ class PolicyServer:
         join = self.join
         join.max_instances, join.ttl_s, join.max_bytes = (
             config.join_max_instances,
-            config.join_ttl_s,
+            float(config.join_ttl_s),
             config.join_max_bytes,
         )
-        self.__dict__.pop("shared", None)  # made again with the new join_ttl_s
+        self._shared = None  # made again with the new join_ttl_s
         # the rest (idle_timeout_s, max_connections, ...) is read from self.config as needed
         self.config = config.model_copy(update={name: getattr(self.config, name) for name in restart})
         return restart
@@ -198,7 +206,7 @@ class PolicyServer:
 
     @property
     def addresses(self) -> list[str]:
-        return [address_of(sock) for server in self.servers for sock in server.sockets]  # type: ignore[arg-type]
+        return [address_of(sock) for server in self.servers for sock in server.sockets]  # type: ignore[attr-defined]
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -269,7 +277,7 @@ class PolicyServer:
             return outcome
         if shared is not None and shared(instance := request.get("instance", "")):
             self.shared.drop(instance)
-        waited = self.still_waited(request, client, checked_at=time.monotonic())
+        waited = self.still_waited(request, client, checked_at=self.host_clock.monotonic())
         result = self.engine.decide_now(outcome, waited=waited)
         if isinstance(result, Pending):
             return Drawn(request, result)
@@ -351,7 +359,7 @@ class PolicyServer:
         the answer is the same without asking again (a system call, for Postfix)."""
 
         def why() -> str:
-            if checked_at is not None and time.monotonic() - checked_at < RECHECK_S:
+            if checked_at is not None and self.host_clock.monotonic() - checked_at < RECHECK_S:
                 return ""
             return self._abandoned(request, client, ANSWER_MARGIN_S, decided=True)
 
@@ -364,7 +372,12 @@ class PolicyServer:
         ``decided``: asked again once the route was chosen (see ``still_waited``)."""
         # real time, not the engine's clock: Exim's sent_at is the host's
         why = abandoned(
-            request, time.time(), self.exim_timeout_s, self.config.postfix_timeout_s, client, margin_s
+            request,
+            self.host_clock.wall(),
+            self.exim_timeout_s,
+            self.config.postfix_timeout_s,
+            client,
+            margin_s,
         )
         if why:
             metrics.ABANDONED.labels("exim" if "sent_at" in request else "postfix").inc()

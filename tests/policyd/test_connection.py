@@ -6,6 +6,7 @@ import pytest
 
 from policyd.connection import ConnectionState
 from policyd.protocol import ProtocolError
+from policyd.session import Drawn
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Pending
 
@@ -21,7 +22,7 @@ def answers(slow: set[str]):  # type: ignore[no-untyped-def]
     def answer(req):  # type: ignore[no-untyped-def]
         seen.append(req["recipient"])
         if req["recipient"] in slow:
-            return Pending(Facts(recipients=(req["recipient"],)), None)
+            return Drawn(req, Pending(Facts(recipients=(req["recipient"],)), None))
         return f"DUNNO {req['recipient']}"
 
     return answer, seen
@@ -40,7 +41,7 @@ def test_a_waiting_request_holds_back_the_ones_behind_it():
     answer, seen = answers({"r2@x.test"})
     conn = ConnectionState(answer)
     assert conn.receive_data(request(1) + request(2) + request(3)) == [b"action=DUNNO r1@x.test\n\n"]
-    assert conn.waiting is not None and conn.waiting.facts.recipients == ("r2@x.test",)
+    assert isinstance(conn.waiting, Drawn) and conn.waiting.pending.facts.recipients == ("r2@x.test",)
     assert seen == ["r1@x.test", "r2@x.test"]  # r3 not even looked at while r2 waits
     assert conn.receive_data(request(4)) == []  # still behind r2
     assert conn.answered("FILTER out2:") == [

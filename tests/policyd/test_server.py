@@ -417,27 +417,25 @@ async def test_a_daemon_stopped_between_its_check_and_its_decision_gives_the_rou
     the check asks again, and gives back what it counted."""
     import time
 
-    from policyd import server as server_module
     from smtp_balancer.clock import utc_now
 
     today = utc_now().date()  # the engine's clock (the suite pins it)
     config = make_config({"policyd": {"listen": ["inet:127.0.0.1:0"], "metrics_listen": ""}})
-    engine = Engine(config)
-    server = PolicyServer(engine, config.policyd, exim_timeout_s=2.0)
 
     class Stoppable:
         """The server's clock, which a stop moves on."""
 
         stopped_s = 0.0
 
-        def time(self) -> float:
+        def wall(self) -> float:
             return time.time() + self.stopped_s
 
         def monotonic(self) -> float:
             return time.monotonic() + self.stopped_s
 
     clock = Stoppable()
-    monkeypatch.setattr(server_module, "time", clock)
+    engine = Engine(config)
+    server = PolicyServer(engine, config.policyd, exim_timeout_s=2.0, host_clock=clock)
     decide_now = engine.decide_now
     local: list[object] = []
 
@@ -448,7 +446,7 @@ async def test_a_daemon_stopped_between_its_check_and_its_decision_gives_the_rou
         return result
 
     def readsocket(queue_id: str) -> Awaitable[bytes]:
-        return exim_readsocket(server, queue_id, clock.time())
+        return exim_readsocket(server, queue_id, clock.wall())
 
     def counted() -> int:
         return counted_today(rdb, today)

@@ -8,8 +8,11 @@ from prometheus_client import REGISTRY
 
 from policyd import metrics
 from policyd.session import DEFER_ACTION, DUNNO, Immediate, InstanceJoin, abandoned, action_for, handle
+from smtp_balancer.config import validate_config
 from smtp_balancer.decision.facts import Decision, Facts, Route
+from smtp_balancer.engine import Engine
 from smtp_balancer.observe.ratelimit import LogLimiter
+from tests.conftest import BASE as BASE_CONFIG
 
 BASE = {"request": "smtpd_access_policy", "instance": "a1.b2.3", "sender": "s@shop.test"}
 
@@ -134,7 +137,7 @@ def test_reload_applies_live_settings_and_names_the_rest():
     from policyd.server import PolicyServer
     from smtp_balancer.config.services import PolicydConfig
 
-    server = PolicyServer(None, PolicydConfig())  # type: ignore[arg-type]  # apply() needs no engine
+    server = PolicyServer(Engine(validate_config(BASE_CONFIG)), PolicydConfig())
     restart = server.apply(
         PolicydConfig(listen=["inet:127.0.0.1:10041"], join_ttl_s=60, max_concurrent_decisions=8)
     )
