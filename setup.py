@@ -41,6 +41,7 @@ COMPILED = [
     "smtp_balancer/replay/replies.py",
     "smtp_balancer/replay/simulate.py",
     "smtp_balancer/observe/decision_log.py",
+    "smtp_balancer/observe/logfmt.py",
     "smtp_balancer/observe/log_reader.py",
     "smtp_balancer/feedback/delivery_log.py",
     "smtp_balancer/feedback/dialects.py",

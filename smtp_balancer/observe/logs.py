@@ -10,21 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import select
 import sys
 import threading
 import time
-from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any, Literal
+
+from smtp_balancer.observe.logfmt import HEAD, Stamper, Tail, event_line, render_pairs
 
 LogFormat = Literal["logfmt", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("logfmt", "json")
-
-_BARE = re.compile(r"[A-Za-z0-9_.:/@+-]+")
-_QUOTABLE = re.compile(r'[^"\\\x00-\x1f\x7f]*')  # needs quotes only, no escapes
-_KEY_JUNK = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def fields(**values: Any) -> dict[str, dict[str, Any]]:
@@ -32,100 +27,14 @@ def fields(**values: Any) -> dict[str, dict[str, Any]]:
     return {"fields": values}
 
 
-def _logfmt_value(value: Any) -> str:
-    # a decision line per message: the common types take the short paths
-    if value is None:
-        return '""'
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if type(value) is int:
-        return str(value)
-    return _logfmt_text(value if type(value) is str else str(value))
-
-
-# Rendered short texts. A decision line repeats most of its values (rule, pool,
-# endpoint, reason, action); cleared when full, so unique ids cannot grow it.
-_texts: dict[str, str] = {}
-_TEXTS_MAX = 4096
-_TEXT_CACHED_LEN = 200
-
-
-def _logfmt_text(text: str) -> str:
-    rendered = _texts.get(text)
-    if rendered is None:
-        rendered = _render_text(text)
-        if len(text) <= _TEXT_CACHED_LEN:
-            if len(_texts) >= _TEXTS_MAX:
-                _texts.clear()
-            _texts[text] = rendered
-    return rendered
-
-
-def _render_text(text: str) -> str:
-    if _BARE.fullmatch(text):  # never matches "": an empty value is quoted
-        return text
-    if _QUOTABLE.fullmatch(text):
-        return f'"{text}"'
-    # quoted, with backslash, quote and every control character escaped
-    return json.dumps(text, ensure_ascii=False)
-
-
-_HEAD = frozenset(("ts", "level", "logger", "msg"))  # every line's first fields
-
-# Fields that repeat from line to line, as (key, value) pairs: hashable, so their
-# rendering is cached (cleared when full, like _texts). A key's values keep one type:
-# True == 1 == 1.0 as cache keys, so a key that took both would render one as the other.
-Tail = tuple[tuple[str, Any], ...]
-_tails: dict[Tail, tuple[frozenset[str] | None, str]] = {}  # its keys (None: one of _HEAD), its text
-_TAILS_MAX = 4096
-
-
-def _render_pairs(pairs: Iterable[tuple[str, Any]]) -> str:
-    return " ".join([f"{_logfmt_key(k)}={_logfmt_value(v)}" for k, v in pairs])
-
-
-def _rendered_tail(tail: Tail) -> tuple[frozenset[str] | None, str]:
-    try:
-        cached = _tails.get(tail)
-    except TypeError:  # an unhashable value: the uncached way
-        return None, ""
-    if cached is None:
-        keys = frozenset(k for k, _ in tail)
-        cached = (keys if _HEAD.isdisjoint(keys) else None, _render_pairs(tail))
-        if len(_tails) >= _TAILS_MAX:
-            _tails.clear()
-        _tails[tail] = cached
-    return cached
-
-
-_keys: dict[str, str] = {}
-
-
-def _logfmt_key(key: str) -> str:
-    clean = _keys.get(key)
-    if clean is None:
-        clean = _KEY_JUNK.sub("_", key) or "_"
-        if len(_keys) < 1024:  # field names are few; never grow without bound
-            _keys[key] = clean
-    return clean
-
-
 class StructuredFormatter(logging.Formatter):
     def __init__(self, style: LogFormat = "logfmt") -> None:
         super().__init__()
         self.style = style
-        self._second = -1
-        self._prefix = ""
+        self._stamper = Stamper()
 
     def _timestamp(self, created: float) -> str:
-        """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
-        second = int(created)
-        if second != self._second:
-            self._second = second
-            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
+        return self._stamper.stamp(created)
 
     def event_fields(
         self, created: float, levelname: str, name: str, msg: str, extra: dict[str, Any] | None
@@ -137,7 +46,7 @@ class StructuredFormatter(logging.Formatter):
             "msg": msg,
         }
         if extra:
-            if _HEAD.isdisjoint(extra):
+            if HEAD.isdisjoint(extra):
                 out.update(extra)
             else:
                 for key, value in extra.items():
@@ -161,7 +70,7 @@ class StructuredFormatter(logging.Formatter):
     def render(self, values: dict[str, Any]) -> str:
         if self.style == "json":
             return json.dumps(values, ensure_ascii=False, default=str)
-        return _render_pairs(values.items())
+        return render_pairs(values.items())
 
     def render_event(
         self, created: float, levelname: str, name: str, msg: str, extra: dict[str, Any], tail: Tail
@@ -170,16 +79,9 @@ class StructuredFormatter(logging.Formatter):
         logfmt a tail seen before is not rendered again: a decision line repeats its
         rule, pool, endpoint, reason and action, and only its ids are new."""
         if self.style == "logfmt":
-            keys, rendered = _rendered_tail(tail)
-            if keys is not None and keys.isdisjoint(extra) and _HEAD.isdisjoint(extra):
-                if extra:
-                    body = _render_pairs(extra.items())
-                    rendered = f"{body} {rendered}" if rendered else body
-                head = (
-                    f"ts={self._timestamp(created)} level={_logfmt_text(levelname.lower())}"
-                    f" logger={_logfmt_text(name)} msg={_logfmt_text(msg)}"
-                )
-                return f"{head} {rendered}" if rendered else head
+            line = event_line(self._timestamp(created), levelname.lower(), name, msg, extra, tail)
+            if line is not None:
+                return line
         # JSON, or a key twice, or one of the head's: named as event_fields names them
         return self.render(self.event_fields(created, levelname, name, msg, {**extra, **dict(tail)}))
 

@@ -169,16 +169,6 @@ def test_event_bypasses_log_records_but_formats_the_same():
     assert 'odd="x\\ny=\\"z\\""' in lines[0]
 
 
-def test_rendered_text_cache_is_bounded_and_renders_the_same():
-    from smtp_balancer.observe import logs
-
-    first = logs._logfmt_value('say "hi"\n')
-    for i in range(logs._TEXTS_MAX + 100):
-        logs._logfmt_value(f"id-{i}")
-    assert len(logs._texts) <= logs._TEXTS_MAX
-    assert logs._logfmt_value('say "hi"\n') == first == '"say \\"hi\\"\\n"'
-
-
 def test_a_cached_tail_renders_as_the_same_fields_would_without_it():
     from smtp_balancer.observe import logs
 
@@ -203,15 +193,6 @@ def test_a_cached_tail_renders_as_the_same_fields_would_without_it():
                     )
                 )
                 assert got == want, (style, extra, t)
-
-
-def test_the_tail_cache_is_bounded():
-    from smtp_balancer.observe import logs
-
-    formatter = logs.StructuredFormatter("logfmt")
-    for i in range(logs._TAILS_MAX + 100):
-        formatter.render_event(1.5, "INFO", "x", "m", {}, (("n", i),))
-    assert 0 < len(logs._tails) <= logs._TAILS_MAX
 
 
 def test_a_tail_with_an_unhashable_value_renders_uncached():
