@@ -3,7 +3,8 @@
 A compiled module sits beside its source, and Python prefers it: after an edit
 or a ``git pull`` it would run the old code. The build records each module it
 compiled with its source's SHA-256 (compiled.json); when the package is first
-imported, if any compiled module's source differs, every compiled module is
+imported, if any compiled module's source differs (or its compiled file is gone),
+every compiled module is
 imported from its source instead (they are one build: compiled code calls the
 other compiled modules directly), and one line on stderr says so. A compiled
 module the record does not list (an older build's) is imported from its source.
@@ -60,7 +61,8 @@ def compiled_modules(root: Path, packages: Iterable[str] = PACKAGES) -> dict[str
 
 def audit(root: Path, packages: Iterable[str] = PACKAGES) -> tuple[dict[str, Path], list[str], list[str]]:
     """(every compiled module -> its source, those of the build's record whose source
-    differs, those the record does not list: left over from an older build)."""
+    differs or whose compiled file is gone, those the record does not list: left over
+    from an older build)."""
     record = recorded(root)
     modules = compiled_modules(root, packages)
     changed, unrecorded = [], []
@@ -69,6 +71,12 @@ def audit(root: Path, packages: Iterable[str] = PACKAGES) -> tuple[dict[str, Pat
             unrecorded.append(module)
         elif record[module] != hashlib.sha256(source.read_bytes()).hexdigest():
             changed.append(module)
+    if modules:
+        # a module of the build whose extension is gone (deleted by hand) would run as
+        # Python beside compiled modules that call its compiled twin directly: changed
+        for module in sorted(set(record) - set(modules)):
+            if root.joinpath(*module.split(".")).with_suffix(".py").exists():
+                changed.append(module)
     return modules, changed, unrecorded
 
 
@@ -81,7 +89,8 @@ def guard(root: Path) -> list[str]:
         sys.meta_path.insert(0, SourceFirst(modules))
         listed = ", ".join(changed[:5]) + (", ..." if len(changed) > 5 else "")
         print(
-            f"smtp-balancer: {len(changed)} compiled module(s) differ from their sources ({listed}):"
+            f"smtp-balancer: {len(changed)} compiled module(s) differ from their sources or lost their"
+            f" compiled file ({listed}):"
             " every module runs as Python until make install compiles them again",
             file=sys.stderr,
         )

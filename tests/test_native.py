@@ -93,7 +93,37 @@ def test_one_changed_source_sends_every_module_to_its_source(tmp_path: Path) -> 
     (pkg / native.MANIFEST).write_text(json.dumps(record))
     out = guarded(root, "smtp_balancer.a", "smtp_balancer.sub.b")
     assert out.stdout.splitlines() == ["[]", "source a", "source sub/b"], out.stderr
-    assert "1 compiled module(s) differ from their sources (smtp_balancer.a)" in out.stderr
+    assert (
+        "1 compiled module(s) differ from their sources or lost their compiled file (smtp_balancer.a)"
+        in out.stderr
+    )
+
+
+def test_a_compiled_file_deleted_by_hand_sends_every_module_to_its_source(tmp_path: Path) -> None:
+    """a and b are the build's and match, but a's extension is gone: a would run as Python
+    beside a compiled b that calls a's compiled twin, so both load from source."""
+    root = tree(tmp_path, {})
+    pkg = root / "smtp_balancer"
+    record = {"smtp_balancer.a": digest(pkg / "a.py"), "smtp_balancer.sub.b": digest(pkg / "sub" / "b.py")}
+    (pkg / native.MANIFEST).write_text(json.dumps(record))
+    (pkg / f"a{SUFFIX}").unlink()
+    assert native.audit(root, ["smtp_balancer"])[1:] == (["smtp_balancer.a"], [])
+    out = guarded(root, "smtp_balancer.sub.b", "smtp_balancer.a")
+    assert out.stdout.splitlines() == ["[]", "source sub/b", "source a"], out.stderr
+    assert (
+        "1 compiled module(s) differ from their sources or lost their compiled file (smtp_balancer.a)"
+        in out.stderr
+    )
+
+
+def test_a_module_the_build_recorded_and_the_project_dropped_is_ignored(tmp_path: Path) -> None:
+    """The record names a module with neither source nor extension (removed since): nothing
+    of it can be imported, so the others stay compiled."""
+    root = tree(tmp_path, {})
+    pkg = root / "smtp_balancer"
+    record = {"smtp_balancer.a": digest(pkg / "a.py"), "smtp_balancer.sub.b": digest(pkg / "sub" / "b.py")}
+    (pkg / native.MANIFEST).write_text(json.dumps({**record, "smtp_balancer.gone": "0" * 64}))
+    assert native.audit(root, ["smtp_balancer"])[1:] == ([], [])
 
 
 def test_an_older_builds_leftover_alone_loads_from_source(tmp_path: Path) -> None:
