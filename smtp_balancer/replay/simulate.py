@@ -26,6 +26,7 @@ from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.facts import Decision
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.providers import domain_of
+from smtp_balancer.decision.quota import TOTAL
 from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.delivery_log import Delivery
 from smtp_balancer.feedback.responses import ResponseMatcher, applied_rules
@@ -116,12 +117,12 @@ class SimQuota:
         hour: str,
         day_cap: int | None,
         hour_cap: int | None,
-        field: str = "total",
+        field: str = TOTAL,
     ) -> str | None:
         for bucket, cap in ((day, day_cap), (hour, hour_cap)):
             if cap is not None and self.counts.get((endpoint, field, bucket), 0) + n > cap:
                 self.refused.append((endpoint, field, bucket))
-                return "cap reached" if field == "total" else f"{field} cap reached"
+                return "cap reached" if field == TOTAL else f"{field} cap reached"
         return None
 
     def take(
@@ -136,7 +137,7 @@ class SimQuota:
     ) -> bool:
         counts = self.counts
         for bucket in (day, hour):
-            key = (endpoint, "total", bucket)
+            key = (endpoint, TOTAL, bucket)
             counts[key] = counts.get(key, 0) + n
             for provider, count in providers:
                 key = (endpoint, provider, bucket)

@@ -34,7 +34,7 @@ from smtp_balancer.reputation.exports import (
 )
 from smtp_balancer.reputation.rules import reason, tripped
 from smtp_balancer.state.keys import KeySchema
-from smtp_balancer.state.reputation import Record, ReputationStore
+from smtp_balancer.state.reputation import Record, ReputationStore, recent
 from smtp_balancer.state.tenant_holds import TenantHolds
 
 Kind = Literal["postmaster-v1", "postmaster-v2", "snds-data", "snds-status"]
@@ -160,7 +160,7 @@ class Actor:
         result.records += len(batch)
         for record in self.store.write(batch):
             result.changed += 1
-            if (self.today - record.day).days > self.max_age_days:
+            if not recent(record.day, self.today, self.max_age_days):
                 result.stale += 1
                 continue
             rule = tripped(record, self.rules, self.today, self.max_age_days)

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from smtp_balancer.decision.tenants import OTHER, TenantTable
 from smtp_balancer.reputation.rules import LEVELS
+from smtp_balancer.state.reputation import recent
 
 
 def levels(
@@ -83,8 +84,8 @@ def reported_spam(
 
 def _recent(day: str, today: date, max_age_days: int) -> bool:
     try:
-        return 0 <= (today - date.fromisoformat(day)).days <= max_age_days
-    except ValueError:
+        return recent(date.fromisoformat(day), today, max_age_days)
+    except ValueError:  # a hand-edited day
         return False
 
 

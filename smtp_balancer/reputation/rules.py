@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import date
 
 from smtp_balancer.config.reputation import RATIO_SIGNALS, ReputationRuleConfig
-from smtp_balancer.state.reputation import HeldRecord, Record
+from smtp_balancer.state.reputation import HeldRecord, Record, recent
 
 # an IP's verdicts as levels, one scale for both providers: 3 HIGH or GREEN, 2 MEDIUM or
 # YELLOW, 1 LOW or RED, 0 BAD or blocked (the gauge, and the warm-up hold)
@@ -24,7 +24,7 @@ def tripped(
 ) -> ReputationRuleConfig | None:
     """The first rule the record trips, of a recent enough day: an endpoint's record
     trips the rules about IPs, a sending domain's those about domains."""
-    if (today - record.day).days > max_age_days or not (record.endpoint or record.domain):
+    if not recent(record.day, today, max_age_days) or not (record.endpoint or record.domain):
         return None
     for rule in rules:
         if rule.source != record.source or rule.signal != record.signal:
@@ -61,7 +61,7 @@ def warmup_hold(records: Iterable[HeldRecord], today: date, max_age_days: int, b
     for r in records:
         scale = LEVELS.get((r.source, r.signal))
         level = scale.get(r.value) if scale else None
-        if level is None or (today - date.fromisoformat(r.day)).days > max_age_days:
+        if level is None or not recent(date.fromisoformat(r.day), today, max_age_days):
             continue
         key, held = (r.source, r.subject), newest.get((r.source, r.subject))
         if held is None or r.day > held[0] or (r.day == held[0] and level < held[1]):

@@ -55,6 +55,13 @@ class Record:
         return keys.domain_reputation(self.domain, self.provider)
 
 
+def recent(day: date, today: date, max_age_days: int) -> bool:
+    """A record of ``day`` is recent enough to act on: at most ``max_age_days`` before
+    ``today``. The one test of it: rules, warm-up holds, status, explain and metrics
+    (a day after today, which the importer keeps up to tomorrow, counts)."""
+    return (today - day).days <= max_age_days
+
+
 @dataclass(frozen=True)
 class HeldRecord:
     """A record as Redis holds it: about an endpoint's IP, or a sending domain."""
@@ -193,7 +200,7 @@ class ReputationStore:
             for (name, provider), fields in sorted(records.items()):
                 for field, text in sorted(fields.items()):
                     record = held_record(scope, name, provider, field, text)
-                    if record is not None and (today - date.fromisoformat(record.day)).days <= max_age_days:
+                    if record is not None and recent(date.fromisoformat(record.day), today, max_age_days):
                         out.append(record)
         return out
 

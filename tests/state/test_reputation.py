@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from smtp_balancer.state.keys import KeySchema
-from smtp_balancer.state.reputation import Record, ReputationStore
+from smtp_balancer.state.reputation import Record, ReputationStore, recent
 
 KEYS = KeySchema()
 
@@ -106,3 +106,11 @@ def test_the_records_in_force_are_recent_enough_to_act_and_junk_is_skipped(rdb):
         ("endpoint", "out2", "ip_reputation", "127.0.0.3", "2026-12-05", "BAD"),
         ("domain", "shop.test", "spam_ratio", "", "2026-12-04", "0.002"),
     ]  # 1 December's is kept but too old to act; the hand-made fields are no records
+
+
+def test_a_record_is_recent_up_to_max_age_days_and_tomorrow_counts():
+    today = date(2026, 11, 24)
+    assert recent(date(2026, 11, 21), today, 3)  # exactly max_age_days before
+    assert not recent(date(2026, 11, 20), today, 3)
+    assert recent(today, today, 0) and not recent(date(2026, 11, 23), today, 0)
+    assert recent(date(2026, 11, 25), today, 3)  # tomorrow, which the importer keeps
