@@ -11,6 +11,9 @@ shared machine hits each of them:
                Nagle + delayed ACK there);
   policyd-dunno  baseline: the same main.cf lines, answered by the DUNNO server
                of the protocol benchmark (the price of any policy service);
+  policyd-dunno-protocol  the same, answered by a DUNNO server written as an
+               asyncio Protocol, as policyd is (benchmarks/dunno_protocol.py): the
+               floor of policyd's own design, for telling its I/O from its work;
   milter-noop  baseline: the same milter lines, answered by a pymilter milter
                that does nothing (the price of any pymilter milter).
 Time runs from smtp-source's first connection until the Postfix log shows every
@@ -61,6 +64,7 @@ VARIANTS = (
     "milter-unix",
     "milter-inet",
     "policyd-dunno",
+    "policyd-dunno-protocol",
     "milter-noop",
 )
 
@@ -115,9 +119,10 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
         config_path.write_text(yaml.safe_dump(config))
         if variant in ("policyd", "policyd-shadow"):
             daemon = PolicydProcess(config_path, policy_port, base / "daemon.log", args.log_level)
-        elif variant == "policyd-dunno":
+        elif variant in ("policyd-dunno", "policyd-dunno-protocol"):
+            server = "dunno_server.py" if variant == "policyd-dunno" else "dunno_protocol.py"
             daemon = BaselineProcess(
-                HERE / "dunno_server.py", [str(policy_port)], base / "daemon.log", tcp_ready(policy_port)
+                HERE / server, [str(policy_port)], base / "daemon.log", tcp_ready(policy_port)
             )
         elif variant.startswith("milter"):
             write_maps(config_path, base / "maps")
