@@ -52,7 +52,7 @@ bench-restart: install
 	.venv/bin/python benchmarks/restart.py
 
 bench-e2e: install
-	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,policyd-dunno,policyd,policyd-shadow --rounds 5
+	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,policyd-dunno,policyd-dunno-protocol,policyd,policyd-shadow --rounds 5
 
 bench-milter: install
 	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,milter-noop,milter-unix,milter-inet
