@@ -4,9 +4,9 @@ A compiled module sits beside its source, and Python prefers it: after an edit
 or a ``git pull`` it would run the old code. The build records each module it
 compiled with its source's SHA-256 (compiled.json); when the package is first
 imported, if any compiled module's source differs (or its compiled file is gone),
-every compiled module is
-imported from its source instead (they are one build: compiled code calls the
-other compiled modules directly), and one line on stderr says so. A compiled
+every compiled module is imported from its source instead (they are one build:
+compiled code calls the other compiled modules directly), and one line on stderr
+says so. A compiled
 module the record does not list (an older build's) is imported from its source.
 """
 

@@ -37,6 +37,11 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def matching(pkg: Path) -> dict[str, str]:
+    """A build's record of both modules, each matching its source."""
+    return {"smtp_balancer.a": digest(pkg / "a.py"), "smtp_balancer.sub.b": digest(pkg / "sub" / "b.py")}
+
+
 def guarded(root: Path, *imports: str) -> subprocess.CompletedProcess[str]:
     """A fresh interpreter: native.guard on ``root``, then each import in turn, printing
     the guard's answer and each module's WHERE."""
@@ -58,7 +63,7 @@ def guarded(root: Path, *imports: str) -> subprocess.CompletedProcess[str]:
 def test_every_module_matching_its_record_is_in_use(tmp_path: Path) -> None:
     root = tree(tmp_path, {})
     pkg = root / "smtp_balancer"
-    record = {"smtp_balancer.a": digest(pkg / "a.py"), "smtp_balancer.sub.b": digest(pkg / "sub" / "b.py")}
+    record = matching(pkg)
     (pkg / native.MANIFEST).write_text(json.dumps(record))
     modules, changed, unrecorded = native.audit(root, ["smtp_balancer"])
     assert sorted(modules) == ["smtp_balancer.a", "smtp_balancer.sub.b"]
@@ -104,7 +109,7 @@ def test_a_compiled_file_deleted_by_hand_sends_every_module_to_its_source(tmp_pa
     beside a compiled b that calls a's compiled twin, so both load from source."""
     root = tree(tmp_path, {})
     pkg = root / "smtp_balancer"
-    record = {"smtp_balancer.a": digest(pkg / "a.py"), "smtp_balancer.sub.b": digest(pkg / "sub" / "b.py")}
+    record = matching(pkg)
     (pkg / native.MANIFEST).write_text(json.dumps(record))
     (pkg / f"a{SUFFIX}").unlink()
     assert native.audit(root, ["smtp_balancer"])[1:] == (["smtp_balancer.a"], [])
@@ -121,7 +126,7 @@ def test_a_module_the_build_recorded_and_the_project_dropped_is_ignored(tmp_path
     of it can be imported, so the others stay compiled."""
     root = tree(tmp_path, {})
     pkg = root / "smtp_balancer"
-    record = {"smtp_balancer.a": digest(pkg / "a.py"), "smtp_balancer.sub.b": digest(pkg / "sub" / "b.py")}
+    record = matching(pkg)
     (pkg / native.MANIFEST).write_text(json.dumps({**record, "smtp_balancer.gone": "0" * 64}))
     assert native.audit(root, ["smtp_balancer"])[1:] == ([], [])
 
@@ -143,7 +148,7 @@ def test_matching_modules_load_compiled(tmp_path: Path) -> None:
     so the import fails, which proves the extension was the one tried)."""
     root = tree(tmp_path, {})
     pkg = root / "smtp_balancer"
-    record = {"smtp_balancer.a": digest(pkg / "a.py"), "smtp_balancer.sub.b": digest(pkg / "sub" / "b.py")}
+    record = matching(pkg)
     (pkg / native.MANIFEST).write_text(json.dumps(record))
     out = guarded(root, "smtp_balancer.a")
     assert out.stdout.splitlines() == ["['smtp_balancer.a', 'smtp_balancer.sub.b']"]
