@@ -42,6 +42,7 @@ COMPILED = [
     "smtp_balancer/replay/simulate.py",
     "smtp_balancer/observe/decision_log.py",
     "smtp_balancer/observe/logfmt.py",
+    "smtp_balancer/observe/lines.py",
     "smtp_balancer/observe/log_reader.py",
     "smtp_balancer/feedback/delivery_log.py",
     "smtp_balancer/feedback/dialects.py",
@@ -53,6 +54,8 @@ COMPILED = [
     "policyd/transport.py",
     "policyd/server.py",
     "smtp_balancer/observe/metrics.py",
+    "smtp_balancer/observe/tally.py",
+    "smtp_balancer/clock.py",
 ]
 
 

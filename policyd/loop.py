@@ -43,6 +43,6 @@ class PolicyLoop(asyncio.SelectorEventLoop):
         super().__init__(self.noted)
 
 
-def previous_select(loop: asyncio.AbstractEventLoop) -> float | None:
-    """When the select() before the current iteration's started, if ``loop`` notes it."""
-    return loop.noted.previous if isinstance(loop, PolicyLoop) else None
+def noted_selector(loop: asyncio.AbstractEventLoop) -> NotedSelector | None:
+    """``loop``'s selector, if it notes when each select() started."""
+    return loop.noted if isinstance(loop, PolicyLoop) else None

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-REQUESTS = Counter(
+from smtp_balancer.observe.metrics import MULTIPROCESS
+from smtp_balancer.observe.tally import Tally
+
+REQUESTS = Tally(
     "smtp_balancer_policy_requests_total",
     "Policy requests by protocol stage",
     ["stage"],
+    MULTIPROCESS,
 )
 # the children, resolved once: the stage label is asked for on every request
 REQUESTS_BY_STAGE = {

@@ -20,6 +20,7 @@ from policyd.protocol import PolicyRequest
 from smtp_balancer.decision.classes import MessageClasses
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Pending
+from smtp_balancer.generation import ATTRIBUTE
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.state.values import parse_int
 
@@ -135,6 +136,8 @@ class Drawn:
     pending: Pending
 
 
+ANSWER_DUNNO = Immediate(DUNNO)  # one for every RCPT: a frozen dataclass is slow to make
+
 # what cannot be answered inside data_received: the connection waits on it
 Later = Drawn | ShareRecipient | Incomplete
 
@@ -144,6 +147,29 @@ EXIM_HEADERS = (
     ("header_precedence", "Precedence"),
     ("header_list_unsubscribe", "List-Unsubscribe"),
     ("header_list_id", "List-Id"),
+)
+
+
+# every attribute the daemon reads of a request: its parser keeps only these
+# (tests/policyd/test_session.py checks that policyd's sources read no other)
+READ_ATTRIBUTES = frozenset(
+    (
+        "request",
+        "protocol_state",
+        "instance",
+        "recipient",
+        "recipients",
+        "recipient_count",
+        "sender",
+        "sasl_username",
+        "client_address",
+        "size",
+        "queue_id",
+        "sent_at",
+        "header_class",
+        *(attr for attr, _ in EXIM_HEADERS),
+        ATTRIBUTE,  # which release rendered the MTA's files
+    )
 )
 
 
@@ -180,9 +206,9 @@ def handle(
             join.add(instance, recipient)
             if shared is not None and recipient and shared(instance):
                 return ShareRecipient(instance, recipient)
-        return Immediate(DUNNO)
+        return ANSWER_DUNNO
     if state != "END-OF-MESSAGE":
-        return Immediate(DUNNO)
+        return ANSWER_DUNNO
     collected = join.take(instance) if instance else []
     if shared is not None and shared(instance):
         count = parse_int(request.get("recipient_count"), NUMBER_DIGITS)

@@ -8,15 +8,14 @@ import asyncio
 import logging
 import socket
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from policyd import metrics
 from policyd.connection import ConnectionState
-from policyd.loop import previous_select
-from policyd.protocol import ProtocolError, Truncated
-from policyd.session import (
-    DUNNO,
-)
+from policyd.loop import noted_selector
+from policyd.protocol import ProtocolError, RequestParser, Truncated
+from policyd.session import DUNNO, READ_ATTRIBUTES
 from smtp_balancer.observe.logs import fields
 
 if TYPE_CHECKING:
@@ -38,13 +37,18 @@ class PolicyConnection(asyncio.Protocol):
 
     def __init__(self, server: PolicyServer) -> None:
         self.server = server
-        self.state = ConnectionState(lambda request: server.answer_now(request, self))
+        self.state = ConnectionState(
+            lambda request: server.answer_now(request, self), RequestParser(keep=READ_ATTRIBUTES)
+        )
         self.transport: asyncio.Transport | None = None
         self.busy = False  # a task is settling the waiting request
         self.write_paused = False
         self.peer = "unix"
         self.loop = asyncio.get_running_loop()
-        self.last_active = self.loop.time()
+        # when the loop's select() calls started (policyd/loop.py); its clock, time.monotonic,
+        # is the loop's (BaseEventLoop.time), read here without a Python call
+        self.noted = noted_selector(self.loop)
+        self.last_active = time.monotonic()
         self.idle: asyncio.TimerHandle | None = None
         self.counted = False
         self.heard = False  # any bytes received yet
@@ -70,11 +74,11 @@ class PolicyConnection(asyncio.Protocol):
         server.connections += 1
         server.open_connections.add(self)
         metrics.CONNECTIONS.inc()
-        self.reading_since = self.loop.time()
+        self.reading_since = time.monotonic()
         self.idle = self.loop.call_later(server.config.idle_timeout_s, self._idle_check)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.loop.time()
+        self.last_active = time.monotonic()
         self.heard = True
         if len(data) >= READ_SIZE:
             # a full read may have left older bytes behind: trust no age bound until
@@ -125,7 +129,7 @@ class PolicyConnection(asyncio.Protocol):
 
     def _resume_reading(self, transport: asyncio.Transport) -> None:
         transport.resume_reading()
-        self.reading_since = self.loop.time()
+        self.reading_since = time.monotonic()
 
     def settled(self) -> bool:
         """Nothing unanswered: no request waiting or queued, and no bytes of one
@@ -133,7 +137,7 @@ class PolicyConnection(asyncio.Protocol):
         state = self.state
         if self.busy or state.waiting is not None or state.queue or state.mid_request:
             return False
-        if not self.heard and self.loop.time() - self.last_active < FIRST_REQUEST_S:
+        if not self.heard and time.monotonic() - self.last_active < FIRST_REQUEST_S:
             return False  # just accepted: its first request (Exim's only one) is on its way
         return self._unread() != "data"
 
@@ -208,10 +212,12 @@ class PolicyConnection(asyncio.Protocol):
     def arrived_within(self, seconds: float) -> bool:
         """The bytes being answered were read after the previous select() started
         (policyd/loop.py), if this transport read all along since before then."""
-        started = previous_select(self.loop)
-        if started is None or self.reading_since >= started:
+        if self.noted is None:
             return False
-        return self.loop.time() - started < seconds
+        started = self.noted.previous
+        if self.reading_since >= started:
+            return False
+        return time.monotonic() - started < seconds
 
     def _send(self, replies: list[bytes]) -> None:
         transport = self.transport
@@ -247,7 +253,7 @@ class PolicyConnection(asyncio.Protocol):
 
     def _idle_check(self) -> None:
         timeout = self.server.config.idle_timeout_s
-        idle_for = self.loop.time() - self.last_active
+        idle_for = time.monotonic() - self.last_active
         if idle_for < timeout or self.busy:
             self.idle = self.loop.call_later(max(timeout - idle_for, 0.1), self._idle_check)
             return

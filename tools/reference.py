@@ -51,6 +51,8 @@ def metrics() -> str:
     from prometheus_client.metrics import MetricWrapperBase
     from prometheus_client.registry import Collector
 
+    from smtp_balancer.observe.tally import Tally, Timing
+
     out: list[str] = []
     for title, modules in METRIC_GROUPS:
         rows = []
@@ -59,6 +61,10 @@ def metrics() -> str:
             for value in vars(module).values():
                 if isinstance(value, MetricWrapperBase) and value._name.startswith("smtp_balancer_"):
                     rows.append(metric_row(value._type, value._name, value._labelnames, value._documentation))
+                elif isinstance(value, Tally | Timing):  # per-message counts (observe/tally.py)
+                    for family in value.describe():
+                        labels = tuple(value.labelnames) if isinstance(value, Tally) else ()
+                        rows.append(metric_row(family.type, family.name, labels, family.documentation))
                 elif Collector in type(value).__mro__:  # a Protocol: no isinstance
                     # a collector of its own (the fleet's complaint totals, read from Redis)
                     for family in value.collect():

@@ -15,8 +15,8 @@ from typing import Any
 
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.providers import domain_of
+from smtp_balancer.observe.lines import event
 from smtp_balancer.observe.logfmt import Tail
-from smtp_balancer.observe.logs import event
 
 log = logging.getLogger("smtp_balancer.decision")
 

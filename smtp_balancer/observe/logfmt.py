@@ -99,6 +99,9 @@ def logfmt_key(key: str) -> str:
     return clean
 
 
+_MILLIS = [f"{ms:03d}+00:00" for ms in range(1000)]  # a format spec costs more than the rest
+
+
 class Stamper:
     """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
 
@@ -111,7 +114,7 @@ class Stamper:
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
+        return f"{self._prefix}.{_MILLIS[min(int((created - second) * 1000), 999)]}"
 
 
 def event_line(stamp: str, level: str, name: str, msg: str, extra: dict[str, Any], tail: Tail) -> str | None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import sys
 import threading
-import time
 from typing import Any, Literal
 
+from smtp_balancer.observe.lines import LineWriter, go_direct
 from smtp_balancer.observe.logfmt import HEAD, Stamper, Tail, event_line, render_pairs
 
 LogFormat = Literal["logfmt", "json"]
@@ -108,47 +107,25 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         )
         super().__init__(stream)
         self.interval_s = interval_s
-        self._pending = 0  # bytes buffered since the last write(2), at most
-        self._written = float("-inf")  # the first line (usually "listening on") goes out at once
+        # the per-line work, compiled (lines.py); it holds this handler's lock
+        self.writer = LineWriter(stream, interval_s, self.lock, self)
         self._stop_flushing = threading.Event()
-        threading.Thread(target=self._writer, name="log-flush", daemon=True).start()
+        threading.Thread(target=self._flusher, name="log-flush", daemon=True).start()
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        super().setFormatter(fmt)
+        # the writer renders logfmt event lines itself, as this formatter would
+        self.writer.logfmt = isinstance(fmt, StructuredFormatter) and fmt.style == "logfmt"
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._write(self.format(record), record.levelno)
+            self.writer.write(self.format(record), record.levelno)  # handle() holds the lock
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
-    def _write(self, line: str, levelno: int) -> None:
-        if self.stream.closed:  # a line at exit, after close(): straight to stderr
-            sys.stderr.write(line + self.terminator)
-            return
-        size = len(line) + 1 if line.isascii() else 4 * len(line) + 1  # UTF-8: 4 bytes a character at most
-        if self._pending and self._pending + size > select.PIPE_BUF:
-            self.flush()  # the handler's lock is re-entrant: callers of _write hold it
-        self.stream.write(line + self.terminator)
-        self._pending += size
-        now = time.monotonic()
-        if levelno >= logging.WARNING or now - self._written >= self.interval_s:
-            self.flush()
-            self._written = now
-
-    def emit_event(self, levelno: int, name: str, msg: str, extra: dict[str, Any], tail: Tail = ()) -> None:
-        """``emit`` without a LogRecord: for the per-decision line (see ``event``)."""
-        formatter = self.formatter
-        assert isinstance(formatter, StructuredFormatter)
-        try:
-            with self.lock:  # type: ignore[union-attr]
-                line = formatter.render_event(
-                    time.time(), logging.getLevelName(levelno), name, msg, extra, tail
-                )
-                self._write(line, levelno)
-        except Exception:  # as logging does: a log line never breaks the caller
-            self.handleError(logging.makeLogRecord({"msg": msg, "levelno": levelno, "name": name}))
-
-    def _writer(self) -> None:
+    def _flusher(self) -> None:
         while not self._stop_flushing.wait(self.interval_s):
             self.flush()  # takes the handler's lock
 
@@ -161,39 +138,7 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().close()
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            if not self.stream.closed:
-                self.stream.flush()
-                self._pending = 0
-
-
-_direct: BufferedStderrHandler | None = None  # set by configure() when event() may bypass logging
-
-
-def event(logger: logging.Logger, levelno: int, msg: str, extra: dict[str, Any], tail: Tail = ()) -> None:
-    """A structured line, like ``logger.log(levelno, msg, extra=fields(**extra, **dict(tail)))``.
-    ``tail``: fields that repeat from line to line, rendered once (see render_event).
-
-    A LogRecord (caller lookup, thread and process names) costs about as much as
-    the rest of a local decision; when configure() set up our handler alone, a
-    per-message line goes straight to it instead, formatted the same way.
-    """
-    if not logger.isEnabledFor(levelno):
-        return
-    direct = _direct
-    # only while our handler is still the root's one and only (not after a test
-    # framework or another configure() swapped it) and nothing else would see the line
-    handlers = logging.root.handlers
-    if (
-        direct is None
-        or len(handlers) != 1
-        or handlers[0] is not direct
-        or logger.handlers
-        or not logger.propagate
-    ):
-        logger.log(levelno, msg, extra={"fields": {**extra, **dict(tail)} if tail else extra})
-        return
-    direct.emit_event(levelno, logger.name, msg, extra, tail)
+        self.writer.flush()
 
 
 def _stderr_handler(flush_interval_s: float) -> logging.Handler:
@@ -216,5 +161,4 @@ def configure(
         old.close()
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
-    global _direct
-    _direct = handler if isinstance(handler, BufferedStderrHandler) else None
+    go_direct(handler, handler.writer if isinstance(handler, BufferedStderrHandler) else None)

@@ -9,32 +9,36 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     start_http_server,
 )
 
 from smtp_balancer.config.base import parse_hostport
+from smtp_balancer.observe.tally import Tally, Timing
 
 # set by the policy daemon's supervisor for its workers (policyd.workers > 1): every
 # worker keeps its series in files there, and the supervisor serves their sum
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
-DECISIONS = Counter(
+# per message: counted as plain numbers, reported at scrape time (tally.py)
+DECISIONS = Tally(
     "smtp_balancer_decisions_total",
     "Routing decisions by pool, endpoint, rule and outcome (route, default, defer, no_rule, inbound)",
     ["pool", "endpoint", "rule", "outcome"],
+    MULTIPROCESS,
 )
-DECISION_SECONDS = Histogram(
+DECISION_SECONDS = Timing(
     "smtp_balancer_decision_duration_seconds",
     "Time to make one routing decision, Redis round trip included",
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+    (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+    MULTIPROCESS,
 )
 DEGRADED = Counter(
     "smtp_balancer_degraded_decisions_total",
@@ -114,7 +118,7 @@ STATE_JUNK = Counter(
 )
 
 
-_decision_children: dict[tuple[str, str, str, str], Counter] = {}
+_decision_children: dict[tuple[str, str, str, str], Any] = {}
 
 
 def record_decision(pool: str | None, endpoint: str | None, rule: str | None, outcome: str) -> None:

@@ -150,17 +150,17 @@ def test_event_bypasses_log_records_but_formats_the_same():
     # a real stderr (not pytest's capture), so configure() installs the buffered handler
     code = (
         "import logging\n"
-        "from smtp_balancer.observe import logs\n"
+        "from smtp_balancer.observe import lines, logs\n"
         "logs.configure('logfmt', 'info')\n"
-        "assert logs._direct is not None\n"
+        "assert lines.direct_writer() is not None\n"
         "log = logging.getLogger('smtp_balancer.decision')\n"
         "extra = {'decision_id': 'ab12', 'reason': 'weight 1 in pool main', 'odd': 'x\\ny=\"z\"', 'n': 3}\n"
-        "logs.event(log, logging.INFO, 'decision', extra)\n"
+        "lines.event(log, logging.INFO, 'decision', extra)\n"
         "log.info('decision', extra=logs.fields(**extra))\n"
-        "logs.event(log, logging.DEBUG, 'not shown', extra)\n"
+        "lines.event(log, logging.DEBUG, 'not shown', extra)\n"
         "head = {'decision_id': extra.pop('decision_id')}\n"
-        "logs.event(log, logging.INFO, 'decision', head, tuple(extra.items()))\n"
-        "logs.event(log, logging.INFO, 'decision', head, tuple(extra.items()))\n"
+        "lines.event(log, logging.INFO, 'decision', head, tuple(extra.items()))\n"
+        "lines.event(log, logging.INFO, 'decision', head, tuple(extra.items()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
     lines = [line.split(" ", 1)[1] for line in out.splitlines()]  # drop ts

@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from policyd.loop import PolicyLoop, previous_select
+from policyd.loop import PolicyLoop, noted_selector
 
 
 def test_the_previous_select_bounds_the_age_of_what_a_callback_reads() -> None:
+    def previous_select(loop: asyncio.AbstractEventLoop) -> float:
+        noted = noted_selector(loop)
+        assert noted is not None
+        return noted.previous
+
     async def body() -> None:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(0)
@@ -32,6 +37,6 @@ def test_the_previous_select_bounds_the_age_of_what_a_callback_reads() -> None:
 def test_another_loop_gives_no_bound() -> None:
     loop = asyncio.new_event_loop()
     try:
-        assert previous_select(loop) is None
+        assert noted_selector(loop) is None
     finally:
         loop.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from policyd.protocol import (
@@ -9,6 +11,7 @@ from policyd.protocol import (
     MalformedLine,
     NotUtf8,
     Oversized,
+    ProtocolError,
     RequestParser,
     TooManyAttributes,
     Truncated,
@@ -41,23 +44,52 @@ def test_empty_value_kept():
     assert list(RequestParser().feed(b"recipient=\nrequest=x\n\n")) == [{"recipient": "", "request": "x"}]
 
 
-@pytest.mark.parametrize(
-    ("data", "error"),
-    [
-        (b"no equals\n\n", MalformedLine),
-        (b"=value\n\n", MalformedLine),
-        (b"request=x\n=value\n\n", MalformedLine),
-        (b"request=x\nno equals\n\n", MalformedLine),
-        (b"request=x\r\nno equals\r\n\r\n", MalformedLine),
-        (b"a=" + b"x" * MAX_REQUEST_BYTES + b"\n\n", Oversized),
-        (b"\n\n", MalformedLine),
-        (b"a=\xff\xfe\n\n", NotUtf8),
-        (b"".join(b"a%d=1\n" % i for i in range(300)) + b"\n", TooManyAttributes),
-    ],
-)
+BAD_REQUESTS = [
+    (b"no equals\n\n", MalformedLine),
+    (b"=value\n\n", MalformedLine),
+    (b"request=x\n=value\n\n", MalformedLine),
+    (b"request=x\nno equals\n\n", MalformedLine),
+    (b"request=x\r\nno equals\r\n\r\n", MalformedLine),
+    (b"a=" + b"x" * MAX_REQUEST_BYTES + b"\n\n", Oversized),
+    (b"\n\n", MalformedLine),
+    (b"a=\xff\xfe\n\n", NotUtf8),
+    (b"".join(b"a%d=1\n" % i for i in range(300)) + b"\n", TooManyAttributes),
+]
+
+
+@pytest.mark.parametrize(("data", "error"), BAD_REQUESTS)
 def test_bad_requests(data: bytes, error: type[Exception]):
     with pytest.raises(error):
         list(RequestParser().feed(data))
+
+
+@pytest.mark.parametrize(("data", "error"), BAD_REQUESTS)
+def test_a_parser_that_keeps_some_attributes_refuses_the_same_requests(data: bytes, error: type[Exception]):
+    with pytest.raises(error):
+        list(RequestParser(keep=frozenset(("request", "a"))).feed(data))
+
+
+def test_kept_attributes_are_those_of_the_whole_request():
+    """Against the parser that keeps everything: the same values (the last of a name
+    winning), on Postfix-like requests and hostile variants of them."""
+    rng = random.Random(36)
+    keep = frozenset(("request", "recipient", "instance", "sender", "x"))
+    names = [*sorted(keep), "client_address", "size", "ccert_subject", "other", "", "bad name", "x="]
+    pieces = ["", "=", "a=b", "é", "\r", " ", "\x00", "x=", "=x", "\n"]
+    for _ in range(20_000):
+        lines = [
+            rng.choice(names) + rng.choice(["=", "", "=="]) + rng.choice(pieces)
+            for _ in range(rng.randint(1, 8))
+        ]
+        data = ("\n".join(lines) + "\n\n").encode()
+        whole, kept = RequestParser(), RequestParser(keep=keep)
+        try:
+            want = [{k: v for k, v in r.items() if k in keep} for r in whole.feed(data)]
+        except ProtocolError as exc:
+            with pytest.raises(type(exc)):
+                list(kept.feed(data))
+            continue
+        assert list(kept.feed(data)) == want, data
 
 
 def test_oversized_without_terminator_fails_early():

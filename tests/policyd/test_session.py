@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 from prometheus_client import REGISTRY
 
+import policyd
 from policyd import metrics
-from policyd.session import DEFER_ACTION, DUNNO, Immediate, InstanceJoin, abandoned, action_for, handle
+from policyd.session import (
+    DEFER_ACTION,
+    DUNNO,
+    EXIM_HEADERS,
+    READ_ATTRIBUTES,
+    Immediate,
+    InstanceJoin,
+    abandoned,
+    action_for,
+    handle,
+)
 from smtp_balancer.config import validate_config
 from smtp_balancer.decision.facts import Decision, Facts, Route
 from smtp_balancer.engine import Engine
+from smtp_balancer.generation import ATTRIBUTE
 from smtp_balancer.observe.ratelimit import LogLimiter
 from tests.conftest import BASE as BASE_CONFIG
 
@@ -262,3 +276,17 @@ def test_every_numeric_attribute_is_a_plain_decimal():
     request = {"request": "smtpd_access_policy", "protocol_state": "END-OF-MESSAGE", "recipient": "a@x.test"}
     facts = handle({**request, "size": "\u00b2", "recipient_count": "\u0663"}, join)
     assert facts.size is None and facts.recipient_count is None
+
+
+def test_the_parser_keeps_every_attribute_the_daemon_reads():
+    """The connection's parser drops the attributes not in READ_ATTRIBUTES: a request
+    attribute read anywhere in policyd must be named there, or it would read as absent."""
+    read = set()
+    for source in (Path(policyd.__file__).parent).glob("*.py"):
+        text = source.read_text()
+        read |= set(re.findall(r"request\.get\(\"(\w+)\"", text))
+        read |= set(re.findall(r"request\[\"(\w+)\"\]", text))
+        read |= set(re.findall(r"\"(\w+)\" (?:not )?in (?:later\.)?request\b", text))
+    assert {"request", "protocol_state", "instance", "sent_at", "recipients"} <= read  # the scan works
+    assert read <= READ_ATTRIBUTES
+    assert {attr for attr, _ in EXIM_HEADERS} | {ATTRIBUTE} <= READ_ATTRIBUTES  # read by variable
