@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install first.
-.PHONY: reference install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart bench-fleet bench-replay lint
+.PHONY: reference install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart bench-fleet bench-replay bench-footprint lint
 
 install:
 	bash .ci/install
@@ -16,7 +16,7 @@ test: install
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md
-bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart bench-fleet bench-replay
+bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart bench-fleet bench-replay bench-footprint
 
 bench-engine: install
 	.venv/bin/python benchmarks/engine_throughput.py
@@ -53,6 +53,9 @@ bench-restart: install
 
 bench-e2e: install
 	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,policyd-dunno,policyd-dunno-protocol,policyd,policyd-shadow --rounds 5
+
+bench-footprint: install
+	.venv/bin/python benchmarks/request_footprint.py
 
 bench-milter: install
 	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,milter-noop,milter-unix,milter-inet

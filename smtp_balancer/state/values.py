@@ -15,7 +15,6 @@ from smtp_balancer.state.keys import ADMIN_STATES
 WEIGHT_DIGITS = 7
 COUNT_DIGITS = 15
 DECIMAL_MAX_LEN = 32
-_INT = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
@@ -35,7 +34,9 @@ def hash_texts(raw: object) -> dict[str, str]:
 
 
 def parse_int(raw: str | None, digits: int) -> int | None:
-    if raw is None or len(raw) > digits or not _INT.fullmatch(raw):
+    # ASCII digits only: isdigit alone also takes '²', which int() refuses, and
+    # Arabic-Indic digits, which int() reads (two str methods: cheaper than a pattern)
+    if raw is None or len(raw) > digits or not (raw.isascii() and raw.isdigit()):
         return None
     return int(raw)
 
