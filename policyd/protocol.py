@@ -58,12 +58,6 @@ class RequestParser:
         self.max_bytes = max_bytes
         self.max_attributes = max_attributes
         self.keep = keep
-        # the kept names by their length: a line's name is compared in place with the
-        # few of its length, never cut out and hashed
-        longest = max(map(len, keep), default=0) if keep else 0
-        self._by_length: list[tuple[str, ...]] = [
-            tuple(sorted(name for name in keep or () if len(name) == n)) for n in range(longest + 1)
-        ]
         self._buf = bytearray()
         self._scanned = 0  # bytes of _buf already searched for the terminator
 
@@ -117,7 +111,7 @@ class RequestParser:
         if text.count("\n") >= self.max_attributes:
             raise TooManyAttributes(f"request has more than {self.max_attributes} attributes")
         if "\r" not in text:
-            fast = self._split(text) if self.keep is None else self._kept(text, self._by_length)
+            fast = self._split(text) if self.keep is None else self._kept(text, self.keep)
             if fast is not None:
                 return fast
         # the slow path: CR line ends, or a bad line to name in the error
@@ -141,12 +135,11 @@ class RequestParser:
         return None if "" in request else request
 
     @staticmethod
-    def _kept(text: str, by_length: list[tuple[str, ...]]) -> PolicyRequest | None:
-        """The kept attributes, the last of a name winning as in a dict (None when a
-        line is not name=value)."""
+    def _kept(text: str, keep: frozenset[str]) -> PolicyRequest | None:
+        """The attributes in ``keep``, the last of a name winning as in a dict (None when
+        a line is not name=value)."""
         request: PolicyRequest = {}
         end = len(text)
-        longest = len(by_length) - 1
         pos = 0
         while True:
             eol = text.find("\n", pos)
@@ -155,11 +148,9 @@ class RequestParser:
             eq = text.find("=", pos, eol)
             if eq <= pos:  # no "=", or an empty name
                 return None
-            if eq - pos <= longest:
-                for name in by_length[eq - pos]:
-                    if text.startswith(name, pos):
-                        request[name] = text[eq + 1 : eol]
-                        break
+            name = text[pos:eq]
+            if name in keep:
+                request[name] = text[eq + 1 : eol]
             if eol == end:
                 return request
             pos = eol + 1
