@@ -192,6 +192,11 @@ def measure(server: str, messages: int, evict_mb: int, workdir: Path) -> dict[st
     )
     if proc.returncode != 0 or f"replies={2 * messages}" not in proc.stdout:
         raise SystemExit(f"{server}: the measured run failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    if server == "policyd" and "compiled=True" not in proc.stdout:
+        raise SystemExit(
+            "policyd ran as Python, not compiled: no compiled modules, or sources changed"
+            " since the build (make install first, and edit nothing while this runs)"
+        )
     totals = {}
     for name, key in (("instructions", "I   refs"), ("LLi", "LLi misses"), ("LLd", "LLd misses")):
         found = re.search(rf"{key}:\s+([\d,]+)", proc.stderr)
@@ -210,7 +215,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.inside:
         replies = asyncio.run(feed(args.inside, args.messages, args.evict_mb))
-        print(f"replies={replies}")
+        import policyd.server
+
+        # a tree edited since its build runs every module from source (smtp_balancer/native.py)
+        print(f"replies={replies} compiled={policyd.server.__file__.endswith('.so')}")
         return 0
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")

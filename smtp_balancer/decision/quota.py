@@ -31,6 +31,7 @@ LEASE_MAX = 100
 ARMS_MAX = 100_000  # arm records kept for Redis while it is away: one per experiment message
 EXHAUSTED_RECHECK_S = 30.0  # another daemon may give back units it leased
 TOTAL = "total"
+BUCKET_KEYS_MAX = 4096  # endpoints x the hours a process lives through, cleared when full
 
 
 class RateCounter(Protocol):
@@ -122,6 +123,8 @@ class QuotaBook:
         self._counts: dict[str, dict[str, int]] = {}
         self._counted = 0  # decisions in _counts, for when to write them
         self._arms: list[tuple[str, str]] = []  # (queue id, "<experiment> <arm>") to record
+        # (endpoint, day, hour) -> its day and hour counter keys: made once, not per message
+        self._bucket_keys: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     # -- decisions (any thread) ---------------------------------------------------
     def check(
@@ -159,6 +162,17 @@ class QuotaBook:
                 and lease.exhausted_until > self.clock.monotonic()
             )
 
+    def _counter_keys(self, endpoint: str, day: str, hour: str) -> tuple[str, str]:
+        keys = self._bucket_keys.get((endpoint, day, hour))
+        if keys is None:
+            if len(self._bucket_keys) >= BUCKET_KEYS_MAX:  # past hours': start again
+                self._bucket_keys.clear()
+            keys = self._bucket_keys[(endpoint, day, hour)] = (
+                self.keys.day_counter(endpoint, day),
+                self.keys.hour_counter(endpoint, hour),
+            )
+        return keys
+
     def take(
         self,
         endpoint: str,
@@ -172,7 +186,7 @@ class QuotaBook:
         """Spend a decision: ``n`` from the total's lease when ``leased``, each provider's
         recipients from its lease when in ``leased_providers``, and count it; False if
         another thread spent a lease meanwhile (nothing is spent then)."""
-        day_key, hour_key = self.keys.day_counter(endpoint, day), self.keys.hour_counter(endpoint, hour)
+        day_key, hour_key = self._counter_keys(endpoint, day, hour)
         providers = tuple(providers)
         spend = [(TOTAL, n)] if leased else []
         if leased_providers:

@@ -28,9 +28,20 @@ MAX_DOMAINS = 20  # rcpt_domains names this many domains at most: a line stays s
 _DOMAIN = re.compile(r"[a-z0-9._:\[\]-]+")
 
 
+_checked: dict[str, str] = {}  # domain -> as written; recipients' domains repeat
+CHECKED_MAX = 4096
+
+
 def _domain(recipient: str) -> str:
     domain = domain_of(recipient)
-    return domain if _DOMAIN.fullmatch(domain) else "?"
+    written = _checked.get(domain)
+    if written is None:
+        written = domain if _DOMAIN.fullmatch(domain) else "?"
+        if len(domain) <= 253:  # a DNS name's most: a client's junk is not kept
+            if len(_checked) >= CHECKED_MAX:  # bounded: cleared when full
+                _checked.clear()
+            _checked[domain] = written
+    return written
 
 
 def encode_domains(recipients: Sequence[str]) -> str:

@@ -27,8 +27,8 @@ def logfmt_value(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
-    if type(value) is int:
-        return str(value)
+    if type(value) is int or type(value) is float:
+        return str(value)  # digits, ".", "e", "+", "-", "inf", "nan": bare, as _BARE says
     return logfmt_text(value if type(value) is str else str(value))
 
 
@@ -40,6 +40,8 @@ TEXT_CACHED_LEN = 200
 
 
 def logfmt_text(text: str) -> str:
+    if text.isascii() and text.isalnum():  # ids, queue ids: bare, and never cached
+        return text
     rendered = _texts.get(text)
     if rendered is None:
         rendered = render_text(text)

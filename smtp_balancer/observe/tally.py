@@ -62,7 +62,8 @@ class Tally:
         if child is None:
             if len(values) != len(self.labelnames):
                 raise ValueError(f"{self.name}: {len(self.labelnames)} label values expected, got {values!r}")
-            child = self.children[values] = TallyChild()
+            # setdefault: one child even when two threads (the milter's) ask at once
+            child = self.children.setdefault(values, TallyChild())
         return child
 
     def collect(self) -> Iterable[Metric]:

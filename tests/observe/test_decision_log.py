@@ -94,9 +94,20 @@ def test_recipient_domains_are_written_once_each_with_their_counts_and_read_back
 
 @pytest.mark.parametrize("hostile", ["a@x,y*3.test", "a@+7", "a@evil*0", "a@\u00e9.test", 'a@"x y"'])
 def test_a_recipient_cannot_forge_the_domain_list(hostile: str):
-    text = encode_domains([hostile, "b@gmail.com"])
-    assert text == "?,gmail.com"
-    assert decode_domains(text) == ([("?", 1), ("gmail.com", 1)], 0)
+    for _ in range(2):  # checked, then from the cache of checked domains
+        text = encode_domains([hostile, "b@gmail.com"])
+        assert text == "?,gmail.com"
+        assert decode_domains(text) == ([("?", 1), ("gmail.com", 1)], 0)
+
+
+def test_the_cache_of_checked_domains_is_bounded() -> None:
+    from smtp_balancer.observe import decision_log
+
+    for i in range(decision_log.CHECKED_MAX + 10):
+        assert encode_domains([f"u@d{i}.test"]) == f"d{i}.test"
+    assert len(decision_log._checked) <= decision_log.CHECKED_MAX
+    long = "a@" + "x" * 300 + ".test"  # longer than any DNS name: checked, never kept
+    assert encode_domains([long]) == long[2:] and long[2:] not in decision_log._checked
 
 
 @pytest.mark.parametrize("junk", ["gmail.com*", "gmail.com*0", "*3", "a,,b", "gmail.com*\u0663"])
