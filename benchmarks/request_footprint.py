@@ -134,9 +134,8 @@ async def feed(server: str, messages: int, evict_mb: int) -> int:
 async def policy_connection() -> tuple[asyncio.Protocol, object]:
     from integration.conftest import base_config
     from integration.redis_server import RedisServer
-    from policyd.server import PolicyServer
+    from policyd.main import policy_server
     from smtp_balancer.config.loader import validate_config
-    from smtp_balancer.decision.classes import MessageClasses
     from smtp_balancer.engine import Engine
     from smtp_balancer.observe.logs import configure
 
@@ -150,13 +149,7 @@ async def policy_connection() -> tuple[asyncio.Protocol, object]:
         if engine.mirror.fresh:
             break
         await asyncio.sleep(0.05)
-    server = PolicyServer(
-        engine,
-        config.policyd,
-        config.exim.readsocket_timeout_s,
-        MessageClasses.from_config(config.milter),
-        config.tenants,
-    )
+    server = policy_server(engine, config)  # as the daemon builds it
 
     async def stop() -> None:
         await engine.aclose()

@@ -67,6 +67,17 @@ async def worker_beat(server: PolicyServer) -> None:
         await asyncio.sleep(1)
 
 
+def policy_server(engine: Engine, config: BalancerConfig) -> PolicyServer:
+    """The policy server the daemon runs, with its settings from ``config``."""
+    return PolicyServer(
+        engine,
+        config.policyd,
+        config.exim.readsocket_timeout_s,
+        MessageClasses.from_config(config.milter),
+        config.tenants,
+    )
+
+
 async def serve(config: BalancerConfig, path: str, control: int | None = None) -> None:
     """``control``: a worker's line to its supervisor (policyd/workers.py), which
     listens, serves /metrics and passes connections; None: a daemon on its own, or the
@@ -83,13 +94,7 @@ async def serve(config: BalancerConfig, path: str, control: int | None = None) -
         bind_metrics()
     engine = Engine(config)
     await engine.start()
-    server = PolicyServer(
-        engine,
-        config.policyd,
-        config.exim.readsocket_timeout_s,
-        MessageClasses.from_config(config.milter),
-        config.tenants,
-    )
+    server = policy_server(engine, config)
     notifier = Notifier()
     if control is None:
         try:
