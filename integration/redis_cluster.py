@@ -30,6 +30,8 @@ class RedisCluster:
                     "port": str(port),
                     "bind": "127.0.0.1",
                     "cluster-enabled": "yes",
+                    # the bus port from our block too: its default (port + 10000) can be taken
+                    "cluster-port": str(free_port()),
                     "cluster-config-file": str(base / f"node{port}" / "nodes.conf"),
                     "cluster-node-timeout": str(NODE_TIMEOUT_MS),
                 },
