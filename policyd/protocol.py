@@ -71,7 +71,9 @@ class RequestParser:
         if not self._buf:
             # the usual case: one whole request in one read (what Postfix sends)
             end = data.find(b"\n\n")
-            if 0 < end == len(data) - 2 and end <= self.max_bytes and b"\r" not in data:
+            # find, not `in`: CPython's bytes `in` first tries the operand as an int,
+            # raising and formatting a TypeError on every request
+            if 0 < end == len(data) - 2 and end <= self.max_bytes and data.find(b"\r") < 0:
                 yield self._parse(data[:end])
                 return
         self._buf += data

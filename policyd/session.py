@@ -29,11 +29,14 @@ DEFER_ACTION = "DEFER_IF_PERMIT 4.7.1 Egress capacity exhausted, try again later
 MAX_RECIPIENTS_PER_INSTANCE = 10_000
 
 
-@dataclass
 class _Pending:
-    recipients: list[str]
-    touched: float
-    size: int = 0  # bytes of the instance name and recipients held
+    """One open message's recipients (a plain class: a dataclass's generated __init__
+    runs as Python even in a compiled module)."""
+
+    def __init__(self, recipients: list[str], touched: float, size: int = 0) -> None:
+        self.recipients = recipients
+        self.touched = touched
+        self.size = size  # bytes of the instance name and recipients held
 
 
 class InstanceJoin:

@@ -74,7 +74,11 @@ def choose(
     no objects per member: this runs for every message.
     """
     why_not, throttle = elig.why_not, elig.throttle
-    for s, (stage, stage_hashes) in enumerate(zip(stages, hashes, strict=True)):
+    # zip without strict below: mypyc compiles a plain zip in a loop, but calls
+    # zip(strict=True) through Python (keyword parsing, per message)
+    if len(hashes) != len(stages):
+        raise ValueError(f"{len(stages)} stages but {len(hashes)} hash lists")
+    for s, (stage, stage_hashes) in enumerate(zip(stages, hashes)):  # noqa: B905 (lengths checked)
         pool, ignore_caps, adaptive = stage.pool, stage.ignore_caps, stage.adaptive
         weights = [elig.weight(pool, ep, w) for ep, w in stage.members]
         if stage_hashes is not None:
@@ -104,7 +108,8 @@ def choose(
             continue
         # draw by weight; an ineligible draw is dropped and the rescaled remainder
         # of the same uniform value draws again: exactly weighted among the eligible
-        positive = [(ep, w) for (ep, _), w in zip(stage.members, weights, strict=True) if w > 0]
+        # weights has one per member (built above)
+        positive = [(ep, w) for (ep, _), w in zip(stage.members, weights) if w > 0]  # noqa: B905
         rr = r
         while positive:
             i, rest = _draw([w for _, w in positive], rr)

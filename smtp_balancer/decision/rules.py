@@ -73,12 +73,15 @@ class MessageView:
         sender = facts.sender.lower()
         if recipient_domains is None:
             recipient_domains = [domain_of(r) for r in facts.recipients]
-        return cls(
+        elif len(recipient_domains) != len(facts.recipients):  # zip below is not strict (choice.py)
+            raise ValueError(f"{len(facts.recipients)} recipients but {len(recipient_domains)} domains")
+        # the class itself, not cls: a native constructor call (cls goes through type())
+        return MessageView(
             facts,
             sender,
             domain_of(sender) if "@" in sender else "",
             tuple(
-                dict.fromkeys(d for d, r in zip(recipient_domains, facts.recipients, strict=True) if "@" in r)
+                dict.fromkeys(d for d, r in zip(recipient_domains, facts.recipients) if "@" in r)  # noqa: B905
             ),
             frozenset(providers),
         )

@@ -214,13 +214,14 @@ class Engine:
         try:
             draw = self.planner.prepare(facts, now)
             if isinstance(draw, Decision):
-                decision: Decision | None = draw
+                decision = draw
             else:
                 mirror = self.mirror
                 live = mirror.live
-                decision = self.planner.from_mirror(draw, live, self.book) if mirror.fresh and live else None
-                if decision is None:
+                local = self.planner.from_mirror(draw, live, self.book) if mirror.fresh and live else None
+                if local is None:
                     return Pending(facts, draw)
+                decision = local
                 if waited is not None:
                     # a process stopped (or starved) between the caller's check and here
                     # resumes to a client that left: what the route counted goes back

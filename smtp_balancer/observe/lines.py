@@ -100,7 +100,13 @@ def direct_writer() -> LineWriter | None:
 def event(logger: logging.Logger, levelno: int, msg: str, extra: dict[str, Any], tail: Tail = ()) -> None:
     """A structured line, like ``logger.log(levelno, msg, extra=fields(**extra, **dict(tail)))``.
     ``tail``: fields that repeat from line to line, rendered once (logfmt.event_line)."""
-    if not logger.isEnabledFor(levelno):
+    # Logger.isEnabledFor's own cache (CPython keeps it in _cache), read without a
+    # Python frame per line; the method itself when there is no answer there
+    cache = getattr(logger, "_cache", None)
+    enabled = cache.get(levelno) if type(cache) is dict and not logger.disabled else None
+    if enabled is None:
+        enabled = logger.isEnabledFor(levelno)
+    if not enabled:
         return
     writer = _writer
     # only while our handler is still the root's one and only (not after a test

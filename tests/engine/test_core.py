@@ -827,20 +827,26 @@ async def test_a_local_decision_whose_client_left_meanwhile_is_given_back(make_c
     assert routed["out3"] > 0
 
 
-def test_a_failing_still_waited_check_answers_the_route_it_counted(caplog):
+def test_a_failing_still_waited_check_answers_the_route_it_counted(make_config, caplog):
     """The re-check runs after a local decision spent its units: if the check itself
     fails (a bug), the route stands and stays counted, rather than the message being
     decided a second time by select.lua."""
+    from smtp_balancer.decision.draw import Draw
+    from smtp_balancer.decision.planner import Planner
+    from smtp_balancer.decision.quota import QuotaBook
     from smtp_balancer.engine.giveback import unless_gone
 
     def broken() -> str:
         raise OSError("TCP_INFO unavailable")
 
+    planner = Planner(make_config(), clock=FixedClock(NOW))
+    draw = planner.prepare(gmail(), NOW)
+    assert isinstance(draw, Draw)
     decision = Decision(
         outcome="route", reason="weight 1 in pool main", endpoint="out1", pool="main", rule="all"
     )
     with caplog.at_level("ERROR", logger="smtp_balancer.engine"):
-        assert unless_gone(None, None, decision, broken) is decision  # type: ignore[arg-type]
+        assert unless_gone(QuotaBook(planner.keys, FixedClock(NOW)), draw, decision, broken) is decision
     assert any("still waits failed" in r.getMessage() for r in caplog.records)
 
 

@@ -89,3 +89,26 @@ def test_event_lines_are_rendered_as_the_formatter_renders_them() -> None:
                 (lambda s: s.split(" ", 1)[1]) if style == "logfmt" else (lambda s: s.split('"level"', 1)[1])
             )
             assert strip(line) == strip(want), (style, fields)
+
+
+def test_an_event_follows_its_loggers_level_as_it_changes(caplog) -> None:
+    # event() reads the logger's own level cache: every change must still be seen
+    from smtp_balancer.observe.lines import event
+
+    name = "test.lines.level"
+    log = logging.getLogger(name)
+    with caplog.at_level(logging.INFO, logger=name):
+        event(log, logging.INFO, "decision", {"n": 1})
+        log.setLevel(logging.WARNING)
+        event(log, logging.INFO, "decision", {"n": 2})
+        log.setLevel(logging.INFO)
+        log.disabled = True
+        event(log, logging.INFO, "decision", {"n": 3})
+        log.disabled = False
+        logging.disable(logging.INFO)
+        try:
+            event(log, logging.INFO, "decision", {"n": 4})
+        finally:
+            logging.disable(logging.NOTSET)
+        event(log, logging.INFO, "decision", {"n": 5})
+    assert [r.fields["n"] for r in caplog.records if r.name == name] == [1, 5]
