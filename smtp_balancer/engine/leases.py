@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -44,6 +45,18 @@ SERVICE_INTERVAL_S = 0.05  # lease refills and give-backs are batched this often
 COUNT_INTERVAL_S = 1.0
 COUNT_MAX_WAIT_S = 5.0
 COUNT_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """One round's share of what the book queued."""
+
+    refills: list[Refill]
+    givebacks: list[Giveback]
+    counts: dict[str, dict[str, int]]
+    rate_refills: list[RateRefill]
+    rate_givebacks: list[RateGiveback]
+    arms: list[tuple[str, str]]
 
 
 class LeaseService:
@@ -90,12 +103,17 @@ class LeaseService:
 
     async def _serve(self) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SERVICE_INTERVAL_S):
-                    await self._stop.wait()
+            # a plain sleep, and a timeout only around a round with work: a daemon wakes
+            # 20 times a second, mostly to find nothing (each asyncio.timeout is a timer,
+            # and one that expires a cancellation and an exception: most of an idle
+            # daemon's CPU). stop() waits for the sleep to end.
+            await asyncio.sleep(SERVICE_INTERVAL_S)
             try:
+                work = self._take_work(last=False)
+                if work is None:
+                    continue
                 async with asyncio.timeout(self.timeout_s):
-                    await self.round()
+                    await self._send_work(work, last=False)
             except (TimeoutError, RedisError, OSError) as exc:
                 log.debug("quota round failed: %s", exc)
             except Exception:  # a bug must not end the rounds: counts would stop for good
@@ -107,15 +125,27 @@ class LeaseService:
         Every reply is settled by a callback whenever it arrives, also after this round
         stopped waiting (its timeout): a grant Redis made is recorded or given back,
         never dropped, so a slow reply leaves no unit counted and unused."""
-        book, keys, channel = self.book, self.keys, self.channel
+        work = self._take_work(last)
+        if work is not None:
+            await self._send_work(work, last)
+
+    def _take_work(self, last: bool) -> _Work | None:
+        """What the book has queued for Redis (None: nothing)."""
+        book = self.book
         refills, givebacks, counts = book.take_work(counts=last or self._counts_due())
         if counts:
             self._counts_sent = book.clock.monotonic()
         rate_refills, rate_givebacks = book.rates.take_work()
         arms = book.take_arms()
         if not (refills or givebacks or counts or rate_refills or rate_givebacks or arms):
-            return
-        rate_refills = self._fresh(rate_refills)
+            return None
+        return _Work(refills, givebacks, counts, rate_refills, rate_givebacks, arms)
+
+    async def _send_work(self, work: _Work, last: bool) -> None:
+        keys, channel = self.keys, self.channel
+        refills, givebacks, counts, arms = work.refills, work.givebacks, work.counts, work.arms
+        rate_givebacks = work.rate_givebacks
+        rate_refills = self._fresh(work.rate_refills)
         if not (last or self.breaker.allows()):
             self._not_sent(refills, givebacks, counts, rate_refills, arms)
             return
@@ -137,7 +167,7 @@ class LeaseService:
         if arms:
             # records a failed round did not write go again with the next: without one a
             # message's outcomes (and a requeued copy's) count in no arm
-            arm_keys, arm_args = arm_book.write_call(keys, book.clock.wall(), arms)
+            arm_keys, arm_args = arm_book.write_call(keys, self.book.clock.wall(), arms)
             sent.append(self._send(scripts.ARMS, arm_keys, arm_args, partial(self._armed, arms)))
         if sent:  # none when every rate refill was stale and nothing else was due
             await asyncio.wait(sent)  # wait, not gather: giving up waiting cancels no reply
