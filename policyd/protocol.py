@@ -44,6 +44,21 @@ class Truncated(ProtocolError):
     kind: ClassVar[str] = "truncated"
 
 
+# kept names by first character, then length: a line's name is compared with those of
+# its shape only, and never hashed (hashing each line's fresh name was a third of
+# the parse); the names in the table are the dict's keys, their hashes already known
+Shapes = dict[str, dict[int, tuple[str, ...]]]
+
+
+def shapes_of(keep: frozenset[str]) -> Shapes:
+    shapes: Shapes = {}
+    for name in sorted(keep):
+        if name:
+            by_length = shapes.setdefault(name[0], {})
+            by_length[len(name)] = (*by_length.get(len(name), ()), name)
+    return shapes
+
+
 class RequestParser:
     """``keep``: the attribute names to hand back (None: all of them). Postfix sends
     about 30 attributes and a server reads a dozen: the others are checked for
@@ -58,6 +73,7 @@ class RequestParser:
         self.max_bytes = max_bytes
         self.max_attributes = max_attributes
         self.keep = keep
+        self._shapes = shapes_of(keep) if keep is not None else {}
         self._buf = bytearray()
         self._scanned = 0  # bytes of _buf already searched for the terminator
 
@@ -68,13 +84,17 @@ class RequestParser:
 
     def feed(self, data: bytes) -> Iterator[PolicyRequest]:
         """Add bytes; yield every complete request. Raises ProtocolError."""
-        if not self._buf:
-            # the usual case: one whole request in one read (what Postfix sends)
-            end = data.find(b"\n\n")
-            # find, not `in`: CPython's bytes `in` first tries the operand as an int,
-            # raising and formatting a TypeError on every request
-            if 0 < end == len(data) - 2 and end <= self.max_bytes and data.find(b"\r") < 0:
-                yield self._parse(data[:end])
+        if not self._buf and len(data) <= self.max_bytes + 2:
+            # the usual case: one whole request in one read (what Postfix sends), found
+            # in the decoded text: compiled code searches a str natively, where each
+            # bytes method is a call that parses its arguments
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = ""  # the way below names the request that is not UTF-8
+            end = text.find("\n\n")
+            if 0 < end == len(text) - 2 and "\r" not in text:
+                yield self._parse_text(text, end)
                 return
         self._buf += data
         while True:
@@ -110,10 +130,21 @@ class RequestParser:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise NotUtf8(f"request is not UTF-8 (byte {exc.start})") from exc
+        return self._parse_text(text, len(text))
+
+    def _parse_text(self, text: str, end: int) -> PolicyRequest:
+        """The request in ``text[:end]`` (what follows is its terminator)."""
+        if self.keep is not None and "\r" not in text:
+            # counts the lines itself: None for too many, to be named below
+            fast = self._kept(text, end, self._shapes, self.max_attributes)
+            if fast is not None:
+                return fast
+        if end < len(text):
+            text = text[:end]
         if text.count("\n") >= self.max_attributes:
             raise TooManyAttributes(f"request has more than {self.max_attributes} attributes")
-        if "\r" not in text:
-            fast = self._split(text) if self.keep is None else self._kept(text, self.keep)
+        if self.keep is None and "\r" not in text:
+            fast = self._split(text)
             if fast is not None:
                 return fast
         # the slow path: CR line ends, or a bad line to name in the error
@@ -137,22 +168,32 @@ class RequestParser:
         return None if "" in request else request
 
     @staticmethod
-    def _kept(text: str, keep: frozenset[str]) -> PolicyRequest | None:
-        """The attributes in ``keep``, the last of a name winning as in a dict (None when
-        a line is not name=value)."""
+    def _kept(text: str, end: int, shapes: Shapes, max_attributes: int) -> PolicyRequest | None:
+        """The attributes kept (``shapes_of``) of the lines in ``text[:end]``, the last of
+        a name winning as in a dict (None when a line is not name=value, or there are
+        more than ``max_attributes``)."""
         request: PolicyRequest = {}
-        end = len(text)
         pos = 0
+        lines = 0
         while True:
-            eol = text.find("\n", pos)
+            lines += 1
+            if lines > max_attributes:
+                return None
+            eol = text.find("\n", pos, end)
             if eol < 0:
                 eol = end
             eq = text.find("=", pos, eol)
             if eq <= pos:  # no "=", or an empty name
                 return None
-            name = text[pos:eq]
-            if name in keep:
-                request[name] = text[eq + 1 : eol]
+            by_length = shapes.get(text[pos])
+            if by_length is not None:
+                names = by_length.get(eq - pos)
+                if names is not None:
+                    name = text[pos:eq]
+                    for kept in names:
+                        if name == kept:
+                            request[kept] = text[eq + 1 : eol]
+                            break
             if eol == end:
                 return request
             pos = eol + 1

@@ -27,6 +27,9 @@ from smtp_balancer.state.values import parse_int
 DUNNO = "DUNNO"
 DEFER_ACTION = "DEFER_IF_PERMIT 4.7.1 Egress capacity exhausted, try again later"
 MAX_RECIPIENTS_PER_INSTANCE = 10_000
+# the oldest open message's age is looked at this often at most, not at every RCPT: a
+# join outlives join_ttl_s (10 s at least) by under a second
+AGE_CHECK_S = 1.0
 
 
 class _Pending:
@@ -57,6 +60,7 @@ class InstanceJoin:
         self.clock = clock
         self.bytes = 0
         self._open: OrderedDict[str, _Pending] = OrderedDict()
+        self._aged_at = float("-inf")  # when the oldest message's age was last looked at
 
     def __len__(self) -> int:
         return len(self._open)
@@ -85,12 +89,12 @@ class InstanceJoin:
 
     def _expire(self, now: float) -> None:
         while self._open:
+            within = len(self._open) <= self.max_instances and self.bytes <= self.max_bytes
+            if within and now - self._aged_at < AGE_CHECK_S:
+                return  # the oldest's age was looked at less than a second ago
             instance, oldest = next(iter(self._open.items()))
-            if (
-                len(self._open) <= self.max_instances
-                and self.bytes <= self.max_bytes
-                and now - oldest.touched < self.ttl_s
-            ):
+            if within and now - oldest.touched < self.ttl_s:
+                self._aged_at = now
                 return
             del self._open[instance]
             self.bytes -= oldest.size
@@ -227,20 +231,27 @@ def facts_of(
     notes: LogLimiter | None = None,
 ) -> Facts:
     """An END-OF-MESSAGE request's facts, with the recipients its RCPT requests gave."""
-    # a dict keeps first-seen order and de-duplicates in linear time
-    recipients = dict.fromkeys(collected)
-    for extra in (request.get("recipient", ""), *request.get("recipients", "").split(",")):
-        extra = extra.strip()
-        if extra:
-            recipients[extra] = None
+    listed = request.get("recipients")
+    extra = request.get("recipient", "").strip()
+    if listed is None and (not extra or (len(collected) == 1 and collected[0] == extra)):
+        # Postfix's usual message: the recipients are the join's (no list to merge)
+        unique = tuple(collected) if len(collected) < 2 else tuple(dict.fromkeys(collected))
+    else:
+        # a dict keeps first-seen order and de-duplicates in linear time
+        recipients = dict.fromkeys(collected)
+        for more in (extra, *(listed or "").split(",")):
+            more = more.strip()
+            if more:
+                recipients[more] = None
+        unique = tuple(recipients)
     count = parse_int(request.get("recipient_count"), NUMBER_DIGITS)
     # Postfix counts a repeated RCPT TO, and so does the join: compare before de-duplicating
-    known = max(len(collected), len(recipients))
+    known = max(len(collected), len(unique))
     if count is not None and known < count:
         unknown_recipients(request, known, count, notes)
     return Facts(
         sender=request.get("sender", ""),
-        recipients=tuple(recipients),
+        recipients=unique,
         sasl_username=request.get("sasl_username", ""),
         client_address=request.get("client_address", ""),
         size=parse_int(request.get("size"), NUMBER_DIGITS),
@@ -248,7 +259,7 @@ def facts_of(
         recipient_count=count,
         message_class=exim_class(request, classes) if classes is not None else None,
         # Exim (our `recipients` extension) routes each recipient with its own routers
-        per_recipient="recipients" in request,
+        per_recipient=listed is not None,
     )
 
 

@@ -89,7 +89,7 @@ class PolicyConnection(asyncio.Protocol):
         except ProtocolError as exc:
             self._protocol_error(exc)
             return
-        self._send(replies)
+        self._send(replies, reading=True)
 
     def eof_received(self) -> bool:
         try:
@@ -219,9 +219,12 @@ class PolicyConnection(asyncio.Protocol):
             return False
         return time.monotonic() - started < seconds
 
-    def _send(self, replies: list[bytes]) -> None:
+    def _send(self, replies: list[bytes], reading: bool = False) -> None:
+        """``reading``: called from data_received, where the transport cannot be closing
+        (asyncio stops reading a transport it closes), so it is not asked: one Python
+        call less per request."""
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or (not reading and transport.is_closing()):
             return
         if replies:
             transport.write(b"".join(replies))

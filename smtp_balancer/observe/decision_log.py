@@ -16,7 +16,7 @@ from typing import Any
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.observe.lines import event
-from smtp_balancer.observe.logfmt import Tail
+from smtp_balancer.observe.logfmt import Tail, logfmt_text, logfmt_value
 
 log = logging.getLogger("smtp_balancer.decision")
 
@@ -125,14 +125,38 @@ def log_decision(via: str, facts: Facts, decision: Decision, **more: Any) -> Non
             ("shadow_reason", shadow.reason),
         )
     # what varies per message first; the rest repeats, and is rendered once (Tail)
+    queue_id = facts.queue_id or None
+    sender_domain = facts.sender_domain
+    rcpt_domains = encode_domains(facts.recipients)
     ids = {
         "decision_id": decision.decision_id,
         "via": via,
-        "queue_id": facts.queue_id or None,
+        "queue_id": queue_id,
         # what replaying the log needs of the message (``smtp-balancer replay``)
-        "sender_domain": facts.sender_domain,
-        "rcpt_domains": encode_domains(facts.recipients),
+        "sender_domain": sender_domain,
+        "rcpt_domains": rcpt_domains,
         "size": facts.size,
         "draw": decision.r,
     }
-    event(log, logging.INFO, "decision", ids, tail + tuple(more.items()) if more else tail)
+    rendered = render_ids(
+        decision.decision_id, via, queue_id, sender_domain, rcpt_domains, facts.size, decision.r
+    )
+    event(log, logging.INFO, "decision", ids, tail + tuple(more.items()) if more else tail, rendered)
+
+
+def render_ids(
+    decision_id: str,
+    via: str,
+    queue_id: str | None,
+    sender_domain: str,
+    rcpt_domains: str,
+    size: int | None,
+    draw: float | None,
+) -> str:
+    """The line's per-message fields as ``render_pairs`` renders them, in one step
+    (their keys need no cleaning; tests compare the two)."""
+    return (
+        f"decision_id={logfmt_text(decision_id)} via={logfmt_text(via)} queue_id={logfmt_value(queue_id)}"
+        f" sender_domain={logfmt_text(sender_domain)} rcpt_domains={logfmt_text(rcpt_domains)}"
+        f" size={logfmt_value(size)} draw={logfmt_value(draw)}"
+    )

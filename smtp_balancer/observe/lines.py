@@ -68,14 +68,22 @@ class LineWriter:
             self.stream.flush()
             self.pending = 0
 
-    def event(self, levelno: int, name: str, msg: str, extra: dict[str, Any], tail: Tail) -> None:
-        """One event's line, rendered and written under the lock."""
+    def event(
+        self,
+        levelno: int,
+        name: str,
+        msg: str,
+        extra: dict[str, Any],
+        tail: Tail,
+        rendered: str | None = None,
+    ) -> None:
+        """One event's line, rendered and written under the lock (``rendered``: see event())."""
         created = time.time()
         level = _LEVELS.get(levelno)
         with self.lock:
             line = None
             if self.logfmt and level is not None:
-                line = event_line(self.stamper.stamp(created), level, name, msg, extra, tail)
+                line = event_line(self.stamper.stamp(created), level, name, msg, extra, tail, rendered)
             if line is None:  # JSON, or a key twice: the formatter names them
                 line = self.handler.formatter.render_event(
                     created, logging.getLevelName(levelno), name, msg, extra, tail
@@ -97,9 +105,18 @@ def direct_writer() -> LineWriter | None:
     return _writer
 
 
-def event(logger: logging.Logger, levelno: int, msg: str, extra: dict[str, Any], tail: Tail = ()) -> None:
+def event(
+    logger: logging.Logger,
+    levelno: int,
+    msg: str,
+    extra: dict[str, Any],
+    tail: Tail = (),
+    rendered: str | None = None,
+) -> None:
     """A structured line, like ``logger.log(levelno, msg, extra=fields(**extra, **dict(tail)))``.
-    ``tail``: fields that repeat from line to line, rendered once (logfmt.event_line)."""
+    ``tail``: fields that repeat from line to line, rendered once (logfmt.event_line).
+    ``rendered``: ``extra`` as logfmt.render_pairs renders it, when the caller made it
+    cheaper (the decision line); used only where a logfmt line is written directly."""
     # Logger.isEnabledFor's own cache (CPython keeps it in _cache), read without a
     # Python frame per line; the method itself when there is no answer there
     cache = getattr(logger, "_cache", None)
@@ -122,6 +139,6 @@ def event(logger: logging.Logger, levelno: int, msg: str, extra: dict[str, Any],
         logger.log(levelno, msg, extra={"fields": {**extra, **dict(tail)} if tail else extra})
         return
     try:
-        writer.event(levelno, logger.name, msg, extra, tail)
+        writer.event(levelno, logger.name, msg, extra, tail, rendered)
     except Exception:  # as logging does: a log line never breaks the caller
         _handler.handleError(logging.makeLogRecord({"msg": msg, "levelno": levelno, "name": logger.name}))

@@ -119,15 +119,24 @@ class Stamper:
         return f"{self._prefix}.{_MILLIS[min(int((created - second) * 1000), 999)]}"
 
 
-def event_line(stamp: str, level: str, name: str, msg: str, extra: dict[str, Any], tail: Tail) -> str | None:
+def event_line(
+    stamp: str,
+    level: str,
+    name: str,
+    msg: str,
+    extra: dict[str, Any],
+    tail: Tail,
+    extra_text: str | None = None,
+) -> str | None:
     """An event's logfmt line, ``tail``'s fields after ``extra``'s, the tail rendered
     once for all lines that repeat it; None when a key is twice or one of the head's
-    (the caller names them as its formatter does)."""
+    (the caller names them as its formatter does). ``extra_text``: ``extra`` rendered
+    already, as ``render_pairs`` renders it."""
     keys, rendered = rendered_tail(tail)
     if keys is None or not keys.isdisjoint(extra) or not HEAD.isdisjoint(extra):
         return None
     if extra:
-        body = render_pairs(extra.items())
+        body = render_pairs(extra.items()) if extra_text is None else extra_text
         rendered = f"{body} {rendered}" if rendered else body
     head = f"ts={stamp} level={logfmt_text(level)} logger={logfmt_text(name)} msg={logfmt_text(msg)}"
     return f"{head} {rendered}" if rendered else head

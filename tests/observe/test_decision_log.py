@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import replace
 
 import pytest
@@ -14,6 +15,7 @@ from smtp_balancer.observe.decision_log import (
     decode_domains,
     encode_domains,
     log_decision,
+    render_ids,
 )
 
 
@@ -114,3 +116,23 @@ def test_the_cache_of_checked_domains_is_bounded() -> None:
 def test_a_domain_list_no_daemon_writes_is_refused(junk: str):
     with pytest.raises(ValueError, match="not a recipient domain list"):
         decode_domains(junk)
+
+
+def test_the_ids_render_as_the_generic_logfmt_pairs_would():
+    """render_ids is render_pairs of the line's per-message fields, written out: the
+    same text for hostile values (quotes, spaces, newlines, non-ASCII, None)."""
+    from smtp_balancer.observe.logfmt import render_pairs
+
+    rng = random.Random(36)
+    texts = ["", "a", "abc123", 'q"x', "sp ace", "new\nline", "é", "a=b", "[::1]", "x\\y", "\x00"]
+    for _ in range(3_000):
+        values = {
+            "decision_id": rng.choice([new_decision_id(), *texts]),
+            "via": rng.choice(["policyd", "milter", *texts]),
+            "queue_id": rng.choice([None, "4F2A1B3C", *texts]),
+            "sender_domain": rng.choice(texts),
+            "rcpt_domains": rng.choice(["gmail.com*2,yahoo.com", "?", *texts]),
+            "size": rng.choice([None, 0, 312, 10**12]),
+            "draw": rng.choice([None, 0.0, rng.random(), 1e-9]),
+        }
+        assert render_ids(*values.values()) == render_pairs(values.items()), values

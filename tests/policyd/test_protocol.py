@@ -7,6 +7,7 @@ import random
 import pytest
 
 from policyd.protocol import (
+    MAX_ATTRIBUTES,
     MAX_REQUEST_BYTES,
     MalformedLine,
     NotUtf8,
@@ -74,7 +75,9 @@ def test_kept_attributes_are_those_of_the_whole_request():
     winning), on Postfix-like requests and hostile variants of them."""
     rng = random.Random(36)
     keep = frozenset(("request", "recipient", "instance", "sender", "x"))
+    # and names of a kept one's first character and length (the parser's shapes_of)
     names = [*sorted(keep), "client_address", "size", "ccert_subject", "other", "", "bad name", "x="]
+    names += ["senter", "instanse", "y", "recipienT", "sendér", "xx"]
     pieces = ["", "=", "a=b", "é", "\r", " ", "\x00", "x=", "=x", "\n"]
     for _ in range(20_000):
         lines = [
@@ -133,3 +136,40 @@ def test_reply():
     assert format_reply("FILTER out2:") == b"action=FILTER out2:\n\n"
     with pytest.raises(ValueError):
         format_reply("DUNNO\nevil=1")
+
+
+@pytest.mark.parametrize("keep", [None, frozenset(("a1", "request"))])
+def test_the_attribute_limit_is_the_same_on_every_path(keep):
+    """MAX_ATTRIBUTES lines parse, one more is refused: whole in one read (the usual
+    case) and a byte at a time (the buffered way)."""
+    for lines, ok in ((MAX_ATTRIBUTES, True), (MAX_ATTRIBUTES + 1, False)):
+        data = b"".join(b"a%d=1\n" % i for i in range(lines)) + b"\n"
+        for chunks in ([data], [data[i : i + 1] for i in range(len(data))]):
+            parser = RequestParser(keep=keep)
+            if ok:
+                requests = [r for chunk in chunks for r in parser.feed(chunk)]
+                assert len(requests) == 1 and requests[0].get("a1") == "1"
+            else:
+                with pytest.raises(TooManyAttributes):
+                    for chunk in chunks:
+                        list(parser.feed(chunk))
+
+
+def test_a_request_read_whole_or_a_byte_at_a_time_is_the_same():
+    """The one-read fast path against the buffered way, on hostile bytes: the same
+    requests, or the same error (bad UTF-8, CR line ends, several requests in a read)."""
+    rng = random.Random(37)
+    pieces = [b"request=smtpd_access_policy", b"a=b", b"sender=x@y", b"\r", b"\xff", b"\xc3\xa9", b"=", b"\n"]
+    for _ in range(5_000):
+        data = b"\n".join(rng.choice(pieces) for _ in range(rng.randint(1, 6))) + b"\n\n"
+        for keep in (None, frozenset(("request", "a", "sender"))):
+            outcomes = []
+            for chunks in ([data], [data[i : i + 1] for i in range(len(data))]):
+                parser, got = RequestParser(keep=keep), []
+                try:
+                    for chunk in chunks:
+                        got += parser.feed(chunk)
+                    outcomes.append(got)
+                except ProtocolError as exc:
+                    outcomes.append(type(exc))
+            assert outcomes[0] == outcomes[1], data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from policyd.session import (
     InstanceJoin,
     abandoned,
     action_for,
+    facts_of,
     handle,
 )
 from smtp_balancer.config import validate_config
@@ -290,3 +292,27 @@ def test_the_parser_keeps_every_attribute_the_daemon_reads():
     assert {"request", "protocol_state", "instance", "sent_at", "recipients"} <= read  # the scan works
     assert read <= READ_ATTRIBUTES
     assert {attr for attr, _ in EXIM_HEADERS} | {ATTRIBUTE} <= READ_ATTRIBUTES  # read by variable
+
+
+def test_a_messages_recipients_are_the_joins_then_the_requests_each_once_in_first_seen_order():
+    """facts_of against the rule written out: the join's recipients, then the request's
+    ``recipient`` and each of ``recipients`` (stripped, empty ones dropped), each once;
+    per recipient when the request has a ``recipients`` list (Exim)."""
+    rng = random.Random(36)
+    addresses = ["a@x.test", "b@y.test", " a@x.test", "c@z.test ", "a@x.test ", "é@ü.test"]
+    for _ in range(5_000):
+        collected = [rng.choice(addresses) for _ in range(rng.choice([0, 1, 1, 1, 2, 3]))]
+        request = {**BASE, "protocol_state": "END-OF-MESSAGE"}
+        if rng.random() < 0.7:
+            request["recipient"] = rng.choice(["", " ", *addresses])
+        if rng.random() < 0.3:
+            request["recipients"] = ",".join(
+                rng.choice(["", " ", *addresses]) for _ in range(rng.randint(1, 3))
+            )
+        want = dict.fromkeys(collected)
+        for more in (request.get("recipient", ""), *request.get("recipients", "").split(",")):
+            if more.strip():
+                want[more.strip()] = None
+        facts = facts_of(request, list(collected))
+        assert facts.recipients == tuple(want), (collected, request)
+        assert facts.per_recipient == ("recipients" in request)
