@@ -34,11 +34,18 @@ def hash_texts(raw: object) -> dict[str, str]:
 
 
 def parse_int(raw: str | None, digits: int) -> int | None:
-    # ASCII digits only: isdigit alone also takes '²', which int() refuses, and
-    # Arabic-Indic digits, which int() reads (two str methods: cheaper than a pattern)
-    if raw is None or len(raw) > digits or not (raw.isascii() and raw.isdigit()):
+    # ASCII digits only (str.isdigit also takes '²', which int() refuses, and
+    # Arabic-Indic digits, which int() reads), read here: compiled, ord(raw[i]) is a
+    # load, where int() runs the interpreter's general number parser, cold each message
+    if raw is None or not raw or len(raw) > digits:
         return None
-    return int(raw)
+    value = 0
+    for i in range(len(raw)):
+        digit = ord(raw[i]) - 48
+        if digit < 0 or digit > 9:
+            return None
+        value = value * 10 + digit
+    return value
 
 
 def parse_decimal(raw: str | None) -> float | None:

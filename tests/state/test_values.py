@@ -137,3 +137,19 @@ def test_lua_and_python_agree_on_every_generated_string(rdb: redis.Redis, kind: 
         accepted += py is not None
     # the generator reaches both sides of the grammar
     assert 50 < accepted < len(strings) - 50, accepted
+
+
+def test_parse_int_is_int_of_ascii_digits_and_nothing_else():
+    """parse_int reads the digits itself: against int() guarded by the rule written out
+    (ASCII digits only, at most ``digits`` of them), on random strings of digits,
+    look-alikes (superscripts, Arabic-Indic and full-width digits), signs and spaces."""
+    from smtp_balancer.state.values import parse_int
+
+    rng = random.Random(36)
+    alphabet = "0123456789" * 4 + "+- .e_\u00b2\u0661\uff11\n"
+    for _ in range(20_000):
+        raw = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 22)))
+        digits = rng.choice([1, 4, 15, 20])
+        want = int(raw) if raw and len(raw) <= digits and all("0" <= c <= "9" for c in raw) else None
+        assert parse_int(raw, digits) == want, (raw, digits)
+    assert parse_int(None, 15) is None and parse_int("9" * 20, 20) == 10**20 - 1
