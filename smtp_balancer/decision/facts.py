@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -93,10 +94,21 @@ class EndpointVerdict:
 _ids = random.Random()  # seeded from os.urandom once; ids name decisions, they guard nothing
 
 
+# ids are made 64 at a time: three calls into the generator and the bytes code per
+# message were more cold code than the rest of the id. A deque, because its popleft
+# and extend are atomic: milter threads never share an id.
+_ID_BATCH = 64
+_id_batch: deque[str] = deque()
+
+
 def new_decision_id() -> str:
     """16 random hex digits: unique enough to grep one decision across a fleet's logs."""
-    # twice as fast as a format spec (random.randbytes would be a Python call)
-    return _ids.getrandbits(64).to_bytes(8, "big").hex()
+    try:
+        return _id_batch.popleft()
+    except IndexError:
+        digits = _ids.getrandbits(64 * _ID_BATCH).to_bytes(8 * _ID_BATCH, "big").hex()
+        _id_batch.extend([digits[i : i + 16] for i in range(16, len(digits), 16)])
+        return digits[:16]
 
 
 @dataclass(slots=True, init=False)

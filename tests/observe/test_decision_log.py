@@ -67,7 +67,25 @@ def test_no_line_below_info(caplog):
 def test_decision_ids_are_16_hex_digits_and_distinct():
     ids = {new_decision_id() for _ in range(1000)}
     assert len(ids) == 1000
-    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    assert all(len(i) == 16 and set(i) <= set("0123456789abcdef") for i in ids)
+
+
+def test_threads_never_share_a_decision_id():
+    """The milter decides in threads; ids come from a shared batch."""
+    import threading
+
+    made: list[list[str]] = [[] for _ in range(8)]
+
+    def make(out: list[str]) -> None:
+        out.extend(new_decision_id() for _ in range(5_000))
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [i for out in made for i in out]
+    assert len(every) == 40_000 and len(set(every)) == 40_000
 
 
 def test_the_documented_fields_are_those_of_a_full_line(caplog):
