@@ -136,10 +136,16 @@ def test_a_domain_list_no_daemon_writes_is_refused(junk: str):
         decode_domains(junk)
 
 
-def test_the_ids_render_as_the_generic_logfmt_pairs_would():
+def test_the_ids_render_as_the_generic_logfmt_pairs_would(caplog):
     """render_ids is render_pairs of the line's per-message fields, written out: the
-    same text for hostile values (quotes, spaces, newlines, non-ASCII, None)."""
+    same text for hostile values (quotes, spaces, newlines, non-ASCII, None), and the
+    same fields in the same order as the line's fields where logging renders it."""
     from smtp_balancer.observe.logfmt import render_pairs
+
+    with caplog.at_level(logging.INFO, logger="smtp_balancer.decision"):
+        log_decision("policyd", Facts(sender="a@shop.test", recipients=("x@gmail.com",)), routed("0" * 16))
+    (rec,) = caplog.records
+    ids = list(rec.fields)[: list(rec.fields).index("outcome")]  # what precedes the repeated tail
 
     rng = random.Random(36)
     texts = ["", "a", "abc123", 'q"x', "sp ace", "new\nline", "é", "a=b", "[::1]", "x\\y", "\x00"]
@@ -153,4 +159,5 @@ def test_the_ids_render_as_the_generic_logfmt_pairs_would():
             "size": rng.choice([None, 0, 312, 10**12]),
             "draw": rng.choice([None, 0.0, rng.random(), 1e-9]),
         }
+        assert list(values) == ids
         assert render_ids(*values.values()) == render_pairs(values.items()), values
