@@ -7,18 +7,28 @@ daemon resumes it reads the requests that queued up meanwhile; it must not
 decide the ones whose client already left, or the warming endpoint's counter
 would run ahead of what it delivered. Afterwards the counter equals the mail
 delivered through it, and nothing is lost.
+
+One unit may be counted for mail that left by default: that of the decision the
+daemon was making at the instant it was stopped, its unit taken and its answer not
+yet written. The MTA acknowledges no answer, so no daemon can close that window;
+policyd keeps it to one step of its event loop (it writes an answer, and shuts
+Exim's connection, in the step that decides it). A CI run found it: the decision
+logged last before the stop, for a message Exim then sent by default 2 s later.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
 
 from integration.configs import ENDPOINT_IP
+from integration.daemons import decision_lines
+from integration.sink import Received
 from integration.waits import wait_until
-from integration.workloads import assert_counted_exactly
+from integration.workloads import counted_today
 from smtp_balancer.clock import utc_now
 
 FREEZE_S = 15
@@ -42,9 +52,8 @@ def freeze(pid: int, seconds: float) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
-def run_with_a_freeze(system, threads: int) -> tuple[int, int]:
-    """TOTAL messages with policyd frozen mid-run; (out3 deliveries, unrouted deliveries),
-    once every message arrived."""
+def run_with_a_freeze(system, threads: int) -> list[Received]:
+    """TOTAL messages with policyd frozen mid-run; every message, once all arrived."""
     errors: list[str] = []
     sender = threading.Thread(target=lambda: errors.extend(system.send_many(TOTAL, threads=threads)))
     sender.start()
@@ -55,28 +64,51 @@ def run_with_a_freeze(system, threads: int) -> tuple[int, int]:
     finally:
         sender.join(timeout=300)
     assert errors == []
-    got = system.sink.wait_for(TOTAL, timeout=180)  # nothing lost
-    out3 = sum(m.peer_ip == ENDPOINT_IP["out3"] for m in got)
-    return out3, sum(m.peer_ip not in ENDPOINT_IP.values() for m in got)
+    return system.sink.wait_for(TOTAL, timeout=180)  # nothing lost
+
+
+def queue_id_of(message: Received) -> str:
+    """The MTA's queue id, from the Received header it added (the top one)."""
+    found = re.search(r"\bid ([0-9A-Za-z-]+)", message.header("Received") or "")
+    assert found, message.headers
+    return found.group(1)
+
+
+def assert_counted_as_delivered(system, got: list[Received]) -> None:
+    """out3's counter equals its deliveries, plus at most the one unit of the decision
+    in flight when the daemon was stopped (see the module's docstring), named by its
+    queue id: an out3 decision for a message that left by another route. A daemon that
+    decided the requests its MTA abandoned during the freeze (dozens) strands many."""
+    system.policyd.stop()  # a running daemon holds leased units; at exit it gives them back
+    counted = counted_today(system.rdb, ["out3"])
+    out3_ip = ENDPOINT_IP["out3"]
+    left_by = {queue_id_of(m): m.peer_ip for m in got}
+    assert len(left_by) == TOTAL
+    decided = [line for line in decision_lines(system.policyd.log_path) if line.get("endpoint") == "out3"]
+    stranded = [line["queue_id"] for line in decided if left_by[line["queue_id"]] != out3_ip]
+    assert len(stranded) <= 1, f"out3 decisions for mail that left by another route: {stranded}"
+    delivered = sum(ip == out3_ip for ip in left_by.values())
+    assert counted == delivered + len(stranded), f"{counted} units counted, {delivered} delivered, {stranded}"
 
 
 def test_postfix_policyd_frozen_15s_counts_only_what_out3_delivered(mail_system):
     ms = mail_system(warming_out3())
-    out3, unrouted = run_with_a_freeze(ms, threads=8)
-    assert unrouted > 0  # the freeze really outlasted Postfix's wait: some mail went by default
+    got = run_with_a_freeze(ms, threads=8)
+    # the freeze really outlasted Postfix's wait: some mail went by default
+    assert any(m.peer_ip not in ENDPOINT_IP.values() for m in got)
     abandoned = ms.metric('smtp_balancer_policy_abandoned_total{mta="postfix"}')
     assert abandoned > 0  # requests Postfix gave up on were read, and not decided
-    # a running daemon holds leased units; at exit it gives them back
-    assert_counted_exactly(ms.rdb, ["out3"], out3, [ms.policyd])
+    assert_counted_as_delivered(ms, got)
 
 
 def test_exim_policyd_frozen_15s_counts_only_what_out3_delivered(exim_system):
     es = exim_system(warming_out3())  # exim.readsocket_timeout_s: 2 s (default)
-    out3, unrouted = run_with_a_freeze(es, threads=6)
-    assert unrouted > 0  # the freeze outlasted Exim's wait: some mail left by the default interface
+    got = run_with_a_freeze(es, threads=6)
+    # the freeze outlasted Exim's wait: some mail left by the default interface
+    assert any(m.peer_ip not in ENDPOINT_IP.values() for m in got)
+    assert_counted_as_delivered(es, got)
     text = es.policyd.log_path.read_text()
     assert "not deciding for queue id" in text and "Exim sent it" in text
-    assert_counted_exactly(es.rdb, ["out3"], out3, [es.policyd])  # leased units go back at exit
 
 
 def test_postfix_routes_again_at_once_after_a_freeze(mail_system):

@@ -4,8 +4,12 @@ apart from sockets).
 Bytes go in (``receive_data``, ``receive_eof``) and replies come out, strictly in
 request order. A request the engine cannot settle at once leaves the connection
 ``waiting`` on its Pending draw; later requests queue behind it until
-``answered`` is called with its action. The asyncio Protocol in ``server.py`` is
-a thin shim that moves bytes and runs the one wait as a task.
+``answered`` is called with its action. The asyncio Protocol in ``transport.py``
+is a thin shim that moves bytes and runs the one wait as a task.
+
+A connection is ``finished`` once the client has shut its side, or once Exim's one
+request is answered: ${readsocket} takes the answer only at end-of-file, so the
+shim shuts the connection in the step that writes it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 
 from policyd.protocol import PolicyRequest, ProtocolError, RequestParser, format_reply
-from policyd.session import Later
+from policyd.session import Later, from_readsocket
 
 Answer = Callable[[PolicyRequest], "str | Later"]
 
@@ -26,6 +30,7 @@ class ConnectionState:
         self.queue: deque[PolicyRequest] = deque()
         self.waiting: Later | None = None  # the request being answered by a task
         self.eof = False
+        self.last = False  # the client's last request was taken (Exim sends one)
 
     def receive_data(self, data: bytes) -> list[bytes]:
         """Replies that are ready now; raises ProtocolError (the connection must close)."""
@@ -53,8 +58,9 @@ class ConnectionState:
 
     @property
     def finished(self) -> bool:
-        """The client has shut its side and every request is answered: close."""
-        return self.eof and self.waiting is None and not self.queue
+        """Every request is answered and no other will come (the client shut its
+        side, or Exim's one request was taken): close."""
+        return (self.eof or self.last) and self.waiting is None and not self.queue
 
     @property
     def mid_request(self) -> bool:
@@ -64,7 +70,10 @@ class ConnectionState:
     def _run(self) -> list[bytes]:
         out: list[bytes] = []
         while self.queue and self.waiting is None:
-            result = self.answer(self.queue.popleft())
+            request = self.queue.popleft()
+            if from_readsocket(request):
+                self.last = True
+            result = self.answer(request)
             if not isinstance(result, str):
                 self.waiting = result
                 break

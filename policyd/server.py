@@ -45,6 +45,7 @@ from policyd.session import (
     abandoned,
     action_for,
     facts_of,
+    from_readsocket,
     handle,
 )
 from policyd.transport import PolicyConnection
@@ -334,7 +335,7 @@ class PolicyServer:
     def _stale(self, request: PolicyRequest) -> None:
         """A request from MTA files an older release rendered: counted, and said (at
         most once a minute) with what to do about it."""
-        mta = "exim" if "recipients" in request else "postfix"
+        mta = "exim" if from_readsocket(request) else "postfix"
         generation = generation_of(request.get(ATTRIBUTE))
         if generation >= GENERATION:
             return  # a newer one: files rendered by a release after this daemon's

@@ -311,6 +311,12 @@ class UnknownClient:
 RECENT_S = 0.5
 
 
+def from_readsocket(request: PolicyRequest) -> bool:
+    """Exim's request (its ACL lists the recipients, our extension): ${readsocket} sends
+    one per connection, and takes the answer only at end-of-file."""
+    return "recipients" in request
+
+
 def abandoned(
     request: PolicyRequest,
     now: float,
@@ -340,7 +346,7 @@ def abandoned(
             return ""
         left = f"{margin_s:g}s of it to decide and answer"
         return f"Exim sent it {age:.1f}s ago (timeout {exim_timeout_s:g}s, {left})"
-    if "recipients" in request:  # an Exim request rendered before sent_at: half-closed by design
+    if from_readsocket(request):  # an Exim request rendered before sent_at: half-closed by design
         return ""
     if client.arrived_within(min(RECENT_S, postfix_timeout_s)):
         return ""  # a loop that keeps up: no system call for the checks below

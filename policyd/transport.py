@@ -5,6 +5,7 @@ has waited (TCP_INFO), which tells an abandoned request from a fresh one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import sys
@@ -15,7 +16,7 @@ from policyd import metrics
 from policyd.connection import ConnectionState
 from policyd.loop import noted_selector
 from policyd.protocol import ProtocolError, RequestParser, Truncated
-from policyd.session import DUNNO, READ_ATTRIBUTES
+from policyd.session import DUNNO, READ_ATTRIBUTES, Later
 from smtp_balancer.observe.logs import fields
 
 if TYPE_CHECKING:
@@ -232,20 +233,34 @@ class PolicyConnection(asyncio.Protocol):
         if state.waiting is not None and not self.busy:
             self.busy = True
             self._pause_reading(transport)
-            task = self.loop.create_task(self.server.answer_later(state.waiting, self))
-            task.add_done_callback(self._answered)
+            self.loop.create_task(self._settle(state.waiting))
         elif state.finished:
-            transport.close()
+            self._finish(transport)
 
-    def _answered(self, task: asyncio.Task[str]) -> None:
-        self.busy = False
-        if task.cancelled():  # the daemon is stopping: its connections go with it
-            return
+    @staticmethod
+    def _finish(transport: asyncio.Transport) -> None:
+        """Shut our side now: close() alone takes effect a loop turn later, and Exim
+        takes its answer only at end-of-file. A daemon stopped (or starved) in that turn
+        would leave Exim to time out with the answer in hand, its route's unit counted."""
+        with contextlib.suppress(OSError):  # a reset connection: nothing to tell the client
+            transport.write_eof()  # shuts the socket at once when nothing is buffered
+        transport.close()
+
+    async def _settle(self, later: Later) -> None:
+        """Settle the waiting request and write its answer in the step that decided it
+        (a done callback would run a loop turn later: see ``_finish``)."""
         try:
-            action = task.result()
+            action = await self.server.answer_later(later, self)
+        except asyncio.CancelledError:  # the daemon is stopping: its connections go with it
+            self.busy = False
+            raise
         except Exception:  # never leave a client without an answer; the MTA default applies
             log.exception("policy decision failed; answering DUNNO")
             action = DUNNO
+        self._answered(action)
+
+    def _answered(self, action: str) -> None:
+        self.busy = False
         transport = self.transport
         if transport is None or transport.is_closing():
             return  # the client is gone: decide nothing more for it

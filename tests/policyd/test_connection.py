@@ -52,6 +52,35 @@ def test_a_waiting_request_holds_back_the_ones_behind_it():
     assert conn.waiting is None
 
 
+def exim_request(n: int) -> bytes:
+    """As the rendered Exim ACL sends it: the recipients listed (our extension)."""
+    return (
+        "request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\n"
+        f"recipient=r{n}@x.test\nrecipients=r{n}@x.test\n\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_exims_one_request_finishes_the_connection_once_answered(slow: bool):
+    """${readsocket} sends one request and reads until end-of-file: answered, the
+    connection is finished without waiting for Exim's shutdown to be read."""
+    answer, _ = answers({"r1@x.test"} if slow else set())
+    conn = ConnectionState(answer)
+    replies = conn.receive_data(exim_request(1))
+    if slow:
+        assert replies == [] and not conn.finished
+        replies = conn.answered("FILTER out1:")
+    assert replies == [b"action=FILTER out1:\n\n" if slow else b"action=DUNNO r1@x.test\n\n"]
+    assert conn.finished and not conn.eof
+
+
+def test_a_postfix_connection_is_not_finished_by_its_answers():
+    answer, _ = answers(set())
+    conn = ConnectionState(answer)
+    conn.receive_data(request(1) + request(2, "END-OF-MESSAGE"))
+    assert not conn.finished  # Postfix sends its next request on the same connection
+
+
 def test_eof_after_the_request_answers_then_finishes():
     answer, _ = answers({"r1@x.test"})
     conn = ConnectionState(answer)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import stat
 from collections.abc import Awaitable
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from policyd.server import PolicyServer
@@ -332,23 +334,67 @@ async def test_workers_share_a_messages_recipients_across_processes(make_config,
             await engine.aclose()
 
 
-async def test_an_answer_cancelled_as_the_daemon_stops_is_no_error(make_config, tmp_path: Path):
-    """Stopping cancels the tasks still settling answers; their callback must not raise
-    (asyncio would log "Exception in callback ... CancelledError" at error level)."""
-    import contextlib
-
+async def test_an_answer_cancelled_as_the_daemon_stops_is_no_error(make_config, tmp_path: Path, caplog):
+    """Stopping cancels the tasks still settling answers: the task ends cancelled, the
+    connection is no longer busy, and nothing is logged at error level (asyncio would
+    say "Task exception was never retrieved")."""
+    from policyd.session import Incomplete
     from policyd.transport import PolicyConnection
 
     server, engine = await start(make_config, tmp_path)
     try:
+        await started(engine)
         connection = PolicyConnection(server)
         connection.busy = True
-        task = asyncio.ensure_future(asyncio.sleep(10))
+        for _ in range(server.config.max_concurrent_decisions):  # every slot held here
+            await server.decisions.acquire()
+        request = {"protocol_state": "END-OF-MESSAGE", "sender": "a@shop.test", "instance": "i.1"}
+        task = asyncio.create_task(connection._settle(Incomplete(request, ["b@gmail.com"])))
+        await asyncio.sleep(0)  # the task has begun: it reads the shared join, then waits
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with pytest.raises(asyncio.CancelledError):
             await task
-        connection._answered(task)  # type: ignore[arg-type]
-        assert not connection.busy
+        assert task.cancelled() and not connection.busy
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    finally:
+        await server.close()
+        await engine.aclose()
+
+
+async def test_exims_answer_and_end_of_file_leave_in_the_step_that_decides(make_config, tmp_path: Path):
+    """Exim's ${readsocket} takes the answer only at end-of-file. The connection is shut
+    in the data_received call that answers, before the loop turns again: a daemon
+    stopped in the next turn cannot leave Exim waiting with the answer in hand. A
+    Postfix connection stays open for its next request."""
+    import socket
+    import time
+
+    from policyd.transport import PolicyConnection
+
+    server, engine = await start(make_config, tmp_path)
+    loop = asyncio.get_running_loop()
+    try:
+        await started(engine)
+        for exim in (True, False):
+            ours, theirs = socket.socketpair()
+            connection = PolicyConnection(server)
+            await loop.connect_accepted_socket(lambda c=connection: c, ours)
+            request = (
+                "request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nqueue_id=1A2B3C-000001-AB\n"
+                "sender=a@shop.test\nrecipient=b@gmail.com\nrecipient_count=1\n"
+            )
+            if exim:
+                request += f"recipients=b@gmail.com\nsent_at={int(time.time() * 1e6)}\n"
+            connection.data_received((request + "\n").encode())  # no await: no loop turn
+            theirs.setblocking(False)
+            answer = theirs.recv(4096)
+            assert answer.startswith(b"action=FILTER out") and answer.endswith(b"\n\n")
+            if exim:
+                assert theirs.recv(4096) == b""  # end-of-file, already
+            else:
+                with pytest.raises(BlockingIOError):  # open, and nothing more to read
+                    theirs.recv(4096)
+            theirs.close()
     finally:
         await server.close()
         await engine.aclose()
@@ -511,13 +557,17 @@ async def test_requests_from_files_an_older_release_rendered_are_counted_and_sai
             rcpt("i1", "d@gmail.com").replace(
                 b"\n\n", f"\npolicy_context=smtp-balancer/{GENERATION + 1}\n\n".encode()
             ),
-            exim + b"policy_context=smtp-balancer/1\n\n",
-            exim + marked + b"\n",
         ):
             writer.write(request)
             await writer.drain()
             assert (await reader.readuntil(b"\n\n")).startswith(b"action=")  # answered as usual
         writer.close()
+        for request in (exim + b"policy_context=smtp-balancer/1\n\n", exim + marked + b"\n"):
+            # as ${readsocket}: one request a connection, its answer read to end-of-file
+            reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+            writer.write(request)
+            assert (await reader.read()).startswith(b"action=")  # answered as usual
+            writer.close()
         assert counted("postfix") == before["postfix"] + 1
         assert counted("exim") == before["exim"] + 1
         assert stale.labels("postfix", str(GENERATION + 1))._value.get() == newer  # not older
