@@ -15,7 +15,7 @@ from typing import Any
 
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.providers import domain_of
-from smtp_balancer.observe.lines import event
+from smtp_balancer.observe.lines import Event, enabled, writer_for
 from smtp_balancer.observe.logfmt import Tail, logfmt_text, logfmt_value
 
 log = logging.getLogger("smtp_balancer.decision")
@@ -105,43 +105,69 @@ FIELDS = {
 
 def log_decision(via: str, facts: Facts, decision: Decision, **more: Any) -> None:
     """``via``: policyd or milter. ``more``: what only that caller knows (action, class)."""
-    tail: Tail = (
-        ("outcome", decision.outcome),
-        ("rule", decision.rule),
-        ("pool", decision.pool),
-        ("endpoint", decision.endpoint),
-        ("degraded", decision.degraded),
-        ("nrcpt", facts.quota_count),
-        ("reason", decision.reason),
-    )
-    if decision.arm:
-        tail += (("experiment", decision.experiment), ("arm", decision.arm))
-    if (shadow := decision.shadow) is not None:
-        tail += (
-            ("shadow_outcome", shadow.outcome),
-            ("shadow_rule", shadow.rule),
-            ("shadow_pool", shadow.pool),
-            ("shadow_endpoint", shadow.endpoint),
-            ("shadow_reason", shadow.reason),
+    if not enabled(log, logging.INFO):
+        return
+    line = DecisionLine(via, facts, decision, more)
+    writer = writer_for(log)
+    if writer is not None:
+        writer.defer(line)  # rendered with the next ones (lines.DEFER_MAX)
+        return
+    _, _, msg, ids, tail, _ = line.event()
+    log.info(msg, extra={"fields": {**ids, **dict(tail)}})
+
+
+class DecisionLine:
+    """A decision's line, unrendered. It renders the same later: nothing changes a
+    Facts or a Decision once made (``dataclasses.replace`` makes new ones), and
+    ``more`` is the caller's own keyword dict of strings."""
+
+    def __init__(self, via: str, facts: Facts, decision: Decision, more: dict[str, Any]) -> None:
+        self.via = via
+        self.facts = facts
+        self.decision = decision
+        self.more = more
+
+    def event(self) -> Event:
+        facts, decision, via = self.facts, self.decision, self.via
+        tail: Tail = (
+            ("outcome", decision.outcome),
+            ("rule", decision.rule),
+            ("pool", decision.pool),
+            ("endpoint", decision.endpoint),
+            ("degraded", decision.degraded),
+            ("nrcpt", facts.quota_count),
+            ("reason", decision.reason),
         )
-    # what varies per message first; the rest repeats, and is rendered once (Tail)
-    queue_id = facts.queue_id or None
-    sender_domain = facts.sender_domain
-    rcpt_domains = encode_domains(facts.recipients)
-    ids = {
-        "decision_id": decision.decision_id,
-        "via": via,
-        "queue_id": queue_id,
-        # what replaying the log needs of the message (``smtp-balancer replay``)
-        "sender_domain": sender_domain,
-        "rcpt_domains": rcpt_domains,
-        "size": facts.size,
-        "draw": decision.r,
-    }
-    rendered = render_ids(
-        decision.decision_id, via, queue_id, sender_domain, rcpt_domains, facts.size, decision.r
-    )
-    event(log, logging.INFO, "decision", ids, tail + tuple(more.items()) if more else tail, rendered)
+        if decision.arm:
+            tail += (("experiment", decision.experiment), ("arm", decision.arm))
+        if (shadow := decision.shadow) is not None:
+            tail += (
+                ("shadow_outcome", shadow.outcome),
+                ("shadow_rule", shadow.rule),
+                ("shadow_pool", shadow.pool),
+                ("shadow_endpoint", shadow.endpoint),
+                ("shadow_reason", shadow.reason),
+            )
+        if self.more:
+            tail += tuple(self.more.items())
+        # what varies per message first; the rest repeats, and is rendered once (Tail)
+        queue_id = facts.queue_id or None
+        sender_domain = facts.sender_domain
+        rcpt_domains = encode_domains(facts.recipients)
+        ids = {
+            "decision_id": decision.decision_id,
+            "via": via,
+            "queue_id": queue_id,
+            # what replaying the log needs of the message (``smtp-balancer replay``)
+            "sender_domain": sender_domain,
+            "rcpt_domains": rcpt_domains,
+            "size": facts.size,
+            "draw": decision.r,
+        }
+        rendered = render_ids(
+            decision.decision_id, via, queue_id, sender_domain, rcpt_domains, facts.size, decision.r
+        )
+        return logging.INFO, log.name, "decision", ids, tail, rendered
 
 
 def render_ids(

@@ -133,7 +133,7 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._stop_flushing.set()
         with self.lock:  # type: ignore[union-attr]
             if not self.stream.closed:
-                self.stream.flush()
+                self.writer.flush()  # deferred lines are rendered first (lines.LineWriter.defer)
                 self.stream.close()
         super().close()
 

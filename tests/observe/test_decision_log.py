@@ -161,3 +161,36 @@ def test_the_ids_render_as_the_generic_logfmt_pairs_would(caplog):
         }
         assert list(values) == ids
         assert render_ids(*values.values()) == render_pairs(values.items()), values
+
+
+def test_a_deferred_decision_line_is_the_line_logging_writes_in_its_place():
+    """Under the daemons' own handler a decision line is deferred and rendered with
+    the next ones (lines.LineWriter.defer); through logging (another handler on the
+    logger) it is formatted at once. The two lines are the same but their time, and
+    the deferred one comes first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from smtp_balancer.decision.facts import Decision, Facts\n"
+        "from smtp_balancer.observe import lines, logs\n"
+        "from smtp_balancer.observe.decision_log import log_decision\n"
+        "logs.configure('logfmt', 'info')\n"
+        "assert lines.direct_writer() is not None\n"
+        "facts = Facts(sender='a@shop.test', recipients=('b@gmail.com', 'c@gmail.com', 'd@x.test'),"
+        " size=10, queue_id='1A2B3C')\n"
+        "d = Decision('route', 'weight 1 in pool \"main\"', endpoint='out1', pool='main', rule='all',"
+        " r=0.5, experiment='e', arm='a', decision_id='ab12cd34ab12cd34')\n"
+        "log_decision('policyd', facts, d, action='FILTER out1:')\n"
+        "assert len(lines.direct_writer().deferred) == 1\n"
+        "logging.getLogger('smtp_balancer.decision').addHandler(logging.NullHandler())\n"
+        "log_decision('policyd', facts, d, action='FILTER out2:')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    lines = [line.split(" ", 1)[1] for line in out.splitlines() if "msg=decision" in line]  # drop ts
+    assert len(lines) == 2, out
+    assert 'action="FILTER out1:"' in lines[0] and lines[0] == lines[1].replace("out2:", "out1:")
+    for field in ("decision_id=ab12cd34ab12cd34", "queue_id=1A2B3C", 'rcpt_domains="gmail.com*2,x.test"'):
+        assert field in lines[0], lines[0]
+    assert 'reason="weight 1 in pool \\"main\\""' in lines[0] and "experiment=e arm=a" in lines[0]

@@ -112,3 +112,79 @@ def test_an_event_follows_its_loggers_level_as_it_changes(caplog) -> None:
             logging.disable(logging.NOTSET)
         event(log, logging.INFO, "decision", {"n": 5})
     assert [r.fields["n"] for r in caplog.records if r.name == name] == [1, 5]
+
+
+class Line:
+    """A deferred line (lines.Deferred) with fixed fields; ``bad`` raises instead."""
+
+    def __init__(self, n: int, bad: bool = False) -> None:
+        self.n, self.bad = n, bad
+
+    def event(self):  # type: ignore[no-untyped-def]
+        if self.bad:
+            raise ValueError("a broken line")
+        return logging.INFO, "smtp_balancer.decision", "decision", {"n": self.n}, (), None
+
+
+def test_deferred_lines_render_as_events_do_in_order_with_the_others() -> None:
+    for style in ("logfmt", "json"):
+        deferred, direct = Stream(), Stream()
+        a, b = writer(deferred, style=style), writer(direct, style=style)
+        a.write("first", logging.INFO)
+        b.write("first", logging.INFO)
+        for n in range(3):
+            a.defer(Line(n))
+            b.event(*Line(n).event())
+        assert deferred.getvalue() == "first\n"  # not rendered yet
+        a.write("w=1", logging.WARNING)  # another line: those before it go first
+        b.write("w=1", logging.WARNING)
+        strip = (
+            (lambda s: s.split(" ", 1)[-1]) if style == "logfmt" else (lambda s: s.split('"level"', 1)[-1])
+        )
+        got, want = deferred.getvalue().splitlines(), direct.getvalue().splitlines()
+        assert [strip(line) for line in got] == [strip(line) for line in want], style
+        assert len(got) == 5 and got[-1] == "w=1" and deferred.flushed[-1] == deferred.getvalue()
+
+
+def test_deferred_lines_keep_the_time_they_were_deferred(monkeypatch) -> None:
+    from smtp_balancer.observe import lines
+
+    clock = [1_700_000_000.25]
+    monkeypatch.setattr(lines.time, "time", lambda: clock[0])
+    stream = Stream()
+    w = writer(stream)
+    w.defer(Line(1))
+    clock[0] += 5.5  # rendered later than made
+    w.flush()
+    assert stream.getvalue().startswith("ts=2023-11-14T22:13:20.250+00:00 level=info")
+
+
+def test_a_full_batch_of_deferred_lines_is_rendered_and_a_flush_renders_the_rest() -> None:
+    from smtp_balancer.observe.lines import DEFER_MAX
+
+    stream = Stream()
+    w = writer(stream)
+    for n in range(DEFER_MAX - 1):
+        w.defer(Line(n))
+    assert stream.getvalue() == ""
+    w.defer(Line(DEFER_MAX - 1))  # the batch is full: rendered
+    assert len(stream.getvalue().splitlines()) == DEFER_MAX and w.deferred == []
+    w.defer(Line(-1))
+    w.flush()  # the handler's thread does this every interval
+    assert stream.flushed[-1].splitlines()[-1].endswith(" n=-1")
+
+
+def test_a_deferred_line_that_fails_to_render_is_reported_and_the_others_written() -> None:
+    reported: list[logging.LogRecord] = []
+
+    class Reporting(Owner):
+        def handleError(self, record: logging.LogRecord) -> None:
+            reported.append(record)
+
+    stream = Stream()
+    w = LineWriter(stream, 3600.0, threading.RLock(), Reporting())
+    for line in (Line(1), Line(2, bad=True), Line(3)):
+        w.defer(line)
+    w.flush()
+    assert [line.split(" n=")[1] for line in stream.getvalue().splitlines()] == ["1", "3"]
+    assert len(reported) == 1

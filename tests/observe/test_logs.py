@@ -246,3 +246,23 @@ def test_the_buffered_handler_closes_twice_quietly():
     handler.close()
     handler.close()  # raised AttributeError: 'bool' object has no attribute 'set'
     assert handler.stream.closed
+
+
+def test_deferred_lines_are_written_when_the_handler_closes():
+    # configure() closes the handler it replaces without flushing it first
+    code = (
+        "import logging\n"
+        "from smtp_balancer.observe import lines, logs\n"
+        "logs.configure('logfmt', 'info', flush_interval_s=3600)\n"
+        "class Line:\n"
+        "    def event(self):\n"
+        "        return logging.INFO, 'smtp_balancer.decision', 'decision', {'n': 7}, (), None\n"
+        "old = lines.direct_writer()\n"
+        "old.defer(Line())\n"
+        "logs.configure('logfmt', 'info')\n"
+        "assert old.deferred == [], 'left for logging.shutdown'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert [line.split(" ", 1)[1] for line in out.splitlines()] == [
+        "level=info logger=smtp_balancer.decision msg=decision n=7"
+    ], out
