@@ -14,7 +14,6 @@ shim shuts the connection in the step that writes it.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 from policyd.protocol import PolicyRequest, ProtocolError, RequestParser, format_reply
@@ -27,7 +26,9 @@ class ConnectionState:
     def __init__(self, answer: Answer, parser: RequestParser | None = None) -> None:
         self.answer = answer
         self.parser = parser or RequestParser()
-        self.queue: deque[PolicyRequest] = deque()
+        # requests read and not yet answered, the next last (pop() and a list's own
+        # operations are native when compiled; a deque's are method calls)
+        self.queue: list[PolicyRequest] = []
         self.waiting: Later | None = None  # the request being answered by a task
         self.eof = False
         self.last = False  # the client's last request was taken (Exim sends one)
@@ -35,10 +36,15 @@ class ConnectionState:
     def receive_data(self, data: bytes) -> list[bytes]:
         """Replies that are ready now; raises ProtocolError (the connection must close)."""
         try:
-            self.queue.extend(self.parser.feed(data))
+            requests = self.parser.feed(data)
         except ProtocolError:
             self.queue.clear()  # nothing more is answered on a broken stream
             raise
+        if requests:
+            if self.queue or len(requests) > 1:
+                requests.reverse()
+                requests.extend(self.queue)  # those read before stay last: answered first
+            self.queue = requests
         return self._run()
 
     def receive_eof(self) -> list[bytes]:
@@ -70,7 +76,7 @@ class ConnectionState:
     def _run(self) -> list[bytes]:
         out: list[bytes] = []
         while self.queue and self.waiting is None:
-            request = self.queue.popleft()
+            request = self.queue.pop()
             if from_readsocket(request):
                 self.last = True
             result = self.answer(request)

@@ -81,9 +81,11 @@ class InstanceJoin:
         self._expire(now)
 
     def take(self, instance: str) -> list[str]:
-        pending = self._open.pop(instance, None)
+        # get and del: compiled, native dict operations (pop with a default is a method call)
+        pending = self._open.get(instance)
         if pending is None:
             return []
+        del self._open[instance]
         self.bytes -= pending.size
         return pending.recipients
 

@@ -60,7 +60,7 @@ class Eligibility:
             if scopes and ignore_caps:
                 raise NeedRedis(endpoint)  # not checked, but counted: select.lua does both
             for scope in scopes:
-                why = quota.rates.check(endpoint, scope, caps.rates[scope])
+                why = quota.rate_counter().check(endpoint, scope, caps.rates[scope])
                 if why:
                     return why
         if ignore_caps or not caps.capped:

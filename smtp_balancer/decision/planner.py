@@ -158,7 +158,7 @@ class Planner:
         scopes = caps.rate_scopes(draw.providers)
         # a slot spent here whose quota then falls short is not given back: the window
         # counts one message too many (a cap ends early, never over)
-        if scopes and not book.rates.take(endpoint, scopes):
+        if scopes and not book.rate_counter().take(endpoint, scopes):
             return None
         by_provider = (
             frozenset(p for p, _ in draw.provider_counts if p in caps.providers) if leased else frozenset()

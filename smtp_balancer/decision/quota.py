@@ -20,11 +20,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.decision.choice import NeedRedis
-from smtp_balancer.decision.rates import RateBook
+from smtp_balancer.decision.rates import RateBook, RateCounter
 from smtp_balancer.state.keys import KeySchema
 
 LEASE_MAX = 100
@@ -34,21 +33,13 @@ TOTAL = "total"
 BUCKET_KEYS_MAX = 4096  # endpoints x the hours a process lives through, cleared when full
 
 
-class RateCounter(Protocol):
-    """Rate-cap windows a decision checks and spends: RateBook's leased slots, or
-    replay's exact windows (replay/simulate.py)."""
-
-    def check(self, endpoint: str, scope: str, cap: int) -> str | None: ...
-
-    def take(self, endpoint: str, scopes: tuple[str, ...]) -> bool: ...
-
-
-class Counters(Protocol):
+class Counters:
     """What a decision on the mirror path counts against: QuotaBook's leases in the
-    daemons, or replay's exact in-memory counters (replay/simulate.py)."""
+    daemons, or replay's exact in-memory counters (replay/simulate.py). A base class,
+    not a Protocol, for native calls (see rates.RateCounter)."""
 
-    @property
-    def rates(self) -> RateCounter: ...
+    def rate_counter(self) -> RateCounter:
+        raise NotImplementedError
 
     def check(
         self,
@@ -59,7 +50,8 @@ class Counters(Protocol):
         day_cap: int | None,
         hour_cap: int | None,
         field: str = TOTAL,
-    ) -> str | None: ...
+    ) -> str | None:
+        raise NotImplementedError
 
     def take(
         self,
@@ -70,7 +62,8 @@ class Counters(Protocol):
         hour: str,
         leased: bool,
         leased_providers: frozenset[str] = frozenset(),
-    ) -> bool: ...
+    ) -> bool:
+        raise NotImplementedError
 
 
 def lease_size(day_cap: int | None, hour_cap: int | None, n: int) -> int:
@@ -109,7 +102,7 @@ class Giveback:
     field: str = TOTAL
 
 
-class QuotaBook:
+class QuotaBook(Counters):
     def __init__(self, keys: KeySchema, clock: Clock = SYSTEM) -> None:
         self.keys = keys
         self.clock = clock
@@ -127,6 +120,9 @@ class QuotaBook:
         self._bucket_keys: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     # -- decisions (any thread) ---------------------------------------------------
+    def rate_counter(self) -> RateCounter:
+        return self.rates
+
     def check(
         self,
         endpoint: str,

@@ -96,7 +96,20 @@ class RateGiveback:
     slots: int
 
 
-class RateBook:
+class RateCounter:
+    """Rate-cap windows a decision checks and spends: RateBook's leased slots, or
+    replay's exact windows (replay/simulate.py). A base class, not a Protocol:
+    compiled, a call through it is a native call, where a Protocol's goes through
+    Python and parses its arguments."""
+
+    def check(self, endpoint: str, scope: str, cap: int) -> str | None:
+        raise NotImplementedError
+
+    def take(self, endpoint: str, scopes: tuple[str, ...]) -> bool:
+        raise NotImplementedError
+
+
+class RateBook(RateCounter):
     def __init__(self, clock: Clock = SYSTEM) -> None:
         self.clock = clock
         self._lock = threading.Lock()

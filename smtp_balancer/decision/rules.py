@@ -75,14 +75,20 @@ class MessageView:
             recipient_domains = [domain_of(r) for r in facts.recipients]
         elif len(recipient_domains) != len(facts.recipients):  # zip below is not strict (choice.py)
             raise ValueError(f"{len(facts.recipients)} recipients but {len(recipient_domains)} domains")
+        # each domain once, in first-seen order: a loop, where dict.fromkeys over a
+        # generator is two calls through Python from compiled code
+        domains: list[str] = []
+        seen: set[str] = set()
+        for domain, recipient in zip(recipient_domains, facts.recipients):  # noqa: B905
+            if "@" in recipient and domain not in seen:
+                seen.add(domain)
+                domains.append(domain)
         # the class itself, not cls: a native constructor call (cls goes through type())
         return MessageView(
             facts,
             sender,
             domain_of(sender) if "@" in sender else "",
-            tuple(
-                dict.fromkeys(d for d, r in zip(recipient_domains, facts.recipients) if "@" in r)  # noqa: B905
-            ),
+            tuple(domains),
             frozenset(providers),
         )
 

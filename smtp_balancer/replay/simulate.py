@@ -26,7 +26,8 @@ from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.facts import Decision
 from smtp_balancer.decision.planner import Planner
 from smtp_balancer.decision.providers import domain_of
-from smtp_balancer.decision.quota import TOTAL
+from smtp_balancer.decision.quota import TOTAL, Counters
+from smtp_balancer.decision.rates import RateCounter
 from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.delivery_log import Delivery
 from smtp_balancer.feedback.responses import ResponseMatcher, applied_rules
@@ -67,7 +68,7 @@ class CapReached:
         return (CapReached, (self.endpoint, self.scope, self.bucket, self.at, self.message))
 
 
-class SimRates:
+class SimRates(RateCounter):
     """Rate-cap windows: the messages of the last 60 s per (endpoint, scope)."""
 
     def __init__(self, clock: SimClock) -> None:
@@ -100,7 +101,7 @@ class SimRates:
         return True
 
 
-class SimQuota:
+class SimQuota(Counters):
     """Warm-up counters kept exactly in memory: what ``QuotaBook`` leases, without leases."""
 
     def __init__(self, clock: SimClock) -> None:
@@ -108,6 +109,9 @@ class SimQuota:
         # endpoint, field, day or hour -> count (a dict: a Counter's += costs more, compiled)
         self.counts: dict[tuple[str, str, str], int] = {}
         self.refused: list[tuple[str, str, str]] = []  # (endpoint, field, bucket) refused by checks
+
+    def rate_counter(self) -> RateCounter:
+        return self.rates
 
     def check(
         self,

@@ -105,3 +105,26 @@ def test_a_protocol_error_drops_what_was_queued():
     with pytest.raises(ProtocolError):
         conn.receive_data(request(2) + b"no equals sign\n\n")
     assert not conn.queue and seen == ["r1@x.test"]
+
+
+def test_replies_come_in_request_order_however_the_bytes_arrive():
+    """Seeded: 300 requests cut into random reads, a random third of them waiting on a
+    draw; the replies, read as they come, are in request order."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(20):
+        names = [f"r{n}@x.test" for n in range(300)]
+        answer, _ = answers({n for n in names if rng.random() < 0.33})
+        conn = ConnectionState(answer)
+        data = b"".join(request(n) for n in range(300))
+        replies: list[bytes] = []
+        while data:
+            cut = rng.randint(1, 400)
+            replies += conn.receive_data(data[:cut])
+            data = data[cut:]
+            while isinstance(conn.waiting, Drawn) and rng.random() < 0.5:
+                replies += conn.answered(f"DUNNO {conn.waiting.pending.facts.recipients[0]}")
+        while isinstance(conn.waiting, Drawn):
+            replies += conn.answered(f"DUNNO {conn.waiting.pending.facts.recipients[0]}")
+        assert replies == [f"action=DUNNO {n}\n\n".encode() for n in names]
