@@ -205,8 +205,20 @@ class RequestParser:
             raise Truncated(f"connection closed inside a request ({len(self._buf)} bytes buffered)")
 
 
+# replies by action: a daemon gives a handful of actions (DUNNO, FILTER <endpoint>:,
+# ...), each made once; cleared when full (a HOLD names its tenant)
+_REPLIES: dict[str, bytes] = {}
+REPLIES_MAX = 256
+
+
 def format_reply(action: str) -> bytes:
     """``action=<action>`` plus the empty line; the action may not break framing."""
-    if "\n" in action or "\r" in action:
-        raise ValueError("a policy action cannot contain a newline")
-    return f"action={action}\n\n".encode()
+    reply = _REPLIES.get(action)
+    if reply is None:
+        if "\n" in action or "\r" in action:
+            raise ValueError("a policy action cannot contain a newline")
+        reply = f"action={action}\n\n".encode()
+        if len(_REPLIES) >= REPLIES_MAX:
+            _REPLIES.clear()
+        _REPLIES[action] = reply
+    return reply

@@ -371,10 +371,11 @@ class PolicyServer:
     ) -> str:
         """``session.abandoned``, counted and logged when the client no longer waits;
         ``decided``: asked again once the route was chosen (see ``still_waited``)."""
-        # real time, not the engine's clock: Exim's sent_at is the host's
+        # real time, not the engine's clock: Exim's sent_at is the host's (only Exim's
+        # request is timed by it: a Postfix one skips the clock's call through Python)
         why = abandoned(
             request,
-            self.host_clock.wall(),
+            self.host_clock.wall() if "sent_at" in request else 0.0,
             self.exim_timeout_s,
             self.config.postfix_timeout_s,
             client,

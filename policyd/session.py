@@ -327,7 +327,8 @@ def abandoned(
     client: Client,
     margin_s: float = 0.0,
 ) -> str:
-    """Why the client no longer waits for this decision ("" while it does).
+    """Why the client no longer waits for this decision ("" while it does); ``now``
+    (the host's wall clock) is read only for a request that carries ``sent_at``.
 
     A daemon that was frozen reads requests its clients gave up on: deciding them
     would spend warm-up quota on mail that leaves by the default transport.

@@ -139,6 +139,19 @@ def test_reply():
         format_reply("DUNNO\nevil=1")
 
 
+def test_replies_are_kept_by_action_within_a_bound():
+    from policyd import protocol
+
+    for i in range(3 * protocol.REPLIES_MAX):  # HOLD names a tenant: actions can be many
+        action = f"HOLD tenant t{i} is held"
+        assert format_reply(action) == f"action={action}\n\n".encode()
+        assert format_reply(action) == f"action={action}\n\n".encode()  # the kept one
+        assert len(protocol._REPLIES) <= protocol.REPLIES_MAX
+    for _ in range(2):  # a refused action is refused every time, never kept
+        with pytest.raises(ValueError):
+            format_reply("DUNNO\revil=1")
+
+
 @pytest.mark.parametrize("keep", [None, frozenset(("a1", "request"))])
 def test_the_attribute_limit_is_the_same_on_every_path(keep):
     """MAX_ATTRIBUTES lines parse, one more is refused: whole in one read (the usual
