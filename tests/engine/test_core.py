@@ -24,7 +24,7 @@ from smtp_balancer.engine import Engine, ThreadedEngine
 from smtp_balancer.engine.core import Pending
 from smtp_balancer.observe import metrics
 from smtp_balancer.state import scripts
-from tests.ready import started
+from tests.ready import mirrored, started
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 
@@ -102,9 +102,7 @@ async def test_one_round_trip_per_decision_without_local_decisions(make_config, 
 
 async def test_local_decisions_make_no_round_trip_each(make_config, redis_server: RedisServer, rdb):
     engine = Engine(make_config())
-    await started(engine)
-    await engine.settle()
-    assert engine.mirror.fresh
+    await mirrored(engine)
     stop = _monitored(redis_server)
     try:
         for i in range(300):
@@ -605,7 +603,7 @@ async def test_live_state_refresh_survives_junk(make_config, rdb):
 async def test_a_live_change_reaches_local_decisions_without_waiting_for_it(make_config, rdb):
     engine = Engine(make_config())
     try:
-        await started(engine) and engine.mirror.fresh
+        await mirrored(engine)
         rdb.hset("{sb}:pool:main:weights", "out2", 0)
         # no settle(): the invalidation alone must stop local decisions, then the re-read resumes them
         deadline = time.monotonic() + 2
@@ -639,7 +637,7 @@ async def test_tracking_refused_by_an_acl_still_decides_through_redis(make_confi
         await engine.aclose()
     tracked = Engine(make_config())
     try:
-        assert await tracked.start() and tracked.mirror.fresh
+        await mirrored(tracked)  # an ACL with +client: tracking, and the mirror in use
         assert metrics.KEY_TRACKING_REFUSED._value.get() == 0
     finally:
         await tracked.aclose()

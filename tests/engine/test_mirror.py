@@ -10,7 +10,7 @@ from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.observe import metrics
-from tests.ready import started
+from tests.ready import mirrored
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 MASS = 100_000
@@ -24,7 +24,7 @@ async def test_100k_changed_keys_are_reread_in_batches_and_logged_once(make_conf
     engine = Engine(make_config(), FixedClock(NOW))
     caplog.set_level(logging.WARNING, logger="smtp_balancer")
     try:
-        await started(engine) and engine.mirror.fresh
+        await mirrored(engine)
         weight_junk_before = _junk_total("weight")
         probes: list[str] = []
         done = asyncio.Event()

@@ -20,7 +20,7 @@ from integration.statistics import assert_binomial, assert_shares
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.engine import Engine
-from tests.ready import started
+from tests.ready import mirrored, started
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)  # the injected clock: every date below derives from it
 DAY = NOW.strftime("%Y%m%d")
@@ -93,7 +93,7 @@ async def test_mirror_path(make_config, rdb, provider):
     engine = Engine(make_config(replace=FOUR), FixedClock(NOW))
     engine.planner.rng = random.Random(f"mirror-{provider}")
     try:
-        await started(engine) and engine.mirror.fresh
+        await mirrored(engine)
         by_path: dict[str, Counter[str]] = {}
         seen = await _decide(engine, provider, by_path)
     finally:
@@ -156,7 +156,7 @@ async def test_a_warming_endpoint_under_its_cap_gets_its_weight_share_and_then_e
     engine.planner.rng = random.Random("warming")
     picks: list[str] = []
     try:
-        await started(engine) and engine.mirror.fresh
+        await mirrored(engine)
         for i in range(4_000):
             d = await engine.decide(Facts(recipients=(f"u{i}@yahoo.com",)))
             picks.append(d.endpoint or d.outcome)

@@ -15,7 +15,7 @@ from smtp_balancer.feedback.warmup_days import judge
 from smtp_balancer.feedback.warmup_store import WarmupRecords
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.reputation import Record, ReputationStore
-from tests.ready import started
+from tests.ready import mirrored
 
 SCHEDULE = ((100, None), (200, None), (400, None))
 KEYS = KeySchema()
@@ -129,7 +129,7 @@ async def test_deciders_cap_by_the_record_not_the_calendar(make_config, rdb: red
     clock = FixedClock(at(day))
     engine = Engine(make_config(MANAGED), clock)
     try:
-        await started(engine) and engine.mirror.fresh
+        await mirrored(engine)
         first = [(await engine.decide(Facts(recipients=(f"a{i}@x.test",)))).endpoint for i in range(30)]
         rdb.hset(KEYS.warmup("out3"), "step", 2)  # the feedback daemon's judgement: tracked
         await engine.settle()
