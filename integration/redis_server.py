@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -107,6 +109,18 @@ class RedisServer:
             self.proc.wait(timeout=10)
         self.proc = None
         self.socket.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Redis takes requests and answers none until the block ends (SIGSTOP, then
+        SIGCONT): a busy or stalled Redis, with no guess at when a stand-in command
+        such as DEBUG SLEEP starts or ends."""
+        assert self.proc is not None and self.proc.poll() is None, "redis-server is not running"
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     @property
     def running(self) -> bool:

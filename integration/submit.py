@@ -39,10 +39,12 @@ def send_many(
     headers: Callable[[int], dict[str, str]] = lambda i: {},
     sender: Callable[[int], str] = lambda i: f"sender{i % 7}@shop.test",
     started_at: dict[int, float] | None = None,
+    before: Callable[[int], None] = lambda i: None,
 ) -> list[str]:
     """Send ``count`` messages to 127.0.0.1:``port`` over persistent connections;
     returns the SMTP errors. ``started_at``: filled with each message's monotonic time
-    before its MAIL FROM, so the MTA decided it later than that."""
+    before its MAIL FROM, so the MTA decided it later than that. ``before``: called with
+    each message's number before it is sent (a test stops a daemon mid-run with it)."""
     errors: list[str] = []
     lock = threading.Lock()
     todo = iter(range(start, start + count))
@@ -54,6 +56,7 @@ def send_many(
                     i = next(todo, None)
                 if i is None:
                     return
+                before(i)
                 rcpts, from_ = recipients(i), sender(i)
                 if started_at is not None:
                     started_at[i] = time.monotonic()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
-import threading
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -42,7 +41,6 @@ def test_classes_route_to_their_pools_over_500_messages(mail_system):
 
 def test_socket_is_0660_group_postfix_and_postfix_still_connects(mail_system):
     import grp
-    import os
     import stat
 
     ms = mail_system(CLASS_POOLS, policy=False, milter=True)
@@ -84,10 +82,9 @@ def test_a_client_supplied_route_header_changes_nothing(mail_system):
 
 def test_milter_killed_mid_run_mail_still_flows(mail_system):
     ms = mail_system(CLASS_POOLS, policy=False, milter=True)
-    killer = threading.Thread(target=lambda: (time.sleep(0.3), ms.milter.kill()))
-    killer.start()
-    assert ms.send_many(200, threads=4, tag=kind, headers=lambda i: BULK if kind(i) == "bulk" else {}) == []
-    killer.join()
+    kill = lambda i: ms.milter.kill() if i == 60 else None  # noqa: E731  (mid-run)
+    headers = lambda i: BULK if kind(i) == "bulk" else {}  # noqa: E731
+    assert ms.send_many(200, threads=4, tag=kind, headers=headers, before=kill) == []
     ms.sink.wait_for(200, timeout=120)
     ms.send_many(20, threads=2, start=1000)
     later = ms.sink.wait_for(220, timeout=MAIL_S)
@@ -96,14 +93,12 @@ def test_milter_killed_mid_run_mail_still_flows(mail_system):
 
 
 def _second_message_during_a_redis_stall(ms):
-    """One normal message, then one sent while Redis sleeps 2 s; the second as the sink got it."""
+    """One normal message, then one sent while Redis is stopped (SIGSTOP: it takes requests
+    and answers none until continued); the second as the sink got it."""
     ms.send("app@shop.test", ["warm@example.test"], seq=0)
     assert ms.sink.wait_for(1, timeout=MAIL_S)[0].peer_ip in TX_IPS
-    sleeper = threading.Thread(target=lambda: ms.redis.client().execute_command("DEBUG", "SLEEP", "2"))
-    sleeper.start()
-    time.sleep(0.2)
-    ms.send("app@shop.test", ["slow@example.test"], seq=1)
-    sleeper.join()
+    with ms.redis.stopped():
+        ms.send("app@shop.test", ["slow@example.test"], seq=1)  # returns once Postfix took it
     return ms.sink.wait_for(2, timeout=MAIL_S)[-1]
 
 

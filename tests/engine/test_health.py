@@ -5,20 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-
-import redis
+import time
 
 from integration.redis_server import RedisServer
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.engine.health import STALL_AFTER_S
 from smtp_balancer.observe import metrics
-from tests.ready import started
+from tests.ready import READY_S, started
 
 
 def reply_age() -> float:
     return metrics.REDIS_REPLY_AGE.collect()[0].samples[0].value
+
+
+def _logged(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+async def _until(check, what: str) -> None:
+    deadline = time.monotonic() + READY_S  # a bound on a hang, not a guess
+    while not check():
+        assert time.monotonic() < deadline, f"waited {READY_S:.0f}s for {what}"
+        await asyncio.sleep(0.01)
 
 
 async def test_a_stall_is_logged_once_with_its_duration_and_measured(
@@ -30,31 +39,29 @@ async def test_a_stall_is_logged_once_with_its_duration_and_measured(
         await started(engine)
         await asyncio.sleep(1.5)  # idle: the PINGs keep the age low
         assert reply_age() < STALL_AFTER_S  # PINGed every ~1 s: never near a stall
-        sleeper = redis.Redis(unix_socket_path=str(redis_server.socket))
-        stall = STALL_AFTER_S + 1.5  # DEBUG SLEEP over 5 s hangs its own client for a minute
-        blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", str(stall)))
-        blocker.start()
-        peak = 0.0
-        for i in range(int(stall * 10)):  # decisions go on meanwhile, locally or degraded
-            decision = await engine.decide(Facts(recipients=(f"u{i}@example.test",)))
-            assert decision.outcome == "route"
-            peak = max(peak, reply_age())
-            await asyncio.sleep(0.1)
-        blocker.join()
-        await asyncio.sleep(1.5)
+        last_reply = engine.channel.last_reply_at
+        with redis_server.stopped():  # until the stall is logged; decisions go on meanwhile
+            i = 0
+            while not _logged(caplog, "has not answered for"):
+                decision = await engine.decide(Facts(recipients=(f"u{i}@example.test",)))
+                assert decision.outcome == "route"
+                assert time.monotonic() - last_reply < READY_S, "no stall logged"
+                i += 1
+                await asyncio.sleep(0.05)
+            peak = reply_age()
+        await _until(lambda: _logged(caplog, "answers again"), "the end of the stall")
+        longest = time.monotonic() - last_reply  # measured: the stall cannot have lasted longer
         assert peak >= STALL_AFTER_S and reply_age() < STALL_AFTER_S
-        lines = [r.getMessage() for r in caplog.records]
-        began = [m for m in lines if "has not answered for" in m]
-        ended = [m for m in lines if "answers again" in m]
-        assert len(began) == 1 and len(ended) == 1, lines
+        began, ended = _logged(caplog, "has not answered for"), _logged(caplog, "answers again")
+        assert len(began) == 1 and len(ended) == 1, (began, ended)
         lasted = float(ended[0].split("after ")[1].split("s ")[0])
-        assert STALL_AFTER_S <= lasted <= stall + 1.5
+        assert STALL_AFTER_S <= lasted <= longest + 0.05  # the log rounds to 0.1 s
     finally:
         await engine.aclose()
 
 
 async def test_degraded_decisions_are_counted_once_redis_answers_again(make_config, rdb, redis_server):
-    """Remote mode (every decision a select.lua call): while Redis sleeps, decisions
+    """Remote mode (every decision a select.lua call): while Redis is stopped, decisions
     degrade; their counts wait in the quota book and reach Redis when it is back."""
     from collections import Counter
     from datetime import UTC, datetime
@@ -66,26 +73,30 @@ async def test_degraded_decisions_are_counted_once_redis_answers_again(make_conf
         make_config({"decision": {"local": False, "budget_ms": 50, "retry_after_ms": 100}}), FixedClock(now)
     )
     sent: Counter[str] = Counter()
-    degraded = 0
+
+    async def decide(i: int) -> bool:
+        d = await engine.decide(Facts(recipients=(f"u{i}@gmail.com", f"v{i}@yahoo.com")), now=now)
+        assert d.outcome == "route"
+        sent[d.endpoint] += 2
+        return d.degraded
+
+    def counted() -> dict[str, int]:
+        day = "{sb}:count:%s:day:20261124"
+        return {ep: int(rdb.hget(day % ep, "total") or 0) for ep in ("out1", "out2", "out3")}
+
     try:
         await started(engine)
-        sleeper = redis.Redis(unix_socket_path=str(redis_server.socket))
-        blocker = threading.Thread(target=lambda: sleeper.execute_command("DEBUG", "SLEEP", "2"))
-        blocker.start()
-        for i in range(120):  # about 3 s of mail: before, during and after the sleep
-            d = await engine.decide(Facts(recipients=(f"u{i}@gmail.com", f"v{i}@yahoo.com")), now=now)
-            assert d.outcome == "route"
-            sent[d.endpoint] += 2
-            degraded += d.degraded
-            await asyncio.sleep(0.025)
-        blocker.join()
-        await asyncio.sleep(0.5)  # the next count rounds
+        for i in range(40):  # before
+            assert not await decide(i)
+        with redis_server.stopped():
+            for i in range(40, 80):  # during: every one degraded
+                assert await decide(i)
+        for i in range(80, 120):  # after: degraded until the breaker lets a call through
+            await decide(i)
+        # the book's next count round writes what the degraded decisions counted
+        await _until(lambda: counted() == {ep: sent[ep] for ep in ("out1", "out2", "out3")}, "the counts")
     finally:
         await engine.aclose()
-    assert degraded >= 20  # the outage was real
-    counted = {
-        ep: int(rdb.hget(f"{{sb}}:count:{ep}:day:20261124", "total") or 0) for ep in ("out1", "out2", "out3")
-    }
-    assert counted == {ep: sent[ep] for ep in counted}, (counted, sent, degraded)
-    google = sum(int(rdb.hget(f"{{sb}}:count:{ep}:day:20261124", "google") or 0) for ep in counted)
+    day = "{sb}:count:%s:day:20261124"
+    google = sum(int(rdb.hget(day % ep, "google") or 0) for ep in ("out1", "out2", "out3"))
     assert google == 120  # per provider too
