@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 
 import pytest
@@ -13,7 +14,7 @@ from integration.redis_server import RedisServer
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.engine.plumbing import PlumbingWatch, bindable, unplumbed
-from tests.ready import started
+from tests.ready import READY_S, started
 
 NOT_HERE = "192.0.2.55"  # TEST-NET-1: never an address of a test machine
 NOT_HERE6 = "2001:db8::55"  # IPv6 documentation prefix: never on a test machine
@@ -72,7 +73,11 @@ async def test_degraded_decisions_skip_it_too(make_config, redis_server: RedisSe
     try:
         await engine.start()
         redis_server.stop()
-        await asyncio.sleep(0.5)  # the mirror sees the loss: decisions degrade
+        # the mirror sees the loss (its tracking connection closes): decisions degrade
+        deadline = time.monotonic() + READY_S
+        while engine.mirror.fresh:
+            assert time.monotonic() < deadline, "the mirror did not see Redis go"
+            await asyncio.sleep(0.01)
         decisions = [await engine.decide(_facts(i)) for i in range(300)]
     finally:
         await engine.aclose()
