@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from smtp_balancer.engine import Engine
+from smtp_balancer.engine.threaded import ThreadedEngine
 
 READY_S = 60.0  # a bound on a broken Redis, not a guess at a loaded host's speed
 
@@ -31,3 +32,10 @@ async def mirrored(engine: Engine) -> None:
     while not engine.mirror.fresh:
         assert time.monotonic() < deadline, f"the mirror was not fresh within {READY_S:.0f}s"
         await asyncio.sleep(0.01)
+
+
+def started_threaded(engine: ThreadedEngine) -> None:
+    """``started`` for an engine on its own thread (the milter's)."""
+    deadline = time.monotonic() + READY_S
+    while not engine.start():
+        assert time.monotonic() < deadline, f"Redis not usable within {READY_S:.0f}s"

@@ -71,7 +71,7 @@ async def test_no_path_picks_an_unplumbed_endpoint(make_config, rdb, local: bool
 async def test_degraded_decisions_skip_it_too(make_config, redis_server: RedisServer) -> None:
     engine = Engine(make_config({"endpoints": {"out2": {"bind_address": NOT_HERE}}}))
     try:
-        await engine.start()
+        await started(engine)
         redis_server.stop()
         # the mirror sees the loss (its tracking connection closes): decisions degrade
         deadline = time.monotonic() + READY_S

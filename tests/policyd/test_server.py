@@ -176,7 +176,7 @@ async def test_a_postfix_request_whose_client_already_left_is_not_decided(make_c
     before = abandoned._value.get()
     decided = decisions_made()
     try:
-        await engine.start()
+        await started(engine)
         # as a frozen daemon finds it: the request, then the client's close, both waiting
         reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
         writer.write(EOM % 1)
@@ -205,7 +205,7 @@ async def test_a_request_older_than_postfix_timeout_is_not_decided(make_config, 
     abandoned = metrics.ABANDONED.labels("postfix")
     before, decided = abandoned._value.get(), decisions_made()
     try:
-        await engine.start()
+        await started(engine)
         reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
         writer.write(EOM % 1)
         await writer.drain()
@@ -236,7 +236,7 @@ def test_a_loop_that_keeps_up_decides_without_asking_the_kernel(make_config, tmp
     async def body() -> None:
         server, engine = await start(make_config, tmp_path, postfix_timeout_s=30)
         try:
-            await engine.start()
+            await started(engine)
             reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
             await ask(reader, writer, 0)  # a new connection's first request may be checked
             # a bound far above any scheduling delay on a busy machine: never flaky
@@ -549,7 +549,7 @@ async def test_requests_from_files_an_older_release_rendered_are_counted_and_sai
     marked = f"policy_context={MARKER}\n".encode()
     exim = b"request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nrecipients=b@gmail.com\n"
     try:
-        await engine.start()
+        await started(engine)
         reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
         for request in (
             rcpt("i1", "b@gmail.com"),  # no marker: stale

@@ -11,6 +11,7 @@ from smtp_balancer.clock import FixedClock
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.engine import Engine
 from smtp_balancer.requeue.daemon import remote_decisions
+from tests.ready import started
 
 NOW = datetime(2026, 12, 2, 10, 30, tzinfo=UTC)
 ARMS = [{"name": "a", "pool": "main", "split": 50}, {"name": "b", "pool": "main", "split": 50}]
@@ -25,6 +26,6 @@ async def experiment_engine(make_config, rdb) -> AsyncIterator[tuple[BalancerCon
     )
     rdb.hset("{sb}:experiment:ab", mapping={"state": "running", "started": "1"})
     engine = Engine(remote_decisions(config), FixedClock(NOW))
-    await engine.start()
+    await started(engine)
     yield config, engine
     await engine.aclose()

@@ -17,6 +17,7 @@ from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.requeue.daemon import remote_decisions
 from smtp_balancer.requeue.sweeper import Sweeper
+from tests.ready import started
 from tests.requeue.test_queuefile import record
 
 NOW = datetime(2026, 12, 2, 10, 30, tzinfo=UTC)
@@ -75,7 +76,7 @@ class FakeQueue:
 async def sweep_env(make_config, rdb, tmp_path: Path):
     config = make_config({"requeue": {"enabled": True}})
     engine = Engine(remote_decisions(config), FixedClock(NOW))
-    await engine.start()
+    await started(engine)
     queue = FakeQueue(tmp_path / "deferred")
     queue.root.mkdir()
     sweeper = Sweeper(config, engine, rdb, queue, "t1", FixedClock(NOW))  # type: ignore[arg-type]

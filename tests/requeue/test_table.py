@@ -13,6 +13,7 @@ from smtp_balancer.engine import Engine
 from smtp_balancer.requeue.daemon import remote_decisions
 from smtp_balancer.requeue.socketmap import TableRequest
 from smtp_balancer.requeue.table import RouteTable
+from tests.ready import started
 
 NOW = datetime(2026, 12, 2, 10, 30, tzinfo=UTC)
 DAY = "{sb}:count:%s:day:20261202"
@@ -22,7 +23,7 @@ GOOGLE = "rule google-rate-limited: out2 deferred by google: 421"
 @pytest.fixture
 async def table(make_config):
     engine = Engine(remote_decisions(make_config({"requeue": {"enabled": True}})), FixedClock(NOW))
-    await engine.start()
+    await started(engine)
     yield RouteTable(engine, 2.0)
     await engine.aclose()
 
