@@ -35,7 +35,7 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_pa
     )
     cli = [CLI, "-c", str(ms.config_path), "experiment"]
     subprocess.run([*cli, "start", "ab"], check=True, capture_output=True)
-    wait_until(lambda: ms.rdb.hget("{sb}:experiment:ab", "state") == "running", 5, "the start")
+    wait_until(lambda: ms.rdb.hget("{sb}:experiment:ab", "state") == "running", 60, "the start")
     # the sink defers a third of out2's mail: the "weights" arm (out2 half its share) defers more
     ms.sink.script_share(ENDPOINT_IP["out2"], "gmail.com", "451 4.3.2 busy, try later", 1 / 3)
     assert ms.send_many(N, threads=4, recipients=lambda i: [f"u{i}@gmail.com"]) == []
@@ -75,7 +75,7 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_pa
     assert expected[("weights", "sent")] + expected[("solo1", "sent")] == N
     # the deciders write these counts in batches: up to 5 s after a quiet host's last decision
     want = dict(Counter(arm_of.values()))
-    wait_until(lambda: decided() == want, 10, f"the arms' decisions counted: {want}")
+    wait_until(lambda: decided() == want, 60, f"the arms' decisions counted: {want}")
 
     # spam complaints about 24 of the weights arm's messages and 4 of solo1's, as a
     # feedback loop sends them: each names its message only by our Received header
@@ -126,7 +126,7 @@ def test_two_arms_with_outcomes_counted_from_the_postfix_log(mail_system, tmp_pa
     assert sum(counted()[(arm, "sent")] for arm in ("weights", "solo1")) == more
     # the deciders write these counts in batches: up to 5 s after a quiet host's last decision
     want = dict(Counter(arm_of.values()))
-    wait_until(lambda: decided() == want, 10, f"the arms' decisions counted: {want}")
+    wait_until(lambda: decided() == want, 60, f"the arms' decisions counted: {want}")
     assert not any(ms.rdb.hexists(f"{{sb}}:expstats:ab:{arm}", "complained") for arm in ("weights", "solo1"))
 
 
@@ -151,7 +151,7 @@ def test_a_rule_order_experiment_over_a_match_on_real_postfix(mail_system):
         feedback=True,
     )
     subprocess.run([CLI, "-c", str(ms.config_path), "experiment", "start", "order"], check=True)
-    wait_until(lambda: ms.rdb.hget("{sb}:experiment:order", "state") == "running", 5, "the start")
+    wait_until(lambda: ms.rdb.hget("{sb}:experiment:order", "state") == "running", 60, "the start")
     n = 300
 
     def sender(i: int) -> str:

@@ -312,7 +312,7 @@ def test_decision_lines_name_the_route_postfix_took(mail_system):
 
     endpoint_of = wait_until(delivered, timeout=MAIL_S, what="12 delivery lines in the Postfix log")
     # info lines are written every 0.2 s, not at once
-    lines = wait_for_decision_lines(ms.base / "policyd.log", 12, timeout=10)
+    lines = wait_for_decision_lines(ms.base / "policyd.log", 12, timeout=60)
     assert len(lines) == 12
     assert len({line["decision_id"] for line in lines}) == 12
     for line in lines:
