@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from smtp_balancer.engine import Engine
 from smtp_balancer.engine.threaded import ThreadedEngine
@@ -20,6 +21,14 @@ async def started(engine: Engine) -> None:
         assert time.monotonic() < deadline, f"Redis not usable within {READY_S:.0f}s"
 
 
+async def until(check: Callable[[], object], what: str, seconds: float = READY_S) -> None:
+    """Poll ``check`` on the event loop until it is true; ``seconds`` bounds a hang."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"waited {seconds:.0f}s for {what}"
+        await asyncio.sleep(0.01)
+
+
 async def mirrored(engine: Engine) -> None:
     """``started``, then wait until the mirror is fresh: local decisions may use it.
 
@@ -28,10 +37,7 @@ async def mirrored(engine: Engine) -> None:
     Until then decisions go to select.lua, which a test of the local path must not
     count as its own (a CI run saw 2,587 of 20,000 decisions go there)."""
     await started(engine)
-    deadline = time.monotonic() + READY_S
-    while not engine.mirror.fresh:
-        assert time.monotonic() < deadline, f"the mirror was not fresh within {READY_S:.0f}s"
-        await asyncio.sleep(0.01)
+    await until(lambda: engine.mirror.fresh, "a fresh mirror")
 
 
 def started_threaded(engine: ThreadedEngine) -> None:

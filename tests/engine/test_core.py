@@ -25,7 +25,7 @@ from smtp_balancer.engine import leases as leases_module
 from smtp_balancer.engine.core import Pending
 from smtp_balancer.observe import metrics
 from smtp_balancer.state import scripts
-from tests.ready import READY_S, mirrored, started, started_threaded
+from tests.ready import READY_S, mirrored, started, started_threaded, until
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 
@@ -674,7 +674,7 @@ async def test_a_script_run_after_its_deadline_counts_nothing(
             decisions = await asyncio.gather(*(engine.decide(gmail(i), now=NOW) for i in range(20)))
         assert all(d.degraded for d in decisions)
         # continued, Redis runs the 20 queued calls, each past its deadline
-        await _until(lambda: not engine.channel._pending, "Redis to answer the queued calls")
+        await until(lambda: not engine.channel._pending, "Redis to answer the queued calls", seconds=10.0)
         assert counted() == 0
         # the degraded decisions' own counts are written by the next count round
         await engine.leases.round(last=True)
@@ -701,13 +701,6 @@ async def _until_redis_decides(engine: Engine) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _until(check, what: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"waited {seconds}s for {what}"
-        await asyncio.sleep(0.01)
-
-
 async def test_a_late_reply_fails_only_its_own_request_and_gives_back_what_it_counted(make_config, rdb):
     """Replies that reach a busy daemon after the budget: those decisions degrade, the
     connection and the breaker stay as they were, and what select.lua counted for them
@@ -731,7 +724,9 @@ async def test_a_late_reply_fails_only_its_own_request_and_gives_back_what_it_co
         decisions = await asyncio.gather(*(engine.decide(gmail(i), now=NOW) for i in range(n)))
         await stall
         assert all(d.degraded and d.reason.startswith("degraded (timeout)") for d in decisions), decisions[0]
-        await _until(lambda: metrics.LATE_REPLIES._value.get() - late_before == n, "the late replies")
+        await until(
+            lambda: metrics.LATE_REPLIES._value.get() - late_before == n, "the late replies", seconds=10.0
+        )
         # the same connection, and Redis still asked: the next decision is not degraded
         after = await engine.decide(gmail(n), now=NOW)
         assert not after.degraded and engine.channel._writer is writer
@@ -741,7 +736,9 @@ async def test_a_late_reply_fails_only_its_own_request_and_gives_back_what_it_co
             day = f"{NOW:%Y%m%d}"
             return {ep: int(rdb.hget(f"{{sb}}:count:{ep}:day:{day}", "total") or 0) for ep in routed}
 
-        await _until(lambda: counted() == dict(routed), f"day counters {dict(routed)}, not {counted()}")
+        await until(
+            lambda: counted() == dict(routed), f"day counters {dict(routed)}, not {counted()}", seconds=10.0
+        )
         assert window_count(rdb.hgetall("{sb}:ratesec:out2:google"), NOW.timestamp()) == routed["out2"]
     finally:
         await engine.aclose()
@@ -787,7 +784,7 @@ async def test_a_decision_made_after_its_client_left_is_given_back(make_config, 
             }
 
         want = {ep: routed[ep] for ep in ("out1", "out2", "out3")}
-        await _until(lambda: counted() == want, f"day counters {want}")
+        await until(lambda: counted() == want, f"day counters {want}", seconds=10.0)
         assert window_count(rdb.hgetall("{sb}:ratesec:out2:google"), NOW.timestamp()) == routed["out2"]
     finally:
         await engine.aclose()

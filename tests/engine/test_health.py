@@ -12,7 +12,7 @@ from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.engine.health import STALL_AFTER_S
 from smtp_balancer.observe import metrics
-from tests.ready import READY_S, started
+from tests.ready import READY_S, started, until
 
 
 def reply_age() -> float:
@@ -21,13 +21,6 @@ def reply_age() -> float:
 
 def _logged(caplog, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if text in r.getMessage()]
-
-
-async def _until(check, what: str) -> None:
-    deadline = time.monotonic() + READY_S  # a bound on a hang, not a guess
-    while not check():
-        assert time.monotonic() < deadline, f"waited {READY_S:.0f}s for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_stall_is_logged_once_with_its_duration_and_measured(
@@ -49,7 +42,7 @@ async def test_a_stall_is_logged_once_with_its_duration_and_measured(
                 i += 1
                 await asyncio.sleep(0.05)
             peak = reply_age()
-        await _until(lambda: _logged(caplog, "answers again"), "the end of the stall")
+        await until(lambda: _logged(caplog, "answers again"), "the end of the stall")
         longest = time.monotonic() - last_reply  # measured: the stall cannot have lasted longer
         assert peak >= STALL_AFTER_S and reply_age() < STALL_AFTER_S
         began, ended = _logged(caplog, "has not answered for"), _logged(caplog, "answers again")
@@ -94,7 +87,7 @@ async def test_degraded_decisions_are_counted_once_redis_answers_again(make_conf
         for i in range(80, 120):  # after: degraded until the breaker lets a call through
             await decide(i)
         # the book's next count round writes what the degraded decisions counted
-        await _until(lambda: counted() == {ep: sent[ep] for ep in ("out1", "out2", "out3")}, "the counts")
+        await until(lambda: counted() == {ep: sent[ep] for ep in ("out1", "out2", "out3")}, "the counts")
     finally:
         await engine.aclose()
     day = "{sb}:count:%s:day:20261124"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections import Counter
 
 import pytest
@@ -14,7 +12,7 @@ from integration.redis_server import RedisServer
 from smtp_balancer.decision.facts import Facts
 from smtp_balancer.engine import Engine
 from smtp_balancer.engine.plumbing import PlumbingWatch, bindable, unplumbed
-from tests.ready import READY_S, started
+from tests.ready import started, until
 
 NOT_HERE = "192.0.2.55"  # TEST-NET-1: never an address of a test machine
 NOT_HERE6 = "2001:db8::55"  # IPv6 documentation prefix: never on a test machine
@@ -74,10 +72,7 @@ async def test_degraded_decisions_skip_it_too(make_config, redis_server: RedisSe
         await started(engine)
         redis_server.stop()
         # the mirror sees the loss (its tracking connection closes): decisions degrade
-        deadline = time.monotonic() + READY_S
-        while engine.mirror.fresh:
-            assert time.monotonic() < deadline, "the mirror did not see Redis go"
-            await asyncio.sleep(0.01)
+        await until(lambda: not engine.mirror.fresh, "the mirror to see Redis go")
         decisions = [await engine.decide(_facts(i)) for i in range(300)]
     finally:
         await engine.aclose()
