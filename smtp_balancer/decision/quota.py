@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.decision.choice import NeedRedis
 from smtp_balancer.decision.rates import RateBook, RateCounter
+from smtp_balancer.decision.wakeup import WorkSignal
 from smtp_balancer.state.keys import KeySchema
 
 LEASE_MAX = 100
@@ -106,7 +107,9 @@ class QuotaBook(Counters):
     def __init__(self, keys: KeySchema, clock: Clock = SYSTEM) -> None:
         self.keys = keys
         self.clock = clock
-        self.rates = RateBook(clock)  # rate-cap slots, served by the same loop
+        # raised when a refill, give-back or arm record is queued (decision/wakeup.py)
+        self.signal = WorkSignal()
+        self.rates = RateBook(clock, self.signal)  # rate-cap slots, served by the same loop
         self._lock = threading.Lock()
         self._leases: dict[tuple[str, str], Lease] = {}  # (endpoint, field)
         self._caps: dict[tuple[str, str], tuple[int | None, int | None]] = {}
@@ -221,6 +224,7 @@ class QuotaBook(Counters):
             if lease is not None and lease.remaining:
                 # the hour (or the caps) moved on: what is left goes back to its own bucket
                 self._givebacks.append(Giveback(scope[0], lease.day, lease.hour, lease.remaining, scope[1]))
+                self.signal.raise_()
             lease = self._leases[scope] = Lease(day, hour)
             self._caps[scope] = (day_cap, hour_cap)
         return lease
@@ -232,6 +236,7 @@ class QuotaBook(Counters):
         lease.want = lease_size(day_cap, hour_cap, n)
         lease.asking = True
         self._refills.append(Refill(scope[0], lease.day, lease.hour, lease.want, day_cap, hour_cap, scope[1]))
+        self.signal.raise_()
 
     def note_arm(self, queue_id: str, experiment: str, arm: str, wall: float) -> None:
         """A message decided in an experiment's arm at ``wall`` (epoch seconds): count it,
@@ -243,6 +248,7 @@ class QuotaBook(Counters):
             fields["decided"] = fields.get("decided", 0) + 1
             if queue_id:
                 self._arms.append((queue_id, f"{experiment} {arm} {int(wall)}"))
+                self.signal.raise_()
 
     def take_arms(self) -> list[tuple[str, str]]:
         with self._lock:
@@ -255,6 +261,8 @@ class QuotaBook(Counters):
         with self._lock:
             self._arms[:0] = arms
             del self._arms[: max(0, len(self._arms) - ARMS_MAX)]
+            if arms:
+                self.signal.raise_()
 
     # -- the engine's loop ---------------------------------------------------------
     def take_work(
@@ -270,6 +278,11 @@ class QuotaBook(Counters):
                 self._counted = 0
         return refills, givebacks, deltas
 
+    def counts_pending(self) -> bool:
+        """Counter deltas wait to be written (also ones put back after a failed round)."""
+        with self._lock:
+            return bool(self._counts)
+
     def counted(self) -> int:
         """Decisions whose counts wait to be written."""
         with self._lock:
@@ -284,6 +297,7 @@ class QuotaBook(Counters):
                     self._givebacks.append(
                         Giveback(refill.endpoint, refill.day, refill.hour, units, refill.field)
                     )
+                    self.signal.raise_()
                 return
             lease.asking = False
             if units > 0:
@@ -337,6 +351,8 @@ class QuotaBook(Counters):
         """Put back work Redis did not take (it was down), to send with the next batch."""
         with self._lock:
             self._givebacks.extend(givebacks)
+            if self._givebacks:
+                self.signal.raise_()
             for key, fields in counts.items():
                 mine = self._counts.setdefault(key, {})
                 for name, delta in fields.items():
@@ -350,6 +366,7 @@ class QuotaBook(Counters):
         with self._lock:
             self._givebacks.append(Giveback(endpoint, day, hour, n))
             self._givebacks += [Giveback(endpoint, day, hour, count, p) for p, count in providers]
+            self.signal.raise_()
 
     def give_back_all(self) -> None:
         """Release every lease (shutdown, config change): unused units return to their buckets."""
@@ -359,6 +376,7 @@ class QuotaBook(Counters):
                 if lease.remaining:
                     self._givebacks.append(Giveback(endpoint, lease.day, lease.hour, lease.remaining, field))
             self._leases.clear()
+            self.signal.raise_()
 
     def leased(self) -> int:
         """Units held and not yet spent (the ``smtp_balancer_quota_leased_units`` gauge)."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.decision.choice import NeedRedis
+from smtp_balancer.decision.wakeup import WorkSignal
 from smtp_balancer.state.keys import RATE_WINDOW_S
 from smtp_balancer.state.values import COUNT_DIGITS, parse_int, text_of
 
@@ -110,8 +111,9 @@ class RateCounter:
 
 
 class RateBook(RateCounter):
-    def __init__(self, clock: Clock = SYSTEM) -> None:
+    def __init__(self, clock: Clock = SYSTEM, signal: WorkSignal | None = None) -> None:
         self.clock = clock
+        self.signal = WorkSignal() if signal is None else signal  # raised when work is queued
         self._lock = threading.Lock()
         self._leases: dict[tuple[str, str], RateLease] = {}
         self._refills: list[RateRefill] = []
@@ -172,6 +174,7 @@ class RateBook(RateCounter):
         while batches and batches[0].expires <= now:
             gone = batches.pop(0)
             self._givebacks.append(RateGiveback(*scope, gone.second, gone.unspent))
+            self.signal.raise_()
         return lease
 
     def _ask(self, endpoint: str, scope: str, cap: int, lease: RateLease, now: float) -> None:
@@ -180,8 +183,15 @@ class RateBook(RateCounter):
         lease.asking = True
         lease.want = rate_lease_size(cap)
         self._refills.append(RateRefill(endpoint, scope, lease.want, cap, now))
+        self.signal.raise_()
 
     # -- the engine's loop ---------------------------------------------------------
+    def next_expiry(self) -> float | None:
+        """When the first held slot expires (monotonic): ``take_work`` gives it back then."""
+        with self._lock:
+            firsts = [lease.batches[0].expires for lease in self._leases.values() if lease.batches]
+        return min(firsts) if firsts else None
+
     def take_work(self) -> tuple[list[RateRefill], list[RateGiveback]]:
         now = self.clock.monotonic()
         with self._lock:
@@ -205,6 +215,7 @@ class RateBook(RateCounter):
             expires = refill.asked_at + SLOT_S
             if expires <= now:  # granted too late to use: straight back
                 self._givebacks.append(RateGiveback(refill.endpoint, refill.scope, second, units))
+                self.signal.raise_()
                 return
             lease.batches.append(LeaseBatch(expires, second, units))
             lease.exhausted_until = 0.0
@@ -221,6 +232,7 @@ class RateBook(RateCounter):
         left by another route)."""
         with self._lock:
             self._givebacks += [RateGiveback(endpoint, scope, second, 1) for scope in scopes]
+            self.signal.raise_()
 
     def give_back_all(self) -> None:
         with self._lock:
@@ -228,3 +240,4 @@ class RateBook(RateCounter):
                 for batch in lease.batches:
                     self._givebacks.append(RateGiveback(*scope, batch.second, batch.unspent))
             self._leases.clear()
+            self.signal.raise_()

@@ -1,10 +1,15 @@
 """Serves the quota book: lease refills, give-backs and counter deltas, in batches.
 
-Every ``SERVICE_INTERVAL_S`` one round sends what the book has queued: a
-lease.lua call per refill and one count.lua call for the leases given back and,
-when due (``COUNT_*`` below), the counter deltas. What Redis did not take is kept
-for the next round, except give-backs, which may have been applied (a lost one
-only leaves a cap short).
+A round sends what the book has queued: a lease.lua call per refill and one
+count.lua call for the leases given back and, when due (``COUNT_*`` below), the
+counter deltas. What Redis did not take is kept for the next round, except
+give-backs, which may have been applied (a lost one only leaves a cap short).
+
+Rounds are at least ``SERVICE_INTERVAL_S`` apart, so that a busy decider's work
+goes in batches. Between them the service sleeps until the book signals queued
+work (decision/wakeup.py), until counter deltas or a held rate slot fall due, or
+for ``IDLE_WAIT_S`` at most: it used to wake 20 times a second to find nothing,
+which was most of an idle daemon's CPU and a tenth of a busy one's.
 
 The deltas are of fields no cap reads (a capped field is leased, and counted in
 Redis before its message is decided), so writing them every second or few costs
@@ -39,6 +44,7 @@ from smtp_balancer.state.values import text_of
 log = logging.getLogger("smtp_balancer.engine")
 
 SERVICE_INTERVAL_S = 0.05  # lease refills and give-backs are batched this often
+IDLE_WAIT_S = 1.0  # the longest the service sleeps, work or none
 # counter deltas of uncapped fields are written at most every COUNT_INTERVAL_S, and at
 # least every COUNT_MAX_WAIT_S: a busy decider writes once a second, a quiet one (a few
 # messages a second) every few seconds, once COUNT_BATCH decisions have gathered
@@ -78,10 +84,16 @@ class LeaseService:
         self._task: asyncio.Task[None] | None = None
         self._reload = True  # load the scripts first, and again after a NOSCRIPT
         self._counts_sent = float("-inf")  # monotonic: when counter deltas last went
+        self._poked = False  # work was signalled since the service last looked
+        self._waiter: asyncio.Future[None] | None = None  # the service's sleep, to end early
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._serve(), name="quota-leases")
+            loop = self._loop = asyncio.get_running_loop()
+            self._poked = self.book.signal.raised  # queued before the start
+            self.book.signal.callback = self._signalled
+            self._task = loop.create_task(self._serve(), name="quota-leases")
 
     async def stop(self) -> None:
         """Let a round in flight finish (a grant Redis made must be recorded), then give
@@ -90,10 +102,12 @@ class LeaseService:
         if task is None:
             return
         self._stop.set()
+        self._poke()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.timeout_s):
                 await asyncio.gather(task, return_exceptions=True)
         task.cancel()
+        self.book.signal.callback = None
         self.book.give_back_all()
         with contextlib.suppress(TimeoutError, RedisError, OSError):
             async with asyncio.timeout(self.timeout_s):
@@ -101,13 +115,68 @@ class LeaseService:
                 # not keep the leased units counted for good
                 await self.round(last=True)
 
+    def _signalled(self) -> None:
+        """The book's signal: work is queued (any thread: the milter decides in its own)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: no one to wake
+                loop.call_soon_threadsafe(self._poke)
+
+    def _poke(self) -> None:
+        """Work was queued, or the service stops: end its sleep (the loop's thread)."""
+        self._poked = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wait_s(self) -> float:
+        """How long to sleep when no work is signalled: until counter deltas fall due,
+        or a held rate slot expires (its unspent units go back), at most IDLE_WAIT_S."""
+        book = self.book
+        now = book.clock.monotonic()
+        wait = IDLE_WAIT_S
+        if book.counts_pending():
+            batch = book.counted() >= COUNT_BATCH
+            due = self._counts_sent + (COUNT_INTERVAL_S if batch else COUNT_MAX_WAIT_S)
+            wait = min(wait, due - now)
+        expiry = book.rates.next_expiry()
+        if expiry is not None:
+            wait = min(wait, expiry - now)
+        return max(wait, 0.0)
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        """Sleep ``seconds``, or until poked: one future and one timer, no task."""
+        if self._poked or self._stop.is_set():
+            return
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(seconds, self._poke_timer, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            timer.cancel()
+
+    @staticmethod
+    def _poke_timer(waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
     async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_round = float("-inf")  # loop time
         while not self._stop.is_set():
-            # a plain sleep, and a timeout only around a round with work: a daemon wakes
-            # 20 times a second, mostly to find nothing (each asyncio.timeout is a timer,
-            # and one that expires a cancellation and an exception: most of an idle
-            # daemon's CPU). stop() waits for the sleep to end.
-            await asyncio.sleep(SERVICE_INTERVAL_S)
+            # a timeout only around a round with work: each asyncio.timeout is a timer,
+            # and one that expires a cancellation and an exception
+            await self._sleep(loop, self._wait_s())
+            gap = last_round + SERVICE_INTERVAL_S - loop.time()
+            if gap > 0:  # work comes in batches: a busy decider signals at once again
+                await asyncio.sleep(gap)
+            # stopping, too: a refill asked for is sent here, where its grant is recorded
+            # and then given back by stop(), not in the last round, after the leases went
+            last_round = loop.time()
+            # cleared before the work is taken: what is queued from now on pokes again
+            self._poked = False
+            self.book.signal.clear()
             try:
                 work = self._take_work(last=False)
                 if work is None:
@@ -136,6 +205,11 @@ class LeaseService:
         if counts:
             self._counts_sent = book.clock.monotonic()
         rate_refills, rate_givebacks = book.rates.take_work()
+        if last and (refills or rate_refills):
+            # stopping: every lease has gone back, and a grant now would stay counted
+            book.refill_failed(refills)
+            book.rates.refill_failed(rate_refills)
+            refills, rate_refills = [], []
         arms = book.take_arms()
         if not (refills or givebacks or counts or rate_refills or rate_givebacks or arms):
             return None

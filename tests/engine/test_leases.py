@@ -12,11 +12,20 @@ from integration.fixtures import arm_record_of
 from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.choice import NeedRedis
 from smtp_balancer.decision.quota import QuotaBook
+from smtp_balancer.decision.rates import SLOT_S
+from smtp_balancer.engine import leases
 from smtp_balancer.engine.breaker import Breaker
 from smtp_balancer.engine.junk import JunkReporter
-from smtp_balancer.engine.leases import COUNT_BATCH, COUNT_INTERVAL_S, COUNT_MAX_WAIT_S, LeaseService
+from smtp_balancer.engine.leases import (
+    COUNT_BATCH,
+    COUNT_INTERVAL_S,
+    COUNT_MAX_WAIT_S,
+    IDLE_WAIT_S,
+    LeaseService,
+)
 from smtp_balancer.state.channel import ScriptChannel
 from smtp_balancer.state.keys import KeySchema
+from tests.ready import until
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 DAY, HOUR = NOW.strftime("%Y%m%d"), NOW.strftime("%Y%m%d%H")  # the buckets at the clock's time
@@ -160,3 +169,102 @@ async def test_counter_deltas_go_in_batches_and_the_rest_at_stop(make_config, rd
         assert rdb.hgetall(day) == {"total": str(5 + COUNT_BATCH), "google": str(5 + COUNT_BATCH)}
     finally:
         await service.stop()
+
+
+class _FrozenClock:
+    """Time that moves only by ``advance`` (FixedClock's monotonic runs on): waits
+    computed from it are exact."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def wall(self) -> float:
+        return NOW.timestamp() + self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _counted_rounds(service: LeaseService) -> list[bool]:
+    """The rounds the service's own loop runs (``last`` of each)."""
+    rounds: list[bool] = []
+    take = service._take_work
+
+    def counted(last: bool):
+        rounds.append(last)
+        return take(last)
+
+    service._take_work = counted  # type: ignore[method-assign]
+    return rounds
+
+
+async def test_an_idle_service_sleeps_until_work_is_signalled(make_config, rdb, monkeypatch):
+    """The service used to wake 20 times a second, mostly to find nothing. Here an idle
+    one would sleep an hour: a refill asked for on the loop, then one from another
+    thread (the milter's), each wake it for one round, and the stop wakes it to end."""
+    monkeypatch.setattr(leases, "IDLE_WAIT_S", 3600.0)
+    _, book, channel, service = _service(make_config(), timeout_s=10.0)
+    rounds = _counted_rounds(service)
+    service.start()
+    task = service._task
+    assert task is not None
+    try:
+        await until(lambda: service._waiter is not None, "the service asleep")
+        assert rounds == []  # it sleeps before its first round
+        with pytest.raises(NeedRedis):
+            book.check("out3", 1, DAY, HOUR, 100, None)
+        out3 = book._leases[("out3", "total")]
+        await until(lambda: not out3.asking, "out3's refill granted")
+        assert out3.remaining == 2 and rounds == [False]
+
+        def ask() -> None:  # as a milter thread decides
+            with pytest.raises(NeedRedis):
+                book.check("out1", 1, DAY, HOUR, 100, None)
+
+        await asyncio.to_thread(ask)
+        out1 = book._leases[("out1", "total")]
+        await until(lambda: not out1.asking, "out1's refill granted")
+        assert out1.remaining == 2 and rounds == [False, False]
+        await until(lambda: service._waiter is not None, "the service asleep again")
+    finally:
+        await service.stop()
+        await channel.close()
+    assert task.done() and not task.cancelled()  # ended by the stop's wake, not cancelled
+    assert rdb.hget(f"{{sb}}:count:out3:day:{DAY}", "total") == "0"  # the leases went back
+    assert rdb.hget(f"{{sb}}:count:out1:day:{DAY}", "total") == "0"
+    with pytest.raises(NeedRedis):  # stopped: the refill's signal calls no one
+        book.check("out2", 1, DAY, HOUR, 100, None)
+
+
+async def test_the_service_sleeps_until_counts_or_a_held_rate_slot_fall_due(make_config):
+    clock = _FrozenClock()
+    book = QuotaBook(KeySchema(), clock)
+    channel = ScriptChannel(make_config().redis)
+    service = LeaseService(book, channel, Breaker(1.0, clock), JunkReporter(clock), 1.0)
+    try:
+        assert service._wait_s() == IDLE_WAIT_S  # nothing held or counted
+        with pytest.raises(NeedRedis):
+            book.rates.check("out2", "google", 600)
+        (refill,), _ = book.rates.take_work()
+        book.rates.granted(refill, 10, 1001)
+        clock.advance(0.75)
+        assert service._wait_s() == pytest.approx(SLOT_S - 0.75)  # its unspent slots go back then
+        clock.advance(SLOT_S)
+        book.rates.take_work()
+        assert service._wait_s() == IDLE_WAIT_S
+        assert book.take("out1", 1, [], DAY, HOUR, leased=False)
+        assert service._wait_s() == 0.0  # the first counts go at once
+        service._take_work(last=False)
+        assert book.take("out1", 1, [], DAY, HOUR, leased=False)
+        assert service._wait_s() == IDLE_WAIT_S  # a few: looked at again within COUNT_MAX_WAIT_S
+        for _ in range(COUNT_BATCH):
+            assert book.take("out1", 1, [], DAY, HOUR, leased=False)
+        clock.advance(0.25)
+        assert service._wait_s() == pytest.approx(COUNT_INTERVAL_S - 0.25)  # a batch: due then
+        clock.advance(COUNT_INTERVAL_S)
+        assert service._wait_s() == 0.0
+    finally:
+        await channel.close()
