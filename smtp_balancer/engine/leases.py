@@ -107,7 +107,8 @@ class LeaseService:
             async with asyncio.timeout(self.timeout_s):
                 await asyncio.gather(task, return_exceptions=True)
         task.cancel()
-        self.book.signal.callback = None
+        if self.book.signal.callback == self._signalled:
+            self.book.signal.callback = None
         self.book.give_back_all()
         with contextlib.suppress(TimeoutError, RedisError, OSError):
             async with asyncio.timeout(self.timeout_s):
