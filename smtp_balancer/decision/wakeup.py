@@ -1,10 +1,10 @@
 """How the quota book tells the lease service that work is queued.
 
 The service sleeps while nothing is queued, instead of waking 20 times a second to
-find nothing: most of an idle daemon's CPU, and of a busy one's beyond its
-requests. A book raises its signal when it queues a refill, a give-back or an arm
-record; the service clears it before it takes the work, so work queued while a
-round runs raises it again and no wake-up is lost.
+find nothing: that was over half of an idle daemon's CPU. A book raises its
+signal when it queues a refill, a give-back or an arm record; the service clears
+it before it takes the work, so work queued while a round runs raises it again
+and no wake-up is lost.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Rounds are at least ``SERVICE_INTERVAL_S`` apart, so that a busy decider's work
 goes in batches. Between them the service sleeps until the book signals queued
 work (decision/wakeup.py), until counter deltas or a held rate slot fall due, or
 for ``IDLE_WAIT_S`` at most: it used to wake 20 times a second to find nothing,
-which was most of an idle daemon's CPU and a tenth of a busy one's.
+which was over half of an idle daemon's CPU and about 4% of a busy one's.
 
 The deltas are of fields no cap reads (a capped field is leased, and counted in
 Redis before its message is decided), so writing them every second or few costs
