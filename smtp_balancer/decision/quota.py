@@ -202,6 +202,8 @@ class QuotaBook(Counters):
                 if lease.remaining < lease.want // 2 + 1:
                     self._ask((endpoint, field), lease, units)  # refill before it runs out
             self._counted += 1
+            if not self._counts:  # the first since a write: the service times when they are due
+                self.signal.raise_()
             for key in (day_key, hour_key):
                 fields = self._counts.setdefault(key, {})
                 if not leased:  # a lease was added to the total when it was granted
@@ -244,6 +246,8 @@ class QuotaBook(Counters):
         outcomes (the time: a run reset after it does not count them)."""
         key = self.keys.expstats(experiment, arm)
         with self._lock:
+            if not self._counts:
+                self.signal.raise_()
             fields = self._counts.setdefault(key, {})
             fields["decided"] = fields.get("decided", 0) + 1
             if queue_id:

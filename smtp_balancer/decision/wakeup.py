@@ -2,7 +2,9 @@
 
 The service sleeps while nothing is queued, instead of waking 20 times a second to
 find nothing: that was over half of an idle daemon's CPU. A book raises its
-signal when it queues a refill, a give-back or an arm record; the service clears
+signal when it queues a refill, a give-back or an arm record, or counts a
+decision with none counted since the last write (the service then times when the
+counts fall due); the service clears
 it before it takes the work, so work queued while a round runs raises it again
 and no wake-up is lost.
 """

@@ -38,19 +38,36 @@ def test_a_signal_calls_back_once_until_it_is_cleared():
     assert calls == [1] and signal.raised
 
 
-def test_a_refill_raises_the_signal_and_a_counted_decision_does_not():
+def test_the_first_count_since_a_write_raises_the_signal_and_the_rest_do_not():
+    """The service then times the counts' write; a busy decider calls back once per
+    round, not per message."""
     _, book, calls = _book()
     assert book.take("out1", 1, [("google", 1)], DAY, HOUR, leased=False)
+    assert calls == [1] and book.counts_pending()
+    book.signal.clear()
+    assert book.take("out1", 1, [("google", 1)], DAY, HOUR, leased=False)
     book.note_arm("", "exp", "a", 1000.0)  # no queue id: counted, no record to send
-    assert calls == [] and book.counts_pending()
+    assert calls == [1]
+    book.take_work(counts=True)  # written
+    book.signal.clear()
+    book.note_arm("", "exp", "a", 1000.0)  # the first count again
+    assert calls == [1, 1]
+
+
+def test_a_refill_raises_the_signal_and_a_spend_from_a_lease_does_not():
+    _, book, calls = _book()
     with pytest.raises(NeedRedis):
         book.check("out1", 1, DAY, HOUR, 1000, None)
     assert calls == [1]
-    book.signal.clear()
     (refill,), _, _ = book.take_work()
     book.granted(refill, refill.want)
+    assert book.take("out1", 1, [], DAY, HOUR, leased=True)
+    book.take_work()  # the service's round: the signal cleared, the count written
+    book.signal.clear()
+    calls.clear()
+    assert book.take("out1", 1, [], DAY, HOUR, leased=True)  # the first count since the write
     assert book.take("out1", 1, [], DAY, HOUR, leased=True)  # spent from the lease: no refill yet
-    assert calls == [1]
+    assert calls == [1] and book.take_work(counts=False)[0] == []
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,6 @@ from smtp_balancer.clock import FixedClock
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.rates import window_count
 from smtp_balancer.engine import Engine, ThreadedEngine
-from smtp_balancer.engine import leases as leases_module
 from smtp_balancer.engine.core import Pending
 from smtp_balancer.observe import metrics
 from smtp_balancer.state import scripts
@@ -652,14 +651,11 @@ async def test_leases_are_given_back_at_close(make_config, rdb):
     assert int(rdb.hget("{sb}:count:out2:day:20261124", "google")) == seen["out2"]
 
 
-async def test_a_script_run_after_its_deadline_counts_nothing(
-    make_config, rdb, redis_server: RedisServer, monkeypatch
-):
+async def test_a_script_run_after_its_deadline_counts_nothing(make_config, rdb, redis_server: RedisServer):
     """A stalled Redis runs the queued select.lua calls after the decisions have given up
     and degraded: those calls must not count quota for routes the mail did not take.
     (A late reply's counts would also be given back by a later round: the lease service
-    is kept from running one, so that only the deadline can keep the counts out.)"""
-    monkeypatch.setattr(leases_module, "SERVICE_INTERVAL_S", 3600.0)
+    is stopped, so that only the deadline can keep the counts out.)"""
     config = make_config({"decision": {"local": False, "budget_ms": 100, "retry_after_ms": 10}})
     engine = Engine(config, FixedClock(NOW))
     day = f"{NOW:%Y%m%d}"
@@ -670,6 +666,7 @@ async def test_a_script_run_after_its_deadline_counts_nothing(
     try:
         await started(engine)
         assert engine.channel.redis_offset_s is not None  # the deadline is in Redis's time
+        await engine.leases.stop()  # no round of its own from here (aclose stops it no more)
         with redis_server.stopped():
             decisions = await asyncio.gather(*(engine.decide(gmail(i), now=NOW) for i in range(20)))
         assert all(d.degraded for d in decisions)
