@@ -137,9 +137,7 @@ class LeaseService:
         now = book.clock.monotonic()
         wait = IDLE_WAIT_S
         if book.counts_pending():
-            batch = book.counted() >= COUNT_BATCH
-            due = self._counts_sent + (COUNT_INTERVAL_S if batch else COUNT_MAX_WAIT_S)
-            wait = min(wait, due - now)
+            wait = min(wait, self._counts_due_at() - now)
         expiry = book.rates.next_expiry()
         if expiry is not None:
             wait = min(wait, expiry - now)
@@ -150,17 +148,12 @@ class LeaseService:
         if self._poked or self._stop.is_set():
             return
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(seconds, self._poke_timer, waiter)
+        timer = loop.call_later(seconds, self._poke)  # cancelled below: never pokes a later sleep
         try:
             await waiter
         finally:
             self._waiter = None
             timer.cancel()
-
-    @staticmethod
-    def _poke_timer(waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -247,11 +240,14 @@ class LeaseService:
         if sent:  # none when every rate refill was stale and nothing else was due
             await asyncio.wait(sent)  # wait, not gather: giving up waiting cancels no reply
 
+    def _counts_due_at(self) -> float:
+        """When the counter deltas waiting are due (monotonic): COUNT_INTERVAL_S after the
+        last write once COUNT_BATCH decisions gathered, else COUNT_MAX_WAIT_S after it."""
+        batch = self.book.counted() >= COUNT_BATCH
+        return self._counts_sent + (COUNT_INTERVAL_S if batch else COUNT_MAX_WAIT_S)
+
     def _counts_due(self) -> bool:
-        waited = self.book.clock.monotonic() - self._counts_sent
-        return waited >= COUNT_MAX_WAIT_S or (
-            waited >= COUNT_INTERVAL_S and self.book.counted() >= COUNT_BATCH
-        )
+        return self.book.clock.monotonic() >= self._counts_due_at()
 
     def _fresh(self, refills: list[RateRefill]) -> list[RateRefill]:
         """Rate refills still worth asking: one older than a slot's validity would be

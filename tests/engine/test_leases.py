@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -31,8 +32,8 @@ NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 DAY, HOUR = NOW.strftime("%Y%m%d"), NOW.strftime("%Y%m%d%H")  # the buckets at the clock's time
 
 
-def _service(config, timeout_s: float) -> tuple[FixedClock, QuotaBook, ScriptChannel, LeaseService]:
-    clock = FixedClock(NOW)
+def _service(config, timeout_s: float, clock=None) -> tuple[Any, QuotaBook, ScriptChannel, LeaseService]:
+    clock = FixedClock(NOW) if clock is None else clock
     book = QuotaBook(KeySchema(), clock)
     channel = ScriptChannel(config.redis)
     service = LeaseService(book, channel, Breaker(1.0, clock), JunkReporter(clock), timeout_s)
@@ -240,10 +241,7 @@ async def test_an_idle_service_sleeps_until_work_is_signalled(make_config, rdb, 
 
 
 async def test_the_service_sleeps_until_counts_or_a_held_rate_slot_fall_due(make_config):
-    clock = _FrozenClock()
-    book = QuotaBook(KeySchema(), clock)
-    channel = ScriptChannel(make_config().redis)
-    service = LeaseService(book, channel, Breaker(1.0, clock), JunkReporter(clock), 1.0)
+    clock, book, channel, service = _service(make_config(), 1.0, _FrozenClock())
     try:
         assert service._wait_s() == IDLE_WAIT_S  # nothing held or counted
         with pytest.raises(NeedRedis):
