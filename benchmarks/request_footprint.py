@@ -30,7 +30,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -44,7 +46,7 @@ TOGGLE = "_operator_call"
 LL_CACHE = "8388608,16,64"
 
 
-def request(state: str, i: int, marker: str) -> bytes:
+def request(state: str, i: int, marker: str, domain: str = "example.test") -> bytes:
     """A request as Postfix 3.7's smtpd sends it, every attribute."""
     attrs = {
         "request": "smtpd_access_policy",
@@ -58,7 +60,7 @@ def request(state: str, i: int, marker: str) -> bytes:
         "server_port": "25",
         "helo_name": "localhost",
         "sender": "news@shop.test",
-        "recipient": "user@example.test" if state == "RCPT" else "",
+        "recipient": f"user@{domain}" if state == "RCPT" else "",
         "recipient_count": "0" if state == "RCPT" else "1",
         "queue_id": "" if state == "RCPT" else f"Q{i:08X}",
         "instance": f"1234.{i:x}.0",
@@ -105,8 +107,17 @@ class Transport(asyncio.Transport):
         pass
 
 
-async def feed(server: str, messages: int, evict_mb: int) -> int:
-    """Inside the measured process: RCPT and END-OF-MESSAGE per message; returns the replies."""
+async def feed(
+    server: str,
+    messages: int,
+    evict_mb: int,
+    layer: dict[str, Any] | None = None,
+    domains: Sequence[str] = ("example.test",),
+    settle: bool = False,
+) -> int:
+    """Inside the measured process: RCPT and END-OF-MESSAGE per message; returns the
+    replies. ``layer``: laid over policyd's config; ``domains``: the recipients', in turn;
+    ``settle``: a decision that goes to Redis is waited for (else it ends the run)."""
     from smtp_balancer.generation import MARKER
 
     transport = Transport()
@@ -116,7 +127,7 @@ async def feed(server: str, messages: int, evict_mb: int) -> int:
         protocol: asyncio.Protocol = Dunno()
         stop = None
     else:
-        protocol, stop = await policy_connection()
+        protocol, stop = await policy_connection(layer)
     protocol.connection_made(transport)
     junk = bytearray(evict_mb * 1024 * 1024)
     stride = junk[::64]
@@ -127,11 +138,13 @@ async def feed(server: str, messages: int, evict_mb: int) -> int:
     try:
         for i in range(messages):
             for state in ("RCPT", "END-OF-MESSAGE"):
-                data = request(state, i, MARKER)
+                data = request(state, i, MARKER, domains[i % len(domains)])
                 if evict_mb:  # the MTA's processes ran in between: one write per cache line
                     junk[::64] = stride
                 noted.select(0)  # the loop's select() that found the request readable
                 operator.call(data_received, data)
+            while settle and getattr(protocol, "busy", False):
+                await asyncio.sleep(0.001)  # the loop settles it (a lease fell short)
             if getattr(protocol, "busy", False):
                 raise SystemExit("a decision went to Redis: the mirror was not fresh")
     finally:
@@ -140,7 +153,8 @@ async def feed(server: str, messages: int, evict_mb: int) -> int:
     return transport.replies
 
 
-async def policy_connection() -> tuple[asyncio.Protocol, object]:
+async def policy_connection(layer: dict[str, Any] | None = None) -> tuple[asyncio.Protocol, object]:
+    from integration.configs import deep_merge
     from integration.conftest import base_config
     from integration.redis_server import RedisServer
     from policyd.main import policy_server
@@ -153,9 +167,10 @@ async def policy_connection() -> tuple[asyncio.Protocol, object]:
     # daemon; the handler's timed flush, which would render them outside the count
     # (valgrind runs about 50 times slower), never comes
     configure("logfmt", "info", flush_interval_s=3600.0)
-    redis = RedisServer(Path(tempfile.mkdtemp(prefix="sb-footprint-")) / "redis")
+    workdir = Path(tempfile.mkdtemp(prefix="sb-footprint-"))
+    redis = RedisServer(workdir / "redis")
     redis.start()
-    config = validate_config(base_config(redis.url, 10025, 0))
+    config = validate_config(deep_merge(base_config(redis.url, 10025, 0), layer or {}))
     engine = Engine(config)
     await engine.start()
     for _ in range(200):  # local decisions need a fresh mirror
@@ -167,6 +182,7 @@ async def policy_connection() -> tuple[asyncio.Protocol, object]:
     async def stop() -> None:
         await engine.aclose()
         redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     return server.connection_protocol(), stop
 
