@@ -26,19 +26,24 @@ MESSAGES = 2000
 DOMAINS = ("gmail.com", "yahoo.com", "example.test", "outlook.com")
 
 
+# a decision that goes to Redis (a lease fell short) waits for it even on a loaded host
+PATIENT = {"decision": {"budget_ms": 10_000}}
+
+
 def capped() -> dict[str, Any]:
     """out3 warming (its caps fill within the run), out2's Google mail rate-capped."""
     today = datetime.fromtimestamp(SYSTEM.wall(), UTC).date().isoformat()  # the engine's day
     return {
+        **PATIENT,
         "endpoints": {
             "out3": {"warmup": {"start": today, "schedule": [200], "providers": {"google": [20]}}},
             "out2": {"rate_caps": {"google": 100}},
-        }
+        },
     }
 
 
 async def train() -> int:
-    replies = await feed("policyd", MESSAGES, 0, domains=DOMAINS)
+    replies = await feed("policyd", MESSAGES, 0, PATIENT, DOMAINS)
     return replies + await feed("policyd", MESSAGES, 0, capped(), DOMAINS, settle=True)
 
 
