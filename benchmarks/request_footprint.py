@@ -44,6 +44,8 @@ from policyd.loop import PolicyLoop, noted_selector  # noqa: E402 (after the pat
 # the C function both servers' data_received is called through: what callgrind counts
 TOGGLE = "_operator_call"
 LL_CACHE = "8388608,16,64"
+# the longest feed(settle=True) waits for a decision that went to Redis (a budget is less)
+SETTLE_S = 30.0
 
 
 def request(state: str, i: int, marker: str, domain: str = "example.test") -> bytes:
@@ -143,7 +145,10 @@ async def feed(
                     junk[::64] = stride
                 noted.select(0)  # the loop's select() that found the request readable
                 operator.call(data_received, data)
+            settled_by = asyncio.get_running_loop().time() + SETTLE_S
             while settle and getattr(protocol, "busy", False):
+                if asyncio.get_running_loop().time() > settled_by:
+                    raise SystemExit(f"a decision that went to Redis did not settle within {SETTLE_S:g} s")
                 await asyncio.sleep(0.001)  # the loop settles it (a lease fell short)
             if getattr(protocol, "busy", False):
                 raise SystemExit("a decision went to Redis: the mirror was not fresh")
