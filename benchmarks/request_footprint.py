@@ -134,7 +134,8 @@ async def feed(
     junk = bytearray(evict_mb * 1024 * 1024)
     stride = junk[::64]
     data_received = protocol.data_received
-    noted = noted_selector(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    noted = noted_selector(loop)
     if noted is None:
         raise SystemExit("not on the daemon's event loop (policyd.loop.PolicyLoop)")
     try:
@@ -145,9 +146,9 @@ async def feed(
                     junk[::64] = stride
                 noted.select(0)  # the loop's select() that found the request readable
                 operator.call(data_received, data)
-            settled_by = asyncio.get_running_loop().time() + SETTLE_S
+            settled_by = loop.time() + SETTLE_S
             while settle and getattr(protocol, "busy", False):
-                if asyncio.get_running_loop().time() > settled_by:
+                if loop.time() > settled_by:
                     raise SystemExit(f"a decision that went to Redis did not settle within {SETTLE_S:g} s")
                 await asyncio.sleep(0.001)  # the loop settles it (a lease fell short)
             if getattr(protocol, "busy", False):
