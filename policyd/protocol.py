@@ -9,10 +9,10 @@ so that no client can make it buffer without bound.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
-MAX_REQUEST_BYTES = 64 * 1024
-MAX_ATTRIBUTES = 256
+MAX_REQUEST_BYTES: Final = 64 * 1024
+MAX_ATTRIBUTES: Final = 256
 
 PolicyRequest = dict[str, str]
 
@@ -207,8 +207,8 @@ class RequestParser:
 
 # replies by action: a daemon gives a handful of actions (DUNNO, FILTER <endpoint>:,
 # ...), each made once; cleared when full (a HOLD names its tenant)
-_REPLIES: dict[str, bytes] = {}
-REPLIES_MAX = 256
+_REPLIES: Final[dict[str, bytes]] = {}
+REPLIES_MAX: Final = 256
 
 
 def format_reply(action: str) -> bytes:

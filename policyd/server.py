@@ -18,7 +18,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -60,10 +60,13 @@ from smtp_balancer.generation import ATTRIBUTE, EXIM_HOLD, GENERATION, MARKER, g
 from smtp_balancer.observe.decision_log import log_decision
 from smtp_balancer.observe.metrics import observe
 from smtp_balancer.observe.ratelimit import LogLimiter
+from smtp_balancer.observe.tally import TallyChild
 from smtp_balancer.state.joins import SharedJoins
 from smtp_balancer.state.keys import KeySchema
 
 log = logging.getLogger("smtp_balancer.policyd")
+# counted per request: a static, where metrics.REQUESTS_BY_STAGE is two lookups each time
+_BY_STAGE: Final[dict[str, TallyChild]] = metrics.REQUESTS_BY_STAGE
 T = TypeVar("T")
 
 # policyd settings a SIGHUP cannot change: they shape sockets opened at start
@@ -83,12 +86,12 @@ def warn_restart(names: list[str]) -> None:
 # besides the decision's own budget, what answering takes on a loaded host: an Exim
 # request this close to its readsocket timeout is not decided (its answer would land
 # after Exim gave up, and its unit would count for mail that left by default)
-ANSWER_MARGIN_S = 0.2
+ANSWER_MARGIN_S: Final = 0.2
 # a decision made this soon after its request was found waited for needs no second look:
 # the margins above cover it. Later (the process was stopped, or starved, in between),
 # the client may have left: the route's units are given back and the answer is DUNNO
-RECHECK_S = 0.05
-DRAIN_S = 2.0  # at a stop: how long open connections get to have their requests answered
+RECHECK_S: Final = 0.05
+DRAIN_S: Final = 2.0  # at a stop: how long open connections get to have their requests answered
 
 
 class PolicyServer:
@@ -263,15 +266,15 @@ class PolicyServer:
         shared = self.shared.shareable if self.workers > 1 else None
         outcome = handle(request, self.join, self.classes, self.notes, shared)
         if isinstance(outcome, ShareRecipient):
-            metrics.REQUESTS_BY_STAGE["rcpt"].inc()
+            _BY_STAGE["rcpt"].inc()
             return replace(outcome, action=self._rcpt_action(request))
         if isinstance(outcome, Immediate):
             state = request.get("protocol_state", "").lower()
-            metrics.REQUESTS_BY_STAGE[state if state in ("rcpt", "connect", "data") else "other"].inc()
+            _BY_STAGE[state if state in ("rcpt", "connect", "data") else "other"].inc()
             if outcome.note:
                 self.notes.info("odd request", "answering DUNNO: %s", outcome.note)
             return self._rcpt_action(request) if state == "rcpt" else outcome.action
-        metrics.REQUESTS_BY_STAGE["end_of_message"].inc()
+        _BY_STAGE["end_of_message"].inc()
         if self._abandoned(request, client, self.exim_margin_s):
             return DUNNO
         if isinstance(outcome, Incomplete):

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from policyd import metrics
 from policyd.protocol import PolicyRequest
@@ -24,12 +24,12 @@ from smtp_balancer.generation import ATTRIBUTE
 from smtp_balancer.observe.ratelimit import LogLimiter
 from smtp_balancer.state.values import parse_int
 
-DUNNO = "DUNNO"
-DEFER_ACTION = "DEFER_IF_PERMIT 4.7.1 Egress capacity exhausted, try again later"
-MAX_RECIPIENTS_PER_INSTANCE = 10_000
+DUNNO: Final = "DUNNO"
+DEFER_ACTION: Final = "DEFER_IF_PERMIT 4.7.1 Egress capacity exhausted, try again later"
+MAX_RECIPIENTS_PER_INSTANCE: Final = 10_000
 # the oldest open message's age is looked at this often at most, not at every RCPT: a
 # join outlives join_ttl_s (10 s at least) by under a second
-AGE_CHECK_S = 1.0
+AGE_CHECK_S: Final = 1.0
 
 
 class _Pending:
@@ -105,8 +105,8 @@ class InstanceJoin:
 
 # numeric attributes: the project's one decimal grammar (ASCII digits only; str.isdigit()
 # alone also takes '²', which int() refuses, and Arabic-Indic digits, which int() reads)
-NUMBER_DIGITS = 15
-TIME_DIGITS = 20  # sent_at: microseconds since the epoch
+NUMBER_DIGITS: Final = 15
+TIME_DIGITS: Final = 20  # sent_at: microseconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -145,14 +145,14 @@ class Drawn:
     pending: Pending
 
 
-ANSWER_DUNNO = Immediate(DUNNO)  # one for every RCPT: a frozen dataclass is slow to make
+ANSWER_DUNNO: Final = Immediate(DUNNO)  # one for every RCPT: a frozen dataclass is slow to make
 
 # what cannot be answered inside data_received: the connection waits on it
 Later = Drawn | ShareRecipient | Incomplete
 
 
 # headers Exim's ACL sends for classification (our extension): attribute -> header name
-EXIM_HEADERS = (
+EXIM_HEADERS: Final = (
     ("header_precedence", "Precedence"),
     ("header_list_unsubscribe", "List-Unsubscribe"),
     ("header_list_id", "List-Id"),
@@ -161,7 +161,7 @@ EXIM_HEADERS = (
 
 # every attribute the daemon reads of a request: its parser keeps only these
 # (tests/policyd/test_session.py checks that policyd's sources read no other)
-READ_ATTRIBUTES = frozenset(
+READ_ATTRIBUTES: Final = frozenset(
     (
         "request",
         "protocol_state",
@@ -207,7 +207,9 @@ def handle(
     whether a message's recipients can be shared (its instance name is)."""
     if request.get("request") != "smtpd_access_policy":
         return Immediate(DUNNO, f"not an smtpd_access_policy request: {request.get('request', '')[:40]!r}")
-    state = request.get("protocol_state", "").upper()
+    state = request.get("protocol_state", "")
+    if state != "RCPT" and state != "END-OF-MESSAGE":  # as Postfix sends them: no new string
+        state = state.upper()
     instance = request.get("instance", "")
     if state == "RCPT":
         if instance:

@@ -10,7 +10,7 @@ import logging
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from policyd import metrics
 from policyd.connection import ConnectionState
@@ -23,13 +23,15 @@ if TYPE_CHECKING:
     from policyd.server import PolicyServer
 
 log = logging.getLogger("smtp_balancer.policyd")
+# read per request: a static, where time.monotonic is a lookup in the module each time
+_monotonic: Final = time.monotonic
 
 # struct tcp_info (linux/tcp.h): tcpi_last_data_recv, milliseconds, after 8 one-byte
 # fields and 9 + 2 32-bit ones; the struct has been longer than this since Linux 2.6
-TCP_INFO_SIZE = 104
-TCP_LAST_DATA_RECV = 52
-READ_SIZE = 256 * 1024  # asyncio's selector transports read at most this much per call
-FIRST_REQUEST_S = 0.5  # at a stop: how long a connection just accepted gets to send its request
+TCP_INFO_SIZE: Final = 104
+TCP_LAST_DATA_RECV: Final = 52
+READ_SIZE: Final = 256 * 1024  # asyncio's selector transports read at most this much per call
+FIRST_REQUEST_S: Final = 0.5  # at a stop: how long a connection just accepted gets to send its request
 
 
 class PolicyConnection(asyncio.Protocol):
@@ -79,7 +81,7 @@ class PolicyConnection(asyncio.Protocol):
         self.idle = self.loop.call_later(server.config.idle_timeout_s, self._idle_check)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = time.monotonic()
+        self.last_active = _monotonic()
         self.heard = True
         if len(data) >= READ_SIZE:
             # a full read may have left older bytes behind: trust no age bound until
@@ -218,7 +220,7 @@ class PolicyConnection(asyncio.Protocol):
         started = self.noted.previous
         if self.reading_since >= started:
             return False
-        return time.monotonic() - started < seconds
+        return _monotonic() - started < seconds
 
     def _send(self, replies: list[bytes], reading: bool = False) -> None:
         """``reading``: called from data_received, where the transport cannot be closing

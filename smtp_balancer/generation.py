@@ -16,13 +16,14 @@ must reach the MTAs for the daemons to work as documented.
 from __future__ import annotations
 
 import re
+from typing import Final
 
-GENERATION = 3
-MARKER = f"smtp-balancer/{GENERATION}"
-ATTRIBUTE = "policy_context"
+GENERATION: Final = 3
+MARKER: Final = f"smtp-balancer/{GENERATION}"
+ATTRIBUTE: Final = "policy_context"
 # after Exim's action (FILTER <route>: or DUNNO), followed by the tenant: the message's
 # tenant is held, and the rendered ACL freezes the message with its route kept
-EXIM_HOLD = "HOLD-TENANT"
+EXIM_HOLD: Final = "HOLD-TENANT"
 
 _MARKED = re.compile(r"smtp-balancer/([0-9]{1,6})")
 

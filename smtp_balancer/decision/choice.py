@@ -14,27 +14,19 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Protocol
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    # the one model, named for the compiler only (it imports this module): compiled,
+    # its methods are called natively, where a Protocol's are Python method calls
+    from smtp_balancer.decision.eligibility import Eligibility
 
 # the largest remainder select.lua carries into a redraw (keeps it below 1)
-_MAX_REST = 0.999999999
+_MAX_REST: Final = 0.999999999
 
 
 class NeedRedis(Exception):
     """The local state cannot tell whether this endpoint may take the message."""
-
-
-class Eligibility(Protocol):
-    def weight(self, pool: str, endpoint: str, yaml_weight: int) -> int: ...
-
-    def why_not(self, endpoint: str, ignore_caps: bool) -> str | None:
-        """Why the endpoint cannot take the message, or None; may raise NeedRedis."""
-        ...
-
-    def throttle(self, endpoint: str, adaptive: bool) -> float:
-        """The share an endpoint keeps of its draws: throttles, and adaptive factors in
-        the pools that opt in."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +43,10 @@ class Stage:
 
 def _draw(weights: Sequence[int], rr: float) -> tuple[int, float]:
     """Index drawn by ``rr`` in [0, 1) and the uniform remainder inside that member."""
-    target = rr * sum(weights)
+    total = 0
+    for w in weights:  # a loop compiles natively; sum() is a call through builtins
+        total += w
+    target = rr * total
     lo = 0
     last = len(weights) - 1
     for i, w in enumerate(weights):
@@ -73,7 +68,6 @@ def choose(
     a member is either taken or dropped from the stage once asked. Plain lists,
     no objects per member: this runs for every message.
     """
-    why_not, throttle = elig.why_not, elig.throttle
     # zip without strict below: mypyc compiles a plain zip in a loop, but calls
     # zip(strict=True) through Python (keyword parsing, per message)
     if len(hashes) != len(stages):
@@ -95,8 +89,8 @@ def choose(
             top: list[int] = []
             for _, i in ranked:
                 endpoint = stage.members[i][0]
-                if why_not(endpoint, ignore_caps) is None:
-                    f = throttle(endpoint, adaptive)
+                if elig.why_not(endpoint, ignore_caps) is None:
+                    f = elig.throttle(endpoint, adaptive)
                     # a throttled member keeps a `factor` share of the keys, by the key's own hash
                     if f >= 1 or (stage_hashes[i] * 1000003) % 1 < f:
                         top.append(i)
@@ -115,8 +109,8 @@ def choose(
             i, rest = _draw([w for _, w in positive], rr)
             rest = min(max(rest, 0.0), _MAX_REST)
             endpoint, weight = positive[i]
-            if why_not(endpoint, ignore_caps) is None:
-                f = throttle(endpoint, adaptive)
+            if elig.why_not(endpoint, ignore_caps) is None:
+                f = elig.throttle(endpoint, adaptive)
                 if f >= 1 or rest < f:
                     return s, endpoint, weight
                 rest = (rest - f) / (1 - f)

@@ -16,19 +16,27 @@ select.lua is the third path, with the same rules read from Redis itself.
 
 from __future__ import annotations
 
+from typing import Final
+
+from mypy_extensions import mypyc_attr
+
 from smtp_balancer.decision.choice import NeedRedis
 from smtp_balancer.decision.draw import Draw
 from smtp_balancer.decision.quota import Counters
 from smtp_balancer.state.live import LiveState
 
-OUT_OF_SERVICE = "out of service"
-SUSPENDED = "suspended"
-UNCOUNTABLE = "warming: its quota cannot be counted without Redis"
-UNRATED = "rate-capped: its rate cannot be counted without Redis"
+OUT_OF_SERVICE: Final = "out of service"
+SUSPENDED: Final = "suspended"
+UNCOUNTABLE: Final = "warming: its quota cannot be counted without Redis"
+UNRATED: Final = "rate-capped: its rate cannot be counted without Redis"
 
 
+# tests subclass it (a fixed answer per endpoint); compiled instances keep native calls
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Eligibility:
-    """``quota`` is the lease book on the mirror path, None on the degraded path."""
+    """Which endpoints may take this message, and the share each keeps of its draws
+    (``choice.choose`` asks it). ``quota`` is the lease book on the mirror path, None
+    on the degraded path."""
 
     __slots__ = ("draw", "live", "now", "quota")
 
@@ -78,6 +86,8 @@ class Eligibility:
         return None
 
     def throttle(self, endpoint: str, adaptive: bool = False) -> float:
+        """The share an endpoint keeps of its draws: throttles, and adaptive factors in
+        the pools that opt in."""
         live = self.live
         return 1.0 if live is None else live.throttle(endpoint, self.draw.providers, self.now, adaptive)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from smtp_balancer.decision.providers import domain_of
 
@@ -66,7 +66,8 @@ class Facts:
     @property
     def quota_count(self) -> int:
         """How many deliveries this message costs against warm-up caps."""
-        return max(self.recipient_count or 0, len(self.recipients), 1)
+        # two-argument max compiles natively; three go through builtins.max
+        return max(max(self.recipient_count or 0, len(self.recipients)), 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +92,14 @@ class EndpointVerdict:
     detail: str
 
 
-_ids = random.Random()  # seeded from os.urandom once; ids name decisions, they guard nothing
+_ids: Final = random.Random()  # seeded from os.urandom once; ids name decisions, they guard nothing
 
 
 # ids are made 64 at a time: three calls into the generator and the bytes code per
 # message were more cold code than the rest of the id. A deque, because its popleft
 # and extend are atomic: milter threads never share an id.
-_ID_BATCH = 64
-_id_batch: deque[str] = deque()
+_ID_BATCH: Final = 64
+_id_batch: Final[deque[str]] = deque()
 
 
 def new_decision_id() -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.decision.choice import NeedRedis
@@ -27,11 +28,11 @@ from smtp_balancer.decision.rates import RateBook, RateCounter
 from smtp_balancer.decision.wakeup import WorkSignal
 from smtp_balancer.state.keys import KeySchema
 
-LEASE_MAX = 100
-ARMS_MAX = 100_000  # arm records kept for Redis while it is away: one per experiment message
-EXHAUSTED_RECHECK_S = 30.0  # another daemon may give back units it leased
-TOTAL = "total"
-BUCKET_KEYS_MAX = 4096  # endpoints x the hours a process lives through, cleared when full
+LEASE_MAX: Final = 100
+ARMS_MAX: Final = 100_000  # arm records kept for Redis while it is away: one per experiment message
+EXHAUSTED_RECHECK_S: Final = 30.0  # another daemon may give back units it leased
+TOTAL: Final = "total"
+BUCKET_KEYS_MAX: Final = 4096  # endpoints x the hours a process lives through, cleared when full
 
 
 class Counters:

@@ -11,25 +11,25 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.providers import domain_of
 from smtp_balancer.observe.lines import Event, enabled, writer_for
 from smtp_balancer.observe.logfmt import Tail, logfmt_text, logfmt_value
 
-log = logging.getLogger("smtp_balancer.decision")
+log: Final = logging.getLogger("smtp_balancer.decision")
 
-MAX_DOMAINS = 20  # rcpt_domains names this many domains at most: a line stays short
+MAX_DOMAINS: Final = 20  # rcpt_domains names this many domains at most: a line stays short
 
 
 # a domain as a recipient address can give it: anything else is written "?", so that
 # no client's address can forge the list's commas, counts or "+"
-_DOMAIN = re.compile(r"[a-z0-9._:\[\]-]+")
+_DOMAIN: Final = re.compile(r"[a-z0-9._:\[\]-]+")
 
 
-_checked: dict[str, str] = {}  # domain -> as written; recipients' domains repeat
-CHECKED_MAX = 4096
+_checked: Final[dict[str, str]] = {}  # domain -> as written; recipients' domains repeat
+CHECKED_MAX: Final = 4096
 
 
 def _domain(recipient: str) -> str:

@@ -14,12 +14,12 @@ import logging
 import select
 import sys
 import time
-from typing import Any, Protocol, TextIO
+from typing import Any, Final, Protocol, TextIO
 
 from smtp_balancer.observe.logfmt import Stamper, Tail, event_line
 
-PIPE_BUF = select.PIPE_BUF
-_LEVELS = {
+PIPE_BUF: Final = select.PIPE_BUF
+_LEVELS: Final = {
     logging.DEBUG: "debug",
     logging.INFO: "info",
     logging.WARNING: "warning",
@@ -30,7 +30,7 @@ _LEVELS = {
 
 # per-message lines kept unrendered until this many wait: rendered together, their code
 # is loaded into the CPU caches once for the batch, not once for each message
-DEFER_MAX = 32
+DEFER_MAX: Final = 32
 
 # what a line's event needs: level, logger name, msg, extra, tail, extra rendered (or None)
 Event = tuple[int, str, str, dict[str, Any], Tail, str | None]

@@ -12,11 +12,11 @@ import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
-_BARE = re.compile(r"[A-Za-z0-9_.:/@+-]+")
-_QUOTABLE = re.compile(r'[^"\\\x00-\x1f\x7f]*')  # needs quotes only, no escapes
-_KEY_JUNK = re.compile(r"[^A-Za-z0-9_.-]")
+_BARE: Final = re.compile(r"[A-Za-z0-9_.:/@+-]+")
+_QUOTABLE: Final = re.compile(r'[^"\\\x00-\x1f\x7f]*')  # needs quotes only, no escapes
+_KEY_JUNK: Final = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def logfmt_value(value: Any) -> str:
@@ -34,9 +34,9 @@ def logfmt_value(value: Any) -> str:
 
 # Rendered short texts. A decision line repeats most of its values (rule, pool,
 # endpoint, reason, action); cleared when full, so unique ids cannot grow it.
-_texts: dict[str, str] = {}
-TEXTS_MAX = 4096
-TEXT_CACHED_LEN = 200
+_texts: Final[dict[str, str]] = {}
+TEXTS_MAX: Final = 4096
+TEXT_CACHED_LEN: Final = 200
 
 
 def logfmt_text(text: str) -> str:
@@ -61,14 +61,14 @@ def render_text(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-HEAD = frozenset(("ts", "level", "logger", "msg"))  # every line's first fields
+HEAD: Final = frozenset(("ts", "level", "logger", "msg"))  # every line's first fields
 
 # Fields that repeat from line to line, as (key, value) pairs: hashable, so their
 # rendering is cached (cleared when full, like _texts). A key's values keep one type:
 # True == 1 == 1.0 as cache keys, so a key that took both would render one as the other.
 Tail = tuple[tuple[str, Any], ...]
-_tails: dict[Tail, tuple[frozenset[str] | None, str]] = {}  # its keys (None: one of HEAD), its text
-TAILS_MAX = 4096
+_tails: Final[dict[Tail, tuple[frozenset[str] | None, str]]] = {}  # its keys (None: one of HEAD), its text
+TAILS_MAX: Final = 4096
 
 
 def render_pairs(pairs: Iterable[tuple[str, Any]]) -> str:
@@ -89,7 +89,7 @@ def rendered_tail(tail: Tail) -> tuple[frozenset[str] | None, str]:
     return cached
 
 
-_keys: dict[str, str] = {}
+_keys: Final[dict[str, str]] = {}
 
 
 def logfmt_key(key: str) -> str:
@@ -101,7 +101,7 @@ def logfmt_key(key: str) -> str:
     return clean
 
 
-_MILLIS = [f"{ms:03d}+00:00" for ms in range(1000)]  # a format spec costs more than the rest
+_MILLIS: Final = [f"{ms:03d}+00:00" for ms in range(1000)]  # a format spec costs more than the rest
 
 
 class Stamper:

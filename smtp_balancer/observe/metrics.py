@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Final
 
 from prometheus_client import (
     REGISTRY,
@@ -21,20 +21,20 @@ from prometheus_client import (
 )
 
 from smtp_balancer.config.base import parse_hostport
-from smtp_balancer.observe.tally import Tally, Timing
+from smtp_balancer.observe.tally import Tally, TallyChild, Timing
 
 # set by the policy daemon's supervisor for its workers (policyd.workers > 1): every
 # worker keeps its series in files there, and the supervisor serves their sum
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 # per message: counted as plain numbers, reported at scrape time (tally.py)
-DECISIONS = Tally(
+DECISIONS: Final = Tally(
     "smtp_balancer_decisions_total",
     "Routing decisions by pool, endpoint, rule and outcome (route, default, defer, no_rule, inbound)",
     ["pool", "endpoint", "rule", "outcome"],
     MULTIPROCESS,
 )
-DECISION_SECONDS = Timing(
+DECISION_SECONDS: Final = Timing(
     "smtp_balancer_decision_duration_seconds",
     "Time to make one routing decision, Redis round trip included",
     (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
@@ -118,7 +118,7 @@ STATE_JUNK = Counter(
 )
 
 
-_decision_children: dict[tuple[str, str, str, str], Any] = {}
+_decision_children: Final[dict[tuple[str, str, str, str], TallyChild]] = {}
 
 
 def record_decision(pool: str | None, endpoint: str | None, rule: str | None, outcome: str) -> None:
@@ -137,7 +137,7 @@ SHADOW_DECISIONS = Counter(
     " decision's rule and pool, and agreement: same (the same outcome and endpoint) or different",
     ["rule", "pool", "agreement"],
 )
-_shadow_children: dict[tuple[str, str, bool], Counter] = {}
+_shadow_children: Final[dict[tuple[str, str, bool], Counter]] = {}
 
 
 def record_shadow(rule: str | None, pool: str | None, same: bool) -> None:
@@ -164,7 +164,7 @@ EXPERIMENT_DECISIONS = Counter(
     "Decisions made in an experiment's arm (experiments:), by experiment and arm",
     ["experiment", "arm"],
 )
-_arm_children: dict[tuple[str, str], Counter] = {}
+_arm_children: Final[dict[tuple[str, str], Counter]] = {}
 
 
 def record_arm(experiment: str, arm: str) -> None:

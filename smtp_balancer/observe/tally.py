@@ -32,6 +32,18 @@ class TallyChild:
         self.value += amount
 
 
+class CounterChild(TallyChild):
+    """With workers: a real Counter's child behind a TallyChild's face, so that compiled
+    callers call ``inc`` natively either way (an ``Any`` child is a Python method call)."""
+
+    def __init__(self, real: Any) -> None:
+        super().__init__()
+        self.real = real
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.real.inc(amount)
+
+
 class Tally:
     """A counter family: ``labels(...)`` gives a child to ``inc()``, as a Counter's does."""
 
@@ -54,10 +66,10 @@ class Tally:
         if self.real is None:
             registry.register(self)  # type: ignore[arg-type]  # a collector: collect() and describe()
 
-    def labels(self, *values: str) -> Any:
-        """The child for these label values (a TallyChild, or the Counter's with workers)."""
+    def labels(self, *values: str) -> TallyChild:
+        """The child for these label values (with workers, one that counts in the Counter's)."""
         if self.real is not None:
-            return self.real.labels(*values)
+            return CounterChild(self.real.labels(*values))
         child = self.children.get(values)
         if child is None:
             if len(values) != len(self.labelnames):

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from smtp_balancer.clock import Clock
 from smtp_balancer.config.model import BalancerConfig
 from smtp_balancer.decision.facts import Decision
 from smtp_balancer.decision.planner import Planner
@@ -42,7 +43,7 @@ AWAIT_S = 5 * 86400.0  # a deferred recipient's retries are awaited this long (P
 FIRST_MATCHES = 10  # the times of each response rule's first matches, kept for the report
 
 
-class SimClock:
+class SimClock(Clock):
     """The simulated time: the message's or the reply's being replayed."""
 
     def __init__(self) -> None:

@@ -23,7 +23,7 @@ NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 ENDPOINTS = [f"e{i}" for i in range(6)]
 
 
-class Fixed:
+class Fixed(Eligibility):
     def __init__(self, out: set[str] = frozenset(), throttles: dict[str, float] | None = None) -> None:
         self.out, self.throttles = out, throttles or {}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from smtp_balancer.clock import Clock as BaseClock
 from smtp_balancer.decision.choice import NeedRedis
 from smtp_balancer.decision.quota import EXHAUSTED_RECHECK_S, Giveback, QuotaBook, lease_size
 from smtp_balancer.state.keys import KeySchema
@@ -11,7 +12,7 @@ from smtp_balancer.state.keys import KeySchema
 DAY, HOUR = "20261124", "2026112410"
 
 
-class Clock:
+class Clock(BaseClock):
     def __init__(self) -> None:
         self.now = 1000.0
 

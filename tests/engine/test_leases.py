@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from integration.fixtures import arm_record_of
-from smtp_balancer.clock import FixedClock
+from smtp_balancer.clock import Clock, FixedClock
 from smtp_balancer.decision.choice import NeedRedis
 from smtp_balancer.decision.quota import QuotaBook
 from smtp_balancer.decision.rates import SLOT_S
@@ -172,7 +172,7 @@ async def test_counter_deltas_go_in_batches_and_the_rest_at_stop(make_config, rd
         await service.stop()
 
 
-class _FrozenClock:
+class _FrozenClock(Clock):
     """Time that moves only by ``advance`` (FixedClock's monotonic runs on): waits
     computed from it are exact."""
 

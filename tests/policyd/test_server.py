@@ -463,13 +463,13 @@ async def test_a_daemon_stopped_between_its_check_and_its_decision_gives_the_rou
     the check asks again, and gives back what it counted."""
     import time
 
-    from smtp_balancer.clock import utc_now
+    from smtp_balancer.clock import Clock, utc_now
     from smtp_balancer.generation import ATTRIBUTE, MARKER
 
     today = utc_now().date()  # the engine's clock (the suite pins it)
     config = make_config({"policyd": {"listen": ["inet:127.0.0.1:0"], "metrics_listen": ""}})
 
-    class Stoppable:
+    class Stoppable(Clock):
         """The server's clock: armed, the process stops for 3 s right after the next
         monotonic reading, which is the one the server takes when its check passes."""
 
