@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import sys
 import time
@@ -23,8 +24,9 @@ if TYPE_CHECKING:
     from policyd.server import PolicyServer
 
 log = logging.getLogger("smtp_balancer.policyd")
-# read per request: a static, where time.monotonic is a lookup in the module each time
+# read per request: statics, where time.monotonic is a lookup in the module each time
 _monotonic: Final = time.monotonic
+_os_write: Final = os.write
 
 # struct tcp_info (linux/tcp.h): tcpi_last_data_recv, milliseconds, after 8 one-byte
 # fields and 9 + 2 32-bit ones; the struct has been longer than this since Linux 2.6
@@ -57,6 +59,9 @@ class PolicyConnection(asyncio.Protocol):
         self.heard = False  # any bytes received yet
         # since when the transport has read all along (inf while paused): see arrived_within
         self.reading_since = float("inf")
+        # the socket's descriptor, written directly while asyncio buffers nothing (_write)
+        self.fd = -1
+        self.backlog = False  # asyncio's transport may hold bytes: write through it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -74,6 +79,8 @@ class PolicyConnection(asyncio.Protocol):
             transport.close()
             return
         self.counted = True
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
         server.connections += 1
         server.open_connections.add(self)
         metrics.CONNECTIONS.inc()
@@ -104,6 +111,7 @@ class PolicyConnection(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.fd = -1  # asyncio closes the socket next: its number may be another's soon
         self.server.connection_gone()
         self.server.open_connections.discard(self)
         if self.idle is not None:
@@ -169,6 +177,7 @@ class PolicyConnection(asyncio.Protocol):
     def let_go(self) -> None:
         """The successor holds the connection now: close this process's descriptor only
         (no shutdown, no goodbye to the client)."""
+        self.fd = -1
         if self.transport is not None:
             self.transport.abort()
 
@@ -230,7 +239,7 @@ class PolicyConnection(asyncio.Protocol):
         if transport is None or (not reading and transport.is_closing()):
             return
         if replies:
-            transport.write(b"".join(replies))
+            self._write(transport, replies[0] if len(replies) == 1 else b"".join(replies))
         state = self.state
         if state.waiting is not None and not self.busy:
             self.busy = True
@@ -238,6 +247,29 @@ class PolicyConnection(asyncio.Protocol):
             self.loop.create_task(self._settle(state.waiting))
         elif state.finished:
             self._finish(transport)
+
+    def _write(self, transport: asyncio.Transport, payload: bytes) -> None:
+        """A reply, written straight to the socket: between a request and its answer
+        (Postfix and Exim wait for it) the kernel's buffer is empty, and asyncio's
+        write is a Python frame per reply. What the socket does not take, and every
+        write after it until asyncio's buffer is empty again, goes through the
+        transport, in order; so does one that fails, for asyncio to report and close."""
+        if self.fd < 0:  # no socket of its own (a stand-in transport): asyncio's way
+            transport.write(payload)
+            return
+        if not self.backlog:
+            try:
+                written = _os_write(self.fd, payload)
+            except (BlockingIOError, InterruptedError):
+                written = 0
+            except OSError:
+                transport.write(payload)  # the same error there: asyncio's connection_lost
+                return
+            if written == len(payload):
+                return
+            payload = payload[written:]
+        transport.write(payload)
+        self.backlog = transport.get_write_buffer_size() > 0
 
     @staticmethod
     def _finish(transport: asyncio.Transport) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import deque
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -96,16 +95,17 @@ _ids: Final = random.Random()  # seeded from os.urandom once; ids name decisions
 
 
 # ids are made 64 at a time: three calls into the generator and the bytes code per
-# message were more cold code than the rest of the id. A deque, because its popleft
-# and extend are atomic: milter threads never share an id.
+# message were more cold code than the rest of the id. A list, popped from its end:
+# compiled, pop and extend are each one C call, atomic between the milter's threads
+# (no two share an id), where a deque's methods are Python method calls.
 _ID_BATCH: Final = 64
-_id_batch: Final[deque[str]] = deque()
+_id_batch: Final[list[str]] = []
 
 
 def new_decision_id() -> str:
     """16 random hex digits: unique enough to grep one decision across a fleet's logs."""
     try:
-        return _id_batch.popleft()
+        return _id_batch.pop()
     except IndexError:
         digits = _ids.getrandbits(64 * _ID_BATCH).to_bytes(8 * _ID_BATCH, "big").hex()
         _id_batch.extend([digits[i : i + 16] for i in range(16, len(digits), 16)])

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import re
+import socket
 import stat
 from collections.abc import Awaitable
 from pathlib import Path
@@ -80,6 +81,44 @@ async def test_500_persistent_connections_at_once(make_config, tmp_path: Path):
     finally:
         for _, w in conns:
             w.close()
+        await server.close()
+        await engine.aclose()
+
+
+RCPT = (
+    b"request=smtpd_access_policy\nprotocol_state=RCPT\nsender=a@shop.test\n"
+    b"recipient=b@example.test\ninstance=%d\n\n"
+)
+
+
+async def test_replies_a_client_does_not_read_yet_wait_in_order_behind_a_full_socket(
+    make_config, tmp_path: Path
+):
+    """Replies go straight to the socket (PolicyConnection._write) while asyncio buffers
+    nothing. A client that sends and does not read fills the socket: the rest wait in
+    asyncio's buffer, in order, and once it is empty replies go straight again."""
+    server, engine = await start(make_config, tmp_path)
+    loop = asyncio.get_running_loop()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "policy.sock"))
+        assert (await ask(reader, writer, 0)).startswith(b"action=FILTER out")
+        (conn,) = server.open_connections
+        # the server's side takes a few KB unread (the kernel's least)
+        conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        n = 1500
+        writer.write(b"".join(RCPT % i + EOM % i for i in range(1, n)))
+        await writer.drain()
+        deadline = loop.time() + 30
+        while not conn.backlog:  # the socket took what it could: asyncio holds the rest
+            assert loop.time() < deadline, "the socket never filled"
+            await asyncio.sleep(0.01)
+        replies = [await asyncio.wait_for(reader.readuntil(b"\n\n"), 30) for _ in range(2 * (n - 1))]
+        assert replies[0::2] == [b"action=DUNNO\n\n"] * (n - 1)
+        assert all(re.fullmatch(rb"action=FILTER out[123]:\n\n", r) for r in replies[1::2])
+        assert (await ask(reader, writer, n)).startswith(b"action=FILTER out")
+        assert not conn.backlog  # asyncio's buffer is empty: straight to the socket again
+        writer.close()
+    finally:
         await server.close()
         await engine.aclose()
 
