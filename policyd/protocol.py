@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
+from mypy_extensions import i64
+
 MAX_REQUEST_BYTES: Final = 64 * 1024
 MAX_ATTRIBUTES: Final = 256
 
@@ -43,18 +45,25 @@ class Truncated(ProtocolError):
     kind: ClassVar[str] = "truncated"
 
 
-# kept names by first character, then length: a line's name is compared with those of
-# its shape only, and never hashed (hashing each line's fresh name was a third of
-# the parse); the names in the table are the dict's keys, their hashes already known
-Shapes = dict[str, dict[int, tuple[str, ...]]]
+# kept names by first byte, then length: a line's name is compared with those of its
+# shape only, byte by byte, and never made into a string or hashed (hashing each
+# line's fresh name was a third of the parse); the names handed back are the table's,
+# their hashes already known
+Shapes = list[list[list[tuple[str, bytes]]] | None]
 
 
 def shapes_of(keep: frozenset[str]) -> Shapes:
-    shapes: Shapes = {}
+    shapes: Shapes = [None] * 128  # ASCII: the fast path reads only ASCII requests
     for name in sorted(keep):
-        if name:
-            by_length = shapes.setdefault(name[0], {})
-            by_length[len(name)] = (*by_length.get(len(name), ()), name)
+        raw = name.encode()
+        if not raw or not name.isascii():
+            continue  # a name no ASCII line has: the slow path keeps it if it comes
+        by_length = shapes[raw[0]]
+        if by_length is None:
+            by_length = shapes[raw[0]] = []
+        while len(by_length) <= len(raw):
+            by_length.append([])
+        by_length[len(raw)].append((name, raw))
     return shapes
 
 
@@ -72,7 +81,7 @@ class RequestParser:
         self.max_bytes = max_bytes
         self.max_attributes = max_attributes
         self.keep = keep
-        self._shapes = shapes_of(keep) if keep is not None else {}
+        self._shapes: Shapes = shapes_of(keep) if keep is not None else []
         self._buf = bytearray()
         self._scanned = 0  # bytes of _buf already searched for the terminator
 
@@ -95,7 +104,7 @@ class RequestParser:
                 text = ""  # the way below names the request that is not UTF-8
             end = text.find("\n\n")
             if 0 < end == len(text) - 2 and "\r" not in text:
-                return [self._parse_text(text, end)]
+                return [self._parse_text(text, end, data)]
         self._buf += data
         requests: list[PolicyRequest] = []
         while True:
@@ -131,13 +140,15 @@ class RequestParser:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise NotUtf8(f"request is not UTF-8 (byte {exc.start})") from exc
-        return self._parse_text(text, len(text))
+        return self._parse_text(text, len(text), raw)
 
-    def _parse_text(self, text: str, end: int) -> PolicyRequest:
-        """The request in ``text[:end]`` (what follows is its terminator)."""
-        if self.keep is not None and "\r" not in text:
+    def _parse_text(self, text: str, end: int, data: bytes) -> PolicyRequest:
+        """The request in ``text[:end]`` (what follows is its terminator), decoded
+        from ``data``."""
+        # ASCII (as long as its bytes): a byte's offset is its character's
+        if self.keep is not None and len(text) == len(data) and "\r" not in text:
             # counts the lines itself: None for too many, to be named below
-            fast = self._kept(text, end, self._shapes, self.max_attributes)
+            fast = self._kept(data, text, end, self._shapes, self.max_attributes)
             if fast is not None:
                 return fast
         if end < len(text):
@@ -169,33 +180,37 @@ class RequestParser:
         return None if "" in request else request
 
     @staticmethod
-    def _kept(text: str, end: int, shapes: Shapes, max_attributes: int) -> PolicyRequest | None:
-        """The attributes kept (``shapes_of``) of the lines in ``text[:end]``, the last of
-        a name winning as in a dict (None when a line is not name=value, or there are
-        more than ``max_attributes``)."""
+    def _kept(data: bytes, text: str, end: i64, shapes: Shapes, max_attributes: i64) -> PolicyRequest | None:
+        """The attributes kept (``shapes_of``) of the lines in the first ``end`` bytes of
+        ``data``, an ASCII request, and ``text`` its decoding; the last of a name wins,
+        as in a dict. None when a line is not name=value, or there are more than
+        ``max_attributes``. Compiled, the byte loops are native: no call per line."""
         request: PolicyRequest = {}
-        pos = 0
-        lines = 0
+        pos: i64 = 0
+        lines: i64 = 0
         while True:
             lines += 1
             if lines > max_attributes:
                 return None
-            eol = text.find("\n", pos, end)
-            if eol < 0:
-                eol = end
-            eq = text.find("=", pos, eol)
-            if eq <= pos:  # no "=", or an empty name
+            eq = pos  # the line's first "=", or its end
+            while eq < end and data[eq] != 61 and data[eq] != 10:  # "=", "\n"
+                eq += 1
+            if eq <= pos or eq >= end or data[eq] != 61:  # an empty name, or no "="
                 return None
-            by_length = shapes.get(text[pos])
-            if by_length is not None:
-                names = by_length.get(eq - pos)
-                if names is not None:
-                    name = text[pos:eq]
-                    for kept in names:
-                        if name == kept:
-                            request[kept] = text[eq + 1 : eol]
-                            break
-            if eol == end:
+            eol = eq + 1
+            while eol < end and data[eol] != 10:
+                eol += 1
+            by_length = shapes[data[pos]]
+            size = eq - pos
+            if by_length is not None and size < len(by_length):
+                for name, raw in by_length[size]:
+                    k: i64 = 1  # the first byte chose the shape
+                    while k < size and data[pos + k] == raw[k]:
+                        k += 1
+                    if k == size:
+                        request[name] = text[eq + 1 : eol]
+                        break
+            if eol >= end:
                 return request
             pos = eol + 1
 
