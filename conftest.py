@@ -42,8 +42,9 @@ def _root_logger_restored() -> Iterator[None]:
 
 # The longest tests go first, longest first (a full run's --durations): one started
 # last would keep one xdist worker busy alone at the end of the run (pytest-xdist hands
-# tests out in collection order). The fleet test (about 5 minutes) takes one worker
-# while the next three take the other.
+# tests out in collection order). Its first chunk (a quarter of a worker's share) puts
+# all seven on the first worker, about 13 minutes of work, while the other takes the
+# rest; the short tests left at the end even the two out.
 LONGEST_FIRST = (
     "integration/test_fleet_eight.py",
     "integration/test_limits_postfix.py::test_a_rate_cap_of_60_a_minute",
