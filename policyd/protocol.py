@@ -45,26 +45,55 @@ class Truncated(ProtocolError):
     kind: ClassVar[str] = "truncated"
 
 
-# kept names by first byte, then length: a line's name is compared with those of its
-# shape only, byte by byte, and never made into a string or hashed (hashing each
-# line's fresh name was a third of the parse); the names handed back are the table's,
-# their hashes already known
-Shapes = list[list[list[tuple[str, bytes]]] | None]
+# the kept names as flat bytes tables, read by the compiled byte loops without a call
+# or a reference count: a line's name is hashed as it is scanned, its slot holds the
+# one kept name of that hash (or none), and only that name is compared, byte by byte.
+# A line's name is never made into a string or hashed as one (hashing each line's
+# fresh name was a third of the parse), and a non-kept line costs one table read:
+# nested lists cost a cache miss per level per line, on a request whose data is cold.
+HASH_SLOTS: Final = 1024
+HASH_MASK: Final = HASH_SLOTS - 1
+MULTIPLIERS: Final = tuple(range(31, 4096, 2))  # tried in turn until no two kept names share a slot
 
 
-def shapes_of(keep: frozenset[str]) -> Shapes:
-    shapes: Shapes = [None] * 128  # ASCII: the fast path reads only ASCII requests
-    for name in sorted(keep):
-        raw = name.encode()
-        if not raw or not name.isascii():
-            continue  # a name no ASCII line has: the slow path keeps it if it comes
-        by_length = shapes[raw[0]]
-        if by_length is None:
-            by_length = shapes[raw[0]] = []
-        while len(by_length) <= len(raw):
-            by_length.append([])
-        by_length[len(raw)].append((name, raw))
-    return shapes
+def name_hash(raw: bytes, multiplier: int) -> int:
+    """What ``RequestParser._kept`` computes of a line's name as it scans it."""
+    h = 0
+    for byte in raw:
+        h = (h * multiplier + byte) & 0xFFFFFF
+    return h & HASH_MASK
+
+
+class KeptNames:
+    """``keep``'s ASCII names in slots (``slots[hash]``: 1 + the name's index, 0 for
+    none), their bytes one after another in ``blob`` (``starts``, ``sizes``: 2 and 1
+    bytes each), and ``names`` the strings handed back, their hashes already known.
+    ``usable`` is False when the names do not fit (longer than 255 bytes, more than
+    255 of them, or no multiplier spreads them): every request takes the general path."""
+
+    def __init__(self, keep: frozenset[str]) -> None:
+        names = sorted(n for n in keep if n and n.isascii())  # no ASCII line has another
+        raws = [n.encode() for n in names]
+        self.names = names
+        self.multiplier = 0
+        self.slots = b""
+        self.blob = b"".join(raws)
+        self.starts = b"".join(len(b"".join(raws[:i])).to_bytes(2, "little") for i in range(len(raws)))
+        self.sizes = bytes(len(r) for r in raws) if all(len(r) < 256 for r in raws) else b""
+        if len(names) > 255 or len(self.blob) >= 1 << 16 or len(self.sizes) != len(raws):
+            return
+        for multiplier in MULTIPLIERS:
+            hashes = [name_hash(r, multiplier) for r in raws]
+            if len(set(hashes)) == len(hashes):
+                slots = bytearray(HASH_SLOTS)
+                for i, h in enumerate(hashes):
+                    slots[h] = i + 1
+                self.multiplier, self.slots = multiplier, bytes(slots)
+                return
+
+    @property
+    def usable(self) -> bool:
+        return self.multiplier > 0
 
 
 class RequestParser:
@@ -81,7 +110,7 @@ class RequestParser:
         self.max_bytes = max_bytes
         self.max_attributes = max_attributes
         self.keep = keep
-        self._shapes: Shapes = shapes_of(keep) if keep is not None else []
+        self._names = KeptNames(keep if keep is not None else frozenset())
         self._buf = bytearray()
         self._scanned = 0  # bytes of _buf already searched for the terminator
 
@@ -146,9 +175,21 @@ class RequestParser:
         """The request in ``text[:end]`` (what follows is its terminator), decoded
         from ``data``."""
         # ASCII (as long as its bytes): a byte's offset is its character's
-        if self.keep is not None and len(text) == len(data) and "\r" not in text:
+        names = self._names
+        if self.keep is not None and names.usable and len(text) == len(data) and "\r" not in text:
             # counts the lines itself: None for too many, to be named below
-            fast = self._kept(data, text, end, self._shapes, self.max_attributes)
+            fast = self._kept(
+                data,
+                text,
+                end,
+                self.max_attributes,
+                names.slots,
+                names.multiplier,
+                names.blob,
+                names.starts,
+                names.sizes,
+                names.names,
+            )
             if fast is not None:
                 return fast
         if end < len(text):
@@ -180,10 +221,21 @@ class RequestParser:
         return None if "" in request else request
 
     @staticmethod
-    def _kept(data: bytes, text: str, end: i64, shapes: Shapes, max_attributes: i64) -> PolicyRequest | None:
-        """The attributes kept (``shapes_of``) of the lines in the first ``end`` bytes of
-        ``data``, an ASCII request, and ``text`` its decoding; the last of a name wins,
-        as in a dict. None when a line is not name=value, or there are more than
+    def _kept(
+        data: bytes,
+        text: str,
+        end: i64,
+        max_attributes: i64,
+        slots: bytes,
+        multiplier: i64,
+        blob: bytes,
+        starts: bytes,
+        sizes: bytes,
+        names: list[str],
+    ) -> PolicyRequest | None:
+        """The kept attributes (``KeptNames``) of the lines in the first ``end`` bytes
+        of ``data``, an ASCII request, and ``text`` its decoding; the last of a name
+        wins, as in a dict. None when a line is not name=value, or there are more than
         ``max_attributes``. Compiled, the byte loops are native: no call per line."""
         request: PolicyRequest = {}
         pos: i64 = 0
@@ -193,23 +245,29 @@ class RequestParser:
             if lines > max_attributes:
                 return None
             eq = pos  # the line's first "=", or its end
-            while eq < end and data[eq] != 61 and data[eq] != 10:  # "=", "\n"
+            h: i64 = 0
+            while eq < end:
+                byte: i64 = data[eq]
+                if byte == 61 or byte == 10:  # "=", "\n"
+                    break
+                h = (h * multiplier + byte) & 0xFFFFFF
                 eq += 1
             if eq <= pos or eq >= end or data[eq] != 61:  # an empty name, or no "="
                 return None
             eol = eq + 1
             while eol < end and data[eol] != 10:
                 eol += 1
-            by_length = shapes[data[pos]]
-            size = eq - pos
-            if by_length is not None and size < len(by_length):
-                for name, raw in by_length[size]:
-                    k: i64 = 1  # the first byte chose the shape
-                    while k < size and data[pos + k] == raw[k]:
+            slot: i64 = slots[h & HASH_MASK]
+            if slot:
+                index = slot - 1
+                size = eq - pos
+                if sizes[index] == size:
+                    start: i64 = starts[2 * index] + 256 * starts[2 * index + 1]
+                    k: i64 = 0
+                    while k < size and data[pos + k] == blob[start + k]:
                         k += 1
                     if k == size:
-                        request[name] = text[eq + 1 : eol]
-                        break
+                        request[names[index]] = text[eq + 1 : eol]
             if eol >= end:
                 return request
             pos = eol + 1

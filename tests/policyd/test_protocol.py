@@ -9,6 +9,7 @@ import pytest
 from policyd.protocol import (
     MAX_ATTRIBUTES,
     MAX_REQUEST_BYTES,
+    KeptNames,
     MalformedLine,
     NotUtf8,
     Oversized,
@@ -17,6 +18,7 @@ from policyd.protocol import (
     TooManyAttributes,
     Truncated,
     format_reply,
+    name_hash,
 )
 
 REQ = b"request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=a@b.test\n\n"
@@ -70,14 +72,50 @@ def test_a_parser_that_keeps_some_attributes_refuses_the_same_requests(data: byt
         list(RequestParser(keep=frozenset(("request", "a"))).feed(data))
 
 
+def slot_sharers(keep: frozenset[str]) -> list[str]:
+    """Names not kept whose hash slot is a kept name's: of its length, and longer."""
+    kept = KeptNames(keep)
+    assert kept.usable
+    wanted = {name_slot(n, kept.multiplier): n for n in keep}
+    found: dict[tuple[str, bool], str] = {}
+    for i in range(200_000):
+        candidate = f"{i:x}q"
+        target = wanted.get(name_slot(candidate, kept.multiplier))
+        if target is not None and candidate not in keep:
+            found.setdefault((target, len(candidate) == len(target)), candidate)
+    assert any(same_length for _, same_length in found), found
+    return sorted(found.values())
+
+
+def name_slot(name: str, multiplier: int) -> int:
+    return name_hash(name.encode(), multiplier)
+
+
+def test_kept_names_sit_in_slots_of_their_own():
+    from policyd.session import READ_ATTRIBUTES
+
+    kept = KeptNames(READ_ATTRIBUTES)
+    assert kept.usable and sorted(kept.names) == sorted(READ_ATTRIBUTES)
+    slots = [name_slot(n, kept.multiplier) for n in kept.names]
+    assert len(set(slots)) == len(slots)
+    assert [kept.slots[s] for s in slots] == list(range(1, len(slots) + 1))
+    assert sum(1 for b in kept.slots if b) == len(slots)
+    # names that do not fit: the general path for every request, the same answers
+    too_long = frozenset(("request", "x" * 300))
+    assert not KeptNames(too_long).usable
+    parser = RequestParser(keep=too_long)
+    assert parser.feed(b"request=a\n" + b"x" * 300 + b"=b\nother=c\n\n") == [{"request": "a", "x" * 300: "b"}]
+
+
 def test_kept_attributes_are_those_of_the_whole_request():
     """Against the parser that keeps everything: the same values (the last of a name
     winning), on Postfix-like requests and hostile variants of them."""
     rng = random.Random(36)
     keep = frozenset(("request", "recipient", "instance", "sender", "x"))
-    # and names of a kept one's first character and length (the parser's shapes_of)
+    # and names near the kept ones: a shared first character and length, a hash slot (KeptNames)
     names = [*sorted(keep), "client_address", "size", "ccert_subject", "other", "", "bad name", "x="]
     names += ["senter", "instanse", "y", "recipienT", "sendér", "xx"]
+    names += slot_sharers(keep)
     pieces = ["", "=", "a=b", "é", "\r", " ", "\x00", "x=", "=x", "\n"]
     for _ in range(20_000):
         lines = [
