@@ -18,7 +18,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
 from redis.exceptions import RedisError
 
@@ -254,8 +254,10 @@ class PolicyServer:
                 step(conn)
             await asyncio.sleep(poll_s)
 
-    def connection_protocol(self) -> PolicyConnection:
-        return PolicyConnection(self)
+    def connection_protocol(self) -> asyncio.Protocol:
+        """A new connection's protocol, for asyncio: a PolicyConnection, which has the
+        methods of an ``asyncio.Protocol`` without inheriting it (policyd/transport.py)."""
+        return cast(asyncio.Protocol, PolicyConnection(self))
 
     def answer_now(self, request: PolicyRequest, client: Client = UnknownClient()) -> str | Later:  # noqa: B008
         """The action for a request when it needs no waiting (most of them), else the

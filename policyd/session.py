@@ -13,7 +13,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
+
+from mypy_extensions import mypyc_attr
 
 from policyd import metrics
 from policyd.protocol import PolicyRequest
@@ -282,32 +284,28 @@ def unknown_recipients(request: PolicyRequest, known: int, count: int, notes: Lo
         )
 
 
-class Client(Protocol):
-    """What the connection can tell about the client of a request being answered."""
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Client:
+    """What the connection can tell about the client of a request being answered;
+    these answers are for a client nothing is known of. A base class, not a Protocol:
+    compiled callers call a compiled connection's methods natively."""
 
     def gone(self) -> bool:
         """It has closed its side already (end-of-file is waiting to be read)."""
-        ...
+        return False
 
     def waited_s(self) -> float | None:
         """Seconds since the request's last bytes arrived (TCP_INFO); None if unknown."""
-        ...
+        return None
 
     def arrived_within(self, seconds: float) -> bool:
         """The request's last bytes provably arrived less than ``seconds`` ago, known
         without a system call (see policyd/loop.py); False when not known."""
-        ...
-
-
-class UnknownClient:
-    def gone(self) -> bool:
         return False
 
-    def waited_s(self) -> float | None:
-        return None
 
-    def arrived_within(self, seconds: float) -> bool:
-        return False
+class UnknownClient(Client):
+    pass
 
 
 # Below this age a request counts as waited for without asking the kernel: a

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from smtp_balancer.decision.facts import Decision, Facts
 from smtp_balancer.decision.providers import domain_of
-from smtp_balancer.observe.lines import Event, enabled, writer_for
+from smtp_balancer.observe.lines import Deferred, Event, enabled, writer_for
 from smtp_balancer.observe.logfmt import Tail, logfmt_text, logfmt_value
 
 log: Final = logging.getLogger("smtp_balancer.decision")
@@ -116,7 +116,7 @@ def log_decision(via: str, facts: Facts, decision: Decision, **more: Any) -> Non
     log.info(msg, extra={"fields": {**ids, **dict(tail)}})
 
 
-class DecisionLine:
+class DecisionLine(Deferred):
     """A decision's line, unrendered. It renders the same later: nothing changes a
     Facts or a Decision once made (``dataclasses.replace`` makes new ones), and
     ``more`` is the caller's own keyword dict of strings."""

@@ -7,7 +7,7 @@ import io
 import logging
 import threading
 
-from smtp_balancer.observe.lines import PIPE_BUF, LineWriter
+from smtp_balancer.observe.lines import PIPE_BUF, Deferred, LineWriter
 from smtp_balancer.observe.logs import StructuredFormatter
 
 
@@ -114,7 +114,7 @@ def test_an_event_follows_its_loggers_level_as_it_changes(caplog) -> None:
     assert [r.fields["n"] for r in caplog.records if r.name == name] == [1, 5]
 
 
-class Line:
+class Line(Deferred):
     """A deferred line (lines.Deferred) with fixed fields; ``bad`` raises instead."""
 
     def __init__(self, n: int, bad: bool = False) -> None:

@@ -254,7 +254,7 @@ def test_deferred_lines_are_written_when_the_handler_closes():
         "import logging\n"
         "from smtp_balancer.observe import lines, logs\n"
         "logs.configure('logfmt', 'info', flush_interval_s=3600)\n"
-        "class Line:\n"
+        "class Line(lines.Deferred):\n"
         "    def event(self):\n"
         "        return logging.INFO, 'smtp_balancer.decision', 'decision', {'n': 7}, (), None\n"
         "old = lines.direct_writer()\n"

@@ -262,6 +262,7 @@ async def test_a_request_older_than_postfix_timeout_is_not_decided(make_config, 
 def test_a_loop_that_keeps_up_decides_without_asking_the_kernel(make_config, tmp_path: Path, monkeypatch):
     """In the daemon's own loop (policyd/loop.py) a request read while the loop keeps
     up is decided with no TCP_INFO or peek; one read after a stall is checked as before."""
+    import socket
     import time
 
     from policyd import session
@@ -269,14 +270,27 @@ def test_a_loop_that_keeps_up_decides_without_asking_the_kernel(make_config, tmp
     from policyd.transport import PolicyConnection
 
     asked: list[str] = []
-    monkeypatch.setattr(PolicyConnection, "waited_s", lambda self: asked.append("waited") or 0.0)
-    monkeypatch.setattr(PolicyConnection, "gone", lambda self: asked.append("gone") or False)
+
+    class Asking(PolicyConnection):  # the daemon's connection, counting its kernel asks
+        def waited_s(self) -> float | None:
+            asked.append("waited")
+            return 0.0
+
+        def gone(self) -> bool:
+            asked.append("gone")
+            return False
 
     async def body() -> None:
         server, engine = await start(make_config, tmp_path, postfix_timeout_s=30)
+        loop = asyncio.get_running_loop()
         try:
             await started(engine)
-            reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port(server))
+            # a TCP connection the server's way (accepted on loopback), made our subclass
+            with socket.create_server(("127.0.0.1", 0)) as listener:
+                theirs = socket.create_connection(listener.getsockname())
+                ours, _ = listener.accept()
+            await loop.connect_accepted_socket(lambda: Asking(server), ours)
+            reader, writer = await asyncio.open_connection(sock=theirs)
             await ask(reader, writer, 0)  # a new connection's first request may be checked
             # a bound far above any scheduling delay on a busy machine: never flaky
             monkeypatch.setattr(session, "RECENT_S", 10.0)

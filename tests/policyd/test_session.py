@@ -179,8 +179,10 @@ def test_joins_are_bounded_in_bytes_oldest_first():
 def test_a_request_its_client_gave_up_on_is_not_decided():
     from dataclasses import dataclass
 
+    from policyd.session import Client
+
     @dataclass
-    class Seen:
+    class Seen(Client):
         closed: bool = False
         waited: float | None = None
         recent_s: float | None = None  # provably arrived that long ago at most
