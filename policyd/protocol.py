@@ -76,12 +76,13 @@ class KeptNames:
         raws = [n.encode() for n in names]
         self.names = names
         self.multiplier = 0
-        self.slots = b""
+        self.slots = self.starts = self.sizes = b""
         self.blob = b"".join(raws)
-        self.starts = b"".join(len(b"".join(raws[:i])).to_bytes(2, "little") for i in range(len(raws)))
-        self.sizes = bytes(len(r) for r in raws) if all(len(r) < 256 for r in raws) else b""
-        if len(names) > 255 or len(self.blob) >= 1 << 16 or len(self.sizes) != len(raws):
+        if len(names) > 255 or len(self.blob) >= 1 << 16 or any(len(r) > 255 for r in raws):
             return
+        offsets = [len(b"".join(raws[:i])) for i in range(len(raws))]
+        self.starts = b"".join(offset.to_bytes(2, "little") for offset in offsets)
+        self.sizes = bytes(len(r) for r in raws)
         for multiplier in MULTIPLIERS:
             hashes = [name_hash(r, multiplier) for r in raws]
             if len(set(hashes)) == len(hashes):

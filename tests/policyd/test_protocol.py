@@ -105,6 +105,10 @@ def test_kept_names_sit_in_slots_of_their_own():
     assert not KeptNames(too_long).usable
     parser = RequestParser(keep=too_long)
     assert parser.feed(b"request=a\n" + b"x" * 300 + b"=b\nother=c\n\n") == [{"request": "a", "x" * 300: "b"}]
+    many = frozenset(f"{i:03d}" + "n" * 250 for i in range(300))  # 300 names, 75 KB of them
+    assert not KeptNames(many).usable
+    name = sorted(many)[7]
+    assert RequestParser(keep=many).feed(f"{name}=v\nother=w\n\n".encode()) == [{name: "v"}]
 
 
 def test_kept_attributes_are_those_of_the_whole_request():
