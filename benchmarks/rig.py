@@ -53,13 +53,20 @@ def stop_all(
     sink: subprocess.Popen[bytes],
     redis: RedisServer,
 ) -> None:
-    """Tear a run down, newest first."""
-    if postfix is not None:
-        postfix.stop()
-    if daemon is not None:
-        daemon.stop()
-    stop_process(sink)
-    redis.stop()
+    """Tear a run down, newest first; a part that fails to stop does not keep the others
+    running."""
+    try:
+        if postfix is not None:
+            postfix.stop()
+    finally:
+        try:
+            if daemon is not None:
+                daemon.stop()
+        finally:
+            try:
+                stop_process(sink)
+            finally:
+                redis.stop()
 
 
 def submit(port: int, stop: threading.Event, out: list[tuple[float, float]], worker: int) -> None:

@@ -52,9 +52,9 @@ class PostfixError(RuntimeError):
     pass
 
 
-def make_shared_dir(prefix: str) -> Path:
+def make_shared_dir(prefix: str, parent: str = "/tmp") -> Path:
     """A temp dir the postfix user can traverse (pytest's own tmp is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     path.chmod(0o755)
     return path
 
@@ -154,9 +154,16 @@ biff = no
             # is ours: the machine's own /etc/hosts is never touched
             inner = f"mount --bind {self.hosts_file} /etc/hosts && {command}"
             command = f"unshare -m sh -c '{inner}'"
-        out = subprocess.run(
-            ["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60
-        )
+        try:
+            out = subprocess.run(
+                ["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60
+            )
+        except subprocess.TimeoutExpired as exc:
+            # a Postfix whose postlogd died (its watchdog after a 10 s stall) blocks every
+            # process that logs, `postfix stop` included: stop() then kills the master
+            if check:
+                raise PostfixError(f"`{command}` did not finish in 60 s") from exc
+            return f"`{command}` did not finish in 60 s"
         text = (out.stdout + out.stderr).strip()
         if check and out.returncode != 0:
             raise PostfixError(f"`{command}` failed ({out.returncode}): {text}")

@@ -47,7 +47,7 @@ from integration.postfix import make_shared_dir
 from integration.sentinel import SERVICE, SentinelSet
 from integration.sink import Sink, free_port
 from integration.submit import send_many
-from integration.waits import MAIL_S, wait_until
+from integration.waits import MAIL_S, WaitTimeout, wait_until
 from integration.workloads import assert_counted_exactly
 from smtp_balancer.clock import SYSTEM, utc_now
 from smtp_balancer.decision.rates import window_count
@@ -410,7 +410,16 @@ def test_eight_hosts_on_one_redis_20000_messages_caps_throttle_and_failover(tmp_
                 position = new.get(f"{{sb}}:feedback:{h.name}:position") or "0 0"
                 return int(position.split(" ")[1]) >= h.log_file.stat().st_size
 
-            wait_until(read_to_end, MAIL_S, f"{h.name}'s feedback daemon at the end of its log")
+            try:
+                wait_until(read_to_end, MAIL_S, f"{h.name}'s feedback daemon at the end of its log")
+            except WaitTimeout as exc:
+                # what the next look needs: the two figures and what the daemon said
+                saved = new.get(f"{{sb}}:feedback:{h.name}:position")
+                raise WaitTimeout(
+                    f"{exc}: saved position {saved!r}, log size {h.log_file.stat().st_size},"
+                    f" the MTA log ends {h.log_file.read_bytes()[-400:]!r};"
+                    f" its feedback daemon's log ends:\n{h.feedback.log_tail(60)}"
+                ) from exc
         through_endpoints = sum(by_ip[ip] for ip in ENDPOINT_IP.values())
         figures = {
             "messages": TOTAL,

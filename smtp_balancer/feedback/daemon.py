@@ -44,6 +44,7 @@ log = logging.getLogger("smtp_balancer.feedback")
 RETRY_S = 1.0
 COMPLAINT_RULES_EVERY_S = 60.0
 WARMUP_DAYS_EVERY_S = 60.0  # managed warm-ups move to the new UTC day within a minute
+POSITION_CHECK_S = 5.0  # while the log is quiet: how often the saved position is compared with ours
 
 
 class FeedbackDaemon:
@@ -86,6 +87,7 @@ class FeedbackDaemon:
             else None
         )
         self._warmup_due = 0.0
+        self._position_due = 0.0
         adaptive = config.adaptive_endpoints
         self.adaptive = (
             AdaptiveRounds(AdaptiveStore(self.r, self.store.keys, config.adaptive), adaptive)
@@ -153,6 +155,7 @@ class FeedbackDaemon:
         self.warmup_round()
         if not lines:
             self.late_arms()
+            self.quiet_position_check()
             return 0
         uid = f"{self.instance}:{before.inode}:{before.offset}"
         if self.follower.reading_rotated:
@@ -163,7 +166,10 @@ class FeedbackDaemon:
         failed = False
         while True:
             try:
-                if failed and self.lost_batches(before):
+                # at every attempt, the first too: the warm-up, adaptive and arm rounds use
+                # this client as well, and whichever command first met a failed-over master
+                # reconnected it, so this batch's own attempt may see no error at all
+                if self.lost_batches(before):
                     return 0  # this batch is read again with the lost ones
                 if failed and self.store.applied(batch):
                     # the failed attempt's transaction ran, and only its reply was lost (the
@@ -208,12 +214,25 @@ class FeedbackDaemon:
             self.adaptive.note(batch.pairs)
         return len(lines)
 
+    def quiet_position_check(self) -> None:
+        """While the log is quiet, every POSITION_CHECK_S: batches a failover lost just
+        before the log went quiet would otherwise wait for the next line to be noticed."""
+        if time.monotonic() < self._position_due:
+            return
+        self._position_due = time.monotonic() + POSITION_CHECK_S
+        assert self.follower is not None
+        try:
+            self.lost_batches(self.follower.position)
+        except redis.RedisError as exc:
+            metrics.REDIS_ERRORS.inc()
+            log.debug("saved log position not compared: %s", exc)
+
     def lost_batches(self, before: Position) -> bool:
-        """After a Redis failure: did Redis lose batches it had applied (a failover to a
-        replica that had not received them)? The saved position, which moves in the same
-        transaction as each batch's counts, is then behind the one this batch starts
-        at. The follower goes back to it, so those lines are read and counted again:
-        outcome counts stay exactly once. A rotated file's lines cannot be read again."""
+        """Did Redis lose batches it had applied (a failover to a replica that had not
+        received them)? The saved position, which moves in the same transaction as
+        each batch's counts, is then behind the one this batch starts at. The
+        follower goes back to it, so those lines are read and counted again: outcome
+        counts stay exactly once. A rotated file's lines cannot be read again."""
         try:
             saved = self.load_position()  # RedisError: the caller retries
         except ValueError:  # a junk position: nothing to compare with

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import redis
@@ -310,35 +311,51 @@ def test_a_retried_batch_of_a_rotated_file_counts_once(make_config, rdb, tmp_pat
     assert len(calls) == 3  # AAA2 once (its retry skipped), AAA3, BBB1
 
 
-def test_batches_a_failed_over_redis_lost_are_read_again_and_counted_once(make_config, rdb, tmp_path, caplog):
-    # the old master applied two batches and died before its replica had the second: the
-    # new master has the first batch's position and counts. The next batch fails (the
-    # connection to the old master), then the daemon finds the position behind its own,
-    # goes back, and counts the lost batch's outcomes on the new master: exactly once
-    log_file = tmp_path / "mail.log"
+def failed_over(make_config, rdb, log_file: Path) -> FeedbackDaemon:
+    """A daemon whose Redis failed over after it applied two batches (AAA1, AAA2) to the old
+    master, which died before its replica had the second: the new master has the first
+    batch's position and counts. The daemon's follower is open; the caller closes it."""
     log_file.write_text(delivery("AAA1", "out1") + delivery("AAA2", "out1"))
     config = make_config({"feedback": {"log_file": str(log_file), "start_at": "beginning", "batch_lines": 1}})
     daemon = FeedbackDaemon(config)
-
-    def sent() -> int:
-        return sum(int(rdb.hget(k, "sent") or 0) for k in rdb.scan_iter("{sb}:outcomes:*"))
-
     daemon.follower = daemon.open_log()
+    assert daemon.step() == 1
+    replica = {k: rdb.dump(k) for k in rdb.scan_iter("{sb}:*")}  # what the replica had
+    assert daemon.step() == 1 and sent_count(rdb) == 2
+    rdb.flushall()  # the failover: the new master is the replica as it was
+    for key, value in replica.items():
+        rdb.restore(key, 0, value)
+    assert sent_count(rdb) == 1
+    return daemon
+
+
+def sent_count(rdb) -> int:
+    return sum(int(rdb.hget(k, "sent") or 0) for k in rdb.scan_iter("{sb}:outcomes:*"))
+
+
+def reread_line(caplog) -> str:
+    (line,) = [r.getMessage() for r in caplog.records if "applied log batches" in r.getMessage()]
+    return line
+
+
+@pytest.mark.parametrize("batch_fails", [True, False], ids=["the batch fails", "another command met it"])
+def test_batches_a_failed_over_redis_lost_are_read_again_and_counted_once(
+    make_config, rdb, tmp_path, caplog, batch_fails
+):
+    # the next batch fails (the connection to the old master), or meets no error because
+    # the warm-up, adaptive or arm rounds reconnected the client first: either way the
+    # daemon finds the position behind its own, goes back, and counts the lost batch's
+    # outcomes on the new master, exactly once
+    log_file = tmp_path / "mail.log"
+    daemon = failed_over(make_config, rdb, log_file)
     try:
-        assert daemon.step() == 1
-        replica = {k: rdb.dump(k) for k in rdb.scan_iter("{sb}:*")}  # what the replica had
-        assert daemon.step() == 1 and sent() == 2
-        rdb.flushall()  # the failover: the new master is the replica as it was
-        for key, value in replica.items():
-            rdb.restore(key, 0, value)
-        assert sent() == 1
         with log_file.open("a") as f:
             f.write(delivery("AAA3", "out1"))
         real_apply, calls = daemon.store.apply, []
 
         def fails_once(batch, position):  # the old master's connection, closed by its death
             calls.append(1)
-            if len(calls) == 1:
+            if len(calls) == 1 and batch_fails:
                 raise redis.ConnectionError("Connection closed by server.")
             return real_apply(batch, position)
 
@@ -350,7 +367,28 @@ def test_batches_a_failed_over_redis_lost_are_read_again_and_counted_once(make_c
     finally:
         daemon.follower.close()
         daemon.r.close()
-    assert sent() == 3
+    assert sent_count(rdb) == 3
     size = len(delivery("AAA2", "out1").encode())
-    (line,) = [r.getMessage() for r in caplog.records if "applied log batches" in r.getMessage()]
+    line = reread_line(caplog)
     assert f"lost {size} bytes" in line and "reading them again from offset" in line
+
+
+def test_lost_batches_are_found_while_the_log_is_quiet(make_config, rdb, tmp_path, caplog):
+    # no line comes after the lost batch: the quiet-log check finds the position behind
+    log_file = tmp_path / "mail.log"
+    daemon = failed_over(make_config, rdb, log_file)
+    try:
+        daemon._position_due = float("inf")  # not yet due: nothing is compared
+        assert daemon.step() == 0 and sent_count(rdb) == 1
+        daemon._position_due = 0.0  # due
+        with caplog.at_level(logging.WARNING):
+            assert daemon.step() == 0  # the check, at the end of a quiet step
+            assert daemon.step() == 1  # AAA2 again
+            assert daemon.step() == 0
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
+    assert sent_count(rdb) == 2
+    assert "reading them again" in reread_line(caplog)
+    position = rdb.get("{sb}:feedback:" + daemon.instance + ":position")
+    assert position.split()[1] == str(log_file.stat().st_size)  # saved at the log's end again
