@@ -52,7 +52,7 @@ bench-restart: install
 	.venv/bin/python benchmarks/restart.py
 
 bench-e2e: install
-	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,policyd-dunno,policyd-dunno-protocol,policyd,policyd-shadow --rounds 5
+	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,policyd-dunno,policyd-filter,policyd-dunno-protocol,policyd,policyd-shadow --keep-running --rounds 20 --messages 2000 --settle 1
 
 bench-footprint: install
 	.venv/bin/python benchmarks/request_footprint.py

@@ -1,7 +1,7 @@
 """End to end: smtp-source -> private Postfix -> smtp-sink, plain Postfix against our daemons.
 
-Variants, all measured in the same run, in alternating rounds, so drift on the
-shared machine hits each of them:
+Variants, all measured in the same run, in rounds (each in its own shuffled order), so
+drift on the shared machine hits each of them:
   plain        Postfix with our rendered master.cf transports, nothing else;
   policyd      plus the policy daemon (RCPT + END-OF-MESSAGE requests, FILTER);
   policyd-shadow  the policy daemon in shadow mode (shadow.config: the same endpoints
@@ -11,6 +11,11 @@ shared machine hits each of them:
                Nagle + delayed ACK there);
   policyd-dunno  baseline: the same main.cf lines, answered by the DUNNO server
                of the protocol benchmark (the price of any policy service);
+  policyd-filter  baseline: the same, answered by that DUNNO server routing without
+               deciding (FILTER out1:, out2:, out2:, out3: in turn at END-OF-MESSAGE, the
+               1:2:1 policyd's configuration gives): the price of any routing service,
+               Postfix's share included (a log line per FILTER; delivery through three
+               transports, so more smtp processes and connections);
   policyd-dunno-protocol  the same, answered by a DUNNO server written as an
                asyncio Protocol, as policyd is (benchmarks/dunno_protocol.py): the
                floor of policyd's own design, for telling its I/O from its work;
@@ -19,14 +24,35 @@ shared machine hits each of them:
 Time runs from smtp-source's first connection until the Postfix log shows every
 message delivered (status=sent).
 
-Run: make bench-e2e (plain, DUNNO baseline, policyd) and make bench-milter
+Each run's Postfix (queue, log) lives under --spool-parent, /dev/shm by default. On
+this project's VM disk, cleanup(8) took a quarter of the host's CPU, its top kernel
+symbols in ext4's inode allocation (recently_deleted, find_inode_bit) after many runs'
+queue files were created and deleted: the disk's history set part of the pace. The
+queue's I/O is the same for every variant and is not what is compared; on tmpfs Postfix
+is faster, so a daemon's cost is a larger share of each message, not a smaller one.
+Host CPU/msg: every process's CPU (/proc/stat, all but idle and iowait) from
+smtp-source's start to the last delivery, divided by the messages: what the machine
+spent per message with that variant, the figure a CPU-bound host's throughput follows.
+
+Two ways to run the rounds:
+  default      each run starts its own Redis, daemon and Postfix and sends --messages:
+               a daemon's start, first connections and first requests included;
+  --keep-running  each variant started once, one warm-up burst, then --rounds bursts of
+               --messages through each, in rounds: the steady state production runs
+               in, and short bursts close together, so many rounds fit and drift between
+               them is small. The "paired" line gives each round's rate over the
+               baseline's in the same round: its median and a 95% interval for it.
+
+Run: make bench-e2e (plain, the DUNNO and routing baselines, policyd, shadow mode), make bench-milter
 (plain, no-op baseline, our milter on unix and inet)
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import random
 import re
 import shutil
 import statistics
@@ -53,7 +79,7 @@ from integration.daemons import (  # noqa: E402
     tcp_ready,
     unix_ready,
 )
-from integration.postfix import make_shared_dir  # noqa: E402
+from integration.postfix import PostfixInstance, make_shared_dir  # noqa: E402
 from integration.redis_server import RedisServer  # noqa: E402
 from integration.sink import free_port  # noqa: E402
 
@@ -64,6 +90,7 @@ VARIANTS = (
     "milter-unix",
     "milter-inet",
     "policyd-dunno",
+    "policyd-filter",
     "policyd-dunno-protocol",
     "milter-noop",
 )
@@ -77,20 +104,65 @@ def milter_ms_per_message(metrics_port: int) -> float:
 
 
 class Result:
-    def __init__(self, elapsed: float, cpu: dict[str, float], milter_ms: float | None) -> None:
-        self.elapsed, self.cpu, self.milter_ms = elapsed, cpu, milter_ms
+    def __init__(
+        self, elapsed: float, cpu: dict[str, float], host_cpu: float, milter_ms: float | None
+    ) -> None:
+        self.elapsed, self.cpu, self.host_cpu, self.milter_ms = elapsed, cpu, host_cpu, milter_ms
 
 
-def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
-    redis = RedisServer(base / "redis")
-    redis.start()
-    sink_port, policy_port, smtpd_port = free_port(), free_port(), free_port()
-    milter_metrics = free_port()
-    sink = start_smtp_sink(sink_port)
-    daemon: DaemonProcess | None = None
-    postfix = None
-    try:
-        config = base_config(redis.url, policy_port, 0)
+def host_busy_seconds() -> float:
+    """CPU seconds the whole host has spent, all CPUs, idle and iowait left out."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class DeliveredCount:
+    """Counts status=sent in a growing log, reading only what was added since the last
+    look: re-reading a 5 MB log every 50 ms is CPU the host would charge to the run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.count, self.partial = path, 0, 0, b""
+
+    def update(self) -> int:
+        if self.path.exists():
+            with self.path.open("rb") as log:
+                log.seek(self.offset)
+                added = log.read()
+            self.offset += len(added)
+            # a line cut at the read's end is counted when its rest arrives
+            lines = (self.partial + added).split(b"\n")
+            self.partial = lines.pop()
+            self.count += sum(b"status=sent" in line for line in lines)
+        return self.count
+
+
+class Rig:
+    """One variant's Redis, sink, daemon and Postfix, started; ``burst`` sends through
+    it and waits for the deliveries, as often as asked."""
+
+    def __init__(self, base: Path, variant: str, args: argparse.Namespace) -> None:
+        self.base, self.variant, self.args = base, variant, args
+        self.daemon: DaemonProcess | None = None
+        self.postfix: PostfixInstance | None = None
+        self.redis = RedisServer(base / "redis")
+        self.redis.start()
+        self.sink: subprocess.Popen[bytes] | None = None
+        try:
+            self.sink = start_smtp_sink(sink_port := free_port())
+            self._start(sink_port)
+        except BaseException:
+            self.stop()
+            raise
+        assert self.postfix is not None
+        self.delivered = DeliveredCount(self.postfix.log_file)
+        self.sent = 0
+
+    def _start(self, sink_port: int) -> None:
+        base, variant, args = self.base, self.variant, self.args
+        policy_port, milter_port = free_port(), free_port()
+        self.milter_metrics = free_port()
+        config = base_config(self.redis.url, policy_port, 0)
         config["policyd"].update(
             {
                 "metrics_listen": "",
@@ -99,14 +171,13 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
             }
         )
         milter_socket = base / "milter" / "milter.sock"
-        milter_port = free_port()
         config["milter"] = {
             "enabled": variant.startswith("milter"),
             "listen": f"inet:127.0.0.1:{milter_port}"
             if variant == "milter-inet"
             else f"unix:{milter_socket}",
             "postfix_maps_dir": str(base / "maps"),
-            "metrics_listen": f"127.0.0.1:{milter_metrics}",
+            "metrics_listen": f"127.0.0.1:{self.milter_metrics}",
         }
         if args.no_rules:
             config["rules"] = []  # diagnostic: the daemon is asked but routes nothing
@@ -118,61 +189,101 @@ def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
             config["shadow"] = {"config": "candidate.yaml"}
         config_path.write_text(yaml.safe_dump(config))
         if variant in ("policyd", "policyd-shadow"):
-            daemon = PolicydProcess(config_path, policy_port, base / "daemon.log", args.log_level)
-        elif variant in ("policyd-dunno", "policyd-dunno-protocol"):
-            server = "dunno_server.py" if variant == "policyd-dunno" else "dunno_protocol.py"
-            daemon = BaselineProcess(
-                HERE / server, [str(policy_port)], base / "daemon.log", tcp_ready(policy_port)
+            self.daemon = PolicydProcess(config_path, policy_port, base / "daemon.log", args.log_level)
+        elif variant in ("policyd-dunno", "policyd-filter", "policyd-dunno-protocol"):
+            server = "dunno_protocol.py" if variant == "policyd-dunno-protocol" else "dunno_server.py"
+            routes = ["out1", "out2", "out2", "out3"] if variant == "policyd-filter" else []
+            self.daemon = BaselineProcess(
+                HERE / server, [str(policy_port), *routes], base / "daemon.log", tcp_ready(policy_port)
             )
         elif variant.startswith("milter"):
             write_maps(config_path, base / "maps")
             ready = tcp_ready(milter_port) if variant == "milter-inet" else unix_ready(milter_socket)
             if variant == "milter-noop":
                 milter_socket.parent.mkdir(parents=True, exist_ok=True)
-                daemon = BaselineProcess(
+                self.daemon = BaselineProcess(
                     HERE / "noop_milter.py", [f"unix:{milter_socket}"], base / "daemon.log", ready
                 )
             else:
-                daemon = DaemonProcess("milter", config_path, base / "daemon.log", ready, args.log_level)
-        if daemon is not None:
-            daemon.start()
-        postfix = rendered_postfix(base, config_path, smtpd_port, sink_port)
-        pids = {"daemon": daemon.proc.pid if daemon and daemon.proc else None, "redis": redis.proc.pid}
+                self.daemon = DaemonProcess("milter", config_path, base / "daemon.log", ready, args.log_level)
+        if self.daemon is not None:
+            self.daemon.start()
+        self.postfix = rendered_postfix(base, config_path, free_port(), sink_port)
+
+    def burst(self, messages: int) -> Result:
+        """``messages`` through smtp-source; timed until the log shows them delivered."""
+        assert self.postfix is not None
+        daemon = self.daemon.proc.pid if self.daemon and self.daemon.proc else None
+        pids = {"daemon": daemon, "redis": self.redis.proc.pid}
         before = {k: cpu_seconds(p) for k, p in pids.items() if p}
+        host_before = host_busy_seconds()
         started = time.perf_counter()
         subprocess.run(
             [
                 "smtp-source",
                 "-s",
-                str(args.sessions),
+                str(self.args.sessions),
                 "-m",
-                str(args.messages),
+                str(messages),
                 "-f",
                 "news@shop.test",
                 "-t",
                 "user@example.test",
-                f"127.0.0.1:{postfix.smtpd_port}",
+                f"127.0.0.1:{self.postfix.smtpd_port}",
             ],
             check=True,
             timeout=600,
         )
+        self.sent += messages
         deadline = time.monotonic() + 600
-        while postfix.log_text().count("status=sent") < args.messages:
+        while self.delivered.update() < self.sent:
             if time.monotonic() > deadline:
-                raise TimeoutError("not every message was delivered")
+                raise TimeoutError(f"{self.delivered.count} of {self.sent} messages delivered")
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        host_cpu = host_busy_seconds() - host_before
         cpu = {k: cpu_seconds(p) - before[k] for k, p in pids.items() if p}
-        ours = variant in ("policyd", "milter-unix", "milter-inet")
-        if ours and not args.no_rules and "postfix/out" not in postfix.log_text():
-            raise RuntimeError(f"{variant}: mail did not leave by our transports")
-        if variant == "policyd-shadow" and "shadow_endpoint=" not in (base / "daemon.log").read_text():
-            raise RuntimeError(f"{variant}: no decision line carries a shadow decision")
-        ours_milter = variant in ("milter-unix", "milter-inet")
-        milter_ms = milter_ms_per_message(milter_metrics) if ours_milter else None
-        return Result(elapsed, cpu, milter_ms)
+        ours_milter = self.variant in ("milter-unix", "milter-inet")
+        milter_ms = milter_ms_per_message(self.milter_metrics) if ours_milter else None
+        return Result(elapsed, cpu, host_cpu, milter_ms)
+
+    def check(self) -> None:
+        """The variant did what it is measured for."""
+        assert self.postfix is not None
+        ours = self.variant in ("policyd", "policyd-filter", "milter-unix", "milter-inet")
+        if ours and not self.args.no_rules and "postfix/out" not in self.postfix.log_text():
+            raise RuntimeError(f"{self.variant}: mail did not leave by our transports")
+        shadow = self.variant == "policyd-shadow"
+        if shadow and "shadow_endpoint=" not in (self.base / "daemon.log").read_text():
+            raise RuntimeError(f"{self.variant}: no decision line carries a shadow decision")
+
+    def stop(self) -> None:
+        if self.sink is None:
+            self.redis.stop()
+        else:
+            stop_all(self.postfix, self.daemon, self.sink, self.redis)
+
+
+def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
+    rig = Rig(base, variant, args)
+    try:
+        result = rig.burst(args.messages)
+        rig.check()
+        return result
     finally:
-        stop_all(postfix, daemon, sink, redis)
+        rig.stop()
+
+
+def median_interval(ordered: list[float]) -> tuple[float, float]:
+    """A distribution-free 95% confidence interval for the median of sorted ``ordered``:
+    the k-th smallest and k-th largest, k the largest with P(Binomial(n, 1/2) < k) at
+    most 2.5% (the whole range when n is under 6, too few for 95%)."""
+    n, k, below = len(ordered), 0, 0.0
+    while below + math.comb(n, k) / 2**n <= 0.025:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    k = max(k, 1)
+    return ordered[k - 1], ordered[n - k]
 
 
 def settle(seconds: float) -> None:
@@ -189,8 +300,20 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=20, help="parallel smtp-source sessions")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1, help="of the rounds' orders")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of quiet before each run")
     parser.add_argument("--log-level", default="info", help="daemon log level")
+    parser.add_argument(
+        "--spool-parent",
+        default="/dev/shm",
+        help="where each run's Postfix queue and log go (default /dev/shm, a tmpfs: see above)",
+    )
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="start each variant once and alternate bursts of --messages through them "
+        "(short rounds, many of them: see BENCHMARKS.md)",
+    )
     parser.add_argument(
         "--no-rules", action="store_true", help="diagnostic: daemons consulted, nothing routed"
     )
@@ -200,34 +323,65 @@ def main() -> int:
         help="policyd.collect_recipients off: no RCPT-stage request, one policy request per message",
     )
     args = parser.parse_args()
+    if not os.access(args.spool_parent, os.W_OK):
+        parser.error(f"--spool-parent {args.spool_parent}: not a writable directory")
     variants = args.variants.split(",")
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     results: dict[str, list[Result]] = {v: [] for v in variants}
-    print(
-        f"end-to-end benchmark: {args.messages} messages, {args.sessions} smtp-source sessions, "
-        f"{args.rounds} rounds alternating {', '.join(variants)}"
+    mode = (
+        f"each variant started once, a warm-up burst, then bursts of {args.messages}"
+        if args.keep_running
+        else f"{args.messages} messages a run, each run on a fresh setup"
     )
-    for round_no in range(1, args.rounds + 1):
-        # each round starts with the next variant: the first run of a round tends to
-        # be the fastest (nothing left over from a previous run), and that must not
-        # always favour the same variant
-        start = (round_no - 1) % len(variants)
-        for variant in variants[start:] + variants[:start]:
-            settle(args.settle)
-            base = make_shared_dir("sb-e2e-")
-            try:
-                result = run_once(base, variant, args)
-            finally:
-                shutil.rmtree(base, ignore_errors=True)
-            results[variant].append(result)
-            extra = ""
-            if result.milter_ms is not None:
-                extra = f"  milter {result.milter_ms:.2f} ms/msg at end of message"
-            print(
-                f"round {round_no}: {variant:<12} {result.elapsed:6.2f}s  "
-                f"{args.messages / result.elapsed:6.0f} msg/s{extra}"
-            )
+    print(
+        f"end-to-end benchmark: {args.sessions} smtp-source sessions, {args.rounds} rounds of "
+        f"{', '.join(variants)}; {mode}; Postfix under {args.spool_parent}"
+    )
+    rigs: dict[str, tuple[Path, Rig]] = {}
+    try:
+        if args.keep_running:
+            for variant in variants:
+                base = make_shared_dir("sb-e2e-", args.spool_parent)
+                try:
+                    rigs[variant] = (base, Rig(base, variant, args))
+                except BaseException:
+                    shutil.rmtree(base, ignore_errors=True)
+                    raise
+                rigs[variant][1].burst(args.messages)  # processes spawned, connections made
+        shuffler = random.Random(args.seed)
+        for round_no in range(1, args.rounds + 1):
+            # each round in its own order: the first run of a round tends to be the fastest
+            # (nothing left over from a previous run), and a run after a given variant
+            # may be slower or faster; neither may always favour the same variant
+            order = list(variants)
+            shuffler.shuffle(order)
+            for variant in order:
+                settle(args.settle)
+                if args.keep_running:
+                    result = rigs[variant][1].burst(args.messages)
+                else:
+                    base = make_shared_dir("sb-e2e-", args.spool_parent)
+                    try:
+                        result = run_once(base, variant, args)
+                    finally:
+                        shutil.rmtree(base, ignore_errors=True)
+                results[variant].append(result)
+                extra = ""
+                if result.milter_ms is not None:
+                    extra = f"  milter {result.milter_ms:.2f} ms/msg at end of message"
+                print(
+                    f"round {round_no}: {variant:<12} {result.elapsed:6.2f}s  "
+                    f"{args.messages / result.elapsed:6.0f} msg/s  "
+                    f"host CPU/msg {result.host_cpu / args.messages * 1e3:.3f} ms{extra}",
+                    flush=True,
+                )
+        for _, rig in rigs.values():
+            rig.check()
+    finally:
+        for base, rig in rigs.values():
+            rig.stop()
+            shutil.rmtree(base, ignore_errors=True)
     mean = {v: sum(r.elapsed for r in rs) / len(rs) for v, rs in results.items()}
     base_time = mean[variants[0]]
     for variant in variants:
@@ -244,12 +398,31 @@ def main() -> int:
         v: statistics.median(r.cpu.get("daemon", 0.0) / args.messages * 1e3 for r in rs)
         for v, rs in results.items()
     }
+    host_ms = {
+        v: statistics.median(r.host_cpu / args.messages * 1e3 for r in rs) for v, rs in results.items()
+    }
     baseline = "policyd-dunno" if "policyd-dunno" in variants else variants[0]
+    pairs = [(v, baseline) for v in variants if v != baseline]
+    if "policyd" in variants and "policyd-filter" in variants:
+        pairs.append(("policyd", "policyd-filter"))  # the daemon's own share of routing
+    for variant, against in pairs:
+        # paired: each round's rate over the other's in the same round, which ran
+        # seconds apart, so drift on the shared machine mostly cancels
+        paired = sorted(
+            (r.elapsed and b.elapsed / r.elapsed)
+            for r, b in zip(results[variant], results[against], strict=True)
+        )
+        low, high = median_interval(paired)
+        print(
+            f"paired {variant:<12} rate / {against}'s in the same round: median "
+            f"{statistics.median(paired):.3f}, 95% interval {low:.3f}-{high:.3f} ({len(paired)} rounds)"
+        )
     for variant in variants:
         print(
             f"median {variant:<12} {rate[variant]:6.0f} msg/s  ratio to {baseline} "
             f"{rate[variant] / rate[baseline]:.2f}  daemon CPU/msg {cpu_ms[variant]:.3f} ms"
             + (f" ({cpu_ms[variant] / cpu_ms[baseline]:.2f}x {baseline})" if cpu_ms[baseline] else "")
+            + f"  host CPU/msg {host_ms[variant]:.3f} ms ({host_ms[variant] / host_ms[baseline]:.2f}x)"
         )
     return 0
 

@@ -10,6 +10,7 @@ Traps handled here (all found on real Postfix, see DESIGN.md):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -124,6 +125,10 @@ inet_protocols = {"all" if self.dual_stack else "ipv4"}
 mynetworks = 127.0.0.0/8
 maillog_file = {self.log_file}
 maillog_file_prefixes = {self.base}
+# postlogd exits when a request takes 10 s (its default watchdog), and then every
+# process that logs blocks on its full socket, the master too: on a shared VM that
+# stalls now and then, a frozen instance. Production logs to syslog more often
+postlogd_watchdog_timeout = 300s
 smtp_dns_support_level = disabled
 smtpd_peername_lookup = no
 {routing}
@@ -217,7 +222,13 @@ biff = no
         while time.monotonic() < deadline and _alive(self._master_pid):
             time.sleep(0.1)
         if _alive(self._master_pid):
+            # its children outlive it when they are stuck (on a dead postlogd's socket,
+            # say): ours too, so they go by PID with it
+            stuck = self.children()
             os.kill(self._master_pid, signal.SIGKILL)
+            for pid in stuck:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self._master_pid = None
 
     def reload(self) -> None:
@@ -225,6 +236,10 @@ biff = no
 
     def smtpd_processes(self) -> set[int]:
         """The PIDs of this master's smtpd children (from /proc)."""
+        return self.children("smtpd")
+
+    def children(self, name: str | None = None) -> set[int]:
+        """The PIDs of this master's children (from /proc), those called ``name`` if given."""
         found: set[int] = set()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -234,7 +249,7 @@ biff = no
             except OSError:
                 continue  # gone meanwhile
             comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-            if comm == "smtpd" and int(rest[1]) == self._master_pid:
+            if (name is None or comm == name) and int(rest[1]) == self._master_pid:
                 found.add(int(entry.name))
         return found
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.sink import Sink
+from integration.waits import wait_until
 
 
 def test_postfix_moves_to_a_new_port_when_its_port_was_taken():
@@ -53,3 +54,49 @@ def test_xdist_workers_draw_ports_from_blocks_of_their_own(monkeypatch) -> None:
     assert not blocks[0] & blocks[1] and min(len(b) for b in blocks) >= 2000
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     assert all(port < low for block in blocks for port in block)  # bind(0) never hands them out
+
+
+def test_a_master_that_does_not_stop_is_killed_with_its_children():
+    """A Postfix whose postlogd died blocks every process that logs, the master and
+    `postfix stop` too: stop() kills the master by PID, and its children with it, which
+    would otherwise outlive it stuck on the dead logger's socket."""
+    import os
+    import signal
+
+    children: set[int] = set()
+    sink = Sink()
+    sink.start()
+    base = make_shared_dir("sb-harness-")
+    from integration.sink import free_port
+
+    postfix = PostfixInstance(base, smtpd_port=free_port(), sink_port=sink.port)
+    try:
+        postfix.start()
+        master = postfix._master_pid
+        assert master is not None
+        children = postfix.children()
+        assert children  # qmgr and pickup at least
+        for pid in (master, *children):  # stuck: no signal but SIGKILL moves them now
+            os.kill(pid, signal.SIGSTOP)
+        postfix.stop()
+        # SIGKILL is delivered, not waited for: each is gone (or a zombie) soon after
+        wait_until(
+            lambda: all(_zombie(pid) for pid in (master, *children)),
+            30,  # a bound on a hang: the wait ends when they are gone
+            f"master {master} and its children {children} gone",
+        )
+    finally:
+        postfix.stop()
+        for pid in children:  # if stop() left them, the test does not
+            if not _zombie(pid):
+                os.kill(pid, signal.SIGKILL)
+        sink.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _zombie(pid: int) -> bool:
+    """Gone, or a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True  # gone meanwhile
