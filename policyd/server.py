@@ -41,7 +41,6 @@ from policyd.session import (
     InstanceJoin,
     Later,
     ShareRecipient,
-    UnknownClient,
     abandoned,
     action_for,
     facts_of,
@@ -259,7 +258,7 @@ class PolicyServer:
         methods of an ``asyncio.Protocol`` without inheriting it (policyd/transport.py)."""
         return cast(asyncio.Protocol, PolicyConnection(self))
 
-    def answer_now(self, request: PolicyRequest, client: Client = UnknownClient()) -> str | Later:  # noqa: B008
+    def answer_now(self, request: PolicyRequest, client: Client = Client()) -> str | Later:  # noqa: B008
         """The action for a request when it needs no waiting (most of them), else the
         message's Pending draw for ``answer_later``. ``client``: whether the client
         still waits (see ``session.abandoned``)."""
@@ -289,7 +288,7 @@ class PolicyServer:
             return Drawn(request, result)
         return self._action(outcome, result)
 
-    async def answer_later(self, later: Later, client: Client = UnknownClient()) -> str:  # noqa: B008
+    async def answer_later(self, later: Later, client: Client = Client()) -> str:  # noqa: B008
         """The action for a request ``answer_now`` could not answer at once: a message's
         same draw, by Redis; a RCPT written to the shared join; a message whose other
         recipients are read from the shared join first. A route decided after its client

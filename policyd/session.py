@@ -304,10 +304,6 @@ class Client:
         return False
 
 
-class UnknownClient(Client):
-    pass
-
-
 # Below this age a request counts as waited for without asking the kernel: a
 # Postfix that closed within it (its smtpd killed mid-request) costs one unit.
 RECENT_S = 0.5
