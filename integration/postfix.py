@@ -127,7 +127,7 @@ maillog_file = {self.log_file}
 maillog_file_prefixes = {self.base}
 # postlogd exits when a request takes 10 s (its default watchdog), and then every
 # process that logs blocks on its full socket, the master too: on a shared VM that
-# stalls now and then, a frozen instance. Production logs to syslog more often
+# stalls now and then, a frozen instance (a lab setting)
 postlogd_watchdog_timeout = 300s
 smtp_dns_support_level = disabled
 smtpd_peername_lookup = no
