@@ -413,9 +413,10 @@ def main() -> int:
             for r, b in zip(results[variant], results[against], strict=True)
         )
         low, high = median_interval(paired)
+        spread = "95% interval" if len(paired) >= 6 else "range (too few rounds for a 95% interval)"
         print(
             f"paired {variant:<12} rate / {against}'s in the same round: median "
-            f"{statistics.median(paired):.3f}, 95% interval {low:.3f}-{high:.3f} ({len(paired)} rounds)"
+            f"{statistics.median(paired):.3f}, {spread} {low:.3f}-{high:.3f} ({len(paired)} rounds)"
         )
     for variant in variants:
         print(
