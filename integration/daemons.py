@@ -43,6 +43,15 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody has reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):  # ProcessLookupError: gone while read
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def tcp_ready(port: int) -> Callable[[], bool]:
     def check() -> bool:
         with socket.socket() as s:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from integration.daemons import children as child_pids
+
 MASTER_CF_BASE = """\
 {listen} inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup
@@ -240,18 +242,9 @@ biff = no
 
     def children(self, name: str | None = None) -> set[int]:
         """The PIDs of this master's children (from /proc), those called ``name`` if given."""
-        found: set[int] = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue  # gone meanwhile
-            comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-            if (name is None or comm == name) and int(rest[1]) == self._master_pid:
-                found.add(int(entry.name))
-        return found
+        if self._master_pid is None:
+            return set()
+        return {pid for pid in child_pids(self._master_pid) if name is None or _comm(pid) == name}
 
     def flush(self) -> None:
         """``postqueue -f``: ask qmgr to scan every queue now."""
@@ -271,6 +264,13 @@ biff = no
             if d.exists() and any(p.is_file() for p in d.rglob("*")):
                 return False
         return True
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""  # gone meanwhile
 
 
 def _alive(pid: int) -> bool:

@@ -6,8 +6,9 @@ import shutil
 import socket
 from pathlib import Path
 
+from integration.daemons import gone
 from integration.postfix import PostfixInstance, make_shared_dir
-from integration.sink import Sink
+from integration.sink import Sink, free_port
 from integration.waits import wait_until
 
 
@@ -35,8 +36,6 @@ def test_postfix_moves_to_a_new_port_when_its_port_was_taken():
 def test_free_port_never_hands_out_a_port_twice() -> None:
     """Two daemons of one test once got the same metrics port (bind(0) reuses a port
     once its socket is closed): the second could not listen and never started."""
-    from integration.sink import free_port
-
     ports = [free_port() for _ in range(2000)]
     assert len(set(ports)) == len(ports)
 
@@ -67,8 +66,6 @@ def test_a_master_that_does_not_stop_is_killed_with_its_children():
     sink = Sink()
     sink.start()
     base = make_shared_dir("sb-harness-")
-    from integration.sink import free_port
-
     postfix = PostfixInstance(base, smtpd_port=free_port(), sink_port=sink.port)
     try:
         postfix.start()
@@ -81,22 +78,14 @@ def test_a_master_that_does_not_stop_is_killed_with_its_children():
         postfix.stop()
         # SIGKILL is delivered, not waited for: each is gone (or a zombie) soon after
         wait_until(
-            lambda: all(_zombie(pid) for pid in (master, *children)),
+            lambda: all(gone(pid) for pid in (master, *children)),
             30,  # a bound on a hang: the wait ends when they are gone
             f"master {master} and its children {children} gone",
         )
     finally:
         postfix.stop()
         for pid in children:  # if stop() left them, the test does not
-            if not _zombie(pid):
+            if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
         sink.stop()
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _zombie(pid: int) -> bool:
-    """Gone, or a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True  # gone meanwhile

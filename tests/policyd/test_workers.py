@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from integration.configs import deep_merge
-from integration.daemons import PolicydProcess, children
+from integration.daemons import PolicydProcess, children, gone
 from integration.sink import free_port
 from integration.waits import wait_until
 from policyd import workers as workers_module
@@ -78,15 +78,6 @@ def metrics(port: int) -> dict[str, float]:
 def worker_pids(daemon: PolicydProcess) -> list[int]:
     assert daemon.proc is not None
     return children(daemon.proc.pid)
-
-
-def gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie nobody has reaped yet."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 class Daemon:
