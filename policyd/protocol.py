@@ -80,8 +80,11 @@ class KeptNames:
         self.blob = b"".join(raws)
         if len(names) > 255 or len(self.blob) >= 1 << 16 or any(len(r) > 255 for r in raws):
             return
-        offsets = [len(b"".join(raws[:i])) for i in range(len(raws))]
-        self.starts = b"".join(offset.to_bytes(2, "little") for offset in offsets)
+        starts, offset = bytearray(), 0  # where each name starts in blob
+        for raw in raws:
+            starts += offset.to_bytes(2, "little")
+            offset += len(raw)
+        self.starts = bytes(starts)
         self.sizes = bytes(len(r) for r in raws)
         for multiplier in MULTIPLIERS:
             hashes = [name_hash(r, multiplier) for r in raws]
