@@ -42,6 +42,11 @@ Two ways to run the rounds:
                in, and short bursts close together, so many rounds fit and drift between
                them is small. The "paired" line gives each round's rate over the
                baseline's in the same round: its median and a 95% interval for it.
+With --warm N, each timed burst follows N untimed messages through the same variant.
+Without it, a variant's burst comes after it sat quiet while the others ran, the longer
+the more variants run; after 15 s of quiet, the routing services' bursts (three
+transports) were slower than the DUNNO service's (one), and a warm burst removed that
+(BENCHMARKS.md, session 36).
 
 Run: make bench-e2e (plain, the DUNNO and routing baselines, policyd, shadow mode), make bench-milter
 (plain, no-op baseline, our milter on unix and inet)
@@ -267,6 +272,8 @@ class Rig:
 def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
     rig = Rig(base, variant, args)
     try:
+        if args.warm:
+            rig.burst(args.warm)
         result = rig.burst(args.messages)
         rig.check()
         return result
@@ -315,6 +322,15 @@ def main() -> int:
         "(short rounds, many of them: see BENCHMARKS.md)",
     )
     parser.add_argument(
+        "--warm",
+        type=int,
+        default=0,
+        metavar="N",
+        help="before each timed burst, N messages through the same variant, not timed: the "
+        "timed burst meets an MTA that is busy, not one that sat quiet while the other "
+        "variants ran (BENCHMARKS.md, session 36)",
+    )
+    parser.add_argument(
         "--no-rules", action="store_true", help="diagnostic: daemons consulted, nothing routed"
     )
     parser.add_argument(
@@ -331,6 +347,7 @@ def main() -> int:
     results: dict[str, list[Result]] = {v: [] for v in variants}
     mode = (
         f"each variant started once, a warm-up burst, then bursts of {args.messages}"
+        + (f", each after an untimed {args.warm}" if args.warm else "")
         if args.keep_running
         else f"{args.messages} messages a run, each run on a fresh setup"
     )
@@ -359,6 +376,8 @@ def main() -> int:
             for variant in order:
                 settle(args.settle)
                 if args.keep_running:
+                    if args.warm:
+                        rigs[variant][1].burst(args.warm)  # unmeasured: see --warm
                     result = rigs[variant][1].burst(args.messages)
                 else:
                     base = make_shared_dir("sb-e2e-", args.spool_parent)

@@ -57,8 +57,9 @@ def module_constants(trees: list[ast.Module]) -> dict[str, str]:
 
 
 def code_messages() -> dict[str, set[str]]:
-    """Skeleton -> where the code says it. Log calls at warning and above, the feedback
-    follower's notes, the CLI's stderr lines, and config validation errors."""
+    """Skeleton -> where the code says it. Log calls at warning and above (a LogLimiter's
+    ``emit`` at those levels too), the feedback follower's notes, the CLI's stderr lines,
+    and config validation errors."""
     files = [f for root in SOURCES for f in sorted((ROOT / root).rglob("*.py"))]
     trees = [ast.parse(f.read_text()) for f in files]
     constants = module_constants(trees)
@@ -82,10 +83,14 @@ def message_args(node: ast.AST, where: str) -> list[ast.expr]:
     if not isinstance(node, ast.Call):
         return []
     func = node.func
-    if isinstance(func, ast.Attribute) and func.attr in LEVELS:
+    if isinstance(func, ast.Attribute):
         base = func.value
         name = base.id if isinstance(base, ast.Name) else base.attr if isinstance(base, ast.Attribute) else ""
-        if name in LOGGERS and node.args:
+        level = node.args[0] if func.attr == "emit" and name == "notes" and len(node.args) > 2 else None
+        if isinstance(level, ast.Attribute) and level.attr.lower() in LEVELS:
+            # LogLimiter.emit(logging.ERROR, kind, format, ...): the format is the third argument
+            return [node.args[2]]
+        if func.attr in LEVELS and name in LOGGERS and node.args:
             # LogLimiter.warning(kind, format, ...): the format is the second argument
             return [node.args[1] if name == "notes" and len(node.args) > 1 else node.args[0]]
     if isinstance(func, ast.Name) and func.id == "Note" and len(node.args) == 2:

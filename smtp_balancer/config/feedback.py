@@ -282,7 +282,7 @@ class FeedbackConfig(Strict):
     """With no saved position: end skips history, beginning reads it all."""
     # names this follower's saved position in Redis; one per MTA host (default: hostname)
     instance: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
-    """Names this host's saved position; "" means the hostname."""
+    """Names this host's saved position; "" means the hostname. One daemon at a time holds it."""
     metrics_listen: MetricsListen = "127.0.0.1:9482"
     """The feedback daemon's /metrics (host:port); "" disables it."""
     poll_interval_ms: int = Field(default=200, ge=10, le=60_000)

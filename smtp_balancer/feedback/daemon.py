@@ -26,6 +26,7 @@ from smtp_balancer.feedback.checks import HealthChecks
 from smtp_balancer.feedback.classify import BounceClassifier
 from smtp_balancer.feedback.exporter import StateExporter
 from smtp_balancer.feedback.follower import LogFollower, Position
+from smtp_balancer.feedback.instance import dead_here, this_process
 from smtp_balancer.feedback.processor import Processor
 from smtp_balancer.feedback.reporting import BatchReport, count_arm_outcomes
 from smtp_balancer.feedback.responses import ResponseMatcher, applied_rules
@@ -37,6 +38,7 @@ from smtp_balancer.observe.stalls import StallWatch
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.state.client import describe, sync_client
 from smtp_balancer.state.feedback_store import FeedbackStore
+from smtp_balancer.state.instance_owner import InstanceOwner, Ownership
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.rates import RateResult, evaluate_rates
 
@@ -45,6 +47,18 @@ RETRY_S = 1.0
 COMPLAINT_RULES_EVERY_S = 60.0
 WARMUP_DAYS_EVERY_S = 60.0  # managed warm-ups move to the new UTC day within a minute
 POSITION_CHECK_S = 5.0  # while the log is quiet: how often the saved position is compared with ours
+# one daemon per feedback.instance: the owner key's lease, and how often it is renewed (the
+# margin covers a slow batch); a crashed daemon's successor on the same host does not wait it out
+OWNER_LEASE_S = 30.0
+OWNER_RENEW_S = 5.0
+
+
+class InstanceTaken(Exception):
+    """Another feedback daemon holds this one's instance now: stop reading, wait."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
 
 
 class FeedbackDaemon:
@@ -66,6 +80,11 @@ class FeedbackDaemon:
             TenantTable(config.tenants),
         )
         self.store = FeedbackStore(self.r, KeySchema(config.redis.prefix), self.instance, fb.rate_retention)
+        self.holder = this_process()
+        self.owner = InstanceOwner(
+            self.r, self.store.keys, self.instance, self.holder, int(OWNER_LEASE_S * 1000)
+        )
+        self._owner_due = 0.0
         self.follower: LogFollower | None = None
         self._rotated_batches = 0
         # a log full of garbage must not flood our own log: a few lines a minute, then a count
@@ -142,6 +161,98 @@ class FeedbackDaemon:
         where = f"offset {position.offset}" if position else f"the {fb.start_at}"
         log.info("following %s from %s (instance %s)", fb.log_file, where, self.instance)
         return follower
+
+    # -- one daemon per instance ----------------------------------------------------------
+    def claim_instance(self) -> Ownership:
+        """Claim or renew this daemon's instance; a holder that is a dead process on this
+        host (the daemon this one restarts) is replaced at once."""
+        got = self.owner.claim()
+        if got.outcome == "held" and dead_here(got.found, self.holder):
+            got = self.owner.claim(stale=got.found)
+            if got.ours:
+                log.info(
+                    "feedback instance %r was held by %s, which no longer runs; taken over",
+                    self.instance,
+                    got.found,
+                )
+        elif got.outcome == "replaced":
+            log.warning(
+                "feedback instance %r: replaced %r at %s, which no feedback daemon wrote (a daemon's"
+                " value is a string with a TTL)",
+                self.instance,
+                got.found,
+                self.owner.key,
+            )
+        if got.ours:
+            self._owner_due = time.monotonic() + OWNER_RENEW_S
+        return got
+
+    def take_instance(self) -> bool:
+        """Wait until this daemon holds its instance; False when told to stop first."""
+        waited = False
+        while not self.stop.is_set():
+            try:
+                got = self.claim_instance()
+            except redis.RedisError as exc:
+                metrics.REDIS_ERRORS.inc()
+                self.notes.emit(
+                    logging.ERROR,
+                    "redis error",
+                    "Redis at %s: %s; waiting to claim feedback instance %r",
+                    self.where,
+                    exc,
+                    self.instance,
+                )
+            else:
+                if got.ours:
+                    if waited:
+                        log.info("feedback instance %r is this daemon's now", self.instance)
+                    metrics.INSTANCE_WAITING.set(0)
+                    return True
+                waited = True
+                self.notes.emit(
+                    logging.ERROR,
+                    "instance held",
+                    "feedback instance %r is held by another feedback daemon (%s; its lease runs out in"
+                    " %.0f s unless renewed): waiting, reading no log. Each feedback daemon needs its"
+                    " own feedback.instance (the default is the host name)",
+                    self.instance,
+                    got.found,
+                    got.ttl_ms / 1000,
+                )
+                metrics.INSTANCE_WAITING.set(1)  # after the line, which says why
+            self.alive()
+            self.stop.wait(RETRY_S)
+        return False
+
+    def keep_instance(self) -> None:
+        """Renew the instance every OWNER_RENEW_S. InstanceTaken: another daemon holds it
+        now (this one's lease ran out while Redis was away, or a failover lost the key)."""
+        if time.monotonic() < self._owner_due:
+            return
+        try:
+            got = self.claim_instance()
+        except redis.RedisError as exc:
+            metrics.REDIS_ERRORS.inc()
+            log.debug("feedback instance not renewed: %s", exc)
+            return  # the batches wait for Redis too; the next renewal tells
+        if not got.ours:
+            raise InstanceTaken(got.found)
+
+    def stand_down(self, taken: InstanceTaken) -> None:
+        log.error(
+            "feedback instance %r is held by another feedback daemon now (%s): this one stops"
+            " reading the log and waits. Each feedback daemon needs its own feedback.instance",
+            self.instance,
+            taken.holder,
+        )
+        metrics.INSTANCE_WAITING.set(1)
+
+    def release_instance(self) -> None:
+        try:
+            self.owner.release()
+        except redis.RedisError as exc:  # the lease runs out by itself
+            log.debug("feedback instance not released: %s", exc)
 
     # -- the loop ---------------------------------------------------------------------
     def step(self) -> int:
@@ -232,9 +343,15 @@ class FeedbackDaemon:
         received them)? The saved position, which moves in the same transaction as
         each batch's counts, is then behind the one this batch starts at. The
         follower goes back to it, so those lines are read and counted again: outcome
-        counts stay exactly once. A rotated file's lines cannot be read again."""
+        counts stay exactly once. A rotated file's lines cannot be read again.
+        InstanceTaken: another daemon holds this one's instance now."""
+        raw, owner = self.store.load_position_and_owner()  # RedisError: the caller retries
+        if owner is not None and owner != self.holder:
+            # checked with every batch, in the same round trip: a daemon that lost its
+            # lease applies no batch once another holds the instance
+            raise InstanceTaken(owner)
         try:
-            saved = self.load_position()  # RedisError: the caller retries
+            saved = None if raw is None else Position.decode(raw)
         except ValueError:  # a junk position: nothing to compare with
             return False
         assert self.follower is not None
@@ -321,7 +438,6 @@ class FeedbackDaemon:
     def run(self) -> None:
         # ready before Redis answers: waiting for it is this daemon's normal work
         self.notifier.ready("following the MTA log")
-        self.follower = self.open_log()
         checks = HealthChecks(self.config, self.r, self.stop)
         exporter = StateExporter(self.config, self.r)
         checker = threading.Thread(
@@ -332,16 +448,26 @@ class FeedbackDaemon:
         threading.Thread(target=watch, args=(self.stop,), name="stall-watch", daemon=True).start()
         poll = self.config.feedback.poll_interval_ms / 1000
         try:
-            while not self.stop.is_set():
-                self.alive()
-                if self.step() == 0:
-                    self.stop.wait(poll)
+            while self.take_instance():
+                self.follower = self.open_log()
+                try:
+                    while not self.stop.is_set():
+                        self.keep_instance()
+                        self.alive()
+                        if self.step() == 0:
+                            self.stop.wait(poll)
+                except InstanceTaken as taken:
+                    self.follower.close()
+                    self.follower = None  # before the gauge says that no log is read
+                    self.stand_down(taken)
         except SystemExit:
             pass
         finally:
             self.notifier.stopping()
             self.notes.flush(everything=True)
-            self.follower.close()
+            if self.follower is not None:
+                self.follower.close()
+            self.release_instance()
             checker.join(timeout=5)
             self.r.close()
 

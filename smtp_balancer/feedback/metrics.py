@@ -45,6 +45,11 @@ REREAD_BYTES = Counter(
     "Log bytes read again because Redis lost batches it had applied (a failover before"
     " replication): their outcomes are counted once, on the new master",
 )
+INSTANCE_WAITING = Gauge(
+    "smtp_balancer_feedback_instance_waiting",
+    "1 while another feedback daemon holds this one's feedback.instance: this one reads no log"
+    " until it is gone",
+)
 DNSBL_LISTED = Gauge(
     "smtp_balancer_dnsbl_listed",
     "1 when one of the endpoint's public IPs (IPv4, IPv6) is listed on the zone at the last check",

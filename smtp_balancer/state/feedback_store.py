@@ -106,8 +106,15 @@ class FeedbackStore:
 
     def load_position(self) -> str | None:
         """The saved position of the log follower, as it encoded it."""
-        raw = self.r.get(self.keys.feedback_position(self.instance))
-        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+        return text_of(self.r.get(self.keys.feedback_position(self.instance)))
+
+    def load_position_and_owner(self) -> tuple[str | None, str | None]:
+        """The saved position and the instance's owner (``instance_owner.py``), in one
+        round trip; a value that is not a string reads as None."""
+        position, owner = self.r.mget(
+            self.keys.feedback_position(self.instance), self.keys.feedback_owner(self.instance)
+        )
+        return text_of(position), text_of(owner)
 
     def mark(self, batch: Batch) -> str:
         return f"{self.run} {batch.uid}"

@@ -326,6 +326,12 @@ class KeySchema:
         lost reply finds it"""
         return f"{self.base}:feedback:{instance}:batch"
 
+    def feedback_owner(self, instance: str) -> str:
+        """[string + TTL] the feedback daemon that follows this instance's log: `host=`, `pid=`,
+        `boot=`, `pidns=`, `run=`; renewed while it runs, deleted when it stops. Another daemon
+        with the same `feedback.instance` waits until it is gone"""
+        return f"{self.base}:feedback:{instance}:owner"
+
     def requeue(self, endpoint: str, provider: str) -> str:
         """[string + TTL] `suspend --requeue`: move mail queued on the endpoint for that provider
         (`all` too); same TTL as the suspension"""

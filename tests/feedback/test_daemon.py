@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,11 @@ from prometheus_client import REGISTRY
 
 from integration.configs import even_experiment
 from integration.fixtures import arm_record_of
+from integration.waits import wait_until
 from smtp_balancer.clock import utc_now
-from smtp_balancer.feedback.daemon import FeedbackDaemon
+from smtp_balancer.feedback import metrics
+from smtp_balancer.feedback.daemon import FeedbackDaemon, InstanceTaken
+from smtp_balancer.feedback.instance import fields_of
 
 
 def test_complaint_rules_run_at_most_once_a_minute_over_every_pair_seen(make_config, rdb, tmp_path):
@@ -392,3 +398,140 @@ def test_lost_batches_are_found_while_the_log_is_quiet(make_config, rdb, tmp_pat
     assert "reading them again" in reread_line(caplog)
     position = rdb.get("{sb}:feedback:" + daemon.instance + ":position")
     assert position.split()[1] == str(log_file.stat().st_size)  # saved at the log's end again
+
+
+def waiting_gauge() -> float | None:
+    return REGISTRY.get_sample_value("smtp_balancer_feedback_instance_waiting")
+
+
+@pytest.fixture
+def not_waiting():
+    """The gauge is the process's: each test starts it at 0."""
+    metrics.INSTANCE_WAITING.set(0)
+
+
+def test_a_second_daemon_with_the_same_instance_waits_until_the_first_lets_go(
+    make_config, rdb, tmp_path, caplog, not_waiting
+):
+    config = make_config({"feedback": {"log_file": str(tmp_path / "mail.log"), "instance": "mta1"}})
+    first, second = FeedbackDaemon(config), FeedbackDaemon(config)
+    taken: list[bool] = []
+    try:
+        assert first.take_instance()
+        with caplog.at_level(logging.ERROR):
+            waiter = threading.Thread(target=lambda: taken.append(second.take_instance()))
+            waiter.start()
+            wait_until(lambda: waiting_gauge() == 1, 10, "the second daemon to find the instance held")
+        # the gauge is set after the line is logged
+        held = [r.getMessage() for r in caplog.records if "is held by another" in r.getMessage()]
+        assert held and first.holder in held[0] and "its own feedback.instance" in held[0]
+        assert waiter.is_alive() and taken == []
+        first.release_instance()
+        waiter.join(timeout=10)
+        assert taken == [True] and waiting_gauge() == 0
+        assert rdb.get("{sb}:feedback:mta1:owner") == second.holder
+    finally:
+        second.stop.set()
+        first.r.close()
+        second.r.close()
+
+
+def test_a_daemon_whose_instance_another_took_applies_no_more_batches(make_config, rdb, tmp_path):
+    log_file = tmp_path / "mail.log"
+    log_file.write_text(delivery("AAA1", "out1"))
+    config = make_config(
+        {"feedback": {"log_file": str(log_file), "instance": "mta1", "start_at": "beginning"}}
+    )
+    daemon = FeedbackDaemon(config)
+    try:
+        assert daemon.take_instance()
+        daemon.follower = daemon.open_log()
+        assert daemon.step() == 1 and sent_count(rdb) == 1
+        daemon._owner_due = 0.0
+        daemon.keep_instance()  # renewed: still ours
+        # its lease ran out while Redis was away, and another daemon claimed the instance
+        rdb.set("{sb}:feedback:mta1:owner", "host=other pid=7 run=b", px=30_000)
+        with log_file.open("a") as f:
+            f.write(delivery("AAA2", "out1"))
+        with pytest.raises(InstanceTaken) as taken:
+            daemon.step()  # the batch's own round trip finds it, before the renewal is due
+        assert taken.value.holder == "host=other pid=7 run=b" and sent_count(rdb) == 1
+        daemon._owner_due = 0.0
+        with pytest.raises(InstanceTaken):
+            daemon.keep_instance()  # and so does the renewal
+        daemon.release_instance()  # not ours: left alone
+        assert rdb.get("{sb}:feedback:mta1:owner") == "host=other pid=7 run=b"
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
+
+
+def test_a_daemon_whose_instance_another_took_stands_down_and_waits(
+    make_config, rdb, tmp_path, caplog, not_waiting
+):
+    log_file = tmp_path / "mail.log"
+    log_file.write_text(delivery("AAA1", "out1"))
+    config = make_config(
+        {"feedback": {"log_file": str(log_file), "instance": "mta1", "start_at": "beginning"}}
+    )
+    daemon = FeedbackDaemon(config)
+    runner = threading.Thread(target=daemon.run)
+    with caplog.at_level(logging.ERROR):
+        runner.start()
+        try:
+            wait_until(lambda: sent_count(rdb) == 1, 10, "the daemon to read the log")
+            rdb.set("{sb}:feedback:mta1:owner", "host=other pid=7 run=b", px=30_000)
+            with log_file.open("a") as f:
+                f.write(delivery("AAA2", "out1"))
+            stood_down = "held by another feedback daemon now (host=other pid=7 run=b)"
+            wait_until(
+                lambda: waiting_gauge() == 1 and stood_down in caplog.text, 10, "the daemon to stand down"
+            )
+            assert sent_count(rdb) == 1 and daemon.follower is None
+            rdb.delete("{sb}:feedback:mta1:owner")  # the other one stopped
+            wait_until(lambda: sent_count(rdb) == 2, 10, "the daemon to go on from the saved position")
+        finally:
+            daemon.stop.set()
+            runner.join(timeout=10)
+    assert not runner.is_alive() and waiting_gauge() == 0
+
+
+def test_a_restarted_daemon_takes_over_from_its_dead_predecessor_at_once(make_config, rdb, tmp_path, caplog):
+    config = make_config({"feedback": {"log_file": str(tmp_path / "mail.log"), "instance": "mta1"}})
+    daemon = FeedbackDaemon(config)
+    crashed = subprocess.Popen([sys.executable, "-c", "pass"])
+    crashed.wait()
+    ours = fields_of(daemon.holder)
+    predecessor = f"host={ours['host']} pid={crashed.pid} boot={ours['boot']} pidns={ours['pidns']} run=old"
+    rdb.set("{sb}:feedback:mta1:owner", predecessor, px=30_000)
+    try:
+        with caplog.at_level(logging.INFO):
+            got = daemon.claim_instance()
+        assert (got.outcome, got.found) == ("replaced", predecessor)
+        assert "which no longer runs; taken over" in caplog.text
+        assert rdb.get("{sb}:feedback:mta1:owner") == daemon.holder
+    finally:
+        daemon.r.close()
+
+
+def test_the_loop_follows_the_log_only_while_it_holds_the_instance(make_config, rdb, tmp_path, not_waiting):
+    log_file = tmp_path / "mail.log"
+    log_file.write_text("".join(delivery(f"A{i:03X}", "out1") for i in range(5)))
+    config = make_config(
+        {"feedback": {"log_file": str(log_file), "instance": "mta1", "start_at": "beginning"}}
+    )
+    rdb.set("{sb}:feedback:mta1:owner", "host=elsewhere pid=1 run=x", px=30_000)
+    daemon = FeedbackDaemon(config)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        wait_until(lambda: waiting_gauge() == 1, 10, "the daemon to wait for its instance")
+        assert sent_count(rdb) == 0 and daemon.follower is None  # held elsewhere: no log read
+        rdb.delete("{sb}:feedback:mta1:owner")  # the other daemon stopped
+        wait_until(lambda: sent_count(rdb) == 5, 10, "the daemon to read the log")
+        assert rdb.get("{sb}:feedback:mta1:owner") == daemon.holder
+    finally:
+        daemon.stop.set()
+        runner.join(timeout=10)
+    assert not runner.is_alive()
+    assert rdb.get("{sb}:feedback:mta1:owner") is None  # released when it stopped
