@@ -55,6 +55,8 @@ Run: make bench-e2e (plain, the DUNNO and routing baselines, policyd, shadow mod
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import math
 import os
 import random
@@ -142,6 +144,53 @@ class DeliveredCount:
         return self.count
 
 
+STALL_S = 30.0  # the log still for this long: say what the instance's processes wait on
+GIVE_UP_S = 600.0
+
+
+class StallWatch:
+    """A frozen lab Postfix: its log stops growing while a burst is on. Once it has been
+    still for STALL_S, each process of the instance is printed by name, state and
+    kernel wait channel, with the kernel stacks of its master and postlogd: twice a
+    lab Postfix froze with every process blocked on a postlogd that read nothing
+    (BENCHMARKS.md, session 36). After GIVE_UP_S the burst fails."""
+
+    def __init__(self, variant: str, postfix: PostfixInstance) -> None:
+        self.variant, self.postfix = variant, postfix
+        self.size, self.moved, self.reported = -1, time.monotonic(), False
+
+    def check(self) -> None:
+        size, now = self.postfix.log_file.stat().st_size, time.monotonic()
+        if size != self.size:
+            self.size, self.moved = size, now
+        elif now - self.moved > GIVE_UP_S:
+            raise TimeoutError(f"{self.variant}: its Postfix log has not grown for {GIVE_UP_S:.0f} s")
+        elif now - self.moved > STALL_S and not self.reported:
+            self.reported = True
+            print(f"{self.variant}: the Postfix log still for {STALL_S:.0f} s\n{self.report()}", flush=True)
+
+    def report(self) -> str:
+        master = self.postfix._master_pid
+        if master is None:
+            return "  no master"
+        states: collections.Counter[str] = collections.Counter()
+        stacks = []
+        for pid in [master, *self.postfix.children()]:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                comm, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()[0]
+                states[f"{comm} {state} {Path(f'/proc/{pid}/wchan').read_text() or '-'}"] += 1
+                if comm in ("master", "postlogd"):
+                    frames = Path(f"/proc/{pid}/stack").read_text().split("\n")[:6]
+                    stacks.append(
+                        f"  {comm}[{pid}] {state}: " + " / ".join(f.split()[-1] for f in frames if f)
+                    )
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+        lines = [f"  {n} x {key}" for key, n in states.most_common()] + stacks
+        return "\n".join(lines) + "\n  log tail:\n" + self.postfix.log_text()[-600:]
+
+
 class Rig:
     """One variant's Redis, sink, daemon and Postfix, started; ``burst`` sends through
     it and waits for the deliveries, as often as asked."""
@@ -223,27 +272,25 @@ class Rig:
         before = {k: cpu_seconds(p) for k, p in pids.items() if p}
         host_before = host_busy_seconds()
         started = time.perf_counter()
-        subprocess.run(
-            [
-                "smtp-source",
-                "-s",
-                str(self.args.sessions),
-                "-m",
-                str(messages),
-                "-f",
-                "news@shop.test",
-                "-t",
-                "user@example.test",
-                f"127.0.0.1:{self.postfix.smtpd_port}",
-            ],
-            check=True,
-            timeout=600,
-        )
+        argv = ["smtp-source", "-s", str(self.args.sessions), "-m", str(messages)]
+        argv += ["-f", "news@shop.test", "-t", "user@example.test", f"127.0.0.1:{self.postfix.smtpd_port}"]
+        source = subprocess.Popen(argv)
+        stall = StallWatch(self.variant, self.postfix)
+        try:
+            while True:  # wait() returns the moment smtp-source exits: the timing is unchanged
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    source.wait(timeout=0.5)
+                    break
+                stall.check()
+        finally:
+            if source.poll() is None:  # a stall that never ends, or ^C
+                source.kill()
+                source.wait()
+        if source.returncode:
+            raise subprocess.CalledProcessError(source.returncode, argv)
         self.sent += messages
-        deadline = time.monotonic() + 600
         while self.delivered.update() < self.sent:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.delivered.count} of {self.sent} messages delivered")
+            stall.check()
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
         host_cpu = host_busy_seconds() - host_before
