@@ -42,11 +42,10 @@ Two ways to run the rounds:
                in, and short bursts close together, so many rounds fit and drift between
                them is small. The "paired" line gives each round's rate over the
                baseline's in the same round: its median and a 95% interval for it.
-With --warm N, each timed burst follows N untimed messages through the same variant.
-Without it, a variant's burst comes after it sat quiet while the others ran, the longer
-the more variants run; after 15 s of quiet, the routing services' bursts (three
-transports) were slower than the DUNNO service's (one), and a warm burst removed that
-(BENCHMARKS.md, session 36).
+With --warm N (a diagnostic), each timed burst follows N untimed messages through the
+same variant, instead of coming after the variant sat quiet while the others ran. It
+was tried on a lead that pauses slow routing through three transports; the lead did
+not hold up (BENCHMARKS.md, session 36).
 
 Run: make bench-e2e (plain, the DUNNO and routing baselines, policyd, shadow mode), make bench-milter
 (plain, no-op baseline, our milter on unix and inet)
@@ -148,12 +147,29 @@ STALL_S = 30.0  # the log still for this long: say what the instance's processes
 GIVE_UP_S = 600.0
 
 
+def postlog_queue_note() -> str:
+    """A warning when unix datagram queues are short: postlogd's socket then fills under
+    this load, and a lab Postfix froze with its master waiting to log into it while
+    postlogd waited to report its status to the master (BENCHMARKS.md, session 36)."""
+    try:
+        qlen = int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
+    except (OSError, ValueError):
+        return ""
+    if qlen >= 512:
+        return ""
+    return (
+        f"note: net.unix.max_dgram_qlen is {qlen} (the kernel's default; systemd sets 512): a lab "
+        "Postfix froze under this load with it (BENCHMARKS.md, session 36), none yet with "
+        "512: `sysctl -w net.unix.max_dgram_qlen=512` before the run"
+    )
+
+
 class StallWatch:
     """A frozen lab Postfix: its log stops growing while a burst is on. Once it has been
     still for STALL_S, each process of the instance is printed by name, state and
-    kernel wait channel, with the kernel stacks of its master and postlogd: twice a
-    lab Postfix froze with every process blocked on a postlogd that read nothing
-    (BENCHMARKS.md, session 36). After GIVE_UP_S the burst fails."""
+    kernel wait channel, with the kernel stacks of its master and postlogd (a lab
+    Postfix froze with its master and postlogd each waiting for the other:
+    BENCHMARKS.md, session 36). After GIVE_UP_S the burst fails."""
 
     def __init__(self, variant: str, postfix: PostfixInstance) -> None:
         self.variant, self.postfix = variant, postfix
@@ -373,9 +389,9 @@ def main() -> int:
         type=int,
         default=0,
         metavar="N",
-        help="before each timed burst, N messages through the same variant, not timed: the "
-        "timed burst meets an MTA that is busy, not one that sat quiet while the other "
-        "variants ran (BENCHMARKS.md, session 36)",
+        help="diagnostic: before each timed burst, N messages through the same variant, not "
+        "timed, so that the timed burst meets a busy MTA, not one that sat quiet while the "
+        "other variants ran (BENCHMARKS.md, session 36)",
     )
     parser.add_argument(
         "--no-rules", action="store_true", help="diagnostic: daemons consulted, nothing routed"
@@ -402,6 +418,8 @@ def main() -> int:
         f"end-to-end benchmark: {args.sessions} smtp-source sessions, {args.rounds} rounds of "
         f"{', '.join(variants)}; {mode}; Postfix under {args.spool_parent}"
     )
+    if note := postlog_queue_note():
+        print(note, flush=True)
     rigs: dict[str, tuple[Path, Rig]] = {}
     try:
         if args.keep_running:
