@@ -8,7 +8,8 @@
 -- outcome: claimed, renewed, released, held (another daemon's: left alone),
 -- replaced (a stale holder, or a value no daemon writes: not a string, or no TTL)
 local ok, found = pcall(redis.call, 'GET', KEYS[1])
-if not ok then found = 'a ' .. redis.call('TYPE', KEYS[1])['ok'] end
+-- not a string (made by hand): described, not named by TYPE, which the ACL users lack
+if not ok then found = '(not a string)' end
 local ms = tonumber(ARGV[2])
 if ok and found == ARGV[1] then
   if ms == 0 then

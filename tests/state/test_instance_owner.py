@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import redis
 
+from integration.test_redis_acl import ACL, password_of
 from smtp_balancer.state.instance_owner import InstanceOwner
 from smtp_balancer.state.keys import KeySchema
 
@@ -43,7 +45,7 @@ def test_a_stale_holder_is_replaced_only_while_it_is_still_the_one_there(rdb):
     ("made_by_hand", "found"),
     [
         (lambda rdb: rdb.set(KEY, "stuck"), "stuck"),  # a string with no TTL
-        (lambda rdb: rdb.hset(KEY, "x", "1"), "a hash"),  # not a string
+        (lambda rdb: rdb.hset(KEY, "x", "1"), "(not a string)"),
     ],
 )
 def test_a_value_no_daemon_writes_is_replaced(rdb, made_by_hand, found):
@@ -61,3 +63,25 @@ def test_an_expired_lease_is_claimed_by_the_next(rdb):
         pass
     assert b.claim().outcome == "claimed"
     assert a.claim().outcome == "held"
+
+
+def test_the_feedback_daemons_acl_user_can_take_every_path(redis_server, rdb):
+    """docs/security.md's sb-feedback user, as written: a hand-made key of another type,
+    a claim, a renewal, a stale holder replaced and a release; Redis's ACL LOG stays empty."""
+    words = ACL["sb-feedback"]
+    rdb.execute_command(*words)
+    user = redis.Redis(
+        unix_socket_path=str(redis_server.socket),
+        username="sb-feedback",
+        password=password_of(words),
+        decode_responses=True,
+    )
+    try:
+        rdb.hset(KEY, "x", "1")
+        a, b = owner(user, "host=a pid=1 run=x"), owner(user, "host=b pid=2 run=y")
+        assert [a.claim().outcome, a.claim().outcome, b.claim().outcome] == ["replaced", "renewed", "held"]
+        assert b.claim(stale="host=a pid=1 run=x").outcome == "replaced"
+        assert [a.release().outcome, b.release().outcome] == ["held", "released"]
+        assert rdb.execute_command("ACL", "LOG") == []
+    finally:
+        user.close()
