@@ -61,21 +61,26 @@ def test_daemons_sharing_an_instance_take_turns_and_count_each_delivery_once(mai
     try:
         second.start()
         held = "is held by another feedback daemon"
-        wait_until(lambda: held in second.log_tail(), 10, "the second to wait")
-        assert waiting(second_port) == 1 and waiting(metrics_port(ms.config_path)) == 0
+
+        def says(daemon: DaemonProcess, port: int, line: str, gauge: float) -> bool:
+            """Its log has the line and its gauge the value (set just after the line)."""
+            return line in daemon.log_tail(200) and waiting(port) == gauge
+
+        wait_until(lambda: says(second, second_port, held, 1), 10, "the second to wait")
+        assert waiting(metrics_port(ms.config_path)) == 0
         deliver_and_count(10)  # the first alone reads them
 
         ms.feedback.kill()  # a crash: the lease is left behind, naming a dead process
-        wait_until(lambda: "no longer runs; taken over" in second.log_tail(), 10, "the second to take over")
-        assert waiting(second_port) == 0
+        taken = "no longer runs; taken over"
+        wait_until(lambda: says(second, second_port, taken, 0), 10, "the second to take over")
         deliver_and_count(10)
 
         third.start()
-        wait_until(lambda: held in third.log_tail(), 10, "the third to wait")
-        assert waiting(third_port) == 1
+        wait_until(lambda: says(third, third_port, held, 1), 10, "the third to wait")
         second.stop()  # a clean stop releases the instance
-        wait_until(lambda: "is this daemon's now" in third.log_tail(), 10, "the third to take the instance")
-        assert "taken over" not in third.log_tail(200) and waiting(third_port) == 0
+        ours = "is this daemon's now"
+        wait_until(lambda: says(third, third_port, ours, 0), 10, "the third to take the instance")
+        assert "taken over" not in third.log_tail(200)
         deliver_and_count(10)
         assert stored_outcomes(ms.rdb) == 40
     finally:
