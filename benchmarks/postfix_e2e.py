@@ -82,6 +82,7 @@ from integration.daemons import (  # noqa: E402
     DaemonProcess,
     PolicydProcess,
     cpu_seconds,
+    process_stat,
     tcp_ready,
     unix_ready,
 )
@@ -192,16 +193,17 @@ class StallWatch:
         states: collections.Counter[str] = collections.Counter()
         stacks = []
         for pid in [master, *self.postfix.children()]:
+            if (stat := process_stat(pid)) is None:
+                continue  # gone meanwhile
+            comm, state = stat
             try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                comm, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()[0]
                 states[f"{comm} {state} {Path(f'/proc/{pid}/wchan').read_text() or '-'}"] += 1
                 if comm in ("master", "postlogd"):
                     frames = Path(f"/proc/{pid}/stack").read_text().split("\n")[:6]
                     stacks.append(
                         f"  {comm}[{pid}] {state}: " + " / ".join(f.split()[-1] for f in frames if f)
                     )
-            except (OSError, ValueError, IndexError):
+            except OSError:
                 continue  # gone meanwhile
         lines = [f"  {n} x {key}" for key, n in states.most_common()] + stacks
         return "\n".join(lines) + "\n  log tail:\n" + self.postfix.log_text()[-600:]
@@ -315,6 +317,12 @@ class Rig:
         milter_ms = milter_ms_per_message(self.milter_metrics) if ours_milter else None
         return Result(elapsed, cpu, host_cpu, milter_ms)
 
+    def measured(self) -> Result:
+        """A timed burst of --messages, after --warm untimed ones if asked."""
+        if self.args.warm:
+            self.burst(self.args.warm)
+        return self.burst(self.args.messages)
+
     def check(self) -> None:
         """The variant did what it is measured for."""
         assert self.postfix is not None
@@ -335,9 +343,7 @@ class Rig:
 def run_once(base: Path, variant: str, args: argparse.Namespace) -> Result:
     rig = Rig(base, variant, args)
     try:
-        if args.warm:
-            rig.burst(args.warm)
-        result = rig.burst(args.messages)
+        result = rig.measured()
         rig.check()
         return result
     finally:
@@ -441,9 +447,7 @@ def main() -> int:
             for variant in order:
                 settle(args.settle)
                 if args.keep_running:
-                    if args.warm:
-                        rigs[variant][1].burst(args.warm)  # unmeasured: see --warm
-                    result = rigs[variant][1].burst(args.messages)
+                    result = rigs[variant][1].measured()
                 else:
                     base = make_shared_dir("sb-e2e-", args.spool_parent)
                     try:

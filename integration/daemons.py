@@ -43,15 +43,6 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie nobody has reaped yet."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):  # ProcessLookupError: gone while read
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def tcp_ready(port: int) -> Callable[[], bool]:
     def check() -> bool:
         with socket.socket() as s:
@@ -240,13 +231,19 @@ class ActivatedPolicyd(DaemonProcess):
         return [sys.executable, "-c", _ACTIVATE, str(self.listener.fileno()), *super().argv()]
 
 
-def process_gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie nobody reaped yet (not our child)."""
+def process_stat(pid: int) -> tuple[str, str] | None:
+    """A process's name and state letter (/proc/PID/stat); None when it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        return None
+    return stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()[0]
+
+
+def process_gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody reaped yet."""
+    stat = process_stat(pid)
+    return stat is None or stat[1] in ("Z", "X")
 
 
 class HandingOverPolicyd(PolicydProcess):

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from integration.daemons import children as child_pids
+from integration.daemons import process_stat
 
 MASTER_CF_BASE = """\
 {listen} inet n - n - - smtpd
@@ -244,7 +245,11 @@ biff = no
         """The PIDs of this master's children (from /proc), those called ``name`` if given."""
         if self._master_pid is None:
             return set()
-        return {pid for pid in child_pids(self._master_pid) if name is None or _comm(pid) == name}
+        return {
+            pid
+            for pid in child_pids(self._master_pid)
+            if name is None or ((stat := process_stat(pid)) is not None and stat[0] == name)
+        }
 
     def flush(self) -> None:
         """``postqueue -f``: ask qmgr to scan every queue now."""
@@ -264,13 +269,6 @@ biff = no
             if d.exists() and any(p.is_file() for p in d.rglob("*")):
                 return False
         return True
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""  # gone meanwhile
 
 
 def _alive(pid: int) -> bool:

@@ -6,7 +6,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from integration.daemons import gone
+from integration.daemons import process_gone
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.sink import Sink, free_port
 from integration.waits import wait_until
@@ -78,14 +78,14 @@ def test_a_master_that_does_not_stop_is_killed_with_its_children():
         postfix.stop()
         # SIGKILL is delivered, not waited for: each is gone (or a zombie) soon after
         wait_until(
-            lambda: all(gone(pid) for pid in (master, *children)),
+            lambda: all(process_gone(pid) for pid in (master, *children)),
             30,  # a bound on a hang: the wait ends when they are gone
             f"master {master} and its children {children} gone",
         )
     finally:
         postfix.stop()
         for pid in children:  # if stop() left them, the test does not
-            if not gone(pid):
+            if not process_gone(pid):
                 os.kill(pid, signal.SIGKILL)
         sink.stop()
         shutil.rmtree(base, ignore_errors=True)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from integration.configs import deep_merge
-from integration.daemons import PolicydProcess, children, gone
+from integration.daemons import PolicydProcess, children, process_gone
 from integration.sink import free_port
 from integration.waits import wait_until
 from policyd import workers as workers_module
@@ -222,7 +222,7 @@ def test_connections_are_spread_evenly_and_metrics_are_the_workers_sum(daemon):
         pids_before = worker_pids(d.process)
         victim = pids_before[0]
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: gone(victim), timeout=10, what="the killed worker gone")
+        wait_until(lambda: process_gone(victim), timeout=10, what="the killed worker gone")
         after = [ask(c, 1000 + k) for k, c in enumerate(conns)]
         assert sum(1 for r in after if r == b"") == 5, after
         assert all(r.startswith(b"action=FILTER out") for r in after if r), after
@@ -248,7 +248,7 @@ def test_connections_are_spread_evenly_and_metrics_are_the_workers_sum(daemon):
         # the fresh connections are on the new worker: the survivor's death leaves them be
         survivor = next(p for p in worker_pids(d.process) if p in pids_before)
         os.kill(survivor, signal.SIGKILL)
-        wait_until(lambda: gone(survivor), timeout=10, what="the survivor gone")
+        wait_until(lambda: process_gone(survivor), timeout=10, what="the survivor gone")
         assert all(ask(c, 3000 + k).startswith(b"action=FILTER out") for k, c in enumerate(fresh))
     finally:
         for c in conns:
@@ -300,14 +300,14 @@ def test_a_frozen_worker_is_killed_and_started_again(daemon):
             timeout=FROZEN_AFTER_S + 20,
             what="the frozen worker named",
         )
-        wait_until(lambda: gone(victim), timeout=10, what="the frozen worker killed")
+        wait_until(lambda: process_gone(victim), timeout=10, what="the frozen worker killed")
         wait_until(
             lambda: len(pids := worker_pids(d.process)) == 2 and victim not in pids,
             timeout=20,
             what="two workers again",
         )
     finally:
-        if not gone(victim):
+        if not process_gone(victim):
             os.kill(victim, signal.SIGCONT)
 
 
@@ -318,7 +318,7 @@ def test_sigterm_stops_every_worker_and_removes_the_metrics_files(daemon):
     assert len(pids) == 2 and list(d.tmpdir.iterdir())  # the metrics directory
     d.process.proc.send_signal(signal.SIGTERM)
     assert d.process.proc.wait(timeout=20) == 0
-    assert all(gone(pid) for pid in pids)
+    assert all(process_gone(pid) for pid in pids)
     assert list(d.tmpdir.iterdir()) == []
 
 
@@ -329,7 +329,7 @@ def test_workers_stop_when_their_supervisor_is_killed(daemon):
     d.process.proc.kill()  # no SIGTERM for the workers: they see their line close
     d.process.proc.wait(timeout=10)
     deadline = time.monotonic() + 20
-    while not all(gone(pid) for pid in pids):
+    while not all(process_gone(pid) for pid in pids):
         assert time.monotonic() < deadline, "orphaned workers still run"
         time.sleep(0.1)
 
@@ -341,7 +341,7 @@ def test_sigterm_while_workers_start_stops_them_all(redis_server, tmp_path: Path
         pids = wait_until(lambda: len(c := children(proc.pid)) == 2 and c, timeout=10, what="two workers")
         proc.send_signal(signal.SIGTERM)  # long before they are ready (imports alone take longer)
         assert proc.wait(timeout=20) == 0
-        assert all(gone(pid) for pid in pids)
+        assert all(process_gone(pid) for pid in pids)
     finally:
         if proc.poll() is None:
             proc.kill()
