@@ -11,7 +11,6 @@ import shutil
 import smtplib
 import subprocess
 import sys
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,15 @@ import redis
 import yaml
 
 from integration.configs import deep_merge, topology
-from integration.daemons import CLI, DaemonProcess, HandingOverPolicyd, PolicydProcess, tcp_ready, unix_ready
+from integration.daemons import (
+    CLI,
+    DaemonProcess,
+    HandingOverPolicyd,
+    PolicydProcess,
+    metric_sum,
+    tcp_ready,
+    unix_ready,
+)
 from integration.exim import (
     EXIM_RELAY_HOST,
     EXIM_RELAY_SOURCE,
@@ -191,9 +198,7 @@ class MailSystem:
 
     def metric(self, series: str) -> float:
         """The policy daemon's /metrics: the sum of the samples whose line starts with ``series``."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series))
+        return metric_sum(self.metrics_port, series)
 
 
 @pytest.fixture

@@ -11,9 +11,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from integration.waits import WaitTimeout, wait_until
 
@@ -41,6 +44,25 @@ def children(pid: int) -> list[int]:
         except OSError:  # the thread ended meanwhile
             continue
     return out
+
+
+def metric_sum(port: int, series: str) -> float:
+    """A daemon's /metrics on 127.0.0.1:``port``: the sum of the samples whose line starts
+    with ``series`` (a name, or a name and the start of its labels); 0 when none has a
+    sample yet. A name the daemon does not export at all raises: a renamed metric must
+    fail the test that reads it, not read as 0."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    name = re.split(r"[{ ]", series, maxsplit=1)[0]
+    family = re.sub(r"_(bucket|sum|count|created)$", "", name)
+    if f"# TYPE {name} " not in text and f"# TYPE {family} " not in text:
+        raise KeyError(f"port {port} exports no metric {name}")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series))
+
+
+def metrics_port(config_path: Path, daemon: str) -> int:
+    """The port of ``<daemon>.metrics_listen`` (127.0.0.1:PORT) in a test's config file."""
+    listen = yaml.safe_load(config_path.read_text())[daemon]["metrics_listen"]
+    return int(listen.rpartition(":")[2])
 
 
 def tcp_ready(port: int) -> Callable[[], bool]:

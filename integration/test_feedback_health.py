@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 import yaml
 
 from integration.configs import deep_merge, topology
-from integration.daemons import CLI, DaemonProcess, tcp_ready
+from integration.daemons import CLI, DaemonProcess, metric_sum, metrics_port, tcp_ready
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
 from integration.waits import wait_until
@@ -120,7 +119,10 @@ def test_relay_marked_down_on_a_closed_port_and_back_up_when_it_reopens(feedback
                 },
             }
         )
-        time.sleep(2.5)
+        # three passed probes (fail_after is 2) and the relay still counts as up
+        port = metrics_port(proc.config_path, "feedback")
+        passed = 'smtp_balancer_relay_probes_total{endpoint="relay1",result="ok"} '
+        wait_until(lambda: metric_sum(port, passed) >= 3, 60, "three passed relay probes")
         assert state(rdb, "relay1").get("state") in (None, "active")
         assert explain(proc.config_path)[0]
         relay.stop()

@@ -4,12 +4,11 @@ time, the others wait, and every delivery is counted once."""
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 import yaml
 
-from integration.daemons import DaemonProcess, tcp_ready
+from integration.daemons import DaemonProcess, metric_sum, metrics_port, tcp_ready
 from integration.sink import free_port
 from integration.waits import MAIL_S, wait_until
 from integration.workloads import stored_outcomes
@@ -25,14 +24,8 @@ def another_feedback_daemon(config_path: Path, name: str) -> tuple[DaemonProcess
     return DaemonProcess("feedback", path, config_path.with_name(f"{name}.log"), tcp_ready(port)), port
 
 
-def metrics_port(config_path: Path) -> int:
-    return int(yaml.safe_load(config_path.read_text())["feedback"]["metrics_listen"].rpartition(":")[2])
-
-
 def waiting(port: int) -> float:
-    page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    lines = [ln for ln in page.splitlines() if ln.startswith("smtp_balancer_feedback_instance_waiting ")]
-    return float(lines[0].rsplit(" ", 1)[1])
+    return metric_sum(port, "smtp_balancer_feedback_instance_waiting ")
 
 
 def test_daemons_sharing_an_instance_take_turns_and_count_each_delivery_once(mail_system) -> None:
@@ -67,7 +60,7 @@ def test_daemons_sharing_an_instance_take_turns_and_count_each_delivery_once(mai
             return line in daemon.log_tail(200) and waiting(port) == gauge
 
         wait_until(lambda: says(second, second_port, held, 1), 10, "the second to wait")
-        assert waiting(metrics_port(ms.config_path)) == 0
+        assert waiting(metrics_port(ms.config_path, "feedback")) == 0
         deliver_and_count(10)  # the first alone reads them
 
         ms.feedback.kill()  # a crash: the lease is left behind, naming a dead process

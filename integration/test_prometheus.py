@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.request
 
+import pytest
 import yaml
 
 from integration.arf import report_about
@@ -15,7 +15,7 @@ from integration.daemons import CLI
 from integration.dashboard import dashboard_builder
 from integration.prometheus_server import PrometheusServer
 from integration.sink import free_port
-from integration.waits import MAIL_S, wait_until
+from integration.waits import MAIL_S, WaitTimeout, wait_until
 from smtp_balancer.clock import utc_now
 
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com"]
@@ -136,14 +136,20 @@ def test_every_panel_expression_returns_series_from_a_real_prometheus(mail_syste
             'max(smtp_balancer_tenant_reported_spam_rate{tenant="shop.test", provider="google"}) == 0.0008'
         )
         wait_until(lambda: prom.query(reported), 30, "the tenant's reported spam rate scraped")
-        time.sleep(8)  # several scrapes after the traffic, so rates have two points
 
-        empty = []
-        for title, expr in dashboard_builder().expressions():
-            promql = expr.replace("$__rate_interval", "1m").replace("$__range", "5m")
-            if not prom.query(promql):
-                empty.append(f"{title}: {promql}")
-        assert not empty, "panels without data:\n" + "\n".join(empty)
+        def panels_without_data() -> list[str]:
+            empty = []
+            for title, expr in dashboard_builder().expressions():
+                promql = expr.replace("$__rate_interval", "1m").replace("$__range", "5m")
+                if not prom.query(promql):
+                    empty.append(f"{title}: {promql}")
+            return empty
+
+        # a rate needs two scrapes after the traffic: wait for them, however slow the host
+        try:
+            wait_until(lambda: not panels_without_data(), 60, "data in every panel", step=1)
+        except WaitTimeout:
+            pytest.fail("panels without data:\n" + "\n".join(panels_without_data()))
         # and the data is what happened
         assert prom.query('smtp_balancer_endpoint_suspended{endpoint="out2", provider="google"} == 1')
         assert prom.query('smtp_balancer_dnsbl_listed{endpoint="out3", zone="bl.test"} == 1')

@@ -13,14 +13,11 @@ import os
 import shlex
 import signal
 import subprocess
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
 from integration.configs import ENDPOINT_IP
-from integration.daemons import CLI, HandingOverPolicyd, PolicydProcess
+from integration.daemons import CLI, HandingOverPolicyd, PolicydProcess, metric_sum, metrics_port
 from integration.exim import README_DIR
 from integration.waits import MAIL_S, wait_until
 from smtp_balancer.generation import GENERATION, MARKER
@@ -53,15 +50,8 @@ def follow(steps: list[str], do: dict[str, Callable[[list[str]], None]]) -> list
     return ran
 
 
-def stale(metrics_url: str, mta: str) -> float:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    prefix = f'{STALE}{{generation="1",mta="{mta}"}} '
-    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
-
-
-def metrics_url(config_path: Path) -> str:
-    listen = yaml.safe_load(config_path.read_text())["policyd"]["metrics_listen"]
-    return f"http://{listen}/metrics"
+def stale(port: int, mta: str) -> float:
+    return metric_sum(port, f'{STALE}{{generation="1",mta="{mta}"}} ')
 
 
 def cli(config_path: Path, words: list[str]) -> subprocess.CompletedProcess[str]:
@@ -94,11 +84,11 @@ def test_postfix_on_older_files_is_said_and_the_readme_upgrade_clears_it(mail_sy
     ms.postfix.stop()
     ms.postfix.configure = older
     ms.postfix.start()
-    url = metrics_url(ms.config_path)
+    port = metrics_port(ms.config_path, "policyd")
     assert ms.send_many(1, recipients=lambda i: ["u0@gmail.com"]) == []
     wait_until(lambda: SAID in (ms.base / "policyd.log").read_text(), 30, "the warning")
     assert "run `smtp-balancer render postfix` again" in (ms.base / "policyd.log").read_text()
-    assert stale(url, "postfix") >= 1  # its RCPT and END-OF-MESSAGE requests
+    assert stale(port, "postfix") >= 1  # its RCPT and END-OF-MESSAGE requests
     # the daemons answered the old files as before: the message took a route
     assert ms.sink.wait_for(1, timeout=MAIL_S)[0].peer_ip in ENDPOINT_IP.values()
 
@@ -135,11 +125,11 @@ def test_postfix_on_older_files_is_said_and_the_readme_upgrade_clears_it(mail_sy
     )
     assert ran[-3:] == ["smtp-balancer render", "sh", "postfix reload"]
     assert f", policy_context={MARKER} }}" in main_cf.read_text()
-    before = stale(url, "postfix")  # the restarted daemon's own count: 0
+    before = stale(port, "postfix")  # the restarted daemon's own count: 0
     assert ms.send_many(20, start=100, recipients=lambda i: [f"u{i}@gmail.com"]) == []
     got = ms.sink.wait_for(21, timeout=MAIL_S)
     assert all(m.peer_ip in ENDPOINT_IP.values() for m in got)
-    assert stale(url, "postfix") == before == 0
+    assert stale(port, "postfix") == before == 0
 
 
 def test_exim_on_older_files_is_said_and_the_readme_upgrade_clears_it(exim_system):
@@ -151,11 +141,11 @@ def test_exim_on_older_files_is_said_and_the_readme_upgrade_clears_it(exim_syste
     acl.write_text(text.replace(line, ""))  # what the last release wrote
     es.exim.stop()
     es.exim.start()
-    url = metrics_url(es.config_path)
+    port = metrics_port(es.config_path, "policyd")
     assert es.send_many(1, recipients=lambda i: ["u0@gmail.com"]) == []
     wait_until(lambda: SAID in es.policyd.log_path.read_text(), 30, "the warning")
     assert "run `smtp-balancer render exim` again" in es.policyd.log_path.read_text()
-    assert stale(url, "exim") == 1  # one request, one count
+    assert stale(port, "exim") == 1  # one request, one count
     assert es.sink.wait_for(1, timeout=MAIL_S)[0].peer_ip in ENDPOINT_IP.values()
 
     def render(words: list[str]) -> None:
@@ -188,4 +178,4 @@ def test_exim_on_older_files_is_said_and_the_readme_upgrade_clears_it(exim_syste
     assert es.send_many(20, start=100, recipients=lambda i: [f"u{i}@gmail.com"]) == []
     got = es.sink.wait_for(21, timeout=MAIL_S)
     assert all(m.peer_ip in ENDPOINT_IP.values() for m in got)
-    assert stale(url, "exim") == 0  # the restarted daemon counted none
+    assert stale(port, "exim") == 0  # the restarted daemon counted none

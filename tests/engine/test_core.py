@@ -207,13 +207,17 @@ async def test_sticky_spread_uses_at_most_n_endpoints(make_config):
 
 async def test_provider_suspension_scoped_and_expires(make_config, rdb):
     engine = Engine(make_config())
+    key = "{sb}:suspend:out2:google"
     try:
-        rdb.set("{sb}:suspend:out2:google", "rule gmail-421: 421-4.7.28", px=400)
+        # a TTL no machine outruns: the 600 decisions below must all see the suspension
+        rdb.set(key, "rule gmail-421: 421-4.7.28", ex=600)
         google = await decide_n(engine, 300)
         yahoo = await decide_n(engine, 300, lambda i: Facts(recipients=(f"u{i}@yahoo.com",)))
         assert google["out2"] == 0 and google["out1"] + google["out3"] == 300
         assert yahoo["out2"] > 100
-        time.sleep(0.5)
+        # then it runs out in Redis (not a delete): the engine honours the TTL it read
+        rdb.pexpire(key, 50)
+        await until(lambda: not rdb.exists(key), "the suspension's TTL to run out")
         assert (await decide_n(engine, 300))["out2"] > 100
     finally:
         await engine.aclose()
@@ -555,11 +559,12 @@ def test_not_started_warmup_takes_nothing(make_config):
 
 
 async def test_degraded_decisions_keep_the_last_known_live_state(make_config, redis_server: RedisServer, rdb):
-    engine = Engine(make_config())
+    clock = FixedClock(NOW)  # out3's suspension lifts when the test moves the clock, not before
+    engine = Engine(make_config(), clock)
     try:
         rdb.hset("{sb}:endpoint:out2:state", mapping={"state": "drained", "reason": "maintenance"})
-        rdb.set("{sb}:suspend:out1:google", "rule gmail-421", ex=600)
-        rdb.set("{sb}:suspend:out3:yahoo", "short", px=300)
+        rdb.set("{sb}:suspend:out1:google", "rule gmail-421", ex=6000)
+        rdb.set("{sb}:suspend:out3:yahoo", "short", ex=600)
         rdb.hset("{sb}:pool:main:weights", "out3", 5)
         live = await engine.mirror.load()
         assert set(live.out_of_service) == {"out2"} and live.weights == {"main": {"out3": 5}}
@@ -568,7 +573,7 @@ async def test_degraded_decisions_keep_the_last_known_live_state(make_config, re
         assert google == Counter({"out3": 200}), google  # out2 drained, out1 suspended for google
         yahoo = await decide_n(engine, 300, lambda i: Facts(recipients=(f"u{i}@yahoo.com",)))
         assert yahoo["out2"] == 0 and yahoo["out3"] == 0 and yahoo["out1"] == 300  # out3 suspended for yahoo
-        time.sleep(0.35)  # the snapshot kept out3's expiry: its suspension lifts on time
+        clock.advance(601)  # the snapshot kept out3's expiry: its suspension lifts on time
         later = await decide_n(engine, 300, lambda i: Facts(recipients=(f"u{i}@yahoo.com",)))
         assert later["out2"] == 0 and later["out3"] > 150  # live weight 5 vs 1
         d = await engine.decide(gmail(), now=NOW)
