@@ -14,6 +14,7 @@ import threading
 import time
 
 import redis
+from redis.client import Pipeline
 
 from smtp_balancer.clock import utc_now
 from smtp_balancer.config.model import BalancerConfig
@@ -37,7 +38,7 @@ from smtp_balancer.observe.sdnotify import Notifier
 from smtp_balancer.observe.stalls import StallWatch
 from smtp_balancer.render.exim import transport_names
 from smtp_balancer.state.client import describe, sync_client
-from smtp_balancer.state.feedback_store import FeedbackStore
+from smtp_balancer.state.feedback_store import FeedbackStore, OwnerChanged
 from smtp_balancer.state.instance_owner import InstanceOwner, Ownership
 from smtp_balancer.state.keys import KeySchema
 from smtp_balancer.state.rates import RateResult, evaluate_rates
@@ -107,6 +108,7 @@ class FeedbackDaemon:
         )
         self._warmup_due = 0.0
         self._position_due = 0.0
+        self._told_unwatched = False  # the ACL user may not WATCH: said once
         adaptive = config.adaptive_endpoints
         self.adaptive = (
             AdaptiveRounds(AdaptiveStore(self.r, self.store.keys, config.adaptive), adaptive)
@@ -280,27 +282,46 @@ class FeedbackDaemon:
                 # at every attempt, the first too: the warm-up, adaptive and arm rounds use
                 # this client as well, and whichever command first met a failed-over master
                 # reconnected it, so this batch's own attempt may see no error at all
-                if self.lost_batches(before):
-                    return 0  # this batch is read again with the lost ones
-                if failed and self.store.applied(batch):
-                    # the failed attempt's transaction ran, and only its reply was lost (the
-                    # master failed over, say): applied again it would count twice. Its rule
-                    # hits took effect in Redis; what each did was in the lost reply
-                    results = []
-                    log.warning(
-                        "batch %s was applied before Redis dropped the connection; not applied"
-                        " again (%d response-rule matches took effect, their results are unknown:"
-                        " see `smtp-balancer status`)",
-                        batch.uid,
-                        len(batch.hits),
-                    )
-                    break
-                if self.arms is not None:
-                    # looked up before the batch's transaction, added inside it: exactly once
-                    batch.arm_records = self.arms.inherit(batch.requeued)
-                    batch.arm_outcomes = self.arms.collect(batch.deliveries, batch.arm_records)
-                results = self.store.apply(batch, self.follower.position.encode())
+                # the owner key is watched from its check to the EXEC: a daemon that claims
+                # the instance in between counts this batch itself, and this EXEC does nothing
+                with self.store.watching_owner() as watched:
+                    if watched is None and not self._told_unwatched:
+                        self._told_unwatched = True
+                        log.warning(
+                            "Redis at %s refused WATCH to this daemon's user: log batches are applied"
+                            " without checking at EXEC that no other daemon claimed instance %r"
+                            " meanwhile. Add +watch +unwatch to its ACL user (Security: Redis ACL"
+                            " users)",
+                            self.where,
+                            self.instance,
+                        )
+                    if self.lost_batches(before, watched):
+                        return 0  # this batch is read again with the lost ones
+                    if failed and self.store.applied(batch):
+                        # the failed attempt's transaction ran, and only its reply was lost
+                        # (the master failed over, say): applied again it would count twice.
+                        # Its rule hits took effect in Redis; what each did was in the lost reply
+                        results = []
+                        log.warning(
+                            "batch %s was applied before Redis dropped the connection; not applied"
+                            " again (%d response-rule matches took effect, their results are"
+                            " unknown: see `smtp-balancer status`)",
+                            batch.uid,
+                            len(batch.hits),
+                        )
+                        break
+                    if self.arms is not None:
+                        # looked up before the batch's transaction, added inside it: exactly once
+                        batch.arm_records = self.arms.inherit(batch.requeued)
+                        batch.arm_outcomes = self.arms.collect(batch.deliveries, batch.arm_records)
+                    results = self.store.apply(batch, self.follower.position.encode(), watched)
                 break
+            except OwnerChanged:
+                # another daemon claimed the instance (the next attempt's owner check finds
+                # it), or the connection broke while watched, after which the EXEC may have
+                # run: the next attempt checks the batch's mark, as after any failure
+                failed = True
+                continue
             except redis.RedisError as exc:
                 metrics.REDIS_ERRORS.inc()
                 failed = True
@@ -338,14 +359,14 @@ class FeedbackDaemon:
             metrics.REDIS_ERRORS.inc()
             log.debug("saved log position not compared: %s", exc)
 
-    def lost_batches(self, before: Position) -> bool:
+    def lost_batches(self, before: Position, watched: Pipeline | None = None) -> bool:
         """Did Redis lose batches it had applied (a failover to a replica that had not
         received them)? The saved position, which moves in the same transaction as
         each batch's counts, is then behind the one this batch starts at. The
         follower goes back to it, so those lines are read and counted again: outcome
         counts stay exactly once. A rotated file's lines cannot be read again.
         InstanceTaken: another daemon holds this one's instance now."""
-        raw, owner = self.store.load_position_and_owner()  # RedisError: the caller retries
+        raw, owner = self.store.load_position_and_owner(watched)  # RedisError: the caller retries
         if owner is not None and owner != self.holder:
             # checked with every batch, in the same round trip: a daemon that lost its
             # lease applies no batch once another holds the instance

@@ -5,13 +5,19 @@ the batch's mark, so a crash either applies the batch and moves the position, or
 does neither: a restart neither re-counts nor skips, and a retry whose first
 attempt ran (its reply lost) finds the mark. Scripts go as EVAL (Redis caches them by
 digest), so a restarted or failed-over Redis never answers NOSCRIPT mid-batch.
+
+The transaction runs under WATCH of the instance's owner key (``watching_owner``):
+a daemon that claims the instance while a batch is between its owner check and its
+EXEC starts from the position saved before the batch, and counts its lines itself;
+the claim writes the key, so this batch's EXEC does nothing (``OwnerChanged``).
 """
 
 from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,6 +41,12 @@ CODES = {0: "counting", 1: "acted", 2: "in_force", 3: "skipped"}
 
 
 HIT_LUA = scripts.HIT.text
+
+
+class OwnerChanged(Exception):
+    """A watched batch's EXEC: the owner key changed since the owner check (another
+    daemon claimed the instance), so nothing was applied; or, as redis-py reports it
+    too, the connection broke while watched, and the EXEC may have run (its mark says)."""
 
 
 class Rule(Protocol):
@@ -108,10 +120,24 @@ class FeedbackStore:
         """The saved position of the log follower, as it encoded it."""
         return text_of(self.r.get(self.keys.feedback_position(self.instance)))
 
-    def load_position_and_owner(self) -> tuple[str | None, str | None]:
+    @contextmanager
+    def watching_owner(self) -> Iterator[Pipeline | None]:
+        """One batch's connection, with WATCH on the instance's owner key: read the owner
+        through it (``load_position_and_owner``), then ``apply`` the batch through it.
+        None when the Redis user may not WATCH (an ACL line older than this check): the
+        batch then goes unwatched, as before it, rather than not at all."""
+        with self.r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(self.keys.feedback_owner(self.instance))
+            except redis.exceptions.NoPermissionError:
+                yield None
+                return
+            yield pipe
+
+    def load_position_and_owner(self, watched: Pipeline | None = None) -> tuple[str | None, str | None]:
         """The saved position and the instance's owner (``instance_owner.py``), in one
         round trip; a value that is not a string reads as None."""
-        position, owner = self.r.mget(
+        position, owner = (self.r if watched is None else watched).mget(
             self.keys.feedback_position(self.instance), self.keys.feedback_owner(self.instance)
         )
         return text_of(position), text_of(owner)
@@ -128,9 +154,15 @@ class FeedbackStore:
             return False
         return text_of(raw) == self.mark(batch)  # a hand-edited value is not this batch's mark
 
-    def apply(self, batch: Batch, position: str) -> list[HitResult]:
-        """Apply ``batch`` and save the follower's ``position`` (encoded) with it."""
-        pipe = self.r.pipeline(transaction=True)
+    def apply(self, batch: Batch, position: str, watched: Pipeline | None = None) -> list[HitResult]:
+        """Apply ``batch`` and save the follower's ``position`` (encoded) with it; through
+        ``watched`` (``watching_owner``), only while the owner key is as it was read.
+        OwnerChanged: it was not, and nothing was applied (or the connection broke)."""
+        if watched is None:
+            pipe = self.r.pipeline(transaction=True)
+        else:
+            pipe = watched
+            pipe.multi()
         buckets: Counter[tuple[str, str, str]] = Counter()
         for (ep, provider, minute, status), n in batch.outcomes.items():
             key = self.keys.outcomes(ep, provider, minute)
@@ -183,7 +215,10 @@ class FeedbackStore:
             self._write_arms(pipe, batch.arm_records)
         pipe.set(self.keys.feedback_position(self.instance), position)
         pipe.set(self.keys.feedback_batch(self.instance), self.mark(batch))
-        replies = pipe.execute()
+        try:
+            replies = pipe.execute()
+        except redis.WatchError as exc:
+            raise OwnerChanged from exc
         results = []
         for hit, reply in zip(batch.hits, replies[len(batch.outcomes) + len(buckets) :], strict=False):
             code, seconds, strike = (int(x) for x in reply)

@@ -14,11 +14,13 @@ from prometheus_client import REGISTRY
 
 from integration.configs import even_experiment
 from integration.fixtures import arm_record_of
+from integration.test_redis_acl import ACL, password_of
 from integration.waits import wait_until
 from smtp_balancer.clock import utc_now
 from smtp_balancer.feedback import metrics
 from smtp_balancer.feedback.daemon import FeedbackDaemon, InstanceTaken
 from smtp_balancer.feedback.instance import fields_of
+from smtp_balancer.state.feedback_store import OwnerChanged
 
 
 def test_complaint_rules_run_at_most_once_a_minute_over_every_pair_seen(make_config, rdb, tmp_path):
@@ -241,7 +243,15 @@ def test_a_message_moved_before_its_record_was_written_inherits_it_while_the_log
 
 
 @pytest.mark.parametrize("ran", [True, False], ids=["reply-lost", "not-run"])
-def test_a_batch_retried_after_an_error_counts_once(make_config, rdb, tmp_path, caplog, ran: bool):
+@pytest.mark.parametrize(
+    "error",
+    # how redis-py reports a connection lost during a watched EXEC: as WatchError
+    [redis.ConnectionError("Connection closed by server."), OwnerChanged()],
+    ids=["connection", "while-watched"],
+)
+def test_a_batch_retried_after_an_error_counts_once(
+    make_config, rdb, tmp_path, caplog, ran: bool, error: Exception
+):
     # a failover can lose the reply of a transaction the old master ran and passed on to
     # its replica: the retry must not apply it again; one that never ran is applied
     log_file = tmp_path / "mail.log"
@@ -251,13 +261,13 @@ def test_a_batch_retried_after_an_error_counts_once(make_config, rdb, tmp_path, 
     real_apply = daemon.store.apply
     calls: list[int] = []
 
-    def failing_once(batch, position):
+    def failing_once(batch, position, watched):
         calls.append(1)
         if len(calls) == 1:
             if ran:
-                real_apply(batch, position)
-            raise redis.ConnectionError("Connection closed by server.")
-        return real_apply(batch, position)
+                real_apply(batch, position, watched)
+            raise error
+        return real_apply(batch, position, watched)
 
     daemon.store.apply = failing_once  # type: ignore[method-assign]
     try:
@@ -296,9 +306,9 @@ def test_a_retried_batch_of_a_rotated_file_counts_once(make_config, rdb, tmp_pat
     real_apply = daemon.store.apply
     calls: list[bool] = []
 
-    def reply_lost_once(batch, position):
+    def reply_lost_once(batch, position, watched):
         calls.append(daemon.follower.reading_rotated)
-        results = real_apply(batch, position)
+        results = real_apply(batch, position, watched)
         if len(calls) == 1:
             raise redis.ConnectionError("Connection closed by server.")
         return results
@@ -359,11 +369,11 @@ def test_batches_a_failed_over_redis_lost_are_read_again_and_counted_once(
             f.write(delivery("AAA3", "out1"))
         real_apply, calls = daemon.store.apply, []
 
-        def fails_once(batch, position):  # the old master's connection, closed by its death
+        def fails_once(batch, position, watched):  # the old master's connection, closed by its death
             calls.append(1)
             if len(calls) == 1 and batch_fails:
                 raise redis.ConnectionError("Connection closed by server.")
-            return real_apply(batch, position)
+            return real_apply(batch, position, watched)
 
         daemon.store.apply = fails_once  # type: ignore[method-assign]
         with caplog.at_level(logging.WARNING):
@@ -464,6 +474,73 @@ def test_a_daemon_whose_instance_another_took_applies_no_more_batches(make_confi
     finally:
         daemon.follower.close()
         daemon.r.close()
+
+
+def test_a_claim_between_a_batchs_owner_check_and_its_exec_leaves_the_batch_to_the_claimant(
+    make_config, rdb, tmp_path
+):
+    # the batch's owner check passed; then its lease ran out and another daemon claimed the
+    # instance before the EXEC. That daemon starts from the position saved before this
+    # batch and counts its lines: applied here too, they would count twice
+    log_file = tmp_path / "mail.log"
+    log_file.write_text(delivery("AAA1", "out1"))
+    config = make_config(
+        {"feedback": {"log_file": str(log_file), "instance": "mta1", "start_at": "beginning"}}
+    )
+    daemon = FeedbackDaemon(config)
+    other = "host=other pid=7 run=b"
+    real_load = daemon.store.load_position_and_owner
+
+    def claimed_after_the_check(watched=None):
+        found = real_load(watched)
+        rdb.set("{sb}:feedback:mta1:owner", other, px=30_000)  # another connection: the claimant's
+        return found
+
+    try:
+        assert daemon.take_instance()
+        daemon.follower = daemon.open_log()
+        daemon.store.load_position_and_owner = claimed_after_the_check  # type: ignore[method-assign]
+        with pytest.raises(InstanceTaken) as taken:
+            daemon.step()
+        assert taken.value.holder == other
+        assert sent_count(rdb) == 0 and rdb.get("{sb}:feedback:mta1:position") is None
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
+
+
+def test_a_user_without_watch_still_applies_its_batches_and_is_told_once(make_config, rdb, tmp_path, caplog):
+    # docs/security.md's sb-feedback line as an earlier release had it, without WATCH
+    words = [w for w in ACL["sb-feedback"] if w not in ("+watch", "+unwatch")]
+    assert len(words) == len(ACL["sb-feedback"]) - 2
+    rdb.execute_command(*words)
+    log_file = tmp_path / "mail.log"
+    log_file.write_text(delivery("AAA1", "out1") + delivery("AAA2", "out1"))
+    config = make_config(
+        {
+            "redis": {"username": "sb-feedback", "password": password_of(words)},
+            "feedback": {
+                "log_file": str(log_file),
+                "instance": "mta1",
+                "start_at": "beginning",
+                "batch_lines": 1,
+            },
+        }
+    )
+    daemon = FeedbackDaemon(config)
+    try:
+        assert daemon.take_instance()
+        daemon.follower = daemon.open_log()
+        with caplog.at_level(logging.WARNING):
+            assert daemon.step() == 1 and daemon.step() == 1
+    finally:
+        daemon.follower.close()
+        daemon.r.close()
+    assert sent_count(rdb) == 2
+    told = [r.getMessage() for r in caplog.records if "refused WATCH" in r.getMessage()]
+    assert len(told) == 1 and "+watch +unwatch" in told[0], told
+    refused = {(e["username"], e["object"]) for e in rdb.execute_command("ACL", "LOG")}
+    assert refused == {("sb-feedback", "watch")}, refused
 
 
 def test_a_daemon_whose_instance_another_took_stands_down_and_waits(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import pytest
 import redis
 
 from integration.statistics import assert_binomial
@@ -15,7 +16,7 @@ from smtp_balancer.engine import Engine
 from smtp_balancer.feedback.follower import Position
 from smtp_balancer.feedback.processor import Batch, Hit
 from smtp_balancer.feedback.responses import ResponseMatcher
-from smtp_balancer.state.feedback_store import FeedbackStore
+from smtp_balancer.state.feedback_store import FeedbackStore, OwnerChanged
 from smtp_balancer.state.keys import KeySchema
 
 KEYS = KeySchema()
@@ -95,6 +96,25 @@ def test_a_batch_is_known_applied_by_its_own_mark_only(rdb: redis.Redis, redis_s
     store.apply(other, Position(7, 20, b"").encode())  # the transaction's SET replaces it
     assert store.applied(other)
     raw.close()
+
+
+def test_a_watched_batch_is_applied_only_while_the_owner_is_as_it_was_read(rdb: redis.Redis) -> None:
+    store = FeedbackStore(rdb, KEYS, "host1", 3600)
+    owner = KEYS.feedback_owner("host1")
+    rdb.set(owner, "me", px=30_000)
+    batch = Batch(hits=[hit(rule(), "1")])
+    batch.outcomes[("out1", "google", "202611241030", "sent")] = 5
+    with store.watching_owner() as watched:
+        assert store.load_position_and_owner(watched) == (None, "me")
+        rdb.set(owner, "other", px=30_000)  # another daemon claims the instance meanwhile
+        with pytest.raises(OwnerChanged):
+            store.apply(batch, Position(7, 10, b"").encode(), watched)
+    assert sorted(rdb.keys("*")) == [owner]  # no count, no rule hit, no position, no mark
+    with store.watching_owner() as watched:
+        assert store.load_position_and_owner(watched) == (None, "other")
+        store.apply(batch, Position(7, 10, b"").encode(), watched)  # unchanged since: applied
+    assert store.load_position() == Position(7, 10, b"").encode()
+    assert rdb.hget(KEYS.outcomes("out1", "google", "202611241030"), "sent") == "5"
 
 
 def test_apply_moves_the_position_with_the_counts(rdb: redis.Redis) -> None:
