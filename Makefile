@@ -12,7 +12,7 @@ test: install
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
 	# the install compiles (setup.py): the suite tests the compiled modules, as shipped
-	SB_REQUIRE_COMPILED=1 .venv/bin/pytest -n 2
+	SB_REQUIRE_COMPILED=1 .venv/bin/pytest -n 2 --durations=20
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md

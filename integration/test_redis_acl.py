@@ -1,9 +1,9 @@
-"""The README's Redis ACL lines, applied as written to a real redis-server, and no
+"""docs/security.md's Redis ACL lines, applied as written to a real redis-server, and no
 secret in any output (issue #14).
 
 Real Postfix sends through policyd (SMTP) and the milter (sendmail), the
 feedback daemon reads the delivery log, and the CLI runs every state command,
-each as its own ACL user from the README. Redis's ACL LOG must stay empty, and
+each as its own ACL user from that page. Redis's ACL LOG must stay empty, and
 no password may appear in a daemon log, a /metrics page or CLI output,
 including the error paths (a wrong password, an unusable Redis).
 """
@@ -11,13 +11,13 @@ including the error paths (a wrong password, an unusable Redis).
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import yaml
 
+from integration.acl_lines import ACL, password_of
 from integration.arf import NOT_MULTIPART, report_about
 from integration.configs import even_experiment
 from integration.daemons import CLI, DaemonProcess, tcp_ready
@@ -25,22 +25,8 @@ from integration.redis_server import RedisServer
 from integration.waits import MAIL_S, wait_until
 from smtp_balancer.clock import utc_now
 
-README = Path(__file__).resolve().parents[1] / "docs" / "security.md"
 ADMIN_PASSWORD = "admin-pw-Zq81"  # requirepass of the default user
 WRONG_PASSWORD = "wrong-pw-Kx27"
-
-
-def readme_acl_lines() -> dict[str, list[str]]:
-    """Each ``ACL SETUSER`` line of the README, split as redis-cli would, by user."""
-    lines = [line for line in README.read_text().splitlines() if line.startswith("ACL SETUSER ")]
-    return {shlex.split(line)[2]: shlex.split(line) for line in lines}
-
-
-def password_of(words: list[str]) -> str:
-    return next(w[1:] for w in words if w.startswith(">"))
-
-
-ACL = readme_acl_lines()
 SECRETS = [ADMIN_PASSWORD, WRONG_PASSWORD, *(password_of(words) for words in ACL.values())]
 
 

@@ -12,9 +12,9 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
+from integration.acl_lines import ACL, password_of
 from integration.configs import even_experiment
 from integration.fixtures import arm_record_of
-from integration.test_redis_acl import ACL, password_of
 from integration.waits import wait_until
 from smtp_balancer.clock import utc_now
 from smtp_balancer.feedback import metrics

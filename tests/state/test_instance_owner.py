@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from integration.test_redis_acl import ACL, password_of
+from integration.acl_lines import ACL, password_of
 from smtp_balancer.state.instance_owner import InstanceOwner
 from smtp_balancer.state.keys import KeySchema
 
