@@ -31,3 +31,19 @@ def wait_until(check: Callable[[], T], timeout: float, what: str, step: float = 
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(step)
+
+
+def wait_for_progress(count: Callable[[], int], target: int, stall_s: float, what: str) -> int:
+    """Poll ``count`` until it reaches ``target``. Gives up only when it has not grown for
+    ``stall_s``: a slow host that keeps delivering is waited for, however long the whole
+    takes, and a stuck one still fails."""
+    best = count()
+    grew_at = time.monotonic()
+    while best < target:
+        time.sleep(0.05)
+        now_count = count()
+        if now_count > best:
+            best, grew_at = now_count, time.monotonic()
+        elif time.monotonic() - grew_at >= stall_s:
+            raise WaitTimeout(f"{what}: stuck at {best} of {target} for {stall_s:.0f}s")
+    return best
