@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from integration.waits import WaitTimeout, wait_until
+from integration.waits import START_S, WaitTimeout, wait_until
 
 CLI = str(Path(sys.executable).with_name("smtp-balancer"))
 
@@ -116,7 +116,7 @@ class DaemonProcess:
                 env={**os.environ, **self.env} if self.env else None,
                 pass_fds=self.pass_fds,
             )
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.command} exited at start: {self.log_tail()}")

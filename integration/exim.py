@@ -32,6 +32,7 @@ from integration.daemons import DaemonProcess, PolicydProcess, tcp_ready
 from integration.redis_server import RedisServer
 from integration.sink import Sink, free_port
 from integration.submit import send_many
+from integration.waits import START_S
 
 EXIM_ROOT = Path(os.environ.get("SB_EXIM_ROOT", "/opt/smtp-balancer/exim4"))
 EXIM_USER = "Debian-exim"
@@ -264,7 +265,7 @@ class EximInstance:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise EximError(f"exim exited at start: {self.log_tail('panic')} {self.log_tail()}")

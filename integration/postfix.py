@@ -22,6 +22,7 @@ from pathlib import Path
 
 from integration.daemons import children as child_pids
 from integration.daemons import process_stat
+from integration.waits import START_S
 
 MASTER_CF_BASE = """\
 {listen} inet n - n - - smtpd
@@ -197,7 +198,7 @@ biff = no
                 self.log_file.write_text("")  # the next attempt's log starts clean
                 self.smtpd_port = free_port()
         pidfile = self.queue_dir / "pid" / "master.pid"
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:
             if pidfile.exists() and pidfile.read_text().strip().isdigit():
                 self._master_pid = int(pidfile.read_text().strip())

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import redis
 
+from integration.waits import START_S
+
 
 def real_time_env() -> dict[str, str]:
     """This environment without libfaketime: redis-server stops at start under it
@@ -71,7 +73,7 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
             env=real_time_env(),
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + START_S
         client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1, password=self.password)
         try:
             while True:

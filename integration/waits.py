@@ -16,6 +16,12 @@ T = TypeVar("T")
 # Postfix's stock one). Mail that passed is seen as soon as it arrives; this is a ceiling.
 MAIL_S = 120
 
+# How long a daemon (ours, Postfix, Exim, Redis) may take to get ready before a start
+# gives up. A ceiling for a hang, not a measure of speed: on a loaded 2-core CI host a
+# restarted policyd took 15 s from exec to its first log line (its Python imports alone
+# take over a second idle), and a fixed 15 s bound failed a run there.
+START_S = 90
+
 
 class WaitTimeout(AssertionError):
     """What was awaited did not happen in time; the message says what it was."""
