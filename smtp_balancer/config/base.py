@@ -65,8 +65,9 @@ def _numeric(annotation: Any) -> bool:
 
 
 class Strict(BaseModel):
-    # each field's docstring is its description: docs/reference/configuration.md is generated from it
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # each field's docstring describes it in docs/reference/configuration.md, which
+    # tools/reference.py generates from the source
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*", mode="before")
     @classmethod
