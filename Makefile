@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install first.
-.PHONY: reference install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart bench-fleet bench-replay bench-footprint lint
+.PHONY: reference install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-milter-stop bench-feedback bench-freeze bench-restart bench-fleet bench-replay bench-footprint lint
 
 install:
 	bash .ci/install
@@ -16,7 +16,7 @@ test: install
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md
-bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-feedback bench-freeze bench-restart bench-fleet bench-replay bench-footprint
+bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-milter-stop bench-feedback bench-freeze bench-restart bench-fleet bench-replay bench-footprint
 
 bench-engine: install
 	.venv/bin/python benchmarks/engine_throughput.py
@@ -59,6 +59,9 @@ bench-footprint: install
 
 bench-milter: install
 	.venv/bin/python benchmarks/postfix_e2e.py --variants plain,milter-noop,milter-unix,milter-inet
+
+bench-milter-stop: install
+	.venv/bin/python benchmarks/milter_stop.py
 
 lint: install
 	.venv/bin/ruff check .

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 ENDPOINT_IP = {"out1": "127.0.0.2", "out2": "127.0.0.3", "out3": "127.0.0.4"}
 HELO = {ip: f"{name}.test" for name, ip in ENDPOINT_IP.items()}
@@ -59,3 +62,18 @@ def even_experiment(name: str, rule: str, arms: dict[str, str]) -> dict[str, Any
         "rule": rule,
         "arms": [{"name": arm, "pool": pool, "split": split} for arm, pool in arms.items()],
     }
+
+
+def lone_milter_config(base: Path, milter: dict[str, Any]) -> Path:
+    """A config with only the milter, written to ``base``: no Redis (its decisions are
+    degraded, which starting, failing to listen and stopping do not need)."""
+    config = {
+        "redis": {"url": f"unix://{base}/absent.sock"},
+        "mx_lookup": {"enabled": False},
+        "milter": {"enabled": True, "metrics_listen": "", **milter},
+        "endpoints": {"out1": {}},
+        "pools": {"p": {"endpoints": [{"endpoint": "out1"}]}},
+    }
+    path = base / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

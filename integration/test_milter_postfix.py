@@ -185,10 +185,10 @@ def test_with_both_daemons_each_message_is_decided_once(mail_system):
 
 
 def test_a_stopped_milter_gives_its_quota_leases_back(mail_system):
-    """SIGTERM stops the milter through libmilter's own signal thread: its quota leases
-    go back and its last counts are written. Before, another of its threads (the log
-    writer's, the engine's) could take the signal and end the process at once, leaving
-    every leased unit counted as used."""
+    """SIGTERM stops the milter through its main thread, which sets libmilter's stop
+    flag: its quota leases go back and its last counts are written. Before, another of
+    its threads (the log writer's, the engine's) could take the signal and end the
+    process at once, leaving every leased unit counted as used."""
     today = utc_now().date().isoformat()
     warm = {"endpoints": {ep: {"warmup": {"start": today, "schedule": [1000]}} for ep in ENDPOINT_IP}}
     ms = mail_system(warm, milter=True, policy=False)
@@ -198,7 +198,9 @@ def test_a_stopped_milter_gives_its_quota_leases_back(mail_system):
     assert {m.peer_ip for m in got} <= set(ENDPOINT_IP.values())
     assert counted_today(ms.rdb, ENDPOINT_IP) > 10  # leased ahead, as local decisions do
     assert_counted_exactly(ms.rdb, ENDPOINT_IP, 10, [ms.milter])
-    assert "milter stopping: giving leases back" in ms.milter.log_path.read_text()
+    log = ms.milter.log_path.read_text()
+    assert "milter stopping on SIGTERM" in log
+    assert "milter stopping: giving leases back" in log
 
 
 def test_the_feedback_id_is_ours_alone_whatever_the_message_carried(mail_system):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,6 +91,8 @@ def bind_error(listen: str) -> OSError | None:
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+# the serving thread's word to the main thread that libmilter's loop has returned
+LOOP_ENDED = signal.SIGUSR1
 
 
 def block_stop_signals() -> None:
@@ -97,7 +101,7 @@ def block_stop_signals() -> None:
     (the log writer's, the engine's, the metrics server's) and end the process at once:
     no lease given back, the last counts lost. Threads inherit the mask of the thread
     that starts them, so this comes before any thread is started."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | {LOOP_ENDED})
 
 
 def run(config: BalancerConfig) -> int:
@@ -138,8 +142,62 @@ def run(config: BalancerConfig) -> int:
         os.umask(0o777)
     log.info("milter listening on %s", address)
     try:
-        Milter.runmilter("smtp-balancer", address, cfg.timeout_s)
+        serve_until_stopped(address, cfg.timeout_s)
     finally:
         log.info("milter stopping: giving leases back, writing the last counts")
         engine.close()
     return 0
+
+
+def serve_until_stopped(address: str, timeout_s: float) -> None:
+    """libmilter's loop in a thread of its own; this (the main) thread takes the stop
+    signals, sets libmilter's stop flag and wakes its listener with a connection.
+
+    libmilter's listener looks at its stop flag only between waits of 5 s for a
+    connection (MI_CHK_TIME), so a stop left to libmilter's own signal thread took up
+    to 5 s: each restart kept Postfix on milter_default_action that long. Linux gives
+    a signal sent to the process to its main thread first when that thread waits for
+    it, and this thread waits for nothing else: the stop comes here.
+    """
+    failed: list[BaseException] = []
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def serve() -> None:
+        try:
+            Milter.runmilter("smtp-balancer", address, timeout_s)
+        except BaseException as exc:  # handed to the main thread: a ListenError is exit 5
+            failed.append(exc)
+        finally:
+            signal.pthread_kill(main, LOOP_ENDED)
+
+    loop = threading.Thread(target=serve, name="libmilter")
+    loop.start()
+    while loop.is_alive():
+        got = signal.sigwaitinfo(STOP_SIGNALS | {LOOP_ENDED})
+        if got.si_signo == LOOP_ENDED:  # or a stray SIGUSR1, which changes nothing
+            loop.join(0.5)
+            continue
+        log.info("milter stopping on %s", signal.Signals(got.si_signo).name)
+        # smfi_stop sets the flag, then (libmilter 8.15 on) waits for the listener
+        threading.Thread(target=libmilter.stop, name="libmilter-stop", daemon=True).start()
+        while loop.is_alive():
+            wake_listener(address)  # until it has seen the flag: it may look before it is set
+            loop.join(0.05)
+    if failed:
+        raise failed[0]
+
+
+def wake_listener(address: str) -> None:
+    """Connect to the milter's own socket and hang up: libmilter's listener returns from
+    its wait, and the session it starts ends at once (no command, no callback)."""
+    with contextlib.suppress(OSError):
+        if address.startswith("unix:"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(1.0)
+                sock.connect(address[5:])
+            return
+        port, _, host = address.partition(":")[2].partition("@")
+        if host in ("", "0.0.0.0", "::"):
+            host = "::1" if address.startswith("inet6:") else "127.0.0.1"
+        socket.create_connection((host, int(port)), timeout=1.0).close()
