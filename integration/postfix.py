@@ -187,6 +187,9 @@ biff = no
             if self.configure is not None:
                 self.configure(self)
             self._postfix("check")
+            # the check just ran: postfix-script's start skips its own second run of it
+            # (over a second of shell) when it finds this file, as after `postfix quick-stop`
+            (self.queue_dir / "quick-start").touch()
             try:
                 self._postfix("start", private_hosts=bool(self.domains))
                 break
