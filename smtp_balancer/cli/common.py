@@ -9,18 +9,22 @@ import sys
 import zlib
 from collections.abc import Iterator
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from smtp_balancer.config import BalancerConfig, load_config
 from smtp_balancer.config.endpoints import same_host
-from smtp_balancer.observe.status import StatusReader
-from smtp_balancer.state.admin import AdminError, StateAdmin
-from smtp_balancer.state.client import sync_client
+
+if TYPE_CHECKING:
+    from smtp_balancer.observe.status import StatusReader
+    from smtp_balancer.state.admin import StateAdmin
 
 EXIT_CONFIG = 2
 EXIT_REDIS = 3
 EXIT_USAGE = 4
 EXIT_LISTEN = 5
 EXIT_POSTFIX = 6  # postconf could not read the Postfix configuration
+
+DRAINED = "drained by operator"  # a drain's reason when none is given
 
 
 def package_version() -> str:
@@ -35,11 +39,18 @@ def config_of(args: argparse.Namespace) -> BalancerConfig:
 
 
 def admin_of(args: argparse.Namespace) -> StateAdmin:
+    # imported here, as in status_of and selected: a command that needs no Redis
+    # (render, say) starts without loading Redis's client, half of a start's time
+    from smtp_balancer.state.admin import StateAdmin
+    from smtp_balancer.state.client import sync_client
+
     config = config_of(args)
     return StateAdmin(sync_client(config.redis), config, args.clock)
 
 
 def status_of(admin: StateAdmin) -> StatusReader:
+    from smtp_balancer.observe.status import StatusReader
+
     return StatusReader(admin.r, admin.config, admin.clock)
 
 
@@ -47,6 +58,8 @@ def selected(args: argparse.Namespace, config: BalancerConfig, provider_slot: bo
     """The endpoints a write applies to: the one named, or those --pool, --host, --tag
     and --all select (all of them together). ``provider_slot``: with a selector, the
     first word is the provider (``suspend --pool bulk google``)."""
+    from smtp_balancer.state.admin import AdminError
+
     chosen = {"pool": args.pool, "host": args.host, "tag": args.tag}
     if not any(chosen.values()) and not args.all:
         if args.endpoint is None:

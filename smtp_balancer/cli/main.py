@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import redis
-
-from smtp_balancer import postconf
 from smtp_balancer.cli.common import EXIT_CONFIG, EXIT_LISTEN, EXIT_POSTFIX, EXIT_REDIS, EXIT_USAGE
 from smtp_balancer.cli.parser import build_parser
 from smtp_balancer.clock import SYSTEM, Clock
 from smtp_balancer.config import ConfigInvalid, load_config
-from smtp_balancer.experiments.stats import StatsUnavailable
 from smtp_balancer.observe import logs
-from smtp_balancer.observe.metrics import ListenError
-from smtp_balancer.state.admin import AdminError
-from smtp_balancer.state.client import RedisSetupError, describe, tls_hint
 
 
 def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
@@ -36,26 +30,52 @@ def main(argv: Sequence[str] | None = None, clock: Clock = SYSTEM) -> int:
     except ConfigInvalid as exc:
         print(f"smtp-balancer: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (AdminError, ValueError, StatsUnavailable) as exc:
+    except Exception as exc:
+        code = exit_code(exc, args)
+        if code is None:
+            raise
+        return code
+
+
+def raised(exc: BaseException, module: str, name: str) -> bool:
+    """Whether ``exc`` is a ``module.name``. A module never imported cannot have raised
+    it, so none is imported here: each command loads only what it uses (``render``
+    neither Redis's client nor Prometheus's)."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(exc, getattr(loaded, name))
+
+
+def exit_code(exc: Exception, args: argparse.Namespace) -> int | None:
+    """Print what went wrong in one line and give the exit code; None: not ours to catch."""
+    if (
+        raised(exc, "smtp_balancer.state.admin", "AdminError")
+        or isinstance(exc, ValueError)
+        or raised(exc, "smtp_balancer.experiments.stats", "StatsUnavailable")
+    ):
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ListenError as exc:
+    if raised(exc, "smtp_balancer.observe.metrics", "ListenError"):
         for handler in logging.root.handlers:  # buffered log lines first: the cause comes last
             handler.flush()
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_LISTEN
-    except postconf.PostconfError as exc:
+    if raised(exc, "smtp_balancer.postconf", "PostconfError"):
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_POSTFIX
-    except RedisSetupError as exc:
+    if raised(exc, "smtp_balancer.state.client", "RedisSetupError"):
         print(f"smtp-balancer: {exc}", file=sys.stderr)
         return EXIT_REDIS
-    except redis.RedisError as exc:
+    if raised(exc, "redis.exceptions", "RedisError"):
+        from redis import ConnectionError as RedisConnectionError
+
+        from smtp_balancer.state.client import describe, tls_hint
+
         redis_cfg = load_config(args.config).redis if Path(args.config).exists() else None
         where = describe(redis_cfg) if redis_cfg else "?"
-        hint = tls_hint(redis_cfg) if redis_cfg and isinstance(exc, redis.ConnectionError) else ""
+        hint = tls_hint(redis_cfg) if redis_cfg and isinstance(exc, RedisConnectionError) else ""
         print(f"smtp-balancer: Redis at {where}: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return EXIT_REDIS
+    return None
 
 
 if __name__ == "__main__":

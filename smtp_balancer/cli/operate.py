@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from smtp_balancer.cli.common import admin_of, selected, status_of
+from smtp_balancer.cli.common import DRAINED, admin_of, selected, status_of
 from smtp_balancer.cli.report import (
     printable,
 )
@@ -24,7 +24,6 @@ def cmd_weight(args: argparse.Namespace) -> int:
     return 0
 
 
-DRAINED = "drained by operator"
 REQUEUE_NOTE = "; queued mail moves at the requeue daemon's next sweep (smtp-balancer requeue --once: now)"
 
 

@@ -3,44 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from smtp_balancer.cli.common import EXIT_USAGE, package_version
-from smtp_balancer.cli.operate import (
-    DRAINED,
-    cmd_drain,
-    cmd_factor,
-    cmd_list,
-    cmd_quarantine,
-    cmd_resume,
-    cmd_suspend,
-    cmd_undrain,
-    cmd_unfactor,
-    cmd_warmup,
-    cmd_weight,
-)
-from smtp_balancer.cli.services import (
-    cmd_experiment,
-    cmd_fbl,
-    cmd_feedback,
-    cmd_milter,
-    cmd_policyd,
-    cmd_render,
-    cmd_replay,
-    cmd_reputation,
-    cmd_requeue,
-    cmd_shadow,
-    cmd_table,
-    cmd_tenant,
-    cmd_trace,
-)
-from smtp_balancer.cli.show import cmd_audit, cmd_check, cmd_explain, cmd_status
+from smtp_balancer.cli.common import DRAINED, EXIT_USAGE, package_version
 from smtp_balancer.config import default_config_path
 from smtp_balancer.observe import logs
 from smtp_balancer.render import exim
 from smtp_balancer.state.keys import ALL_PROVIDERS
+
+
+class Command:
+    """A command's function, imported when the command runs: ``render`` then loads
+    neither Redis's client nor the engine, which ``status`` needs (each about as long
+    as the rest of a start)."""
+
+    def __init__(self, target: str) -> None:
+        module, _, self.name = target.rpartition(".")
+        self.module = f"smtp_balancer.cli.{module}"
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        func: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(self.module), self.name)
+        return func(args)
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
@@ -164,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: str | Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        """``func``: the command's function, or ``module.function`` in smtp_balancer.cli."""
         example = "\n".join(f"  {line}" for line in EXAMPLES[name])
         p = sub.add_parser(
             name,
@@ -174,12 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=f"example:\n{example}\n\n{EXIT_CODES}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.set_defaults(func=func)
+        p.set_defaults(func=Command(func) if isinstance(func, str) else func)
         return p
 
-    add("check", cmd_check, "validate the config; exit non-zero on any error")
+    add("check", "show.cmd_check", "validate the config; exit non-zero on any error")
 
-    p = add("explain", cmd_explain, "dry-run a decision from given facts; consumes no quota")
+    p = add("explain", "show.cmd_explain", "dry-run a decision from given facts; consumes no quota")
     p.add_argument("--sender", default="")
     p.add_argument("--rcpt", action="append", default=[], help="recipient (repeatable)")
     p.add_argument("--sasl-username", default="")
@@ -191,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", help="decide as this fleet host's daemons do (endpoints' host:); default: this host"
     )
 
-    p = add("status", cmd_status, "weights, states, suspensions and warm-up counters per pool")
+    p = add("status", "show.cmd_status", "weights, states, suspensions and warm-up counters per pool")
     p.add_argument("--json", action="store_true", help="JSON, as smtp_balancer/cli/status.schema.json says")
     p.add_argument("--endpoint", help="only this endpoint")
     p.add_argument("--pool", help="only this pool and its endpoints")
@@ -202,28 +191,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--watch", metavar="EVERY", help="redraw every EVERY (e.g. 2s), with last minute's outcomes; q quits"
     )
 
-    p = add("audit", cmd_audit, "the operators' changes, newest last: who, when, what, before and after")
+    p = add(
+        "audit", "show.cmd_audit", "the operators' changes, newest last: who, when, what, before and after"
+    )
     p.add_argument("--since", help="only the last DURATION, e.g. 2h, 7d")
     p.add_argument("--limit", type=int, default=1000, help="at most this many, the newest (default 1000)")
     p.add_argument("--json", action="store_true", help="a JSON list of entries")
 
-    p = add("weight", cmd_weight, "set an endpoint's live weight in a pool")
+    p = add("weight", "operate.cmd_weight", "set an endpoint's live weight in a pool")
     p.add_argument("pool")
     p.add_argument("endpoint")
     p.add_argument("weight", type=int, nargs="?")
     p.add_argument("--reset", action="store_true", help="drop the live weight; the YAML weight applies")
 
     requeue_help = "also move mail already queued on it to other routes (the requeue daemon does)"
-    p = add("drain", cmd_drain, "take an endpoint out for every message")
+    p = add("drain", "operate.cmd_drain", "take an endpoint out for every message")
     add_selectors(p)
     p.add_argument("--reason", help=f"default: the earlier drain's, else {DRAINED!r}")
     p.add_argument("--requeue", action="store_true", help=requeue_help)
 
-    p = add("undrain", cmd_undrain, "put a drained or quarantined endpoint back into service")
+    p = add("undrain", "operate.cmd_undrain", "put a drained or quarantined endpoint back into service")
     add_selectors(p)
     p.add_argument("--reason", default="")
 
-    p = add("suspend", cmd_suspend, "take an endpoint out for one provider (or all) for a while")
+    p = add("suspend", "operate.cmd_suspend", "take an endpoint out for one provider (or all) for a while")
     add_selectors(p)
     p.add_argument("provider_arg", nargs="?", metavar="PROVIDER", help="the same as --provider")
     p.add_argument("--provider", default=ALL_PROVIDERS)
@@ -233,13 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a suspension that has longer to run")
 
     for name in ("resume", "unsuspend"):
-        p = add(name, cmd_resume, "lift an endpoint's suspension for a provider (all of them without one)")
+        p = add(
+            name,
+            "operate.cmd_resume",
+            "lift an endpoint's suspension for a provider (all of them without one)",
+        )
         add_selectors(p)
         p.add_argument("provider_arg", nargs="?", metavar="PROVIDER", help="the same as --provider")
         p.add_argument("--provider")
 
     for kind, what in (("throttle", "share"), ("slow", "rate cap")):
-        p = add(kind, cmd_factor, f"keep FACTOR (0-1) of an endpoint's {what} for one provider, for a while")
+        p = add(
+            kind,
+            "operate.cmd_factor",
+            f"keep FACTOR (0-1) of an endpoint's {what} for one provider, for a while",
+        )
         add_selectors(p)
         p.add_argument("--provider", required=True, help="a mailbox provider, or all")
         p.add_argument("--factor", type=float, required=True, help="strictly between 0 and 1")
@@ -247,44 +246,70 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--reason", default=f"{kind} by operator")
         p.set_defaults(kind=kind)
         p = add(
-            f"un{kind}", cmd_unfactor, f"lift an endpoint's {kind} for a provider (all of them without one)"
+            f"un{kind}",
+            "operate.cmd_unfactor",
+            f"lift an endpoint's {kind} for a provider (all of them without one)",
         )
         add_selectors(p)
         p.add_argument("provider_arg", nargs="?", metavar="PROVIDER", help="the same as --provider")
         p.add_argument("--provider")
         p.set_defaults(kind=kind)
 
-    p = add("quarantine", cmd_quarantine, "take an endpoint out for every message, as a DNSBL listing does")
+    p = add(
+        "quarantine",
+        "operate.cmd_quarantine",
+        "take an endpoint out for every message, as a DNSBL listing does",
+    )
     add_selectors(p)
     p.add_argument("--for", dest="duration", help="lift by itself after this (default: at undrain)")
     p.add_argument("--reason", default="quarantined by operator")
 
-    p = add("warmup", cmd_warmup, "show warm-ups; set, hold or release a managed warm-up's step")
+    p = add("warmup", "operate.cmd_warmup", "show warm-ups; set, hold or release a managed warm-up's step")
     p.add_argument("action", choices=["show", "set", "hold", "release"])
     p.add_argument("endpoint", nargs="?", help="show: one endpoint (default: every warming one)")
     p.add_argument("--step", type=int, help="set: the step (a day of the schedule) from today on")
     p.add_argument("--json", action="store_true", help="show: a JSON list")
 
-    p = add("list", cmd_list, "the suspensions, throttles, slows, adaptive factors or quarantines in force")
+    p = add(
+        "list",
+        "operate.cmd_list",
+        "the suspensions, throttles, slows, adaptive factors or quarantines in force",
+    )
     p.add_argument("what", choices=["suspensions", "throttles", "slows", "adaptive", "quarantines"])
     p.add_argument("--json", action="store_true", help="a JSON list")
 
-    p = add("policyd", cmd_policyd, "run the Postfix policy daemon (also serves Exim ${readsocket})")
+    p = add(
+        "policyd", "services.cmd_policyd", "run the Postfix policy daemon (also serves Exim ${readsocket})"
+    )
     add_log_options(p)
     # set by the supervisor of policyd.workers for each worker it starts: not for people
     p.add_argument("--worker-control", type=int, help=argparse.SUPPRESS)
 
-    p = add("milter", cmd_milter, "run the milter (content-aware routing, also for sendmail submissions)")
+    p = add(
+        "milter",
+        "services.cmd_milter",
+        "run the milter (content-aware routing, also for sendmail submissions)",
+    )
     add_log_options(p)
 
-    p = add("feedback", cmd_feedback, "run the feedback daemon: log outcomes, response rules, DNSBL, probes")
+    p = add(
+        "feedback",
+        "services.cmd_feedback",
+        "run the feedback daemon: log outcomes, response rules, DNSBL, probes",
+    )
     add_log_options(p)
 
-    p = add("requeue", cmd_requeue, "run the requeue daemon: move queued mail off ineligible routes (root)")
+    p = add(
+        "requeue",
+        "services.cmd_requeue",
+        "run the requeue daemon: move queued mail off ineligible routes (root)",
+    )
     p.add_argument("--once", action="store_true", help="sweep the deferred queue once, print what moved")
     add_log_options(p)
 
-    p = add("trace", cmd_trace, "one message's decision, delivery attempts and outcome, from the logs")
+    p = add(
+        "trace", "services.cmd_trace", "one message's decision, delivery attempts and outcome, from the logs"
+    )
     p.add_argument("id", help="a queue id (Postfix or Exim), a decision id or a Message-ID")
     p.add_argument(
         "--log",
@@ -302,11 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-journal", action="store_true", help="do not read the daemons' journal by default")
     p.add_argument("--json", action="store_true", help="JSON instead of the table")
 
-    p = add("fbl", cmd_fbl, "count ARF spam-complaint reports: one on stdin (a pipe transport) or a Maildir")
+    p = add(
+        "fbl",
+        "services.cmd_fbl",
+        "count ARF spam-complaint reports: one on stdin (a pipe transport) or a Maildir",
+    )
     p.add_argument("--maildir", metavar="DIR", help="read every report in DIR/new, then move it to DIR/cur")
 
     p = add(
-        "shadow", cmd_shadow, "shadow mode: where the candidate config (shadow.config) differs, from the logs"
+        "shadow",
+        "services.cmd_shadow",
+        "shadow mode: where the candidate config (shadow.config) differs, from the logs",
     )
     p.add_argument("action", choices=["report"])
     p.add_argument(
@@ -319,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "replay",
-        cmd_replay,
+        "services.cmd_replay",
         "decide a period's logged mail again under a candidate config, in simulated time",
     )
     p.add_argument("--candidate", required=True, metavar="YAML", help="the config to try")
@@ -350,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "reputation",
-        cmd_reputation,
+        "services.cmd_reputation",
         "the providers' reputation exports (Postmaster Tools, SNDS): import them, show what they say",
     )
     p.add_argument("action", choices=["import", "show"])
@@ -364,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "tenant",
-        cmd_tenant,
+        "services.cmd_tenant",
         "hold a tenant's new mail (Postfix's hold queue, Exim's frozen messages) or move it to a pool;"
         " release it; list holds and moves",
     )
@@ -392,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="release: the Exim runtime config (exim -C FILE) whose queue it is",
     )
 
-    p = add("experiment", cmd_experiment, "A/B experiments on routing: list, start, stop, report")
+    p = add("experiment", "services.cmd_experiment", "A/B experiments on routing: list, start, stop, report")
     p.add_argument("action", choices=["list", "start", "stop", "report"])
     p.add_argument("name", nargs="?", help="the experiment (experiments: in the YAML)")
     p.add_argument("--reset", action="store_true", help="start: drop the counts of an earlier run")
@@ -400,10 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("completion", cmd_completion, "print a shell completion script for smtp-balancer")
     p.add_argument("shell", choices=["bash", "zsh", "tcsh"])
 
-    p = add("table", cmd_table, "serve Postfix's delivery-time table (socketmap) for moved mail")
+    p = add("table", "services.cmd_table", "serve Postfix's delivery-time table (socketmap) for moved mail")
     add_log_options(p)
 
-    p = add("render", cmd_render, "print MTA configuration generated from the YAML")
+    p = add("render", "services.cmd_render", "print MTA configuration generated from the YAML")
     p.add_argument("mta", choices=["postfix", "exim"])
     p.add_argument(
         "--part",

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import pytest
 import redis
+import yaml
 
 from smtp_balancer.cli.common import EXIT_CONFIG, EXIT_REDIS, EXIT_USAGE
 from smtp_balancer.cli.main import main
@@ -24,6 +25,7 @@ from smtp_balancer.clock import FixedClock, utc_now
 from smtp_balancer.decision.experiments import uniform
 from smtp_balancer.durations import format_duration
 from tests.cli.conftest import cli_runner
+from tests.conftest import BASE
 
 # warm-up ages and counter buckets derive from this clock, never from today's date
 T = TypeVar("T")
@@ -887,3 +889,27 @@ def test_a_reader_that_went_away_gets_no_traceback(cli, tmp_path: Path):
     finally:
         os.close(write)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["render", "postfix", "--part", "master"], ["render", "exim", "--part", "routers"], ["--help"]],
+    ids=["render-postfix", "render-exim", "help"],
+)
+def test_commands_that_need_no_redis_start_without_its_client(tmp_path: Path, command: list[str]):
+    """Each command imports what it runs (cli/parser.py's Command): rendering a config
+    or printing help loads neither Redis's client, nor the engine, nor Prometheus's
+    client, which together made over half of every start."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**BASE, "redis": {"url": "redis://127.0.0.1:1"}}))
+    probe = (
+        "import contextlib, io, sys\n"
+        "from smtp_balancer.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        f"    main({['-c', str(config), *command]!r})\n"
+        "heavy = ('redis', 'prometheus_client', 'smtp_balancer.engine')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
