@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install first.
-.PHONY: reference install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-milter-stop bench-feedback bench-freeze bench-restart bench-fleet bench-replay bench-footprint lint
+.PHONY: reference install demo test bench bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-milter-stop bench-cli-start bench-feedback bench-freeze bench-restart bench-fleet bench-replay bench-footprint lint
 
 install:
 	bash .ci/install
@@ -17,7 +17,7 @@ test: install
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md
-bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-milter-stop bench-feedback bench-freeze bench-restart bench-fleet bench-replay bench-footprint
+bench: bench-engine bench-scale bench-mass bench-policy bench-limits bench-experiment bench-e2e bench-milter bench-milter-stop bench-cli-start bench-feedback bench-freeze bench-restart bench-fleet bench-replay bench-footprint
 
 bench-engine: install
 	.venv/bin/python benchmarks/engine_throughput.py
@@ -63,6 +63,9 @@ bench-milter: install
 
 bench-milter-stop: install
 	.venv/bin/python benchmarks/milter_stop.py
+
+bench-cli-start: install
+	.venv/bin/python benchmarks/cli_start.py
 
 lint: install
 	.venv/bin/ruff check .
