@@ -74,26 +74,28 @@ def fleet_config() -> dict:
 
 class Expiry:
     """What Redis would have expired by the injected clock: per key, the injected time
-    its TTL was last set from, and that TTL."""
+    its TTL was last set from, that TTL, and the real time Redis will expire it at."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
-        self.seen: dict[str, tuple[float, float]] = {}  # key -> (injected base, ttl s)
+        self.seen: dict[str, tuple[float, float, int]] = {}  # key -> (injected base, ttl s, PEXPIRETIME)
         self.untimed: set[str] = set()
 
     def after(self, now: float) -> None:
         """Note new and rewritten keys at ``now``, then expire the ones due."""
         for key in self.r.scan_iter(count=1000):
-            ttl = self.r.pttl(key) / 1000
-            if ttl < 0:
+            at = self.r.pexpiretime(key)
+            if at == -1:
                 self.untimed.add(key)
                 continue
-            last = self.seen.get(key, (now, -1.0))[1]
-            # real time hardly moves: a TTL longer than the one noted was set again today
-            # (a shorter one is the same expiry, counted down, or an absolute one)
-            if ttl > last + 1:
-                self.seen[key] = (now, ttl)
-        due = [k for k, (base, ttl) in self.seen.items() if base + ttl <= now]
+            noted = self.seen.get(key)
+            # a TTL set again moves Redis's expiry, an absolute time, later. Compared as
+            # remaining TTLs instead, a rewrite looked like the same TTL counted down on a
+            # fast run, and like a new one on a slow run: how many keys lived depended
+            # on the machine's speed (a run on a loaded host failed on the rate windows)
+            if at >= 0 and (noted is None or at > noted[2]):
+                self.seen[key] = (now, self.r.pttl(key) / 1000, at)
+        due = [k for k, (base, ttl, _) in self.seen.items() if base + ttl <= now]
         if due:
             self.r.delete(*due)
         for key in due:
