@@ -8,12 +8,13 @@ demo: install
 	.venv/bin/python -m integration.demo
 
 # three workers (pytest-xdist) on two cores: tests wait on mail, daemons and rate windows,
-# and with two a quarter of the CPU sat idle. Each test has its own ports, folders and processes
+# and with two a quarter of the CPU sat idle. One test at a time to each (--maxschedchunk 1),
+# the longest first (conftest.py). Each test has its own ports, folders and processes
 test: install
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
 	# the install compiles (setup.py): the suite tests the compiled modules, as shipped
-	SB_REQUIRE_COMPILED=1 .venv/bin/pytest -n 3 --durations=20
+	SB_REQUIRE_COMPILED=1 .venv/bin/pytest -n 3 --maxschedchunk 1 --durations=20
 
 # benchmarks are not tests (CI does not run them): each prints its figure beside a
 # baseline measured in the same run. Results and commands: BENCHMARKS.md

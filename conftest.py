@@ -40,19 +40,25 @@ def _root_logger_restored() -> Iterator[None]:
     root.setLevel(level)
 
 
-# The longest tests go first, longest first (a full run's --durations): one started
-# last would keep one xdist worker busy alone at the end of the run (pytest-xdist hands
-# tests out in collection order). Its first chunk (a quarter of a worker's share) puts
-# all seven on the first worker, about 13 minutes of work, while the other takes the
-# rest; the short tests left at the end even the two out.
+# The longest tests go first (a full run's --durations, three workers), so that none
+# starts late and keeps one worker busy alone at the end of the run. make test runs
+# pytest-xdist with --maxschedchunk 1: each worker starts with two tests, in this order
+# (the fleet test and adaptive on the first, limits and requeue on the second, fuzz
+# and replay on the third), then takes one test at a time as it finishes one. With
+# xdist's default chunks, the first worker took all of these, over 20 minutes of work.
 LONGEST_FIRST = (
-    "integration/test_fleet_eight.py",
-    "integration/test_limits_postfix.py::test_a_rate_cap_of_60_a_minute",
-    "integration/test_requeue_postfix.py::test_killed_or_hung_daemons",
-    "integration/test_adaptive_postfix.py::test_a_deferring_provider",
-    "integration/test_replay_exim.py",
-    "integration/test_watchdog.py",
-    "integration/test_replay_postfix.py",
+    "integration/test_fleet_eight.py",  # 604 s
+    "integration/test_adaptive_postfix.py::test_a_deferring_provider",  # 92 s
+    "integration/test_limits_postfix.py::test_a_rate_cap_of_60_a_minute",  # 182 s
+    "integration/test_requeue_postfix.py::test_killed_or_hung_daemons",  # 90 s
+    "tests/policyd/test_fuzz.py",  # 162 s
+    "integration/test_replay_postfix.py",  # 108 s
+    "integration/test_replay_exim.py",  # 117 s
+    "tests/state/test_key_lifetimes.py",  # 104 s
+    "integration/test_redis_acl.py",  # 86 s
+    "tests/policyd/test_activation.py",  # 67 s with two workers in the daemon
+    "integration/test_redis_cluster.py",  # 62 s
+    "integration/test_watchdog.py",  # 58 s
 )
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
+from email.generator import BytesGenerator
 from pathlib import Path
+
+import pytest
 
 from integration.daemons import process_gone
 from integration.postfix import PostfixInstance, make_shared_dir
 from integration.sink import Sink, free_port
+from integration.submit import build_message, message_bytes
 from integration.waits import wait_until
 
 
@@ -89,3 +94,27 @@ def test_a_master_that_does_not_stop_is_killed_with_its_children():
                 os.kill(pid, signal.SIGKILL)
         sink.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("recipients", "tag", "headers"),
+    [
+        (["u5@gmail.com"], "", None),
+        (
+            ["u5@gmail.com", "x@y.test"],
+            "a",
+            {"Precedence": "bulk", "List-Unsubscribe": "<mailto:u@shop.test>"},
+        ),
+        ([f"user{i}@example{i}.test" for i in range(12)], "t", None),  # a To: the email package folds
+        (["x@y.test"], "", {"X-Note": "h\u00e9llo"}),  # not ASCII: the email package encodes it
+    ],
+    ids=["plain", "headers", "folded", "non-ascii"],
+)
+def test_message_bytes_are_what_the_email_package_sends(recipients, tag, headers) -> None:
+    """send_many writes short ASCII messages out itself: the bytes must be what
+    smtplib's send_message would have sent for build_message."""
+    with io.BytesIO() as sent:
+        BytesGenerator(sent).flatten(
+            build_message(7, "s@shop.test", recipients, tag, headers), linesep="\r\n"
+        )
+        assert message_bytes(7, "s@shop.test", recipients, tag, headers) == sent.getvalue()
