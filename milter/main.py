@@ -179,7 +179,8 @@ def serve_until_stopped(address: str, timeout_s: float) -> None:
             loop.join(0.5)
             continue
         log.info("milter stopping on %s", signal.Signals(got.si_signo).name)
-        # smfi_stop sets the flag, then (libmilter 8.15 on) waits for the listener
+        # smfi_stop sets the flag and, in newer libmilters, waits for the listener to let
+        # go of its socket: not in this thread
         threading.Thread(target=libmilter.stop, name="libmilter-stop", daemon=True).start()
         while loop.is_alive():
             wake_listener(address)  # until it has seen the flag: it may look before it is set
@@ -190,7 +191,8 @@ def serve_until_stopped(address: str, timeout_s: float) -> None:
 
 def wake_listener(address: str) -> None:
     """Connect to the milter's own socket and hang up: libmilter's listener returns from
-    its wait, and the session it starts ends at once (no command, no callback)."""
+    its wait, and the session it starts ends at once, with no command and so nothing
+    decided (pymilter's close callback finds no milter object and returns)."""
     with contextlib.suppress(OSError):
         if address.startswith("unix:"):
             with socket.socket(socket.AF_UNIX) as sock:
