@@ -27,9 +27,9 @@ from integration.daemons import (
     DaemonProcess,
     HandingOverPolicyd,
     PolicydProcess,
+    listen_ready,
     metric_sum,
     tcp_ready,
-    unix_ready,
 )
 from integration.exim import (
     EXIM_RELAY_HOST,
@@ -282,7 +282,7 @@ def mail_system(request: pytest.FixtureRequest) -> Iterator[Callable[..., MailSy
             "milter",
             config_path,
             base / "milter.log",
-            unix_ready(milter_socket),
+            listen_ready(yaml.safe_load(config_path.read_text())["milter"]["listen"]),  # a test's own too
             log_format=log_format,
             env=env.get("milter"),
         )

@@ -65,13 +65,21 @@ def metrics_port(config_path: Path, daemon: str) -> int:
     return int(listen.rpartition(":")[2])
 
 
-def tcp_ready(port: int) -> Callable[[], bool]:
+def tcp_ready(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
     def check() -> bool:
-        with socket.socket() as s:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
             s.settimeout(0.2)
-            return s.connect_ex(("127.0.0.1", port)) == 0
+            return s.connect_ex((host, port)) == 0
 
     return check
+
+
+def listen_ready(listen: str) -> Callable[[], bool]:
+    """Readiness of a daemon's ``listen`` setting: ``unix:/path`` or ``inet:host:port``."""
+    if listen.startswith("unix:"):
+        return unix_ready(Path(listen.removeprefix("unix:")))
+    host, _, port = listen.removeprefix("inet:").rpartition(":")
+    return tcp_ready(int(port), host.strip("[]"))
 
 
 def unix_ready(path: Path) -> Callable[[], bool]:

@@ -14,6 +14,7 @@ import yaml
 
 from integration.configs import BULK_HEADERS, CLASS_POOLS, ENDPOINT_IP, deep_merge
 from integration.daemons import BaselineProcess, decision_lines, unix_ready
+from integration.sink import free_port
 from integration.waits import MAIL_S, wait_until
 from integration.workloads import assert_counted_exactly, counted_today
 from smtp_balancer.clock import utc_now
@@ -264,3 +265,17 @@ def test_a_signer_after_ours_in_smtpd_milters_sees_our_feedback_id_only(mail_sys
         recorder.stop()
     assert [v for k, v in seen if k.lower() == "feedback-id"] == ["bulk:shop.test:bulk:esp1"]
     assert [v for k, v in got.headers if k.lower() == "feedback-id"] == ["bulk:shop.test:bulk:esp1"]
+
+
+def test_a_milter_on_ipv6_loopback_is_reached_by_postfix_and_routes(mail_system):
+    """milter.listen inet:[::1]:port: libmilter listens on IPv6 only when told inet6
+    (its inet is IPv4: before, the milter refused to start, "cannot opensocket"), and
+    Postfix reaches it by the address as rendered."""
+    listen = f"inet:[::1]:{free_port('::1')}"
+    ipv6_milter = deep_merge(CLASS_POOLS, {"milter": {"listen": listen}})
+    ms = mail_system(ipv6_milter, policy=False, milter=True, dual_stack="::1")
+    ms.send("app@shop.test", ["a@example.test"], seq=1, headers=BULK)
+    ms.send("app@shop.test", ["b@example.test"], seq=2)
+    got = {int(m.header("X-Test-Seq")): m.peer_ip for m in ms.sink.wait_for(2, timeout=MAIL_S)}
+    assert got[1] in BULK_IPS and got[2] in TX_IPS, got
+    assert f"milter listening on inet6:{listen.rpartition(':')[2]}@::1" in ms.milter.log_path.read_text()

@@ -29,11 +29,13 @@ log = logging.getLogger("smtp_balancer.milter")
 
 
 def libmilter_socket(listen: str) -> str:
-    """Our listen syntax to libmilter's: unix:/path stays, inet:host:port -> inet:port@host."""
+    """Our listen syntax to libmilter's: unix:/path stays, inet:host:port -> inet:port@host,
+    and inet:[v6]:port -> inet6:port@v6 (libmilter's inet is IPv4 only: it refused ::1
+    with "cannot opensocket")."""
     if listen.startswith("unix:"):
         return listen
     host, port = parse_hostport(listen.removeprefix("inet:"))
-    return f"inet:{port}@{host}"
+    return f"inet6:{port}@{host}" if ":" in host else f"inet:{port}@{host}"
 
 
 def socket_gid(group: str | None) -> int:

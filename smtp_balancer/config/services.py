@@ -240,7 +240,8 @@ class MilterConfig(Strict):
     """Decide SMTP mail too; unset: only when policyd.enabled is false."""
     # a unix socket: over inet: libmilter's small writes stall on Nagle + delayed ACK (DESIGN.md)
     listen: str = "unix:/run/smtp-balancer/milter.sock"
-    """Where the milter listens: unix:/path (the default) or inet:host:port (slower)."""
+    """Where the milter listens: unix:/path (the default) or inet:host:port (slower;
+    inet:[::1]:port for IPv6)."""
     # Postfix's smtpd and cleanup run in group postfix: they alone may connect
     socket_mode: str = Field(default="0660", pattern=r"^0?[0-7]{3}$")
     """A unix socket's mode: Postfix's cleanup and smtpd must connect, as group postfix."""

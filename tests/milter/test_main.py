@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from smtp_balancer_milter.main import wake_listener
+from smtp_balancer_milter.main import libmilter_socket, wake_listener
 
 from integration.configs import lone_milter_config
 from integration.sink import free_port
@@ -95,3 +95,15 @@ def test_wake_listener_connects_to_an_inet_socket(bound: str):
 def test_wake_listener_says_nothing_when_nobody_listens(tmp_path: Path):
     wake_listener(f"unix:{tmp_path}/gone.sock")  # the listener may have closed already
     wake_listener(f"inet:{free_port()}@127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("listen", "libmilter"),
+    [
+        ("unix:/run/m.sock", "unix:/run/m.sock"),
+        ("inet:127.0.0.1:8891", "inet:8891@127.0.0.1"),
+        ("inet:[::1]:8891", "inet6:8891@::1"),  # libmilter's inet is IPv4 only
+    ],
+)
+def test_listen_in_libmilters_words(listen: str, libmilter: str) -> None:
+    assert libmilter_socket(listen) == libmilter
