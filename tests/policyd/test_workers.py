@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from integration.configs import deep_merge
-from integration.daemons import PolicydProcess, children, process_gone, unix_ready
+from integration.daemons import PolicydProcess, children, process_gone
 from integration.sink import free_port
 from integration.waits import wait_until
 from policyd import workers as workers_module
@@ -103,10 +103,14 @@ class Daemon:
         self.process = PolicydProcess(
             self.path, self.port, tmp_path / "policyd.log", env={"TMPDIR": str(self.tmpdir)}
         )
-        # ready when both listeners are: the supervisor calls listen() on one after the
-        # other, and a loaded CI host once ran a test's first unix connect in between
-        tcp, unix = self.process.ready, unix_ready(self.unix)
-        self.process.ready = lambda: tcp() and unix()
+        # ready when the supervisor says it listens: it calls listen() on one listener
+        # after the other, and a loaded CI host once ran a test's first unix connect in
+        # between. Read from the log, not by connecting: a probe's connection goes to a
+        # worker too, and the test counts each worker's connections
+        log_path = tmp_path / "policyd.log"
+        self.process.ready = lambda: (
+            log_path.exists() and "policy service listening on" in log_path.read_text()
+        )
 
     def log(self) -> str:
         return self.process.log_path.read_text(errors="replace")
