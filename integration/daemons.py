@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from integration.waits import START_S, WaitTimeout, wait_until
+from smtp_balancer.config.base import parse_hostport
 
 CLI = str(Path(sys.executable).with_name("smtp-balancer"))
 
@@ -78,8 +79,8 @@ def listen_ready(listen: str) -> Callable[[], bool]:
     """Readiness of a daemon's ``listen`` setting: ``unix:/path`` or ``inet:host:port``."""
     if listen.startswith("unix:"):
         return unix_ready(Path(listen.removeprefix("unix:")))
-    host, _, port = listen.removeprefix("inet:").rpartition(":")
-    return tcp_ready(int(port), host.strip("[]"))
+    host, port = parse_hostport(listen.removeprefix("inet:"))
+    return tcp_ready(port, host)
 
 
 def unix_ready(path: Path) -> Callable[[], bool]:

@@ -144,16 +144,17 @@ def run(config: BalancerConfig) -> int:
         os.umask(0o777)
     log.info("milter listening on %s", address)
     try:
-        serve_until_stopped(address, cfg.timeout_s)
+        serve_until_stopped(address, cfg.listen, cfg.timeout_s)
     finally:
         log.info("milter stopping: giving leases back, writing the last counts")
         engine.close()
     return 0
 
 
-def serve_until_stopped(address: str, timeout_s: float) -> None:
+def serve_until_stopped(address: str, listen: str, timeout_s: float) -> None:
     """libmilter's loop in a thread of its own; this (the main) thread takes the stop
     signals, sets libmilter's stop flag and wakes its listener with a connection.
+    ``address``: libmilter's words for ``listen`` (the config's, which the wake uses).
 
     libmilter's listener looks at its stop flag only between waits of 5 s for a
     connection (MI_CHK_TIME), so a stop left to libmilter's own signal thread took up
@@ -185,23 +186,24 @@ def serve_until_stopped(address: str, timeout_s: float) -> None:
         # go of its socket: not in this thread
         threading.Thread(target=libmilter.stop, name="libmilter-stop", daemon=True).start()
         while loop.is_alive():
-            wake_listener(address)  # until it has seen the flag: it may look before it is set
+            wake_listener(listen)  # until it has seen the flag: it may look before it is set
             loop.join(0.05)
     if failed:
         raise failed[0]
 
 
-def wake_listener(address: str) -> None:
-    """Connect to the milter's own socket and hang up: libmilter's listener returns from
-    its wait, and the session it starts ends at once, with no command and so nothing
-    decided (pymilter's close callback finds no milter object and returns)."""
+def wake_listener(listen: str) -> None:
+    """Connect to the milter's own socket (``milter.listen``: unix:/path or
+    inet:host:port) and hang up: libmilter's listener returns from its wait, and the
+    session it starts ends at once, with no command and so nothing decided (pymilter's
+    close callback finds no milter object and returns)."""
     with contextlib.suppress(OSError):
-        if address.startswith("unix:"):
+        if listen.startswith("unix:"):
             with socket.socket(socket.AF_UNIX) as sock:
                 sock.settimeout(1.0)
-                sock.connect(address[5:])
+                sock.connect(listen.removeprefix("unix:"))
             return
-        port, _, host = address.partition(":")[2].partition("@")
-        if host in ("", "0.0.0.0", "::"):
-            host = "::1" if address.startswith("inet6:") else "127.0.0.1"
-        socket.create_connection((host, int(port)), timeout=1.0).close()
+        host, port = parse_hostport(listen.removeprefix("inet:"))
+        if host in ("0.0.0.0", "::"):  # every address: loopback is one of them
+            host = "::1" if ":" in host else "127.0.0.1"
+        socket.create_connection((host, port), timeout=1.0).close()

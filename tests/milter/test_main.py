@@ -85,7 +85,7 @@ def test_wake_listener_connects_to_an_inet_socket(bound: str):
         listener.bind((bound, 0))
         listener.listen()
         listener.settimeout(5)
-        wake_listener(f"inet:{listener.getsockname()[1]}@{bound}")  # libmilter's syntax
+        wake_listener(f"inet:{bound}:{listener.getsockname()[1]}")  # milter.listen's syntax
         conn, peer = listener.accept()
         with conn:
             assert peer[0] == "127.0.0.1"
@@ -94,7 +94,7 @@ def test_wake_listener_connects_to_an_inet_socket(bound: str):
 
 def test_wake_listener_says_nothing_when_nobody_listens(tmp_path: Path):
     wake_listener(f"unix:{tmp_path}/gone.sock")  # the listener may have closed already
-    wake_listener(f"inet:{free_port()}@127.0.0.1")
+    wake_listener(f"inet:127.0.0.1:{free_port()}")
 
 
 @pytest.mark.parametrize(

@@ -107,10 +107,7 @@ class Daemon:
         # after the other, and a loaded CI host once ran a test's first unix connect in
         # between. Read from the log, not by connecting: a probe's connection goes to a
         # worker too, and the test counts each worker's connections
-        log_path = tmp_path / "policyd.log"
-        self.process.ready = lambda: (
-            log_path.exists() and "policy service listening on" in log_path.read_text()
-        )
+        self.process.ready = lambda: "policy service listening on" in self.log()  # log opened first
 
     def log(self) -> str:
         return self.process.log_path.read_text(errors="replace")
